@@ -1,0 +1,179 @@
+"""The OpenAPI 3 document served at /v1/openapi.json.
+
+Written by hand, not generated from the router: the test that compares it with the registered routes is then a
+real check that a new route was documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _resp(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = {"application/json": {"schema": schema}}
+    return out
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
+        402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
+        409: "roomId already used", 410: "Room already ended", 413: "Body too large",
+    }
+    return {str(s): _resp(meaning[s], ERROR) for s in statuses}
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _ok(schema: str) -> dict[str, Any]:
+    return _resp("Success", {
+        "type": "object",
+        "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
+                       "data": {"$ref": f"#/components/schemas/{schema}"}},
+    })
+
+
+ROOM_ID = {
+    "name": "roomId", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+}
+UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+BOOL = {"type": "boolean"}
+STR = {"type": "string"}
+INT = {"type": "integer"}
+TS = {"type": "string", "format": "date-time", "nullable": True}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["success", "message"], "properties": {
+        "success": {"type": "boolean", "enum": [False]}, "message": STR, "error": STR, "code": STR, "status": INT,
+        "errors": {"type": "object", "additionalProperties": STR}}},
+    "Participant": {"type": "object", "required": ["uid", "name", "role"], "properties": {
+        "uid": STR, "name": {"type": "string", "maxLength": 99},
+        "role": {"type": "string", "enum": ["TEACHER", "STUDENT", "MODERATOR", "ADMIN"]},
+        "photoURL": STR, "photoUrl": STR, "metadata": {"type": "object"}}},
+    "Customization": {"type": "object", "additionalProperties": False, "properties": {
+        **{k: BOOL for k in ("showLobby", "showClassTitle", "showLogo", "showHeader", "showParticipantName",
+                             "showMicIndicator", "needChat", "needControlbar", "allowScreenShare", "allowHandRaise",
+                             "allowRecording", "allowIngress", "validateDomain")},
+        "theme": {"type": "string", "enum": ["system", "light", "dark"]}}},
+    "CreateRoom": {"type": "object", "required": ["roomId", "title", "participant"], "properties": {
+        "roomId": STR, "title": STR, "roomName": STR, "roomDescription": STR, "description": STR,
+        "participant": {"$ref": "#/components/schemas/Participant"},
+        "customization": {"$ref": "#/components/schemas/Customization"},
+        "settings": {"type": "object", "properties": {
+            "maxParticipants": {"type": "integer", "default": 1000, "maximum": 5000},
+            "emptyTimeout": {"type": "integer", "default": 300, "maximum": 1800}, "autoClose": BOOL}},
+        "expiresIn": {"type": "integer", "minimum": 60, "maximum": 86400, "default": 3600}}},
+    "JoinRoom": {"type": "object", "required": ["participant"], "properties": {
+        "participant": {"$ref": "#/components/schemas/Participant"},
+        "customization": {"$ref": "#/components/schemas/Customization"},
+        "expiresIn": {"type": "integer", "minimum": 60, "maximum": 86400}}},
+    "Token": {"type": "object", "properties": {
+        "token": STR, "iframeUrl": STR, "expiresAt": TS, "roomId": STR,
+        "room": {"type": "object", "properties": {"roomId": STR, "sid": STR}}}},
+    "RoomStatus": {"type": "object", "properties": {
+        "exists": BOOL, "isActive": BOOL, "roomId": STR, "title": STR, "participantCount": INT, "hasTeacher": BOOL,
+        "isRecording": BOOL, "createdAt": TS, "startedAt": TS, "endedAt": TS}},
+    "RoomSummary": {"type": "object", "properties": {
+        "roomId": STR, "roomName": STR, "totalCredits": INT, "totalParticipants": INT, "avgStay": INT,
+        "timestamps": {"type": "object", "properties": {"startedAt": TS, "endedAt": TS}},
+        "status": {"type": "string", "enum": ["live", "finished"]}}},
+    "RoomDestroyed": {"type": "object", "properties": {
+        "roomId": STR, "participantsDisconnected": INT, "wasRecording": BOOL, "endedAt": TS}},
+    "RoomList": {"type": "object", "properties": {"rooms": {"type": "array", "items": {"type": "object"}},
+                                                   "pagination": {"type": "object"}}},
+    "SessionsQuery": {"type": "object", "required": ["uid"], "properties": {
+        "uid": STR, "roomId": STR, "startDate": {"type": "string", "format": "date"},
+        "endDate": {"type": "string", "format": "date"}, "page": {"type": "integer", "minimum": 1},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 10},
+        "export": {"type": "string", "enum": ["json", "csv"]}}},
+    "Sessions": {"type": "object", "properties": {
+        "participant": {"type": "object"}, "roomGroups": {"type": "array", "items": {"type": "object"}},
+        "sessions": {"type": "array", "items": {"type": "object", "properties": {
+            "sessionId": STR, "roomId": STR, "joinedAt": TS, "leftAt": TS, "duration": INT,
+            "credits": {"type": "number"}, "isActive": BOOL, "ipAddress": {"type": "string", "nullable": True}}}},
+        "pagination": {"type": "object"}, "totals": {"type": "object"}}},
+    "Balance": {"type": "object", "properties": {
+        "type": STR, "status": {"type": "string", "enum": ["ACTIVE", "OVERCONSUMED"]}, "remainingCredits": INT,
+        "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
+        "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
+    "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
+                                                     "mutedCount": INT}},
+}
+
+PATHS: dict[str, Any] = {
+    "/v1/room/create": {"post": {
+        "summary": "Create a room and a token for its first participant (reference 2.1)",
+        "requestBody": _json_body("CreateRoom"),
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 409, 413)}}},
+    "/v1/room/{roomId}/join": {"post": {
+        "summary": "Issue a join token (reference 2.2)", "parameters": [ROOM_ID], "requestBody": _json_body("JoinRoom"),
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 403, 404)}}},
+    "/v1/room/{roomId}/status": {"get": {
+        "summary": "Room status; 200 with exists:false for an unknown room (reference 2.3)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("RoomStatus"), **_errors(400, 401)}}},
+    "/v1/room/{roomId}/summary": {"get": {
+        "summary": "Credits, unique participants, average stay (seed 001)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("RoomSummary"), **_errors(400, 401, 404)}}},
+    "/v1/room/{roomId}": {"delete": {
+        "summary": "End the class now (reference 2.4)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("RoomDestroyed"), **_errors(400, 401, 404, 410)}}},
+    "/v1/rooms": {"get": {
+        "summary": "List the organization's rooms (classcast addition)",
+        "parameters": [
+            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["all", "live", "finished"]}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+        "responses": {"200": _ok("RoomList"), **_errors(400, 401)}}},
+    "/v1/participant/sessions": {"post": {
+        "summary": "A participant's session history, JSON or CSV (reference 2.10)",
+        "requestBody": _json_body("SessionsQuery"),
+        "responses": {"200": {"description": "Sessions", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Sessions"}},
+            "text/csv": {"schema": {"type": "string"}}}}, **_errors(400, 401, 404)}}},
+    "/v1/room/{roomId}/participants/{uid}/remove": {"post": {
+        "summary": "Kick a participant; the uid cannot rejoin (classcast addition)", "parameters": [ROOM_ID, UID],
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+    "/v1/room/{roomId}/participants/{uid}/mute": {"post": {
+        "summary": "Mute a participant (classcast addition)", "parameters": [ROOM_ID, UID],
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+    "/v1/room/{roomId}/participants/{uid}/unmute": {"post": {
+        "summary": "Unmute a participant (classcast addition)", "parameters": [ROOM_ID, UID],
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+    "/v1/room/{roomId}/mute-all": {"post": {
+        "summary": "Mute every participant, optionally except some uids (classcast addition)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+    "/v1/billing/balance": {"get": {
+        "summary": "Prepaid credit balance (reference 2.11)", "responses": {"200": _ok("Balance"), **_errors(401)}}},
+    "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                 "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "classcast API", "version": "1",
+             "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID."},
+    "servers": [{"url": "/"}],
+    "security": [{"orgId": []}],
+    "components": {
+        "securitySchemes": {"orgId": {"type": "apiKey", "in": "header", "name": "VF-ORG-ID"}},
+        "schemas": SCHEMAS,
+    },
+    "paths": PATHS,
+}
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/openapi.json", openapi)

@@ -1,0 +1,71 @@
+"""The aiohttp application: services wired once, routes, middlewares, the background ticker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from control.api import billing, openapi, participants, rooms
+from control.auth import Auth, load_or_create_secret
+from control.classroom import Classroom
+from control.clock import Clock
+from control.config import Config
+from control.events import EventBus
+from control.middleware import org_middleware, request_middleware
+from control.services import SERVICES, Services
+from control.store.store import Store
+from control.web import page
+
+log = logging.getLogger("classcast.app")
+
+
+async def build_services(config: Config, clock: Clock | None = None) -> Services:
+    clock = clock or Clock()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(config.db_url)
+    auth = Auth(load_or_create_secret(config.data_dir), clock, store)
+    bus = EventBus()
+    classroom = Classroom(config, store, auth, bus, clock)
+    closed = await classroom.recover()
+    if closed:
+        log.info("closed %d sessions left open by the previous run", closed)
+    return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom)
+
+
+async def _ticker(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(svc.config.tick_interval_s)
+            try:
+                await svc.classroom.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def create_app(config: Config, clock: Clock | None = None, *, background: bool = True) -> web.Application:
+    """`background=False` leaves the ticker off so tests drive `Classroom.tick` with a fake clock."""
+    svc = await build_services(config, clock)
+    app = web.Application(middlewares=[request_middleware, org_middleware], client_max_size=config.max_body_bytes)
+    app[SERVICES] = svc
+    for module in (rooms, participants, billing, openapi, page):
+        module.setup(app)
+    if background:
+        app.cleanup_ctx.append(_ticker)
+
+    async def close_store(_app: web.Application) -> None:
+        await svc.store.close()
+
+    app.on_cleanup.append(close_store)
+    return app

@@ -1,0 +1,389 @@
+"""Room lifecycle, participants, sessions and credits: the control plane's rules in one place.
+
+REST handlers and the signaling layer both call this service; it owns the ordering of side effects (database
+first, then events) so that an event never announces something the database does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from control import credits as cr
+from control.auth import Auth
+from control.clock import Clock, iso
+from control.config import Config
+from control.errors import ApiError, insufficient_credits, participant_not_found, room_ended, room_not_found
+from control.events import Event, EventBus
+from control.ids import new_id
+from control.store.records import Org, Participant, Room, Session
+from control.store.store import RoomIdTaken, Store
+
+log = logging.getLogger("classcast.classroom")
+
+DEFAULT_MAX_PARTICIPANTS = 1000
+MAX_MAX_PARTICIPANTS = 5000
+DEFAULT_EMPTY_TIMEOUT_S = 300  # the docs' value; the SDK comment's 1200 s is not what the docs promise
+MAX_EMPTY_TIMEOUT_S = 1800
+HEARTBEAT_KEY = "heartbeat_ms"
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantSpec:
+    uid: str
+    name: str
+    role: str
+    photo_url: str | None = None
+    metadata: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSpec:
+    room_id: str
+    title: str
+    description: str | None
+    customization: dict[str, Any]
+    max_participants: int = DEFAULT_MAX_PARTICIPANTS
+    empty_timeout: int = DEFAULT_EMPTY_TIMEOUT_S
+    auto_close: bool = False
+
+
+def participant_public(p: Participant) -> dict[str, Any]:
+    """How a participant is shown to integrators and to other participants (both photo spellings: reference 3.1)."""
+    return {
+        "uid": p.uid, "name": p.name, "role": p.role, "photoURL": p.photo_url, "photoUrl": p.photo_url,
+        "muted": p.muted,
+    }
+
+
+class Classroom:
+    def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.auth = auth
+        self.bus = bus
+        self.clock = clock
+        self._room_locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, room_sid: str) -> asyncio.Lock:
+        """Serializes session changes per room so capacity checks and billing see a consistent roster."""
+        lock = self._room_locks.get(room_sid)
+        if lock is None:
+            lock = self._room_locks[room_sid] = asyncio.Lock()
+        return lock
+
+    def _emit(self, type_: str, room: Room, **data: Any) -> None:
+        self.bus.publish(Event(type=type_, org_id=room.org_id, room_id=room.room_id, room_sid=room.sid, data=data))
+
+    # ---- rooms -----------------------------------------------------------------------------------------------
+
+    async def get_room(self, org: Org, room_id: str) -> Room:
+        room = await self.store.get_room(org.id, room_id)
+        if room is None:
+            raise room_not_found()
+        return room
+
+    def _require_start_credits(self, org: Org) -> None:
+        if org.credits < self.config.min_credits_to_start:
+            raise insufficient_credits()
+
+    def _token_reply(self, token: str, exp_ms: int) -> dict[str, Any]:
+        return {
+            "token": token,
+            "iframeUrl": f"{self.config.base_url}/iframe/live?token={token}",
+            "expiresAt": iso(exp_ms),
+        }
+
+    async def create_room(
+        self, org: Org, spec: RoomSpec, participant: ParticipantSpec, participant_customization: dict[str, Any],
+        ttl_s: int,
+    ) -> dict[str, Any]:
+        self._require_start_credits(org)
+        room = Room(
+            sid=new_id("RM_"), org_id=org.id, room_id=spec.room_id, title=spec.title, description=spec.description,
+            customization=spec.customization, max_participants=spec.max_participants,
+            empty_timeout=spec.empty_timeout, auto_close=spec.auto_close, created_at=self.clock.now_ms(),
+        )
+        try:
+            await self.store.insert_room(room)
+        except RoomIdTaken:
+            raise ApiError(
+                409, f"Room ID '{spec.room_id}' already exists. A roomId cannot be reused, even after the room "
+                "ended.", "ROOM_ALREADY_EXISTS",
+            ) from None
+        p = await self._upsert(room, participant, participant_customization)
+        token, exp_ms = self.auth.issue(org.id, room, p, ttl_s)
+        reply = self._token_reply(token, exp_ms)
+        # Both shapes: the docs read data.room.roomId, the official SDK reads data.roomId (reference 2.1).
+        reply["roomId"] = room.room_id
+        reply["room"] = {"roomId": room.room_id, "sid": room.sid}
+        return reply
+
+    async def _upsert(self, room: Room, spec: ParticipantSpec, customization: dict[str, Any]) -> Participant:
+        return await self.store.upsert_participant(
+            room.sid, spec.uid, spec.name, spec.role, spec.photo_url, customization, spec.metadata,
+            self.clock.now_ms(),
+        )
+
+    async def join(
+        self, org: Org, room_id: str, spec: ParticipantSpec, customization: dict[str, Any], ttl_s: int
+    ) -> dict[str, Any]:
+        room = await self.get_room(org, room_id)
+        if room.ended:
+            raise room_not_found()  # join-room: "No such room ID, or the room has ended."
+        existing = await self.store.get_participant(room.sid, spec.uid)
+        if existing is not None and existing.removed:
+            raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
+        await self._check_capacity(room, spec.uid)
+        if room.started_at is None:
+            self._require_start_credits(org)
+        p = await self._upsert(room, spec, customization)
+        token, exp_ms = self.auth.issue(org.id, room, p, ttl_s)
+        return self._token_reply(token, exp_ms)
+
+    async def _check_capacity(self, room: Room, uid: str) -> None:
+        active = await self.store.active_participants(room.sid)
+        if len(active) >= room.max_participants and all(p.uid != uid for p in active):
+            raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
+
+    async def status(self, org: Org, room_id: str) -> dict[str, Any]:
+        room = await self.store.get_room(org.id, room_id)
+        if room is None:
+            return {"exists": False, "isActive": False, "roomId": room_id}
+        active = await self.store.active_participants(room.sid)
+        recording = bool(await self.store.live_recordings(room.sid)) if not room.ended else False
+        return {
+            "exists": True,
+            "isActive": room.started_at is not None and not room.ended,
+            "roomId": room.room_id,
+            "title": room.title,
+            "participantCount": len(active),
+            "hasTeacher": any(p.role == "TEACHER" for p in active),
+            "isRecording": recording,
+            "createdAt": iso(room.created_at),
+            "startedAt": iso(room.started_at),
+            "endedAt": iso(room.ended_at),
+        }
+
+    async def end_room(self, room: Room, reason: str) -> dict[str, Any]:
+        """DELETE /v1/room/:roomId, the teacher's End Class, and the empty-room timeout all end a room here."""
+        async with self._lock(room.sid):
+            now = self.clock.now_ms()
+            if not await self.store.finish_room(room.sid, now, reason):
+                raise room_ended()
+            closed = await self.store.close_sessions(now, "class_ended", room_sid=room.sid)
+            recordings = await self.store.live_recordings(room.sid)
+            if recordings:
+                # The recorder finalizes them; EGRESS_ENDING until it reports the file (issue: recorder).
+                await self.store.set_recording_status([r.id for r in recordings], "EGRESS_ENDING")
+            room.ended_at, room.end_reason = now, reason
+            await self._bill(room, now)
+        self._room_locks.pop(room.sid, None)
+        self._emit("class_ended", room, reason=reason, endedAt=iso(now), wasRecording=bool(recordings))
+        return {
+            "roomId": room.room_id,
+            "participantsDisconnected": len({s.participant_id for s in closed}),
+            "wasRecording": bool(recordings),
+            "endedAt": iso(now),
+        }
+
+    async def list_rooms(self, org: Org, status: str, page: int, limit: int) -> dict[str, Any]:
+        rooms, total = await self.store.list_rooms(org.id, status, (page - 1) * limit, limit)
+        items = []
+        for room in rooms:
+            active = [] if room.ended else await self.store.active_participants(room.sid)
+            items.append({
+                "roomId": room.room_id, "sid": room.sid, "title": room.title, "description": room.description,
+                "status": "finished" if room.ended else "live", "participantCount": len(active),
+                "createdAt": iso(room.created_at), "startedAt": iso(room.started_at), "endedAt": iso(room.ended_at),
+                "settings": {"maxParticipants": room.max_participants, "emptyTimeout": room.empty_timeout,
+                             "autoClose": room.auto_close},
+            })
+        return {
+            "rooms": items,
+            "pagination": {"page": page, "limit": limit, "total": total, "totalPages": -(-total // limit)},
+        }
+
+    # ---- summary and credits ---------------------------------------------------------------------------------
+
+    async def summary(self, org: Org, room_id: str) -> dict[str, Any]:
+        room = await self.get_room(org, room_id)
+        sessions = await self.store.room_sessions(room.sid)
+        now = self.clock.now_ms()
+        total_ms = sum(s.duration_ms(now) for s in sessions)
+        unique = len({s.uid for s in sessions})
+        return {
+            "roomId": room.room_id,
+            "roomName": room.title,
+            "totalCredits": cr.credits_for(total_ms),
+            "totalParticipants": unique,
+            "avgStay": cr.avg_stay_s(total_ms, unique),
+            "timestamps": {"startedAt": iso(room.started_at), "endedAt": iso(room.ended_at)},
+            "status": "finished" if room.ended else "live",
+        }
+
+    async def _bill(self, room: Room, now: int) -> int:
+        """Debit the organization up to the room's credits so far; the room's debits always equal its summary."""
+        sessions = await self.store.room_sessions(room.sid)
+        total_ms = sum(s.duration_ms(now) for s in sessions)
+        return await self.store.bill_room(room, cr.credits_for(total_ms), now)
+
+    # ---- sessions (called by signaling) ----------------------------------------------------------------------
+
+    async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
+        """A participant's connection starts: the class starts with the first one."""
+        async with self._lock(room_sid):
+            room = await self.store.get_room_by_sid(room_sid)
+            if room is None:
+                raise room_not_found()
+            if room.ended:
+                raise ApiError(410, "Class has ended", "ROOM_ENDED")
+            participant = await self.store.get_participant(room_sid, uid)
+            if participant is None:
+                raise participant_not_found()
+            if participant.removed:
+                raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
+            await self._check_capacity(room, uid)
+            now = self.clock.now_ms()
+            if room.started_at is None:
+                org = await self.store.get_org(room.org_id)
+                if org is None:
+                    raise room_not_found()
+                self._require_start_credits(org)
+                room.started_at = now
+                await self.store.update_room(room.sid, started_at=now, emptied_at=None)
+            elif room.emptied_at is not None:
+                await self.store.update_room(room.sid, emptied_at=None)
+            already_present = any(p.uid == uid for p in await self.store.active_participants(room_sid))
+            session = Session(
+                id=new_id("SE_"), participant_id=participant.id, room_sid=room_sid, org_id=room.org_id, uid=uid,
+                joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address,
+            )
+            await self.store.insert_session(session)
+        if not already_present:
+            self._emit("participant_joined", room, participant=participant_public(participant))
+        return session
+
+    async def close_session(self, session_id: str, reason: str = "left") -> Session | None:
+        """A connection ends (leave, drop, kick). Idempotent: closing a closed session does nothing."""
+        session = await self.store.get_session(session_id)
+        if session is None or not session.active:
+            return None
+        async with self._lock(session.room_sid):
+            closed = await self.store.close_sessions(self.clock.now_ms(), reason, session_id=session_id)
+            if not closed:
+                return None
+            room = await self.store.get_room_by_sid(session.room_sid)
+            assert room is not None
+            now = closed[0].left_at or self.clock.now_ms()
+            remaining = await self.store.room_sessions(room.sid, active_only=True)
+            if not remaining and not room.ended:
+                await self.store.update_room(room.sid, emptied_at=now)
+            await self._bill(room, now)
+        if not room.ended and all(s.uid != session.uid for s in remaining):
+            participant = await self.store.get_participant_by_id(session.participant_id)
+            if participant is not None:
+                self._emit("participant_left", room, participant=participant_public(participant), reason=reason)
+        return closed[0]
+
+    async def recover(self) -> int:
+        """At start: sessions left open by a previous process ended when it last proved alive."""
+        heartbeat = await self.store.get_meta(HEARTBEAT_KEY)
+        now = self.clock.now_ms()
+        at = min(int(heartbeat), now) if heartbeat else now
+        closed = await self.store.close_sessions(at, "server_restart")
+        for sid in {s.room_sid for s in closed}:
+            room = await self.store.get_room_by_sid(sid)
+            if room is not None and not room.ended:
+                await self.store.update_room(sid, emptied_at=at)
+                await self._bill(room, at)
+        return len(closed)
+
+    async def tick(self) -> None:
+        """Periodic: bill running classes (at least once a minute) and end rooms empty for emptyTimeout."""
+        now = self.clock.now_ms()
+        await self.store.set_meta(HEARTBEAT_KEY, str(now))
+        for room in await self.store.unfinished_started_rooms():
+            try:
+                async with self._lock(room.sid):
+                    await self._bill(room, now)
+                if room.emptied_at is not None and now - room.emptied_at >= room.empty_timeout * 1000:
+                    await self.end_room(room, "empty_timeout")
+            except ApiError:
+                continue  # ended concurrently
+            except Exception:
+                log.exception("tick failed for room %s", room.sid)
+
+    # ---- moderation ------------------------------------------------------------------------------------------
+
+    async def _live_participant(self, org: Org, room_id: str, uid: str) -> tuple[Room, Participant]:
+        room = await self.get_room(org, room_id)
+        if room.ended:
+            raise room_ended()
+        participant = await self.store.get_participant(room.sid, uid)
+        if participant is None:
+            raise participant_not_found()
+        return room, participant
+
+    async def remove_participant(self, org: Org, room_id: str, uid: str, reason: str | None) -> dict[str, Any]:
+        room, participant = await self._live_participant(org, room_id, uid)
+        async with self._lock(room.sid):
+            now = self.clock.now_ms()
+            if not participant.removed:
+                await self.store.update_participant(participant.id, removed_at=now, updated_at=now)
+                participant.removed_at = now
+            closed = await self.store.close_sessions(now, "removed", participant_id=participant.id)
+            if closed:
+                if not await self.store.room_sessions(room.sid, active_only=True):
+                    await self.store.update_room(room.sid, emptied_at=now)
+                await self._bill(room, now)
+        self._emit("participant_removed", room, participant=participant_public(participant), reason=reason)
+        return {"roomId": room.room_id, "uid": uid, "removed": True, "sessionsClosed": len(closed)}
+
+    async def set_muted(self, org: Org, room_id: str, uid: str, muted: bool) -> dict[str, Any]:
+        room, participant = await self._live_participant(org, room_id, uid)
+        await self._apply_mute(room, participant, muted)
+        return {"roomId": room.room_id, "uid": uid, "muted": muted}
+
+    async def _apply_mute(self, room: Room, participant: Participant, muted: bool) -> None:
+        now = self.clock.now_ms()
+        await self.store.update_participant(participant.id, muted=muted, updated_at=now)
+        participant.muted = muted
+        self._emit("participant_muted" if muted else "participant_unmuted", room,
+                   participant=participant_public(participant), muted=muted)
+
+    async def mute_all(self, org: Org, room_id: str, except_uids: set[str]) -> dict[str, Any]:
+        room = await self.get_room(org, room_id)
+        if room.ended:
+            raise room_ended()
+        muted = []
+        for p in await self.store.list_participants(room.sid):
+            if p.uid in except_uids or p.removed or p.muted:
+                continue
+            await self._apply_mute(room, p, True)
+            muted.append(p.uid)
+        return {"roomId": room.room_id, "mutedCount": len(muted), "muted": muted}
+
+    # ---- billing ---------------------------------------------------------------------------------------------
+
+    def balance(self, org: Org) -> dict[str, Any]:
+        remaining = org.credits
+        over = remaining < 0
+        display = abs(remaining)
+        message = (
+            f"Account has overconsumed {display} credits. Please add more credits."
+            if over else f"Account has {display} credits remaining."
+        )
+        return {
+            "type": org.billing_type,
+            "status": "OVERCONSUMED" if over else "ACTIVE",
+            "remainingCredits": remaining,
+            "displayCredits": display,
+            "isOverconsumed": over,
+            "creditRate": self.config.credit_rate,
+            "estimatedValue": round(display * self.config.credit_rate, 2),
+            "currency": self.config.currency,
+            "message": message,
+        }

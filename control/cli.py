@@ -1,0 +1,232 @@
+"""`classcast` command line: `serve`, and organization management (`org create|list|credits|domains|branding`).
+
+The org commands open the same database as the server (SQLite in WAL mode tolerates the running server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from collections.abc import Sequence
+
+from control.clock import Clock
+from control.config import Config
+from control.store.records import Org
+from control.store.store import Store
+
+DEMO_ORG_KEY = "demo_org_id"
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+async def ensure_demo_org(store: Store, config: Config, clock: Clock) -> tuple[Org, bool]:
+    """The demo organization made on first start; later starts find it again. Returns (org, created)."""
+    org_id = await store.get_meta(DEMO_ORG_KEY)
+    if org_id:
+        org = await store.get_org(org_id)
+        if org is not None:
+            return org, False
+    org = await store.create_org("Demo School", config.demo_credits, clock.now_ms())
+    await store.set_meta(DEMO_ORG_KEY, org.id)
+    return org, True
+
+
+def banner(config: Config, org: Org, created: bool) -> str:
+    base = config.base_url
+    example = json.dumps({
+        "roomId": "math-101", "title": "Introduction to Algebra",
+        "participant": {"uid": "teacher-1", "name": "Ada Lovelace", "role": "TEACHER"},
+    })
+    return "\n".join([
+        f"classcast is serving on {base}",
+        f"Demo organization{' (created now)' if created else ''}: {org.id} ({org.name}, {org.credits} credits)",
+        "Create a room and get the teacher's classroom link:",
+        f"  curl -X POST {base}/v1/room/create \\",
+        f"    -H 'VF-ORG-ID: {org.id}' -H 'Content-Type: application/json' \\",
+        f"    -d '{example}'",
+        "",
+    ])
+
+
+async def _serve(config: Config) -> None:
+    from aiohttp import web
+
+    from control.app import create_app
+    from control.services import SERVICES
+
+    app = await create_app(config)
+    svc = app[SERVICES]
+    org, created = await ensure_demo_org(svc.store, config, svc.clock)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    print(banner(config, org, created), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    import uvloop
+
+    from control.logs import setup_logging
+
+    setup_logging(args.log_level)
+    uvloop.run(_serve(config))
+    return 0
+
+
+async def _with_store(config: Config, fn):  # type: ignore[no-untyped-def]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(config.db_url)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _org_json(org: Org) -> dict[str, object]:
+    return {
+        "id": org.id, "name": org.name, "credits": org.credits, "domains": org.domains,
+        "branding": {"logoUrl": org.logo_url, "primaryColor": org.primary_color, "accentColor": org.accent_color,
+                     "slogan": org.slogan},
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_org(args: argparse.Namespace, config: Config) -> int:
+    clock = Clock()
+
+    async def need(store: Store, org_id: str) -> Org | None:
+        org = await store.get_org(org_id)
+        if org is None:
+            print(f"error: no organization {org_id}", file=sys.stderr)
+        return org
+
+    if args.org_cmd == "create":
+        if not args.name.strip():
+            return _fail("--name must not be empty")
+        if args.credits < 0:
+            return _fail("--credits must not be negative")
+        org = asyncio.run(_with_store(config, lambda s: s.create_org(args.name.strip(), args.credits, clock.now_ms())))
+        print(json.dumps(_org_json(org)) if args.json else org.id)
+        return 0
+
+    if args.org_cmd == "list":
+        orgs = asyncio.run(_with_store(config, lambda s: s.list_orgs()))
+        if args.json:
+            print(json.dumps([_org_json(o) for o in orgs]))
+        else:
+            for o in orgs:
+                print(f"{o.id}  {o.credits:>10}  {o.name}  {','.join(o.domains)}")
+        return 0
+
+    if args.org_cmd == "credits":
+        async def credits(store: Store) -> int:
+            org = await need(store, args.org_id)
+            if org is None:
+                return 1
+            if args.add:
+                balance = await store.add_credits(org.id, args.add, "topup", clock.now_ms())
+            else:
+                balance = org.credits
+            print(balance)
+            return 0
+
+        return asyncio.run(_with_store(config, credits))
+
+    if args.org_cmd == "domains":
+        for d in (args.add or []) + (args.remove or []):
+            if not DOMAIN_RE.fullmatch(d.lower()):
+                return _fail(f"{d!r} is not a domain name (example.com)")
+
+        async def domains(store: Store) -> int:
+            org = await need(store, args.org_id)
+            if org is None:
+                return 1
+            for d in args.add or []:
+                await store.add_domain(org.id, d.lower(), clock.now_ms())
+            for d in args.remove or []:
+                await store.remove_domain(org.id, d.lower())
+            org = await store.get_org(org.id)
+            assert org is not None
+            print("\n".join(org.domains))
+            return 0
+
+        return asyncio.run(_with_store(config, domains))
+
+    if args.org_cmd == "branding":
+        for color in (args.primary_color, args.accent_color):
+            if color is not None and not COLOR_RE.fullmatch(color):
+                return _fail(f"{color!r} is not a #RRGGBB color")
+        if args.logo_url is not None and not re.match(r"^https?://", args.logo_url):
+            return _fail("--logo-url must be an http(s) URL")
+
+        async def branding(store: Store) -> int:
+            org = await need(store, args.org_id)
+            if org is None:
+                return 1
+            fields = {"logo_url": args.logo_url, "primary_color": args.primary_color,
+                      "accent_color": args.accent_color, "slogan": args.slogan}
+            await store.set_branding(org.id, **{k: v for k, v in fields.items() if v is not None})
+            org = await store.get_org(org.id)
+            assert org is not None
+            print(json.dumps(_org_json(org)["branding"]))
+            return 0
+
+        return asyncio.run(_with_store(config, branding))
+    return _fail("unknown org command")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="classcast", description="Self-hosted live-classroom server")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the server (CLASSCAST_HOST, CLASSCAST_PORT, CLASSCAST_DATA_DIR)")
+    serve.add_argument("--log-level", default="INFO")
+
+    org = sub.add_parser("org", help="manage organizations")
+    osub = org.add_subparsers(dest="org_cmd", required=True)
+    c = osub.add_parser("create", help="create an organization and print its id")
+    c.add_argument("--name", required=True)
+    c.add_argument("--credits", type=int, default=0)
+    c.add_argument("--json", action="store_true")
+    ls = osub.add_parser("list", help="list organizations")
+    ls.add_argument("--json", action="store_true")
+    cr = osub.add_parser("credits", help="show or add credits")
+    cr.add_argument("org_id")
+    cr.add_argument("--add", type=int, default=0, help="credits to add (negative to correct)")
+    d = osub.add_parser("domains", help="verified domains (the classroom page's frame-ancestors)")
+    d.add_argument("org_id")
+    d.add_argument("--add", action="append")
+    d.add_argument("--remove", action="append")
+    b = osub.add_parser("branding", help="logo and colors shown in the classroom")
+    b.add_argument("org_id")
+    b.add_argument("--logo-url")
+    b.add_argument("--primary-color")
+    b.add_argument("--accent-color")
+    b.add_argument("--slogan")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = Config.from_env()
+    if args.cmd == "serve":
+        return cmd_serve(args, config)
+    return cmd_org(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

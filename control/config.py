@@ -1,0 +1,82 @@
+"""Configuration from `CLASSCAST_*` environment variables, with defaults that run on one machine out of the box.
+
+Every variable is listed in docs/operations.md; `Config.from_env` is the only place they are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    # Base URL that browsers use to reach this server (iframeUrl, download links); defaults to http://host:port.
+    public_url: str = ""
+    # SQLAlchemy async URL; empty means SQLite in data_dir.
+    database_url: str = ""
+    token_ttl_s: int = 3600
+    token_max_ttl_s: int = 24 * 3600
+    min_credits_to_start: int = 100
+    demo_credits: int = 10_000
+    # How often live rooms are billed and empty rooms reaped (the issue asks for at least every minute).
+    tick_interval_s: float = 15.0
+    max_body_bytes: int = 64 * 1024
+    credit_rate: float = 0.01
+    currency: str = "USD"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        host = env.get("CLASSCAST_HOST", "127.0.0.1")
+        port = _int(env, "CLASSCAST_PORT", 8080)
+        return cls(
+            host=host,
+            port=port,
+            data_dir=Path(env.get("CLASSCAST_DATA_DIR", "data")),
+            public_url=env.get("CLASSCAST_PUBLIC_URL", ""),
+            database_url=env.get("CLASSCAST_DATABASE_URL", ""),
+            token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600),
+            tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0),
+            demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000),
+            credit_rate=_float(env, "CLASSCAST_CREDIT_RATE", 0.01),
+            currency=env.get("CLASSCAST_CURRENCY", "USD"),
+        )
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'classcast.db').resolve()}"

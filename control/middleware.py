@@ -1,0 +1,82 @@
+"""Request middlewares: request id, the one-line request log, the error envelope, and VF-ORG-ID auth."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from control.api.common import ORG
+from control.errors import ApiError, error_body, unauthorized
+from control.services import SERVICES
+
+log = logging.getLogger("classcast.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# /v1 paths that authenticate otherwise (a participant token) or not at all.
+PUBLIC_V1 = ("/v1/openapi.json", "/v1/rtc")
+_RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HTTP_MESSAGES = {
+    404: ("Not found", "NOT_FOUND"),
+    405: ("Method not allowed", "METHOD_NOT_ALLOWED"),
+    413: ("Request body too large", "PAYLOAD_TOO_LARGE"),
+}
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> web.Response:
+    message, code = _HTTP_MESSAGES.get(exc.status, (exc.reason, f"HTTP_{exc.status}"))
+    if exc.status == 413:
+        message = f"{message} (limit {request.app[SERVICES].config.max_body_bytes} bytes)"
+    resp = web.json_response(error_body(exc.status, message, code), status=exc.status)
+    if exc.status == 405 and "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
+    return resp
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = incoming if _RID_RE.fullmatch(incoming) else secrets.token_hex(8)
+    started = time.perf_counter()
+    try:
+        resp = await handler(request)
+    except ApiError as exc:
+        resp = web.json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        resp = _http_error(exc, request)
+    except Exception:
+        log.exception("unhandled error", extra={"rid": rid, "method": request.method, "path": request.path})
+        resp = web.json_response(error_body(500, "Internal server error", "SERVER_ERROR"), status=500)
+    if not resp.prepared:
+        resp.headers["X-Request-Id"] = rid
+    org = request.get(ORG)
+    log.info(
+        "%s %s %d", request.method, request.path, resp.status,
+        extra={
+            "rid": rid, "method": request.method, "path": request.path, "status": resp.status,
+            "ms": round((time.perf_counter() - started) * 1000, 2), "remote": request.remote,
+            "org": org.id if org else None,
+        },
+    )
+    return resp
+
+
+@web.middleware
+async def org_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /v1 REST call names its organization in VF-ORG-ID; missing or unknown is 401 `Unauthorized`."""
+    path = request.path
+    if path.startswith("/v1/") and not path.startswith(PUBLIC_V1):
+        org_id = request.headers.get("VF-ORG-ID", "").strip()
+        if not org_id or len(org_id) > 64:
+            raise unauthorized()
+        org = await request.app[SERVICES].store.get_org(org_id)
+        if org is None:
+            raise unauthorized()
+        request[ORG] = org
+    return await handler(request)

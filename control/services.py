@@ -1,0 +1,27 @@
+"""The services one server process shares, reachable from every handler through `request.app[SERVICES]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from control.auth import Auth
+from control.classroom import Classroom
+from control.clock import Clock
+from control.config import Config
+from control.events import EventBus
+from control.store.store import Store
+
+
+@dataclass
+class Services:
+    config: Config
+    clock: Clock
+    store: Store
+    auth: Auth
+    bus: EventBus
+    classroom: Classroom
+
+
+SERVICES = web.AppKey("services", Services)

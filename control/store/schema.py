@@ -1,0 +1,128 @@
+"""Table definitions for building portable queries with SQLAlchemy Core.
+
+These describe the schema that `migrations.py` creates; they are used for queries only (never `create_all`),
+and `tests/control/test_store.py` checks that they match the migrated database column for column.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+meta = Table("meta", metadata, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("billing_type", Text, nullable=False),
+    Column("logo_url", Text),
+    Column("primary_color", Text),
+    Column("accent_color", Text),
+    Column("slogan", Text),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+org_domains = Table(
+    "org_domains",
+    metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("domain", Text, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("sid", Text, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("room_id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text),
+    Column("customization", Text, nullable=False),
+    Column("max_participants", Integer, nullable=False),
+    Column("empty_timeout", Integer, nullable=False),
+    Column("auto_close", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("end_reason", Text),
+    Column("emptied_at", BigInteger),
+    Column("credits_debited", BigInteger, nullable=False),
+)
+
+participants = Table(
+    "participants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("room_sid", Text, nullable=False),
+    Column("uid", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("photo_url", Text),
+    Column("customization", Text, nullable=False),
+    Column("metadata", Text),
+    Column("muted", Boolean, nullable=False),
+    Column("removed_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("participant_id", Text, nullable=False),
+    Column("room_sid", Text, nullable=False),
+    Column("org_id", Text, nullable=False),
+    Column("uid", Text, nullable=False),
+    Column("joined_at", BigInteger, nullable=False),
+    Column("left_at", BigInteger),
+    Column("leave_reason", Text),
+    Column("ip_address", Text),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("room_sid", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Column("file_path", Text),
+    Column("size", BigInteger),
+    Column("duration", Float),
+    Column("error", Text),
+)
+
+credit_ledger = Table(
+    "credit_ledger",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("room_sid", Text),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+ai_tutor_usage = Table(
+    "ai_tutor_usage",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("room_sid", Text),
+    Column("student_uid", Text),
+    Column("service", Text, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("question", Text),
+    Column("answer", Text),
+    Column("created_at", BigInteger, nullable=False),
+)

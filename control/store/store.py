@@ -1,0 +1,456 @@
+"""The one module that talks to the database, behind a small async interface.
+
+SQLAlchemy Core on an async engine: SQLite through aiosqlite by default (WAL, foreign keys on), and the same
+queries run on PostgreSQL through asyncpg when `CLASSCAST_DATABASE_URL` points there, because nothing below uses
+a dialect-specific construct. Business rules live in `control/classroom.py`; this module only reads and writes,
+with each method one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from control.ids import new_id, new_org_id
+from control.store import schema as t
+from control.store.migrations import MIGRATIONS
+from control.store.records import Org, Participant, Recording, Room, Session
+
+log = logging.getLogger("classcast.store")
+
+LIVE_RECORDING_STATES = ("EGRESS_STARTING", "EGRESS_ACTIVE")
+
+
+class RoomIdTaken(Exception):
+    """The organization already used this roomId (live, ended or destroyed: ids are never reused)."""
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        engine = create_async_engine(url)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=5000")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        store = cls(engine)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations this database has not seen; returns the versions applied now."""
+        applied: list[int] = []
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                     "description TEXT NOT NULL, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)")
+            )
+            done = {r[0] for r in await conn.execute(text("SELECT version FROM schema_migrations"))}
+            for version, description, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for stmt in statements:
+                    await conn.execute(text(stmt))
+                await conn.execute(
+                    text("INSERT INTO schema_migrations (version, description) VALUES (:v, :d)"),
+                    {"v": version, "d": description},
+                )
+                applied.append(version)
+                log.info("applied migration %d: %s", version, description)
+        return applied
+
+    async def schema_version(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(text("SELECT MAX(version) FROM schema_migrations"))).scalar() or 0)
+
+    # ---- meta ------------------------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(t.meta.c.value).where(t.meta.c.key == key))).scalar()
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.meta).where(t.meta.c.key == key))
+            await conn.execute(insert(t.meta).values(key=key, value=value))
+
+    # ---- organizations ---------------------------------------------------------------------------------------
+
+    async def create_org(self, name: str, credits: int, now: int) -> Org:
+        org_id = new_org_id()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.organizations).values(
+                    id=org_id, name=name, credits=credits, billing_type="PREPAID", created_at=now
+                )
+            )
+            if credits:
+                await conn.execute(
+                    insert(t.credit_ledger).values(
+                        id=new_id("CL_"), org_id=org_id, delta=credits, balance_after=credits,
+                        reason="initial", created_at=now,
+                    )
+                )
+        org = await self.get_org(org_id)
+        assert org is not None
+        return org
+
+    async def get_org(self, org_id: str) -> Org | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.organizations).where(t.organizations.c.id == org_id))).first()
+            if row is None:
+                return None
+            domains = await self._domains(conn, org_id)
+        return Org.from_row(row, domains)
+
+    async def list_orgs(self) -> list[Org]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t.organizations).order_by(t.organizations.c.created_at))).all()
+            return [Org.from_row(r, await self._domains(conn, r.id)) for r in rows]
+
+    async def _domains(self, conn: AsyncConnection, org_id: str) -> list[str]:
+        q = select(t.org_domains.c.domain).where(t.org_domains.c.org_id == org_id).order_by(t.org_domains.c.domain)
+        return list((await conn.execute(q)).scalars())
+
+    async def add_domain(self, org_id: str, domain: str, now: int) -> None:
+        async with self.engine.begin() as conn:
+            exists = (
+                await conn.execute(
+                    select(t.org_domains.c.domain).where(
+                        t.org_domains.c.org_id == org_id, t.org_domains.c.domain == domain
+                    )
+                )
+            ).first()
+            if not exists:
+                await conn.execute(insert(t.org_domains).values(org_id=org_id, domain=domain, created_at=now))
+
+    async def remove_domain(self, org_id: str, domain: str) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                delete(t.org_domains).where(t.org_domains.c.org_id == org_id, t.org_domains.c.domain == domain)
+            )
+            return res.rowcount > 0
+
+    async def set_branding(self, org_id: str, **fields: str | None) -> None:
+        allowed = {"logo_url", "primary_color", "accent_color", "slogan", "name"}
+        values = {k: v for k, v in fields.items() if k in allowed}
+        if values:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(t.organizations).where(t.organizations.c.id == org_id).values(**values))
+
+    async def add_credits(self, org_id: str, delta: int, reason: str, now: int, room_sid: str | None = None) -> int:
+        """Moves the balance by `delta` (negative debits) and writes the ledger line; returns the new balance."""
+        async with self.engine.begin() as conn:
+            return await self._move_credits(conn, org_id, delta, reason, now, room_sid)
+
+    async def _move_credits(
+        self, conn: AsyncConnection, org_id: str, delta: int, reason: str, now: int, room_sid: str | None
+    ) -> int:
+        await conn.execute(
+            update(t.organizations)
+            .where(t.organizations.c.id == org_id)
+            .values(credits=t.organizations.c.credits + delta)
+        )
+        balance = int(
+            (await conn.execute(select(t.organizations.c.credits).where(t.organizations.c.id == org_id))).scalar_one()
+        )
+        await conn.execute(
+            insert(t.credit_ledger).values(
+                id=new_id("CL_"), org_id=org_id, delta=delta, balance_after=balance, reason=reason,
+                room_sid=room_sid, created_at=now,
+            )
+        )
+        return balance
+
+    async def ledger(self, org_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.credit_ledger)
+                .where(t.credit_ledger.c.org_id == org_id)
+                .order_by(t.credit_ledger.c.created_at, t.credit_ledger.c.balance_after.desc())
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def bill_room(self, room: Room, target_credits: int, now: int) -> int:
+        """Raise the room's debited credits to `target_credits`, debiting the organization the difference.
+
+        Guarded by a compare-and-set on `credits_debited`, so two concurrent callers never debit twice.
+        Returns the credits debited by this call.
+        """
+        async with self.engine.begin() as conn:
+            current = (
+                await conn.execute(select(t.rooms.c.credits_debited).where(t.rooms.c.sid == room.sid))
+            ).scalar_one()
+            delta = target_credits - int(current)
+            if delta <= 0:
+                return 0
+            res = await conn.execute(
+                update(t.rooms)
+                .where(t.rooms.c.sid == room.sid, t.rooms.c.credits_debited == current)
+                .values(credits_debited=target_credits)
+            )
+            if res.rowcount != 1:
+                return 0
+            await self._move_credits(conn, room.org_id, -delta, "room_usage", now, room.sid)
+        room.credits_debited = target_credits
+        return delta
+
+    # ---- rooms -----------------------------------------------------------------------------------------------
+
+    async def insert_room(self, room: Room) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(t.rooms).values(**room.to_row()))
+        except IntegrityError as exc:
+            raise RoomIdTaken(room.room_id) from exc
+
+    async def get_room(self, org_id: str, room_id: str) -> Room | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(t.rooms).where(t.rooms.c.org_id == org_id, t.rooms.c.room_id == room_id))
+            ).first()
+        return Room.from_row(row) if row else None
+
+    async def get_room_by_sid(self, sid: str) -> Room | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.rooms).where(t.rooms.c.sid == sid))).first()
+        return Room.from_row(row) if row else None
+
+    async def list_rooms(self, org_id: str, status: str, offset: int, limit: int) -> tuple[list[Room], int]:
+        cond = [t.rooms.c.org_id == org_id]
+        if status == "live":
+            cond.append(t.rooms.c.ended_at.is_(None))
+        elif status == "finished":
+            cond.append(t.rooms.c.ended_at.is_not(None))
+        async with self.engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(t.rooms).where(*cond))).scalar_one()
+            rows = await conn.execute(
+                select(t.rooms).where(*cond).order_by(t.rooms.c.created_at.desc(), t.rooms.c.sid)
+                .offset(offset).limit(limit)
+            )
+            return [Room.from_row(r) for r in rows], int(total)
+
+    async def unfinished_started_rooms(self) -> list[Room]:
+        """Rooms a class is running in (or ran in and is waiting out its empty timeout)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.rooms).where(t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_not(None))
+            )
+            return [Room.from_row(r) for r in rows]
+
+    async def update_room(self, sid: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.rooms).where(t.rooms.c.sid == sid).values(**values))
+
+    async def finish_room(self, sid: str, now: int, reason: str) -> bool:
+        """Marks the room ended unless it already is; returns whether this call ended it."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.rooms)
+                .where(t.rooms.c.sid == sid, t.rooms.c.ended_at.is_(None))
+                .values(ended_at=now, end_reason=reason)
+            )
+            return res.rowcount == 1
+
+    # ---- participants ----------------------------------------------------------------------------------------
+
+    async def upsert_participant(
+        self, room_sid: str, uid: str, name: str, role: str, photo_url: str | None,
+        customization: dict[str, Any], metadata: Any, now: int,
+    ) -> Participant:
+        values = {
+            "name": name, "role": role, "photo_url": photo_url, "customization": json.dumps(customization),
+            "metadata": json.dumps(metadata) if metadata is not None else None, "updated_at": now,
+        }
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.participants)
+                .where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
+                .values(**values)
+            )
+            if res.rowcount == 0:
+                await conn.execute(
+                    insert(t.participants).values(
+                        id=new_id("PA_"), room_sid=room_sid, uid=uid, muted=False, created_at=now, **values
+                    )
+                )
+        p = await self.get_participant(room_sid, uid)
+        assert p is not None
+        return p
+
+    async def get_participant(self, room_sid: str, uid: str) -> Participant | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.participants).where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
+                )
+            ).first()
+        return Participant.from_row(row) if row else None
+
+    async def get_participant_by_id(self, pid: str) -> Participant | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.participants).where(t.participants.c.id == pid))).first()
+        return Participant.from_row(row) if row else None
+
+    async def list_participants(self, room_sid: str) -> list[Participant]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.participants)
+                .where(t.participants.c.room_sid == room_sid)
+                .order_by(t.participants.c.created_at)
+            )
+            return [Participant.from_row(r) for r in rows]
+
+    async def latest_participant(self, org_id: str, uid: str) -> Participant | None:
+        """The most recent record of this uid across the organization's rooms (name and role for reports)."""
+        q = (
+            select(t.participants)
+            .join(t.rooms, t.rooms.c.sid == t.participants.c.room_sid)
+            .where(t.rooms.c.org_id == org_id, t.participants.c.uid == uid)
+            .order_by(t.participants.c.updated_at.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return Participant.from_row(row) if row else None
+
+    async def update_participant(self, pid: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.participants).where(t.participants.c.id == pid).values(**values))
+
+    # ---- sessions --------------------------------------------------------------------------------------------
+
+    async def insert_session(self, session: Session) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.sessions).values(
+                    id=session.id, participant_id=session.participant_id, room_sid=session.room_sid,
+                    org_id=session.org_id, uid=session.uid, joined_at=session.joined_at, left_at=session.left_at,
+                    leave_reason=session.leave_reason, ip_address=session.ip_address,
+                )
+            )
+
+    async def get_session(self, session_id: str) -> Session | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.sessions).where(t.sessions.c.id == session_id))).first()
+        return Session.from_row(row) if row else None
+
+    async def close_sessions(
+        self, now: int, reason: str, *, session_id: str | None = None, room_sid: str | None = None,
+        participant_id: str | None = None,
+    ) -> list[Session]:
+        """Closes the matching open sessions at `now`; returns those this call closed."""
+        cond = [t.sessions.c.left_at.is_(None)]
+        if session_id is not None:
+            cond.append(t.sessions.c.id == session_id)
+        if room_sid is not None:
+            cond.append(t.sessions.c.room_sid == room_sid)
+        if participant_id is not None:
+            cond.append(t.sessions.c.participant_id == participant_id)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(select(t.sessions).where(*cond))).all()
+            closed = [Session.from_row(r) for r in rows]
+            if closed:
+                await conn.execute(
+                    update(t.sessions)
+                    .where(t.sessions.c.id.in_([s.id for s in closed]), t.sessions.c.left_at.is_(None))
+                    .values(left_at=now, leave_reason=reason)
+                )
+        for s in closed:
+            s.left_at, s.leave_reason = now, reason
+        return closed
+
+    async def room_sessions(self, room_sid: str, active_only: bool = False) -> list[Session]:
+        cond = [t.sessions.c.room_sid == room_sid]
+        if active_only:
+            cond.append(t.sessions.c.left_at.is_(None))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.sessions).where(*cond).order_by(t.sessions.c.joined_at))
+            return [Session.from_row(r) for r in rows]
+
+    async def active_participants(self, room_sid: str) -> list[Participant]:
+        """Participants with at least one open session: the room's current roster."""
+        open_ids = select(t.sessions.c.participant_id).where(
+            t.sessions.c.room_sid == room_sid, t.sessions.c.left_at.is_(None)
+        )
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.participants).where(t.participants.c.id.in_(open_ids)).order_by(t.participants.c.created_at)
+            )
+            return [Participant.from_row(r) for r in rows]
+
+    async def uid_sessions(
+        self, org_id: str, uid: str, room_sid: str | None, from_ms: int, to_ms: int
+    ) -> list[tuple[Session, Room]]:
+        """A participant's sessions that started in [from_ms, to_ms), newest first, with their rooms."""
+        cond = [
+            t.sessions.c.org_id == org_id, t.sessions.c.uid == uid,
+            t.sessions.c.joined_at >= from_ms, t.sessions.c.joined_at < to_ms,
+        ]
+        if room_sid is not None:
+            cond.append(t.sessions.c.room_sid == room_sid)
+        q = (
+            select(t.sessions, t.rooms)
+            .join(t.rooms, t.rooms.c.sid == t.sessions.c.room_sid)
+            .where(and_(*cond))
+            .order_by(t.sessions.c.joined_at.desc(), t.sessions.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        out = []
+        for r in rows:
+            m = r._mapping
+            s = Session(
+                id=m[t.sessions.c.id], participant_id=m["participant_id"], room_sid=m["room_sid"],
+                org_id=m[t.sessions.c.org_id], uid=m["uid"], joined_at=int(m["joined_at"]), left_at=m["left_at"],
+                leave_reason=m["leave_reason"], ip_address=m["ip_address"],
+            )
+            room_row = {c.name: m[c] for c in t.rooms.c}
+            out.append((s, Room.from_row(_Row(room_row))))
+        return out
+
+    # ---- recordings ------------------------------------------------------------------------------------------
+
+    async def live_recordings(self, room_sid: str) -> list[Recording]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.recordings).where(
+                    t.recordings.c.room_sid == room_sid, t.recordings.c.status.in_(LIVE_RECORDING_STATES)
+                )
+            )
+            return [Recording.from_row(r) for r in rows]
+
+    async def set_recording_status(self, rec_ids: Sequence[str], status: str, now: int | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if now is not None:
+            values["ended_at"] = now
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.recordings).where(t.recordings.c.id.in_(list(rec_ids))).values(**values))
+
+
+class _Row:
+    """Adapter so `Room.from_row` can read a joined row's room columns."""
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping

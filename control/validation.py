@@ -1,0 +1,155 @@
+"""Request-body validation: every way a body can be wrong becomes a clear 400, never a 500.
+
+Small explicit checkers rather than a schema library: the messages must read exactly like the hosted
+service's (`Validation failed: participant.uid is required`), and unknown fields are refused by name so an
+integrator's typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from aiohttp import web
+
+from control.errors import ApiError, validation_error
+
+# Customization keys (reference 3.2) and their defaults: the only home of this table.
+CUSTOMIZATION_DEFAULTS: dict[str, Any] = {
+    "showLobby": True,
+    "showClassTitle": True,
+    "showLogo": True,
+    "showHeader": True,
+    "showParticipantName": True,
+    "showMicIndicator": True,
+    "needChat": True,
+    "needControlbar": True,
+    "allowScreenShare": True,
+    "allowHandRaise": True,
+    "allowRecording": True,
+    "allowIngress": False,
+    "validateDomain": True,
+    "theme": "system",
+}
+THEMES = ("system", "light", "dark")
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; an empty body counts as `{}` only where the whole body is optional."""
+    raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ApiError(400, "Validation failed: request body is required", "VALIDATION_ERROR")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "Invalid JSON in request body", "INVALID_JSON") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "Validation failed: request body must be a JSON object", "VALIDATION_ERROR")
+    return body
+
+
+def reject_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "") -> None:
+    allowed_set = set(allowed)
+    for key in obj:
+        if key not in allowed_set:
+            raise validation_error(f"{path}{key}", "is not a known field")
+
+
+def string(
+    obj: Mapping[str, Any], key: str, path: str = "", *, required: bool = False, max_len: int = 1000,
+    pattern: re.Pattern[str] | None = None, rule: str = "", strip: bool = True,
+) -> str | None:
+    name = f"{path}{key}"
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise validation_error(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise validation_error(name, "must be a string")
+    if strip:
+        value = value.strip()
+    if required and not value:
+        raise validation_error(name, "is required")
+    if len(value) > max_len:
+        raise validation_error(name, f"must be at most {max_len} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise validation_error(name, rule or "has an invalid format")
+    return value
+
+
+def integer(
+    obj: Mapping[str, Any], key: str, path: str = "", *, minimum: int, maximum: int, default: int | None = None
+) -> int | None:
+    name = f"{path}{key}"
+    value = obj.get(key)
+    if value is None:
+        return default
+    # bool is an int subclass in Python: `true` is not a number to a JSON client.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise validation_error(name, "must be an integer")
+    value = int(value)
+    if not minimum <= value <= maximum:
+        raise validation_error(name, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def boolean(obj: Mapping[str, Any], key: str, path: str = "", default: bool | None = None) -> bool | None:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise validation_error(f"{path}{key}", "must be a boolean")
+    return value
+
+
+def obj(parent: Mapping[str, Any], key: str, path: str = "", *, required: bool = False) -> dict[str, Any] | None:
+    value = parent.get(key)
+    if value is None:
+        if required:
+            raise validation_error(f"{path}{key}", "is required")
+        return None
+    if not isinstance(value, dict):
+        raise validation_error(f"{path}{key}", "must be an object")
+    return value
+
+
+def url(obj_: Mapping[str, Any], key: str, path: str = "") -> str | None:
+    value = string(obj_, key, path, max_len=2048)
+    if value:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise validation_error(f"{path}{key}", "must be an http(s) URL")
+    return value or None
+
+
+def customization(body: Mapping[str, Any], key: str = "customization") -> dict[str, Any]:
+    """Only the keys the client set: room and join values are merged key by key later."""
+    value = obj(body, key)
+    if value is None:
+        return {}
+    reject_unknown(value, CUSTOMIZATION_DEFAULTS, f"{key}.")
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if v is None:
+            continue
+        if k == "theme":
+            if v not in THEMES:
+                raise validation_error(f"{key}.theme", "must be one of system, light, dark")
+        elif not isinstance(v, bool):
+            raise validation_error(f"{key}.{k}", "must be a boolean")
+        out[k] = v
+    return out
+
+
+def effective_customization(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then the room's values, then the participant's: later layers win key by key."""
+    merged = dict(CUSTOMIZATION_DEFAULTS)
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if k in CUSTOMIZATION_DEFAULTS})
+    return merged

@@ -1,0 +1,672 @@
+"""Packet-level wrapper around aiortc's RTCPeerConnection for the classcast SFU.
+
+aiortc 1.16.0 is used ONLY for SDP offer/answer, ICE, DTLS and SRTP.  It never
+decodes or encodes media for a :class:`Peer`:
+
+* Incoming SRTP/SRTCP is decrypted by aiortc's DTLS transport and then handed,
+  as raw bytes, to ``Peer.on_rtp(data, arrival)`` / ``Peer.on_rtcp(data)``,
+  *instead of* being parsed and routed to aiortc's RTCRtpReceiver.
+* ``RTCRtpReceiver.receive()`` and ``RTCRtpSender.send()`` are replaced on every
+  transceiver of the peer by coroutines that only record the parameters, so no
+  decoder thread (``"<kind>-decoder"``), no jitter buffer, no encoder and no
+  aiortc RTCP task (SR/RR/REMB/NACK/PLI/BYE) ever runs for this connection.
+  The SFU owns all RTCP.
+* Outgoing RTP/RTCP (already encoded, header-rewritten bytes) is encrypted by
+  the same DTLS transport's SRTP session (``Peer.send_rtp`` / ``Peer.send_rtcp``).
+
+The connection is always created with ``RTCConfiguration(iceServers=[],
+bundlePolicy=MAX_BUNDLE)``: no STUN/TURN traffic, and exactly one
+ICE/DTLS/SRTP transport per participant (aiortc issue 1414 loses the second
+video m-section without MAX_BUNDLE).
+
+aiortc / aioice private internals touched (audited against aiortc 1.16.0 and
+aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
+``AIORTC_INTERNALS`` below, which must stay in sync with this list):
+
+* ``RTCPeerConnection._RTCPeerConnection__createTransceiver`` (private
+  name-mangled method): wrapped per instance so every transceiver -- also
+  those aiortc creates itself inside ``setRemoteDescription`` -- is adopted
+  (hooks installed) at creation time, before ``__connect`` can start it.
+* ``RTCDtlsTransport._handle_rtp_data`` (coroutine method, called by
+  ``RTCDtlsTransport._recv_next`` with the SRTP-decrypted packet): replaced per
+  instance; bytes go to ``on_rtp`` instead of RtpPacket.parse + RtpRouter.
+* ``RTCDtlsTransport._handle_rtcp_data`` (coroutine method, decrypted
+  compound RTCP): replaced per instance; bytes go to ``on_rtcp``.
+* ``RTCDtlsTransport._send_rtp`` (coroutine method): called to SRTP/SRTCP
+  protect and send raw bytes (it picks RTP vs RTCP with ``aiortc.rtp.is_rtcp``).
+* ``RTCRtpSender._ssrc`` / ``RTCRtpSender._rtx_ssrc`` (instance attributes):
+  read, cross-checked against the ``a=ssrc`` lines of the local SDP.
+* ``RTCRtpSender._stream_id`` (instance attribute): written by
+  ``add_send_transceiver(stream_id=...)`` (first half of ``a=msid``).
+* ``RTCIceGatherer._connection`` (instance attribute, an
+  ``aioice.Connection``): read to reach that connection.
+* ``aioice.ice.Connection.get_component_candidates`` (coroutine method,
+  public name in aioice but not part of aiortc's API; called by
+  ``Connection.gather_candidates`` with all non-loopback host IPs): wrapped
+  per instance when ``host_addresses`` is given, so ICE binds and offers only
+  those addresses.
+* ``RTCRtpReceiver.receive`` and ``RTCRtpSender.send`` (public coroutine
+  methods, called by ``RTCPeerConnection.__connect``): replaced per instance.
+* ``aiortc.rtcrtpreceiver.decoder_worker`` (module function, target of the
+  receiver decoder thread named ``"<kind>-decoder"``): only referenced by
+  :func:`aiortc_decoder_threads` to detect decoder threads.
+* ``aiortc.sdp.SessionDescription.parse`` and ``aiortc.rtp.is_rtcp``
+  (undocumented modules): SDP parsing for :meth:`Peer.media_sections`, and
+  RTP/RTCP classification in ``send_rtp``/``send_rtcp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc import rtcrtpreceiver as _aiortc_rtcrtpreceiver
+from aiortc import sdp as _aiortc_sdp
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import is_rtcp as _is_rtcp
+
+__all__ = [
+    "AIORTC_INTERNALS",
+    "URI_ABS_SEND_TIME",
+    "URI_AUDIO_LEVEL",
+    "URI_MID",
+    "URI_TRANSPORT_CC",
+    "Codec",
+    "Internal",
+    "MediaSection",
+    "Peer",
+    "PeerStats",
+    "aiortc_decoder_threads",
+    "loopback_configuration",
+]
+
+logger = logging.getLogger(__name__)
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+_CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
+
+# remote offer direction -> our default answer direction: receive whatever the
+# remote sends, send only where the remote asked to receive only.
+_DEFAULT_ANSWER_DIRECTION = {
+    "sendrecv": "recvonly",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One aiortc/aioice internal this module relies on (checked by the contract test).
+
+    kind is one of "method" (plain function on the class), "coroutine method",
+    "attribute" (set on instances by ``__init__``) or "function" (module level).
+    ``params`` lists the parameter names (after ``self``) we depend on.
+    """
+
+    module: str
+    owner: str | None  # class name, None for module-level functions
+    name: str
+    kind: str
+    params: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.owner}.{self.name}" if self.owner else f"{self.module}.{self.name}"
+
+
+AIORTC_INTERNALS: tuple[Internal, ...] = (
+    Internal(
+        "aiortc.rtcpeerconnection",
+        "RTCPeerConnection",
+        _CREATE_TRANSCEIVER,
+        "method",
+        ("direction", "kind", "sender_track"),
+    ),
+    Internal(
+        "aiortc.rtcdtlstransport",
+        "RTCDtlsTransport",
+        "_handle_rtp_data",
+        "coroutine method",
+        ("data", "arrival_time_ms"),
+    ),
+    Internal(
+        "aiortc.rtcdtlstransport", "RTCDtlsTransport", "_handle_rtcp_data", "coroutine method", ("data",)
+    ),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_send_rtp", "coroutine method", ("data",)),
+    Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_ssrc", "attribute"),
+    Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_rtx_ssrc", "attribute"),
+    Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_stream_id", "attribute"),
+    Internal("aiortc.rtcicetransport", "RTCIceGatherer", "_connection", "attribute"),
+    Internal(
+        "aioice.ice",
+        "Connection",
+        "get_component_candidates",
+        "coroutine method",
+        ("component", "addresses"),
+    ),
+    Internal("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "receive", "coroutine method", ("parameters",)),
+    Internal("aiortc.rtcrtpsender", "RTCRtpSender", "send", "coroutine method", ("parameters",)),
+    Internal(
+        "aiortc.rtcrtpreceiver",
+        None,
+        "decoder_worker",
+        "function",
+        ("loop", "input_q", "output_q", "decode_error"),
+    ),
+    Internal("aiortc.sdp", "SessionDescription", "parse", "method", ("sdp",)),
+    Internal("aiortc.rtp", None, "is_rtcp", "function", ("msg",)),
+)
+
+
+def loopback_configuration() -> RTCConfiguration:
+    """The only configuration a Peer uses: no ICE servers, max-bundle."""
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+def aiortc_decoder_threads() -> list[threading.Thread]:
+    """All live aiortc RTCRtpReceiver decoder threads in this process.
+
+    RTCRtpReceiver.receive() starts ``threading.Thread(target=decoder_worker,
+    name=kind + "-decoder")``.  A process running only Peers must have none.
+    """
+    found = []
+    for thread in threading.enumerate():
+        target = getattr(thread, "_target", None)
+        if target is _aiortc_rtcrtpreceiver.decoder_worker or thread.name in (
+            "audio-decoder",
+            "video-decoder",
+        ):
+            found.append(thread)
+    return found
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A negotiated codec of one m-section (taken from the SDP answer)."""
+
+    payload_type: int
+    mime_type: str
+    clock_rate: int
+    channels: int | None
+    fmtp: Mapping[str, int | str | None]
+    rtcp_fb: tuple[str, ...]  # e.g. ("nack", "nack pli", "goog-remb")
+
+    @property
+    def name(self) -> str:
+        return self.mime_type.split("/", 1)[1]
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.name.lower() == "rtx"
+
+    @property
+    def apt(self) -> int | None:
+        """For RTX: payload type of the codec it repairs."""
+        value = self.fmtp.get("apt")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    """Negotiated facts about one m-section, seen from the SFU (local) side."""
+
+    mid: str
+    kind: str
+    direction: str | None  # negotiated (currentDirection), local point of view
+    codecs: tuple[Codec, ...]
+    header_extensions: Mapping[str, int]  # uri -> id (shared by the whole BUNDLE)
+    remote_ssrcs: tuple[int, ...]  # every a=ssrc the remote announced
+    remote_rtx: Mapping[int, int]  # remote media SSRC -> its RTX SSRC (a=ssrc-group:FID)
+    remote_msid: str | None
+    remote_cname: str | None
+    local_ssrc: int | None  # SSRC aiortc announced for us: send media with it
+    local_rtx_ssrc: int | None  # announced RTX SSRC (only if RTX was offered/negotiated)
+    local_msid: str | None
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendonly", "sendrecv")
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("recvonly", "sendrecv")
+
+    @property
+    def media_codecs(self) -> tuple[Codec, ...]:
+        return tuple(c for c in self.codecs if not c.is_rtx)
+
+    @property
+    def primary_codec(self) -> Codec | None:
+        media = self.media_codecs
+        return media[0] if media else None
+
+    def codec_by_pt(self, payload_type: int) -> Codec | None:
+        return next((c for c in self.codecs if c.payload_type == payload_type), None)
+
+    def rtx_payload_type(self, payload_type: int) -> int | None:
+        return next((c.payload_type for c in self.codecs if c.is_rtx and c.apt == payload_type), None)
+
+    @property
+    def remote_media_ssrcs(self) -> tuple[int, ...]:
+        rtx = set(self.remote_rtx.values())
+        return tuple(s for s in self.remote_ssrcs if s not in rtx)
+
+    @property
+    def mid_extension_id(self) -> int | None:
+        return self.header_extensions.get(URI_MID)
+
+    @property
+    def abs_send_time_extension_id(self) -> int | None:
+        return self.header_extensions.get(URI_ABS_SEND_TIME)
+
+    @property
+    def audio_level_extension_id(self) -> int | None:
+        return self.header_extensions.get(URI_AUDIO_LEVEL)
+
+    @property
+    def transport_cc_extension_id(self) -> int | None:
+        return self.header_extensions.get(URI_TRANSPORT_CC)
+
+
+@dataclass
+class PeerStats:
+    rtp_in: int = 0
+    rtcp_in: int = 0
+    rtp_out: int = 0
+    rtcp_out: int = 0
+    send_failures: int = 0
+    callback_errors: int = 0
+    suppressed_starts: list[tuple[str, str]] = field(default_factory=list)  # (mid, "receiver"|"sender")
+
+
+RtpCallback = Callable[[bytes, float], Awaitable[None] | None]
+RtcpCallback = Callable[[bytes], Awaitable[None] | None]
+
+
+def _find_media(desc: _aiortc_sdp.SessionDescription | None, mid: str) -> Any:
+    if desc is None:
+        return None
+    return next((m for m in desc.media if m.rtp.muxId == mid), None)
+
+
+def _ssrc_info(media: Any) -> tuple[tuple[int, ...], dict[int, int], str | None]:
+    if media is None:
+        return (), {}, None
+    ssrcs = tuple(s.ssrc for s in media.ssrc)
+    rtx: dict[int, int] = {}
+    for group in media.ssrc_group:
+        if group.semantic == "FID" and len(group.items) >= 2:
+            rtx[int(group.items[0])] = int(group.items[1])
+    cname = next((s.cname for s in media.ssrc if s.cname), None)
+    return ssrcs, rtx, cname
+
+
+class Peer:
+    """One participant's RTCPeerConnection, used as a raw RTP/RTCP pipe.
+
+    Incoming: ``on_rtp(data, arrival)`` gets each SRTP-decrypted RTP packet
+    (``arrival`` = ``time.monotonic()`` when it was handed over) and
+    ``on_rtcp(data)`` each decrypted compound RTCP packet.  Callbacks may be
+    plain functions or coroutine functions; they run inside the DTLS receive
+    loop, so they must be quick, and their exceptions are logged and counted
+    (never propagated: an exception there would tear the transport down).
+
+    Outgoing: ``await send_rtp(data)`` / ``await send_rtcp(data)``.  Use the
+    ``local_ssrc`` / payload types of :meth:`media_sections` so the remote
+    side's demuxer recognises the packets.
+
+    Signalling: either the remote offers (:meth:`accept_offer`) or we offer
+    (:meth:`add_send_transceiver` / :meth:`add_recv_transceiver`, then
+    :meth:`create_offer` and :meth:`accept_answer`).
+    """
+
+    def __init__(
+        self,
+        on_rtp: RtpCallback | None = None,
+        on_rtcp: RtcpCallback | None = None,
+        *,
+        host_addresses: Sequence[str] | None = None,
+        name: str = "peer",
+    ) -> None:
+        self.name = name
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.stats = PeerStats()
+        self._host_addresses = list(host_addresses) if host_addresses is not None else None
+        self._adopted: set[int] = set()
+        self._dtls: list[RTCDtlsTransport] = []
+        self._gatherers: set[int] = set()
+        self.receive_parameters: dict[str, Any] = {}  # mid -> RTCRtpReceiveParameters aiortc computed
+        self.send_parameters: dict[str, Any] = {}  # mid -> RTCRtpSendParameters aiortc computed
+
+        self.pc = RTCPeerConnection(loopback_configuration())
+        original = getattr(self.pc, _CREATE_TRANSCEIVER)
+
+        def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
+            transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
+            self._adopt(transceiver)
+            return transceiver
+
+        setattr(self.pc, _CREATE_TRANSCEIVER, create_transceiver)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _adopt(self, transceiver: RTCRtpTransceiver) -> None:
+        if id(transceiver) in self._adopted:
+            return
+        self._adopted.add(id(transceiver))
+
+        async def receive(parameters: Any) -> None:
+            mid = parameters.muxId or transceiver.mid or "?"
+            self.receive_parameters[mid] = parameters
+            self.stats.suppressed_starts.append((mid, "receiver"))
+            logger.debug("%s: suppressed RTCRtpReceiver.receive for mid %s", self.name, mid)
+
+        async def send(parameters: Any) -> None:
+            mid = parameters.muxId or transceiver.mid or "?"
+            self.send_parameters[mid] = parameters
+            self.stats.suppressed_starts.append((mid, "sender"))
+            logger.debug("%s: suppressed RTCRtpSender.send for mid %s", self.name, mid)
+
+        transceiver.receiver.receive = receive  # type: ignore[method-assign]
+        transceiver.sender.send = send  # type: ignore[method-assign]
+        self._hook_transport(transceiver.receiver.transport)
+        if transceiver.sender.transport is not transceiver.receiver.transport:
+            self._hook_transport(transceiver.sender.transport)
+
+    def _hook_transport(self, dtls: RTCDtlsTransport) -> None:
+        if not any(d is dtls for d in self._dtls):
+            self._dtls.append(dtls)
+            dtls._handle_rtp_data = self._handle_rtp_data  # type: ignore[method-assign]
+            dtls._handle_rtcp_data = self._handle_rtcp_data  # type: ignore[method-assign]
+        gatherer = dtls.transport.iceGatherer
+        if self._host_addresses is not None and id(gatherer) not in self._gatherers:
+            self._gatherers.add(id(gatherer))
+            connection = gatherer._connection
+            original = connection.get_component_candidates
+            pinned = list(self._host_addresses)
+
+            # aioice's gather_candidates() calls
+            # self.get_component_candidates(component=..., addresses=<all non-loopback IPs>):
+            # replace the address list with ours, for this connection only.
+            async def get_component_candidates(
+                component: int, addresses: list[str] | None = None, **kwargs: Any
+            ) -> Any:
+                return await original(component=component, addresses=list(pinned), **kwargs)
+
+            connection.get_component_candidates = get_component_candidates
+
+    def _adopt_all(self) -> None:
+        for transceiver in self.pc.getTransceivers():
+            self._adopt(transceiver)
+        if self.pc.sctp is not None:
+            self._hook_transport(self.pc.sctp.transport)
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        self.stats.rtp_in += 1
+        callback = self.on_rtp
+        if callback is None:
+            return
+        try:
+            result = callback(data, time.monotonic())
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.stats.callback_errors += 1
+            logger.exception("%s: on_rtp callback failed", self.name)
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        self.stats.rtcp_in += 1
+        callback = self.on_rtcp
+        if callback is None:
+            return
+        try:
+            result = callback(data)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.stats.callback_errors += 1
+            logger.exception("%s: on_rtcp callback failed", self.name)
+
+    # ------------------------------------------------------------- signalling
+
+    def add_send_transceiver(self, kind: str, *, stream_id: str | None = None) -> RTCRtpTransceiver:
+        """Add a sendonly m-section with no track and no encoder (for when we offer).
+
+        aiortc announces ``a=ssrc:<sender._ssrc>`` (and RTX) for it; after
+        negotiation read them from :meth:`media_sections`.  ``stream_id``
+        sets the first half of ``a=msid`` (the browser's MediaStream id).
+        """
+        transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+        self._adopt(transceiver)
+        if stream_id is not None:
+            transceiver.sender._stream_id = stream_id
+        return transceiver
+
+    def add_recv_transceiver(self, kind: str) -> RTCRtpTransceiver:
+        """Add a recvonly m-section (for when we offer and want media)."""
+        transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+        self._adopt(transceiver)
+        return transceiver
+
+    async def create_offer(self) -> RTCSessionDescription:
+        """createOffer + setLocalDescription; returns the offer with all candidates."""
+        self._adopt_all()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription
+
+    async def accept_answer(self, answer: RTCSessionDescription) -> None:
+        self._adopt_all()
+        await self.pc.setRemoteDescription(answer)
+        self._adopt_all()
+
+    async def accept_offer(
+        self,
+        offer: RTCSessionDescription,
+        directions: Mapping[str, str] | None = None,
+    ) -> RTCSessionDescription:
+        """setRemoteDescription(offer), choose directions, answer.
+
+        Default answer direction per m-section: receive what the remote sends
+        (remote sendrecv/sendonly -> recvonly) and send where the remote only
+        receives (remote recvonly -> sendonly).  ``directions`` (mid ->
+        direction) overrides that.
+        """
+        self._adopt_all()
+        await self.pc.setRemoteDescription(offer)
+        self._adopt_all()
+        remote = _aiortc_sdp.SessionDescription.parse(offer.sdp)
+        directions = dict(directions or {})
+        for transceiver in self.pc.getTransceivers():
+            media = _find_media(remote, transceiver.mid) if transceiver.mid is not None else None
+            if media is None:
+                continue
+            wanted = directions.get(transceiver.mid)
+            if wanted is None:
+                wanted = _DEFAULT_ANSWER_DIRECTION[media.direction or "sendrecv"]
+            transceiver.direction = wanted
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    async def wait_connected(self) -> None:
+        """Wait until ICE + DTLS are up (SRTP keys exist); raises ConnectionError on failure.
+
+        Does not time out by itself: wrap it in ``asyncio.wait_for``.
+        """
+        if self.pc.connectionState == "connected":
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_change() -> None:
+            state = self.pc.connectionState
+            if done.done():
+                return
+            if state == "connected":
+                done.set_result(None)
+            elif state in ("failed", "closed"):
+                done.set_exception(ConnectionError(f"{self.name}: connection {state}"))
+
+        self.pc.on("connectionstatechange", on_change)
+        try:
+            on_change()
+            await done
+        finally:
+            if self.pc.listeners("connectionstatechange"):
+                self.pc.remove_listener("connectionstatechange", on_change)
+
+    @property
+    def connected(self) -> bool:
+        return any(d.state == "connected" for d in self._dtls)
+
+    # ----------------------------------------------------------------- output
+
+    def _transport(self) -> RTCDtlsTransport | None:
+        for dtls in self._dtls:
+            if dtls.state == "connected":
+                return dtls
+        return None
+
+    async def send_rtp(self, data: bytes) -> bool:
+        """SRTP-protect and send one raw RTP packet. Returns False if not sent."""
+        if len(data) < 12 or data[0] >> 6 != 2 or _is_rtcp(data):
+            # _send_rtp would protect an RTCP-looking packet as SRTCP
+            logger.warning("%s: send_rtp refused a packet that is not RTP", self.name)
+            self.stats.send_failures += 1
+            return False
+        if await self._send(data):
+            self.stats.rtp_out += 1
+            return True
+        return False
+
+    async def send_rtcp(self, data: bytes) -> bool:
+        """SRTCP-protect and send one raw (compound) RTCP packet. Returns False if not sent."""
+        if len(data) < 8 or data[0] >> 6 != 2 or not _is_rtcp(data):
+            logger.warning("%s: send_rtcp refused a packet that is not RTCP", self.name)
+            self.stats.send_failures += 1
+            return False
+        if await self._send(data):
+            self.stats.rtcp_out += 1
+            return True
+        return False
+
+    async def _send(self, data: bytes) -> bool:
+        dtls = self._transport()
+        if dtls is None:
+            self.stats.send_failures += 1
+            return False
+        try:
+            await dtls._send_rtp(data)
+        except (ConnectionError, pylibsrtp.Error) as exc:
+            self.stats.send_failures += 1
+            logger.debug("%s: send failed: %s", self.name, exc)
+            return False
+        return True
+
+    # ------------------------------------------------------------ negotiation
+
+    def media_sections(self) -> list[MediaSection]:
+        """Negotiated m-sections (codecs/extensions from the SDP answer, when there is one)."""
+        local = self.pc.localDescription
+        remote = self.pc.remoteDescription
+        local_sd = _aiortc_sdp.SessionDescription.parse(local.sdp) if local else None
+        remote_sd = _aiortc_sdp.SessionDescription.parse(remote.sdp) if remote else None
+        if local is not None and local.type == "answer":
+            answer_sd = local_sd
+        elif remote is not None and remote.type == "answer":
+            answer_sd = remote_sd
+        else:
+            answer_sd = None
+
+        sections = []
+        for transceiver in self.pc.getTransceivers():
+            mid = transceiver.mid
+            if mid is None or transceiver.stopped:
+                continue
+            local_m = _find_media(local_sd, mid)
+            remote_m = _find_media(remote_sd, mid)
+            source = _find_media(answer_sd, mid) or local_m or remote_m
+            if source is None:
+                continue
+            codecs = tuple(
+                Codec(
+                    payload_type=c.payloadType,
+                    mime_type=c.mimeType,
+                    clock_rate=c.clockRate,
+                    channels=c.channels,
+                    fmtp=dict(c.parameters),
+                    rtcp_fb=tuple(
+                        f.type + (f" {f.parameter}" if f.parameter else "") for f in c.rtcpFeedback
+                    ),
+                )
+                for c in source.rtp.codecs
+            )
+            remote_ssrcs, remote_rtx, remote_cname = _ssrc_info(remote_m)
+            local_ssrcs, local_rtx, _ = _ssrc_info(local_m)
+            local_ssrc = local_ssrcs[0] if local_ssrcs else None
+            if local_ssrc is not None and local_ssrc != transceiver.sender._ssrc:
+                raise RuntimeError(
+                    f"mid {mid}: SDP ssrc {local_ssrc} != sender._ssrc {transceiver.sender._ssrc}"
+                )
+            sections.append(
+                MediaSection(
+                    mid=mid,
+                    kind=transceiver.kind,
+                    direction=transceiver.currentDirection,
+                    codecs=codecs,
+                    header_extensions={e.uri: e.id for e in source.rtp.headerExtensions},
+                    remote_ssrcs=remote_ssrcs,
+                    remote_rtx=remote_rtx,
+                    remote_msid=remote_m.msid if remote_m is not None else None,
+                    remote_cname=remote_cname,
+                    local_ssrc=local_ssrc,
+                    local_rtx_ssrc=local_rtx.get(local_ssrc) if local_ssrc is not None else None,
+                    local_msid=local_m.msid if local_m is not None else None,
+                )
+            )
+        return sections
+
+    def section(self, mid: str) -> MediaSection:
+        for section in self.media_sections():
+            if section.mid == mid:
+                return section
+        raise KeyError(mid)
+
+    def ssrc_to_mid(self) -> dict[int, str]:
+        """Remote SSRC (media and RTX) -> MID, from the remote SDP's a=ssrc lines."""
+        table: dict[int, str] = {}
+        for section in self.media_sections():
+            for ssrc in section.remote_ssrcs:
+                table[ssrc] = section.mid
+        return table
+
+    # ------------------------------------------------------------------ close
+
+    async def close(self) -> None:
+        for transceiver in self.pc.getTransceivers():
+            track = transceiver.receiver.track
+            if track is not None:
+                track.stop()  # the never-fed RemoteStreamTrack aiortc created
+        await self.pc.close()
+
+    def iter_transports(self) -> Iterable[RTCDtlsTransport]:
+        return iter(self._dtls)
