@@ -65,11 +65,12 @@ async def _serve(config: Config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
-    print(banner(config, org, created), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Printed only once signals are handled, so whoever reads the banner may stop us cleanly at once.
+    print(banner(config, org, created), flush=True)
     await stop.wait()
     await runner.cleanup()
 

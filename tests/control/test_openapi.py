@@ -1,0 +1,31 @@
+"""The OpenAPI document matches the routes the server really has."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import Api
+
+
+def _app_routes(api: Api) -> set[tuple[str, str]]:
+    routes = set()
+    for route in api.client.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter", "")
+        if path.startswith("/v1/") and route.method not in ("HEAD", "*") and path != "/v1/rtc":
+            routes.add((route.method.lower(), re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)))
+    return routes
+
+
+async def test_every_route_is_documented_and_nothing_else(api: Api) -> None:
+    resp = await api.client.get("/v1/openapi.json")
+    doc = await resp.json()
+    assert doc["openapi"].startswith("3.")
+    documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert _app_routes(api) == documented
+
+
+async def test_every_schema_reference_resolves(api: Api) -> None:
+    doc = await (await api.client.get("/v1/openapi.json")).json()
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/(\w+)"', str(doc).replace("'", '"')))
+    assert refs and refs <= set(doc["components"]["schemas"])
