@@ -1,0 +1,27 @@
+# classcast server image. Build: docker build -t classcast .   Run: docker run -p 8080:8080 -v classcast-data:/data classcast
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    CLASSCAST_HOST=0.0.0.0 \
+    CLASSCAST_PORT=8080 \
+    CLASSCAST_DATA_DIR=/data
+
+WORKDIR /app
+# Dependencies first so that code changes do not re-install them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p control sfu recorder bench && touch control/__init__.py sfu/__init__.py recorder/__init__.py \
+        bench/__init__.py \
+    && pip install . && pip uninstall -y classcast
+COPY control ./control
+COPY sfu ./sfu
+COPY recorder ./recorder
+COPY bench ./bench
+RUN pip install --no-deps . && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data
+
+USER classcast
+VOLUME ["/data"]
+EXPOSE 8080
+# Set CLASSCAST_PUBLIC_URL to the address browsers use, so iframeUrl links work from outside the container.
+CMD ["classcast", "serve"]
