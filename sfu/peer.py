@@ -62,7 +62,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,7 @@ __all__ = [
     "Peer",
     "PeerStats",
     "aiortc_decoder_threads",
-    "loopback_configuration",
+    "peer_configuration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,7 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
         "coroutine method",
         ("data", "arrival_time_ms"),
     ),
-    Internal(
-        "aiortc.rtcdtlstransport", "RTCDtlsTransport", "_handle_rtcp_data", "coroutine method", ("data",)
-    ),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_handle_rtcp_data", "coroutine method", ("data",)),
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_send_rtp", "coroutine method", ("data",)),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_ssrc", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_rtx_ssrc", "attribute"),
@@ -177,8 +175,8 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
 )
 
 
-def loopback_configuration() -> RTCConfiguration:
-    """The only configuration a Peer uses: no ICE servers, max-bundle."""
+def peer_configuration() -> RTCConfiguration:
+    """The only configuration a Peer uses: no ICE servers (no STUN/TURN traffic), max-bundle."""
     return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
@@ -358,7 +356,7 @@ class Peer:
         self.receive_parameters: dict[str, Any] = {}  # mid -> RTCRtpReceiveParameters aiortc computed
         self.send_parameters: dict[str, Any] = {}  # mid -> RTCRtpSendParameters aiortc computed
 
-        self.pc = RTCPeerConnection(loopback_configuration())
+        self.pc = RTCPeerConnection(peer_configuration())
         original = getattr(self.pc, _CREATE_TRANSCEIVER)
 
         def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
@@ -531,7 +529,7 @@ class Peer:
             on_change()
             await done
         finally:
-            if self.pc.listeners("connectionstatechange"):
+            if on_change in self.pc.listeners("connectionstatechange"):
                 self.pc.remove_listener("connectionstatechange", on_change)
 
     @property
@@ -614,9 +612,7 @@ class Peer:
                     clock_rate=c.clockRate,
                     channels=c.channels,
                     fmtp=dict(c.parameters),
-                    rtcp_fb=tuple(
-                        f.type + (f" {f.parameter}" if f.parameter else "") for f in c.rtcpFeedback
-                    ),
+                    rtcp_fb=tuple(f.type + (f" {f.parameter}" if f.parameter else "") for f in c.rtcpFeedback),
                 )
                 for c in source.rtp.codecs
             )
@@ -624,9 +620,7 @@ class Peer:
             local_ssrcs, local_rtx, _ = _ssrc_info(local_m)
             local_ssrc = local_ssrcs[0] if local_ssrcs else None
             if local_ssrc is not None and local_ssrc != transceiver.sender._ssrc:
-                raise RuntimeError(
-                    f"mid {mid}: SDP ssrc {local_ssrc} != sender._ssrc {transceiver.sender._ssrc}"
-                )
+                raise RuntimeError(f"mid {mid}: SDP ssrc {local_ssrc} != sender._ssrc {transceiver.sender._ssrc}")
             sections.append(
                 MediaSection(
                     mid=mid,
@@ -667,6 +661,3 @@ class Peer:
             if track is not None:
                 track.stop()  # the never-fed RemoteStreamTrack aiortc created
         await self.pc.close()
-
-    def iter_transports(self) -> Iterable[RTCDtlsTransport]:
-        return iter(self._dtls)

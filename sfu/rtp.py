@@ -32,6 +32,7 @@ __all__ = [
     "TimestampRewriter",
     "Vp8Descriptor",
     "Vp8PictureIdRewriter",
+    "find_extension",
     "get_extension",
     "h264_is_keyframe",
     "h264_starts_frame",
@@ -63,7 +64,6 @@ _unpack_ext_header = struct.Struct("!HH").unpack_from
 # starts at byte 1: marker|payload type, sequence number, timestamp, SSRC.
 _pack_rewrite = struct.Struct("!BHII").pack_into
 
-_SEQ_MOD = 1 << 16
 _TS_MASK = 0xFFFFFFFF
 _TS_HALF = 1 << 31
 
@@ -156,9 +156,7 @@ def parse_rtp(data: BytesLike) -> RtpHeader:
         ext_offset = pos + 4
         pos = ext_offset + 4 * words
         if pos > size:
-            raise ValueError(
-                f"RTP header extension block of {4 * words} bytes overruns the {size}-byte packet"
-            )
+            raise ValueError(f"RTP header extension block of {4 * words} bytes overruns the {size}-byte packet")
         has_extension = True
     else:
         profile = 0
@@ -186,11 +184,14 @@ def is_rtcp(data: BytesLike) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
-def _find_extension(data: BytesLike, header: RtpHeader, ext_id: int) -> tuple[int, int] | None:
-    """Byte span of an extension element's value, walking like libwebrtc does.
+def find_extension(data: BytesLike, header: RtpHeader, ext_id: int) -> tuple[int, int] | None:
+    """Byte span ``(start, end)`` of an extension element's value, or None.
 
-    A malformed element ends the walk instead of raising: extensions are optional
-    metadata and an SFU must still forward the packet.
+    Exposed for the fan-out loop: locate e.g. the transport-wide sequence number
+    once per incoming packet, then write each subscriber's value at the same span
+    of its copy (``struct.pack_into``) instead of walking the block per subscriber.
+    Walks like libwebrtc: a malformed element ends the walk instead of raising,
+    because extensions are optional metadata and the packet must still be forwarded.
     """
     pos = header.extension_offset
     end = header.extension_end
@@ -234,7 +235,7 @@ def get_extension(data: BytesLike, header: RtpHeader, ext_id: int) -> bytes | No
     Done on demand because most forwarded packets only need one or two extensions
     (MID/RID for routing, transport-wide sequence number for congestion control).
     """
-    span = _find_extension(data, header, ext_id)
+    span = find_extension(data, header, ext_id)
     if span is None:
         return None
     return bytes(data[span[0] : span[1]])
@@ -248,14 +249,12 @@ def set_extension_in_place(buf: bytearray, header: RtpHeader, ext_id: int, value
     of a different length raises ``ValueError``: silently leaving the publisher's
     value in place would corrupt the subscriber's congestion control feedback.
     """
-    span = _find_extension(buf, header, ext_id)
+    span = find_extension(buf, header, ext_id)
     if span is None:
         return False
     start, end = span
     if end - start != len(value):
-        raise ValueError(
-            f"extension {ext_id} has {end - start} bytes, cannot overwrite with {len(value)} bytes"
-        )
+        raise ValueError(f"extension {ext_id} has {end - start} bytes, cannot overwrite with {len(value)} bytes")
     buf[start:end] = value
     return True
 

@@ -23,7 +23,7 @@ import aioice.ice
 import aiortc
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
+from aiortc import AudioStreamTrack, RTCPeerConnection, RTCRtpSender, VideoStreamTrack
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcpeerconnection import RTCPeerConnection as _PC
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
@@ -39,7 +39,7 @@ from aiortc.rtp import (
 from av import VideoFrame
 
 from sfu import peer as peer_module
-from sfu.peer import AIORTC_INTERNALS, Internal, Peer, aiortc_decoder_threads, loopback_configuration
+from sfu.peer import AIORTC_INTERNALS, Internal, Peer, aiortc_decoder_threads, peer_configuration
 
 PINNED_AIORTC = "1.16.0"
 PINNED_AIOICE = "0.13.0"
@@ -94,7 +94,7 @@ WIDTH, HEIGHT = 320, 240
 
 
 async def _instances() -> tuple[RTCPeerConnection, dict[str, object]]:
-    pc = RTCPeerConnection(loopback_configuration())
+    pc = RTCPeerConnection(peer_configuration())
     transceiver = pc.addTransceiver("video")
     dtls = transceiver.receiver.transport
     gatherer = dtls.transport.iceGatherer
@@ -302,7 +302,7 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
         rtcp_from_pub.extend(RtcpPacket.parse(data))
 
     # ---- publisher: a normal aiortc client encoding VP8, offering to the server
-    pub = RTCPeerConnection(loopback_configuration())
+    pub = RTCPeerConnection(peer_configuration())
     closers.append(pub.close)
     pub_transceiver = pub.addTransceiver(PatternTrack(), direction="sendonly")
     pub_transceiver.setCodecPreferences(vp8_only())
@@ -378,7 +378,7 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
     offer = await server_sub.create_offer()
     assert_loopback_sdp(offer.sdp)
 
-    sub = RTCPeerConnection(loopback_configuration())
+    sub = RTCPeerConnection(peer_configuration())
     closers.append(sub.close)
     tracks: list = []
     sub.on("track", tracks.append)
@@ -428,8 +428,7 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
     # the subscriber reports on the SSRC we announced (SFU-side RTCP reaches on_rtcp)
     await until(
         lambda: any(
-            isinstance(p, RtcpRrPacket) and any(r.ssrc == outbound.local_ssrc for r in p.reports)
-            for p in rtcp_from_sub
+            isinstance(p, RtcpRrPacket) and any(r.ssrc == outbound.local_ssrc for r in p.reports) for p in rtcp_from_sub
         ),
         10,
         "the subscriber's receiver report",
@@ -443,6 +442,98 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
     assert receiver_started(server_sub.pc) == [(False, None)]
     assert server_sub.stats.suppressed_starts == [(outbound.mid, "sender")]
     assert server_pub.stats.callback_errors == server_sub.stats.callback_errors == 0
+
+
+async def test_teacher_offers_mic_camera_screen_and_receives(loopback_only: None) -> None:
+    """One client-offered PC: 3 sendonly m-sections up, 1 recvonly m-section down (server answers)."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        await asyncio.wait_for(_teacher_scenario(closers), timeout=60)
+    finally:
+        for close in reversed(closers):
+            await asyncio.wait_for(close(), timeout=15)
+
+
+async def _teacher_scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    state: dict[str, object] = {"forward": None}
+    received: list[bytes] = []
+
+    async def on_rtp(data: bytes, arrival: float) -> None:
+        received.append(data)
+        forward = state["forward"]
+        if forward is not None:
+            await forward(data)  # type: ignore[operator]
+
+    teacher = RTCPeerConnection(peer_configuration())
+    closers.append(teacher.close)
+    teacher.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    for _ in ("camera", "screen"):
+        teacher.addTransceiver(PatternTrack(), direction="sendonly").setCodecPreferences(vp8_only())
+    teacher.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8_only())
+    tracks: list = []
+    teacher.on("track", tracks.append)
+    await teacher.setLocalDescription(await teacher.createOffer())
+    assert_loopback_sdp(teacher.localDescription.sdp)
+
+    server = Peer(on_rtp=on_rtp, host_addresses=[LOOPBACK], name="server-teacher")
+    closers.append(server.close)
+    answer = await server.accept_offer(teacher.localDescription)
+    assert_loopback_sdp(answer.sdp)
+    await teacher.setRemoteDescription(answer)
+    await asyncio.wait_for(server.wait_connected(), timeout=20)
+
+    sections = server.media_sections()
+    assert [(m.mid, m.kind, m.direction) for m in sections] == [
+        ("0", "audio", "recvonly"),
+        ("1", "video", "recvonly"),
+        ("2", "video", "recvonly"),
+        ("3", "video", "sendonly"),
+    ]
+    mic, camera, screen, back = sections
+    assert mic.primary_codec is not None and mic.primary_codec.name == "opus"
+    assert mic.audio_level_extension_id is not None
+    assert [t.currentDirection for t in teacher.getTransceivers()] == ["sendonly"] * 3 + ["recvonly"]
+    inbound = {m.remote_media_ssrcs[0]: m for m in (mic, camera, screen)}
+    assert len(inbound) == 3
+
+    # all three bundled streams arrive; SSRC routing and MID-extension routing agree
+    await until(lambda: {int.from_bytes(d[8:12], "big") for d in received} >= set(inbound), 15, "3 streams")
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(
+        RTCRtpParameters(
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=i, uri=u) for u, i in camera.header_extensions.items()]
+        )
+    )
+    ssrc_to_mid = server.ssrc_to_mid()
+    for data in received[:60]:
+        packet = RtpPacket.parse(data, ext_map)
+        assert packet.extensions.mid == ssrc_to_mid[packet.ssrc] == inbound[packet.ssrc].mid
+
+    # send the camera back down the recvonly m-section; the teacher's own aiortc decoder shows it
+    back_codec = back.primary_codec
+    assert back_codec is not None and back.local_ssrc is not None
+
+    async def forward(data: bytes) -> None:
+        if int.from_bytes(data[8:12], "big") == camera.remote_media_ssrcs[0]:
+            buf = bytearray(data)
+            struct.pack_into("!I", buf, 8, back.local_ssrc)
+            buf[1] = (buf[1] & 0x80) | back_codec.payload_type
+            await server.send_rtp(bytes(buf))
+
+    state["forward"] = forward
+    assert await server.send_rtcp(pli(camera.local_ssrc, camera.remote_media_ssrcs[0]))
+    await until(lambda: bool(tracks), 10, "the teacher's track event")
+    frame = await asyncio.wait_for(tracks[0].recv(), timeout=20)
+    assert (frame.width, frame.height) == (WIDTH, HEIGHT)
+
+    assert receiver_started(server.pc) == [(False, None)] * 4
+    assert sorted(server.stats.suppressed_starts) == [
+        ("0", "receiver"),
+        ("1", "receiver"),
+        ("2", "receiver"),
+        ("3", "sender"),
+    ]
+    assert [t.name for t in aiortc_decoder_threads()] == ["video-decoder"]  # the teacher client's
 
 
 async def test_send_refuses_misclassified_packets() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import struct
+from itertools import pairwise
 
 import pytest
 from aiortc.codecs.h264 import H264Encoder, H264PayloadDescriptor
@@ -29,7 +30,9 @@ from sfu.rtp import (
     RtpHeader,
     SequenceRewriter,
     TimestampRewriter,
+    Vp8Descriptor,
     Vp8PictureIdRewriter,
+    find_extension,
     get_extension,
     h264_is_keyframe,
     h264_starts_frame,
@@ -247,7 +250,7 @@ def packet_with_extension_block(profile: int, block: bytes) -> bytes:
 
 def test_two_byte_form_accepts_appbits_and_zero_length_values() -> None:
     # RFC 8285 4.3: profile 0x100X, low nibble is application bits; lengths may be 0.
-    block = b"\x05\x00" + b"\x00" + b"\x07\x02ab" + b"\x00\x00"
+    block = b"\x05\x00" + b"\x00" + b"\x07\x02ab" + b"\x00" * 5
     data = packet_with_extension_block(0x100A, block)
     h = parse_rtp(data)
     assert get_extension(data, h, 5) == b""
@@ -267,7 +270,16 @@ def test_one_byte_form_skips_padding_between_elements() -> None:
 
 def test_one_byte_id_15_stops_the_walk() -> None:
     # RFC 8285: ID 15 ends processing of the block; what follows is not an element.
-    block = b"\x10A" + b"\xf0" + b"\x20B" + b"\x00\x00"
+    block = b"\x10A" + b"\xf0X" + b"\x20B" + b"\x00\x00"
+    data = packet_with_extension_block(0xBEDE, block)
+    h = parse_rtp(data)
+    assert get_extension(data, h, 1) == b"A"
+    assert get_extension(data, h, 2) is None
+
+
+def test_one_byte_id_0_with_length_stops_the_walk() -> None:
+    # ID 0 is reserved for padding, which is a whole zero byte; libwebrtc stops parsing here.
+    block = b"\x10A" + b"\x00" + b"\x01XY" + b"\x20B"
     data = packet_with_extension_block(0xBEDE, block)
     h = parse_rtp(data)
     assert get_extension(data, h, 1) == b"A"
@@ -275,7 +287,7 @@ def test_one_byte_id_15_stops_the_walk() -> None:
 
 
 def test_truncated_element_is_not_returned() -> None:
-    block = b"\x10A" + b"\x23BC"  # element 2 claims 4 bytes, only 2 left in the block
+    block = b"\x10A\x00" + b"\x00" + b"\x23BCD"  # element 2 claims 4 bytes, only 3 left in the block
     data = packet_with_extension_block(0xBEDE, block)
     h = parse_rtp(data)
     assert get_extension(data, h, 1) == b"A"
@@ -299,6 +311,18 @@ def test_set_extension_in_place_rewrites_twcc_only() -> None:
     assert changed and all(h.extension_offset <= i < h.extension_end for i in changed)
 
 
+def test_find_extension_span_is_reusable_across_copies() -> None:
+    data = make_packet(b"payload", mid="0", twcc=100)
+    h = parse_rtp(data)
+    span = find_extension(data, h, 3)
+    assert span is not None and span[1] - span[0] == 2
+    assert find_extension(data, h, 5) is None
+    for n in (1, 2):
+        out = rewrite_header(data, h, 9, 97, n, n)
+        struct.pack_into("!H", out, span[0], 500 + n)
+        assert RtpPacket.parse(bytes(out), XMAP).extensions.transport_sequence_number == 500 + n
+
+
 def test_set_extension_in_place_absent_or_wrong_length() -> None:
     data = make_packet(mid="0")
     h = parse_rtp(data)
@@ -314,9 +338,7 @@ def test_set_extension_in_place_absent_or_wrong_length() -> None:
 
 
 def test_rewrite_header_changes_only_the_rewritten_fields() -> None:
-    data = make_packet(
-        bytes(range(200)), marker=1, csrc=(11, 12), padding=5, mid="3", abs_send_time=99, twcc=7
-    )
+    data = make_packet(bytes(range(200)), marker=1, csrc=(11, 12), padding=5, mid="3", abs_send_time=99, twcc=7)
     h = parse_rtp(data)
     out = rewrite_header(data, h, ssrc=0xCAFEBABE, payload_type=100, sequence_number=65535, timestamp=0)
     assert isinstance(out, bytearray) and len(out) == len(data)
@@ -327,7 +349,9 @@ def test_rewrite_header_changes_only_the_rewritten_fields() -> None:
     assert out[0] == data[0] and out[12:] == data[12:]  # padding bytes included
 
 
-@pytest.mark.parametrize(("source_marker", "marker", "expected"), [(1, None, 1), (0, None, 0), (1, False, 0), (0, True, 1)])
+@pytest.mark.parametrize(
+    ("source_marker", "marker", "expected"), [(1, None, 1), (0, None, 0), (1, False, 0), (0, True, 1)]
+)
 def test_rewrite_header_marker(source_marker: int, marker: bool | None, expected: int) -> None:
     data = make_packet(marker=source_marker, pt=127)
     out = rewrite_header(data, parse_rtp(data), 1, 127, 2, 3, marker=marker)
@@ -425,6 +449,12 @@ def test_vp8_is_keyframe(descriptor: bytes, vp8_header: bytes, keyframe: bool) -
     assert parse_vp8_descriptor(descriptor + vp8_header).is_keyframe is keyframe
 
 
+def test_vp8_partition_id_is_three_bits() -> None:
+    # RFC 7741 narrowed PID to 3 bits; the bit above it is reserved (aiortc still reads 4 bits).
+    d = parse_vp8_descriptor(b"\x1d" + VP8_INTER_HEADER)
+    assert (d.start_of_partition, d.partition_id) == (True, 5)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -441,6 +471,11 @@ def test_vp8_is_keyframe(descriptor: bytes, vp8_header: bytes, keyframe: bool) -
 def test_vp8_truncated(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_vp8_descriptor(data)
+
+
+def test_vp8_end_beyond_buffer_is_clamped() -> None:
+    with pytest.raises(ValueError, match="PictureID"):
+        parse_vp8_descriptor(b"\x90\x80", 0, 100)
 
 
 def test_vp8_parse_respects_offsets() -> None:
@@ -563,6 +598,15 @@ def test_h264_stap_a_keyframe_nalu_not_first() -> None:
     assert not h264_is_keyframe(packet) and h264_starts_frame(packet)
 
 
+def test_h264_stap_a_starting_mid_picture() -> None:
+    # STAP-A of two later slices of an IDR picture: a keyframe, but not its start.
+    (packet,) = packetize(IDR_SECOND_SLICE, IDR_SECOND_SLICE)
+    assert packet[0] & 0x1F == 24
+    assert h264_is_keyframe(packet) and not h264_starts_frame(packet)
+    (packet,) = packetize(P_SLICE, P_SLICE)
+    assert not h264_is_keyframe(packet) and h264_starts_frame(packet)
+
+
 def test_h264_fu_a_only_first_fragment_is_keyframe() -> None:
     big_idr = b"\x65\x88" + bytes(4000)
     packets = packetize(big_idr)
@@ -616,6 +660,15 @@ def test_h264_second_idr_slice_in_fu_a() -> None:
 )
 def test_h264_malformed_is_not_keyframe(payload: bytes) -> None:
     assert not h264_is_keyframe(payload)
+
+
+def test_h264_stap_a_zero_length_first_nalu_does_not_start_frame() -> None:
+    # The byte after an empty NALU's length field is the next length field, not a NAL
+    # header; here it is 0x07, which must not be mistaken for an SPS.
+    sps = b"\x67" + bytes(0x708)
+    payload = b"\x18" + b"\x00\x00" + struct.pack("!H", len(sps)) + sps
+    assert not h264_starts_frame(payload)
+    assert h264_is_keyframe(payload)  # the empty NALU is skipped, the SPS after it counts
 
 
 def test_h264_garbage_never_raises() -> None:
@@ -720,9 +773,10 @@ def test_sequence_random_switches_produce_gapless_unique_output() -> None:
             if out is None:
                 assert (seq - start) & 0x8000, "only packets older than the switch point may be dropped"
                 continue
-            ref = out if last_unwrapped is None else last_unwrapped + (((out - last_unwrapped + 0x8000) & 0xFFFF) - 0x8000)
-            last_unwrapped = ref
-            assert seen.setdefault(ref, (source, seq)) == (source, seq)
+            if last_unwrapped is not None:
+                out = last_unwrapped + ((out - last_unwrapped + 0x8000) & 0xFFFF) - 0x8000
+            last_unwrapped = out
+            assert seen.setdefault(out, (source, seq)) == (source, seq)
     used = sorted(seen)
     assert used == list(range(used[0], used[0] + len(used)))
 
@@ -755,11 +809,13 @@ def test_timestamp_switch_always_advances(now: float) -> None:
 
 
 def test_timestamp_32bit_wraparound() -> None:
-    rw = TimestampRewriter(90000, first_output=0xFFFFFF00)
-    assert rw.rewrite(0xFFFFFFF0, 0.0) == 0xFFFFFF00
-    assert rw.rewrite(0x00000050, 0.1) == 0x60 - 0x10 + 0x100 - 0x100 + 0x50 - 0x50 + 0x50  # wrapped input
-    # the newest output (0x50 after wrapping past 2**32) is the switch reference
-    assert rw.rewrite(42, 0.2, switch=True) == 0x50 + 9000
+    rw = TimestampRewriter(90000, first_output=0xFFFFFFF0)
+    assert rw.rewrite(0xFFFFFF00, 0.0) == 0xFFFFFFF0
+    # input wraps (0x50 is 0x150 after 0xFFFFFF00) and so does the output
+    assert rw.rewrite(0x00000050, 0.1) == 0x140
+    assert rw.rewrite(0xFFFFFF00, 0.15) == 0xFFFFFFF0  # an old frame keeps its mapping
+    # the newest output (0x140, first seen at 0.1) is the switch reference
+    assert rw.rewrite(42, 0.2, switch=True) == 0x140 + int((0.2 - 0.1) * 90000)
 
 
 def test_timestamp_wrapped_output_is_the_newest() -> None:
@@ -773,7 +829,7 @@ def test_timestamp_wrapped_output_is_the_newest() -> None:
 # --- Vp8PictureIdRewriter ----------------------------------------------------------
 
 
-def vp8(picture_id: int | None, tl0: int | None = None, long: bool = True) -> object:
+def vp8(picture_id: int | None, tl0: int | None = None, long: bool = True) -> Vp8Descriptor:
     out = [0x90, (0x80 if picture_id is not None else 0) | (0x40 if tl0 is not None else 0)]
     if picture_id is not None:
         out += [0x80 | picture_id >> 8, picture_id & 0xFF] if long else [picture_id]
@@ -791,6 +847,13 @@ def test_vp8_rewriter_switch_continues_picture_id_and_tl0() -> None:
     assert rw.rewrite(vp8(9001, 200)) == (104, 9)
     assert rw.rewrite(vp8(9000, 200)) == (103, 9)  # retransmission
     assert rw.rewrite(vp8(9002, 201)) == (105, 10)
+
+
+def test_vp8_rewriter_switch_continues_from_highest_after_reordering() -> None:
+    rw = Vp8PictureIdRewriter()
+    for pid, tl0 in ((10, 50), (12, 52), (11, 51)):  # the last packet is a late one
+        rw.rewrite(vp8(pid, tl0))
+    assert rw.rewrite(vp8(700, 3), switch=True) == (13, 53)
 
 
 def test_vp8_rewriter_15bit_and_tl0_wrap() -> None:
@@ -874,20 +937,22 @@ def test_simulcast_switch_end_to_end() -> None:
             received.append((bytes(out), data))
 
     assert forwarding == "high"
+    assert len(received) == 41 + 20  # low frames 0-40 (the switch happens at high's frame 40), high 40-59
     packets = [RtpPacket.parse(out, XMAP) for out, _ in received]
     assert {p.ssrc for p in packets} == {0xABCDEF01}
-    assert [p.extensions.transport_sequence_number for p in packets] == list(range(60))
+    assert [p.extensions.transport_sequence_number for p in packets] == list(range(61))
     seqs = [p.sequence_number for p in packets]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) & 0xFFFF == 1 for a, b in pairwise(seqs))
     tss = [p.timestamp for p in packets]
-    assert all(0 < (b - a) & 0xFFFFFFFF < 1 << 31 for a, b in zip(tss, tss[1:], strict=False))
+    assert all(0 < (b - a) & 0xFFFFFFFF < 1 << 31 for a, b in pairwise(tss))
     descs = [VpxPayloadDescriptor.parse(p.payload)[0] for p in packets]
     pids = [d.picture_id for d in descs]
     tl0s = [d.tl0picidx for d in descs]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(pids, pids[1:], strict=False))
-    assert all((b - a) & 0xFF == 1 for a, b in zip(tl0s, tl0s[1:], strict=False))
+    assert all((b - a) & 0x7FFF == 1 for a, b in pairwise(pids))
+    assert all((b - a) & 0xFF == 1 for a, b in pairwise(tl0s))
     # the media itself is untouched
     for out, src in received:
-        assert VpxPayloadDescriptor.parse(RtpPacket.parse(out).payload)[1] == VpxPayloadDescriptor.parse(
-            RtpPacket.parse(src).payload
-        )[1]
+        assert (
+            VpxPayloadDescriptor.parse(RtpPacket.parse(out).payload)[1]
+            == VpxPayloadDescriptor.parse(RtpPacket.parse(src).payload)[1]
+        )
