@@ -42,9 +42,16 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   ``aioice.Connection``): read to reach that connection.
 * ``aioice.ice.Connection.get_component_candidates`` (coroutine method,
   public name in aioice but not part of aiortc's API; called by
-  ``Connection.gather_candidates`` with all non-loopback host IPs): wrapped
-  per instance when ``host_addresses`` is given, so ICE binds and offers only
-  those addresses.
+  ``Connection.gather_candidates`` with all non-loopback host IPs): replaced
+  per instance when an ``IceConfig`` is given, by ``sfu.ice.gather_host_candidates``,
+  so ICE binds and offers only the configured addresses and ports and never
+  contacts a STUN/TURN server.
+* ``aioice.ice.Connection._protocols`` (instance attribute, list): the
+  replacement appends the host protocols it binds, as aioice's own gathering
+  does, so that aioice uses and closes them.
+* ``aioice.ice.StunProtocol.__init__`` (constructor taking the receiving
+  connection) and ``aioice.candidate.Candidate``: built by that replacement
+  (in ``sfu/ice.py``, whose internals are listed here too).
 * ``RTCRtpReceiver.receive`` and ``RTCRtpSender.send`` (public coroutine
   methods, called by ``RTCPeerConnection.__connect``): replaced per instance.
 * ``aiortc.rtcrtpreceiver.decoder_worker`` (module function, target of the
@@ -62,7 +69,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +86,8 @@ from aiortc import sdp as _aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp as _is_rtcp
 
+from sfu.ice import IceConfig, gather_host_candidates
+
 __all__ = [
     "AIORTC_INTERNALS",
     "URI_ABS_SEND_TIME",
@@ -92,6 +101,8 @@ __all__ = [
     "PeerStats",
     "aiortc_decoder_threads",
     "peer_configuration",
+    "restrict_gathering",
+    "restrict_pc_gathering",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,6 +172,8 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
         "coroutine method",
         ("component", "addresses"),
     ),
+    Internal("aioice.ice", "Connection", "_protocols", "attribute"),
+    Internal("aioice.ice", "StunProtocol", "__init__", "method", ("receiver",)),
     Internal("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "receive", "coroutine method", ("parameters",)),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "send", "coroutine method", ("parameters",)),
     Internal(
@@ -195,6 +208,35 @@ def aiortc_decoder_threads() -> list[threading.Thread]:
         ):
             found.append(thread)
     return found
+
+
+def restrict_gathering(connection: Any, ice: IceConfig) -> None:
+    """Make one aioice connection gather host candidates only, on the configured addresses and ports.
+
+    aioice gathers on every non-loopback address and asks STUN/TURN servers when given; neither is acceptable
+    for the server (and tests need 127.0.0.1, which aioice skips).
+    """
+
+    async def get_component_candidates(component: int, addresses: list[str] | None = None, **_: Any) -> Any:
+        return await gather_host_candidates(connection, component, ice)
+
+    connection.get_component_candidates = get_component_candidates
+
+
+def restrict_pc_gathering(pc: RTCPeerConnection, ice: IceConfig) -> None:
+    """The same for a plain RTCPeerConnection (clients in tests and bench/), for every transport it creates."""
+    original = getattr(pc, _CREATE_TRANSCEIVER)
+    seen: set[int] = set()
+
+    def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
+        transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        if id(gatherer) not in seen:
+            seen.add(id(gatherer))
+            restrict_gathering(gatherer._connection, ice)
+        return transceiver
+
+    setattr(pc, _CREATE_TRANSCEIVER, create_transceiver)
 
 
 @dataclass(frozen=True)
@@ -342,14 +384,16 @@ class Peer:
         on_rtp: RtpCallback | None = None,
         on_rtcp: RtcpCallback | None = None,
         *,
-        host_addresses: Sequence[str] | None = None,
+        ice: IceConfig | None = None,
         name: str = "peer",
+        on_transceiver: Callable[[RTCRtpTransceiver], None] | None = None,
     ) -> None:
         self.name = name
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.stats = PeerStats()
-        self._host_addresses = list(host_addresses) if host_addresses is not None else None
+        self._ice = ice
+        self._on_transceiver = on_transceiver
         self._adopted: set[int] = set()
         self._dtls: list[RTCDtlsTransport] = []
         self._gatherers: set[int] = set()
@@ -362,6 +406,9 @@ class Peer:
         def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
             transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
             self._adopt(transceiver)
+            if self._on_transceiver is not None:
+                # Before setRemoteDescription negotiates codecs for it: codec preferences set here apply.
+                self._on_transceiver(transceiver)
             return transceiver
 
         setattr(self.pc, _CREATE_TRANSCEIVER, create_transceiver)
@@ -397,21 +444,9 @@ class Peer:
             dtls._handle_rtp_data = self._handle_rtp_data  # type: ignore[method-assign]
             dtls._handle_rtcp_data = self._handle_rtcp_data  # type: ignore[method-assign]
         gatherer = dtls.transport.iceGatherer
-        if self._host_addresses is not None and id(gatherer) not in self._gatherers:
+        if self._ice is not None and id(gatherer) not in self._gatherers:
             self._gatherers.add(id(gatherer))
-            connection = gatherer._connection
-            original = connection.get_component_candidates
-            pinned = list(self._host_addresses)
-
-            # aioice's gather_candidates() calls
-            # self.get_component_candidates(component=..., addresses=<all non-loopback IPs>):
-            # replace the address list with ours, for this connection only.
-            async def get_component_candidates(
-                component: int, addresses: list[str] | None = None, **kwargs: Any
-            ) -> Any:
-                return await original(component=component, addresses=list(pinned), **kwargs)
-
-            connection.get_component_candidates = get_component_candidates
+            restrict_gathering(gatherer._connection, self._ice)
 
     def _adopt_all(self) -> None:
         for transceiver in self.pc.getTransceivers():

@@ -39,6 +39,7 @@ from aiortc.rtp import (
 from av import VideoFrame
 
 from sfu import peer as peer_module
+from sfu.ice import IceConfig
 from sfu.peer import AIORTC_INTERNALS, Internal, Peer, aiortc_decoder_threads, peer_configuration
 
 PINNED_AIORTC = "1.16.0"
@@ -311,7 +312,7 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
     pub_ssrc = announced_ssrc(pub.localDescription.sdp)
     assert pub_ssrc == pub_transceiver.sender._ssrc
 
-    server_pub = Peer(on_rtp=on_pub_rtp, on_rtcp=on_pub_rtcp, host_addresses=[LOOPBACK], name="server-pub")
+    server_pub = Peer(on_rtp=on_pub_rtp, on_rtcp=on_pub_rtcp, ice=IceConfig(hosts=(LOOPBACK,)), name="server-pub")
     closers.append(server_pub.close)
     answer = await server_pub.accept_offer(pub.localDescription)
     assert_loopback_sdp(answer.sdp)
@@ -371,7 +372,7 @@ async def _scenario(closers: list[Callable[[], Awaitable[None]]]) -> None:
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
                 await server_pub.send_rtcp(pli(inbound.local_ssrc, pub_ssrc))
 
-    server_sub = Peer(on_rtcp=on_sub_rtcp, host_addresses=[LOOPBACK], name="server-sub")
+    server_sub = Peer(on_rtcp=on_sub_rtcp, ice=IceConfig(hosts=(LOOPBACK,)), name="server-sub")
     closers.append(server_sub.close)
     out_transceiver = server_sub.add_send_transceiver("video", stream_id="teacher-camera")
     out_transceiver.setCodecPreferences(vp8_only())
@@ -475,7 +476,7 @@ async def _teacher_scenario(closers: list[Callable[[], Awaitable[None]]]) -> Non
     await teacher.setLocalDescription(await teacher.createOffer())
     assert_loopback_sdp(teacher.localDescription.sdp)
 
-    server = Peer(on_rtp=on_rtp, host_addresses=[LOOPBACK], name="server-teacher")
+    server = Peer(on_rtp=on_rtp, ice=IceConfig(hosts=(LOOPBACK,)), name="server-teacher")
     closers.append(server.close)
     answer = await server.accept_offer(teacher.localDescription)
     assert_loopback_sdp(answer.sdp)
@@ -538,7 +539,7 @@ async def _teacher_scenario(closers: list[Callable[[], Awaitable[None]]]) -> Non
 
 async def test_send_refuses_misclassified_packets() -> None:
     """send_rtp must not hand aiortc something it would encrypt as SRTCP, and vice versa."""
-    peer = Peer(host_addresses=[LOOPBACK])
+    peer = Peer(ice=IceConfig(hosts=(LOOPBACK,)))
     try:
         assert isinstance(peer.pc, _PC)
         rtcp = pli(1, 2)

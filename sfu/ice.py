@@ -1,0 +1,115 @@
+"""ICE configuration: which addresses and ports the SFU uses, which remote candidates it will talk to.
+
+Defaults keep everything on the loopback interface: the server gathers on 127.0.0.1 only, never contacts a
+STUN or TURN server itself, and ignores remote candidates outside `CLASSCAST_ICE_ALLOWED_NETWORKS`, so a test
+or a laptop demo never sends a packet off the machine. Deployments set the variables (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import Connection, StunProtocol
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port_min: int = 0
+    port_max: int = 0
+    # Handed to clients (browsers may need STUN/TURN); the server itself never uses them.
+    servers: tuple[dict[str, Any], ...] = ()
+    allowed_networks: tuple[IpNetwork, ...] = field(default_factory=lambda: LOOPBACK)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IceConfig:
+        hosts = tuple(h.strip() for h in env.get("CLASSCAST_ICE_HOSTS", "127.0.0.1").split(",") if h.strip())
+        for h in hosts:
+            ipaddress.ip_address(h)  # ValueError names the bad address
+        port_min = port_max = 0
+        if env.get("CLASSCAST_ICE_PORT_RANGE"):
+            lo, _, hi = env["CLASSCAST_ICE_PORT_RANGE"].partition("-")
+            port_min, port_max = int(lo), int(hi)
+            if not 1024 <= port_min <= port_max <= 65535:
+                raise ValueError("CLASSCAST_ICE_PORT_RANGE must be MIN-MAX within 1024-65535")
+        servers = tuple(json.loads(env["CLASSCAST_ICE_SERVERS"])) if env.get("CLASSCAST_ICE_SERVERS") else ()
+        if not all(isinstance(s, dict) and "urls" in s for s in servers):
+            raise ValueError('CLASSCAST_ICE_SERVERS must be a JSON list of {"urls": ...} objects')
+        networks = env.get("CLASSCAST_ICE_ALLOWED_NETWORKS")
+        allowed = (tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
+                   if networks else LOOPBACK)
+        return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed)
+
+    def allows(self, address: str) -> bool:
+        """Only literal IPs inside the allowed networks: mDNS names and the like are refused."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed_networks if net.version == ip.version)
+
+
+def candidate_address(candidate_line: str) -> str | None:
+    """The connection address of an SDP `candidate:` attribute (with or without the `a=` prefix)."""
+    parts = candidate_line.removeprefix("a=").split()
+    return parts[4] if len(parts) >= 8 else None
+
+
+def filter_sdp_candidates(sdp: str, config: IceConfig) -> tuple[str, int]:
+    """Drops remote candidates the server must not contact; returns the SDP and how many were dropped."""
+    kept, dropped = [], 0
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            address = candidate_address(line)
+            if address is None or not config.allows(address):
+                dropped += 1
+                continue
+        kept.append(line)
+    return "\r\n".join(kept) + "\r\n", dropped
+
+
+async def gather_host_candidates(connection: Connection, component: int, config: IceConfig) -> list[Candidate]:
+    """Host candidates on the configured addresses and port range only (aioice offers neither option)."""
+    loop = asyncio.get_running_loop()
+    candidates: list[Candidate] = []
+    for address in config.hosts:
+        protocol = await _bind(loop, connection, address, config)
+        if protocol is None:
+            continue
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
+            priority=candidate_priority(component, "host"), host=host, port=port, type="host",
+        )
+        connection._protocols.append(protocol)  # aioice reads and closes its protocols from this list
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+async def _bind(loop: asyncio.AbstractEventLoop, connection: Connection, address: str,
+                config: IceConfig) -> StunProtocol | None:
+    if not config.port_min:
+        ports: list[int] = [0]
+    else:
+        ports = list(range(config.port_min, config.port_max + 1))
+        start = random.randrange(len(ports))
+        ports = ports[start:] + ports[:start]
+    for port in ports:
+        try:
+            _transport, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(connection), local_addr=(address, port)
+            )
+            return protocol
+        except OSError:
+            continue
+    return None
