@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from control import signaling
 from control.api import billing, openapi, participants, rooms
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
@@ -59,7 +60,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     svc = await build_services(config, clock)
     app = web.Application(middlewares=[request_middleware, org_middleware], client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
-    for module in (rooms, participants, billing, openapi, page):
+    for module in (rooms, participants, billing, openapi, page, signaling):
         module.setup(app)
     if background:
         app.cleanup_ctx.append(_ticker)

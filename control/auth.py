@@ -118,7 +118,10 @@ class Auth:
         return claims
 
     async def validate(self, token: str) -> Grant:
-        claims = self.decode(token)
+        return await self.validate_claims(self.decode(token))
+
+    async def validate_claims(self, claims: Claims) -> Grant:
+        """The checks that can change after a token was issued: the room ended, the participant was removed."""
         room = await self._store.get_room_by_sid(claims.room_sid)
         if room is None or room.org_id != claims.org_id:
             raise _token_error(404, "Room not found", "ROOM_NOT_FOUND")

@@ -266,13 +266,17 @@ class Classroom:
             self._emit("participant_joined", room, participant=participant_public(participant))
         return session
 
-    async def close_session(self, session_id: str, reason: str = "left") -> Session | None:
-        """A connection ends (leave, drop, kick). Idempotent: closing a closed session does nothing."""
+    async def close_session(self, session_id: str, reason: str = "left", at: int | None = None) -> Session | None:
+        """A connection ends (leave, drop, kick). Idempotent: closing a closed session does nothing.
+
+        `at` backdates the end: a dropped connection ends when it dropped, not when its reconnect grace ran out.
+        """
         session = await self.store.get_session(session_id)
         if session is None or not session.active:
             return None
         async with self._lock(session.room_sid):
-            closed = await self.store.close_sessions(self.clock.now_ms(), reason, session_id=session_id)
+            end = self.clock.now_ms() if at is None else max(session.joined_at, min(at, self.clock.now_ms()))
+            closed = await self.store.close_sessions(end, reason, session_id=session_id)
             if not closed:
                 return None
             room = await self.store.get_room_by_sid(session.room_sid)

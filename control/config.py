@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sfu.ice import IceConfig
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -31,6 +33,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _ice(env: Mapping[str, str]) -> IceConfig:
+    try:
+        return IceConfig.from_env(env)
+    except ValueError as exc:
+        raise SystemExit(f"ICE configuration: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -49,6 +58,9 @@ class Config:
     max_body_bytes: int = 64 * 1024
     credit_rate: float = 0.01
     currency: str = "USD"
+    # A dropped participant stays in the roster this long, so a reconnect is not a leave and a join.
+    reconnect_grace_s: float = 10.0
+    ice: IceConfig = field(default_factory=IceConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -66,6 +78,8 @@ class Config:
             demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000),
             credit_rate=_float(env, "CLASSCAST_CREDIT_RATE", 0.01),
             currency=env.get("CLASSCAST_CURRENCY", "USD"),
+            reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0),
+            ice=_ice(env),
         )
 
     @property

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiortc.codecs import CODECS
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.codecs import get_capabilities
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 OPUS, VP8, H264 = "audio/opus", "video/VP8", "video/H264"
 SUPPORTED = (OPUS, VP8, H264)
@@ -35,26 +35,21 @@ class CodecInfo:
                 "channels": self.channels, "fmtp": dict(self.fmtp)}
 
 
-def _capability(codec: RTCRtpCodecParameters) -> RTCRtpCodecCapability:
-    return RTCRtpCodecCapability(mimeType=codec.mimeType, clockRate=codec.clockRate, channels=codec.channels,
-                                 parameters=dict(codec.parameters))
-
-
-def _h264_rank(codec: RTCRtpCodecParameters) -> int:
+def _h264_rank(codec: RTCRtpCodecCapability) -> int:
     # Constrained baseline (42e0xx) before baseline (4200xx): what browsers encode in hardware and MP4 takes.
     return 0 if str(codec.parameters.get("profile-level-id", "")).lower().startswith("42e0") else 1
 
 
 def publisher_preferences(kind: str) -> list[RTCRtpCodecCapability]:
-    """Order applied to every transceiver a publisher's offer creates: H.264 pm=1, VP8, their RTX; Opus."""
+    """Order applied to every transceiver a publisher's offer creates: H.264 pm=1, VP8, RTX; Opus."""
+    caps = get_capabilities(kind).codecs  # aiortc accepts exactly these objects as preferences
     if kind == "audio":
-        return [_capability(c) for c in CODECS["audio"] if c.mimeType.lower() == OPUS]
-    video = CODECS["video"]
-    h264 = sorted((c for c in video if c.mimeType == H264 and str(c.parameters.get("packetization-mode")) == "1"),
+        return [c for c in caps if c.mimeType.lower() == OPUS]
+    h264 = sorted((c for c in caps if c.mimeType == H264 and str(c.parameters.get("packetization-mode")) == "1"),
                   key=_h264_rank)
-    vp8 = [c for c in video if c.mimeType == VP8]
-    rtx = [c for c in video if c.mimeType == "video/rtx"]
-    return [_capability(c) for c in h264 + vp8 + rtx]
+    vp8 = [c for c in caps if c.mimeType == VP8]
+    rtx = [c for c in caps if c.mimeType == "video/rtx"]
+    return h264 + vp8 + rtx
 
 
 def subscriber_preferences(kind: str, codec: CodecInfo) -> list[RTCRtpCodecCapability]:
@@ -65,7 +60,7 @@ def subscriber_preferences(kind: str, codec: CodecInfo) -> list[RTCRtpCodecCapab
         exact = [p for p in prefs if str(p.parameters.get("profile-level-id", "")).lower()[:4] == wanted]
         prefs = exact or prefs
     if kind == "video":
-        prefs += [_capability(c) for c in CODECS["video"] if c.mimeType == "video/rtx"]
+        prefs += [c for c in get_capabilities(kind).codecs if c.mimeType == "video/rtx"]
     return prefs
 
 

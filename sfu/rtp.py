@@ -606,6 +606,12 @@ class TimestampRewriter:
             self._highest_time = now
         return out
 
+    def peek(self, timestamp: int) -> int | None:
+        """Where `timestamp` of the current source maps, without changing state (sender-report translation)."""
+        if self._highest is None:
+            return None
+        return (timestamp + self._offset) & _TS_MASK
+
     def _start(self, timestamp: int, now: float) -> int:
         if self._highest is None:
             out = timestamp if self._first_output is None else self._first_output & _TS_MASK

@@ -119,4 +119,43 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ai_tutor_usage_room ON ai_tutor_usage (room_sid, created_at)",
         ],
     ),
+    (
+        2,
+        "classroom interaction: raised hands, polls, chat",
+        [
+            """CREATE TABLE hands (
+                room_sid TEXT NOT NULL REFERENCES rooms(sid) ON DELETE CASCADE,
+                uid TEXT NOT NULL,
+                raised_at BIGINT NOT NULL,
+                PRIMARY KEY (room_sid, uid)
+            )""",
+            """CREATE TABLE polls (
+                id TEXT PRIMARY KEY,
+                room_sid TEXT NOT NULL REFERENCES rooms(sid) ON DELETE CASCADE,
+                question TEXT NOT NULL,
+                options TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                closed_at BIGINT
+            )""",
+            "CREATE INDEX polls_room ON polls (room_sid, created_at)",
+            """CREATE TABLE poll_answers (
+                poll_id TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+                uid TEXT NOT NULL,
+                option_index INTEGER NOT NULL,
+                answered_at BIGINT NOT NULL,
+                PRIMARY KEY (poll_id, uid)
+            )""",
+            """CREATE TABLE chat_messages (
+                id TEXT PRIMARY KEY,
+                room_sid TEXT NOT NULL REFERENCES rooms(sid) ON DELETE CASCADE,
+                uid TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                text TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX chat_messages_room ON chat_messages (room_sid, created_at)",
+        ],
+    ),
 ]

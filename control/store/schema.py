@@ -126,3 +126,44 @@ ai_tutor_usage = Table(
     Column("answer", Text),
     Column("created_at", BigInteger, nullable=False),
 )
+
+hands = Table(
+    "hands",
+    metadata,
+    Column("room_sid", Text, primary_key=True),
+    Column("uid", Text, primary_key=True),
+    Column("raised_at", BigInteger, nullable=False),
+)
+
+polls = Table(
+    "polls",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("room_sid", Text, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger),
+)
+
+poll_answers = Table(
+    "poll_answers",
+    metadata,
+    Column("poll_id", Text, primary_key=True),
+    Column("uid", Text, primary_key=True),
+    Column("option_index", Integer, nullable=False),
+    Column("answered_at", BigInteger, nullable=False),
+)
+
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("room_sid", Text, nullable=False),
+    Column("uid", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

@@ -448,6 +448,92 @@ class Store:
         async with self.engine.begin() as conn:
             await conn.execute(update(t.recordings).where(t.recordings.c.id.in_(list(rec_ids))).values(**values))
 
+    # ---- classroom interaction -------------------------------------------------------------------------------
+
+    async def raise_hand(self, room_sid: str, uid: str, now: int) -> bool:
+        """Returns False when the hand was already up (its place in the queue is kept)."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(t.hands).values(room_sid=room_sid, uid=uid, raised_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    async def lower_hand(self, room_sid: str, uid: str) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(delete(t.hands).where(t.hands.c.room_sid == room_sid, t.hands.c.uid == uid))
+            return res.rowcount > 0
+
+    async def hands(self, room_sid: str) -> list[tuple[str, int]]:
+        """The raised-hands queue, first raised first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.hands.c.uid, t.hands.c.raised_at)
+                .where(t.hands.c.room_sid == room_sid)
+                .order_by(t.hands.c.raised_at, t.hands.c.uid)
+            )
+            return [(r.uid, int(r.raised_at)) for r in rows]
+
+    async def create_poll(self, poll_id: str, room_sid: str, question: str, options: list[str], created_by: str,
+                          now: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(t.polls).values(
+                id=poll_id, room_sid=room_sid, question=question, options=json.dumps(options),
+                created_by=created_by, created_at=now))
+
+    async def get_poll(self, poll_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.polls).where(t.polls.c.id == poll_id))).first()
+        if row is None:
+            return None
+        m = dict(row._mapping)
+        m["options"] = json.loads(m["options"])
+        return m
+
+    async def room_polls(self, room_sid: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.polls).where(t.polls.c.room_sid == room_sid)
+                                      .order_by(t.polls.c.created_at))
+            out = []
+            for row in rows:
+                m = dict(row._mapping)
+                m["options"] = json.loads(m["options"])
+                out.append(m)
+            return out
+
+    async def answer_poll(self, poll_id: str, uid: str, option: int, now: int) -> bool:
+        """Returns False when this uid already answered (one answer each)."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(t.poll_answers).values(
+                    poll_id=poll_id, uid=uid, option_index=option, answered_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    async def poll_answers(self, poll_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.poll_answers.c.uid, t.poll_answers.c.option_index)
+                                      .where(t.poll_answers.c.poll_id == poll_id))
+            return {r.uid: int(r.option_index) for r in rows}
+
+    async def close_poll(self, poll_id: str, now: int) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(update(t.polls).where(t.polls.c.id == poll_id, t.polls.c.closed_at.is_(None))
+                                     .values(closed_at=now))
+            return res.rowcount == 1
+
+    async def add_chat(self, message: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(t.chat_messages).values(**message))
+
+    async def recent_chat(self, room_sid: str, limit: int) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.chat_messages).where(t.chat_messages.c.room_sid == room_sid)
+                                      .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc())
+                                      .limit(limit))
+            return [dict(r._mapping) for r in rows][::-1]
+
 
 class _Row:
     """Adapter so `Room.from_row` can read a joined row's room columns."""

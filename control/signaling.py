@@ -1,0 +1,426 @@
+"""WebSocket signaling at /v1/rtc?token=JWT: JSON messages between participants, the control plane and the SFU.
+
+One `Hub` per process. It validates the token with the control plane's one validator, opens the participant's
+session, hands media messages to the SFU (plain dicts across the boundary) and everything else to the control
+plane, and fans control-plane events out to the room. Nothing a client sends can raise out of here: every
+failure becomes `{"type": "error", "code", "message"}` on that connection. The protocol is docs/signaling.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from control.auth import Grant
+from control.classroom import participant_public
+from control.errors import ApiError
+from control.events import Event
+from control.interaction import Interaction
+from control.roles import Permission, Role, can, permissions
+from control.services import SERVICES, Services
+from control.store.records import Participant
+from control.validation import effective_customization
+from sfu.errors import SignalingError
+from sfu.router import Sfu
+
+log = logging.getLogger("classcast.signaling")
+
+MEDIA_TYPES = {"publish", "offer", "answer", "candidate", "unpublish", "mute", "set_quality", "restart"}
+MAX_MESSAGE = 256 * 1024
+QUEUE_LIMIT = 2000
+RATE_PER_S, RATE_BURST = 50.0, 200.0
+
+
+@dataclass(eq=False)
+class Connection:
+    ws: web.WebSocketResponse
+    grant: Grant
+    key: str = field(default_factory=lambda: "C_" + secrets.token_hex(6))
+    joined: bool = False
+    ending: str | None = None  # why the server is closing it: replaced, removed, class_ended, left
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    tokens: float = RATE_BURST
+    refilled: float = field(default_factory=time.monotonic)
+
+    @property
+    def uid(self) -> str:
+        return self.grant.participant.uid
+
+    @property
+    def room_sid(self) -> str:
+        return self.grant.room.sid
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("signaling queue full for %s, closing", self.uid)
+            self.ending = self.ending or "slow_client"
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(RATE_BURST, self.tokens + (now - self.refilled) * RATE_PER_S)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Presence:
+    """A uid's session in a room, kept across reconnects for the grace period."""
+
+    session_id: str
+    connection: Connection | None
+    grace: asyncio.Task[None] | None = None
+    dropped_at: int | None = None
+
+
+class Hub:
+    def __init__(self, svc: Services, sfu: Sfu) -> None:
+        self.svc = svc
+        self.sfu = sfu
+        self.interaction = Interaction(svc.store, svc.bus, svc.clock)
+        self.rooms: dict[str, dict[str, Connection]] = {}
+        self.presence: dict[tuple[str, str], Presence] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._unsubscribe = svc.bus.subscribe(self._events.put_nowait)
+
+    async def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch_events())
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        for conns in list(self.rooms.values()):
+            for conn in list(conns.values()):
+                conn.ending = conn.ending or "server_shutdown"
+                await conn.ws.close(code=1001, message=b"server shutdown")
+        for presence in self.presence.values():
+            if presence.grace is not None:
+                presence.grace.cancel()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        await self.sfu.close()
+
+    # ---- the WebSocket ------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE)
+        await ws.prepare(request)
+        try:
+            grant = await self.svc.auth.validate(request.query.get("token", ""))
+        except ApiError as exc:
+            await ws.send_json({"type": "error", "code": exc.code, "message": exc.message})
+            await ws.close(code=4000 + exc.status, message=exc.code.encode())
+            return ws
+        conn = Connection(ws=ws, grant=grant)
+        writer = asyncio.create_task(self._writer(conn))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_text(conn, msg.data, request.remote)
+                elif msg.type == WSMsgType.BINARY:
+                    conn.send(_error("BAD_MESSAGE", "messages are JSON text"))
+                elif msg.type == WSMsgType.ERROR:
+                    break
+                if conn.ending is not None:
+                    break
+        finally:
+            await self._disconnect(conn)
+            with contextlib.suppress(asyncio.QueueFull):
+                conn.queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 2)
+            await ws.close()
+        return ws
+
+    async def _writer(self, conn: Connection) -> None:
+        while True:
+            message = await conn.queue.get()
+            if message is None or conn.ws.closed:
+                break
+            try:
+                await conn.ws.send_str(json.dumps(message))
+            except (ConnectionError, RuntimeError):
+                break
+        if conn.ending is not None and not conn.ws.closed:
+            await conn.ws.close(code=4000, message=conn.ending.encode())
+
+    async def _on_text(self, conn: Connection, text: str, remote: str | None) -> None:
+        ref = None
+        try:
+            if not conn.allow():
+                raise SignalingError("RATE_LIMITED", "too many messages")
+            try:
+                message = json.loads(text)
+            except ValueError:
+                raise SignalingError("BAD_MESSAGE", "not JSON") from None
+            if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                raise SignalingError("BAD_MESSAGE", "a message is a JSON object with a string 'type'")
+            ref = message.get("type")
+            await self._dispatch(conn, message, remote)
+        except SignalingError as exc:
+            conn.send(exc.as_message() | ({"ref": ref} if ref else {}))
+        except ApiError as exc:
+            conn.send(_error(exc.code, exc.message) | ({"ref": ref} if ref else {}))
+        except Exception:
+            log.exception("signaling message failed for %s", conn.uid)
+            conn.send(_error("SERVER_ERROR", "internal error") | ({"ref": ref} if ref else {}))
+
+    async def _dispatch(self, conn: Connection, message: dict[str, Any], remote: str | None) -> None:
+        kind = message["type"]
+        if kind == "ping":
+            conn.send({"type": "pong", "ts": message.get("ts")})
+            return
+        if kind == "join":
+            await self._join(conn, remote)
+            return
+        if not conn.joined:
+            raise SignalingError("NOT_JOINED", "send join first")
+        if kind in MEDIA_TYPES:
+            await self.sfu.handle(conn.room_sid, conn.key, message)
+            return
+        room, me = await self._current(conn)
+        ia = self.interaction
+        if kind == "leave":
+            conn.ending = "left"
+        elif kind == "raise_hand":
+            await ia.raise_hand(room, me)
+        elif kind == "lower_hand":
+            await ia.lower_hand(room, me, _opt_str(message, "uid"))
+        elif kind == "poll_create":
+            await ia.create_poll(room, me, message.get("question"), message.get("options"))
+        elif kind == "poll_answer":
+            await ia.answer_poll(room, me, message.get("pollId"), message.get("option"))
+        elif kind == "poll_close":
+            await ia.close_poll(room, me, message.get("pollId"))
+        elif kind == "chat":
+            await ia.chat(room, me, message.get("text"))
+        elif kind in ("kick", "mute_participant", "unmute_participant"):
+            await self._moderate(conn, me, kind, message)
+        elif kind == "end_class":
+            if not can(Role(me.role), Permission.END_CLASS):
+                raise ApiError(403, "Only a teacher or an admin may end the class", "FORBIDDEN")
+            await self.svc.classroom.end_room(room, "ended_by_teacher")
+        else:
+            raise SignalingError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+
+    async def _current(self, conn: Connection) -> tuple[Any, Participant]:
+        room = await self.svc.store.get_room_by_sid(conn.room_sid)
+        me = await self.svc.store.get_participant(conn.room_sid, conn.uid)
+        if room is None or me is None or room.ended:
+            raise SignalingError("ROOM_ENDED", "the class has ended")
+        return room, me
+
+    async def _moderate(self, conn: Connection, me: Participant, kind: str, message: dict[str, Any]) -> None:
+        if not can(Role(me.role), Permission.MODERATE):
+            raise ApiError(403, "Your role may not manage participants", "FORBIDDEN")
+        uid = _opt_str(message, "uid")
+        if not uid or uid == me.uid:
+            raise SignalingError("BAD_MESSAGE", "uid must name another participant")
+        org = await self.svc.store.get_org(conn.grant.room.org_id)
+        assert org is not None
+        room_id = conn.grant.room.room_id
+        if kind == "kick":
+            await self.svc.classroom.remove_participant(org, room_id, uid, _opt_str(message, "reason"))
+        else:
+            await self.svc.classroom.set_muted(org, room_id, uid, kind == "mute_participant")
+
+    # ---- join and leave -----------------------------------------------------------------------------------
+
+    async def _join(self, conn: Connection, remote: str | None) -> None:
+        if conn.joined:
+            raise SignalingError("ALREADY_JOINED", "already joined")
+        grant = await self.svc.auth.validate_claims(conn.grant.claims)  # the room may have ended meanwhile
+        conn.grant = grant
+        key = (conn.room_sid, conn.uid)
+        presence = self.presence.get(key)
+        if presence is not None:
+            if presence.grace is not None:
+                presence.grace.cancel()
+                presence.grace = None
+            old = presence.connection
+            if old is not None and old is not conn:
+                old.ending = "replaced"
+                old.send(_error("REPLACED", "you joined from another connection"))
+                await self._leave_media(old)
+                with contextlib.suppress(asyncio.QueueFull):
+                    old.queue.put_nowait(None)
+            presence.connection = conn
+        else:
+            session = await self.svc.classroom.open_session(conn.room_sid, conn.uid, remote)
+            presence = self.presence[key] = Presence(session_id=session.id, connection=conn)
+        room, me = grant.room, grant.participant
+        customization = effective_customization(room.customization, me.customization)
+        perms = permissions(Role(me.role), customization)
+        self.rooms.setdefault(conn.room_sid, {})[conn.key] = conn
+        conn.joined = True
+        tracks = await self.sfu.join(conn.room_sid, conn.key, {
+            "uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms),
+        }, conn.send)
+        roster = [participant_public(p) for p in await self.svc.store.active_participants(room.sid)]
+        recording = bool(await self.svc.store.live_recordings(room.sid))
+        joined: dict[str, Any] = {
+            "type": "joined",
+            "room": {"roomId": room.room_id, "title": room.title, "description": room.description,
+                     "status": "finished" if room.ended else "live"},
+            "participant": participant_public(me) | {"permissions": sorted(p.value for p in perms),
+                                                     "customization": customization},
+            "roster": roster,
+            "tracks": tracks,
+            "polls": await self.interaction.polls(room, me),
+            "chat": await self.interaction.recent_chat(room),
+            "recording": {"active": recording},
+            "iceServers": list(self.svc.config.ice.servers),
+        }
+        if Permission.MODERATE in perms:
+            joined["hands"] = await self.interaction.hands(room)
+        conn.send(joined)
+
+    async def _leave_media(self, conn: Connection) -> None:
+        conns = self.rooms.get(conn.room_sid, {})
+        if conns.pop(conn.key, None) is not None:
+            await self.sfu.leave(conn.room_sid, conn.key)
+        if not conns:
+            self.rooms.pop(conn.room_sid, None)
+
+    async def _disconnect(self, conn: Connection) -> None:
+        if not conn.joined:
+            return
+        await self._leave_media(conn)
+        key = (conn.room_sid, conn.uid)
+        presence = self.presence.get(key)
+        if presence is None or presence.connection is not conn:
+            return  # replaced by a newer connection, which owns the session now
+        presence.connection = None
+        if conn.ending in ("removed", "class_ended"):
+            self.presence.pop(key, None)  # the control plane closed the session already
+        elif conn.ending == "left":
+            self.presence.pop(key, None)
+            await self.svc.classroom.close_session(presence.session_id, "left")
+        else:
+            presence.dropped_at = self.svc.clock.now_ms()
+            presence.grace = asyncio.create_task(self._expire(key, presence))
+
+    async def _expire(self, key: tuple[str, str], presence: Presence) -> None:
+        await asyncio.sleep(self.svc.config.reconnect_grace_s)
+        if self.presence.get(key) is presence and presence.connection is None:
+            self.presence.pop(key, None)
+            await self.svc.classroom.close_session(presence.session_id, "disconnected", at=presence.dropped_at)
+
+    # ---- control-plane events -----------------------------------------------------------------------------
+
+    async def _dispatch_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._on_event(event)
+            except Exception:
+                log.exception("event %s failed", event.type)
+
+    def _room(self, room_sid: str) -> list[Connection]:
+        return list(self.rooms.get(room_sid, {}).values())
+
+    @staticmethod
+    def _can(conn: Connection, permission: Permission) -> bool:
+        return can(Role(conn.grant.participant.role), permission)
+
+    async def _on_event(self, event: Event) -> None:
+        conns = self._room(event.room_sid)
+        data, kind = event.data, event.type
+        if kind in ("participant_joined", "participant_left"):
+            uid = data["participant"]["uid"]
+            for c in conns:
+                if c.uid != uid:
+                    c.send({"type": kind, **data})
+        elif kind == "participant_removed":
+            uid = data["participant"]["uid"]
+            for c in conns:
+                c.send({"type": kind, **data, "self": c.uid == uid})
+                if c.uid == uid:
+                    c.ending = "removed"
+                    await self._end_connection(c)
+            self._drop_presence(event.room_sid, uid)
+        elif kind == "class_ended":
+            for c in conns:
+                c.send({"type": kind, **data})
+                c.ending = "class_ended"
+                await self._end_connection(c)
+            for key in [k for k in self.presence if k[0] == event.room_sid]:
+                self._drop_presence(*key)
+            await self.sfu.close_room(event.room_sid)
+        elif kind in ("participant_muted", "participant_unmuted"):
+            await self.sfu.set_blocked(event.room_sid, data["participant"]["uid"], kind == "participant_muted")
+            for c in conns:
+                c.send({"type": kind, **data})
+        elif kind in ("hand_raised", "hand_lowered"):
+            queue = data.get("queue", [])
+            for c in conns:
+                c.send({"type": kind, "uid": data["uid"], **({"name": data["name"]} if "name" in data else {})})
+                if self._can(c, Permission.MODERATE):
+                    c.send({"type": "hands", "queue": queue})
+        elif kind == "poll_answered":
+            for c in conns:
+                if c.uid == data["uid"]:
+                    c.send({"type": "poll_answered", "pollId": data["pollId"], "option": data["option"]})
+                if self._can(c, Permission.CREATE_POLL):
+                    c.send({"type": "poll_results", "pollId": data["pollId"], "results": data["results"]})
+        else:  # chat, poll_created, poll_closed, recording_started, recording_stopped, ...
+            for c in conns:
+                c.send({"type": kind, **data})
+
+    async def _end_connection(self, conn: Connection) -> None:
+        """Kick and end class: media stops now, the socket closes as soon as the last message is written."""
+        await self._leave_media(conn)
+        with contextlib.suppress(asyncio.QueueFull):
+            conn.queue.put_nowait(None)
+
+    def _drop_presence(self, room_sid: str, uid: str) -> None:
+        presence = self.presence.pop((room_sid, uid), None)
+        if presence is not None and presence.grace is not None:
+            presence.grace.cancel()
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+def _opt_str(message: dict[str, Any], key: str) -> str | None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SignalingError("BAD_MESSAGE", f"{key} must be a string")
+    return value
+
+
+HUB = web.AppKey("hub", Hub)
+
+
+def setup(app: web.Application) -> None:
+    async def start(app: web.Application) -> None:
+        hub = Hub(app[SERVICES], Sfu(app[SERVICES].config.ice))
+        app[HUB] = hub
+        await hub.start()
+
+    async def stop(app: web.Application) -> None:
+        await app[HUB].stop()
+
+    async def rtc(request: web.Request) -> web.StreamResponse:
+        return await request.app[HUB].handle(request)
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    app.router.add_get("/v1/rtc", rtc)

@@ -1,0 +1,477 @@
+"""One participant's media: a single RTCPeerConnection carrying what they publish and what they receive.
+
+Negotiation is sequenced here so that the two offerers never collide (aiortc cannot roll back an offer):
+the server offers whenever tracks appear or disappear, and a publisher first asks (`publish`), is told
+`publish_ready` once no server offer is outstanding, and only then sends its own offer. Anything the client
+sends that was not declared and permitted is answered `inactive`: nothing of it is received or forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from sfu import rtcp
+from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
+from sfu.consumer import Consumer, OutSlot
+from sfu.errors import SignalingError
+from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
+from sfu.ids import new_track_id
+from sfu.peer import Peer
+from sfu.producer import SOURCES, Producer
+from sfu.rtp import get_extension, parse_rtp
+
+if TYPE_CHECKING:
+    from sfu.router import Router
+
+log = logging.getLogger("classcast.sfu.participant")
+Signal = Callable[[dict[str, Any]], None]
+SOURCE_PERMISSION = {"camera": "publish", "microphone": "publish", "screen": "screen_share"}
+MAX_SDP = 64 * 1024
+
+
+class SfuParticipant:
+    def __init__(self, router: Router, key: str, info: dict[str, Any], signal: Signal, ice: IceConfig) -> None:
+        self.router = router
+        self.key = key
+        self.uid = str(info["uid"])
+        self.name = str(info.get("name", ""))
+        self.role = str(info.get("role", ""))
+        self.permissions = frozenset(info.get("permissions", ()))
+        self.signal = signal
+        self.ice = ice
+        self.producers: dict[str, Producer] = {}
+        self._by_ssrc: dict[int, Producer] = {}
+        self._by_rtx: dict[int, Producer] = {}
+        self._by_mid: dict[str, Producer] = {}
+        self._mid_ext_ids: dict[str, int] = {}
+        self.slots: dict[str, OutSlot] = {}
+        self._slot_by_ssrc: dict[int, OutSlot] = {}
+        self._pending_slots: list[tuple[RTCRtpTransceiver, OutSlot]] = []
+        self.consumers: dict[str, Consumer] = {}  # producer id -> consumer
+        self._server_offer_out = False
+        self._client_may_offer = False
+        self._publish_waiting = False
+        self._dirty = False
+        self._lock = asyncio.Lock()
+        self.video_off = False
+        self.closed = False
+        self.peer = self._new_peer()
+
+    def _new_peer(self) -> Peer:
+        peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
+                    on_transceiver=self._on_transceiver)
+
+        async def on_state() -> None:
+            state = peer.pc.connectionState
+            if state == "connected":
+                await self._start_consumers()
+            self.signal({"type": "connection_state", "state": state})
+
+        peer.pc.on("connectionstatechange", on_state)
+        return peer
+
+    @staticmethod
+    def _on_transceiver(transceiver: RTCRtpTransceiver) -> None:
+        transceiver.setCodecPreferences(publisher_preferences(transceiver.kind))
+
+    # ---- incoming media and feedback: the per-packet path ------------------------------------------------
+
+    async def on_rtp(self, data: bytes, arrival: float) -> None:
+        try:
+            header = parse_rtp(data)
+        except ValueError:
+            return
+        producer = self._by_ssrc.get(header.ssrc)
+        if producer is not None:
+            await producer.on_rtp(data, header, arrival)
+            return
+        producer = self._by_rtx.get(header.ssrc)
+        if producer is not None:
+            await producer.on_rtx(data, header, arrival)
+            return
+        producer = self._learn_ssrc(data, header)
+        if producer is not None:
+            await producer.on_rtp(data, header, arrival)
+
+    def _learn_ssrc(self, data: bytes, header: Any) -> Producer | None:
+        """An SSRC the SDP did not announce: bind it through the MID header extension, if it names a producer."""
+        for mid, producer in self._by_mid.items():
+            ext_id = self._mid_ext_ids.get(mid)
+            if ext_id is None:
+                continue
+            value = get_extension(data, header, ext_id)
+            if value is not None and value.decode(errors="replace") == mid and header.payload_type == \
+                    producer.codec.payload_type and producer.ssrc is None:
+                producer.ssrc = header.ssrc
+                self._by_ssrc[header.ssrc] = producer
+                return producer
+        return None
+
+    async def on_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        for packet in rtcp.parse_rtcp(data):
+            if isinstance(packet, rtcp.SenderReport):
+                producer = self._by_ssrc.get(packet.ssrc)
+                if producer is not None:
+                    producer.on_sender_report(packet, now)
+                self._on_blocks(packet.reports)
+            elif isinstance(packet, rtcp.ReceiverReport):
+                self._on_blocks(packet.reports)
+            elif isinstance(packet, rtcp.Nack):
+                consumer = self._consumer_for(packet.media_ssrc)
+                if consumer is not None:
+                    await consumer.on_nack(packet.lost)
+            elif isinstance(packet, rtcp.Pli):
+                consumer = self._consumer_for(packet.media_ssrc)
+                if consumer is not None:
+                    await consumer.on_keyframe_request(now)
+            elif isinstance(packet, rtcp.Fir):
+                for ssrc, _seq in packet.entries:
+                    consumer = self._consumer_for(ssrc)
+                    if consumer is not None:
+                        await consumer.on_keyframe_request(now)
+
+    def _consumer_for(self, ssrc: int) -> Consumer | None:
+        slot = self._slot_by_ssrc.get(ssrc)
+        return slot.consumer if slot is not None else None
+
+    def _on_blocks(self, blocks: list[rtcp.ReportBlock]) -> None:
+        for block in blocks:
+            consumer = self._consumer_for(block.ssrc)
+            if consumer is not None:
+                consumer.on_report(block)
+
+    # ---- signaling --------------------------------------------------------------------------------------
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        async with self._lock:
+            if self.closed:
+                return
+            if kind == "publish":
+                await self._on_publish_request(message)
+            elif kind == "offer":
+                await self._on_offer(message)
+            elif kind == "answer":
+                await self._on_answer(message)
+            elif kind == "candidate":
+                await self._on_candidate(message)
+            elif kind == "unpublish":
+                await self.router.remove_producer(self._find_own(message))
+            elif kind == "mute":
+                muted = message.get("muted")
+                if not isinstance(muted, bool):
+                    raise SignalingError("BAD_MESSAGE", "mute needs a boolean 'muted'")
+                await self.router.set_track_muted(self._find_own(message), muted)
+            elif kind == "set_quality":
+                await self._on_quality(message)
+            elif kind == "restart":
+                await self._restart()
+            else:
+                raise SignalingError("UNKNOWN_TYPE", f"unknown message type {kind!r}")
+
+    def _find_own(self, message: dict[str, Any]) -> Producer:
+        track_id, source = message.get("trackId"), message.get("source")
+        for producer in self.producers.values():
+            if producer.id == track_id or (track_id is None and producer.source == source):
+                return producer
+        raise SignalingError("TRACK_NOT_FOUND", "no such published track")
+
+    def _check_sources(self, tracks: Any) -> list[dict[str, str]]:
+        if not isinstance(tracks, list) or not tracks or len(tracks) > 3:
+            raise SignalingError("BAD_MESSAGE", "tracks must be a list of 1 to 3 {source} objects")
+        seen = set()
+        out = []
+        for track in tracks:
+            source = track.get("source") if isinstance(track, dict) else None
+            if source not in SOURCE_PERMISSION:
+                raise SignalingError("BAD_MESSAGE", "source must be camera, microphone or screen")
+            if SOURCE_PERMISSION[source] not in self.permissions:
+                raise SignalingError("FORBIDDEN", f"your role may not publish {source}")
+            if source in seen:
+                raise SignalingError("BAD_MESSAGE", f"{source} listed twice")
+            seen.add(source)
+            out.append({"source": source, "mid": str(track.get("mid", ""))})
+        return out
+
+    async def _on_publish_request(self, message: dict[str, Any]) -> None:
+        self._check_sources(message.get("tracks"))
+        if self._server_offer_out:
+            self._publish_waiting = True  # publish_ready follows the answer to our offer
+            return
+        self._grant_publish()
+
+    def _grant_publish(self) -> None:
+        self._publish_waiting = False
+        self._client_may_offer = True
+        self.signal({"type": "publish_ready"})
+
+    def _description(self, message: dict[str, Any], kind: str) -> RTCSessionDescription:
+        sdp = message.get("sdp")
+        if not isinstance(sdp, str) or not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
+            raise SignalingError("BAD_MESSAGE", f"{kind} needs an SDP string")
+        sdp, dropped = filter_sdp_candidates(sdp, self.ice)
+        if dropped:
+            log.info("ignored %d remote candidates outside the allowed networks", dropped)
+        return RTCSessionDescription(sdp=sdp, type=kind)
+
+    async def _on_offer(self, message: dict[str, Any]) -> None:
+        if not self._client_may_offer:
+            raise SignalingError("NEGOTIATION", "send publish and wait for publish_ready before an offer")
+        declared = {t["mid"]: t["source"] for t in self._check_sources(message.get("tracks"))}
+        offer = self._description(message, "offer")
+        directions: dict[str, str] = {mid: "sendonly" if slot.consumer else "inactive"
+                                      for mid, slot in self.slots.items()}
+        parsed = SessionDescription.parse(offer.sdp)
+        for media in parsed.media:
+            mid = media.rtp.muxId
+            if mid in directions:
+                continue
+            sends = media.direction in ("sendonly", "sendrecv")
+            if mid in declared and sends and SOURCES[declared[mid]] == media.kind:
+                directions[mid] = "recvonly"
+            elif mid in self._by_mid and sends:
+                directions[mid] = "recvonly"  # an already published track, offered again
+            else:
+                directions[mid] = "inactive"  # undeclared or not permitted: receive nothing
+        for mid in declared:
+            if directions.get(mid) != "recvonly":
+                raise SignalingError("BAD_MESSAGE", f"mid {mid!r} is not a sending m-section of the right kind")
+        try:
+            answer = await self.peer.accept_offer(offer, directions)
+        except Exception as exc:  # aiortc raises ValueError/OperationError/… on SDP it cannot take
+            raise SignalingError("BAD_SDP", f"cannot accept offer: {exc}") from exc
+        self._client_may_offer = False
+        self._refresh_extension_ids()
+        self.signal({"type": "answer", "sdp": answer.sdp})
+        new = []
+        for mid, source in declared.items():
+            if mid in self._by_mid:
+                continue
+            producer = self._make_producer(mid, source)
+            if producer is not None:
+                new.append(producer)
+        for mid, producer in list(self._by_mid.items()):
+            if directions.get(mid) != "recvonly":
+                await self.router.remove_producer(producer)  # the client stopped sending it
+        self.signal({"type": "published", "tracks": [p.info() | {"mid": p.mid} for p in new]})
+        for producer in new:
+            await self.router.add_producer(producer)
+        await self._after_negotiation()
+
+    def _make_producer(self, mid: str, source: str) -> Producer | None:
+        section = self.peer.section(mid)
+        media_codec = section.primary_codec
+        if media_codec is None:
+            self.signal({"type": "error", "code": "UNSUPPORTED_CODEC", "message": f"no usable codec for {source}"})
+            return None
+        codec = CodecInfo(mime_type=media_codec.mime_type, clock_rate=media_codec.clock_rate,
+                          payload_type=media_codec.payload_type, channels=media_codec.channels,
+                          fmtp=tuple(sorted((k, str(v)) for k, v in media_codec.fmtp.items())))
+        ssrc = section.remote_ssrcs[0] if section.remote_ssrcs else None
+        rtx_ssrc = section.remote_rtx.get(ssrc) if ssrc is not None else None
+        producer = Producer(
+            track_id=new_track_id(), owner=self.key, uid=self.uid, source=source, mid=mid, codec=codec,
+            ssrc=ssrc, rtx_ssrc=rtx_ssrc, rtx_payload_type=section.rtx_payload_type(codec.payload_type),
+            local_ssrc=section.local_ssrc or 0, send_rtcp=self.peer.send_rtcp,
+        )
+        self.producers[producer.id] = producer
+        self._by_mid[mid] = producer
+        if ssrc is not None:
+            self._by_ssrc[ssrc] = producer
+        if rtx_ssrc is not None:
+            self._by_rtx[rtx_ssrc] = producer
+        return producer
+
+    def forget_producer(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
+        self._by_mid.pop(producer.mid, None)
+        for table in (self._by_ssrc, self._by_rtx):
+            for ssrc in [s for s, p in table.items() if p is producer]:
+                del table[ssrc]
+
+    def _refresh_extension_ids(self) -> None:
+        self._mid_ext_ids = {s.mid: s.mid_extension_id for s in self.peer.media_sections()
+                             if s.mid_extension_id is not None}
+
+    async def _on_answer(self, message: dict[str, Any]) -> None:
+        if not self._server_offer_out:
+            raise SignalingError("NEGOTIATION", "no offer is waiting for an answer")
+        answer = self._description(message, "answer")
+        try:
+            await self.peer.accept_answer(answer)
+        except Exception as exc:
+            raise SignalingError("BAD_SDP", f"cannot accept answer: {exc}") from exc
+        self._server_offer_out = False
+        self._refresh_extension_ids()
+        self._bind_slots()
+        await self._start_consumers()
+        await self._after_negotiation()
+
+    async def _after_negotiation(self) -> None:
+        if self._publish_waiting:
+            self._grant_publish()
+        elif self._dirty:
+            await self._offer()
+
+    async def _on_candidate(self, message: dict[str, Any]) -> None:
+        candidate = message.get("candidate")
+        if candidate is None:
+            return  # end of candidates
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
+            raise SignalingError("BAD_MESSAGE", "candidate must be {candidate, sdpMid, sdpMLineIndex} or null")
+        line = candidate["candidate"]
+        if not line:
+            return
+        address = candidate_address(line)
+        if address is None or not self.ice.allows(address):
+            return  # outside the allowed networks: never contacted
+        try:
+            ice = candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:"))
+            ice.sdpMid = candidate.get("sdpMid")
+            ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
+            await self.peer.pc.addIceCandidate(ice)
+        except Exception as exc:
+            raise SignalingError("BAD_MESSAGE", f"bad candidate: {exc}") from exc
+
+    async def _on_quality(self, message: dict[str, Any]) -> None:
+        quality = message.get("quality")
+        if quality not in ("auto", "low", "medium", "high", "off"):
+            raise SignalingError("BAD_MESSAGE", "quality must be auto, low, medium, high or off")
+        self.video_off = quality == "off"
+        for consumer in self.consumers.values():
+            if consumer.producer.kind == "video":
+                was_paused = consumer.paused
+                consumer.paused = self.video_off
+                if was_paused and not consumer.paused:
+                    consumer.started = False
+                    await consumer.start()
+        self.signal({"type": "quality_changed", "quality": quality})
+
+    # ---- subscriptions (server-initiated offers) ----------------------------------------------------------
+
+    async def subscribe(self, producer: Producer) -> None:
+        if producer.id in self.consumers or producer.owner == self.key:
+            return
+        slot = self._free_slot(producer)
+        consumer = Consumer(producer, slot, self.peer.send_rtp, self.peer.send_rtcp)
+        consumer.paused = self.video_off and producer.kind == "video"
+        self.consumers[producer.id] = consumer
+        producer.consumers.append(consumer)
+        slot.bound = False  # (re)bound to this producer's codec after the answer
+        await self.renegotiate()
+
+    def _free_slot(self, producer: Producer) -> OutSlot:
+        free = [s for s in list(self.slots.values()) + [s for _, s in self._pending_slots]
+                if s.consumer is None and s.kind == producer.kind]
+        key = (producer.uid, producer.source)
+        for slot in free:
+            if slot.last_key == key:
+                return slot
+        if free:
+            return free[0]
+        transceiver = self.peer.add_send_transceiver(producer.kind, stream_id=producer.uid)
+        slot = OutSlot(mid="", kind=producer.kind, clock_rate=producer.codec.clock_rate)
+        self._pending_slots.append((transceiver, slot))
+        return slot
+
+    async def unsubscribe(self, producer: Producer) -> None:
+        consumer = self.consumers.pop(producer.id, None)
+        if consumer is not None:
+            consumer.close()
+            await self.renegotiate()
+
+    async def renegotiate(self) -> None:
+        """Offer the current subscriptions, now or as soon as the negotiation in progress is over."""
+        if self._server_offer_out or self._client_may_offer or self.closed:
+            self._dirty = True
+            return
+        await self._offer()
+
+    async def _offer(self) -> None:
+        self._dirty = False
+        transceivers = {t.mid: t for t in self.peer.pc.getTransceivers() if t.mid is not None}
+        for mid, slot in self.slots.items():
+            t = transceivers.get(mid)
+            if t is None:
+                continue
+            t.direction = "sendonly" if slot.consumer is not None else "inactive"
+            if slot.consumer is not None:
+                t.setCodecPreferences(subscriber_preferences(slot.kind, slot.consumer.producer.codec))
+        for t, slot in self._pending_slots:
+            if slot.consumer is not None:
+                t.setCodecPreferences(subscriber_preferences(slot.kind, slot.consumer.producer.codec))
+            else:
+                t.direction = "inactive"
+        if not self.peer.pc.getTransceivers():
+            return
+        offer = await self.peer.create_offer()
+        for t, slot in self._pending_slots:
+            slot.mid = t.mid or ""
+            self.slots[slot.mid] = slot
+        self._pending_slots = []
+        self._server_offer_out = True
+        tracks = {mid: slot.consumer.producer.info() for mid, slot in self.slots.items() if slot.consumer}
+        self.signal({"type": "offer", "sdp": offer.sdp, "tracks": tracks})
+
+    def _bind_slots(self) -> None:
+        sections = {s.mid: s for s in self.peer.media_sections()}
+        self._slot_by_ssrc = {}
+        for mid, slot in self.slots.items():
+            section = sections.get(mid)
+            if section is None or section.local_ssrc is None:
+                continue
+            self._slot_by_ssrc[section.local_ssrc] = slot
+            consumer = slot.consumer
+            if consumer is None:
+                continue
+            codec = consumer.producer.codec
+            match = next((c for c in section.media_codecs if same_codec(codec, c.mime_type, c.fmtp)), None)
+            if match is None or section.direction not in ("sendonly", "sendrecv"):
+                slot.bound = False
+                self.signal({"type": "error", "code": "UNSUPPORTED_CODEC",
+                             "message": f"cannot receive {codec.mime_type} for track {consumer.producer.id}"})
+                continue
+            slot.bind(section.local_ssrc, match.payload_type, section.local_rtx_ssrc,
+                      section.rtx_payload_type(match.payload_type))
+
+    async def _start_consumers(self) -> None:
+        if not self.peer.connected:
+            return
+        for consumer in list(self.consumers.values()):
+            if consumer.slot.bound and not consumer.started:
+                await consumer.start()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    async def _restart(self) -> None:
+        """A fresh transport: aiortc cannot restart ICE in place, so the connection is replaced."""
+        for producer in list(self.producers.values()):
+            await self.router.remove_producer(producer)
+        producers = [c.producer for c in self.consumers.values()]
+        for consumer in self.consumers.values():
+            consumer.close()
+        old = self.peer
+        self.peer = self._new_peer()
+        await old.close()
+        self.slots, self._slot_by_ssrc, self._pending_slots = {}, {}, []
+        self._server_offer_out = self._client_may_offer = self._publish_waiting = False
+        self.consumers = {}
+        self.signal({"type": "restarted"})
+        for producer in producers:
+            if not producer.closed:
+                await self.subscribe(producer)
+
+    async def close(self) -> None:
+        self.closed = True
+        for consumer in self.consumers.values():
+            consumer.close()
+        self.consumers = {}
+        await self.peer.close()

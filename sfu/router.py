@@ -1,0 +1,194 @@
+"""A Router is one room's media: its participants, the tracks they publish, and who receives what.
+
+`Sfu` is the boundary the control plane talks to, with plain data only (dicts, strings), so that the SFU can later
+run as worker processes behind the same calls. Everyone in a room receives every track but their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sfu import rtcp
+from sfu.errors import SignalingError
+from sfu.ice import IceConfig
+from sfu.participant import SfuParticipant
+from sfu.producer import Producer
+
+log = logging.getLogger("classcast.sfu.router")
+Signal = Callable[[dict[str, Any]], None]
+NACK_INTERVAL = 0.02
+REPORT_INTERVAL = 1.0
+
+
+class Router:
+    def __init__(self, room_sid: str, ice: IceConfig) -> None:
+        self.room_sid = room_sid
+        self.ice = ice
+        self.participants: dict[str, SfuParticipant] = {}
+        self.producers: dict[str, Producer] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- membership ---------------------------------------------------------------------------------------
+
+    async def join(self, key: str, info: dict[str, Any], signal: Signal) -> SfuParticipant:
+        if key in self.participants:
+            await self.leave(key)
+        participant = SfuParticipant(self, key, info, signal, self.ice)
+        self.participants[key] = participant
+        for producer in list(self.producers.values()):
+            await participant.subscribe(producer)
+        if self._task is None:
+            self._task = asyncio.create_task(self._reports())
+        return participant
+
+    async def leave(self, key: str) -> None:
+        participant = self.participants.pop(key, None)
+        if participant is None:
+            return
+        for producer in list(participant.producers.values()):
+            await self.remove_producer(producer)
+        await participant.close()
+
+    def tracks(self) -> list[dict[str, Any]]:
+        return [p.info() for p in self.producers.values()]
+
+    def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
+        for key, participant in self.participants.items():
+            if key != exclude:
+                participant.signal(message)
+
+    # ---- tracks -------------------------------------------------------------------------------------------
+
+    async def add_producer(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+        self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
+        for participant in list(self.participants.values()):
+            await participant.subscribe(producer)
+
+    async def remove_producer(self, producer: Producer) -> None:
+        if self.producers.pop(producer.id, None) is None:
+            return
+        owner = self.participants.get(producer.owner)
+        if owner is not None:
+            owner.forget_producer(producer)
+        producer.close()
+        self.broadcast({"type": "track_unpublished", "track": producer.info()})
+        for participant in list(self.participants.values()):
+            await participant.unsubscribe(producer)
+
+    async def set_track_muted(self, producer: Producer, muted: bool) -> None:
+        producer.muted = muted
+        self.broadcast({"type": "track_muted", "track": producer.info()})
+
+    async def set_blocked(self, uid: str, blocked: bool) -> None:
+        """A moderator's mute: the participant's microphone is not forwarded until unmuted."""
+        for producer in self.producers.values():
+            if producer.uid == uid and producer.kind == "audio":
+                producer.blocked = blocked
+                self.broadcast({"type": "track_muted", "track": producer.info()})
+
+    # ---- periodic RTCP ------------------------------------------------------------------------------------
+
+    async def _reports(self) -> None:
+        last_report = time.monotonic()
+        while True:
+            await asyncio.sleep(NACK_INTERVAL)
+            now = time.monotonic()
+            try:
+                for producer in list(self.producers.values()):
+                    await producer.tick(now)
+                if now - last_report >= REPORT_INTERVAL:
+                    last_report = now
+                    await self._send_reports(now)
+            except Exception:
+                log.exception("report loop failed in room %s", self.room_sid)
+
+    async def _send_reports(self, now: float) -> None:
+        wallclock = time.time()
+        for participant in list(self.participants.values()):
+            blocks: dict[int, list[rtcp.ReportBlock]] = {}
+            for producer in participant.producers.values():
+                block = producer.report_block(now)
+                if block is not None:
+                    blocks.setdefault(producer.local_ssrc, []).append(block)
+            for local_ssrc, bs in blocks.items():
+                await participant.peer.send_rtcp(rtcp.build_rr(local_ssrc, bs))
+            for consumer in list(participant.consumers.values()):
+                await consumer.send_sender_report(wallclock)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for key in list(self.participants):
+            await self.leave(key)
+
+
+class Sfu:
+    """The SFU's whole surface toward the control plane: rooms by sid, participants by connection key."""
+
+    def __init__(self, ice: IceConfig | None = None) -> None:
+        self.ice = ice or IceConfig()
+        self.routers: dict[str, Router] = {}
+
+    def _router(self, room_sid: str) -> Router:
+        router = self.routers.get(room_sid)
+        if router is None:
+            router = self.routers[room_sid] = Router(room_sid, self.ice)
+        return router
+
+    async def join(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal) -> list[dict[str, Any]]:
+        """Adds a participant; returns the room's current tracks. Offers follow through `signal`."""
+        router = self._router(room_sid)
+        await router.join(key, info, signal)
+        return router.tracks()
+
+    async def handle(self, room_sid: str, key: str, message: dict[str, Any]) -> None:
+        router = self.routers.get(room_sid)
+        participant = router.participants.get(key) if router else None
+        if participant is None:
+            raise SignalingError("NOT_JOINED", "join the room first")
+        await participant.handle(message)
+
+    async def leave(self, room_sid: str, key: str) -> None:
+        router = self.routers.get(room_sid)
+        if router is None:
+            return
+        await router.leave(key)
+        if not router.participants:
+            await router.close()
+            self.routers.pop(room_sid, None)
+
+    async def set_blocked(self, room_sid: str, uid: str, blocked: bool) -> None:
+        router = self.routers.get(room_sid)
+        if router is not None:
+            await router.set_blocked(uid, blocked)
+
+    async def close_room(self, room_sid: str) -> None:
+        router = self.routers.pop(room_sid, None)
+        if router is not None:
+            await router.close()
+
+    async def close(self) -> None:
+        for sid in list(self.routers):
+            await self.close_room(sid)
+
+    def stats(self, room_sid: str) -> dict[str, Any]:
+        router = self.routers.get(room_sid)
+        if router is None:
+            return {"participants": 0, "tracks": []}
+        return {
+            "participants": len(router.participants),
+            "tracks": [
+                {**p.info(), "packetsIn": p.packets_in, "keyframeRequests": p.keyframes.requested,
+                 "keyframeRequestsSuppressed": p.keyframes.suppressed, "nacksSent": p.nacks_sent,
+                 "consumers": len(p.consumers)}
+                for p in router.producers.values()
+            ],
+        }

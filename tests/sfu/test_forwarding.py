@@ -1,0 +1,152 @@
+"""Teachers publish, students receive: real aiortc peers over loopback through the SFU."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import numpy as np
+
+from control.signaling import HUB
+from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
+from sfu.peer import aiortc_decoder_threads
+from sfu.producer import Producer
+from sfu.router import Router
+from tests.sfu.conftest import Classroom
+
+
+async def _frame_size(track, timeout: float = 10) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    frame = await asyncio.wait_for(track.recv(), timeout)
+    return frame.width, frame.height
+
+
+def _router(classroom: Classroom) -> Router:
+    routers = classroom.server.app[HUB].sfu.routers
+    assert len(routers) == 1
+    return next(iter(routers.values()))
+
+
+def _producer(classroom: Classroom, source: str) -> Producer:
+    return next(p for p in _router(classroom).producers.values() if p.source == source)
+
+
+async def _teacher(classroom: Classroom, screen: bool = True) -> Client:
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    tracks = {"camera": SyntheticVideoTrack(320, 240), "microphone": ToneAudioTrack()}
+    if screen:
+        tracks["screen"] = SyntheticVideoTrack(640, 360, fps=10)
+    await teacher.publish(tracks)
+    return teacher
+
+
+async def test_three_students_see_camera_and_screen_and_hear_audio(classroom: Classroom) -> None:
+    teacher = await _teacher(classroom)
+    students = [await classroom.client(await classroom.token("physics-1", f"s{i}"), name=f"s{i}")
+                for i in range(3)]
+    for student in students:
+        assert await _frame_size(await student.remote_track("camera")) == (320, 240)
+        assert await _frame_size(await student.remote_track("screen")) == (640, 360)
+        audio = await student.remote_track("microphone")
+        loud = 0.0
+        for _ in range(25):  # the first frames may be decoder warm-up silence
+            frame = await asyncio.wait_for(audio.recv(), 10)
+            loud = max(loud, float(np.abs(frame.to_ndarray()).max()))
+        assert loud > 1000, "the 440 Hz tone should be audible"
+    # H.264 is preferred for the teacher's camera and screen (MP4 recordings without transcoding).
+    assert _producer(classroom, "camera").codec.mime_type == "video/H264"
+    assert _producer(classroom, "screen").codec.mime_type == "video/H264"
+    assert _producer(classroom, "microphone").codec.mime_type == "audio/opus"
+    # Each track is labelled with its source for everyone.
+    infos = {(r.info["uid"], r.info["source"]) for r in students[0].remote.values()}
+    assert infos == {("teacher", "camera"), ("teacher", "microphone"), ("teacher", "screen")}
+    # No decoder ever ran in the SFU's peers: every decoder thread in this process is a client's.
+    router = _router(classroom)
+    for participant in router.participants.values():
+        for t in participant.peer.pc.getTransceivers():
+            assert t.receiver._RTCRtpReceiver__decoder_thread is None  # type: ignore[attr-defined]
+            assert not t.receiver._RTCRtpReceiver__started  # type: ignore[attr-defined]
+    client_receivers = sum(1 for c in [teacher, *students] for t in c.pc.getTransceivers()  # type: ignore[union-attr]
+                           if t.receiver._RTCRtpReceiver__started)  # type: ignore[attr-defined]
+    assert len(aiortc_decoder_threads()) == client_receivers
+
+
+async def test_late_student_gets_a_picture_at_once_without_a_new_keyframe(classroom: Classroom) -> None:
+    await _teacher(classroom, screen=False)
+    first = await classroom.client(await classroom.token("physics-1", "early"), name="early")
+    await _frame_size(await first.remote_track("camera"))
+    camera = _producer(classroom, "camera")
+    await asyncio.sleep(2)  # the class goes on: the cached group of pictures grows past the keyframe
+    requested = camera.keyframes.requested
+    late = await classroom.client(await classroom.token("physics-1", "late"), name="late")
+    track = await late.remote_track("camera")
+    started = time.monotonic()
+    assert await _frame_size(track, timeout=1.0) == (320, 240)
+    assert time.monotonic() - started < 1.0
+    assert camera.keyframes.requested == requested, "the late student needed no keyframe from the teacher"
+    for _ in range(30):  # and the live stream continues to decode after the replayed pictures
+        await _frame_size(track, timeout=2.0)
+
+
+async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> None:
+    await _teacher(classroom, screen=False)
+    student = await classroom.client(await classroom.token("physics-1", "lossy"), name="lossy")
+    track = await student.remote_track("camera")
+    await _frame_size(track)
+    participant = next(p for p in _router(classroom).participants.values() if p.uid == "lossy")
+    rng = random.Random(7)
+    original = participant.peer.send_rtp
+    dropped = sent = 0
+
+    async def lossy(data: bytes) -> bool:
+        nonlocal dropped, sent
+        sent += 1
+        if rng.random() < 0.05:
+            dropped += 1
+            return True
+        return await original(data)
+
+    consumer = next(c for c in participant.consumers.values() if c.producer.source == "camera")
+    consumer._send_rtp = lossy
+    gaps = []
+    last = time.monotonic()
+    for _ in range(150):  # 5 seconds of 30 fps
+        await _frame_size(track, timeout=2.0)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    assert dropped >= 5 and 0.02 < dropped / sent < 0.09
+    assert consumer.retransmitted > 0, "lost packets were resent from the SFU's cache"
+    assert max(gaps) < 0.5, f"a freeze of {max(gaps):.2f} s"
+    assert consumer.nacks_forwarded == 0, "the cache had every packet: nothing went to the publisher"
+
+
+async def test_rtcp_per_leg(classroom: Classroom) -> None:
+    teacher = await _teacher(classroom, screen=False)
+    student = await classroom.client(await classroom.token("physics-1", "s"), name="s")
+    track = await student.remote_track("camera")
+    await _frame_size(track)
+    await asyncio.sleep(2.5)  # reports go out every second
+    # The student's receiver got sender reports for the forwarded stream (translated from the teacher's).
+    stats = await student.pc.getStats()  # type: ignore[union-attr]
+    remote_out = [s for s in stats.values() if s.type == "remote-outbound-rtp" and s.kind == "video"]
+    assert remote_out and remote_out[0].packetsSent > 0
+    # The teacher's sender got receiver reports from the SFU.
+    stats = await teacher.pc.getStats()  # type: ignore[union-attr]
+    remote_in = [s for s in stats.values() if s.type == "remote-inbound-rtp"]
+    assert {s.kind for s in remote_in} == {"audio", "video"}
+
+
+async def test_keyframe_requests_are_throttled(classroom: Classroom) -> None:
+    await _teacher(classroom, screen=False)
+    student = await classroom.client(await classroom.token("physics-1", "s"), name="s")
+    await _frame_size(await student.remote_track("camera"))
+    camera = _producer(classroom, "camera")
+    consumer = camera.consumers[0]
+    before = camera.keyframes.requested
+    start = time.monotonic()
+    for _ in range(100):
+        await consumer.on_keyframe_request(time.monotonic())
+    elapsed = time.monotonic() - start
+    assert camera.keyframes.requested - before <= 1 + int(elapsed / 0.5)
+    assert camera.keyframes.suppressed >= 99 - int(elapsed / 0.5)
