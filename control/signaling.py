@@ -140,13 +140,21 @@ class Hub:
                 if conn.ending is not None:
                     break
         finally:
-            await self._disconnect(conn)
-            with contextlib.suppress(asyncio.QueueFull):
-                conn.queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, 2)
-            await ws.close()
+            # Shielded: aiohttp may cancel this handler when the peer vanishes, and a half-done cleanup would
+            # leave the participant's tracks published in the SFU.
+            await asyncio.shield(self._cleanup(conn, writer))
         return ws
+
+    async def _cleanup(self, conn: Connection, writer: asyncio.Task[None]) -> None:
+        try:
+            await self._disconnect(conn)
+        except Exception:
+            log.exception("disconnect of %s failed", conn.uid)
+        with contextlib.suppress(asyncio.QueueFull):
+            conn.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 2)
+        await conn.ws.close()
 
     async def _writer(self, conn: Connection) -> None:
         while True:

@@ -30,6 +30,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME, MediaStreamError
 
 from sfu.ice import IceConfig
@@ -81,6 +82,9 @@ class Client:
         self.remote: dict[str, RemoteTrack] = {}
         self.published: dict[str, dict[str, Any]] = {}  # source -> track info
         self.local_tracks: dict[str, MediaStreamTrack] = {}
+        # aiortc stops a sender's track when its connection closes; publishing relayed copies keeps the
+        # source alive for the next connection after a reconnect or a transport restart.
+        self._relay = MediaRelay()
         self.on_message: Callable[[dict[str, Any]], None] | None = None
         self.pc: RTCPeerConnection | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -90,6 +94,7 @@ class Client:
         self._arrived = asyncio.Condition()
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.socket_closed = asyncio.Event()  # set when the current WebSocket is gone
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -128,6 +133,7 @@ class Client:
     async def _open(self, timeout: float) -> None:
         assert self._session is not None
         self._ws = await self._session.ws_connect(f"{self.url}?token={self.token}", heartbeat=20)
+        self.socket_closed = asyncio.Event()
         self.pc = self._new_pc([])
         count = len(self.messages)
         self._reader = asyncio.create_task(self._read(self._ws))
@@ -159,6 +165,7 @@ class Client:
             log.exception("%s: reader failed", self.name)
         finally:
             if ws is self._ws:
+                self.socket_closed.set()
                 await self._on_closed()
 
     async def _on_message(self, message: dict[str, Any]) -> None:
@@ -291,7 +298,8 @@ class Client:
             assert self.pc is not None
             mids = {}
             for source, track in tracks.items():
-                transceiver = self.pc.addTransceiver(track, direction="sendonly")
+                transceiver = self.pc.addTransceiver(self._relay.subscribe(track, buffered=False),
+                                                     direction="sendonly")
                 mids[source] = transceiver
             await self.pc.setLocalDescription(await self.pc.createOffer())
             since = len(self.messages)

@@ -39,6 +39,7 @@ class OutSlot:
         self.rtx_seq = 0
         self.history: list[tuple[int, int, int] | None] = [None] * HISTORY  # (out seq, source seq, out ts)
         self.consumer: Consumer | None = None
+        self.offered: Consumer | None = None  # the consumer the last offer carried on this slot
         self.last_key: tuple[str, str] | None = None  # (uid, source) it last carried: reused for them first
         self.packets_sent = 0
         self.octets_sent = 0

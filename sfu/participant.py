@@ -413,6 +413,8 @@ class SfuParticipant:
         if not self.peer.pc.getTransceivers():
             return
         offer = await self.peer.create_offer()
+        for slot in [*self.slots.values(), *(s for _, s in self._pending_slots)]:
+            slot.offered = slot.consumer  # what this offer carries: bound only when its answer comes
         for t, slot in self._pending_slots:
             slot.mid = t.mid or ""
             self.slots[slot.mid] = slot
@@ -430,8 +432,8 @@ class SfuParticipant:
                 continue
             self._slot_by_ssrc[section.local_ssrc] = slot
             consumer = slot.consumer
-            if consumer is None:
-                continue
+            if consumer is None or slot.offered is not consumer:
+                continue  # subscribed after the offer went out: the next offer carries it
             codec = consumer.producer.codec
             match = next((c for c in section.media_codecs if same_codec(codec, c.mime_type, c.fmtp)), None)
             if match is None or section.direction not in ("sendonly", "sendrecv"):
