@@ -32,6 +32,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME, MediaStreamError
+from aiortc.sdp import candidate_from_sdp
 
 from sfu.ice import IceConfig
 from sfu.peer import restrict_pc_gathering
@@ -175,6 +176,8 @@ class Client:
             self.on_message(message)
         if kind == "offer":
             self._spawn(self._answer(message))
+        elif kind == "candidate":
+            self._spawn(self._add_candidate(message.get("candidate")))
         elif kind == "class_ended":
             self._set_state(State.ENDED)
         elif kind == "participant_removed" and message.get("self"):
@@ -326,6 +329,21 @@ class Client:
             await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
         async with self._arrived:
             self._arrived.notify_all()
+
+    async def _add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        """Trickled server candidates, applied after the description they belong to (same lock)."""
+        async with self._negotiation:
+            pc = self.pc
+            if pc is None or pc.remoteDescription is None:
+                return
+            if candidate is None:
+                await pc.addIceCandidate(None)
+                return
+            line = candidate.get("candidate", "")
+            if line and f"a={line}" not in pc.remoteDescription.sdp:
+                ice = candidate_from_sdp(line.removeprefix("candidate:"))
+                ice.sdpMid, ice.sdpMLineIndex = candidate.get("sdpMid"), candidate.get("sdpMLineIndex")
+                await pc.addIceCandidate(ice)
 
     async def remote_track(self, source: str, uid: str | None = None, timeout: float = 10) -> MediaStreamTrack:
         async def find() -> MediaStreamTrack:

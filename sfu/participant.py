@@ -250,7 +250,7 @@ class SfuParticipant:
             raise SignalingError("BAD_SDP", f"cannot accept offer: {exc}") from exc
         self._client_may_offer = False
         self._refresh_extension_ids()
-        self.signal({"type": "answer", "sdp": answer.sdp})
+        self._send_description("answer", answer.sdp)
         new = []
         for mid, source in declared.items():
             if mid in self._by_mid:
@@ -421,7 +421,27 @@ class SfuParticipant:
         self._pending_slots = []
         self._server_offer_out = True
         tracks = {mid: slot.consumer.producer.info() for mid, slot in self.slots.items() if slot.consumer}
-        self.signal({"type": "offer", "sdp": offer.sdp, "tracks": tracks})
+        self._send_description("offer", offer.sdp, tracks=tracks)
+
+    def _send_description(self, kind: str, sdp: str, **extra: Any) -> None:
+        """The SDP, then its candidates trickled one by one and an end-of-candidates.
+
+        aiortc gathers before it writes the SDP, so the candidates are in it as well; the SDP leaves out
+        `a=end-of-candidates` so that a client may also add the trickled ones, which is what browsers expect.
+        """
+        lines = sdp.splitlines()
+        self.signal({"type": kind, "sdp": "\r\n".join(x for x in lines if x != "a=end-of-candidates") + "\r\n",
+                     **extra})
+        mid, index = None, -1
+        for line in lines:
+            if line.startswith("m="):
+                index += 1
+            elif line.startswith("a=mid:"):
+                mid = line[6:]
+            elif line.startswith("a=candidate:") and index == 0:  # bundled: the first m-section's suffice
+                self.signal({"type": "candidate", "candidate": {"candidate": line[2:], "sdpMid": mid,
+                                                                "sdpMLineIndex": 0}})
+        self.signal({"type": "candidate", "candidate": None})
 
     def _bind_slots(self) -> None:
         sections = {s.mid: s for s in self.peer.media_sections()}
