@@ -28,9 +28,10 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaRelay
+from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME, MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
@@ -292,8 +293,12 @@ class Client:
 
     # ---- media --------------------------------------------------------------------------------------------
 
-    async def publish(self, tracks: dict[str, MediaStreamTrack], timeout: float = 15) -> list[dict[str, Any]]:
-        """Publish {source: track}; returns the server's track infos. Raises ClientError when refused."""
+    async def publish(self, tracks: dict[str, MediaStreamTrack], timeout: float = 15,
+                      video_codec: str | None = None) -> list[dict[str, Any]]:
+        """Publish {source: track}; returns the server's track infos. Raises ClientError when refused.
+
+        `video_codec` ("video/VP8", "video/H264") offers only that codec, as a browser without the other would.
+        """
         self.local_tracks.update(tracks)
         async with self._negotiation:
             await self.request({"type": "publish", "tracks": [{"source": s} for s in tracks]}, "publish_ready",
@@ -303,6 +308,9 @@ class Client:
             for source, track in tracks.items():
                 transceiver = self.pc.addTransceiver(self._relay.subscribe(track, buffered=False),
                                                      direction="sendonly")
+                if video_codec is not None and track.kind == "video":
+                    caps = RTCRtpSender.getCapabilities("video").codecs
+                    transceiver.setCodecPreferences([c for c in caps if c.mimeType in (video_codec, "video/rtx")])
                 mids[source] = transceiver
             await self.pc.setLocalDescription(await self.pc.createOffer())
             since = len(self.messages)
@@ -354,6 +362,26 @@ class Client:
                 async with self._arrived:
                     await self._arrived.wait()
         return await asyncio.wait_for(find(), timeout)
+
+
+# ---- media sources ------------------------------------------------------------------------------------------
+
+
+def file_tracks(path: str) -> dict[str, MediaStreamTrack]:
+    """A recorded lesson as {source: track}: its encoded packets are sent as they are, paced in real time.
+
+    The file's video must be H.264 in Annex B form (MPEG-TS, or a raw .h264 stream) or VP8 (WebM), and its
+    audio Opus, for this: aiortc packetizes such packets without encoding them, and the SFU forwards them to
+    every subscriber without any re-encoding either. (MP4 stores H.264 length-prefixed, which aiortc cannot
+    packetize as it is.)
+    """
+    player = MediaPlayer(path, decode=False)
+    tracks: dict[str, MediaStreamTrack] = {}
+    if player.video is not None:
+        tracks["camera"] = player.video
+    if player.audio is not None:
+        tracks["microphone"] = player.audio
+    return tracks
 
 
 # ---- synthetic media (tests and demos) -------------------------------------------------------------------
@@ -417,4 +445,4 @@ class ToneAudioTrack(MediaStreamTrack):
 
 
 __all__ = ["VIDEO_PTIME", "Client", "ClientError", "RemoteTrack", "State", "SyntheticVideoTrack",
-           "ToneAudioTrack"]
+           "ToneAudioTrack", "file_tracks"]

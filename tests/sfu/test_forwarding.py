@@ -150,3 +150,58 @@ async def test_keyframe_requests_are_throttled(classroom: Classroom) -> None:
     elapsed = time.monotonic() - start
     assert camera.keyframes.requested - before <= 1 + int(elapsed / 0.5)
     assert camera.keyframes.suppressed >= 99 - int(elapsed / 0.5)
+
+
+async def test_vp8_publisher_is_forwarded_with_picture_ids(classroom: Classroom) -> None:
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)}, video_codec="video/VP8")
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    track = await student.remote_track("camera")
+    for _ in range(20):
+        assert await _frame_size(track) == (320, 240)
+    camera = _producer(classroom, "camera")
+    assert camera.codec.mime_type == "video/VP8"
+    cached = [p for p in camera.cache if p is not None]
+    assert cached and all(p.vp8 is not None and p.vp8.picture_id is not None for p in cached)
+
+
+async def test_publish_a_pre_encoded_file(classroom: Classroom, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import av
+
+    path = str(tmp_path / "lesson.ts")
+    with av.open(path, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 352, 288, "yuv420p"
+        stream.options = {"profile": "baseline", "tune": "zerolatency", "g": "30"}
+        for i in range(90):
+            img = np.zeros((288, 352, 3), np.uint8)
+            img[:, (i * 3) % 352 :] = 200
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    from sfu.client import file_tracks
+
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish(file_tracks(path))
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    track = await student.remote_track("camera")
+    assert await _frame_size(track) == (352, 288)
+    assert _producer(classroom, "camera").codec.mime_type == "video/H264"
+
+
+async def test_quality_off_keeps_audio_only(classroom: Classroom) -> None:
+    await _teacher(classroom, screen=False)
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    await _frame_size(await student.remote_track("camera"))
+    reply = await student.request({"type": "set_quality", "quality": "off"}, "quality_changed")
+    assert reply["quality"] == "off"
+    participant = next(p for p in _router(classroom).participants.values() if p.uid == "s1")
+    video = next(c for c in participant.consumers.values() if c.producer.kind == "video")
+    audio = next(c for c in participant.consumers.values() if c.producer.kind == "audio")
+    v, a = video.slot.packets_sent, audio.slot.packets_sent
+    await asyncio.sleep(0.5)
+    assert video.slot.packets_sent == v and audio.slot.packets_sent > a
+    await student.request({"type": "set_quality", "quality": "auto"}, "quality_changed")
+    await asyncio.sleep(0.5)
+    assert video.slot.packets_sent > v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from sfu.codecs import CodecInfo
@@ -102,3 +103,55 @@ async def test_a_long_group_keeps_only_the_keyframe_and_waits_for_the_next() -> 
     await producer.on_rtp(key, parse_rtp(key), 1.1)
     assert len(wire.rtp) == 2
     assert parse_rtp(wire.rtp[1]).sequence_number == parse_rtp(wire.rtp[0]).sequence_number + 1
+
+
+async def test_missing_packets_are_asked_from_the_publisher_until_they_come() -> None:
+    upstream = Wire()
+    producer = _producer(upstream)
+    for seq in (1, 2, 5, 6):  # 3 and 4 lost on the way in
+        data = _packet(seq, 3000 * seq, SLICE)
+        await producer.on_rtp(data, parse_rtp(data), seq / 100)
+    await producer.tick(0.1)
+    from sfu.rtcp import Nack
+
+    nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
+    assert len(nacks) == 1 and sorted(nacks[0].lost) == [3, 4] and nacks[0].media_ssrc == 1234
+    data = _packet(3, 9000, SLICE)
+    await producer.on_rtp(data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
+    await producer.tick(0.2)
+    nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
+    assert sorted(nacks[-1].lost) == [4]
+    await producer.tick(5.0)  # too old: given up
+    assert len([p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]) == 2
+
+
+async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None:
+    from sfu.codecs import CodecInfo
+    from sfu.rtp import parse_vp8_descriptor
+
+    vp8 = CodecInfo("video/VP8", 90000, 96)
+    wire = Wire()
+    slot = OutSlot(mid="0", kind="video", clock_rate=90000)
+    slot.bind(777, 100, None, None)
+
+    def vp8_packet(seq: int, ts: int, picture_id: int, key: bool, ssrc: int) -> bytes:
+        descriptor = bytes([0x90, 0x80, 0x80 | (picture_id >> 8), picture_id & 0xFF])  # X, S, I; 15-bit id
+        header = bytes([0x00 if key else 0x01, 0, 0])  # P bit 0 = keyframe
+        return struct.pack("!BBHII", 0x80, 0x80 | 96, seq, ts, ssrc) + descriptor + header
+
+    for run, (ssrc, seq0, ts0, pid0) in enumerate(((1, 100, 5000, 300), (2, 40000, 123456789, 7000))):
+        producer = Producer(f"TR_{run}", "o", "teacher", "camera", "0", vp8, ssrc, None, None, 1, Wire().send_rtcp)
+        consumer = Consumer(producer, slot, wire.send_rtp, wire.send_rtcp)
+        producer.consumers.append(consumer)
+        for i in range(5):
+            data = vp8_packet(seq0 + i, ts0 + 3000 * i, pid0 + i, i == 0, ssrc)
+            await producer.on_rtp(data, parse_rtp(data), run * 10 + i / 30)
+        consumer.close()
+    out = [parse_rtp(d) for d in wire.rtp]
+    assert [h.ssrc for h in out] == [777] * 10 and all(h.payload_type == 100 for h in out)
+    seqs = [h.sequence_number for h in out]
+    assert seqs == list(range(seqs[0], seqs[0] + 10)), "no gap, no repeat across the restart"
+    ts = [h.timestamp for h in out]
+    assert all(b > a for a, b in itertools.pairwise(ts)), "timestamps keep moving forward"
+    pids = [parse_vp8_descriptor(d, 12).picture_id for d in wire.rtp]
+    assert pids == list(range(pids[0], pids[0] + 10)), "VP8 picture ids continue too"
