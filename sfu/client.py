@@ -256,6 +256,8 @@ class Client:
                 await asyncio.wait_for(self._reader, 2)
         if self.pc is not None:
             await self.pc.close()
+        for track in self.local_tracks.values():
+            track.stop()  # a file player's reading thread ends with its tracks
         if self._session is not None:
             await self._session.close()
             self._session = None
