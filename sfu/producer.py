@@ -20,6 +20,7 @@ from sfu.rtp import RtpHeader, Vp8Descriptor, h264_is_keyframe, h264_starts_fram
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
+    from sfu.taps import Tap
 
 log = logging.getLogger("classcast.sfu.producer")
 
@@ -70,6 +71,7 @@ class Producer:
         self.local_ssrc = local_ssrc  # our SSRC on that m-section: the sender SSRC of our RTCP
         self._send_rtcp = send_rtcp
         self.consumers: list[Consumer] = []
+        self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
         self.cache: list[Packet | None] = [None] * CACHE_SIZE
         self.gop = GopCache() if self.kind == "video" else None
         self.stats = ReceptionStats(codec.clock_rate)
@@ -118,6 +120,8 @@ class Producer:
         self.cache[header.sequence_number & (CACHE_SIZE - 1)] = packet
         if self.gop is not None:
             self.gop.add(packet)
+        for tap in self.taps:
+            tap.rtp(self.id, data, arrival)
         if self.blocked:
             return
         for consumer in self.consumers:
@@ -159,6 +163,8 @@ class Producer:
     def on_sender_report(self, report: rtcp.SenderReport, arrival: float) -> None:
         self.last_sr = report
         self.stats.on_sender_report(report.ntp, arrival)
+        for tap in self.taps:
+            tap.sender_report(self.id, report.ntp, report.rtp_timestamp, arrival)
 
     async def tick(self, now: float) -> None:
         """Frequent: ask again for missing packets."""

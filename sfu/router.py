@@ -18,6 +18,7 @@ from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.participant import SfuParticipant
 from sfu.producer import Producer
+from sfu.taps import Tap, track_description
 
 log = logging.getLogger("classcast.sfu.router")
 Signal = Callable[[dict[str, Any]], None]
@@ -31,6 +32,7 @@ class Router:
         self.ice = ice
         self.participants: dict[str, SfuParticipant] = {}
         self.producers: dict[str, Producer] = {}
+        self.taps: list[Tap] = []
         self._task: asyncio.Task[None] | None = None
 
     # ---- membership ---------------------------------------------------------------------------------------
@@ -64,8 +66,20 @@ class Router:
 
     # ---- tracks -------------------------------------------------------------------------------------------
 
+    def add_tap(self, tap: Tap) -> None:
+        self.taps.append(tap)
+        for producer in self.producers.values():
+            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+
+    def remove_tap(self, tap: Tap) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
+
     async def add_producer(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
+        producer.taps = self.taps
+        for tap in self.taps:
+            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
         for participant in list(self.participants.values()):
             await participant.subscribe(producer)
@@ -77,6 +91,8 @@ class Router:
         if owner is not None:
             owner.forget_producer(producer)
         producer.close()
+        for tap in self.taps:
+            tap.track_removed(self.room_sid, producer.id)
         self.broadcast({"type": "track_unpublished", "track": producer.info()})
         for participant in list(self.participants.values()):
             await participant.unsubscribe(producer)
@@ -161,9 +177,18 @@ class Sfu:
         if router is None:
             return
         await router.leave(key)
-        if not router.participants:
+        if not router.participants and not router.taps:
             await router.close()
             self.routers.pop(room_sid, None)
+
+    def add_tap(self, room_sid: str, tap: Tap) -> None:
+        """Start feeding a sink (recorder, transcriber) with the room's tracks; existing ones are announced."""
+        self._router(room_sid).add_tap(tap)
+
+    def remove_tap(self, room_sid: str, tap: Tap) -> None:
+        router = self.routers.get(room_sid)
+        if router is not None:
+            router.remove_tap(tap)
 
     async def set_blocked(self, room_sid: str, uid: str, blocked: bool) -> None:
         router = self.routers.get(room_sid)

@@ -205,3 +205,41 @@ async def test_quality_off_keeps_audio_only(classroom: Classroom) -> None:
     await student.request({"type": "set_quality", "quality": "auto"}, "quality_changed")
     await asyncio.sleep(0.5)
     assert video.slot.packets_sent > v
+
+
+class RecordingTap:
+    def __init__(self) -> None:
+        self.added: list[dict] = []  # type: ignore[type-arg]
+        self.removed: list[str] = []
+        self.packets: dict[str, int] = {}
+        self.reports: list[tuple[str, int, int]] = []
+
+    def track_added(self, room_sid: str, track: dict) -> None:  # type: ignore[type-arg]
+        self.added.append(track)
+
+    def track_removed(self, room_sid: str, track_id: str) -> None:
+        self.removed.append(track_id)
+
+    def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
+        self.packets[track_id] = self.packets.get(track_id, 0) + 1
+
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+        self.reports.append((track_id, ntp, rtp_timestamp))
+
+
+async def test_taps_see_tracks_packets_and_sender_reports(classroom: Classroom) -> None:
+    teacher = await _teacher(classroom, screen=False)
+    tap = RecordingTap()
+    sfu = classroom.server.app[HUB].sfu
+    room_sid = next(iter(sfu.routers))
+    sfu.add_tap(room_sid, tap)
+    assert {t["source"] for t in tap.added} == {"camera", "microphone"}
+    assert all(t["codec"]["mimeType"] in ("video/H264", "audio/opus") for t in tap.added)
+    await asyncio.sleep(2.5)
+    assert all(tap.packets.get(t["trackId"], 0) > 10 for t in tap.added)
+    assert {r[0] for r in tap.reports} == {t["trackId"] for t in tap.added}
+    await teacher.send({"type": "unpublish", "source": "camera"})
+    await teacher.request({"type": "ping"}, "pong")
+    camera = next(t["trackId"] for t in tap.added if t["source"] == "camera")
+    assert tap.removed == [camera]
+    sfu.remove_tap(room_sid, tap)

@@ -1,0 +1,27 @@
+"""Taps: how sinks outside the forwarding path (the recorder, the transcriber) see a room's media.
+
+A tap gets the decrypted RTP of every track in the room plus the track list and the publishers' sender-report
+NTP mappings, as plain data. Calls are synchronous on the forwarding path, so a tap must never block or await:
+it queues what it can take and drops (and counts) the rest. A slow sink must never slow forwarding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Tap(Protocol):
+    def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
+        """`track`: the producer's info plus `codec` details (mimeType, clockRate, payloadType, channels, fmtp)."""
+
+    def track_removed(self, room_sid: str, track_id: str) -> None: ...
+
+    def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
+        """One received packet of the track, as the publisher sent it (after RTX repair), never rewritten."""
+
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+        """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
+
+
+def track_description(info: dict[str, Any], codec: dict[str, Any]) -> dict[str, Any]:
+    return {**info, "codec": codec}
