@@ -3,8 +3,9 @@
 An `OutSlot` is one sendonly m-section toward a subscriber: its SSRC, payload types and the sequence, timestamp
 and VP8 picture-id rewriters. It outlives the producers it carries, so a teacher who reconnects (a new producer)
 continues on the same slot with continuous numbers, which SRTP and the browser's jitter buffer both need.
-A `Consumer` attaches one producer to one slot and decides which packets may go: from a keyframe on, with the
-cached group of pictures replayed first so a student who joins sees the teacher at once.
+A `Consumer` attaches one producer to one slot and decides which packets go: those of one stream (simulcast layer)
+at a time, from a keyframe on, switching layers only at a keyframe of the new one. The cached group of pictures
+is replayed first so a student who joins sees the teacher at once.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sfu import rtcp
-from sfu.producer import Packet, Producer
+from sfu.producer import Packet, Producer, Stream
 from sfu.rtp import SequenceRewriter, TimestampRewriter, Vp8PictureIdRewriter, rewrite_vp8_descriptor_in_place
 
 _HEADER = struct.Struct("!BBHII")
-HISTORY = 4096  # out-sequence -> source-sequence memory for answering NACKs (a power of two)
+HISTORY = 4096  # out-sequence -> source memory for answering NACKs (a power of two)
+QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
+Notify = Callable[[dict[str, Any]], None]
 
 
 class OutSlot:
@@ -37,12 +41,13 @@ class OutSlot:
         self.ts = TimestampRewriter(clock_rate)
         self.vp8 = Vp8PictureIdRewriter()
         self.rtx_seq = 0
-        self.history: list[tuple[int, int, int] | None] = [None] * HISTORY  # (out seq, source seq, out ts)
+        self.history: list[tuple[int, int, int, Stream] | None] = [None] * HISTORY
         self.consumer: Consumer | None = None
         self.offered: Consumer | None = None  # the consumer the last offer carried on this slot
         self.last_key: tuple[str, str] | None = None  # (uid, source) it last carried: reused for them first
         self.packets_sent = 0
         self.octets_sent = 0
+        self.twcc_seq: Callable[[int], int | None] | None = None  # set when the subscriber negotiated TWCC
 
     def bind(self, ssrc: int, payload_type: int, rtx_ssrc: int | None, rtx_payload_type: int | None) -> None:
         self.ssrc, self.payload_type = ssrc, payload_type
@@ -51,20 +56,56 @@ class OutSlot:
 
 
 class Consumer:
-    def __init__(self, producer: Producer, slot: OutSlot, send_rtp: SendBytes, send_rtcp: SendBytes) -> None:
+    def __init__(self, producer: Producer, slot: OutSlot, send_rtp: SendBytes, send_rtcp: SendBytes,
+                 notify: Notify | None = None) -> None:
         self.producer = producer
         self.slot = slot
         self._send_rtp = send_rtp
         self._send_rtcp = send_rtcp
+        self._notify = notify
+        self.current: Stream | None = producer.streams[0] if not producer.simulcast else None
+        self.target: Stream | None = producer.streams[0]
+        self.max_index = len(producer.streams) - 1  # the subscriber's requested maximum layer
         self.started = False  # the first packet went out: later packets continue the stream
         self.paused = False  # the subscriber asked for no video ("off"), or the slot is not negotiated yet
         self._switch = True  # the next packet sent starts a new source on the slot
         self.retransmitted = 0
         self.nacks_forwarded = 0
         self.keyframes_requested = 0
+        self.switches = 0
         self.fraction_lost = 0
+        self.sent_window: list[tuple[float, int]] = []
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
+
+    # ---- layer choice ----------------------------------------------------------------------------------------
+
+    def choose(self, budget_bps: float, now: float) -> Stream | None:
+        """The highest flowing layer within the requested maximum whose rate fits the budget (the lowest
+        flowing one when none fits: a small picture beats a frozen one)."""
+        streams = self.producer.streams
+
+        def usable(s: Stream) -> bool:  # flowing, or paused by us and so resumable on demand
+            return s.flowing(now) or (not s.active and s.last_rate > 0)
+
+        flowing = [s for s in streams[: self.max_index + 1] if usable(s)] or [s for s in streams if s.flowing(now)]
+        if not flowing:
+            return self.target
+        best = flowing[0]
+        for stream in flowing[1:]:
+            rate = stream.expected_bitrate(now)
+            # Stepping up needs 15% headroom over the layer's rate; staying on the current layer needs none.
+            needed = rate if stream is self.current else rate * 1.15
+            if needed <= budget_bps:
+                best = stream
+        return best
+
+    async def retarget(self, stream: Stream | None, now: float) -> None:
+        if stream is None or stream is self.target:
+            return
+        self.target = stream
+        if stream is not self.current and await stream.request_keyframe(now):
+            self.keyframes_requested += 1
 
     # ---- forwarding ----------------------------------------------------------------------------------------
 
@@ -72,28 +113,48 @@ class Consumer:
         """Called once the slot is negotiated: replay the cached pictures, or ask for a keyframe."""
         if not self.slot.bound or self.paused or self.started:
             return
-        gop = self.producer.gop
+        stream = self.target if self.target is not None else self.producer.streams[0]
+        gop = stream.gop
         if gop is None:
+            self.current = stream
             return  # audio: the next packet starts the stream
         packets, complete = gop.snapshot()
         if packets:
+            self._become(stream)
             for packet in packets:
-                await self._send(packet)
+                await self._send(packet, stream)
             if not complete:
                 self.started = False  # show the cached picture, then wait for a fresh keyframe
                 self._switch = True
         if not packets or not complete:
-            if await self.producer.request_keyframe(time.monotonic()):
+            if await stream.request_keyframe(time.monotonic()):
                 self.keyframes_requested += 1
 
-    async def forward(self, packet: Packet) -> None:
+    def _become(self, stream: Stream) -> None:
+        if stream is not self.current:
+            previous = self.current
+            self.current = stream
+            self._switch = True
+            if previous is not None:
+                self.switches += 1
+            if self.producer.simulcast and self._notify is not None:
+                self._notify({"type": "quality_changed", "trackId": self.producer.id, "layer": stream.rid,
+                              "quality": QUALITY_NAMES[min(stream.index, 2)], "width": stream.width,
+                              "height": stream.height})
+
+    async def forward(self, packet: Packet, stream: Stream) -> None:
         if self.paused or not self.slot.bound:
             return
+        if stream is not self.current:
+            if stream is not self.target or not packet.keyframe:
+                return  # another layer: switch only at a keyframe of the target
+            self._become(stream)
+            self.started = False
         if not self.started and self.producer.kind == "video" and not packet.keyframe:
             return  # a decoder can only start at a keyframe
-        await self._send(packet)
+        await self._send(packet, stream)
 
-    async def _send(self, packet: Packet) -> None:
+    async def _send(self, packet: Packet, stream: Stream) -> None:
         slot = self.slot
         header = packet.header
         switch = self._switch
@@ -111,29 +172,42 @@ class Consumer:
                 buf = bytearray(out)
                 rewrite_vp8_descriptor_in_place(buf, 12, packet.vp8, picture_id, tl0)
                 out = bytes(buf)
-        slot.history[seq & (HISTORY - 1)] = (seq, header.sequence_number, ts)
+        slot.history[seq & (HISTORY - 1)] = (seq, header.sequence_number, ts, stream)
         slot.packets_sent += 1
         slot.octets_sent += len(packet.payload)
+        self.sent_window.append((packet.arrival, len(out)))
         await self._send_rtp(out)
+
+    def sent_bitrate(self, now: float) -> int:
+        window = self.sent_window
+        cut = 0
+        while cut < len(window) and now - window[cut][0] > 1.0:
+            cut += 1
+        if cut:
+            del window[:cut]
+        return sum(n for _, n in window) * 8
 
     # ---- feedback from the subscriber ------------------------------------------------------------------------
 
     async def on_nack(self, lost: list[int]) -> None:
         """Answer from the producer's cache; only what the cache lacks goes to the publisher."""
-        upstream: list[int] = []
+        upstream: dict[int, list[int]] = {}
+        streams: dict[int, Stream] = {}
         slot = self.slot
         for out_seq in lost:
             entry = slot.history[out_seq & (HISTORY - 1)]
             if entry is None or entry[0] != out_seq:
                 continue
-            packet = self.producer.cached(entry[1])
+            stream = entry[3]
+            packet = stream.cached(entry[1])
             if packet is None:
-                upstream.append(entry[1])
+                upstream.setdefault(id(stream), []).append(entry[1])
+                streams[id(stream)] = stream
                 continue
             await self._retransmit(packet, out_seq, entry[2])
-        if upstream:
+        for key, seqs in upstream.items():
             self.nacks_forwarded += 1
-            await self.producer.nack_upstream(upstream)
+            await streams[key].nack_upstream(seqs)
 
     async def _retransmit(self, packet: Packet, out_seq: int, out_ts: int) -> None:
         slot = self.slot
@@ -154,7 +228,8 @@ class Consumer:
         await self._send_rtp(out)
 
     async def on_keyframe_request(self, now: float) -> None:
-        if await self.producer.request_keyframe(now):
+        stream = self.current or self.target
+        if stream is not None and await stream.request_keyframe(now):
             self.keyframes_requested += 1
 
     def on_report(self, block: rtcp.ReportBlock) -> None:
@@ -162,7 +237,8 @@ class Consumer:
 
     async def send_sender_report(self, wallclock: float) -> None:
         """The publisher's last SR translated: same NTP time, RTP time shifted into this slot's timeline."""
-        report = self.producer.last_sr
+        stream = self.current
+        report = stream.last_sr if stream is not None else None
         if report is None or not self.started:
             return
         rtp_ts = self.slot.ts.peek(report.rtp_timestamp)

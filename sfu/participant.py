@@ -18,14 +18,16 @@ from aiortc import RTCRtpTransceiver, RTCSessionDescription
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu import rtcp
+from sfu.bwe import SubscriberEstimate, TwccFeedback
 from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
 from sfu.consumer import Consumer, OutSlot
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
 from sfu.ids import new_track_id
 from sfu.peer import Peer
-from sfu.producer import SOURCES, Producer
+from sfu.producer import SOURCES, Producer, Stream
 from sfu.rtp import get_extension, parse_rtp
+from sfu.simulcast import URI_MID, URI_RID, URI_RRID, URI_TWCC, munge_answer, parse_offer
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -47,10 +49,12 @@ class SfuParticipant:
         self.signal = signal
         self.ice = ice
         self.producers: dict[str, Producer] = {}
-        self._by_ssrc: dict[int, Producer] = {}
-        self._by_rtx: dict[int, Producer] = {}
+        self._by_ssrc: dict[int, Stream] = {}
+        self._by_rtx: dict[int, Stream] = {}
         self._by_mid: dict[str, Producer] = {}
-        self._mid_ext_ids: dict[str, int] = {}
+        self._ext: dict[str, int] = {}  # header extension ids the publisher uses (from its offer)
+        self.twcc: TwccFeedback | None = None  # set when the publisher negotiated transport-wide-cc
+        self.estimate = SubscriberEstimate()
         self.slots: dict[str, OutSlot] = {}
         self._slot_by_ssrc: dict[int, OutSlot] = {}
         self._pending_slots: list[tuple[RTCRtpTransceiver, OutSlot]] = []
@@ -88,39 +92,69 @@ class SfuParticipant:
             header = parse_rtp(data)
         except ValueError:
             return
-        producer = self._by_ssrc.get(header.ssrc)
-        if producer is not None:
-            await producer.on_rtp(data, header, arrival)
+        twcc = self.twcc
+        if twcc is not None and header.has_extension:
+            value = get_extension(data, header, self._ext[URI_TWCC])
+            if value is not None and len(value) == 2:
+                twcc.record(value[0] << 8 | value[1], arrival)
+        stream = self._by_ssrc.get(header.ssrc)
+        if stream is not None:
+            await stream.producer.on_rtp(stream, data, header, arrival)
             return
-        producer = self._by_rtx.get(header.ssrc)
-        if producer is not None:
-            await producer.on_rtx(data, header, arrival)
+        stream = self._by_rtx.get(header.ssrc)
+        if stream is not None:
+            await stream.producer.on_rtx(stream, data, header, arrival)
             return
-        producer = self._learn_ssrc(data, header)
-        if producer is not None:
-            await producer.on_rtp(data, header, arrival)
+        stream, rtx = self._learn_ssrc(data, header)
+        if stream is not None:
+            if rtx:
+                await stream.producer.on_rtx(stream, data, header, arrival)
+            else:
+                await stream.producer.on_rtp(stream, data, header, arrival)
 
-    def _learn_ssrc(self, data: bytes, header: Any) -> Producer | None:
-        """An SSRC the SDP did not announce: bind it through the MID header extension, if it names a producer."""
-        for mid, producer in self._by_mid.items():
-            ext_id = self._mid_ext_ids.get(mid)
-            if ext_id is None:
+    def _learn_ssrc(self, data: bytes, header: Any) -> tuple[Stream | None, bool]:
+        """An SSRC the SDP did not announce (simulcast never does): bind it through the MID and RID (or
+        repaired-RID, for RTX) header extensions, or by payload type for a single-stream producer."""
+        if not header.has_extension or URI_MID not in self._ext:
+            return None, False
+        mid = get_extension(data, header, self._ext[URI_MID])
+        producer = self._by_mid.get(mid.decode(errors="replace")) if mid else None
+        if producer is None:
+            return None, False
+        for uri, rtx in ((URI_RID, False), (URI_RRID, True)):
+            rid = get_extension(data, header, self._ext[uri]) if uri in self._ext else None
+            if rid is None:
                 continue
-            value = get_extension(data, header, ext_id)
-            if value is not None and value.decode(errors="replace") == mid and header.payload_type == \
-                    producer.codec.payload_type and producer.ssrc is None:
-                producer.ssrc = header.ssrc
-                self._by_ssrc[header.ssrc] = producer
-                return producer
-        return None
+            stream = producer.stream(rid.decode(errors="replace"))
+            if stream is None:
+                return None, False
+            if rtx:
+                stream.rtx_ssrc = header.ssrc
+                self._by_rtx[header.ssrc] = stream
+            else:
+                stream.ssrc = header.ssrc
+                self._by_ssrc[header.ssrc] = stream
+            return stream, rtx
+        if producer.simulcast:
+            return None, False
+        stream = producer.streams[0]
+        if header.payload_type == producer.codec.payload_type and stream.ssrc is None:
+            stream.ssrc = header.ssrc
+            self._by_ssrc[header.ssrc] = stream
+            return stream, False
+        if header.payload_type == producer.rtx_payload_type and stream.rtx_ssrc is None:
+            stream.rtx_ssrc = header.ssrc
+            self._by_rtx[header.ssrc] = stream
+            return stream, True
+        return None, False
 
     async def on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
         for packet in rtcp.parse_rtcp(data):
             if isinstance(packet, rtcp.SenderReport):
-                producer = self._by_ssrc.get(packet.ssrc)
-                if producer is not None:
-                    producer.on_sender_report(packet, now)
+                stream = self._by_ssrc.get(packet.ssrc)
+                if stream is not None:
+                    stream.producer.on_sender_report(stream, packet, now)
                 self._on_blocks(packet.reports)
             elif isinstance(packet, rtcp.ReceiverReport):
                 self._on_blocks(packet.reports)
@@ -132,6 +166,8 @@ class SfuParticipant:
                 consumer = self._consumer_for(packet.media_ssrc)
                 if consumer is not None:
                     await consumer.on_keyframe_request(now)
+            elif isinstance(packet, rtcp.Remb):
+                self.estimate.on_remb(packet.bitrate)
             elif isinstance(packet, rtcp.Fir):
                 for ssrc, _seq in packet.entries:
                     consumer = self._consumer_for(ssrc)
@@ -143,10 +179,17 @@ class SfuParticipant:
         return slot.consumer if slot is not None else None
 
     def _on_blocks(self, blocks: list[rtcp.ReportBlock]) -> None:
+        now = time.monotonic()
+        worst = -1
         for block in blocks:
             consumer = self._consumer_for(block.ssrc)
             if consumer is not None:
                 consumer.on_report(block)
+                if consumer.producer.kind == "video":
+                    worst = max(worst, block.fraction_lost)
+        if worst >= 0:
+            sent = sum(c.sent_bitrate(now) for c in self.consumers.values())
+            self.estimate.on_loss(worst, sent, now)
 
     # ---- signaling --------------------------------------------------------------------------------------
 
@@ -227,6 +270,7 @@ class SfuParticipant:
             raise SignalingError("NEGOTIATION", "send publish and wait for publish_ready before an offer")
         declared = {t["mid"]: t["source"] for t in self._check_sources(message.get("tracks"))}
         offer = self._description(message, "offer")
+        offered = parse_offer(offer.sdp)
         directions: dict[str, str] = {mid: "sendonly" if slot.consumer else "inactive"
                                       for mid, slot in self.slots.items()}
         parsed = SessionDescription.parse(offer.sdp)
@@ -249,13 +293,20 @@ class SfuParticipant:
         except Exception as exc:  # aiortc raises ValueError/OperationError/… on SDP it cannot take
             raise SignalingError("BAD_SDP", f"cannot accept offer: {exc}") from exc
         self._client_may_offer = False
-        self._refresh_extension_ids()
-        self._send_description("answer", answer.sdp)
+        for media in offered.values():
+            self._ext.update(media.extensions)
+        if URI_TWCC in self._ext and self.twcc is None:
+            self.twcc = TwccFeedback()
+        # Camera simulcast is received as offered; a screen share is received as one layer (no simulcast lines
+        # in the answer make the browser send only its first encoding).
+        simulcast = {mid for mid, source in declared.items()
+                     if source == "camera" and mid in offered and offered[mid].simulcast}
+        self._send_description("answer", munge_answer(answer.sdp, offered, simulcast))
         new = []
         for mid, source in declared.items():
             if mid in self._by_mid:
                 continue
-            producer = self._make_producer(mid, source)
+            producer = self._make_producer(mid, source, offered[mid].rids if mid in simulcast else None)
             if producer is not None:
                 new.append(producer)
         for mid, producer in list(self._by_mid.items()):
@@ -266,7 +317,7 @@ class SfuParticipant:
             await self.router.add_producer(producer)
         await self._after_negotiation()
 
-    def _make_producer(self, mid: str, source: str) -> Producer | None:
+    def _make_producer(self, mid: str, source: str, rids: list[str] | None) -> Producer | None:
         section = self.peer.section(mid)
         media_codec = section.primary_codec
         if media_codec is None:
@@ -280,26 +331,23 @@ class SfuParticipant:
         producer = Producer(
             track_id=new_track_id(), owner=self.key, uid=self.uid, source=source, mid=mid, codec=codec,
             ssrc=ssrc, rtx_ssrc=rtx_ssrc, rtx_payload_type=section.rtx_payload_type(codec.payload_type),
-            local_ssrc=section.local_ssrc or 0, send_rtcp=self.peer.send_rtcp,
+            local_ssrc=section.local_ssrc or 0, send_rtcp=self.peer.send_rtcp, rids=rids,
         )
         self.producers[producer.id] = producer
         self._by_mid[mid] = producer
-        if ssrc is not None:
-            self._by_ssrc[ssrc] = producer
-        if rtx_ssrc is not None:
-            self._by_rtx[rtx_ssrc] = producer
+        stream = producer.streams[0]
+        if stream.ssrc is not None:
+            self._by_ssrc[stream.ssrc] = stream
+        if stream.rtx_ssrc is not None:
+            self._by_rtx[stream.rtx_ssrc] = stream
         return producer
 
     def forget_producer(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
         self._by_mid.pop(producer.mid, None)
         for table in (self._by_ssrc, self._by_rtx):
-            for ssrc in [s for s, p in table.items() if p is producer]:
+            for ssrc in [s for s, stream in table.items() if stream.producer is producer]:
                 del table[ssrc]
-
-    def _refresh_extension_ids(self) -> None:
-        self._mid_ext_ids = {s.mid: s.mid_extension_id for s in self.peer.media_sections()
-                             if s.mid_extension_id is not None}
 
     async def _on_answer(self, message: dict[str, Any]) -> None:
         if not self._server_offer_out:
@@ -310,7 +358,6 @@ class SfuParticipant:
         except Exception as exc:
             raise SignalingError("BAD_SDP", f"cannot accept answer: {exc}") from exc
         self._server_offer_out = False
-        self._refresh_extension_ids()
         self._bind_slots()
         await self._start_consumers()
         await self._after_negotiation()
@@ -342,18 +389,45 @@ class SfuParticipant:
             raise SignalingError("BAD_MESSAGE", f"bad candidate: {exc}") from exc
 
     async def _on_quality(self, message: dict[str, Any]) -> None:
-        quality = message.get("quality")
+        """A maximum by name (low, medium, high, auto), by video size (maxWidth/maxHeight), or off (audio only);
+        for one track (trackId) or every video track."""
+        quality = message.get("quality", "auto")
         if quality not in ("auto", "low", "medium", "high", "off"):
             raise SignalingError("BAD_MESSAGE", "quality must be auto, low, medium, high or off")
-        self.video_off = quality == "off"
-        for consumer in self.consumers.values():
-            if consumer.producer.kind == "video":
-                was_paused = consumer.paused
-                consumer.paused = self.video_off
-                if was_paused and not consumer.paused:
-                    consumer.started = False
-                    await consumer.start()
-        self.signal({"type": "quality_changed", "quality": quality})
+        width, height = message.get("maxWidth"), message.get("maxHeight")
+        for value in (width, height):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise SignalingError("BAD_MESSAGE", "maxWidth and maxHeight must be positive integers")
+        track_id = message.get("trackId")
+        consumers = [c for c in self.consumers.values() if c.producer.kind == "video"
+                     and (track_id is None or c.producer.id == track_id)]
+        if track_id is not None and not consumers:
+            raise SignalingError("TRACK_NOT_FOUND", "no such video track")
+        if track_id is None:
+            self.video_off = quality == "off"
+        for consumer in consumers:
+            top = len(consumer.producer.streams) - 1
+            consumer.max_index = {"low": 0, "medium": min(1, top)}.get(quality, top)
+            if width is not None or height is not None:
+                consumer.max_index = _fitting_layer(consumer.producer.streams, width, height)
+            was_paused = consumer.paused
+            consumer.paused = quality == "off"
+            if was_paused and not consumer.paused:
+                consumer.started = False
+                await consumer.start()
+        self.signal({"type": "quality_changed", "quality": quality, **({"trackId": track_id} if track_id else {})})
+        await self.select_layers(time.monotonic())
+
+    async def select_layers(self, now: float) -> None:
+        """Every subscriber's layers within min(estimate, requested maximum); called often by the router."""
+        estimate = self.estimate.tick(now)
+        simulcast = [c for c in self.consumers.values() if c.producer.simulcast and not c.paused and c.slot.bound]
+        if not simulcast:
+            return
+        fixed = sum(c.sent_bitrate(now) for c in self.consumers.values() if not c.producer.simulcast)
+        share = max(0.0, estimate - fixed) / len(simulcast)
+        for consumer in simulcast:
+            await consumer.retarget(consumer.choose(share, now), now)
 
     # ---- subscriptions (server-initiated offers) ----------------------------------------------------------
 
@@ -361,7 +435,7 @@ class SfuParticipant:
         if producer.id in self.consumers or producer.owner == self.key:
             return
         slot = self._free_slot(producer)
-        consumer = Consumer(producer, slot, self.peer.send_rtp, self.peer.send_rtcp)
+        consumer = Consumer(producer, slot, self.peer.send_rtp, self.peer.send_rtcp, self.signal)
         consumer.paused = self.video_off and producer.kind == "video"
         self.consumers[producer.id] = consumer
         producer.consumers.append(consumer)
@@ -497,3 +571,20 @@ class SfuParticipant:
             consumer.close()
         self.consumers = {}
         await self.peer.close()
+
+
+def _fitting_layer(streams: list[Stream], width: int | None, height: int | None) -> int:
+    """The highest layer whose picture fits the requested size; layers not yet measured are assumed to halve
+    in each dimension below the top one (the usual 1, 1/2, 1/4 simulcast ladder)."""
+    top = streams[-1]
+    best = 0
+    for stream in streams:
+        w, h = stream.width, stream.height
+        if (w is None or h is None) and top.width and top.height:
+            scale = 2 ** (len(streams) - 1 - stream.index)
+            w, h = top.width // scale, top.height // scale
+        if w is None or h is None:
+            continue
+        if (width is None or w <= width) and (height is None or h <= height):
+            best = stream.index
+    return best

@@ -1,19 +1,22 @@
-"""A Producer is one track a publisher sends (camera, microphone or screen share).
+"""A Producer is one track a publisher sends (camera, microphone or screen share); a Stream is one RTP stream of
+it: a simulcast layer (named by its RID) or, without simulcast, the only one.
 
-Every incoming packet is parsed once here, cached for retransmission, checked for a keyframe, and handed to the
-producer's consumers, which write their own copies. The producer also owns the publisher-facing RTCP: receiver
-reports, NACKs for what it lost, and keyframe requests (throttled, one per 500 ms).
+Every incoming packet is parsed once, cached for retransmission, checked for a keyframe, and handed to the
+producer's consumers, which write their own copies. Each stream owns its publisher-facing RTCP state: reception
+statistics for receiver reports, NACKs for what it lost, and keyframe requests (one per 500 ms per stream).
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sfu import rtcp
 from sfu.codecs import H264, VP8, CodecInfo
+from sfu.frames import h264_size, vp8_size
 from sfu.keyframes import GopCache, KeyframeThrottle
 from sfu.reception import NackTracker, ReceptionStats
 from sfu.rtp import RtpHeader, Vp8Descriptor, h264_is_keyframe, h264_starts_frame, parse_rtp, parse_vp8_descriptor
@@ -24,8 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("classcast.sfu.producer")
 
-CACHE_SIZE = 2048  # packets kept for NACKs: at least 1024 as required, a power of two for cheap indexing
+CACHE_SIZE = 2048  # packets kept per stream for NACKs: at least 1024 as required, a power of two
 SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
+STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
+RATE_WINDOW_S = 1.0
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
 
@@ -53,10 +58,82 @@ class Packet:
         return self.header.sequence_number
 
 
+class Stream:
+    def __init__(self, producer: Producer, index: int, rid: str | None, ssrc: int | None,
+                 rtx_ssrc: int | None) -> None:
+        self.producer = producer
+        self.index = index  # 0 = lowest layer
+        self.rid = rid
+        self.ssrc = ssrc  # learned from the first packet when the SDP did not announce it
+        self.rtx_ssrc = rtx_ssrc
+        self.cache: list[Packet | None] = [None] * CACHE_SIZE
+        self.gop = GopCache() if producer.kind == "video" else None
+        self.stats = ReceptionStats(producer.codec.clock_rate)
+        self.nacks = NackTracker()
+        self.keyframes = KeyframeThrottle()
+        self.last_sr: rtcp.SenderReport | None = None
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.rtx_in = 0
+        self.nacks_sent = 0
+        self.last_arrival = 0.0
+        self.first_arrival = 0.0
+        self.active = True  # dynacast: False while the publisher was asked to pause it
+        self.unneeded_since: float | None = None
+        self.last_rate = 0
+        self.width: int | None = None
+        self.height: int | None = None
+        self._window: deque[tuple[float, int]] = deque(maxlen=8192)  # (arrival, bytes) over the last second
+
+    def cached(self, seq: int) -> Packet | None:
+        packet = self.cache[seq & (CACHE_SIZE - 1)]
+        return packet if packet is not None and packet.sequence_number == seq else None
+
+    def flowing(self, now: float) -> bool:
+        return self.packets_in > 0 and now - self.last_arrival < STALL_S
+
+    def bitrate(self, now: float) -> int:
+        """Bits per second received over the last second."""
+        window = self._window
+        while window and now - window[0][0] > RATE_WINDOW_S:
+            window.popleft()
+        rate = sum(n for _, n in window) * 8
+        if rate and now - self.first_arrival >= RATE_WINDOW_S:
+            self.last_rate = rate
+        return rate
+
+    def expected_bitrate(self, now: float) -> int:
+        """The rate while it flows, else what it last carried (a layer paused by dynacast can be resumed)."""
+        return self.bitrate(now) if self.flowing(now) else self.last_rate
+
+    def _count(self, size: int, arrival: float) -> None:
+        self.packets_in += 1
+        self.bytes_in += size
+        if not self.first_arrival:
+            self.first_arrival = arrival
+        self.last_arrival = arrival
+        self._window.append((arrival, size))
+
+    async def request_keyframe(self, now: float) -> bool:
+        producer = self.producer
+        if producer.kind != "video" or self.ssrc is None or producer.closed or not self.keyframes.allow(now):
+            return False
+        return await producer._send_rtcp(rtcp.build_pli(producer.local_ssrc, self.ssrc))
+
+    async def nack_upstream(self, seqs: list[int]) -> None:
+        if seqs and self.ssrc is not None:
+            self.nacks_sent += 1
+            await self.producer._send_rtcp(rtcp.build_nack(self.producer.local_ssrc, self.ssrc, seqs))
+
+    def report_block(self, now: float) -> rtcp.ReportBlock | None:
+        return self.stats.report_block(self.ssrc, now) if self.ssrc is not None and self.packets_in else None
+
+
 class Producer:
     def __init__(
         self, track_id: str, owner: str, uid: str, source: str, mid: str, codec: CodecInfo, ssrc: int | None,
         rtx_ssrc: int | None, rtx_payload_type: int | None, local_ssrc: int, send_rtcp: SendRtcp,
+        rids: list[str] | None = None,
     ) -> None:
         self.id = track_id
         self.owner = owner  # the publishing participant's key
@@ -65,45 +142,71 @@ class Producer:
         self.kind = SOURCES[source]
         self.mid = mid
         self.codec = codec
-        self.ssrc = ssrc  # learned from the first packet when the SDP did not announce it
-        self.rtx_ssrc = rtx_ssrc
         self.rtx_payload_type = rtx_payload_type
         self.local_ssrc = local_ssrc  # our SSRC on that m-section: the sender SSRC of our RTCP
         self._send_rtcp = send_rtcp
+        if rids:
+            self.streams = [Stream(self, i, rid, None, None) for i, rid in enumerate(rids)]
+        else:
+            self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
         self.consumers: list[Consumer] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
-        self.cache: list[Packet | None] = [None] * CACHE_SIZE
-        self.gop = GopCache() if self.kind == "video" else None
-        self.stats = ReceptionStats(codec.clock_rate)
-        self.nacks = NackTracker()
-        self.keyframes = KeyframeThrottle()
-        self.last_sr: rtcp.SenderReport | None = None
         self.muted = False  # the publisher muted it
         self.blocked = False  # a moderator muted the publisher: nothing is forwarded
         self.closed = False
-        self.packets_in = 0
-        self.bytes_in = 0
-        self.rtx_in = 0
-        self.nacks_sent = 0
         self.wrong_codec = 0
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.streams) > 1
+
+    def stream(self, rid: str | None) -> Stream | None:
+        return next((s for s in self.streams if s.rid == rid), None)
+
+    # Single-stream shorthands (the only stream, or the lowest layer).
+    @property
+    def ssrc(self) -> int | None:
+        return self.streams[0].ssrc
+
+    @property
+    def keyframes(self) -> KeyframeThrottle:
+        return self.streams[0].keyframes
+
+    @property
+    def gop(self) -> GopCache | None:
+        return self.streams[0].gop
+
+    @property
+    def cache(self) -> list[Packet | None]:
+        return self.streams[0].cache
+
+    @property
+    def packets_in(self) -> int:
+        return sum(s.packets_in for s in self.streams)
+
+    @property
+    def nacks_sent(self) -> int:
+        return sum(s.nacks_sent for s in self.streams)
 
     def info(self) -> dict[str, object]:
         """How signaling describes the track to participants."""
-        return {"trackId": self.id, "uid": self.uid, "source": self.source, "kind": self.kind,
-                "muted": self.muted or self.blocked, "codec": self.codec.mime_type}
+        info: dict[str, object] = {"trackId": self.id, "uid": self.uid, "source": self.source, "kind": self.kind,
+                                   "muted": self.muted or self.blocked, "codec": self.codec.mime_type}
+        if self.simulcast:
+            info["layers"] = [s.rid for s in self.streams]
+        return info
 
     # ---- the per-packet path -----------------------------------------------------------------------------
 
-    async def on_rtp(self, data: bytes, header: RtpHeader, arrival: float) -> None:
+    async def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         if header.payload_type != self.codec.payload_type:
             self.wrong_codec += 1  # another codec of the answer; consumers were negotiated for this one
             return
         if header.payload_end <= header.payload_offset:
             return  # padding only (bandwidth probing): nothing to forward
-        ext = self.stats.update(header.sequence_number, header.timestamp, arrival)
-        self.nacks.on_packet(ext, arrival)
-        self.packets_in += 1
-        self.bytes_in += len(data)
+        ext = stream.stats.update(header.sequence_number, header.timestamp, arrival)
+        stream.nacks.on_packet(ext, arrival)
+        stream._count(len(data), arrival)
         vp8 = None
         keyframe = False
         mime = self.codec.mime_type
@@ -113,70 +216,69 @@ class Producer:
             except ValueError:
                 return
             keyframe = vp8.is_keyframe
+            if keyframe:
+                size = vp8_size(data, header.payload_offset + vp8.size, header.payload_end)
+                if size:
+                    stream.width, stream.height = size
         elif mime == H264:
             keyframe = h264_is_keyframe(data, header.payload_offset, header.payload_end) and h264_starts_frame(
                 data, header.payload_offset, header.payload_end)
+            if keyframe:
+                size = h264_size(data, header.payload_offset, header.payload_end)
+                if size:
+                    stream.width, stream.height = size
         packet = Packet(data, header, arrival, vp8, keyframe)
-        self.cache[header.sequence_number & (CACHE_SIZE - 1)] = packet
-        if self.gop is not None:
-            self.gop.add(packet)
+        stream.cache[header.sequence_number & (CACHE_SIZE - 1)] = packet
+        if stream.gop is not None:
+            stream.gop.add(packet)
         for tap in self.taps:
             tap.rtp(self.id, data, arrival)
         if self.blocked:
             return
         for consumer in self.consumers:
-            await consumer.forward(packet)
+            await consumer.forward(packet, stream)
 
-    async def on_rtx(self, data: bytes, header: RtpHeader, arrival: float) -> None:
+    async def on_rtx(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         """RFC 4588: the original sequence number leads the payload; rebuild the original packet."""
-        if header.payload_end - header.payload_offset < 2 or self.ssrc is None:
+        if header.payload_end - header.payload_offset < 2 or stream.ssrc is None:
             return  # padding-only RTX: bandwidth probing
-        self.rtx_in += 1
+        stream.rtx_in += 1
         osn = struct.unpack_from("!H", data, header.payload_offset)[0]
-        original = bytearray(data[: header.payload_offset])
-        original[1] = (original[1] & 0x80) | self.codec.payload_type
-        struct.pack_into("!HII", original, 2, osn, header.timestamp, self.ssrc)
-        original += data[header.payload_offset + 2 : header.payload_end]
-        original[0] &= 0xDF  # padding was not copied
-        rebuilt = bytes(original)
-        cached = self.cache[osn & (CACHE_SIZE - 1)]
-        if cached is not None and cached.sequence_number == osn:
+        if stream.cached(osn) is not None:
             return  # already have it
-        await self.on_rtp(rebuilt, parse_rtp(rebuilt), arrival)
-
-    def cached(self, seq: int) -> Packet | None:
-        packet = self.cache[seq & (CACHE_SIZE - 1)]
-        return packet if packet is not None and packet.sequence_number == seq else None
+        original = bytearray(data[: header.payload_offset])
+        original[0] &= 0xDF  # padding is not copied
+        original[1] = (original[1] & 0x80) | self.codec.payload_type
+        struct.pack_into("!HII", original, 2, osn, header.timestamp, stream.ssrc)
+        original += data[header.payload_offset + 2 : header.payload_end]
+        rebuilt = bytes(original)
+        await self.on_rtp(stream, rebuilt, parse_rtp(rebuilt), arrival)
 
     # ---- RTCP toward the publisher -----------------------------------------------------------------------
 
     async def request_keyframe(self, now: float) -> bool:
-        if self.kind != "video" or self.ssrc is None or self.closed or not self.keyframes.allow(now):
-            return False
-        return await self._send_rtcp(rtcp.build_pli(self.local_ssrc, self.ssrc))
+        """For the single-stream case; simulcast consumers ask their target stream."""
+        return await self.streams[0].request_keyframe(now)
 
-    async def nack_upstream(self, seqs: list[int]) -> None:
-        if seqs and self.ssrc is not None:
-            self.nacks_sent += 1
-            await self._send_rtcp(rtcp.build_nack(self.local_ssrc, self.ssrc, seqs))
-
-    def on_sender_report(self, report: rtcp.SenderReport, arrival: float) -> None:
-        self.last_sr = report
-        self.stats.on_sender_report(report.ntp, arrival)
+    def on_sender_report(self, stream: Stream, report: rtcp.SenderReport, arrival: float) -> None:
+        stream.last_sr = report
+        stream.stats.on_sender_report(report.ntp, arrival)
         for tap in self.taps:
             tap.sender_report(self.id, report.ntp, report.rtp_timestamp, arrival)
 
     async def tick(self, now: float) -> None:
         """Frequent: ask again for missing packets."""
-        due = self.nacks.due(now)
-        if due:
-            await self.nack_upstream(due)
+        for stream in self.streams:
+            due = stream.nacks.due(now)
+            if due:
+                await stream.nack_upstream(due)
 
-    def report_block(self, now: float) -> rtcp.ReportBlock | None:
-        return self.stats.report_block(self.ssrc, now) if self.ssrc is not None and self.packets_in else None
+    def report_blocks(self, now: float) -> list[rtcp.ReportBlock]:
+        return [b for s in self.streams if (b := s.report_block(now)) is not None]
 
     def close(self) -> None:
         self.closed = True
-        self.cache = [None] * CACHE_SIZE
-        if self.gop is not None:
-            self.gop.clear()
+        for stream in self.streams:
+            stream.cache = [None] * CACHE_SIZE
+            if stream.gop is not None:
+                stream.gop.clear()

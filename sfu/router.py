@@ -23,7 +23,11 @@ from sfu.taps import Tap, track_description
 log = logging.getLogger("classcast.sfu.router")
 Signal = Callable[[dict[str, Any]], None]
 NACK_INTERVAL = 0.02
+FEEDBACK_INTERVAL = 0.05
+SELECT_INTERVAL = 0.2
 REPORT_INTERVAL = 1.0
+DYNACAST_GRACE = 3.0
+REMB_MIN, REMB_MAX = 300_000, 10_000_000
 
 
 class Router:
@@ -111,31 +115,89 @@ class Router:
     # ---- periodic RTCP ------------------------------------------------------------------------------------
 
     async def _reports(self) -> None:
-        last_report = time.monotonic()
+        last_report = last_feedback = last_select = time.monotonic()
         while True:
             await asyncio.sleep(NACK_INTERVAL)
             now = time.monotonic()
             try:
                 for producer in list(self.producers.values()):
                     await producer.tick(now)
+                if now - last_feedback >= FEEDBACK_INTERVAL:
+                    last_feedback = now
+                    await self._send_feedback()
+                if now - last_select >= SELECT_INTERVAL:
+                    last_select = now
+                    for participant in list(self.participants.values()):
+                        await participant.select_layers(now)
                 if now - last_report >= REPORT_INTERVAL:
                     last_report = now
                     await self._send_reports(now)
+                    self._dynacast(now)
             except Exception:
                 log.exception("report loop failed in room %s", self.room_sid)
+
+    async def _send_feedback(self) -> None:
+        """Transport-wide congestion control feedback to every publisher that negotiated it."""
+        for participant in list(self.participants.values()):
+            if participant.twcc is None or not participant.producers:
+                continue
+            producer = next(iter(participant.producers.values()))
+            media_ssrc = next((s.ssrc for s in producer.streams if s.ssrc is not None), 0)
+            packet = participant.twcc.build(producer.local_ssrc, media_ssrc)
+            if packet is not None:
+                await participant.peer.send_rtcp(packet)
 
     async def _send_reports(self, now: float) -> None:
         wallclock = time.time()
         for participant in list(self.participants.values()):
             blocks: dict[int, list[rtcp.ReportBlock]] = {}
+            incoming = 0
+            ssrcs: list[int] = []
             for producer in participant.producers.values():
-                block = producer.report_block(now)
-                if block is not None:
+                for block in producer.report_blocks(now):
                     blocks.setdefault(producer.local_ssrc, []).append(block)
+                for stream in producer.streams:
+                    incoming += stream.bitrate(now)
+                    if stream.ssrc is not None:
+                        ssrcs.append(stream.ssrc)
             for local_ssrc, bs in blocks.items():
                 await participant.peer.send_rtcp(rtcp.build_rr(local_ssrc, bs))
+            if ssrcs and participant.twcc is None:
+                # REMB fallback for publishers without TWCC: room to grow above what arrives now.
+                remb = min(REMB_MAX, max(REMB_MIN, int(incoming * 1.5)))
+                await participant.peer.send_rtcp(rtcp.build_remb(next(iter(blocks), 0), remb, ssrcs))
             for consumer in list(participant.consumers.values()):
                 await consumer.send_sender_report(wallclock)
+
+    def _dynacast(self, now: float) -> None:
+        """Pause simulcast layers nobody needs (after a grace), resume them at once when someone does."""
+        for producer in self.producers.values():
+            if not producer.simulcast:
+                continue
+            needed = {0}  # the lowest layer always flows: a new subscriber starts on it at once
+            for consumer in producer.consumers:
+                if consumer.paused:
+                    continue
+                for stream in (consumer.target, consumer.current):
+                    if stream is not None:
+                        needed.add(stream.index)
+            changed = False
+            for stream in producer.streams:
+                if stream.index in needed:
+                    stream.unneeded_since = None
+                    if not stream.active:
+                        stream.active = changed = True
+                elif stream.active:
+                    if stream.unneeded_since is None:
+                        stream.unneeded_since = now
+                    elif now - stream.unneeded_since >= DYNACAST_GRACE:
+                        stream.active = False
+                        changed = True
+            if changed:
+                owner = self.participants.get(producer.owner)
+                if owner is not None:
+                    owner.signal({"type": "layers", "trackId": producer.id,
+                                  "layers": {s.rid: s.active for s in producer.streams}})
 
     async def close(self) -> None:
         if self._task is not None:

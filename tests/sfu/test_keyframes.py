@@ -42,7 +42,7 @@ async def _feed(producer: Producer, frames: int, keyframe_every: int, start_seq:
     for i in range(frames):
         payload = IDR if keyframe_every and i % keyframe_every == 0 else SLICE
         data = _packet(start_seq + i, 3000 * i, payload + b"\x00" * 100)
-        await producer.on_rtp(data, parse_rtp(data), i / 30)
+        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), i / 30)
 
 
 def _consumer(producer: Producer, wire: Wire, n: int) -> Consumer:
@@ -69,7 +69,7 @@ async def test_hundred_joiners_replay_the_cached_pictures_and_ask_nothing() -> N
         assert len(seqs) == 40 and seqs == list(range(seqs[0], seqs[0] + 40))
     # and the live stream continues on each without a gap
     data = _packet(1040, 3000 * 40, SLICE)
-    await producer.on_rtp(data, parse_rtp(data), 2.0)
+    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 2.0)
     assert all(parse_rtp(w.rtp[-1]).sequence_number == parse_rtp(w.rtp[-2]).sequence_number + 1 for w in wires)
 
 
@@ -97,10 +97,10 @@ async def test_a_long_group_keeps_only_the_keyframe_and_waits_for_the_next() -> 
     assert len(wire.rtp) == 1, "only the cached keyframe picture"
     assert [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Pli)], "and a fresh one is asked"
     delta = _packet(1030, 3000 * 30, SLICE)
-    await producer.on_rtp(delta, parse_rtp(delta), 1.0)
+    await producer.on_rtp(producer.streams[0], delta, parse_rtp(delta), 1.0)
     assert len(wire.rtp) == 1, "delta frames wait for the next keyframe"
     key = _packet(1031, 3000 * 31, IDR)
-    await producer.on_rtp(key, parse_rtp(key), 1.1)
+    await producer.on_rtp(producer.streams[0], key, parse_rtp(key), 1.1)
     assert len(wire.rtp) == 2
     assert parse_rtp(wire.rtp[1]).sequence_number == parse_rtp(wire.rtp[0]).sequence_number + 1
 
@@ -110,14 +110,14 @@ async def test_missing_packets_are_asked_from_the_publisher_until_they_come() ->
     producer = _producer(upstream)
     for seq in (1, 2, 5, 6):  # 3 and 4 lost on the way in
         data = _packet(seq, 3000 * seq, SLICE)
-        await producer.on_rtp(data, parse_rtp(data), seq / 100)
+        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), seq / 100)
     await producer.tick(0.1)
     from sfu.rtcp import Nack
 
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert len(nacks) == 1 and sorted(nacks[0].lost) == [3, 4] and nacks[0].media_ssrc == 1234
     data = _packet(3, 9000, SLICE)
-    await producer.on_rtp(data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
+    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
     await producer.tick(0.2)
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert sorted(nacks[-1].lost) == [4]
@@ -145,7 +145,7 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
         producer.consumers.append(consumer)
         for i in range(5):
             data = vp8_packet(seq0 + i, ts0 + 3000 * i, pid0 + i, i == 0, ssrc)
-            await producer.on_rtp(data, parse_rtp(data), run * 10 + i / 30)
+            await producer.on_rtp(producer.streams[0], data, parse_rtp(data), run * 10 + i / 30)
         consumer.close()
     out = [parse_rtp(d) for d in wire.rtp]
     assert [h.ssrc for h in out] == [777] * 10 and all(h.payload_type == 100 for h in out)
