@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: install install-test run test lint clean
 
 $(BIN)/python:
@@ -31,7 +34,12 @@ run: install
 lint: install-test
 	$(BIN)/ruff check .
 
-test: install-test lint
+# The browser tests drive Debian's Chromium (never a browser downloaded by a test tool).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: install-test lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

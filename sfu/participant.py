@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu import rtcp
@@ -27,7 +28,7 @@ from sfu.ids import new_track_id
 from sfu.peer import Peer
 from sfu.producer import SOURCES, Producer, Stream
 from sfu.rtp import get_extension, parse_rtp
-from sfu.simulcast import URI_MID, URI_RID, URI_RRID, URI_TWCC, munge_answer, parse_offer
+from sfu.simulcast import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID, URI_TWCC, munge_answer, parse_offer
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -39,6 +40,8 @@ MAX_SDP = 64 * 1024
 
 
 class SfuParticipant:
+    negotiate_twcc = True  # tests turn it off to exercise the REMB fallback
+
     def __init__(self, router: Router, key: str, info: dict[str, Any], signal: Signal, ice: IceConfig) -> None:
         self.router = router
         self.key = key
@@ -54,6 +57,7 @@ class SfuParticipant:
         self._by_mid: dict[str, Producer] = {}
         self._ext: dict[str, int] = {}  # header extension ids the publisher uses (from its offer)
         self.twcc: TwccFeedback | None = None  # set when the publisher negotiated transport-wide-cc
+        self.remb: RemoteBitrateEstimator | None = None  # the fallback: delay-based, from abs-send-time
         self.estimate = SubscriberEstimate()
         self.slots: dict[str, OutSlot] = {}
         self._slot_by_ssrc: dict[int, OutSlot] = {}
@@ -92,11 +96,13 @@ class SfuParticipant:
             header = parse_rtp(data)
         except ValueError:
             return
-        twcc = self.twcc
-        if twcc is not None and header.has_extension:
-            value = get_extension(data, header, self._ext[URI_TWCC])
-            if value is not None and len(value) == 2:
-                twcc.record(value[0] << 8 | value[1], arrival)
+        if header.has_extension:
+            if self.twcc is not None:
+                value = get_extension(data, header, self._ext[URI_TWCC])
+                if value is not None and len(value) == 2:
+                    self.twcc.record(value[0] << 8 | value[1], arrival)
+            elif self.remb is not None:
+                await self._remb(data, header, arrival)
         stream = self._by_ssrc.get(header.ssrc)
         if stream is not None:
             await stream.producer.on_rtp(stream, data, header, arrival)
@@ -111,6 +117,18 @@ class SfuParticipant:
                 await stream.producer.on_rtx(stream, data, header, arrival)
             else:
                 await stream.producer.on_rtp(stream, data, header, arrival)
+
+    async def _remb(self, data: bytes, header: Any, arrival: float) -> None:
+        value = get_extension(data, header, self._ext[URI_ABS_SEND_TIME])
+        if value is None or len(value) != 3:
+            return
+        result = self.remb.add(arrival_time_ms=int(arrival * 1000),  # type: ignore[union-attr]
+                               abs_send_time=value[0] << 16 | value[1] << 8 | value[2],
+                               payload_size=header.payload_end - header.payload_offset, ssrc=header.ssrc)
+        if result is not None:
+            bitrate, ssrcs = result
+            sender = next((p.local_ssrc for p in self.producers.values()), 0)
+            await self.peer.send_rtcp(rtcp.build_remb(sender, bitrate, ssrcs))
 
     def _learn_ssrc(self, data: bytes, header: Any) -> tuple[Stream | None, bool]:
         """An SSRC the SDP did not announce (simulcast never does): bind it through the MID and RID (or
@@ -295,8 +313,14 @@ class SfuParticipant:
         self._client_may_offer = False
         for media in offered.values():
             self._ext.update(media.extensions)
+        if not self.negotiate_twcc:
+            for media in offered.values():
+                media.extensions.pop(URI_TWCC, None)
+            self._ext.pop(URI_TWCC, None)
         if URI_TWCC in self._ext and self.twcc is None:
             self.twcc = TwccFeedback()
+        elif self.twcc is None and self.remb is None and URI_ABS_SEND_TIME in self._ext:
+            self.remb = RemoteBitrateEstimator()
         # Camera simulcast is received as offered; a screen share is received as one layer (no simulcast lines
         # in the answer make the browser send only its first encoding).
         simulcast = {mid for mid, source in declared.items()

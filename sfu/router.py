@@ -162,8 +162,8 @@ class Router:
                         ssrcs.append(stream.ssrc)
             for local_ssrc, bs in blocks.items():
                 await participant.peer.send_rtcp(rtcp.build_rr(local_ssrc, bs))
-            if ssrcs and participant.twcc is None:
-                # REMB fallback for publishers without TWCC: room to grow above what arrives now.
+            if ssrcs and participant.twcc is None and participant.remb is None:
+                # A publisher with neither TWCC nor abs-send-time: room to grow above what arrives now.
                 remb = min(REMB_MAX, max(REMB_MIN, int(incoming * 1.5)))
                 await participant.peer.send_rtcp(rtcp.build_remb(next(iter(blocks), 0), remb, ssrcs))
             for consumer in list(participant.consumers.values()):

@@ -7,6 +7,7 @@ The page's frame-ancestors come from the organization's verified domains.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from aiohttp import web
 
@@ -59,5 +60,15 @@ async def iframe_live(request: web.Request) -> web.Response:
     return web.Response(text=_page(grant.room.title, body), content_type="text/html", headers=_headers(org))
 
 
+STATIC = Path(__file__).parent / "static"
+
+
+async def sdk(_request: web.Request) -> web.Response:
+    """The browser SDK: one ES module, no build step."""
+    return web.Response(body=(STATIC / "classcast.js").read_bytes(), content_type="application/javascript",
+                        charset="utf-8", headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/iframe/live", iframe_live)
+    app.router.add_get("/sdk/classcast.js", sdk)

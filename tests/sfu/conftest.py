@@ -57,9 +57,18 @@ class Classroom:
 
 
 @pytest.fixture
-async def classroom(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+def extra_routes() -> list[tuple[str, Any]]:
+    """(path, handler) pairs a test directory adds to the app (the browser tests serve their page)."""
+    return []
+
+
+@pytest.fixture
+async def classroom(aiohttp_server: Any, tmp_path: Path,
+                    extra_routes: list[tuple[str, Any]]) -> AsyncIterator[Classroom]:
     config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=2.0)
     app = await create_app(config, background=False)
+    for path, handler in extra_routes:
+        app.router.add_get(path, handler)
     server = await aiohttp_server(app, host="127.0.0.1")
     svc = app[SERVICES]
     org = await svc.store.create_org("SFU School", 100_000, svc.clock.now_ms())

@@ -1,0 +1,349 @@
+// classcast browser SDK: an ES module with no build step and no third-party code.
+// Protocol: docs/signaling.md. Usage: docs/sdk.md.
+
+const STATES = ["idle", "connecting", "connected", "reconnecting", "ended", "kicked", "error"];
+const TERMINAL = new Set(["ended", "kicked", "error"]);
+const FATAL_CODES = new Set(["PARTICIPANT_REMOVED", "ROOM_ENDED", "TOKEN_EXPIRED", "INVALID_TOKEN", "ROOM_NOT_FOUND"]);
+
+// Camera simulcast ladder: quarter, half and full resolution (rids as most SFUs name them).
+export const SIMULCAST_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+export class Room extends EventTarget {
+  constructor({ baseUrl = location.origin, reconnect = true, maxBackoffMs = 5000 } = {}) {
+    super();
+    this.baseUrl = baseUrl.replace(/\/$/, "");
+    this.reconnectEnabled = reconnect;
+    this.maxBackoffMs = maxBackoffMs;
+    this.state = "idle";
+    this.joined = null;
+    this.remoteTracks = new Map(); // mid -> {info, track, stream}
+    this.localTracks = {}; // source -> MediaStreamTrack
+    this.published = {}; // source -> info from the server
+    this.ws = null;
+    this.pc = null;
+    this._queue = Promise.resolve(); // negotiation steps run one at a time
+    this._waiters = [];
+    this._closing = false;
+    this._senders = {}; // source -> RTCRtpSender
+  }
+
+  // ---- state and events --------------------------------------------------------------------------------
+  _setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this._emit("statechange", { state });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _waitFor(type, predicate = () => true, timeoutMs = 15000) {
+    return new Promise((resolve, reject) => {
+      const waiter = { type, predicate, resolve, reject };
+      waiter.timer = setTimeout(() => {
+        this._waiters = this._waiters.filter((w) => w !== waiter);
+        reject(new Error(`timed out waiting for ${type}`));
+      }, timeoutMs);
+      this._waiters.push(waiter);
+    });
+  }
+
+  _deliver(message) {
+    for (const waiter of [...this._waiters]) {
+      if (message.type === "error" && waiter.errors && (!message.ref || message.ref === waiter.ref)) {
+        clearTimeout(waiter.timer);
+        this._waiters = this._waiters.filter((w) => w !== waiter);
+        const err = new Error(message.message);
+        err.code = message.code;
+        waiter.reject(err);
+      } else if (message.type === waiter.type && waiter.predicate(message)) {
+        clearTimeout(waiter.timer);
+        this._waiters = this._waiters.filter((w) => w !== waiter);
+        waiter.resolve(message);
+      }
+    }
+  }
+
+  async _request(message, replyType, ref = message.type) {
+    const reply = this._waitFor(replyType);
+    const waiter = this._waiters[this._waiters.length - 1];
+    waiter.errors = true;
+    waiter.ref = ref;
+    this.send(message);
+    return reply;
+  }
+
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new Error("not connected");
+    this.ws.send(JSON.stringify(message));
+  }
+
+  // ---- connection ----------------------------------------------------------------------------------------
+  async connect(token) {
+    this.token = token;
+    this._setState("connecting");
+    try {
+      await this._open();
+      this._setState("connected");
+      this._emit("connected", this.joined);
+      return this.joined;
+    } catch (err) {
+      this._setState(err.code === "PARTICIPANT_REMOVED" ? "kicked" : "error");
+      this._emit("error", { code: err.code, message: err.message });
+      throw err;
+    }
+  }
+
+  async _open() {
+    const wsUrl = this.baseUrl.replace(/^http/, "ws") + "/v1/rtc?token=" + encodeURIComponent(this.token);
+    const ws = new WebSocket(wsUrl);
+    this.ws = ws;
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error("cannot reach the classroom server"));
+    });
+    ws.onmessage = (event) => this._onMessage(JSON.parse(event.data));
+    ws.onclose = () => this._onClose(ws);
+    this.pc = this._newPeerConnection([]);
+    const joined = await this._request({ type: "join" }, "joined");
+    this.joined = joined;
+    if (joined.iceServers && joined.iceServers.length) {
+      this.pc.close();
+      this.pc = this._newPeerConnection(joined.iceServers);
+    }
+    return joined;
+  }
+
+  _newPeerConnection(iceServers) {
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    pc.onicecandidate = (event) => {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.send({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null });
+      }
+    };
+    pc.ontrack = (event) => {
+      const mid = event.transceiver.mid;
+      const entry = this.remoteTracks.get(mid) || {};
+      entry.track = event.track;
+      entry.stream = event.streams[0] || new MediaStream([event.track]);
+      this.remoteTracks.set(mid, entry);
+      if (entry.info) this._emit("trackSubscribed", { ...entry.info, track: event.track, stream: entry.stream, mid });
+    };
+    pc.onconnectionstatechange = () => {
+      this._emit("connectionQuality", { state: pc.connectionState });
+      if (pc.connectionState === "failed" && this.state === "connected") this.send({ type: "restart" });
+    };
+    return pc;
+  }
+
+  _onClose(ws) {
+    if (ws !== this.ws) return;
+    this._emit("disconnected", {});
+    if (this._closing || TERMINAL.has(this.state)) return;
+    if (!this.reconnectEnabled) {
+      this._setState("error");
+      return;
+    }
+    this._reconnect();
+  }
+
+  async _reconnect() {
+    this._setState("reconnecting");
+    this._emit("reconnecting", {});
+    let delay = 200;
+    while (!this._closing) {
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        if (this.pc) this.pc.close();
+        this.remoteTracks.clear();
+        await this._open();
+        this._setState("connected");
+        this._emit("reconnected", this.joined);
+        const tracks = { ...this.localTracks };
+        this.published = {};
+        if (Object.keys(tracks).length) await this.publish(tracks, this._publishOptions);
+        return;
+      } catch (err) {
+        if (FATAL_CODES.has(err.code)) {
+          this._setState(err.code === "PARTICIPANT_REMOVED" ? "kicked" : err.code === "ROOM_ENDED" ? "ended" : "error");
+          return;
+        }
+      }
+      delay = Math.min(this.maxBackoffMs, delay * 2);
+    }
+  }
+
+  async leave() {
+    this._closing = true;
+    try { this.send({ type: "leave" }); } catch (_) { /* already gone */ }
+    if (this.ws) this.ws.close();
+    if (this.pc) this.pc.close();
+    this._setState("idle");
+  }
+
+  // ---- server messages -----------------------------------------------------------------------------------
+  _onMessage(message) {
+    this._deliver(message);
+    switch (message.type) {
+      case "offer":
+        this._enqueue(() => this._answer(message));
+        break;
+      case "candidate":
+        this._enqueue(() => this._addCandidate(message.candidate));
+        break;
+      case "layers":
+        this._enqueue(() => this._applyLayers(message));
+        break;
+      case "restarted":
+        this._enqueue(async () => {
+          if (this.pc) this.pc.close();
+          this.pc = this._newPeerConnection((this.joined && this.joined.iceServers) || []);
+          this.remoteTracks.clear();
+        }).then(() => {
+          const tracks = { ...this.localTracks };
+          this.published = {};
+          if (Object.keys(tracks).length) return this.publish(tracks, this._publishOptions);
+        });
+        break;
+      case "class_ended":
+        this._setState("ended");
+        break;
+      case "participant_removed":
+        if (message.self) this._setState("kicked");
+        break;
+      case "track_unpublished":
+        for (const [mid, entry] of this.remoteTracks) {
+          if (entry.info && entry.info.trackId === message.track.trackId) {
+            this._emit("trackUnsubscribed", { ...entry.info, mid });
+          }
+        }
+        break;
+    }
+    this._emit(message.type, message);
+    this._emit("message", message);
+  }
+
+  _enqueue(step) {
+    this._queue = this._queue.then(step).catch((err) => this._emit("error", { code: "NEGOTIATION", message: String(err) }));
+    return this._queue;
+  }
+
+  async _answer(message) {
+    const pc = this.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    for (const transceiver of pc.getTransceivers()) {
+      const info = message.tracks && message.tracks[transceiver.mid];
+      if (!info) continue;
+      const entry = this.remoteTracks.get(transceiver.mid) || {};
+      entry.info = info;
+      entry.track = transceiver.receiver.track;
+      entry.stream = entry.stream || new MediaStream([entry.track]);
+      this.remoteTracks.set(transceiver.mid, entry);
+      this._emit("trackSubscribed", { ...info, track: entry.track, stream: entry.stream, mid: transceiver.mid });
+    }
+    this.send({ type: "answer", sdp: pc.localDescription.sdp });
+  }
+
+  async _addCandidate(candidate) {
+    if (!this.pc || !this.pc.remoteDescription) return;
+    try {
+      await this.pc.addIceCandidate(candidate || null);
+    } catch (_) {
+      // a candidate already in the description, or one this browser cannot use: nothing to do
+    }
+  }
+
+  // Dynacast: the server says which simulcast layers anyone needs; paused layers cost no upload.
+  async _applyLayers(message) {
+    const source = Object.keys(this.published).find((s) => this.published[s].trackId === message.trackId);
+    const sender = source && this._senders[source];
+    if (!sender) return;
+    const params = sender.getParameters();
+    for (const encoding of params.encodings || []) {
+      if (encoding.rid in message.layers) encoding.active = message.layers[encoding.rid];
+    }
+    await sender.setParameters(params);
+  }
+
+  // ---- publishing ----------------------------------------------------------------------------------------
+  // tracks: {camera?: MediaStreamTrack, microphone?: MediaStreamTrack, screen?: MediaStreamTrack}
+  async publish(tracks, { simulcast = true, videoCodec = null } = {}) {
+    this._publishOptions = { simulcast, videoCodec };
+    Object.assign(this.localTracks, tracks);
+    return this._enqueue(async () => {
+      await this._request({ type: "publish", tracks: Object.keys(tracks).map((source) => ({ source })) },
+        "publish_ready");
+      const pc = this.pc;
+      const transceivers = {};
+      for (const [source, track] of Object.entries(tracks)) {
+        const init = { direction: "sendonly", streams: [] };
+        if (source === "camera" && simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+        if (source === "screen") track.contentHint = "detail";
+        const transceiver = pc.addTransceiver(track, init);
+        if (videoCodec && track.kind === "video" && RTCRtpSender.getCapabilities) {
+          const codecs = RTCRtpSender.getCapabilities("video").codecs
+            .filter((c) => c.mimeType === videoCodec || c.mimeType === "video/rtx");
+          transceiver.setCodecPreferences(codecs);
+        }
+        transceivers[source] = transceiver;
+        this._senders[source] = transceiver.sender;
+      }
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      const answerWait = this._waitFor("answer");
+      const publishedWait = this._waitFor("published");
+      this.send({
+        type: "offer",
+        sdp: pc.localDescription.sdp,
+        tracks: Object.entries(transceivers).map(([source, t]) => ({ source, mid: t.mid })),
+      });
+      const answer = await answerWait;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      const published = await publishedWait;
+      for (const info of published.tracks) this.published[info.source] = info;
+      return published.tracks;
+    });
+  }
+
+  async unpublish(source) {
+    const sender = this._senders[source];
+    if (sender) await sender.replaceTrack(null);
+    delete this.localTracks[source];
+    this.send({ type: "unpublish", source });
+  }
+
+  setMuted(source, muted) {
+    const track = this.localTracks[source];
+    if (track) track.enabled = !muted;
+    this.send({ type: "mute", source, muted });
+  }
+
+  // quality: "auto" | "low" | "medium" | "high" | "off"; or {maxWidth, maxHeight}; optional trackId
+  setQuality(quality, { trackId, maxWidth, maxHeight } = {}) {
+    const message = { type: "set_quality", quality };
+    if (trackId) message.trackId = trackId;
+    if (maxWidth) message.maxWidth = maxWidth;
+    if (maxHeight) message.maxHeight = maxHeight;
+    this.send(message);
+  }
+
+  // ---- classroom interaction -----------------------------------------------------------------------------
+  raiseHand() { this.send({ type: "raise_hand" }); }
+  lowerHand(uid) { this.send(uid ? { type: "lower_hand", uid } : { type: "lower_hand" }); }
+  createPoll(question, options) { return this._request({ type: "poll_create", question, options }, "poll_created"); }
+  answerPoll(pollId, option) { return this._request({ type: "poll_answer", pollId, option }, "poll_answered"); }
+  closePoll(pollId) { return this._request({ type: "poll_close", pollId }, "poll_closed"); }
+  chat(text) { this.send({ type: "chat", text }); }
+  kick(uid, reason) { this.send({ type: "kick", uid, reason }); }
+  muteParticipant(uid, muted = true) { this.send({ type: muted ? "mute_participant" : "unmute_participant", uid }); }
+  endClass() { this.send({ type: "end_class" }); }
+}
+
+export { STATES };

@@ -1,0 +1,186 @@
+"""Chromium publishes a three-layer simulcast camera; aiortc students get the layer they can take."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+
+import pytest
+from playwright.async_api import Browser
+
+from control.signaling import HUB
+from sfu.client import Client
+from sfu.producer import Producer
+from tests.e2e.conftest import LAYER_STATS_JS, open_page, publish_camera
+from tests.sfu.conftest import Classroom
+
+LAYER_SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
+
+
+def _camera(room: Classroom) -> Producer | None:
+    for router in room.server.app[HUB].sfu.routers.values():
+        for producer in router.producers.values():
+            if producer.source == "camera":
+                return producer
+    return None
+
+
+async def _wait_layers(room: Classroom, timeout: float) -> tuple[Producer, float]:
+    """Until all three layers flow; returns the producer and the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        camera = _camera(room)
+        now = time.monotonic()
+        if camera is not None and camera.simulcast and all(s.flowing(now) for s in camera.streams):
+            return camera, now - started
+        await asyncio.sleep(0.1)
+    camera = _camera(room)
+    state = [(s.rid, s.packets_in) for s in camera.streams] if camera else None
+    raise AssertionError(f"not all layers flowed within {timeout} s: {state}")
+
+
+async def _frame_size(client: Client, timeout: float = 10) -> tuple[int, int]:
+    track = await client.remote_track("camera", timeout=timeout)
+    frame = await asyncio.wait_for(track.recv(), timeout)
+    return frame.width, frame.height
+
+
+async def _settled_size(client: Client, want: tuple[int, int], timeout: float = 20) -> None:
+    """Decode until frames of the wanted size arrive (layer switches take a keyframe)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await _frame_size(client)
+        if seen == want:
+            return
+    raise AssertionError(f"wanted {want}, still decoding {seen}")
+
+
+@pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
+async def test_three_layers_reach_students_asking_low_medium_high(classroom: Classroom, browser: Browser,
+                                                                   codec: str) -> None:
+    page = await open_page(browser, classroom)
+    tracks = await publish_camera(page, await classroom.create_room(), codec)
+    assert tracks[0]["layers"] == ["q", "h", "f"]
+    camera, took = await _wait_layers(classroom, timeout=20)
+    assert camera.codec.mime_type == codec
+    print(f"\n{codec}: all three layers flowing {took:.1f} s after publish")  # figure for bench/RESULTS.md
+    students = {}
+    for quality in ("low", "medium", "high"):
+        student = await classroom.client(await classroom.token("physics-1", f"s-{quality}"), name=quality)
+        await student.request({"type": "set_quality", "quality": quality}, "quality_changed")
+        students[quality] = student
+    for quality, rid in (("low", "q"), ("medium", "h"), ("high", "f")):
+        await _settled_size(students[quality], LAYER_SIZES[rid])
+    # The publisher saw transport-wide feedback and ramped its rate (no bandwidth limitation left).
+    stats = await page.evaluate(LAYER_STATS_JS)
+    assert stats["f"]["frameWidth"] == 1280
+
+
+async def test_throttled_student_moves_down_and_back_up(classroom: Classroom, browser: Browser) -> None:
+    page = await open_page(browser, classroom)
+    await publish_camera(page, await classroom.create_room(), "video/VP8")
+    await _wait_layers(classroom, timeout=20)
+    student = await classroom.client(await classroom.token("physics-1", "weak"), name="weak")
+    await _settled_size(student, LAYER_SIZES["f"], timeout=30)
+    participant = next(p for p in next(iter(classroom.server.app[HUB].sfu.routers.values())).participants.values()
+                       if p.uid == "weak")
+    consumer = next(iter(participant.consumers.values()))
+    original = consumer._send_rtp
+    rng = random.Random(3)
+    throttled = True
+
+    async def weak_link(data: bytes) -> bool:
+        if throttled and rng.random() < 0.3:
+            return True  # dropped on the way to the student
+        return await original(data)
+
+    consumer._send_rtp = weak_link
+    track = await student.remote_track("camera")
+    arrivals: list[float] = []
+
+    async def watch() -> None:  # every decoded frame's time: a freeze shows as a gap
+        while True:
+            await track.recv()
+            arrivals.append(time.monotonic())
+
+    watcher = asyncio.create_task(watch())
+    t0 = time.monotonic()
+    since = len(student.messages)
+    down = await student.wait_for("quality_changed", lambda m: m.get("layer") in ("q", "h"), timeout=15,
+                                  since=since)
+    moved_down = time.monotonic() - t0
+    throttled = False
+    t1 = time.monotonic()
+    since = len(student.messages)
+    await student.wait_for("quality_changed", lambda m: m.get("layer") == "f", timeout=40, since=since)
+    moved_up = time.monotonic() - t1
+    await asyncio.sleep(2)
+    watcher.cancel()
+    longest = max(b - a for a, b in itertools.pairwise(arrivals))
+    print(f"\nthrottled 30% loss: down to {down['layer']} in {moved_down:.1f} s, back to f in {moved_up:.1f} s, "
+          f"{len(arrivals)} frames decoded, longest gap {longest:.2f} s")
+    assert len(arrivals) > 10 * (time.monotonic() - t0) / 2, "the student kept decoding through both switches"
+    assert longest < 2.0, f"a {longest:.1f} s freeze"
+
+
+async def test_a_paused_layer_makes_its_subscribers_fall_back_at_once(classroom: Classroom, browser: Browser) -> None:
+    page = await open_page(browser, classroom)
+    await publish_camera(page, await classroom.create_room(), "video/VP8")
+    camera, _ = await _wait_layers(classroom, timeout=20)
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    await _settled_size(student, LAYER_SIZES["f"], timeout=30)
+    since = len(student.messages)
+    await page.evaluate("""async () => {
+      const sender = window.room._senders.camera;
+      const params = sender.getParameters();
+      params.encodings.find((e) => e.rid === 'f').active = false;
+      await sender.setParameters(params);
+    }""")
+    t0 = time.monotonic()
+    changed = await student.wait_for("quality_changed", lambda m: m.get("layer") != "f", timeout=10, since=since)
+    print(f"\nf paused by the publisher: fell back to {changed['layer']} in {time.monotonic() - t0:.2f} s")
+    assert time.monotonic() - t0 < 3
+    await _settled_size(student, LAYER_SIZES[changed["layer"]], timeout=10)
+
+
+async def test_dynacast_pauses_layers_nobody_needs(classroom: Classroom, browser: Browser) -> None:
+    page = await open_page(browser, classroom)
+    await publish_camera(page, await classroom.create_room(), "video/VP8")
+    await _wait_layers(classroom, timeout=20)
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    await student.request({"type": "set_quality", "quality": "low"}, "quality_changed")
+    await _settled_size(student, LAYER_SIZES["q"])
+    deadline = time.monotonic() + 15
+    active = None
+    while time.monotonic() < deadline:
+        stats = await page.evaluate(LAYER_STATS_JS)
+        active = {rid: stats[rid]["active"] for rid in ("q", "h", "f")}
+        if active == {"q": True, "h": False, "f": False}:
+            break
+        await asyncio.sleep(0.5)
+    assert active == {"q": True, "h": False, "f": False}
+    await student.send({"type": "set_quality", "quality": "high"})
+    await _settled_size(student, LAYER_SIZES["f"], timeout=30)
+
+
+async def test_screen_share_is_one_layer_with_detail_hint(classroom: Classroom, browser: Browser) -> None:
+    page = await open_page(browser, classroom)
+    token = await classroom.create_room()
+    hint = await page.evaluate("""async (token) => {
+      const room = new window.sdk.Room(); window.room = room;
+      await room.connect(token);
+      const s = await navigator.mediaDevices.getUserMedia({video: {width: 1280, height: 720}});
+      const screen = s.getVideoTracks()[0];
+      await room.publish({screen}, {videoCodec: 'video/VP8'});
+      return screen.contentHint;
+    }""", token)
+    assert hint == "detail"
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    track = await student.remote_track("screen", timeout=10)
+    frame = await asyncio.wait_for(track.recv(), 10)
+    assert (frame.width, frame.height) == (1280, 720)
+    screen = next(p for r in classroom.server.app[HUB].sfu.routers.values() for p in r.producers.values())
+    assert screen.source == "screen" and not screen.simulcast and len(screen.streams) == 1
