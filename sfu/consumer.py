@@ -73,6 +73,7 @@ class Consumer:
         self.nacks_forwarded = 0
         self.keyframes_requested = 0
         self.switches = 0
+        self.wanted_index = 0  # the layer the budget allows, flowing or not (dynacast keeps it on)
         self.fraction_lost = 0
         self.sent_window: list[tuple[float, int]] = []
         slot.consumer = self
@@ -86,7 +87,7 @@ class Consumer:
         streams = self.producer.streams
 
         def usable(s: Stream) -> bool:  # flowing, or paused by us and so resumable on demand
-            return s.flowing(now) or (not s.active and s.last_rate > 0)
+            return s.flowing(now) or not s.active
 
         flowing = [s for s in streams[: self.max_index + 1] if usable(s)] or [s for s in streams if s.flowing(now)]
         if not flowing:
@@ -100,11 +101,21 @@ class Consumer:
                 best = stream
         return best
 
+    def wanted(self, budget_bps: float, now: float) -> int:
+        """The layer this subscriber could take if every layer flowed: what dynacast must keep on."""
+        best = 0
+        for stream in self.producer.streams[1 : self.max_index + 1]:
+            if stream.expected_bitrate(now) * 1.15 <= budget_bps:
+                best = stream.index
+        return best
+
     async def retarget(self, stream: Stream | None, now: float) -> None:
-        if stream is None or stream is self.target:
-            return
-        self.target = stream
-        if stream is not self.current and await stream.request_keyframe(now):
+        if stream is not None:
+            self.target = stream
+        target = self.target
+        # Until the switch happens, keep asking for the target's keyframe (the stream's throttle spaces them).
+        if target is not None and target is not self.current and target.flowing(now) and \
+                await target.request_keyframe(now):
             self.keyframes_requested += 1
 
     # ---- forwarding ----------------------------------------------------------------------------------------

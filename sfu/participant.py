@@ -69,6 +69,7 @@ class SfuParticipant:
         self._dirty = False
         self._lock = asyncio.Lock()
         self.video_off = False
+        self.quality: tuple[str, int | None, int | None] = ("auto", None, None)
         self.closed = False
         self.peer = self._new_peer()
 
@@ -429,11 +430,9 @@ class SfuParticipant:
             raise SignalingError("TRACK_NOT_FOUND", "no such video track")
         if track_id is None:
             self.video_off = quality == "off"
+            self.quality = (quality, width, height)  # also for tracks that appear later
         for consumer in consumers:
-            top = len(consumer.producer.streams) - 1
-            consumer.max_index = {"low": 0, "medium": min(1, top)}.get(quality, top)
-            if width is not None or height is not None:
-                consumer.max_index = _fitting_layer(consumer.producer.streams, width, height)
+            _apply_quality(consumer, quality, width, height)
             was_paused = consumer.paused
             consumer.paused = quality == "off"
             if was_paused and not consumer.paused:
@@ -451,6 +450,7 @@ class SfuParticipant:
         fixed = sum(c.sent_bitrate(now) for c in self.consumers.values() if not c.producer.simulcast)
         share = max(0.0, estimate - fixed) / len(simulcast)
         for consumer in simulcast:
+            consumer.wanted_index = consumer.wanted(share, now)
             await consumer.retarget(consumer.choose(share, now), now)
 
     # ---- subscriptions (server-initiated offers) ----------------------------------------------------------
@@ -461,6 +461,8 @@ class SfuParticipant:
         slot = self._free_slot(producer)
         consumer = Consumer(producer, slot, self.peer.send_rtp, self.peer.send_rtcp, self.signal)
         consumer.paused = self.video_off and producer.kind == "video"
+        if producer.kind == "video":
+            _apply_quality(consumer, *self.quality)
         self.consumers[producer.id] = consumer
         producer.consumers.append(consumer)
         slot.bound = False  # (re)bound to this producer's codec after the answer
@@ -595,6 +597,13 @@ class SfuParticipant:
             consumer.close()
         self.consumers = {}
         await self.peer.close()
+
+
+def _apply_quality(consumer: Consumer, quality: str, width: int | None, height: int | None) -> None:
+    top = len(consumer.producer.streams) - 1
+    consumer.max_index = {"low": 0, "medium": min(1, top)}.get(quality, top)
+    if width is not None or height is not None:
+        consumer.max_index = _fitting_layer(consumer.producer.streams, width, height)
 
 
 def _fitting_layer(streams: list[Stream], width: int | None, height: int | None) -> int:

@@ -31,6 +31,7 @@ CACHE_SIZE = 2048  # packets kept per stream for NACKs: at least 1024 as require
 SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
 STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
 RATE_WINDOW_S = 1.0
+LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
 
@@ -103,8 +104,11 @@ class Stream:
         return rate
 
     def expected_bitrate(self, now: float) -> int:
-        """The rate while it flows, else what it last carried (a layer paused by dynacast can be resumed)."""
-        return self.bitrate(now) if self.flowing(now) else self.last_rate
+        """The rate while it flows, else what it last carried, else a guess from its place in the ladder (a
+        layer paused by dynacast before it ever flowed must still be resumable when someone can take it)."""
+        if self.flowing(now):
+            return self.bitrate(now)
+        return self.last_rate or LADDER_GUESS_BPS * 3**self.index
 
     def _count(self, size: int, arrival: float) -> None:
         self.packets_in += 1

@@ -178,6 +178,7 @@ class Router:
             for consumer in producer.consumers:
                 if consumer.paused:
                     continue
+                needed.add(consumer.wanted_index)
                 for stream in (consumer.target, consumer.current):
                     if stream is not None:
                         needed.add(stream.index)
