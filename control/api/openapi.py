@@ -107,7 +107,7 @@ SCHEMAS: dict[str, Any] = {
         "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
         "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
     "TutorChat": {"type": "object", "required": ["roomId"], "properties": {
-        "roomId": {"type": "string", "description": "Plain room id or the organization-prefixed form org_123_class-456"},
+        "roomId": {"type": "string", "description": "Room id, or the prefixed form org_123_class-456"},
         "studentUid": {"type": "string", "description": "Required with VF-ORG-ID; taken from a Bearer token"},
         "organizationId": {"type": "string", "description": "Required with VF-ORG-ID; must match it"},
         "text": {"type": "string", "maxLength": 2000},
