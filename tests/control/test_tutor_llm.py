@@ -1,0 +1,24 @@
+"""Smoke test of the embedded default: SmolLM2-135M in xllamacpp on a loopback port, one thread, through the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from control.clock import FakeClock
+from control.tutor.backends import EmbeddedBackend
+from tests.control.tutor_fixtures import chat_body, make_api, replace_tutor, tutor_config
+
+
+async def test_embedded_smollm2_answers_a_question(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
+    config = replace_tutor(tutor_config(tmp_path), llm_backend="embedded", llm_threads=1, max_answer_tokens=48)
+    api = await make_api(aiohttp_client, config, clock)
+    assert isinstance(api.svc.tutor.backend, EmbeddedBackend)
+    await api.create_room("math-101")
+    status, body = await api.post("/v1/ai-tutor/chat", chat_body(api, text="What is a quadratic equation?"))
+    assert status == 200, body
+    assert len(body["text"].split()) >= 3
+    assert 0 < body["usage"]["outputTokens"] <= 48  # counted by llama.cpp, capped by the configured budget
+    assert body["usage"]["inputTokens"] > 20  # the class context came along
+    backend = api.svc.tutor.backend
+    assert backend._server.listening_address.startswith("http://127.0.0.1:")
