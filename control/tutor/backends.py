@@ -59,7 +59,8 @@ class OpenAiBackend:
     """Streams `POST {url}/chat/completions` with `stream: true`; reads usage when the server reports it."""
 
     def __init__(self, url: str, model: str, api_key: str = "", *, temperature: float = 0.2,
-                 supports_images: bool = False, name: str = "openai", timeout_s: float = 120.0) -> None:
+                 supports_images: bool = False, name: str = "openai", timeout_s: float = 120.0,
+                 force_close: bool = False) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -68,10 +69,13 @@ class OpenAiBackend:
         self.name = name
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
+        # llama.cpp's server closes the connection after a streamed reply; reusing it fails the next request.
+        self._force_close = force_close
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(force_close=self._force_close))
         return self._session
 
     async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
@@ -95,7 +99,7 @@ class OpenAiBackend:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        break
+                        continue  # read on to the end: a connection left mid-body cannot be reused
                     try:
                         event = json.loads(data)
                     except ValueError:
@@ -160,7 +164,7 @@ class EmbeddedBackend:
                 address = self._server.listening_address
                 log.info("embedded SmolLM2 listening on %s", address)
                 self._client = OpenAiBackend(f"{address}/v1", "smollm2", temperature=self.temperature,
-                                             name="embedded")
+                                             name="embedded", force_close=True)
             return self._client
 
     async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:

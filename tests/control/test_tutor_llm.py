@@ -20,5 +20,11 @@ async def test_embedded_smollm2_answers_a_question(aiohttp_client: Any, tmp_path
     assert len(body["text"].split()) >= 3
     assert 0 < body["usage"]["outputTokens"] <= 48  # counted by llama.cpp, capped by the configured budget
     assert body["usage"]["inputTokens"] > 20  # the class context came along
+    # A second question on the same server (llama.cpp closes each streamed connection: none may be reused).
+    resp = await api.client.post("/v1/ai-tutor/chat/stream", json=chat_body(api, text="And a linear equation?"),
+                                 headers={"VF-ORG-ID": api.org.id})
+    frames = (await resp.text()).split("\n\n")
+    assert resp.status == 200 and frames[-2] == "data: [DONE]"
+    assert '"error"' not in frames[-3] and '"outputTokens":' in frames[-3]
     backend = api.svc.tutor.backend
     assert backend._server.listening_address.startswith("http://127.0.0.1:")
