@@ -16,7 +16,7 @@ import time
 
 from control.tutor.backends import EmbeddedBackend, Usage
 from control.tutor.context import ClassContext, build_messages
-from control.tutor.speech import SAMPLE_RATE, Speech, decode_audio
+from control.tutor.speech import SAMPLE_RATE, Speech, decode_audio, load_voice
 
 QUESTION = "What is a quadratic equation?"
 SPEECH = ("Today we look at quadratic equations. A quadratic equation has a squared term, and its graph is a "
@@ -55,11 +55,7 @@ def speech_rtf(threads: int, runs: int) -> tuple[float, float, str]:
     import io
     import wave
 
-    from piper import PiperVoice
-
-    from control.tutor import models
-
-    voice = PiperVoice.load(str(models.piper_voice()))
+    voice = load_voice(threads)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         voice.synthesize_wav(SPEECH, w)

@@ -70,15 +70,27 @@ def decode_audio(blob: bytes, max_s: float = MAX_AUDIO_S) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
-def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
-    """16-bit mono WAV from float samples in [-1, 1]."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+def load_voice(threads: int = 1) -> Any:
+    """The piper voice with its onnxruntime session limited to `threads` (PiperVoice.load would take every core)."""
+    import json
+    from pathlib import Path
+
+    import onnxruntime as ort
+    import piper
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    path = models.piper_voice()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
+    return PiperVoice(
+        config=config,
+        session=ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"]),
+        espeak_data_dir=Path(piper.__file__).parent / "espeak-ng-data",
+        download_dir=path.parent,
+    )
 
 
 class Speech:
@@ -120,9 +132,7 @@ class Speech:
     def _synthesize(self, text: str) -> bytes:
         with self._load_lock:
             if self._voice is None:
-                from piper import PiperVoice
-
-                self._voice = PiperVoice.load(str(models.piper_voice()))
+                self._voice = load_voice(self.threads)
         buf = io.BytesIO()
         with wave.open(buf, "wb") as w:
             self._voice.synthesize_wav(text, w)

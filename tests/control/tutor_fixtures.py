@@ -12,6 +12,7 @@ from control.app import create_app
 from control.clock import FakeClock
 from control.config import Config, TutorConfig
 from control.services import SERVICES
+from control.tutor.speech import load_voice
 from tests.conftest import Api
 
 
@@ -41,12 +42,8 @@ _VOICE: Any = None
 def speak(text: str) -> bytes:
     """A WAV of `text` spoken by the piper voice that `make install` installs (real synthesis, no fixture file)."""
     global _VOICE
-    from piper import PiperVoice
-
-    from control.tutor import models
-
     if _VOICE is None:
-        _VOICE = PiperVoice.load(str(models.piper_voice()))
+        _VOICE = load_voice(1)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         _VOICE.synthesize_wav(text, w)
