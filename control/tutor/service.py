@@ -74,6 +74,7 @@ class Tutor:
         self.sfu: Any = None  # set when signaling starts: transcription needs the SFU's taps
         self.transcribers: dict[str, RoomTranscriber] = {}
         self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
+        self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
         self._unsubscribe = bus.subscribe(self._on_event)
 
     # ---- rooms and context --------------------------------------------------------------------------------------
@@ -282,7 +283,9 @@ class Tutor:
 
     def _on_event(self, event: Event) -> None:
         if event.type in ("participant_joined", "class_ended"):
-            asyncio.get_running_loop().create_task(self._sync_by_sid(event.room_sid))
+            task = asyncio.get_running_loop().create_task(self._sync_by_sid(event.room_sid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _sync_by_sid(self, room_sid: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import wave
 
 import av
@@ -74,3 +75,22 @@ async def test_bad_audio_is_400_not_500(tapi: Api) -> None:
     status, body = await tapi.post("/v1/ai-tutor/chat", chat_body(
         tapi, text=None, audio=base64.b64encode(silence.getvalue()).decode()))
     assert status == 400 and "no speech" in body["message"]
+
+
+async def test_streamed_spoken_answer_and_a_voice_question_to_the_general_assistant(tapi: Api) -> None:
+    await tapi.create_room("math-101")
+    resp = await tapi.client.post("/v1/ai-tutor/chat/stream", headers={"VF-ORG-ID": tapi.org.id},
+                                  json=chat_body(tapi, text="Say hello", responseModality="audio"))
+    frames = [f[len("data: "):] for f in (await resp.text()).split("\n\n") if f]
+    assert frames[-1] == "[DONE]"
+    audio = json.loads(frames[-3])
+    assert audio["audioMimeType"] == "audio/wav" and audio["usage"] is None
+    assert base64.b64decode(audio["audio"])[:4] == b"RIFF"
+    assert "outputTokens" in json.loads(frames[-2])["usage"]
+
+    question = _transcode(speak("What is a prime number?"), "ogg")
+    resp = await tapi.client.post("/v1/ai-agent/chat/stream", headers={"VF-ORG-ID": tapi.org.id}, json={
+        "chatId": "chat-1", "audio": base64.b64encode(question).decode(), "responseModality": "text+audio"})
+    lines = [json.loads(x) for x in (await resp.text()).splitlines()]
+    assert "prime number" in "".join(x["text"] for x in lines if x["type"] == "text").lower()
+    assert [x["type"] for x in lines[-3:]] == ["audio", "usage", "done"]
