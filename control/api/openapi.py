@@ -235,7 +235,8 @@ PATHS: dict[str, Any] = {
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "classcast API", "version": "1",
-             "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID."},
+             "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID; browsers "
+                            "call /v1/ai-tutor with a participant Bearer token instead."},
     "servers": [{"url": "/"}],
     "security": [{"orgId": []}],
     "components": {
