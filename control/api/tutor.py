@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,6 +25,8 @@ from control.store.records import Room
 from control.tutor.backends import Usage
 from control.tutor.service import Answer, Tutor
 from control.tutor.speech import BadAudio, decode_base64
+
+log = logging.getLogger("classcast.tutor")
 
 CHAT_FIELDS = ("roomId", "studentUid", "organizationId", "text", "audio", "responseModality")
 AGENT_FIELDS = ("chatId", "message", "audio", "image", "imageMimeType", "voiceName", "responseModality")
@@ -182,20 +185,25 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     answer = Answer()
     first, rest = await _first_then_rest(t.ask(req.room, req.uid, req.question, answer))
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
-    await resp.prepare(request)
     try:
-        if first is not None:
-            await resp.write(_sse({"text": first, "usage": None}))
-            async for piece in rest:
-                await resp.write(_sse({"text": piece, "usage": None}))
-        if req.response_modality in ("audio", "both"):
-            audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
-            await resp.write(_sse({"audio": audio, "audioMimeType": "audio/wav", "usage": None}))
-        await resp.write(_sse({"usage": (answer.usage or Usage(0, 0)).as_dict()}))
-    except ApiError as exc:  # the status line is gone: report in the stream, then end it as usual
-        await resp.write(_sse({"error": exc.message, "code": exc.code, "usage": None}))
-    await resp.write(_sse("[DONE]"))
-    await resp.write_eof()
+        await resp.prepare(request)
+        try:
+            if first is not None:
+                await resp.write(_sse({"text": first, "usage": None}))
+                async for piece in rest:
+                    await resp.write(_sse({"text": piece, "usage": None}))
+            if req.response_modality in ("audio", "both"):
+                audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
+                await resp.write(_sse({"audio": audio, "audioMimeType": "audio/wav", "usage": None}))
+            await resp.write(_sse({"usage": (answer.usage or Usage(0, 0)).as_dict()}))
+        except ApiError as exc:  # the status line is gone: report in the stream, then end it as usual
+            await resp.write(_sse({"error": exc.message, "code": exc.code, "usage": None}))
+        await resp.write(_sse("[DONE]"))
+        await resp.write_eof()
+    except ConnectionError:
+        log.info("client left the tutor stream early")  # generation stops; what was generated is billed
+    finally:
+        await rest.aclose()
     return resp
 
 
@@ -299,20 +307,25 @@ async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
     first, rest = await _first_then_rest(t.ask_general(org_id, chat_id, question, image, answer))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson; charset=utf-8",
                                                    "Cache-Control": "no-cache"})
-    await resp.prepare(request)
     try:
-        if first is not None:
-            await resp.write(_ndjson({"type": "text", "text": first}))
-            async for piece in rest:
-                await resp.write(_ndjson({"type": "text", "text": piece}))
-        if modality in ("audio", "text+audio"):
-            audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
-            await resp.write(_ndjson({"type": "audio", "audio": audio, "mimeType": "audio/wav"}))
-        await resp.write(_ndjson({"type": "usage", "usage": (answer.usage or Usage(0, 0)).as_dict()}))
-    except ApiError as exc:
-        await resp.write(_ndjson({"type": "error", "message": exc.message, "code": exc.code}))
-    await resp.write(_ndjson({"type": "done"}))
-    await resp.write_eof()
+        await resp.prepare(request)
+        try:
+            if first is not None:
+                await resp.write(_ndjson({"type": "text", "text": first}))
+                async for piece in rest:
+                    await resp.write(_ndjson({"type": "text", "text": piece}))
+            if modality in ("audio", "text+audio"):
+                audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
+                await resp.write(_ndjson({"type": "audio", "audio": audio, "mimeType": "audio/wav"}))
+            await resp.write(_ndjson({"type": "usage", "usage": (answer.usage or Usage(0, 0)).as_dict()}))
+        except ApiError as exc:
+            await resp.write(_ndjson({"type": "error", "message": exc.message, "code": exc.code}))
+        await resp.write(_ndjson({"type": "done"}))
+        await resp.write_eof()
+    except ConnectionError:
+        log.info("client left the agent stream early")
+    finally:
+        await rest.aclose()
     return resp
 
 

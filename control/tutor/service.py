@@ -23,7 +23,7 @@ from control.store.records import Org, Room
 from control.store.store import Store
 from control.store.tutor import TutorStore
 from control.tutor.backends import Backend, BackendError, EmbeddedBackend, FakeBackend, OpenAiBackend, Usage
-from control.tutor.context import ClassContext, build_messages, general_messages
+from control.tutor.context import ClassContext, build_messages, estimate_tokens, general_messages
 from control.tutor.embeddings import Embedder, group_questions
 from control.tutor.live import RoomTranscriber
 from control.tutor.speech import Speech
@@ -132,6 +132,15 @@ class Tutor:
         if credits:
             await self.store.add_credits(org_id, -credits, service, now, room_sid)
 
+    @staticmethod
+    def _usage_of(messages: list[dict[str, Any]], answer: Answer) -> Usage:
+        """The backend's own count; an estimate when the stream was cut before the backend reported one."""
+        if answer.usage is not None:
+            return answer.usage
+        prompt = " ".join(str(m["content"]) for m in messages)
+        answer.usage = Usage(estimate_tokens(prompt), estimate_tokens(answer.text))
+        return answer.usage
+
     def check_image(self, image: tuple[str, str] | None) -> None:
         if image is not None and not self.backend.supports_images:
             raise ApiError(400, f"The configured AI model ({self.backend.name}) cannot read images",
@@ -153,21 +162,29 @@ class Tutor:
         """Streams the answer's text; usage is billed and the question stored once the stream completes."""
         await self.require_credits(room.org_id)
         messages = build_messages(await self.context(room), question, self.cfg.context_tokens)
-        async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
-            yield piece
-        usage = answer.usage or Usage(0, 0)
-        await self._bill(org_id=room.org_id, room_sid=room.sid, uid=uid, service="aiTutor", usage=usage,
-                         question=question, answer=answer.text.strip())
+        try:
+            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+                yield piece
+        finally:  # also when the client went away mid-stream (aclose): what was generated is billed
+            if answer.usage is not None or answer.text:
+                await self._bill(org_id=room.org_id, room_sid=room.sid, uid=uid, service="aiTutor",
+                                 usage=self._usage_of(messages, answer), question=question,
+                                 answer=answer.text.strip())
 
     async def ask_general(self, org_id: str, chat_id: str, question: str, image: tuple[str, str] | None,
                           answer: Answer) -> AsyncIterator[str]:
         """The general assistant (ai-agent): no class context; billed as aiAgent under its chatId."""
         self.check_image(image)
         await self.require_credits(org_id)
-        async for piece in self._generate(general_messages(question, image), self.cfg.max_answer_tokens, answer):
-            yield piece
-        await self._bill(org_id=org_id, room_sid=None, uid=chat_id, service="aiAgent",
-                         usage=answer.usage or Usage(0, 0), question=question, answer=answer.text.strip())
+        messages = general_messages(question, image)
+        try:
+            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+                yield piece
+        finally:
+            if answer.usage is not None or answer.text:
+                await self._bill(org_id=org_id, room_sid=None, uid=chat_id, service="aiAgent",
+                                 usage=self._usage_of(messages, answer), question=question,
+                                 answer=answer.text.strip())
 
     # ---- summary and usage --------------------------------------------------------------------------------------
 
