@@ -152,6 +152,7 @@ class EmbeddedBackend:
         params.hostnames = ["127.0.0.1"]  # loopback only, on a free port
         params.port = 0
         params.warmup = False
+        params.verbosity = 0  # llama.cpp's info lines would break the server's one-JSON-object-per-line stderr
         return xllamacpp.Server(params)
 
     async def _ensure(self) -> OpenAiBackend:
