@@ -9,7 +9,7 @@ from typing import Any
 
 from control.clock import FakeClock
 from control.store.tutor import TutorStore
-from control.tutor.backends import FakeBackend
+from control.tutor.backends import BackendError, FakeBackend
 from tests.conftest import Api
 from tests.control.tutor_fixtures import chat_body, make_api, replace_tutor, tutor_config
 
@@ -261,3 +261,31 @@ async def test_usage_summary_aggregates_tutor_and_agent(tapi: Api) -> None:
     assert body["data"]["summary"]["totalInputTokens"] == 0
     status, body = await tapi.get("/v1/ai-agent/usage/summary?startDate=yesterday")
     assert status == 400
+
+
+class _FailsMidway(FakeBackend):
+    """The fake backend, cut off after two pieces as a real endpoint can be."""
+
+    async def stream(self, messages, max_tokens):  # type: ignore[no-untyped-def]
+        count = 0
+        async for item in super().stream(messages, max_tokens):
+            if count == 2:
+                raise BackendError("connection reset by the model server")
+            count += 1
+            yield item
+
+
+async def test_a_backend_failing_mid_stream_ends_the_stream_cleanly(tapi: Api) -> None:
+    await tapi.create_room("math-101")
+    assert tapi.svc.tutor is not None
+    tapi.svc.tutor.backend = _FailsMidway()
+    resp = await tapi.client.post("/v1/ai-tutor/chat/stream", json=chat_body(tapi),
+                                  headers={"VF-ORG-ID": tapi.org.id})
+    assert resp.status == 200  # the status line went out with the first piece
+    frames = _frames(await resp.text())
+    chunks = [json.loads(f) for f in frames[:-1]]
+    assert [c.get("text") for c in chunks[:2]] == ["Here", " is"]
+    assert chunks[2]["code"] == "AI_BACKEND_ERROR" and chunks[2]["usage"] is None
+    assert frames[-1] == "[DONE]"
+    status, usage = await tapi.get("/v1/ai-tutor/usage/math-101")
+    assert usage["usage"]["outputTokens"] > 0  # what was generated is billed (by estimate)
