@@ -289,7 +289,8 @@ class Hub:
         joined: dict[str, Any] = {
             "type": "joined",
             "room": {"roomId": room.room_id, "title": room.title, "description": room.description,
-                     "status": "finished" if room.ended else "live"},
+                     "status": "finished" if room.ended else "live",
+                     "topic": await self.svc.tutor.db.topic(room.sid) if self.svc.tutor else None},
             "participant": participant_public(me) | {"permissions": sorted(p.value for p in perms),
                                                      "customization": customization},
             "roster": roster,

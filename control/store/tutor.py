@@ -79,6 +79,12 @@ class TutorStore:
             return bool(rows[""])
         return None
 
+    async def any_transcription(self) -> bool:
+        """Whether any organization or room has turned transcription on (lets joins skip the check otherwise)."""
+        c = t.transcription_settings.c
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(c.org_id).where(c.enabled.is_(True)).limit(1))).first() is not None
+
     # ---- usage ---------------------------------------------------------------------------------------------
 
     async def record_usage(self, *, org_id: str, room_sid: str | None, student_uid: str | None, service: str,

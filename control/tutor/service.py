@@ -75,6 +75,8 @@ class Tutor:
         self.transcribers: dict[str, RoomTranscriber] = {}
         self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
         self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
+        # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
+        self._enabled_somewhere: bool | None = True if cfg.transcription else None
         self._unsubscribe = bus.subscribe(self._on_event)
 
     # ---- rooms and context --------------------------------------------------------------------------------------
@@ -254,6 +256,8 @@ class Tutor:
 
     async def set_transcription(self, org_id: str, room: Room | None, enabled: bool) -> None:
         await self.db.set_transcription(org_id, room.room_id if room else "", enabled, self.clock.now_ms())
+        if enabled:
+            self._enabled_somewhere = True
         rooms = [room] if room else [r for r in await self.store.unfinished_started_rooms() if r.org_id == org_id]
         for r in rooms:
             await self.sync_transcriber(r)
@@ -299,13 +303,19 @@ class Tutor:
         await self.db.add_segment(room_sid, uid, text, started, ended)
 
     def _on_event(self, event: Event) -> None:
-        if event.type in ("participant_joined", "class_ended"):
+        wanted = (event.type == "participant_joined" and self._enabled_somewhere is not False) or (
+            event.type == "class_ended" and event.room_sid in self.transcribers)
+        if wanted:
             task = asyncio.get_running_loop().create_task(self._sync_by_sid(event.room_sid))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _sync_by_sid(self, room_sid: str) -> None:
         try:
+            if self._enabled_somewhere is None:
+                self._enabled_somewhere = await self.db.any_transcription()
+                if not self._enabled_somewhere and room_sid not in self.transcribers:
+                    return
             room = await self.store.get_room_by_sid(room_sid)
             if room is None or room.ended:
                 await self._stop_transcriber(room_sid)

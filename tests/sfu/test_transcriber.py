@@ -111,6 +111,9 @@ async def test_teacher_sets_the_topic_over_signaling(classroom: Classroom) -> No
     with pytest.raises(ClientError) as err:
         await teacher.request({"type": "set_topic", "topic": 42}, "topic_set")
     assert err.value.code == "VALIDATION_ERROR"
+    late = await classroom.client(await classroom.token("bio", "late"), name="late")
+    joined = next(m for m in late.messages if m["type"] == "joined")
+    assert joined["room"]["topic"] == "Cell membranes"  # who joins later learns the topic too
     room = await classroom.svc.store.get_room(classroom.org.id, "bio")
     assert classroom.svc.tutor is not None and room is not None
     assert (await classroom.svc.tutor.context(room)).topic == "Cell membranes"
