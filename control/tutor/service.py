@@ -12,7 +12,7 @@ import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control.clock import Clock
 from control.config import TutorConfig
@@ -27,6 +27,9 @@ from control.tutor.context import ClassContext, build_messages, estimate_tokens,
 from control.tutor.embeddings import Embedder, group_questions
 from control.tutor.live import RoomTranscriber
 from control.tutor.speech import Speech
+
+if TYPE_CHECKING:
+    from sfu.router import Sfu
 
 log = logging.getLogger("classcast.tutor")
 
@@ -71,8 +74,9 @@ class Tutor:
         self.backend = backend or make_backend(cfg)
         self.speech = Speech(threads=cfg.speech_threads)
         self.embedder = Embedder(threads=cfg.speech_threads)
-        self.sfu: Any = None  # set when signaling starts: transcription needs the SFU's taps
+        self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
         self.transcribers: dict[str, RoomTranscriber] = {}
+        # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
         self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
         self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
         # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
