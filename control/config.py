@@ -68,6 +68,7 @@ class TutorConfig:
     transcription: bool = False  # the server default when neither the organization nor the room chose
     transcribe_chunk_s: float = 15.0
     speech_threads: int = 1
+    whisper_model: str = ""  # empty: the folder `make install` prepares (control/tutor/models.py)
     max_body_bytes: int = 8 * 1024 * 1024  # tutor requests carry base64 audio
 
     @classmethod
@@ -92,6 +93,7 @@ class TutorConfig:
             transcription=_bool(env, "CLASSCAST_TRANSCRIPTION", False),
             transcribe_chunk_s=_float(env, "CLASSCAST_TRANSCRIBE_CHUNK", 15.0),
             speech_threads=_int(env, "CLASSCAST_SPEECH_THREADS", 1),
+            whisper_model=env.get("CLASSCAST_WHISPER_MODEL", ""),
         )
 
 

@@ -8,7 +8,6 @@ that folder like any CTranslate2 model. `make install` runs `python -m control.t
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -46,10 +45,8 @@ def minilm_tokenizer() -> Path:
 
 
 def whisper_dir() -> Path:
-    """The joined model folder: CLASSCAST_WHISPER_MODEL, or beside the installed packages in this environment."""
-    override = os.environ.get("CLASSCAST_WHISPER_MODEL")
-    if override:
-        return Path(override)
+    """The joined model folder's default place: in this environment, beside the installed packages
+    (CLASSCAST_WHISPER_MODEL, read by Config, points elsewhere)."""
     return Path(sys.prefix) / "share" / "classcast" / "whisper-base"
 
 
@@ -78,10 +75,10 @@ def prepare_whisper(target: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args != ["prepare"]:
-        print("usage: python -m control.tutor.models prepare", file=sys.stderr)
+    if not args or args[0] != "prepare" or len(args) > 2:
+        print("usage: python -m control.tutor.models prepare [WHISPER_DIR]", file=sys.stderr)
         return 2
-    print(f"whisper model: {prepare_whisper()}")
+    print(f"whisper model: {prepare_whisper(Path(args[1]) if len(args) == 2 else None)}")
     for path in (llm_gguf(), piper_voice(), minilm_onnx(), minilm_tokenizer()):
         if not path.exists():
             raise ModelMissing(f"{path} is missing")

@@ -72,7 +72,7 @@ class Tutor:
         self.bus = bus
         self.clock = clock
         self.backend = backend or make_backend(cfg)
-        self.speech = Speech(threads=cfg.speech_threads)
+        self.speech = Speech(threads=cfg.speech_threads, whisper_dir=cfg.whisper_model or None)
         self.embedder = Embedder(threads=cfg.speech_threads)
         self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
         self.transcribers: dict[str, RoomTranscriber] = {}
