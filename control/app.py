@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from control import signaling
-from control.api import billing, openapi, participants, rooms
+from control.api import billing, openapi, participants, rooms, tutor
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
 from control.clock import Clock
@@ -19,6 +19,7 @@ from control.events import EventBus
 from control.middleware import org_middleware, request_middleware
 from control.services import SERVICES, Services
 from control.store.store import Store
+from control.tutor.service import Tutor
 from control.web import page
 
 log = logging.getLogger("classcast.app")
@@ -34,7 +35,9 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     closed = await classroom.recover()
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
-    return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom)
+    tutor_svc = Tutor(config.tutor, store, bus, clock)
+    return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
+                    tutor=tutor_svc)
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
@@ -60,7 +63,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     svc = await build_services(config, clock)
     app = web.Application(middlewares=[request_middleware, org_middleware], client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
-    for module in (rooms, participants, billing, openapi, page, signaling):
+    for module in (rooms, participants, billing, openapi, page, signaling, tutor):  # tutor after signaling
         module.setup(app)
     if background:
         app.cleanup_ctx.append(_ticker)

@@ -40,6 +40,63 @@ def _ice(env: Mapping[str, str]) -> IceConfig:
         raise SystemExit(f"ICE configuration: {exc}") from exc
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be on or off, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class TutorConfig:
+    """The AI tutor (issue 7). An empty `llm_url` means the embedded SmolLM2; `llm_backend="fake"` is for tests."""
+
+    llm_backend: str = "embedded"  # embedded | openai | fake
+    llm_url: str = ""
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str = ""
+    llm_images: bool = False  # whether the configured endpoint takes OpenAI-style image messages
+    llm_threads: int = 1
+    max_answer_tokens: int = 256
+    context_tokens: int = 1024  # the prompt's budget for class context and the question
+    transcript_window_s: int = 300  # how much of the live transcript a prompt carries
+    tokens_per_credit: int = 1000  # AI billing: each request costs ceil(tokens / this) credits
+    transcription: bool = False  # the server default when neither the organization nor the room chose
+    transcribe_chunk_s: float = 15.0
+    speech_threads: int = 1
+    whisper_model: str = ""  # empty: the folder `make install` prepares (control/tutor/models.py)
+    max_body_bytes: int = 8 * 1024 * 1024  # tutor requests carry base64 audio
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TutorConfig:
+        url = env.get("CLASSCAST_LLM_URL", "")
+        backend = env.get("CLASSCAST_LLM_BACKEND", "") or ("openai" if url else "embedded")
+        if backend not in ("embedded", "openai", "fake"):
+            raise SystemExit(f"CLASSCAST_LLM_BACKEND must be embedded, openai or fake, got {backend!r}")
+        if backend == "openai" and not url:
+            raise SystemExit("CLASSCAST_LLM_BACKEND=openai needs CLASSCAST_LLM_URL")
+        return cls(
+            llm_backend=backend,
+            llm_url=url,
+            llm_model=env.get("CLASSCAST_LLM_MODEL", "") or cls.llm_model,
+            llm_api_key=env.get("CLASSCAST_LLM_API_KEY", ""),
+            llm_images=_bool(env, "CLASSCAST_LLM_IMAGES", False),
+            llm_threads=_int(env, "CLASSCAST_LLM_THREADS", 1),
+            max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256),
+            context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024),
+            transcript_window_s=_int(env, "CLASSCAST_TUTOR_TRANSCRIPT_WINDOW", 300),
+            tokens_per_credit=max(1, _int(env, "CLASSCAST_AI_TOKENS_PER_CREDIT", 1000)),
+            transcription=_bool(env, "CLASSCAST_TRANSCRIPTION", False),
+            transcribe_chunk_s=_float(env, "CLASSCAST_TRANSCRIBE_CHUNK", 15.0),
+            speech_threads=_int(env, "CLASSCAST_SPEECH_THREADS", 1),
+            whisper_model=env.get("CLASSCAST_WHISPER_MODEL", ""),
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
@@ -61,6 +118,7 @@ class Config:
     # A dropped participant stays in the roster this long, so a reconnect is not a leave and a join.
     reconnect_grace_s: float = 10.0
     ice: IceConfig = field(default_factory=IceConfig)
+    tutor: TutorConfig = field(default_factory=lambda: TutorConfig())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -80,6 +138,7 @@ class Config:
             currency=env.get("CLASSCAST_CURRENCY", "USD"),
             reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0),
             ice=_ice(env),
+            tutor=TutorConfig.from_env(env),
         )
 
     @property

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from control.api.common import ORG
+from control.api.common import GRANT, ORG
 from control.errors import ApiError, error_body, unauthorized
 from control.services import SERVICES
 
@@ -19,6 +19,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # /v1 paths that authenticate otherwise (a participant token) or not at all.
 PUBLIC_V1 = ("/v1/openapi.json", "/v1/rtc")
+# /v1 paths a browser may call with `Authorization: Bearer <participant token>` instead of VF-ORG-ID, which must
+# never reach a browser. The organization is then the token's.
+BEARER_V1 = ("/v1/ai-tutor/",)
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HTTP_MESSAGES = {
     404: ("Not found", "NOT_FOUND"),
@@ -69,9 +72,23 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def org_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /v1 REST call names its organization in VF-ORG-ID; missing or unknown is 401 `Unauthorized`."""
+    """Every /v1 REST call names its organization in VF-ORG-ID; missing or unknown is 401 `Unauthorized`.
+
+    On BEARER_V1 paths a participant token does instead, checked by `Auth.validate` (the one validator) so it
+    is refused there for the same reasons as everywhere: expiry, an ended room, a removed participant.
+    """
     path = request.path
     if path.startswith("/v1/") and not path.startswith(PUBLIC_V1):
+        bearer = _bearer(request)
+        if bearer is not None and "VF-ORG-ID" not in request.headers and path.startswith(BEARER_V1):
+            svc = request.app[SERVICES]
+            grant = await svc.auth.validate(bearer)
+            org = await svc.store.get_org(grant.claims.org_id)
+            if org is None:
+                raise unauthorized()
+            request[ORG] = org
+            request[GRANT] = grant
+            return await handler(request)
         org_id = request.headers.get("VF-ORG-ID", "").strip()
         if not org_id or len(org_id) > 64:
             raise unauthorized()
@@ -80,3 +97,11 @@ async def org_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             raise unauthorized()
         request[ORG] = org
     return await handler(request)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

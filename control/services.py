@@ -12,6 +12,7 @@ from control.clock import Clock
 from control.config import Config
 from control.events import EventBus
 from control.store.store import Store
+from control.tutor.service import Tutor
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Services:
     auth: Auth
     bus: EventBus
     classroom: Classroom
+    tutor: Tutor | None = None  # None only in tools that build services without the API (the CLI)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -218,6 +218,10 @@ class Hub:
             await ia.close_poll(room, me, message.get("pollId"))
         elif kind == "chat":
             await ia.chat(room, me, message.get("text"))
+        elif kind == "set_topic":
+            if not can(Role(me.role), Permission.SET_TOPIC) or self.svc.tutor is None:
+                raise ApiError(403, "Only a teacher, a moderator or an admin may set the topic", "FORBIDDEN")
+            await self.svc.tutor.set_topic(room, message.get("topic"), me.uid)  # fanned out as topic_set
         elif kind in ("kick", "mute_participant", "unmute_participant"):
             await self._moderate(conn, me, kind, message)
         elif kind == "end_class":
@@ -285,7 +289,8 @@ class Hub:
         joined: dict[str, Any] = {
             "type": "joined",
             "room": {"roomId": room.room_id, "title": room.title, "description": room.description,
-                     "status": "finished" if room.ended else "live"},
+                     "status": "finished" if room.ended else "live",
+                     "topic": await self.svc.tutor.db.topic(room.sid) if self.svc.tutor else None},
             "participant": participant_public(me) | {"permissions": sorted(p.value for p in perms),
                                                      "customization": customization},
             "roster": roster,

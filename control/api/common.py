@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from control import validation as v
+from control.auth import Grant
 from control.classroom import ParticipantSpec
 from control.errors import ApiError, validation_error
 from control.ids import ROOM_ID_RE, ROOM_ID_RULE, UID_RE, UID_RULE
@@ -16,6 +17,8 @@ from control.services import SERVICES, Services
 from control.store.records import Org
 
 ORG = web.RequestKey("org", Org)
+# Set when a browser called with its participant token instead of VF-ORG-ID (the AI tutor endpoints).
+GRANT = web.RequestKey("grant", Grant)
 PARTICIPANT_FIELDS = ("uid", "name", "role", "photoURL", "photoUrl", "metadata")
 MAX_METADATA_BYTES = 4096
 

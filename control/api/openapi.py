@@ -25,6 +25,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "roomId already used", 410: "Room already ended", 413: "Body too large",
+        500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
 
@@ -105,6 +106,37 @@ SCHEMAS: dict[str, Any] = {
         "type": STR, "status": {"type": "string", "enum": ["ACTIVE", "OVERCONSUMED"]}, "remainingCredits": INT,
         "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
         "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
+    "TutorChat": {"type": "object", "required": ["roomId"], "properties": {
+        "roomId": {"type": "string", "description": "Room id, or the prefixed form org_123_class-456"},
+        "studentUid": {"type": "string", "description": "Required with VF-ORG-ID; taken from a Bearer token"},
+        "organizationId": {"type": "string", "description": "Required with VF-ORG-ID; must match it"},
+        "text": {"type": "string", "maxLength": 2000},
+        "audio": {"type": "string", "description": "base64 WAV, Ogg/Opus or WebM/Opus"},
+        "responseModality": {"type": "string", "enum": ["text", "audio", "both"], "default": "text"}}},
+    "TutorUsage": {"type": "object", "properties": {"inputTokens": INT, "outputTokens": INT}},
+    "TutorAnswer": {"type": "object", "properties": {
+        "success": BOOL, "text": STR, "audio": {"type": "string", "description": "base64 WAV (mono, 16-bit)"},
+        "audioMimeType": STR, "usage": {"$ref": "#/components/schemas/TutorUsage"},
+        "requestModality": {"type": "string", "enum": ["text", "audio"]},
+        "responseModality": {"type": "string", "enum": ["text", "audio", "both"]}, "inputTranscript": STR}},
+    "TutorSummary": {"type": "object", "properties": {"success": BOOL, "summary": STR, "topQueries": {
+        "type": "array", "items": {"type": "object", "properties": {
+            "question": STR, "answer": STR, "frequency": INT}}}}},
+    "TutorUsageReply": {"type": "object", "properties": {
+        "success": BOOL, "usage": {"$ref": "#/components/schemas/TutorUsage"}, "requests": INT, "credits": INT,
+        "student": {"type": "object"}}},
+    "Topic": {"type": "object", "required": ["topic"], "properties": {"topic": {"type": "string", "maxLength": 300}}},
+    "Transcription": {"type": "object", "required": ["enabled"], "properties": {"enabled": BOOL, "roomId": STR}},
+    "Transcript": {"type": "object", "properties": {
+        "roomId": STR, "transcribing": BOOL, "text": STR, "segments": {"type": "array", "items": {
+            "type": "object", "properties": {"uid": STR, "text": STR, "startedAt": TS, "endedAt": TS}}}}},
+    "AgentChat": {"type": "object", "required": ["chatId"], "properties": {
+        "chatId": STR, "message": STR, "audio": STR, "image": STR,
+        "imageMimeType": {"type": "string", "enum": ["image/jpeg", "image/png", "image/webp", "image/gif"]},
+        "voiceName": STR, "responseModality": {"type": "string", "enum": ["text", "audio", "text+audio"]}}},
+    "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
+        "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
+        "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},
     "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
                                                      "mutedCount": INT}},
 }
@@ -153,6 +185,49 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
     "/v1/billing/balance": {"get": {
         "summary": "Prepaid credit balance (reference 2.11)", "responses": {"200": _ok("Balance"), **_errors(401)}}},
+    "/v1/ai-tutor/chat": {"post": {
+        "summary": "Ask the AI tutor, with class context (seed 003). VF-ORG-ID or a participant Bearer token",
+        "security": [{"orgId": []}, {"participantToken": []}], "requestBody": _json_body("TutorChat"),
+        "responses": {"200": _resp("Answer", {"$ref": "#/components/schemas/TutorAnswer"}),
+                      **_errors(400, 401, 402, 403, 404, 413, 500)}}},
+    "/v1/ai-tutor/chat/stream": {"post": {
+        "summary": "The same, streamed as Server-Sent Events: text chunks, a usage chunk, then [DONE] (seed 003)",
+        "security": [{"orgId": []}, {"participantToken": []}], "requestBody": _json_body("TutorChat"),
+        "responses": {"200": {"description": "SSE stream", "content": {"text/event-stream": {"schema": STR}}},
+                      **_errors(400, 401, 402, 403, 404, 413, 500)}}},
+    "/v1/ai-tutor/summary/{roomId}": {"get": {
+        "summary": "Class summary and the most frequent questions, paraphrases grouped (seed 003)",
+        "security": [{"orgId": []}, {"participantToken": []}], "parameters": [ROOM_ID],
+        "responses": {"200": _resp("Summary", {"$ref": "#/components/schemas/TutorSummary"}),
+                      **_errors(400, 401, 402, 404, 500)}}},
+    "/v1/ai-tutor/usage/{roomId}": {"get": {
+        "summary": "The room's AI tutor token totals (seed 003); ?studentUid= adds one student's",
+        "security": [{"orgId": []}, {"participantToken": []}],
+        "parameters": [ROOM_ID, {"name": "studentUid", "in": "query", "schema": STR}],
+        "responses": {"200": _resp("Usage", {"$ref": "#/components/schemas/TutorUsageReply"}),
+                      **_errors(400, 401, 404)}}},
+    "/v1/ai-tutor/transcription": {"post": {
+        "summary": "Turn live transcription on or off for the organization, or for one room (classcast addition)",
+        "requestBody": _json_body("Transcription"),
+        "responses": {"200": _ok("Transcription"), **_errors(400, 401, 403, 404)}}},
+    "/v1/room/{roomId}/topic": {"post": {
+        "summary": "Set the topic the AI tutor is told about (classcast addition; teachers also use signaling)",
+        "parameters": [ROOM_ID], "requestBody": _json_body("Topic"),
+        "responses": {"200": _ok("Topic"), **_errors(400, 401, 404, 410)}}},
+    "/v1/room/{roomId}/transcript": {"get": {
+        "summary": "The room's live transcript (classcast addition)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("Transcript"), **_errors(400, 401, 404)}}},
+    "/v1/ai-agent/chat/stream": {"post": {
+        "summary": "General assistant, NDJSON text/usage/done lines (reference 2.16)",
+        "requestBody": _json_body("AgentChat"),
+        "responses": {"200": {"description": "NDJSON stream",
+                              "content": {"application/x-ndjson": {"schema": STR}}},
+                      **_errors(400, 401, 402, 413, 500)}}},
+    "/v1/ai-agent/usage/summary": {"get": {
+        "summary": "AI usage of the organization, tutor and agent together (reference 2.17)",
+        "parameters": [{"name": "startDate", "in": "query", "schema": STR},
+                       {"name": "endDate", "in": "query", "schema": STR}],
+        "responses": {"200": _ok("AgentUsage"), **_errors(400, 401)}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
 }
@@ -160,11 +235,13 @@ PATHS: dict[str, Any] = {
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "classcast API", "version": "1",
-             "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID."},
+             "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID; browsers "
+                            "call /v1/ai-tutor with a participant Bearer token instead."},
     "servers": [{"url": "/"}],
     "security": [{"orgId": []}],
     "components": {
-        "securitySchemes": {"orgId": {"type": "apiKey", "in": "header", "name": "VF-ORG-ID"}},
+        "securitySchemes": {"orgId": {"type": "apiKey", "in": "header", "name": "VF-ORG-ID"},
+                            "participantToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         "schemas": SCHEMAS,
     },
     "paths": PATHS,

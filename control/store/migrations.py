@@ -158,4 +158,32 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX chat_messages_room ON chat_messages (room_sid, created_at)",
         ],
     ),
+    (
+        3,
+        "AI tutor: the teacher's topic, the live transcript, where transcription is on",
+        [
+            """CREATE TABLE room_topics (
+                room_sid TEXT PRIMARY KEY REFERENCES rooms(sid) ON DELETE CASCADE,
+                topic TEXT NOT NULL,
+                set_by TEXT,
+                updated_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE transcript_segments (
+                id TEXT PRIMARY KEY,
+                room_sid TEXT NOT NULL REFERENCES rooms(sid) ON DELETE CASCADE,
+                uid TEXT NOT NULL,
+                text TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                ended_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX transcript_segments_room ON transcript_segments (room_sid, started_at)",
+            """CREATE TABLE transcription_settings (
+                org_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+                room_id TEXT NOT NULL,
+                enabled BOOLEAN NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (org_id, room_id)
+            )""",
+        ],
+    ),
 ]

@@ -167,3 +167,33 @@ chat_messages = Table(
     Column("text", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+room_topics = Table(
+    "room_topics",
+    metadata,
+    Column("room_sid", Text, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("set_by", Text),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+transcript_segments = Table(
+    "transcript_segments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("room_sid", Text, nullable=False),
+    Column("uid", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=False),
+)
+
+# room_id "" is the organization-wide setting; a room's own row overrides it.
+transcription_settings = Table(
+    "transcription_settings",
+    metadata,
+    Column("org_id", Text, primary_key=True),
+    Column("room_id", Text, primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

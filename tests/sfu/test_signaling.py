@@ -98,6 +98,8 @@ async def test_hands_polls_and_chat(classroom: Classroom) -> None:
     s2 = await classroom.client(await classroom.token("physics-1", "s2"), name="s2")
 
     await s1.send({"type": "raise_hand"})
+    # Two sockets give no order between them on the server: s2 raises once s1's hand is known to be up.
+    await teacher.wait_for("hand_raised", lambda m: m["uid"] == "s1")
     await s2.send({"type": "raise_hand"})
     hands = await teacher.wait_for("hands", lambda m: len(m["queue"]) == 2)
     assert [h["uid"] for h in hands["queue"]] == ["s1", "s2"]

@@ -1,0 +1,340 @@
+"""The AI tutor service: answers with class context, bills tokens, summarizes, and runs live transcription.
+
+One instance per server process (`Services.tutor`). The REST handlers (control/api/tutor.py) and signaling
+(`set_topic`) call it; it owns the backend, the speech models and the rooms' transcriber taps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from control.clock import Clock
+from control.config import TutorConfig
+from control.errors import ApiError, room_not_found
+from control.events import Event, EventBus
+from control.roles import Permission, Role, can
+from control.store.records import Org, Room
+from control.store.store import Store
+from control.store.tutor import TutorStore
+from control.tutor.backends import Backend, BackendError, EmbeddedBackend, FakeBackend, OpenAiBackend, Usage
+from control.tutor.context import ClassContext, build_messages, estimate_tokens, general_messages
+from control.tutor.embeddings import Embedder, group_questions
+from control.tutor.live import RoomTranscriber
+from control.tutor.speech import Speech
+
+if TYPE_CHECKING:
+    from sfu.router import Sfu
+
+log = logging.getLogger("classcast.tutor")
+
+MAX_TOPIC = 300
+SUMMARY_TOKENS = 200
+TOP_QUERIES = 10
+
+
+def make_backend(cfg: TutorConfig) -> Backend:
+    if cfg.llm_backend == "fake":
+        return FakeBackend(supports_images=cfg.llm_images)
+    if cfg.llm_backend == "openai":
+        return OpenAiBackend(cfg.llm_url, cfg.llm_model, cfg.llm_api_key, supports_images=cfg.llm_images)
+    return EmbeddedBackend(threads=cfg.llm_threads)
+
+
+def insufficient_ai_credits() -> ApiError:
+    return ApiError(402, "Insufficient credits", "INSUFFICIENT_CREDITS")
+
+
+def backend_failed(exc: Exception) -> ApiError:
+    log.error("AI backend failed: %s", exc)
+    return ApiError(500, "Internal server error: the AI model did not answer", "AI_BACKEND_ERROR")
+
+
+@dataclass
+class Answer:
+    """What one request produced, filled in as the stream runs."""
+
+    text: str = ""
+    usage: Usage | None = None
+
+
+class Tutor:
+    def __init__(self, cfg: TutorConfig, store: Store, bus: EventBus, clock: Clock,
+                 backend: Backend | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.db = TutorStore(store)
+        self.bus = bus
+        self.clock = clock
+        self.backend = backend or make_backend(cfg)
+        self.speech = Speech(threads=cfg.speech_threads, whisper_dir=cfg.whisper_model or None)
+        self.embedder = Embedder(threads=cfg.speech_threads)
+        self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
+        self.transcribers: dict[str, RoomTranscriber] = {}
+        # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
+        self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
+        self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
+        # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
+        self._enabled_somewhere: bool | None = True if cfg.transcription else None
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    # ---- rooms and context --------------------------------------------------------------------------------------
+
+    async def resolve_room(self, org: Org, room_id: str) -> Room:
+        """The plain room id, or the seed's organization-prefixed form `<organizationId>_<roomId>`."""
+        room = await self.store.get_room(org.id, room_id)
+        prefix = f"{org.id}_"
+        if room is None and room_id.startswith(prefix) and len(room_id) > len(prefix):
+            room = await self.store.get_room(org.id, room_id[len(prefix):])
+        if room is None:
+            raise room_not_found()
+        return room
+
+    async def context(self, room: Room) -> ClassContext:
+        since = self.clock.now_ms() - self.cfg.transcript_window_s * 1000
+        segments = await self.db.segments(room.sid, since=since)
+        asked = await self.db.room_questions(room.sid)
+        return ClassContext(
+            title=room.title, description=room.description, topic=await self.db.topic(room.sid),
+            transcript=[s["text"] for s in segments], questions=[q.question or "" for q in asked],
+        )
+
+    async def set_topic(self, room: Room, topic: Any, uid: str | None) -> str:
+        if not isinstance(topic, str) or not topic.strip():
+            raise ApiError(400, "Validation failed: topic is required", "VALIDATION_ERROR", {"topic": "is required"})
+        topic = topic.strip()
+        if len(topic) > MAX_TOPIC:
+            raise ApiError(400, f"Validation failed: topic must be at most {MAX_TOPIC} characters",
+                           "VALIDATION_ERROR", {"topic": f"must be at most {MAX_TOPIC} characters"})
+        await self.db.set_topic(room.sid, topic, uid, self.clock.now_ms())
+        self.bus.publish(Event(type="topic_set", org_id=room.org_id, room_id=room.room_id, room_sid=room.sid,
+                               data={"topic": topic, "uid": uid}))
+        return topic
+
+    # ---- answering ----------------------------------------------------------------------------------------------
+
+    async def require_credits(self, org_id: str) -> None:
+        """A 402 before any inference runs: checked on the current balance, not the request's snapshot."""
+        org = await self.store.get_org(org_id)
+        if org is None or org.credits <= 0:
+            raise insufficient_ai_credits()
+
+    def credits_for(self, usage: Usage) -> int:
+        total = usage.input_tokens + usage.output_tokens
+        return math.ceil(total / self.cfg.tokens_per_credit) if total > 0 else 0
+
+    async def _bill(self, *, org_id: str, room_sid: str | None, uid: str | None, service: str, usage: Usage,
+                    question: str | None, answer: str | None) -> None:
+        now = self.clock.now_ms()
+        await self.db.record_usage(org_id=org_id, room_sid=room_sid, student_uid=uid, service=service,
+                                   input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                   question=question, answer=answer, now=now)
+        credits = self.credits_for(usage)
+        if credits:
+            await self.store.add_credits(org_id, -credits, service, now, room_sid)
+
+    @staticmethod
+    def _usage_of(messages: list[dict[str, Any]], answer: Answer) -> Usage:
+        """The backend's own count; an estimate when the stream was cut before the backend reported one."""
+        if answer.usage is not None:
+            return answer.usage
+        prompt = " ".join(str(m["content"]) for m in messages)
+        answer.usage = Usage(estimate_tokens(prompt), estimate_tokens(answer.text))
+        return answer.usage
+
+    def check_image(self, image: tuple[str, str] | None) -> None:
+        if image is not None and not self.backend.supports_images:
+            raise ApiError(400, f"The configured AI model ({self.backend.name}) cannot read images",
+                           "IMAGE_NOT_SUPPORTED")
+
+    async def _generate(self, messages: list[dict[str, Any]], max_tokens: int,
+                        answer: Answer) -> AsyncIterator[str]:
+        try:
+            async for item in self.backend.stream(messages, max_tokens):
+                if isinstance(item, Usage):
+                    answer.usage = item
+                else:
+                    answer.text += item
+                    yield item
+        except BackendError as exc:
+            raise backend_failed(exc) from exc
+
+    async def ask(self, room: Room, uid: str, question: str, answer: Answer) -> AsyncIterator[str]:
+        """Streams the answer's text; usage is billed and the question stored once the stream completes."""
+        await self.require_credits(room.org_id)
+        messages = build_messages(await self.context(room), question, self.cfg.context_tokens)
+        try:
+            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+                yield piece
+        finally:  # also when the client went away mid-stream (aclose): what was generated is billed
+            if answer.usage is not None or answer.text:
+                await self._bill(org_id=room.org_id, room_sid=room.sid, uid=uid, service="aiTutor",
+                                 usage=self._usage_of(messages, answer), question=question,
+                                 answer=answer.text.strip())
+
+    async def ask_general(self, org_id: str, chat_id: str, question: str, image: tuple[str, str] | None,
+                          answer: Answer) -> AsyncIterator[str]:
+        """The general assistant (ai-agent): no class context; billed as aiAgent under its chatId."""
+        self.check_image(image)
+        await self.require_credits(org_id)
+        messages = general_messages(question, image)
+        try:
+            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+                yield piece
+        finally:
+            if answer.usage is not None or answer.text:
+                await self._bill(org_id=org_id, room_sid=None, uid=chat_id, service="aiAgent",
+                                 usage=self._usage_of(messages, answer), question=question,
+                                 answer=answer.text.strip())
+
+    # ---- summary and usage --------------------------------------------------------------------------------------
+
+    async def summary(self, room: Room) -> dict[str, Any]:
+        asked = await self.db.room_questions(room.sid)
+        questions = [q.question or "" for q in asked]
+        answers = [q.answer or "" for q in asked]
+        top: list[dict[str, Any]] = []
+        if questions:
+            vectors = await asyncio.get_running_loop().run_in_executor(self._decode, self.embedder.embed, questions)
+            for g in group_questions(vectors, questions, answers)[:TOP_QUERIES]:
+                top.append({"question": g.question, "answer": g.answer, "frequency": g.frequency})
+        segments = await self.db.segments(room.sid)
+        if not segments and not questions:
+            return {"summary": "Nothing to summarize yet: no transcript and no questions in this class.",
+                    "topQueries": []}
+        await self.require_credits(room.org_id)
+        ctx = ClassContext(title=room.title, description=room.description, topic=await self.db.topic(room.sid),
+                           transcript=[s["text"] for s in segments],
+                           questions=[f"{q['question']} (asked {q['frequency']}x)" for q in top])
+        request = ("Summarize this class for the teacher in three or four sentences: what was taught and what "
+                   "the students asked about.")
+        answer = Answer()
+        async for _ in self._generate(build_messages(ctx, request, self.cfg.context_tokens * 2), SUMMARY_TOKENS,
+                                      answer):
+            pass
+        await self._bill(org_id=room.org_id, room_sid=room.sid, uid=None, service="aiTutor",
+                         usage=answer.usage or Usage(0, 0), question=None, answer=None)
+        return {"summary": answer.text.strip(), "topQueries": top}
+
+    async def usage(self, room: Room, student_uid: str | None = None) -> dict[str, Any]:
+        inp, out, requests = await self.db.room_usage(room.sid)
+        body: dict[str, Any] = {"usage": {"inputTokens": inp, "outputTokens": out}, "requests": requests,
+                                "credits": self.credits_for(Usage(inp, out))}
+        if student_uid is not None:
+            s_in, s_out, s_req = await self.db.room_usage(room.sid, student_uid)
+            body["student"] = {"studentUid": student_uid, "inputTokens": s_in, "outputTokens": s_out,
+                               "requests": s_req}
+        return body
+
+    async def org_usage(self, org_id: str, start: int | None, end: int | None, credit_rate: float) -> dict[str, Any]:
+        rows = await self.db.org_usage(org_id, start, end)
+
+        def part(service: str) -> tuple[int, int, int, set[str | None], float]:
+            mine = [r for r in rows if r.service == service]
+            inp = sum(r.input_tokens for r in mine)
+            out = sum(r.output_tokens for r in mine)
+            cost = sum(self.credits_for(Usage(r.input_tokens, r.output_tokens)) for r in mine) * credit_rate
+            return len(mine), inp, out, {r.student_uid for r in mine}, round(cost, 4)
+
+        _, a_in, a_out, chats, a_cost = part("aiAgent")
+        t_n, t_in, t_out, _, t_cost = part("aiTutor")
+        return {
+            "summary": {"totalSessions": len(chats) + t_n, "totalTokenCost": round(a_cost + t_cost, 4),
+                        "totalInputTokens": a_in + t_in, "totalOutputTokens": a_out + t_out},
+            "breakdown": {
+                "aiAgent": {"sessions": len(chats), "inputTokens": a_in, "outputTokens": a_out, "cost": a_cost},
+                "aiTutor": {"interactions": t_n, "inputTokens": t_in, "outputTokens": t_out, "cost": t_cost},
+            },
+        }
+
+    # ---- live transcription -------------------------------------------------------------------------------------
+
+    async def transcription_enabled(self, room: Room) -> bool:
+        chosen = await self.db.transcription(room.org_id, room.room_id)
+        return self.cfg.transcription if chosen is None else chosen
+
+    async def set_transcription(self, org_id: str, room: Room | None, enabled: bool) -> None:
+        await self.db.set_transcription(org_id, room.room_id if room else "", enabled, self.clock.now_ms())
+        if enabled:
+            self._enabled_somewhere = True
+        rooms = [room] if room else [r for r in await self.store.unfinished_started_rooms() if r.org_id == org_id]
+        for r in rooms:
+            await self.sync_transcriber(r)
+
+    async def sync_transcriber(self, room: Room) -> None:
+        """Runs the room's transcriber exactly while its class is live and transcription is on for it."""
+        live = room.started_at is not None and not room.ended
+        want = live and self.sfu is not None and await self.transcription_enabled(room)
+        running = self.transcribers.get(room.sid)
+        if want and running is None:
+            tr = RoomTranscriber(
+                room.sid, transcribe=self.speech.transcribe_samples, sink=self._store_segment,
+                is_speaker=self._is_speaker, now_ms=self.clock.now_ms, decode_executor=self._decode,
+                chunk_s=self.cfg.transcribe_chunk_s,
+            )
+            self.transcribers[room.sid] = tr
+            tr.start()
+            self.sfu.add_tap(room.sid, tr)
+            log.info("transcribing room %s", room.sid)
+        elif not want and running is not None:
+            await self._stop_transcriber(room.sid)
+
+    async def _stop_transcriber(self, room_sid: str) -> None:
+        tr = self.transcribers.pop(room_sid, None)
+        if tr is None:
+            return
+        if self.sfu is not None:
+            self.sfu.remove_tap(room_sid, tr)
+        await tr.stop()
+        log.info("stopped transcribing room %s (%d segments, %d packets dropped)", room_sid, tr.segments, tr.dropped)
+
+    async def _is_speaker(self, room_sid: str, uid: str) -> bool:
+        """The teacher's audio (anyone who may publish and moderate: teacher, moderator, admin), not students'."""
+        p = await self.store.get_participant(room_sid, uid)
+        if p is None:
+            return False
+        try:
+            return can(Role(p.role), Permission.SET_TOPIC)
+        except ValueError:
+            return False
+
+    async def _store_segment(self, room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
+        await self.db.add_segment(room_sid, uid, text, started, ended)
+
+    def _on_event(self, event: Event) -> None:
+        wanted = (event.type == "participant_joined" and self._enabled_somewhere is not False) or (
+            event.type == "class_ended" and event.room_sid in self.transcribers)
+        if wanted:
+            task = asyncio.get_running_loop().create_task(self._sync_by_sid(event.room_sid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _sync_by_sid(self, room_sid: str) -> None:
+        try:
+            if self._enabled_somewhere is None:
+                self._enabled_somewhere = await self.db.any_transcription()
+                if not self._enabled_somewhere and room_sid not in self.transcribers:
+                    return
+            room = await self.store.get_room_by_sid(room_sid)
+            if room is None or room.ended:
+                await self._stop_transcriber(room_sid)
+            else:
+                await self.sync_transcriber(room)
+        except Exception:
+            log.exception("transcriber sync failed for %s", room_sid)
+
+    async def transcript(self, room: Room) -> list[dict[str, Any]]:
+        return await self.db.segments(room.sid)
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        for sid in list(self.transcribers):
+            await self._stop_transcriber(sid)
+        await self.backend.close()
+        self.speech.close()
+        self._decode.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,71 @@
+"""The transcriber tap's contract with the SFU: never block, drop and count when full; bad packets cost nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from control.tutor.live import QUEUE_LIMIT, OpusDecoder, RoomTranscriber
+from tests.conftest import Api
+
+
+def _tap(executor: ThreadPoolExecutor, heard: list[str]) -> RoomTranscriber:
+    async def transcribe(pcm: np.ndarray) -> str:
+        return "x"
+
+    async def sink(room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
+        heard.append(text)
+
+    async def is_speaker(room_sid: str, uid: str) -> bool:
+        return True
+
+    return RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, is_speaker=is_speaker, now_ms=lambda: 0,
+                           decode_executor=executor)
+
+
+async def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    with ThreadPoolExecutor(1) as executor:
+        tap = _tap(executor, [])
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.track_added("RM_1", {"trackId": "TR_v", "uid": "t", "kind": "video", "codec": {"mimeType": "video/VP8"}})
+        for _ in range(QUEUE_LIMIT + 25):
+            tap.rtp("TR_a", b"\x80" * 40, 0.0)  # the worker is not running: nothing drains
+        tap.rtp("TR_v", b"\x80" * 40, 0.0)  # video is not queued at all
+        assert tap.queue.qsize() == QUEUE_LIMIT and tap.dropped == 25
+
+
+async def test_garbage_packets_are_survived() -> None:
+    decoder = OpusDecoder()
+    pcm = decoder.decode([b"\xff\x00garbage", b"", b"\x01" * 3])
+    assert pcm.dtype == np.float32 and decoder.errors >= 1  # damaged packets counted, no exception
+    heard: list[str] = []
+    with ThreadPoolExecutor(1) as executor:
+        tap = _tap(executor, heard)
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.start()
+        for seq in range(100):  # valid RTP headers around payloads that are not Opus
+            header = bytes([0x80, 111]) + seq.to_bytes(2, "big") + (seq * 960).to_bytes(4, "big") + b"\x00\x00\x00\x01"
+            tap.rtp("TR_a", header + bytes([seq % 256]) * 30, 0.0)
+        tap.rtp("TR_a", b"\x01", 0.0)  # not even an RTP header
+        await asyncio.wait_for(tap.stop(), 10)
+    assert tap.queue.empty() and tap.segments == len(heard)  # drained and ended cleanly, whatever the noise made
+
+
+async def test_transcription_switches_room_over_organization_over_server_default(tapi: Api) -> None:
+    await tapi.create_room("math-101")
+    room = await tapi.room("math-101")
+    tutor = tapi.svc.tutor
+    assert tutor is not None
+    assert await tutor.transcription_enabled(room) is False  # CLASSCAST_TRANSCRIPTION defaults to off
+    status, body = await tapi.post("/v1/ai-tutor/transcription", {"enabled": True})
+    assert status == 200 and body["data"] == {"organization": tapi.org.id, "enabled": True}
+    assert await tutor.transcription_enabled(room) is True
+    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": False, "roomId": "math-101"})
+    assert status == 200
+    assert await tutor.transcription_enabled(room) is False
+    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": "yes"})
+    assert status == 400
+    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": True, "roomId": "nope"})
+    assert status == 404
