@@ -66,6 +66,7 @@ class Consumer:
         self.current: Stream | None = producer.streams[0] if not producer.simulcast else None
         self.target: Stream | None = producer.streams[0]
         self.max_index = len(producer.streams) - 1  # the subscriber's requested maximum layer
+        self.max_size: tuple[int | None, int | None] | None = None  # a maximum asked as a video size
         self.started = False  # the first packet went out: later packets continue the stream
         self.paused = False  # the subscriber asked for no video ("off"), or the slot is not negotiated yet
         self._switch = True  # the next packet sent starts a new source on the slot

@@ -16,13 +16,17 @@ def vp8_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
     return (width, height) if width and height else None
 
 
-def h264_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
-    """The size an SPS in this packet announces (single NAL unit or STAP-A), or None."""
+def h264_sps(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
+    """Where the packet's SPS NAL unit lies (single NAL unit or inside a STAP-A), or None.
+
+    A subscriber can only start decoding (or switch layers) at an access unit that brings its SPS: starting at
+    a bare IDR fragment would lose the parameter sets whenever their packet arrives late by retransmission.
+    """
     if end - start < 2:
         return None
     nal_type = data[start] & 0x1F
     if nal_type == 7:
-        return _sps_size(bytes(data[start:end]))
+        return start, end
     if nal_type == 24:  # STAP-A: 16-bit sizes, each followed by a NAL unit
         pos = start + 1
         while pos + 2 <= end:
@@ -31,9 +35,15 @@ def h264_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
             if size == 0 or pos + size > end:
                 return None
             if data[pos] & 0x1F == 7:
-                return _sps_size(bytes(data[pos : pos + size]))
+                return pos, pos + size
             pos += size
     return None
+
+
+def h264_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
+    """The size an SPS in this packet announces (single NAL unit or STAP-A), or None."""
+    span = h264_sps(data, start, end)
+    return _sps_size(bytes(data[span[0] : span[1]])) if span is not None else None
 
 
 class _Bits:

@@ -450,6 +450,8 @@ class SfuParticipant:
         fixed = sum(c.sent_bitrate(now) for c in self.consumers.values() if not c.producer.simulcast)
         share = max(0.0, estimate - fixed) / len(simulcast)
         for consumer in simulcast:
+            if consumer.max_size is not None:  # layer sizes become known as their keyframes arrive
+                consumer.max_index = _fitting_layer(consumer.producer.streams, *consumer.max_size)
             consumer.wanted_index = consumer.wanted(share, now)
             await consumer.retarget(consumer.choose(share, now), now)
 
@@ -602,7 +604,8 @@ class SfuParticipant:
 def _apply_quality(consumer: Consumer, quality: str, width: int | None, height: int | None) -> None:
     top = len(consumer.producer.streams) - 1
     consumer.max_index = {"low": 0, "medium": min(1, top)}.get(quality, top)
-    if width is not None or height is not None:
+    consumer.max_size = (width, height) if width is not None or height is not None else None
+    if consumer.max_size is not None:
         consumer.max_index = _fitting_layer(consumer.producer.streams, width, height)
 
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from sfu import rtcp
 from sfu.codecs import H264, VP8, CodecInfo
-from sfu.frames import h264_size, vp8_size
+from sfu.frames import h264_size, h264_sps, vp8_size
 from sfu.keyframes import GopCache, KeyframeThrottle
 from sfu.reception import NackTracker, ReceptionStats
-from sfu.rtp import RtpHeader, Vp8Descriptor, h264_is_keyframe, h264_starts_frame, parse_rtp, parse_vp8_descriptor
+from sfu.rtp import RtpHeader, Vp8Descriptor, parse_rtp, parse_vp8_descriptor
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -225,10 +225,10 @@ class Producer:
                 if size:
                     stream.width, stream.height = size
         elif mime == H264:
-            keyframe = h264_is_keyframe(data, header.payload_offset, header.payload_end) and h264_starts_frame(
-                data, header.payload_offset, header.payload_end)
-            if keyframe:
-                size = h264_size(data, header.payload_offset, header.payload_end)
+            sps = h264_sps(data, header.payload_offset, header.payload_end)
+            keyframe = sps is not None
+            if sps is not None:
+                size = h264_size(data, *sps)
                 if size:
                     stream.width, stream.height = size
         packet = Packet(data, header, arrival, vp8, keyframe)

@@ -84,6 +84,9 @@ async def test_three_layers_reach_students_asking_low_medium_high(classroom: Cla
         student = await classroom.client(await classroom.token("physics-1", f"s-{quality}"), name=quality)
         await student.request({"type": "set_quality", "quality": quality}, "quality_changed")
         students[quality] = student
+    by_size = await classroom.client(await classroom.token("physics-1", "s-size"), name="size")
+    await by_size.request({"type": "set_quality", "quality": "auto", "maxWidth": 700, "maxHeight": 400},
+                          "quality_changed")
     tracks = await publish_camera(page, token, codec)
     assert tracks[0]["layers"] == ["q", "h", "f"]
     camera, took = await _wait_layers(classroom, timeout=20, page=page)
@@ -91,6 +94,7 @@ async def test_three_layers_reach_students_asking_low_medium_high(classroom: Cla
     print(f"\n{codec}: all three layers flowing {took:.1f} s after publish")  # figure for bench/RESULTS.md
     for quality, rid in (("low", "q"), ("medium", "h"), ("high", "f")):
         await _settled_size(students[quality], LAYER_SIZES[rid])
+    await _settled_size(by_size, LAYER_SIZES["h"])  # the largest layer within 700x400
     # The publisher saw transport-wide feedback and ramped its rate (no bandwidth limitation left).
     stats = await page.evaluate(LAYER_STATS_JS)
     assert stats["f"]["frameWidth"] == 1280

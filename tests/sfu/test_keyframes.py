@@ -7,12 +7,14 @@ import struct
 
 from sfu.codecs import CodecInfo
 from sfu.consumer import Consumer, OutSlot
+from sfu.frames import h264_sps
 from sfu.producer import Producer
 from sfu.rtcp import Pli, parse_rtcp
 from sfu.rtp import parse_rtp
 
 H264 = CodecInfo("video/H264", 90000, 102, fmtp=(("packetization-mode", "1"), ("profile-level-id", "42e01f")))
-IDR = bytes([0x65, 0x88, 0x84])  # NAL type 5
+# A keyframe access unit as browsers send it: a STAP-A carrying SPS, PPS and the IDR slice.
+IDR = bytes([0x78, 0x00, 0x04, 0x67, 0x42, 0xC0, 0x1E, 0x00, 0x02, 0x68, 0xCE, 0x00, 0x03, 0x65, 0x88, 0x84])
 SLICE = bytes([0x41, 0x9A, 0x00])  # NAL type 1, first_mb 0
 
 
@@ -64,7 +66,7 @@ async def test_hundred_joiners_replay_the_cached_pictures_and_ask_nothing() -> N
     assert not [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Pli)]
     for wire in wires:
         first = parse_rtp(wire.rtp[0])
-        assert wire.rtp[0][first.payload_offset] & 0x1F == 5, "each subscriber starts at the keyframe"
+        assert h264_sps(wire.rtp[0], first.payload_offset, first.payload_end), "each starts at the keyframe"
         seqs = [parse_rtp(d).sequence_number for d in wire.rtp]
         assert len(seqs) == 40 and seqs == list(range(seqs[0], seqs[0] + 40))
     # and the live stream continues on each without a gap
