@@ -60,7 +60,7 @@ PUBLISH_JS = """async ([token, codec, width, height]) => {
   const room = new window.sdk.Room();
   window.room = room;
   await room.connect(token);
-  const stream = await navigator.mediaDevices.getUserMedia({video: {width, height, frameRate: 30}});
+  const stream = await navigator.mediaDevices.getUserMedia({video: {width, height, frameRate: 15}});
   const tracks = await room.publish({camera: stream.getVideoTracks()[0]}, {videoCodec: codec});
   return tracks;
 }"""

@@ -89,7 +89,7 @@ async def test_three_layers_reach_students_asking_low_medium_high(classroom: Cla
                           "quality_changed")
     tracks = await publish_camera(page, token, codec)
     assert tracks[0]["layers"] == ["q", "h", "f"]
-    camera, took = await _wait_layers(classroom, timeout=20, page=page)
+    camera, took = await _wait_layers(classroom, timeout=30, page=page)
     assert camera.codec.mime_type == codec
     print(f"\n{codec}: all three layers flowing {took:.1f} s after publish")  # figure for bench/RESULTS.md
     for quality, rid in (("low", "q"), ("medium", "h"), ("high", "f")):
@@ -105,7 +105,7 @@ async def test_throttled_student_moves_down_and_back_up(classroom: Classroom, br
     token = await classroom.create_room()
     student = await classroom.client(await classroom.token("physics-1", "weak"), name="weak")
     await publish_camera(page, token, "video/VP8")
-    await _wait_layers(classroom, timeout=20, page=page)
+    await _wait_layers(classroom, timeout=30, page=page)
     await _settled_size(student, LAYER_SIZES["f"], timeout=30)
     participant = next(p for p in next(iter(classroom.server.app[HUB].sfu.routers.values())).participants.values()
                        if p.uid == "weak")
@@ -158,7 +158,7 @@ async def test_a_paused_layer_makes_its_subscribers_fall_back_at_once(classroom:
     token = await classroom.create_room()
     student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
     await publish_camera(page, token, "video/VP8")
-    await _wait_layers(classroom, timeout=20, page=page)
+    await _wait_layers(classroom, timeout=30, page=page)
     await _settled_size(student, LAYER_SIZES["f"], timeout=30)
     since = len(student.messages)
     await page.evaluate("""async () => {
@@ -179,7 +179,7 @@ async def test_dynacast_pauses_layers_nobody_needs(classroom: Classroom, browser
     token = await classroom.create_room()
     student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
     await publish_camera(page, token, "video/VP8")
-    await _wait_layers(classroom, timeout=20, page=page)
+    await _wait_layers(classroom, timeout=30, page=page)
     await student.request({"type": "set_quality", "quality": "low"}, "quality_changed")
     await _settled_size(student, LAYER_SIZES["q"])
     deadline = time.monotonic() + 15
