@@ -7,13 +7,18 @@ The page's frame-ancestors come from the organization's verified domains.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from control.auth import Grant
 from control.errors import ApiError
+from control.roles import Role, permissions
 from control.services import SERVICES
 from control.store.records import Org
+from control.validation import effective_customization
 
 
 def frame_ancestors(org: Org | None) -> str:
@@ -27,8 +32,8 @@ def frame_ancestors(org: Org | None) -> str:
 def _headers(org: Org | None) -> dict[str, str]:
     return {
         "Content-Security-Policy": (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
-            f"connect-src 'self'; media-src 'self' blob:; frame-ancestors {frame_ancestors(org)}"
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data: blob:; "
+            f"connect-src 'self'; media-src 'self' blob: mediastream:; frame-ancestors {frame_ancestors(org)}"
         ),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
@@ -43,6 +48,25 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _config_json(grant: Grant, org: Org | None, perms: list[str], customization: dict[str, Any]) -> str:
+    """The page's configuration as a JSON data block (not a script: the CSP allows no inline scripts).
+
+    The organization id never reaches the browser; the page authenticates with its participant token only.
+    """
+    config = {
+        "room": {"roomId": grant.room.room_id, "title": grant.room.title, "description": grant.room.description},
+        "participant": {"uid": grant.participant.uid, "name": grant.participant.name, "role": grant.participant.role,
+                        "photoURL": grant.participant.photo_url},
+        "permissions": perms,
+        "customization": customization,
+        "branding": {"name": org.name if org else None, "logoUrl": org.logo_url if org else None,
+                     "primaryColor": org.primary_color if org else None,
+                     "accentColor": org.accent_color if org else None},
+    }
+    # "<" escaped so that no value can close the data block.
+    return json.dumps(config).replace("<", "\\u003c")
+
+
 async def iframe_live(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     token = request.query.get("token", "")
@@ -53,14 +77,38 @@ async def iframe_live(request: web.Request) -> web.Response:
         return web.Response(text=_page("Classroom unavailable", body), status=exc.status, content_type="text/html",
                             headers=_headers(None))
     org = await svc.store.get_org(grant.room.org_id)
-    body = (
-        f"<h1>{html.escape(grant.room.title)}</h1>"
-        f"<p>Signed in as {html.escape(grant.participant.name)} ({html.escape(grant.participant.role)}).</p>"
-    )
-    return web.Response(text=_page(grant.room.title, body), content_type="text/html", headers=_headers(org))
+    customization = effective_customization(grant.room.customization, grant.participant.customization)
+    perms = sorted(p.value for p in permissions(Role(grant.participant.role), customization))
+    theme = customization.get("theme", "system")
+    page = (CLASSROOM_HTML
+            .replace("{{title}}", html.escape(grant.room.title))
+            .replace("{{theme}}", html.escape(str(theme)))
+            .replace("{{config}}", _config_json(grant, org, perms, customization)))
+    headers = _headers(org if customization.get("validateDomain", True) else None)
+    if not customization.get("validateDomain", True):
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            f"frame-ancestors {frame_ancestors(None)}", "frame-ancestors *")
+    return web.Response(text=page, content_type="text/html", headers=headers)
 
+
+CLASSROOM_HTML = """<!doctype html>
+<html lang="en" data-theme="{{theme}}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{title}}</title>
+<link rel="stylesheet" href="/web/classroom.css">
+<script type="application/json" id="classcast-config">{{config}}</script>
+<script type="module" src="/web/classroom.js"></script>
+</head>
+<body>
+<div id="app" class="app"><p class="loading">Loading the classroom…</p></div>
+</body>
+</html>
+"""
 
 STATIC = Path(__file__).parent / "static"
+WEB_ASSETS = {"classroom.js": "application/javascript", "classroom.css": "text/css"}
 
 
 async def sdk(_request: web.Request) -> web.Response:
@@ -69,6 +117,16 @@ async def sdk(_request: web.Request) -> web.Response:
                         charset="utf-8", headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
+async def asset(request: web.Request) -> web.Response:
+    """The classroom page's own files: a fixed list, so no request can name anything else on disk."""
+    name = request.match_info["name"]
+    if name not in WEB_ASSETS:
+        raise web.HTTPNotFound()
+    return web.Response(body=(STATIC / name).read_bytes(), content_type=WEB_ASSETS[name], charset="utf-8",
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/iframe/live", iframe_live)
     app.router.add_get("/sdk/classcast.js", sdk)
+    app.router.add_get("/web/{name}", asset)

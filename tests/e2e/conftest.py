@@ -80,3 +80,11 @@ LAYER_STATS_JS = """async () => {
 async def publish_camera(page: Page, token: str, codec: str | None, width: int = 1280,
                          height: int = 720) -> Any:
     return await page.evaluate(PUBLISH_JS, [token, codec, width, height])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keeps each phase's report on the test item, so fixtures can save screenshots when the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from control.app import create_app
-from control.config import Config
+from control.config import Config, TutorConfig
 from control.services import SERVICES, Services
 from control.store.records import Org
 from sfu.client import Client
@@ -65,11 +66,16 @@ def extra_routes() -> list[tuple[str, Any]]:
 @pytest.fixture
 async def classroom(aiohttp_server: Any, tmp_path: Path,
                     extra_routes: list[tuple[str, Any]]) -> AsyncIterator[Classroom]:
-    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=2.0)
+    # The deterministic fake tutor: the classroom page's AI panel is exercised without loading a model.
+    with socket.socket() as probe:  # the port is chosen first so that iframeUrl names the real server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=2.0,
+                                 public_url=f"http://127.0.0.1:{port}", tutor=TutorConfig(llm_backend="fake"))
     app = await create_app(config, background=False)
     for path, handler in extra_routes:
         app.router.add_get(path, handler)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    server = await aiohttp_server(app, host="127.0.0.1", port=port)
     svc = app[SERVICES]
     org = await svc.store.create_org("SFU School", 100_000, svc.clock.now_ms())
     room = Classroom(server=server, svc=svc, org=org)
