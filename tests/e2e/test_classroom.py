@@ -174,3 +174,39 @@ async def test_invalid_token_page_and_csp(classroom: Classroom, browser: Browser
     html = await response.text()
     assert "<script>" not in html and classroom.org.id not in html, "no inline script, no organization id"
     await asyncio.sleep(0)
+
+
+async def test_lobby_customization_flags_and_roles(classroom: Classroom, browser: Browser,
+                                                   contexts: list[BrowserContext]) -> None:
+    await classroom.rest("POST", "/v1/room/create", {
+        "roomId": "physics-1", "title": "Physics", "participant": {"uid": "t", "name": "T", "role": "TEACHER"},
+        "customization": {"theme": "dark", "needChat": False}})
+    # The lobby checks camera and microphone before joining.
+    status, body = await classroom.rest("POST", "/v1/room/physics-1/join", {
+        "participant": {"uid": "mod", "name": "Mo", "role": "MODERATOR"}, "customization": {"showLobby": True}})
+    moderator = await _open(browser, contexts, body["data"]["iframeUrl"])
+    await expect(moderator.locator("#lobby-status")).to_have_text("Camera and microphone are working.")
+    await moderator.wait_for_function("document.getElementById('lobby-video').videoWidth > 0")
+    await moderator.click("#join")
+    await moderator.wait_for_function("window.classcastRoom && window.classcastRoom.state === 'connected'")
+    # Room-level flags apply; moderators may manage but neither record nor end the class.
+    assert await moderator.evaluate("document.documentElement.dataset.theme") == "dark"
+    await expect(moderator.locator("#chat")).to_have_count(0)
+    await expect(moderator.locator("#hand-queue")).to_have_count(1)
+    await expect(moderator.locator("#record-toggle")).to_have_count(0)
+    await expect(moderator.locator("#end-class")).to_have_count(0)
+    await expect(moderator.locator("#screen-toggle")).to_have_count(1)
+    # Per-participant flags: no header, no control bar, no screen share, no hand raising.
+    student = await _open(browser, contexts, await _join(
+        classroom, "ada", showHeader=False, needControlbar=False, allowHandRaise=False))
+    await student.wait_for_function("window.classcastRoom && window.classcastRoom.state === 'connected'")
+    await expect(student.locator(".header")).to_have_count(0)
+    await expect(student.locator("#controls")).to_have_count(0)
+    teacher_status, teacher_body = await classroom.rest("POST", "/v1/room/physics-1/join", {
+        "participant": {"uid": "t", "name": "T", "role": "TEACHER"},
+        "customization": {"showLobby": False, "allowRecording": False, "allowScreenShare": False}})
+    teacher = await _open(browser, contexts, teacher_body["data"]["iframeUrl"])
+    await teacher.wait_for_function("window.classcastRoom && window.classcastRoom.state === 'connected'")
+    await expect(teacher.locator("#end-class")).to_have_count(1)
+    await expect(teacher.locator("#record-toggle")).to_have_count(0)
+    await expect(teacher.locator("#screen-toggle")).to_have_count(0)
