@@ -61,6 +61,8 @@ class Config:
     # A dropped participant stays in the roster this long, so a reconnect is not a leave and a join.
     reconnect_grace_s: float = 10.0
     ice: IceConfig = field(default_factory=IceConfig)
+    # Recording files are deleted this long after their class ends (reference 6: the 6-hour window).
+    recording_ttl_s: int = 6 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -80,6 +82,7 @@ class Config:
             currency=env.get("CLASSCAST_CURRENCY", "USD"),
             reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0),
             ice=_ice(env),
+            recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600),
         )
 
     @property
