@@ -27,7 +27,8 @@ from recorder.layout import FPS, PRESETS, Tile, fit, grid, speaker
 
 log = logging.getLogger("classcast.recorder.mux")
 
-MP4_OPTIONS = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000"}
+MP4_OPTIONS = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "frag_duration": "1000000",
+               "flush_packets": "1"}  # each fragment reaches the disk at once, not when a buffer fills
 VIDEO_TB = fractions.Fraction(1, 90000)
 AUDIO_RATE = 48000
 AAC_FRAME = 1024

@@ -1,0 +1,108 @@
+"""The feed never slows forwarding, and depacketizing survives loss and reordering."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from pathlib import Path
+
+from recorder.depacketize import H264Depacketizer, Reorder
+from recorder.feed import MEDIA_QUEUE_LIMIT, FeedLink, FeedTap
+from recorder.layout import fit, grid, speaker
+from recorder.timeline import TrackClock
+
+
+async def test_a_dead_or_slow_recorder_costs_forwarding_nothing(tmp_path: Path) -> None:
+    link = FeedLink(lambda m: None)
+    tap = FeedTap(link, "EG_x", {})
+    tap.rtp("TR_1", b"x" * 1200, 1.0)  # nobody connected: dropped and counted
+    assert link.dropped == 1
+    # A recorder that accepts the connection but never reads.
+    path = tmp_path / "r.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    await link.connect(path)
+    conn, _ = server.accept()
+    started = time.perf_counter()
+    for i in range(20000):
+        tap.rtp("TR_1", b"x" * 1200, float(i))
+        if i % 500 == 0:
+            await asyncio.sleep(0)  # the event loop runs the writer as it would between packets
+    per_packet = (time.perf_counter() - started) / 20000
+    assert link.dropped > 20000 - MEDIA_QUEUE_LIMIT - 8000  # the socket buffer took some; the rest dropped
+    assert per_packet < 200e-6  # nothing waited on the recorder
+    conn.close()
+    server.close()
+    await link.close()
+
+
+def _rtp(seq: int, ts: int, payload: bytes, marker: bool = False) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 102, seq & 0xFFFF, ts, 1234) + payload
+
+
+def _fu(nal: bytes, seq: int, ts: int, size: int = 500) -> list[bytes]:
+    header, body = nal[0], nal[1:]
+    chunks = [body[i:i + size] for i in range(0, len(body), size)]
+    out = []
+    for i, chunk in enumerate(chunks):
+        fu = bytes([(header & 0xE0) | 28, (0x80 if i == 0 else 0) | (0x40 if i == len(chunks) - 1 else 0)
+                    | (header & 0x1F)])
+        out.append(_rtp(seq + i, ts, fu + chunk, marker=i == len(chunks) - 1))
+    return out
+
+
+def _frames(packets: list[bytes]) -> list:
+    reorder, dep = Reorder(window=8), H264Depacketizer()
+    frames = []
+    for i, p in enumerate(packets):
+        for packet, gap in reorder.push(p, float(i)):
+            frames += dep.push(packet, gap)
+    return frames
+
+
+def test_h264_loss_never_yields_a_broken_frame_and_reordering_is_repaired() -> None:
+    sps, pps = b"\x67" + b"\x01" * 10, b"\x68" + b"\x02" * 4
+    idr = b"\x65" + bytes(range(256)) * 8
+    p_frame = b"\x41" + b"\x03" * 1500
+    stap = _rtp(1, 0, b"\x18" + struct.pack("!H", len(sps)) + sps + struct.pack("!H", len(pps)) + pps)
+    key = [stap, *_fu(idr, 2, 0)]
+    seq = 2 + len(key) - 1
+    p1 = _fu(p_frame, seq, 3000)
+    p2 = _fu(p_frame, seq + len(p1), 6000)
+    # In order: a keyframe (SPS, PPS, IDR) then two P frames.
+    frames = _frames(key + p1 + p2)
+    assert [f.keyframe for f in frames] == [True, False, False]
+    assert frames[0].data.startswith(b"\x00\x00\x00\x01\x67") and frames[0].data.endswith(idr[-100:])
+    # Swapped packets are put back in order.
+    swapped = key + [p1[1], p1[0], *p1[2:]] + p2
+    assert [f.timestamp for f in _frames(swapped)] == [0, 3000, 6000]
+    # A lost packet in the middle of the first P frame: that frame and the ones depending on it are dropped
+    # (no broken picture), and nothing is emitted until the next keyframe.
+    lossy = key + [p1[0], *p1[2:]] + p2 + [b"" for _ in range(0)]
+    filler = [_rtp(seq + len(p1) + len(p2) + i, 9000 + 3000 * i, b"\x41\x00", marker=True) for i in range(10)]
+    assert [f.timestamp for f in _frames(lossy + filler)] == [0]
+
+
+def test_sender_reports_put_a_publishers_tracks_on_one_timeline() -> None:
+    offsets: dict[str, float] = {}
+    t0 = 100.0
+    audio, video = TrackClock(48000, t0, offsets, "ada"), TrackClock(90000, t0, offsets, "ada")
+    ntp = lambda s: int(s * 2**32)  # noqa: E731
+    # The same NTP instant (publisher wall clock 5000.0 s) is RTP 48000 for audio and 900000 for video.
+    audio.on_sender_report(ntp(5000.0), 48000, arrival=101.0)
+    video.on_sender_report(ntp(5000.5), 900000 + 45000, arrival=101.6)  # its report came later, delayed more
+    # Both are mapped through the publisher's first report: 5000.0 NTP == 101.0 monotonic == 1.0 s recorded.
+    assert abs(audio.seconds(48000 + 48000, 999.0) - 2.0) < 1e-6
+    assert abs(video.seconds(900000 + 90000, 999.0) - 2.0) < 1e-6
+
+
+def test_layout_geometry() -> None:
+    tiles = grid(["a", "b", "c"], 1280, 720)
+    assert [(t.x, t.y, t.w, t.h) for t in tiles] == [(0, 0, 640, 360), (640, 0, 640, 360), (0, 360, 640, 360)]
+    tiles = speaker("s", ["a", "b"], 1920, 1080)
+    assert [(t.key, t.x, t.y, t.w, t.h) for t in tiles] == [
+        ("s", 0, 0, 1920, 864), ("a", 576, 864, 384, 216), ("b", 960, 864, 384, 216)]
+    assert fit(320, 240, 640, 360) == (80, 0, 480, 360)
