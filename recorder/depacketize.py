@@ -90,6 +90,7 @@ class H264Depacketizer:
         self.arrival = 0.0
         self.broken = False
         self.need_keyframe = True
+        self.dropped = 0  # frames not emitted: incomplete, or waiting for a keyframe
 
     def push(self, p: RtpPacket, gap: bool) -> list[Frame]:
         out: list[Frame] = []
@@ -138,8 +139,10 @@ class H264Depacketizer:
         keyframe = any(n[0] & 0x1F == 5 for n in nals) and any(n[0] & 0x1F == 7 for n in nals)
         if broken:
             self.need_keyframe = True
+            self.dropped += 1
             return []
         if self.need_keyframe and not keyframe:
+            self.dropped += 1
             return []
         self.need_keyframe = False
         return [Frame(ts, b"".join(START_CODE + n for n in nals), keyframe, self.arrival)]

@@ -1,8 +1,9 @@
 """One recording job in the recorder process: its own thread, fed from the socket, writing one sink.
 
 Packets go through reorder -> depacketize -> timeline (sender-report sync) -> the sink (track files or the
-composite). Output lags real time by `DELAY` so that late packets and the first sender reports are in before a
-moment is written; `stop` writes everything up to the moment it arrived and closes the files.
+composite). A moment is written once every active track has delivered media past it (so a loaded machine that
+delivers late loses nothing), but never less than MIN_DELAY nor more than MAX_DELAY behind live; `stop` writes
+everything up to the moment it arrived and closes the files.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from recorder.timeline import TrackClock
 
 log = logging.getLogger("classcast.recorder.job")
 
-DELAY = 2.0
+MIN_DELAY, MAX_DELAY = 0.5, 5.0  # how far behind live the output is written (see _advance)
+IDLE_S = 1.0  # a track silent for this long (muted, stalled) no longer holds the output back
 KEYFRAME_INTERVAL = 1.0  # at most one keyframe request per track per second
 QUEUE_LIMIT = 20000
 
@@ -34,6 +36,9 @@ class TrackState:
     clock: TrackClock
     waiting: list[Frame] = field(default_factory=list)  # frames before the first sender report
     asked_keyframe: float = -1e9
+    last_seconds: float | None = None  # recording time of the newest frame handed to the sink
+    last_arrival: float = -1e9
+    frames: int = 0
 
 
 class Job:
@@ -103,6 +108,8 @@ class Job:
         elif kind == "untrack":
             state = self.tracks.pop(m["id"], None)
             if state is not None:
+                log.info("job %s: track %s removed (%d packets lost, %d frames written, %d dropped)", self.id,
+                         state.info.id, state.reorder.lost, state.frames, getattr(state.depacketizer, "dropped", 0))
                 self._release(state, force=True)
                 self.sink.track_removed(state.info.id)
 
@@ -117,6 +124,7 @@ class Job:
             return
         clock = TrackClock(info.clock_rate, self.t0, self.offsets, info.uid)
         self.tracks[info.id] = TrackState(info, Reorder(), dep, clock)
+        log.info("job %s: track %s (%s %s of %s)", self.id, info.id, info.source, info.mime, info.uid)
         self.sink.track_added(info)
 
     def _frame(self, state: TrackState, frame: Frame) -> None:
@@ -124,7 +132,13 @@ class Job:
             state.waiting.append(frame)
             self._release(state, force=False)
             return
-        self.sink.frame(state.info, frame, state.clock.seconds(frame.timestamp, frame.arrival))
+        self._deliver(state, frame)
+
+    def _deliver(self, state: TrackState, frame: Frame) -> None:
+        seconds = state.clock.seconds(frame.timestamp, frame.arrival)
+        state.last_seconds, state.last_arrival = seconds, frame.arrival
+        state.frames += 1
+        self.sink.frame(state.info, frame, seconds)
 
     def _release(self, state: TrackState, force: bool) -> None:
         if not state.waiting:
@@ -136,10 +150,17 @@ class Job:
             return
         waiting, state.waiting = state.waiting, []
         for frame in waiting:
-            self.sink.frame(state.info, frame, state.clock.seconds(frame.timestamp, frame.arrival))
+            self._deliver(state, frame)
 
     def _advance(self, now: float) -> None:
-        self.sink.tick(now - self.t0 - DELAY)
+        live = now - self.t0
+        newest = max((s.last_arrival for s in self.tracks.values()), default=-1e9)
+        active = [s.last_seconds for s in self.tracks.values()
+                  if s.last_seconds is not None and newest - s.last_arrival < IDLE_S]
+        # A track whose frames wait for its first sender report holds the output back at their arrival.
+        active += [s.waiting[0].arrival - self.t0 for s in self.tracks.values() if s.waiting]
+        target = min(active) - 0.1 if active else live - MIN_DELAY
+        self.sink.tick(min(live - MIN_DELAY, max(live - MAX_DELAY, target)))
 
     def _finish(self, stopped: float) -> list[dict[str, Any]]:
         while True:  # what arrived before the stop is written

@@ -365,7 +365,8 @@ class CompositeSink:
         screens: list[str] = []
         for key, v in self.videos.items():
             if v.info.source == "screen":
-                screens.append(key)
+                if v.current is not None or v.pending:  # a share takes the stage with its first picture
+                    screens.append(key)
             else:
                 cams.setdefault(v.info.uid, key)
         keys: list[str] = []

@@ -77,11 +77,11 @@ def test_h264_loss_never_yields_a_broken_frame_and_reordering_is_repaired() -> N
     assert [f.keyframe for f in frames] == [True, False, False]
     assert frames[0].data.startswith(b"\x00\x00\x00\x01\x67") and frames[0].data.endswith(idr[-100:])
     # Swapped packets are put back in order.
-    swapped = key + [p1[1], p1[0], *p1[2:]] + p2
+    swapped = [*key, p1[1], p1[0], *p1[2:], *p2]
     assert [f.timestamp for f in _frames(swapped)] == [0, 3000, 6000]
     # A lost packet in the middle of the first P frame: that frame and the ones depending on it are dropped
     # (no broken picture), and nothing is emitted until the next keyframe.
-    lossy = key + [p1[0], *p1[2:]] + p2 + [b"" for _ in range(0)]
+    lossy = [*key, p1[0], *p1[2:], *p2]
     filler = [_rtp(seq + len(p1) + len(p2) + i, 9000 + 3000 * i, b"\x41\x00", marker=True) for i in range(10)]
     assert [f.timestamp for f in _frames(lossy + filler)] == [0]
 
@@ -106,3 +106,19 @@ def test_layout_geometry() -> None:
     assert [(t.key, t.x, t.y, t.w, t.h) for t in tiles] == [
         ("s", 0, 0, 1920, 864), ("a", 576, 864, 384, 216), ("b", 960, 864, 384, 216)]
     assert fit(320, 240, 640, 360) == (80, 0, 480, 360)
+
+
+def test_ten_minutes_of_clock_drift_stay_within_20_ms() -> None:
+    """A publisher whose audio RTP clock runs 0.1% fast (48048 Hz): its sender reports say so every second, and
+    the recording time follows the NTP clock (drift would otherwise reach 600 ms in 10 minutes)."""
+    offsets: dict[str, float] = {}
+    clock = TrackClock(48000, 0.0, offsets, "ada")
+    true_rate = 48048.0
+    worst = 0.0
+    for second in range(600):
+        clock.on_sender_report(int((1000.0 + second) * 2**32), int(second * true_rate) & 0xFFFFFFFF, 5.0 + second)
+        for frame in range(50):  # 20 ms packets
+            t = second + frame * 0.02
+            rtp = int(t * true_rate) & 0xFFFFFFFF
+            worst = max(worst, abs(clock.seconds(rtp, 5.0 + t) - (5.0 + t)))
+    assert worst <= 0.021
