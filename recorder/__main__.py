@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format='{"level": "%(levelname)s", "logger": "%(name)s", "msg": "%(message)s"}')
+    from control.logs import setup_logging  # the server's one-JSON-object-per-line format
+
+    setup_logging(args.log_level)
     path: Path = args.socket
     if path.exists():
         path.unlink()

@@ -39,13 +39,12 @@ def text_mask(text: str, scale: int) -> np.ndarray:
     return row.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def draw_text(image: np.ndarray, text: str, color: tuple[int, int, int], max_width: int) -> None:
-    """Centers `text` on `image` (H x W x 3, in place) as large as fits in max_width, shortening it if needed."""
-    h, w = image.shape[:2]
+def place_text(height: int, width: int, text: str, max_width: int) -> tuple[int, int, np.ndarray] | None:
+    """Where `text` goes centred in a height x width area, as large as fits in max_width (shortened if needed):
+    (y, x, mask), or None when even the smallest size does not fit."""
     for candidate in (text, text[:16] + "..." if len(text) > 16 else text):
-        for scale in range(max(1, min(h // 14, 8)), 0, -1):
+        for scale in range(max(1, min(height // 14, 8)), 0, -1):
             mask = text_mask(candidate, scale)
-            if mask.shape[1] <= max_width and mask.shape[0] <= h:
-                y, x = (h - mask.shape[0]) // 2, (w - mask.shape[1]) // 2
-                image[y:y + mask.shape[0], x:x + mask.shape[1]][mask] = color
-                return
+            if mask.shape[1] <= max_width and mask.shape[0] <= height:
+                return (height - mask.shape[0]) // 2, (width - mask.shape[1]) // 2, mask
+    return None

@@ -52,7 +52,8 @@ def speaker(main: str | None, others: list[str], width: int, height: int) -> lis
 
 
 def fit(src_w: int, src_h: int, w: int, h: int) -> tuple[int, int, int, int]:
-    """(x, y, width, height) of a src_w x src_h picture scaled into w x h, aspect kept, centered."""
+    """(x, y, width, height) of a src_w x src_h picture scaled into w x h, aspect kept, centered; all even, so
+    that the picture lands on whole 4:2:0 chroma samples."""
     scale = min(w / src_w, h / src_h)
     fw, fh = min(w, _even(src_w * scale)), min(h, _even(src_h * scale))
-    return (w - fw) // 2, (h - fh) // 2, fw, fh
+    return (w - fw) // 4 * 2, (h - fh) // 4 * 2, fw, fh

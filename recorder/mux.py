@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from recorder.depacketize import Frame
-from recorder.font import draw_text
+from recorder.font import place_text
 from recorder.layout import FPS, PRESETS, Tile, fit, grid, speaker
 
 log = logging.getLogger("classcast.recorder.mux")
@@ -72,7 +72,8 @@ class TrackInfo:
 def _x264(stream: Any, crf: int = 23) -> None:
     stream.pix_fmt = "yuv420p"
     stream.codec_context.gop_size = 2 * FPS  # a keyframe (and so a fragment) at least every 2 s
-    stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "bf": "0"}
+    # superfast: 1080p30 composite stays under one core here (bench/RESULTS.md); veryfast did not.
+    stream.codec_context.options = {"preset": "superfast", "crf": str(crf), "bf": "0"}
 
 
 # ---- track mode ------------------------------------------------------------------------------------------------
@@ -252,13 +253,15 @@ class VideoInput:
     pending: deque[tuple[float, av.VideoFrame]] = field(default_factory=deque)
     current: av.VideoFrame | None = None
     current_t: float = -math.inf
-    cache: tuple[int, tuple[int, int], np.ndarray] | None = None
+    cache: tuple[int, tuple[int, int], tuple[np.ndarray, ...]] | None = None
 
-    def picture(self, w: int, h: int) -> np.ndarray:
+    def picture(self, w: int, h: int) -> tuple[np.ndarray, ...]:
+        """The current picture at w x h as (Y, U, V) planes, scaled once per picture and size."""
         assert self.current is not None
         key = (id(self.current), (w, h))
         if self.cache is None or self.cache[:2] != key:
-            self.cache = (key[0], key[1], self.current.reformat(width=w, height=h, format="rgb24").to_ndarray())
+            scaled = self.current.reformat(width=w, height=h, format="yuv420p").to_ndarray()
+            self.cache = (key[0], key[1], i420_planes(scaled, w, h))
         return self.cache[2]
 
 
@@ -272,6 +275,27 @@ class AudioInput:
     level_at: float = -math.inf
 
 
+def i420_planes(buffer: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of a packed I420 (yuv420p) buffer of a w x h picture."""
+    flat = buffer.reshape(-1)
+    q = w * h // 4
+    return (flat[:w * h].reshape(h, w), flat[w * h:w * h + q].reshape(h // 2, w // 2),
+            flat[w * h + q:w * h + 2 * q].reshape(h // 2, w // 2))
+
+
+def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited range, as swscale converts: the colours we draw match the pictures we copy."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    return np.stack([y, u, v], axis=-1)
+
+
+BACKGROUND_YUV, NAME_TILE_YUV, WHITE_YUV = (tuple(round(float(c)) for c in rgb_to_yuv(np.array(color)))
+                                            for color in (BACKGROUND, NAME_TILE, (255, 255, 255)))
+
+
 def load_logo(path: str | None, height: int) -> np.ndarray | None:
     """The organization's logo as RGBA, `height` pixels tall; None (and a warning) when it cannot be read."""
     if not path:
@@ -279,7 +303,7 @@ def load_logo(path: str | None, height: int) -> np.ndarray | None:
     try:
         with av.open(path) as container:
             image = next(container.decode(video=0))
-        w = max(2, round(image.width * height / image.height))
+        w = max(2, round(image.width * height / image.height / 2) * 2)
         return image.reformat(width=w, height=height, format="rgba").to_ndarray()
     except Exception as exc:
         log.warning("logo %s unreadable, recording without watermark: %s", path, exc)
@@ -302,6 +326,11 @@ class CompositeSink:
         self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
         self.audio.bit_rate = 128_000
         self.logo = load_logo(logo, max(2, self.height // 12 // 2 * 2))
+        self._logo_yuv: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.logo is not None:
+            yuv = rgb_to_yuv(self.logo[:, :, :3])
+            alpha = self.logo[:, :, 3].astype(np.float32) / 255.0 * 0.8
+            self._logo_yuv = [(yuv[:, :, 0], alpha)] + [(yuv[::2, ::2, i], alpha[::2, ::2]) for i in (1, 2)]
         self.videos: dict[str, VideoInput] = {}
         self.audios: dict[str, AudioInput] = {}
         self.people: dict[str, TrackInfo] = {}  # uid -> a track of theirs (name, role), in order of arrival
@@ -396,40 +425,62 @@ class CompositeSink:
         return self.speaker_uid
 
     def _render(self, t: float) -> None:
-        canvas = np.empty((self.height, self.width, 3), np.uint8)
-        canvas[:] = BACKGROUND
+        """Composes straight into a yuv420p buffer (no full-frame colour conversion: half the cost at 1080p)."""
+        W, H = self.width, self.height
+        buffer = np.empty(W * H * 3 // 2, np.uint8)
+        planes = i420_planes(buffer, W, H)
+        for plane, value in zip(planes, BACKGROUND_YUV, strict=True):
+            plane[:] = value
         for v in self.videos.values():
             while v.pending and v.pending[0][0] <= t:
                 v.current_t, v.current = v.pending.popleft()
         for tile in self._tiles(t):
-            area = canvas[tile.y:tile.y + tile.h, tile.x:tile.x + tile.w]
             v = self.videos.get(tile.key)
             if v is not None and v.current is not None and t - v.current_t <= STALE_S:
                 x, y, w, h = fit(v.current.width, v.current.height, tile.w, tile.h)
-                area[y:y + h, x:x + w] = v.picture(w, h)
+                x, y = tile.x + x, tile.y + y
+                for i, (plane, src) in enumerate(zip(planes, v.picture(w, h), strict=True)):
+                    d = 1 if i == 0 else 2
+                    plane[y // d:y // d + src.shape[0], x // d:x // d + src.shape[1]] = src
             else:
                 uid = v.info.uid if v is not None else tile.key.removeprefix("name:")
                 info = self.people.get(uid)
-                area[2:-2, 2:-2] = NAME_TILE
-                draw_text(area, info.name if info else uid, (255, 255, 255), tile.w - 8)
+                self._name_tile(planes, tile, info.name if info else uid)
         if self.logo is not None:
-            self._watermark(canvas)
-        frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            self._watermark(planes)
+        frame = av.VideoFrame.from_ndarray(buffer.reshape(H * 3 // 2, W), format="yuv420p")
         frame.pts = round(t * FPS)
         frame.time_base = fractions.Fraction(1, FPS)
         for packet in self.video.encode(frame):
             self.container.mux(packet)
 
-    def _watermark(self, canvas: np.ndarray) -> None:
+    @staticmethod
+    def _name_tile(planes: tuple[np.ndarray, ...], tile: Tile, name: str) -> None:
+        for i, (plane, value) in enumerate(zip(planes, NAME_TILE_YUV, strict=True)):
+            d = 1 if i == 0 else 2
+            plane[tile.y // d + 1:(tile.y + tile.h) // d - 1, tile.x // d + 1:(tile.x + tile.w) // d - 1] = value
+        placed = place_text(tile.h, tile.w, name, tile.w - 8)
+        if placed is None:
+            return
+        y, x, mask = placed
+        y, x = (tile.y + y) // 2 * 2, (tile.x + x) // 2 * 2
+        planes[0][y:y + mask.shape[0], x:x + mask.shape[1]][mask] = WHITE_YUV[0]
+        half = mask[::2, ::2]
+        for plane in planes[1:]:
+            plane[y // 2:y // 2 + half.shape[0], x // 2:x // 2 + half.shape[1]][half] = 128
+
+    def _watermark(self, planes: tuple[np.ndarray, ...]) -> None:
+        """The logo, 80% opaque, in the top-right corner (precomputed as Y, U, V and alpha planes)."""
         assert self.logo is not None
-        h, w = self.logo.shape[:2]
-        margin = self.height // 40
+        w = self.logo.shape[1]
+        margin = self.height // 40 // 2 * 2
         x0, y0 = self.width - w - margin, margin
         if x0 < 0:
             return
-        region = canvas[y0:y0 + h, x0:x0 + w].astype(np.float32)
-        alpha = self.logo[:, :, 3:4].astype(np.float32) / 255.0 * 0.8
-        canvas[y0:y0 + h, x0:x0 + w] = (region * (1 - alpha) + self.logo[:, :, :3] * alpha).astype(np.uint8)
+        for i, (plane, (values, alpha)) in enumerate(zip(planes, self._logo_yuv, strict=True)):
+            d = 1 if i == 0 else 2
+            region = plane[y0 // d:y0 // d + values.shape[0], x0 // d:x0 // d + values.shape[1]]
+            region[:] = (region * (1 - alpha) + values * alpha).astype(np.uint8)
 
     def _mix(self, chunk: int) -> None:
         start, end = chunk * AAC_FRAME, (chunk + 1) * AAC_FRAME

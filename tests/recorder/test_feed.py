@@ -122,3 +122,45 @@ def test_ten_minutes_of_clock_drift_stay_within_20_ms() -> None:
             rtp = int(t * true_rate) & 0xFFFFFFFF
             worst = max(worst, abs(clock.seconds(rtp, 5.0 + t) - (5.0 + t)))
     assert worst <= 0.021
+
+
+def _h264_frames(width: int, height: int, count: int, first_pts: int) -> list[tuple[bytes, bool]]:
+    import fractions
+
+    import av
+    import numpy as np
+
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.options = {"preset": "ultrafast", "repeat-headers": "1", "annexb": "1", "bf": "0"}
+    out = []
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 90, np.uint8), format="rgb24")
+        frame.pts = first_pts + i
+        out += [(bytes(p), p.is_keyframe) for p in enc.encode(frame.reformat(format="yuv420p"))]
+    out += [(bytes(p), p.is_keyframe) for p in enc.encode(None)]
+    return out
+
+
+def test_track_mode_follows_a_resolution_change_without_reencoding(tmp_path: Path) -> None:
+    """A publisher switching from 320x240 to 640x360 (a simulcast layer switch looks the same): one file, both
+    sizes decodable, the new parameter sets carried in band."""
+    import av
+
+    from recorder.depacketize import Frame
+    from recorder.mux import TrackInfo, TrackSink
+
+    events: list[dict] = []
+    sink = TrackSink("EG_x", tmp_path, events.append)
+    info = TrackInfo(id="TR_1", uid="ada", source="camera", kind="video", mime="video/H264", clock_rate=90000,
+                     name="Ada", role="TEACHER")
+    sink.track_added(info)
+    packets = _h264_frames(320, 240, 30, 0) + _h264_frames(640, 360, 30, 30)
+    for i, (data, key) in enumerate(packets):
+        sink.frame(info, Frame(i * 3000, data, key, 0.0), i / 30)
+    [result] = sink.finish(2.0)
+    assert [e["t"] for e in events] == ["file", "active"]
+    with av.open(result["path"]) as c:
+        sizes = [(f.width, f.height) for f in c.decode(video=0)]
+    assert len(sizes) == 60 and sizes[0] == (320, 240) and sizes[-1] == (640, 360)
