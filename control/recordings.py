@@ -195,6 +195,9 @@ class Recordings:
         self.supervisor.link.send({
             "t": "start", "j": rec.id, "room": room.sid, "mode": options["mode"], "layout": options["layout"],
             "preset": options["preset"], "logo": logo, "dir": str(self.root / rec.id), "t0": time.monotonic()})
+        for p in await self.svc.store.list_participants(room.sid):
+            if p.muted:
+                self.supervisor.link.send({"t": "mute", "j": rec.id, "uid": p.uid, "muted": True})
         self.sfu.add_tap(room.sid, job.tap)
         data = {"egressId": rec.id, "roomId": room.room_id, "status": rec.status, "startedAt": iso(now)}
         self._emit("recording_started", room, **data, options=options, startedBy=by)
@@ -244,6 +247,13 @@ class Recordings:
             if "uid" in p:
                 self.people.setdefault(event.room_sid, {})[p["uid"]] = {"name": p.get("name", ""),
                                                                         "role": p.get("role", "")}
+        elif event.type in ("participant_muted", "participant_unmuted"):
+            # A moderator's mute stops forwarding that microphone; the recording follows what participants hear.
+            uid = (event.data.get("participant") or {}).get("uid")
+            for job in self.live.values():
+                if job.room.sid == event.room_sid and uid:
+                    self.supervisor.link.send({"t": "mute", "j": job.id, "uid": uid,
+                                               "muted": event.type == "participant_muted"})
         elif event.type == "class_ended":
             jobs = [j for j in self.live.values() if j.room.sid == event.room_sid]
             for job in jobs:

@@ -6,6 +6,7 @@ Server -> recorder (one map per message, key `t` is the kind, `j` the job id):
   untrack {j, id}         the track is gone
   rtp {j, id, d, a}       one packet as the publisher sent it, `a` its arrival (monotonic seconds)
   sr {j, id, ntp, rtp, a} the publisher's sender-report NTP <-> RTP mapping for the track
+  mute {j, uid, muted}    a moderator muted (unmuted) the participant: their microphone is left out (in again)
   stop {j}                finish the job's files
 Recorder -> server:
   file {j, path, label}   a file was opened (so a crash still knows what to keep)

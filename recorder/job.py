@@ -50,6 +50,7 @@ class Job:
         self.emit = emit
         self.tracks: dict[str, TrackState] = {}
         self.offsets: dict[str, float] = {}
+        self.muted: set[str] = set()  # uids a moderator muted: their audio is not forwarded, so not recorded
         self.inbox: queue.Queue[tuple[dict[str, Any], float]] = queue.Queue(QUEUE_LIMIT)
         self.sink: TrackSink | CompositeSink
         if self.mode == "track":
@@ -105,6 +106,8 @@ class Job:
                 self._release(state, force=False)
         elif kind == "track":
             self._add(m["track"])
+        elif kind == "mute":
+            (self.muted.add if m.get("muted") else self.muted.discard)(str(m.get("uid")))
         elif kind == "untrack":
             state = self.tracks.pop(m["id"], None)
             if state is not None:
@@ -138,6 +141,8 @@ class Job:
         seconds = state.clock.seconds(frame.timestamp, frame.arrival)
         state.last_seconds, state.last_arrival = seconds, frame.arrival
         state.frames += 1
+        if state.info.kind == "audio" and state.info.uid in self.muted:
+            return
         self.sink.frame(state.info, frame, seconds)
 
     def _release(self, state: TrackState, force: bool) -> None:

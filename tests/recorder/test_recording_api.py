@@ -71,8 +71,21 @@ async def test_allow_recording_false_refuses_the_api_and_moderators_cannot_start
         raise AssertionError("a moderator started a recording")
     except ClientError as exc:
         assert exc.code == "FORBIDDEN"
+    # A teacher whose join turned allowRecording off cannot either.
+    status, body = await studio.rest("POST", "/v1/room/open/join", {
+        "participant": {"uid": "t2", "name": "T2", "role": "TEACHER"}, "customization": {"allowRecording": False}})
+    restricted = await studio.client(body["data"]["token"], name="t2")
+    try:
+        await restricted.request({"type": "recording_start"}, "recording_started")
+        raise AssertionError("a teacher without allowRecording started a recording")
+    except ClientError as exc:
+        assert exc.code == "FORBIDDEN"
     status, body = await studio.rest("GET", "/v1/room/open/recordings")
     assert body["data"]["recordings"] == []
+    # An admin may.
+    admin = await studio.client(await studio.token("open", "boss", "ADMIN"), name="boss")
+    started = await admin.request({"type": "recording_start"}, "recording_started")
+    assert started["startedBy"] == "boss"
 
 
 async def test_teacher_record_button_starts_and_stops_and_ending_the_room_saves(studio: Studio) -> None:

@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from control.recordings import Recordings
+from sfu.client import ToneAudioTrack
 from tests.recorder.conftest import ClipAudio, ClipVideo, MarkerClip, Studio, decode_all, first_bright, first_loud
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 40, 220), (30, 200, 60)
@@ -230,3 +231,32 @@ async def test_screen_share_start_stop_and_teacher_rejoin_give_one_continuous_fi
     assert red and blue and min(red) < min(shared) < max(shared) < max(red) < min(blue)
     away = [t for t, f in info["video_frames"] if max(red) < t < min(blue) and _close(_center(f, 20, 20), NAME, 12)]
     assert away and max(away) - min(away) > 1.0
+
+
+async def test_a_moderator_mute_leaves_the_microphone_out_of_the_recording(studio: Studio) -> None:
+    teacher = await studio.client(await studio.create_room(), name="teacher")
+    await teacher.publish({"camera": ClipVideo(MarkerClip(color=RED)), "microphone": ToneAudioTrack()})
+    status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start",
+                                     {"options": {"preset": "H264_720P_30", "showLogo": False}})
+    egress = body["data"]["egressId"]
+    await asyncio.sleep(2.5)
+    t_mute = (await studio.recordings.svc.store.get_recording(egress)).started_at  # type: ignore[union-attr]
+    status, _ = await studio.rest("POST", "/v1/room/physics-1/participants/teacher/mute")
+    assert status == 200
+    muted_at = studio.svc.clock.now_ms() - t_mute
+    await asyncio.sleep(2.5)
+    await studio.rest("POST", "/v1/room/physics-1/participants/teacher/unmute")
+    unmuted_at = studio.svc.clock.now_ms() - t_mute
+    await asyncio.sleep(2.5)
+    await studio.rest("POST", "/v1/room/physics-1/recording/stop")
+    await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
+    audio = decode_all(studio.file_path(egress))["audio"]
+
+    def loudness(start: float, end: float) -> float:
+        parts = [np.abs(pcm).max() for t, pcm, _ in audio if start <= t < end]
+        return float(max(parts)) if parts else 0.0
+
+    before, during, after = muted_at / 1000, (muted_at + unmuted_at) / 2000, unmuted_at / 1000
+    assert loudness(before - 1.5, before - 0.3) > 0.1  # the tone is there
+    assert loudness(during - 0.5, during + 0.5) < 0.01  # silent while muted
+    assert loudness(after + 0.5, after + 1.5) > 0.1  # back after the unmute
