@@ -125,6 +125,7 @@ class Recordings:
         self._feed_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe = svc.bus.subscribe(self._on_bus)
+        self._locks: dict[str, asyncio.Lock] = {}  # per room: two starts at once make one recording and a 409
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -173,6 +174,14 @@ class Recordings:
     # ---- start and stop -----------------------------------------------------------------------------------
 
     async def start(self, org: Org, room: Room, options: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+        async with self._locks.setdefault(room.sid, asyncio.Lock()):
+            return await self._start(org, room, options, by)
+
+    async def stop(self, room: Room, by: str | None = None) -> dict[str, Any]:
+        async with self._locks.setdefault(room.sid, asyncio.Lock()):
+            return await self._stop(room, by)
+
+    async def _start(self, org: Org, room: Room, options: dict[str, Any], by: str | None) -> dict[str, Any]:
         if room.ended:
             raise room_ended()
         if await self.svc.store.live_recordings(room.sid):
@@ -203,7 +212,7 @@ class Recordings:
         self._emit("recording_started", room, **data, options=options, startedBy=by)
         return data
 
-    async def stop(self, room: Room, by: str | None = None) -> dict[str, Any]:
+    async def _stop(self, room: Room, by: str | None) -> dict[str, Any]:
         if room.ended:
             raise room_ended()
         live = await self.svc.store.live_recordings(room.sid)
