@@ -231,6 +231,9 @@ class Recordings:
 
     async def _stop_job(self, job: LiveJob, reason: str, by: str | None = None) -> None:
         self.sfu.remove_tap(job.room.sid, job.tap)
+        if job.tap.dropped:
+            log.warning("recording %s: %d packets dropped because the recorder could not keep up", job.id,
+                        job.tap.dropped)
         if not self.supervisor.link.send({"t": "stop", "j": job.id}):
             await self._settle(job.id, failed_reason="the recorder connection was lost")
         self._emit("recording_stopped", job.room, egressId=job.id, roomId=job.room.room_id, reason=reason,

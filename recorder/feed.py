@@ -154,6 +154,7 @@ class FeedTap:
         self.link = link
         self.job_id = job_id
         self.people = people  # uid -> {"name", "role"}, kept current by the recording service
+        self.dropped = 0  # this job's packets and reports the recorder could not take
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
         person = self.people.get(str(track.get("uid")), {})
@@ -163,8 +164,10 @@ class FeedTap:
         self.link.send({"t": "untrack", "j": self.job_id, "id": track_id})
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
-        self.link.send_media({"t": "rtp", "j": self.job_id, "id": track_id, "d": data, "a": arrival})
+        if not self.link.send_media({"t": "rtp", "j": self.job_id, "id": track_id, "d": data, "a": arrival}):
+            self.dropped += 1
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
-        self.link.send_media({"t": "sr", "j": self.job_id, "id": track_id, "ntp": ntp, "rtp": rtp_timestamp,
-                              "a": arrival})
+        if not self.link.send_media({"t": "sr", "j": self.job_id, "id": track_id, "ntp": ntp, "rtp": rtp_timestamp,
+                                     "a": arrival}):
+            self.dropped += 1

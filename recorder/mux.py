@@ -43,6 +43,11 @@ def open_mp4(path: Path) -> av.container.OutputContainer:
     return av.open(str(path), "w", format="mp4", options=dict(MP4_OPTIONS))
 
 
+def file_size(path: Path) -> int:
+    """0 for a file never created: PyAV opens the output only with the first packet (a job stopped at once)."""
+    return path.stat().st_size if path.is_file() else 0
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:64] or "track"
 
@@ -194,7 +199,7 @@ class TrackFile:
         finally:
             self.container.close()
         duration = (self.last_s - (self.first_s or 0.0)) if self.first_s is not None else 0.0
-        return {"path": str(self.path), "label": self.label, "size": self.path.stat().st_size,
+        return {"path": str(self.path), "label": self.label, "size": file_size(self.path),
                 "duration": round(duration, 3)}
 
 
@@ -508,5 +513,5 @@ class CompositeSink:
             for packet in stream.encode(None):
                 self.container.mux(packet)
         self.container.close()
-        return [{"path": str(self.path), "label": "composite", "size": self.path.stat().st_size,
+        return [{"path": str(self.path), "label": "composite", "size": file_size(self.path),
                  "duration": round(self.next_frame / FPS, 3)}]

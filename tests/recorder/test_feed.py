@@ -33,6 +33,7 @@ async def test_a_dead_or_slow_recorder_costs_forwarding_nothing(tmp_path: Path) 
             await asyncio.sleep(0)  # the event loop runs the writer as it would between packets
     per_packet = (time.perf_counter() - started) / 20000
     assert link.dropped > 20000 - MEDIA_QUEUE_LIMIT - 8000  # the socket buffer took some; the rest dropped
+    assert tap.dropped == link.dropped  # counted per job too (logged when it stops)
     assert per_packet < 200e-6  # nothing waited on the recorder
     conn.close()
     server.close()

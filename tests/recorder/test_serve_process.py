@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -46,8 +47,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_supervises_the_recorder(server: tuple[str, str, subprocess.Popen[str]]) -> None:  # noqa: F811
+def test_serve_supervises_the_recorder(server: tuple[str, str, subprocess.Popen[str]],  # noqa: F811
+                                       tmp_path: Path) -> None:
     base, org, proc = server
+    data_dir = tmp_path / "data"  # the fixture's CLASSCAST_DATA_DIR
     first = _wait_child(proc.pid)  # started with the server, before any recording
     r = requests.post(f"{base}/v1/room/create", headers={"VF-ORG-ID": org}, timeout=10, json={
         "roomId": "r1", "title": "T", "participant": {"uid": "t", "name": "T", "role": "TEACHER"}})
@@ -63,7 +66,11 @@ def test_serve_supervises_the_recorder(server: tuple[str, str, subprocess.Popen[
         time.sleep(0.2)
     assert r.status_code == 200, r.text
     proc.terminate()
-    proc.wait(timeout=20)
+    proc.wait(timeout=40)
+    # A normal stop finishes the running recording before the recorder exits.
+    with sqlite3.connect(data_dir / "classcast.db") as db:
+        statuses = [row for row in db.execute("SELECT status, error FROM recordings")]
+    assert [s for s, _ in statuses] == ["EGRESS_COMPLETE"], statuses
     deadline = time.monotonic() + 10
     while _alive(second) and time.monotonic() < deadline:
         time.sleep(0.1)
