@@ -184,3 +184,21 @@ async def test_listing_and_bulk_delete(studio: Studio) -> None:
     assert status == 200 and body["data"]["deleted"] == [ids[1]]
     status, body = await studio.rest("GET", "/v1/room/physics-1/recordings")
     assert body["data"]["recordings"] == []
+
+
+async def test_a_room_everybody_left_is_kept_for_the_recording_then_closed(studio: Studio) -> None:
+    from control.signaling import HUB
+
+    teacher = await _teacher_publishing(studio)
+    status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start",
+                                     {"options": {"preset": "H264_720P_30", "mode": "track"}})
+    egress = body["data"]["egressId"]
+    await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
+    await teacher.leave()
+    sfu = studio.server.app[HUB].sfu
+    await asyncio.sleep(0.5)
+    assert len(sfu.routers) == 1  # the recording still listens: the teacher may come back
+    await studio.rest("POST", "/v1/room/physics-1/recording/stop")
+    await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
+    await asyncio.sleep(0.2)
+    assert sfu.routers == {}  # nobody left, no recording: the room's media is closed
