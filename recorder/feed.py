@@ -4,6 +4,7 @@ Server -> recorder (one map per message, key `t` is the kind, `j` the job id):
   start {j, room, mode, layout, preset, logo, dir, t0, names}   a job begins (t0: the SFU's monotonic clock)
   track {j, track}        a track is in the room (the SFU's track dict with codec details, plus name and role)
   untrack {j, id}         the track is gone
+  tmute {j, id, muted}    the publisher muted (unmuted) the track: its tile shows the name, its sound is left out
   rtp {j, id, d, a}       one packet as the publisher sent it, `a` its arrival (monotonic seconds)
   sr {j, id, ntp, rtp, a} the publisher's sender-report NTP <-> RTP mapping for the track
   mute {j, uid, muted}    a moderator muted (unmuted) the participant: their microphone is left out (in again)
@@ -162,6 +163,9 @@ class FeedTap:
 
     def track_removed(self, room_sid: str, track_id: str) -> None:
         self.link.send({"t": "untrack", "j": self.job_id, "id": track_id})
+
+    def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None:
+        self.link.send({"t": "tmute", "j": self.job_id, "id": track_id, "muted": muted})
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
         if not self.link.send_media({"t": "rtp", "j": self.job_id, "id": track_id, "d": data, "a": arrival}):

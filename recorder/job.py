@@ -39,6 +39,7 @@ class TrackState:
     last_seconds: float | None = None  # recording time of the newest frame handed to the sink
     last_arrival: float = -1e9
     frames: int = 0
+    muted: bool = False  # the publisher muted it: nothing of it is written
 
 
 class Job:
@@ -106,6 +107,12 @@ class Job:
                 self._release(state, force=False)
         elif kind == "track":
             self._add(m["track"])
+        elif kind == "tmute":
+            state = self.tracks.get(m["id"])
+            if state is not None:
+                if state.muted and not m.get("muted") and hasattr(state.depacketizer, "need_keyframe"):
+                    state.depacketizer.need_keyframe = True  # frames were skipped: restart from a keyframe
+                state.muted = bool(m.get("muted"))
         elif kind == "mute":
             (self.muted.add if m.get("muted") else self.muted.discard)(str(m.get("uid")))
         elif kind == "untrack":
@@ -126,7 +133,9 @@ class Job:
             log.warning("job %s: cannot record %s (%s)", self.id, info.id, info.mime)
             return
         clock = TrackClock(info.clock_rate, self.t0, self.offsets, info.uid)
-        self.tracks[info.id] = TrackState(info, Reorder(), dep, clock)
+        # A muted audio track may be a moderator's mute, which the "mute" messages follow by uid.
+        muted = bool(track.get("muted")) and info.kind == "video"
+        self.tracks[info.id] = TrackState(info, Reorder(), dep, clock, muted=muted)
         log.info("job %s: track %s (%s %s of %s)", self.id, info.id, info.source, info.mime, info.uid)
         self.sink.track_added(info)
 
@@ -141,8 +150,8 @@ class Job:
         seconds = state.clock.seconds(frame.timestamp, frame.arrival)
         state.last_seconds, state.last_arrival = seconds, frame.arrival
         state.frames += 1
-        if state.info.kind == "audio" and state.info.uid in self.muted:
-            return
+        if state.muted or (state.info.kind == "audio" and state.info.uid in self.muted):
+            return  # a muted camera becomes a name tile within a second (composite), muted sound is left out
         self.sink.frame(state.info, frame, seconds)
 
     def _release(self, state: TrackState, force: bool) -> None:

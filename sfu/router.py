@@ -100,6 +100,10 @@ class Router:
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
         self.broadcast({"type": "track_muted", "track": producer.info()})
+        for tap in self.taps:
+            notify = getattr(tap, "track_muted", None)  # optional in the Tap protocol
+            if notify is not None:
+                notify(self.room_sid, producer.id, muted)
 
     async def set_blocked(self, uid: str, blocked: bool) -> None:
         """A moderator's mute: the participant's microphone is not forwarded until unmuted."""

@@ -260,3 +260,24 @@ async def test_a_moderator_mute_leaves_the_microphone_out_of_the_recording(studi
     assert loudness(before - 1.5, before - 0.3) > 0.1  # the tone is there
     assert loudness(during - 0.5, during + 0.5) < 0.01  # silent while muted
     assert loudness(after + 0.5, after + 1.5) > 0.1  # back after the unmute
+
+
+async def test_a_muted_camera_shows_the_name_not_a_frozen_picture(studio: Studio) -> None:
+    teacher = await studio.client(await studio.create_room(), name="teacher")
+    await teacher.publish({"camera": ClipVideo(MarkerClip(color=RED)), "microphone": ClipAudio(MarkerClip())})
+    status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start",
+                                     {"options": {"preset": "H264_720P_30", "showLogo": False}})
+    egress = body["data"]["egressId"]
+    await asyncio.sleep(2.5)
+    await teacher.send({"type": "mute", "source": "camera", "muted": True})  # the client keeps sending pictures
+    await asyncio.sleep(2.5)
+    await teacher.send({"type": "mute", "source": "camera", "muted": False})
+    await asyncio.sleep(2.5)
+    await studio.rest("POST", "/v1/room/physics-1/recording/stop")
+    await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
+    frames = decode_all(studio.file_path(egress))["video_frames"]
+    kinds = ["red" if _close(_center(f, 640, 360), RED) else "name" if _close(_center(f, 200, 40), NAME, 12)
+             else "other" for _, f in frames]
+    runs = [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
+    assert runs[-3:] == ["red", "name", "red"], runs  # camera, the name while muted, the camera again
+    assert kinds.count("name") > 30  # the name for at least a second of the mute, never the last picture frozen
