@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from control import signaling
-from control.api import billing, openapi, participants, rooms, tutor
+from control.api import billing, openapi, participants, recordings, rooms, tutor
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
 from control.clock import Clock
@@ -59,11 +59,13 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def create_app(config: Config, clock: Clock | None = None, *, background: bool = True) -> web.Application:
-    """`background=False` leaves the ticker off so tests drive `Classroom.tick` with a fake clock."""
+    """`background=False` leaves the ticker and the janitor's loop off so tests drive them with a fake clock, and
+    starts the recorder process only when a recording starts."""
     svc = await build_services(config, clock)
     app = web.Application(middlewares=[request_middleware, org_middleware], client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
-    for module in (rooms, participants, billing, openapi, page, signaling, tutor):  # tutor after signaling
+    app[recordings.BACKGROUND] = background  # the recorder process starts with the server, else on demand
+    for module in (rooms, participants, billing, openapi, page, signaling, tutor, recordings):  # tutor after signaling
         module.setup(app)
     if background:
         app.cleanup_ctx.append(_ticker)

@@ -119,6 +119,8 @@ class Config:
     reconnect_grace_s: float = 10.0
     ice: IceConfig = field(default_factory=IceConfig)
     tutor: TutorConfig = field(default_factory=lambda: TutorConfig())
+    # Recording files are deleted this long after their class ends (reference 6: the 6-hour window).
+    recording_ttl_s: int = 6 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -139,6 +141,7 @@ class Config:
             reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0),
             ice=_ice(env),
             tutor=TutorConfig.from_env(env),
+            recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600),
         )
 
     @property

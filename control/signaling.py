@@ -24,6 +24,7 @@ from control.classroom import participant_public
 from control.errors import ApiError
 from control.events import Event
 from control.interaction import Interaction
+from control.recordings import Recordings, parse_options
 from control.roles import Permission, Role, can, permissions
 from control.services import SERVICES, Services
 from control.store.records import Participant
@@ -97,6 +98,7 @@ class Hub:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._unsubscribe = svc.bus.subscribe(self._events.put_nowait)
+        self.recordings: Recordings | None = None  # set by control/api/recordings.py at start
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
@@ -224,6 +226,8 @@ class Hub:
             await self.svc.tutor.set_topic(room, message.get("topic"), me.uid)  # fanned out as topic_set
         elif kind in ("kick", "mute_participant", "unmute_participant"):
             await self._moderate(conn, me, kind, message)
+        elif kind in ("recording_start", "recording_stop"):
+            await self._record(room, me, kind, message)
         elif kind == "end_class":
             if not can(Role(me.role), Permission.END_CLASS):
                 raise ApiError(403, "Only a teacher or an admin may end the class", "FORBIDDEN")
@@ -251,6 +255,21 @@ class Hub:
             await self.svc.classroom.remove_participant(org, room_id, uid, _opt_str(message, "reason"))
         else:
             await self.svc.classroom.set_muted(org, room_id, uid, kind == "mute_participant")
+
+    async def _record(self, room: Any, me: Participant, kind: str, message: dict[str, Any]) -> None:
+        """The record button: the participant's role and allowRecording decide (MODERATOR may stop, not start)."""
+        start = kind == "recording_start"
+        customization = effective_customization(room.customization, me.customization)
+        if not can(Role(me.role), Permission.START_RECORDING if start else Permission.STOP_RECORDING, customization):
+            raise ApiError(403, f"You may not {'start' if start else 'stop'} recordings", "FORBIDDEN")
+        if self.recordings is None:
+            raise SignalingError("UNAVAILABLE", "recording is not available")
+        if start:
+            org = await self.svc.store.get_org(room.org_id)
+            assert org is not None
+            await self.recordings.start(org, room, parse_options(message.get("options")), by=me.uid)
+        else:
+            await self.recordings.stop(room, by=me.uid)
 
     # ---- join and leave -----------------------------------------------------------------------------------
 

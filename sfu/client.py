@@ -302,9 +302,10 @@ class Client:
         `video_codec` ("video/VP8", "video/H264") offers only that codec, as a browser without the other would.
         """
         self.local_tracks.update(tracks)
+        # Not under the negotiation lock: the server may first offer us the room's existing tracks and sends
+        # publish_ready only once we answered, which takes that lock.
+        await self.request({"type": "publish", "tracks": [{"source": s} for s in tracks]}, "publish_ready", timeout)
         async with self._negotiation:
-            await self.request({"type": "publish", "tracks": [{"source": s} for s in tracks]}, "publish_ready",
-                               timeout)
             assert self.pc is not None
             mids = {}
             for source, track in tracks.items():

@@ -104,6 +104,10 @@ class Router:
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
         self.broadcast({"type": "track_muted", "track": producer.info()})
+        for tap in self.taps:
+            notify = getattr(tap, "track_muted", None)  # optional in the Tap protocol
+            if notify is not None:
+                notify(self.room_sid, producer.id, muted)
 
     async def set_blocked(self, uid: str, blocked: bool) -> None:
         """A moderator's mute: the participant's microphone is not forwarded until unmuted."""
@@ -215,6 +219,7 @@ class Sfu:
     def __init__(self, ice: IceConfig | None = None) -> None:
         self.ice = ice or IceConfig()
         self.routers: dict[str, Router] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _router(self, room_sid: str) -> Router:
         router = self.routers.get(room_sid)
@@ -249,9 +254,21 @@ class Sfu:
         self._router(room_sid).add_tap(tap)
 
     def remove_tap(self, room_sid: str, tap: Tap) -> None:
+        """Stop feeding the sink; a room kept only for the tap (everybody left) is closed."""
         router = self.routers.get(room_sid)
         if router is not None:
             router.remove_tap(tap)
+            if not router.participants and not router.taps:
+                self.routers.pop(room_sid, None)
+                task = asyncio.get_running_loop().create_task(router.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def request_keyframe(self, room_sid: str, track_id: str) -> bool:
+        """A sink (the recorder) needs a keyframe of a track to start or to recover from loss; throttled."""
+        router = self.routers.get(room_sid)
+        producer = router.producers.get(track_id) if router else None
+        return await producer.request_keyframe(time.monotonic()) if producer is not None else False
 
     async def set_blocked(self, room_sid: str, uid: str, blocked: bool) -> None:
         router = self.routers.get(room_sid)

@@ -22,6 +22,9 @@ class Tap(Protocol):
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
         """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
 
+    # Optional (called only when a tap defines it): the publisher muted or unmuted the track.
+    # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
+
 
 def track_description(info: dict[str, Any], codec: dict[str, Any]) -> dict[str, Any]:
     return {**info, "codec": codec}

@@ -24,7 +24,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
         400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
-        409: "roomId already used", 410: "Room already ended", 413: "Body too large",
+        409: "Conflict (roomId already used; recording already running or not running)",
+        410: "Room already ended", 413: "Body too large", 503: "Recorder unavailable",
         500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
@@ -137,6 +138,27 @@ SCHEMAS: dict[str, Any] = {
     "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
         "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
         "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},
+    "RecordingStart": {"type": "object", "properties": {"options": {"type": "object", "properties": {
+        "showLogo": {"type": "boolean", "default": True},
+        "layout": {"type": "string", "enum": ["grid", "speaker"], "default": "grid"},
+        "preset": {"type": "string", "enum": ["H264_720P_30", "H264_1080P_30"], "default": "H264_1080P_30"},
+        "mode": {"type": "string", "enum": ["composite", "track"], "default": "composite"}}}}},
+    "RecordingJob": {"type": "object", "properties": {
+        "egressId": STR, "roomId": STR, "status": {"type": "string", "enum": [
+            "EGRESS_STARTING", "EGRESS_ACTIVE", "EGRESS_ENDING", "EGRESS_COMPLETE", "EGRESS_FAILED"]},
+        "startedAt": TS, "endedAt": TS}},
+    "RecordingList": {"type": "object", "properties": {"roomId": STR, "recordings": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "egressId": STR, "status": STR, "options": {"type": "object"}, "startedAt": TS, "endedAt": TS,
+            "size": INT, "duration": {"type": "number"}, "error": {"type": "string", "nullable": True},
+            "deletedAt": TS, "files": {"type": "array", "items": {"type": "object"}}}}}}},
+    "RecordingDownloads": {"type": "object", "properties": {
+        "roomId": STR, "expiresIn": {"type": "string", "example": "4h 23m"},
+        "files": {"type": "array", "items": {"type": "object", "properties": {
+            "filename": STR, "downloadUrl": STR, "size": INT, "duration": {"type": "number"}, "egressId": STR}}}}},
+    "RecordingIds": {"type": "object", "properties": {"ids": {"type": "array", "items": STR, "maxItems": 100}}},
+    "RecordingsDeleted": {"type": "object", "properties": {
+        "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
     "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
                                                      "mutedCount": INT}},
 }
@@ -183,6 +205,27 @@ PATHS: dict[str, Any] = {
     "/v1/room/{roomId}/mute-all": {"post": {
         "summary": "Mute every participant, optionally except some uids (classcast addition)", "parameters": [ROOM_ID],
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+    "/v1/room/{roomId}/recording/start": {"post": {
+        "summary": "Start recording the room (reference 2.6; `mode: track` is a classcast addition)",
+        "parameters": [ROOM_ID], "requestBody": {"required": False, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/RecordingStart"}}}},
+        "responses": {"200": _ok("RecordingJob"), **_errors(400, 401, 403, 404, 409, 410, 503)}}},
+    "/v1/room/{roomId}/recording/stop": {"post": {
+        "summary": "Stop the running recording; its file is finished and kept (reference 2.7)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("RecordingJob"), **_errors(400, 401, 403, 404, 409, 410)}}},
+    "/v1/room/{roomId}/recordings": {
+        "get": {"summary": "The room's recording jobs with their status (reference 2.8)", "parameters": [ROOM_ID],
+                "responses": {"200": _ok("RecordingList"), **_errors(400, 401, 404)}},
+        "delete": {"summary": "Delete recordings of the room: the given ids, or every finished one",
+                   "parameters": [ROOM_ID], "requestBody": {"required": False, "content": {"application/json": {
+                       "schema": {"$ref": "#/components/schemas/RecordingIds"}}}},
+                   "responses": {"200": _ok("RecordingsDeleted"), **_errors(400, 401, 404, 409)}}},
+    "/v1/room/{roomId}/recordings/download": {"get": {
+        "summary": "Signed download links (one hour) of the room's files (reference 2.9)", "parameters": [ROOM_ID],
+        "responses": {"200": _ok("RecordingDownloads"), **_errors(400, 401, 404)}}},
+    "/v1/recordings": {"delete": {
+        "summary": "Bulk delete recordings of the organization by egress id", "requestBody": _json_body("RecordingIds"),
+        "responses": {"200": _ok("RecordingsDeleted"), **_errors(400, 401, 409)}}},
     "/v1/billing/balance": {"get": {
         "summary": "Prepaid credit balance (reference 2.11)", "responses": {"200": _ok("Balance"), **_errors(401)}}},
     "/v1/ai-tutor/chat": {"post": {

@@ -186,4 +186,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        4,
+        "recorder: the files of each recording job, and when the janitor deleted them",
+        [
+            """CREATE TABLE recording_files (
+                id TEXT PRIMARY KEY,
+                recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+                path TEXT NOT NULL,
+                label TEXT NOT NULL,
+                size BIGINT,
+                duration DOUBLE PRECISION,
+                created_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX recording_files_recording ON recording_files (recording_id)",
+            "ALTER TABLE recordings ADD COLUMN deleted_at BIGINT",
+        ],
+    ),
 ]

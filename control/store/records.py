@@ -151,6 +151,7 @@ class Recording:
     size: int | None
     duration: float | None
     error: str | None
+    deleted_at: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Recording:
@@ -158,5 +159,24 @@ class Recording:
         return cls(
             id=m["id"], room_sid=m["room_sid"], status=m["status"], options=_json(m["options"]),
             started_at=int(m["started_at"]), ended_at=m["ended_at"], file_path=m["file_path"],
-            size=m["size"], duration=m["duration"], error=m["error"],
+            size=m["size"], duration=m["duration"], error=m["error"], deleted_at=m["deleted_at"],
         )
+
+
+@dataclass(slots=True)
+class RecordingFile:
+    """One MP4 of a recording job (composite: one; track mode: one per published track)."""
+
+    id: str
+    recording_id: str
+    path: str  # relative to the recordings folder
+    label: str
+    size: int | None
+    duration: float | None
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> RecordingFile:
+        m = row._mapping
+        return cls(id=m["id"], recording_id=m["recording_id"], path=m["path"], label=m["label"], size=m["size"],
+                   duration=m["duration"], created_at=int(m["created_at"]))

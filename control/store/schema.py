@@ -98,6 +98,19 @@ recordings = Table(
     Column("size", BigInteger),
     Column("duration", Float),
     Column("error", Text),
+    Column("deleted_at", BigInteger),
+)
+
+recording_files = Table(
+    "recording_files",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("recording_id", Text, nullable=False),
+    Column("path", Text, nullable=False),  # relative to the recordings folder
+    Column("label", Text, nullable=False),
+    Column("size", BigInteger),
+    Column("duration", Float),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 credit_ledger = Table(

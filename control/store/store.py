@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from control.ids import new_id, new_org_id
 from control.store import schema as t
 from control.store.migrations import MIGRATIONS
-from control.store.records import Org, Participant, Recording, Room, Session
+from control.store.records import Org, Participant, Recording, RecordingFile, Room, Session
 
 log = logging.getLogger("classcast.store")
 
@@ -447,6 +447,85 @@ class Store:
             values["ended_at"] = now
         async with self.engine.begin() as conn:
             await conn.execute(update(t.recordings).where(t.recordings.c.id.in_(list(rec_ids))).values(**values))
+
+    async def insert_recording(self, rec: Recording) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(t.recordings).values(
+                id=rec.id, room_sid=rec.room_sid, status=rec.status, options=json.dumps(rec.options),
+                started_at=rec.started_at))
+
+    async def get_recording(self, rec_id: str) -> Recording | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.recordings).where(t.recordings.c.id == rec_id))).first()
+            return Recording.from_row(row) if row else None
+
+    async def room_recordings(self, room_sid: str) -> list[Recording]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.recordings).where(t.recordings.c.room_sid == room_sid)
+                                      .order_by(t.recordings.c.started_at, t.recordings.c.id))
+            return [Recording.from_row(r) for r in rows]
+
+    async def org_recordings(self, org_id: str, rec_ids: Sequence[str]) -> list[tuple[Recording, Room]]:
+        """The recordings among `rec_ids` that belong to rooms of the organization, with their room."""
+        if not rec_ids:
+            return []
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.recordings, t.rooms).join(t.rooms, t.rooms.c.sid == t.recordings.c.room_sid)
+                .where(t.rooms.c.org_id == org_id, t.recordings.c.id.in_(list(rec_ids))))
+            out = []
+            for r in rows:
+                m = r._mapping
+                rec = Recording.from_row(_Row({c.name: m[c] for c in t.recordings.c}))
+                out.append((rec, Room.from_row(_Row({c.name: m[c] for c in t.rooms.c}))))
+            return out
+
+    async def recordings_in_states(self, states: Sequence[str]) -> list[Recording]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.recordings).where(t.recordings.c.status.in_(list(states))))
+            return [Recording.from_row(r) for r in rows]
+
+    async def update_recording(self, rec_id: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.recordings).where(t.recordings.c.id == rec_id).values(**values))
+
+    async def delete_recording(self, rec_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.recording_files).where(t.recording_files.c.recording_id == rec_id))
+            await conn.execute(delete(t.recordings).where(t.recordings.c.id == rec_id))
+
+    async def add_recording_file(self, f: RecordingFile) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(t.recording_files).values(
+                id=f.id, recording_id=f.recording_id, path=f.path, label=f.label, size=f.size,
+                duration=f.duration, created_at=f.created_at))
+
+    async def update_recording_file(self, file_id: str, **values: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(t.recording_files).where(t.recording_files.c.id == file_id).values(**values))
+
+    async def recording_files(self, rec_ids: Sequence[str]) -> list[RecordingFile]:
+        if not rec_ids:
+            return []
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.recording_files)
+                                      .where(t.recording_files.c.recording_id.in_(list(rec_ids)))
+                                      .order_by(t.recording_files.c.created_at, t.recording_files.c.id))
+            return [RecordingFile.from_row(r) for r in rows]
+
+    async def get_recording_file(self, file_id: str) -> RecordingFile | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.recording_files).where(t.recording_files.c.id == file_id))).first()
+            return RecordingFile.from_row(row) if row else None
+
+    async def expired_recordings(self, ended_before: int, states: Sequence[str]) -> list[Recording]:
+        """Finished, not yet deleted recordings of rooms that ended before `ended_before` (the janitor's work)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.recordings).join(t.rooms, t.rooms.c.sid == t.recordings.c.room_sid).where(
+                    t.rooms.c.ended_at.is_not(None), t.rooms.c.ended_at <= ended_before,
+                    t.recordings.c.deleted_at.is_(None), t.recordings.c.status.in_(list(states))))
+            return [Recording.from_row(r) for r in rows]
 
     # ---- classroom interaction -------------------------------------------------------------------------------
 

@@ -228,9 +228,11 @@ export class Room extends EventTarget {
     this._emit("message", message);
   }
 
+  // Negotiation steps run one at a time; the returned promise settles with this step's own result.
   _enqueue(step) {
-    this._queue = this._queue.then(step).catch((err) => this._emit("error", { code: "NEGOTIATION", message: String(err) }));
-    return this._queue;
+    const run = this._queue.then(step);
+    this._queue = run.catch((err) => this._emit("error", { code: err.code || "NEGOTIATION", message: String(err.message || err) }));
+    return run;
   }
 
   async _answer(message) {
@@ -277,9 +279,11 @@ export class Room extends EventTarget {
   async publish(tracks, { simulcast = true, videoCodec = null } = {}) {
     this._publishOptions = { simulcast, videoCodec };
     Object.assign(this.localTracks, tracks);
+    // Asked outside the negotiation queue: the server may first offer this room's existing tracks and says
+    // publish_ready only once that offer is answered, which is a queued step.
+    await this._request({ type: "publish", tracks: Object.keys(tracks).map((source) => ({ source })) },
+      "publish_ready");
     return this._enqueue(async () => {
-      await this._request({ type: "publish", tracks: Object.keys(tracks).map((source) => ({ source })) },
-        "publish_ready");
       const pc = this.pc;
       const transceivers = {};
       for (const [source, track] of Object.entries(tracks)) {

@@ -1,0 +1,107 @@
+"""The server's side of the recorder process: start it, connect the feed, restart it when it dies.
+
+Runs in the server's event loop. `on_exit` hears of every death (with the return code) so that the jobs the dead
+process was writing can be marked failed with their files kept; the next process is started after a short back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from recorder.feed import SOCKET_NAME, FeedLink
+
+log = logging.getLogger("classcast.recorder.supervisor")
+
+START_TIMEOUT = 30.0
+RESTART_DELAY = 0.5
+
+
+class RecorderSupervisor:
+    def __init__(self, data_dir: Path, on_event: Callable[[dict[str, Any]], None],
+                 on_exit: Callable[[int | None], Awaitable[None]]) -> None:
+        self.socket_path = data_dir / SOCKET_NAME
+        self.link = FeedLink(on_event)
+        self.on_exit = on_exit
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._watch: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.link.connected
+
+    async def ensure(self) -> None:
+        """Starts the recorder if it is not running (raises OSError/TimeoutError when it cannot start)."""
+        async with self._lock:
+            if self.running:
+                return
+            self._stopping = False
+            await self._spawn()
+
+    async def _spawn(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "recorder", "--socket", str(self.socket_path),
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+            if line.strip() != b"ready":
+                raise OSError(f"recorder did not start (said {line!r})")
+            self.link = FeedLink(self.link.on_event)
+            await self.link.connect(self.socket_path)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        self.process = process
+        self._watch = asyncio.create_task(self._watch_process(process))
+        log.info("recorder process %d started", process.pid)
+
+    async def _watch_process(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        await self.link.close()
+        if self._stopping:
+            return
+        log.error("recorder process %d exited with %s; restarting", process.pid, code)
+        try:
+            await self.on_exit(code)
+        except Exception:
+            log.exception("recorder exit handling failed")
+        await asyncio.sleep(RESTART_DELAY)
+        if self._stopping:
+            return
+        self.restarts += 1
+        try:
+            await self.ensure()
+        except (OSError, TimeoutError):
+            log.exception("recorder restart failed")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Closing the feed makes the recorder finish every job and exit; it is killed if it takes too long."""
+        self._stopping = True
+        process = self.process
+        await self.link.close()
+        if process is not None and process.returncode is None:
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
