@@ -28,7 +28,16 @@ from sfu.ids import new_track_id
 from sfu.peer import Peer
 from sfu.producer import SOURCES, Producer, Stream
 from sfu.rtp import get_extension, parse_rtp
-from sfu.simulcast import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID, URI_TWCC, munge_answer, parse_offer
+from sfu.simulcast import (
+    URI_ABS_SEND_TIME,
+    URI_MID,
+    URI_RID,
+    URI_RRID,
+    URI_TWCC,
+    munge_answer,
+    munge_offer,
+    parse_offer,
+)
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -523,7 +532,7 @@ class SfuParticipant:
         self._pending_slots = []
         self._server_offer_out = True
         tracks = {mid: slot.consumer.producer.info() for mid, slot in self.slots.items() if slot.consumer}
-        self._send_description("offer", offer.sdp, tracks=tracks)
+        self._send_description("offer", munge_offer(offer.sdp), tracks=tracks)
 
     def _send_description(self, kind: str, sdp: str, **extra: Any) -> None:
         """The SDP, then its candidates trickled one by one and an end-of-candidates.

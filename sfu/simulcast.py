@@ -100,3 +100,32 @@ def _insert(lines: list[str], ext: list[str], fb: list[str], rid: list[str]) -> 
                    default=len(result) - 1)
     result[last_rtp + 1 : last_rtp + 1] = fb
     return result + rid
+
+
+# Ids we give the extensions in our own offers when free; any free id in 1-14 otherwise (one-byte headers).
+OFFER_EXTENSIONS = {"audio": [URI_TWCC], "video": [URI_TWCC, URI_RID, URI_RRID]}
+PREFERRED_IDS = {URI_TWCC: 5, URI_RID: 10, URI_RRID: 11}
+
+
+def munge_offer(offer: str) -> str:
+    """Adds the transport-wide-cc, RID and repaired-RID extensions to the offers we make (subscriptions).
+
+    A browser keeps the bundle's negotiated extensions for later m-sections: if our first offer to it lacked RID,
+    its own offer to publish a simulcast camera afterwards fails ("negotiates simulcast but does not negotiate the
+    RID RTP header extension"). Offering them costs nothing: we never have to send them.
+    """
+    used = {int(line[9:].split(" ")[0].split("/")[0]) for line in offer.splitlines() if line.startswith("a=extmap:")}
+    ids: dict[str, int] = {}
+    for uri in (URI_TWCC, URI_RID, URI_RRID):
+        wanted = PREFERRED_IDS[uri]
+        candidate = wanted if wanted not in used else next(i for i in range(1, 15) if i not in used)
+        ids[uri] = candidate
+        used.add(candidate)
+    sections = _sections(offer)
+    out = sections[0]
+    for lines in sections[1:]:
+        kind = lines[0][2:].split(" ", 1)[0]
+        have = {line.split(" ")[1] for line in lines if line.startswith("a=extmap:")}
+        extra = [f"a=extmap:{ids[uri]} {uri}" for uri in OFFER_EXTENSIONS.get(kind, []) if uri not in have]
+        out += _insert(lines, extra, [], [])
+    return "\r\n".join(out) + "\r\n"
