@@ -178,6 +178,8 @@ async def test_invalid_token_page_and_csp(classroom: Classroom, browser: Browser
 
 async def test_lobby_customization_flags_and_roles(classroom: Classroom, browser: Browser,
                                                    contexts: list[BrowserContext]) -> None:
+    await classroom.svc.store.set_branding(classroom.org.id, logo_url=f"{classroom.base}/__logo__.png",
+                                           primary_color="#aa0055", accent_color="#00aa55")
     await classroom.rest("POST", "/v1/room/create", {
         "roomId": "physics-1", "title": "Physics", "participant": {"uid": "t", "name": "T", "role": "TEACHER"},
         "customization": {"theme": "dark", "needChat": False}})
@@ -189,6 +191,10 @@ async def test_lobby_customization_flags_and_roles(classroom: Classroom, browser
     await moderator.wait_for_function("document.getElementById('lobby-video').videoWidth > 0")
     await moderator.click("#join")
     await moderator.wait_for_function("window.classcastRoom && window.classcastRoom.state === 'connected'")
+    # The organization's branding: its logo in the header and its colors.
+    await expect(moderator.locator(".header img.logo")).to_have_attribute("src", f"{classroom.base}/__logo__.png")
+    assert await moderator.evaluate(
+        "getComputedStyle(document.documentElement).getPropertyValue('--primary').trim()") == "#aa0055"
     # Room-level flags apply; moderators may manage but neither record nor end the class.
     assert await moderator.evaluate("document.documentElement.dataset.theme") == "dark"
     await expect(moderator.locator("#chat")).to_have_count(0)
