@@ -37,9 +37,17 @@ CUSTOMIZATION_DEFAULTS: dict[str, Any] = {
 THEMES = ("system", "light", "dark")
 
 
-async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; an empty body counts as `{}` only where the whole body is optional."""
-    raw = await request.read()  # aiohttp enforces client_max_size here (413)
+async def read_json(request: web.Request, *, optional: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """The body as a JSON object; an empty body counts as `{}` only where the whole body is optional.
+
+    `limit` replaces the app-wide body limit for endpoints that take more (base64 audio for the tutor).
+    """
+    if limit is None:
+        raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    else:
+        raw = await request.content.read(limit + 1)
+        if len(raw) > limit:
+            raise ApiError(413, f"Request body too large (limit {limit} bytes)", "PAYLOAD_TOO_LARGE")
     if not raw.strip():
         if optional:
             return {}

@@ -56,19 +56,7 @@ def require_org_caller(request: web.Request) -> None:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     """JSON with the tutor's own size limit: base64 audio and images do not fit the API's default."""
-    limit = services(request).config.tutor.max_body_bytes
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, f"Request body too large (limit {limit} bytes)", "PAYLOAD_TOO_LARGE")
-    if not raw.strip():
-        raise ApiError(400, "Validation failed: request body is required", "VALIDATION_ERROR")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "Invalid JSON in request body", "INVALID_JSON") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "Validation failed: request body must be a JSON object", "VALIDATION_ERROR")
-    return body
+    return await v.read_json(request, limit=services(request).config.tutor.max_body_bytes)
 
 
 def _missing(field: str) -> ApiError:
