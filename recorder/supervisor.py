@@ -54,7 +54,10 @@ class RecorderSupervisor:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "recorder", "--socket", str(self.socket_path),
-            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+            # Its own session: a Ctrl-C or a signal to the server's process group must not kill it mid-file; the
+            # server stops it by closing the socket (and it exits by itself if the server dies).
+            start_new_session=True)
         assert process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
