@@ -4,8 +4,9 @@ Publishers (browsers) run send-side estimation: they need TWCC feedback (draft-h
 extensions-01) saying when each packet arrived, or their rate stays near its start and the top simulcast layer
 never turns on. `TwccFeedback` records arrivals and writes that feedback. Publishers without TWCC get REMB.
 
-Each subscriber's available bandwidth is estimated by `SubscriberEstimate` (documented in docs/architecture.md):
-- loss above 10% in a receiver report: multiplicative decrease to (rate actually sent) x (1 - loss/2);
+Each subscriber's available bandwidth is estimated by `SubscriberEstimate` (documented in docs/architecture.md),
+from loss in its TWCC feedback (browsers; `TwccSender` numbers what we send it) or its receiver reports:
+- loss above 10%: multiplicative decrease to (rate actually sent) x (1 - loss/2);
 - loss between 2% and 10%: hold;
 - otherwise an increase: slow (8% a second) for 5 s after a decrease, then faster (25% a second) once the link
   has been clean that long; the subscriber steps up a layer when the estimate passes the next layer's measured
@@ -124,6 +125,55 @@ def parse_twcc(fci: bytes) -> list[tuple[int, int | None]]:
         time_us += delta * DELTA_UNIT_US
         out.append(((base + i) & 0xFFFF, time_us))
     return out
+
+
+class TwccSender:
+    """Transport-wide sequence numbers on what we send to one subscriber, and what its feedback says of them."""
+
+    def __init__(self, ext_id: int) -> None:
+        self.ext_id = ext_id
+        self.next_seq = 0
+        self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
+        self.feedbacks = 0
+        self.reported = 0
+        self.lost = 0
+        self._window_lost = self._window_reported = 0
+
+    def stamp(self, size: int, now: float) -> int:
+        seq = self.next_seq
+        self.next_seq = (seq + 1) & 0xFFFF
+        self.sent[seq] = (now, size)
+        if len(self.sent) > 8192:  # feedback never came for the oldest: forget them
+            for old in list(self.sent)[:1024]:
+                del self.sent[old]
+        return seq
+
+    def on_feedback(self, fci: bytes) -> tuple[int, int] | None:
+        """(lost, reported) among our packets once enough were reported to judge loss (at least 50, about half a
+        second of video; a feedback every 50 ms holds a handful), else None."""
+        try:
+            statuses = parse_twcc(fci)
+        except (struct.error, IndexError):
+            return None
+        lost = reported = 0
+        for seq, arrival in statuses:
+            if self.sent.pop(seq, None) is None:
+                continue
+            reported += 1
+            if arrival is None:
+                lost += 1
+        if not reported:
+            return None
+        self.feedbacks += 1
+        self.reported += reported
+        self.lost += lost
+        self._window_lost += lost
+        self._window_reported += reported
+        if self._window_reported < 50:
+            return None
+        window = self._window_lost, self._window_reported
+        self._window_lost = self._window_reported = 0
+        return window
 
 
 class SubscriberEstimate:

@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sfu import rtcp
+from sfu.bwe import TwccSender
 from sfu.producer import Packet, Producer, Stream
 from sfu.rtp import SequenceRewriter, TimestampRewriter, Vp8PictureIdRewriter, rewrite_vp8_descriptor_in_place
 
 _HEADER = struct.Struct("!BBHII")
+_TWCC_EXT = struct.Struct("!HHBHB")  # one-byte extension block holding only the transport-wide sequence
 HISTORY = 4096  # out-sequence -> source memory for answering NACKs (a power of two)
 QUALITY_NAMES = ("low", "medium", "high")
 
@@ -47,7 +49,7 @@ class OutSlot:
         self.last_key: tuple[str, str] | None = None  # (uid, source) it last carried: reused for them first
         self.packets_sent = 0
         self.octets_sent = 0
-        self.twcc_seq: Callable[[int], int | None] | None = None  # set when the subscriber negotiated TWCC
+        self.twcc: TwccSender | None = None  # the subscriber's transport-wide numbering, when it negotiated TWCC
 
     def bind(self, ssrc: int, payload_type: int, rtx_ssrc: int | None, rtx_payload_type: int | None) -> None:
         self.ssrc, self.payload_type = ssrc, payload_type
@@ -176,13 +178,21 @@ class Consumer:
         ts = slot.ts.rewrite(header.timestamp, packet.arrival, switch)
         self._switch = False
         self.started = True
-        out = _HEADER.pack(0x80, slot.payload_type | (0x80 if header.marker else 0), seq, ts, slot.ssrc)
+        twcc = slot.twcc
+        if twcc is None:
+            out = _HEADER.pack(0x80, slot.payload_type | (0x80 if header.marker else 0), seq, ts, slot.ssrc)
+            offset = 12
+        else:
+            wide = twcc.stamp(len(packet.payload) + 40, time.monotonic())
+            out = _HEADER.pack(0x90, slot.payload_type | (0x80 if header.marker else 0), seq, ts, slot.ssrc)
+            out += _TWCC_EXT.pack(0xBEDE, 1, twcc.ext_id << 4 | 1, wide, 0)
+            offset = 20
         out += packet.payload
         if packet.vp8 is not None:
             picture_id, tl0 = slot.vp8.rewrite(packet.vp8, switch)
             if picture_id != packet.vp8.picture_id or tl0 != packet.vp8.tl0picidx:
                 buf = bytearray(out)
-                rewrite_vp8_descriptor_in_place(buf, 12, packet.vp8, picture_id, tl0)
+                rewrite_vp8_descriptor_in_place(buf, offset, packet.vp8, picture_id, tl0)
                 out = bytes(buf)
         slot.history[seq & (HISTORY - 1)] = (seq, header.sequence_number, ts, stream)
         slot.packets_sent += 1

@@ -19,7 +19,7 @@ from aiortc.rate import RemoteBitrateEstimator
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu import rtcp
-from sfu.bwe import SubscriberEstimate, TwccFeedback
+from sfu.bwe import SubscriberEstimate, TwccFeedback, TwccSender
 from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
 from sfu.consumer import Consumer, OutSlot
 from sfu.errors import SignalingError
@@ -68,6 +68,8 @@ class SfuParticipant:
         self.twcc: TwccFeedback | None = None  # set when the publisher negotiated transport-wide-cc
         self.remb: RemoteBitrateEstimator | None = None  # the fallback: delay-based, from abs-send-time
         self.estimate = SubscriberEstimate()
+        self.twcc_out: TwccSender | None = None  # set when this subscriber answered transport-wide-cc
+        self.twcc_decreases = 0  # estimate cuts that the subscriber's TWCC feedback caused
         self.slots: dict[str, OutSlot] = {}
         self._slot_by_ssrc: dict[int, OutSlot] = {}
         self._pending_slots: list[tuple[RTCRtpTransceiver, OutSlot]] = []
@@ -196,6 +198,14 @@ class SfuParticipant:
                     await consumer.on_keyframe_request(now)
             elif isinstance(packet, rtcp.Remb):
                 self.estimate.on_remb(packet.bitrate)
+            elif isinstance(packet, rtcp.TransportCC) and self.twcc_out is not None:
+                window = self.twcc_out.on_feedback(packet.fci)
+                if window is not None:
+                    lost, reported = window
+                    sent = sum(c.sent_bitrate(now) for c in self.consumers.values())
+                    before = self.estimate.decreases
+                    self.estimate.on_loss(lost * 256 // reported, sent, now)
+                    self.twcc_decreases += self.estimate.decreases - before
             elif isinstance(packet, rtcp.Fir):
                 for ssrc, _seq in packet.entries:
                     consumer = self._consumer_for(ssrc)
@@ -554,8 +564,22 @@ class SfuParticipant:
                                                                 "sdpMLineIndex": 0}})
         self.signal({"type": "candidate", "candidate": None})
 
+    def _subscriber_twcc(self) -> TwccSender | None:
+        """The subscriber answered transport-wide-cc (with feedback) to our offer: number what we send it."""
+        remote = self.peer.pc.remoteDescription
+        if remote is None or remote.type != "answer" or "transport-cc" not in remote.sdp:
+            return self.twcc_out
+        for media in parse_offer(remote.sdp).values():
+            ext_id = media.extensions.get(URI_TWCC)
+            if ext_id is not None:
+                if self.twcc_out is None or self.twcc_out.ext_id != ext_id:
+                    self.twcc_out = TwccSender(ext_id)
+                return self.twcc_out
+        return self.twcc_out
+
     def _bind_slots(self) -> None:
         sections = {s.mid: s for s in self.peer.media_sections()}
+        twcc = self._subscriber_twcc()
         self._slot_by_ssrc = {}
         for mid, slot in self.slots.items():
             section = sections.get(mid)
@@ -574,6 +598,7 @@ class SfuParticipant:
                 continue
             slot.bind(section.local_ssrc, match.payload_type, section.local_rtx_ssrc,
                       section.rtx_payload_type(match.payload_type))
+            slot.twcc = twcc
 
     async def _start_consumers(self) -> None:
         if not self.peer.connected:

@@ -127,5 +127,8 @@ def munge_offer(offer: str) -> str:
         kind = lines[0][2:].split(" ", 1)[0]
         have = {line.split(" ")[1] for line in lines if line.startswith("a=extmap:")}
         extra = [f"a=extmap:{ids[uri]} {uri}" for uri in OFFER_EXTENSIONS.get(kind, []) if uri not in have]
-        out += _insert(lines, extra, [], [])
+        # transport-cc feedback asked for every payload type: a browser then reports what arrived when.
+        fb = [] if any(line.endswith(" transport-cc") for line in lines) else \
+            [f"a=rtcp-fb:{pt} transport-cc" for pt in lines[0].split(" ")[3:]]
+        out += _insert(lines, extra, fb, [])
     return "\r\n".join(out) + "\r\n"

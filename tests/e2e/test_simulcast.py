@@ -213,3 +213,40 @@ async def test_screen_share_is_one_layer_with_detail_hint(classroom: Classroom, 
     assert (frame.width, frame.height) == (1280, 720)
     screen = next(p for r in classroom.server.app[HUB].sfu.routers.values() for p in r.producers.values())
     assert screen.source == "screen" and not screen.simulcast and len(screen.streams) == 1
+
+
+async def test_a_browser_subscribers_twcc_feedback_drives_its_estimate(classroom: Classroom,
+                                                                      browser: Browser) -> None:
+    from sfu.client import SyntheticVideoTrack
+
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(640, 360)})
+    page = await open_page(browser, classroom)
+    token = await classroom.token("physics-1", "chrome-student")
+    await page.evaluate("""async (token) => {
+      const room = new window.sdk.Room(); window.room = room;
+      room.addEventListener('trackSubscribed', (e) => { const v = document.createElement('video');
+        v.id = 'v'; v.muted = true; v.autoplay = true; v.srcObject = e.detail.stream; document.body.append(v); });
+      await room.connect(token);
+    }""", token)
+    await page.wait_for_function("document.getElementById('v') && document.getElementById('v').videoWidth === 640",
+                                 timeout=15000)
+    router = next(iter(classroom.server.app[HUB].sfu.routers.values()))
+    student = next(p for p in router.participants.values() if p.uid == "chrome-student")
+    assert student.twcc_out is not None, "the browser answered transport-wide-cc"
+    await asyncio.sleep(1.5)
+    twcc = student.twcc_out
+    assert twcc.feedbacks > 5 and twcc.reported > 50 and twcc.lost <= twcc.reported // 20
+    consumer = next(iter(student.consumers.values()))
+    original = consumer._send_rtp
+    rng = random.Random(5)
+
+    async def weak_link(data: bytes) -> bool:
+        return True if rng.random() < 0.3 else await original(data)
+
+    consumer._send_rtp = weak_link
+    lost_before, decreases_before = twcc.lost, student.estimate.decreases
+    await asyncio.sleep(3)
+    assert twcc.lost - lost_before > 10, "the browser's feedback reports the packets that never arrived"
+    assert student.estimate.decreases > decreases_before, "and the estimate came down"
+    assert student.twcc_decreases > 0, "on the browser's transport-wide feedback (not only its receiver reports)"
