@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from bench import clip as cliplib
 from sfu import rtcp
 from sfu.ice import IceConfig
-from sfu.peer import URI_MID, Peer
+from sfu.peer import Peer
 
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (monotonic)
@@ -228,12 +228,10 @@ class Publisher:
         await self.signal.wait("publish_ready")
         transceivers = {s: self.peer.add_send_transceiver("audio" if s == "microphone" else "video",
                                                           stream_id="teacher") for s in sources}
-        for s, t in transceivers.items():
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        for t in transceivers.values():
             if t.kind == "video":  # H.264 only: the clip is H.264
-                from aiortc import RTCRtpSender
-                caps = RTCRtpSender.getCapabilities("video").codecs
-                t.setCodecPreferences([c for c in caps if c.mimeType == "video/H264"])
-                del s
+                t.setCodecPreferences(h264)
         offer = await self.peer.create_offer()
         sdp = offer.sdp
         if "camera" in transceivers:
@@ -353,6 +351,7 @@ class Subscriber:
         self.kind: dict[int, int] = {}  # ssrc -> index in STREAMS, from the first decrypted trailer
         self.errors = 0
         self.srtp: Any = None
+        self.keyframe = asyncio.Event()
 
     async def join(self) -> None:
         self.started = time.monotonic()
@@ -412,6 +411,7 @@ class Subscriber:
             self.latencies.append(arrival - sent)
             if index != 3 and flags & 1 and self.first_key is None:
                 self.first_key = arrival
+                self.keyframe.set()
         if index >= 0:
             self.packets[index] += 1
         if index != 3 and self.first_video is None:
@@ -448,6 +448,7 @@ class Subscriber:
                 self.first_video = arrival
             if flags & 1 and self.first_key is None:
                 self.first_key = arrival
+                self.keyframe.set()
         self.sample += 1
         if self.sample % 4 == 0:  # a latency sample of every 4th packet keeps the lists small
             self.latencies.append(arrival - sent)
@@ -494,16 +495,15 @@ async def _worker_main(conn: Any) -> None:
                 subs.extend(new)
                 sem = asyncio.Semaphore(4)
 
-                async def join(s: Subscriber) -> None:
+                async def join(s: Subscriber, sem: asyncio.Semaphore = sem) -> None:
                     async with sem:
                         await s.join()
                         conn.send(("joined", None))
 
                 await asyncio.gather(*(join(s) for s in new))
                 # wait (bounded) for the first keyframe of every new subscriber
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and any(s.first_key is None for s in new):
-                    await asyncio.sleep(0.1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*(s.keyframe.wait() for s in new)), 20)
                 conn.send(("ready", [((s.first_video or 0) - s.started if s.first_video else None,
                                       (s.first_key or 0) - s.started if s.first_key else None) for s in new]))
             elif command == "snapshot":
@@ -687,11 +687,14 @@ class Bench:
         cpu0, pub0, t0 = proc_cpu(self.server.pid) if self.server else 0.0, self.publisher.counters(), time.monotonic()
         kf0 = self.publisher.keyframe_requests
         me0 = proc_cpu(os.getpid(), tree=False)
+        spies = self.profile(n)
         for sec in range(int(self.args.duration)):
             progress(f"measuring N={n}", sec, self.args.duration)
             await asyncio.sleep(1)
         progress(f"measuring N={n}", self.args.duration, self.args.duration)
         elapsed = time.monotonic() - t0
+        for spy in spies:
+            spy.wait()
         cpu1 = proc_cpu(self.server.pid) if self.server else 0.0
         me1 = proc_cpu(os.getpid(), tree=False)
         pub1, kf1 = self.publisher.counters(), self.publisher.keyframe_requests
@@ -699,6 +702,20 @@ class Bench:
         rss = proc_rss(self.server.pid) if self.server else 0
         return figures(n, elapsed, cpu1 - cpu0, before, after, pub0, pub1, kf1 - kf0, joins, rss, self.rss0,
                        me1 - me0, loadavg())
+
+    def profile(self, n: int) -> list[subprocess.Popen[bytes]]:
+        """py-spy (sampling, from outside: the profiled process is not slowed) on the server and one worker."""
+        if not self.args.profile:
+            return []
+        os.makedirs(self.args.profile, exist_ok=True)
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        targets = [("worker", self.workers[0][0].pid)]
+        if self.server is not None:
+            targets.insert(0, ("server", self.server.pid))
+        return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
+                                  "--rate", "200", "--format", "raw", "--nonblocking",
+                                  "--output", os.path.join(self.args.profile, f"{name}-N{n}.txt")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets]
 
     async def snapshot(self, command: str) -> list[dict[str, Any]]:
         for i in range(len(self.workers)):
@@ -874,6 +891,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
     f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
     f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
+    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
     f.add_argument("--json", help="write the figures here")
     f.add_argument("--plot", help="write a PNG chart of CPU and loss against N here")
     return p
