@@ -44,18 +44,21 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from bench import clip as cliplib
+from bench import udp
 from sfu import rtcp
 from sfu.ice import IceConfig
 from sfu.peer import Peer
 
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (monotonic)
+TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (time.time())
 MAGIC = 0xCCBE
 STREAMS = ("q", "h", "f", "audio", "screen")
 SCENARIOS = ("lecture", "lecture+screen", "audio-only")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LOOPBACK_ICE = IceConfig(hosts=("127.0.0.1",))
+POLLED: list[tuple[int, Any, Subscriber]] = []  # a worker's subscriber sockets: (fd, aioice protocol, subscriber)
+POLL_S = 0.02  # arrival times come from the kernel, so polling adds no error to latency
 
 
 # ---- /proc ----------------------------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ class Publisher:
             for i, payload in enumerate(payloads):
                 marker = 0x80 if i == len(payloads) - 1 else 0
                 packet = (struct.pack("!BBHII", 0x90, s.payload_type | marker, s.seq, ts, s.ssrc) + s.ext + payload
-                          + TRAILER.pack(MAGIC, s.index, int(key and i == 0), s.counter, time.monotonic()))
+                          + TRAILER.pack(MAGIC, s.index, int(key and i == 0), s.counter, time.time()))
                 s.history[s.seq] = packet
                 s.history.pop((s.seq - 1024) & 0xFFFF, None)
                 s.seq = (s.seq + 1) & 0xFFFF
@@ -352,37 +355,36 @@ class Subscriber:
         self.errors = 0
         self.srtp: Any = None
         self.keyframe = asyncio.Event()
+        self.closed = False
 
     async def join(self) -> None:
-        self.started = time.monotonic()
+        self.started = time.time()
         await self.signal.open()
         await asyncio.wait_for(self.peer.wait_connected(), 30)
         self._below_srtp()
 
     def _below_srtp(self) -> None:
-        """Take RTP at the UDP socket, before aioice's STUN parse, its queue and aiortc's SRTP unprotect.
+        """Take RTP off the UDP socket below aioice and aiortc: no STUN parse, no queue, no SRTP unprotect.
 
         The header is in clear under SRTP: counting, sequence gaps and the SSRC come from it. Every 8th packet
-        is unprotected (libsrtp accepts skipped packets) to read the trailer's send time for latency. STUN
-        (consent), DTLS and RTCP still take aioice's and aiortc's normal path. Private internals used here:
-        RTCDtlsTransport.transport (public) -> RTCIceTransport._connection (aioice Connection) -> ._protocols
-        (StunProtocol instances, whose datagram_received uvloop looks up per datagram), RTCDtlsTransport._rx_srtp.
+        is unprotected (libsrtp accepts skipped packets) to read the trailer's send time for latency. The
+        worker's poller reads the sockets in batches (bench/udp.py); STUN (consent), DTLS and RTCP go on to
+        aioice's protocol as before. Private internals used here: RTCIceTransport._connection (the aioice
+        Connection), its ._protocols (StunProtocol, with .transport), RTCDtlsTransport._rx_srtp.
         """
         dtls = self.peer._transport()
         assert dtls is not None
         self.srtp = dtls._rx_srtp
         for protocol in dtls.transport._connection._protocols:
-            original = protocol.datagram_received
+            transport = protocol.transport
+            sock = transport.get_extra_info("socket")
+            if sock is None or sock.family != socket.AF_INET:
+                continue
+            udp.enable_timestamps(sock)
+            transport.pause_reading()
+            POLLED.append((sock.fileno(), protocol, self))
 
-            def datagram_received(data: bytes, addr: Any, original: Any = original) -> None:
-                if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
-                    self._on_srtp(data, time.monotonic())
-                else:
-                    original(data, addr)
-
-            protocol.datagram_received = datagram_received
-
-    def _on_srtp(self, data: bytes, arrival: float) -> None:
+    def _on_srtp(self, data: bytes | memoryview, arrival: float) -> None:
         """An SRTP packet as it arrived: header only, and one in 8 decrypted for the trailer."""
         seq, _, ssrc = struct.unpack_from("!HII", data, 2)
         state = self.ssrcs.get(ssrc)
@@ -400,7 +402,7 @@ class Subscriber:
         self.sample += 1
         if index < 0 or self.sample % 8 == 0 or (index != 3 and self.first_key is None):
             try:
-                plain = self.srtp.unprotect(data)
+                plain = self.srtp.unprotect(bytes(data))
             except Exception:
                 self.errors += 1
                 return
@@ -425,6 +427,7 @@ class Subscriber:
             await add_candidate(self.peer, message.get("candidate"))
 
     def _on_rtp(self, data: bytes, arrival: float) -> None:
+        arrival += time.time() - time.monotonic()  # Peer gives the monotonic clock; figures use the wall clock
         if len(data) < 12 + TRAILER.size:
             return
         seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!I", data, 8)[0]
@@ -485,7 +488,30 @@ async def _worker_main(conn: Any) -> None:
                 with contextlib.suppress(Exception):
                     await s.report()
 
+    async def poll() -> None:
+        """Every POLL_S, drain each subscriber socket with recvmmsg: RTP to its subscriber, the rest to aioice."""
+        receiver = udp.BatchReceiver()
+        while True:
+            await asyncio.sleep(POLL_S)
+            now = time.time()
+            for fd, protocol, sub in list(POLLED):
+                if sub.closed:
+                    continue
+                try:
+                    while n := receiver.recv(fd):
+                        for i in range(n):
+                            data, arrival = receiver.datagram(i)
+                            if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                                sub._on_srtp(data, arrival or now)
+                            else:
+                                protocol.datagram_received(bytes(data), receiver.address(i))
+                        if n < udp.BATCH:
+                            break
+                except OSError:
+                    sub.closed = True
+
     reporter = asyncio.create_task(reports())
+    poller = asyncio.create_task(poll())
     try:
         while True:
             command, arg = await loop.run_in_executor(None, conn.recv)
@@ -518,6 +544,9 @@ async def _worker_main(conn: Any) -> None:
                 break
     finally:
         reporter.cancel()
+        poller.cancel()
+        for s in subs:
+            s.closed = True
         for s in subs:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.close(), 5)
@@ -525,9 +554,8 @@ async def _worker_main(conn: Any) -> None:
 
 
 def worker(conn: Any) -> None:
-    import uvloop
-
-    uvloop.run(_worker_main(conn))
+    # asyncio's own loop: its datagram transports can pause reading, so the poller owns the sockets
+    asyncio.run(_worker_main(conn))
 
 
 # ---- the server -----------------------------------------------------------------------------------------------
