@@ -356,6 +356,7 @@ class Subscriber:
         self.srtp: Any = None
         self.keyframe = asyncio.Event()
         self.closed = False
+        self.reported: dict[int, tuple[int, int]] = {}  # ssrc -> (expected, received) at the last report
 
     async def join(self) -> None:
         self.started = time.time()
@@ -461,7 +462,12 @@ class Subscriber:
         for ssrc, (base, highest, received) in self.ssrcs.items():
             expected = highest - base + 1
             lost = max(0, expected - received)
-            blocks.append(rtcp.ReportBlock(ssrc, 0, lost, highest & 0xFFFFFFFF, 0, 0, 0))
+            # fraction lost since the previous report (RFC 3550 6.4.1), which the SFU's estimate reacts to
+            last_expected, last_received = self.reported.get(ssrc, (0, 0))
+            interval = expected - last_expected
+            fraction = max(0, min(255, (interval - (received - last_received)) * 256 // interval)) if interval else 0
+            self.reported[ssrc] = (expected, received)
+            blocks.append(rtcp.ReportBlock(ssrc, fraction, lost, highest & 0xFFFFFFFF, 0, 0, 0))
         if blocks:
             await self.peer.send_rtcp(rtcp.build_rr(0x5EB0_0001, blocks[:31]))
 
