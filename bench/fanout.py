@@ -97,6 +97,30 @@ def proc_rss(pid: int) -> int:
     return total
 
 
+def udp_drops(inodes: set[int]) -> int:
+    """Datagrams the kernel dropped on these UDP sockets (a full receive buffer), from /proc/net/udp."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in open("/proc/net/udp").readlines()[1:]:
+            fields = line.split()
+            if len(fields) > 12 and int(fields[9]) in inodes:
+                total += int(fields[12])
+    return total
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The socket inodes a process tree holds."""
+    out = set()
+    for p in _children(pid):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{p}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        out.add(int(link[8:-1]))
+    return out
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
 
@@ -382,6 +406,8 @@ class Subscriber:
             if sock is None or sock.family != socket.AF_INET:
                 continue
             udp.enable_timestamps(sock)
+            with contextlib.suppress(OSError):  # room for a busy client's pauses: client drops are not server loss
+                sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 20)  # SO_RCVBUFFORCE (needs CAP_NET_ADMIN)
             transport.pause_reading()
             POLLED.append((sock.fileno(), protocol, self))
 
@@ -541,9 +567,11 @@ async def _worker_main(conn: Any) -> None:
             elif command == "snapshot":
                 for s in subs:
                     s.latencies = []
-                conn.send(("snapshot", {"cpu": proc_cpu(pid, tree=False), "subs": [s.snapshot() for s in subs]}))
+                conn.send(("snapshot", {"cpu": proc_cpu(pid, tree=False), "subs": [s.snapshot() for s in subs],
+                                        "udp_drops": udp_drops(socket_inodes(pid))}))
             elif command == "finish":
                 conn.send(("finish", {"cpu": proc_cpu(pid, tree=False), "subs": [s.snapshot() for s in subs],
+                                      "udp_drops": udp_drops(socket_inodes(pid)),
                                       "errors": sum(s.errors for s in subs),
                                       "latencies": [x for s in subs for x in s.latencies]}))
             elif command == "quit":
@@ -640,6 +668,7 @@ class Bench:
         self.room = f"bench-{os.getpid()}"
         self.joined = 0
         self.rss0 = 0
+        self.pid = 0  # the server process whose tree /proc figures cover
 
     async def rest(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self.session is not None
@@ -659,9 +688,9 @@ class Bench:
         args = self.args
         if args.target == "classcast":
             self.server = Server()
-            self.base, self.org = self.server.base, self.server.org
+            self.base, self.org, self.pid = self.server.base, self.server.org, self.server.pid
         elif args.target.startswith("http"):
-            self.base, self.org = args.target.rstrip("/"), args.org or ""
+            self.base, self.org, self.pid = args.target.rstrip("/"), args.org or "", args.server_pid or 0
         else:
             raise SystemExit(f"--target {args.target}: not implemented yet (see bench/RESULTS.md)")
         ctx = mp.get_context("spawn")
@@ -681,7 +710,7 @@ class Bench:
             self.publisher = Publisher(args.scenario)
             await self.publisher.start(self.session, self.base, teacher["token"])
             await asyncio.sleep(1)
-            self.rss0 = proc_rss(self.server.pid) if self.server else 0
+            self.rss0 = proc_rss(self.pid) if self.pid else 0
             for n in steps:
                 results.append(await self.step(n))
                 print_row(results[-1])
@@ -718,8 +747,10 @@ class Bench:
         self.joined = n
         await asyncio.sleep(self.args.settle)  # the newest subscribers' estimates ramp up to the top layer
         before = await self.snapshot("snapshot")
-        cpu0, pub0, t0 = proc_cpu(self.server.pid) if self.server else 0.0, self.publisher.counters(), time.monotonic()
+        cpu0, pub0, t0 = proc_cpu(self.pid) if self.pid else 0.0, self.publisher.counters(), time.monotonic()
         kf0 = self.publisher.keyframe_requests
+        server_socks = socket_inodes(self.pid) if self.pid else set()
+        drops0 = udp_drops(server_socks)
         me0 = proc_cpu(os.getpid(), tree=False)
         spies = self.profile(n)
         for sec in range(int(self.args.duration)):
@@ -729,13 +760,20 @@ class Bench:
         elapsed = time.monotonic() - t0
         for spy in spies:
             spy.wait()
-        cpu1 = proc_cpu(self.server.pid) if self.server else 0.0
+        cpu1 = proc_cpu(self.pid) if self.pid else 0.0
         me1 = proc_cpu(os.getpid(), tree=False)
         pub1, kf1 = self.publisher.counters(), self.publisher.keyframe_requests
         after = await self.snapshot("finish")
-        rss = proc_rss(self.server.pid) if self.server else 0
-        return figures(n, elapsed, cpu1 - cpu0, before, after, pub0, pub1, kf1 - kf0, joins, rss, self.rss0,
-                       me1 - me0, loadavg())
+        rss = proc_rss(self.pid) if self.pid else 0
+        server_drops = udp_drops(server_socks) - drops0
+        row = figures(n, elapsed, cpu1 - cpu0, before, after, pub0, pub1, kf1 - kf0, joins, rss, self.rss0,
+                      me1 - me0, loadavg())
+        # Where loss happened, if in a socket buffer: the server's sockets (its inbound from the teacher) or the
+        # subscribers' (a client too slow to read: not the server's fault).
+        row["server_udp_drops"] = server_drops
+        row["client_udp_drops"] = sum(w.get("udp_drops", 0) for w in after) - sum(w.get("udp_drops", 0)
+                                                                                  for w in before)
+        return row
 
     def profile(self, n: int) -> list[subprocess.Popen[bytes]]:
         """py-spy (sampling, from outside: the profiled process is not slowed) on the server and one worker."""
@@ -744,8 +782,8 @@ class Bench:
         os.makedirs(self.args.profile, exist_ok=True)
         spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
         targets = [("worker", self.workers[0][0].pid)]
-        if self.server is not None:
-            targets.insert(0, ("server", self.server.pid))
+        if self.pid:
+            targets.insert(0, ("server", self.pid))
         return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
                                   "--rate", "200", "--format", "raw", "--nonblocking",
                                   "--output", os.path.join(self.args.profile, f"{name}-N{n}.txt")],
@@ -931,6 +969,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--scenario", choices=SCENARIOS, default="lecture")
     f.add_argument("--target", default="classcast", help="classcast | janus | pion | URL of a running classcast")
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
+    f.add_argument("--server-pid", type=int, help="with a URL: the server's process id on this machine, for the "
+                                                   "CPU and RSS figures (left empty without it)")
     f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
     f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
     f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
