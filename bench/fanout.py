@@ -762,8 +762,9 @@ class Bench:
             spy.wait()
         cpu1 = proc_cpu(self.pid) if self.pid else 0.0
         me1 = proc_cpu(os.getpid(), tree=False)
-        pub1, kf1 = self.publisher.counters(), self.publisher.keyframe_requests
         after = await self.snapshot("finish")
+        # read after the subscribers' counters, as pub0 was read after theirs: the same window for both
+        pub1, kf1 = self.publisher.counters(), self.publisher.keyframe_requests
         rss = proc_rss(self.pid) if self.pid else 0
         server_drops = udp_drops(server_socks) - drops0
         row = figures(n, elapsed, cpu1 - cpu0, before, after, pub0, pub1, kf1 - kf0, joins, rss, self.rss0,
