@@ -52,13 +52,14 @@ from sfu.peer import Peer
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (time.time())
 MAGIC = 0xCCBE
+_SEQ_TS_SSRC = struct.Struct("!HII")
 STREAMS = ("q", "h", "f", "audio", "screen")
 SCENARIOS = ("lecture", "lecture+screen", "audio-only")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LOOPBACK_ICE = IceConfig(hosts=("127.0.0.1",))
 POLLED: list[tuple[int, Any, Subscriber]] = []  # a worker's subscriber sockets: (fd, aioice protocol, subscriber)
-POLL_S = 0.02  # arrival times come from the kernel, so polling adds no error to latency
+POLL_S = 0.04  # arrival times come from the kernel, so polling adds no error to latency
 
 
 # ---- /proc ----------------------------------------------------------------------------------------------------
@@ -411,9 +412,12 @@ class Subscriber:
             transport.pause_reading()
             POLLED.append((sock.fileno(), protocol, self))
 
-    def _on_srtp(self, data: bytes | memoryview, arrival: float) -> None:
-        """An SRTP packet as it arrived: header only, and one in 8 decrypted for the trailer."""
-        seq, _, ssrc = struct.unpack_from("!HII", data, 2)
+    def _on_srtp(self, data: memoryview, rx: udp.BatchReceiver, i: int, now: float) -> None:
+        """An SRTP packet as it arrived: header only, and one in 8 decrypted for the trailer.
+
+        Its kernel arrival time (rx.arrival(i), `now` if the kernel gave none) is only read when it is used.
+        """
+        seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         state = self.ssrcs.get(ssrc)
         if state is None:
             state = self.ssrcs[ssrc] = [seq, seq, 0]
@@ -436,6 +440,7 @@ class Subscriber:
             magic, index, flags, _counter, sent = TRAILER.unpack_from(plain, len(plain) - TRAILER.size)
             if magic != MAGIC:
                 return
+            arrival = rx.arrival(i) or now
             self.kind[ssrc] = index
             self.latencies.append(arrival - sent)
             if index != 3 and flags & 1 and self.first_key is None:
@@ -444,7 +449,7 @@ class Subscriber:
         if index >= 0:
             self.packets[index] += 1
         if index != 3 and self.first_video is None:
-            self.first_video = arrival
+            self.first_video = rx.arrival(i) or now
 
     async def _on_signal(self, message: dict[str, Any]) -> None:
         if message["type"] == "offer":
@@ -532,9 +537,9 @@ async def _worker_main(conn: Any) -> None:
                 try:
                     while n := receiver.recv(fd):
                         for i in range(n):
-                            data, arrival = receiver.datagram(i)
+                            data = receiver.datagram(i)
                             if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
-                                sub._on_srtp(data, arrival or now)
+                                sub._on_srtp(data, receiver, i, now)
                             else:
                                 protocol.datagram_received(bytes(data), receiver.address(i))
                         if n < udp.BATCH:

@@ -94,17 +94,20 @@ class BatchReceiver:
         self.used = n
         return n
 
-    def datagram(self, index: int) -> tuple[memoryview, float]:
-        """The index-th datagram of the last batch (valid until the next recv) and its kernel arrival time (or 0)."""
+    def datagram(self, index: int) -> memoryview:
+        """The index-th datagram of the last batch, valid until the next recv."""
         length = _U32.unpack_from(self.msg_view, index * 64 + 56)[0]
-        arrival = 0.0
+        return self.view[index * SIZE:index * SIZE + length]
+
+    def arrival(self, index: int) -> float:
+        """The kernel's arrival time (CLOCK_REALTIME) of the index-th datagram of the last batch, or 0."""
         if _U64.unpack_from(self.msg_view, index * 64 + 40)[0] >= 32:
             off = index * CONTROL
             _, level, kind = _CMSG.unpack_from(self.control_view, off)
             if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
                 sec, nsec = _TIMESPEC.unpack_from(self.control_view, off + 16)
-                arrival = sec + nsec * 1e-9
-        return self.view[index * SIZE:index * SIZE + length], arrival
+                return sec + nsec * 1e-9
+        return 0.0
 
 
 def enable_timestamps(sock: socket.socket) -> None:
