@@ -1,0 +1,1007 @@
+"""The fan-out benchmark: one teacher publishing a pre-encoded lesson, N cheap subscribers, the server's cost.
+
+    classcast-bench fanout --subscribers 20 --duration 10 --json out.json --plot out.png
+    classcast-bench fanout --ramp 10:10:60 --duration 10 --scenario lecture
+
+Real parts only: a `classcast serve` process started here (unless --target is a URL), real ICE, DTLS and SRTP on
+127.0.0.1 (aiortc with iceServers=[] and gathering pinned to loopback). The publisher (in this process) sends the
+cached clip of bench/clip.py paced in real time as RTP it builds itself (three simulcast layers with MID/RID header
+extensions, Opus, and a 1080p screen share in the screen scenario), answering NACK from its send history and PLI/FIR
+by restarting that layer's clip at its keyframe. Every payload ends with a 16-byte trailer (layer, counter, send
+time on the machine's monotonic clock) that subscribers read for latency; nothing in the path looks at payload
+ends, and nothing decodes.
+
+Subscribers are sfu.peer.Peer raw pipes spread over several worker processes: ICE (with consent), DTLS and SRTP
+for real; aiortc's SRTP unprotects each packet (the trailer is in the encrypted payload), then only the RTP
+header and the trailer are read. They send receiver reports every second.
+
+Figures per step of N come from /proc (server process tree CPU and RSS, workers' CPU) and the subscribers'
+counters; see bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from bench import clip as cliplib
+from bench import udp
+from sfu import rtcp
+from sfu.ice import IceConfig
+from sfu.peer import Peer
+
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (time.time())
+MAGIC = 0xCCBE
+_SEQ_TS_SSRC = struct.Struct("!HII")
+STREAMS = ("q", "h", "f", "audio", "screen")
+SCENARIOS = ("lecture", "lecture+screen", "audio-only")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+LOOPBACK_ICE = IceConfig(hosts=("127.0.0.1",))
+POLLED: list[tuple[int, Any, Subscriber]] = []  # a worker's subscriber sockets: (fd, aioice protocol, subscriber)
+POLL_S = 0.04  # arrival times come from the kernel, so polling adds no error to latency
+
+
+# ---- /proc ----------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = [pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out += _children(int(entry))
+    return out
+
+
+def proc_cpu(pid: int, tree: bool = True) -> float:
+    """CPU seconds (user + system) of a process and, with tree, all its descendants now alive."""
+    total = 0.0
+    for p in _children(pid) if tree else [pid]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def proc_rss(pid: int) -> int:
+    total = 0
+    for p in _children(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+    return total
+
+
+def udp_drops(inodes: set[int]) -> int:
+    """Datagrams the kernel dropped on these UDP sockets (a full receive buffer), from /proc/net/udp."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in open("/proc/net/udp").readlines()[1:]:
+            fields = line.split()
+            if len(fields) > 12 and int(fields[9]) in inodes:
+                total += int(fields[12])
+    return total
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The socket inodes a process tree holds."""
+    out = set()
+    for p in _children(pid):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{p}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        out.add(int(link[8:-1]))
+    return out
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+
+
+# ---- signaling helpers ------------------------------------------------------------------------------------------
+
+
+class Signal:
+    """One participant's signaling WebSocket (the subset of docs/signaling.md the bench needs)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.session, self.url = session, base.replace("http", "ws", 1) + f"/v1/rtc?token={token}"
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.handler: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self) -> dict[str, Any]:
+        self.ws = await self.session.ws_connect(self.url, heartbeat=20)
+        self.task = asyncio.create_task(self._read())
+        await self.send({"type": "join"})
+        return await self.wait("joined")
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            message = json.loads(msg.data)
+            if self.handler is not None and message.get("type") in ("offer", "candidate"):
+                await self.handler(message)
+            else:
+                self.queue.put_nowait(message)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(json.dumps(message))
+
+    async def wait(self, kind: str, timeout: float = 20) -> dict[str, Any]:
+        async def find() -> dict[str, Any]:
+            while True:
+                message = await self.queue.get()
+                if message.get("type") == kind:
+                    return message
+                if message.get("type") == "error":
+                    raise RuntimeError(f"signaling error: {message}")
+        return await asyncio.wait_for(find(), timeout)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+async def add_candidate(peer: Peer, candidate: dict[str, Any] | None) -> None:
+    if peer.pc.remoteDescription is None:
+        return
+    if candidate is None:
+        await peer.pc.addIceCandidate(None)
+        return
+    line = candidate.get("candidate", "")
+    if line and f"a={line}" not in peer.pc.remoteDescription.sdp:
+        ice = candidate_from_sdp(line.removeprefix("candidate:"))
+        ice.sdpMid, ice.sdpMLineIndex = candidate.get("sdpMid"), candidate.get("sdpMLineIndex")
+        await peer.pc.addIceCandidate(ice)
+
+
+# ---- publisher --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutStream:
+    index: int  # in STREAMS
+    track: cliplib.Track
+    ssrc: int
+    payload_type: int
+    ext: bytes  # one-byte header extension block (MID, RID), ready to insert
+    seq: int = 0
+    ts: int = 0
+    frame: int = 0
+    counter: int = 0
+    sent: int = 0
+    octets: int = 0
+    restart: bool = False
+    history: dict[int, bytes] = field(default_factory=dict)
+
+
+def _ext_block(items: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(bytes([(i << 4) | (len(v) - 1)]) + v for i, v in items)
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+def _munge_simulcast(sdp: str, mid: str, rid_ext: int) -> str:
+    out, current = [], None
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            current = None
+        if line.startswith("a=mid:"):
+            current = line[6:]
+        out.append(line)
+        if current == mid and line.startswith("a=mid:"):
+            out += [f"a=extmap:{rid_ext} {URI_RID}", "a=rid:q send", "a=rid:h send", "a=rid:f send",
+                    "a=simulcast:send q;h;f"]
+    return "\r\n".join(out)
+
+
+class Publisher:
+    """The teacher: pre-encoded RTP, paced in real time, NACK and PLI answered."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.clip = cliplib.load()
+        self.peer = Peer(on_rtcp=self._on_rtcp, ice=LOOPBACK_ICE, name="publisher")
+        self.streams: list[OutStream] = []
+        self.keyframe_requests = 0
+        self.nacks = 0
+        self.retransmitted = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        self.signal: Signal | None = None
+
+    async def start(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.signal = Signal(session, base, token)
+        self.signal.handler = self._on_signal
+        await self.signal.open()
+        sources = {"lecture": ["camera", "microphone"], "lecture+screen": ["camera", "microphone", "screen"],
+                   "audio-only": ["microphone"]}[self.scenario]
+        await self.signal.send({"type": "publish", "tracks": [{"source": s} for s in sources]})
+        await self.signal.wait("publish_ready")
+        transceivers = {s: self.peer.add_send_transceiver("audio" if s == "microphone" else "video",
+                                                          stream_id="teacher") for s in sources}
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        for t in transceivers.values():
+            if t.kind == "video":  # H.264 only: the clip is H.264
+                t.setCodecPreferences(h264)
+        offer = await self.peer.create_offer()
+        sdp = offer.sdp
+        if "camera" in transceivers:
+            sdp = _munge_simulcast(sdp, transceivers["camera"].mid, 10)
+        await self.signal.send({"type": "offer", "sdp": sdp,
+                                "tracks": [{"source": s, "mid": t.mid} for s, t in transceivers.items()]})
+        answer = await self.signal.wait("answer")
+        await self.peer.accept_answer(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await self.signal.wait("published")
+        await asyncio.wait_for(self.peer.wait_connected(), 20)
+        sections = {m.mid: m for m in self.peer.media_sections()}
+        for source, t in transceivers.items():
+            section = sections[t.mid]
+            mid_ext = section.mid_extension_id or 9
+            codec = section.primary_codec
+            assert codec is not None and section.local_ssrc is not None
+            if source == "camera":
+                for i, rid in enumerate(("q", "h", "f")):
+                    ext = _ext_block([(mid_ext, t.mid.encode()), (10, rid.encode())])
+                    self.streams.append(OutStream(i, self.clip[rid], section.local_ssrc + 1 + i,
+                                                  codec.payload_type, ext))
+            else:
+                name = "audio" if source == "microphone" else "screen"
+                ext = _ext_block([(mid_ext, t.mid.encode())])
+                self.streams.append(OutStream(STREAMS.index(name), self.clip[name], section.local_ssrc,
+                                              codec.payload_type, ext))
+        for stream in self.streams:
+            self.tasks.append(asyncio.create_task(self._pace(stream)))
+        self.tasks.append(asyncio.create_task(self._reports()))
+
+    async def _on_signal(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "candidate":
+            await add_candidate(self.peer, message.get("candidate"))
+        # the teacher receives nothing: a server offer (none in these scenarios) is not answered
+
+    async def _pace(self, s: OutStream) -> None:
+        start = time.monotonic()
+        n = 0
+        step = s.track.clock_rate / s.track.fps
+        while True:
+            await asyncio.sleep(max(0.0, start + n / s.track.fps - time.monotonic()))
+            if s.restart:  # answer a keyframe request: the clip's only keyframe is its first frame
+                s.frame, s.restart = 0, False
+            key, payloads = s.track.frames[s.frame]
+            s.frame = (s.frame + 1) % len(s.track.frames)
+            ts = int(n * step) & 0xFFFFFFFF
+            for i, payload in enumerate(payloads):
+                marker = 0x80 if i == len(payloads) - 1 else 0
+                packet = (struct.pack("!BBHII", 0x90, s.payload_type | marker, s.seq, ts, s.ssrc) + s.ext + payload
+                          + TRAILER.pack(MAGIC, s.index, int(key and i == 0), s.counter, time.time()))
+                s.history[s.seq] = packet
+                s.history.pop((s.seq - 1024) & 0xFFFF, None)
+                s.seq = (s.seq + 1) & 0xFFFF
+                s.counter += 1
+                s.sent += 1
+                s.octets += len(packet)
+                await self.peer.send_rtp(packet)
+            s.ts = ts
+            n += 1
+
+    async def _reports(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            now = time.time()
+            ntp = (int(now + 2208988800) << 32) | int((now % 1) * (1 << 32))
+            for s in self.streams:
+                await self.peer.send_rtcp(rtcp.build_sr(s.ssrc, ntp, s.ts, s.sent, s.octets))
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        for packet in rtcp.parse_rtcp(data):
+            if isinstance(packet, rtcp.Pli | rtcp.Fir):
+                ssrcs = [packet.media_ssrc] if isinstance(packet, rtcp.Pli) else [e[0] for e in packet.entries]
+                for s in self.streams:
+                    if s.ssrc in ssrcs:
+                        self.keyframe_requests += 1
+                        s.restart = True
+            elif isinstance(packet, rtcp.Nack):
+                self.nacks += 1
+                for s in self.streams:
+                    if s.ssrc == packet.media_ssrc:
+                        for seq in packet.lost:
+                            old = s.history.get(seq)
+                            if old is not None:
+                                self.retransmitted += 1
+                                await self.peer.send_rtp(old)
+
+    def counters(self) -> dict[str, int]:
+        return {STREAMS[s.index]: s.sent for s in self.streams}
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.peer.close()
+        if self.signal is not None:
+            await self.signal.close()
+
+
+# ---- subscribers (in worker processes) ------------------------------------------------------------------------
+
+
+class Subscriber:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.signal = Signal(session, base, token)
+        self.signal.handler = self._on_signal
+        self.peer = Peer(on_rtp=self._on_rtp, ice=LOOPBACK_ICE, name="subscriber")
+        self.started = 0.0
+        self.first_video: float | None = None
+        self.first_key: float | None = None
+        self.ssrcs: dict[int, list[int]] = {}  # ssrc -> [base ext seq, highest ext seq, received]
+        self.packets = [0] * len(STREAMS)
+        self.octets = 0
+        self.latencies: list[float] = []
+        self.sample = 0
+        self.kind: dict[int, int] = {}  # ssrc -> index in STREAMS, from the first decrypted trailer
+        self.errors = 0
+        self.srtp: Any = None
+        self.keyframe = asyncio.Event()
+        self.closed = False
+        self.reported: dict[int, tuple[int, int]] = {}  # ssrc -> (expected, received) at the last report
+
+    async def join(self) -> None:
+        self.started = time.time()
+        await self.signal.open()
+        await asyncio.wait_for(self.peer.wait_connected(), 30)
+        self._below_srtp()
+
+    def _below_srtp(self) -> None:
+        """Take RTP off the UDP socket below aioice and aiortc: no STUN parse, no queue, no SRTP unprotect.
+
+        The header is in clear under SRTP: counting, sequence gaps and the SSRC come from it. Every 8th packet
+        is unprotected (libsrtp accepts skipped packets) to read the trailer's send time for latency. The
+        worker's poller reads the sockets in batches (bench/udp.py); STUN (consent), DTLS and RTCP go on to
+        aioice's protocol as before. Private internals used here: RTCIceTransport._connection (the aioice
+        Connection), its ._protocols (StunProtocol, with .transport), RTCDtlsTransport._rx_srtp.
+        """
+        dtls = self.peer._transport()
+        assert dtls is not None
+        self.srtp = dtls._rx_srtp
+        for protocol in dtls.transport._connection._protocols:
+            transport = protocol.transport
+            sock = transport.get_extra_info("socket")
+            if sock is None or sock.family != socket.AF_INET:
+                continue
+            udp.enable_timestamps(sock)
+            with contextlib.suppress(OSError):  # room for a busy client's pauses: client drops are not server loss
+                sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 20)  # SO_RCVBUFFORCE (needs CAP_NET_ADMIN)
+            transport.pause_reading()
+            POLLED.append((sock.fileno(), protocol, self))
+
+    def _on_srtp(self, data: memoryview, rx: udp.BatchReceiver, i: int, now: float) -> None:
+        """An SRTP packet as it arrived: header only, and one in 8 decrypted for the trailer.
+
+        Its kernel arrival time (rx.arrival(i), `now` if the kernel gave none) is only read when it is used.
+        """
+        seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        state = self.ssrcs.get(ssrc)
+        if state is None:
+            state = self.ssrcs[ssrc] = [seq, seq, 0]
+            self.kind[ssrc] = -1
+        else:
+            highest = state[1]
+            ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
+            if ext > highest:
+                state[1] = ext
+        state[2] += 1
+        self.octets += len(data)
+        index = self.kind[ssrc]
+        self.sample += 1
+        if index < 0 or self.sample % 8 == 0 or (index != 3 and self.first_key is None):
+            try:
+                plain = self.srtp.unprotect(bytes(data))
+            except Exception:
+                self.errors += 1
+                return
+            magic, index, flags, _counter, sent = TRAILER.unpack_from(plain, len(plain) - TRAILER.size)
+            if magic != MAGIC:
+                return
+            arrival = rx.arrival(i) or now
+            self.kind[ssrc] = index
+            self.latencies.append(arrival - sent)
+            if index != 3 and flags & 1 and self.first_key is None:
+                self.first_key = arrival
+                self.keyframe.set()
+        if index >= 0:
+            self.packets[index] += 1
+        if index != 3 and self.first_video is None:
+            self.first_video = rx.arrival(i) or now
+
+    async def _on_signal(self, message: dict[str, Any]) -> None:
+        if message["type"] == "offer":
+            answer = await self.peer.accept_offer(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            await self.signal.send({"type": "answer", "sdp": answer.sdp})
+        else:
+            await add_candidate(self.peer, message.get("candidate"))
+
+    def _on_rtp(self, data: bytes, arrival: float) -> None:
+        arrival += time.time() - time.monotonic()  # Peer gives the monotonic clock; figures use the wall clock
+        if len(data) < 12 + TRAILER.size:
+            return
+        seq, ssrc = struct.unpack_from("!H", data, 2)[0], struct.unpack_from("!I", data, 8)[0]
+        magic, index, flags, _counter, sent = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+        if magic != MAGIC:
+            return
+        self.packets[index] += 1
+        self.octets += len(data)
+        self.kind[ssrc] = index
+        state = self.ssrcs.get(ssrc)
+        if state is None:
+            self.ssrcs[ssrc] = [seq, seq, 1]
+        else:
+            highest = state[1]
+            ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
+            if ext > highest:
+                state[1] = ext
+            state[2] += 1
+        if index != 3:
+            if self.first_video is None:
+                self.first_video = arrival
+            if flags & 1 and self.first_key is None:
+                self.first_key = arrival
+                self.keyframe.set()
+        self.sample += 1
+        if self.sample % 4 == 0:  # a latency sample of every 4th packet keeps the lists small
+            self.latencies.append(arrival - sent)
+
+    async def report(self) -> None:
+        blocks = []
+        for ssrc, (base, highest, received) in self.ssrcs.items():
+            expected = highest - base + 1
+            lost = max(0, expected - received)
+            # fraction lost since the previous report (RFC 3550 6.4.1), which the SFU's estimate reacts to
+            last_expected, last_received = self.reported.get(ssrc, (0, 0))
+            interval = expected - last_expected
+            fraction = max(0, min(255, (interval - (received - last_received)) * 256 // interval)) if interval else 0
+            self.reported[ssrc] = (expected, received)
+            blocks.append(rtcp.ReportBlock(ssrc, fraction, lost, highest & 0xFFFFFFFF, 0, 0, 0))
+        if blocks:
+            await self.peer.send_rtcp(rtcp.build_rr(0x5EB0_0001, blocks[:31]))
+
+    def snapshot(self) -> dict[str, Any]:
+        expected = sum(h - b + 1 for b, h, _ in self.ssrcs.values())
+        received = sum(r for _, _, r in self.ssrcs.values())
+        return {"packets": list(self.packets), "octets": self.octets, "expected": expected, "received": received}
+
+    async def close(self) -> None:
+        await self.signal.close()
+        await self.peer.close()
+
+
+async def _worker_main(conn: Any) -> None:
+    loop = asyncio.get_running_loop()
+    session = aiohttp.ClientSession()
+    subs: list[Subscriber] = []
+    pid = os.getpid()
+
+    async def reports() -> None:
+        while True:
+            await asyncio.sleep(1)
+            for s in list(subs):
+                with contextlib.suppress(Exception):
+                    await s.report()
+
+    async def poll() -> None:
+        """Every POLL_S, drain each subscriber socket with recvmmsg: RTP to its subscriber, the rest to aioice."""
+        receiver = udp.BatchReceiver()
+        while True:
+            await asyncio.sleep(POLL_S)
+            now = time.time()
+            for fd, protocol, sub in list(POLLED):
+                if sub.closed:
+                    continue
+                try:
+                    while n := receiver.recv(fd):
+                        for i in range(n):
+                            data = receiver.datagram(i)
+                            if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                                sub._on_srtp(data, receiver, i, now)
+                            else:
+                                protocol.datagram_received(bytes(data), receiver.address(i))
+                        if n < udp.BATCH:
+                            break
+                except OSError:
+                    sub.closed = True
+
+    reporter = asyncio.create_task(reports())
+    poller = asyncio.create_task(poll())
+    try:
+        while True:
+            command, arg = await loop.run_in_executor(None, conn.recv)
+            if command == "join":
+                base, tokens = arg
+                new = [Subscriber(session, base, t) for t in tokens]
+                subs.extend(new)
+                sem = asyncio.Semaphore(4)
+
+                async def join(s: Subscriber, sem: asyncio.Semaphore = sem) -> None:
+                    async with sem:
+                        await s.join()
+                        conn.send(("joined", None))
+
+                await asyncio.gather(*(join(s) for s in new))
+                # wait (bounded) for the first keyframe of every new subscriber
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*(s.keyframe.wait() for s in new)), 20)
+                conn.send(("ready", [((s.first_video or 0) - s.started if s.first_video else None,
+                                      (s.first_key or 0) - s.started if s.first_key else None) for s in new]))
+            elif command == "snapshot":
+                for s in subs:
+                    s.latencies = []
+                conn.send(("snapshot", {"cpu": proc_cpu(pid, tree=False), "subs": [s.snapshot() for s in subs],
+                                        "udp_drops": udp_drops(socket_inodes(pid))}))
+            elif command == "finish":
+                conn.send(("finish", {"cpu": proc_cpu(pid, tree=False), "subs": [s.snapshot() for s in subs],
+                                      "udp_drops": udp_drops(socket_inodes(pid)),
+                                      "errors": sum(s.errors for s in subs),
+                                      "latencies": [x for s in subs for x in s.latencies]}))
+            elif command == "quit":
+                break
+    finally:
+        reporter.cancel()
+        poller.cancel()
+        for s in subs:
+            s.closed = True
+        for s in subs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.close(), 5)
+        await session.close()
+
+
+def worker(conn: Any) -> None:
+    # asyncio's own loop: its datagram transports can pause reading, so the poller owns the sockets
+    asyncio.run(_worker_main(conn))
+
+
+# ---- the server -----------------------------------------------------------------------------------------------
+
+
+class Server:
+    """`classcast serve` on 127.0.0.1 with a throw-away data folder."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="classcast-bench-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
+               "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": "127.0.0.1"}
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from control.cli import main; "
+                                      "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.org = ""
+        deadline = time.monotonic() + 60
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("classcast serve exited before serving")
+            m = re.match(r"Demo organization[^:]*: (\S+)", line)
+            if m:
+                self.org = m.group(1)
+                break
+        if not self.org:
+            raise RuntimeError("classcast serve did not print its demo organization")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- orchestration --------------------------------------------------------------------------------------------
+
+
+def progress(label: str, done: float, total: float) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stderr.write(f"\r{label:<28} [{'#' * filled}{'.' * (width - filled)}] {done:.0f}/{total:.0f}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workers: list[tuple[Any, Any]] = []  # (process, conn)
+        self.server: Server | None = None
+        self.base = ""
+        self.org = ""
+        self.session: aiohttp.ClientSession | None = None
+        self.publisher: Publisher | None = None
+        self.room = f"bench-{os.getpid()}"
+        self.joined = 0
+        self.rss0 = 0
+        self.pid = 0  # the server process whose tree /proc figures cover
+
+    async def rest(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.session is not None
+        async with self.session.post(self.base + path, json=body, headers={"VF-ORG-ID": self.org}) as resp:
+            data = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: {resp.status} {data}")
+            return data["data"]
+
+    async def ask(self, index: int, command: str, arg: Any = None) -> None:
+        self.workers[index][1].send((command, arg))
+
+    async def reply(self, index: int) -> tuple[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.workers[index][1].recv)
+
+    async def run(self) -> dict[str, Any]:
+        args = self.args
+        if args.target == "classcast":
+            self.server = Server()
+            self.base, self.org, self.pid = self.server.base, self.server.org, self.server.pid
+        elif args.target.startswith("http"):
+            self.base, self.org, self.pid = args.target.rstrip("/"), args.org or "", args.server_pid or 0
+        else:
+            raise SystemExit(f"--target {args.target}: not implemented yet (see bench/RESULTS.md)")
+        ctx = mp.get_context("spawn")
+        steps = ramp_steps(args)
+        n_workers = max(1, min(args.workers, steps[-1]))
+        for _ in range(n_workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker, args=(child,), daemon=True)
+            proc.start()
+            self.workers.append((proc, parent))
+        self.session = aiohttp.ClientSession()
+        results: list[dict[str, Any]] = []
+        try:
+            teacher = await self.rest("/v1/room/create", {
+                "roomId": self.room, "title": "Fan-out benchmark", "settings": {"maxParticipants": 5000},
+                "participant": {"uid": "teacher", "name": "Teacher", "role": "TEACHER"}})
+            self.publisher = Publisher(args.scenario)
+            await self.publisher.start(self.session, self.base, teacher["token"])
+            await asyncio.sleep(1)
+            self.rss0 = proc_rss(self.pid) if self.pid else 0
+            for n in steps:
+                results.append(await self.step(n))
+                print_row(results[-1])
+        finally:
+            await self.close()
+        return {"target": args.target, "scenario": args.scenario, "duration_s": args.duration,
+                "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": " ".join(["classcast-bench", *sys.argv[1:]]), "steps": results, **knee(results)}
+
+    async def step(self, n: int) -> dict[str, Any]:
+        assert self.publisher is not None
+        add = n - self.joined
+        tokens = []
+        for i in range(self.joined, n):
+            data = await self.rest(f"/v1/room/{self.room}/join",
+                                   {"participant": {"uid": f"s{i}", "name": f"Student {i}", "role": "STUDENT"}})
+            tokens.append(data["token"])
+        per = [tokens[i::len(self.workers)] for i in range(len(self.workers))]
+        for i, part in enumerate(per):
+            if part:
+                await self.ask(i, "join", (self.base, part))
+        joins: list[tuple[float | None, float | None]] = []
+        done = 0
+        progress(f"joining {self.joined}->{n}", 0, add)
+        for i, part in enumerate(per):
+            while part:
+                kind, value = await self.reply(i)
+                if kind == "joined":
+                    done += 1
+                    progress(f"joining {self.joined}->{n}", done, add)
+                elif kind == "ready":
+                    joins += value
+                    break
+        self.joined = n
+        await asyncio.sleep(self.args.settle)  # the newest subscribers' estimates ramp up to the top layer
+        before = await self.snapshot("snapshot")
+        cpu0, pub0, t0 = proc_cpu(self.pid) if self.pid else 0.0, self.publisher.counters(), time.monotonic()
+        kf0 = self.publisher.keyframe_requests
+        server_socks = socket_inodes(self.pid) if self.pid else set()
+        drops0 = udp_drops(server_socks)
+        me0 = proc_cpu(os.getpid(), tree=False)
+        spies = self.profile(n)
+        for sec in range(int(self.args.duration)):
+            progress(f"measuring N={n}", sec, self.args.duration)
+            await asyncio.sleep(1)
+        progress(f"measuring N={n}", self.args.duration, self.args.duration)
+        elapsed = time.monotonic() - t0
+        for spy in spies:
+            spy.wait()
+        cpu1 = proc_cpu(self.pid) if self.pid else 0.0
+        me1 = proc_cpu(os.getpid(), tree=False)
+        after = await self.snapshot("finish")
+        # read after the subscribers' counters, as pub0 was read after theirs: the same window for both
+        pub1, kf1 = self.publisher.counters(), self.publisher.keyframe_requests
+        rss = proc_rss(self.pid) if self.pid else 0
+        server_drops = udp_drops(server_socks) - drops0
+        row = figures(n, elapsed, cpu1 - cpu0, before, after, pub0, pub1, kf1 - kf0, joins, rss, self.rss0,
+                      me1 - me0, loadavg())
+        # Where loss happened, if in a socket buffer: the server's sockets (its inbound from the teacher) or the
+        # subscribers' (a client too slow to read: not the server's fault).
+        row["server_udp_drops"] = server_drops
+        row["client_udp_drops"] = sum(w.get("udp_drops", 0) for w in after) - sum(w.get("udp_drops", 0)
+                                                                                  for w in before)
+        return row
+
+    def profile(self, n: int) -> list[subprocess.Popen[bytes]]:
+        """py-spy (sampling, from outside: the profiled process is not slowed) on the server and one worker."""
+        if not self.args.profile:
+            return []
+        os.makedirs(self.args.profile, exist_ok=True)
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        targets = [("worker", self.workers[0][0].pid)]
+        if self.pid:
+            targets.insert(0, ("server", self.pid))
+        return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
+                                  "--rate", "200", "--format", "raw", "--nonblocking",
+                                  "--output", os.path.join(self.args.profile, f"{name}-N{n}.txt")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets]
+
+    async def snapshot(self, command: str) -> list[dict[str, Any]]:
+        for i in range(len(self.workers)):
+            await self.ask(i, command)
+        return [(await self.reply(i))[1] for i in range(len(self.workers))]
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.close()
+        for i, (proc, _) in enumerate(self.workers):
+            with contextlib.suppress(Exception):
+                await self.ask(i, "quit")
+            await asyncio.get_running_loop().run_in_executor(None, proc.join, 15)
+            if proc.is_alive():
+                proc.kill()
+        if self.session is not None:
+            await self.session.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, Any]], after: list[dict[str, Any]],
+            pub0: dict[str, int], pub1: dict[str, int], keyframe_requests: int,
+            joins: list[tuple[float | None, float | None]], rss: int, rss0: int, publisher_cpu: float,
+            load: list[float]) -> dict[str, Any]:
+    subs0 = [s for w in before for s in w["subs"]]
+    subs1 = [s for w in after for s in w["subs"]]
+    client_cpu = sum(w["cpu"] for w in after) - sum(w["cpu"] for w in before)
+    packets = octets = expected = received = 0
+    per_stream = [0] * len(STREAMS)
+    subs_detail: list[list[int]] = []
+    should = 0
+    coverage = 0.0
+    published = {k: pub1[k] - pub0.get(k, 0) for k in pub1}
+    for a, b in zip(subs0, subs1, strict=True):
+        got = [y - x for x, y in zip(a["packets"], b["packets"], strict=True)]
+        packets += sum(got)
+        per_stream = [x + y for x, y in zip(per_stream, got, strict=True)]
+        octets += b["octets"] - a["octets"]
+        expected += b["expected"] - a["expected"]
+        received += b["received"] - a["received"]
+        subs_detail.append(got)
+        # Coverage per kind: a subscriber may move between layers (each is the whole picture), so its video
+        # coverage is the sum over layers of received / published; audio and screen are one stream each.
+        kinds = [k for k in ([i for i in range(3) if STREAMS[i] in published], [3], [4])
+                 if k and STREAMS[k[0]] in published]
+        for kind in kinds:
+            coverage += sum(got[i] / published[STREAMS[i]] for i in kind if published[STREAMS[i]])
+            should += 1
+    latencies = [x for w in after for x in w["latencies"]]
+    lost = max(0, expected - received)
+    first_video = [v for v, _ in joins if v is not None]
+    first_key = [k for _, k in joins if k is not None]
+    return {
+        "subscribers": n,
+        "seconds": round(elapsed, 2),
+        "server_cpu_percent": round(100 * server_cpu / elapsed, 1),
+        "cpu_us_per_packet": round(1e6 * server_cpu / packets, 1) if packets else None,
+        "packets_out_per_s": round(packets / elapsed),
+        "mbit_out_per_s": round(octets * 8 / elapsed / 1e6, 2),
+        "loss_percent": round(100 * lost / expected, 3) if expected else None,
+        "delivered_percent": round(100 * coverage / should, 1) if should else None,
+        "latency_p50_ms": round(1000 * (percentile(latencies, 50) or 0), 2) if latencies else None,
+        "latency_p99_ms": round(1000 * (percentile(latencies, 99) or 0), 2) if latencies else None,
+        "first_video_ms_p50": round(1000 * (percentile(first_video, 50) or 0)) if first_video else None,
+        "first_keyframe_ms_p50": round(1000 * (percentile(first_key, 50) or 0)) if first_key else None,
+        "first_keyframe_ms_max": round(1000 * max(first_key)) if first_key else None,
+        "joins_without_keyframe": sum(1 for _, k in joins if k is None),
+        "server_rss_mb": round(rss / 2**20, 1),
+        "server_rss_mb_before_subscribers": round(rss0 / 2**20, 1),
+        "rss_per_subscriber_kb": round((rss - rss0) / 1024 / n, 1),
+        "keyframe_requests_per_min": round(60 * keyframe_requests / elapsed, 1),
+        "client_cpu_percent": round(100 * client_cpu / elapsed, 1),
+        "client_cpu_per_subscriber_percent": round(100 * client_cpu / elapsed / n, 2),
+        "client_to_server_cpu": round(client_cpu / server_cpu, 2) if server_cpu else None,
+        "publisher_cpu_percent": round(100 * publisher_cpu / elapsed, 1),
+        "published_packets_per_s": {k: round(v / elapsed) for k, v in published.items()},
+        "received_packets_per_s": {k: round(v / elapsed) for k, v in zip(STREAMS, per_stream, strict=True) if v},
+        "per_subscriber_sample": subs_detail[:3],
+        "srtp_errors": sum(w.get("errors", 0) for w in after),
+        "loadavg": load,
+    }
+
+
+def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The knee: the largest N with loss under 1% and delivery over 95% (the issue's definition; on a shared
+    machine a noisy step below it may fail: first_failure names the smallest failing N), and subscribers per
+    core from the server's CPU at the knee."""
+    def ok(r: dict[str, Any]) -> bool:
+        return r["loss_percent"] is not None and r["loss_percent"] < 1 and (r["delivered_percent"] or 0) > 95
+
+    good = [r for r in results if ok(r)]
+    bad = [r["subscribers"] for r in results if not ok(r)]
+    if not good:
+        return {"knee": None, "subscribers_per_core": None, "first_failure": min(bad, default=None)}
+    best = max(good, key=lambda r: r["subscribers"])
+    cores = max(best["server_cpu_percent"] / 100, 1e-9)
+    return {"knee": best["subscribers"], "subscribers_per_core": round(best["subscribers"] / cores, 1),
+            "knee_is_last_step": best is results[-1], "first_failure": min(bad, default=None)}
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(), "kernel": platform.release()}
+
+
+COLUMNS = (("N", "subscribers"), ("srv CPU%", "server_cpu_percent"), ("µs/pkt", "cpu_us_per_packet"),
+           ("pkt/s out", "packets_out_per_s"), ("Mbit/s", "mbit_out_per_s"), ("loss%", "loss_percent"),
+           ("deliv%", "delivered_percent"), ("lat p50 ms", "latency_p50_ms"), ("lat p99 ms", "latency_p99_ms"),
+           ("1st video ms", "first_video_ms_p50"), ("1st key ms", "first_keyframe_ms_p50"),
+           ("RSS MB", "server_rss_mb"), ("RSS/sub KB", "rss_per_subscriber_kb"),
+           ("KF req/min", "keyframe_requests_per_min"), ("client/srv CPU", "client_to_server_cpu"),
+           ("load 1m", "loadavg"))
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if key == "loadavg":
+        return f"{value[0]:.2f}"
+    return "-" if value is None else str(value)
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(" ".join(f"{k}={_cell(row, key)}" for k, key in COLUMNS), flush=True)
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in result["steps"]:
+        lines.append("| " + " | ".join(_cell(row, key) for _, key in COLUMNS) + " |")
+    lines.append("")
+    lines.append(f"knee: {result['knee']} subscribers (loss < 1%, delivered > 95%); "
+                 f"subscribers per core: {result['subscribers_per_core']}; "
+                 f"first failing step: {result.get('first_failure')}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for result in results:
+        xs = [r["subscribers"] for r in result["steps"]]
+        label = f"{result['target']} ({result['scenario']})"
+        ax1.plot(xs, [r["server_cpu_percent"] for r in result["steps"]], marker="o", label=label)
+        ax2.plot(xs, [r["loss_percent"] or 0 for r in result["steps"]], marker="o", label=label)
+    ax1.set(xlabel="subscribers", ylabel="server CPU % (100 = one core)", title="Server CPU")
+    ax2.set(xlabel="subscribers", ylabel="loss %", title="Packet loss")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def ramp_steps(args: argparse.Namespace) -> list[int]:
+    if args.ramp:
+        start, step, top = (int(x) for x in args.ramp.split(":"))
+        return list(range(start, top + 1, step))
+    return [args.subscribers]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="classcast-bench", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fanout", help="one publisher, N subscribers: the server's cost of fan-out")
+    f.add_argument("--subscribers", type=int, default=10)
+    f.add_argument("--ramp", help="START:STEP:MAX (subscribers), to find the knee")
+    f.add_argument("--duration", type=float, default=10, help="seconds measured at each step")
+    f.add_argument("--scenario", choices=SCENARIOS, default="lecture")
+    f.add_argument("--target", default="classcast", help="classcast | janus | pion | URL of a running classcast")
+    f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
+    f.add_argument("--server-pid", type=int, help="with a URL: the server's process id on this machine, for the "
+                                                   "CPU and RSS figures (left empty without it)")
+    f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
+    f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
+    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
+    f.add_argument("--json", help="write the figures here")
+    f.add_argument("--plot", help="write a PNG chart of CPU and loss against N here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] != "fanout" and argv[0].startswith("-"):
+        argv = ["fanout", *argv]  # `python -m bench.fanout --subscribers 5`
+    args = parser().parse_args(argv)
+    import uvloop
+
+    result = uvloop.run(asyncio.wait_for(Bench(args).run(), timeout=max(120, 60 + len(ramp_steps(args))
+                                                                         * (args.duration + 60))))
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.plot:
+        plot([result], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
