@@ -26,6 +26,7 @@ HISTORY = 4096  # out-sequence -> source memory for answering NACKs (a power of 
 QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
+SendNow = Callable[[bytes], bool]  # the fan-out's synchronous send (Peer.send_rtp_now)
 Notify = Callable[[dict[str, Any]], None]
 
 
@@ -58,7 +59,7 @@ class OutSlot:
 
 
 class Consumer:
-    def __init__(self, producer: Producer, slot: OutSlot, send_rtp: SendBytes, send_rtcp: SendBytes,
+    def __init__(self, producer: Producer, slot: OutSlot, send_rtp: SendNow, send_rtcp: SendBytes,
                  notify: Notify | None = None) -> None:
         self.producer = producer
         self.slot = slot
@@ -136,7 +137,7 @@ class Consumer:
         if packets:
             self._become(stream)
             for packet in packets:
-                await self._send(packet, stream)
+                self._send(packet, stream)
             if not complete:
                 self.started = False  # show the cached picture, then wait for a fresh keyframe
                 self._switch = True
@@ -156,7 +157,7 @@ class Consumer:
                               "quality": QUALITY_NAMES[min(stream.index, 2)], "width": stream.width,
                               "height": stream.height})
 
-    async def forward(self, packet: Packet, stream: Stream) -> None:
+    def forward(self, packet: Packet, stream: Stream) -> None:
         if self.paused or not self.slot.bound:
             return
         if stream is not self.current:
@@ -166,9 +167,9 @@ class Consumer:
             self.started = False
         if not self.started and self.producer.kind == "video" and not packet.keyframe:
             return  # a decoder can only start at a keyframe
-        await self._send(packet, stream)
+        self._send(packet, stream)
 
-    async def _send(self, packet: Packet, stream: Stream) -> None:
+    def _send(self, packet: Packet, stream: Stream) -> None:
         slot = self.slot
         header = packet.header
         switch = self._switch
@@ -198,7 +199,7 @@ class Consumer:
         slot.packets_sent += 1
         slot.octets_sent += len(packet.payload)
         self.sent_window.append((packet.arrival, len(out)))
-        await self._send_rtp(out)
+        self._send_rtp(out)
 
     def sent_bitrate(self, now: float) -> int:
         window = self.sent_window
@@ -226,12 +227,12 @@ class Consumer:
                 upstream.setdefault(id(stream), []).append(entry[1])
                 streams[id(stream)] = stream
                 continue
-            await self._retransmit(packet, out_seq, entry[2])
+            self._retransmit(packet, out_seq, entry[2])
         for key, seqs in upstream.items():
             self.nacks_forwarded += 1
             await streams[key].nack_upstream(seqs)
 
-    async def _retransmit(self, packet: Packet, out_seq: int, out_ts: int) -> None:
+    def _retransmit(self, packet: Packet, out_seq: int, out_ts: int) -> None:
         slot = self.slot
         marker = 0x80 if packet.header.marker else 0
         payload = packet.payload
@@ -247,7 +248,7 @@ class Consumer:
         else:
             out = _HEADER.pack(0x80, slot.payload_type | marker, out_seq, out_ts, slot.ssrc) + payload
         self.retransmitted += 1
-        await self._send_rtp(out)
+        self._send_rtp(out)
 
     async def on_keyframe_request(self, now: float) -> None:
         stream = self.current or self.target

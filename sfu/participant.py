@@ -480,7 +480,7 @@ class SfuParticipant:
         if producer.id in self.consumers or producer.owner == self.key:
             return
         slot = self._free_slot(producer)
-        consumer = Consumer(producer, slot, self.peer.send_rtp, self.peer.send_rtcp, self.signal)
+        consumer = Consumer(producer, slot, self.peer.send_rtp_now, self.peer.send_rtcp, self.signal)
         consumer.paused = self.video_off and producer.kind == "video"
         if producer.kind == "video":
             _apply_quality(consumer, *self.quality)

@@ -240,7 +240,7 @@ class Producer:
         if self.blocked:
             return
         for consumer in self.consumers:
-            await consumer.forward(packet, stream)
+            consumer.forward(packet, stream)
 
     async def on_rtx(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         """RFC 4588: the original sequence number leads the payload; rebuild the original packet."""

@@ -114,10 +114,10 @@ async def test_throttled_student_moves_down_and_back_up(classroom: Classroom, br
     rng = random.Random(3)
     throttled = True
 
-    async def weak_link(data: bytes) -> bool:
+    def weak_link(data: bytes) -> bool:
         if throttled and rng.random() < 0.2:
             return True  # dropped on the way to the student
-        return await original(data)
+        return original(data)
 
     consumer._send_rtp = weak_link
     track = await student.remote_track("camera")
@@ -241,8 +241,8 @@ async def test_a_browser_subscribers_twcc_feedback_drives_its_estimate(classroom
     original = consumer._send_rtp
     rng = random.Random(5)
 
-    async def weak_link(data: bytes) -> bool:
-        return True if rng.random() < 0.3 else await original(data)
+    def weak_link(data: bytes) -> bool:
+        return True if rng.random() < 0.3 else original(data)
 
     consumer._send_rtp = weak_link
     lost_before, decreases_before = twcc.lost, student.estimate.decreases

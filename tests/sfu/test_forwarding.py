@@ -95,16 +95,16 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
     await _frame_size(track)
     participant = next(p for p in _router(classroom).participants.values() if p.uid == "lossy")
     rng = random.Random(7)
-    original = participant.peer.send_rtp
+    original = participant.peer.send_rtp_now
     dropped = sent = 0
 
-    async def lossy(data: bytes) -> bool:
+    def lossy(data: bytes) -> bool:
         nonlocal dropped, sent
         sent += 1
         if rng.random() < 0.05:
             dropped += 1
             return True
-        return await original(data)
+        return original(data)
 
     consumer = next(c for c in participant.consumers.values() if c.producer.source == "camera")
     consumer._send_rtp = lossy

@@ -27,7 +27,7 @@ class Wire:
         self.rtp: list[bytes] = []
         self.rtcp: list[bytes] = []
 
-    async def send_rtp(self, data: bytes) -> bool:
+    def send_rtp(self, data: bytes) -> bool:
         self.rtp.append(data)
         return True
 
