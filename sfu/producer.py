@@ -19,7 +19,17 @@ from sfu.codecs import H264, VP8, CodecInfo
 from sfu.frames import h264_size, h264_sps, vp8_size
 from sfu.keyframes import GopCache, KeyframeThrottle
 from sfu.reception import NackTracker, ReceptionStats
-from sfu.rtp import RtpHeader, Vp8Descriptor, parse_rtp, parse_vp8_descriptor
+from sfu.rtp import (
+    RtpHeader,
+    SequenceRewriter,
+    TimestampRewriter,
+    Vp8Descriptor,
+    Vp8PictureIdRewriter,
+    parse_rtp,
+    parse_vp8_descriptor,
+    rewrite_header,
+    rewrite_vp8_descriptor_in_place,
+)
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -133,6 +143,51 @@ class Stream:
         return self.stats.report_block(self.ssrc, now) if self.ssrc is not None and self.packets_in else None
 
 
+class TapFeed:
+    """What taps see of a simulcast track: one continuous stream, the highest layer flowing.
+
+    Sinks such as the recorder decode one stream per track; three layers' packets interleaved under one track id
+    would be garbage to them. Like a subscriber, the feed switches layers only at a keyframe and keeps sequence
+    numbers, timestamps and VP8 picture ids continuous, and its sender reports are translated to match.
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.current: Stream | None = None
+        self.seq = SequenceRewriter()
+        self.ts = TimestampRewriter(producer.codec.clock_rate)
+        self.vp8 = Vp8PictureIdRewriter()
+        self.ssrc = producer.streams[-1].ssrc or 0x7A90_0000 | hash(producer.id) & 0xFFFF
+        self._switch = True
+
+    def packet(self, packet: Packet, stream: Stream) -> bytes | None:
+        if stream is not self.current:
+            now = packet.arrival
+            flowing = [s for s in self.producer.streams if s.flowing(now)]
+            best = flowing[-1] if flowing else stream
+            current_ok = self.current is not None and self.current.flowing(now) and \
+                self.current.index >= best.index
+            if current_ok or stream is not best or not packet.keyframe:
+                return None
+            self.current, self._switch = stream, True
+        header = packet.header
+        seq = self.seq.rewrite(header.sequence_number, self._switch)
+        if seq is None:
+            return None
+        ts = self.ts.rewrite(header.timestamp, packet.arrival, self._switch)
+        buf = rewrite_header(packet.data, header, self.ssrc, header.payload_type, seq, ts)
+        if packet.vp8 is not None:
+            picture_id, tl0 = self.vp8.rewrite(packet.vp8, self._switch)
+            rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
+        self._switch = False
+        return bytes(buf)
+
+    def sender_report(self, stream: Stream, rtp_timestamp: int) -> int | None:
+        if stream is not self.current:
+            return None
+        return self.ts.peek(rtp_timestamp)
+
+
 class Producer:
     def __init__(
         self, track_id: str, owner: str, uid: str, source: str, mid: str, codec: CodecInfo, ssrc: int | None,
@@ -155,6 +210,7 @@ class Producer:
             self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
         self.consumers: list[Consumer] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
+        self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
         self.muted = False  # the publisher muted it
         self.blocked = False  # a moderator muted the publisher: nothing is forwarded
         self.closed = False
@@ -235,8 +291,11 @@ class Producer:
         stream.cache[header.sequence_number & (CACHE_SIZE - 1)] = packet
         if stream.gop is not None:
             stream.gop.add(packet)
-        for tap in self.taps:
-            tap.rtp(self.id, data, arrival)
+        if self.taps:
+            tapped = data if self.tap_feed is None else self.tap_feed.packet(packet, stream)
+            if tapped is not None:
+                for tap in self.taps:
+                    tap.rtp(self.id, tapped, arrival)
         if self.blocked:
             return
         for consumer in self.consumers:
@@ -267,8 +326,12 @@ class Producer:
     def on_sender_report(self, stream: Stream, report: rtcp.SenderReport, arrival: float) -> None:
         stream.last_sr = report
         stream.stats.on_sender_report(report.ntp, arrival)
-        for tap in self.taps:
-            tap.sender_report(self.id, report.ntp, report.rtp_timestamp, arrival)
+        rtp_timestamp: int | None = report.rtp_timestamp
+        if self.tap_feed is not None:
+            rtp_timestamp = self.tap_feed.sender_report(stream, report.rtp_timestamp)
+        if rtp_timestamp is not None:
+            for tap in self.taps:
+                tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
 
     async def tick(self, now: float) -> None:
         """Frequent: ask again for missing packets."""

@@ -157,3 +157,68 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
     assert all(b > a for a, b in itertools.pairwise(ts)), "timestamps keep moving forward"
     pids = [parse_vp8_descriptor(d, 12).picture_id for d in wire.rtp]
     assert pids == list(range(pids[0], pids[0] + 10)), "VP8 picture ids continue too"
+
+
+class TapSink:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.reports: list[int] = []
+
+    def track_added(self, room_sid: str, track: dict) -> None:  # type: ignore[type-arg]
+        pass
+
+    def track_removed(self, room_sid: str, track_id: str) -> None:
+        pass
+
+    def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
+        self.packets.append(data)
+
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+        self.reports.append(rtp_timestamp)
+
+
+async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
+    """The recorder decodes one stream per track: three layers interleaved would be garbage to it."""
+    from sfu.codecs import CodecInfo
+    from sfu.rtcp import SenderReport
+
+    vp8 = CodecInfo("video/VP8", 90000, 96)
+    producer = Producer("TR_s", "o", "teacher", "camera", "0", vp8, None, None, None, 1, Wire().send_rtcp,
+                        rids=["q", "h", "f"])
+    for i, stream in enumerate(producer.streams):
+        stream.ssrc = 100 + i
+    sink = TapSink()
+    producer.taps = [sink]
+
+    def vp8_packet(seq: int, ts: int, key: bool, ssrc: int) -> bytes:
+        return (struct.pack("!BBHII", 0x80, 0x80 | 96, seq, ts, ssrc) + bytes([0x90, 0x80, 0x80, seq & 0xFF])
+                + bytes([0x00 if key else 0x01, 0, 0, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00]))
+
+    t = 0.0
+    for i in range(30):  # all three layers, keyframe every 10 frames, interleaved
+        for stream, base in zip(producer.streams, (1000, 5000, 9000), strict=True):
+            data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
+            await producer.on_rtp(stream, data, parse_rtp(data), t)
+        t += 1 / 30
+    out = [parse_rtp(d) for d in sink.packets]
+    assert {h.ssrc for h in out} == {producer.tap_feed.ssrc}  # type: ignore[union-attr]
+    # q's keyframe came first, then h's and f's in the same frame: from then on one packet per frame, all f's.
+    assert len(out) == 32 and [b.timestamp - a.timestamp for a, b in itertools.pairwise(out[2:])] == [3000] * 29
+    report = SenderReport(ssrc=102, ntp=1 << 32, rtp_timestamp=9000 + 3000 * 29, packets=0, octets=0)
+    producer.on_sender_report(producer.streams[2], report, t)
+    producer.on_sender_report(producer.streams[0], SenderReport(100, 1 << 32, 5, 0, 0), t)
+    assert sink.reports == [out[-1].timestamp], "only the fed layer's reports, mapped into the feed's timeline"
+    # f stops (the publisher paused it): the feed falls back to h at h's next keyframe, continuously.
+    count = len(sink.packets)
+    t += 1.0
+    for i in range(30, 45):
+        for stream, base in zip(producer.streams[:2], (1000, 5000), strict=True):
+            data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
+            await producer.on_rtp(stream, data, parse_rtp(data), t)
+        t += 1 / 30
+    after = [parse_rtp(d) for d in sink.packets[count:]]
+    assert after, "the feed carried on with a lower layer"
+    seqs = [h.sequence_number for h in out + after]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no gap, no repeat"
+    stamps = [h.timestamp for h in out + after]
+    assert all(b > a for a, b in itertools.pairwise(stamps))
