@@ -17,7 +17,9 @@ class Tap(Protocol):
     def track_removed(self, room_sid: str, track_id: str) -> None: ...
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
-        """One received packet of the track, as the publisher sent it (after RTX repair), never rewritten."""
+        """One received packet of the track, as the publisher sent it (after RTX repair). A simulcast track comes
+        as one continuous stream: its highest flowing layer, switching at keyframes, with sequence numbers,
+        timestamps (and the matching sender reports) rewritten to stay continuous (`producer.TapFeed`)."""
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
         """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
