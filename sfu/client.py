@@ -419,16 +419,19 @@ class SyntheticVideoTrack(MediaStreamTrack):
         return frame
 
 
-class ToneAudioTrack(MediaStreamTrack):
-    """A 440 Hz tone in 20 ms frames: subscribers can check they hear something, not silence."""
+class PacedAudioTrack(MediaStreamTrack):
+    """Mono 16-bit audio in 20 ms frames, paced in real time; subclasses say what the samples are."""
 
     kind = "audio"
 
-    def __init__(self, rate: int = 48000, frequency: float = 440.0) -> None:
+    def __init__(self, rate: int = 48000) -> None:
         super().__init__()
-        self.rate, self.frequency = rate, frequency
+        self.rate = rate
         self._start: float | None = None
         self._samples = 0
+
+    def samples(self, offset: int, count: int) -> np.ndarray:
+        raise NotImplementedError
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -437,9 +440,8 @@ class ToneAudioTrack(MediaStreamTrack):
             self._start = time.monotonic()
         await asyncio.sleep(max(0.0, self._start + self._samples / self.rate - time.monotonic()))
         n = int(AUDIO_PTIME * self.rate)
-        t = (np.arange(n) + self._samples) / self.rate
-        samples = (np.sin(2 * math.pi * self.frequency * t) * 8000).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        pcm = self.samples(self._samples, n).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._samples
         frame.time_base = fractions.Fraction(1, self.rate)
@@ -447,5 +449,17 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
-__all__ = ["VIDEO_PTIME", "Client", "ClientError", "RemoteTrack", "State", "SyntheticVideoTrack",
-           "ToneAudioTrack", "file_tracks"]
+class ToneAudioTrack(PacedAudioTrack):
+    """A 440 Hz tone: subscribers can check they hear something, not silence."""
+
+    def __init__(self, rate: int = 48000, frequency: float = 440.0) -> None:
+        super().__init__(rate)
+        self.frequency = frequency
+
+    def samples(self, offset: int, count: int) -> np.ndarray:
+        t = (np.arange(count) + offset) / self.rate
+        return np.sin(2 * math.pi * self.frequency * t) * 8000
+
+
+__all__ = ["VIDEO_PTIME", "Client", "ClientError", "PacedAudioTrack", "RemoteTrack", "State",
+           "SyntheticVideoTrack", "ToneAudioTrack", "file_tracks"]

@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import io
 import time
 
 import av
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
-from sfu.client import ClientError
+from sfu.client import ClientError, PacedAudioTrack
 from tests.control.tutor_fixtures import speak
 from tests.sfu.conftest import Classroom
 
 RATE = 48_000
-PTIME = 0.02
 
 
-class SpeechTrack(MediaStreamTrack):
+class SpeechTrack(PacedAudioTrack):
     """Plays a WAV once in real time, then silence, like a teacher who says one sentence and pauses."""
 
-    kind = "audio"
-
     def __init__(self, wav: bytes) -> None:
-        super().__init__()
+        super().__init__(RATE)
         with av.open(io.BytesIO(wav)) as src:
             resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
             chunks = [f.to_ndarray().reshape(-1) for fr in src.decode(audio=0) for f in resampler.resample(fr)]
         self.pcm = np.concatenate(chunks).astype(np.int16)
-        self._start: float | None = None
-        self._samples = 0
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + self._samples / RATE - time.monotonic()))
-        n = int(PTIME * RATE)
-        chunk = self.pcm[self._samples:self._samples + n]
-        chunk = np.pad(chunk, (0, n - chunk.size))
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._samples
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._samples += n
-        return frame
+    def samples(self, offset: int, count: int) -> np.ndarray:
+        chunk = self.pcm[offset : offset + count]
+        return np.pad(chunk, (0, count - chunk.size))
 
 
 async def _transcript(classroom: Classroom, room_id: str) -> dict:  # type: ignore[type-arg]
