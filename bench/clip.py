@@ -1,10 +1,11 @@
 """The benchmark's pre-encoded lesson clip: generated once with PyAV, packetized, cached.
 
-Camera: 3 s of 720p30 H.264 (constrained baseline, Annex B, SPS/PPS with every IDR), one IDR at the start (so one
-keyframe every 3 s when looped), as three simulcast layers q/h/f (320x180 @150 kbit/s, 640x360 @500 kbit/s,
+Camera: 3 s of 720p30 H.264 (constrained baseline, Annex B, SPS/PPS with every IDR) or VP8 (realtime, for targets
+and comparisons run in VP8), one keyframe at the start (so one keyframe every 3 s when looped), as three simulcast
+layers q/h/f (320x180 @150 kbit/s, 640x360 @500 kbit/s,
 1280x720 @1.5 Mbit/s). Microphone: 3 s of Opus at 32 kbit/s in 20 ms frames. Screen: 3 s of 1080p at 5 fps, one
-layer. Each frame is stored already split into RTP payloads (aiortc's own H.264 packetizer), so the publisher only
-adds headers and paces them.
+layer. Each frame is stored already split into RTP payloads (aiortc's own packetizers), so the publisher only
+adds headers and paces them (and, for VP8, writes a running picture id: see vp8_picture_id).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-VERSION = 2
+VERSION = 3
+CODECS = ("h264", "vp8")
 SECONDS = 3
 LAYERS = (("q", 320, 180, 150_000), ("h", 640, 360, 500_000), ("f", 1280, 720, 1_500_000))
 
@@ -28,6 +30,7 @@ class Track:
     fps: float  # frames (or audio packets) per second
     clock_rate: int
     frames: list[tuple[bool, list[bytes]]]  # (keyframe, RTP payloads)
+    codec: str = "h264"  # h264, vp8 or opus
 
     @property
     def bitrate(self) -> float:
@@ -97,22 +100,59 @@ def _opus(seconds: int) -> list[tuple[bool, list[bytes]]]:
     return out[: seconds * 50]
 
 
-def build() -> dict[str, Track]:
-    clip = {rid: Track(30, 90000, _h264(w, h, 30, rate, 30 * SECONDS)) for rid, w, h, rate in LAYERS}
-    clip["audio"] = Track(50, 48000, _opus(SECONDS))
-    clip["screen"] = Track(5, 90000, _h264(1920, 1080, 5, 1_000_000, 5 * SECONDS))
+def _vp8(width: int, height: int, fps: int, bitrate: int, frames: int) -> list[tuple[bool, list[bytes]]]:
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.framerate = fractions.Fraction(fps, 1)
+    codec.bit_rate = bitrate
+    codec.gop_size = frames
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0",
+                     "error-resilient": "1", "keyint_min": str(frames), "maxrate": str(bitrate),
+                     "minrate": str(bitrate // 4), "bufsize": str(bitrate)}
+    rng = np.random.default_rng(width)
+    out: list[tuple[bool, list[bytes]]] = []
+    for i in range(frames + 1):
+        frame = None
+        if i < frames:
+            frame = av.VideoFrame.from_ndarray(_picture(width, height, i, rng), format="rgb24").reformat(
+                format="yuv420p")
+            frame.pts = i
+        for packet in codec.encode(frame):
+            # a two-byte picture id (>= 128) so that vp8_picture_id can rewrite it in place
+            out.append((bool(packet.is_keyframe), Vp8Encoder._packetize(bytes(packet), 0x4000 + len(out))))
+    assert len(out) == frames and out[0][0] and not any(k for k, _ in out[1:]), "one keyframe, at the start"
+    return out
+
+
+def vp8_picture_id(payload: bytes, picture_id: int) -> bytes:
+    """The payload with its 15-bit picture id set (aiortc's descriptor: X, I, M set; id in bytes 2-3).
+
+    A looped clip would send the same ids again every few seconds, which an SFU that rewrites them per
+    subscriber (Janus) reads as reordering; real publishers count on.
+    """
+    return payload[:2] + (0x8000 | (picture_id & 0x7FFF)).to_bytes(2, "big") + payload[4:]
+
+
+def build(codec: str = "h264") -> dict[str, Track]:
+    encode = {"h264": _h264, "vp8": _vp8}[codec]
+    clip = {rid: Track(30, 90000, encode(w, h, 30, rate, 30 * SECONDS), codec) for rid, w, h, rate in LAYERS}
+    clip["audio"] = Track(50, 48000, _opus(SECONDS), "opus")
+    clip["screen"] = Track(5, 90000, encode(1920, 1080, 5, 1_000_000, 5 * SECONDS), codec)
     return clip
 
 
-def load() -> dict[str, Track]:
-    """The clip from the cache, built first if missing (a few seconds of encoding, once per machine)."""
-    path = cache_dir() / f"clip-v{VERSION}.pickle"
+def load(codec: str = "h264") -> dict[str, Track]:
+    """The clip from the cache, built first if missing (a few seconds of encoding, once per machine and codec)."""
+    path = cache_dir() / f"clip-v{VERSION}-{codec}.pickle"
     if path.exists():
         with path.open("rb") as f:
             return pickle.load(f)  # our own cache file, written below
-    clip = build()
+    clip = build(codec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs may build it at once
     with tmp.open("wb") as f:
         pickle.dump(clip, f)
     tmp.replace(path)
@@ -122,6 +162,7 @@ def load() -> dict[str, Track]:
 if __name__ == "__main__":
     from bench import clip as _self  # pickle the classes under their importable name, not __main__
 
-    for name, track in _self.load().items():
-        print(f"{name}: {len(track.frames)} frames, {track.bitrate / 1000:.0f} kbit/s, "
-              f"{sum(len(p) for _, p in track.frames)} packets")
+    for codec in CODECS:
+        for name, track in _self.load(codec).items():
+            print(f"{codec} {name}: {len(track.frames)} frames, {track.bitrate / 1000:.0f} kbit/s, "
+                  f"{sum(len(p) for _, p in track.frames)} packets")

@@ -28,23 +28,21 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import re
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiortc import RTCRtpSender, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 
 from bench import clip as cliplib
-from bench import udp
+from bench import netns, targets, udp
+from bench.targets import Target
 from sfu import rtcp
 from sfu.ice import IceConfig
 from sfu.peer import Peer
@@ -57,7 +55,6 @@ STREAMS = ("q", "h", "f", "audio", "screen")
 SCENARIOS = ("lecture", "lecture+screen", "audio-only")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-LOOPBACK_ICE = IceConfig(hosts=("127.0.0.1",))
 POLLED: list[tuple[int, Any, Subscriber]] = []  # a worker's subscriber sockets: (fd, aioice protocol, subscriber)
 POLL_S = 0.04  # arrival times come from the kernel, so polling adds no error to latency
 
@@ -126,72 +123,6 @@ def loadavg() -> list[float]:
     return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
 
 
-# ---- signaling helpers ------------------------------------------------------------------------------------------
-
-
-class Signal:
-    """One participant's signaling WebSocket (the subset of docs/signaling.md the bench needs)."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.session, self.url = session, base.replace("http", "ws", 1) + f"/v1/rtc?token={token}"
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.handler: Any = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def open(self) -> dict[str, Any]:
-        self.ws = await self.session.ws_connect(self.url, heartbeat=20)
-        self.task = asyncio.create_task(self._read())
-        await self.send({"type": "join"})
-        return await self.wait("joined")
-
-    async def _read(self) -> None:
-        assert self.ws is not None
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            message = json.loads(msg.data)
-            if self.handler is not None and message.get("type") in ("offer", "candidate"):
-                await self.handler(message)
-            else:
-                self.queue.put_nowait(message)
-
-    async def send(self, message: dict[str, Any]) -> None:
-        assert self.ws is not None
-        await self.ws.send_str(json.dumps(message))
-
-    async def wait(self, kind: str, timeout: float = 20) -> dict[str, Any]:
-        async def find() -> dict[str, Any]:
-            while True:
-                message = await self.queue.get()
-                if message.get("type") == kind:
-                    return message
-                if message.get("type") == "error":
-                    raise RuntimeError(f"signaling error: {message}")
-        return await asyncio.wait_for(find(), timeout)
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-
-
-async def add_candidate(peer: Peer, candidate: dict[str, Any] | None) -> None:
-    if peer.pc.remoteDescription is None:
-        return
-    if candidate is None:
-        await peer.pc.addIceCandidate(None)
-        return
-    line = candidate.get("candidate", "")
-    if line and f"a={line}" not in peer.pc.remoteDescription.sdp:
-        ice = candidate_from_sdp(line.removeprefix("candidate:"))
-        ice.sdpMid, ice.sdpMLineIndex = candidate.get("sdpMid"), candidate.get("sdpMLineIndex")
-        await peer.pc.addIceCandidate(ice)
-
-
 # ---- publisher --------------------------------------------------------------------------------------------------
 
 
@@ -218,7 +149,7 @@ def _ext_block(items: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
 
 
-def _munge_simulcast(sdp: str, mid: str, rid_ext: int) -> str:
+def _munge_simulcast(sdp: str, mid: str, rid_ext: int, rids: tuple[str, ...]) -> str:
     out, current = [], None
     for line in sdp.split("\r\n"):
         if line.startswith("m="):
@@ -227,48 +158,40 @@ def _munge_simulcast(sdp: str, mid: str, rid_ext: int) -> str:
             current = line[6:]
         out.append(line)
         if current == mid and line.startswith("a=mid:"):
-            out += [f"a=extmap:{rid_ext} {URI_RID}", "a=rid:q send", "a=rid:h send", "a=rid:f send",
-                    "a=simulcast:send q;h;f"]
+            out += [f"a=extmap:{rid_ext} {URI_RID}", *(f"a=rid:{r} send" for r in rids),
+                    f"a=simulcast:send {';'.join(rids)}"]
     return "\r\n".join(out)
 
 
 class Publisher:
     """The teacher: pre-encoded RTP, paced in real time, NACK and PLI answered."""
 
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-        self.clip = cliplib.load()
-        self.peer = Peer(on_rtcp=self._on_rtcp, ice=LOOPBACK_ICE, name="publisher")
+    def __init__(self, scenario: str, codec: str, ice: IceConfig) -> None:
+        self.scenario, self.codec = scenario, codec
+        self.clip = cliplib.load(codec)
+        self.peer = Peer(on_rtcp=self._on_rtcp, ice=ice, name="publisher")
         self.streams: list[OutStream] = []
         self.keyframe_requests = 0
         self.nacks = 0
         self.retransmitted = 0
         self.tasks: list[asyncio.Task[None]] = []
-        self.signal: Signal | None = None
 
-    async def start(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.signal = Signal(session, base, token)
-        self.signal.handler = self._on_signal
-        await self.signal.open()
+    async def start(self, session: aiohttp.ClientSession, target: Target) -> None:
         sources = {"lecture": ["camera", "microphone"], "lecture+screen": ["camera", "microphone", "screen"],
                    "audio-only": ["microphone"]}[self.scenario]
-        await self.signal.send({"type": "publish", "tracks": [{"source": s} for s in sources]})
-        await self.signal.wait("publish_ready")
         transceivers = {s: self.peer.add_send_transceiver("audio" if s == "microphone" else "video",
                                                           stream_id="teacher") for s in sources}
-        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        mime = {"h264": "video/H264", "vp8": "video/VP8"}[self.codec]
+        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == mime]
         for t in transceivers.values():
-            if t.kind == "video":  # H.264 only: the clip is H.264
-                t.setCodecPreferences(h264)
+            if t.kind == "video":  # the clip's codec only
+                t.setCodecPreferences(codecs)
         offer = await self.peer.create_offer()
         sdp = offer.sdp
         if "camera" in transceivers:
-            sdp = _munge_simulcast(sdp, transceivers["camera"].mid, 10)
-        await self.signal.send({"type": "offer", "sdp": sdp,
-                                "tracks": [{"source": s, "mid": t.mid} for s, t in transceivers.items()]})
-        answer = await self.signal.wait("answer")
-        await self.peer.accept_answer(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        await self.signal.wait("published")
+            sdp = _munge_simulcast(sdp, transceivers["camera"].mid, 10, target.rids)
+        answer = await target.publish(session, self.peer, sdp, [(s, t.mid) for s, t in transceivers.items()])
+        await self.peer.accept_answer(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(self.peer.wait_connected(), 20)
         sections = {m.mid: m for m in self.peer.media_sections()}
         for source, t in transceivers.items():
@@ -290,11 +213,6 @@ class Publisher:
             self.tasks.append(asyncio.create_task(self._pace(stream)))
         self.tasks.append(asyncio.create_task(self._reports()))
 
-    async def _on_signal(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "candidate":
-            await add_candidate(self.peer, message.get("candidate"))
-        # the teacher receives nothing: a server offer (none in these scenarios) is not answered
-
     async def _pace(self, s: OutStream) -> None:
         start = time.monotonic()
         n = 0
@@ -306,6 +224,8 @@ class Publisher:
             key, payloads = s.track.frames[s.frame]
             s.frame = (s.frame + 1) % len(s.track.frames)
             ts = int(n * step) & 0xFFFFFFFF
+            if s.track.codec == "vp8":  # a running picture id, not the clip's, which jumps back at each loop
+                payloads = [cliplib.vp8_picture_id(p, n) for p in payloads]
             for i, payload in enumerate(payloads):
                 marker = 0x80 if i == len(payloads) - 1 else 0
                 packet = (struct.pack("!BBHII", 0x90, s.payload_type | marker, s.seq, ts, s.ssrc) + s.ext + payload
@@ -356,18 +276,16 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.peer.close()
-        if self.signal is not None:
-            await self.signal.close()
 
 
 # ---- subscribers (in worker processes) ------------------------------------------------------------------------
 
 
 class Subscriber:
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.signal = Signal(session, base, token)
-        self.signal.handler = self._on_signal
-        self.peer = Peer(on_rtp=self._on_rtp, ice=LOOPBACK_ICE, name="subscriber")
+    def __init__(self, target: str, info: Any, ice: IceConfig) -> None:
+        self.target, self.info = target, info
+        self.link: targets.Link | None = None
+        self.peer = Peer(on_rtp=self._on_rtp, ice=ice, name="subscriber")
         self.started = 0.0
         self.first_video: float | None = None
         self.first_key: float | None = None
@@ -383,9 +301,9 @@ class Subscriber:
         self.closed = False
         self.reported: dict[int, tuple[int, int]] = {}  # ssrc -> (expected, received) at the last report
 
-    async def join(self) -> None:
+    async def join(self, session: aiohttp.ClientSession) -> None:
         self.started = time.time()
-        await self.signal.open()
+        self.link = await targets.subscribe(self.target, session, self.info, self.peer)
         await asyncio.wait_for(self.peer.wait_connected(), 30)
         self._below_srtp()
 
@@ -451,13 +369,6 @@ class Subscriber:
         if index != 3 and self.first_video is None:
             self.first_video = rx.arrival(i) or now
 
-    async def _on_signal(self, message: dict[str, Any]) -> None:
-        if message["type"] == "offer":
-            answer = await self.peer.accept_offer(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-            await self.signal.send({"type": "answer", "sdp": answer.sdp})
-        else:
-            await add_candidate(self.peer, message.get("candidate"))
-
     def _on_rtp(self, data: bytes, arrival: float) -> None:
         arrival += time.time() - time.monotonic()  # Peer gives the monotonic clock; figures use the wall clock
         if len(data) < 12 + TRAILER.size:
@@ -508,7 +419,8 @@ class Subscriber:
         return {"packets": list(self.packets), "octets": self.octets, "expected": expected, "received": received}
 
     async def close(self) -> None:
-        await self.signal.close()
+        if self.link is not None:
+            await self.link.close()
         await self.peer.close()
 
 
@@ -553,14 +465,14 @@ async def _worker_main(conn: Any) -> None:
         while True:
             command, arg = await loop.run_in_executor(None, conn.recv)
             if command == "join":
-                base, tokens = arg
-                new = [Subscriber(session, base, t) for t in tokens]
+                target, host, infos = arg
+                new = [Subscriber(target, info, IceConfig(hosts=(host,))) for info in infos]
                 subs.extend(new)
                 sem = asyncio.Semaphore(4)
 
                 async def join(s: Subscriber, sem: asyncio.Semaphore = sem) -> None:
                     async with sem:
-                        await s.join()
+                        await s.join(session)
                         conn.send(("joined", None))
 
                 await asyncio.gather(*(join(s) for s in new))
@@ -597,51 +509,6 @@ def worker(conn: Any) -> None:
     asyncio.run(_worker_main(conn))
 
 
-# ---- the server -----------------------------------------------------------------------------------------------
-
-
-class Server:
-    """`classcast serve` on 127.0.0.1 with a throw-away data folder."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="classcast-bench-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
-               "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": "127.0.0.1"}
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from control.cli import main; "
-                                      "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.org = ""
-        deadline = time.monotonic() + 60
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("classcast serve exited before serving")
-            m = re.match(r"Demo organization[^:]*: (\S+)", line)
-            if m:
-                self.org = m.group(1)
-                break
-        if not self.org:
-            raise RuntimeError("classcast serve did not print its demo organization")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 # ---- orchestration --------------------------------------------------------------------------------------------
 
 
@@ -662,26 +529,23 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """One run against one target: its server, the teacher, the worker processes, a step per N."""
+
+    def __init__(self, args: argparse.Namespace, target: str) -> None:
         self.args = args
+        self.name = "classcast" if target.startswith("http") else target
+        self.target = targets.make(self.name, args.ice_host, args.codec, url=target if target.startswith("http")
+                                   else "", org=args.org or "", server_pid=args.server_pid or 0)
         self.workers: list[tuple[Any, Any]] = []  # (process, conn)
-        self.server: Server | None = None
-        self.base = ""
-        self.org = ""
         self.session: aiohttp.ClientSession | None = None
         self.publisher: Publisher | None = None
-        self.room = f"bench-{os.getpid()}"
         self.joined = 0
         self.rss0 = 0
-        self.pid = 0  # the server process whose tree /proc figures cover
 
-    async def rest(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.session is not None
-        async with self.session.post(self.base + path, json=body, headers={"VF-ORG-ID": self.org}) as resp:
-            data = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"{path}: {resp.status} {data}")
-            return data["data"]
+    @property
+    def pid(self) -> int:
+        """The server process whose tree /proc figures cover (0: not on this machine)."""
+        return self.target.pid
 
     async def ask(self, index: int, command: str, arg: Any = None) -> None:
         self.workers[index][1].send((command, arg))
@@ -691,13 +555,6 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         args = self.args
-        if args.target == "classcast":
-            self.server = Server()
-            self.base, self.org, self.pid = self.server.base, self.server.org, self.server.pid
-        elif args.target.startswith("http"):
-            self.base, self.org, self.pid = args.target.rstrip("/"), args.org or "", args.server_pid or 0
-        else:
-            raise SystemExit(f"--target {args.target}: not implemented yet (see bench/RESULTS.md)")
         ctx = mp.get_context("spawn")
         steps = ramp_steps(args)
         n_workers = max(1, min(args.workers, steps[-1]))
@@ -709,11 +566,9 @@ class Bench:
         self.session = aiohttp.ClientSession()
         results: list[dict[str, Any]] = []
         try:
-            teacher = await self.rest("/v1/room/create", {
-                "roomId": self.room, "title": "Fan-out benchmark", "settings": {"maxParticipants": 5000},
-                "participant": {"uid": "teacher", "name": "Teacher", "role": "TEACHER"}})
-            self.publisher = Publisher(args.scenario)
-            await self.publisher.start(self.session, self.base, teacher["token"])
+            await self.target.start(self.session)
+            self.publisher = Publisher(args.scenario, args.codec, IceConfig(hosts=(args.ice_host,)))
+            await self.publisher.start(self.session, self.target)
             await asyncio.sleep(1)
             self.rss0 = proc_rss(self.pid) if self.pid else 0
             for n in steps:
@@ -721,22 +576,21 @@ class Bench:
                 print_row(results[-1])
         finally:
             await self.close()
-        return {"target": args.target, "scenario": args.scenario, "duration_s": args.duration,
+        return {"target": self.name, "scenario": args.scenario, "codec": args.codec, "ice_host": args.ice_host,
+                "duration_s": args.duration,
                 "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": " ".join(["classcast-bench", *sys.argv[1:]]), "steps": results, **knee(results)}
+                "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
+                "steps": results, **knee(results)}
 
     async def step(self, n: int) -> dict[str, Any]:
         assert self.publisher is not None
+        assert self.session is not None
         add = n - self.joined
-        tokens = []
-        for i in range(self.joined, n):
-            data = await self.rest(f"/v1/room/{self.room}/join",
-                                   {"participant": {"uid": f"s{i}", "name": f"Student {i}", "role": "STUDENT"}})
-            tokens.append(data["token"])
-        per = [tokens[i::len(self.workers)] for i in range(len(self.workers))]
+        infos = await self.target.join_infos(self.session, self.joined, n)
+        per = [infos[i::len(self.workers)] for i in range(len(self.workers))]
         for i, part in enumerate(per):
             if part:
-                await self.ask(i, "join", (self.base, part))
+                await self.ask(i, "join", (self.name, self.args.ice_host, part))
         joins: list[tuple[float | None, float | None]] = []
         done = 0
         progress(f"joining {self.joined}->{n}", 0, add)
@@ -810,10 +664,10 @@ class Bench:
             await asyncio.get_running_loop().run_in_executor(None, proc.join, 15)
             if proc.is_alive():
                 proc.kill()
+        with contextlib.suppress(Exception):
+            await self.target.close()
         if self.session is not None:
             await self.session.close()
-        if self.server is not None:
-            self.server.stop()
 
 
 def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, Any]], after: list[dict[str, Any]],
@@ -974,6 +828,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--duration", type=float, default=10, help="seconds measured at each step")
     f.add_argument("--scenario", choices=SCENARIOS, default="lecture")
     f.add_argument("--target", default="classcast", help="classcast | janus | pion | URL of a running classcast")
+    f.add_argument("--compare", help="comma-separated other targets (janus,pion): the same run against classcast "
+                                     "and each of them, with the ratios of CPU per forwarded packet")
+    f.add_argument("--codec", choices=cliplib.CODECS, help="the camera's codec (default: h264 for classcast "
+                                                           "alone, vp8 when Janus or pion takes part)")
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
     f.add_argument("--server-pid", type=int, help="with a URL: the server's process id on this machine, for the "
                                                    "CPU and RSS figures (left empty without it)")
@@ -982,7 +840,56 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
     f.add_argument("--json", help="write the figures here")
     f.add_argument("--plot", help="write a PNG chart of CPU and loss against N here")
+    f.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)  # set by the bench when it re-runs itself
     return p
+
+
+INSIDE = "--inside-netns"
+
+
+def plan(args: argparse.Namespace) -> list[str]:
+    """The targets of this run, in order (classcast first in a comparison); refuses what cannot run here."""
+    def known(name: str) -> str:
+        if name not in targets.NAMES and not name.startswith("http"):
+            raise SystemExit(f"unknown target {name!r}: one of {', '.join(targets.NAMES)} or a classcast URL")
+        return name
+
+    if args.compare:
+        if args.target != "classcast":
+            raise SystemExit("--compare runs classcast against the others: leave --target out")
+        others = [known(n.strip()) for n in args.compare.split(",") if n.strip()]
+        if not others or any(n not in ("janus", "pion") for n in others):
+            raise SystemExit("--compare takes janus, pion or both (janus,pion)")
+        return ["classcast", *others]
+    return [known(args.target)]
+
+
+def missing(names: list[str]) -> str | None:
+    from bench.targets import janus, pion
+
+    for name, check in (("janus", janus.missing), ("pion", pion.missing)):
+        if name in names and (why := check()):
+            return why
+    return netns.available() if any(n in ("janus", "pion") for n in names) else None
+
+
+def compare_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """CPU per forwarded packet of each target at each N, and its ratio to classcast's (> 1: classcast is cheaper)."""
+    base = {r["subscribers"]: r["cpu_us_per_packet"] for r in results[0]["steps"]}
+    others = results[1:]
+    head = ["N", "classcast µs/pkt"] + [f"{r['target']} {h}" for r in others for h in ("µs/pkt", "/ classcast")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ratios: dict[str, list[dict[str, Any]]] = {r["target"]: [] for r in others}
+    for n, ours in base.items():
+        cells = [str(n), str(ours)]
+        for r in others:
+            theirs = next((x["cpu_us_per_packet"] for x in r["steps"] if x["subscribers"] == n), None)
+            ratio = round(theirs / ours, 2) if theirs and ours else None
+            ratios[r["target"]].append({"subscribers": n, "cpu_us_per_packet": theirs, "classcast": ours,
+                                        "ratio": ratio})
+            cells += [str(theirs), "-" if ratio is None else f"{ratio}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -990,16 +897,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] != "fanout" and argv[0].startswith("-"):
         argv = ["fanout", *argv]  # `python -m bench.fanout --subscribers 5`
     args = parser().parse_args(argv)
+    names = plan(args)
+    foreign = any(n in ("janus", "pion") for n in names)
+    args.codec = args.codec or ("vp8" if foreign else "h264")
+    if foreign and not args.inside_netns:
+        if why := missing(names):
+            raise SystemExit(why)
+        # every server and client of the run inside one private namespace, removed afterwards
+        with netns.namespace(f"ccbench-{os.getpid()}") as ns:
+            return subprocess.run(netns.command(ns, [sys.executable, "-m", "bench.fanout", *argv, INSIDE])).returncode
+    args.ice_host = netns.ADDRESS if args.inside_netns else "127.0.0.1"
     import uvloop
 
-    result = uvloop.run(asyncio.wait_for(Bench(args).run(), timeout=max(120, 60 + len(ramp_steps(args))
-                                                                         * (args.duration + 60))))
-    print(table(result))
+    timeout = max(120, 60 + len(ramp_steps(args)) * (args.duration + args.settle + 60))
+    results = []
+    for name in names:
+        if len(names) > 1:
+            print(f"\n## {name}", flush=True)
+        results.append(uvloop.run(asyncio.wait_for(Bench(args, name).run(), timeout=timeout)))
+        print(table(results[-1]))
+    output: dict[str, Any] = results[0]
+    if len(results) > 1:
+        text, ratios = compare_table(results)
+        print("\nCPU per forwarded packet, each target against classcast (same run, same machine):")
+        print(text)
+        output = {"compare": results, "ratios": ratios, "command": results[0]["command"]}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(output, f, indent=2)
     if args.plot:
-        plot([result], args.plot)
+        plot(results, args.plot)
     return 0
 
 

@@ -1,0 +1,3 @@
+module classcast/bench/peers/pion
+
+go 1.19
