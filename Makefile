@@ -49,7 +49,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: install-test lint $(CHROMIUM)
+# The fan-out benchmark's points of comparison (issue 8): Janus with its VideoRoom, Go and pion for
+# bench/peers/pion, iproute2 for the network namespace they run in. About 20 s from Debian's packages.
+BENCH_PEERS := /usr/bin/janus /usr/bin/go /usr/share/gocode/src/github.com/pion/webrtc/go.mod /bin/ip
+$(BENCH_PEERS) &:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		janus golang-go golang-github-pion-webrtc.v3-dev iproute2
+
+test: install-test lint $(CHROMIUM) $(BENCH_PEERS)
 	$(BIN)/python -m pytest
 
 clean:
