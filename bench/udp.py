@@ -43,8 +43,6 @@ _libc.recvmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint
 _libc.recvmmsg.restype = ctypes.c_int
 _CMSG = struct.Struct("=Qii")  # cmsg_len, cmsg_level, cmsg_type; data follows at offset 16 on 64-bit Linux
 _TIMESPEC = struct.Struct("=qq")
-_RESET_NAME = struct.Struct("=I")  # msghdr.msg_namelen at offset 8 of each 64-byte mmsghdr
-_RESET_CONTROL = struct.Struct("=Q")  # msghdr.msg_controllen at offset 40
 _U32 = struct.Struct("=I")  # mmsghdr.msg_len at offset 56
 _U64 = struct.Struct("=Q")
 _SOCKADDR_IN = struct.Struct("!HH4s")  # family is host order, but only the port and address are read
@@ -64,14 +62,19 @@ class BatchReceiver:
             self.iov[i].iov_base, self.iov[i].iov_len = base + i * SIZE, SIZE
             hdr = self.msgs[i].msg_hdr
             hdr.msg_name, hdr.msg_iov, hdr.msg_iovlen = names + i * 16, ctypes.pointer(self.iov[i]), 1
-            hdr.msg_control = control + i * CONTROL
+            hdr.msg_control, hdr.msg_controllen = control + i * CONTROL, CONTROL
+            hdr.msg_namelen = 16
         self.view = memoryview(self.data).cast("B")
         self.name_view = memoryview(self.names).cast("B")
         self.control_view = memoryview(self.control).cast("B")
 
         self.msg_view = memoryview(self.msgs).cast("B")
         assert ctypes.sizeof(_Mmsghdr) == 64, "x86_64/aarch64 Linux layout expected"
+        # The kernel shrinks each used header's name and control lengths: one copy of the pristine headers
+        # restores them (a C memmove instead of a Python loop per datagram).
+        self.template = ctypes.create_string_buffer(bytes(self.msgs), BATCH * 64)
         self.used = BATCH
+        self._lengths: dict[int, struct.Struct] = {}
 
     def address(self, index: int) -> tuple[str, int]:
         """The sender of the index-th datagram of the last batch (IPv4)."""
@@ -80,10 +83,8 @@ class BatchReceiver:
 
     def recv(self, fd: int) -> int:
         """One recvmmsg call: how many datagrams are now in the buffers (0 when none were waiting)."""
-        view = self.msg_view
-        for i in range(self.used):  # the kernel shrank these: give them their full sizes back
-            _RESET_NAME.pack_into(view, i * 64 + 8, 16)
-            _RESET_CONTROL.pack_into(view, i * 64 + 40, CONTROL)
+        if self.used:
+            ctypes.memmove(self.msgs, self.template, self.used * 64)
         n = _libc.recvmmsg(fd, self.msgs, BATCH, MSG_DONTWAIT, None)
         if n < 0:
             self.used = 0
@@ -93,6 +94,13 @@ class BatchReceiver:
             raise OSError(err, "recvmmsg")
         self.used = n
         return n
+
+    def lengths(self, n: int) -> tuple[int, ...]:
+        """The sizes of the first n datagrams of the last batch, in one unpack."""
+        unpack = self._lengths.get(n)
+        if unpack is None:
+            unpack = self._lengths[n] = struct.Struct("=" + "56xI4x" * n)  # mmsghdr.msg_len at offset 56
+        return unpack.unpack_from(self.msg_view)
 
     def datagram(self, index: int) -> memoryview:
         """The index-th datagram of the last batch, valid until the next recv."""
