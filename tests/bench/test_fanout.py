@@ -78,6 +78,8 @@ def test_knee_is_the_largest_clean_step() -> None:
             {"subscribers": 30, "loss_percent": 3, "delivered_percent": 90, "server_cpu_percent": 100}]
     assert knee(rows) == {"knee": 20, "subscribers_per_core": 40.0, "knee_is_last_step": False, "first_failure": 30}
     assert knee(rows[2:])["knee"] is None
+    rows[1]["joins_failed"] = 2  # clean for those who got in, but two students were turned away
+    assert knee(rows)["knee"] == 10
 
 
 def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
