@@ -479,7 +479,7 @@ async def _worker_main(conn: Any) -> None:
                         try:
                             await s.join(session)
                             return None
-                        except Exception as e:  # noqa: BLE001 - any failure to join is counted, not fatal
+                        except Exception as e:  # any failure to join is counted, not fatal
                             return f"{type(e).__name__}: {e}"[:200]
                         finally:
                             conn.send(("joined", None))
@@ -594,7 +594,7 @@ class Bench:
             for n in steps:
                 try:
                     results.append(await self.step(n))
-                except Exception as e:  # noqa: BLE001 - the steps measured so far are kept and reported
+                except Exception as e:  # the steps measured so far are kept and reported
                     aborted = f"N={n}: {type(e).__name__}: {e}"[:300]
                     print(f"run stopped at {aborted}", file=sys.stderr, flush=True)
                     break
