@@ -15,6 +15,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -56,31 +57,40 @@ def _picture(width: int, height: int, i: int, rng: np.random.Generator) -> np.nd
     return img
 
 
-def _h264(width: int, height: int, fps: int, bitrate: int, frames: int) -> list[tuple[bool, list[bytes]]]:
-    from aiortc.codecs.h264 import H264Encoder
-
-    codec = av.CodecContext.create("libx264", "w")
+def _video(name: str, width: int, height: int, fps: int, bitrate: int) -> av.video.codeccontext.VideoCodecContext:
+    codec = av.CodecContext.create(name, "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.time_base = fractions.Fraction(1, fps)
     codec.framerate = fractions.Fraction(fps, 1)
     codec.bit_rate = bitrate
-    codec.profile = "baseline"
-    codec.options = {"preset": "veryfast", "tune": "zerolatency", "level": "31",
-                     "x264-params": f"keyint={frames}:min-keyint={frames}:scenecut=0:repeat-headers=1:bframes=0:"
-                                    f"vbv-maxrate={bitrate // 1000}:vbv-bufsize={bitrate // 1000}:nal-hrd=none"}
-    rng = np.random.default_rng(width)
+    return codec
+
+
+def _encode(codec: Any, frames: int, packetize: Any) -> list[tuple[bool, list[bytes]]]:
+    """frames pictures through the encoder, each encoded frame split into RTP payloads by packetize(data, index)."""
+    rng = np.random.default_rng(codec.width)
     out: list[tuple[bool, list[bytes]]] = []
     for i in range(frames + 1):
         frame = None
         if i < frames:
-            frame = av.VideoFrame.from_ndarray(_picture(width, height, i, rng), format="rgb24").reformat(
+            frame = av.VideoFrame.from_ndarray(_picture(codec.width, codec.height, i, rng), format="rgb24").reformat(
                 format="yuv420p")
             frame.pts = i
         for packet in codec.encode(frame):
-            payloads = H264Encoder._packetize(H264Encoder._split_bitstream(bytes(packet)))
-            out.append((bool(packet.is_keyframe), payloads))
-    assert len(out) == frames and out[0][0], "the clip must start with its only keyframe"
+            out.append((bool(packet.is_keyframe), packetize(bytes(packet), len(out))))
+    assert len(out) == frames and out[0][0] and not any(k for k, _ in out[1:]), "one keyframe, at the start"
     return out
+
+
+def _h264(width: int, height: int, fps: int, bitrate: int, frames: int) -> list[tuple[bool, list[bytes]]]:
+    from aiortc.codecs.h264 import H264Encoder
+
+    codec = _video("libx264", width, height, fps, bitrate)
+    codec.profile = "baseline"
+    codec.options = {"preset": "veryfast", "tune": "zerolatency", "level": "31",
+                     "x264-params": f"keyint={frames}:min-keyint={frames}:scenecut=0:repeat-headers=1:bframes=0:"
+                                    f"vbv-maxrate={bitrate // 1000}:vbv-bufsize={bitrate // 1000}:nal-hrd=none"}
+    return _encode(codec, frames, lambda data, _: H264Encoder._packetize(H264Encoder._split_bitstream(data)))
 
 
 def _opus(seconds: int) -> list[tuple[bool, list[bytes]]]:
@@ -103,28 +113,13 @@ def _opus(seconds: int) -> list[tuple[bool, list[bytes]]]:
 def _vp8(width: int, height: int, fps: int, bitrate: int, frames: int) -> list[tuple[bool, list[bytes]]]:
     from aiortc.codecs.vpx import Vp8Encoder
 
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.time_base = fractions.Fraction(1, fps)
-    codec.framerate = fractions.Fraction(fps, 1)
-    codec.bit_rate = bitrate
+    codec = _video("libvpx", width, height, fps, bitrate)
     codec.gop_size = frames
     codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0",
                      "error-resilient": "1", "keyint_min": str(frames), "maxrate": str(bitrate),
                      "minrate": str(bitrate // 4), "bufsize": str(bitrate)}
-    rng = np.random.default_rng(width)
-    out: list[tuple[bool, list[bytes]]] = []
-    for i in range(frames + 1):
-        frame = None
-        if i < frames:
-            frame = av.VideoFrame.from_ndarray(_picture(width, height, i, rng), format="rgb24").reformat(
-                format="yuv420p")
-            frame.pts = i
-        for packet in codec.encode(frame):
-            # a two-byte picture id (>= 128) so that vp8_picture_id can rewrite it in place
-            out.append((bool(packet.is_keyframe), Vp8Encoder._packetize(bytes(packet), 0x4000 + len(out))))
-    assert len(out) == frames and out[0][0] and not any(k for k, _ in out[1:]), "one keyframe, at the start"
-    return out
+    # a two-byte picture id (>= 128) so that vp8_picture_id can rewrite it in place
+    return _encode(codec, frames, lambda data, index: Vp8Encoder._packetize(data, 0x4000 + index))
 
 
 def vp8_picture_id(payload: bytes, picture_id: int) -> bytes:

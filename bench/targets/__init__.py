@@ -8,6 +8,7 @@ figures compare servers, not clients.
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any, Protocol
 
 import aiohttp
@@ -66,3 +67,15 @@ async def subscribe(name: str, session: aiohttp.ClientSession, info: Any, peer: 
     else:
         from bench.targets.classcast import subscribe as join
     return await join(session, info, peer)
+
+
+def stop(proc: subprocess.Popen[Any] | None) -> None:
+    """A server process started by a target: asked to stop, killed if it will not within 10 s."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

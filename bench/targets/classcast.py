@@ -20,6 +20,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from bench.targets import stop
 from sfu.peer import Peer
 
 
@@ -116,12 +117,7 @@ class Server:
             raise RuntimeError("classcast serve did not print its demo organization")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

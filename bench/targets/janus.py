@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCSessionDescription
 
+from bench.targets import stop
 from sfu.peer import Peer
 
 JANUS = "/usr/bin/janus"
@@ -205,13 +206,7 @@ class JanusTarget:
     async def close(self) -> None:
         if self.publisher is not None:
             await self.publisher.close()
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         if os.environ.get("BENCH_KEEP_JANUS_LOG") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -16,6 +16,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 
 from bench.clip import cache_dir
+from bench.targets import stop
 from sfu.peer import Peer
 
 SOURCE = Path(__file__).resolve().parent.parent / "peers" / "pion"
@@ -85,13 +86,7 @@ class PionTarget:
         return [self.base] * (last - first)
 
     async def close(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
