@@ -84,7 +84,7 @@ func newAPI(host string, portMin, portMax uint16) (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(i), webrtc.WithSettingEngine(s)), nil
 }
 
-// answer sets the remote offer and returns the local answer with every candidate in it (no trickle).
+// complete sets the local description and returns it once every candidate is in it (no trickle).
 func complete(pc *webrtc.PeerConnection, desc webrtc.SessionDescription) (*webrtc.SessionDescription, error) {
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(desc); err != nil {
