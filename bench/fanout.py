@@ -342,17 +342,9 @@ class Subscriber:
         Its kernel arrival time (rx.arrival(i), `now` if the kernel gave none) is only read when it is used.
         """
         seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
-        state = self.ssrcs.get(ssrc)
-        if state is None:
-            state = self.ssrcs[ssrc] = [seq, seq, 0]
+        if ssrc not in self.kind:
             self.kind[ssrc] = -1
-        else:
-            highest = state[1]
-            ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
-            if ext > highest:
-                state[1] = ext
-        state[2] += 1
-        self.octets += len(data)
+        self._count(ssrc, seq, len(data))
         index = self.kind[ssrc]
         self.sample += 1
         if index < 0 or self.sample % SAMPLE == 0 or (index != 3 and self.first_key is None):
@@ -375,6 +367,19 @@ class Subscriber:
         if index != 3 and self.first_video is None:
             self.first_video = rx.arrival(i) or now
 
+    def _count(self, ssrc: int, seq: int, size: int) -> None:
+        """One packet of ssrc: received count, highest extended sequence number (gaps below it are loss), octets."""
+        state = self.ssrcs.get(ssrc)
+        if state is None:
+            state = self.ssrcs[ssrc] = [seq, seq, 0]
+        else:
+            highest = state[1]
+            ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
+            if ext > highest:
+                state[1] = ext
+        state[2] += 1
+        self.octets += size
+
     def _on_rtp(self, data: bytes, arrival: float) -> None:
         arrival += time.time() - time.monotonic()  # Peer gives the monotonic clock; figures use the wall clock
         if len(data) < 12 + TRAILER.size:
@@ -384,17 +389,8 @@ class Subscriber:
         if magic != MAGIC:
             return
         self.packets[index] += 1
-        self.octets += len(data)
         self.kind[ssrc] = index
-        state = self.ssrcs.get(ssrc)
-        if state is None:
-            self.ssrcs[ssrc] = [seq, seq, 1]
-        else:
-            highest = state[1]
-            ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
-            if ext > highest:
-                state[1] = ext
-            state[2] += 1
+        self._count(ssrc, seq, len(data))
         if index != 3:
             if self.first_video is None:
                 self.first_video = arrival
