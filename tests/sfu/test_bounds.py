@@ -13,7 +13,10 @@ import pytest
 
 from sfu import bwe, rtcp
 from sfu.bwe import ARRIVAL_WINDOW, MAX_SENT, TwccFeedback, TwccSender, parse_twcc
+from sfu.consumer import SENT_WINDOW_MAX
 from sfu.keyframes import GopCache
+from sfu.reception import NackTracker
+from tests.sfu.test_keyframes import Wire, _consumer, _feed, _producer
 
 
 def _feedback_fci(base: int, count: int, chunks: bytes, deltas: bytes = b"", reference: int = 0) -> bytes:
@@ -160,3 +163,28 @@ def test_gop_cache_is_bounded_for_late_keyframe_packets() -> None:
     for _ in range(10_000):
         gop.add(packet(1, False))  # a flood of "late packets of the keyframe"
     assert len(gop.packets) <= 10
+
+
+def test_missing_packets_tracked_for_nack_are_bounded() -> None:
+    """A publisher whose sequence numbers advance by 500 a packet: each gap is a burst of "losses"; what is
+    tracked, and what one NACK asks for, stays bounded."""
+    tracker = NackTracker()
+    seq = 0
+    for i in range(2000):
+        seq += 500
+        tracker.on_packet(seq, i * 0.001)
+        assert len(tracker.missing) <= tracker.max_missing
+    due = tracker.due(2.0005)
+    assert len(due) <= tracker.max_per_nack
+    assert len(rtcp.build_nack(1, 2, due)) <= 1200  # fits one packet
+
+
+async def test_a_consumers_sent_window_is_bounded_without_feedback() -> None:
+    """A subscriber that never sends RTCP never makes the server ask its rate: the window must bound itself."""
+    wire = Wire()
+    producer = _producer(wire)
+    consumer = _consumer(producer, wire, 0)
+    frames = SENT_WINDOW_MAX + 2000
+    await _feed(producer, frames, keyframe_every=300)
+    assert len(wire.rtp) >= frames - 10  # forwarded
+    assert len(consumer.sent_window) <= SENT_WINDOW_MAX
