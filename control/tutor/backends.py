@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,18 +181,21 @@ class EmbeddedBackend:
 
 
 class FakeBackend:
-    """Deterministic and instant, for API tests: the answer names the question and echoes the context size."""
+    """Deterministic and instant, for API tests: the answer names the question, or is what `script` says for the
+    messages (a test plays a model that gets the arithmetic wrong)."""
 
     name = "fake"
 
-    def __init__(self, supports_images: bool = False) -> None:
+    def __init__(self, supports_images: bool = False,
+                 script: Callable[[list[dict[str, Any]]], str] | None = None) -> None:
         self.supports_images = supports_images
+        self.script = script
         self.calls: list[list[dict[str, Any]]] = []
 
     async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
         self.calls.append(messages)
         question = _prompt_text(messages[-1:])
-        answer = f"Here is an answer about: {question.strip()}"
+        answer = self.script(messages) if self.script else f"Here is an answer about: {question.strip()}"
         words = answer.split(" ")
         pieces = [words[0]] + [" " + w for w in words[1:]]
         pieces = pieces[:max_tokens]

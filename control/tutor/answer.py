@@ -1,0 +1,139 @@
+"""How the tutor answers one question: computer algebra first, the class's own words second, the model third.
+
+`plan` reads the question: a computable problem is solved exactly (`cas`), and its verified result becomes the
+answer's opening sentence and a fact in the prompt; a question the class covered opens with the teacher's words
+("As your teacher said: ..."); a question about the class that nothing said in it covers gets an honest "I'm not
+sure, ask your teacher" without the model. `speak` then streams the opening, the model's text and any note:
+
+- with a fact, the model's text is released a sentence at a time and checked (`checking`); a sentence that states a
+  different result is withheld, the model is stopped, and a correction naming the verified result is appended;
+- mathematics the solver could not read or finish is answered by the model alone with a note that it is unverified.
+
+Both REST endpoints (streamed and not) consume the same `speak` stream, so they say the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from control.tutor.cas import Cas, Fact
+from control.tutor.checking import contradiction, sentences
+from control.tutor.context import ClassContext, build_messages, general_messages
+from control.tutor.grounding import Grounder, Support, is_class_question
+from control.tutor.problems import Problem, Unreadable, read
+
+log = logging.getLogger("classcast.tutor")
+
+NOT_SURE = ("I'm not sure: nothing said in this class so far covers that, and I would only be guessing. "
+            "Please ask your teacher.")
+
+
+@dataclass
+class Plan:
+    messages: list[dict[str, Any]]
+    lead: str = ""  # the answer's opening, stated without the model
+    fact: Fact | None = None
+    unverified: str | None = None  # why mathematics in the question could not be checked
+    support: Support | None = None
+    direct: str | None = None  # a whole answer given without the model
+
+    @property
+    def verified(self) -> bool:
+        return self.fact is not None
+
+
+def fact_note(fact: Fact) -> str:
+    return (f"Verified result (computed exactly by computer algebra; it is correct, use it and never state a "
+            f"different result): {fact.statement}. The student has already been told this result: explain in one "
+            "or two short sentences how to get it.")
+
+
+def support_note(support: Support) -> str:
+    where = "set the class topic" if support.source == "topic" else "said in class"
+    return (f'Your teacher {where}: "{support.passage}". The student has already been shown these words: explain '
+            "them in one or two short sentences, consistent with the teacher.")
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | None,
+               grounder: Grounder | None, *, general: bool = False, image: tuple[str, str] | None = None) -> Plan:
+    """`general`: the assistant without a class (no teacher to quote or to send the student to)."""
+    notes: list[str] = []
+    result = Plan(messages=[])
+    context_lines = ([ctx.topic] if ctx.topic else []) + list(reversed(ctx.transcript))
+    problem = read(question, context_lines) if cas is not None else None
+    if isinstance(problem, Problem):
+        assert cas is not None
+        solved = await cas.solve(problem)
+        if isinstance(solved, Fact):
+            result.fact = solved
+            result.lead = f"{_sentence_case(solved.statement)} (checked with computer algebra). "
+            notes.append(fact_note(solved))
+        else:
+            result.unverified = "the calculation took too long" if solved.kind == "timeout" else \
+                "the calculator could not work it out"
+            log.info("no verified result (%s: %s) for %r", solved.kind, solved.detail, question[:80])
+    elif isinstance(problem, Unreadable):
+        result.unverified = "I could not read the mathematics exactly"
+    if result.fact is None and grounder is not None:
+        result.support = await grounder.find(question, ctx)
+        if result.support is not None:
+            result.lead = f'As your teacher said: "{result.support.passage}" '
+            notes.append(support_note(result.support))
+        elif result.unverified is None and not general and is_class_question(question):
+            result.direct = NOT_SURE
+    if result.unverified:
+        notes.append("This answer could not be checked by computer algebra: be careful with every number.")
+    result.messages = general_messages(question, image, notes) if general else \
+        build_messages(ctx, question, budget_tokens, image, notes)
+    return result
+
+
+def correction(fact: Fact) -> str:
+    return (f"\n\n(Corrected: the rest of the model's explanation stated a different result, so it was left out. "
+            f"The verified result is: {fact.statement}.)")
+
+
+def unverified_note(reason: str) -> str:
+    return f"\n\n(Not verified: {reason}, so please check this answer with your teacher.)"
+
+
+async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+    """The answer's pieces: opening, checked model text, closing note. `generate` starts the model's stream."""
+    if p.direct is not None:
+        yield p.direct
+        return
+    if p.lead:
+        yield p.lead
+    stream = generate()
+    try:
+        if p.fact is None:
+            async for piece in stream:
+                yield piece
+        else:
+            pending = ""
+            async for piece in stream:
+                pending += piece
+                done, pending = sentences(pending)
+                for sentence in done:
+                    wrong = contradiction(sentence, p.fact, question)
+                    if wrong is not None:
+                        log.info("model contradicted the verified result (%s vs %s)", wrong, p.fact.statement)
+                        yield correction(p.fact)
+                        return
+                    yield sentence
+            if pending.strip():
+                if contradiction(pending, p.fact, question) is not None:
+                    yield correction(p.fact)
+                    return
+                yield pending
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    if p.unverified:
+        yield unverified_note(p.unverified)
