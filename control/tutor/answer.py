@@ -15,6 +15,7 @@ Both REST endpoints (streamed and not) consume the same `speak` stream, so they 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,8 @@ def support_note(support: Support) -> str:
 
 
 def _sentence_case(text: str) -> str:
-    return text[:1].upper() + text[1:]
+    """'the square root ...' -> 'The square root ...', but 'x^2 - 9 = 0 ...' stays as written."""
+    return text[:1].upper() + text[1:] if re.match(r"[a-z]{2}", text) else text
 
 
 async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | None,
@@ -84,7 +86,8 @@ async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | 
     if result.fact is None and grounder is not None:
         result.support = await grounder.find(question, ctx)
         if result.support is not None:
-            result.lead = f'As your teacher said: "{result.support.passage}" '
+            result.lead = f'As your teacher said: "{result.support.passage}" ' if result.support.source != "topic" \
+                else f'The topic your teacher set for this class is "{result.support.passage}". '
             notes.append(support_note(result.support))
         elif result.unverified is None and not general and is_class_question(question):
             result.direct = NOT_SURE

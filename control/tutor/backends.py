@@ -125,12 +125,17 @@ class OpenAiBackend:
 
 
 class EmbeddedBackend:
-    """SmolLM2-135M-Instruct in xllamacpp's server on 127.0.0.1, started on first use. Demo quality."""
+    """SmolLM2-135M-Instruct in xllamacpp's server on 127.0.0.1, started on first use. Demo quality.
+    `model` picks another packaged GGUF (`models.LLMS`) and `chat_template` a llama.cpp template name for a GGUF
+    that carries none."""
 
     name = "embedded"
     supports_images = False  # a text-only model: image requests are refused with a 400 before inference
 
-    def __init__(self, threads: int = 1, n_ctx: int = 2048, temperature: float = 0.2) -> None:
+    def __init__(self, threads: int = 1, n_ctx: int = 2048, temperature: float = 0.2, model: str = "smollm2",
+                 chat_template: str = "") -> None:
+        self.model = model
+        self.chat_template = chat_template
         self.threads = threads
         self.n_ctx = n_ctx
         self.temperature = temperature
@@ -144,7 +149,9 @@ class EmbeddedBackend:
         from control.tutor import models
 
         params = xllamacpp.CommonParams()
-        params.model.path = str(models.llm_gguf())
+        params.model.path = str(models.llm_gguf(self.model))
+        if self.chat_template:
+            params.chat_template = self.chat_template
         params.n_ctx = self.n_ctx
         params.n_parallel = 1
         params.cpuparams.n_threads = self.threads
@@ -163,8 +170,8 @@ class EmbeddedBackend:
                 except Exception as exc:
                     raise BackendError(f"embedded model failed to start: {exc}") from exc
                 address = self._server.listening_address
-                log.info("embedded SmolLM2 listening on %s", address)
-                self._client = OpenAiBackend(f"{address}/v1", "smollm2", temperature=self.temperature,
+                log.info("embedded %s listening on %s", self.model, address)
+                self._client = OpenAiBackend(f"{address}/v1", self.model, temperature=self.temperature,
                                              name="embedded", force_close=True)
             return self._client
 

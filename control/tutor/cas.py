@@ -218,6 +218,7 @@ def _show(expr: Any, sp: Any) -> str:
     s = sp.sstr(expr).replace("**", "^").replace("sqrt", "√").replace("√", "sqrt")
     s = re.sub(r"(?<![\w.])(\d+)\*(?=[a-zA-Z(])", r"\1", s)
     s = re.sub(r"\bI\b", "i", s.replace("*", "·"))
+    s = re.sub(r"\bexp\(", "e^(", s)
     return s
 
 
@@ -323,8 +324,8 @@ def compute(req: dict[str, Any], sp: Any) -> dict[str, Any]:
         shown = _show(sp.simplify(result), sp)
         return {"statement": f"{label} is {shown}", "values": [shown], "numeric": False}
     if kind == "integrate":
-        if "bounds" in args:
-            lo, hi = (sp.Rational(b) for b in args["bounds"])
+        if args.get("definite"):
+            lo, hi = _sympy(exprs[1], sp), _sympy(exprs[2], sp)
             result = sp.integrate(expr, (var, lo, hi))
             if result.has(sp.Integral) or not result.is_number:
                 raise ValueError("no closed form")

@@ -29,10 +29,15 @@ STOPWORDS = frozenset(
     "tell explain mean means meaning please teacher said say says class today lesson us them him her give get".split()
 )
 CLASS_QUESTION = re.compile(
-    r"\b(homework|assignment|quiz|test|exam|due|deadline|teacher|today|lesson|tomorrow|next week|next class|"
+    r"\b(homework|assignment|quiz|test|exam|due(?! to)|deadline|teacher|today|lesson|tomorrow|next week|next class|"
     r"grade|grading|project|(?:we|you) (?:learn|learned|learnt|did|do|talk|talked|cover|covered|study|studied)|"
     r"(?:did|does) (?:the teacher|she|he|they|you) (?:say|mean|explain))\b"
 )
+
+
+ABOUT_THE_TOPIC = re.compile(
+    r"\b(what(?:'s| is| are)? (?:the )?(?:topic|subject)|what (?:are|do|will) we (?:study|learn|do|cover)\w*|"
+    r"what is (?:this|the|today's) (?:class|lesson) about)\b")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class Grounder:
         return np.stack([self._cache[t] for t in texts])
 
     def find_blocking(self, question: str, ctx: ClassContext) -> Support | None:
+        if ctx.topic and ABOUT_THE_TOPIC.search(question.lower()):
+            return Support(ctx.topic, "topic", 1.0)
         found = passages(ctx)
         asked = content_words(question)
         found = [(text, src) for text, src in found if asked & content_words(text)]

@@ -214,7 +214,8 @@ def _read(q: str) -> Problem | Unreadable | None:
     m = re.search(rf"how many {_UNIT} (?:are |is )?(?:there )?in {_NUMBER}\s*{_UNIT}\b", q)
     if m:
         return _convert(m.group(2), m.group(3), m.group(1))
-    m = re.search(rf"{_NUMBER}\s*{_UNIT}\s+(?:to|in|into|in terms of)\s+{_UNIT}(?![a-z/])", q)
+    m = re.search(rf"{_NUMBER}\s*(?:degrees?\s+)?{_UNIT}\s+(?:to|in|into|in terms of)\s+(?:degrees?\s+)?{_UNIT}"
+                  r"(?![a-z/])", q)
     if m:
         return _convert(m.group(1), m.group(2), m.group(3))
 
@@ -257,15 +258,18 @@ def _read(q: str) -> Problem | Unreadable | None:
     m = re.search(r"(?:integral|integrate|antiderivative)\s*(?:of\s+)?(.+)", q)
     if m:
         tail = m.group(1)
-        bounds = re.search(rf"\bfrom\s+{_NUMBER}\s+to\s+{_NUMBER}", tail)
+        bounds = re.search(r"\bfrom\s+(\S+)\s+to\s+([^\s?]+)", tail)
         if bounds:
             tail = tail[:bounds.start()] + tail[bounds.end():]
         node = parse(_clean_tail(tail))
         var = _pick_var([node], _respect(q))
         if bounds:
-            lo, hi = bounds.group(1), bounds.group(2)
-            return Problem("integrate", [node], f"the integral of {to_text(node)} from {lo} to {hi}", var,
-                           {"bounds": [lo, hi]})
+            lo, hi = parse(bounds.group(1).rstrip(",")), parse(bounds.group(2).rstrip(",.?"))
+            if symbols(lo) or symbols(hi):
+                raise MathSyntaxError("bounds of an integral must be numbers")
+            return Problem("integrate", [node, lo, hi],
+                           f"the integral of {to_text(node)} from {to_text(lo)} to {to_text(hi)}", var,
+                           {"definite": True})
         return Problem("integrate", [node], f"the integral of {to_text(node)} d{var}", var)
 
     # Simplify / factor / expand.
