@@ -13,7 +13,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.tutor.mathparse import MathSyntaxError, Node, normalize, parse, parse_relation, symbols, to_text
+from control.tutor.mathparse import (
+    CONSTANTS,
+    FUNCTIONS,
+    VARIABLES,
+    MathSyntaxError,
+    Node,
+    normalize,
+    parse,
+    parse_relation,
+    symbols,
+    to_text,
+)
 
 # Units: dimension and exact factor to the SI unit, as a string the solver turns into a Rational.
 UNITS: dict[str, tuple[str, str]] = {
@@ -108,54 +119,64 @@ def _respect(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _is_word(w: str) -> bool:
+    """An English word (not mathematics): letters only, two or more, not a function or constant name."""
+    bare = w.strip("?!.,:;\"'")
+    return len(bare) >= 2 and bare.isalpha() and bare not in FUNCTIONS and bare not in CONSTANTS \
+        and not (len(bare) == 2 and all(ch in VARIABLES for ch in bare) and bare not in ENGLISH_PAIRS)
+
+
+ENGLISH_PAIRS = frozenset("an as at be by do go he if in is it me my no of on or so to up us we am".split())
+
+
+def math_runs(text: str) -> list[str]:
+    """The stretches of mathematics in a sentence: maximal runs of words that are not English words, cut at a
+    colon, semicolon or comma that ends a word. A run is read whole or not at all: never a piece of a formula."""
+    runs: list[str] = []
+    current: list[str] = []
+    for w in text.split():
+        if _is_word(w):
+            if current:
+                runs.append(" ".join(current))
+            current = []
+            continue
+        current.append(w.rstrip(":;,"))
+        if w[-1] in ":;,":
+            runs.append(" ".join(current))
+            current = []
+    if current:
+        runs.append(" ".join(current))
+    return [r.strip(" .?!") for r in runs if r.strip(" .?!")]
+
+
+_OPERATOR = re.compile(r"[-+*/^!=]|\d\s*[a-z(]|sqrt|cbrt|sin|cos|tan|log|ln|exp")
+
+
 def _longest_expression(text: str, need_operator: bool = True) -> Node | None:
-    """The longest run of the text that parses as an expression (with an operator, unless told otherwise)."""
-    spans = re.findall(r"[0-9a-z.+\-*/^()!|= ]+", text)
+    """The longest stretch of mathematics without '=' (with an operator, unless told otherwise), parsed.
+    A stretch with an operator that does not parse is an error: the question has mathematics we cannot read."""
     best: tuple[int, Node] | None = None
-    for span in spans:
-        words = span.split()
-        for i in range(len(words)):
-            for j in range(len(words), i, -1):
-                chunk = " ".join(words[i:j]).strip(" .")
-                if not chunk or (best and len(chunk) <= best[0]):
-                    continue
-                if need_operator and not re.search(r"[-+*/^!]|\d\s*[a-z(]|sqrt|cbrt|sin|cos|tan|log|ln|exp", chunk):
-                    continue
-                if "=" in chunk:
-                    continue
-                try:
-                    node = parse(chunk)
-                except MathSyntaxError:
-                    continue
-                best = (len(chunk), node)
+    for run in math_runs(text):
+        if "=" in run or (need_operator and not _OPERATOR.search(run)):
+            continue
+        node = parse(run)
+        if need_operator and node[0] in ("num", "sym", "const", "neg") and \
+                (node[0] != "neg" or node[1][0] in ("num", "sym", "const")):
+            continue  # a signed number is no calculation
+        if best is None or len(run) > best[0]:
+            best = (len(run), node)
     return best[1] if best else None
 
 
 def _equations(text: str) -> list[tuple[Node, Node]] | None:
-    """Equations separated by 'and', ',' or ';', each `lhs = rhs` parsed, or None."""
-    parts = [p for p in re.split(r"\band\b|[;,]", text) if "=" in p]
+    """Every stretch of mathematics with an '=' in the text, parsed as `lhs = rhs`, or None."""
     out: list[tuple[Node, Node]] = []
-    for part in parts:
-        words = part.split()
-        found = None
-        # the shortest prefix of words dropped, the shortest suffix dropped, that parses as an equation
-        for i in range(len(words)):
-            for j in range(len(words), i, -1):
-                chunk = " ".join(words[i:j]).strip(" .?:")
-                if "=" not in chunk:
-                    continue
-                try:
-                    lhs, rhs = parse_relation(chunk)
-                except MathSyntaxError:
-                    continue
-                if rhs is not None:
-                    found = (lhs, rhs)
-                    break
-            if found:
-                break
-        if found is None:
-            return None
-        out.append(found)
+    for run in math_runs(text):
+        if "=" not in run:
+            continue
+        lhs, rhs = parse_relation(run)
+        assert rhs is not None
+        out.append((lhs, rhs))
     return out or None
 
 
@@ -284,7 +305,6 @@ def _read(q: str) -> Problem | Unreadable | None:
         eqs = _equations(q)
         if eqs:
             return _solve_problem(eqs)
-        raise MathSyntaxError("an equation I cannot read")
     m = re.search(r"\b(?:roots?|zeros?|solutions?) of\s+(.+)", q)
     if m:
         node = parse(_clean_tail(m.group(1)))

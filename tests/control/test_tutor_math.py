@@ -1,0 +1,210 @@
+"""Exact mathematics in the tutor: the safe parser, the question reader, the bounded SymPy process, and their wiring
+through the REST endpoints with the fake backend (the verified result reaches the prompt and opens the answer, a
+contradicting model is corrected, a solver timeout or an unreadable expression falls back to the model, flagged)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from control.tutor.cas import Cas, Fact, Failure
+from control.tutor.checking import contradiction
+from control.tutor.mathparse import MathSyntaxError, parse
+from control.tutor.problems import Problem, Unreadable, read
+from tests.conftest import Api
+from tests.control.tutor_fixtures import chat_body
+
+HARD_INTEGRAL = "What is the integral of exp(x^2) sin(x)^3 / (x^5 + x + 1)?"
+
+
+@pytest.fixture(scope="module")
+def cas() -> Cas:
+    solver = Cas()
+    yield solver  # type: ignore[misc]
+    solver.close()
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('touch /tmp/pwned')",
+    "x.__class__", "lambda: 1", "open('/etc/passwd')", "2 + [1]", "sqrt(", "1 +* 2", "9^9^9", "2^100000",
+    "x^x", "100000!", "(" * 40 + "1" + ")" * 40, "1+" * 60 + "1", "9" * 40,
+])
+def test_parser_refuses_code_and_unbounded_expressions(text: str) -> None:
+    with pytest.raises(MathSyntaxError):
+        parse(text)
+
+
+def test_reader_finds_the_problem_in_school_wording() -> None:
+    cases = {
+        "What is 7 times 8?": ("evaluate", "7 × 8"),
+        "what's 15% of 200": ("evaluate", "15% of 200"),
+        "What are the roots of x² − 5x + 6 = 0?": ("solve", "x^2 - 5x + 6 = 0"),
+        "Solve x + y = 10 and x - y = 2": ("solve", "x + y = 10 and x - y = 2"),
+        "What is the derivative of x^3 + 2x?": ("diff", "the derivative of x^3 + 2x with respect to x"),
+        "Integrate cos(x) from 0 to pi/2": ("integrate", "the integral of cos(x) from 0 to π/2"),
+        "Simplify (x^2 - 1)/(x - 1)": ("simplify", "(x^2 - 1)/(x - 1)"),
+        "How many centimetres are in 2.5 metres?": ("convert", "2.5 m in cm"),
+    }
+    for question, (kind, label) in cases.items():
+        problem = read(question)
+        assert isinstance(problem, Problem), question
+        assert (problem.kind, problem.label) == (kind, label), question
+    assert read("What is photosynthesis?") is None
+    assert read("Who wrote Hamlet in 1600?") is None
+    assert isinstance(read("What is 9^9^9?"), Unreadable)
+    # 'this equation' is the one on the class's board (topic or transcript)
+    problem = read("What does this equation mean?", ["We solve x^2 - 9 = 0 today."])
+    assert isinstance(problem, Problem) and problem.label == "x^2 - 9 = 0"
+
+
+def test_solver_gives_exact_results(cas: Cas) -> None:
+    expected = {
+        "What is 7 times 8?": "7 × 8 = 56",
+        "What is the square root of 81?": "the square root of 81 = 9",
+        "What are the roots of x^2 - 5x + 6 = 0?": "x^2 - 5x + 6 = 0 has the solutions x = 2 and x = 3",
+        "What is 15% of 200?": "15% of 200 = 30",
+        "Solve x + y = 10 and x - y = 2": "x + y = 10 and x - y = 2 has the solution x = 6 and y = 4",
+        "What is 3/4 + 1/6?": "3/4 + 1/6 = 11/12 = 0.9167",
+        "Convert 72 km/h to m/s": "72 km/h = 20 m/s",
+        "What is the derivative of x^3 + 2x?": "the derivative of x^3 + 2x with respect to x is 3x^2 + 2",
+        "Integrate x^2 from 0 to 3": "the integral of x^2 from 0 to 3 is 9",
+        "Factor x^2 + 5x + 6": "x^2 + 5x + 6 factors as (x + 2)·(x + 3)",
+    }
+    for question, statement in expected.items():
+        problem = read(question)
+        assert isinstance(problem, Problem)
+        fact = cas.solve_blocking(problem)
+        assert isinstance(fact, Fact) and fact.statement == statement, (question, fact)
+    fact = cas.solve_blocking(read("What is 1/0?"))  # type: ignore[arg-type]
+    assert isinstance(fact, Failure) and fact.kind == "error"
+
+
+def test_solver_is_bounded_in_time_and_memory() -> None:
+    solver = Cas(time_limit_s=0.5, memory_mb=512)
+    try:
+        assert isinstance(solver.solve_blocking(read("What is 1 + 1?")), Fact)  # started: SymPy imported
+        problem = read(HARD_INTEGRAL)
+        assert isinstance(problem, Problem)
+        started = time.monotonic()
+        result = solver.solve_blocking(problem)
+        assert isinstance(result, Failure) and result.kind == "timeout"
+        assert time.monotonic() - started < 3.0  # killed at the limit (0.5 s), not when SymPy gives up
+        # The process was replaced: the next question is answered.
+        fact = solver.solve_blocking(read("What is 6 times 7?"))  # type: ignore[arg-type]
+        assert isinstance(fact, Fact) and fact.values == ["42"]
+        assert solver._proc is not None
+        limits = Path(f"/proc/{solver._proc.pid}/limits").read_text()
+        line = next(s for s in limits.splitlines() if s.startswith("Max address space"))
+        assert line.split()[3] == str(512 << 20)
+        # A tree that skipped the parser's checks (2^(10^11)): the child's limits end it, nothing else suffers.
+        bomb = Problem("evaluate", [["pow", ["num", "2"], ["num", "100000000000"]]], "2^100000000000")
+        started = time.monotonic()
+        result = solver.solve_blocking(bomb)
+        assert isinstance(result, Failure) and time.monotonic() - started < 3.0
+        fact = solver.solve_blocking(read("What is 6 times 7?"))  # type: ignore[arg-type]
+        assert isinstance(fact, Fact) and fact.values == ["42"]
+    finally:
+        solver.close()
+
+
+def test_contradictions_are_found_and_correct_working_is_not_one() -> None:
+    fact = Fact("7 × 8 = 56", ["56"])
+    q = "What is 7 times 8?"
+    assert contradiction("7 times 8 is 54.", fact, q) == "54"
+    assert contradiction("So 7 × 8 = 54.", fact, q) == "54"
+    assert contradiction("7 × 8 = 56, because 7 + 7 = 14 and 14 × 4 = 56.", fact, q) is None
+    assert contradiction("Multiply 7 by 8.", fact, q) is None
+    roots = Fact("x^2 - 5x + 6 = 0 has the solutions x = 2 and x = 3", ["2", "3"])
+    assert contradiction("The roots are -1 and -2.", roots, "roots of x^2 - 5x + 6 = 0?") == "-1"
+    assert contradiction("So x = 2 or x = 3.", roots, "roots of x^2 - 5x + 6 = 0?") is None
+    sqrt2 = Fact("the square root of 2 = sqrt(2) ≈ 1.4142", ["1.4142", "sqrt(2)"])
+    assert contradiction("It is about 1.41.", sqrt2, "square root of 2") is None
+    assert contradiction("It is about 1.5.", sqrt2, "square root of 2") == "1.5"
+
+
+# ---- through the API, with the fake backend --------------------------------------------------------------------
+
+
+def _script(reply: str):  # type: ignore[no-untyped-def]
+    return lambda messages: reply
+
+
+async def _both(tapi: Api, text: str) -> tuple[str, str]:
+    """The non-streamed answer and the streamed one, for the same question."""
+    status, body = await tapi.post("/v1/ai-tutor/chat", chat_body(tapi, text=text))
+    assert status == 200, body
+    resp = await tapi.client.post("/v1/ai-tutor/chat/stream", json=chat_body(tapi, text=text),
+                                  headers={"VF-ORG-ID": tapi.org.id})
+    frames = [f[len("data: "):] for f in (await resp.text()).split("\n\n") if f]
+    assert frames[-1] == "[DONE]"
+    streamed = "".join(json.loads(f).get("text", "") for f in frames[:-1])
+    return body["text"], streamed.strip()
+
+
+async def test_the_verified_result_reaches_the_prompt_and_opens_the_answer(tapi: Api) -> None:
+    await tapi.create_room("math-101")
+    plain, streamed = await _both(tapi, "What is 7 times 8?")
+    assert plain == streamed
+    assert plain.startswith("7 × 8 = 56 (checked with computer algebra).")
+    system = tapi.svc.tutor.backend.calls[-1][0]["content"]  # type: ignore[union-attr]
+    assert "Verified result" in system and "7 × 8 = 56" in system
+
+
+async def test_a_model_that_contradicts_the_result_is_corrected(tapi: Api) -> None:
+    from control.tutor.backends import FakeBackend
+
+    await tapi.create_room("math-101")
+    assert tapi.svc.tutor is not None
+    tapi.svc.tutor.backend = FakeBackend(script=_script(
+        "Multiply the two numbers. 7 times 8 is 54. So the answer is 54."))
+    plain, streamed = await _both(tapi, "What is 7 times 8?")
+    assert plain == streamed
+    assert "54" not in plain  # the wrong sentence never reached the student, in either endpoint
+    assert plain.startswith("7 × 8 = 56 (checked with computer algebra). Multiply the two numbers.")
+    assert plain.endswith("(Corrected: the rest of the model's explanation stated a different result, so it was "
+                          "left out. The verified result is: 7 × 8 = 56.)")
+    status, usage = await tapi.get("/v1/ai-tutor/usage/math-101")
+    assert usage["requests"] == 2 and usage["usage"]["outputTokens"] > 0  # the model's work is still billed
+
+
+async def test_a_solver_timeout_falls_back_to_the_model_flagged_unverified(tapi: Api) -> None:
+    await tapi.create_room("math-101")
+    assert tapi.svc.tutor is not None
+    tapi.svc.tutor.cas.close()
+    tapi.svc.tutor.cas = Cas(time_limit_s=0.5)
+    started = time.monotonic()
+    plain, streamed = await _both(tapi, HARD_INTEGRAL)
+    assert time.monotonic() - started < 6  # two requests, each bounded by the limit (plus a restart)
+    assert plain == streamed
+    assert plain.startswith("Here is an answer about:")  # the model answered alone
+    assert plain.endswith("(Not verified: the calculation took too long, so please check this answer with your "
+                          "teacher.)")
+    assert tapi.svc.tutor.cas.timeouts == 2
+    plain, _ = await _both(tapi, "What is 6 times 7?")  # and the solver is back for the next question
+    assert plain.startswith("6 × 7 = 42 (checked with computer algebra).")
+
+
+@pytest.mark.parametrize("question", [
+    "What is 9^9^9?", "What is 100000!?", "What is 2^99999999 - 1?", "Solve " + "x + " * 70 + "1 = 0",
+    "What is __import__('os').system('id') + 1?",
+])
+async def test_hostile_or_unreadable_mathematics_is_answered_unverified(tapi: Api, question: str) -> None:
+    await tapi.create_room("math-101")
+    started = time.monotonic()
+    plain, streamed = await _both(tapi, question)
+    assert time.monotonic() - started < 5
+    assert plain == streamed
+    assert "checked with computer algebra" not in plain
+    if "__import__" not in question:  # code is not mathematics: the model answers it, without a note
+        assert "(Not verified:" in plain
+
+
+async def test_the_general_assistant_uses_the_solver_too(tapi: Api) -> None:
+    resp = await tapi.client.post("/v1/ai-agent/chat/stream", headers={"VF-ORG-ID": tapi.org.id},
+                                  json={"chatId": "chat-1", "message": "What is the square root of 81?"})
+    lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    text = "".join(line.get("text", "") for line in lines if line["type"] == "text")
+    assert text.startswith("The square root of 81 = 9 (checked with computer algebra).")
