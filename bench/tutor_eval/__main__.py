@@ -22,6 +22,7 @@ import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench.tutor_eval.questions import QUESTIONS, SUBJECTS, Question
@@ -150,7 +151,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, startup: dic
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [q for q in QUESTIONS if not args.subjects or q.subject in args.subjects.split(",")]
     if args.limit:
         chosen = chosen[:args.limit]
@@ -168,10 +169,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     finally:
         await runner.close()
     print(report(results, args, runner.startup))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "startup": runner.startup, "results": results}, f, indent=1)
-    return results
+    return {"args": vars(args), "startup": runner.startup, "results": results}
 
 
 def main() -> None:
@@ -190,7 +188,9 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="print every question, answer and verdict")
     parser.add_argument("--json", default="", help="write every answer to this file")
     args = parser.parse_args()
-    asyncio.run(run(args))
+    record = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
