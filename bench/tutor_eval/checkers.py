@@ -80,13 +80,15 @@ def _word(w: str) -> str:
 @dataclass(frozen=True)
 class Words:
     required: tuple[str, ...]  # each entry: spellings separated by '|'
+    forbidden: tuple[str, ...] = ()  # words a right answer does not contain ("not" in "will not include")
 
     def check(self, answer: str, question: str) -> bool:
-        low = answer.lower()
-        return all(any(re.search(_word(w), low) for w in req.split("|")) for req in self.required)
+        low = answer.lower().replace("n't", " not")
+        return all(any(re.search(_word(w), low) for w in req.split("|")) for req in self.required) and \
+            not any(re.search(_word(w) + r"\b", low) for w in self.forbidden)
 
     def describe(self) -> str:
-        return "words " + ", ".join(self.required)
+        return "words " + ", ".join(self.required) + (f"; not {', '.join(self.forbidden)}" if self.forbidden else "")
 
 
 @dataclass(frozen=True)

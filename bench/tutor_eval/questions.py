@@ -122,9 +122,9 @@ QUESTIONS: list[Question] = [
     Question("class", "When is the homework due?", Honest()),
     Question("class", "What did the teacher say about the test?", Honest()),
     Question("class", "When is the homework due?", Words(("friday",)), transcript=HOMEWORK),
-    Question("class", "What page is the homework on?", Words(("42",)), transcript=HOMEWORK),
+    Question("class", "What page is the homework on?", Value(("42",)), transcript=HOMEWORK),
     Question("class", "What topic are we studying today?", Words(("fraction",)), topic="Fractions and decimals"),
-    Question("class", "Will the quiz include fractions?", Words(("fraction",)), transcript=HOMEWORK),
+    Question("class", "Will the quiz include fractions?", Words(("fraction",), ("not",)), transcript=HOMEWORK),
 ]
 
 SUBJECTS = list(dict.fromkeys(q.subject for q in QUESTIONS))
