@@ -5,8 +5,9 @@ answer's opening sentence and a fact in the prompt; a question the class covered
 ("As your teacher said: ..."); a question about the class that nothing said in it covers gets an honest "I'm not
 sure, ask your teacher" without the model. `speak` then streams the opening, the model's text and any note:
 
-- with a fact, the model's text is released a sentence at a time and checked (`checking`); a sentence that states a
-  different result is withheld, the model is stopped, and a correction naming the verified result is appended;
+- the model's sentences that hold numbers are checked before they are passed on (`checking`): one that states a
+  result other than the verified one, or writes a false calculation, is withheld, the model is stopped, and a
+  correction (naming the verified result, when there is one) is appended;
 - mathematics the solver could not read or finish is answered by the model alone with a note that it is unverified.
 
 Both REST endpoints (streamed and not) consume the same `speak` stream, so they say the same thing.
@@ -28,6 +29,8 @@ from control.tutor.problems import Problem, Unreadable, read
 
 log = logging.getLogger("classcast.tutor")
 
+MAX_EXPLANATION = 3  # sentences the model adds after an opening
+_NUMBERISH = re.compile(r"[\d=]")
 NOT_SURE = ("I'm not sure: nothing said in this class so far covers that, and I would only be guessing. "
             "Please ask your teacher.")
 
@@ -47,15 +50,13 @@ class Plan:
 
 
 def fact_note(fact: Fact) -> str:
-    return (f"Verified result (computed exactly by computer algebra; it is correct, use it and never state a "
-            f"different result): {fact.statement}. The student has already been told this result: explain in one "
-            "or two short sentences how to get it.")
+    return (f"Verified result from computer algebra: {fact.statement}. Use exactly this result and never state a "
+            "different one. Explain briefly how to get it.")
 
 
 def support_note(support: Support) -> str:
     where = "set the class topic" if support.source == "topic" else "said in class"
-    return (f'Your teacher {where}: "{support.passage}". The student has already been shown these words: explain '
-            "them in one or two short sentences, consistent with the teacher.")
+    return f'Your teacher {where}: "{support.passage}". Answer from these words, briefly.'
 
 
 def _sentence_case(text: str) -> str:
@@ -98,7 +99,10 @@ async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | 
     return result
 
 
-def correction(fact: Fact) -> str:
+def correction(fact: Fact | None, wrong: str) -> str:
+    if fact is None:
+        return (f"\n\n(Corrected: the model's explanation went on with a calculation that is wrong ({wrong}), so the "
+                "rest was left out.)")
     return (f"\n\n(Corrected: the rest of the model's explanation stated a different result, so it was left out. "
             f"The verified result is: {fact.statement}.)")
 
@@ -108,34 +112,49 @@ def unverified_note(reason: str) -> str:
 
 
 async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
-    """The answer's pieces: opening, checked model text, closing note. `generate` starts the model's stream."""
+    """The answer's pieces: opening, checked model text, closing note. `generate` starts the model's stream.
+
+    Text is passed on as it comes while the current sentence holds no number; a sentence with a number or an
+    '=' is held until it ends and is checked first (`checking.contradiction`), so that a wrong result or a false
+    calculation never reaches the student: the model is stopped there and a correction is appended. After an
+    opening (a verified result, the teacher's words) the model adds at most `MAX_EXPLANATION` sentences."""
     if p.direct is not None:
         yield p.direct
         return
     if p.lead:
         yield p.lead
     stream = generate()
+    current = ""  # the sentence being generated, from its start
+    shown = 0  # how much of `current` was already passed on
+    count = 0
     try:
-        if p.fact is None:
-            async for piece in stream:
-                yield piece
-        else:
-            pending = ""
-            async for piece in stream:
-                pending += piece
-                done, pending = sentences(pending)
-                for sentence in done:
-                    wrong = contradiction(sentence, p.fact, question)
-                    if wrong is not None:
-                        log.info("model contradicted the verified result (%s vs %s)", wrong, p.fact.statement)
-                        yield correction(p.fact)
-                        return
-                    yield sentence
-            if pending.strip():
-                if contradiction(pending, p.fact, question) is not None:
-                    yield correction(p.fact)
+        async for piece in stream:
+            current += piece
+            done, rest = sentences(current)
+            for i, sentence in enumerate(done):
+                wrong = contradiction(sentence, p.fact, question)
+                if wrong is not None:
+                    log.info("model answer corrected (%s; verified: %s)", wrong, p.fact and p.fact.statement)
+                    yield correction(p.fact, wrong)
                     return
-                yield pending
+                out = sentence[shown:] if i == 0 else sentence
+                if out:
+                    yield out
+                count += 1
+                if p.lead and count >= MAX_EXPLANATION:
+                    return
+            if done:
+                current, shown = rest, 0
+            if not _NUMBERISH.search(current) and len(current) > shown:
+                yield current[shown:]
+                shown = len(current)
+        if current.strip():
+            wrong = contradiction(current, p.fact, question)
+            if wrong is not None:
+                yield correction(p.fact, wrong)
+                return
+            if current[shown:]:
+                yield current[shown:]
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
     if p.unverified:

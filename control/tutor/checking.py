@@ -2,7 +2,8 @@
 
 A sentence contradicts a `Fact` when it claims a number ("... is 54", "= 3", "x = -1") that is neither one of the
 fact's values, nor a number of the question or the fact itself (operands restated), nor the correct value of a
-small calculation written just before it ("7 × 8 = 56" is checked by evaluating 7 × 8 exactly).
+small calculation written just before it ("7 × 8 = 56" is checked by evaluating 7 × 8 exactly). Any sentence,
+with or without a fact, is wrong when it writes a false equation between numbers ("12 × 7 = 32 - 12").
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fractions import Fraction
 
 from control.tutor.cas import Fact
 from control.tutor.mathparse import MathSyntaxError, exact_value, normalize, parse
+from control.tutor.problems import is_word
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _CLAIM = re.compile(
@@ -59,25 +61,60 @@ def numbers_in(text: str) -> list[Fraction]:
     return out
 
 
+def _value_of(words: list[str]) -> Fraction | None:
+    chunk = " ".join(words).strip(" :,.;!?")
+    if not chunk or not re.search(r"\d", chunk):
+        return None
+    try:
+        return exact_value(parse(chunk))
+    except MathSyntaxError:
+        return None
+
+
 def _computed_before(sentence: str, at: int) -> Fraction | None:
-    """The exact value of the calculation written just before the '=' at `at`, if there is one."""
-    before = normalize(sentence[:at]).rstrip()
-    words = before.split()
-    for i in range(max(0, len(words) - 12), len(words)):
-        chunk = " ".join(words[i:]).strip(" :,")
-        if not chunk or not re.search(r"[-+*/^]", chunk):
+    """The exact value of the whole calculation written just before the '=' at `at` (the mathematics back to the
+    previous English word), or None: never a piece of a longer formula."""
+    words = normalize(sentence[:at]).split()
+    start = len(words)
+    while start > 0 and not is_word(words[start - 1]) and not words[start - 1].endswith((",", ":", ";")):
+        start -= 1
+    return _value_of(words[start:])
+
+
+def _computed_after(sentence: str, at: int) -> tuple[Fraction, str] | None:
+    """The exact value (and text) of the whole calculation written just after the '=' at `at`, or None."""
+    words = normalize(sentence[at + 1:]).split()
+    end = 0
+    while end < len(words) and not is_word(words[end]) and "=" not in words[end]:
+        end += 1
+        if words[end - 1].endswith((",", ":", ";", ".", "?", "!")):
+            break
+    value = _value_of(words[:end])
+    return None if value is None else (value, " ".join(words[:end]).strip(" :,.;!?"))
+
+
+def false_equation(sentence: str) -> str | None:
+    """An equation between numbers that is false ("12 × 7 = 32 - 12"), as written, or None. Every such equation
+    the model writes is checked exactly, whatever the question was."""
+    text = sentence.replace("×", "*").replace("−", "-")
+    for m in re.finditer(r"=", text):
+        lhs = _computed_before(text, m.start())
+        rhs = _computed_after(text, m.start())
+        if lhs is None or rhs is None:
             continue
-        try:
-            value = exact_value(parse(chunk))
-        except MathSyntaxError:
+        value, written = rhs
+        decimals = max((len(x.split(".")[1]) for x in re.findall(r"\d+\.\d+", written)), default=0)
+        if value == lhs or (decimals and abs(value - lhs) <= Fraction(1, 2 * 10 ** decimals)):
             continue
-        if value is not None:
-            return value
+        return text[max(0, m.start() - 30):m.start() + 1 + len(written) + 1].strip()
     return None
 
 
-def contradiction(sentence: str, fact: Fact, question: str) -> str | None:
-    """The claimed number that contradicts the fact, or None."""
+def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None:
+    """What in the sentence contradicts the fact (a claimed number), or is false arithmetic; None if nothing."""
+    wrong = false_equation(sentence)
+    if wrong is not None or fact is None:
+        return wrong
     targets = [v for v in (_value(x) for x in fact.values) if v is not None]
     known = numbers_in(question) + numbers_in(fact.statement)
     text = sentence.replace("×", "*").replace("−", "-")
@@ -86,11 +123,15 @@ def contradiction(sentence: str, fact: Fact, question: str) -> str | None:
         claim = _value(raw)
         if claim is None:
             continue
-        if any(_close(claim, t, raw) for t in targets) or claim in known:
+        if any(_close(claim, t, raw) for t in targets):
             continue
         if m.group(1) == "=":
             computed = _computed_before(text, m.start(1))
-            if computed is not None and _close(claim, computed, raw):
-                continue  # a correct step of the working
+            if computed is not None:
+                if _close(claim, computed, raw):
+                    continue  # a correct step of the working
+                return raw
+        if claim in known:
+            continue  # a number of the question restated
         return raw
     return None

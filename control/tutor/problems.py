@@ -119,7 +119,7 @@ def _respect(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _is_word(w: str) -> bool:
+def is_word(w: str) -> bool:
     """An English word (not mathematics): letters only, two or more, not a function or constant name."""
     bare = w.strip("?!.,:;\"'")
     return len(bare) >= 2 and bare.isalpha() and bare not in FUNCTIONS and bare not in CONSTANTS \
@@ -135,7 +135,7 @@ def math_runs(text: str) -> list[str]:
     runs: list[str] = []
     current: list[str] = []
     for w in text.split():
-        if _is_word(w):
+        if is_word(w):
             if current:
                 runs.append(" ".join(current))
             current = []

@@ -114,7 +114,9 @@ def test_contradictions_are_found_and_correct_working_is_not_one() -> None:
     fact = Fact("7 × 8 = 56", ["56"])
     q = "What is 7 times 8?"
     assert contradiction("7 times 8 is 54.", fact, q) == "54"
-    assert contradiction("So 7 × 8 = 54.", fact, q) == "54"
+    assert contradiction("So 7 × 8 = 54.", fact, q) == "So 7 * 8 = 54"  # a false calculation, whatever the fact
+    assert contradiction("First 12 × 7 = 32 - 12, then add.", None, "?") == "First 12 * 7 = 32 - 12"
+    assert contradiction("Solve x + x + 1 = 0 for x.", None, "?") is None
     assert contradiction("7 × 8 = 56, because 7 + 7 = 14 and 14 × 4 = 56.", fact, q) is None
     assert contradiction("Multiply 7 by 8.", fact, q) is None
     roots = Fact("x^2 - 5x + 6 = 0 has the solutions x = 2 and x = 3", ["2", "3"])
