@@ -114,10 +114,11 @@ def unverified_note(reason: str) -> str:
 async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
     """The answer's pieces: opening, checked model text, closing note. `generate` starts the model's stream.
 
-    Text is passed on as it comes while the current sentence holds no number; a sentence with a number or an
-    '=' is held until it ends and is checked first (`checking.contradiction`), so that a wrong result or a false
-    calculation never reaches the student: the model is stopped there and a correction is appended. After an
-    opening (a verified result, the teacher's words) the model adds at most `MAX_EXPLANATION` sentences."""
+    Every sentence with a number or an '=' is held until it ends and is checked first (`checking.contradiction`),
+    so that a wrong result or a false calculation never reaches the student: the model is stopped there and a
+    correction is appended. Without an opening, text is passed on as it comes while the current sentence holds no
+    number (the first words come fast); after an opening (a verified result, the teacher's words), which already
+    came first, the model's text is passed on in whole checked sentences, at most `MAX_EXPLANATION`."""
     if p.direct is not None:
         yield p.direct
         return
@@ -145,7 +146,7 @@ async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str
                     return
             if done:
                 current, shown = rest, 0
-            if not _NUMBERISH.search(current) and len(current) > shown:
+            if not p.lead and not _NUMBERISH.search(current) and len(current) > shown:
                 yield current[shown:]
                 shown = len(current)
         if current.strip():

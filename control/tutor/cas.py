@@ -46,6 +46,10 @@ class Fact:
     statement: str
     values: list[str] = field(default_factory=list)
     numeric: bool = True
+    # For equations: the rational solutions ({"x": "2"}), so the model's working can be checked by substitution.
+    solutions: list[dict[str, str]] = field(default_factory=list)
+    # For simplify/factor/expand/derivatives: the variable in which the model's equations must be identities.
+    identity_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ class Cas:
                 return Failure("error", "unreadable reply")
             if "statement" in reply:
                 return Fact(reply["statement"], [str(v) for v in reply.get("values", [])],
-                            bool(reply.get("numeric", True)))
+                            bool(reply.get("numeric", True)),
+                            [{str(k): str(v) for k, v in s.items()} for s in reply.get("solutions", [])],
+                            reply.get("identity_in"))
             return Failure("error", str(reply.get("error", ""))[:200])
 
     def _ensure(self) -> subprocess.Popen[bytes]:
@@ -304,7 +310,9 @@ def compute(req: dict[str, Any], sp: Any) -> dict[str, Any]:
                 parts.append(f"{names[0]} {stated}" if stated.startswith("≈") else f"{names[0]} = {stated}")
                 values += vals
             word = "solution" if len(real) == 1 else "solutions"
-            return {"statement": f"{label} has the {word} {_join(parts)}", "values": values}
+            rational = [{str(names[0]): str(s)} for s in real if s.is_Rational]
+            return {"statement": f"{label} has the {word} {_join(parts)}", "values": values,
+                    "solutions": rational if len(rational) == len(real) else []}
         solution = sp.solve(eqs, names, dict=True)
         if not solution:
             return {"statement": f"{label} has no solution", "values": [], "numeric": False}
@@ -317,12 +325,14 @@ def compute(req: dict[str, Any], sp: Any) -> dict[str, Any]:
             stated, vals = _number(solution[0][name], sp)
             parts.append(f"{name} = {stated}")
             values += vals
-        return {"statement": f"{label} has the solution {_join(parts)}", "values": values}
+        rational = all(v.is_Rational for v in solution[0].values())
+        return {"statement": f"{label} has the solution {_join(parts)}", "values": values,
+                "solutions": [{str(k): str(v) for k, v in solution[0].items()}] if rational else []}
     expr = _sympy(exprs[0], sp)
     if kind == "diff":
         result = sp.diff(expr, var, int(args.get("order", 1)))
         shown = _show(sp.simplify(result), sp)
-        return {"statement": f"{label} is {shown}", "values": [shown], "numeric": False}
+        return {"statement": f"{label} is {shown}", "values": [shown], "numeric": False}  # f'(x) = ... is no identity
     if kind == "integrate":
         if args.get("definite"):
             lo, hi = _sympy(exprs[1], sp), _sympy(exprs[2], sp)
@@ -342,7 +352,8 @@ def compute(req: dict[str, Any], sp: Any) -> dict[str, Any]:
         verb = {"simplify": "simplifies to", "factor": "factors as", "expand": "expands to"}[kind]
         if kind == "simplify" and shown == label:
             return {"statement": f"{label} is already as simple as it gets", "values": [shown], "numeric": False}
-        return {"statement": f"{label} {verb} {shown}", "values": [shown], "numeric": False}
+        return {"statement": f"{label} {verb} {shown}", "values": [shown], "numeric": False,
+                "identity_in": str(var) if var is not None else None}
     raise ValueError(f"unknown kind {kind!r}")
 
 

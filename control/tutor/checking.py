@@ -12,7 +12,7 @@ import re
 from fractions import Fraction
 
 from control.tutor.cas import Fact
-from control.tutor.mathparse import MathSyntaxError, exact_value, normalize, parse
+from control.tutor.mathparse import MathSyntaxError, Node, exact_value, normalize, parse, symbols
 from control.tutor.problems import is_word
 
 _NUM = r"-?\d+(?:\.\d+)?"
@@ -61,50 +61,77 @@ def numbers_in(text: str) -> list[Fraction]:
     return out
 
 
-def _value_of(words: list[str]) -> Fraction | None:
+def _tree(words: list[str]) -> tuple[Node, str] | None:
     chunk = " ".join(words).strip(" :,.;!?")
-    if not chunk or not re.search(r"\d", chunk):
+    if not chunk or not re.search(r"[\da-z]", chunk):
         return None
     try:
-        return exact_value(parse(chunk))
+        return parse(chunk), chunk
     except MathSyntaxError:
         return None
 
 
-def _computed_before(sentence: str, at: int) -> Fraction | None:
-    """The exact value of the whole calculation written just before the '=' at `at` (the mathematics back to the
-    previous English word), or None: never a piece of a longer formula."""
+def _side_before(sentence: str, at: int) -> tuple[Node, str] | None:
+    """The whole expression written just before the '=' at `at` (back to the previous English word), or None:
+    never a piece of a longer formula."""
     words = normalize(sentence[:at]).split()
     start = len(words)
-    while start > 0 and not is_word(words[start - 1]) and not words[start - 1].endswith((",", ":", ";")):
+    while start > 0 and not is_word(words[start - 1]) and "=" not in words[start - 1] \
+            and not words[start - 1].endswith((",", ":", ";")):
         start -= 1
-    return _value_of(words[start:])
+    return _tree(words[start:])
 
 
-def _computed_after(sentence: str, at: int) -> tuple[Fraction, str] | None:
-    """The exact value (and text) of the whole calculation written just after the '=' at `at`, or None."""
+def _side_after(sentence: str, at: int) -> tuple[Node, str] | None:
+    """The whole expression written just after the '=' at `at`, or None."""
     words = normalize(sentence[at + 1:]).split()
     end = 0
     while end < len(words) and not is_word(words[end]) and "=" not in words[end]:
         end += 1
         if words[end - 1].endswith((",", ":", ";", ".", "?", "!")):
             break
-    value = _value_of(words[:end])
-    return None if value is None else (value, " ".join(words[:end]).strip(" :,.;!?"))
+    return _tree(words[:end])
 
 
-def false_equation(sentence: str) -> str | None:
-    """An equation between numbers that is false ("12 × 7 = 32 - 12"), as written, or None. Every such equation
-    the model writes is checked exactly, whatever the question was."""
+def _computed_before(sentence: str, at: int) -> Fraction | None:
+    side = _side_before(sentence, at)
+    return None if side is None else exact_value(side[0])
+
+
+IDENTITY_POINTS = (Fraction(2), Fraction(3), Fraction(-5, 7))
+
+
+def false_equation(sentence: str, fact: Fact | None = None) -> str | None:
+    """An equation the model wrote that is false, as written, or None. Between numbers ("12 × 7 = 32 - 12") it is
+    computed exactly, whatever the question was. With a verified equation's solutions, an equation in its
+    variables must hold for one of them ("3x = 5" when x = 12 is false); with a verified identity (simplify,
+    factor, expand), an equation in its variable must be an identity ("(x + 2)(x + 3) = 6x + 12" is not)."""
     text = sentence.replace("×", "*").replace("−", "-")
+    envs = [{k: Fraction(v) for k, v in s.items()} for s in fact.solutions] if fact else []
     for m in re.finditer(r"=", text):
-        lhs = _computed_before(text, m.start())
-        rhs = _computed_after(text, m.start())
-        if lhs is None or rhs is None:
+        left, right = _side_before(text, m.start()), _side_after(text, m.start())
+        if left is None or right is None:
             continue
-        value, written = rhs
-        decimals = max((len(x.split(".")[1]) for x in re.findall(r"\d+\.\d+", written)), default=0)
-        if value == lhs or (decimals and abs(value - lhs) <= Fraction(1, 2 * 10 ** decimals)):
+        (lhs, _), (rhs, written) = left, right
+        names = symbols(lhs) | symbols(rhs)
+        if not names:
+            a, b = exact_value(lhs), exact_value(rhs)
+            if a is None or b is None:
+                continue
+            decimals = max((len(x.split(".")[1]) for x in re.findall(r"\d+\.\d+", written)), default=0)
+            if a == b or (decimals and abs(a - b) <= Fraction(1, 2 * 10 ** decimals)):
+                continue
+        elif envs and names <= set(envs[0]):
+            pairs = [(exact_value(lhs, env), exact_value(rhs, env)) for env in envs]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if not pairs or any(a == b for a, b in pairs):
+                continue
+        elif fact is not None and fact.identity_in is not None and names == {fact.identity_in}:
+            pairs = [(exact_value(lhs, {fact.identity_in: x}), exact_value(rhs, {fact.identity_in: x}))
+                     for x in IDENTITY_POINTS]
+            if not any(a is not None and b is not None and a != b for a, b in pairs):
+                continue
+        else:
             continue
         return text[max(0, m.start() - 30):m.start() + 1 + len(written) + 1].strip()
     return None
@@ -112,7 +139,7 @@ def false_equation(sentence: str) -> str | None:
 
 def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None:
     """What in the sentence contradicts the fact (a claimed number), or is false arithmetic; None if nothing."""
-    wrong = false_equation(sentence)
+    wrong = false_equation(sentence, fact)
     if wrong is not None or fact is None:
         return wrong
     targets = [v for v in (_value(x) for x in fact.values) if v is not None]

@@ -26,7 +26,8 @@ STOPWORDS = frozenset(
     "a an the and or but of to in on at for from by with about as is are was were be been being do does did what "
     "which who whom whose when where why how this that these those it its it's i you he she we they me my your our "
     "their can could would should will shall may might must not no yes so if then than there here just also very "
-    "tell explain mean means meaning please teacher said say says class today lesson us them him her give get".split()
+    "tell explain mean means meaning please teacher said say says class today lesson us them him her give get "
+    "all any one has had have our out too use way why how who its let see saw put set".split()
 )
 CLASS_QUESTION = re.compile(
     r"\b(homework|assignment|quiz|test|exam|due(?! to)|deadline|teacher|today|lesson|tomorrow|next week|next class|"
@@ -47,9 +48,16 @@ class Support:
     similarity: float
 
 
+def _stem(word: str) -> str:
+    """ions ~ ion, plants ~ plant, photosynthesis ~ photo...: a plural s off, then the first five letters."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word[:5]
+
+
 def content_words(text: str) -> set[str]:
-    """Lower-case words of four letters or more that carry meaning, cut to five letters (plants ~ plant)."""
-    return {w[:5] for w in re.findall(r"[a-z][a-z'-]{3,}", text.lower()) if w not in STOPWORDS}
+    """Lower-case words of three letters or more that carry meaning, stemmed (`_stem`)."""
+    return {_stem(w) for w in re.findall(r"[a-z][a-z'-]{2,}", text.lower()) if w not in STOPWORDS}
 
 
 def passages(ctx: ClassContext) -> list[tuple[str, str]]:

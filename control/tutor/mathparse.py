@@ -261,17 +261,20 @@ def _digits(node: Node) -> float:
     return _digits(node[2]) if op == "fn" else float("inf")
 
 
-def exact_value(node: Node) -> Fraction | None:
-    """The exact rational value of a small constant tree made of + - * / and integer powers, else None."""
+def exact_value(node: Node, env: dict[str, Fraction] | None = None) -> Fraction | None:
+    """The exact rational value of a small tree made of + - * / and integer powers, with the variables of `env`
+    set to their values; None for anything else (functions, unknown variables, huge powers)."""
     op = node[0]
     try:
         if op == "num":
             return Fraction(node[1])
+        if op == "sym":
+            return None if env is None else env.get(node[1])
         if op == "neg":
-            v = exact_value(node[1])
+            v = exact_value(node[1], env)
             return None if v is None else -v
         if op in ("add", "sub", "mul", "div"):
-            a, b = exact_value(node[1]), exact_value(node[2])
+            a, b = exact_value(node[1], env), exact_value(node[2], env)
             if a is None or b is None:
                 return None
             if op == "add":
@@ -282,7 +285,7 @@ def exact_value(node: Node) -> Fraction | None:
                 return a * b
             return a / b if b else None
         if op == "pow":
-            a, b = exact_value(node[1]), exact_value(node[2])
+            a, b = exact_value(node[1], env), exact_value(node[2], env)
             if a is None or b is None or b.denominator != 1 or abs(b) > 64 or (a == 0 and b < 0):
                 return None
             return a ** int(b)

@@ -122,6 +122,18 @@ def test_contradictions_are_found_and_correct_working_is_not_one() -> None:
     roots = Fact("x^2 - 5x + 6 = 0 has the solutions x = 2 and x = 3", ["2", "3"])
     assert contradiction("The roots are -1 and -2.", roots, "roots of x^2 - 5x + 6 = 0?") == "-1"
     assert contradiction("So x = 2 or x = 3.", roots, "roots of x^2 - 5x + 6 = 0?") is None
+    # The working is checked too: an equation in the unknown must hold for a verified solution...
+    linear = Fact("3x - 7 = 2x + 5 has the solution x = 12", ["12"], solutions=[{"x": "12"}])
+    q = "Solve 3x - 7 = 2x + 5"
+    assert contradiction("Adding 7 to both sides gives 3x = 2x + 12.", linear, q) is None
+    assert contradiction("Adding 7 to both sides gives 3x = 2x + 5.", linear, q) is not None
+    assert contradiction("So 3x = 5.", linear, q) is not None
+    squares = Fact("x^2 = 49 has the solutions x = -7 and x = 7", ["-7", "7"], solutions=[{"x": "-7"}, {"x": "7"}])
+    assert contradiction("So x = 7 or x = -7, since 7 × 7 = 49.", squares, "Solve x^2 = 49") is None
+    # ... and after a verified identity, an equation in its variable must be one.
+    factor = Fact("x^2 + 5x + 6 factors as (x + 2)·(x + 3)", ["(x + 2)·(x + 3)"], False, identity_in="x")
+    assert contradiction("x^2 + 5x + 6 = (x + 2)(x + 3).", factor, "Factor x^2 + 5x + 6") is None
+    assert contradiction("x^2 + 5x + 6 = (x + 2)(x + 3) = 6x + 12.", factor, "Factor x^2 + 5x + 6") is not None
     sqrt2 = Fact("the square root of 2 = sqrt(2) ≈ 1.4142", ["1.4142", "sqrt(2)"])
     assert contradiction("It is about 1.41.", sqrt2, "square root of 2") is None
     assert contradiction("It is about 1.5.", sqrt2, "square root of 2") == "1.5"
