@@ -48,8 +48,10 @@ class Fact:
     numeric: bool = True
     # For equations: the rational solutions ({"x": "2"}), so the model's working can be checked by substitution.
     solutions: list[dict[str, str]] = field(default_factory=list)
-    # For simplify/factor/expand/derivatives: the variable in which the model's equations must be identities.
+    # For simplify/factor/expand: the variable in which the model's equations must be identities.
     identity_in: str | None = None
+    # For conversions: the target unit's spellings; a number the model gives in that unit must be the result.
+    unit_words: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class Cas:
                 return Fact(reply["statement"], [str(v) for v in reply.get("values", [])],
                             bool(reply.get("numeric", True)),
                             [{str(k): str(v) for k, v in s.items()} for s in reply.get("solutions", [])],
-                            reply.get("identity_in"))
+                            reply.get("identity_in"), [str(w) for w in reply.get("unit_words", [])])
             return Failure("error", str(reply.get("error", ""))[:200])
 
     def _ensure(self) -> subprocess.Popen[bytes]:
@@ -285,7 +287,7 @@ def compute(req: dict[str, Any], sp: Any) -> dict[str, Any]:
             out = value * sp.Rational(args["from"]) / sp.Rational(args["to"])
         dec = _decimal(out, sp)
         number, unit = label.rsplit(" in ", 1)
-        return {"statement": f"{number} = {dec} {unit}", "values": [dec]}
+        return {"statement": f"{number} = {dec} {unit}", "values": [dec], "unit_words": args.get("dst_words", [])}
     if kind == "solve":
         eqs = [sp.Eq(_sympy(a, sp), _sympy(b, sp)) for a, b in exprs]
         names = [sp.Symbol(n) for n in args["vars"]]

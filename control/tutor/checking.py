@@ -145,6 +145,14 @@ def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None
     targets = [v for v in (_value(x) for x in fact.values) if v is not None]
     known = numbers_in(question) + numbers_in(fact.statement)
     text = sentence.replace("×", "*").replace("−", "-")
+    if fact.unit_words:  # "2 hours is 2 * 60 = 120 seconds": an amount in the target unit must be the result
+        units = "|".join(re.escape(w) for w in fact.unit_words)
+        claimed = (rf"(?:=|\bis\b|\bequals?\b|\bequal to\b|\bmakes\b|\bgives\b|\bget\b)\s*({_NUM})\s*"
+                   rf"(?:{units})(?:e?s)?\b")
+        for m in re.finditer(claimed, text, re.IGNORECASE):
+            claim = _value(m.group(1))
+            if claim is not None and not any(_close(claim, t, m.group(1)) for t in targets):
+                return m.group(0)
     for m in _CLAIM.finditer(text):
         raw = m.group(2)
         claim = _value(raw)

@@ -326,5 +326,6 @@ def _convert(value: str, src: str, dst: str) -> Problem | Unreadable:
         return Unreadable(f"unknown unit {src if a is None else dst!r}")
     if a[0] != b[0]:
         return Unreadable(f"{src} ({a[0]}) cannot be converted to {dst} ({b[0]})")
+    spellings = sorted({n for n, spec in UNITS.items() if spec == b} | {SYMBOL[dst]}, key=len, reverse=True)
     return Problem("convert", [["num", value]], f"{value} {SYMBOL[src]} in {SYMBOL[dst]}", None,
-                   {"from": a[1], "to": b[1], "dimension": a[0], "src": src, "dst": dst})
+                   {"from": a[1], "to": b[1], "dimension": a[0], "src": src, "dst": dst, "dst_words": spellings})

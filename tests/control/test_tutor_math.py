@@ -134,6 +134,12 @@ def test_contradictions_are_found_and_correct_working_is_not_one() -> None:
     factor = Fact("x^2 + 5x + 6 factors as (x + 2)·(x + 3)", ["(x + 2)·(x + 3)"], False, identity_in="x")
     assert contradiction("x^2 + 5x + 6 = (x + 2)(x + 3).", factor, "Factor x^2 + 5x + 6") is None
     assert contradiction("x^2 + 5x + 6 = (x + 2)(x + 3) = 6x + 12.", factor, "Factor x^2 + 5x + 6") is not None
+    # ... and an amount in the target unit of a conversion must be the converted one.
+    hours = Fact("2 h = 7200 s", ["7200"], unit_words=["second", "sec", "s"])
+    q = "How many seconds are in 2 hours?"
+    assert contradiction("2 hours is equal to 2 * 60 = 120 seconds.", hours, q) == "= 120 seconds"
+    assert contradiction("An hour has 3600 s, so 2 hours have 7200 seconds.", hours, q) is None
+    assert contradiction("2 hours have 2 × 3600 = 7200 seconds.", hours, q) is None
     sqrt2 = Fact("the square root of 2 = sqrt(2) ≈ 1.4142", ["1.4142", "sqrt(2)"])
     assert contradiction("It is about 1.41.", sqrt2, "square root of 2") is None
     assert contradiction("It is about 1.5.", sqrt2, "square root of 2") == "1.5"
