@@ -92,11 +92,13 @@ class Runner:
             from control.tutor.context import build_messages
 
             async for piece in model(build_messages(ctx, q.text, CONTEXT_TOKENS)):
-                yield piece
+                if isinstance(piece, str):
+                    yield piece
             return
         from control.tutor import answer
 
-        plan = await answer.plan(ctx, q.text, CONTEXT_TOKENS, self.cas, self.grounder)
+        plan = await answer.plan(ctx, q.text, CONTEXT_TOKENS, self.cas, self.grounder,
+                                 confidence=self.backend.reports_confidence and not self.args.no_unsure)
         async for piece in answer.speak(plan, q.text, lambda: model(plan.messages)):
             yield piece
 
@@ -181,6 +183,7 @@ def main() -> None:
     parser.add_argument("--model-name", default="local", help="model name sent to the OpenAI-compatible server")
     parser.add_argument("--api-key", default="")
     parser.add_argument("--pipeline", choices=("tutor", "plain"), default="tutor")
+    parser.add_argument("--no-unsure", action="store_true", help="never replace a low-confidence answer")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--subjects", default="")

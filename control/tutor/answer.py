@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from control.tutor.backends import Confidence
 from control.tutor.cas import Cas, Fact
 from control.tutor.checking import contradiction, sentences
 from control.tutor.context import ClassContext, build_messages, general_messages
@@ -31,6 +32,10 @@ log = logging.getLogger("classcast.tutor")
 
 MAX_EXPLANATION = 3  # sentences the model adds after an opening
 _NUMBERISH = re.compile(r"[\d=]")
+UNSURE_LOGPROB = -0.75  # mean token log-probability of a first sentence below which the model is guessing
+UNSURE_TOKENS = 48  # judged on the first sentence, or on this many tokens if it runs longer
+NOT_SURE_MODEL = ("I'm not sure about this, and nothing said in this class so far covers it, so I would only be "
+                  "guessing. Please ask your teacher.")
 NOT_SURE = ("I'm not sure: nothing said in this class so far covers that, and I would only be guessing. "
             "Please ask your teacher.")
 
@@ -43,6 +48,7 @@ class Plan:
     unverified: str | None = None  # why mathematics in the question could not be checked
     support: Support | None = None
     direct: str | None = None  # a whole answer given without the model
+    judge_confidence: bool = False  # nothing supports the answer: a guessing model says it is not sure
 
     @property
     def verified(self) -> bool:
@@ -65,8 +71,10 @@ def _sentence_case(text: str) -> str:
 
 
 async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | None,
-               grounder: Grounder | None, *, general: bool = False, image: tuple[str, str] | None = None) -> Plan:
-    """`general`: the assistant without a class (no teacher to quote or to send the student to)."""
+               grounder: Grounder | None, *, general: bool = False, image: tuple[str, str] | None = None,
+               confidence: bool = False) -> Plan:
+    """`general`: the assistant without a class (no teacher to quote or to send the student to). `confidence`:
+    the backend reports token log-probabilities, so an unsupported answer can be judged."""
     notes: list[str] = []
     result = Plan(messages=[])
     context_lines = ([ctx.topic] if ctx.topic else []) + list(reversed(ctx.transcript))
@@ -92,6 +100,8 @@ async def plan(ctx: ClassContext, question: str, budget_tokens: int, cas: Cas | 
             notes.append(support_note(result.support))
         elif result.unverified is None and not general and is_class_question(question):
             result.direct = NOT_SURE
+        elif result.unverified is None and not general:
+            result.judge_confidence = confidence
     if result.unverified:
         notes.append("This answer could not be checked by computer algebra: be careful with every number.")
     result.messages = general_messages(question, image, notes) if general else \
@@ -111,14 +121,19 @@ def unverified_note(reason: str) -> str:
     return f"\n\n(Not verified: {reason}, so please check this answer with your teacher.)"
 
 
-async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+async def speak(p: Plan, question: str,
+                generate: Callable[[], AsyncIterator[str | Confidence]]) -> AsyncIterator[str]:
     """The answer's pieces: opening, checked model text, closing note. `generate` starts the model's stream.
 
     Every sentence with a number or an '=' is held until it ends and is checked first (`checking.contradiction`),
     so that a wrong result or a false calculation never reaches the student: the model is stopped there and a
     correction is appended. Without an opening, text is passed on as it comes while the current sentence holds no
     number (the first words come fast); after an opening (a verified result, the teacher's words), which already
-    came first, the model's text is passed on in whole checked sentences, at most `MAX_EXPLANATION`."""
+    came first, the model's text is passed on in whole checked sentences, at most `MAX_EXPLANATION`.
+
+    When nothing supports the answer (`judge_confidence`) and the backend reports token log-probabilities, the
+    first sentence is held until it ends: if the model was guessing (mean below `UNSURE_LOGPROB`), the student is
+    told so and sent to the teacher instead."""
     if p.direct is not None:
         yield p.direct
         return
@@ -128,8 +143,24 @@ async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str
     current = ""  # the sentence being generated, from its start
     shown = 0  # how much of `current` was already passed on
     count = 0
+    scores: list[float] = []
+    judging = p.judge_confidence
     try:
         async for piece in stream:
+            if isinstance(piece, Confidence):
+                if judging:
+                    scores.extend(piece.logprobs)
+                continue
+            if judging:
+                done, _ = sentences(current + piece)
+                if not done and len(scores) < UNSURE_TOKENS:
+                    current += piece
+                    continue
+                judging = False
+                if scores and sum(scores) / len(scores) < UNSURE_LOGPROB:
+                    log.info("model unsure (mean logprob %.2f): %r", sum(scores) / len(scores), question[:80])
+                    yield NOT_SURE_MODEL
+                    return
             current += piece
             done, rest = sentences(current)
             for i, sentence in enumerate(done):
@@ -149,6 +180,9 @@ async def speak(p: Plan, question: str, generate: Callable[[], AsyncIterator[str
             if not p.lead and not _NUMBERISH.search(current) and len(current) > shown:
                 yield current[shown:]
                 shown = len(current)
+        if judging and scores and sum(scores) / len(scores) < UNSURE_LOGPROB:
+            yield NOT_SURE_MODEL
+            return
         if current.strip():
             wrong = contradiction(current, p.fact, question)
             if wrong is not None:

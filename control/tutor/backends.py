@@ -30,6 +30,14 @@ class Usage:
         return {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens}
 
 
+@dataclass(frozen=True)
+class Confidence:
+    """The log-probabilities of the tokens just generated, from backends that report them (llama.cpp does):
+    how sure the model was of what it wrote."""
+
+    logprobs: tuple[float, ...]
+
+
 class BackendError(Exception):
     """The model could not answer (endpoint down, bad reply): the API's 500."""
 
@@ -37,9 +45,10 @@ class BackendError(Exception):
 class Backend(Protocol):
     name: str
     supports_images: bool
+    reports_confidence: bool  # whether its stream carries `Confidence` items
 
-    def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
-        """Text pieces as they are generated, then exactly one `Usage`."""
+    def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Confidence | Usage]:
+        """Text pieces as they are generated (each maybe followed by its `Confidence`), then exactly one `Usage`."""
         ...
 
     async def close(self) -> None: ...
@@ -60,7 +69,7 @@ class OpenAiBackend:
 
     def __init__(self, url: str, model: str, api_key: str = "", *, temperature: float = 0.2,
                  supports_images: bool = False, name: str = "openai", timeout_s: float = 120.0,
-                 force_close: bool = False) -> None:
+                 force_close: bool = False, logprobs: bool = False) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -69,6 +78,8 @@ class OpenAiBackend:
         self.name = name
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
+        self.logprobs = logprobs  # ask for token log-probabilities (not every OpenAI-compatible server has them)
+        self.reports_confidence = logprobs
         # llama.cpp's server closes the connection after a streamed reply; reusing it fails the next request.
         self._force_close = force_close
 
@@ -78,11 +89,13 @@ class OpenAiBackend:
                 timeout=self._timeout, connector=aiohttp.TCPConnector(force_close=self._force_close))
         return self._session
 
-    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
-        body = {
+    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Confidence | Usage]:
+        body: dict[str, Any] = {
             "model": self.model, "messages": messages, "stream": True, "max_tokens": max_tokens,
             "temperature": self.temperature, "stream_options": {"include_usage": True},
         }
+        if self.logprobs:
+            body["logprobs"] = True
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -112,6 +125,10 @@ class OpenAiBackend:
                         if piece:
                             produced.append(piece)
                             yield piece
+                        scored = (choice.get("logprobs") or {}).get("content") or []
+                        values = tuple(float(t["logprob"]) for t in scored if isinstance(t, dict) and "logprob" in t)
+                        if values:
+                            yield Confidence(values)
         except aiohttp.ClientError as exc:
             raise BackendError(f"LLM endpoint unreachable: {exc}") from exc
         except TimeoutError as exc:
@@ -131,6 +148,7 @@ class EmbeddedBackend:
 
     name = "embedded"
     supports_images = False  # a text-only model: image requests are refused with a 400 before inference
+    reports_confidence = True  # llama.cpp's server reports token log-probabilities
 
     def __init__(self, threads: int = 1, n_ctx: int = 2048, temperature: float = 0.2, model: str = "smollm2",
                  chat_template: str = "") -> None:
@@ -172,10 +190,10 @@ class EmbeddedBackend:
                 address = self._server.listening_address
                 log.info("embedded %s listening on %s", self.model, address)
                 self._client = OpenAiBackend(f"{address}/v1", self.model, temperature=self.temperature,
-                                             name="embedded", force_close=True)
+                                             name="embedded", force_close=True, logprobs=True)
             return self._client
 
-    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
+    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Confidence | Usage]:
         client = await self._ensure()
         async for item in client.stream(messages, max_tokens):
             yield item
@@ -194,12 +212,14 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, supports_images: bool = False,
-                 script: Callable[[list[dict[str, Any]]], str] | None = None) -> None:
+                 script: Callable[[list[dict[str, Any]]], str] | None = None, logprob: float | None = None) -> None:
         self.supports_images = supports_images
         self.script = script
+        self.logprob = logprob  # when set, every piece comes with this confidence, as llama.cpp reports it
+        self.reports_confidence = logprob is not None
         self.calls: list[list[dict[str, Any]]] = []
 
-    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Usage]:
+    async def stream(self, messages: list[dict[str, Any]], max_tokens: int) -> AsyncIterator[str | Confidence | Usage]:
         self.calls.append(messages)
         question = _prompt_text(messages[-1:])
         answer = self.script(messages) if self.script else f"Here is an answer about: {question.strip()}"
@@ -209,6 +229,8 @@ class FakeBackend:
         for piece in pieces:
             await asyncio.sleep(0)
             yield piece
+            if self.logprob is not None:
+                yield Confidence((self.logprob,))
         yield Usage(estimate_tokens(_prompt_text(messages)), len(pieces))
 
     async def close(self) -> None:

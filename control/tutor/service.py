@@ -24,7 +24,15 @@ from control.store.store import Store
 from control.store.tutor import TutorStore
 from control.tutor import answer as answering
 from control.tutor import summarizing
-from control.tutor.backends import Backend, BackendError, EmbeddedBackend, FakeBackend, OpenAiBackend, Usage
+from control.tutor.backends import (
+    Backend,
+    BackendError,
+    Confidence,
+    EmbeddedBackend,
+    FakeBackend,
+    OpenAiBackend,
+    Usage,
+)
 from control.tutor.cas import Cas
 from control.tutor.context import ClassContext, estimate_tokens
 from control.tutor.embeddings import Embedder, group_questions
@@ -162,11 +170,13 @@ class Tutor:
                            "IMAGE_NOT_SUPPORTED")
 
     async def _generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                        answer: Answer) -> AsyncIterator[str]:
+                        answer: Answer) -> AsyncIterator[str | Confidence]:
         try:
             async for item in self.backend.stream(messages, max_tokens):
                 if isinstance(item, Usage):
                     answer.usage = item
+                elif isinstance(item, Confidence):
+                    yield item
                 else:
                     answer.model_text += item
                     yield item
@@ -188,7 +198,7 @@ class Tutor:
         """Streams the answer's text; usage is billed and the question stored once the stream completes."""
         await self.require_credits(room.org_id)
         plan = await answering.plan(await self.context(room), question, self.cfg.context_tokens, self.cas,
-                                    self.grounder)
+                                    self.grounder, confidence=self.backend.reports_confidence)
         try:
             async for piece in self._answer(plan, question, answer):
                 yield piece

@@ -228,3 +228,44 @@ async def test_the_general_assistant_uses_the_solver_too(tapi: Api) -> None:
     lines = [json.loads(line) for line in (await resp.text()).splitlines()]
     text = "".join(line.get("text", "") for line in lines if line["type"] == "text")
     assert text.startswith("The square root of 81 = 9 (checked with computer algebra).")
+
+
+# ---- grounding and honesty --------------------------------------------------------------------------------------
+
+
+async def test_grounded_answers_quote_the_teacher_and_class_questions_nothing_covers_are_honest(tapi: Api) -> None:
+    from control.store.tutor import TutorStore
+
+    await tapi.create_room("math-101")
+    room = await tapi.room("math-101")
+    now = tapi.clock.now_ms()
+    await TutorStore(tapi.svc.store).add_segment(
+        room.sid, "teacher-1", "Good morning. The homework on page 42 is due on Friday.", now - 2000, now - 1000)
+    plain, streamed = await _both(tapi, "When is the homework due?")
+    assert plain == streamed
+    assert plain.startswith('As your teacher said: "The homework on page 42 is due on Friday."')
+    system = tapi.svc.tutor.backend.calls[-1][0]["content"]  # type: ignore[union-attr]
+    assert 'Your teacher said in class: "The homework on page 42 is due on Friday."' in system
+    calls = len(tapi.svc.tutor.backend.calls)  # type: ignore[union-attr]
+    before = (await tapi.refresh_org()).credits
+    plain, streamed = await _both(tapi, "What did the teacher say about the test?")
+    assert plain == streamed == ("I'm not sure: nothing said in this class so far covers that, and I would only be "
+                                 "guessing. Please ask your teacher.")
+    assert len(tapi.svc.tutor.backend.calls) == calls  # type: ignore[union-attr]  # no model was asked
+    assert (await tapi.refresh_org()).credits == before  # and nothing was billed
+
+
+async def test_a_guessing_model_says_it_is_not_sure(tapi: Api) -> None:
+    from control.tutor.backends import FakeBackend
+
+    await tapi.create_room("math-101")
+    assert tapi.svc.tutor is not None
+    tapi.svc.tutor.backend = FakeBackend(script=_script("The first president was John F. Kennedy. He was great."),
+                                         logprob=-1.2)
+    plain, streamed = await _both(tapi, "Who was the first president of the United States?")
+    assert plain == streamed
+    assert plain.startswith("I'm not sure about this") and "ask your teacher" in plain and "Kennedy" not in plain
+    tapi.svc.tutor.backend = FakeBackend(script=_script("The first president was George Washington."),
+                                         logprob=-0.1)
+    plain, streamed = await _both(tapi, "Who was the first president of the United States?")
+    assert plain == streamed == "The first president was George Washington."
