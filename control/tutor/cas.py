@@ -223,7 +223,7 @@ def _show(expr: Any, sp: Any) -> str:
     """How a student writes it: 3x^2 + 2, sqrt(2), 3/4."""
     import re
 
-    s = sp.sstr(expr).replace("**", "^").replace("sqrt", "√").replace("√", "sqrt")
+    s = sp.sstr(expr).replace("**", "^")
     s = re.sub(r"(?<![\w.])(\d+)\*(?=[a-zA-Z(])", r"\1", s)
     s = re.sub(r"\bI\b", "i", s.replace("*", "·"))
     s = re.sub(r"\bexp\(", "e^(", s)

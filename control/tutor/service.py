@@ -100,6 +100,13 @@ class Tutor:
         self._enabled_somewhere: bool | None = True if cfg.transcription else None
         self._unsubscribe = bus.subscribe(self._on_event)
 
+    def warm(self) -> None:
+        """Starts the computer algebra process in the background, so the first computable question does not wait
+        for SymPy's import (about a second)."""
+        task = asyncio.get_running_loop().create_task(self.cas.start())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # ---- rooms and context --------------------------------------------------------------------------------------
 
     async def resolve_room(self, org: Org, room_id: str) -> Room:
