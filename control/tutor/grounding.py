@@ -9,6 +9,7 @@ with no supporting passage the tutor says it is not sure and sends the student t
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from control.tutor.context import ClassContext
+
+log = logging.getLogger("classcast.tutor")
 
 SUPPORT_SIMILARITY = 0.5
 MAX_QUOTE_CHARS = 280
@@ -114,4 +117,9 @@ class Grounder:
         return Support(text, src, float(sims[best]))
 
     async def find(self, question: str, ctx: ClassContext) -> Support | None:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.find_blocking, question, ctx)
+        """None also when the embedding model fails: the answer then goes on without the class's words."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.find_blocking, question, ctx)
+        except Exception:
+            log.exception("grounding failed; answering without it")
+            return None
