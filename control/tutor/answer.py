@@ -50,10 +50,6 @@ class Plan:
     direct: str | None = None  # a whole answer given without the model
     judge_confidence: bool = False  # nothing supports the answer: a guessing model says it is not sure
 
-    @property
-    def verified(self) -> bool:
-        return self.fact is not None
-
 
 def fact_note(fact: Fact) -> str:
     return (f"Verified result from computer algebra: {fact.statement}. Use exactly this result and never state a "

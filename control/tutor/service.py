@@ -75,7 +75,6 @@ class Answer:
     text: str = ""
     model_text: str = ""
     usage: Usage | None = None
-    verified: bool = False
 
 
 class Tutor:
@@ -191,7 +190,6 @@ class Tutor:
             raise backend_failed(exc) from exc
 
     async def _answer(self, plan: answering.Plan, question: str, answer: Answer) -> AsyncIterator[str]:
-        answer.verified = plan.verified
         pieces = answering.speak(plan, question,
                                  lambda: self._generate(plan.messages, self.cfg.max_answer_tokens, answer))
         try:
