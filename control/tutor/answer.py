@@ -23,7 +23,7 @@ from typing import Any
 
 from control.tutor.backends import Confidence
 from control.tutor.cas import Cas, Fact
-from control.tutor.checking import contradiction, sentences
+from control.tutor.checking import contradiction, negates, sentences
 from control.tutor.context import ClassContext, build_messages, general_messages
 from control.tutor.grounding import Grounder, Support, is_class_question
 from control.tutor.problems import Problem, Unreadable, read
@@ -33,7 +33,7 @@ log = logging.getLogger("classcast.tutor")
 MAX_EXPLANATION = 3  # sentences the model adds after an opening
 _NUMBERISH = re.compile(r"[\d=]")
 UNSURE_LOGPROB = -0.75  # mean token log-probability of a first sentence below which the model is guessing
-UNSURE_TOKENS = 48  # judged on the first sentence, or on this many tokens if it runs longer
+UNSURE_TOKENS = 16  # judged on the first sentence, or on its first tokens if it runs longer
 NOT_SURE_MODEL = ("I'm not sure about this, and nothing said in this class so far covers it, so I would only be "
                   "guessing. Please ask your teacher.")
 NOT_SURE = ("I'm not sure: nothing said in this class so far covers that, and I would only be guessing. "
@@ -165,6 +165,9 @@ async def speak(p: Plan, question: str,
                     log.info("model answer corrected (%s; verified: %s)", wrong, p.fact and p.fact.statement)
                     yield correction(p.fact, wrong)
                     return
+                if p.support is not None and negates(sentence, p.support.passage):
+                    log.info("model contradicted the teacher: %r", sentence[:120])
+                    return  # the teacher's words, already given, stand alone
                 out = sentence[shown:] if i == 0 else sentence
                 if out:
                     yield out
@@ -183,6 +186,8 @@ async def speak(p: Plan, question: str,
             wrong = contradiction(current, p.fact, question)
             if wrong is not None:
                 yield correction(p.fact, wrong)
+                return
+            if p.support is not None and negates(current, p.support.passage):
                 return
             if current[shown:]:
                 yield current[shown:]

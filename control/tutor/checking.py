@@ -170,3 +170,16 @@ def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None
             continue  # a number of the question restated
         return raw
     return None
+
+
+_NEGATION = re.compile(r"\b(not|no|never|none|neither|nor|cannot)\b|n't\b", re.IGNORECASE)
+
+
+def negates(sentence: str, passage: str) -> bool:
+    """The sentence says the opposite of the teacher's words: it negates what they state without negation,
+    about the same things ("The quiz will not include fractions" after "the quiz covers fractions")."""
+    from control.tutor.grounding import content_words
+
+    if not _NEGATION.search(sentence) or _NEGATION.search(passage):
+        return False
+    return len(content_words(sentence) & content_words(passage)) >= 1
