@@ -101,38 +101,47 @@ class OpenAiBackend:
             headers["Authorization"] = f"Bearer {self.api_key}"
         usage: Usage | None = None
         produced: list[str] = []
-        try:
-            async with self._http().post(f"{self.url}/chat/completions", json=body, headers=headers) as resp:
-                if resp.status != 200:
-                    detail = (await resp.text())[:300]
-                    raise BackendError(f"LLM endpoint answered {resp.status}: {detail}")
-                async for raw in resp.content:
-                    line = raw.decode("utf-8", "replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        continue  # read on to the end: a connection left mid-body cannot be reused
-                    try:
-                        event = json.loads(data)
-                    except ValueError:
-                        continue
-                    if event.get("usage"):
-                        u = event["usage"]
-                        usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
-                    for choice in event.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            produced.append(piece)
-                            yield piece
-                        scored = (choice.get("logprobs") or {}).get("content") or []
-                        values = tuple(float(t["logprob"]) for t in scored if isinstance(t, dict) and "logprob" in t)
-                        if values:
-                            yield Confidence(values)
-        except aiohttp.ClientError as exc:
-            raise BackendError(f"LLM endpoint unreachable: {exc}") from exc
-        except TimeoutError as exc:
-            raise BackendError("LLM endpoint timed out") from exc
+        for attempt in (1, 2):
+            try:
+                async with self._http().post(f"{self.url}/chat/completions", json=body, headers=headers) as resp:
+                    if resp.status != 200:
+                        detail = (await resp.text())[:300]
+                        raise BackendError(f"LLM endpoint answered {resp.status}: {detail}")
+                    async for raw in resp.content:
+                        line = raw.decode("utf-8", "replace").strip()
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            continue  # read on to the end: a connection left mid-body cannot be reused
+                        try:
+                            event = json.loads(data)
+                        except ValueError:
+                            continue
+                        if event.get("usage"):
+                            u = event["usage"]
+                            usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+                        for choice in event.get("choices") or []:
+                            piece = (choice.get("delta") or {}).get("content")
+                            if piece:
+                                produced.append(piece)
+                                yield piece
+                            scored = (choice.get("logprobs") or {}).get("content") or []
+                            values = tuple(float(t["logprob"]) for t in scored
+                                           if isinstance(t, dict) and "logprob" in t)
+                            if values:
+                                yield Confidence(values)
+                break
+            except aiohttp.ServerDisconnectedError as exc:
+                # A kept-alive connection the server had closed (llama.cpp's server closes after each streamed
+                # reply): nothing was generated yet, so the request is sent again once on a new connection.
+                if attempt == 2 or produced:
+                    raise BackendError(f"LLM endpoint unreachable: {exc}") from exc
+                log.info("LLM endpoint closed a kept-alive connection; sending again")
+            except aiohttp.ClientError as exc:
+                raise BackendError(f"LLM endpoint unreachable: {exc}") from exc
+            except TimeoutError as exc:
+                raise BackendError("LLM endpoint timed out") from exc
         # An endpoint that reports no usage is still billed, by estimate.
         yield usage or Usage(estimate_tokens(_prompt_text(messages)), estimate_tokens("".join(produced)))
 

@@ -68,6 +68,10 @@ async def test_production_path_streams_from_an_openai_compatible_endpoint_with_i
             assert status == expected, body
             if expected == 200:
                 assert body["text"] and 0 < body["usage"]["outputTokens"] <= 16
+                # Again, on the kept-alive connection llama.cpp's server has closed: sent again, not a 500.
+                for question in ("And three plus three?", "And four plus four?"):
+                    status, body = await api.post("/v1/ai-tutor/chat", chat_body(api, text=question))
+                    assert status == 200, body
     finally:
         del server
 
