@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.tutor_eval --model gemma3 --chat-template gemma
     .venv/bin/python -m bench.tutor_eval --backend openai --url http://127.0.0.1:8081/v1 --model-name NAME
     .venv/bin/python -m bench.tutor_eval --subjects arithmetic,algebra --show --json out.json
+    .venv/bin/python -m bench.tutor_eval --rescore out.json                 # saved answers, today's checkers
 
 `tutor` runs what the server runs for a question (control/tutor/answer.py: computer algebra, grounding, the
 model, checking) with each question's class context; `plain` sends the same context to the model alone with
@@ -174,6 +175,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"args": vars(args), "startup": runner.startup, "results": results}
 
 
+def rescore(path: str) -> None:
+    """The answers of an earlier run judged again by the current checkers (runs of the whole set only)."""
+    record = json.loads(Path(path).read_text())
+    results = record["results"]
+    if len(results) != len(QUESTIONS):
+        raise SystemExit(f"{path} has {len(results)} answers, the set {len(QUESTIONS)}: rescore whole runs only")
+    for q, r in zip(QUESTIONS, results, strict=True):
+        if r["question"] != q.text:
+            raise SystemExit(f"{path} does not follow the question set's order ({r['question']!r})")
+        r["right"] = q.checker.check(r["answer"], " ".join([q.text, q.topic or "", *q.transcript]))
+        r["checker"] = q.checker.describe()
+    print(report(results, argparse.Namespace(**record["args"]), record["startup"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", choices=("embedded", "openai", "fake"), default="embedded")
@@ -190,7 +205,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--show", action="store_true", help="print every question, answer and verdict")
     parser.add_argument("--json", default="", help="write every answer to this file")
+    parser.add_argument("--rescore", default="", help="judge the answers saved in this file again; runs nothing")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.rescore)
+        return
     record = asyncio.run(run(args))
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1))
