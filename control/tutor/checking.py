@@ -16,6 +16,7 @@ from control.tutor.mathparse import MathSyntaxError, Node, exact_value, normaliz
 from control.tutor.problems import is_word
 
 _NUM = r"-?\d+(?:\.\d+)?"
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _CLAIM = re.compile(
     r"(=|\bis\b|\bare\b|\bequals?\b|\bgives?\b|\bmakes?\b|\bget\b|\bresults? in\b|\banswer\b:?|\bwould be\b|"
     r"\bbecomes\b)\s*(?:about |approximately |roughly |exactly |just |only |around |[a-z]\s*=\s*)?"
@@ -93,11 +94,6 @@ def _side_after(sentence: str, at: int) -> tuple[Node, str] | None:
     return _tree(words[:end])
 
 
-def _computed_before(sentence: str, at: int) -> Fraction | None:
-    side = _side_before(sentence, at)
-    return None if side is None else exact_value(side[0])
-
-
 IDENTITY_POINTS = (Fraction(2), Fraction(3), Fraction(-5, 7))
 
 
@@ -139,11 +135,13 @@ def false_equation(sentence: str, fact: Fact | None = None) -> str | None:
 
 def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None:
     """What in the sentence contradicts the fact (a claimed number), or is false arithmetic; None if nothing."""
+    sentence = _THOUSANDS.sub("", sentence)  # 5,035 is one number
     wrong = false_equation(sentence, fact)
     if wrong is not None or fact is None:
         return wrong
     targets = [v for v in (_value(x) for x in fact.values) if v is not None]
     known = numbers_in(question) + numbers_in(fact.statement)
+    unknowns = {name for solution in fact.solutions for name in solution}
     text = sentence.replace("×", "*").replace("−", "-")
     if fact.unit_words:  # "2 hours is 2 * 60 = 120 seconds": an amount in the target unit must be the result
         units = "|".join(re.escape(w) for w in fact.unit_words)
@@ -161,7 +159,10 @@ def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None
         if any(_close(claim, t, raw) for t in targets):
             continue
         if m.group(1) == "=":
-            computed = _computed_before(text, m.start(1))
+            side = _side_before(text, m.start(1))
+            if side is not None and side[0][0] == "sym" and side[0][1] not in unknowns:
+                continue  # "a = 1": a coefficient or another quantity, not a result
+            computed = None if side is None else exact_value(side[0])
             if computed is not None:
                 if _close(claim, computed, raw):
                     continue  # a correct step of the working

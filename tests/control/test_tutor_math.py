@@ -119,9 +119,14 @@ def test_contradictions_are_found_and_correct_working_is_not_one() -> None:
     assert contradiction("Solve x + x + 1 = 0 for x.", None, "?") is None
     assert contradiction("7 × 8 = 56, because 7 + 7 = 14 and 14 × 4 = 56.", fact, q) is None
     assert contradiction("Multiply 7 by 8.", fact, q) is None
+    assert contradiction("1,250 + 3,785 = 5,035.", Fact("1250 + 3785 = 5035", ["5035"]), "1,250 + 3,785?") is None
     roots = Fact("x^2 - 5x + 6 = 0 has the solutions x = 2 and x = 3", ["2", "3"])
     assert contradiction("The roots are -1 and -2.", roots, "roots of x^2 - 5x + 6 = 0?") == "-1"
     assert contradiction("So x = 2 or x = 3.", roots, "roots of x^2 - 5x + 6 = 0?") is None
+    roots = Fact(roots.statement, roots.values, solutions=[{"x": "2"}, {"x": "3"}])
+    assert contradiction("It has the form ax^2 + bx + c = 0 with a = 1.", roots, "roots of x^2 - 5x + 6 = 0?") \
+        is None  # a coefficient, not a result
+    assert contradiction("So x = 4.", roots, "roots of x^2 - 5x + 6 = 0?") is not None
     # The working is checked too: an equation in the unknown must hold for a verified solution...
     linear = Fact("3x - 7 = 2x + 5 has the solution x = 12", ["12"], solutions=[{"x": "12"}])
     q = "Solve 3x - 7 = 2x + 5"
