@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import platform
 import statistics
 import time
@@ -203,13 +204,17 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--subjects", default="")
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--show", action="store_true", help="print every question, answer and verdict")
+    parser.add_argument("--show", action="store_true",
+                        help="print every question, answer and verdict, and what the tutor withheld")
     parser.add_argument("--json", default="", help="write every answer to this file")
     parser.add_argument("--rescore", default="", help="judge the answers saved in this file again; runs nothing")
     args = parser.parse_args()
     if args.rescore:
         rescore(args.rescore)
         return
+    if args.show:  # the tutor's own log: each withheld statement ("model answer corrected (...)"), each guess
+        logging.basicConfig(level=logging.WARNING, format="    log: %(message)s")
+        logging.getLogger("classcast.tutor").setLevel(logging.INFO)
     record = asyncio.run(run(args))
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1))
