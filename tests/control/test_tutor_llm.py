@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +95,8 @@ async def test_the_real_model_answers_a_handful_right(aiohttp_client: Any, tmp_p
         ("history-7", "When is the homework due?", Words(("friday",)), 'As your teacher said: "Before you go'),
         ("math-101", "When is the homework due?", Honest(), "I'm not sure"),
     ]
-    started = time.monotonic()
     for room_id, question, checker, opening in cases:
         status, body = await api.post("/v1/ai-tutor/chat", chat_body(api, room_id, text=question))
         assert status == 200, body
         assert body["text"].startswith(opening), body["text"]
         assert checker.check(body["text"], question), body["text"]
-    assert time.monotonic() - started < 60
