@@ -2,7 +2,8 @@
 judge must not share the defendant's mistakes.
 
 - `Value`: the expected number is stated, and no other number is claimed as the result ("7 × 8 = 54" fails
-  even if 56 appears later; numbers of the question and its class context may be restated).
+  even if 56 appears later; numbers of the question and its class context may be restated, and a correct
+  one-operation step such as "7 × 7 = 49" is no claim).
 - `Forms`: one of the accepted written forms appears (spaces, `*`, `·` and case ignored): "3x^2+2".
 - `Words`: every required word appears (any of its listed spellings), as whole words or word starts.
 - `Honest`: the answer says it is not sure and sends the student to the teacher.
@@ -34,6 +35,21 @@ def _matches(claim: str, expected: str) -> bool:
     return value == target or (places >= 1 and abs(value - target) <= Fraction(1, 2 * 10 ** places))
 
 
+_STEP = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/×])\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+def _true_step(before: str, claim: str) -> bool:
+    """'7 × 7 = 49': a correct one-operation calculation is not a claim about the result."""
+    m = _STEP.search(before)
+    if m is None:
+        return False
+    a, op, b = _num(m.group(1)), m.group(2), _num(m.group(3))
+    if op == "/" and b == 0:
+        return False
+    value = {"+": a + b, "-": a - b, "*": a * b, "×": a * b, "/": a / b if b else a}[op]
+    return value == _num(claim)
+
+
 @dataclass(frozen=True)
 class Value:
     expected: tuple[str, ...]
@@ -47,7 +63,8 @@ class Value:
         given = {_num(m.group(0)) for m in _NUM.finditer(question)}
         for m in _CLAIM.finditer(text):
             claim = m.group(1)
-            if not any(_matches(claim, t) for t in targets) and _num(claim) not in given:
+            if not any(_matches(claim, t) for t in targets) and _num(claim) not in given \
+                    and not _true_step(text[:m.start()], claim):
                 return False
         return True
 
