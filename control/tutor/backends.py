@@ -76,7 +76,7 @@ class OpenAiBackend:
         self.temperature = temperature
         self.supports_images = supports_images
         self.name = name
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s))
         self._session: aiohttp.ClientSession | None = None
         self.logprobs = logprobs  # ask for token log-probabilities (not every OpenAI-compatible server has them)
         self.reports_confidence = logprobs

@@ -35,6 +35,7 @@ TIME_LIMIT_S = 3.0  # per problem, wall clock: the child is killed past it
 START_LIMIT_S = 60.0  # importing SymPy on a busy machine
 MEMORY_LIMIT_MB = 768
 CPU_LIMIT_S = 600  # the child's whole life: it is restarted when it has used this much
+RETRY_START_S = 60.0  # a process that cannot start (no SymPy) is not tried for every question
 MAX_RESULT_CHARS = 400  # a result longer than this is not worth stating to a student
 
 
@@ -73,6 +74,7 @@ class Cas:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas")
         self.timeouts = 0
         self.restarts = 0
+        self._retry_at = 0.0  # after a failed start (SymPy not installed, say), no new attempt before this
 
     async def solve(self, problem: Problem) -> Fact | Failure:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.solve_blocking, problem)
@@ -125,6 +127,8 @@ class Cas:
         if self._proc is not None:
             self.restarts += 1
             self._kill()
+        if time.monotonic() < self._retry_at:
+            raise OSError("the computer algebra process failed to start recently")
         root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         proc = subprocess.Popen(
@@ -133,7 +137,8 @@ class Cas:
         self._proc = proc
         if self._read_line(proc, START_LIMIT_S) != b"ready\n":
             self._kill()
-            raise OSError("the computer algebra process did not start")
+            self._retry_at = time.monotonic() + RETRY_START_S
+            raise OSError("the computer algebra process did not start (is SymPy installed? `make install`)")
         return proc
 
     @staticmethod

@@ -279,3 +279,23 @@ async def test_a_guessing_model_says_it_is_not_sure(tapi: Api) -> None:
                                          logprob=-0.1)
     plain, streamed = await _both(tapi, "Who was the first president of the United States?")
     assert plain == streamed == "The first president was George Washington."
+
+
+def test_without_sympy_the_tutor_answers_unverified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without the AI extra (no SymPy): the solver fails to start once, says so, and is not tried
+    again for every question."""
+    (tmp_path / "sympy").mkdir()
+    (tmp_path / "sympy" / "__init__.py").write_text("raise ImportError('sympy is not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}")  # shadows the installed SymPy in the child
+    solver = Cas()
+    try:
+        problem = read("What is 7 times 8?")
+        assert isinstance(problem, Problem)
+        result = solver.solve_blocking(problem)
+        assert isinstance(result, Failure) and result.kind == "unavailable" and "SymPy" in result.detail
+        started = time.monotonic()
+        result = solver.solve_blocking(problem)
+        assert isinstance(result, Failure) and result.kind == "unavailable"
+        assert time.monotonic() - started < 0.1  # no second process start
+    finally:
+        solver.close()
