@@ -109,8 +109,8 @@ def correction(fact: Fact | None, wrong: str) -> str:
     if fact is None:
         return (f"\n\n(Corrected: the model's explanation went on with a calculation that is wrong ({wrong}), so the "
                 "rest was left out.)")
-    return (f"\n\n(Corrected: the rest of the model's explanation stated a different result, so it was left out. "
-            f"The verified result is: {fact.statement}.)")
+    return (f"\n\n(Corrected: the rest of the model's explanation stated a number that does not agree with the "
+            f"verified result, so it was left out. The verified result is: {fact.statement}.)")
 
 
 def unverified_note(reason: str) -> str:

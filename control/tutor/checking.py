@@ -141,7 +141,6 @@ def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None
         return wrong
     targets = [v for v in (_value(x) for x in fact.values) if v is not None]
     known = numbers_in(question) + numbers_in(fact.statement)
-    unknowns = {name for solution in fact.solutions for name in solution}
     text = sentence.replace("×", "*").replace("−", "-")
     if fact.unit_words:  # "2 hours is 2 * 60 = 120 seconds": an amount in the target unit must be the result
         units = "|".join(re.escape(w) for w in fact.unit_words)
@@ -160,8 +159,6 @@ def contradiction(sentence: str, fact: Fact | None, question: str) -> str | None
             continue
         if m.group(1) == "=":
             side = _side_before(text, m.start(1))
-            if side is not None and side[0][0] == "sym" and side[0][1] not in unknowns:
-                continue  # "a = 1": a coefficient or another quantity, not a result
             computed = None if side is None else exact_value(side[0])
             if computed is not None:
                 if _close(claim, computed, raw):
