@@ -301,3 +301,23 @@ def test_without_sympy_the_tutor_answers_unverified(tmp_path: Path, monkeypatch:
         assert time.monotonic() - started < 0.1  # no second process start
     finally:
         solver.close()
+
+
+def test_the_reader_takes_any_text_without_raising() -> None:
+    """Seconds of random questions from a mathematical alphabet (the long run belongs to a fuzz target): the
+    reader returns a problem, 'unreadable' or nothing, never raises, and every tree it returns is bounded."""
+    import random
+
+    from control.tutor.mathparse import check_bounds
+
+    rng = random.Random(22)
+    alphabet = [*"0123456789xyz+-*/^()=!.,% ", "sqrt", "sin", "what is ", "solve ", " of ", "derivative ",
+                "integral ", "km", " to ", "m", "percent", "9^9^9", "|"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        result = read(text, ["x^2 - 1 = 0"])
+        assert result is None or isinstance(result, Problem | Unreadable)
+        if isinstance(result, Problem):
+            for tree in result.exprs:
+                for node in (tree if result.kind == "solve" else [tree]):
+                    check_bounds(node)
