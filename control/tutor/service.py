@@ -88,7 +88,7 @@ class Tutor:
         self.backend = backend or make_backend(cfg)
         self.speech = Speech(threads=cfg.speech_threads, whisper_dir=cfg.whisper_model or None)
         self.embedder = Embedder(threads=cfg.speech_threads)
-        self.cas = Cas()  # the computer algebra process starts with the first computable question
+        self.cas = Cas()  # its process starts with the server (`warm`) or the first computable question
         self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
         self.transcribers: dict[str, RoomTranscriber] = {}
         # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
