@@ -48,6 +48,7 @@ ROOM_ID = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
 }
 UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+WEBHOOK_ID = {"name": "webhookId", "in": "path", "required": True, "schema": {"type": "string"}}
 BOOL = {"type": "boolean"}
 STR = {"type": "string"}
 INT = {"type": "integer"}
@@ -161,6 +162,25 @@ SCHEMAS: dict[str, Any] = {
         "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
     "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
                                                      "mutedCount": INT}},
+    "WebhookCreate": {"type": "object", "required": ["url"], "properties": {
+        "url": STR, "description": STR,
+        "events": {"type": "array", "items": {"type": "string", "enum": [
+            "room_started", "room_finished", "participant_joined", "participant_left", "recording_started",
+            "recording_ready", "recording_failed", "credits_low"]}}}},
+    "Webhook": {"type": "object", "properties": {
+        "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": STR, "createdAt": TS,
+        "secret": {"type": "string", "description": "whsec_...; in the creation reply only"}}},
+    "Webhooks": {"type": "object", "properties": {
+        "webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
+    "WebhookDeleted": {"type": "object", "properties": {"id": STR, "deleted": BOOL}},
+    "WebhookDeliveries": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "id": STR, "eventId": STR, "type": STR, "status": {"type": "string", "enum": [
+                "pending", "delivered", "failed"]},
+            "attempts": INT, "lastStatus": {"type": "integer", "nullable": True}, "lastError": STR,
+            "nextAttemptAt": TS, "deliveredAt": TS, "createdAt": TS}}}}},
+    "WebhookTest": {"type": "object", "properties": {
+        "id": STR, "eventId": STR, "delivered": BOOL, "status": {"type": "integer", "nullable": True}, "error": STR}},
 }
 
 PATHS: dict[str, Any] = {
@@ -273,6 +293,22 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("AgentUsage"), **_errors(400, 401)}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+    "/v1/webhooks": {
+        "post": {"summary": "Register a webhook endpoint; the reply holds its signing secret, shown only once",
+                 "requestBody": _json_body("WebhookCreate"),
+                 "responses": {"201": _ok("Webhook"), **_errors(400, 401, 409)}},
+        "get": {"summary": "The organization's webhook endpoints (without secrets)",
+                "responses": {"200": _ok("Webhooks"), **_errors(401)}}},
+    "/v1/webhooks/{webhookId}": {"delete": {
+        "summary": "Remove an endpoint; its pending deliveries are dropped", "parameters": [WEBHOOK_ID],
+        "responses": {"200": _ok("WebhookDeleted"), **_errors(401, 404)}}},
+    "/v1/webhooks/{webhookId}/deliveries": {"get": {
+        "summary": "Recent deliveries to the endpoint, newest first", "parameters": [
+            WEBHOOK_ID, {"name": "limit", "in": "query", "schema": INT}],
+        "responses": {"200": _ok("WebhookDeliveries"), **_errors(400, 401, 404)}}},
+    "/v1/webhooks/{webhookId}/test": {"post": {
+        "summary": "Send one signed webhook_test event now and report what the receiver answered",
+        "parameters": [WEBHOOK_ID], "responses": {"200": _ok("WebhookTest"), **_errors(401, 404)}}},
 }
 
 DOCUMENT: dict[str, Any] = {

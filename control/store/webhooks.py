@@ -1,0 +1,163 @@
+"""The webhook tables (migration 5): endpoints, the outbox of events, and their deliveries.
+
+Beside `store.py` and on its transactions: `record_event` called inside `Store.atomic` commits with the change the
+event announces.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+
+from control.ids import new_id
+from control.store import schema as t
+from control.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: str
+    org_id: str
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    description: str | None
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Endpoint:
+        m = row._mapping
+        return cls(id=m["id"], org_id=m["org_id"], url=m["url"], secret=m["secret"],
+                   events=tuple(json.loads(m["events"])), description=m["description"],
+                   created_at=int(m["created_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery due now, with what sending it needs."""
+
+    id: str
+    event_id: str
+    endpoint_id: str
+    url: str
+    secret: str
+    payload: str
+    attempts: int
+    created_at: int
+
+
+class WebhookStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ---- endpoints -------------------------------------------------------------------------------------------
+
+    async def create_endpoint(self, org_id: str, url: str, secret: str, events: list[str], description: str | None,
+                              now: int) -> Endpoint:
+        ep = Endpoint(id=new_id("WH_"), org_id=org_id, url=url, secret=secret, events=tuple(events),
+                      description=description, created_at=now)
+        async with self.store._tx() as conn:
+            await conn.execute(insert(t.webhook_endpoints).values(
+                id=ep.id, org_id=org_id, url=url, secret=secret, events=json.dumps(events), description=description,
+                created_at=now))
+        return ep
+
+    async def endpoints(self, org_id: str) -> list[Endpoint]:
+        async with self.store._read() as conn:
+            rows = await conn.execute(select(t.webhook_endpoints).where(t.webhook_endpoints.c.org_id == org_id)
+                                      .order_by(t.webhook_endpoints.c.created_at, t.webhook_endpoints.c.id))
+            return [Endpoint.from_row(r) for r in rows]
+
+    async def get_endpoint(self, org_id: str, endpoint_id: str) -> Endpoint | None:
+        async with self.store._read() as conn:
+            row = (await conn.execute(select(t.webhook_endpoints).where(
+                t.webhook_endpoints.c.org_id == org_id, t.webhook_endpoints.c.id == endpoint_id))).first()
+        return Endpoint.from_row(row) if row else None
+
+    async def delete_endpoint(self, org_id: str, endpoint_id: str) -> bool:
+        """Its pending deliveries go with it (nobody would receive them)."""
+        async with self.store._tx() as conn:
+            await conn.execute(delete(t.webhook_deliveries).where(t.webhook_deliveries.c.endpoint_id == endpoint_id))
+            res = await conn.execute(delete(t.webhook_endpoints).where(
+                t.webhook_endpoints.c.org_id == org_id, t.webhook_endpoints.c.id == endpoint_id))
+            return res.rowcount > 0
+
+    # ---- the outbox ------------------------------------------------------------------------------------------
+
+    async def record_event(self, event_id: str, seq: int, org_id: str, type_: str, room_sid: str | None,
+                           payload: str, now: int, only_endpoint: str | None = None) -> int:
+        """The event and one pending delivery per endpoint of the organization that wants it; returns how many.
+
+        Inside `Store.atomic` this commits (or not) with the caller's change."""
+        async with self.store._tx() as conn:
+            q = select(t.webhook_endpoints.c.id, t.webhook_endpoints.c.events).where(
+                t.webhook_endpoints.c.org_id == org_id)
+            if only_endpoint is not None:
+                q = q.where(t.webhook_endpoints.c.id == only_endpoint)
+            targets = [r.id for r in await conn.execute(q) if type_ in json.loads(r.events) or only_endpoint]
+            if not targets:
+                return 0
+            await conn.execute(insert(t.webhook_events).values(
+                id=event_id, seq=seq, org_id=org_id, type=type_, room_sid=room_sid, payload=payload, created_at=now))
+            await conn.execute(insert(t.webhook_deliveries), [
+                {"id": new_id("WD_"), "event_id": event_id, "endpoint_id": ep, "seq": seq,
+                 "order_key": room_sid or "", "status": "pending", "attempts": 0, "next_attempt_at": now,
+                 "created_at": now}
+                for ep in targets])
+            return len(targets)
+
+    async def due(self, now: int, limit: int = 500) -> list[Delivery]:
+        """The first pending delivery of each (endpoint, room) queue, if its next attempt is due.
+
+        Only a queue's head may be sent: a later event of the same room waits until the earlier one is delivered
+        or given up, which is what keeps a room's events in order at the receiver."""
+        d, e, ep = t.webhook_deliveries, t.webhook_events, t.webhook_endpoints
+        heads = (select(d.c.endpoint_id, d.c.order_key, func.min(d.c.seq).label("seq"))
+                 .where(d.c.status == "pending").group_by(d.c.endpoint_id, d.c.order_key).subquery())
+        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.attempts, d.c.created_at, ep.c.url, ep.c.secret,
+                    e.c.payload)
+             .join(heads, and_(heads.c.endpoint_id == d.c.endpoint_id, heads.c.order_key == d.c.order_key,
+                               heads.c.seq == d.c.seq))
+             .join(e, e.c.id == d.c.event_id).join(ep, ep.c.id == d.c.endpoint_id)
+             .where(d.c.status == "pending", d.c.next_attempt_at <= now).order_by(d.c.seq).limit(limit))
+        async with self.store._read() as conn:
+            return [Delivery(id=r.id, event_id=r.event_id, endpoint_id=r.endpoint_id, url=r.url, secret=r.secret,
+                             payload=r.payload, attempts=int(r.attempts), created_at=int(r.created_at))
+                    for r in await conn.execute(q)]
+
+    async def next_due_at(self) -> int | None:
+        async with self.store._read() as conn:
+            value = (await conn.execute(select(func.min(t.webhook_deliveries.c.next_attempt_at))
+                                        .where(t.webhook_deliveries.c.status == "pending"))).scalar()
+        return int(value) if value is not None else None
+
+    async def finish_attempt(self, delivery_id: str, *, status: str, attempts: int, next_attempt_at: int,
+                             http_status: int | None, error: str | None, now: int) -> None:
+        values: dict[str, Any] = {"status": status, "attempts": attempts, "next_attempt_at": next_attempt_at,
+                                  "last_status": http_status, "last_error": error}
+        if status == "delivered":
+            values["delivered_at"] = now
+        async with self.store._tx() as conn:
+            await conn.execute(update(t.webhook_deliveries).where(t.webhook_deliveries.c.id == delivery_id)
+                               .values(**values))
+
+    async def deliveries(self, org_id: str, endpoint_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent deliveries with their event type, newest first (the REST listing and `webhooks list`)."""
+        d, e = t.webhook_deliveries, t.webhook_events
+        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.status, d.c.attempts, d.c.next_attempt_at,
+                    d.c.last_status, d.c.last_error, d.c.delivered_at, d.c.created_at, e.c.type)
+             .join(e, e.c.id == d.c.event_id).where(e.c.org_id == org_id).order_by(d.c.seq.desc()).limit(limit))
+        if endpoint_id is not None:
+            q = q.where(d.c.endpoint_id == endpoint_id)
+        async with self.store._read() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def counts(self) -> dict[str, int]:
+        """Deliveries by status (the metrics' outbox gauge)."""
+        async with self.store._read() as conn:
+            rows = await conn.execute(select(t.webhook_deliveries.c.status, func.count())
+                                      .group_by(t.webhook_deliveries.c.status))
+            return {r[0]: int(r[1]) for r in rows}
