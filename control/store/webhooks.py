@@ -109,14 +109,18 @@ class WebhookStore:
                 for ep in targets])
             return len(targets)
 
-    async def due(self, now: int, limit: int = 500) -> list[Delivery]:
-        """The first pending delivery of each (endpoint, room) queue, if its next attempt is due.
+    @staticmethod
+    def _heads() -> Any:
+        """Each (endpoint, room) queue's first pending delivery. Only a queue's head may be sent: a later event of
+        the same room waits until the earlier one is delivered or given up, which keeps a room's order."""
+        d = t.webhook_deliveries
+        return (select(d.c.endpoint_id, d.c.order_key, func.min(d.c.seq).label("seq"))
+                .where(d.c.status == "pending").group_by(d.c.endpoint_id, d.c.order_key).subquery())
 
-        Only a queue's head may be sent: a later event of the same room waits until the earlier one is delivered
-        or given up, which is what keeps a room's events in order at the receiver."""
+    async def due(self, now: int, limit: int = 500) -> list[Delivery]:
+        """The queue heads whose next attempt is due."""
         d, e, ep = t.webhook_deliveries, t.webhook_events, t.webhook_endpoints
-        heads = (select(d.c.endpoint_id, d.c.order_key, func.min(d.c.seq).label("seq"))
-                 .where(d.c.status == "pending").group_by(d.c.endpoint_id, d.c.order_key).subquery())
+        heads = self._heads()
         q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.attempts, d.c.created_at, ep.c.url, ep.c.secret,
                     e.c.payload)
              .join(heads, and_(heads.c.endpoint_id == d.c.endpoint_id, heads.c.order_key == d.c.order_key,
@@ -129,9 +133,13 @@ class WebhookStore:
                     for r in await conn.execute(q)]
 
     async def next_due_at(self) -> int | None:
+        """When the next queue head is due (None: nothing pending)."""
+        d, heads = t.webhook_deliveries, self._heads()
+        q = (select(func.min(d.c.next_attempt_at))
+             .join(heads, and_(heads.c.endpoint_id == d.c.endpoint_id, heads.c.order_key == d.c.order_key,
+                               heads.c.seq == d.c.seq)).where(d.c.status == "pending"))
         async with self.store._read() as conn:
-            value = (await conn.execute(select(func.min(t.webhook_deliveries.c.next_attempt_at))
-                                        .where(t.webhook_deliveries.c.status == "pending"))).scalar()
+            value = (await conn.execute(q)).scalar()
         return int(value) if value is not None else None
 
     async def finish_attempt(self, delivery_id: str, *, status: str, attempts: int, next_attempt_at: int,

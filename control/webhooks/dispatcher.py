@@ -87,6 +87,11 @@ class Dispatcher:
             started += 1
         return started
 
+    async def settle(self) -> None:
+        """Waits for the attempts under way (tests and `send_due` callers that need their outcome)."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
     def _done(self, key: str) -> None:
         self._in_flight.pop(key, None)
         self.outbox.wake.set()  # the queue's next event may go now
