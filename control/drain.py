@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +25,7 @@ log = logging.getLogger("classcast.drain")
 
 # The calls that start something new; everything else (ending, listing, recordings, tokens of running classes)
 # keeps working while draining.
-REFUSED = (("POST", "/v1/room/create"), ("POST", "/v1/room/join"))
+REFUSED = re.compile(r"^/v1/room/(create|[^/]+/join)/?$")
 RETRY_AFTER_S = 30
 CHECK_INTERVAL_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,7 +54,7 @@ class Drain:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.draining and (request.method, request.path.rstrip("/")) in REFUSED:
+        if self.draining and request.method == "POST" and REFUSED.match(request.path):
             err = self.refused()
             return web.json_response(error_body(err.status, err.message, err.code), status=503,
                                      headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -103,7 +103,8 @@ class Metrics:
             route = _route(request)
             if route != "/metrics":
                 self.http_requests.labels(request.method, route, str(status)).inc()
-                self.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+                if status != 101:  # a WebSocket's "latency" would be the length of the class
+                    self.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
