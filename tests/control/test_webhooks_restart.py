@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,86 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from standardwebhooks import Webhook
 
-SLOW_S = 2.0  # the receiver's slow answers: longer than CLASSCAST_WEBHOOK_TIMEOUT
+from tests.control.serverproc import Receiver, Server, free_port
+
 ENV = {"CLASSCAST_WEBHOOK_RETRY_BASE": "0.2", "CLASSCAST_WEBHOOK_RETRY_MAX": "0.5",
        "CLASSCAST_WEBHOOK_TIMEOUT": "1", "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_RECONNECT_GRACE": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Receiver:
-    """A webhook receiver in its own thread and event loop (so the test's blocking steps never stall it).
-
-    `plan` is how it answers its next requests ("slow", "500"); after the plan it answers 200."""
-
-    def __init__(self, port: int, plan: list[str]) -> None:
-        self.port, self.plan = port, list(plan)
-        self.got: list[tuple[str, dict[str, str], bytes]] = []  # (how it answered, headers, body)
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-
-    async def _start(self) -> None:
-        async def hook(request: web.Request) -> web.Response:
-            body = await request.read()
-            with self._lock:
-                mode = self.plan.pop(0) if self.plan else "ok"
-                self.got.append((mode, dict(request.headers), body))
-            if mode == "slow":
-                await asyncio.sleep(SLOW_S)
-            return web.Response(status=500 if mode == "500" else 200)
-
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        self._runner = web.AppRunner(app, handler_cancellation=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes]]:
-        with self._lock:
-            return [(h, b) for mode, h, b in self.got if mode == "ok"]
-
-
-class Server:
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **ENV, "CLASSCAST_PORT": str(self.port), "CLASSCAST_DATA_DIR": str(data_dir)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "control.cli", "serve"], env=env,
-                                     stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        self.org = ""
-        while time.monotonic() < deadline and not self.org:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"Demo organization.*?: ([A-Za-z0-9]{16})", line)
-            self.org = match.group(1) if match else ""
-        assert self.org, log.read_text()
-
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
 
 
 @pytest.fixture
@@ -142,7 +62,7 @@ async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 async def test_receiver_down_slow_failing_then_fine_across_a_restart(tmp_path: Path, servers: list[Server]) -> None:
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
     hook_port = free_port()  # nothing listens there during the first run: the receiver is down
-    first = await asyncio.to_thread(Server, data_dir, log)
+    first = await asyncio.to_thread(Server, data_dir, log, ENV)
     servers.append(first)
     async with aiohttp.ClientSession() as session:
         endpoint = await _rest(session, first, "POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{hook_port}/hook"})
@@ -179,7 +99,7 @@ async def test_receiver_down_slow_failing_then_fine_across_a_restart(tmp_path: P
     receiver = Receiver(hook_port, ["slow"] * 2 + ["500"] * 3)
     receiver.start()
     try:
-        second = await asyncio.to_thread(Server, data_dir, log)
+        second = await asyncio.to_thread(Server, data_dir, log, ENV)
         servers.append(second)
         async with aiohttp.ClientSession() as session:
             ended = await _rest(session, second, "DELETE", "/v1/room/algebra")
