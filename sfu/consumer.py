@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from sfu.rtp import SequenceRewriter, TimestampRewriter, Vp8PictureIdRewriter, r
 _HEADER = struct.Struct("!BBHII")
 _TWCC_EXT = struct.Struct("!HHBHB")  # one-byte extension block holding only the transport-wide sequence
 HISTORY = 4096  # out-sequence -> source memory for answering NACKs (a power of two)
+SENT_WINDOW_MAX = 8192  # packets a second: about 80 Mbit/s of 1200-byte packets, far above any one consumer
+RTX_BURST = 256  # retransmissions allowed beyond half the packets sent (see Consumer.on_nack)
 QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
@@ -75,11 +78,13 @@ class Consumer:
         self._switch = True  # the next packet sent starts a new source on the slot
         self.retransmitted = 0
         self.nacks_forwarded = 0
+        self.nacks_refused = 0  # NACKs cut short by the retransmission bound
         self.keyframes_requested = 0
         self.switches = 0
         self.wanted_index = 0  # the layer the budget allows, flowing or not (dynacast keeps it on)
         self.fraction_lost = 0
-        self.sent_window: list[tuple[float, int]] = []
+        # (arrival, bytes) of what was sent over the last second; bounded even if nothing ever asks the rate
+        self.sent_window: deque[tuple[float, int]] = deque(maxlen=SENT_WINDOW_MAX)
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
 
@@ -203,17 +208,19 @@ class Consumer:
 
     def sent_bitrate(self, now: float) -> int:
         window = self.sent_window
-        cut = 0
-        while cut < len(window) and now - window[cut][0] > 1.0:
-            cut += 1
-        if cut:
-            del window[:cut]
+        while window and now - window[0][0] > 1.0:
+            window.popleft()
         return sum(n for _, n in window) * 8
 
     # ---- feedback from the subscriber ------------------------------------------------------------------------
 
     async def on_nack(self, lost: list[int]) -> None:
-        """Answer from the producer's cache; only what the cache lacks goes to the publisher."""
+        """Answer from the producer's cache; only what the cache lacks goes to the publisher.
+
+        Retransmissions are bounded by what was sent: at most half as many as the slot's packets (plus a burst of
+        `RTX_BURST`), so a subscriber cannot make the server resend its history over and over (each NACK names up
+        to `rtcp.MAX_NACK_LOST` sequence numbers); what is over the bound is counted in `nacks_refused`.
+        """
         upstream: dict[int, list[int]] = {}
         streams: dict[int, Stream] = {}
         slot = self.slot
@@ -221,6 +228,9 @@ class Consumer:
             entry = slot.history[out_seq & (HISTORY - 1)]
             if entry is None or entry[0] != out_seq:
                 continue
+            if self.retransmitted >= slot.packets_sent // 2 + RTX_BURST:
+                self.nacks_refused += 1
+                break
             stream = entry[3]
             packet = stream.cached(entry[1])
             if packet is None:

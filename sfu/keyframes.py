@@ -67,8 +67,8 @@ class GopCache:
             else:
                 self.packets = [p for p in self.packets if p.timestamp == self.keyframe_timestamp]
                 self.complete = False
-        elif ts == self.keyframe_timestamp:
-            self.packets.append(packet)  # a late packet of the cached keyframe itself
+        elif ts == self.keyframe_timestamp and len(self.packets) < self.max_packets:
+            self.packets.append(packet)  # a late packet of the cached keyframe itself (bounded like the rest)
 
     def snapshot(self) -> tuple[Sequence[_Packet], bool]:
         """(packets to replay, whether the live stream may follow them directly)."""
