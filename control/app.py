@@ -78,6 +78,11 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     for module in (rooms, participants, billing, openapi, page, signaling, tutor, recordings, webhooks):
         module.setup(app)  # tutor after signaling
     health.setup(app, drain)
+
+    async def refuse_joins_while_draining(app: web.Application) -> None:
+        app[HUB].draining = lambda: drain.draining
+
+    app.on_startup.append(refuse_joins_while_draining)
     dispatcher = Dispatcher(svc.classroom.outbox, config.webhooks, svc.clock,
                             meter.on_webhook if meter is not None else None)
     app[webhooks.DISPATCHER] = dispatcher

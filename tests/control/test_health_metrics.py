@@ -161,3 +161,31 @@ def test_every_metric_name_is_documented() -> None:
     assert names and {n for n in names if n not in ops} == set()
     used = set(re.findall(r"(classcast_[a-z_]+?)(?:_total|_bucket|_sum|_count)?\b", dashboard))
     assert used and used <= names, used - names
+
+
+async def test_draining_refuses_new_participants_over_signaling_but_not_reconnects(api: Api) -> None:
+    teacher = await api.create_room("algebra")
+    student = await api.join("algebra", "s1")
+
+    async def join(token: str) -> tuple[Any, dict[str, Any]]:
+        ws = await api.client.ws_connect(f"/v1/rtc?token={token}")
+        await ws.send_json({"type": "join"})
+        while True:
+            msg = await ws.receive_json(timeout=10)
+            if msg["type"] in ("joined", "error"):
+                return ws, msg
+
+    first, msg = await join(teacher["token"])
+    assert msg["type"] == "joined"
+    api.client.app[DRAIN].begin()
+    ws, msg = await join(student["token"])
+    assert msg == {"type": "error", "code": "SERVER_DRAINING", "ref": "join",
+                   "message": "this server is draining for a restart; join again shortly"}
+    closed = await ws.receive(timeout=10)
+    assert ws.closed or closed.type.name in ("CLOSE", "CLOSED")
+    again, msg = await join(teacher["token"])  # the teacher's reconnect keeps the class going
+    assert msg["type"] == "joined"
+    room = await api.room("algebra")
+    assert [p.uid for p in await api.svc.store.active_participants(room.sid)] == ["teacher-1"]
+    for w in (first, again):
+        await w.close()
