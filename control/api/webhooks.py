@@ -110,7 +110,7 @@ async def test(request: web.Request) -> web.Response:
     payload = json.dumps({"type": "webhook_test", "timestamp": iso(now),
                           "data": {"webhookId": ep.id, "orgId": ep.org_id}}, separators=(",", ":"))
     delivery = Delivery(id="", event_id=event_id, endpoint_id=ep.id, url=ep.url, secret=ep.secret, payload=payload,
-                        attempts=0, created_at=now)
+                        attempts=0, created_at=now, next_attempt_at=now)
     status, error = await request.app[DISPATCHER].attempt_once(delivery)
     return ok({"id": ep.id, "eventId": event_id, "delivered": error is None, "status": status, "error": error})
 

@@ -47,6 +47,7 @@ class Delivery:
     payload: str
     attempts: int
     created_at: int
+    next_attempt_at: int
 
 
 class WebhookStore:
@@ -121,16 +122,27 @@ class WebhookStore:
         """The queue heads whose next attempt is due."""
         d, e, ep = t.webhook_deliveries, t.webhook_events, t.webhook_endpoints
         heads = self._heads()
-        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.attempts, d.c.created_at, ep.c.url, ep.c.secret,
-                    e.c.payload)
+        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.attempts, d.c.created_at, d.c.next_attempt_at,
+                    ep.c.url, ep.c.secret, e.c.payload)
              .join(heads, and_(heads.c.endpoint_id == d.c.endpoint_id, heads.c.order_key == d.c.order_key,
                                heads.c.seq == d.c.seq))
              .join(e, e.c.id == d.c.event_id).join(ep, ep.c.id == d.c.endpoint_id)
              .where(d.c.status == "pending", d.c.next_attempt_at <= now).order_by(d.c.seq).limit(limit))
         async with self.store._read() as conn:
             return [Delivery(id=r.id, event_id=r.event_id, endpoint_id=r.endpoint_id, url=r.url, secret=r.secret,
-                             payload=r.payload, attempts=int(r.attempts), created_at=int(r.created_at))
+                             payload=r.payload, attempts=int(r.attempts), created_at=int(r.created_at),
+                             next_attempt_at=int(r.next_attempt_at))
                     for r in await conn.execute(q)]
+
+    async def claim(self, delivery: Delivery, until: int) -> bool:
+        """Takes the attempt: moves its next attempt to `until` unless another dispatcher (another node on the same
+        database) took it first. A dispatcher that dies mid-attempt leaves it due again at `until`."""
+        d = t.webhook_deliveries
+        async with self.store._tx() as conn:
+            res = await conn.execute(update(d).where(
+                d.c.id == delivery.id, d.c.status == "pending", d.c.next_attempt_at == delivery.next_attempt_at,
+            ).values(next_attempt_at=until))
+            return res.rowcount == 1
 
     async def next_due_at(self) -> int | None:
         """When the next queue head is due (None: nothing pending)."""

@@ -78,8 +78,10 @@ class Dispatcher:
     async def send_due(self) -> int:
         """Starts an attempt for every due queue head not already in flight; returns how many started."""
         started = 0
-        for delivery in await self.db.due(self.clock.now_ms()):
-            if delivery.id in self._in_flight:
+        now = self.clock.now_ms()
+        lease = now + int((self.config.timeout_s + 5) * 1000)
+        for delivery in await self.db.due(now):
+            if delivery.id in self._in_flight or not await self.db.claim(delivery, lease):
                 continue
             task = asyncio.create_task(self._attempt(delivery))
             self._in_flight[delivery.id] = task

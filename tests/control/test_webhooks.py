@@ -7,6 +7,7 @@ tests/control/test_webhooks_restart.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -217,3 +218,25 @@ async def test_test_send_reports_the_receivers_answer(api: Api, receiver: Receiv
     receiver.status = 500
     body = (await api.post(f"/v1/webhooks/{ep['id']}/test"))[1]
     assert body["data"]["delivered"] is False and body["data"]["error"] == "HTTP 500"
+
+
+async def test_two_dispatchers_on_one_database_send_each_attempt_once(api: Api, receiver: Receiver) -> None:
+    """A district's nodes share the database: each due attempt is claimed by one of them."""
+    await _register(api, receiver.url)
+    await api.create_room("algebra")
+    await api.create_room("biology")
+    for room_id in ("algebra", "biology"):
+        await api.svc.classroom.open_session((await api.room(room_id)).sid, "teacher-1")
+    mine: Dispatcher = api.client.app[DISPATCHER]
+    other = Dispatcher(api.svc.classroom.outbox, api.svc.config.webhooks, api.clock)
+    try:
+        for expected in (2, 2, 0):
+            counts = await asyncio.gather(mine.send_due(), other.send_due())  # both see the same due rows
+            await mine.settle()
+            await other.settle()
+            assert sum(counts) == expected  # the two room queues' heads, each claimed by one dispatcher
+    finally:
+        await other.stop()
+    ids = [h["webhook-id"] for h, _ in receiver.got]
+    assert len(ids) == len(set(ids)) == 4  # no attempt sent twice
+    assert [json.loads(b)["type"] for _, b in receiver.got].count("room_started") == 2
