@@ -220,13 +220,39 @@ class LiveCollector(Collector):
 
 
 def _sum_room_stats(sfu: Any) -> dict[str, Any]:
-    """What `Sfu.stats(room)` offers, summed over rooms (until the engine exposes `Sfu.metrics()`)."""
-    totals = {"packets_in": 0, "nacks_sent": 0, "plis_sent": 0}
+    """What `Sfu.stats(room)` offers, summed over live rooms, until the engine exposes cumulative `Sfu.metrics()`.
+
+    Reads each key only where the engine reports it (tracks' packetsIn/nacksSent/keyframeRequests/drops; the
+    engine's per-subscription packetsSent/retransmitted/switches/drops and per-transport bytes_out/drops). A room's
+    counts leave the sums when it closes, which Prometheus reads as a counter reset."""
+    totals: dict[str, Any] = {"packets_in": 0, "nacks_sent": 0, "plis_sent": 0}
+    drops: dict[str, int] = {}
+
+    def add(key: str, value: Any) -> None:
+        totals[key] = totals.get(key, 0) + int(value or 0)
+
+    def add_drops(found: Any) -> None:
+        for reason, n in (found or {}).items():
+            drops[str(reason)] = drops.get(str(reason), 0) + int(n)
+
     for sid in list(getattr(sfu, "routers", {})):
-        for track in sfu.stats(sid).get("tracks", []):
-            totals["packets_in"] += int(track.get("packetsIn", 0))
-            totals["nacks_sent"] += int(track.get("nacksSent", 0))
-            totals["plis_sent"] += int(track.get("keyframeRequests", 0))
+        stats = sfu.stats(sid)
+        for track in stats.get("tracks", []):
+            add("packets_in", track.get("packetsIn"))
+            add("nacks_sent", track.get("nacksSent"))
+            add("plis_sent", track.get("keyframeRequests"))
+            add_drops(track.get("drops"))
+        for c in stats.get("consumers", []):
+            add("forwarded_packets", c.get("packetsSent"))
+            add("retransmitted", c.get("retransmitted"))
+            add("layer_switches", c.get("switches"))
+            add_drops(c.get("drops"))
+        for tr in stats.get("transports", []):
+            if "bytes_out" in tr:
+                add("forwarded_bytes", tr["bytes_out"])
+            add_drops(tr.get("drops"))
+        if any("drops" in x for key in ("tracks", "consumers", "transports") for x in stats.get(key, [])):
+            totals["drops"] = drops
     return totals
 
 

@@ -3,6 +3,7 @@ reach the outbox with the change they announce (issue 17, requirement 3)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -79,3 +80,31 @@ async def test_credits_low_once_when_billing_crosses_the_threshold(api: Api) -> 
     org = await api.refresh_org()
     assert low["type"] == "credits_low" and low["data"]["threshold"] == threshold
     assert org.credits < threshold <= low["data"]["remainingCredits"] + 5 and low["data"]["roomId"] == "algebra"
+
+
+async def test_metrics_read_the_sfu_and_the_recorder_while_media_flows(studio: Studio) -> None:  # noqa: F811
+    from prometheus_client.parser import text_string_to_metric_families
+
+    teacher = await studio.client(await studio.create_room("physics-1"), name="teacher")
+    await teacher.publish({"camera": ClipVideo(MarkerClip()), "microphone": ClipAudio(MarkerClip())})
+    status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start")
+    egress = body["data"]["egressId"]
+    await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
+
+    async def scrape() -> dict[str, float]:
+        async with aiohttp.ClientSession() as s, s.get(f"{studio.base}/metrics") as resp:
+            text = await resp.text()
+        return {f"{x.name}{sorted(x.labels.items()) if x.labels else ''}": x.value
+                for fam in text_string_to_metric_families(text) for x in fam.samples}
+
+    first = await scrape()
+    await asyncio.sleep(1.0)
+    second = await scrape()
+    assert second["classcast_sfu_received_packets_total"] > first["classcast_sfu_received_packets_total"] > 0
+    assert second["classcast_recorder_jobs_live"] == 1 and second["classcast_recorder_up"] == 1
+    assert second["classcast_rooms_live"] == 1 and second["classcast_participants[('role', 'TEACHER')]"] == 1
+    await studio.rest("POST", "/v1/room/physics-1/recording/stop")
+    await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
+    done = await scrape()
+    assert done["classcast_recorder_jobs_live"] == 0
+    assert done["classcast_recorder_jobs_finished_total[('status', 'EGRESS_COMPLETE')]"] == 1
