@@ -71,6 +71,8 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     if meter is not None:
         middlewares.insert(0, meter.middleware)  # outermost: it sees every final status
         svc.bus.subscribe(meter.on_event)
+        if svc.tutor is not None:
+            metrics.time_backend(svc.tutor.backend, meter.on_generation)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
     app[DRAIN] = drain

@@ -3,7 +3,8 @@
 One registry per application (never prometheus-client's global one, so two servers in one test process do not
 share counters). Three kinds of source:
 - counted as they happen: HTTP requests (by route template, never the raw path, so cardinality stays bounded),
-  joins and leaves and the tutor (from the EventBus), webhook attempts (the dispatcher's hook);
+  joins and leaves (from the EventBus), webhook attempts (the dispatcher's hook), AI generations (`time_backend`
+  on the tutor's backend: the `Backend.stream` protocol is the boundary, the tutor itself is untouched);
 - read at scrape time from plain data: live rooms and participants by role (the signaling hub), SFU counters
   through `Sfu.metrics()` when the engine offers it, else summed from `Sfu.stats(room)`, recorder jobs and feed
   drops (control/recordings.py), the webhook outbox by status;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -52,10 +53,10 @@ class Metrics:
         self.leaves = Counter("classcast_participant_leaves", "Participants who left a class", ["reason"],
                               registry=r)
         self.rooms_ended = Counter("classcast_rooms_ended", "Classes ended", ["reason"], registry=r)
-        self.tutor_requests = Counter("classcast_tutor_requests", "AI tutor generations", ["service", "outcome"],
-                                      registry=r)
+        self.tutor_requests = Counter("classcast_tutor_requests", "AI generations (tutor and agent) by backend "
+                                      "and outcome (ok, error)", ["backend", "outcome"], registry=r)
         self.tutor_ttft = Histogram("classcast_tutor_time_to_first_token_seconds",
-                                    "AI tutor: time from request to the first generated token", ["service"],
+                                    "AI generations: time from asking the model to its first token", ["backend"],
                                     buckets=TTFT_BUCKETS, registry=r)
         self.webhook_attempts = Counter("classcast_webhook_deliveries", "Webhook delivery attempts by result "
                                         "(delivered, retry: failed and rescheduled, gave_up: the 24 h passed)",
@@ -76,12 +77,11 @@ class Metrics:
             self.leaves.labels(reason=str(data.get("reason") or "removed")).inc()
         elif event.type == "class_ended":
             self.rooms_ended.labels(reason=str(data.get("reason") or "unknown")).inc()
-        elif event.type == "tutor_answered":
-            service = str(data.get("service") or "aiTutor")
-            self.tutor_requests.labels(service=service, outcome="ok" if data.get("ok", True) else "error").inc()
-            first = data.get("firstTokenS")
-            if isinstance(first, int | float):
-                self.tutor_ttft.labels(service=service).observe(float(first))
+
+    def on_generation(self, backend: str, ok: bool, first_token_s: float | None) -> None:
+        self.tutor_requests.labels(backend=backend, outcome="ok" if ok else "error").inc()
+        if first_token_s is not None:
+            self.tutor_ttft.labels(backend=backend).observe(first_token_s)
 
     def on_webhook(self, result: str, seconds: float) -> None:
         self.webhook_attempts.labels(result=result).inc()
@@ -117,6 +117,28 @@ def _route(request: web.Request) -> str:
         return "unmatched"
     canonical = info.canonical
     return canonical if canonical else "unmatched"
+
+
+def time_backend(backend: Any, on_done: Callable[[str, bool, float | None], None]) -> None:
+    """Times every generation of the tutor's model backend by wrapping its `stream` on the instance (the object and
+    its type stay the tutor's own; control/tutor/ is not edited for it)."""
+    inner = backend.stream
+    name = str(getattr(backend, "name", "unknown"))
+
+    async def stream(messages: Any, max_tokens: int) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        first: float | None = None
+        ok = False
+        try:
+            async for item in inner(messages, max_tokens):
+                if first is None and isinstance(item, str) and item:
+                    first = time.perf_counter() - started
+                yield item
+            ok = True
+        finally:  # an error, or the client going away mid-answer (aclose), is not a completed generation
+            on_done(name, ok, first)
+
+    backend.stream = stream
 
 
 class LiveCollector(Collector):

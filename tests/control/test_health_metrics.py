@@ -189,3 +189,16 @@ async def test_draining_refuses_new_participants_over_signaling_but_not_reconnec
     assert [p.uid for p in await api.svc.store.active_participants(room.sid)] == ["teacher-1"]
     for w in (first, again):
         await w.close()
+
+
+async def test_metrics_time_the_tutors_generations(tapi: Api) -> None:
+    from tests.control.tutor_fixtures import chat_body
+
+    await tapi.create_room("math-101")
+    for _ in range(2):
+        status, body = await tapi.post("/v1/ai-tutor/chat", chat_body(tapi))
+        assert status == 200, body
+    s = await scrape(tapi.client)
+    assert s[("classcast_tutor_requests_total", (("backend", "fake"), ("outcome", "ok")))] == 2
+    assert s[("classcast_tutor_time_to_first_token_seconds_count", (("backend", "fake"),))] == 2
+    assert 0 < s[("classcast_tutor_time_to_first_token_seconds_sum", (("backend", "fake"),))] < 5
