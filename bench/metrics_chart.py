@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> list[Scrape]:
                     "participant": {"uid": "t", "name": "T", "role": "TEACHER"}})
                 _request(base, org, "GET", f"/v1/room/side-{n}/status")
                 _request(base, org, "GET", "/v1/room/no-such-room/summary")
-                _request(base, org, "POST", "/v1/ai-tutor/chat", {"roomId": f"side-{n}", "text": "What is x?",
-                                                                  "studentUid": "s1"})
+                _request(base, org, "POST", "/v1/ai-tutor/chat", {
+                    "roomId": f"side-{n}", "text": "What is x?", "organizationId": org, "studentUid": "s1"})
                 _request(base, org, "DELETE", f"/v1/room/side-{n}")
                 stop.wait(0.5)
 
