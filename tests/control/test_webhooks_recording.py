@@ -108,3 +108,26 @@ async def test_metrics_read_the_sfu_and_the_recorder_while_media_flows(studio: S
     done = await scrape()
     assert done["classcast_recorder_jobs_live"] == 0
     assert done["classcast_recorder_jobs_finished_total[('status', 'EGRESS_COMPLETE')]"] == 1
+
+
+async def test_drain_timeout_ends_the_class_normally_with_its_recording_finished(studio: Studio) -> None:  # noqa: F811
+    from control.drain import DRAIN
+
+    await WebhookStore(studio.svc.store).create_endpoint(studio.org.id, "http://127.0.0.1:9/h", "whsec_" + "A" * 44,
+                                                         ["room_finished", "participant_left", "recording_ready"],
+                                                         None, studio.svc.clock.now_ms())
+    teacher = await studio.client(await studio.create_room("physics-1"), name="teacher")
+    await teacher.publish({"camera": ClipVideo(MarkerClip()), "microphone": ClipAudio(MarkerClip())})
+    status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start")
+    egress = body["data"]["egressId"]
+    await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
+    ended = await studio.server.app[DRAIN].run(studio.svc.classroom, timeout_s=0.5, interval_s=0.1)
+    assert ended == 1
+    assert (await teacher.wait_for("class_ended"))["reason"] == "drain_timeout"
+    job = await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
+    assert job["files"] and job["files"][0]["size"] > 0 and job["files"][0]["duration"] > 0
+    room = await studio.svc.store.get_room(studio.org.id, "physics-1")
+    assert room is not None and room.end_reason == "drain_timeout" and room.credits_debited >= 1
+    assert not await studio.svc.store.room_sessions(room.sid, active_only=True)
+    types = [e["type"] for e in await _events(studio.svc.store)]
+    assert types == ["participant_left", "room_finished", "recording_ready"]
