@@ -175,6 +175,15 @@ class WebhookStore:
         async with self.store._read() as conn:
             return [dict(r._mapping) for r in await conn.execute(q)]
 
+    async def prune(self, before: int) -> int:
+        """Deletes settled deliveries (delivered or failed) created before `before`, then events none refers to."""
+        d, e = t.webhook_deliveries, t.webhook_events
+        async with self.store._tx() as conn:
+            res = await conn.execute(delete(d).where(d.c.status != "pending", d.c.created_at < before))
+            await conn.execute(delete(e).where(e.c.created_at < before,
+                                               ~select(d.c.id).where(d.c.event_id == e.c.id).exists()))
+            return int(res.rowcount or 0)
+
     async def counts(self) -> dict[str, int]:
         """Deliveries by status (the metrics' outbox gauge)."""
         async with self.store._read() as conn:

@@ -24,6 +24,8 @@ from control.webhooks.outbox import Outbox
 log = logging.getLogger("classcast.webhooks")
 
 ERROR_TEXT_MAX = 300
+KEEP_SETTLED_S = 7 * 24 * 3600  # delivered and failed rows are kept a week for the deliveries listing
+PRUNE_EVERY_S = 3600
 # result ("delivered" | "retry" | "gave_up"), seconds the attempt took
 ResultHook = Callable[[str, float], None]
 
@@ -66,9 +68,13 @@ class Dispatcher:
             await self._session.close()
 
     async def _run(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
                 await self.send_due()
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    await self.db.prune(self.clock.now_ms() - KEEP_SETTLED_S * 1000)
             except Exception:
                 log.exception("webhook dispatch failed")
             self.outbox.wake.clear()

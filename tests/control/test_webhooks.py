@@ -240,3 +240,19 @@ async def test_two_dispatchers_on_one_database_send_each_attempt_once(api: Api, 
     ids = [h["webhook-id"] for h, _ in receiver.got]
     assert len(ids) == len(set(ids)) == 4  # no attempt sent twice
     assert [json.loads(b)["type"] for _, b in receiver.got].count("room_started") == 2
+
+
+async def test_settled_deliveries_are_pruned_after_a_week_pending_ones_never(api: Api, receiver: Receiver) -> None:
+    await _register(api, receiver.url, ["room_started", "room_finished"])
+    await api.create_room("algebra")
+    await api.svc.classroom.open_session((await api.room("algebra")).sid, "teacher-1")
+    dispatcher: Dispatcher = api.client.app[DISPATCHER]
+    await dispatcher.send_due()
+    await dispatcher.settle()
+    receiver.status = 500
+    await api.svc.classroom.end_room(await api.room("algebra"), "destroyed")  # room_finished stays pending
+    db = WebhookStore(api.svc.store)
+    assert await db.prune(api.clock.now_ms() - 1000) == 0  # nothing is a week old
+    api.clock.advance(8 * 24 * 3600)
+    assert await db.prune(api.clock.now_ms() - 7 * 24 * 3600 * 1000) == 1
+    assert [ty for ty, _ in await _outbox_types(api)] == ["room_finished"]
