@@ -47,7 +47,9 @@ class Store:
     async def atomic(self) -> AsyncIterator[AsyncConnection]:
         """One transaction around several store calls: every method called inside it (in this task) runs on its
         connection and commits with it, or none does. A webhook's outbox row is written this way, in the same
-        transaction as the change it announces. Nested calls join the outer transaction."""
+        transaction as the change it announces. Nested calls join the outer transaction. Inside it, call only
+        methods that go through `_tx`/`_read`: one that opens its own connection to write would wait on this
+        transaction's lock (SQLite) until its busy timeout."""
         outer = _ATOMIC.get()
         if outer is not None:
             yield outer
