@@ -71,6 +71,7 @@ class Classroom:
         self.clock = clock
         self.outbox = outbox or Outbox(WebhookStore(store), clock)
         self._room_locks: dict[str, asyncio.Lock] = {}
+        store.credits_moved = self._credits_moved
 
     def _lock(self, room_sid: str) -> asyncio.Lock:
         """Serializes session changes per room so capacity checks and billing see a consistent roster."""
@@ -251,21 +252,21 @@ class Classroom:
         }
 
     async def _bill(self, room: Room, now: int) -> int:
-        """Debit the organization up to the room's credits so far; the room's debits always equal its summary.
+        """Debit the organization up to the room's credits so far; the room's debits always equal its summary."""
+        sessions = await self.store.room_sessions(room.sid)
+        total_ms = sum(s.duration_ms(now) for s in sessions)
+        return await self.store.bill_room(room, cr.credits_for(total_ms), now)
 
-        A debit that takes the balance below `credits_low` writes that webhook, in the debit's transaction."""
-        async with self.store.atomic():
-            sessions = await self.store.room_sessions(room.sid)
-            total_ms = sum(s.duration_ms(now) for s in sessions)
-            debited = await self.store.bill_room(room, cr.credits_for(total_ms), now)
-            if debited:
-                org = await self.store.get_org(room.org_id)
-                threshold = self.config.credits_low
-                if org is not None and org.credits < threshold <= org.credits + debited:
-                    await self.outbox.record("credits_low", org.id, {
-                        "remainingCredits": org.credits, "threshold": threshold, "roomId": room.room_id,
-                        "at": iso(now)})
-        return debited
+    async def _credits_moved(self, org_id: str, before: int, after: int, reason: str, room_sid: str | None) -> None:
+        """Any debit (a class, the AI tutor) that takes the balance below `credits_low` writes that webhook, in the
+        debit's own transaction (the store calls this from inside it)."""
+        threshold = self.config.credits_low
+        if not after < threshold <= before:
+            return
+        room = await self.store.get_room_by_sid(room_sid) if room_sid else None
+        await self.outbox.record("credits_low", org_id, {
+            "remainingCredits": after, "threshold": threshold, "reason": reason,
+            "roomId": room.room_id if room else None, "at": iso(self.clock.now_ms())})
 
     # ---- sessions (called by signaling) ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, event, func, insert, select, text, update
@@ -37,9 +37,14 @@ class RoomIdTaken(Exception):
 _ATOMIC: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar("store_atomic", default=None)
 
 
+# A balance moved: (org_id, balance before, balance after, reason, room_sid), awaited inside the move's transaction.
+CreditsMoved = Callable[[str, int, int, str, str | None], Awaitable[None]]
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.credits_moved: CreditsMoved | None = None  # set by Classroom: the credits_low webhook
 
     # ---- transactions ----------------------------------------------------------------------------------------
 
@@ -61,15 +66,10 @@ class Store:
             finally:
                 _ATOMIC.reset(token)
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: the surrounding `atomic` one, else a new one committed at the end."""
-        outer = _ATOMIC.get()
-        if outer is not None:
-            yield outer
-            return
-        async with self.engine.begin() as conn:
-            yield conn
+    def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction: the surrounding one, else a new one committed at the end (store calls made while
+        it is open, by a hook for instance, join it)."""
+        return self.atomic()
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -227,6 +227,8 @@ class Store:
                 room_sid=room_sid, created_at=now,
             )
         )
+        if self.credits_moved is not None and delta:
+            await self.credits_moved(org_id, balance - delta, balance, reason, room_sid)
         return balance
 
     async def ledger(self, org_id: str) -> list[dict[str, Any]]:

@@ -131,3 +131,19 @@ async def test_drain_timeout_ends_the_class_normally_with_its_recording_finished
     assert not await studio.svc.store.room_sessions(room.sid, active_only=True)
     types = [e["type"] for e in await _events(studio.svc.store)]
     assert types == ["participant_left", "room_finished", "recording_ready"]
+
+
+async def test_credits_low_from_the_ai_tutors_billing_too(tapi: Api) -> None:
+    from tests.control.tutor_fixtures import chat_body
+
+    await WebhookStore(tapi.svc.store).create_endpoint(tapi.org.id, "http://127.0.0.1:9/h", "whsec_" + "A" * 44,
+                                                       ["credits_low"], None, tapi.clock.now_ms())
+    threshold = tapi.svc.config.credits_low
+    await tapi.svc.store.add_credits(tapi.org.id, threshold - tapi.org.credits, "test", tapi.clock.now_ms())
+    assert await _events(tapi.svc.store) == []  # down to the threshold itself: not below it
+    await tapi.create_room("math-101")
+    status, body = await tapi.post("/v1/ai-tutor/chat", chat_body(tapi))
+    assert status == 200, body
+    [low] = await _events(tapi.svc.store)
+    assert low["type"] == "credits_low" and low["data"]["reason"] == "aiTutor"
+    assert low["data"]["remainingCredits"] == (await tapi.refresh_org()).credits < threshold
