@@ -70,6 +70,7 @@ class Dispatcher:
     async def _run(self) -> None:
         pruned_at = 0.0
         while True:
+            self.outbox.wake.clear()  # before looking: an event written meanwhile wakes the next wait at once
             try:
                 await self.send_due()
                 if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
@@ -77,7 +78,6 @@ class Dispatcher:
                     await self.db.prune(self.clock.now_ms() - KEEP_SETTLED_S * 1000)
             except Exception:
                 log.exception("webhook dispatch failed")
-            self.outbox.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.wake.wait(), self.config.poll_s)
 
