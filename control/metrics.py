@@ -180,7 +180,9 @@ class LiveCollector(Collector):
         sfu = getattr(hub, "sfu", None)
         if sfu is None:
             return
-        totals = sfu.metrics() if hasattr(sfu, "metrics") else _sum_room_stats(sfu)
+        totals = _sum_room_stats(sfu)
+        if callable(getattr(sfu, "metrics", None)):
+            totals.update(sfu.metrics())  # cumulative engine totals win over the live rooms' sums
         simple = (
             ("forwarded_packets", "classcast_sfu_forwarded_packets", "RTP packets forwarded to subscribers"),
             ("forwarded_bytes", "classcast_sfu_forwarded_bytes", "RTP payload bytes forwarded to subscribers"),

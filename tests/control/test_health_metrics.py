@@ -202,3 +202,41 @@ async def test_metrics_time_the_tutors_generations(tapi: Api) -> None:
     assert s[("classcast_tutor_requests_total", (("backend", "fake"), ("outcome", "ok")))] == 2
     assert s[("classcast_tutor_time_to_first_token_seconds_count", (("backend", "fake"),))] == 2
     assert 0 < s[("classcast_tutor_time_to_first_token_seconds_sum", (("backend", "fake"),))] < 5
+
+
+class EngineWithTotals:
+    """Plain data in the shape of i21's `Sfu.metrics()` and `Sfu.stats()` (branch i21, not merged here yet)."""
+
+    routers = {"RM_a": None}
+
+    def metrics(self) -> dict[str, Any]:
+        return {"engine": "native", "forwarded_packets": 1200, "forwarded_bytes": 960_000,
+                "drops": {"no_layer": 7, "paused": 3}, "retransmitted": 11, "layer_switches": 2,
+                "estimated_bitrates_bps": [250_000, 900_000, 2_500_000]}
+
+    def stats(self, _sid: str) -> dict[str, Any]:
+        return {"tracks": [{"packetsIn": 500, "nacksSent": 4, "keyframeRequests": 2, "drops": {"no_layer": 1}}],
+                "consumers": [{"packetsSent": 9, "retransmitted": 1, "switches": 1, "drops": {}}]}
+
+
+async def test_metrics_prefer_the_engines_cumulative_totals(api: Api) -> None:
+    from control.signaling import HUB
+
+    hub = api.client.app[HUB]
+    real, hub.sfu = hub.sfu, EngineWithTotals()
+    try:
+        s = await scrape(api.client)
+    finally:
+        hub.sfu = real
+    assert s[("classcast_sfu_forwarded_packets_total", ())] == 1200  # the engine's total, not the rooms' 9
+    assert s[("classcast_sfu_forwarded_bytes_total", ())] == 960_000
+    assert s[("classcast_sfu_dropped_packets_total", (("reason", "no_layer"),))] == 7
+    assert s[("classcast_sfu_retransmitted_packets_total", ())] == 11
+    assert s[("classcast_sfu_layer_switches_total", ())] == 2
+    assert s[("classcast_sfu_received_packets_total", ())] == 500  # only the rooms say it
+    assert s[("classcast_sfu_nacks_sent_total", ())] == 4
+    assert s[("classcast_sfu_keyframe_requests_total", ())] == 2
+    assert s[("classcast_sfu_estimated_bandwidth_bps_count", ())] == 3
+    assert s[("classcast_sfu_estimated_bandwidth_bps_bucket", (("le", "300000.0"),))] == 1
+    assert s[("classcast_sfu_estimated_bandwidth_bps_bucket", (("le", "1200000.0"),))] == 2
+    assert s[("classcast_sfu_estimated_bandwidth_bps_sum", ())] == 3_650_000
