@@ -207,7 +207,8 @@ async def test_metrics_time_the_tutors_generations(tapi: Api) -> None:
 class EngineWithTotals:
     """Plain data in the shape of i21's `Sfu.metrics()` and `Sfu.stats()` (branch i21, not merged here yet)."""
 
-    routers = {"RM_a": None}
+    def __init__(self) -> None:
+        self.routers = {"RM_a": None}
 
     def metrics(self) -> dict[str, Any]:
         return {"engine": "native", "forwarded_packets": 1200, "forwarded_bytes": 960_000,
