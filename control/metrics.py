@@ -34,6 +34,7 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 BANDWIDTH_BUCKETS = (50e3, 100e3, 200e3, 300e3, 500e3, 800e3, 1.2e6, 2e6, 3e6, 5e6, 8e6)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ROLES = ("TEACHER", "MODERATOR", "STUDENT", "ADMIN")
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Source = Callable[[], Any]
@@ -101,10 +102,11 @@ class Metrics:
             raise
         finally:
             route = _route(request)
+            method = request.method if request.method in METHODS else "OTHER"  # a client may send any token
             if route != "/metrics":
-                self.http_requests.labels(request.method, route, str(status)).inc()
+                self.http_requests.labels(method, route, str(status)).inc()
                 if status != 101:  # a WebSocket's "latency" would be the length of the class
-                    self.http_duration.labels(request.method, route).observe(time.perf_counter() - started)
+                    self.http_duration.labels(method, route).observe(time.perf_counter() - started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -96,6 +96,7 @@ async def test_metrics_count_requests_by_route_and_status(api: Api) -> None:
     for _ in range(3):
         await api.get("/v1/room/nosuch/summary")
     await api.client.get("/no/such/path")
+    await api.client.request("PROPFIND", "/no/such/path")  # a WebDAV method: counted as OTHER, not a label value
     room = await api.room("algebra")
     await api.svc.classroom.open_session(room.sid, "teacher-1")
     await api.svc.classroom.open_session(room.sid, "s1")
@@ -105,6 +106,7 @@ async def test_metrics_count_requests_by_route_and_status(api: Api) -> None:
     assert s[("classcast_http_requests_total", (("method", "GET"), ("route", "/v1/room/{roomId}/summary"),
                                                 ("status", "404")))] == 3  # the template, not /v1/room/nosuch
     assert s[("classcast_http_requests_total", (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    assert s[("classcast_http_requests_total", (("method", "OTHER"), ("route", "unmatched"), ("status", "404")))] == 1
     count = s[("classcast_http_request_duration_seconds_count",
                (("method", "POST"), ("route", "/v1/room/create")))]
     inf = s[("classcast_http_request_duration_seconds_bucket",
