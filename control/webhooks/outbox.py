@@ -10,6 +10,8 @@ from control.clock import Clock, iso
 from control.ids import new_id
 from control.store.webhooks import WebhookStore
 
+COMMIT_WAIT_S = 0.05
+
 
 class Outbox:
     def __init__(self, db: WebhookStore, clock: Clock) -> None:
@@ -33,5 +35,7 @@ class Outbox:
                                        only_endpoint=only_endpoint)
         if not n:
             return None
+        # The row commits with the caller's transaction, a moment from now: wake the dispatcher then too.
         self.wake.set()
+        asyncio.get_running_loop().call_later(COMMIT_WAIT_S, self.wake.set)
         return event_id

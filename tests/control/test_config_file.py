@@ -79,3 +79,9 @@ def test_classcast_config_prints_the_effective_configuration_masked(
     assert effective["database_url"] == "postgresql+asyncpg://classcast:****@db.internal/classcast"
     assert main(["--config", str(tmp_path / "missing.toml"), "config"]) == 2
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_config_option_after_the_command_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "CLASSCAST_PORT = 9191\n")
+    assert main(["config", "--config", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["port"] == 9191
