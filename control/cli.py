@@ -269,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
     drain.add_argument("--wait", type=float, nargs="?", const=3600.0, default=None,
                        help="wait (up to this many seconds) for the server to stop")
     operator.add_parsers(sub)
-    for choice in sub.choices.values():  # `classcast serve --config FILE` works as well as `classcast --config FILE serve`
+    for choice in sub.choices.values():  # `classcast serve --config F` works as well as `classcast --config F serve`
         choice.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     org = sub.add_parser("org", help="manage organizations")
