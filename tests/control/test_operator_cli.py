@@ -184,8 +184,11 @@ def test_drain_lets_the_class_finish_then_stops(server: Server, capsys: pytest.C
 def test_second_sigterm_stops_at_once(server: Server, tmp_path: Path) -> None:
     teacher = Joined(server, create(server, "live")["token"])
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert server.proc.poll() is None  # draining
+    deadline = time.monotonic() + 10
+    while requests.get(f"{server.base}/readyz", timeout=5).status_code != 503:  # the drain has begun
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert server.proc.poll() is None  # draining: the class is still running
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(15) == 0 and time.monotonic() - started < 15
