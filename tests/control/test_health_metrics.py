@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -243,3 +244,42 @@ async def test_metrics_prefer_the_engines_cumulative_totals(api: Api) -> None:
     assert s[("classcast_sfu_estimated_bandwidth_bps_bucket", (("le", "300000.0"),))] == 1
     assert s[("classcast_sfu_estimated_bandwidth_bps_bucket", (("le", "1200000.0"),))] == 2
     assert s[("classcast_sfu_estimated_bandwidth_bps_sum", ())] == 3_650_000
+
+
+def test_dashboard_queries_evaluate_as_prometheus_would() -> None:
+    """bench/metrics_chart.py draws the dashboard's own queries: its PromQL subset must compute what Prometheus
+    does (rate over the window, sum by, label matchers, histogram_quantile's linear interpolation)."""
+    import json as jsonlib
+
+    from bench.metrics_chart import DASHBOARD, evaluate, parse_scrape
+
+    def scrape_at(t: float, requests: float, le: list[tuple[str, float]], pending: float) -> tuple[float, Any]:
+        lines = ["# TYPE classcast_http_requests counter",
+                 f'classcast_http_requests_total{{method="GET",route="/a",status="200"}} {requests}',
+                 f'classcast_http_requests_total{{method="GET",route="/a",status="404"}} {requests / 2}',
+                 "# TYPE classcast_http_request_duration_seconds histogram"]
+        lines += [f'classcast_http_request_duration_seconds_bucket{{method="GET",route="/a",le="{b}"}} {n}'
+                  for b, n in le]
+        lines += [f'classcast_http_request_duration_seconds_count{{method="GET",route="/a"}} {le[-1][1]}',
+                  'classcast_http_request_duration_seconds_sum{method="GET",route="/a"} 1.0',
+                  "# TYPE classcast_webhook_outbox gauge",
+                  f'classcast_webhook_outbox{{status="pending"}} {pending}',
+                  'classcast_webhook_outbox{status="delivered"} 99']
+        return t, parse_scrape("\n".join(lines) + "\n")
+
+    scrapes = [scrape_at(0, 100, [("0.1", 0), ("0.2", 0), ("+Inf", 0)], 3),
+               scrape_at(10, 150, [("0.1", 10), ("0.2", 30), ("+Inf", 40)], 1)]
+    by_status = evaluate("sum by (status) (rate(classcast_http_requests_total[1m]))", scrapes, 1)
+    assert by_status == {frozenset({("status", "200")}): 5.0, frozenset({("status", "404")}): 2.5}
+    assert evaluate("sum(rate(classcast_http_requests_total[1m]))", scrapes, 0) == {}  # no window yet
+    # 40 observations: 10 <= 0.1 s, 20 more <= 0.2 s, 10 above. p50 = rank 20: halfway through (0.1, 0.2].
+    p50 = evaluate("histogram_quantile(0.5, sum by (le, route) "
+                   "(rate(classcast_http_request_duration_seconds_bucket[1m])))", scrapes, 1)
+    assert p50 == {frozenset({("route", "/a")}): pytest.approx(0.15)}
+    p95 = evaluate("histogram_quantile(0.95, sum by (le) (rate(classcast_http_request_duration_seconds_bucket[1m])))",
+                   scrapes, 1)
+    assert p95 == {frozenset(): 0.2}  # in the +Inf bucket: the highest finite bound, as Prometheus answers
+    assert evaluate('sum(classcast_webhook_outbox{status="pending"})', scrapes, 1) == {frozenset(): 1.0}
+    for panel in jsonlib.loads(DASHBOARD.read_text())["panels"]:  # every query of the dashboard is in the subset
+        for target in panel["targets"]:
+            evaluate(target["expr"], scrapes, 1)
