@@ -8,8 +8,10 @@ tests/control/test_webhooks_restart.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,12 @@ from standardwebhooks import Webhook
 
 from control.api.webhooks import DISPATCHER
 from control.store import schema as t
-from control.store.webhooks import WebhookStore
+from control.store.webhooks import Delivery, WebhookStore
 from control.webhooks import EVENT_TYPES
 from control.webhooks.dispatcher import Dispatcher
 from tests.conftest import Api
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webhook_receiver.py"
 
 
 class Receiver:
@@ -256,3 +260,24 @@ async def test_settled_deliveries_are_pruned_after_a_week_pending_ones_never(api
     api.clock.advance(8 * 24 * 3600)
     assert await db.prune(api.clock.now_ms() - 7 * 24 * 3600 * 1000) == 1
     assert [ty for ty, _ in await _outbox_types(api)] == ["room_finished"]
+
+
+async def test_the_example_receiver_verifies_and_deduplicates(api: Api, aiohttp_server: Any) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("webhook_receiver", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    secret = (await _register(api, "http://127.0.0.1:9/placeholder"))["secret"]
+    app = example.make_app(secret)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    dispatcher: Dispatcher = api.client.app[DISPATCHER]
+    delivery = Delivery(id="", event_id="msg_example0001", endpoint_id="", url=str(server.make_url("/classcast")),
+                        secret=secret, payload='{"type":"room_started","timestamp":"x","data":{"roomId":"a"}}',
+                        attempts=0, created_at=0, next_attempt_at=0)
+    assert await dispatcher.attempt_once(delivery) == (204, None)
+    assert await dispatcher.attempt_once(delivery) == (204, None)  # a retry: acknowledged, stored once
+    assert [e["type"] for e in app[example.EVENTS]] == ["room_started"]
+    forged = dataclasses.replace(delivery, secret="whsec_" + "B" * 44)  # signed with another key
+    assert await dispatcher.attempt_once(forged) == (400, "HTTP 400")
