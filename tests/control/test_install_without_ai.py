@@ -59,3 +59,40 @@ def test_server_without_the_ai_packages(tmp_path: Path, monkeypatch) -> None:  #
     finally:
         server.stop()
     assert "No module named 'xllamacpp'" in (tmp_path / "server.log").read_text()
+
+
+def test_server_without_the_ai_packages_uses_a_remote_model(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The tutor with `CLASSCAST_LLM_URL` needs none of the AI packages: a real OpenAI-compatible server (llama.cpp's,
+    run here in the test process, where the packages are installed) answers the server that has none."""
+    import xllamacpp
+
+    from control.tutor import models
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(models.llm_gguf())
+    params.n_ctx = 1024
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 1
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0
+    llm = xllamacpp.Server(params)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(BLOCKER.format(blocked=sorted(ai_modules())))
+    monkeypatch.setenv("PYTHONPATH", f"{hook}:{ROOT}")
+    try:
+        server = Server(tmp_path / "data", tmp_path / "server.log", {
+            "CLASSCAST_LLM_URL": f"{llm.listening_address}/v1", "CLASSCAST_LLM_MODEL": "smollm2",
+            "CLASSCAST_TUTOR_MAX_TOKENS": "16"})
+        try:
+            headers = {"VF-ORG-ID": server.org}
+            r = requests.post(f"{server.base}/v1/room/create", headers=headers, timeout=10, json={
+                "roomId": "algebra", "title": "Algebra", "participant": {"uid": "t", "name": "T", "role": "TEACHER"}})
+            assert r.status_code == 200, r.text
+            r = requests.post(f"{server.base}/v1/ai-tutor/chat", headers=headers, timeout=120, json={
+                "roomId": "algebra", "studentUid": "t", "organizationId": server.org, "text": "What is two plus two?"})
+            assert r.status_code == 200, r.text
+            assert r.json()["text"] and 0 < r.json()["usage"]["outputTokens"] <= 16
+        finally:
+            server.stop()
+    finally:
+        del llm
