@@ -89,16 +89,14 @@ class WebhookStore:
     # ---- the outbox ------------------------------------------------------------------------------------------
 
     async def record_event(self, event_id: str, seq: int, org_id: str, type_: str, room_sid: str | None,
-                           payload: str, now: int, only_endpoint: str | None = None) -> int:
+                           payload: str, now: int) -> int:
         """The event and one pending delivery per endpoint of the organization that wants it; returns how many.
 
         Inside `Store.atomic` this commits (or not) with the caller's change."""
         async with self.store._tx() as conn:
             q = select(t.webhook_endpoints.c.id, t.webhook_endpoints.c.events).where(
                 t.webhook_endpoints.c.org_id == org_id)
-            if only_endpoint is not None:
-                q = q.where(t.webhook_endpoints.c.id == only_endpoint)
-            targets = [r.id for r in await conn.execute(q) if type_ in json.loads(r.events) or only_endpoint]
+            targets = [r.id for r in await conn.execute(q) if type_ in json.loads(r.events)]
             if not targets:
                 return 0
             await conn.execute(insert(t.webhook_events).values(

@@ -25,14 +25,12 @@ class Outbox:
         self._last_seq = max(self._last_seq + 1, now_ms * 1000)
         return self._last_seq
 
-    async def record(self, type_: str, org_id: str, data: dict[str, Any], room_sid: str | None = None,
-                     only_endpoint: str | None = None) -> str | None:
+    async def record(self, type_: str, org_id: str, data: dict[str, Any], room_sid: str | None = None) -> str | None:
         """Returns the event id, or None when no endpoint of the organization wants this type."""
         now = self.clock.now_ms()
         event_id = new_id("msg_")
         body = json.dumps({"type": type_, "timestamp": iso(now), "data": data}, separators=(",", ":"))
-        n = await self.db.record_event(event_id, self._next_seq(now), org_id, type_, room_sid, body, now,
-                                       only_endpoint=only_endpoint)
+        n = await self.db.record_event(event_id, self._next_seq(now), org_id, type_, room_sid, body, now)
         if not n:
             return None
         # The row commits with the caller's transaction, a moment from now: wake the dispatcher then too.
