@@ -25,7 +25,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "Conflict (roomId already used; recording already running or not running)",
-        410: "Room already ended", 413: "Body too large", 503: "Recorder unavailable, or the server is draining (Retry-After)",
+        410: "Room already ended", 413: "Body too large",
+        503: "Recorder unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
