@@ -98,8 +98,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
                "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": ice_host,
-               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32",
-               "CLASSCAST_DRAIN_TIMEOUT": "0"}  # SIGTERM at the end of a run: end the bench class at once
+               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32"}
         self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from control.cli import main; "
                                       "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
