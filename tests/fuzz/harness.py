@@ -1,0 +1,53 @@
+"""What every fuzz target shares: the contract it checks and the cost bound it measures.
+
+A target module (tests/fuzz/targets/NAME.py) defines
+
+    INSTRUMENT = ("sfu.rtp", ...)   packages whose coverage guides the fuzzer (imported under atheris' hook)
+    BOUND_MS = 5.0                  CPU time one input may cost, measured here, in the instrumented process
+    STATELESS = True                the same input always costs the same (a slow input is measured again)
+    def setup() -> None             optional: build what the target needs once per process
+    def one_input(data: bytes)      feed the parser as its caller does; raise only for what the caller would not
+                                    catch (the parser's documented errors are caught inside)
+
+A target fails on an exception escaping `one_input` (libFuzzer records the input as a crash artifact) and on an
+input whose processing costs more than BOUND_MS of this thread's CPU time (`CostExceeded`). Thread CPU time, not
+wall time, so other processes on a loaded machine do not make a target fail; a stateless target's slow input is
+run twice more and judged by its cheapest run, so a garbage collection or a page fault is not a finding either.
+The bounds are set well above what valid inputs cost under instrumentation (which slows Python code several
+times), and well below what the defects issue 13 found cost (a TWCC feedback expanding 65,535 statuses).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+
+class CostExceeded(Exception):
+    """An input took more CPU time than its target's bound: the parser's cost is not bounded by what it holds."""
+
+
+def bounded(target: ModuleType) -> Callable[[bytes], None]:
+    """The target's `one_input` wrapped with its cost bound."""
+    one_input: Callable[[bytes], None] = target.one_input
+    bound = float(target.BOUND_MS) / 1000
+    stateless = bool(getattr(target, "STATELESS", True))
+    clock = time.thread_time
+
+    def run(data: bytes) -> None:
+        start = clock()
+        one_input(data)
+        cost = clock() - start
+        if cost <= bound:
+            return
+        if stateless:
+            for _ in range(2):
+                start = clock()
+                one_input(data)
+                cost = min(cost, clock() - start)
+        if cost > bound:
+            raise CostExceeded(f"{len(data)}-byte input cost {cost * 1000:.1f} ms of CPU, the bound is "
+                               f"{bound * 1000:.1f} ms")
+
+    return run
