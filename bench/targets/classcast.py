@@ -90,7 +90,8 @@ async def add_candidate(peer: Peer, candidate: dict[str, Any] | None) -> None:
 class Server:
     """`classcast serve` on 127.0.0.1 with a throw-away data folder; media candidates on ice_host."""
 
-    def __init__(self, ice_host: str) -> None:
+    def __init__(self, ice_host: str, entry: str = "control.cli", env: dict[str, str] | None = None) -> None:
+        """`entry`: the module whose `main` runs `serve` (the soak's runtime probe wraps the real one)."""
         self.dir = tempfile.mkdtemp(prefix="classcast-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -98,8 +99,8 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
                "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": ice_host,
-               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32"}
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from control.cli import main; "
+               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; from {entry} import main; "
                                       "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.org = ""
