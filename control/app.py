@@ -17,6 +17,7 @@ from control.clock import Clock
 from control.config import Config
 from control.events import EventBus
 from control.middleware import org_middleware, request_middleware
+from control.ratelimit import RestLimits
 from control.services import SERVICES, Services
 from control.store.store import Store
 from control.tutor.service import Tutor
@@ -37,7 +38,7 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
-                    tutor=tutor_svc)
+                    tutor=tutor_svc, limits=RestLimits(config.rate_limits))
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:

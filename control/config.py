@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control.ratelimit import RateLimits
 from sfu.ice import IceConfig
 
 
@@ -121,6 +122,7 @@ class Config:
     tutor: TutorConfig = field(default_factory=lambda: TutorConfig())
     # Recording files are deleted this long after their class ends (reference 6: the 6-hour window).
     recording_ttl_s: int = 6 * 3600
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -142,6 +144,13 @@ class Config:
             ice=_ice(env),
             tutor=TutorConfig.from_env(env),
             recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600),
+            rate_limits=RateLimits(
+                room_create_per_org=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ORG", RateLimits.room_create_per_org),
+                room_create_per_address=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ADDRESS",
+                                             RateLimits.room_create_per_address),
+                join_per_org=_int(env, "CLASSCAST_RATE_JOIN_ORG", RateLimits.join_per_org),
+                join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address),
+            ),
         )
 
     @property

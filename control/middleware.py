@@ -49,7 +49,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
     except ApiError as exc:
-        resp = web.json_response(exc.body(), status=exc.status, dumps=strictjson.dumps)
+        resp = web.json_response(exc.body(), status=exc.status, dumps=strictjson.dumps, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
