@@ -61,6 +61,7 @@ class TutorConfig:
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str = ""
     llm_images: bool = False  # whether the configured endpoint takes OpenAI-style image messages
+    llm_timeout_s: float = 120.0  # a whole answer from the configured endpoint; a hung endpoint is an error after it
     llm_threads: int = 1
     max_answer_tokens: int = 256
     context_tokens: int = 1024  # the prompt's budget for class context and the question
@@ -86,6 +87,7 @@ class TutorConfig:
             llm_model=env.get("CLASSCAST_LLM_MODEL", "") or cls.llm_model,
             llm_api_key=env.get("CLASSCAST_LLM_API_KEY", ""),
             llm_images=_bool(env, "CLASSCAST_LLM_IMAGES", False),
+            llm_timeout_s=_float(env, "CLASSCAST_LLM_TIMEOUT", 120.0),
             llm_threads=_int(env, "CLASSCAST_LLM_THREADS", 1),
             max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256),
             context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024),

@@ -67,7 +67,7 @@ class OpenAiBackend:
         self.temperature = temperature
         self.supports_images = supports_images
         self.name = name
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s))
         self._session: aiohttp.ClientSession | None = None
         # llama.cpp's server closes the connection after a streamed reply; reusing it fails the next request.
         self._force_close = force_close
