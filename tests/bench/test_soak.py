@@ -14,8 +14,8 @@ from pathlib import Path
 
 def test_short_soak_churns_and_the_server_gives_everything_back(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    run = subprocess.run([sys.executable, "-m", "bench.fanout", "soak", "--minutes", "0.4", "--period", "0.4",
-                          "--sample-seconds", "8", "--warmup", "0", "--grace", "2", "--json", str(out)],
+    run = subprocess.run([sys.executable, "-m", "bench.fanout", "soak", "--minutes", "0.3", "--period", "0.4",
+                          "--sample-seconds", "6", "--warmup", "0", "--grace", "2", "--json", str(out)],
                          capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
