@@ -88,6 +88,8 @@ def run_one(name: str, command: list[str], seeds: Path | None, seconds: float | 
                               cwd=ROOT, env=env)
         result = Result(name, kind, seconds=round(time.monotonic() - started, 1), returncode=proc.returncode)
         _parse(result, proc.stdout + proc.stderr)
+        if result.findings:  # what libFuzzer and the target said about it (the exception, the cost)
+            (artifacts / f"{name}.log").write_text((proc.stdout + proc.stderr)[-20000:])
         if proc.returncode != 0 and not result.findings:
             tail = (proc.stdout + proc.stderr)[-3000:]
             result.findings.append(f"exit {proc.returncode}: {tail}")
