@@ -21,6 +21,7 @@ times), and well below what the defects issue 13 found cost (a TWCC feedback exp
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -33,7 +34,9 @@ class CostExceeded(Exception):
 def bounded(target: ModuleType) -> Callable[[bytes], None]:
     """The target's `one_input` wrapped with its cost bound."""
     one_input: Callable[[bytes], None] = target.one_input
-    bound = float(target.BOUND_MS) / 1000
+    name = target.__name__.rsplit(".", 1)[-1].upper()
+    # FUZZ_BOUND_MS_<TARGET> raises a bound for a run that looks past a known, reported cost finding.
+    bound = float(os.environ.get(f"FUZZ_BOUND_MS_{name}", target.BOUND_MS)) / 1000
     stateless = bool(getattr(target, "STATELESS", True))
     clock = time.thread_time
     collecting = [0.0, 0.0]  # [started at, total]: the garbage collector's time is the heap's, not the input's
