@@ -10,6 +10,7 @@ tests/recorder/test_serve_process.py and tests/control/test_server_process.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +23,13 @@ from tests.sfu.test_forwarding import _frame_size
 
 @contextmanager
 def small_disk(path: Path, size: str) -> Iterator[None]:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    """A tmpfs of `size` mounted over `path` (as root, or through sudo like the Makefile's apt-get)."""
+    sudo = [] if os.getuid() == 0 else ["sudo", "-n"]
+    subprocess.run([*sudo, "mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(path)], check=True)
     try:
         yield
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
+        subprocess.run([*sudo, "umount", "-l", str(path)], check=True)
 
 
 async def test_a_full_recordings_disk_fails_the_recording_clearly_and_the_class_goes_on(studio: Studio) -> None:  # noqa: F811
