@@ -90,9 +90,11 @@ async def add_candidate(peer: Peer, candidate: dict[str, Any] | None) -> None:
 class Server:
     """`classcast serve` on 127.0.0.1 with a throw-away data folder; media candidates on ice_host."""
 
-    def __init__(self, ice_host: str, entry: str = "control.cli", env: dict[str, str] | None = None) -> None:
-        """`entry`: the module whose `main` runs `serve` (the soak's runtime probe wraps the real one)."""
-        self.dir = tempfile.mkdtemp(prefix="classcast-bench-")
+    def __init__(self, ice_host: str, entry: str = "control.cli", env: dict[str, str] | None = None,
+                 data_dir: str | None = None) -> None:
+        """`entry`: the module whose `main` runs `serve` (the soak's runtime probe wraps the real one); `data_dir`:
+        an existing data folder to serve (a restart after a crash) instead of a new one."""
+        self.dir = data_dir or tempfile.mkdtemp(prefix="classcast-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
