@@ -4,7 +4,7 @@ clear failed status, the class and the other rooms go on, and once space is back
 
 SIGKILL of the recorder mid-recording is tests/recorder/test_recording_media.py
 (test_sigkill_leaves_a_decodable_file_and_a_failed_job); SIGKILL of the server mid-class is
-tests/recorder/test_serve_process.py and tests/control/test_server_process.py.
+tests/chaos/test_server_kill.py.
 """
 
 from __future__ import annotations
