@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.run import CORPUS, NATIVE, TARGETS, native_targets, run_native, run_python
+from tests.sfu.test_bounds import SPS_READING_UNBOUNDED
 
 SECONDS = float(os.environ.get("FUZZ_TEST_SECONDS", 2))
-CASES = [*TARGETS, *(["native"] if (NATIVE / "Makefile").exists() else [])]
+# The h264 target finds the SPS cost defect within seconds while sfu/frames.py still has it (reported for i21, who
+# owns sfu/; fixed on branch i21): expected to fail, not strictly (a 2 s run may miss it), and only until then.
+_H264 = pytest.param("h264", marks=pytest.mark.xfail(SPS_READING_UNBOUNDED, strict=False,
+                                                     reason="sfu/frames.py SPS reading unbounded (board 07:45)"))
+CASES = [*(_H264 if name == "h264" else name for name in TARGETS),
+         *(["native"] if (NATIVE / "Makefile").exists() else [])]
 
 
 @pytest.mark.parametrize("name", CASES)
