@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -59,6 +59,16 @@ $(BENCH_PEERS) &:
 
 test: install-test lint $(CHROMIUM) $(BENCH_PEERS)
 	$(BIN)/python -m pytest
+
+# Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in
+# /tmp/classcast-fuzz. `make test` runs each for a few seconds; native libFuzzer targets plug in at
+# tests/fuzz/native/Makefile (see tests/fuzz/run.py).
+FUZZ_SECONDS ?= 60
+fuzz: install-test
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+fuzz-seeds: install-test
+	$(BIN)/python -m tests.fuzz.seeds
 
 clean:
 	rm -rf $(VENV) build *.egg-info

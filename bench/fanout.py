@@ -928,6 +928,10 @@ def compare_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, list[di
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "soak":
+        from bench.soak import main as soak_main
+
+        return soak_main(argv[1:])
     if argv and argv[0] != "fanout" and argv[0].startswith("-"):
         argv = ["fanout", *argv]  # `python -m bench.fanout --subscribers 5`
     args = parser().parse_args(argv)

@@ -18,6 +18,7 @@ from control.config import Config
 from control.drain import DRAIN, Drain
 from control.events import EventBus
 from control.middleware import org_middleware, request_middleware
+from control.ratelimit import RestLimits
 from control.services import SERVICES, Services
 from control.signaling import HUB
 from control.store.store import Store
@@ -40,7 +41,7 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
-                    tutor=tutor_svc)
+                    tutor=tutor_svc, limits=RestLimits(config.rate_limits))
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:

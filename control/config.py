@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from control.ratelimit import RateLimits
 from sfu.ice import IceConfig
 
 
@@ -67,6 +68,7 @@ class TutorConfig:
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str = ""
     llm_images: bool = False  # whether the configured endpoint takes OpenAI-style image messages
+    llm_timeout_s: float = 120.0  # a whole answer from the configured endpoint; a hung endpoint is an error after it
     llm_threads: int = 1
     max_answer_tokens: int = 256
     context_tokens: int = 1024  # the prompt's budget for class context and the question
@@ -92,6 +94,7 @@ class TutorConfig:
             llm_model=env.get("CLASSCAST_LLM_MODEL", "") or cls.llm_model,
             llm_api_key=env.get("CLASSCAST_LLM_API_KEY", ""),
             llm_images=_bool(env, "CLASSCAST_LLM_IMAGES", False),
+            llm_timeout_s=_float(env, "CLASSCAST_LLM_TIMEOUT", 120.0),
             llm_threads=_int(env, "CLASSCAST_LLM_THREADS", 1),
             max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256),
             context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024),
@@ -159,6 +162,7 @@ class Config:
     credits_low: int = 1000
     # SIGTERM lets running classes go on this long before ending them (issue 17's drain).
     drain_timeout_s: float = 3600.0
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -184,6 +188,13 @@ class Config:
             webhooks=WebhookConfig.from_env(env),
             credits_low=_int(env, "CLASSCAST_CREDITS_LOW", 1000),
             drain_timeout_s=_float(env, "CLASSCAST_DRAIN_TIMEOUT", 3600.0),
+            rate_limits=RateLimits(
+                room_create_per_org=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ORG", RateLimits.room_create_per_org),
+                room_create_per_address=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ADDRESS",
+                                             RateLimits.room_create_per_address),
+                join_per_org=_int(env, "CLASSCAST_RATE_JOIN_ORG", RateLimits.join_per_org),
+                join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address),
+            ),
         )
 
     @classmethod

@@ -13,12 +13,14 @@ from typing import Any
 class ApiError(Exception):
     """An error a client caused or must know about; never logged as a server fault."""
 
-    def __init__(self, status: int, message: str, code: str, errors: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str, errors: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.errors = errors
+        self.headers = headers or {}  # sent with the error response (Retry-After on 429)
 
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, self.code, self.errors)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy import exc as sa_exc
 
 from control import strictjson
 from control.api.common import GRANT, ORG
@@ -23,6 +24,8 @@ PUBLIC_V1 = ("/v1/openapi.json", "/v1/rtc")
 # /v1 paths a browser may call with `Authorization: Bearer <participant token>` instead of VF-ORG-ID, which must
 # never reach a browser. The organization is then the token's.
 BEARER_V1 = ("/v1/ai-tutor/",)
+# What a store call raises when the database is locked, down or out of connections (not a bug in the request).
+DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HTTP_MESSAGES = {
     404: ("Not found", "NOT_FOUND"),
@@ -49,11 +52,19 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
     except ApiError as exc:
-        resp = web.json_response(exc.body(), status=exc.status, dumps=strictjson.dumps)
+        resp = web.json_response(exc.body(), status=exc.status, dumps=strictjson.dumps, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         resp = _http_error(exc, request)
+    except DATABASE_UNAVAILABLE as exc:
+        # Locked (SQLite busy past its timeout) or unreachable (PostgreSQL): the request did nothing; say so and
+        # when to try again, rather than a 500 that reads like a bug.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200],
+                    extra={"rid": rid, "method": request.method, "path": request.path})
+        resp = web.json_response(error_body(503, "The database is busy or unavailable; retry shortly",
+                                            "DATABASE_UNAVAILABLE"), status=503, dumps=strictjson.dumps,
+                                 headers={"Retry-After": "1"})
     except Exception:
         log.exception("unhandled error", extra={"rid": rid, "method": request.method, "path": request.path})
         resp = web.json_response(error_body(500, "Internal server error", "SERVER_ERROR"), status=500,

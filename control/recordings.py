@@ -204,7 +204,7 @@ class Recordings:
                 "startedAt": iso(now), "startedBy": by}, room_sid=room.sid)
         logo = await self._logo(org) if options["showLogo"] else None
         people = self.people.setdefault(room.sid, {})
-        for p in await self.svc.store.list_participants(room.sid):
+        for p in await self.svc.store.active_participants(room.sid):
             people[p.uid] = {"name": p.name, "role": p.role}
         job = LiveJob(rec.id, room, FeedTap(self.supervisor.link, rec.id, people))
         self.live[rec.id] = job
@@ -261,11 +261,17 @@ class Recordings:
                                    data={k: v for k, v in data.items() if v is not None}))
 
     def _on_bus(self, event: Event) -> None:
-        if event.type in ("participant_joined",):
+        if event.type in ("participant_joined", "participant_left"):
+            # Names and roles of who is in a room being recorded (for the tiles): kept only while a recording is
+            # live, and only for who is present, so a long class with many comings and goings holds no list of
+            # everyone who ever joined (issue 13's soak).
             p = event.data.get("participant") or {}
-            if "uid" in p:
-                self.people.setdefault(event.room_sid, {})[p["uid"]] = {"name": p.get("name", ""),
-                                                                        "role": p.get("role", "")}
+            people = self.people.get(event.room_sid)
+            if "uid" in p and people is not None:
+                if event.type == "participant_left":
+                    people.pop(p["uid"], None)
+                else:
+                    people[p["uid"]] = {"name": p.get("name", ""), "role": p.get("role", "")}
         elif event.type in ("participant_muted", "participant_unmuted"):
             # A moderator's mute stops forwarding that microphone; the recording follows what participants hear.
             uid = (event.data.get("participant") or {}).get("uid")
@@ -278,6 +284,7 @@ class Recordings:
             for job in jobs:
                 self._tasks.append(asyncio.create_task(self._stop_job(job, "class_ended")))
             self.people.pop(event.room_sid, None)
+            self._locks.pop(event.room_sid, None)
 
     def _on_feed(self, message: dict[str, Any]) -> None:
         self._feed_events.put_nowait(message)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -11,6 +11,7 @@ from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
 from control.events import EventBus
+from control.ratelimit import RateLimits, RestLimits
 from control.store.store import Store
 from control.tutor.service import Tutor
 
@@ -24,6 +25,7 @@ class Services:
     bus: EventBus
     classroom: Classroom
     tutor: Tutor | None = None  # None only in tools that build services without the API (the CLI)
+    limits: RestLimits = field(default_factory=lambda: RestLimits(RateLimits()))
 
 
 SERVICES = web.AppKey("services", Services)

@@ -19,13 +19,30 @@ _decoder = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def loads(text: str | bytes) -> Any:
-    """The JSON value of `text`; ValueError for anything that is not strict JSON or is nested too deeply."""
+    """The JSON value of `text`; ValueError for anything that is not strict JSON, is nested too deeply, or holds a
+    lone surrogate (`"\\ud800"`: valid JSON syntax, but no UTF-8 text, so the store and every client choke on it)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if "\\u" in text:  # only escapes can make a lone surrogate out of valid UTF-8 text
+        _check_text(value)
+    return value
+
+
+def _check_text(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError (a ValueError) names the lone surrogate
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def dumps(value: Any) -> str:

@@ -90,16 +90,19 @@ async def add_candidate(peer: Peer, candidate: dict[str, Any] | None) -> None:
 class Server:
     """`classcast serve` on 127.0.0.1 with a throw-away data folder; media candidates on ice_host."""
 
-    def __init__(self, ice_host: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="classcast-bench-")
+    def __init__(self, ice_host: str, entry: str = "control.cli", env: dict[str, str] | None = None,
+                 data_dir: str | None = None) -> None:
+        """`entry`: the module whose `main` runs `serve` (the soak's runtime probe wraps the real one); `data_dir`:
+        an existing data folder to serve (a restart after a crash) instead of a new one."""
+        self.dir = data_dir or tempfile.mkdtemp(prefix="classcast-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
                "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": ice_host,
-               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32"}
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from control.cli import main; "
+               "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; from {entry} import main; "
                                       "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.org = ""

@@ -25,8 +25,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "Conflict (roomId already used; recording already running or not running)",
-        410: "Room already ended", 413: "Body too large",
-        503: "Recorder unavailable, or the server is draining (Retry-After)",
+        410: "Room already ended", 413: "Body too large", 429: "Too many room creations or joins (Retry-After)",
+        503: "Recorder unavailable, database unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
@@ -188,10 +188,10 @@ PATHS: dict[str, Any] = {
     "/v1/room/create": {"post": {
         "summary": "Create a room and a token for its first participant (reference 2.1)",
         "requestBody": _json_body("CreateRoom"),
-        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 409, 413, 503)}}},
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 409, 413, 429, 503)}}},
     "/v1/room/{roomId}/join": {"post": {
         "summary": "Issue a join token (reference 2.2)", "parameters": [ROOM_ID], "requestBody": _json_body("JoinRoom"),
-        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 403, 404, 503)}}},
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 403, 404, 429, 503)}}},
     "/v1/room/{roomId}/status": {"get": {
         "summary": "Room status; 200 with exists:false for an unknown room (reference 2.3)", "parameters": [ROOM_ID],
         "responses": {"200": _ok("RoomStatus"), **_errors(400, 401)}}},

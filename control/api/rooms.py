@@ -24,7 +24,13 @@ JOIN_FIELDS = ("participant", "customization", "expiresIn")
 SETTINGS_FIELDS = ("maxParticipants", "emptyTimeout", "autoClose")
 
 
+def _limit(request: web.Request, kind: str) -> None:
+    svc = services(request)
+    svc.limits.check(kind, org(request).id, request.remote, svc.clock.now_ms() / 1000)
+
+
 async def create_room(request: web.Request) -> web.Response:
+    _limit(request, "create")
     body = await v.read_json(request)
     v.reject_unknown(body, CREATE_FIELDS)
     room_id = v.string(body, "roomId", required=True, max_len=128, pattern=ROOM_ID_RE, rule=ROOM_ID_RULE)
@@ -57,6 +63,7 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def join_room(request: web.Request) -> web.Response:
+    _limit(request, "join")
     room_id = room_id_param(request)
     body = await v.read_json(request)
     v.reject_unknown(body, JOIN_FIELDS)

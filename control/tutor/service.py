@@ -54,7 +54,8 @@ def make_backend(cfg: TutorConfig) -> Backend:
     if cfg.llm_backend == "fake":
         return FakeBackend(supports_images=cfg.llm_images)
     if cfg.llm_backend == "openai":
-        return OpenAiBackend(cfg.llm_url, cfg.llm_model, cfg.llm_api_key, supports_images=cfg.llm_images)
+        return OpenAiBackend(cfg.llm_url, cfg.llm_model, cfg.llm_api_key, supports_images=cfg.llm_images,
+                             timeout_s=cfg.llm_timeout_s)
     return EmbeddedBackend(threads=cfg.llm_threads)
 
 

@@ -61,6 +61,12 @@ async def test_nan_ping_is_refused_and_nothing_sent_is_nan(classroom: Classroom,
             await sock.send(text)
             reply = await sock.next("error")
             assert reply["code"] == "BAD_MESSAGE", text
+        # Found by the signaling fuzz target: a lone surrogate escape is valid JSON syntax but no UTF-8 text; the
+        # chat message reached the store and came back SERVER_ERROR.
+        await sock.send('{"type": "chat", "text": "\\ud800"}')
+        assert (await sock.next("error"))["code"] == "BAD_MESSAGE"
+        await sock.send('{"type": "chat", "text": "\\ud83d\\ude00 fine"}')  # a proper pair is text
+        assert (await sock.next("chat"))["message"]["text"] == "\U0001F600 fine"
         await sock.send('{"type": "ping", "ts": 1.5e308}')
         assert (await sock.next("pong"))["ts"] == 1.5e308
         await sock.ws.close()
@@ -139,6 +145,8 @@ async def test_rest_bodies_are_strict_json(classroom: Classroom) -> None:
     async with aiohttp.ClientSession() as session:
         for body in ('{"roomId": "r1", "title": "T", "participant": {"uid": "t", "name": "T", "role": "TEACHER", '
                      '"metadata": {"x": NaN}}}',
+                     '{"roomId": "r1", "title": "\\udfff", '
+                     '"participant": {"uid": "t", "name": "T", "role": "TEACHER"}}',
                      '{"roomId": "r1", "title": "T", "x": ' + "[" * 10_000 + "]" * 10_000 + "}"):
             async with session.post(classroom.base + "/v1/room/create", data=body,
                                     headers={"VF-ORG-ID": classroom.org.id,
