@@ -149,27 +149,38 @@ class TapFeed:
     Sinks such as the recorder decode one stream per track; three layers' packets interleaved under one track id
     would be garbage to them. Like a subscriber, the feed switches layers only at a keyframe and keeps sequence
     numbers, timestamps and VP8 picture ids continuous, and its sender reports are translated to match.
+    Unlike a subscriber it has nobody to ask for that keyframe on its behalf: a browser sends keyframes only when
+    asked, so while the feed waits for a layer (at the start, or to move to a better one) it asks for that layer's
+    keyframe itself, every `ASK_INTERVAL_S`. Without this a browser's camera never reached a recording.
     """
+
+    ASK_INTERVAL_S = 0.5
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self.current: Stream | None = None
+        self.wanted: Stream | None = None  # the layer whose keyframe the feed waits for, if any
         self.seq = SequenceRewriter()
         self.ts = TimestampRewriter(producer.codec.clock_rate)
         self.vp8 = Vp8PictureIdRewriter()
         self.ssrc = producer.streams[-1].ssrc or 0x7A90_0000 | hash(producer.id) & 0xFFFF
         self._switch = True
+        self._asked = float("-inf")
+
+    def _best(self, now: float, fallback: Stream) -> Stream:
+        flowing = [s for s in self.producer.streams if s.flowing(now)]
+        return flowing[-1] if flowing else fallback
 
     def packet(self, packet: Packet, stream: Stream) -> bytes | None:
+        now = packet.arrival
         if stream is not self.current:
-            now = packet.arrival
-            flowing = [s for s in self.producer.streams if s.flowing(now)]
-            best = flowing[-1] if flowing else stream
+            best = self._best(now, stream)
             current_ok = self.current is not None and self.current.flowing(now) and \
                 self.current.index >= best.index
+            self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
-            self.current, self._switch = stream, True
+            self.current, self.wanted, self._switch = stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
         if seq is None:
@@ -181,6 +192,17 @@ class TapFeed:
             rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
         self._switch = False
         return bytes(buf)
+
+    def keyframe_due(self, now: float) -> Stream | None:
+        """The layer to ask a keyframe of now: the one the feed waits for, at most every ASK_INTERVAL_S."""
+        if self.wanted is None or now - self._asked < self.ASK_INTERVAL_S:
+            return None
+        self._asked = now
+        return self.wanted
+
+    def source(self, now: float) -> Stream:
+        """The layer a sink's keyframe request is for: the one it waits for, else the one it is fed."""
+        return self.wanted or self.current or self._best(now, self.producer.streams[-1])
 
     def sender_report(self, stream: Stream, rtp_timestamp: int) -> int | None:
         if stream is not self.current:
@@ -292,10 +314,13 @@ class Producer:
         if stream.gop is not None:
             stream.gop.add(packet)
         if self.taps:
-            tapped = data if self.tap_feed is None else self.tap_feed.packet(packet, stream)
+            feed = self.tap_feed
+            tapped = data if feed is None else feed.packet(packet, stream)
             if tapped is not None:
                 for tap in self.taps:
                     tap.rtp(self.id, tapped, arrival)
+            if feed is not None and (due := feed.keyframe_due(arrival)) is not None:
+                await due.request_keyframe(arrival)
         if self.blocked:
             return
         for consumer in self.consumers:
@@ -320,8 +345,10 @@ class Producer:
     # ---- RTCP toward the publisher -----------------------------------------------------------------------
 
     async def request_keyframe(self, now: float) -> bool:
-        """For the single-stream case; simulcast consumers ask their target stream."""
-        return await self.streams[0].request_keyframe(now)
+        """For a sink (the recorder): the layer its feed carries or waits for. Simulcast consumers ask their
+        target stream themselves."""
+        stream = self.tap_feed.source(now) if self.tap_feed is not None else self.streams[0]
+        return await stream.request_keyframe(now)
 
     def on_sender_report(self, stream: Stream, report: rtcp.SenderReport, arrival: float) -> None:
         stream.last_sr = report

@@ -179,6 +179,10 @@ class Router:
             if not producer.simulcast:
                 continue
             needed = {0}  # the lowest layer always flows: a new subscriber starts on it at once
+            if any(getattr(tap, "wants_video", True) for tap in producer.taps):
+                # A recording follows the best layer the publisher sends (TapFeed), and which one that is depends
+                # on its camera (a 640x480 camera never sends the top of a three-layer ladder): pause nothing.
+                needed.update(s.index for s in producer.streams)
             for consumer in producer.consumers:
                 if consumer.paused:
                     continue

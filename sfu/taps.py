@@ -25,6 +25,8 @@ class Tap(Protocol):
         """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
 
     # Optional (called only when a tap defines it): the publisher muted or unmuted the track.
+    # Optional attribute `wants_video` (True when absent): False for an audio-only sink (a transcriber), so that
+    # dynacast does not keep a camera's top simulcast layer on for it. A sink that takes video keeps it on.
     # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
 
 
