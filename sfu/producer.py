@@ -155,6 +155,7 @@ class TapFeed:
     """
 
     ASK_INTERVAL_S = 0.5
+    RESUME_WAIT_S = 1.0
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
@@ -166,10 +167,26 @@ class TapFeed:
         self.ssrc = producer.streams[-1].ssrc or 0x7A90_0000 | hash(producer.id) & 0xFFFF
         self._switch = True
         self._asked = float("-inf")
+        self._resume_until = float("-inf")
+
+    def restart(self, now: float) -> None:
+        """From the next keyframe on (a new sink joined and must start at one); numbering stays continuous.
+        For a moment the feed waits for a better layer that dynacast is resuming for it rather than starting
+        on a lower one: a track-mode VP8 file is encoded at its first picture's size."""
+        self.current = self.wanted = None
+        self._switch = True
+        self._asked = float("-inf")
+        self._resume_until = now + self.RESUME_WAIT_S
 
     def _best(self, now: float, fallback: Stream) -> Stream:
-        flowing = [s for s in self.producer.streams if s.flowing(now)]
-        return flowing[-1] if flowing else fallback
+        streams = self.producer.streams
+        flowing = [s for s in streams if s.flowing(now)]
+        best = flowing[-1] if flowing else fallback
+        if self.current is None and now < self._resume_until:
+            resuming = [s for s in streams if s.index > best.index and s.active and s.packets_in]
+            if resuming:
+                return resuming[-1]
+        return best
 
     def packet(self, packet: Packet, stream: Stream) -> bytes | None:
         now = packet.arrival

@@ -71,9 +71,13 @@ class Router:
     # ---- tracks -------------------------------------------------------------------------------------------
 
     def add_tap(self, tap: Tap) -> None:
+        now = time.monotonic()
         self.taps.append(tap)
         for producer in self.producers.values():
             tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+            if producer.tap_feed is not None:
+                producer.tap_feed.restart(now)  # the new sink starts at a keyframe the feed asks for at once
+        self._dynacast(now)  # layers paused for want of subscribers resume now, not at the next tick
 
     def remove_tap(self, tap: Tap) -> None:
         if tap in self.taps:
