@@ -41,6 +41,7 @@ CACHE_SIZE = 2048  # packets kept per stream for NACKs: at least 1024 as require
 SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
 STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
 RATE_WINDOW_S = 1.0
+_MASK, _HALF = 0xFFFFFFFF, 0x80000000  # RTP timestamp arithmetic
 LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
@@ -168,6 +169,7 @@ class TapFeed:
         self._switch = True
         self._asked = float("-inf")
         self._resume_until = float("-inf")
+        self._rebased = False
 
     def restart(self, now: float) -> None:
         """From the next keyframe on (a new sink joined and must start at one); numbering stays continuous.
@@ -197,18 +199,35 @@ class TapFeed:
             self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
+            self._rebase(self.current, stream, packet)
             self.current, self.wanted, self._switch = stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
         if seq is None:
             return None
-        ts = self.ts.rewrite(header.timestamp, packet.arrival, self._switch)
+        ts = self.ts.rewrite(header.timestamp, packet.arrival, self._switch and not self._rebased)
+        self._rebased = False
         buf = rewrite_header(packet.data, header, self.ssrc, header.payload_type, seq, ts)
         if packet.vp8 is not None:
             picture_id, tl0 = self.vp8.rewrite(packet.vp8, self._switch)
             rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
         self._switch = False
         return bytes(buf)
+
+    def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> None:
+        """Places the new layer's first picture on the feed's clock through both layers' sender reports (one
+        NTP clock at the publisher), so a sink's lip sync survives the switch exactly; without reports the
+        rewriter's arrival-time guess is used (off by the network and scheduling jitter, until the next report)."""
+        if old is None or old.last_sr is None or new.last_sr is None:
+            return
+        rate = self.producer.codec.clock_rate
+        ntp_delta = (new.last_sr.ntp - old.last_sr.ntp) / (1 << 32)  # seconds from old's report to new's
+        since_new = ((packet.header.timestamp - new.last_sr.rtp_timestamp + _HALF) & _MASK) - _HALF
+        in_old = old.last_sr.rtp_timestamp + round(ntp_delta * rate) + since_new
+        out = self.ts.peek(in_old)
+        if out is not None:
+            self.ts.rebase(packet.header.timestamp, out, packet.arrival)
+            self._rebased = True
 
     def keyframe_due(self, now: float) -> Stream | None:
         """The layer to ask a keyframe of now: the one the feed waits for, at most every ASK_INTERVAL_S."""
@@ -294,6 +313,13 @@ class Producer:
         if self.simulcast:
             info["layers"] = [s.rid for s in self.streams]
         return info
+
+    def tap_info(self) -> dict[str, object]:
+        """How taps see the track: its info plus the largest picture any layer has shown (`size`, when known),
+        so a sink that must fix its picture size at the start (a VP8 track re-encoded to H.264) fits the top
+        layer even while it is paused and the feed begins below it."""
+        sizes = [(s.width, s.height) for s in self.streams if s.width and s.height]
+        return self.info() | ({"size": list(max(sizes))} if sizes else {})
 
     # ---- the per-packet path -----------------------------------------------------------------------------
 

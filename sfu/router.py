@@ -74,7 +74,7 @@ class Router:
         now = time.monotonic()
         self.taps.append(tap)
         for producer in self.producers.values():
-            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+            tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
             if producer.tap_feed is not None:
                 producer.tap_feed.restart(now)  # the new sink starts at a keyframe the feed asks for at once
         self._dynacast(now)  # layers paused for want of subscribers resume now, not at the next tick
@@ -87,7 +87,7 @@ class Router:
         self.producers[producer.id] = producer
         producer.taps = self.taps
         for tap in self.taps:
-            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+            tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
         for participant in list(self.participants.values()):
             await participant.subscribe(producer)

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 class Tap(Protocol):
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
-        """`track`: the producer's info plus `codec` details (mimeType, clockRate, payloadType, channels, fmtp)."""
+        """`track`: the producer's info plus `codec` details (mimeType, clockRate, payloadType, channels, fmtp),
+        and `size` ([width, height] of the largest picture a layer has shown) when known."""
 
     def track_removed(self, room_sid: str, track_id: str) -> None: ...
 

@@ -164,3 +164,38 @@ async def test_a_lower_maximum_asked_by_the_student_does_not_hold_the_way_back_u
     consumer.current = camera.stream("h")
     consumer.max_index = 2  # "high" a moment later: honoured at once, the estimate allows it
     assert consumer.choose(5_000_000, now + 0.5) is camera.stream("f")
+
+
+async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
+    """Two layers have unrelated RTP bases; their sender reports share the publisher's NTP clock, so the first
+    picture of the new layer lands exactly where it belongs on the feed's clock (lip sync in the recording)."""
+    sent: list[bytes] = []
+    camera = _camera(sent)
+    tap = Tap()
+    camera.taps = [tap]
+    ntp0 = 3_900_000_000 << 32
+    base = {"h": 1_000_000, "f": 4_000_000_000}  # RTP timestamps at ntp0 (f wraps soon after)
+
+    def packet(rid: str, t: float, keyframe: bool) -> bytes:
+        w, h = SIZES[rid]
+        header = struct.pack("!BBHII", 0x80, 96, int(t * 30) & 0xFFFF, (base[rid] + int(t * 90000)) & 0xFFFFFFFF,
+                             SSRCS[rid])
+        frame = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", w, h) if keyframe else bytes([1, 0, 0])
+        return header + bytes([0x10]) + frame + bytes(50)
+
+    for rid in ("h", "f"):  # each layer's report, half a second apart
+        at = 0.5 if rid == "f" else 0.0
+        report = rtcp.SenderReport(SSRCS[rid], ntp0 + int(at * (1 << 32)), (base[rid] + int(at * 90000)) & 0xFFFFFFFF,
+                                   0, 0)
+        camera.on_sender_report(camera.stream(rid), report, 100.0)  # type: ignore[arg-type]
+    # Only h flows at first: the feed starts on it; then f comes, and the feed moves up at f's keyframe.
+    for i, t in enumerate((1.0, 1.1, 1.2)):
+        data = packet("h", t, keyframe=i == 0)
+        await camera.on_rtp(camera.stream("h"), data, parse_rtp(data), 100 + t)  # type: ignore[arg-type]
+    first_out = parse_rtp(tap.packets[0]).timestamp
+    data = packet("f", 1.3, keyframe=True)
+    # Arrival far off (a busy machine): the reports, not the arrival time, place the picture.
+    await camera.on_rtp(camera.stream("f"), data, parse_rtp(data), 100 + 1.3 + 0.4)  # type: ignore[arg-type]
+    assert camera.tap_feed is not None and camera.tap_feed.current is camera.stream("f")
+    switched = parse_rtp(tap.packets[-1]).timestamp
+    assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
