@@ -49,6 +49,18 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# The second browser (issue 12): Debian's Firefox ESR, driven by puppeteer-core from npm over WebDriver BiDi
+# (PUPPETEER_SKIP_DOWNLOAD: never a downloaded browser), versions pinned by the committed package-lock.json.
+FIREFOX := /usr/bin/firefox-esr
+NODE := /usr/bin/npm
+FIREFOX_DRIVER := tests/e2e/firefox/node_modules/.package-lock.json
+$(FIREFOX) $(NODE) &:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends firefox-esr nodejs npm
+
+$(FIREFOX_DRIVER): tests/e2e/firefox/package-lock.json | $(NODE)
+	cd tests/e2e/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+
 # The fan-out benchmark's points of comparison (issue 8): Janus with its VideoRoom, Go and pion for
 # bench/peers/pion, iproute2 for the network namespace they run in. About 20 s from Debian's packages.
 BENCH_PEERS := /usr/bin/janus /usr/bin/go /usr/share/gocode/src/github.com/pion/webrtc/go.mod /bin/ip
@@ -57,8 +69,8 @@ $(BENCH_PEERS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		janus golang-go golang-github-pion-webrtc.v3-dev iproute2
 
-test: install-test lint $(CHROMIUM) $(BENCH_PEERS)
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info tests/e2e/firefox/node_modules
