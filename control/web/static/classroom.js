@@ -66,7 +66,7 @@ function stage() {
       el("video", { id: "camera-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Teacher camera" }),
       el("span", { id: "camera-name", class: "name", hidden: !C.showParticipantName }),
       el("span", { id: "camera-mic", class: "mic", hidden: !C.showMicIndicator, "aria-label": "Microphone state" }),
-      el("p", { id: "camera-empty", class: "empty", text: "The teacher's camera is off" })),
+      el("p", { id: "camera-empty", class: "empty", text: "Waiting for the teacher…" })),
     el("audio", { id: "audio-out", autoplay: true }));
 }
 
@@ -110,7 +110,9 @@ function controls() {
   if (canPublish) {
     bar.append(button("mic-toggle", "Mute microphone", toggleMic), button("cam-toggle", "Turn camera off", toggleCam));
     if (perms.has("screen_share")) bar.append(button("screen-toggle", "Share screen", toggleScreen));
-    if (perms.has("start_recording")) bar.append(button("record-toggle", "Start recording", toggleRecording));
+    if (perms.has("start_recording") || perms.has("stop_recording")) {
+      bar.append(button("record-toggle", "Start recording", toggleRecording));
+    }
   } else {
     const select = el("select", { id: "quality-select", "aria-label": "Video quality", onchange: (e) => setQuality(e.target.value) },
       ...["auto", "low", "medium", "high", "off"].map((q) => el("option", { value: q, text: q === "off" ? "off (audio only)" : q })));
@@ -194,6 +196,14 @@ function attachTrack(info) {
   else { $("camera-empty").hidden = true; const who = state.roster.get(info.uid); $("camera-name").textContent = who ? who.name : info.uid; }
 }
 
+// Before any teacher is in the room there is no camera to be off: say what the class is waiting for.
+function renderCameraEmpty() {
+  const empty = $("camera-empty");
+  if (!empty) return;
+  const teacherHere = [...state.roster.values()].some((p) => p.role === "TEACHER" && p.uid !== me.uid);
+  empty.textContent = teacherHere || canPublish ? "The teacher's camera is off" : "Waiting for the teacher…";
+}
+
 function detachTrack(info) {
   if (info.source === "screen") { $("screen-tile").hidden = true; $("stage").classList.remove("sharing"); $("screen-video").srcObject = null; }
   if (info.source === "camera") $("camera-empty").hidden = false;
@@ -206,8 +216,9 @@ function renderRoster() {
   list.replaceChildren(...[...state.roster.values()].map((p) => el("li", { "data-uid": p.uid },
     el("span", { text: `${p.name}${p.uid === me.uid ? " (you)" : ""}` }),
     el("small", { text: p.role.toLowerCase() }),
-    isModerator && p.uid !== me.uid ? button(`mute-${p.uid}`, `Mute ${p.name}`, () => room.muteParticipant(p.uid), { class: "small" }) : null,
-    isModerator && p.uid !== me.uid ? button(`kick-${p.uid}`, `Remove ${p.name}`, () => room.kick(p.uid), { class: "small danger" }) : null)));
+    isModerator && p.uid !== me.uid ? button(`mute-${p.uid}`, `Mute ${p.name}`, () => room.muteParticipant(p.uid), { class: "small", text: "Mute" }) : null,
+    isModerator && p.uid !== me.uid ? button(`kick-${p.uid}`, `Remove ${p.name}`, () => room.kick(p.uid), { class: "small danger", text: "Remove" }) : null)));
+  renderCameraEmpty();
 }
 
 function renderHands() {
@@ -231,6 +242,9 @@ function renderPolls() {
           el("span", { text: option }), count != null ? el("b", { text: String(count) }) : null));
       }
     });
+    if (p.myAnswer != null && perms.has("answer_poll")) {
+      box.append(el("p", { class: "confirm", role: "status", text: `✓ Your answer “${p.options[p.myAnswer]}” was recorded.` }));
+    }
     if (p.open && perms.has("create_poll")) box.append(button(`close-${p.pollId}`, "Close poll", () => room.closePoll(p.pollId), { class: "small" }));
     if (!p.open) box.append(el("small", { text: "Closed" }));
     return box;
@@ -240,7 +254,11 @@ function renderPolls() {
 function renderRecording() {
   $("rec-badge").hidden = !state.recording;
   const b = $("record-toggle");
-  if (b) b.textContent = state.recording ? "Stop recording" : "Start recording";
+  if (!b) return;
+  const label = state.recording ? "Stop recording" : "Start recording";
+  b.textContent = label; b.setAttribute("aria-label", label); b.title = label;
+  // A moderator may stop a recording but not start one: the button is there only while one runs.
+  b.hidden = state.recording ? !perms.has("stop_recording") : !perms.has("start_recording");
 }
 
 function addChat(message) {
