@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean
+.PHONY: install install-test run test lint clean screenshots
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -79,6 +79,10 @@ $(BENCH_PEERS) &:
 
 test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS)
 	$(BIN)/python -m pytest
+
+# docs/images/ from real Chromium runs (tests/e2e/screenshots.py).
+screenshots: install-test $(CHROMIUM)
+	PYTHONPATH=. $(BIN)/python -m tests.e2e.screenshots
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/e2e/firefox/node_modules

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,7 +11,6 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from tests.e2e.conftest import FLAGS  # noqa: F401 - same browser flags
 from tests.sfu.conftest import Classroom
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 PARENT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>host</title></head><body>
 <iframe id="classroom" allow="camera; microphone; fullscreen" width="1000" height="640"></iframe>
 <script src="/__parent__.js"></script></body></html>"""
@@ -102,13 +100,9 @@ async def test_students_see_the_teacher_and_interact(classroom: Classroom, brows
     await expect(students[0].locator("#stage")).to_have_class("stage sharing")
     await teacher.evaluate("window.classcastRoom.unpublish('screen')")
     await expect(students[0].locator("#screen-tile")).to_be_hidden()
-    # Screenshots for the README (desktop and phone widths).
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    await teacher.screenshot(path=str(IMAGES / "teacher-desktop.png"))
-    await students[0].screenshot(path=str(IMAGES / "student-desktop.png"))
+    # A phone-sized student page plays too (docs/images/ come from tests/e2e/screenshots.py).
     phone = await _open(browser, contexts, await _join(classroom, "phone"), width=360, height=740)
     await _playing(phone, "camera-video")
-    await phone.screenshot(path=str(IMAGES / "student-phone.png"), full_page=True)
     # Kick: that student sees the kicked screen.
     await teacher.click("#kick-bob")
     await expect(students[1].locator("#terminal[data-state='kicked']")).to_be_visible()

@@ -225,7 +225,7 @@ function renderHands() {
   const queue = $("hand-queue");
   if (!queue) return;
   queue.replaceChildren(...state.hands.map((h) => el("li", { "data-uid": h.uid }, el("span", { text: h.name }),
-    button(`lower-${h.uid}`, `Lower ${h.name}'s hand`, () => room.lowerHand(h.uid), { class: "small" }))));
+    button(`lower-${h.uid}`, `Lower ${h.name}'s hand`, () => room.lowerHand(h.uid), { class: "small", text: "Lower" }))));
 }
 
 function renderPolls() {
