@@ -338,6 +338,7 @@ class CompositeSink:
         self.path = directory / "composite.mp4"
         self.container = open_mp4(self.path)
         self.emit({"t": "file", "j": job_id, "path": str(self.path), "label": "composite"})
+        self.had_tracks = False  # any track at all while it ran (a muted camera still shows its owner's name)
         self.video = self.container.add_stream("libx264", rate=FPS)
         self.video.width, self.video.height = self.width, self.height
         _x264(self.video)
@@ -360,6 +361,7 @@ class CompositeSink:
     # ---- inputs ----
 
     def track_added(self, info: TrackInfo) -> None:
+        self.had_tracks = True
         self.people.setdefault(info.uid, info)
         if info.kind == "video":
             codec = "h264" if info.mime.lower() == "video/h264" else "vp8"
@@ -526,5 +528,9 @@ class CompositeSink:
             for packet in stream.encode(None):
                 self.container.mux(packet)
         self.container.close()
+        if not self.had_tracks:
+            # Nobody published anything while it ran: an empty background is not a recording to offer.
+            self.path.unlink(missing_ok=True)
+            return []
         return [{"path": str(self.path), "label": "composite", "size": file_size(self.path),
                  "duration": round(self.next_frame / FPS, 3)}]

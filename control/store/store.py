@@ -500,6 +500,10 @@ class Store:
                 id=f.id, recording_id=f.recording_id, path=f.path, label=f.label, size=f.size,
                 duration=f.duration, created_at=f.created_at))
 
+    async def delete_recording_file(self, file_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.recording_files).where(t.recording_files.c.id == file_id))
+
     async def update_recording_file(self, file_id: str, **values: Any) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(update(t.recording_files).where(t.recording_files.c.id == file_id).values(**values))
