@@ -240,7 +240,9 @@ class Store:
     async def list_rooms(self, org_id: str, status: str, offset: int, limit: int) -> tuple[list[Room], int]:
         cond = [t.rooms.c.org_id == org_id]
         if status == "live":
-            cond.append(t.rooms.c.ended_at.is_(None))
+            cond += [t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_not(None)]
+        elif status == "created":
+            cond += [t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_(None)]
         elif status == "finished":
             cond.append(t.rooms.c.ended_at.is_not(None))
         async with self.engine.connect() as conn:
