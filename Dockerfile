@@ -8,6 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLASSCAST_PORT=8080 \
     CLASSCAST_DATA_DIR=/data
 
+# Fonts for the names on recordings' tiles (recorder/font.py).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-droid-fallback \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 # Dependencies first so that code changes do not re-install them.
 # The `ai` extra and the --no-deps model packages are the AI tutor's offline default (see the Makefile).

@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean fuzz fuzz-seeds
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds screenshots
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -34,9 +34,17 @@ $(AI_STAMP): pyproject.toml requirements-nodeps.txt | $(BIN)/python
 	@! $(BIN)/python -m pip show --quiet torch 2>/dev/null || { echo "torch was pulled in: refusing"; exit 1; }
 	@touch $@
 
-install: $(STAMP) $(AI_STAMP)
+# Fonts for the names on recordings' tiles (recorder/font.py): DejaVu Sans for Latin, Greek, Cyrillic and more,
+# Droid Sans Fallback for Chinese and Japanese. From Debian's packages, about 8 MB.
+FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf
+$(FONTS) &:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
+		fonts-droid-fallback
 
-install-test: $(TEST_STAMP) $(AI_STAMP)
+install: $(STAMP) $(AI_STAMP) $(FONTS)
+
+install-test: $(TEST_STAMP) $(AI_STAMP) $(FONTS)
 
 run: install
 	$(BIN)/classcast serve
@@ -49,6 +57,18 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# The second browser (issue 12): Debian's Firefox ESR, driven by puppeteer-core from npm over WebDriver BiDi
+# (PUPPETEER_SKIP_DOWNLOAD: never a downloaded browser), versions pinned by the committed package-lock.json.
+FIREFOX := /usr/bin/firefox-esr
+NODE := /usr/bin/npm
+FIREFOX_DRIVER := tests/e2e/firefox/node_modules/.package-lock.json
+$(FIREFOX) $(NODE) &:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends firefox-esr nodejs npm
+
+$(FIREFOX_DRIVER): tests/e2e/firefox/package-lock.json | $(NODE)
+	cd tests/e2e/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+
 # The fan-out benchmark's points of comparison (issue 8): Janus with its VideoRoom, Go and pion for
 # bench/peers/pion, iproute2 for the network namespace they run in. About 20 s from Debian's packages.
 BENCH_PEERS := /usr/bin/janus /usr/bin/go /usr/share/gocode/src/github.com/pion/webrtc/go.mod /bin/ip
@@ -57,7 +77,7 @@ $(BENCH_PEERS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		janus golang-go golang-github-pion-webrtc.v3-dev iproute2
 
-test: install-test lint $(CHROMIUM) $(BENCH_PEERS)
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in
@@ -70,5 +90,9 @@ fuzz: install-test
 fuzz-seeds: install-test
 	$(BIN)/python -m tests.fuzz.seeds
 
+# docs/images/ from real Chromium runs (tests/e2e/screenshots.py).
+screenshots: install-test $(CHROMIUM)
+	PYTHONPATH=. $(BIN)/python -m tests.e2e.screenshots
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info tests/e2e/firefox/node_modules

@@ -61,6 +61,14 @@ def participant_public(p: Participant) -> dict[str, Any]:
     }
 
 
+
+def room_state(room: Room) -> str:
+    """One answer for status (`isActive`), summary and list (`status`), after the reference's life cycle:
+    "created" until the class starts (the first participant connects), "live" until it ends, then "finished"."""
+    if room.ended:
+        return "finished"
+    return "live" if room.started_at is not None else "created"
+
 class Classroom:
     def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock,
                  outbox: Outbox | None = None) -> None:
@@ -180,7 +188,7 @@ class Classroom:
         recording = bool(await self.store.live_recordings(room.sid)) if not room.ended else False
         return {
             "exists": True,
-            "isActive": room.started_at is not None and not room.ended,
+            "isActive": room_state(room) == "live",
             "roomId": room.room_id,
             "title": room.title,
             "participantCount": len(active),
@@ -223,7 +231,7 @@ class Classroom:
             active = [] if room.ended else await self.store.active_participants(room.sid)
             items.append({
                 "roomId": room.room_id, "sid": room.sid, "title": room.title, "description": room.description,
-                "status": "finished" if room.ended else "live", "participantCount": len(active),
+                "status": room_state(room), "participantCount": len(active),
                 "createdAt": iso(room.created_at), "startedAt": iso(room.started_at), "endedAt": iso(room.ended_at),
                 "settings": {"maxParticipants": room.max_participants, "emptyTimeout": room.empty_timeout,
                              "autoClose": room.auto_close},
@@ -248,7 +256,7 @@ class Classroom:
             "totalParticipants": unique,
             "avgStay": cr.avg_stay_s(total_ms, unique),
             "timestamps": {"startedAt": iso(room.started_at), "endedAt": iso(room.ended_at)},
-            "status": "finished" if room.ended else "live",
+            "status": room_state(room),
         }
 
     async def _bill(self, room: Room, now: int) -> int:

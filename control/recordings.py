@@ -112,6 +112,9 @@ class LiveJob:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+NOTHING_RECORDED = "Nothing was recorded: nobody published audio or video while the recording ran"
+
+
 class Recordings:
     def __init__(self, svc: Services, sfu: Sfu, secret: bytes) -> None:
         self.svc, self.sfu = svc, sfu
@@ -344,16 +347,25 @@ class Recordings:
             return
         total, longest = 0, 0.0
         loop = asyncio.get_running_loop()
-        files = await self.svc.store.recording_files([rec_id])
-        for f in files:
+        kept = 0
+        for f in await self.svc.store.recording_files([rec_id]):
             path = self.root / f.path
             size = path.stat().st_size if path.is_file() else 0
             duration = f.duration
             if duration is None or failed_reason is not None:
                 duration = await loop.run_in_executor(None, playable_seconds, path) if size else 0.0
+            if not size or not duration:
+                # Nothing playable (the recorder removed an empty file, or a crash left a header only): never
+                # offered for download as a 0-second file.
+                path.unlink(missing_ok=True)
+                await self.svc.store.delete_recording_file(f.id)
+                continue
+            kept += 1
             await self.svc.store.update_recording_file(f.id, size=size, duration=duration)
             f.size, f.duration = size, duration
             total, longest = total + size, max(longest, duration)
+        if not kept and failed_reason is None:
+            failed_reason = NOTHING_RECORDED
         if keep_going and failed_reason is not None and longest > 0:
             status = "EGRESS_COMPLETE"  # a restart: the recorder closed the files it had when the server went
         else:

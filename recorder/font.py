@@ -1,50 +1,85 @@
-"""A 5x7 bitmap font for name tiles: no font files or text-rendering libraries needed, any scale with numpy."""
+"""Names on tiles, drawn with real fonts through Pillow: Latin with accents, Greek, Cyrillic, Hebrew and most
+scripts from DejaVu Sans (Debian's fonts-dejavu-core), Chinese, Japanese and Korean from Droid Sans Fallback
+(fonts-droid-fallback); both installed by the Makefile. Each character takes the first font that has it.
+
+A 5x7 bitmap used to stand here and turned every letter outside A-Z into '?'.
+"""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-# Each glyph: 7 rows of 5 bits, written as strings for readability.
-_GLYPHS = {
-    "A": "01110 10001 10001 11111 10001 10001 10001", "B": "11110 10001 10001 11110 10001 10001 11110",
-    "C": "01110 10001 10000 10000 10000 10001 01110", "D": "11110 10001 10001 10001 10001 10001 11110",
-    "E": "11111 10000 10000 11110 10000 10000 11111", "F": "11111 10000 10000 11110 10000 10000 10000",
-    "G": "01110 10001 10000 10111 10001 10001 01111", "H": "10001 10001 10001 11111 10001 10001 10001",
-    "I": "01110 00100 00100 00100 00100 00100 01110", "J": "00111 00010 00010 00010 00010 10010 01100",
-    "K": "10001 10010 10100 11000 10100 10010 10001", "L": "10000 10000 10000 10000 10000 10000 11111",
-    "M": "10001 11011 10101 10101 10001 10001 10001", "N": "10001 10001 11001 10101 10011 10001 10001",
-    "O": "01110 10001 10001 10001 10001 10001 01110", "P": "11110 10001 10001 11110 10000 10000 10000",
-    "Q": "01110 10001 10001 10001 10101 10010 01101", "R": "11110 10001 10001 11110 10100 10010 10001",
-    "S": "01111 10000 10000 01110 00001 00001 11110", "T": "11111 00100 00100 00100 00100 00100 00100",
-    "U": "10001 10001 10001 10001 10001 10001 01110", "V": "10001 10001 10001 10001 10001 01010 00100",
-    "W": "10001 10001 10001 10101 10101 10101 01010", "X": "10001 10001 01010 00100 01010 10001 10001",
-    "Y": "10001 10001 01010 00100 00100 00100 00100", "Z": "11111 00001 00010 00100 01000 10000 11111",
-    "0": "01110 10001 10011 10101 11001 10001 01110", "1": "00100 01100 00100 00100 00100 00100 01110",
-    "2": "01110 10001 00001 00010 00100 01000 11111", "3": "11111 00010 00100 00010 00001 10001 01110",
-    "4": "00010 00110 01010 10010 11111 00010 00010", "5": "11111 10000 11110 00001 00001 10001 01110",
-    "6": "00110 01000 10000 11110 10001 10001 01110", "7": "11111 00001 00010 00100 01000 01000 01000",
-    "8": "01110 10001 10001 01110 10001 10001 01110", "9": "01110 10001 10001 01111 00001 00010 01100",
-    " ": "00000 00000 00000 00000 00000 00000 00000", "-": "00000 00000 00000 11111 00000 00000 00000",
-    ".": "00000 00000 00000 00000 00000 01100 01100", "_": "00000 00000 00000 00000 00000 00000 11111",
-    "?": "01110 10001 00001 00010 00100 00000 00100", "'": "00100 00100 01000 00000 00000 00000 00000",
-}
-GLYPHS = {ch: np.array([[c == "1" for c in row] for row in rows.split()], bool) for ch, rows in _GLYPHS.items()}
+FONT_FILES = (
+    Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+)
+SIZES = (48, 40, 32, 26, 20, 16, 12)  # tried largest first
 
 
-def text_mask(text: str, scale: int) -> np.ndarray:
-    """A boolean mask of `text` (upper-cased; unknown characters drawn as '?'), one blank column between glyphs."""
-    glyphs = [GLYPHS.get(ch, GLYPHS["?"]) for ch in text.upper()] or [GLYPHS[" "]]
-    gap = np.zeros((7, 1), bool)
-    row = np.concatenate([part for g in glyphs for part in (g, gap)][:-1], axis=1)
-    return row.repeat(scale, axis=0).repeat(scale, axis=1)
+@functools.cache
+def _fonts(size: int) -> tuple[ImageFont.FreeTypeFont, ...]:
+    fonts = tuple(ImageFont.truetype(str(path), size) for path in FONT_FILES if path.exists())
+    if not fonts:
+        raise RuntimeError(f"no font for name tiles: install fonts-dejavu-core ({FONT_FILES[0]})")
+    return fonts
+
+
+@functools.cache
+def _has(font: ImageFont.FreeTypeFont, ch: str) -> bool:
+    """Whether the font draws `ch` itself rather than its 'missing glyph' box."""
+    if ch.isspace():
+        return True
+    return not np.array_equal(_drawn(font, ch), _drawn(font, "\U000F0000"))  # a private-use code no font has
+
+
+@functools.cache
+def _drawn(font: ImageFont.FreeTypeFont, ch: str) -> np.ndarray:
+    size = int(font.size)
+    image = Image.new("L", (size * 2, size * 2), 0)
+    ImageDraw.Draw(image).text((size // 2, size), ch, font=font, fill=255, anchor="lm")
+    return np.asarray(image)
+
+
+def _runs(text: str, fonts: tuple[ImageFont.FreeTypeFont, ...]) -> list[tuple[str, ImageFont.FreeTypeFont]]:
+    runs: list[tuple[str, ImageFont.FreeTypeFont]] = []
+    for ch in text:
+        font = next((f for f in fonts if _has(f, ch)), fonts[0])
+        if runs and runs[-1][1] is font:
+            runs[-1] = (runs[-1][0] + ch, font)
+        else:
+            runs.append((ch, font))
+    return runs
+
+
+def text_mask(text: str, size: int) -> np.ndarray:
+    """A boolean mask of `text` drawn at `size` pixels, characters from the first font that has them."""
+    fonts = _fonts(size)
+    runs = _runs(text, fonts)
+    width = sum(max(1, round(font.getlength(part))) for part, font in runs) + 2
+    height = round(size * 1.3)
+    image = Image.new("L", (max(1, width), height), 0)
+    draw = ImageDraw.Draw(image)
+    x = 1
+    for part, font in runs:
+        draw.text((x, height // 2), part, font=font, fill=255, anchor="lm")
+        x += round(font.getlength(part))
+    mask = np.asarray(image) > 127
+    cols = np.nonzero(mask.any(axis=0))[0]
+    return mask[:, cols[0]:cols[-1] + 1] if cols.size else mask[:, :1]
 
 
 def place_text(height: int, width: int, text: str, max_width: int) -> tuple[int, int, np.ndarray] | None:
     """Where `text` goes centred in a height x width area, as large as fits in max_width (shortened if needed):
     (y, x, mask), or None when even the smallest size does not fit."""
-    for candidate in (text, text[:16] + "..." if len(text) > 16 else text):
-        for scale in range(max(1, min(height // 14, 8)), 0, -1):
-            mask = text_mask(candidate, scale)
+    for candidate in (text, text[:16] + "…" if len(text) > 16 else text):
+        for size in SIZES:
+            if size * 1.3 > height * 0.5:
+                continue
+            mask = text_mask(candidate, size)
             if mask.shape[1] <= max_width and mask.shape[0] <= height:
                 return (height - mask.shape[0]) // 2, (width - mask.shape[1]) // 2, mask
     return None

@@ -2,7 +2,8 @@
 
 Each publisher stamps all its tracks with one NTP clock, so mapping RTP time -> NTP time -> recording time keeps a
 publisher's audio and video in sync exactly, whatever their network delays. The NTP clock of a publisher is tied to
-the recording's clock once, at its first sender report (arrival minus NTP). Nothing is ever zeroed per stream.
+the recording's clock by its least delayed sender report (arrival minus NTP, the smallest seen). Nothing is ever
+zeroed per stream.
 
 Before a track's first sender report arrives, frames wait (up to `SR_WAIT` seconds); a track that never sends one
 falls back to arrival times. Within a track, timestamps follow the RTP clock, re-anchored only when the sender
@@ -39,7 +40,13 @@ class TrackClock:
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float) -> None:
         seconds = ntp_seconds(ntp)
         self.sr = (seconds, rtp_ts)
-        self.offsets.setdefault(self.uid, arrival - seconds)
+        # The tie is (arrival - NTP) of the least delayed report seen: a report that waited in a busy event loop
+        # or a queue arrives late and would shift all of the publisher's tracks later (by seconds on a loaded
+        # machine); a later report that arrives sooner shows it, and the earlier tie is corrected.
+        offset = arrival - seconds
+        known = self.offsets.get(self.uid)
+        if known is None or offset < known - MAX_DRIFT:
+            self.offsets[self.uid] = offset
 
     def ready(self, now: float) -> bool:
         if self.sr is not None or self.fallback:

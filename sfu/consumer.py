@@ -26,6 +26,7 @@ _TWCC_EXT = struct.Struct("!HHBHB")  # one-byte extension block holding only the
 HISTORY = 4096  # out-sequence -> source memory for answering NACKs (a power of two)
 SENT_WINDOW_MAX = 8192  # packets a second: about 80 Mbit/s of 1200-byte packets, far above any one consumer
 RTX_BURST = 256  # retransmissions allowed beyond half the packets sent (see Consumer.on_nack)
+UP_HOLD_S = 5.0  # after the budget moved a subscriber down, this long before stepping up again (no flapping)
 QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
@@ -85,6 +86,8 @@ class Consumer:
         self.fraction_lost = 0
         # (arrival, bytes) of what was sent over the last second; bounded even if nothing ever asks the rate
         self.sent_window: deque[tuple[float, int]] = deque(maxlen=SENT_WINDOW_MAX)
+        self.last_down = float("-inf")  # when the budget last chose a lower layer than the current one
+        self.sent_window: list[tuple[float, int]] = []
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
 
@@ -108,6 +111,12 @@ class Consumer:
             needed = rate if stream is self.current else rate * 1.15
             if needed <= budget_bps:
                 best = stream
+        current = self.current
+        if current is not None and current in flowing:
+            if best.index < current.index <= self.max_index:  # the budget's doing, not the subscriber's maximum
+                self.last_down = now
+            elif best.index > current.index and now - self.last_down < UP_HOLD_S:
+                return current  # a layer the budget just gave up is not tried again at once
         return best
 
     def wanted(self, budget_bps: float, now: float) -> int:
@@ -134,6 +143,13 @@ class Consumer:
         if not self.slot.bound or self.paused or self.started:
             return
         stream = self.target if self.target is not None else self.producer.streams[0]
+        now = time.monotonic()
+        if self.producer.simulcast and not stream.flowing(now):
+            # The target is paused (dynacast resumes it for us): start on the best layer flowing below it, not
+            # on the target's cached picture from before the pause; the target follows at its first keyframe.
+            below = [s for s in self.producer.streams[: stream.index + 1] if s.flowing(now)]
+            if below:
+                stream = below[-1]
         gop = stream.gop
         if gop is None:
             self.current = stream
@@ -147,7 +163,7 @@ class Consumer:
                 self.started = False  # show the cached picture, then wait for a fresh keyframe
                 self._switch = True
         if not packets or not complete:
-            if await stream.request_keyframe(time.monotonic()):
+            if await stream.request_keyframe(now):
                 self.keyframes_requested += 1
 
     def _become(self, stream: Stream) -> None:

@@ -89,7 +89,7 @@ SCHEMAS: dict[str, Any] = {
     "RoomSummary": {"type": "object", "properties": {
         "roomId": STR, "roomName": STR, "totalCredits": INT, "totalParticipants": INT, "avgStay": INT,
         "timestamps": {"type": "object", "properties": {"startedAt": TS, "endedAt": TS}},
-        "status": {"type": "string", "enum": ["live", "finished"]}}},
+        "status": {"type": "string", "enum": ["created", "live", "finished"]}}},
     "RoomDestroyed": {"type": "object", "properties": {
         "roomId": STR, "participantsDisconnected": INT, "wasRecording": BOOL, "endedAt": TS}},
     "RoomList": {"type": "object", "properties": {"rooms": {"type": "array", "items": {"type": "object"}},
@@ -204,7 +204,8 @@ PATHS: dict[str, Any] = {
     "/v1/rooms": {"get": {
         "summary": "List the organization's rooms (classcast addition)",
         "parameters": [
-            {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["all", "live", "finished"]}},
+            {"name": "status", "in": "query",
+             "schema": {"type": "string", "enum": ["all", "created", "live", "finished"]}},
             {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
         "responses": {"200": _ok("RoomList"), **_errors(400, 401)}}},

@@ -97,8 +97,8 @@ async def destroy_room(request: web.Request) -> web.Response:
 
 async def list_rooms(request: web.Request) -> web.Response:
     status = request.query.get("status", "all")
-    if status not in ("all", "live", "finished"):
-        raise validation_error("status", "must be one of all, live, finished")
+    if status not in ("all", "created", "live", "finished"):
+        raise validation_error("status", "must be one of all, created, live, finished")
     page = query_int(request, "page", default=1, minimum=1, maximum=1_000_000)
     limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
     return ok(await services(request).classroom.list_rooms(org(request), status, page, limit))

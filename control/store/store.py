@@ -288,7 +288,9 @@ class Store:
     async def list_rooms(self, org_id: str, status: str, offset: int, limit: int) -> tuple[list[Room], int]:
         cond = [t.rooms.c.org_id == org_id]
         if status == "live":
-            cond.append(t.rooms.c.ended_at.is_(None))
+            cond += [t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_not(None)]
+        elif status == "created":
+            cond += [t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_(None)]
         elif status == "finished":
             cond.append(t.rooms.c.ended_at.is_not(None))
         async with self._read() as conn:
@@ -547,6 +549,10 @@ class Store:
             await conn.execute(insert(t.recording_files).values(
                 id=f.id, recording_id=f.recording_id, path=f.path, label=f.label, size=f.size,
                 duration=f.duration, created_at=f.created_at))
+
+    async def delete_recording_file(self, file_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.recording_files).where(t.recording_files.c.id == file_id))
 
     async def update_recording_file(self, file_id: str, **values: Any) -> None:
         async with self._tx() as conn:

@@ -41,10 +41,28 @@ def _headers(org: Org | None) -> dict[str, str]:
     }
 
 
-def _page(title: str, body: str) -> str:
+# What a person opening a classroom link is told, by the validator's error code: our words, never a library's.
+ERROR_MESSAGES = {
+    "TOKEN_EXPIRED": ("This classroom link has expired", "Links to a class are valid for a limited time. Ask your "
+                      "school or teacher for a new one."),
+    "ROOM_ENDED": ("The class has ended", "This class is over. Thank you for taking part."),
+    "PARTICIPANT_REMOVED": ("You were removed from this class", "A teacher or moderator removed you. Contact them "
+                            "if you think this is a mistake."),
+    "ROOM_NOT_FOUND": ("This class does not exist", "The link points to a class that was never created or was "
+                       "deleted. Check the link you were given."),
+}
+INVALID_LINK = ("Cannot open this classroom", "This classroom link is not valid. Open the link you were given again, "
+                "or ask for a new one.")
+
+
+def _error_page(code: str) -> str:
+    title, message = ERROR_MESSAGES.get(code, INVALID_LINK)
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title></head><body><main>{body}</main></body></html>"
+        "<!doctype html><html lang=\"en\" data-theme=\"system\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(title)}</title><link rel=\"stylesheet\" href=\"/web/classroom.css\"></head>"
+        f"<body class=\"error-page\"><main id=\"terminal\" class=\"terminal error\" data-state=\"{html.escape(code)}\">"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></main></body></html>"
     )
 
 
@@ -73,8 +91,7 @@ async def iframe_live(request: web.Request) -> web.Response:
     try:
         grant = await svc.auth.validate(token)
     except ApiError as exc:
-        body = f"<h1>Cannot open this classroom</h1><p>{html.escape(exc.message)}</p>"
-        return web.Response(text=_page("Classroom unavailable", body), status=exc.status, content_type="text/html",
+        return web.Response(text=_error_page(exc.code), status=exc.status, content_type="text/html",
                             headers=_headers(None))
     org = await svc.store.get_org(grant.room.org_id)
     customization = effective_customization(grant.room.customization, grant.participant.customization)

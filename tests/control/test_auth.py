@@ -100,9 +100,11 @@ async def test_iframe_page_validates_the_token(api: Api) -> None:
     resp = await api.client.get("/iframe/live", params={"token": "garbage"})
     text = await resp.text()
     assert resp.status == 401 and "Cannot open this classroom" in text and "Traceback" not in text
+    assert "segments" not in text and "/web/classroom.css" in text, "no library message; our stylesheet"
     api.clock.advance(7200)
     resp = await api.client.get("/iframe/live", params={"token": data["token"]})
-    assert resp.status == 401 and "Token expired" in await resp.text()
+    text = await resp.text()  # the page's own words, styled; the code is in the page for scripts
+    assert resp.status == 401 and "This classroom link has expired" in text and 'data-state="TOKEN_EXPIRED"' in text
 
 
 async def test_iframe_frame_ancestors_come_from_verified_domains(api: Api) -> None:

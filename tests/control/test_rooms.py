@@ -137,6 +137,8 @@ async def test_status_for_unknown_created_live_and_ended_room(api: Api) -> None:
     status, body = await api.get("/v1/room/math-101/status")
     assert body["data"]["exists"] is True and body["data"]["isActive"] is False
     assert body["data"]["createdAt"] == iso(created_at) and body["data"]["startedAt"] is None
+    status, body = await api.get("/v1/room/math-101/summary")
+    assert body["data"]["status"] == "created", "never started: not live (its status says isActive: false)"
 
     room = await api.room("math-101")
     api.clock.advance(30)
@@ -150,6 +152,8 @@ async def test_status_for_unknown_created_live_and_ended_room(api: Api) -> None:
         True, 2, True, False)
     assert data["startedAt"] == iso(created_at + 30_000)
     assert body["isActive"] is True  # the SDK's top-level read
+    status, body = await api.get("/v1/room/math-101/summary")
+    assert body["data"]["status"] == "live"
 
     await api.delete("/v1/room/math-101")
     status, body = await api.get("/v1/room/math-101/status")
@@ -232,8 +236,11 @@ async def test_list_rooms_filters_and_paginates(api: Api) -> None:
     assert body["data"]["pagination"] == {"page": 1, "limit": 2, "total": 5, "totalPages": 3}
     status, body = await api.get("/v1/rooms", params={"status": "finished"})
     assert [r["roomId"] for r in body["data"]["rooms"]] == ["room-0"]
-    status, body = await api.get("/v1/rooms", params={"status": "live", "page": 2, "limit": 3})
+    status, body = await api.get("/v1/rooms", params={"status": "created", "page": 2, "limit": 3})
     assert [r["roomId"] for r in body["data"]["rooms"]] == ["room-1"]
+    assert {r["status"] for r in body["data"]["rooms"]} == {"created"}
+    status, body = await api.get("/v1/rooms", params={"status": "live"})
+    assert body["data"]["rooms"] == [], "nobody joined any of them: none is live"
     status, body = await api.get("/v1/rooms", params={"status": "sideways"})
     assert status == 400
     status, body = await api.get("/v1/rooms", params={"limit": 101})

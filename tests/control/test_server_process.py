@@ -82,7 +82,7 @@ def test_seed_python_report_example(server: tuple[str, str, subprocess.Popen[str
         }
 
     report = generate_room_report("math-101")
-    assert report == {"room_name": "Calculus I - Morning Session", "status": "live", "total_participants": 0,
+    assert report == {"room_name": "Calculus I - Morning Session", "status": "created", "total_participants": 0,
                       "total_credits": 0, "avg_stay_minutes": 0.0, "started_at": None, "ended_at": None}
     r = requests.delete(f"{base}/v1/room/math-101", headers=headers, timeout=10)
     assert r.status_code == 200

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.sfu.conftest import Classroom, classroom  # noqa: F401 - the fixture is shared
 
@@ -88,3 +88,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+async def contexts(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[list[BrowserContext]]:
+    made: list[BrowserContext] = []
+    yield made
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        for i, ctx in enumerate(made):
+            for j, page in enumerate(ctx.pages):
+                await page.screenshot(path=f"/tmp/classcast-failure-{request.node.name}-{i}-{j}.png")
+                print(f"screenshot: /tmp/classcast-failure-{request.node.name}-{i}-{j}.png")
+    for ctx in made:
+        await ctx.close()

@@ -162,3 +162,17 @@ def test_track_mode_follows_a_resolution_change_without_reencoding(tmp_path: Pat
     with av.open(result["path"]) as c:
         sizes = [(f.width, f.height) for f in c.decode(video=0)]
     assert len(sizes) == 60 and sizes[0] == (320, 240) and sizes[-1] == (640, 360)
+
+
+def test_a_late_first_sender_report_does_not_shift_the_publisher() -> None:
+    """The first report waited 1.5 s in a busy loop; the next one arrived at once: frames follow the prompt one."""
+    from recorder.timeline import TrackClock
+
+    offsets: dict[str, float] = {}
+    clock = TrackClock(90000, t0=100.0, publisher_offsets=offsets, uid="teacher")
+    ntp0 = (3_900_000_000 << 32)  # the publisher's NTP time at monotonic 100.0 (the truth)
+    clock.on_sender_report(ntp0, 1000, arrival=100.0 + 1.5)  # delayed
+    late = clock.seconds(1000 + 90000, arrival=101.5)
+    assert abs(late - 2.5) < 0.01  # placed 1.5 s too late while nothing better is known
+    clock.on_sender_report(ntp0 + (2 << 32), 1000 + 2 * 90000, arrival=102.0 + 0.01)  # prompt
+    assert abs(clock.seconds(1000 + 3 * 90000, arrival=103.0) - 3.0) < 0.02

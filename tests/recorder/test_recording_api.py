@@ -202,3 +202,21 @@ async def test_a_room_everybody_left_is_kept_for_the_recording_then_closed(studi
     await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
     await asyncio.sleep(0.2)
     assert sfu.routers == {}  # nobody left, no recording: the room's media is closed
+
+
+async def test_a_recording_of_an_empty_room_offers_no_file(studio: Studio) -> None:
+    """Nobody published while it ran: no 0-second (or background-only) file is offered for download, and the
+    recording says why instead of claiming success."""
+    await studio.create_room()
+    for options in ({"layout": "grid"}, {"mode": "track"}):
+        status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start", {"options": options})
+        assert status == 200, body
+        await asyncio.sleep(1.5)
+        status, body = await studio.rest("POST", "/v1/room/physics-1/recording/stop")
+        assert status == 200, body
+        job = await studio.wait_status("physics-1", body["data"]["egressId"], "EGRESS_COMPLETE", "EGRESS_FAILED")
+        assert job["status"] == "EGRESS_FAILED" and job["files"] == [] and job["size"] == 0, job
+        assert job["error"].startswith("Nothing was recorded")
+        assert not any((studio.recordings.root / job["egressId"]).glob("*.mp4"))
+    status, body = await studio.rest("GET", "/v1/room/physics-1/recordings/download")
+    assert body["data"]["files"] == [], body

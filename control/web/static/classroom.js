@@ -1,6 +1,6 @@
 // The classroom page behind iframeUrl. Teacher and student views on the SDK (/sdk/classcast.js), the hosted
 // service's iframe protocol toward the embedding page, and the AI tutor panel. No third-party code.
-import { Room } from "/sdk/classcast.js";
+import { Room, getLocalMedia } from "/sdk/classcast.js";
 
 const config = JSON.parse(document.getElementById("classcast-config").textContent);
 const token = new URLSearchParams(location.search).get("token");
@@ -66,7 +66,7 @@ function stage() {
       el("video", { id: "camera-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Teacher camera" }),
       el("span", { id: "camera-name", class: "name", hidden: !C.showParticipantName }),
       el("span", { id: "camera-mic", class: "mic", hidden: !C.showMicIndicator, "aria-label": "Microphone state" }),
-      el("p", { id: "camera-empty", class: "empty", text: "The teacher's camera is off" })),
+      el("p", { id: "camera-empty", class: "empty", text: "Waiting for the teacher…" })),
     el("audio", { id: "audio-out", autoplay: true }));
 }
 
@@ -110,7 +110,9 @@ function controls() {
   if (canPublish) {
     bar.append(button("mic-toggle", "Mute microphone", toggleMic), button("cam-toggle", "Turn camera off", toggleCam));
     if (perms.has("screen_share")) bar.append(button("screen-toggle", "Share screen", toggleScreen));
-    if (perms.has("start_recording")) bar.append(button("record-toggle", "Start recording", toggleRecording));
+    if (perms.has("start_recording") || perms.has("stop_recording")) {
+      bar.append(button("record-toggle", "Start recording", toggleRecording));
+    }
   } else {
     const select = el("select", { id: "quality-select", "aria-label": "Video quality", onchange: (e) => setQuality(e.target.value) },
       ...["auto", "low", "medium", "high", "off"].map((q) => el("option", { value: q, text: q === "off" ? "off (audio only)" : q })));
@@ -194,6 +196,14 @@ function attachTrack(info) {
   else { $("camera-empty").hidden = true; const who = state.roster.get(info.uid); $("camera-name").textContent = who ? who.name : info.uid; }
 }
 
+// Before any teacher is in the room there is no camera to be off: say what the class is waiting for.
+function renderCameraEmpty() {
+  const empty = $("camera-empty");
+  if (!empty) return;
+  const teacherHere = [...state.roster.values()].some((p) => p.role === "TEACHER" && p.uid !== me.uid);
+  empty.textContent = teacherHere || canPublish ? "The teacher's camera is off" : "Waiting for the teacher…";
+}
+
 function detachTrack(info) {
   if (info.source === "screen") { $("screen-tile").hidden = true; $("stage").classList.remove("sharing"); $("screen-video").srcObject = null; }
   if (info.source === "camera") $("camera-empty").hidden = false;
@@ -206,15 +216,16 @@ function renderRoster() {
   list.replaceChildren(...[...state.roster.values()].map((p) => el("li", { "data-uid": p.uid },
     el("span", { text: `${p.name}${p.uid === me.uid ? " (you)" : ""}` }),
     el("small", { text: p.role.toLowerCase() }),
-    isModerator && p.uid !== me.uid ? button(`mute-${p.uid}`, `Mute ${p.name}`, () => room.muteParticipant(p.uid), { class: "small" }) : null,
-    isModerator && p.uid !== me.uid ? button(`kick-${p.uid}`, `Remove ${p.name}`, () => room.kick(p.uid), { class: "small danger" }) : null)));
+    isModerator && p.uid !== me.uid ? button(`mute-${p.uid}`, `Mute ${p.name}`, () => room.muteParticipant(p.uid), { class: "small", text: "Mute" }) : null,
+    isModerator && p.uid !== me.uid ? button(`kick-${p.uid}`, `Remove ${p.name}`, () => room.kick(p.uid), { class: "small danger", text: "Remove" }) : null)));
+  renderCameraEmpty();
 }
 
 function renderHands() {
   const queue = $("hand-queue");
   if (!queue) return;
   queue.replaceChildren(...state.hands.map((h) => el("li", { "data-uid": h.uid }, el("span", { text: h.name }),
-    button(`lower-${h.uid}`, `Lower ${h.name}'s hand`, () => room.lowerHand(h.uid), { class: "small" }))));
+    button(`lower-${h.uid}`, `Lower ${h.name}'s hand`, () => room.lowerHand(h.uid), { class: "small", text: "Lower" }))));
 }
 
 function renderPolls() {
@@ -231,6 +242,9 @@ function renderPolls() {
           el("span", { text: option }), count != null ? el("b", { text: String(count) }) : null));
       }
     });
+    if (p.myAnswer != null && perms.has("answer_poll")) {
+      box.append(el("p", { class: "confirm", role: "status", text: `✓ Your answer “${p.options[p.myAnswer]}” was recorded.` }));
+    }
     if (p.open && perms.has("create_poll")) box.append(button(`close-${p.pollId}`, "Close poll", () => room.closePoll(p.pollId), { class: "small" }));
     if (!p.open) box.append(el("small", { text: "Closed" }));
     return box;
@@ -240,7 +254,11 @@ function renderPolls() {
 function renderRecording() {
   $("rec-badge").hidden = !state.recording;
   const b = $("record-toggle");
-  if (b) b.textContent = state.recording ? "Stop recording" : "Start recording";
+  if (!b) return;
+  const label = state.recording ? "Stop recording" : "Start recording";
+  b.textContent = label; b.setAttribute("aria-label", label); b.title = label;
+  // A moderator may stop a recording but not start one: the button is there only while one runs.
+  b.hidden = state.recording ? !perms.has("stop_recording") : !perms.has("start_recording");
 }
 
 function addChat(message) {
@@ -369,15 +387,21 @@ window.addEventListener("message", async (event) => {
 
 // ---- start: lobby (camera and microphone check), then the class -------------------------------------------
 async function lobby() {
-  const preview = el("video", { id: "lobby-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Camera preview" });
-  const meter = el("meter", { id: "mic-level", min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
   const status = el("p", { id: "lobby-status", text: "Checking your camera and microphone…" });
   const join = button("join", "Join class", () => start(stream), { class: "primary" });
-  app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, el("h1", { text: config.room.title }),
-    preview, meter, status, join));
+  const title = el("h1", { text: config.room.title });
   let stream = null;
+  if (!canPublish) {
+    // A student publishes nothing, so the lobby asks for no camera or microphone (no black preview, no prompt).
+    status.textContent = "You will see and hear the class; your camera and microphone stay off.";
+    app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, title, status, join));
+    return;
+  }
+  const preview = el("video", { id: "lobby-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Camera preview" });
+  const meter = el("meter", { id: "mic-level", min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
+  app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, title, preview, meter, status, join));
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: canPublish, audio: true });
+    stream = await getLocalMedia();
     preview.srcObject = stream;
     const ctx = new AudioContext();
     const analyser = ctx.createAnalyser();
@@ -387,7 +411,6 @@ async function lobby() {
       if (document.getElementById("lobby")) requestAnimationFrame(tick); };
     tick();
     status.textContent = "Camera and microphone are working.";
-    if (!canPublish) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   } catch (err) {
     status.textContent = `No camera or microphone: ${err.message}. You can still join.`;
   }
@@ -405,7 +428,7 @@ async function start(stream) {
     state.recording = joined.recording.active;
     renderRoster(); renderHands(); renderPolls(); renderRecording();
     if (canPublish) {
-      if (!stream) stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      if (!stream) stream = await getLocalMedia();
       state.local = stream;
       await room.publish({ camera: stream.getVideoTracks()[0], microphone: stream.getAudioTracks()[0] });
       const self = $("camera-video");
