@@ -16,12 +16,24 @@ $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
 	$(PY) -m venv $(VENV)
 
+# The media engine's native extension (sfu/engine/native, issue 21) is C against the CPython API and Debian's
+# libsrtp2; setup.py lists it, so pip's editable install needs the headers too.
+SRTP_H := /usr/include/srtp2/srtp.h
+$(SRTP_H):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libsrtp2-dev gcc python3-dev
+
+# The built module itself is the target (a stamp in the shared .venv would hide a missing build in a checkout).
+NATIVE := sfu/engine/_native$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+$(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) | $(SRTP_H) $(BIN)/python
+	$(BIN)/python setup.py -q build_ext --inplace
+
 # Stamps make a second `make install` a no-op unless pyproject.toml changed.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
 	$(PIP) -e .
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
 	$(PIP) -e '.[test]'
 	@touch $@ $(STAMP)
 
@@ -34,9 +46,9 @@ $(AI_STAMP): pyproject.toml requirements-nodeps.txt | $(BIN)/python
 	@! $(BIN)/python -m pip show --quiet torch 2>/dev/null || { echo "torch was pulled in: refusing"; exit 1; }
 	@touch $@
 
-install: $(STAMP) $(AI_STAMP)
+install: $(STAMP) $(NATIVE) $(AI_STAMP)
 
-install-test: $(TEST_STAMP) $(AI_STAMP)
+install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP)
 
 run: install
 	$(BIN)/classcast serve
