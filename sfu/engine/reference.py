@@ -43,8 +43,9 @@ F_KEYFRAME, F_EVENTS, F_ACCEPTED = 1, 2, 4
 
 DROP_REASONS = (
     "malformed", "wrong_payload_type", "padding", "blocked", "paused", "unbound",
-    "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error",
+    "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error", "simulated_loss",
 )
+RTX_BURST = 256  # retransmissions allowed beyond half the packets sent
 
 _HEADER = struct.Struct("!BBHII")
 _TWCC_EXT = struct.Struct("!HHBHB")
@@ -115,6 +116,19 @@ class _Transport:
     packets_out: int = 0
     bytes_out: int = 0
     drops: dict[str, int] = field(default_factory=_drops)
+    loss_permille: int = 0
+    loss_state: int = 1
+
+    def lose(self) -> bool:
+        """The set_loss test hook (xorshift32, as the native engine)."""
+        if not self.loss_permille:
+            return False
+        x = self.loss_state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.loss_state = x
+        return x % 1000 < self.loss_permille
 
 
 @dataclass
@@ -146,6 +160,7 @@ class _Slot:
     bytes_out: int = 0
     retransmitted: int = 0
     switches: int = 0
+    nacks_refused: int = 0
     drops: dict[str, int] = field(default_factory=_drops)
 
 
@@ -257,6 +272,15 @@ class Engine:
             raise EngineError("set_twcc failed")
         self._transport(tid, "set_twcc").twcc_id = ext_id
 
+    def set_loss(self, tid: int, permille: int, seed: int) -> None:
+        """Test hook: drop `permille` of every thousand packets leaving through this transport (after SRTP, as a
+        lossy network would), pseudo-randomly from `seed`."""
+        transport = self._transport(tid, "set_loss")
+        if not 0 <= permille <= 1000:
+            raise EngineError("set_loss failed")
+        transport.loss_permille = permille
+        transport.loss_state = (seed & 0xFFFFFFFF) or 1
+
     def twcc_take(self, tid: int, seq: int) -> bool:
         """Whether this transport-wide number was sent and not reported yet (and now it is)."""
         pending = self._transport(tid, "twcc_take").twcc_pending
@@ -329,7 +353,7 @@ class Engine:
         slot.current = streams[0] if len(streams) == 1 else -1
         slot.target = streams[0]
         slot.started, slot.switch = False, True
-        slot.retransmitted = slot.switches = 0
+        slot.retransmitted = slot.switches = slot.nacks_refused = 0
         slot.drops = _drops()
 
     def detach(self, slot_id: int) -> None:
@@ -499,6 +523,9 @@ class Engine:
             return
         if self._capture is not None:
             self._capture.append((tid, plain, cipher))
+        if transport.lose():
+            transport.drops["simulated_loss"] += 1
+            return
         if transport.sock is None:
             transport.drops["no_path"] += 1
             return
@@ -544,6 +571,9 @@ class Engine:
             entry = slot.history[out_seq & (HISTORY - 1)]
             if entry is None or entry[0] != out_seq:
                 continue
+            if slot.retransmitted >= slot.packets_sent // 2 + RTX_BURST:  # nobody makes us resend forever
+                slot.nacks_refused += 1
+                break
             _, sid, in_seq, out_ts, picture_id, tl0 = entry
             stream = self._streams[sid] if 0 <= sid < len(self._streams) else None
             if stream is None:
@@ -585,7 +615,7 @@ class Engine:
         slot = self._slot(slot_id, "slot_info")
         return {"current": slot.current, "target": slot.target, "started": slot.started, "paused": slot.paused,
                 "packets_sent": slot.packets_sent, "octets_sent": slot.octets_sent, "bytes_out": slot.bytes_out,
-                "retransmitted": slot.retransmitted, "switches": slot.switches,
+                "retransmitted": slot.retransmitted, "switches": slot.switches, "nacks_refused": slot.nacks_refused,
                 "drops": {k: v for k, v in slot.drops.items() if v}}
 
     def stream_stats(self, sid: int) -> dict[str, object]:

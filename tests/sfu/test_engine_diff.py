@@ -289,6 +289,7 @@ def test_random_command_sequences() -> None:
                              seed=seed * 10 + k) for k in range(3)]
         commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT) for _ in range(3)]
         commands += subscribers(5, rtx=rng.random() < 0.5)
+        commands += [("set_loss", rng.randrange(5), rng.randrange(300), rng.randrange(2**32))]
         commands += [("attach", i, [0, 1, 2] if i < 4 else [rng.randrange(3)], True, rng.random() < 0.2)
                      for i in range(5)]
         positions = [0, 0, 0]
@@ -326,3 +327,44 @@ def test_keyframe_flag_and_unknown_objects() -> None:
     assert results[1] == ("push", F_KEYFRAME | 4)
     assert [r[1] for r in results[2:]] == ["error"] * 6
     assert_same(commands)
+
+
+@pytest.mark.parametrize("engine_class", [PythonEngine, NativeEngine], ids=["python", "native"])
+def test_copies_reach_loopback_sockets(engine_class: type) -> None:
+    """The real send: sendmmsg (native) or sendto (Python) on a socket, to each subscriber's address; what
+    arrives decrypts, with the subscriber's key, to the packet the capture hook saw, in order."""
+    import socket
+
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    receivers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for r in receivers:
+            r.bind(("127.0.0.1", 0))
+            r.settimeout(2)
+        engine = engine_class()
+        capture: list = []
+        engine.set_capture(capture)
+        sid = engine.add_stream(CODEC_VP8, True, VP8_PT)
+        srtp_profile, key_len = PROFILES["AEAD_AES_128_GCM"]
+        for i, r in enumerate(receivers):
+            tid = engine.add_transport()
+            engine.set_srtp(tid, srtp_profile, KEY[i: i + key_len])
+            engine.set_path(tid, out.fileno(), "127.0.0.1", r.getsockname()[1])
+            slot = engine.add_slot(tid, 90000)
+            engine.bind_slot(slot, 0x500 + i, 96, None, None)
+            engine.attach(slot, [sid], True, False)
+        for n, packet in enumerate(vp8_stream(0x77, 1, 1, 10, pid=5, tl0=5)):
+            engine.push(sid, packet, n * 0.01)
+        for i, r in enumerate(receivers):
+            policy = pylibsrtp.Policy(key=KEY[i: i + key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                                      srtp_profile=srtp_profile)
+            session = pylibsrtp.Session(policy)
+            expected = [plain for tid, plain, _ in capture if tid == i]
+            assert len(expected) == 30
+            assert [session.unprotect(r.recv(2048)) for _ in expected] == expected
+            assert engine.transport_stats(i)["packets_out"] == 30
+    finally:
+        out.close()
+        for r in receivers:
+            r.close()

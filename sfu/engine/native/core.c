@@ -371,6 +371,24 @@ int cc_set_twcc(cc_engine *e, int tid, int ext_id) {
     return 0;
 }
 
+int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t || permille < 0 || permille > 1000) return -1;
+    t->loss_permille = (uint32_t)permille;
+    t->loss_state = seed ? seed : 1;
+    return 0;
+}
+
+static int lose(cc_transport *t) { /* xorshift32, as the reference */
+    if (!t->loss_permille) return 0;
+    uint32_t x = t->loss_state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    t->loss_state = x;
+    return x % 1000 < t->loss_permille;
+}
+
 int cc_twcc_take(cc_engine *e, int tid, uint16_t seq) {
     cc_transport *t = transport_at(e, tid);
     if (!t) return -1;
@@ -478,7 +496,7 @@ int cc_attach(cc_engine *e, int id, const int *streams, int n, int video, int pa
     c->paused = paused;
     c->started = 0;
     c->sw = 1;
-    c->retransmitted = c->switches = 0;
+    c->retransmitted = c->switches = c->nacks_refused = 0;
     memset(c->drops, 0, sizeof(c->drops));
     return 0;
 }
@@ -563,6 +581,10 @@ void cc_flush(cc_engine *e) {
             continue;
         }
         if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, o->buf, (size_t)len);
+        if (lose(t)) {
+            t->drops[CC_DROP_SIMULATED_LOSS]++;
+            continue;
+        }
         if (!t->has_path) {
             t->drops[CC_DROP_NO_PATH]++;
             continue;
@@ -868,6 +890,10 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
         uint16_t out_seq = seqs[i];
         cc_hist *h = &c->history[out_seq & (CC_HISTORY - 1)];
         if (h->stream < 0 || h->out_seq != out_seq) continue;
+        if (c->retransmitted >= c->packets_sent / 2 + CC_RTX_BURST) { /* a subscriber cannot make us resend forever */
+            c->nacks_refused++;
+            break;
+        }
         cc_stream *s = stream_at(e, h->stream);
         if (!s) continue;
         cc_pkt *p = s->cache[h->in_seq & (CC_CACHE - 1)];

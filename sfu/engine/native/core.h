@@ -16,6 +16,7 @@
 #define CC_MAX_LAYERS 8
 #define CC_BATCH 256     /* datagrams queued before a flush */
 #define CC_MAX_PACKET 65535
+#define CC_RTX_BURST 256 /* retransmissions allowed beyond half the packets sent */
 
 enum { CC_CODEC_OTHER = 0, CC_CODEC_VP8 = 1, CC_CODEC_H264 = 2 };
 
@@ -33,6 +34,7 @@ enum {
     CC_DROP_NO_PATH,           /* transport: no nominated ICE pair yet */
     CC_DROP_SRTP_ERROR,        /* transport: libsrtp refused (no key yet, or an error) */
     CC_DROP_SEND_ERROR,        /* transport: the kernel refused (buffer full, ...) */
+    CC_DROP_SIMULATED_LOSS,    /* transport: the test hook set_loss dropped it, as a lossy network would */
     CC_DROP_COUNT
 };
 
@@ -101,7 +103,7 @@ typedef struct {
     /* the consumer attached to the slot, if any */
     int attached, video, nstreams, current, target, paused, started, sw;
     int streams[CC_MAX_LAYERS];
-    uint64_t packets_sent, octets_sent, bytes_out, retransmitted, switches;
+    uint64_t packets_sent, octets_sent, bytes_out, retransmitted, switches, nacks_refused;
     uint64_t drops[CC_DROP_COUNT];
 } cc_slot;
 
@@ -115,6 +117,7 @@ typedef struct {
     uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
     uint64_t packets_out, bytes_out;
     uint64_t drops[CC_DROP_COUNT];
+    uint32_t loss_permille, loss_state; /* test hook: simulated network loss */
 } cc_transport;
 
 typedef struct {
@@ -159,6 +162,7 @@ int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t k
 int cc_set_path(cc_engine *e, int tid, int fd, const struct sockaddr *addr, socklen_t alen);
 int cc_clear_path(cc_engine *e, int tid);
 int cc_set_twcc(cc_engine *e, int tid, int ext_id);
+int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed);
 int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
 /* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);

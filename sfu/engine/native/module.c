@@ -12,7 +12,7 @@ static PyObject *EngineError;
 
 static const char *DROP_NAMES[CC_DROP_COUNT] = {
     "malformed", "wrong_payload_type", "padding", "blocked", "paused", "unbound",
-    "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error",
+    "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error", "simulated_loss",
 };
 
 typedef struct {
@@ -162,6 +162,14 @@ static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
         return PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
     }
     if (check(cc_set_path(self->e, tid, fd, (struct sockaddr *)&ss, len), "set_path")) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_loss(EngineObject *self, PyObject *args) {
+    int tid, permille;
+    unsigned int seed;
+    if (!PyArg_ParseTuple(args, "iiI", &tid, &permille, &seed)) return NULL;
+    if (check(cc_set_loss(self->e, tid, permille, seed), "set_loss")) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -341,12 +349,13 @@ static PyObject *Engine_slot_info(EngineObject *self, PyObject *args) {
     if (!c) return PyErr_Format(EngineError, "slot_info: unknown slot %d", id);
     PyObject *drops = drops_dict(c->drops);
     if (!drops) return NULL;
-    return Py_BuildValue("{s:i,s:i,s:O,s:O,s:K,s:K,s:K,s:K,s:K,s:N}", "current", c->current, "target", c->target,
+    return Py_BuildValue("{s:i,s:i,s:O,s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "current", c->current, "target", c->target,
                          "started", c->started ? Py_True : Py_False, "paused", c->paused ? Py_True : Py_False,
                          "packets_sent", (unsigned long long)c->packets_sent, "octets_sent",
                          (unsigned long long)c->octets_sent, "bytes_out", (unsigned long long)c->bytes_out,
                          "retransmitted", (unsigned long long)c->retransmitted, "switches",
-                         (unsigned long long)c->switches, "drops", drops);
+                         (unsigned long long)c->switches, "nacks_refused", (unsigned long long)c->nacks_refused,
+                         "drops", drops);
 }
 
 static PyObject *Engine_stream_stats(EngineObject *self, PyObject *args) {
@@ -394,6 +403,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_path", (PyCFunction)Engine_set_path, METH_VARARGS, NULL},
     {"clear_path", (PyCFunction)Engine_clear_path, METH_VARARGS, NULL},
     {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
+    {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
     {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
     {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
     {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},
