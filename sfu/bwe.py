@@ -18,6 +18,7 @@ from loss in its TWCC feedback (browsers; `TwccSender` numbers what we send it) 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from sfu import rtcp
 
@@ -130,10 +131,13 @@ def parse_twcc(fci: bytes) -> list[tuple[int, int | None]]:
 class TwccSender:
     """Transport-wide sequence numbers on what we send to one subscriber, and what its feedback says of them."""
 
-    def __init__(self, ext_id: int) -> None:
+    def __init__(self, ext_id: int, take: Callable[[int], bool] | None = None) -> None:
+        """`take(seq)`: whether that number was sent and not reported yet, forgetting it. The SFU's numbers are
+        stamped by the media engine (sfu/engine), which answers that; without it `stamp` keeps them here."""
         self.ext_id = ext_id
         self.next_seq = 0
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
+        self._take = take or (lambda seq: self.sent.pop(seq, None) is not None)
         self.feedbacks = 0
         self.reported = 0
         self.lost = 0
@@ -157,7 +161,7 @@ class TwccSender:
             return None
         lost = reported = 0
         for seq, arrival in statuses:
-            if self.sent.pop(seq, None) is None:
+            if not self._take(seq):
                 continue
             reported += 1
             if arrival is None:

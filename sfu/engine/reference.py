@@ -273,8 +273,10 @@ class Engine:
         self._transport(tid, "set_twcc").twcc_id = ext_id
 
     def set_loss(self, tid: int, permille: int, seed: int) -> None:
-        """Test hook: drop `permille` of every thousand packets leaving through this transport (after SRTP, as a
-        lossy network would), pseudo-randomly from `seed`."""
+        """Test hook: drop `permille` of every thousand first transmissions leaving through this transport (after
+        SRTP, as a lossy network would), pseudo-randomly from `seed`. Retransmissions always go: a receiver such
+        as aiortc asks again only when it sees a new gap, so one lost retransmission would be a freeze of the
+        test's making."""
         transport = self._transport(tid, "set_loss")
         if not 0 <= permille <= 1000:
             raise EngineError("set_loss failed")
@@ -337,6 +339,10 @@ class Engine:
         slot.ssrc, slot.pt = ssrc & 0xFFFFFFFF, pt
         slot.rtx_ssrc, slot.rtx_pt = (rtx_ssrc, rtx_pt) if has_rtx else (None, None)
         slot.bound = True
+
+    def unbind_slot(self, slot_id: int) -> None:
+        """Renegotiating: nothing goes out on the slot until it is bound again."""
+        self._slot(slot_id, "unbind_slot").bound = False
 
     def attach(self, slot_id: int, streams: list[int], video: bool, paused: bool) -> None:
         """A consumer: the producer's streams (lowest layer first) onto this slot."""
@@ -507,7 +513,7 @@ class Engine:
         if transport is not None:
             self._emit(slot.transport, transport, head + payload)
 
-    def _emit(self, tid: int, transport: _Transport, plain: bytes) -> None:
+    def _emit(self, tid: int, transport: _Transport, plain: bytes, retransmission: bool = False) -> None:
         """SRTP-protect with the transport's context and send (the native engine batches with sendmmsg)."""
         if transport.srtp is None:
             transport.drops["srtp_error"] += 1
@@ -523,7 +529,7 @@ class Engine:
             return
         if self._capture is not None:
             self._capture.append((tid, plain, cipher))
-        if transport.lose():
+        if not retransmission and transport.lose():
             transport.drops["simulated_loss"] += 1
             return
         if transport.sock is None:
@@ -597,7 +603,7 @@ class Engine:
             slot.retransmitted += 1
             transport = self._transports[slot.transport]
             if transport is not None:
-                self._emit(slot.transport, transport, out)
+                self._emit(slot.transport, transport, out, retransmission=True)
         return missing
 
     def cached(self, sid: int, seq: int) -> bool:

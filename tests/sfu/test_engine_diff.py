@@ -307,6 +307,8 @@ def test_random_command_sequences() -> None:
                 commands.append(("set_target", rng.randrange(5), rng.randrange(3)))
             elif r < 0.86:
                 commands.append(("set_paused", rng.randrange(5), rng.random() < 0.5))
+                if rng.random() < 0.1:
+                    commands += [("unbind_slot", 1), ("bind_slot", 1, 0x1001, 101, None, None)]
             elif r < 0.90:
                 commands.append(("start", rng.randrange(5)))
             elif r < 0.97:

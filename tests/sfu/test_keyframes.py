@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Iterator
+
+import pytest
 
 from sfu.codecs import CodecInfo
 from sfu.consumer import Consumer, OutSlot
+from sfu.engine.bridge import process_bridge
 from sfu.frames import h264_sps
 from sfu.producer import Producer
 from sfu.rtcp import Pli, parse_rtcp
@@ -22,14 +26,29 @@ def _packet(seq: int, ts: int, payload: bytes, marker: bool = True) -> bytes:
     return struct.pack("!BBHII", 0x80, 102 | (0x80 if marker else 0), seq, ts, 1234) + payload
 
 
+ENGINE = process_bridge().engine
+CAPTURE: list[tuple[int, bytes, bytes | None]] = []
+
+
+@pytest.fixture(autouse=True)
+def capture() -> Iterator[None]:
+    """What the engine sends, before encryption (these transports have no keys and no socket)."""
+    CAPTURE.clear()
+    ENGINE.set_capture(CAPTURE)
+    yield
+    ENGINE.set_capture(None)
+
+
 class Wire:
+    """A subscriber's transport in the engine, and the RTCP a producer sends upstream."""
+
     def __init__(self) -> None:
-        self.rtp: list[bytes] = []
+        self.transport = ENGINE.add_transport()
         self.rtcp: list[bytes] = []
 
-    def send_rtp(self, data: bytes) -> bool:
-        self.rtp.append(data)
-        return True
+    @property
+    def rtp(self) -> list[bytes]:
+        return [plain for transport, plain, _ in CAPTURE if transport == self.transport]
 
     async def send_rtcp(self, data: bytes) -> bool:
         self.rtcp.append(data)
@@ -44,13 +63,13 @@ async def _feed(producer: Producer, frames: int, keyframe_every: int, start_seq:
     for i in range(frames):
         payload = IDR if keyframe_every and i % keyframe_every == 0 else SLICE
         data = _packet(start_seq + i, 3000 * i, payload + b"\x00" * 100)
-        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), i / 30)
+        producer.on_rtp(producer.streams[0], data, parse_rtp(data), i / 30)
 
 
 def _consumer(producer: Producer, wire: Wire, n: int) -> Consumer:
-    slot = OutSlot(mid=str(n), kind="video", clock_rate=90000)
+    slot = OutSlot(mid=str(n), kind="video", clock_rate=90000, transport=wire.transport)
     slot.bind(5000 + n, 96, None, None)
-    consumer = Consumer(producer, slot, wire.send_rtp, wire.send_rtcp)
+    consumer = Consumer(producer, slot, wire.send_rtcp)
     producer.consumers.append(consumer)
     return consumer
 
@@ -71,7 +90,7 @@ async def test_hundred_joiners_replay_the_cached_pictures_and_ask_nothing() -> N
         assert len(seqs) == 40 and seqs == list(range(seqs[0], seqs[0] + 40))
     # and the live stream continues on each without a gap
     data = _packet(1040, 3000 * 40, SLICE)
-    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 2.0)
+    producer.on_rtp(producer.streams[0], data, parse_rtp(data), 2.0)
     assert all(parse_rtp(w.rtp[-1]).sequence_number == parse_rtp(w.rtp[-2]).sequence_number + 1 for w in wires)
 
 
@@ -79,7 +98,7 @@ async def test_hundred_joiners_without_a_cached_keyframe_cause_one_request() -> 
     upstream = Wire()
     producer = _producer(upstream)
     await _feed(producer, frames=5, keyframe_every=0, start_seq=1)  # joined mid-stream: deltas only
-    assert all(not p.keyframe for p in producer.cache if p is not None)
+    assert ENGINE.stream_stats(producer.streams[0].sid)["keyframes"] == 0
     consumers = [_consumer(producer, Wire(), i) for i in range(100)]
     for consumer in consumers:
         await consumer.start()
@@ -91,18 +110,17 @@ async def test_hundred_joiners_without_a_cached_keyframe_cause_one_request() -> 
 async def test_a_long_group_keeps_only_the_keyframe_and_waits_for_the_next() -> None:
     upstream = Wire()
     producer = _producer(upstream)
-    producer.gop.max_packets = 10  # type: ignore[union-attr]
-    await _feed(producer, frames=30, keyframe_every=1000)
+    await _feed(producer, frames=1510, keyframe_every=100_000)  # the engine keeps at most 1500 packets
     wire = Wire()
     consumer = _consumer(producer, wire, 0)
     await consumer.start()
     assert len(wire.rtp) == 1, "only the cached keyframe picture"
     assert [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Pli)], "and a fresh one is asked"
-    delta = _packet(1030, 3000 * 30, SLICE)
-    await producer.on_rtp(producer.streams[0], delta, parse_rtp(delta), 1.0)
+    delta = _packet(2510, 3000 * 1510, SLICE)
+    producer.on_rtp(producer.streams[0], delta, parse_rtp(delta), 1.0)
     assert len(wire.rtp) == 1, "delta frames wait for the next keyframe"
-    key = _packet(1031, 3000 * 31, IDR)
-    await producer.on_rtp(producer.streams[0], key, parse_rtp(key), 1.1)
+    key = _packet(2511, 3000 * 1511, IDR)
+    producer.on_rtp(producer.streams[0], key, parse_rtp(key), 1.1)
     assert len(wire.rtp) == 2
     assert parse_rtp(wire.rtp[1]).sequence_number == parse_rtp(wire.rtp[0]).sequence_number + 1
 
@@ -112,14 +130,14 @@ async def test_missing_packets_are_asked_from_the_publisher_until_they_come() ->
     producer = _producer(upstream)
     for seq in (1, 2, 5, 6):  # 3 and 4 lost on the way in
         data = _packet(seq, 3000 * seq, SLICE)
-        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), seq / 100)
+        producer.on_rtp(producer.streams[0], data, parse_rtp(data), seq / 100)
     await producer.tick(0.1)
     from sfu.rtcp import Nack
 
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert len(nacks) == 1 and sorted(nacks[0].lost) == [3, 4] and nacks[0].media_ssrc == 1234
     data = _packet(3, 9000, SLICE)
-    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
+    producer.on_rtp(producer.streams[0], data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
     await producer.tick(0.2)
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert sorted(nacks[-1].lost) == [4]
@@ -133,7 +151,7 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
 
     vp8 = CodecInfo("video/VP8", 90000, 96)
     wire = Wire()
-    slot = OutSlot(mid="0", kind="video", clock_rate=90000)
+    slot = OutSlot(mid="0", kind="video", clock_rate=90000, transport=wire.transport)
     slot.bind(777, 100, None, None)
 
     def vp8_packet(seq: int, ts: int, picture_id: int, key: bool, ssrc: int) -> bytes:
@@ -143,11 +161,11 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
 
     for run, (ssrc, seq0, ts0, pid0) in enumerate(((1, 100, 5000, 300), (2, 40000, 123456789, 7000))):
         producer = Producer(f"TR_{run}", "o", "teacher", "camera", "0", vp8, ssrc, None, None, 1, Wire().send_rtcp)
-        consumer = Consumer(producer, slot, wire.send_rtp, wire.send_rtcp)
+        consumer = Consumer(producer, slot, wire.send_rtcp)
         producer.consumers.append(consumer)
         for i in range(5):
             data = vp8_packet(seq0 + i, ts0 + 3000 * i, pid0 + i, i == 0, ssrc)
-            await producer.on_rtp(producer.streams[0], data, parse_rtp(data), run * 10 + i / 30)
+            producer.on_rtp(producer.streams[0], data, parse_rtp(data), run * 10 + i / 30)
         consumer.close()
     out = [parse_rtp(d) for d in wire.rtp]
     assert [h.ssrc for h in out] == [777] * 10 and all(h.payload_type == 100 for h in out)
@@ -198,7 +216,7 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     for i in range(30):  # all three layers, keyframe every 10 frames, interleaved
         for stream, base in zip(producer.streams, (1000, 5000, 9000), strict=True):
             data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
-            await producer.on_rtp(stream, data, parse_rtp(data), t)
+            producer.on_rtp(stream, data, parse_rtp(data), t)
         t += 1 / 30
     out = [parse_rtp(d) for d in sink.packets]
     assert {h.ssrc for h in out} == {producer.tap_feed.ssrc}  # type: ignore[union-attr]
@@ -214,7 +232,7 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     for i in range(30, 45):
         for stream, base in zip(producer.streams[:2], (1000, 5000), strict=True):
             data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
-            await producer.on_rtp(stream, data, parse_rtp(data), t)
+            producer.on_rtp(stream, data, parse_rtp(data), t)
         t += 1 / 30
     after = [parse_rtp(d) for d in sink.packets[count:]]
     assert after, "the feed carried on with a lower layer"

@@ -471,6 +471,13 @@ int cc_bind_slot(cc_engine *e, int id, uint32_t ssrc, int pt, int has_rtx, uint3
     return 0;
 }
 
+int cc_unbind_slot(cc_engine *e, int id) {
+    cc_slot *c = slot_at(e, id);
+    if (!c) return -1;
+    c->bound = 0;
+    return 0;
+}
+
 int cc_attach(cc_engine *e, int id, const int *streams, int n, int video, int paused) {
     cc_slot *c = slot_at(e, id);
     if (!c || n < 1 || n > CC_MAX_LAYERS) return -1;
@@ -540,7 +547,7 @@ int cc_ts_peek(cc_engine *e, int id, uint32_t ts, uint32_t *out) {
 
 /* ---- output ------------------------------------------------------------------------------------------------ */
 
-static uint8_t *queue(cc_engine *e, int tid, uint32_t len) {
+static uint8_t *queue(cc_engine *e, int tid, uint32_t len, int retransmission) {
     if (e->nout == CC_BATCH) cc_flush(e);
     cc_out *o = &e->out[e->nout];
     if (o->cap < len + SRTP_ROOM) {
@@ -550,6 +557,7 @@ static uint8_t *queue(cc_engine *e, int tid, uint32_t len) {
         o->cap = len + SRTP_ROOM;
     }
     o->transport = tid;
+    o->retransmission = retransmission;
     o->len = len;
     e->nout++;
     return o->buf;
@@ -581,7 +589,7 @@ void cc_flush(cc_engine *e) {
             continue;
         }
         if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, o->buf, (size_t)len);
-        if (lose(t)) {
+        if (!o->retransmission && lose(t)) {
             t->drops[CC_DROP_SIMULATED_LOSS]++;
             continue;
         }
@@ -679,7 +687,7 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     c->octets_sent += payload;
     c->bytes_out += hlen + payload;
     if (!t) return;
-    uint8_t *b = queue(e, c->transport, hlen + payload);
+    uint8_t *b = queue(e, c->transport, hlen + payload, 0);
     if (!b) return;
     b[0] = hlen == 20 ? 0x90 : 0x80;
     b[1] = (uint8_t)(c->pt | (p->marker ? 0x80 : 0));
@@ -903,7 +911,7 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
         }
         uint32_t payload = p->pend - p->poff;
         int rtx = c->has_rtx;
-        uint8_t *b = queue(e, c->transport, 12 + (rtx ? 2 : 0) + payload);
+        uint8_t *b = queue(e, c->transport, 12 + (rtx ? 2 : 0) + payload, 1);
         if (!b) continue;
         b[0] = 0x80;
         if (rtx) {

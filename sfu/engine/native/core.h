@@ -117,11 +117,11 @@ typedef struct {
     uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
     uint64_t packets_out, bytes_out;
     uint64_t drops[CC_DROP_COUNT];
-    uint32_t loss_permille, loss_state; /* test hook: simulated network loss */
+    uint32_t loss_permille, loss_state; /* test hook: simulated loss of first transmissions */
 } cc_transport;
 
 typedef struct {
-    int transport;
+    int transport, retransmission;
     uint32_t len, cap;
     uint8_t *buf;
 } cc_out;
@@ -170,6 +170,7 @@ int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);
 int cc_add_slot(cc_engine *e, int tid, uint32_t clock_rate);
 int cc_remove_slot(cc_engine *e, int slot);
 int cc_bind_slot(cc_engine *e, int slot, uint32_t ssrc, int pt, int has_rtx, uint32_t rtx_ssrc, int rtx_pt);
+int cc_unbind_slot(cc_engine *e, int slot);
 int cc_attach(cc_engine *e, int slot, const int *streams, int n, int video, int paused);
 int cc_detach(cc_engine *e, int slot);
 int cc_set_target(cc_engine *e, int slot, int sid);

@@ -120,6 +120,7 @@ SIMPLE1(clear_path, cc_clear_path)
 SIMPLE2(set_twcc, cc_set_twcc)
 SIMPLE1(remove_slot, cc_remove_slot)
 SIMPLE1(detach, cc_detach)
+SIMPLE1(unbind_slot, cc_unbind_slot)
 SIMPLE2(set_target, cc_set_target)
 SIMPLE2(set_paused, cc_set_paused)
 SIMPLE1(restart, cc_restart)
@@ -410,6 +411,7 @@ static PyMethodDef Engine_methods[] = {
     {"add_slot", (PyCFunction)Engine_add_slot, METH_VARARGS, NULL},
     {"remove_slot", (PyCFunction)Engine_remove_slot, METH_VARARGS, NULL},
     {"bind_slot", (PyCFunction)Engine_bind_slot, METH_VARARGS, NULL},
+    {"unbind_slot", (PyCFunction)Engine_unbind_slot, METH_VARARGS, NULL},
     {"attach", (PyCFunction)Engine_attach, METH_VARARGS, NULL},
     {"detach", (PyCFunction)Engine_detach, METH_VARARGS, NULL},
     {"set_target", (PyCFunction)Engine_set_target, METH_VARARGS, NULL},
