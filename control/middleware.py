@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from control import strictjson
 from control.api.common import GRANT, ORG
 from control.errors import ApiError, error_body, unauthorized
 from control.services import SERVICES
@@ -34,7 +35,7 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> web.Response:
     message, code = _HTTP_MESSAGES.get(exc.status, (exc.reason, f"HTTP_{exc.status}"))
     if exc.status == 413:
         message = f"{message} (limit {request.app[SERVICES].config.max_body_bytes} bytes)"
-    resp = web.json_response(error_body(exc.status, message, code), status=exc.status)
+    resp = web.json_response(error_body(exc.status, message, code), status=exc.status, dumps=strictjson.dumps)
     if exc.status == 405 and "Allow" in exc.headers:
         resp.headers["Allow"] = exc.headers["Allow"]
     return resp
@@ -48,14 +49,15 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
     except ApiError as exc:
-        resp = web.json_response(exc.body(), status=exc.status)
+        resp = web.json_response(exc.body(), status=exc.status, dumps=strictjson.dumps)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         resp = _http_error(exc, request)
     except Exception:
         log.exception("unhandled error", extra={"rid": rid, "method": request.method, "path": request.path})
-        resp = web.json_response(error_body(500, "Internal server error", "SERVER_ERROR"), status=500)
+        resp = web.json_response(error_body(500, "Internal server error", "SERVER_ERROR"), status=500,
+                                 dumps=strictjson.dumps)
     if not resp.prepared:
         resp.headers["X-Request-Id"] = rid
     org = request.get(ORG)

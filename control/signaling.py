@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from control import strictjson
 from control.auth import Grant
 from control.classroom import participant_public
 from control.errors import ApiError
@@ -126,7 +126,7 @@ class Hub:
         try:
             grant = await self.svc.auth.validate(request.query.get("token", ""))
         except ApiError as exc:
-            await ws.send_json({"type": "error", "code": exc.code, "message": exc.message})
+            await ws.send_json({"type": "error", "code": exc.code, "message": exc.message}, dumps=strictjson.dumps)
             await ws.close(code=4000 + exc.status, message=exc.code.encode())
             return ws
         conn = Connection(ws=ws, grant=grant)
@@ -164,7 +164,12 @@ class Hub:
             if message is None or conn.ws.closed:
                 break
             try:
-                await conn.ws.send_str(json.dumps(message))
+                text = strictjson.dumps(message)
+            except (ValueError, TypeError):
+                log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
+                continue
+            try:
+                await conn.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 break
         if conn.ending is not None and not conn.ws.closed:
@@ -176,9 +181,9 @@ class Hub:
             if not conn.allow():
                 raise SignalingError("RATE_LIMITED", "too many messages")
             try:
-                message = json.loads(text)
-            except ValueError:
-                raise SignalingError("BAD_MESSAGE", "not JSON") from None
+                message = strictjson.loads(text)
+            except ValueError as exc:
+                raise SignalingError("BAD_MESSAGE", f"not JSON: {exc}") from None
             if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                 raise SignalingError("BAD_MESSAGE", "a message is a JSON object with a string 'type'")
             ref = message.get("type")

@@ -7,7 +7,6 @@ integrator's typo does not silently fall back to a default.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +14,7 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
+from control import strictjson
 from control.errors import ApiError, validation_error
 
 # Customization keys (reference 3.2) and their defaults: the only home of this table.
@@ -53,7 +53,7 @@ async def read_json(request: web.Request, *, optional: bool = False, limit: int 
             return {}
         raise ApiError(400, "Validation failed: request body is required", "VALIDATION_ERROR")
     try:
-        body = json.loads(raw)
+        body = strictjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "Invalid JSON in request body", "INVALID_JSON") from exc
     if not isinstance(body, dict):

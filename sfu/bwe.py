@@ -24,17 +24,32 @@ from sfu import rtcp
 
 REFERENCE_UNIT_US = 64_000
 DELTA_UNIT_US = 250
-MAX_STATUSES = 1000
+MAX_STATUSES = 1000  # statuses in one feedback we build
+ARRIVAL_WINDOW = 4096  # arrivals kept per publisher transport (a power of two, at least MAX_STATUSES)
+MAX_SENT = 8192  # packets we remember sending to a subscriber until its feedback reports them
+MAX_FEEDBACK_STATUSES = MAX_SENT  # a feedback declaring more than we can remember is refused before it is read
 
 
 class TwccFeedback:
-    """Arrival times of one transport's packets by transport-wide sequence number, and the feedback for them."""
+    """Arrival times of one transport's packets by transport-wide sequence number, and the feedback for them.
+
+    The record is a ring of `ARRIVAL_WINDOW` slots indexed by sequence number: its size does not depend on what
+    the publisher sends. A publisher whose sequence numbers jump ahead loses the feedback for what lies further
+    back than the window (it could not be reported in time anyway); memory and the cost of `build` stay fixed.
+    """
 
     def __init__(self) -> None:
-        self.arrivals: dict[int, int] = {}  # extended sequence -> arrival in microseconds
+        self._ring: list[tuple[int, int] | None] = [None] * ARRIVAL_WINDOW  # (extended seq, arrival µs)
         self.highest: int | None = None
         self.next_base: int | None = None
         self.count = 0  # feedback packet count (8 bits on the wire)
+        self.skipped = 0  # sequence numbers given up because the publisher jumped further than the window
+
+    @property
+    def pending(self) -> int:
+        """Arrivals recorded and not yet reported."""
+        base = self.next_base if self.next_base is not None else 0
+        return sum(1 for entry in self._ring if entry is not None and entry[0] >= base)
 
     def record(self, seq: int, arrival_s: float) -> None:
         if self.highest is None:
@@ -45,25 +60,37 @@ class TwccFeedback:
             self.next_base = ext
         if self.highest is None or ext > self.highest:
             self.highest = ext
+            if ext - self.next_base >= ARRIVAL_WINDOW:
+                floor = ext - ARRIVAL_WINDOW + 1
+                self.skipped += floor - self.next_base
+                self.next_base = floor
         if ext >= self.next_base:
-            self.arrivals[ext] = int(arrival_s * 1_000_000)
+            self._ring[ext & (ARRIVAL_WINDOW - 1)] = (ext, int(arrival_s * 1_000_000))
+
+    def _take(self, seq: int) -> int | None:
+        index = seq & (ARRIVAL_WINDOW - 1)
+        entry = self._ring[index]
+        if entry is None or entry[0] != seq:
+            return None
+        self._ring[index] = None
+        return entry[1]
 
     def build(self, sender_ssrc: int, media_ssrc: int) -> bytes | None:
         """One feedback packet for everything recorded since the last one (None when nothing arrived)."""
-        if self.highest is None or self.next_base is None or not self.arrivals:
+        if self.highest is None or self.next_base is None or self.next_base > self.highest:
             return None
         base = self.next_base
         end = min(self.highest, base + MAX_STATUSES - 1)
-        first = next((self.arrivals[s] for s in range(base, end + 1) if s in self.arrivals), None)
+        arrivals = [self._take(seq) for seq in range(base, end + 1)]
+        self.next_base = end + 1
+        first = next((a for a in arrivals if a is not None), None)
         if first is None:
-            self.next_base = end + 1
             return None
         reference = first // REFERENCE_UNIT_US
         previous = reference * REFERENCE_UNIT_US
         symbols: list[int] = []
         deltas = bytearray()
-        for seq in range(base, end + 1):
-            arrival = self.arrivals.pop(seq, None)
+        for arrival in arrivals:
             if arrival is None:
                 symbols.append(0)
                 continue
@@ -88,29 +115,41 @@ class TwccFeedback:
         body += chunks + deltas
         body += b"\x00" * (-len(body) % 4)
         self.count += 1
-        self.next_base = end + 1
-        for old in [s for s in self.arrivals if s < self.next_base]:
-            del self.arrivals[old]
         return struct.pack("!BBH", 0x80 | rtcp.FMT_TWCC, rtcp.RTPFB, len(body) // 4) + body
 
 
-def parse_twcc(fci: bytes) -> list[tuple[int, int | None]]:
-    """(sequence, arrival in microseconds or None) for each packet a feedback reports, for tests and estimates."""
+def parse_twcc(fci: bytes, max_count: int = MAX_FEEDBACK_STATUSES) -> list[tuple[int, int | None]]:
+    """(sequence, arrival in microseconds or None) for each packet a feedback reports.
+
+    Raises ValueError for a feedback that is malformed or declares more than `max_count` statuses; the count is
+    checked before anything is expanded, so the cost is at most proportional to `max_count`.
+    """
+    if len(fci) < 8:
+        raise ValueError("transport-cc feedback shorter than its 8-byte header")
     base, count = struct.unpack_from("!HH", fci, 0)
+    if count > max_count:
+        raise ValueError(f"transport-cc feedback declares {count} statuses, more than the {max_count} allowed")
     ref_word = struct.unpack_from("!I", fci, 4)[0]
     reference = (ref_word >> 8) * REFERENCE_UNIT_US
-    pos = 8
+    pos, size = 8, len(fci)
     symbols: list[int] = []
     while len(symbols) < count:
-        word = struct.unpack_from("!H", fci, pos)[0]
+        if pos + 2 > size:
+            raise ValueError("transport-cc packet status chunks overrun the packet")
+        word = (fci[pos] << 8) | fci[pos + 1]
         pos += 2
         if word >> 15 == 0:  # run length
-            symbols += [(word >> 13) & 3] * (word & 0x1FFF)
+            symbols += [(word >> 13) & 3] * min(word & 0x1FFF, count - len(symbols))
         elif (word >> 14) & 1 == 0:  # one-bit vector
             symbols += [(word >> (13 - i)) & 1 for i in range(14)]
         else:
             symbols += [(word >> (12 - 2 * i)) & 3 for i in range(7)]
-    symbols = symbols[:count]
+    del symbols[count:]
+    needed = symbols.count(1) + 2 * symbols.count(2)
+    if symbols.count(3):
+        raise ValueError("transport-cc status symbol 3 is reserved")
+    if pos + needed > size:
+        raise ValueError("transport-cc receive deltas overrun the packet")
     out: list[tuple[int, int | None]] = []
     time_us = reference
     for i, symbol in enumerate(symbols):
@@ -129,7 +168,15 @@ def parse_twcc(fci: bytes) -> list[tuple[int, int | None]]:
 
 
 class TwccSender:
-    """Transport-wide sequence numbers on what we send to one subscriber, and what its feedback says of them."""
+    """Transport-wide sequence numbers on what we send to one subscriber, and what its feedback says of them.
+
+    What the subscriber's feedback may cost is bounded by what we sent it: a feedback is read only when it
+    declares no more statuses than the sequence numbers between its base and our next one (both within the
+    `MAX_SENT` we remember), and only while a budget of two statuses per packet sent (feedback may report a packet
+    twice) lasts. Anything else is counted in `refused` and ignored.
+    """
+
+    BUDGET_SLACK = 2 * MAX_STATUSES
 
     def __init__(self, ext_id: int, take: Callable[[int], bool] | None = None) -> None:
         """`take(seq)`: whether that number was sent and not reported yet, forgetting it. The SFU's numbers are
@@ -139,26 +186,39 @@ class TwccSender:
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
         self._take = take or (lambda seq: self.sent.pop(seq, None) is not None)
         self.feedbacks = 0
+        self.refused = 0  # feedback that was malformed, declared more than we sent, or came over budget
         self.reported = 0
         self.lost = 0
+        self._budget = self.BUDGET_SLACK  # statuses we are still willing to read
         self._window_lost = self._window_reported = 0
 
     def stamp(self, size: int, now: float) -> int:
         seq = self.next_seq
         self.next_seq = (seq + 1) & 0xFFFF
         self.sent[seq] = (now, size)
-        if len(self.sent) > 8192:  # feedback never came for the oldest: forget them
+        if len(self.sent) > MAX_SENT:  # feedback never came for the oldest: forget them
             for old in list(self.sent)[:1024]:
                 del self.sent[old]
+        self._budget = min(self._budget + 2, 2 * MAX_SENT + self.BUDGET_SLACK)
         return seq
 
     def on_feedback(self, fci: bytes) -> tuple[int, int] | None:
         """(lost, reported) among our packets once enough were reported to judge loss (at least 50, about half a
         second of video; a feedback every 50 ms holds a handful), else None."""
-        try:
-            statuses = parse_twcc(fci)
-        except (struct.error, IndexError):
+        if len(fci) < 4:
+            self.refused += 1
             return None
+        base, count = struct.unpack_from("!HH", fci, 0)
+        span = (self.next_seq - base) & 0xFFFF  # sequence numbers from `base` up to the last one we sent
+        if count > span or span > MAX_SENT or count > self._budget:
+            self.refused += 1
+            return None
+        try:
+            statuses = parse_twcc(fci, max_count=count)
+        except (ValueError, struct.error, IndexError):
+            self.refused += 1
+            return None
+        self._budget -= count
         lost = reported = 0
         for seq, arrival in statuses:
             if not self._take(seq):

@@ -100,7 +100,7 @@ class Consumer:
         self.keyframes_requested = 0
         self.wanted_index = 0  # the layer the budget allows, flowing or not (dynacast keeps it on)
         self.fraction_lost = 0
-        self._sent: deque[tuple[float, int]] = deque()  # (when, bytes the engine sent) samples for the rate
+        self._sent: deque[tuple[float, int]] = deque(maxlen=64)  # (when, bytes the engine sent) rate samples
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
 

@@ -36,6 +36,7 @@ from sfu.simulcast import (
     URI_RID,
     URI_RRID,
     URI_TWCC,
+    OfferedMedia,
     munge_answer,
     munge_offer,
     parse_offer,
@@ -45,6 +46,8 @@ log = logging.getLogger("classcast.sfu.participant")
 Signal = Callable[[dict[str, Any]], None]
 SOURCE_PERMISSION = {"camera": "publish", "microphone": "publish", "screen": "screen_share"}
 MAX_SDP = 64 * 1024
+MAX_REMOTE_CANDIDATES = 64  # trickled candidates per connection: aioice pairs and checks every one
+MAX_NEW_SECTIONS = 8  # m-sections a client may add to an offer beyond the slots we offered it
 
 
 class Room(Protocol):
@@ -80,6 +83,9 @@ class SfuParticipant:
         self._by_mid: dict[str, Producer] = {}
         self._ext: dict[str, int] = {}  # header extension ids the publisher uses (from its offer)
         self.twcc: TwccFeedback | None = None  # set when the publisher negotiated transport-wide-cc
+        self.remote_candidates = 0
+        self.rtp_dropped = 0  # RTP packets received and not forwarded: unparsable or of no stream we receive
+        self.ssrcs_learned = 0  # SSRC bindings made from packets (simulcast layers, a publisher's new SSRC)
         self.remb: RemoteBitrateEstimator | None = None  # the fallback: delay-based, from abs-send-time
         self.estimate = SubscriberEstimate()
         self.twcc_out: TwccSender | None = None  # set when this subscriber answered transport-wide-cc
@@ -96,7 +102,6 @@ class SfuParticipant:
         self.video_off = False
         self.quality: tuple[str, int | None, int | None] = ("auto", None, None)
         self.closed = False
-        self.unknown_ssrc = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.peer = self._new_peer()
 
@@ -124,26 +129,25 @@ class SfuParticipant:
         try:
             header = parse_rtp(data)
         except ValueError:
+            self.rtp_dropped += 1
             return
-        if header.has_extension:
-            if self.twcc is not None:
-                value = get_extension(data, header, self._ext[URI_TWCC])
-                if value is not None and len(value) == 2:
-                    self.twcc.record(value[0] << 8 | value[1], arrival)
-            elif self.remb is not None:
-                self._remb(data, header, arrival)
+        if header.has_extension and self.twcc is not None:
+            value = get_extension(data, header, self._ext[URI_TWCC])
+            if value is not None and len(value) == 2:
+                self.twcc.record(value[0] << 8 | value[1], arrival)
+        rtx = False
         stream = self._by_ssrc.get(header.ssrc)
-        if stream is not None:
-            stream.producer.on_rtp(stream, data, header, arrival)
-            return
-        stream = self._by_rtx.get(header.ssrc)
-        if stream is not None:
-            stream.producer.on_rtx(stream, data, header, arrival)
-            return
-        stream, rtx = self._learn_ssrc(data, header)
         if stream is None:
-            self.unknown_ssrc += 1  # a drop by reason (issue 21 req 8): nothing negotiated sends this SSRC
-        elif rtx:
+            stream = self._by_rtx.get(header.ssrc)
+            rtx = stream is not None
+        if stream is None:
+            stream, rtx = self._learn_ssrc(data, header)
+            if stream is None:
+                self.rtp_dropped += 1  # nothing we receive: unannounced SSRC, receive-only m-section, garbage
+                return
+        if header.has_extension and self.twcc is None and self.remb is not None:
+            self._remb(data, header, arrival)  # only for our streams: the estimator keeps a table by SSRC
+        if rtx:
             stream.producer.on_rtx(stream, data, header, arrival)
         else:
             stream.producer.on_rtp(stream, data, header, arrival)
@@ -178,25 +182,32 @@ class SfuParticipant:
             stream = producer.stream(rid.decode(errors="replace"))
             if stream is None:
                 return None, False
-            if rtx:
-                stream.rtx_ssrc = header.ssrc
-                self._by_rtx[header.ssrc] = stream
-            else:
-                stream.ssrc = header.ssrc
-                self._by_ssrc[header.ssrc] = stream
+            self._bind_ssrc(stream, header.ssrc, rtx)
             return stream, rtx
         if producer.simulcast:
             return None, False
         stream = producer.streams[0]
         if header.payload_type == producer.codec.payload_type and stream.ssrc is None:
-            stream.ssrc = header.ssrc
-            self._by_ssrc[header.ssrc] = stream
+            self._bind_ssrc(stream, header.ssrc, False)
             return stream, False
         if header.payload_type == producer.rtx_payload_type and stream.rtx_ssrc is None:
-            stream.rtx_ssrc = header.ssrc
-            self._by_rtx[header.ssrc] = stream
+            self._bind_ssrc(stream, header.ssrc, True)
             return stream, True
         return None, False
+
+    def _bind_ssrc(self, stream: Stream, ssrc: int, rtx: bool) -> None:
+        """A stream has one SSRC (and one RTX SSRC) at a time: a new one replaces the old binding, so the tables
+        hold at most two entries per stream however many SSRCs a publisher sends with the same MID and RID."""
+        table = self._by_rtx if rtx else self._by_ssrc
+        old = stream.rtx_ssrc if rtx else stream.ssrc
+        if old is not None and table.get(old) is stream:
+            del table[old]
+        if rtx:
+            stream.rtx_ssrc = ssrc
+        else:
+            stream.ssrc = ssrc
+        table[ssrc] = stream
+        self.ssrcs_learned += 1
 
     async def on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
@@ -323,15 +334,32 @@ class SfuParticipant:
             log.info("ignored %d remote candidates outside the allowed networks", dropped)
         return RTCSessionDescription(sdp=sdp, type=kind)
 
+    def _parse_offer(self, sdp: str) -> tuple[dict[str, OfferedMedia], SessionDescription]:
+        """Both readings of a publisher's offer (ours for simulcast and extensions, aiortc's for the m-sections),
+        or BAD_SDP: aiortc's parser raises assertion, index and value errors on malformed lines.
+
+        An offer may hold the slots we offered plus `MAX_NEW_SECTIONS` of its own: each m-section becomes a
+        transceiver, and a 64 KiB offer could otherwise ask for hundreds."""
+        try:
+            offered = parse_offer(sdp)
+            parsed = SessionDescription.parse(sdp)
+        except Exception as exc:  # a parser of untrusted text: any failure is the offer's fault
+            raise SignalingError("BAD_SDP", f"cannot parse offer: {type(exc).__name__}") from None
+        if len(parsed.media) > len(self.slots) + MAX_NEW_SECTIONS:
+            raise SignalingError("BAD_SDP", f"offer has {len(parsed.media)} m-sections, at most "
+                                            f"{len(self.slots) + MAX_NEW_SECTIONS} are accepted")
+        if any(not isinstance(m.rtp.muxId, str) or not m.rtp.muxId for m in parsed.media):
+            raise SignalingError("BAD_SDP", "every m-section needs an a=mid")
+        return offered, parsed
+
     async def _on_offer(self, message: dict[str, Any]) -> None:
         if not self._client_may_offer:
             raise SignalingError("NEGOTIATION", "send publish and wait for publish_ready before an offer")
         declared = {t["mid"]: t["source"] for t in self._check_sources(message.get("tracks"))}
         offer = self._description(message, "offer")
-        offered = parse_offer(offer.sdp)
+        offered, parsed = self._parse_offer(offer.sdp)
         directions: dict[str, str] = {mid: "sendonly" if slot.consumer else "inactive"
                                       for mid, slot in self.slots.items()}
-        parsed = SessionDescription.parse(offer.sdp)
         for media in parsed.media:
             mid = media.rtp.muxId
             if mid in directions:
@@ -444,6 +472,9 @@ class SfuParticipant:
         address = candidate_address(line)
         if address is None or not self.ice.allows(address):
             return  # outside the allowed networks: never contacted
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES:
+            raise SignalingError("BAD_MESSAGE", f"at most {MAX_REMOTE_CANDIDATES} candidates per connection")
+        self.remote_candidates += 1
         try:
             ice = candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:"))
             ice.sdpMid = candidate.get("sdpMid")
@@ -645,6 +676,7 @@ class SfuParticipant:
         self.twcc_out = None  # numbered per transport
         self._server_offer_out = self._client_may_offer = self._publish_waiting = False
         self.consumers = {}
+        self.remote_candidates = 0
         self.signal({"type": "restarted"})
         for producer in producers:
             if not producer.closed:

@@ -63,18 +63,25 @@ class ReceptionStats:
 
 
 class NackTracker:
-    """Sequence numbers missing from a publisher's stream, asked for again until they come or go stale."""
+    """Sequence numbers missing from a publisher's stream, asked for again until they come or go stale.
 
-    __slots__ = ("highest", "max_age", "max_gap", "max_tries", "missing", "retry")
+    Bounded whatever the publisher's numbering does: at most `max_missing` outstanding (a stream losing more than
+    that is beyond repair by NACK: start over) and at most `max_per_nack` asked in one NACK (it fits one packet).
+    """
 
-    def __init__(self, retry: float = 0.05, max_tries: int = 4, max_age: float = 1.0, max_gap: int = 512) -> None:
+    __slots__ = ("highest", "max_age", "max_gap", "max_missing", "max_per_nack", "max_tries", "missing", "retry")
+
+    def __init__(self, retry: float = 0.05, max_tries: int = 4, max_age: float = 1.0, max_gap: int = 512,
+                 max_missing: int = 1024, max_per_nack: int = 256) -> None:
         self.highest: int | None = None
         self.missing: dict[int, list[float]] = {}  # extended seq -> [first seen, last asked, tries]
         self.retry, self.max_tries, self.max_age, self.max_gap = retry, max_tries, max_age, max_gap
+        self.max_missing, self.max_per_nack = max_missing, max_per_nack
 
     def on_packet(self, ext_seq: int, now: float) -> None:
         highest = self.highest
-        if highest is None or ext_seq - highest > self.max_gap:
+        if highest is None or ext_seq - highest > self.max_gap or \
+                len(self.missing) + ext_seq - highest > self.max_missing:
             self.highest = ext_seq  # first packet, or a jump too big to repair: start over
             self.missing.clear()
             return
@@ -92,7 +99,7 @@ class NackTracker:
             first, last, tries = entry
             if now - first > self.max_age or tries >= self.max_tries:
                 del self.missing[ext]
-            elif now - last >= self.retry:
+            elif now - last >= self.retry and len(out) < self.max_per_nack:
                 entry[1], entry[2] = now, tries + 1
                 out.append(ext & 0xFFFF)
         return out

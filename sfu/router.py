@@ -308,7 +308,7 @@ class Sfu:
                 if not c.slot.removed and (info := c.slot.info())
             ],
             "transports": [
-                {"uid": participant.uid, "unknownSsrc": participant.unknown_ssrc,
+                {"uid": participant.uid, "unknownSsrc": participant.rtp_dropped,
                  **router.bridge.engine.transport_stats(participant.transport)}
                 for participant in router.participants.values() if not participant.closed
             ],

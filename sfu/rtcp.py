@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = 200, 201, 202, 203, 204, 205, 206, 207
 FMT_NACK, FMT_TWCC = 1, 15
 FMT_PLI, FMT_FIR, FMT_AFB = 1, 4, 15
+MAX_NACK_LOST = 1024  # sequence numbers read from one NACK: more than a subscriber's real loss between two NACKs
 
 _HDR = struct.Struct("!BBH")
 _SR_BODY = struct.Struct("!IQIII")
@@ -140,12 +141,16 @@ def _parse_one(data: bytes, pos: int, end: int, pt: int, count: int) -> RtcpPack
         sender, media = _FB.unpack_from(data, body)
         fci = body + 8
         if pt == RTPFB and count == FMT_NACK:
-            lost: list[int] = []
+            lost: dict[int, None] = {}  # ordered and without repeats: a sequence asked for twice is sent once
             for off in range(fci, end - 3, 4):
                 pid, blp = struct.unpack_from("!HH", data, off)
-                lost.append(pid)
-                lost.extend((pid + i + 1) & 0xFFFF for i in range(16) if blp >> i & 1)
-            return Nack(sender, media, lost)
+                lost[pid] = None
+                for i in range(16):
+                    if blp >> i & 1:
+                        lost[(pid + i + 1) & 0xFFFF] = None
+                if len(lost) >= MAX_NACK_LOST:
+                    break
+            return Nack(sender, media, list(lost)[:MAX_NACK_LOST])
         if pt == RTPFB and count == FMT_TWCC:
             return TransportCC(sender, media, bytes(data[fci:end]))
         if pt == PSFB and count == FMT_PLI:

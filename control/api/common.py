@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control import strictjson
 from control import validation as v
 from control.auth import Grant
 from control.classroom import ParticipantSpec
@@ -38,7 +39,7 @@ def ok(data: Any = None, message: str | None = None, status: int = 200, **top: A
     body.update(top)
     if data is not None:
         body["data"] = data
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, dumps=strictjson.dumps)
 
 
 def room_id_param(request: web.Request) -> str:

@@ -141,6 +141,7 @@ class _Slot:
     rtx_ssrc: int | None = None
     rtx_pt: int | None = None
     rtx_seq: int = 0
+    last_seq: int = -1
     seq: SequenceRewriter = field(default_factory=SequenceRewriter)
     ts: TimestampRewriter | None = None
     vp8: Vp8PictureIdRewriter = field(default_factory=Vp8PictureIdRewriter)
@@ -433,7 +434,9 @@ class Engine:
 
     @staticmethod
     def _gop_add(stream: _Stream, packet: _Packet) -> None:
-        """sfu.keyframes.GopCache.add."""
+        """The last keyframe and every packet since, bounded. A joiner is sent the whole group and then the live
+        stream. When the group outgrows the bound, only the keyframe's own packets are kept: the joiner then shows
+        that picture at once and waits for the next keyframe (delta frames would not decode without the rest)."""
         if packet.keyframe and packet.ts != stream.kts:
             stream.gop = [packet]
             stream.kts = packet.ts
@@ -507,6 +510,7 @@ class Engine:
             rewrite_vp8_descriptor_in_place(buf, 0, packet.vp8, picture_id, tl0)  # type: ignore[arg-type]
             payload = bytes(buf)
         slot.history[seq & (HISTORY - 1)] = (seq, sid, packet.seq, ts, picture_id, tl0)
+        slot.last_seq = seq
         slot.packets_sent += 1
         slot.octets_sent += len(packet.payload)
         slot.bytes_out += len(head) + len(payload)
@@ -619,7 +623,8 @@ class Engine:
 
     def slot_info(self, slot_id: int) -> dict[str, object]:
         slot = self._slot(slot_id, "slot_info")
-        return {"current": slot.current, "target": slot.target, "started": slot.started, "paused": slot.paused,
+        return {"current": slot.current, "target": slot.target, "last_seq": slot.last_seq, "started": slot.started,
+                "paused": slot.paused,
                 "packets_sent": slot.packets_sent, "octets_sent": slot.octets_sent, "bytes_out": slot.bytes_out,
                 "retransmitted": slot.retransmitted, "switches": slot.switches, "nacks_refused": slot.nacks_refused,
                 "drops": {k: v for k, v in slot.drops.items() if v}}

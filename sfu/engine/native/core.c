@@ -431,6 +431,7 @@ int cc_add_slot(cc_engine *e, int tid, uint32_t clock_rate) {
     c->transport = tid;
     c->ts.clock_rate = clock_rate;
     c->current = c->target = -1;
+    c->last_seq = -1;
     return id;
 }
 
@@ -683,6 +684,7 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     h->out_ts = ts;
     h->pid = pid;
     h->tl0 = tl0;
+    c->last_seq = seq;
     c->packets_sent++;
     c->octets_sent += payload;
     c->bytes_out += hlen + payload;

@@ -99,6 +99,7 @@ typedef struct {
     cc_tsrw ts;
     cc_vp8rw vp8;
     uint16_t rtx_seq;
+    int32_t last_seq; /* the last out-sequence number sent, -1 before */
     cc_hist *history;
     /* the consumer attached to the slot, if any */
     int attached, video, nstreams, current, target, paused, started, sw;

@@ -350,7 +350,8 @@ static PyObject *Engine_slot_info(EngineObject *self, PyObject *args) {
     if (!c) return PyErr_Format(EngineError, "slot_info: unknown slot %d", id);
     PyObject *drops = drops_dict(c->drops);
     if (!drops) return NULL;
-    return Py_BuildValue("{s:i,s:i,s:O,s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "current", c->current, "target", c->target,
+    return Py_BuildValue("{s:i,s:i,s:i,s:O,s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "current", c->current, "target",
+                         c->target, "last_seq", c->last_seq,
                          "started", c->started ? Py_True : Py_False, "paused", c->paused ? Py_True : Py_False,
                          "packets_sent", (unsigned long long)c->packets_sent, "octets_sent",
                          (unsigned long long)c->octets_sent, "bytes_out", (unsigned long long)c->bytes_out,

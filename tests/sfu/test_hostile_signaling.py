@@ -1,0 +1,148 @@
+"""Hostile signaling: what a client can send on its socket gets the documented error code, never a traceback, and
+whatever the server sends is strict JSON (issue 13, defects 3 to 5 and their siblings)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.sfu.conftest import Classroom
+
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"the server sent {name}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+class RawSocket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def next(self, kind: str | None = None, timeout: float = 10) -> dict[str, Any]:
+        """The next message (of `kind`, skipping others such as roster events)."""
+        while True:
+            msg = await self.ws.receive(timeout=timeout)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            message = _strict(msg.data)
+            if kind is None or message.get("type") == kind:
+                return message
+
+
+async def _joined(classroom: Classroom, session: aiohttp.ClientSession, token: str) -> RawSocket:
+    ws = await session.ws_connect(classroom.base.replace("http", "ws") + f"/v1/rtc?token={token}")
+    sock = RawSocket(ws)
+    await sock.send('{"type": "join"}')
+    await sock.next("joined")
+    return sock
+
+
+def _no_server_errors(caplog: pytest.LogCaptureFixture) -> None:
+    faults = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert not faults, [r.getMessage() for r in faults]
+
+
+async def test_nan_ping_is_refused_and_nothing_sent_is_nan(classroom: Classroom,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 5: `{"type":"ping","ts":NaN}` was echoed as NaN, which a browser's JSON.parse throws on."""
+    token = await classroom.create_room()
+    async with aiohttp.ClientSession() as session:
+        sock = await _joined(classroom, session, token)
+        for text in ('{"type": "ping", "ts": NaN}', '{"type": "ping", "ts": Infinity}',
+                     '{"type": "ping", "ts": -Infinity}', '{"type": "chat", "text": "hi", "x": NaN}'):
+            await sock.send(text)
+            reply = await sock.next("error")
+            assert reply["code"] == "BAD_MESSAGE", text
+        await sock.send('{"type": "ping", "ts": 1.5e308}')
+        assert (await sock.next("pong"))["ts"] == 1.5e308
+        await sock.ws.close()
+    _no_server_errors(caplog)
+
+
+async def test_deeply_nested_json_is_bad_message_not_a_server_error(classroom: Classroom,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 4: a deeply nested message raised RecursionError: SERVER_ERROR and a traceback per message."""
+    token = await classroom.create_room()
+    async with aiohttp.ClientSession() as session:
+        sock = await _joined(classroom, session, token)
+        deep = 20_000  # within the 256 KiB message limit
+        for text in ("[" * deep + "]" * deep,
+                     '{"type": "chat", "text": ' + '{"a":' * deep + "1" + "}" * deep + "}"):
+            await sock.send(text)
+            reply = await sock.next("error")
+            assert reply["code"] == "BAD_MESSAGE" and "nested" in reply["message"]
+        await sock.send('{"type": "ping", "ts": 7}')
+        assert (await sock.next("pong"))["ts"] == 7  # the connection and the server go on
+        await sock.ws.close()
+    _no_server_errors(caplog)
+
+
+MALFORMED_SDP = [
+    "v=0\r\nm=video\r\n",  # aiortc: AssertionError
+    "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:96\r\n",  # ValueError (unpack)
+    "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF x\r\na=mid:0\r\n",  # ValueError (int)
+    "v=0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=extmap:x y\r\n",
+    "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtcp:abc\r\n",
+    "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",  # no a=mid
+    "v=0\r\n" + "".join(f"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{i}\r\na=recvonly\r\n" for i in range(40)),
+]
+
+
+async def test_malformed_offers_are_bad_sdp(classroom: Classroom, caplog: pytest.LogCaptureFixture) -> None:
+    """Defect 3: aiortc's SDP parser raises assertion and index errors that nothing caught: SERVER_ERROR."""
+    token = await classroom.create_room()
+    async with aiohttp.ClientSession() as session:
+        sock = await _joined(classroom, session, token)
+        await sock.send('{"type": "publish", "tracks": [{"source": "camera", "mid": "0"}]}')
+        await sock.next("publish_ready")
+        for sdp in MALFORMED_SDP:
+            await sock.send(json.dumps({"type": "offer", "sdp": sdp, "tracks": [{"source": "camera", "mid": "0"}]}))
+            reply = await sock.next("error")
+            assert reply["code"] == "BAD_SDP" and reply["ref"] == "offer", (sdp[:60], reply)
+        # The same connection can still publish properly afterwards: nothing was left half-negotiated.
+        await sock.send('{"type": "ping", "ts": 1}')
+        assert (await sock.next("pong"))["ts"] == 1
+        await sock.ws.close()
+    _no_server_errors(caplog)
+
+
+async def test_trickled_candidates_are_bounded(classroom: Classroom, caplog: pytest.LogCaptureFixture) -> None:
+    token = await classroom.create_room()
+    async with aiohttp.ClientSession() as session:
+        sock = await _joined(classroom, session, token)
+        codes = []
+        for port in range(10000, 10070):
+            line = f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
+            await sock.send(json.dumps({"type": "candidate",
+                                        "candidate": {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}}))
+        await sock.send('{"type": "ping", "ts": 2}')
+        while True:
+            message = await sock.next()
+            if message["type"] == "pong":
+                break
+            if message["type"] == "error":
+                codes.append(message["code"])
+        assert codes and set(codes) == {"BAD_MESSAGE"} and len(codes) == 70 - 64
+        await sock.ws.close()
+    _no_server_errors(caplog)
+
+
+async def test_rest_bodies_are_strict_json(classroom: Classroom) -> None:
+    async with aiohttp.ClientSession() as session:
+        for body in ('{"roomId": "r1", "title": "T", "participant": {"uid": "t", "name": "T", "role": "TEACHER", '
+                     '"metadata": {"x": NaN}}}',
+                     '{"roomId": "r1", "title": "T", "x": ' + "[" * 10_000 + "]" * 10_000 + "}"):
+            async with session.post(classroom.base + "/v1/room/create", data=body,
+                                    headers={"VF-ORG-ID": classroom.org.id,
+                                             "Content-Type": "application/json"}) as resp:
+                assert resp.status == 400
+                reply = _strict(await resp.text())
+                assert reply["code"] == "INVALID_JSON"
