@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean
+.PHONY: install install-test run test lint clean fuzz-native
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -69,7 +69,23 @@ $(BENCH_PEERS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		janus golang-go golang-github-pion-webrtc.v3-dev iproute2
 
-test: install-test lint $(CHROMIUM) $(BENCH_PEERS)
+# The media engine's libFuzzer targets (tests/fuzz/native) build with Debian's clang and its sanitizer runtimes.
+CLANG := /usr/bin/clang
+$(CLANG):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev
+
+# Long native fuzzing: every engine target for FUZZ_RUNS inputs (the figures in bench/RESULTS.md).
+FUZZ_RUNS ?= 10000000
+fuzz-native: $(CLANG) | $(SRTP_H)
+	$(MAKE) -s -C tests/fuzz/native
+	for t in tests/fuzz/native/build/fuzz_*; do \
+		ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
+		$$t -runs=$(FUZZ_RUNS) -max_len=1500 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
+	done
+
+test: install-test lint $(CHROMIUM) $(BENCH_PEERS) $(CLANG)
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,5 +1,7 @@
 /* The per-packet path in C. Its twin and specification is sfu/engine/reference.py: keep them in step. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "core.h"
 
 #include <errno.h>
@@ -568,9 +570,9 @@ void cc_flush(cc_engine *e) {
     int n = e->nout;
     if (!n) return;
     e->nout = 0;
-    struct mmsghdr msgs[CC_BATCH];
-    struct iovec iov[CC_BATCH];
-    int fds[CC_BATCH], tids[CC_BATCH], gtids[CC_BATCH];
+    struct mmsghdr *msgs = e->msgs, *group = e->group;
+    struct iovec *iov = e->iov;
+    int *fds = e->fds, *tids = e->tids, *gtids = e->gtids, *taken = e->taken;
     int ready = 0;
     for (int i = 0; i < n; i++) {
         cc_out *o = &e->out[i];
@@ -610,8 +612,6 @@ void cc_flush(cc_engine *e) {
         ready++;
     }
     /* one sendmmsg per socket: group the ready datagrams by fd, keeping their order within a socket */
-    struct mmsghdr group[CC_BATCH];
-    int taken[CC_BATCH];
     memset(taken, 0, sizeof(int) * (size_t)ready);
     for (int i = 0; i < ready; i++) {
         if (taken[i]) continue;

@@ -5,6 +5,10 @@
 #ifndef CC_CORE_H
 #define CC_CORE_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sendmmsg, struct mmsghdr */
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -139,6 +143,10 @@ typedef struct {
     int ntransports;
     cc_out out[CC_BATCH];
     int nout;
+    /* cc_flush's scratch (kept here, not on the stack: 40 kB a call) */
+    struct mmsghdr msgs[CC_BATCH], group[CC_BATCH];
+    struct iovec iov[CC_BATCH];
+    int fds[CC_BATCH], tids[CC_BATCH], gtids[CC_BATCH], taken[CC_BATCH];
     int *events; /* pairs (slot, stream): a consumer switched layer */
     int nevents, capevents;
     cc_capture_fn capture;
