@@ -283,6 +283,8 @@ class Producer:
 
     def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         """One packet of a stream: the engine forwards it (one call), then the slow path's bookkeeping."""
+        if self.closed:
+            return  # unpublished: its streams left the engine (a packet in flight may still come)
         flags = self.bridge.engine.push(stream.sid, data, arrival)
         if not flags & F_ACCEPTED:
             # wrong payload type (another codec of the answer: consumers were negotiated for this one), padding
@@ -333,8 +335,8 @@ class Producer:
 
     def on_rtx(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         """RFC 4588: the original sequence number leads the payload; rebuild the original packet."""
-        if header.payload_end - header.payload_offset < 2 or stream.ssrc is None:
-            return  # padding-only RTX: bandwidth probing
+        if header.payload_end - header.payload_offset < 2 or stream.ssrc is None or self.closed:
+            return  # padding-only RTX (bandwidth probing), or unpublished
         stream.rtx_in += 1
         osn = struct.unpack_from("!H", data, header.payload_offset)[0]
         if stream.cached(osn):

@@ -118,6 +118,7 @@ class _Transport:
     drops: dict[str, int] = field(default_factory=_drops)
     loss_permille: int = 0
     loss_state: int = 1
+    loss_retransmissions: bool = False
 
     def lose(self) -> bool:
         """The set_loss test hook (xorshift32, as the native engine)."""
@@ -273,16 +274,17 @@ class Engine:
             raise EngineError("set_twcc failed")
         self._transport(tid, "set_twcc").twcc_id = ext_id
 
-    def set_loss(self, tid: int, permille: int, seed: int) -> None:
-        """Test hook: drop `permille` of every thousand first transmissions leaving through this transport (after
-        SRTP, as a lossy network would), pseudo-randomly from `seed`. Retransmissions always go: a receiver such
-        as aiortc asks again only when it sees a new gap, so one lost retransmission would be a freeze of the
-        test's making."""
+    def set_loss(self, tid: int, permille: int, seed: int, retransmissions: bool = False) -> None:
+        """Test hook: drop `permille` of every thousand packets leaving through this transport (after SRTP and
+        TWCC stamping, as a lossy network would), pseudo-randomly from `seed`. Retransmissions go unless
+        `retransmissions`: a receiver such as aiortc asks again only when it sees a new gap, so one lost
+        retransmission can be a freeze of the test's making."""
         transport = self._transport(tid, "set_loss")
         if not 0 <= permille <= 1000:
             raise EngineError("set_loss failed")
         transport.loss_permille = permille
         transport.loss_state = (seed & 0xFFFFFFFF) or 1
+        transport.loss_retransmissions = bool(retransmissions)
 
     def twcc_take(self, tid: int, seq: int) -> bool:
         """Whether this transport-wide number was sent and not reported yet (and now it is)."""
@@ -533,7 +535,7 @@ class Engine:
             return
         if self._capture is not None:
             self._capture.append((tid, plain, cipher))
-        if not retransmission and transport.lose():
+        if (not retransmission or transport.loss_retransmissions) and transport.lose():
             transport.drops["simulated_loss"] += 1
             return
         if transport.sock is None:

@@ -289,7 +289,7 @@ def test_random_command_sequences() -> None:
                              seed=seed * 10 + k) for k in range(3)]
         commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT) for _ in range(3)]
         commands += subscribers(5, rtx=rng.random() < 0.5)
-        commands += [("set_loss", rng.randrange(5), rng.randrange(300), rng.randrange(2**32))]
+        commands += [("set_loss", rng.randrange(5), rng.randrange(300), rng.randrange(2**32), rng.random() < 0.5)]
         commands += [("attach", i, [0, 1, 2] if i < 4 else [rng.randrange(3)], True, rng.random() < 0.2)
                      for i in range(5)]
         positions = [0, 0, 0]

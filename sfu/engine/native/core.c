@@ -373,11 +373,12 @@ int cc_set_twcc(cc_engine *e, int tid, int ext_id) {
     return 0;
 }
 
-int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed) {
+int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed, int retransmissions) {
     cc_transport *t = transport_at(e, tid);
     if (!t || permille < 0 || permille > 1000) return -1;
     t->loss_permille = (uint32_t)permille;
     t->loss_state = seed ? seed : 1;
+    t->loss_retransmissions = retransmissions != 0;
     return 0;
 }
 
@@ -592,7 +593,7 @@ void cc_flush(cc_engine *e) {
             continue;
         }
         if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, o->buf, (size_t)len);
-        if (!o->retransmission && lose(t)) {
+        if ((!o->retransmission || t->loss_retransmissions) && lose(t)) {
             t->drops[CC_DROP_SIMULATED_LOSS]++;
             continue;
         }

@@ -122,7 +122,8 @@ typedef struct {
     uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
     uint64_t packets_out, bytes_out;
     uint64_t drops[CC_DROP_COUNT];
-    uint32_t loss_permille, loss_state; /* test hook: simulated loss of first transmissions */
+    uint32_t loss_permille, loss_state; /* test hook: simulated loss */
+    int loss_retransmissions;          /* ... of retransmissions too */
 } cc_transport;
 
 typedef struct {
@@ -171,7 +172,7 @@ int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t k
 int cc_set_path(cc_engine *e, int tid, int fd, const struct sockaddr *addr, socklen_t alen);
 int cc_clear_path(cc_engine *e, int tid);
 int cc_set_twcc(cc_engine *e, int tid, int ext_id);
-int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed);
+int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed, int retransmissions);
 int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
 /* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);

@@ -167,10 +167,10 @@ static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
 }
 
 static PyObject *Engine_set_loss(EngineObject *self, PyObject *args) {
-    int tid, permille;
+    int tid, permille, retransmissions = 0;
     unsigned int seed;
-    if (!PyArg_ParseTuple(args, "iiI", &tid, &permille, &seed)) return NULL;
-    if (check(cc_set_loss(self->e, tid, permille, seed), "set_loss")) return NULL;
+    if (!PyArg_ParseTuple(args, "iiI|p", &tid, &permille, &seed, &retransmissions)) return NULL;
+    if (check(cc_set_loss(self->e, tid, permille, seed, retransmissions), "set_loss")) return NULL;
     Py_RETURN_NONE;
 }
 
