@@ -9,7 +9,6 @@ sends that was not declared and permitted is answered `inactive`: nothing of it 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -625,7 +624,7 @@ class SfuParticipant:
             ext_id = media.extensions.get(URI_TWCC)
             if ext_id is not None:
                 if self.twcc_out is None or self.twcc_out.ext_id != ext_id:
-                    self.twcc_out = TwccSender(ext_id, functools.partial(self.bridge.engine.twcc_take, self.transport))
+                    self.twcc_out = TwccSender(ext_id, self.bridge.engine, self.transport)
                 return self.twcc_out
         return self.twcc_out
 

@@ -112,6 +112,7 @@ class _Transport:
     addr: tuple[str, int] | None = None
     twcc_id: int = 0
     twcc_next: int = 0
+    twcc_stamped: int = 0
     twcc_pending: set[int] = field(default_factory=set)
     packets_out: int = 0
     bytes_out: int = 0
@@ -498,6 +499,7 @@ class Engine:
         if transport is not None and transport.twcc_id:
             wide = transport.twcc_next
             transport.twcc_next = (wide + 1) & 0xFFFF
+            transport.twcc_stamped += 1
             transport.twcc_pending.discard((wide - 8192) & 0xFFFF)
             transport.twcc_pending.add(wide)
             head = _HEADER.pack(0x90, slot.pt | marker, seq, ts, slot.ssrc)
@@ -639,6 +641,7 @@ class Engine:
     def transport_stats(self, tid: int) -> dict[str, object]:
         transport = self._transport(tid, "transport_stats")
         return {"packets_out": transport.packets_out, "bytes_out": transport.bytes_out,
+                "twcc_next": transport.twcc_next, "twcc_stamped": transport.twcc_stamped,
                 "drops": {k: v for k, v in transport.drops.items() if v}}
 
     def set_capture(self, capture: list | None) -> None:

@@ -240,3 +240,27 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no gap, no repeat"
     stamps = [h.timestamp for h in out + after]
     assert all(b > a for a, b in itertools.pairwise(stamps))
+
+
+async def test_subscriber_twcc_feedback_is_read_against_what_the_engine_numbered() -> None:
+    """The engine writes the transport-wide numbers; the subscriber's feedback about them is judged against what
+    the engine sent (bounds of sfu/bwe.py), and loss is counted from it."""
+    from sfu.bwe import TwccFeedback, TwccSender
+    from sfu.rtcp import TransportCC
+
+    upstream, wire = Wire(), Wire()
+    producer = _producer(upstream)
+    ENGINE.set_twcc(wire.transport, 5)
+    _consumer(producer, wire, 0)
+    await _feed(producer, frames=120, keyframe_every=30)
+    assert len(wire.rtp) == 120 and all(p[0] == 0x90 and p[16] == 0x51 for p in wire.rtp)  # the extension, id 5
+    numbers = [struct.unpack_from("!H", p, 17)[0] for p in wire.rtp]
+    assert numbers == list(range(120))
+    receiver = TwccFeedback()  # what the subscriber would send back: 10 of the 120 lost
+    for n in numbers:
+        if n % 12 != 5:
+            receiver.record(n, 10 + n / 1000)
+    feedback = [p for p in parse_rtcp(receiver.build(1, 2)) if isinstance(p, TransportCC)]  # type: ignore[arg-type]
+    sender = TwccSender(5, ENGINE, wire.transport)
+    assert sender.on_feedback(feedback[0].fci) == (10, 120)
+    assert sender.on_feedback(feedback[0].fci) is None, "reported once: the same feedback again counts nothing"

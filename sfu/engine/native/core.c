@@ -403,6 +403,7 @@ int cc_twcc_take(cc_engine *e, int tid, uint16_t seq) {
 
 static uint16_t twcc_stamp(cc_transport *t) {
     uint16_t seq = t->twcc_next++;
+    t->twcc_stamped++;
     uint16_t old = (uint16_t)(seq - 8192); /* feedback never came for it: forget it */
     t->twcc_pending[old >> 3] &= (uint8_t)~(1u << (old & 7));
     t->twcc_pending[seq >> 3] |= (uint8_t)(1u << (seq & 7));

@@ -119,6 +119,7 @@ typedef struct {
     socklen_t alen;
     uint8_t twcc_id;
     uint16_t twcc_next;
+    uint64_t twcc_stamped; /* transport-wide numbers written so far */
     uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
     uint64_t packets_out, bytes_out;
     uint64_t drops[CC_DROP_COUNT];

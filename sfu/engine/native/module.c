@@ -379,8 +379,9 @@ static PyObject *Engine_transport_stats(EngineObject *self, PyObject *args) {
     if (!t) return PyErr_Format(EngineError, "transport_stats: unknown transport %d", tid);
     PyObject *drops = drops_dict(t->drops);
     if (!drops) return NULL;
-    return Py_BuildValue("{s:K,s:K,s:N}", "packets_out", (unsigned long long)t->packets_out, "bytes_out",
-                         (unsigned long long)t->bytes_out, "drops", drops);
+    return Py_BuildValue("{s:K,s:K,s:i,s:K,s:N}", "packets_out", (unsigned long long)t->packets_out, "bytes_out",
+                         (unsigned long long)t->bytes_out, "twcc_next", (int)t->twcc_next, "twcc_stamped",
+                         (unsigned long long)t->twcc_stamped, "drops", drops);
 }
 
 static PyObject *Engine_set_capture(EngineObject *self, PyObject *args) {
