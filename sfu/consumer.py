@@ -112,7 +112,7 @@ class Consumer:
     @property
     def current(self) -> Stream | None:
         """The stream (layer) the slot carries now."""
-        return self._stream(self.slot.info()["current"])
+        return self._stream(self._engine.current(self.slot.id))
 
     @property
     def target(self) -> Stream | None:

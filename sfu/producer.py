@@ -113,6 +113,7 @@ class Stream:
         self.width: int | None = None
         self.height: int | None = None
         self._window: deque[tuple[float, int]] = deque(maxlen=8192)  # (arrival, bytes) over the last second
+        self._window_bytes = 0  # the sum of the window's sizes
 
     def cached(self, seq: int) -> bool:
         """Whether the engine's cache holds this packet (for answering NACKs)."""
@@ -125,8 +126,8 @@ class Stream:
         """Bits per second received over the last second."""
         window = self._window
         while window and now - window[0][0] > RATE_WINDOW_S:
-            window.popleft()
-        rate = sum(n for _, n in window) * 8
+            self._window_bytes -= window.popleft()[1]
+        rate = self._window_bytes * 8
         if rate and now - self.first_arrival >= RATE_WINDOW_S:
             self.last_rate = rate
         return rate
@@ -144,7 +145,11 @@ class Stream:
         if not self.first_arrival:
             self.first_arrival = arrival
         self.last_arrival = arrival
-        self._window.append((arrival, size))
+        window = self._window
+        if len(window) == window.maxlen:
+            self._window_bytes -= window[0][1]  # append drops it
+        window.append((arrival, size))
+        self._window_bytes += size
 
     async def request_keyframe(self, now: float) -> bool:
         producer = self.producer

@@ -633,6 +633,10 @@ class Engine:
                 "retransmitted": slot.retransmitted, "switches": slot.switches, "nacks_refused": slot.nacks_refused,
                 "drops": {k: v for k, v in slot.drops.items() if v}}
 
+    def current(self, slot_id: int) -> int:
+        """The stream the slot carries now (-1: none); slot_info's "current", without building the dict."""
+        return self._slot(slot_id, "current").current
+
     def stream_stats(self, sid: int) -> dict[str, object]:
         stream = self._stream(sid, "stream_stats")
         return {"packets_in": stream.packets_in, "bytes_in": stream.bytes_in, "keyframes": stream.keyframes,

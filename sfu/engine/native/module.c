@@ -360,6 +360,14 @@ static PyObject *Engine_slot_info(EngineObject *self, PyObject *args) {
                          "drops", drops);
 }
 
+static PyObject *Engine_current(EngineObject *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
+    if (!c) return PyErr_Format(EngineError, "current: unknown slot %d", id);
+    return PyLong_FromLong(c->current);
+}
+
 static PyObject *Engine_stream_stats(EngineObject *self, PyObject *args) {
     int sid;
     if (!PyArg_ParseTuple(args, "i", &sid)) return NULL;
@@ -425,6 +433,7 @@ static PyMethodDef Engine_methods[] = {
     {"ts_peek", (PyCFunction)Engine_ts_peek, METH_VARARGS, NULL},
     {"events", (PyCFunction)Engine_events, METH_NOARGS, NULL},
     {"slot_info", (PyCFunction)Engine_slot_info, METH_VARARGS, NULL},
+    {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
     {"stream_stats", (PyCFunction)Engine_stream_stats, METH_VARARGS, NULL},
     {"transport_stats", (PyCFunction)Engine_transport_stats, METH_VARARGS, NULL},
     {"set_capture", (PyCFunction)Engine_set_capture, METH_VARARGS, NULL},
