@@ -218,15 +218,16 @@ class Router:
 class Sfu:
     """The SFU's whole surface toward the control plane: rooms by sid, participants by connection key."""
 
-    def __init__(self, ice: IceConfig | None = None) -> None:
+    def __init__(self, ice: IceConfig | None = None, bridge: EngineBridge | None = None) -> None:
         self.ice = ice or IceConfig()
+        self.bridge = bridge or process_bridge()
         self.routers: dict[str, Router] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def _router(self, room_sid: str) -> Router:
         router = self.routers.get(room_sid)
         if router is None:
-            router = self.routers[room_sid] = Router(room_sid, self.ice)
+            router = self.routers[room_sid] = Router(room_sid, self.ice, self.bridge)
         return router
 
     async def join(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal) -> list[dict[str, Any]]:
@@ -285,6 +286,20 @@ class Sfu:
     async def close(self) -> None:
         for sid in list(self.routers):
             await self.close_room(sid)
+
+    def metrics(self) -> dict[str, Any]:
+        """Process-wide figures for /metrics, cumulative since the engine was made (plain data)."""
+        totals = self.bridge.engine.totals()
+        return {
+            "engine": self.bridge.kind,
+            "forwarded_packets": totals["packets_out"],
+            "forwarded_bytes": totals["bytes_out"],
+            "drops": totals["drops"],  # by reason, as docs/architecture.md lists them
+            "retransmitted": totals["retransmitted"],
+            "layer_switches": totals["switches"],
+            "estimated_bitrates_bps": [int(p.estimate.estimate) for router in self.routers.values()
+                                       for p in router.participants.values() if p.consumers],
+        }
 
     def stats(self, room_sid: str) -> dict[str, Any]:
         router = self.routers.get(room_sid)

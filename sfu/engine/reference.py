@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import pylibsrtp
 
@@ -176,6 +177,8 @@ class Engine:
         self._slots: list[_Slot | None] = []
         self._events: list[tuple[int, int]] = []
         self._capture: list[tuple[int, bytes, bytes | None]] | None = None
+        self._totals: dict[str, Any] = {"packets_out": 0, "bytes_out": 0, "retransmitted": 0, "switches": 0,
+                                        "drops": _drops()}
 
     # ---- lookups ------------------------------------------------------------------------------------------
 
@@ -395,14 +398,14 @@ class Engine:
                 raise ValueError("too long")
             header = parse_rtp(data)
         except ValueError:
-            stream.drops["malformed"] += 1
+            self._drop(stream, "malformed")
             return 0
         if header.payload_type != stream.pt:
-            stream.drops["wrong_payload_type"] += 1
+            self._drop(stream, "wrong_payload_type")
             return 0
         start, end = header.payload_offset, header.payload_end
         if end <= start:
-            stream.drops["padding"] += 1
+            self._drop(stream, "padding")
             return 0
         vp8 = None
         keyframe = False
@@ -410,7 +413,7 @@ class Engine:
             try:
                 vp8 = parse_vp8_descriptor(data, start, end)
             except ValueError:
-                stream.drops["malformed"] += 1
+                self._drop(stream, "malformed")
                 return 0
             keyframe = vp8.is_keyframe
         elif stream.codec == CODEC_H264:
@@ -426,7 +429,7 @@ class Engine:
             self._gop_add(stream, packet)
         flags = F_ACCEPTED | (F_KEYFRAME if keyframe else 0)
         if stream.blocked:
-            stream.drops["blocked"] += 1
+            self._drop(stream, "blocked")
             return flags
         before = len(self._events)
         for slot_id in list(stream.slots):
@@ -434,6 +437,10 @@ class Engine:
         if len(self._events) > before:
             flags |= F_EVENTS
         return flags
+
+    def _drop(self, owner: _Stream | _Slot | _Transport, reason: str) -> None:
+        owner.drops[reason] += 1
+        self._totals["drops"][reason] += 1
 
     @staticmethod
     def _gop_add(stream: _Stream, packet: _Packet) -> None:
@@ -464,24 +471,25 @@ class Engine:
         slot.switch = True
         if previous >= 0:
             slot.switches += 1
+            self._totals["switches"] += 1
         if len(slot.streams) > 1:
             self._events.append((slot_id, sid))
 
     def _forward(self, slot_id: int, slot: _Slot, packet: _Packet, sid: int) -> None:
         if slot.paused:
-            slot.drops["paused"] += 1
+            self._drop(slot, "paused")
             return
         if not slot.bound:
-            slot.drops["unbound"] += 1
+            self._drop(slot, "unbound")
             return
         if sid != slot.current:
             if sid != slot.target or not packet.keyframe:
-                slot.drops["other_layer"] += 1
+                self._drop(slot, "other_layer")
                 return
             self._become(slot_id, slot, sid)
             slot.started = False
         if not slot.started and slot.video and not packet.keyframe:
-            slot.drops["before_keyframe"] += 1
+            self._drop(slot, "before_keyframe")
             return
         self._send(slot, packet, sid)
 
@@ -489,7 +497,7 @@ class Engine:
         switch = slot.switch
         seq = slot.seq.rewrite(packet.seq, switch)
         if seq is None:
-            slot.drops["stale"] += 1
+            self._drop(slot, "stale")
             return
         ts = slot.ts.rewrite(packet.ts, packet.arrival, switch)  # type: ignore[union-attr]
         slot.switch = False
@@ -524,32 +532,34 @@ class Engine:
     def _emit(self, tid: int, transport: _Transport, plain: bytes, retransmission: bool = False) -> None:
         """SRTP-protect with the transport's context and send (the native engine batches with sendmmsg)."""
         if transport.srtp is None:
-            transport.drops["srtp_error"] += 1
+            self._drop(transport, "srtp_error")
             if self._capture is not None:
                 self._capture.append((tid, plain, None))
             return
         try:
             cipher = transport.srtp.protect(plain)
         except pylibsrtp.Error:
-            transport.drops["srtp_error"] += 1
+            self._drop(transport, "srtp_error")
             if self._capture is not None:
                 self._capture.append((tid, plain, None))
             return
         if self._capture is not None:
             self._capture.append((tid, plain, cipher))
         if (not retransmission or transport.loss_retransmissions) and transport.lose():
-            transport.drops["simulated_loss"] += 1
+            self._drop(transport, "simulated_loss")
             return
         if transport.sock is None:
-            transport.drops["no_path"] += 1
+            self._drop(transport, "no_path")
             return
         try:
             transport.sock.sendto(cipher, transport.addr)  # type: ignore[arg-type]
         except OSError:
-            transport.drops["send_error"] += 1
+            self._drop(transport, "send_error")
             return
         transport.packets_out += 1
         transport.bytes_out += len(cipher)
+        self._totals["packets_out"] += 1
+        self._totals["bytes_out"] += len(cipher)
 
     def start(self, slot_id: int) -> bool:
         """A consumer's first packets: the cached group of pictures. True when a keyframe must be asked for."""
@@ -609,6 +619,7 @@ class Engine:
             else:
                 out = _HEADER.pack(0x80, slot.pt | marker, out_seq, out_ts, slot.ssrc) + payload
             slot.retransmitted += 1
+            self._totals["retransmitted"] += 1
             transport = self._transports[slot.transport]
             if transport is not None:
                 self._emit(slot.transport, transport, out, retransmission=True)
@@ -647,6 +658,10 @@ class Engine:
         return {"packets_out": transport.packets_out, "bytes_out": transport.bytes_out,
                 "twcc_next": transport.twcc_next, "twcc_stamped": transport.twcc_stamped,
                 "drops": {k: v for k, v in transport.drops.items() if v}}
+
+    def totals(self) -> dict[str, Any]:
+        """Process-wide counters since the engine was made (never reset: for metrics)."""
+        return {**self._totals, "drops": {k: v for k, v in self._totals["drops"].items() if v}}
 
     def set_capture(self, capture: list | None) -> None:
         """Test hook: append (transport, plaintext, ciphertext or None) for every packet the engine sends."""

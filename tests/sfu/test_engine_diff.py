@@ -146,7 +146,7 @@ def pushes(sid: int, packets: list[bytes], start: float = 1000.0, step: float = 
 def reading(slots: int, streams: int, transports: int) -> list[tuple]:
     return ([("slot_info", s) for s in range(slots)] + [("current", s) for s in range(slots)]
             + [("stream_stats", s) for s in range(streams)]
-            + [("transport_stats", t) for t in range(transports)] + [("events",)])
+            + [("transport_stats", t) for t in range(transports)] + [("events",), ("totals",)])
 
 
 # ---- scenarios ---------------------------------------------------------------------------------------------

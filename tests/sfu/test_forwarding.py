@@ -196,6 +196,16 @@ async def test_quality_off_keeps_audio_only(classroom: Classroom) -> None:
     await student.request({"type": "set_quality", "quality": "auto"}, "quality_changed")
     await asyncio.sleep(0.5)
     assert video.slot.packets_sent > v
+    # what was not forwarded meanwhile is counted by reason, per consumer, in the SFU's stats and its metrics
+    sfu = classroom.server.app[HUB].sfu
+    stats = sfu.stats(_router(classroom).room_sid)
+    mine = {c["trackId"]: c for c in stats["consumers"] if c["uid"] == "s1"}
+    assert mine[video.producer.id]["drops"].get("paused", 0) > 10
+    assert "paused" not in mine[audio.producer.id]["drops"] and mine[audio.producer.id]["packetsSent"] > a
+    assert stats["engine"] in ("native", "python") and sum(t["packets_out"] for t in stats["transports"]) > 0
+    metrics = sfu.metrics()
+    assert metrics["forwarded_packets"] >= sum(c["packetsSent"] for c in stats["consumers"]) - 50
+    assert metrics["drops"].get("paused", 0) > 10
 
 
 class RecordingTap:

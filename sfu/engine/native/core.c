@@ -582,24 +582,24 @@ void cc_flush(cc_engine *e) {
         if (!t) continue;
         int len = (int)o->len;
         if (!t->has_srtp) {
-            t->drops[CC_DROP_SRTP_ERROR]++;
+            e->drops[CC_DROP_SRTP_ERROR]++, t->drops[CC_DROP_SRTP_ERROR]++;
             if (e->capture) e->capture(e->capture_ctx, o->transport, o->buf, o->len, NULL, 0);
             continue;
         }
         uint8_t plain[e->capture ? o->len : 1];
         if (e->capture) memcpy(plain, o->buf, o->len);
         if (srtp_protect(t->srtp, o->buf, &len) != srtp_err_status_ok) {
-            t->drops[CC_DROP_SRTP_ERROR]++;
+            e->drops[CC_DROP_SRTP_ERROR]++, t->drops[CC_DROP_SRTP_ERROR]++;
             if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, NULL, 0);
             continue;
         }
         if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, o->buf, (size_t)len);
         if ((!o->retransmission || t->loss_retransmissions) && lose(t)) {
-            t->drops[CC_DROP_SIMULATED_LOSS]++;
+            e->drops[CC_DROP_SIMULATED_LOSS]++, t->drops[CC_DROP_SIMULATED_LOSS]++;
             continue;
         }
         if (!t->has_path) {
-            t->drops[CC_DROP_NO_PATH]++;
+            e->drops[CC_DROP_NO_PATH]++, t->drops[CC_DROP_NO_PATH]++;
             continue;
         }
         iov[ready].iov_base = o->buf;
@@ -635,12 +635,15 @@ void cc_flush(cc_engine *e) {
             }
             if (sent <= 0) { /* the first one failed: count it, go on with the rest */
                 cc_transport *t = transport_at(e, gtids[done]);
+                e->drops[CC_DROP_SEND_ERROR]++;
                 if (t) t->drops[CC_DROP_SEND_ERROR]++;
                 done++;
                 continue;
             }
             for (int k = done; k < done + sent; k++) {
                 cc_transport *t = transport_at(e, gtids[k]);
+                e->packets_out++;
+                e->bytes_out += group[k].msg_hdr.msg_iov->iov_len;
                 if (t) {
                     t->packets_out++;
                     t->bytes_out += group[k].msg_hdr.msg_iov->iov_len;
@@ -668,7 +671,7 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     int sw = c->sw;
     int seq = seq_rewrite(&c->seq, p->seq, sw);
     if (seq < 0) {
-        c->drops[CC_DROP_STALE]++;
+        e->drops[CC_DROP_STALE]++, c->drops[CC_DROP_STALE]++;
         return;
     }
     uint32_t ts = ts_rewrite(&c->ts, p->ts, p->arrival, sw);
@@ -714,7 +717,7 @@ static void become(cc_engine *e, int id, cc_slot *c, int sid) {
     int previous = c->current;
     c->current = sid;
     c->sw = 1;
-    if (previous >= 0) c->switches++;
+    if (previous >= 0) c->switches++, e->switches++;
     if (c->nstreams > 1) {
         if (e->nevents + 2 > e->capevents) {
             int cap = e->capevents ? e->capevents * 2 : 64;
@@ -730,23 +733,23 @@ static void become(cc_engine *e, int id, cc_slot *c, int sid) {
 
 static void forward(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid) {
     if (c->paused) {
-        c->drops[CC_DROP_PAUSED]++;
+        e->drops[CC_DROP_PAUSED]++, c->drops[CC_DROP_PAUSED]++;
         return;
     }
     if (!c->bound) {
-        c->drops[CC_DROP_UNBOUND]++;
+        e->drops[CC_DROP_UNBOUND]++, c->drops[CC_DROP_UNBOUND]++;
         return;
     }
     if (sid != c->current) {
         if (sid != c->target || !p->keyframe) {
-            c->drops[CC_DROP_OTHER_LAYER]++;
+            e->drops[CC_DROP_OTHER_LAYER]++, c->drops[CC_DROP_OTHER_LAYER]++;
             return;
         }
         become(e, id, c, sid);
         c->started = 0;
     }
     if (!c->started && c->video && !p->keyframe) {
-        c->drops[CC_DROP_BEFORE_KEYFRAME]++;
+        e->drops[CC_DROP_BEFORE_KEYFRAME]++, c->drops[CC_DROP_BEFORE_KEYFRAME]++;
         return;
     }
     send_copy(e, id, c, p, sid);
@@ -789,22 +792,22 @@ int cc_push(cc_engine *e, int sid, const uint8_t *data, size_t len, double arriv
     if (!s) return -1;
     cc_rtp h;
     if (cc_parse_rtp(data, len, &h)) {
-        s->drops[CC_DROP_MALFORMED]++;
+        e->drops[CC_DROP_MALFORMED]++, s->drops[CC_DROP_MALFORMED]++;
         return 0;
     }
     if (h.pt != s->pt) {
-        s->drops[CC_DROP_WRONG_PT]++;
+        e->drops[CC_DROP_WRONG_PT]++, s->drops[CC_DROP_WRONG_PT]++;
         return 0;
     }
     if (h.pend <= h.poff) {
-        s->drops[CC_DROP_PADDING]++;
+        e->drops[CC_DROP_PADDING]++, s->drops[CC_DROP_PADDING]++;
         return 0;
     }
     cc_vp8 v = {-1, -1, 0, 0, 0};
     int keyframe = 0;
     if (s->codec == CC_CODEC_VP8) {
         if (cc_parse_vp8(data, h.poff, h.pend, &v)) {
-            s->drops[CC_DROP_MALFORMED]++;
+            e->drops[CC_DROP_MALFORMED]++, s->drops[CC_DROP_MALFORMED]++;
             return 0;
         }
         keyframe = v.keyframe;
@@ -836,7 +839,7 @@ int cc_push(cc_engine *e, int sid, const uint8_t *data, size_t len, double arriv
     if (s->gop) gop_add(s, p);
     int flags = CC_F_ACCEPTED | (keyframe ? CC_F_KEYFRAME : 0);
     if (s->blocked) {
-        s->drops[CC_DROP_BLOCKED]++;
+        e->drops[CC_DROP_BLOCKED]++, s->drops[CC_DROP_BLOCKED]++;
         return flags;
     }
     int before = e->nevents;
@@ -935,6 +938,7 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
         memcpy(body, p->data + p->poff, payload);
         if (p->has_vp8) vp8_write(body, p, h->pid, h->tl0);
         c->retransmitted++;
+        e->retransmitted++;
         sent++;
     }
     cc_flush(e);

@@ -154,6 +154,9 @@ typedef struct {
     cc_capture_fn capture;
     void *capture_ctx;
     int dry_run; /* fuzzing: protect and count, never call the kernel */
+    /* process-wide totals since the engine was made (never reset: metrics) */
+    uint64_t packets_out, bytes_out, retransmitted, switches;
+    uint64_t drops[CC_DROP_COUNT];
     /* retransmit(): the (stream, seq) pairs the caches lack */
     int *missing;
     int nmissing, capmissing;

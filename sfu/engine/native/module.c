@@ -392,6 +392,15 @@ static PyObject *Engine_transport_stats(EngineObject *self, PyObject *args) {
                          (unsigned long long)t->twcc_stamped, "drops", drops);
 }
 
+static PyObject *Engine_totals(EngineObject *self, PyObject *unused) {
+    cc_engine *e = self->e;
+    PyObject *drops = drops_dict(e->drops);
+    if (!drops) return NULL;
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:N}", "packets_out", (unsigned long long)e->packets_out, "bytes_out",
+                         (unsigned long long)e->bytes_out, "retransmitted", (unsigned long long)e->retransmitted,
+                         "switches", (unsigned long long)e->switches, "drops", drops);
+}
+
 static PyObject *Engine_set_capture(EngineObject *self, PyObject *args) {
     PyObject *list;
     if (!PyArg_ParseTuple(args, "O", &list)) return NULL;
@@ -436,6 +445,7 @@ static PyMethodDef Engine_methods[] = {
     {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
     {"stream_stats", (PyCFunction)Engine_stream_stats, METH_VARARGS, NULL},
     {"transport_stats", (PyCFunction)Engine_transport_stats, METH_VARARGS, NULL},
+    {"totals", (PyCFunction)Engine_totals, METH_NOARGS, "process-wide counters since the engine was made"},
     {"set_capture", (PyCFunction)Engine_set_capture, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
