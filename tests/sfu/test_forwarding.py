@@ -121,6 +121,11 @@ async def test_rtcp_per_leg(classroom: Classroom) -> None:
     stats = await student.pc.getStats()  # type: ignore[union-attr]
     remote_out = [s for s in stats.values() if s.type == "remote-outbound-rtp" and s.kind == "video"]
     assert remote_out and remote_out[0].packetsSent > 0
+    # and those reports left through the engine's SRTP context of that student, the one its media copies use
+    from sfu.peer import EngineSrtp
+
+    server_side = next(p for p in _router(classroom).participants.values() if p.uid == "s")
+    assert all(isinstance(d._tx_srtp, EngineSrtp) for d in server_side.peer._dtls if d.state == "connected")
     # The teacher's sender got receiver reports from the SFU.
     stats = await teacher.pc.getStats()  # type: ignore[union-attr]
     remote_in = [s for s in stats.values() if s.type == "remote-inbound-rtp"]
