@@ -690,6 +690,11 @@ class Peer:
             logger.warning("%s: send_rtcp refused a packet that is not RTCP", self.name)
             self.stats.send_failures += 1
             return False
+        # With a media engine: its SRTP context and socket, one C call (aiortc's path awaits seven coroutines);
+        # before the engine has the key and the nominated pair, aiortc's path (through EngineSrtp) as usual.
+        if self._engine is not None and self._engine.send_rtcp(self._engine_transport, data):
+            self.stats.rtcp_out += 1
+            return True
         if await self._send(data):
             self.stats.rtcp_out += 1
             return True

@@ -310,6 +310,17 @@ class Engine:
         except pylibsrtp.Error as exc:
             raise EngineError(f"protect failed: {exc}") from exc
 
+    def send_rtcp(self, tid: int, data: bytes) -> bool:
+        """RTCP built in Python, protected with the transport's context and sent on its socket: True if it left,
+        False when the transport has no key or path yet (the caller sends it another way)."""
+        transport = self._transport(tid, "send_rtcp")
+        if not 8 <= len(data) <= MAX_PACKET - 64:
+            raise EngineError("send_rtcp failed (-1)")
+        if transport.srtp is None or transport.sock is None:
+            return False
+        self._emit(tid, transport, bytes(data), "rtcp")
+        return True
+
     def protect_rtp(self, tid: int, data: bytes) -> bytes:
         return self._protect(tid, bytes(data), False)
 
@@ -529,7 +540,7 @@ class Engine:
         if transport is not None:
             self._emit(slot.transport, transport, head + payload)
 
-    def _emit(self, tid: int, transport: _Transport, plain: bytes, retransmission: bool = False) -> None:
+    def _emit(self, tid: int, transport: _Transport, plain: bytes, kind: str = "media") -> None:
         """SRTP-protect with the transport's context and send (the native engine batches with sendmmsg)."""
         if transport.srtp is None:
             self._drop(transport, "srtp_error")
@@ -537,7 +548,7 @@ class Engine:
                 self._capture.append((tid, plain, None))
             return
         try:
-            cipher = transport.srtp.protect(plain)
+            cipher = transport.srtp.protect_rtcp(plain) if kind == "rtcp" else transport.srtp.protect(plain)
         except pylibsrtp.Error:
             self._drop(transport, "srtp_error")
             if self._capture is not None:
@@ -545,7 +556,7 @@ class Engine:
             return
         if self._capture is not None:
             self._capture.append((tid, plain, cipher))
-        if (not retransmission or transport.loss_retransmissions) and transport.lose():
+        if (kind == "media" or (kind == "retransmission" and transport.loss_retransmissions)) and transport.lose():
             self._drop(transport, "simulated_loss")
             return
         if transport.sock is None:
@@ -622,7 +633,7 @@ class Engine:
             self._totals["retransmitted"] += 1
             transport = self._transports[slot.transport]
             if transport is not None:
-                self._emit(slot.transport, transport, out, retransmission=True)
+                self._emit(slot.transport, transport, out, "retransmission")
         return missing
 
     def cached(self, sid: int, seq: int) -> bool:

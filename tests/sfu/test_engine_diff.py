@@ -176,6 +176,7 @@ def test_srtp_profiles_and_decryption(profile: str) -> None:
     commands += pushes(0, opus_stream(0x55, 65500, 2**32 - 5000, 80))  # wraps sequence and timestamp
     commands += [("retransmit", 1, [65510, 65535, 0, 3])]
     commands += [("protect_rtcp", 0, struct.pack("!BBHI", 0x80, 201, 1, 0x1000)),
+                 ("send_rtcp", 0, struct.pack("!BBHI", 0x80, 201, 1, 0x1000)),  # no path here: not sent
                  ("protect_rtp", 1, rtp(100, 7, 9, 0x1001, b"probe" * 10))]
     assert_same(commands, profile)
     _, capture = replay(NativeEngine, commands, profile)
@@ -359,14 +360,17 @@ def test_copies_reach_loopback_sockets(engine_class: type) -> None:
             engine.attach(slot, [sid], True, False)
         for n, packet in enumerate(vp8_stream(0x77, 1, 1, 10, pid=5, tl0=5)):
             engine.push(sid, packet, n * 0.01)
+        sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x500, 1, 2, 3, 4, 5)
+        assert all(engine.send_rtcp(i, sr) for i in range(3))  # RTCP from Python, same context and socket
         for i, r in enumerate(receivers):
             policy = pylibsrtp.Policy(key=KEY[i: i + key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
                                       srtp_profile=srtp_profile)
             session = pylibsrtp.Session(policy)
             expected = [plain for tid, plain, _ in capture if tid == i]
-            assert len(expected) == 30
-            assert [session.unprotect(r.recv(2048)) for _ in expected] == expected
-            assert engine.transport_stats(i)["packets_out"] == 30
+            assert len(expected) == 31 and expected[-1] == sr
+            got = [r.recv(2048) for _ in expected]
+            assert [session.unprotect(d) for d in got[:-1]] + [session.unprotect_rtcp(got[-1])] == expected
+            assert engine.transport_stats(i)["packets_out"] == 31
     finally:
         out.close()
         for r in receivers:

@@ -193,6 +193,8 @@ static void vp8_write(uint8_t *buf, const cc_pkt *p, int32_t pid, int32_t tl0) {
 
 /* ---- tables ------------------------------------------------------------------------------------------------ */
 
+static uint8_t *queue(cc_engine *e, int tid, uint32_t len, int kind);
+
 static int grow(void **items, int *n) {
     void **grown = realloc(*(void ***)items, sizeof(void *) * (size_t)(*n + 16));
     if (!grown) return -1;
@@ -410,6 +412,17 @@ static uint16_t twcc_stamp(cc_transport *t) {
     return seq;
 }
 
+int cc_send_rtcp(cc_engine *e, int tid, const uint8_t *data, size_t len) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t || len < 8 || len > CC_MAX_PACKET - 64) return -1;
+    if (!t->has_srtp || !t->has_path) return 0;
+    uint8_t *b = queue(e, tid, (uint32_t)len, CC_OUT_RTCP);
+    if (!b) return -1;
+    memcpy(b, data, len);
+    cc_flush(e);
+    return 1;
+}
+
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len) {
     cc_transport *t = transport_at(e, tid);
     if (!t) return -1;
@@ -552,7 +565,7 @@ int cc_ts_peek(cc_engine *e, int id, uint32_t ts, uint32_t *out) {
 
 /* ---- output ------------------------------------------------------------------------------------------------ */
 
-static uint8_t *queue(cc_engine *e, int tid, uint32_t len, int retransmission) {
+static uint8_t *queue(cc_engine *e, int tid, uint32_t len, int kind) {
     if (e->nout == CC_BATCH) cc_flush(e);
     cc_out *o = &e->out[e->nout];
     if (o->cap < len + SRTP_ROOM) {
@@ -562,7 +575,7 @@ static uint8_t *queue(cc_engine *e, int tid, uint32_t len, int retransmission) {
         o->cap = len + SRTP_ROOM;
     }
     o->transport = tid;
-    o->retransmission = retransmission;
+    o->kind = kind;
     o->len = len;
     e->nout++;
     return o->buf;
@@ -588,13 +601,15 @@ void cc_flush(cc_engine *e) {
         }
         uint8_t plain[e->capture ? o->len : 1];
         if (e->capture) memcpy(plain, o->buf, o->len);
-        if (srtp_protect(t->srtp, o->buf, &len) != srtp_err_status_ok) {
+        srtp_err_status_t status =
+            o->kind == CC_OUT_RTCP ? srtp_protect_rtcp(t->srtp, o->buf, &len) : srtp_protect(t->srtp, o->buf, &len);
+        if (status != srtp_err_status_ok) {
             e->drops[CC_DROP_SRTP_ERROR]++, t->drops[CC_DROP_SRTP_ERROR]++;
             if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, NULL, 0);
             continue;
         }
         if (e->capture) e->capture(e->capture_ctx, o->transport, plain, o->len, o->buf, (size_t)len);
-        if ((!o->retransmission || t->loss_retransmissions) && lose(t)) {
+        if ((o->kind == CC_OUT_MEDIA || (o->kind == CC_OUT_RETRANSMISSION && t->loss_retransmissions)) && lose(t)) {
             e->drops[CC_DROP_SIMULATED_LOSS]++, t->drops[CC_DROP_SIMULATED_LOSS]++;
             continue;
         }
@@ -694,7 +709,7 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     c->octets_sent += payload;
     c->bytes_out += hlen + payload;
     if (!t) return;
-    uint8_t *b = queue(e, c->transport, hlen + payload, 0);
+    uint8_t *b = queue(e, c->transport, hlen + payload, CC_OUT_MEDIA);
     if (!b) return;
     b[0] = hlen == 20 ? 0x90 : 0x80;
     b[1] = (uint8_t)(c->pt | (p->marker ? 0x80 : 0));
@@ -918,7 +933,7 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
         }
         uint32_t payload = p->pend - p->poff;
         int rtx = c->has_rtx;
-        uint8_t *b = queue(e, c->transport, 12 + (rtx ? 2 : 0) + payload, 1);
+        uint8_t *b = queue(e, c->transport, 12 + (rtx ? 2 : 0) + payload, CC_OUT_RETRANSMISSION);
         if (!b) continue;
         b[0] = 0x80;
         if (rtx) {

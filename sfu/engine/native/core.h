@@ -47,6 +47,9 @@ enum {
 #define CC_F_EVENTS 2
 #define CC_F_ACCEPTED 4
 
+/* what a queued datagram is */
+enum { CC_OUT_MEDIA = 0, CC_OUT_RETRANSMISSION = 1, CC_OUT_RTCP = 2 };
+
 typedef struct cc_pkt {
     int refs;
     double arrival;
@@ -128,7 +131,7 @@ typedef struct {
 } cc_transport;
 
 typedef struct {
-    int transport, retransmission;
+    int transport, kind; /* CC_OUT_* */
     uint32_t len, cap;
     uint8_t *buf;
 } cc_out;
@@ -180,6 +183,9 @@ int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed, int retransm
 int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
 /* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);
+/* send RTCP built in Python through the transport's context and socket: 1 if it left, 0 if the transport has no
+ * key or path yet (the caller sends it another way), <0 for an unknown transport or a bad length. */
+int cc_send_rtcp(cc_engine *e, int tid, const uint8_t *data, size_t len);
 
 int cc_add_slot(cc_engine *e, int tid, uint32_t clock_rate);
 int cc_remove_slot(cc_engine *e, int slot);

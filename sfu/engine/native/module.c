@@ -207,6 +207,16 @@ static PyObject *protect(EngineObject *self, PyObject *args, int rtcp) {
     return out;
 }
 
+static PyObject *Engine_send_rtcp(EngineObject *self, PyObject *args) {
+    int tid;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &data)) return NULL;
+    int rc = cc_send_rtcp(self->e, tid, data.buf, (size_t)data.len);
+    PyBuffer_Release(&data);
+    if (check(rc, "send_rtcp")) return NULL;
+    return PyBool_FromLong(rc);
+}
+
 static PyObject *Engine_protect_rtp(EngineObject *self, PyObject *args) { return protect(self, args, 0); }
 static PyObject *Engine_protect_rtcp(EngineObject *self, PyObject *args) { return protect(self, args, 1); }
 
@@ -425,6 +435,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
     {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
     {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
+    {"send_rtcp", (PyCFunction)Engine_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
     {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
     {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},
     {"add_slot", (PyCFunction)Engine_add_slot, METH_VARARGS, NULL},
