@@ -64,6 +64,7 @@ class TrackInfo:
     clock_rate: int
     name: str
     role: str
+    size: tuple[int, int] | None = None  # the largest picture the SFU has seen of it (simulcast: the top layer)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrackInfo:
@@ -71,7 +72,14 @@ class TrackInfo:
         return cls(id=str(d["trackId"]), uid=str(d.get("uid", "")), source=str(d.get("source", "camera")),
                    kind=str(d.get("kind", "video")), mime=str(codec.get("mimeType", "")),
                    clock_rate=int(codec.get("clockRate") or 90000), name=str(d.get("name") or d.get("uid") or ""),
-                   role=str(d.get("role") or ""))
+                   role=str(d.get("role") or ""), size=_size(d.get("size")))
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and 0 < v <= 8192
+                                                                     for v in value):
+        return int(value[0]), int(value[1])
+    return None
 
 
 def _x264(stream: Any, crf: int = 23) -> None:
@@ -150,7 +158,9 @@ class TrackFile:
         return True
 
     def _transcode(self, frame: Frame, seconds: float) -> bool:
-        """VP8 cannot go in an MP4: decode it and encode H.264 at the first picture's size."""
+        """VP8 cannot go in an MP4: decode it and encode H.264 at one size for the whole file: the track's top
+        layer's when the SFU knows it (the feed may begin on a lower layer while the top one resumes), else
+        the first picture's."""
         if self.decoder is None:
             self.decoder = av.CodecContext.create("vp8", "r")
         try:
@@ -161,7 +171,10 @@ class TrackFile:
             if self.container is None:
                 self._open()
                 assert self.container is not None
-                self.size = (picture.width // 2 * 2, picture.height // 2 * 2)
+                w, h = picture.width, picture.height
+                if self.info.size is not None and self.info.size[0] * self.info.size[1] > w * h:
+                    w, h = self.info.size
+                self.size = (w // 2 * 2, h // 2 * 2)
                 self.stream = self.container.add_stream("libx264", rate=FPS)
                 self.stream.width, self.stream.height = self.size
                 _x264(self.stream)

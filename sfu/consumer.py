@@ -21,6 +21,7 @@ from sfu import rtcp
 from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.producer import Producer, Stream
 
+UP_HOLD_S = 5.0  # after the budget moved a subscriber down, this long before stepping up again (no flapping)
 QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
@@ -101,6 +102,7 @@ class Consumer:
         self.wanted_index = 0  # the layer the budget allows, flowing or not (dynacast keeps it on)
         self.fraction_lost = 0
         self._sent: deque[tuple[float, int]] = deque(maxlen=64)  # (when, bytes the engine sent) rate samples
+        self.last_down = float("-inf")  # when the budget last chose a lower layer than the current one
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
 
@@ -179,6 +181,12 @@ class Consumer:
             needed = rate if stream is self.current else rate * 1.15
             if needed <= budget_bps:
                 best = stream
+        current = self.current
+        if current is not None and current in flowing:
+            if best.index < current.index <= self.max_index:  # the budget's doing, not the subscriber's maximum
+                self.last_down = now
+            elif best.index > current.index and now - self.last_down < UP_HOLD_S:
+                return current  # a layer the budget just gave up is not tried again at once
         return best
 
     def wanted(self, budget_bps: float, now: float) -> int:
@@ -205,11 +213,23 @@ class Consumer:
         a keyframe is asked for."""
         if not self.slot.bound or self.paused:
             return
+        stream = self.target if self.target is not None else self.producer.streams[0]
+        now = time.monotonic()
+        if self.producer.simulcast and not stream.flowing(now):
+            # The target is paused (dynacast resumes it for us): start on the best layer flowing below it, not
+            # on the target's cached picture from before the pause; the target follows at its first keyframe.
+            below = [s for s in self.producer.streams[: stream.index + 1] if s.flowing(now)]
+            if below:
+                stream = below[-1]
+        target = self.target
+        if stream is not target:
+            self._engine.set_target(self.slot.id, stream.sid)  # the engine starts on its target's pictures
         need_keyframe = self._engine.start(self.slot.id)
+        if stream is not target and target is not None:
+            self._engine.set_target(self.slot.id, target.sid)
         self.slot.bridge.dispatch()
         if need_keyframe:
-            stream = self.target if self.target is not None else self.producer.streams[0]
-            if await stream.request_keyframe(time.monotonic()):
+            if await stream.request_keyframe(now):
                 self.keyframes_requested += 1
 
     def on_switched(self, stream_id: int) -> None:

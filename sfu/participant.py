@@ -389,9 +389,13 @@ class SfuParticipant:
         elif self.twcc is None and self.remb is None and URI_ABS_SEND_TIME in self._ext:
             self.remb = RemoteBitrateEstimator()
         # Camera simulcast is received as offered; a screen share is received as one layer (no simulcast lines
-        # in the answer make the browser send only its first encoding).
+        # in the answer make the browser send only its first encoding). A camera already published is offered
+        # again with every later publish (the screen share): its answer must keep the simulcast and RID lines, or
+        # the browser falls back to one layer without RIDs, which left students on 320x180 once a screen was on.
         simulcast = {mid for mid, source in declared.items()
                      if source == "camera" and mid in offered and offered[mid].simulcast}
+        simulcast |= {mid for mid, producer in self._by_mid.items()
+                      if producer.simulcast and mid in offered and offered[mid].simulcast}
         self._send_description("answer", munge_answer(answer.sdp, offered, simulcast))
         new = []
         for mid, source in declared.items():
@@ -654,6 +658,8 @@ class SfuParticipant:
     async def _start_consumers(self) -> None:
         if not self.peer.connected:
             return
+        if any(c.producer.simulcast and not c.started for c in self.consumers.values()):
+            await self.select_layers(time.monotonic())  # start on the layer the budget allows, not the lowest
         for consumer in list(self.consumers.values()):
             if consumer.slot.bound and not consumer.started:
                 await consumer.start()

@@ -57,6 +57,7 @@ log = logging.getLogger("classcast.sfu.producer")
 SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
 STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
 RATE_WINDOW_S = 1.0
+_MASK, _HALF = 0xFFFFFFFF, 0x80000000  # RTP timestamp arithmetic
 LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
@@ -172,38 +173,95 @@ class TapFeed:
     Sinks such as the recorder decode one stream per track; three layers' packets interleaved under one track id
     would be garbage to them. Like a subscriber, the feed switches layers only at a keyframe and keeps sequence
     numbers, timestamps and VP8 picture ids continuous, and its sender reports are translated to match.
+    Unlike a subscriber it has nobody to ask for that keyframe on its behalf: a browser sends keyframes only when
+    asked, so while the feed waits for a layer (at the start, or to move to a better one) it asks for that layer's
+    keyframe itself, every `ASK_INTERVAL_S`. Without this a browser's camera never reached a recording.
     """
+
+    ASK_INTERVAL_S = 0.5
+    RESUME_WAIT_S = 1.0
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self.current: Stream | None = None
+        self.wanted: Stream | None = None  # the layer whose keyframe the feed waits for, if any
         self.seq = SequenceRewriter()
         self.ts = TimestampRewriter(producer.codec.clock_rate)
         self.vp8 = Vp8PictureIdRewriter()
         self.ssrc = producer.streams[-1].ssrc or 0x7A90_0000 | hash(producer.id) & 0xFFFF
         self._switch = True
+        self._asked = float("-inf")
+        self._resume_until = float("-inf")
+        self._rebased = False
+
+    def restart(self, now: float) -> None:
+        """From the next keyframe on (a new sink joined and must start at one); numbering stays continuous.
+        For a moment the feed waits for a better layer that dynacast is resuming for it rather than starting
+        on a lower one: a track-mode VP8 file is encoded at its first picture's size."""
+        self.current = self.wanted = None
+        self._switch = True
+        self._asked = float("-inf")
+        self._resume_until = now + self.RESUME_WAIT_S
+
+    def _best(self, now: float, fallback: Stream) -> Stream:
+        streams = self.producer.streams
+        flowing = [s for s in streams if s.flowing(now)]
+        best = flowing[-1] if flowing else fallback
+        if self.current is None and now < self._resume_until:
+            resuming = [s for s in streams if s.index > best.index and s.active and s.packets_in]
+            if resuming:
+                return resuming[-1]
+        return best
 
     def packet(self, packet: Packet, stream: Stream) -> bytes | None:
+        now = packet.arrival
         if stream is not self.current:
-            now = packet.arrival
-            flowing = [s for s in self.producer.streams if s.flowing(now)]
-            best = flowing[-1] if flowing else stream
+            best = self._best(now, stream)
             current_ok = self.current is not None and self.current.flowing(now) and \
                 self.current.index >= best.index
+            self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
-            self.current, self._switch = stream, True
+            self._rebase(self.current, stream, packet)
+            self.current, self.wanted, self._switch = stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
         if seq is None:
             return None
-        ts = self.ts.rewrite(header.timestamp, packet.arrival, self._switch)
+        ts = self.ts.rewrite(header.timestamp, packet.arrival, self._switch and not self._rebased)
+        self._rebased = False
         buf = rewrite_header(packet.data, header, self.ssrc, header.payload_type, seq, ts)
         if packet.vp8 is not None:
             picture_id, tl0 = self.vp8.rewrite(packet.vp8, self._switch)
             rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
         self._switch = False
         return bytes(buf)
+
+    def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> None:
+        """Places the new layer's first picture on the feed's clock through both layers' sender reports (one
+        NTP clock at the publisher), so a sink's lip sync survives the switch exactly; without reports the
+        rewriter's arrival-time guess is used (off by the network and scheduling jitter, until the next report)."""
+        if old is None or old.last_sr is None or new.last_sr is None:
+            return
+        rate = self.producer.codec.clock_rate
+        ntp_delta = (new.last_sr.ntp - old.last_sr.ntp) / (1 << 32)  # seconds from old's report to new's
+        since_new = ((packet.header.timestamp - new.last_sr.rtp_timestamp + _HALF) & _MASK) - _HALF
+        in_old = old.last_sr.rtp_timestamp + round(ntp_delta * rate) + since_new
+        out = self.ts.peek(in_old)
+        if out is not None:
+            self.ts.rebase(packet.header.timestamp, out, packet.arrival)
+            self._rebased = True
+
+    def keyframe_due(self, now: float) -> Stream | None:
+        """The layer to ask a keyframe of now: the one the feed waits for, at most every ASK_INTERVAL_S."""
+        if self.wanted is None or now - self._asked < self.ASK_INTERVAL_S:
+            return None
+        self._asked = now
+        return self.wanted
+
+    def source(self, now: float) -> Stream:
+        """The layer a sink's keyframe request is for: the one it waits for, else the one it is fed."""
+        return self.wanted or self.current or self._best(now, self.producer.streams[-1])
 
     def sender_report(self, stream: Stream, rtp_timestamp: int) -> int | None:
         if stream is not self.current:
@@ -284,6 +342,13 @@ class Producer:
             info["layers"] = [s.rid for s in self.streams]
         return info
 
+    def tap_info(self) -> dict[str, object]:
+        """How taps see the track: its info plus the largest picture any layer has shown (`size`, when known),
+        so a sink that must fix its picture size at the start (a VP8 track re-encoded to H.264) fits the top
+        layer even while it is paused and the feed begins below it."""
+        sizes = [(s.width, s.height) for s in self.streams if s.width and s.height]
+        return self.info() | ({"size": list(max(sizes))} if sizes else {})
+
     # ---- the per-packet path -----------------------------------------------------------------------------
 
     def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
@@ -331,6 +396,8 @@ class Producer:
         if tapped is not None:
             for tap in self.taps:
                 tap.rtp(self.id, tapped, arrival)
+        if feed is not None and (due := feed.keyframe_due(arrival)) is not None:
+            self._spawn(due.request_keyframe(arrival))  # the feed asks for the keyframe it waits for
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """RTCP from the synchronous packet path (it leaves through aiortc's coroutines)."""
@@ -367,8 +434,10 @@ class Producer:
     # ---- RTCP toward the publisher -----------------------------------------------------------------------
 
     async def request_keyframe(self, now: float) -> bool:
-        """For the single-stream case; simulcast consumers ask their target stream."""
-        return await self.streams[0].request_keyframe(now)
+        """For a sink (the recorder): the layer its feed carries or waits for. Simulcast consumers ask their
+        target stream themselves."""
+        stream = self.tap_feed.source(now) if self.tap_feed is not None else self.streams[0]
+        return await stream.request_keyframe(now)
 
     def on_sender_report(self, stream: Stream, report: rtcp.SenderReport, arrival: float) -> None:
         stream.last_sr = report

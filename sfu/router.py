@@ -73,9 +73,13 @@ class Router:
     # ---- tracks -------------------------------------------------------------------------------------------
 
     def add_tap(self, tap: Tap) -> None:
+        now = time.monotonic()
         self.taps.append(tap)
         for producer in self.producers.values():
-            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+            tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
+            if producer.tap_feed is not None:
+                producer.tap_feed.restart(now)  # the new sink starts at a keyframe the feed asks for at once
+        self._dynacast(now)  # layers paused for want of subscribers resume now, not at the next tick
 
     def remove_tap(self, tap: Tap) -> None:
         if tap in self.taps:
@@ -85,7 +89,7 @@ class Router:
         self.producers[producer.id] = producer
         producer.taps = self.taps
         for tap in self.taps:
-            tap.track_added(self.room_sid, track_description(producer.info(), producer.codec.as_dict()))
+            tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
         for participant in list(self.participants.values()):
             await participant.subscribe(producer)
@@ -181,6 +185,10 @@ class Router:
             if not producer.simulcast:
                 continue
             needed = {0}  # the lowest layer always flows: a new subscriber starts on it at once
+            if any(getattr(tap, "wants_video", True) for tap in producer.taps):
+                # A recording follows the best layer the publisher sends (TapFeed), and which one that is depends
+                # on its camera (a 640x480 camera never sends the top of a three-layer ladder): pause nothing.
+                needed.update(s.index for s in producer.streams)
             for consumer in producer.consumers:
                 if consumer.paused:
                     continue

@@ -612,6 +612,14 @@ class TimestampRewriter:
             return None
         return (timestamp + self._offset) & _TS_MASK
 
+    def rebase(self, timestamp: int, out: int, now: float) -> None:
+        """Re-bases a new source so that ``timestamp`` maps to ``out``: for a switch whose exact place on the
+        output clock is known (two simulcast layers' sender reports share the publisher's NTP clock)."""
+        out &= _TS_MASK
+        self._offset = out - timestamp
+        if self._highest is None or 0 < ((out - self._highest) & _TS_MASK) < _TS_HALF:
+            self._highest, self._highest_time = out, now
+
     def _start(self, timestamp: int, now: float) -> int:
         if self._highest is None:
             out = timestamp if self._first_output is None else self._first_output & _TS_MASK

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 class Tap(Protocol):
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
-        """`track`: the producer's info plus `codec` details (mimeType, clockRate, payloadType, channels, fmtp)."""
+        """`track`: the producer's info plus `codec` details (mimeType, clockRate, payloadType, channels, fmtp),
+        and `size` ([width, height] of the largest picture a layer has shown) when known."""
 
     def track_removed(self, room_sid: str, track_id: str) -> None: ...
 
@@ -25,6 +26,8 @@ class Tap(Protocol):
         """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
 
     # Optional (called only when a tap defines it): the publisher muted or unmuted the track.
+    # Optional attribute `wants_video` (True when absent): False for an audio-only sink (a transcriber), so that
+    # dynacast does not keep a camera's top simulcast layer on for it. A sink that takes video keeps it on.
     # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
 
 

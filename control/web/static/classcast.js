@@ -12,6 +12,21 @@ export const SIMULCAST_LAYERS = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+// What a camera is asked for: 1280x720 at 30 fps, as `ideal` so that any camera still opens. Chromium sends as many
+// simulcast layers as the picture allows (a 640x480 picture gets two), so the full ladder needs 720p.
+export const CAMERA = Object.freeze({ width: 1280, height: 720, frameRate: 30 });
+
+// getUserMedia constraints for the camera; pass a smaller size or rate to ask for less (a weak uplink or CPU).
+export function cameraConstraints({ width = CAMERA.width, height = CAMERA.height, frameRate = CAMERA.frameRate } = {}) {
+  return { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: frameRate } };
+}
+
+// The camera and microphone as one MediaStream: getLocalMedia() for the defaults, getLocalMedia({width: 640,
+// height: 360, frameRate: 15}) for less, {camera: false} or {microphone: false} to leave one out.
+export function getLocalMedia({ camera = true, microphone = true, ...size } = {}) {
+  return navigator.mediaDevices.getUserMedia({ video: camera ? cameraConstraints(size) : false, audio: microphone });
+}
+
 export class Room extends EventTarget {
   constructor({ baseUrl = location.origin, reconnect = true, maxBackoffMs = 5000 } = {}) {
     super();

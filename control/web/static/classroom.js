@@ -1,6 +1,6 @@
 // The classroom page behind iframeUrl. Teacher and student views on the SDK (/sdk/classcast.js), the hosted
 // service's iframe protocol toward the embedding page, and the AI tutor panel. No third-party code.
-import { Room } from "/sdk/classcast.js";
+import { Room, getLocalMedia } from "/sdk/classcast.js";
 
 const config = JSON.parse(document.getElementById("classcast-config").textContent);
 const token = new URLSearchParams(location.search).get("token");
@@ -369,15 +369,21 @@ window.addEventListener("message", async (event) => {
 
 // ---- start: lobby (camera and microphone check), then the class -------------------------------------------
 async function lobby() {
-  const preview = el("video", { id: "lobby-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Camera preview" });
-  const meter = el("meter", { id: "mic-level", min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
   const status = el("p", { id: "lobby-status", text: "Checking your camera and microphone…" });
   const join = button("join", "Join class", () => start(stream), { class: "primary" });
-  app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, el("h1", { text: config.room.title }),
-    preview, meter, status, join));
+  const title = el("h1", { text: config.room.title });
   let stream = null;
+  if (!canPublish) {
+    // A student publishes nothing, so the lobby asks for no camera or microphone (no black preview, no prompt).
+    status.textContent = "You will see and hear the class; your camera and microphone stay off.";
+    app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, title, status, join));
+    return;
+  }
+  const preview = el("video", { id: "lobby-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Camera preview" });
+  const meter = el("meter", { id: "mic-level", min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
+  app.replaceChildren(el("section", { id: "lobby", class: "lobby" }, title, preview, meter, status, join));
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: canPublish, audio: true });
+    stream = await getLocalMedia();
     preview.srcObject = stream;
     const ctx = new AudioContext();
     const analyser = ctx.createAnalyser();
@@ -387,7 +393,6 @@ async function lobby() {
       if (document.getElementById("lobby")) requestAnimationFrame(tick); };
     tick();
     status.textContent = "Camera and microphone are working.";
-    if (!canPublish) { stream.getTracks().forEach((t) => t.stop()); stream = null; }
   } catch (err) {
     status.textContent = `No camera or microphone: ${err.message}. You can still join.`;
   }
@@ -405,7 +410,7 @@ async function start(stream) {
     state.recording = joined.recording.active;
     renderRoster(); renderHands(); renderPolls(); renderRecording();
     if (canPublish) {
-      if (!stream) stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      if (!stream) stream = await getLocalMedia();
       state.local = stream;
       await room.publish({ camera: stream.getVideoTracks()[0], microphone: stream.getAudioTracks()[0] });
       const self = $("camera-video");

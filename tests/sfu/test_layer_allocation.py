@@ -1,0 +1,215 @@
+"""Layer choice and the recorder's view of a simulcast track, packet by packet (no network, no clock targets)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from sfu import rtcp
+from sfu.bwe import SubscriberEstimate
+from sfu.codecs import VP8, CodecInfo
+from sfu.consumer import UP_HOLD_S, Consumer, OutSlot
+from sfu.engine.bridge import process_bridge
+from sfu.producer import Producer
+from sfu.rtp import parse_rtp
+
+SSRCS = {"q": 1001, "h": 1002, "f": 1003}
+SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
+
+
+class Tap:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
+        self.packets.append(data)
+
+    def sender_report(self, *args: Any) -> None: ...
+
+    def track_added(self, *args: Any) -> None: ...
+
+    def track_removed(self, *args: Any) -> None: ...
+
+
+def _camera(sent: list[bytes]) -> Producer:
+    async def send_rtcp(data: bytes) -> bool:
+        sent.append(data)
+        return True
+
+    producer = Producer("TR_cam", "teacher-key", "teacher", "camera", "0", CodecInfo(VP8, 90000, 96), None, None,
+                        None, 7, send_rtcp, rids=["q", "h", "f"])
+    for stream in producer.streams:
+        stream.ssrc = SSRCS[stream.rid or ""]
+    return producer
+
+
+def _vp8(rid: str, seq: int, keyframe: bool) -> bytes:
+    header = struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, SSRCS[rid])
+    descriptor = bytes([0x10])  # start of partition, no picture id
+    if keyframe:
+        w, h = SIZES[rid]
+        frame = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", w, h)
+    else:
+        frame = bytes([0x01, 0, 0])
+    return header + descriptor + frame + bytes(100)
+
+
+async def _feed(producer: Producer, rid: str, seq: int, now: float, keyframe: bool = False) -> None:
+    data = _vp8(rid, seq, keyframe)
+    producer.on_rtp(producer.stream(rid), data, parse_rtp(data), now)
+    await asyncio.sleep(0)  # the packet path is synchronous; RTCP it asks for leaves from a task
+
+
+def _plis(sent: list[bytes]) -> list[int]:
+    return [p.media_ssrc for data in sent for p in rtcp.parse_rtcp(data) if isinstance(p, rtcp.Pli)]
+
+
+async def test_the_tap_feed_asks_for_the_keyframe_it_waits_for() -> None:
+    """A browser sends keyframes only when asked: the recorder's feed must ask for its layer's, or it waits
+    forever (the teacher's browser camera never reached a recording)."""
+    sent: list[bytes] = []
+    camera = _camera(sent)
+    tap = Tap()
+    now = 100.0
+    for rid in ("q", "h", "f"):  # all three layers flow before the recording starts
+        await _feed(camera, rid, 0, now)
+    camera.taps = [tap]
+    for seq in range(1, 40):  # no keyframe yet
+        now += 0.01
+        for rid in ("q", "h", "f"):
+            await _feed(camera, rid, seq, now)
+    assert tap.packets == [], "nothing before a keyframe"
+    plis = _plis(sent)
+    assert plis and set(plis) == {SSRCS["f"]}, "asked for the top layer's keyframe"
+    assert 1 <= len(plis) <= 2, "and not once per packet (0.4 s of packets, one request per 0.5 s)"
+    await _feed(camera, "q", 40, now, keyframe=True)
+    assert tap.packets == [], "a keyframe of another layer does not start the feed"
+    await _feed(camera, "f", 40, now + 0.01, keyframe=True)
+    await _feed(camera, "f", 41, now + 0.02)
+    assert len(tap.packets) == 2 and camera.tap_feed is not None and camera.tap_feed.current is camera.stream("f")
+    sent.clear()
+    for seq in range(42, 100):  # fed: no more requests
+        await _feed(camera, "f", seq, now + seq * 0.01)
+    assert _plis(sent) == []
+    # The recorder's own request after loss goes to the layer it is fed, not the lowest.
+    assert await camera.request_keyframe(now + 5)
+    assert _plis(sent) == [SSRCS["f"]]
+
+
+def _consumer(producer: Producer) -> Consumer:
+    async def send_rtcp(data: bytes) -> bool:
+        return True
+
+    slot = OutSlot("1", "video", 90000, transport=process_bridge().engine.add_transport())
+    slot.bind(5000, 96, None, None)
+    consumer = Consumer(producer, slot, send_rtcp)
+    producer.consumers.append(consumer)
+    return consumer
+
+
+_seq = iter(range(1000, 60000))
+
+
+def _carry(producer: Producer, consumer: Consumer, rid: str, now: float) -> None:
+    """The consumer's slot carries layer `rid` from now on: the engine switches at that layer's keyframe."""
+    consumer.target = producer.stream(rid)
+    data = _vp8(rid, next(_seq), keyframe=True)
+    producer.on_rtp(producer.stream(rid), data, parse_rtp(data), now)  # type: ignore[arg-type]
+    assert consumer.current is producer.stream(rid)
+
+
+def _flowing(producer: Producer, now: float, rates: dict[str, int]) -> None:
+    """Makes each layer look as if it carried `rates[rid]` bit/s over the last second."""
+    for stream in producer.streams:
+        stream.packets_in, stream.first_arrival, stream.last_arrival = 100, now - 10, now
+        stream._window.clear()
+        stream._window.append((now, rates[stream.rid or ""] // 8))
+        stream._window_bytes = rates[stream.rid or ""] // 8
+
+
+async def test_a_down_switch_holds_the_next_step_up() -> None:
+    camera = _camera([])
+    consumer = _consumer(camera)
+    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+    now = 10.0
+    _flowing(camera, now, rates)
+    _carry(camera, consumer, "f", now)
+    assert consumer.choose(2_000_000, now) is camera.stream("f")
+    assert consumer.choose(1_000_000, now) is camera.stream("h"), "down at once when the budget drops"
+    _carry(camera, consumer, "h", now)
+    now += 1.0
+    _flowing(camera, now, rates)
+    assert consumer.choose(2_000_000, now) is camera.stream("h"), "not straight back up"
+    now += UP_HOLD_S
+    _flowing(camera, now, rates)
+    assert consumer.choose(2_000_000, now) is camera.stream("f"), "up again once the hold is over"
+
+
+async def test_a_switch_notifies_once_per_actual_change() -> None:
+    camera = _camera([])
+    notes: list[dict[str, Any]] = []
+    consumer = _consumer(camera)
+    consumer._notify = notes.append
+    _carry(camera, consumer, "f", 10.0)
+    _carry(camera, consumer, "f", 10.1)  # another keyframe of the layer it carries: no change, no message
+    assert [n["layer"] for n in notes] == ["f"]
+
+
+def test_the_estimate_grows_fast_until_the_first_loss() -> None:
+    estimate = SubscriberEstimate(start_bps=1_000_000)
+    estimate.tick(0.0)
+    assert estimate.tick(3.0) > 3_000_000, "slow start: a good link carries the top layer and a screen soon"
+    estimate.on_loss(64, 2_000_000, 3.0)  # 25% lost
+    cut = estimate.tick(3.0)
+    assert cut < 2_000_000
+    estimate.tick(4.0)
+    assert estimate.tick(5.0) < cut * 1.1, "after a loss it holds a second, then grows 8%/s"
+
+
+async def test_a_lower_maximum_asked_by_the_student_does_not_hold_the_way_back_up() -> None:
+    camera = _camera([])
+    consumer = _consumer(camera)
+    now = 10.0
+    _flowing(camera, now, {"q": 150_000, "h": 500_000, "f": 1_500_000})
+    _carry(camera, consumer, "f", now)
+    consumer.max_index = 1  # "medium"
+    assert consumer.choose(5_000_000, now) is camera.stream("h")
+    _carry(camera, consumer, "h", now)
+    consumer.max_index = 2  # "high" a moment later: honoured at once, the estimate allows it
+    assert consumer.choose(5_000_000, now + 0.5) is camera.stream("f")
+
+
+async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
+    """Two layers have unrelated RTP bases; their sender reports share the publisher's NTP clock, so the first
+    picture of the new layer lands exactly where it belongs on the feed's clock (lip sync in the recording)."""
+    sent: list[bytes] = []
+    camera = _camera(sent)
+    tap = Tap()
+    camera.taps = [tap]
+    ntp0 = 3_900_000_000 << 32
+    base = {"h": 1_000_000, "f": 4_000_000_000}  # RTP timestamps at ntp0 (f wraps soon after)
+
+    def packet(rid: str, t: float, keyframe: bool) -> bytes:
+        w, h = SIZES[rid]
+        header = struct.pack("!BBHII", 0x80, 96, int(t * 30) & 0xFFFF, (base[rid] + int(t * 90000)) & 0xFFFFFFFF,
+                             SSRCS[rid])
+        frame = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", w, h) if keyframe else bytes([1, 0, 0])
+        return header + bytes([0x10]) + frame + bytes(50)
+
+    for rid in ("h", "f"):  # each layer's report, half a second apart
+        at = 0.5 if rid == "f" else 0.0
+        report = rtcp.SenderReport(SSRCS[rid], ntp0 + int(at * (1 << 32)), (base[rid] + int(at * 90000)) & 0xFFFFFFFF,
+                                   0, 0)
+        camera.on_sender_report(camera.stream(rid), report, 100.0)  # type: ignore[arg-type]
+    # Only h flows at first: the feed starts on it; then f comes, and the feed moves up at f's keyframe.
+    for i, t in enumerate((1.0, 1.1, 1.2)):
+        data = packet("h", t, keyframe=i == 0)
+        camera.on_rtp(camera.stream("h"), data, parse_rtp(data), 100 + t)  # type: ignore[arg-type]
+    first_out = parse_rtp(tap.packets[0]).timestamp
+    data = packet("f", 1.3, keyframe=True)
+    # Arrival far off (a busy machine): the reports, not the arrival time, place the picture.
+    camera.on_rtp(camera.stream("f"), data, parse_rtp(data), 100 + 1.3 + 0.4)  # type: ignore[arg-type]
+    assert camera.tap_feed is not None and camera.tap_feed.current is camera.stream("f")
+    switched = parse_rtp(tap.packets[-1]).timestamp
+    assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
