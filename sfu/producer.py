@@ -58,6 +58,8 @@ SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
 STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
 RATE_WINDOW_S = 1.0
 _MASK, _HALF = 0xFFFFFFFF, 0x80000000  # RTP timestamp arithmetic
+SPS_MAX_BYTES = 256  # a real SPS is tens of bytes
+SPS_READ_INTERVAL_S = 0.1
 LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
@@ -112,6 +114,8 @@ class Stream:
         self.unneeded_since: float | None = None
         self.last_rate = 0
         self.width: int | None = None
+        self._sps = b""  # the H.264 SPS whose size was read last
+        self._sps_read_at = float("-inf")
         self.height: int | None = None
         self._window: deque[tuple[float, int]] = deque(maxlen=8192)  # (arrival, bytes) over the last second
         self._window_bytes = 0  # the sum of the window's sizes
@@ -367,21 +371,31 @@ class Producer:
         stream._count(len(data), arrival)
         keyframe = bool(flags & F_KEYFRAME)
         if keyframe:
-            self._measure(stream, data, header)
+            self._measure(stream, data, header, arrival)
         if flags & F_EVENTS:
             self.bridge.dispatch()
         if self.taps:
             self._tap(stream, data, header, arrival, keyframe)
 
-    def _measure(self, stream: Stream, data: bytes, header: RtpHeader) -> None:
-        """A keyframe: the picture size it announces (for subscribers who ask for a video size)."""
+    def _measure(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
+        """A keyframe: the picture size it announces (for subscribers who ask for a video size).
+
+        Reading an H.264 SPS walks it bit by bit in Python (up to ~2 ms for a crafted 1200-byte one, issue 13's
+        finding): an SPS is read only when its bytes changed, only if it is of a plausible size, and at most
+        every SPS_READ_INTERVAL_S per stream, so a publisher cannot make every packet cost that."""
         size = None
         if self.codec.mime_type == VP8:
             vp8 = parse_vp8_descriptor(data, header.payload_offset, header.payload_end)
             size = vp8_size(data, header.payload_offset + vp8.size, header.payload_end)
         elif self.codec.mime_type == H264:
-            sps = h264_sps(data, header.payload_offset, header.payload_end)
-            size = h264_size(data, *sps) if sps is not None else None
+            span = h264_sps(data, header.payload_offset, header.payload_end)
+            if span is None or span[1] - span[0] > SPS_MAX_BYTES:
+                return
+            sps = data[span[0] : span[1]]
+            if sps == stream._sps or arrival - stream._sps_read_at < SPS_READ_INTERVAL_S:
+                return
+            stream._sps, stream._sps_read_at = sps, arrival
+            size = h264_size(data, *span)
         if size:
             stream.width, stream.height = size
 

@@ -264,3 +264,27 @@ async def test_subscriber_twcc_feedback_is_read_against_what_the_engine_numbered
     sender = TwccSender(5, ENGINE, wire.transport)
     assert sender.on_feedback(feedback[0].fci) == (10, 120)
     assert sender.on_feedback(feedback[0].fci) is None, "reported once: the same feedback again counts nothing"
+
+
+async def test_a_publisher_cannot_make_every_packet_read_an_sps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading an SPS's picture size walks its bits in Python: a publisher sending a costly SPS (issue 13's fuzz
+    finding, about 0.5 ms to read even bounded to 255 bytes), changed in every packet, must not make the server
+    read each one."""
+    import base64
+
+    from sfu import producer as producer_module
+
+    reads = []
+    read = producer_module.h264_size
+    monkeypatch.setattr(producer_module, "h264_size", lambda *a: reads.append(1) or read(*a))
+    slow = base64.b64decode(
+        "Z1VVVVVkAAMAgAAAHkeMGVAABGjvPLACrQYF//+p3EXpvebZSLeWLNgg2SPu73gyNjQgLSBjb3JlIDE2NSAtIEguMjY0L01QRUct"
+        "NCBBVkMgY29kZWMgLSBDb3B5bGVmdCAyMDAzLTIwMjUgLSBodHRwOi8vd3d3LnZpZGVvbGFuLm9yZy94MjY0Lmh0bWwgLSBvcHRp"
+        "b25zOiBjfmFiYWM9MSByZWY9MSBkZWJsb2NrPTE6MDowIGFuYWx5c2U9MHgzOjB4MTEzIG1lPWhleCBzdWJtZT0yIHBzeT0xIJDz")
+    producer = _producer(Wire())
+    stream = producer.streams[0]
+    for i in range(600):  # 0.3 s of packets
+        data = _packet(1 + i, 3000 * i, slow[:-1] + bytes([i & 0xFF]))  # an SPS, different every time
+        producer.on_rtp(stream, data, parse_rtp(data), i / 2000)
+    assert 1 <= len(reads) <= 4, f"{len(reads)} SPS read for 600 packets (one per 100 ms at most)"
+    assert stream.packets_in == 600, "and every packet was still taken (forwarded, cached)"
