@@ -597,7 +597,8 @@ class SfuParticipant:
         self._pending_slots = []
         self._server_offer_out = True
         tracks = {mid: slot.consumer.producer.info() for mid, slot in self.slots.items() if slot.consumer}
-        self._send_description("offer", munge_offer(offer.sdp), tracks=tracks)
+        receiving = {p.mid: [s.rid for s in p.streams if s.rid] for p in self.producers.values() if p.simulcast}
+        self._send_description("offer", munge_offer(offer.sdp, self._ext, receiving), tracks=tracks)
 
     def _send_description(self, kind: str, sdp: str, **extra: Any) -> None:
         """The SDP, then its candidates trickled one by one and an end-of-candidates.
