@@ -24,5 +24,8 @@ RUN pip install --no-deps . && python -m control.tutor.models prepare && useradd
 USER classcast
 VOLUME ["/data"]
 EXPOSE 8080
+# /healthz answers while the process does; SIGTERM drains running classes (docs/operations.md): give `docker stop`
+# a grace period (-t) as long as CLASSCAST_DRAIN_TIMEOUT.
+HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CLASSCAST_PORT', '8080') + '/healthz', timeout=4)"]
 # Set CLASSCAST_PUBLIC_URL to the address browsers use, so iframeUrl links work from outside the container.
 CMD ["classcast", "serve"]

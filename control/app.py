@@ -9,18 +9,21 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from control import signaling
-from control.api import billing, openapi, participants, recordings, rooms, tutor
+from control import health, metrics, signaling
+from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
+from control.drain import DRAIN, Drain
 from control.events import EventBus
 from control.middleware import org_middleware, request_middleware
 from control.services import SERVICES, Services
+from control.signaling import HUB
 from control.store.store import Store
 from control.tutor.service import Tutor
 from control.web import page
+from control.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("classcast.app")
 
@@ -62,13 +65,46 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     """`background=False` leaves the ticker and the janitor's loop off so tests drive them with a fake clock, and
     starts the recorder process only when a recording starts."""
     svc = await build_services(config, clock)
-    app = web.Application(middlewares=[request_middleware, org_middleware], client_max_size=config.max_body_bytes)
+    drain = Drain()
+    middlewares = [request_middleware, org_middleware, drain.middleware]
+    meter = metrics.Metrics() if config.metrics else None
+    if meter is not None:
+        middlewares.insert(0, meter.middleware)  # outermost: it sees every final status
+        svc.bus.subscribe(meter.on_event)
+        if svc.tutor is not None:
+            metrics.time_backend(svc.tutor.backend, meter.on_generation)
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
+    app[DRAIN] = drain
     app[recordings.BACKGROUND] = background  # the recorder process starts with the server, else on demand
-    for module in (rooms, participants, billing, openapi, page, signaling, tutor, recordings):  # tutor after signaling
-        module.setup(app)
+    for module in (rooms, participants, billing, openapi, page, signaling, tutor, recordings, webhooks):
+        module.setup(app)  # tutor after signaling
+    health.setup(app, drain)
+
+    async def refuse_joins_while_draining(app: web.Application) -> None:
+        app[HUB].draining = lambda: drain.draining
+
+    app.on_startup.append(refuse_joins_while_draining)
+    dispatcher = Dispatcher(svc.classroom.outbox, config.webhooks, svc.clock,
+                            meter.on_webhook if meter is not None else None)
+    app[webhooks.DISPATCHER] = dispatcher
+    if meter is not None:
+        metrics.setup(app, meter)
+
+        async def watch(app: web.Application) -> None:
+            meter.live.hub = app[HUB]
+            meter.live.recordings = app[recordings.RECORDINGS]
+
+        app.on_startup.append(watch)
     if background:
         app.cleanup_ctx.append(_ticker)
+
+        async def deliver(_app: web.Application) -> AsyncIterator[None]:
+            await dispatcher.start()
+            yield
+            await dispatcher.stop()
+
+        app.cleanup_ctx.append(deliver)
 
     async def close_store(_app: web.Application) -> None:
         await svc.store.close()

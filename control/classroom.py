@@ -1,7 +1,8 @@
 """Room lifecycle, participants, sessions and credits: the control plane's rules in one place.
 
 REST handlers and the signaling layer both call this service; it owns the ordering of side effects (database
-first, then events) so that an event never announces something the database does not hold.
+first, then events) so that an event never announces something the database does not hold. Webhooks go further:
+their outbox rows are written in the same transaction (`Store.atomic`) as the change they announce.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from control.events import Event, EventBus
 from control.ids import new_id
 from control.store.records import Org, Participant, Room, Session
 from control.store.store import RoomIdTaken, Store
+from control.store.webhooks import WebhookStore
+from control.webhooks.outbox import Outbox
 
 log = logging.getLogger("classcast.classroom")
 
@@ -59,13 +62,16 @@ def participant_public(p: Participant) -> dict[str, Any]:
 
 
 class Classroom:
-    def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock,
+                 outbox: Outbox | None = None) -> None:
         self.config = config
         self.store = store
         self.auth = auth
         self.bus = bus
         self.clock = clock
+        self.outbox = outbox or Outbox(WebhookStore(store), clock)
         self._room_locks: dict[str, asyncio.Lock] = {}
+        store.credits_moved = self._credits_moved
 
     def _lock(self, room_sid: str) -> asyncio.Lock:
         """Serializes session changes per room so capacity checks and billing see a consistent roster."""
@@ -76,6 +82,24 @@ class Classroom:
 
     def _emit(self, type_: str, room: Room, **data: Any) -> None:
         self.bus.publish(Event(type=type_, org_id=room.org_id, room_id=room.room_id, room_sid=room.sid, data=data))
+
+    async def _webhook(self, type_: str, room: Room, **data: Any) -> None:
+        """The outbox row; call inside the `store.atomic()` block of the change it announces."""
+        await self.outbox.record(type_, room.org_id, {"roomId": room.room_id, "roomSid": room.sid, **data},
+                                 room_sid=room.sid)
+
+    async def _webhook_left(self, room: Room, closed: list[Session], reason: str) -> None:
+        """participant_left for each participant whose last open session `closed` holds."""
+        still = {s.participant_id for s in await self.store.room_sessions(room.sid, active_only=True)}
+        seen: set[str] = set()
+        for s in closed:
+            if s.participant_id in still or s.participant_id in seen:
+                continue
+            seen.add(s.participant_id)
+            participant = await self.store.get_participant_by_id(s.participant_id)
+            if participant is not None:
+                await self._webhook("participant_left", room, participant=participant_public(participant),
+                                    reason=reason, leftAt=iso(s.left_at))
 
     # ---- rooms -----------------------------------------------------------------------------------------------
 
@@ -169,7 +193,7 @@ class Classroom:
 
     async def end_room(self, room: Room, reason: str) -> dict[str, Any]:
         """DELETE /v1/room/:roomId, the teacher's End Class, and the empty-room timeout all end a room here."""
-        async with self._lock(room.sid):
+        async with self._lock(room.sid), self.store.atomic():
             now = self.clock.now_ms()
             if not await self.store.finish_room(room.sid, now, reason):
                 raise room_ended()
@@ -180,6 +204,9 @@ class Classroom:
                 await self.store.set_recording_status([r.id for r in recordings], "EGRESS_ENDING")
             room.ended_at, room.end_reason = now, reason
             await self._bill(room, now)
+            await self._webhook_left(room, closed, "class_ended")
+            await self._webhook("room_finished", room, reason=reason, startedAt=iso(room.started_at),
+                                endedAt=iso(now), creditsUsed=room.credits_debited, wasRecording=bool(recordings))
         self._room_locks.pop(room.sid, None)
         self._emit("class_ended", room, reason=reason, endedAt=iso(now), wasRecording=bool(recordings))
         return {
@@ -230,11 +257,22 @@ class Classroom:
         total_ms = sum(s.duration_ms(now) for s in sessions)
         return await self.store.bill_room(room, cr.credits_for(total_ms), now)
 
+    async def _credits_moved(self, org_id: str, before: int, after: int, reason: str, room_sid: str | None) -> None:
+        """Any debit (a class, the AI tutor) that takes the balance below `credits_low` writes that webhook, in the
+        debit's own transaction (the store calls this from inside it)."""
+        threshold = self.config.credits_low
+        if not after < threshold <= before:
+            return
+        room = await self.store.get_room_by_sid(room_sid) if room_sid else None
+        await self.outbox.record("credits_low", org_id, {
+            "remainingCredits": after, "threshold": threshold, "reason": reason,
+            "roomId": room.room_id if room else None, "at": iso(self.clock.now_ms())})
+
     # ---- sessions (called by signaling) ----------------------------------------------------------------------
 
     async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
         """A participant's connection starts: the class starts with the first one."""
-        async with self._lock(room_sid):
+        async with self._lock(room_sid), self.store.atomic():
             room = await self.store.get_room_by_sid(room_sid)
             if room is None:
                 raise room_not_found()
@@ -254,6 +292,7 @@ class Classroom:
                 self._require_start_credits(org)
                 room.started_at = now
                 await self.store.update_room(room.sid, started_at=now, emptied_at=None)
+                await self._webhook("room_started", room, title=room.title, startedAt=iso(now))
             elif room.emptied_at is not None:
                 await self.store.update_room(room.sid, emptied_at=None)
             already_present = any(p.uid == uid for p in await self.store.active_participants(room_sid))
@@ -262,6 +301,9 @@ class Classroom:
                 joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address,
             )
             await self.store.insert_session(session)
+            if not already_present:
+                await self._webhook("participant_joined", room, participant=participant_public(participant),
+                                    joinedAt=iso(now))
         if not already_present:
             self._emit("participant_joined", room, participant=participant_public(participant))
         return session
@@ -274,7 +316,7 @@ class Classroom:
         session = await self.store.get_session(session_id)
         if session is None or not session.active:
             return None
-        async with self._lock(session.room_sid):
+        async with self._lock(session.room_sid), self.store.atomic():
             end = self.clock.now_ms() if at is None else max(session.joined_at, min(at, self.clock.now_ms()))
             closed = await self.store.close_sessions(end, reason, session_id=session_id)
             if not closed:
@@ -286,6 +328,8 @@ class Classroom:
             if not remaining and not room.ended:
                 await self.store.update_room(room.sid, emptied_at=now)
             await self._bill(room, now)
+            if not room.ended:
+                await self._webhook_left(room, closed, reason)
         if not room.ended and all(s.uid != session.uid for s in remaining):
             participant = await self.store.get_participant_by_id(session.participant_id)
             if participant is not None:
@@ -297,12 +341,14 @@ class Classroom:
         heartbeat = await self.store.get_meta(HEARTBEAT_KEY)
         now = self.clock.now_ms()
         at = min(int(heartbeat), now) if heartbeat else now
-        closed = await self.store.close_sessions(at, "server_restart")
-        for sid in {s.room_sid for s in closed}:
-            room = await self.store.get_room_by_sid(sid)
-            if room is not None and not room.ended:
-                await self.store.update_room(sid, emptied_at=at)
-                await self._bill(room, at)
+        async with self.store.atomic():
+            closed = await self.store.close_sessions(at, "server_restart")
+            for sid in sorted({s.room_sid for s in closed}):
+                room = await self.store.get_room_by_sid(sid)
+                if room is not None and not room.ended:
+                    await self.store.update_room(sid, emptied_at=at)
+                    await self._bill(room, at)
+                    await self._webhook_left(room, [s for s in closed if s.room_sid == sid], "server_restart")
         return len(closed)
 
     async def tick(self) -> None:
@@ -333,7 +379,7 @@ class Classroom:
 
     async def remove_participant(self, org: Org, room_id: str, uid: str, reason: str | None) -> dict[str, Any]:
         room, participant = await self._live_participant(org, room_id, uid)
-        async with self._lock(room.sid):
+        async with self._lock(room.sid), self.store.atomic():
             now = self.clock.now_ms()
             if not participant.removed:
                 await self.store.update_participant(participant.id, removed_at=now, updated_at=now)
@@ -343,6 +389,7 @@ class Classroom:
                 if not await self.store.room_sessions(room.sid, active_only=True):
                     await self.store.update_room(room.sid, emptied_at=now)
                 await self._bill(room, now)
+                await self._webhook_left(room, closed, "removed")
         self._emit("participant_removed", room, participant=participant_public(participant), reason=reason)
         return {"roomId": room.room_id, "uid": uid, "removed": True, "sessionsClosed": len(closed)}
 

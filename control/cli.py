@@ -1,20 +1,28 @@
-"""`classcast` command line: `serve`, and organization management (`org create|list|credits|domains|branding`).
+"""`classcast` command line: `serve`, `drain`, `config`, organization management (`org create|list|credits|
+domains|branding`) and the operator commands of control/operator.py (`rooms`, `participants`, `token`,
+`recordings`, `webhooks`).
 
 The org commands open the same database as the server (SQLite in WAL mode tolerates the running server).
+`--config FILE` (or `CLASSCAST_CONFIG`) reads a TOML file under the environment (control/config.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from control import operator_cli as operator
 from control.clock import Clock
-from control.config import Config
+from control.config import Config, effective
 from control.store.records import Org
 from control.store.store import Store
 
@@ -52,10 +60,16 @@ def banner(config: Config, org: Org, created: bool) -> str:
     ])
 
 
+def pid_file(config: Config) -> Path:
+    """Where `serve` writes its process id, for `classcast drain`."""
+    return config.data_dir / "classcast.pid"
+
+
 async def _serve(config: Config) -> None:
     from aiohttp import web
 
     from control.app import create_app
+    from control.drain import DRAIN
     from control.services import SERVICES
 
     app = await create_app(config)
@@ -67,12 +81,34 @@ async def _serve(config: Config) -> None:
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task[int]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        """The first SIGTERM drains (control/drain.py); SIGINT, or a second SIGTERM, stops at once."""
+        if sig == signal.SIGTERM and not draining:
+            task = loop.create_task(app[DRAIN].run(svc.classroom, config.drain_timeout_s))
+            task.add_done_callback(lambda _t: stop.set())
+            draining.append(task)
+        else:
+            stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
+    pid_path = pid_file(config)
+    pid_path.write_text(f"{os.getpid()}\n")
     # Printed only once signals are handled, so whoever reads the banner may stop us cleanly at once.
     print(banner(config, org, created), flush=True)
-    await stop.wait()
-    await runner.cleanup()
+    try:
+        await stop.wait()
+    finally:
+        for task in draining:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await runner.cleanup()
+        with contextlib.suppress(OSError):
+            if pid_path.read_text().strip() == str(os.getpid()):
+                pid_path.unlink()
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -191,11 +227,50 @@ def cmd_org(args: argparse.Namespace, config: Config) -> int:
     return _fail("unknown org command")
 
 
+def cmd_config(args: argparse.Namespace, config: Config) -> int:
+    """The effective configuration (file, then environment, then defaults), secrets masked."""
+    print(json.dumps(effective(config), indent=2))
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace, config: Config) -> int:
+    """SIGTERM to the server of this data dir: it drains (control/drain.py); `--wait` waits for it to exit."""
+    path = pid_file(config)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return _fail(f"no running server found ({path} is missing or unreadable)")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return _fail(f"the server (pid {pid}) is not running any more")
+    print(f"draining server pid {pid}", flush=True)
+    if args.wait is None:
+        return 0
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("server stopped")
+            return 0
+        time.sleep(0.2)
+    return _fail(f"the server (pid {pid}) is still draining after {args.wait:g} s")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="classcast", description="Self-hosted live-classroom server")
+    p.add_argument("--config", help="TOML configuration file (default CLASSCAST_CONFIG); the environment wins")
     sub = p.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run the server (CLASSCAST_HOST, CLASSCAST_PORT, CLASSCAST_DATA_DIR)")
     serve.add_argument("--log-level", default="INFO")
+    sub.add_parser("config", help="print the effective configuration, secrets masked")
+    drain = sub.add_parser("drain", help="drain the running server: no new classes, running ones finish")
+    drain.add_argument("--wait", type=float, nargs="?", const=3600.0, default=None,
+                       help="wait (up to this many seconds) for the server to stop")
+    operator.add_parsers(sub)
+    for choice in sub.choices.values():  # `classcast serve --config F` works as well as `classcast --config F serve`
+        choice.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     org = sub.add_parser("org", help="manage organizations")
     osub = org.add_subparsers(dest="org_cmd", required=True)
@@ -223,9 +298,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    config = Config.from_env()
+    try:
+        config = Config.load(args.config)
+    except SystemExit as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.cmd == "serve":
         return cmd_serve(args, config)
+    if args.cmd == "config":
+        return cmd_config(args, config)
+    if args.cmd == "drain":
+        return cmd_drain(args, config)
+    if args.cmd in operator.COMMANDS:
+        return operator.run(args, config)
     return cmd_org(args, config)
 
 

@@ -1,14 +1,21 @@
-"""Configuration from `CLASSCAST_*` environment variables, with defaults that run on one machine out of the box.
+"""Configuration from `CLASSCAST_*` environment variables and an optional TOML file, with defaults that run on one
+machine out of the box.
 
-Every variable is listed in docs/operations.md; `Config.from_env` is the only place they are read.
+Every variable is listed in docs/operations.md; `Config.from_env` is the only place they are read. The TOML file
+(`--config` or `CLASSCAST_CONFIG`) uses the same keys; `Config.load` merges it under the environment, so the
+environment wins, and refuses a key no variable has.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from sfu.ice import IceConfig
 
@@ -98,6 +105,31 @@ class TutorConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Delivery of webhooks (issue 17): exponential backoff from `retry_base_s`, capped at `retry_max_s`, for
+    `retry_window_s` after the event; an attempt that takes longer than `timeout_s` failed."""
+
+    retry_base_s: float = 5.0
+    retry_max_s: float = 3600.0
+    retry_window_s: float = 24 * 3600.0
+    timeout_s: float = 10.0
+    poll_s: float = 1.0  # how often the dispatcher looks for due retries when nothing woke it
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WebhookConfig:
+        base = _float(env, "CLASSCAST_WEBHOOK_RETRY_BASE", cls.retry_base_s)
+        cap = _float(env, "CLASSCAST_WEBHOOK_RETRY_MAX", cls.retry_max_s)
+        window = _float(env, "CLASSCAST_WEBHOOK_RETRY_WINDOW", cls.retry_window_s)
+        timeout = _float(env, "CLASSCAST_WEBHOOK_TIMEOUT", cls.timeout_s)
+        for name, value in (("CLASSCAST_WEBHOOK_RETRY_BASE", base), ("CLASSCAST_WEBHOOK_RETRY_MAX", cap),
+                            ("CLASSCAST_WEBHOOK_RETRY_WINDOW", window), ("CLASSCAST_WEBHOOK_TIMEOUT", timeout)):
+            if value <= 0:
+                raise SystemExit(f"{name} must be a positive number of seconds, got {value}")
+        return cls(retry_base_s=base, retry_max_s=max(base, cap), retry_window_s=window, timeout_s=timeout,
+                   poll_s=min(1.0, base))
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -121,6 +153,12 @@ class Config:
     tutor: TutorConfig = field(default_factory=lambda: TutorConfig())
     # Recording files are deleted this long after their class ends (reference 6: the 6-hour window).
     recording_ttl_s: int = 6 * 3600
+    metrics: bool = True  # /metrics on the main port (issue 17)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    # credits_low is sent when an organization's balance falls below this.
+    credits_low: int = 1000
+    # SIGTERM lets running classes go on this long before ending them (issue 17's drain).
+    drain_timeout_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -142,7 +180,27 @@ class Config:
             ice=_ice(env),
             tutor=TutorConfig.from_env(env),
             recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600),
+            metrics=_bool(env, "CLASSCAST_METRICS", True),
+            webhooks=WebhookConfig.from_env(env),
+            credits_low=_int(env, "CLASSCAST_CREDITS_LOW", 1000),
+            drain_timeout_s=_float(env, "CLASSCAST_DRAIN_TIMEOUT", 3600.0),
         )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+        """The TOML file (`path`, else `CLASSCAST_CONFIG`) under the environment: the environment wins."""
+        env = os.environ if env is None else env
+        path = path or env.get("CLASSCAST_CONFIG") or None
+        if path is None:
+            return cls.from_env(env)
+        from_file = read_file(Path(path))
+        merged = {**from_file, **{k: v for k, v in env.items() if k.startswith("CLASSCAST_")}}
+        try:
+            return cls.from_env(merged)
+        except SystemExit as exc:
+            message = str(exc)
+            named = [k for k in from_file if k not in env and re.search(rf"\b{k}\b", message)]
+            raise SystemExit(f"{message} (set in {path})" if named else message) from None
 
     @property
     def base_url(self) -> str:
@@ -156,3 +214,92 @@ class Config:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'classcast.db').resolve()}"
+
+
+class _Reads(Mapping[str, str]):
+    """An empty environment that notes every key `Config.from_env` asks for: the list of valid keys."""
+
+    def __init__(self) -> None:
+        self.keys_read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.keys_read.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def known_keys() -> frozenset[str]:
+    """Every `CLASSCAST_*` variable the configuration reads (and so every key a TOML file may set)."""
+    reads = _Reads()
+    Config.from_env(reads)
+    return frozenset(reads.keys_read)
+
+
+def read_file(path: Path) -> dict[str, str]:
+    """A TOML file's keys as environment strings; unknown keys and unusable values are errors naming the key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SystemExit(f"configuration file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"configuration file {path} is not valid TOML: {exc}") from None
+    known = known_keys()
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in known:
+            close = sorted(k for k in known if k.removeprefix("CLASSCAST_") == key.upper().removeprefix("CLASSCAST_"))
+            hint = f"; did you mean {close[0]}?" if close else " (docs/operations.md lists the keys)"
+            raise SystemExit(f"{path}: unknown key {key}{hint}")
+        if isinstance(value, bool):
+            out[key] = "on" if value else "off"
+        elif isinstance(value, int | float | str):
+            out[key] = str(value)
+        elif isinstance(value, list) and key == "CLASSCAST_ICE_SERVERS":
+            out[key] = json.dumps(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[key] = ",".join(value)
+        else:
+            raise SystemExit(f"{path}: {key} must be a string, number or boolean, got {type(value).__name__}")
+    return out
+
+
+SECRET_FIELD = re.compile(r"(key|secret|password|token|credential)", re.IGNORECASE)
+
+
+def _mask_url(url: str) -> str:
+    """postgresql+asyncpg://user:pass@host/db keeps everything but the password."""
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1****@", url)
+
+
+def _mask(name: str, value: Any) -> Any:
+    if isinstance(value, str) and value and SECRET_FIELD.search(name):
+        return "****"
+    if isinstance(value, str):
+        return _mask_url(value)
+    if isinstance(value, dict):
+        return {k: _mask(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(name, v) for v in value]
+    return value
+
+
+def effective(config: Config) -> dict[str, Any]:
+    """The parsed configuration as plain data with secrets masked (`classcast config`)."""
+
+    def plain(obj: Any) -> Any:
+        if is_dataclass(obj):
+            return {f.name: _mask(f.name, plain(getattr(obj, f.name))) for f in fields(obj)}
+        if isinstance(obj, Path):
+            return str(obj)
+        if isinstance(obj, tuple | list):
+            return [plain(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        return obj if isinstance(obj, str | int | float | bool | None) else str(obj)
+
+    return plain(config)

@@ -126,6 +126,9 @@ class Recordings:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe = svc.bus.subscribe(self._on_bus)
         self._locks: dict[str, asyncio.Lock] = {}  # per room: two starts at once make one recording and a 409
+        # For /metrics: jobs finished by final status, and feed packets dropped by jobs no longer live.
+        self.finished: dict[str, int] = {}
+        self.feed_dropped_finished = 0
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -194,7 +197,11 @@ class Recordings:
         now = self.svc.clock.now_ms()
         rec = Recording(id=new_id("EG_"), room_sid=room.sid, status="EGRESS_STARTING", options=options,
                         started_at=now, ended_at=None, file_path=None, size=None, duration=None, error=None)
-        await self.svc.store.insert_recording(rec)
+        async with self.svc.store.atomic():
+            await self.svc.store.insert_recording(rec)
+            await self.svc.classroom.outbox.record("recording_started", room.org_id, {
+                "egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "options": options,
+                "startedAt": iso(now), "startedBy": by}, room_sid=room.sid)
         logo = await self._logo(org) if options["showLogo"] else None
         people = self.people.setdefault(room.sid, {})
         for p in await self.svc.store.list_participants(room.sid):
@@ -323,28 +330,58 @@ class Recordings:
     async def _settle(self, rec_id: str, failed_reason: str | None = None, keep_going: bool = False) -> None:
         """Final status from what is on disk: sizes and durations of every file, complete or failed."""
         job = self.live.pop(rec_id, None)
+        if job is not None:
+            self.feed_dropped_finished += job.tap.dropped
         rec = await self.svc.store.get_recording(rec_id)
         if rec is None:
             return
         total, longest = 0, 0.0
         loop = asyncio.get_running_loop()
-        for f in await self.svc.store.recording_files([rec_id]):
+        files = await self.svc.store.recording_files([rec_id])
+        for f in files:
             path = self.root / f.path
             size = path.stat().st_size if path.is_file() else 0
             duration = f.duration
             if duration is None or failed_reason is not None:
                 duration = await loop.run_in_executor(None, playable_seconds, path) if size else 0.0
             await self.svc.store.update_recording_file(f.id, size=size, duration=duration)
+            f.size, f.duration = size, duration
             total, longest = total + size, max(longest, duration)
         if keep_going and failed_reason is not None and longest > 0:
             status = "EGRESS_COMPLETE"  # a restart: the recorder closed the files it had when the server went
         else:
             status = "EGRESS_FAILED" if failed_reason is not None else "EGRESS_COMPLETE"
-        await self.svc.store.update_recording(
-            rec_id, status=status, ended_at=rec.ended_at or self.svc.clock.now_ms(), file_path=rec_id, size=total,
-            duration=longest, error=failed_reason)
+        async with self.svc.store.atomic():
+            await self.svc.store.update_recording(
+                rec_id, status=status, ended_at=rec.ended_at or self.svc.clock.now_ms(), file_path=rec_id,
+                size=total, duration=longest, error=failed_reason)
+            await self._webhook_settled(rec, status, files, failed_reason)
+        self.finished[status] = self.finished.get(status, 0) + 1
         if job is not None:
             job.done.set()
+
+    async def _webhook_settled(self, rec: Recording, status: str, files: list[RecordingFile],
+                               failed_reason: str | None) -> None:
+        """recording_ready with a signed link per file (valid DOWNLOAD_TTL_S; the downloads endpoint signs fresh
+        ones later), or recording_failed with the reason and whatever was kept."""
+        room = await self.svc.store.get_room_by_sid(rec.room_sid)
+        if room is None:
+            return
+        listed = []
+        for f in files:
+            if not f.size:
+                continue
+            expires, sig = self.signer.sign(f.id)
+            listed.append({"filename": download_filename(rec.started_at, f.label), "size": f.size,
+                           "duration": f.duration,
+                           "downloadUrl": f"{self.svc.config.base_url}/recordings/{f.id}?expires={expires}&sig={sig}",
+                           "linkExpiresAt": iso(expires * 1000)})
+        data: dict[str, Any] = {"egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "status": status,
+                                "startedAt": iso(rec.started_at), "files": listed}
+        if failed_reason is not None and status == "EGRESS_FAILED":
+            data["error"] = failed_reason
+        await self.svc.classroom.outbox.record("recording_failed" if status == "EGRESS_FAILED" else "recording_ready",
+                                               room.org_id, data, room_sid=room.sid)
 
     def _relative(self, path: Path) -> str | None:
         resolved = path.resolve()

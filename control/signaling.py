@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,9 @@ class Hub:
         self._dispatcher: asyncio.Task[None] | None = None
         self._unsubscribe = svc.bus.subscribe(self._events.put_nowait)
         self.recordings: Recordings | None = None  # set by control/api/recordings.py at start
+        # Set by control/app.py: while the server drains (control/drain.py) nobody new joins; a participant
+        # already in the class may still reconnect.
+        self.draining: Callable[[], bool] = lambda: False
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
@@ -298,6 +302,9 @@ class Hub:
                     old.queue.put_nowait(None)
             presence.connection = conn
         else:
+            if self.draining():
+                conn.ending = "server_draining"
+                raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
             session = await self.svc.classroom.open_session(conn.room_sid, conn.uid, remote)
             presence = self.presence[key] = Presence(session_id=session.id, connection=conn)
         room, me = grant.room, grant.participant

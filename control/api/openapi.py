@@ -25,7 +25,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "Conflict (roomId already used; recording already running or not running)",
-        410: "Room already ended", 413: "Body too large", 503: "Recorder unavailable",
+        410: "Room already ended", 413: "Body too large",
+        503: "Recorder unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
@@ -48,6 +49,7 @@ ROOM_ID = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
 }
 UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+WEBHOOK_ID = {"name": "webhookId", "in": "path", "required": True, "schema": {"type": "string"}}
 BOOL = {"type": "boolean"}
 STR = {"type": "string"}
 INT = {"type": "integer"}
@@ -161,16 +163,35 @@ SCHEMAS: dict[str, Any] = {
         "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
     "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
                                                      "mutedCount": INT}},
+    "WebhookCreate": {"type": "object", "required": ["url"], "properties": {
+        "url": STR, "description": STR,
+        "events": {"type": "array", "items": {"type": "string", "enum": [
+            "room_started", "room_finished", "participant_joined", "participant_left", "recording_started",
+            "recording_ready", "recording_failed", "credits_low"]}}}},
+    "Webhook": {"type": "object", "properties": {
+        "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": STR, "createdAt": TS,
+        "secret": {"type": "string", "description": "whsec_...; in the creation reply only"}}},
+    "Webhooks": {"type": "object", "properties": {
+        "webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
+    "WebhookDeleted": {"type": "object", "properties": {"id": STR, "deleted": BOOL}},
+    "WebhookDeliveries": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "id": STR, "eventId": STR, "type": STR, "status": {"type": "string", "enum": [
+                "pending", "delivered", "failed"]},
+            "attempts": INT, "lastStatus": {"type": "integer", "nullable": True}, "lastError": STR,
+            "nextAttemptAt": TS, "deliveredAt": TS, "createdAt": TS}}}}},
+    "WebhookTest": {"type": "object", "properties": {
+        "id": STR, "eventId": STR, "delivered": BOOL, "status": {"type": "integer", "nullable": True}, "error": STR}},
 }
 
 PATHS: dict[str, Any] = {
     "/v1/room/create": {"post": {
         "summary": "Create a room and a token for its first participant (reference 2.1)",
         "requestBody": _json_body("CreateRoom"),
-        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 409, 413)}}},
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 409, 413, 503)}}},
     "/v1/room/{roomId}/join": {"post": {
         "summary": "Issue a join token (reference 2.2)", "parameters": [ROOM_ID], "requestBody": _json_body("JoinRoom"),
-        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 403, 404)}}},
+        "responses": {"200": _ok("Token"), **_errors(400, 401, 402, 403, 404, 503)}}},
     "/v1/room/{roomId}/status": {"get": {
         "summary": "Room status; 200 with exists:false for an unknown room (reference 2.3)", "parameters": [ROOM_ID],
         "responses": {"200": _ok("RoomStatus"), **_errors(400, 401)}}},
@@ -273,6 +294,22 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("AgentUsage"), **_errors(400, 401)}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+    "/v1/webhooks": {
+        "post": {"summary": "Register a webhook endpoint; the reply holds its signing secret, shown only once",
+                 "requestBody": _json_body("WebhookCreate"),
+                 "responses": {"201": _ok("Webhook"), **_errors(400, 401, 409)}},
+        "get": {"summary": "The organization's webhook endpoints (without secrets)",
+                "responses": {"200": _ok("Webhooks"), **_errors(401)}}},
+    "/v1/webhooks/{webhookId}": {"delete": {
+        "summary": "Remove an endpoint; its pending deliveries are dropped", "parameters": [WEBHOOK_ID],
+        "responses": {"200": _ok("WebhookDeleted"), **_errors(401, 404)}}},
+    "/v1/webhooks/{webhookId}/deliveries": {"get": {
+        "summary": "Recent deliveries to the endpoint, newest first", "parameters": [
+            WEBHOOK_ID, {"name": "limit", "in": "query", "schema": INT}],
+        "responses": {"200": _ok("WebhookDeliveries"), **_errors(400, 401, 404)}}},
+    "/v1/webhooks/{webhookId}/test": {"post": {
+        "summary": "Send one signed webhook_test event now and report what the receiver answered",
+        "parameters": [WEBHOOK_ID], "responses": {"200": _ok("WebhookTest"), **_errors(401, 404)}}},
 }
 
 DOCUMENT: dict[str, Any] = {

@@ -364,10 +364,16 @@ def setup(app: web.Application) -> None:
         if svc_tutor is not None and HUB in app:
             svc_tutor.sfu = app[HUB].sfu
 
+    async def warm(app: web.Application) -> None:
+        svc_tutor = app[SERVICES].tutor
+        if svc_tutor is not None and svc_tutor.cfg.llm_backend != "fake":  # tests start it when they need it
+            svc_tutor.warm()
+
     async def close(app: web.Application) -> None:
         svc_tutor = app[SERVICES].tutor
         if svc_tutor is not None:
             await svc_tutor.close()
 
     app.on_startup.append(attach_sfu)
+    app.on_startup.append(warm)
     app.on_cleanup.append(close)

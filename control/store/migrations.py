@@ -203,4 +203,45 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE recordings ADD COLUMN deleted_at BIGINT",
         ],
     ),
+    (
+        5,
+        "webhooks: endpoints, the outbox of events, one delivery row per endpoint and event",
+        [
+            """CREATE TABLE webhook_endpoints (
+                id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+                url TEXT NOT NULL,
+                secret TEXT NOT NULL,
+                events TEXT NOT NULL,
+                description TEXT,
+                created_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX webhook_endpoints_org ON webhook_endpoints (org_id)",
+            """CREATE TABLE webhook_events (
+                id TEXT PRIMARY KEY,
+                seq BIGINT NOT NULL,
+                org_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+                type TEXT NOT NULL,
+                room_sid TEXT,
+                payload TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE webhook_deliveries (
+                id TEXT PRIMARY KEY,
+                event_id TEXT NOT NULL REFERENCES webhook_events(id) ON DELETE CASCADE,
+                endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                order_key TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at BIGINT NOT NULL,
+                last_status INTEGER,
+                last_error TEXT,
+                delivered_at BIGINT,
+                created_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, seq)",
+            "CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id)",
+        ],
+    ),
 ]

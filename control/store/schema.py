@@ -210,3 +210,45 @@ transcription_settings = Table(
     Column("enabled", Boolean, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", Text, nullable=False),  # JSON list of event types
+    Column("description", Text),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The outbox: one row per event, written in the transaction of the change it announces.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Text, primary_key=True),  # the `webhook-id` every attempt carries
+    Column("seq", BigInteger, nullable=False),  # the order events happened in (per room, deliveries keep it)
+    Column("org_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("room_sid", Text),
+    Column("payload", Text, nullable=False),  # the exact JSON body sent (signed as is)
+    Column("created_at", BigInteger, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("order_key", Text, nullable=False),  # the room sid ('' for organization events): one in flight per key
+    Column("status", Text, nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+)

@@ -8,9 +8,11 @@ with each method one transaction.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, event, func, insert, select, text, update
@@ -31,9 +33,53 @@ class RoomIdTaken(Exception):
     """The organization already used this roomId (live, ended or destroyed: ids are never reused)."""
 
 
+# The connection of the transaction `Store.atomic` opened in this task, if any.
+_ATOMIC: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar("store_atomic", default=None)
+
+
+# A balance moved: (org_id, balance before, balance after, reason, room_sid), awaited inside the move's transaction.
+CreditsMoved = Callable[[str, int, int, str, str | None], Awaitable[None]]
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.credits_moved: CreditsMoved | None = None  # set by Classroom: the credits_low webhook
+
+    # ---- transactions ----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def atomic(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction around several store calls: every method called inside it (in this task) runs on its
+        connection and commits with it, or none does. A webhook's outbox row is written this way, in the same
+        transaction as the change it announces. Nested calls join the outer transaction. Inside it, call only
+        methods that go through `_tx`/`_read`: one that opens its own connection to write would wait on this
+        transaction's lock (SQLite) until its busy timeout."""
+        outer = _ATOMIC.get()
+        if outer is not None:
+            yield outer
+            return
+        async with self.engine.begin() as conn:
+            token = _ATOMIC.set(conn)
+            try:
+                yield conn
+            finally:
+                _ATOMIC.reset(token)
+
+    def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction: the surrounding one, else a new one committed at the end (store calls made while
+        it is open, by a hook for instance, join it)."""
+        return self.atomic()
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """Reads inside `atomic` see its uncommitted writes; outside it, a plain connection."""
+        outer = _ATOMIC.get()
+        if outer is not None:
+            yield outer
+            return
+        async with self.engine.connect() as conn:
+            yield conn
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -87,11 +133,11 @@ class Store:
     # ---- meta ------------------------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             return (await conn.execute(select(t.meta.c.value).where(t.meta.c.key == key))).scalar()
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(delete(t.meta).where(t.meta.c.key == key))
             await conn.execute(insert(t.meta).values(key=key, value=value))
 
@@ -99,7 +145,7 @@ class Store:
 
     async def create_org(self, name: str, credits: int, now: int) -> Org:
         org_id = new_org_id()
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(
                 insert(t.organizations).values(
                     id=org_id, name=name, credits=credits, billing_type="PREPAID", created_at=now
@@ -117,7 +163,7 @@ class Store:
         return org
 
     async def get_org(self, org_id: str) -> Org | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.organizations).where(t.organizations.c.id == org_id))).first()
             if row is None:
                 return None
@@ -125,7 +171,7 @@ class Store:
         return Org.from_row(row, domains)
 
     async def list_orgs(self) -> list[Org]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(select(t.organizations).order_by(t.organizations.c.created_at))).all()
             return [Org.from_row(r, await self._domains(conn, r.id)) for r in rows]
 
@@ -134,7 +180,7 @@ class Store:
         return list((await conn.execute(q)).scalars())
 
     async def add_domain(self, org_id: str, domain: str, now: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             exists = (
                 await conn.execute(
                     select(t.org_domains.c.domain).where(
@@ -146,7 +192,7 @@ class Store:
                 await conn.execute(insert(t.org_domains).values(org_id=org_id, domain=domain, created_at=now))
 
     async def remove_domain(self, org_id: str, domain: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             res = await conn.execute(
                 delete(t.org_domains).where(t.org_domains.c.org_id == org_id, t.org_domains.c.domain == domain)
             )
@@ -156,12 +202,12 @@ class Store:
         allowed = {"logo_url", "primary_color", "accent_color", "slogan", "name"}
         values = {k: v for k, v in fields.items() if k in allowed}
         if values:
-            async with self.engine.begin() as conn:
+            async with self._tx() as conn:
                 await conn.execute(update(t.organizations).where(t.organizations.c.id == org_id).values(**values))
 
     async def add_credits(self, org_id: str, delta: int, reason: str, now: int, room_sid: str | None = None) -> int:
         """Moves the balance by `delta` (negative debits) and writes the ledger line; returns the new balance."""
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             return await self._move_credits(conn, org_id, delta, reason, now, room_sid)
 
     async def _move_credits(
@@ -181,10 +227,12 @@ class Store:
                 room_sid=room_sid, created_at=now,
             )
         )
+        if self.credits_moved is not None and delta:
+            await self.credits_moved(org_id, balance - delta, balance, reason, room_sid)
         return balance
 
     async def ledger(self, org_id: str) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.credit_ledger)
                 .where(t.credit_ledger.c.org_id == org_id)
@@ -198,7 +246,7 @@ class Store:
         Guarded by a compare-and-set on `credits_debited`, so two concurrent callers never debit twice.
         Returns the credits debited by this call.
         """
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             current = (
                 await conn.execute(select(t.rooms.c.credits_debited).where(t.rooms.c.sid == room.sid))
             ).scalar_one()
@@ -220,20 +268,20 @@ class Store:
 
     async def insert_room(self, room: Room) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._tx() as conn:
                 await conn.execute(insert(t.rooms).values(**room.to_row()))
         except IntegrityError as exc:
             raise RoomIdTaken(room.room_id) from exc
 
     async def get_room(self, org_id: str, room_id: str) -> Room | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (
                 await conn.execute(select(t.rooms).where(t.rooms.c.org_id == org_id, t.rooms.c.room_id == room_id))
             ).first()
         return Room.from_row(row) if row else None
 
     async def get_room_by_sid(self, sid: str) -> Room | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.rooms).where(t.rooms.c.sid == sid))).first()
         return Room.from_row(row) if row else None
 
@@ -243,7 +291,7 @@ class Store:
             cond.append(t.rooms.c.ended_at.is_(None))
         elif status == "finished":
             cond.append(t.rooms.c.ended_at.is_not(None))
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             total = (await conn.execute(select(func.count()).select_from(t.rooms).where(*cond))).scalar_one()
             rows = await conn.execute(
                 select(t.rooms).where(*cond).order_by(t.rooms.c.created_at.desc(), t.rooms.c.sid)
@@ -253,19 +301,19 @@ class Store:
 
     async def unfinished_started_rooms(self) -> list[Room]:
         """Rooms a class is running in (or ran in and is waiting out its empty timeout)."""
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.rooms).where(t.rooms.c.ended_at.is_(None), t.rooms.c.started_at.is_not(None))
             )
             return [Room.from_row(r) for r in rows]
 
     async def update_room(self, sid: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(t.rooms).where(t.rooms.c.sid == sid).values(**values))
 
     async def finish_room(self, sid: str, now: int, reason: str) -> bool:
         """Marks the room ended unless it already is; returns whether this call ended it."""
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             res = await conn.execute(
                 update(t.rooms)
                 .where(t.rooms.c.sid == sid, t.rooms.c.ended_at.is_(None))
@@ -283,7 +331,7 @@ class Store:
             "name": name, "role": role, "photo_url": photo_url, "customization": json.dumps(customization),
             "metadata": json.dumps(metadata) if metadata is not None else None, "updated_at": now,
         }
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             res = await conn.execute(
                 update(t.participants)
                 .where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
@@ -300,7 +348,7 @@ class Store:
         return p
 
     async def get_participant(self, room_sid: str, uid: str) -> Participant | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (
                 await conn.execute(
                     select(t.participants).where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
@@ -309,12 +357,12 @@ class Store:
         return Participant.from_row(row) if row else None
 
     async def get_participant_by_id(self, pid: str) -> Participant | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.participants).where(t.participants.c.id == pid))).first()
         return Participant.from_row(row) if row else None
 
     async def list_participants(self, room_sid: str) -> list[Participant]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.participants)
                 .where(t.participants.c.room_sid == room_sid)
@@ -331,18 +379,18 @@ class Store:
             .order_by(t.participants.c.updated_at.desc())
             .limit(1)
         )
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(q)).first()
         return Participant.from_row(row) if row else None
 
     async def update_participant(self, pid: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(t.participants).where(t.participants.c.id == pid).values(**values))
 
     # ---- sessions --------------------------------------------------------------------------------------------
 
     async def insert_session(self, session: Session) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(
                 insert(t.sessions).values(
                     id=session.id, participant_id=session.participant_id, room_sid=session.room_sid,
@@ -352,7 +400,7 @@ class Store:
             )
 
     async def get_session(self, session_id: str) -> Session | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.sessions).where(t.sessions.c.id == session_id))).first()
         return Session.from_row(row) if row else None
 
@@ -368,7 +416,7 @@ class Store:
             cond.append(t.sessions.c.room_sid == room_sid)
         if participant_id is not None:
             cond.append(t.sessions.c.participant_id == participant_id)
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             rows = (await conn.execute(select(t.sessions).where(*cond))).all()
             closed = [Session.from_row(r) for r in rows]
             if closed:
@@ -385,7 +433,7 @@ class Store:
         cond = [t.sessions.c.room_sid == room_sid]
         if active_only:
             cond.append(t.sessions.c.left_at.is_(None))
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.sessions).where(*cond).order_by(t.sessions.c.joined_at))
             return [Session.from_row(r) for r in rows]
 
@@ -394,7 +442,7 @@ class Store:
         open_ids = select(t.sessions.c.participant_id).where(
             t.sessions.c.room_sid == room_sid, t.sessions.c.left_at.is_(None)
         )
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.participants).where(t.participants.c.id.in_(open_ids)).order_by(t.participants.c.created_at)
             )
@@ -416,7 +464,7 @@ class Store:
             .where(and_(*cond))
             .order_by(t.sessions.c.joined_at.desc(), t.sessions.c.id)
         )
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(q)).all()
         out = []
         for r in rows:
@@ -433,7 +481,7 @@ class Store:
     # ---- recordings ------------------------------------------------------------------------------------------
 
     async def live_recordings(self, room_sid: str) -> list[Recording]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.recordings).where(
                     t.recordings.c.room_sid == room_sid, t.recordings.c.status.in_(LIVE_RECORDING_STATES)
@@ -445,22 +493,22 @@ class Store:
         values: dict[str, Any] = {"status": status}
         if now is not None:
             values["ended_at"] = now
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(t.recordings).where(t.recordings.c.id.in_(list(rec_ids))).values(**values))
 
     async def insert_recording(self, rec: Recording) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(insert(t.recordings).values(
                 id=rec.id, room_sid=rec.room_sid, status=rec.status, options=json.dumps(rec.options),
                 started_at=rec.started_at))
 
     async def get_recording(self, rec_id: str) -> Recording | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.recordings).where(t.recordings.c.id == rec_id))).first()
             return Recording.from_row(row) if row else None
 
     async def room_recordings(self, room_sid: str) -> list[Recording]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.recordings).where(t.recordings.c.room_sid == room_sid)
                                       .order_by(t.recordings.c.started_at, t.recordings.c.id))
             return [Recording.from_row(r) for r in rows]
@@ -469,7 +517,7 @@ class Store:
         """The recordings among `rec_ids` that belong to rooms of the organization, with their room."""
         if not rec_ids:
             return []
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.recordings, t.rooms).join(t.rooms, t.rooms.c.sid == t.recordings.c.room_sid)
                 .where(t.rooms.c.org_id == org_id, t.recordings.c.id.in_(list(rec_ids))))
@@ -481,46 +529,46 @@ class Store:
             return out
 
     async def recordings_in_states(self, states: Sequence[str]) -> list[Recording]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.recordings).where(t.recordings.c.status.in_(list(states))))
             return [Recording.from_row(r) for r in rows]
 
     async def update_recording(self, rec_id: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(t.recordings).where(t.recordings.c.id == rec_id).values(**values))
 
     async def delete_recording(self, rec_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(delete(t.recording_files).where(t.recording_files.c.recording_id == rec_id))
             await conn.execute(delete(t.recordings).where(t.recordings.c.id == rec_id))
 
     async def add_recording_file(self, f: RecordingFile) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(insert(t.recording_files).values(
                 id=f.id, recording_id=f.recording_id, path=f.path, label=f.label, size=f.size,
                 duration=f.duration, created_at=f.created_at))
 
     async def update_recording_file(self, file_id: str, **values: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(t.recording_files).where(t.recording_files.c.id == file_id).values(**values))
 
     async def recording_files(self, rec_ids: Sequence[str]) -> list[RecordingFile]:
         if not rec_ids:
             return []
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.recording_files)
                                       .where(t.recording_files.c.recording_id.in_(list(rec_ids)))
                                       .order_by(t.recording_files.c.created_at, t.recording_files.c.id))
             return [RecordingFile.from_row(r) for r in rows]
 
     async def get_recording_file(self, file_id: str) -> RecordingFile | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.recording_files).where(t.recording_files.c.id == file_id))).first()
             return RecordingFile.from_row(row) if row else None
 
     async def expired_recordings(self, ended_before: int, states: Sequence[str]) -> list[Recording]:
         """Finished, not yet deleted recordings of rooms that ended before `ended_before` (the janitor's work)."""
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.recordings).join(t.rooms, t.rooms.c.sid == t.recordings.c.room_sid).where(
                     t.rooms.c.ended_at.is_not(None), t.rooms.c.ended_at <= ended_before,
@@ -532,20 +580,20 @@ class Store:
     async def raise_hand(self, room_sid: str, uid: str, now: int) -> bool:
         """Returns False when the hand was already up (its place in the queue is kept)."""
         try:
-            async with self.engine.begin() as conn:
+            async with self._tx() as conn:
                 await conn.execute(insert(t.hands).values(room_sid=room_sid, uid=uid, raised_at=now))
             return True
         except IntegrityError:
             return False
 
     async def lower_hand(self, room_sid: str, uid: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             res = await conn.execute(delete(t.hands).where(t.hands.c.room_sid == room_sid, t.hands.c.uid == uid))
             return res.rowcount > 0
 
     async def hands(self, room_sid: str) -> list[tuple[str, int]]:
         """The raised-hands queue, first raised first."""
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(t.hands.c.uid, t.hands.c.raised_at)
                 .where(t.hands.c.room_sid == room_sid)
@@ -555,13 +603,13 @@ class Store:
 
     async def create_poll(self, poll_id: str, room_sid: str, question: str, options: list[str], created_by: str,
                           now: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(insert(t.polls).values(
                 id=poll_id, room_sid=room_sid, question=question, options=json.dumps(options),
                 created_by=created_by, created_at=now))
 
     async def get_poll(self, poll_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             row = (await conn.execute(select(t.polls).where(t.polls.c.id == poll_id))).first()
         if row is None:
             return None
@@ -570,7 +618,7 @@ class Store:
         return m
 
     async def room_polls(self, room_sid: str) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.polls).where(t.polls.c.room_sid == room_sid)
                                       .order_by(t.polls.c.created_at))
             out = []
@@ -583,7 +631,7 @@ class Store:
     async def answer_poll(self, poll_id: str, uid: str, option: int, now: int) -> bool:
         """Returns False when this uid already answered (one answer each)."""
         try:
-            async with self.engine.begin() as conn:
+            async with self._tx() as conn:
                 await conn.execute(insert(t.poll_answers).values(
                     poll_id=poll_id, uid=uid, option_index=option, answered_at=now))
             return True
@@ -591,23 +639,23 @@ class Store:
             return False
 
     async def poll_answers(self, poll_id: str) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.poll_answers.c.uid, t.poll_answers.c.option_index)
                                       .where(t.poll_answers.c.poll_id == poll_id))
             return {r.uid: int(r.option_index) for r in rows}
 
     async def close_poll(self, poll_id: str, now: int) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             res = await conn.execute(update(t.polls).where(t.polls.c.id == poll_id, t.polls.c.closed_at.is_(None))
                                      .values(closed_at=now))
             return res.rowcount == 1
 
     async def add_chat(self, message: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(insert(t.chat_messages).values(**message))
 
     async def recent_chat(self, room_sid: str, limit: int) -> list[dict[str, Any]]:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(select(t.chat_messages).where(t.chat_messages.c.room_sid == room_sid)
                                       .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc())
                                       .limit(limit))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 
 from control.ids import new_id
 from control.store import schema as t
@@ -96,16 +96,15 @@ class TutorStore:
                 input_tokens=input_tokens, output_tokens=output_tokens, question=question, answer=answer,
                 created_at=now))
 
-    async def room_usage(self, room_sid: str, student_uid: str | None = None) -> tuple[int, int, int]:
-        """(input tokens, output tokens, requests) of the room, or of one student in it."""
+    async def room_requests(self, room_sid: str, student_uid: str | None = None) -> list[tuple[int, int]]:
+        """(input tokens, output tokens) of each tutor request of the room, or of one student in it: each request
+        is billed on its own (rounded up to a credit), so credits are summed per request, never over the total."""
         c = t.ai_tutor_usage.c
-        q = select(func.coalesce(func.sum(c.input_tokens), 0), func.coalesce(func.sum(c.output_tokens), 0),
-                   func.count()).where(c.room_sid == room_sid, c.service == "aiTutor")
+        q = select(c.input_tokens, c.output_tokens).where(c.room_sid == room_sid, c.service == "aiTutor")
         if student_uid is not None:
             q = q.where(c.student_uid == student_uid)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(q)).one()
-        return int(row[0]), int(row[1]), int(row[2])
+            return [(int(a), int(b)) for a, b in (await conn.execute(q)).all()]
 
     async def room_questions(self, room_sid: str) -> list[UsageRow]:
         c = t.ai_tutor_usage.c

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INSTRUCTIONS = (
-    "You are the AI tutor of a live class. Answer the student's question clearly and briefly, in a few sentences, "
-    "using the class context below when it helps. If the question is off topic, still answer it kindly."
+    "You are the AI tutor of a live class. Answer the student's question clearly and briefly, in a few sentences. "
+    "When the class context below covers the question, base the answer on what the teacher said. When you do not "
+    "know the answer, say you are not sure and suggest asking the teacher; never invent facts."
 )
 MAX_DESCRIPTION_CHARS = 600
 
@@ -46,8 +47,9 @@ def _newest_that_fit(items: list[str], budget: int) -> tuple[list[str], int]:
     return kept, used
 
 
-def system_prompt(ctx: ClassContext, budget_tokens: int) -> str:
-    """Instructions and class context within `budget_tokens` (estimated); the fixed parts are always there."""
+def system_prompt(ctx: ClassContext, budget_tokens: int, notes: list[str] | None = None) -> str:
+    """Instructions, class context within `budget_tokens` (estimated), and `notes` (verified results, the
+    teacher's words that cover the question); the fixed parts and the notes are always there."""
     head = [INSTRUCTIONS, "", f"Class: {ctx.title}"]
     if ctx.description:
         desc = ctx.description
@@ -56,7 +58,8 @@ def system_prompt(ctx: ClassContext, budget_tokens: int) -> str:
         head.append(f"Description: {desc}")
     head.append(f"Current topic: {ctx.topic}" if ctx.topic else "Current topic: not set by the teacher")
     fixed = "\n".join(head)
-    remaining = max(0, budget_tokens - estimate_tokens(fixed) - 16)  # 16: the section headings
+    tail = "\n".join(notes or [])
+    remaining = max(0, budget_tokens - estimate_tokens(fixed) - estimate_tokens(tail) - 16)  # 16: the headings
     # Questions get at most a third; the transcript gets the rest (and whatever the questions leave unused).
     questions, q_used = _newest_that_fit(ctx.questions, remaining // 3)
     transcript, _ = _newest_that_fit(ctx.transcript, remaining - q_used)
@@ -65,11 +68,13 @@ def system_prompt(ctx: ClassContext, budget_tokens: int) -> str:
         parts.append("What the teacher said recently:\n" + "\n".join(transcript))
     if questions:
         parts.append("Questions students already asked:\n" + "\n".join(f"- {q}" for q in questions))
+    if tail:
+        parts.append(tail)
     return "\n\n".join(parts)
 
 
 def build_messages(ctx: ClassContext, question: str, budget_tokens: int,
-                   image: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+                   image: tuple[str, str] | None = None, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """OpenAI chat messages. `image` is (mime type, base64) and becomes an OpenAI-style image part."""
     budget = max(0, budget_tokens - estimate_tokens(question))
     user: Any = question
@@ -77,12 +82,13 @@ def build_messages(ctx: ClassContext, question: str, budget_tokens: int,
         mime, data = image
         user = [{"type": "text", "text": question},
                 {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}]
-    return [{"role": "system", "content": system_prompt(ctx, budget)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt(ctx, budget, notes)}, {"role": "user", "content": user}]
 
 
-def general_messages(question: str, image: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    """The general assistant (ai-agent) has no class: just a short instruction."""
-    ctx_free = "You are a helpful assistant. Answer clearly and briefly."
+def general_messages(question: str, image: tuple[str, str] | None = None,
+                     notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The general assistant (ai-agent) has no class: just a short instruction (and verified results)."""
+    ctx_free = "\n\n".join(["You are a helpful assistant. Answer clearly and briefly.", *(notes or [])])
     msgs = build_messages(ClassContext(title=""), question, 10_000, image)
     msgs[0] = {"role": "system", "content": ctx_free}
     return msgs

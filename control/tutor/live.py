@@ -74,6 +74,8 @@ class _Track:
 class RoomTranscriber:
     """The tap for one room. `start` runs its worker; `stop` flushes what was heard and ends it."""
 
+    wants_video = False  # audio only: the SFU's dynacast need not keep a camera's top layer on for it (sfu/taps.py)
+
     def __init__(self, room_sid: str, *, transcribe: Transcribe, sink: SegmentSink, is_speaker: IsSpeaker,
                  now_ms: Callable[[], int], decode_executor: ThreadPoolExecutor, chunk_s: float = 15.0) -> None:
         self.room_sid = room_sid

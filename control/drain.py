@@ -1,0 +1,88 @@
+"""Graceful drain (issue 17): stop taking new classes, let running ones finish, then end the rest normally.
+
+SIGTERM or `classcast drain` starts it. From then `/readyz` answers 503 (a load balancer sends new schools
+elsewhere), creating a room or joining one answers 503 with `Retry-After`, and running classes go on. A room whose
+class has nobody connected any more is ended at once; when none is left, or `CLASSCAST_DRAIN_TIMEOUT` passed, every
+remaining room is ended the normal way (`Classroom.end_room`: class_ended to participants, recordings finished,
+sessions closed, credits billed, webhooks written) and the server stops. A second SIGTERM or SIGINT stops at once;
+what was committed stays committed, and the next start closes what was left open (`Classroom.recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from control.classroom import Classroom
+from control.errors import ApiError, error_body
+
+log = logging.getLogger("classcast.drain")
+
+# The calls that start something new; everything else (ending, listing, recordings, tokens of running classes)
+# keeps working while draining.
+REFUSED = re.compile(r"^/v1/room/(create|[^/]+/join)/?$")
+RETRY_AFTER_S = 30
+CHECK_INTERVAL_S = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Drain:
+    def __init__(self) -> None:
+        self.started_at: float | None = None
+        self.finished = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self.started_at is not None
+
+    def begin(self) -> bool:
+        """Returns False if a drain was already under way."""
+        if self.started_at is not None:
+            return False
+        self.started_at = time.monotonic()
+        log.info("draining: new rooms and joins are refused, running classes continue")
+        return True
+
+    def refused(self) -> ApiError:
+        return ApiError(503, "This server is draining for a restart; retry shortly (another node may take it)",
+                        "SERVER_DRAINING")
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.draining and request.method == "POST" and REFUSED.match(request.path):
+            err = self.refused()
+            return web.json_response(error_body(err.status, err.message, err.code), status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
+        return await handler(request)
+
+    async def run(self, classroom: Classroom, timeout_s: float, interval_s: float = CHECK_INTERVAL_S) -> int:
+        """Waits for running classes to end (ending the empty ones), then ends what is left; returns how many
+        rooms the drain itself ended."""
+        self.begin()
+        assert self.started_at is not None
+        deadline = self.started_at + timeout_s
+        ended = 0
+        while True:
+            rooms = await classroom.store.unfinished_started_rooms()
+            late = time.monotonic() >= deadline
+            for room in rooms:
+                busy = await classroom.store.room_sessions(room.sid, active_only=True)
+                if busy and not late:
+                    continue
+                try:
+                    await classroom.end_room(room, "drain_timeout" if busy else "server_drain")
+                    ended += 1
+                except ApiError:
+                    pass  # it ended meanwhile
+            if late or not await classroom.store.unfinished_started_rooms():
+                break
+            await asyncio.sleep(interval_s)
+        log.info("drain finished: %d rooms ended by the drain", ended)
+        self.finished.set()
+        return ended
+DRAIN = web.AppKey("drain", Drain)

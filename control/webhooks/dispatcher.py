@@ -1,0 +1,137 @@
+"""Delivering the outbox: signed POSTs, exponential backoff for the retry window, one in flight per room queue.
+
+Everything the dispatcher knows is in the database, so a restart simply picks up the pending rows: a delivery
+whose attempt was cut by the restart is sent again under the same `webhook-id` (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from control.clock import Clock
+from control.config import WebhookConfig
+from control.store.webhooks import Delivery
+from control.webhooks import signing
+from control.webhooks.outbox import Outbox
+
+log = logging.getLogger("classcast.webhooks")
+
+ERROR_TEXT_MAX = 300
+KEEP_SETTLED_S = 7 * 24 * 3600  # delivered and failed rows are kept a week for the deliveries listing
+PRUNE_EVERY_S = 3600
+# result ("delivered" | "retry" | "gave_up"), seconds the attempt took
+ResultHook = Callable[[str, float], None]
+
+
+def backoff_s(config: WebhookConfig, attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: base x 2^(attempts-1), capped, with +-10 % jitter so many failed
+    deliveries to one receiver do not come back all at once."""
+    delay = min(config.retry_max_s, config.retry_base_s * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.9, 1.1)
+
+
+class Dispatcher:
+    def __init__(self, outbox: Outbox, config: WebhookConfig, clock: Clock, on_result: ResultHook | None = None):
+        self.outbox = outbox
+        self.db = outbox.db
+        self.config = config
+        self.clock = clock
+        self.on_result = on_result
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
+        return self._session
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Attempts under way are cut; their rows stay pending and are sent again by the next run."""
+        tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        pruned_at = 0.0
+        while True:
+            self.outbox.wake.clear()  # before looking: an event written meanwhile wakes the next wait at once
+            try:
+                await self.send_due()
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    await self.db.prune(self.clock.now_ms() - KEEP_SETTLED_S * 1000)
+            except Exception:
+                log.exception("webhook dispatch failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.wake.wait(), self.config.poll_s)
+
+    async def send_due(self) -> int:
+        """Starts an attempt for every due queue head not already in flight; returns how many started."""
+        started = 0
+        now = self.clock.now_ms()
+        lease = now + int((self.config.timeout_s + 5) * 1000)
+        for delivery in await self.db.due(now):
+            if delivery.id in self._in_flight or not await self.db.claim(delivery, lease):
+                continue
+            task = asyncio.create_task(self._attempt(delivery))
+            self._in_flight[delivery.id] = task
+            task.add_done_callback(lambda _t, key=delivery.id: self._done(key))
+            started += 1
+        return started
+
+    async def settle(self) -> None:
+        """Waits for the attempts under way (tests and `send_due` callers that need their outcome)."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    def _done(self, key: str) -> None:
+        self._in_flight.pop(key, None)
+        self.outbox.wake.set()  # the queue's next event may go now
+
+    async def attempt_once(self, delivery: Delivery) -> tuple[int | None, str | None]:
+        """POSTs one delivery; returns (HTTP status, error). A fresh timestamp and signature per attempt."""
+        body = delivery.payload.encode()
+        headers = signing.headers(delivery.secret, delivery.event_id, int(time.time()), body)
+        try:
+            async with self._client().post(delivery.url, data=body, headers=headers, allow_redirects=False) as resp:
+                await resp.read()
+                return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except TimeoutError:
+            return None, f"no answer within {self.config.timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return None, (str(exc) or type(exc).__name__)[:ERROR_TEXT_MAX]
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
+        status, error = await self.attempt_once(delivery)
+        now = self.clock.now_ms()
+        attempts = delivery.attempts + 1
+        if error is None:
+            result, state, next_at = "delivered", "delivered", now
+        elif now - delivery.created_at >= self.config.retry_window_s * 1000:
+            result, state, next_at = "gave_up", "failed", now
+            log.warning("webhook %s to %s given up after %d attempts: %s", delivery.event_id, delivery.url,
+                        attempts, error)
+        else:
+            result, state = "retry", "pending"
+            next_at = now + int(backoff_s(self.config, attempts) * 1000)
+        await self.db.finish_attempt(delivery.id, status=state, attempts=attempts, next_attempt_at=next_at,
+                                     http_status=status, error=error, now=now)
+        if self.on_result is not None:
+            self.on_result(result, time.perf_counter() - started)
