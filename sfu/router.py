@@ -300,8 +300,8 @@ class Sfu:
         totals = self.bridge.engine.totals()
         return {
             "engine": self.bridge.kind,
-            "forwarded_packets": totals["packets_out"],
-            "forwarded_bytes": totals["bytes_out"],
+            "forwarded_packets": totals["packets_out"],  # RTP datagrams that left (copies and retransmissions)
+            "forwarded_bytes": totals["bytes_out"],  # their size on the wire (SRTP)
             "drops": totals["drops"],  # by reason, as docs/architecture.md lists them
             "retransmitted": totals["retransmitted"],
             "layer_switches": totals["switches"],

@@ -569,8 +569,9 @@ class Engine:
             return
         transport.packets_out += 1
         transport.bytes_out += len(cipher)
-        self._totals["packets_out"] += 1
-        self._totals["bytes_out"] += len(cipher)
+        if kind != "rtcp":
+            self._totals["packets_out"] += 1
+            self._totals["bytes_out"] += len(cipher)
 
     def start(self, slot_id: int) -> bool:
         """A consumer's first packets: the cached group of pictures. True when a keyframe must be asked for."""

@@ -587,7 +587,7 @@ void cc_flush(cc_engine *e) {
     e->nout = 0;
     struct mmsghdr *msgs = e->msgs, *group = e->group;
     struct iovec *iov = e->iov;
-    int *fds = e->fds, *tids = e->tids, *gtids = e->gtids, *taken = e->taken;
+    int *fds = e->fds, *tids = e->tids, *gtids = e->gtids, *taken = e->taken, *kinds = e->kinds, *gkinds = e->gkinds;
     int ready = 0;
     for (int i = 0; i < n; i++) {
         cc_out *o = &e->out[i];
@@ -625,6 +625,7 @@ void cc_flush(cc_engine *e) {
         msgs[ready].msg_hdr.msg_iov = &iov[ready];
         msgs[ready].msg_hdr.msg_iovlen = 1;
         tids[ready] = o->transport;
+        kinds[ready] = o->kind;
         fds[ready] = t->fd;
         ready++;
     }
@@ -637,6 +638,7 @@ void cc_flush(cc_engine *e) {
             if (!taken[j] && fds[j] == fd) {
                 taken[j] = 1;
                 gtids[g] = tids[j];
+                gkinds[g] = kinds[j];
                 group[g++] = msgs[j];
             }
         int done = 0;
@@ -657,8 +659,10 @@ void cc_flush(cc_engine *e) {
             }
             for (int k = done; k < done + sent; k++) {
                 cc_transport *t = transport_at(e, gtids[k]);
-                e->packets_out++;
-                e->bytes_out += group[k].msg_hdr.msg_iov->iov_len;
+                if (gkinds[k] != CC_OUT_RTCP) {
+                    e->packets_out++;
+                    e->bytes_out += group[k].msg_hdr.msg_iov->iov_len;
+                }
                 if (t) {
                     t->packets_out++;
                     t->bytes_out += group[k].msg_hdr.msg_iov->iov_len;

@@ -151,13 +151,13 @@ typedef struct {
     /* cc_flush's scratch (kept here, not on the stack: 40 kB a call) */
     struct mmsghdr msgs[CC_BATCH], group[CC_BATCH];
     struct iovec iov[CC_BATCH];
-    int fds[CC_BATCH], tids[CC_BATCH], gtids[CC_BATCH], taken[CC_BATCH];
+    int fds[CC_BATCH], tids[CC_BATCH], gtids[CC_BATCH], taken[CC_BATCH], kinds[CC_BATCH], gkinds[CC_BATCH];
     int *events; /* pairs (slot, stream): a consumer switched layer */
     int nevents, capevents;
     cc_capture_fn capture;
     void *capture_ctx;
     int dry_run; /* fuzzing: protect and count, never call the kernel */
-    /* process-wide totals since the engine was made (never reset: metrics) */
+    /* process-wide totals since the engine was made (never reset: metrics); packets/bytes: RTP only */
     uint64_t packets_out, bytes_out, retransmitted, switches;
     uint64_t drops[CC_DROP_COUNT];
     /* retransmit(): the (stream, seq) pairs the caches lack */
