@@ -10,18 +10,30 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean fuzz fuzz-seeds screenshots
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
 	$(PY) -m venv $(VENV)
 
+# The media engine's native extension (sfu/engine/native, issue 21) is C against the CPython API and Debian's
+# libsrtp2; setup.py lists it, so pip's editable install needs the headers too.
+SRTP_H := /usr/include/srtp2/srtp.h
+$(SRTP_H):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libsrtp2-dev gcc python3-dev
+
+# The built module itself is the target (a stamp in the shared .venv would hide a missing build in a checkout).
+NATIVE := sfu/engine/_native$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+$(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) | $(SRTP_H) $(BIN)/python
+	$(BIN)/python setup.py -q build_ext --inplace
+
 # Stamps make a second `make install` a no-op unless pyproject.toml changed.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
 	$(PIP) -e .
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
 	$(PIP) -e '.[test]'
 	@touch $@ $(STAMP)
 
@@ -42,9 +54,9 @@ $(FONTS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
 		fonts-droid-fallback
 
-install: $(STAMP) $(AI_STAMP) $(FONTS)
+install: $(STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
 
-install-test: $(TEST_STAMP) $(AI_STAMP) $(FONTS)
+install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
 
 run: install
 	$(BIN)/classcast serve
@@ -77,7 +89,23 @@ $(BENCH_PEERS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		janus golang-go golang-github-pion-webrtc.v3-dev iproute2
 
-test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS)
+# The media engine's libFuzzer targets (tests/fuzz/native) build with Debian's clang and its sanitizer runtimes.
+CLANG := /usr/bin/clang
+$(CLANG):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev
+
+# Long native fuzzing: every engine target for FUZZ_RUNS inputs (the figures in bench/RESULTS.md).
+FUZZ_RUNS ?= 10000000
+fuzz-native: $(CLANG) | $(SRTP_H)
+	$(MAKE) -s -C tests/fuzz/native
+	for t in tests/fuzz/native/build/fuzz_*; do \
+		ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
+		$$t -runs=$(FUZZ_RUNS) -max_len=1500 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
+	done
+
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in

@@ -554,7 +554,8 @@ class Bench:
         self.args = args
         self.name = "classcast" if target.startswith("http") else target
         self.target = targets.make(self.name, args.ice_host, args.codec, url=target if target.startswith("http")
-                                   else "", org=args.org or "", server_pid=args.server_pid or 0)
+                                   else "", org=args.org or "", server_pid=args.server_pid or 0,
+                                   tree=args.baseline or "")
         self.workers: list[tuple[Any, Any]] = []  # (process, conn)
         self.session: aiohttp.ClientSession | None = None
         self.publisher: Publisher | None = None
@@ -866,6 +867,10 @@ def parser() -> argparse.ArgumentParser:
                                      "and each of them, with the ratios of CPU per forwarded packet")
     f.add_argument("--codec", choices=cliplib.CODECS, help="the camera's codec (default: h264 for classcast "
                                                            "alone, vp8 when Janus or pion takes part)")
+    f.add_argument("--baseline", help="a checkout of another classcast tree (e.g. `git worktree add /tmp/before "
+                   "main`): also measured, as classcast-before, right after classcast")
+    f.add_argument("--limit", action="store_true", help="also run bench/limit.c (SRTP protect + sendmmsg only, "
+                   "in C) at each N and report each target's cost as a ratio to it")
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
     f.add_argument("--server-pid", type=int, help="with a URL: the server's process id on this machine, for the "
                                                    "CPU and RSS figures (left empty without it)")
@@ -894,7 +899,9 @@ def plan(args: argparse.Namespace) -> list[str]:
         others = [known(n.strip()) for n in args.compare.split(",") if n.strip()]
         if not others or any(n not in ("janus", "pion") for n in others):
             raise SystemExit("--compare takes janus, pion or both (janus,pion)")
-        return ["classcast", *others]
+        return ["classcast", *([targets.BASELINE] if args.baseline else []), *others]
+    if args.baseline:
+        return [known(args.target), targets.BASELINE]
     return [known(args.target)]
 
 
@@ -960,6 +967,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\nCPU per forwarded packet, each target against classcast (same run, same machine):")
         print(text)
         output = {"compare": results, "ratios": ratios, "command": results[0]["command"]}
+    if args.limit:
+        from bench import limit
+
+        figures = limit.measure([r["subscribers"] for r in results[0]["steps"]], args.duration)
+        print("\nThe physical limit (bench/limit.c: SRTP protect + sendmmsg only) and each target's cost against it:")
+        print(limit.table(results, figures))
+        output = {**output, "limit": figures}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(output, f, indent=2)

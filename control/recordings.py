@@ -347,7 +347,7 @@ class Recordings:
             return
         total, longest = 0, 0.0
         loop = asyncio.get_running_loop()
-        kept = 0
+        files = []  # what is kept: the files a recording_ready webhook links to
         for f in await self.svc.store.recording_files([rec_id]):
             path = self.root / f.path
             size = path.stat().st_size if path.is_file() else 0
@@ -360,11 +360,11 @@ class Recordings:
                 path.unlink(missing_ok=True)
                 await self.svc.store.delete_recording_file(f.id)
                 continue
-            kept += 1
             await self.svc.store.update_recording_file(f.id, size=size, duration=duration)
             f.size, f.duration = size, duration
+            files.append(f)
             total, longest = total + size, max(longest, duration)
-        if not kept and failed_reason is None:
+        if not files and failed_reason is None:
             failed_reason = NOTHING_RECORDED
         if keep_going and failed_reason is not None and longest > 0:
             status = "EGRESS_COMPLETE"  # a restart: the recorder closed the files it had when the server went

@@ -18,6 +18,7 @@ from loss in its TWCC feedback (browsers; `TwccSender` numbers what we send it) 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from sfu import rtcp
 
@@ -177,10 +178,15 @@ class TwccSender:
 
     BUDGET_SLACK = 2 * MAX_STATUSES
 
-    def __init__(self, ext_id: int) -> None:
+    def __init__(self, ext_id: int, engine: Any = None, transport: int = -1) -> None:
+        """`engine`, `transport`: the SFU's numbers are written by the media engine (sfu/engine) into every copy
+        it sends on that transport; it then knows what was sent and not yet reported (`twcc_take`) and how many
+        numbers it wrote. Without an engine, `stamp` numbers the packets and they are remembered here."""
         self.ext_id = ext_id
         self.next_seq = 0
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
+        self._engine, self._transport = engine, transport
+        self._stamped = 0  # the engine's count of numbers written, when last looked at
         self.feedbacks = 0
         self.refused = 0  # feedback that was malformed, declared more than we sent, or came over budget
         self.reported = 0
@@ -198,9 +204,24 @@ class TwccSender:
         self._budget = min(self._budget + 2, 2 * MAX_SENT + self.BUDGET_SLACK)
         return seq
 
+    def _take(self, seq: int) -> bool:
+        if self._engine is not None:
+            return bool(self._engine.twcc_take(self._transport, seq))
+        return self.sent.pop(seq, None) is not None
+
+    def _sync(self) -> None:
+        """What the engine wrote since the last feedback: the next number, and two statuses of budget each."""
+        if self._engine is None:
+            return
+        stats = self._engine.transport_stats(self._transport)
+        self.next_seq = stats["twcc_next"]
+        written, self._stamped = stats["twcc_stamped"] - self._stamped, stats["twcc_stamped"]
+        self._budget = min(self._budget + 2 * written, 2 * MAX_SENT + self.BUDGET_SLACK)
+
     def on_feedback(self, fci: bytes) -> tuple[int, int] | None:
         """(lost, reported) among our packets once enough were reported to judge loss (at least 50, about half a
         second of video; a feedback every 50 ms holds a handful), else None."""
+        self._sync()
         if len(fci) < 4:
             self.refused += 1
             return None
@@ -217,7 +238,7 @@ class TwccSender:
         self._budget -= count
         lost = reported = 0
         for seq, arrival in statuses:
-            if self.sent.pop(seq, None) is None:
+            if not self._take(seq):
                 continue
             reported += 1
             if arrival is None:

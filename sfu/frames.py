@@ -46,14 +46,17 @@ def h264_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
     return _sps_size(bytes(data[span[0] : span[1]])) if span is not None else None
 
 
+MAX_SPS_BYTES = 255  # a real SPS is under 100 bytes; a crafted one must not make the reader walk a whole packet
+
+
 class _Bits:
     def __init__(self, data: bytes) -> None:
         # Emulation prevention bytes (00 00 03) are not part of the syntax.
-        self.data = data.replace(b"\x00\x00\x03", b"\x00\x00")
+        self.data = data.replace(b"\x00\x00\x03", b"\x00\x00")[:MAX_SPS_BYTES]
         self.pos = 0
 
     def bit(self) -> int:
-        byte = self.data[self.pos >> 3]  # IndexError on truncation: caught by the caller
+        byte = self.data[self.pos >> 3]  # IndexError on truncation (or past MAX_SPS_BYTES): caught by the caller
         value = byte >> (7 - (self.pos & 7)) & 1
         self.pos += 1
         return value

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rate import RemoteBitrateEstimator
@@ -22,6 +22,7 @@ from sfu import rtcp
 from sfu.bwe import SubscriberEstimate, TwccFeedback, TwccSender
 from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
 from sfu.consumer import Consumer, OutSlot
+from sfu.engine.bridge import EngineBridge
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
 from sfu.ids import new_track_id
@@ -40,9 +41,6 @@ from sfu.simulcast import (
     parse_offer,
 )
 
-if TYPE_CHECKING:
-    from sfu.router import Router
-
 log = logging.getLogger("classcast.sfu.participant")
 Signal = Callable[[dict[str, Any]], None]
 SOURCE_PERMISSION = {"camera": "publish", "microphone": "publish", "screen": "screen_share"}
@@ -51,10 +49,23 @@ MAX_REMOTE_CANDIDATES = 64  # trickled candidates per connection: aioice pairs a
 MAX_NEW_SECTIONS = 8  # m-sections a client may add to an offer beyond the slots we offered it
 
 
+class Room(Protocol):
+    """What a participant asks of its room (sfu/router.py's Router): a listener interface, so that this module
+    does not import the router that imports it."""
+
+    bridge: EngineBridge
+
+    async def add_producer(self, producer: Producer) -> None: ...
+
+    async def remove_producer(self, producer: Producer) -> None: ...
+
+    async def set_track_muted(self, producer: Producer, muted: bool) -> None: ...
+
+
 class SfuParticipant:
     negotiate_twcc = True  # tests turn it off to exercise the REMB fallback
 
-    def __init__(self, router: Router, key: str, info: dict[str, Any], signal: Signal, ice: IceConfig) -> None:
+    def __init__(self, router: Room, key: str, info: dict[str, Any], signal: Signal, ice: IceConfig) -> None:
         self.router = router
         self.key = key
         self.uid = str(info["uid"])
@@ -63,6 +74,8 @@ class SfuParticipant:
         self.permissions = frozenset(info.get("permissions", ()))
         self.signal = signal
         self.ice = ice
+        self.bridge = router.bridge
+        self.transport = -1  # this subscriber's transport in the engine (per connection; _new_peer sets it)
         self.producers: dict[str, Producer] = {}
         self._by_ssrc: dict[int, Stream] = {}
         self._by_rtx: dict[int, Stream] = {}
@@ -88,11 +101,13 @@ class SfuParticipant:
         self.video_off = False
         self.quality: tuple[str, int | None, int | None] = ("auto", None, None)
         self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.peer = self._new_peer()
 
     def _new_peer(self) -> Peer:
+        self.transport = self.bridge.engine.add_transport()
         peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
-                    on_transceiver=self._on_transceiver)
+                    on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport)
 
         async def on_state() -> None:
             state = peer.pc.connectionState
@@ -109,7 +124,7 @@ class SfuParticipant:
 
     # ---- incoming media and feedback: the per-packet path ------------------------------------------------
 
-    async def on_rtp(self, data: bytes, arrival: float) -> None:
+    def on_rtp(self, data: bytes, arrival: float) -> None:
         try:
             header = parse_rtp(data)
         except ValueError:
@@ -130,13 +145,13 @@ class SfuParticipant:
                 self.rtp_dropped += 1  # nothing we receive: unannounced SSRC, receive-only m-section, garbage
                 return
         if header.has_extension and self.twcc is None and self.remb is not None:
-            await self._remb(data, header, arrival)  # only for our streams: the estimator keeps a table by SSRC
+            self._remb(data, header, arrival)  # only for our streams: the estimator keeps a table by SSRC
         if rtx:
-            await stream.producer.on_rtx(stream, data, header, arrival)
+            stream.producer.on_rtx(stream, data, header, arrival)
         else:
-            await stream.producer.on_rtp(stream, data, header, arrival)
+            stream.producer.on_rtp(stream, data, header, arrival)
 
-    async def _remb(self, data: bytes, header: Any, arrival: float) -> None:
+    def _remb(self, data: bytes, header: Any, arrival: float) -> None:
         value = get_extension(data, header, self._ext[URI_ABS_SEND_TIME])
         if value is None or len(value) != 3:
             return
@@ -146,7 +161,9 @@ class SfuParticipant:
         if result is not None:
             bitrate, ssrcs = result
             sender = next((p.local_ssrc for p in self.producers.values()), 0)
-            await self.peer.send_rtcp(rtcp.build_remb(sender, bitrate, ssrcs))
+            task = asyncio.get_running_loop().create_task(self.peer.send_rtcp(rtcp.build_remb(sender, bitrate, ssrcs)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _learn_ssrc(self, data: bytes, header: Any) -> tuple[Stream | None, bool]:
         """An SSRC the SDP did not announce (simulcast never does): bind it through the MID and RID (or
@@ -409,7 +426,7 @@ class SfuParticipant:
         producer = Producer(
             track_id=new_track_id(), owner=self.key, uid=self.uid, source=source, mid=mid, codec=codec,
             ssrc=ssrc, rtx_ssrc=rtx_ssrc, rtx_payload_type=section.rtx_payload_type(codec.payload_type),
-            local_ssrc=section.local_ssrc or 0, send_rtcp=self.peer.send_rtcp, rids=rids,
+            local_ssrc=section.local_ssrc or 0, send_rtcp=self.peer.send_rtcp, rids=rids, bridge=self.bridge,
         )
         self.producers[producer.id] = producer
         self._by_mid[mid] = producer
@@ -517,7 +534,7 @@ class SfuParticipant:
         if producer.id in self.consumers or producer.owner == self.key:
             return
         slot = self._free_slot(producer)
-        consumer = Consumer(producer, slot, self.peer.send_rtp_now, self.peer.send_rtcp, self.signal)
+        consumer = Consumer(producer, slot, self.peer.send_rtcp, self.signal)
         consumer.paused = self.video_off and producer.kind == "video"
         if producer.kind == "video":
             _apply_quality(consumer, *self.quality)
@@ -536,7 +553,8 @@ class SfuParticipant:
         if free:
             return free[0]
         transceiver = self.peer.add_send_transceiver(producer.kind, stream_id=producer.uid)
-        slot = OutSlot(mid="", kind=producer.kind, clock_rate=producer.codec.clock_rate)
+        slot = OutSlot(mid="", kind=producer.kind, clock_rate=producer.codec.clock_rate, transport=self.transport,
+                       bridge=self.bridge)
         self._pending_slots.append((transceiver, slot))
         return slot
 
@@ -579,7 +597,8 @@ class SfuParticipant:
         self._pending_slots = []
         self._server_offer_out = True
         tracks = {mid: slot.consumer.producer.info() for mid, slot in self.slots.items() if slot.consumer}
-        self._send_description("offer", munge_offer(offer.sdp), tracks=tracks)
+        receiving = {p.mid: [s.rid for s in p.streams if s.rid] for p in self.producers.values() if p.simulcast}
+        self._send_description("offer", munge_offer(offer.sdp, self._ext, receiving), tracks=tracks)
 
     def _send_description(self, kind: str, sdp: str, **extra: Any) -> None:
         """The SDP, then its candidates trickled one by one and an end-of-candidates.
@@ -610,13 +629,14 @@ class SfuParticipant:
             ext_id = media.extensions.get(URI_TWCC)
             if ext_id is not None:
                 if self.twcc_out is None or self.twcc_out.ext_id != ext_id:
-                    self.twcc_out = TwccSender(ext_id)
+                    self.twcc_out = TwccSender(ext_id, self.bridge.engine, self.transport)
                 return self.twcc_out
         return self.twcc_out
 
     def _bind_slots(self) -> None:
         sections = {s.mid: s for s in self.peer.media_sections()}
         twcc = self._subscriber_twcc()
+        self.bridge.engine.set_twcc(self.transport, twcc.ext_id if twcc is not None else 0)  # the engine stamps
         self._slot_by_ssrc = {}
         for mid, slot in self.slots.items():
             section = sections.get(mid)
@@ -635,7 +655,6 @@ class SfuParticipant:
                 continue
             slot.bind(section.local_ssrc, match.payload_type, section.local_rtx_ssrc,
                       section.rtx_payload_type(match.payload_type))
-            slot.twcc = twcc
 
     async def _start_consumers(self) -> None:
         if not self.peer.connected:
@@ -655,10 +674,12 @@ class SfuParticipant:
         producers = [c.producer for c in self.consumers.values()]
         for consumer in self.consumers.values():
             consumer.close()
-        old = self.peer
+        old, old_slots, old_transport = self.peer, self._all_slots(), self.transport
         self.peer = self._new_peer()
         await old.close()
+        self._drop_engine_state(old_slots, old_transport)
         self.slots, self._slot_by_ssrc, self._pending_slots = {}, {}, []
+        self.twcc_out = None  # numbered per transport
         self._server_offer_out = self._client_may_offer = self._publish_waiting = False
         self.consumers = {}
         self.remote_candidates = 0
@@ -673,6 +694,16 @@ class SfuParticipant:
             consumer.close()
         self.consumers = {}
         await self.peer.close()
+        self._drop_engine_state(self._all_slots(), self.transport)
+
+    def _all_slots(self) -> list[OutSlot]:
+        return [*self.slots.values(), *(s for _, s in self._pending_slots)]
+
+    def _drop_engine_state(self, slots: list[OutSlot], transport: int) -> None:
+        """The connection is gone: its slots and transport (SRTP context, socket) leave the engine."""
+        for slot in slots:
+            slot.remove()
+        self.bridge.engine.remove_transport(transport)
 
 
 def _apply_quality(consumer: Consumer, quality: str, width: int | None, height: int | None) -> None:

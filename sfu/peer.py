@@ -34,10 +34,17 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   compound RTCP): replaced per instance; bytes go to ``on_rtcp``.
 * ``RTCDtlsTransport._send_rtp`` (coroutine method): called to SRTP/SRTCP
   protect and send raw bytes (it picks RTP vs RTCP with ``aiortc.rtp.is_rtcp``).
-* ``RTCDtlsTransport._tx_srtp`` (the outgoing SRTP session), ``RTCIceTransport._connection`` (its aioice
-  connection) and ``aioice.ice.Connection._nominated`` (component -> the nominated ``CandidatePair``, whose
-  ``protocol.transport`` and ``remote_addr`` are used): read once per connection by ``send_rtp_now``, the fan-out's
-  synchronous send.
+* ``RTCDtlsTransport._setup_srtp`` (method, called by ``RTCDtlsTransport.start`` after the handshake): wrapped
+  per instance when the Peer has a media engine. After aiortc's own setup, the wrapper exports the keying
+  material again (``RTCDtlsTransport._ssl``, a pyOpenSSL connection: ``get_selected_srtp_profile`` and
+  ``export_keying_material``), picks the profile from ``RTCDtlsTransport._srtp_profiles`` and the direction from
+  ``RTCDtlsTransport._role``, cuts the outgoing key with ``SRTPProtectionProfile.get_key_and_salt``, gives it to
+  the engine, and replaces ``RTCDtlsTransport._tx_srtp`` (the outgoing SRTP session, written) by `EngineSrtp`:
+  from then on the engine's libsrtp context protects everything the subscriber gets, the fan-out's copies and
+  aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home.
+* ``RTCIceTransport._connection`` (its aioice connection) and ``aioice.ice.Connection._nominated`` (component ->
+  the nominated ``CandidatePair``, whose ``protocol.transport`` (its socket) and ``remote_addr`` are used): read
+  when the connection becomes connected, to give the engine the socket and address it sends the copies to.
 * ``RTCRtpSender._ssrc`` / ``RTCRtpSender._rtx_ssrc`` (instance attributes):
   read, cross-checked against the ``a=ssrc`` lines of the local SDP.
 * ``RTCRtpSender._stream_id`` (instance attribute): written by
@@ -166,6 +173,11 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_handle_rtcp_data", "coroutine method", ("data",)),
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_send_rtp", "coroutine method", ("data",)),
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_tx_srtp", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_setup_srtp", "method"),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_ssl", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_role", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_srtp_profiles", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "SRTPProtectionProfile", "get_key_and_salt", "method", ("src", "idx")),
     Internal("aiortc.rtcicetransport", "RTCIceTransport", "_connection", "attribute"),
     Internal("aioice.ice", "Connection", "_nominated", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_ssrc", "attribute"),
@@ -367,6 +379,27 @@ def _ssrc_info(media: Any) -> tuple[tuple[int, ...], dict[int, int], str | None]
     return ssrcs, rtx, cname
 
 
+class EngineSrtp:
+    """Stands in for aiortc's outgoing pylibsrtp Session: protects with the media engine's context of this
+    subscriber, so that what Python sends (RTCP, probes) and the engine's copies share one rollover counter."""
+
+    def __init__(self, engine: Any, transport: int) -> None:
+        self._engine = engine
+        self._transport = transport
+
+    def protect(self, data: bytes) -> bytes:
+        try:
+            return self._engine.protect_rtp(self._transport, data)
+        except (RuntimeError, ValueError) as exc:
+            raise pylibsrtp.Error(str(exc)) from exc
+
+    def protect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._engine.protect_rtcp(self._transport, data)
+        except (RuntimeError, ValueError) as exc:
+            raise pylibsrtp.Error(str(exc)) from exc
+
+
 class Peer:
     """One participant's RTCPeerConnection, used as a raw RTP/RTCP pipe.
 
@@ -394,8 +427,15 @@ class Peer:
         ice: IceConfig | None = None,
         name: str = "peer",
         on_transceiver: Callable[[RTCRtpTransceiver], None] | None = None,
+        engine: Any = None,
+        transport: int | None = None,
     ) -> None:
+        """`engine` and `transport`: the media engine and this subscriber's transport in it, which then owns the
+        outgoing SRTP context and sends the fan-out's copies itself (the SFU's peers); without them (clients,
+        tests) aiortc's own SRTP session and send path are used."""
         self.name = name
+        self._engine = engine
+        self._engine_transport = transport
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.stats = PeerStats()
@@ -408,8 +448,7 @@ class Peer:
         self.send_parameters: dict[str, Any] = {}  # mid -> RTCRtpSendParameters aiortc computed
 
         self.pc = RTCPeerConnection(peer_configuration())
-        self._path: tuple[Any, Any, Any] | None = None  # send_rtp_now's (protect, sendto, address)
-        self.pc.on("connectionstatechange", self._forget_path)
+        self.pc.on("connectionstatechange", self._update_path)
         original = getattr(self.pc, _CREATE_TRANSCEIVER)
 
         def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
@@ -452,10 +491,30 @@ class Peer:
             self._dtls.append(dtls)
             dtls._handle_rtp_data = self._handle_rtp_data  # type: ignore[method-assign]
             dtls._handle_rtcp_data = self._handle_rtcp_data  # type: ignore[method-assign]
+            if self._engine is not None:
+                self._hook_srtp(dtls)
         gatherer = dtls.transport.iceGatherer
         if self._ice is not None and id(gatherer) not in self._gatherers:
             self._gatherers.add(id(gatherer))
             restrict_gathering(gatherer._connection, self._ice)
+
+    def _hook_srtp(self, dtls: RTCDtlsTransport) -> None:
+        """After aiortc sets up SRTP, the engine takes the outgoing direction over (see the module docstring)."""
+        original = dtls._setup_srtp
+
+        def setup_srtp() -> None:
+            original()
+            if dtls._tx_srtp is None:
+                return  # no profile negotiated: aiortc failed the transport
+            selected = dtls._ssl.get_selected_srtp_profile()  # type: ignore[union-attr]
+            profile = next(p for p in dtls._srtp_profiles if p.openssl_profile == selected)
+            material = dtls._ssl.export_keying_material(  # type: ignore[union-attr]
+                b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+            key = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
+            self._engine.set_srtp(self._engine_transport, profile.libsrtp_profile, key)
+            dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
+
+        dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
 
     def _adopt_all(self) -> None:
         for transceiver in self.pc.getTransceivers():
@@ -588,32 +647,18 @@ class Peer:
                 return dtls
         return None
 
-    def send_rtp_now(self, data: bytes) -> bool:
-        """The fan-out's send: SRTP-protect and sendto on the nominated pair, synchronously.
-
-        aiortc's own path awaits seven coroutines per packet (DTLS, ICE and aioice layers each re-checking state
-        and rebuilding the address); the fan-out benchmark found that chain to be about 30% of the server's CPU.
-        The SRTP session, socket and address are resolved once per connection instead, and forgotten whenever
-        the connection state changes. The caller guarantees an RTP packet whose second byte cannot read as RTCP
-        (the SFU writes dynamic payload types only).
-        """
-        path = self._path
+    def _update_path(self) -> None:
+        """The engine sends the fan-out's copies itself: it gets the nominated pair's socket and remote address
+        when the connection is up, and loses them whenever its state changes otherwise."""
+        if self._engine is None:
+            return
+        path = self._resolve_path() if self.pc.connectionState == "connected" else None
         if path is None:
-            path = self._path = self._resolve_path()
-            if path is None:
-                self.stats.send_failures += 1
-                return False
-        protect, sendto, addr = path
-        try:
-            sendto(protect(data), addr)
-        except (pylibsrtp.Error, OSError, AttributeError, RuntimeError):
-            self._path = None
-            self.stats.send_failures += 1
-            return False
-        self.stats.rtp_out += 1
-        return True
+            self._engine.clear_path(self._engine_transport)
+        else:
+            self._engine.set_path(self._engine_transport, *path)
 
-    def _resolve_path(self) -> tuple[Any, Any, Any] | None:
+    def _resolve_path(self) -> tuple[int, str, int] | None:
         dtls = self._transport()
         if dtls is None:
             return None
@@ -621,12 +666,11 @@ class Peer:
         if pair is None:
             return None
         transport = pair.protocol.transport
-        if transport is None or transport.is_closing():
+        sock = transport.get_extra_info("socket") if transport is not None and not transport.is_closing() else None
+        if sock is None:
             return None
-        return dtls._tx_srtp.protect, transport.sendto, pair.remote_addr
-
-    def _forget_path(self) -> None:
-        self._path = None
+        host, port = pair.remote_addr[:2]
+        return sock.fileno(), host, port
 
     async def send_rtp(self, data: bytes) -> bool:
         """SRTP-protect and send one raw RTP packet. Returns False if not sent."""
@@ -646,6 +690,11 @@ class Peer:
             logger.warning("%s: send_rtcp refused a packet that is not RTCP", self.name)
             self.stats.send_failures += 1
             return False
+        # With a media engine: its SRTP context and socket, one C call (aiortc's path awaits seven coroutines);
+        # before the engine has the key and the nominated pair, aiortc's path (through EngineSrtp) as usual.
+        if self._engine is not None and self._engine.send_rtcp(self._engine_transport, data):
+            self.stats.rtcp_out += 1
+            return True
         if await self._send(data):
             self.stats.rtcp_out += 1
             return True

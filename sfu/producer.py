@@ -1,23 +1,27 @@
 """A Producer is one track a publisher sends (camera, microphone or screen share); a Stream is one RTP stream of
 it: a simulcast layer (named by its RID) or, without simulcast, the only one.
 
-Every incoming packet is parsed once, cached for retransmission, checked for a keyframe, and handed to the
-producer's consumers, which write their own copies. Each stream owns its publisher-facing RTCP state: reception
-statistics for receiver reports, NACKs for what it lost, and keyframe requests (one per 500 ms per stream).
+Every incoming packet goes to the media engine (sfu/engine) in one call, which caches it for retransmission,
+finds keyframes, keeps the group of pictures and sends every consumer its copy. What stays here is the slow path:
+each stream's publisher-facing RTCP state (reception statistics for receiver reports, NACKs for what it lost,
+keyframe requests, one per 500 ms per stream), its rate and picture size for the layer choice, and the taps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu import rtcp
 from sfu.codecs import H264, VP8, CodecInfo
+from sfu.engine import CODEC_H264, CODEC_OTHER, CODEC_VP8, F_ACCEPTED, F_EVENTS, F_KEYFRAME
+from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.frames import h264_size, h264_sps, vp8_size
-from sfu.keyframes import GopCache, KeyframeThrottle
+from sfu.keyframes import KeyframeThrottle
 from sfu.reception import NackTracker, ReceptionStats
 from sfu.rtp import (
     RtpHeader,
@@ -32,23 +36,37 @@ from sfu.rtp import (
 )
 
 if TYPE_CHECKING:
-    from sfu.consumer import Consumer
     from sfu.taps import Tap
+
+
+class ConsumerView(Protocol):
+    """What a producer and the room's dynacast know of a consumer (sfu/consumer.py depends on this module, never
+    the other way round): copies are the engine's business, so this is only the layer bookkeeping."""
+
+    paused: bool
+    wanted_index: int
+
+    @property
+    def target(self) -> Stream | None: ...
+
+    @property
+    def current(self) -> Stream | None: ...
 
 log = logging.getLogger("classcast.sfu.producer")
 
-CACHE_SIZE = 2048  # packets kept per stream for NACKs: at least 1024 as required, a power of two
 SOURCES = {"camera": "video", "microphone": "audio", "screen": "video"}
 STALL_S = 0.6  # a layer silent this long is treated as paused by the publisher
 RATE_WINDOW_S = 1.0
 _MASK, _HALF = 0xFFFFFFFF, 0x80000000  # RTP timestamp arithmetic
+SPS_MAX_BYTES = 256  # a real SPS is tens of bytes
+SPS_READ_INTERVAL_S = 0.1
 LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
 
 
 class Packet:
-    """One received packet, parsed once and shared by every consumer."""
+    """One received packet as the taps' feed sees it (the engine keeps its own copy for forwarding)."""
 
     __slots__ = ("arrival", "data", "header", "keyframe", "payload", "vp8")
 
@@ -78,8 +96,10 @@ class Stream:
         self.rid = rid
         self.ssrc = ssrc  # learned from the first packet when the SDP did not announce it
         self.rtx_ssrc = rtx_ssrc
-        self.cache: list[Packet | None] = [None] * CACHE_SIZE
-        self.gop = GopCache() if producer.kind == "video" else None
+        codec = {VP8: CODEC_VP8, H264: CODEC_H264}.get(producer.codec.mime_type, CODEC_OTHER)
+        # the engine's stream: its packet cache, keyframe detection and group of pictures
+        self.sid: int = producer.bridge.engine.add_stream(codec, producer.kind == "video",
+                                                          producer.codec.payload_type)
         self.stats = ReceptionStats(producer.codec.clock_rate)
         self.nacks = NackTracker()
         self.keyframes = KeyframeThrottle()
@@ -94,12 +114,15 @@ class Stream:
         self.unneeded_since: float | None = None
         self.last_rate = 0
         self.width: int | None = None
+        self._sps = b""  # the H.264 SPS whose size was read last
+        self._sps_read_at = float("-inf")
         self.height: int | None = None
         self._window: deque[tuple[float, int]] = deque(maxlen=8192)  # (arrival, bytes) over the last second
+        self._window_bytes = 0  # the sum of the window's sizes
 
-    def cached(self, seq: int) -> Packet | None:
-        packet = self.cache[seq & (CACHE_SIZE - 1)]
-        return packet if packet is not None and packet.sequence_number == seq else None
+    def cached(self, seq: int) -> bool:
+        """Whether the engine's cache holds this packet (for answering NACKs)."""
+        return bool(self.producer.bridge.engine.cached(self.sid, seq))
 
     def flowing(self, now: float) -> bool:
         return self.packets_in > 0 and now - self.last_arrival < STALL_S
@@ -108,8 +131,8 @@ class Stream:
         """Bits per second received over the last second."""
         window = self._window
         while window and now - window[0][0] > RATE_WINDOW_S:
-            window.popleft()
-        rate = sum(n for _, n in window) * 8
+            self._window_bytes -= window.popleft()[1]
+        rate = self._window_bytes * 8
         if rate and now - self.first_arrival >= RATE_WINDOW_S:
             self.last_rate = rate
         return rate
@@ -127,7 +150,11 @@ class Stream:
         if not self.first_arrival:
             self.first_arrival = arrival
         self.last_arrival = arrival
-        self._window.append((arrival, size))
+        window = self._window
+        if len(window) == window.maxlen:
+            self._window_bytes -= window[0][1]  # append drops it
+        window.append((arrival, size))
+        self._window_bytes += size
 
     async def request_keyframe(self, now: float) -> bool:
         producer = self.producer
@@ -250,9 +277,10 @@ class Producer:
     def __init__(
         self, track_id: str, owner: str, uid: str, source: str, mid: str, codec: CodecInfo, ssrc: int | None,
         rtx_ssrc: int | None, rtx_payload_type: int | None, local_ssrc: int, send_rtcp: SendRtcp,
-        rids: list[str] | None = None,
+        rids: list[str] | None = None, bridge: EngineBridge | None = None,
     ) -> None:
         self.id = track_id
+        self.bridge = bridge or process_bridge()
         self.owner = owner  # the publishing participant's key
         self.uid = uid
         self.source = source
@@ -266,13 +294,25 @@ class Producer:
             self.streams = [Stream(self, i, rid, None, None) for i, rid in enumerate(rids)]
         else:
             self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
-        self.consumers: list[Consumer] = []
+        self.consumers: list[ConsumerView] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
         self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
         self.muted = False  # the publisher muted it
-        self.blocked = False  # a moderator muted the publisher: nothing is forwarded
+        self._blocked = False
         self.closed = False
         self.wrong_codec = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def blocked(self) -> bool:
+        """A moderator muted the publisher: the engine forwards nothing of it."""
+        return self._blocked
+
+    @blocked.setter
+    def blocked(self, value: bool) -> None:
+        self._blocked = value
+        for stream in self.streams:
+            self.bridge.engine.set_blocked(stream.sid, value)
 
     @property
     def simulcast(self) -> bool:
@@ -289,14 +329,6 @@ class Producer:
     @property
     def keyframes(self) -> KeyframeThrottle:
         return self.streams[0].keyframes
-
-    @property
-    def gop(self) -> GopCache | None:
-        return self.streams[0].gop
-
-    @property
-    def cache(self) -> list[Packet | None]:
-        return self.streams[0].cache
 
     @property
     def packets_in(self) -> int:
@@ -323,59 +355,77 @@ class Producer:
 
     # ---- the per-packet path -----------------------------------------------------------------------------
 
-    async def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
-        if header.payload_type != self.codec.payload_type:
-            self.wrong_codec += 1  # another codec of the answer; consumers were negotiated for this one
+    def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
+        """One packet of a stream: the engine forwards it (one call), then the slow path's bookkeeping."""
+        if self.closed:
+            return  # unpublished: its streams left the engine (a packet in flight may still come)
+        flags = self.bridge.engine.push(stream.sid, data, arrival)
+        if not flags & F_ACCEPTED:
+            # wrong payload type (another codec of the answer: consumers were negotiated for this one), padding
+            # only (bandwidth probing), or malformed: counted by reason in the engine's stream stats
+            if header.payload_type != self.codec.payload_type:
+                self.wrong_codec += 1
             return
-        if header.payload_end <= header.payload_offset:
-            return  # padding only (bandwidth probing): nothing to forward
         ext = stream.stats.update(header.sequence_number, header.timestamp, arrival)
         stream.nacks.on_packet(ext, arrival)
         stream._count(len(data), arrival)
-        vp8 = None
-        keyframe = False
-        mime = self.codec.mime_type
-        if mime == VP8:
-            try:
-                vp8 = parse_vp8_descriptor(data, header.payload_offset, header.payload_end)
-            except ValueError:
-                return
-            keyframe = vp8.is_keyframe
-            if keyframe:
-                size = vp8_size(data, header.payload_offset + vp8.size, header.payload_end)
-                if size:
-                    stream.width, stream.height = size
-        elif mime == H264:
-            sps = h264_sps(data, header.payload_offset, header.payload_end)
-            keyframe = sps is not None
-            if sps is not None:
-                size = h264_size(data, *sps)
-                if size:
-                    stream.width, stream.height = size
-        packet = Packet(data, header, arrival, vp8, keyframe)
-        stream.cache[header.sequence_number & (CACHE_SIZE - 1)] = packet
-        if stream.gop is not None:
-            stream.gop.add(packet)
+        keyframe = bool(flags & F_KEYFRAME)
+        if keyframe:
+            self._measure(stream, data, header, arrival)
+        if flags & F_EVENTS:
+            self.bridge.dispatch()
         if self.taps:
-            feed = self.tap_feed
-            tapped = data if feed is None else feed.packet(packet, stream)
-            if tapped is not None:
-                for tap in self.taps:
-                    tap.rtp(self.id, tapped, arrival)
-            if feed is not None and (due := feed.keyframe_due(arrival)) is not None:
-                await due.request_keyframe(arrival)
-        if self.blocked:
-            return
-        for consumer in self.consumers:
-            consumer.forward(packet, stream)
+            self._tap(stream, data, header, arrival, keyframe)
 
-    async def on_rtx(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
+    def _measure(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
+        """A keyframe: the picture size it announces (for subscribers who ask for a video size).
+
+        Reading an H.264 SPS walks it bit by bit in Python (up to ~2 ms for a crafted 1200-byte one, issue 13's
+        finding): an SPS is read only when its bytes changed, only if it is of a plausible size, and at most
+        every SPS_READ_INTERVAL_S per stream, so a publisher cannot make every packet cost that."""
+        size = None
+        if self.codec.mime_type == VP8:
+            vp8 = parse_vp8_descriptor(data, header.payload_offset, header.payload_end)
+            size = vp8_size(data, header.payload_offset + vp8.size, header.payload_end)
+        elif self.codec.mime_type == H264:
+            span = h264_sps(data, header.payload_offset, header.payload_end)
+            if span is None or span[1] - span[0] > SPS_MAX_BYTES:
+                return
+            sps = data[span[0] : span[1]]
+            if sps == stream._sps or arrival - stream._sps_read_at < SPS_READ_INTERVAL_S:
+                return
+            stream._sps, stream._sps_read_at = sps, arrival
+            size = h264_size(data, *span)
+        if size:
+            stream.width, stream.height = size
+
+    def _tap(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float, keyframe: bool) -> None:
+        feed = self.tap_feed
+        if feed is None:
+            tapped: bytes | None = data
+        else:
+            vp8 = parse_vp8_descriptor(data, header.payload_offset, header.payload_end) \
+                if self.codec.mime_type == VP8 else None
+            tapped = feed.packet(Packet(data, header, arrival, vp8, keyframe), stream)
+        if tapped is not None:
+            for tap in self.taps:
+                tap.rtp(self.id, tapped, arrival)
+        if feed is not None and (due := feed.keyframe_due(arrival)) is not None:
+            self._spawn(due.request_keyframe(arrival))  # the feed asks for the keyframe it waits for
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """RTCP from the synchronous packet path (it leaves through aiortc's coroutines)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_rtx(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
         """RFC 4588: the original sequence number leads the payload; rebuild the original packet."""
-        if header.payload_end - header.payload_offset < 2 or stream.ssrc is None:
-            return  # padding-only RTX: bandwidth probing
+        if header.payload_end - header.payload_offset < 2 or stream.ssrc is None or self.closed:
+            return  # padding-only RTX (bandwidth probing), or unpublished
         stream.rtx_in += 1
         osn = struct.unpack_from("!H", data, header.payload_offset)[0]
-        if stream.cached(osn) is not None:
+        if stream.cached(osn):
             return  # already have it
         original = bytearray(data[: header.payload_offset])
         original[0] &= 0xDF  # padding is not copied
@@ -383,7 +433,17 @@ class Producer:
         struct.pack_into("!HII", original, 2, osn, header.timestamp, stream.ssrc)
         original += data[header.payload_offset + 2 : header.payload_end]
         rebuilt = bytes(original)
-        await self.on_rtp(stream, rebuilt, parse_rtp(rebuilt), arrival)
+        self.on_rtp(stream, rebuilt, parse_rtp(rebuilt), arrival)
+
+    def drops(self) -> dict[str, int]:
+        """Packets of this track the engine did not forward, by reason (requirement 8 of issue 21)."""
+        total: dict[str, int] = {}
+        for stream in self.streams:
+            if self.closed:
+                break
+            for reason, n in self.bridge.engine.stream_stats(stream.sid)["drops"].items():
+                total[reason] = total.get(reason, 0) + n
+        return total
 
     # ---- RTCP toward the publisher -----------------------------------------------------------------------
 
@@ -414,8 +474,8 @@ class Producer:
         return [b for s in self.streams if (b := s.report_block(now)) is not None]
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         for stream in self.streams:
-            stream.cache = [None] * CACHE_SIZE
-            if stream.gop is not None:
-                stream.gop.clear()
+            self.bridge.engine.remove_stream(stream.sid)  # its cache and group of pictures go with it

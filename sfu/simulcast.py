@@ -107,28 +107,58 @@ OFFER_EXTENSIONS = {"audio": [URI_TWCC], "video": [URI_TWCC, URI_RID, URI_RRID]}
 PREFERRED_IDS = {URI_TWCC: 5, URI_RID: 10, URI_RRID: 11}
 
 
-def munge_offer(offer: str) -> str:
+def munge_offer(offer: str, negotiated: dict[str, int] | None = None,
+                receiving: dict[str, list[str]] | None = None) -> str:
     """Adds the transport-wide-cc, RID and repaired-RID extensions to the offers we make (subscriptions).
 
     A browser keeps the bundle's negotiated extensions for later m-sections: if our first offer to it lacked RID,
     its own offer to publish a simulcast camera afterwards fails ("negotiates simulcast but does not negotiate the
     RID RTP header extension"). Offering them costs nothing: we never have to send them.
+
+    `negotiated` (uri -> id): the ids this peer already uses on the bundle (from its own offer, when it publishes).
+    A re-offer must keep them: aiortc numbers extensions its own way, and an offer that renumbers what was
+    negotiated crashes Chromium's renderer. `receiving` (mid -> rids): the simulcast m-sections we receive from
+    this peer, whose `a=rid:... recv` / `a=simulcast:recv` lines the re-offer must carry as our answer did.
     """
-    used = {int(line[9:].split(" ")[0].split("/")[0]) for line in offer.splitlines() if line.startswith("a=extmap:")}
-    ids: dict[str, int] = {}
-    for uri in (URI_TWCC, URI_RID, URI_RRID):
-        wanted = PREFERRED_IDS[uri]
-        candidate = wanted if wanted not in used else next(i for i in range(1, 15) if i not in used)
-        ids[uri] = candidate
-        used.add(candidate)
+    negotiated = negotiated or {}
+    lines_all = offer.splitlines()
+    present = {}  # uri -> id as aiortc wrote it
+    for line in lines_all:
+        if line.startswith("a=extmap:"):
+            ident, uri = line[9:].split(" ", 1)
+            present[uri.split(" ")[0]] = int(ident.split("/")[0])
+    ids: dict[str, int] = {uri: i for uri, i in negotiated.items() if 1 <= i <= 14}
+    used = set(ids.values())
+    for uri in [*present, URI_TWCC, URI_RID, URI_RRID]:
+        if uri in ids:
+            continue
+        wanted = present.get(uri, PREFERRED_IDS.get(uri, 1))
+        ids[uri] = wanted if wanted not in used else next(i for i in range(1, 15) if i not in used)
+        used.add(ids[uri])
     sections = _sections(offer)
     out = sections[0]
     for lines in sections[1:]:
         kind = lines[0][2:].split(" ", 1)[0]
+        lines = [_renumber(line, ids) for line in lines]
         have = {line.split(" ")[1] for line in lines if line.startswith("a=extmap:")}
         extra = [f"a=extmap:{ids[uri]} {uri}" for uri in OFFER_EXTENSIONS.get(kind, []) if uri not in have]
         # transport-cc feedback asked for every payload type: a browser then reports what arrived when.
         fb = [] if any(line.endswith(" transport-cc") for line in lines) else \
             [f"a=rtcp-fb:{pt} transport-cc" for pt in lines[0].split(" ")[3:]]
-        out += _insert(lines, extra, fb, [])
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), "")
+        rids = (receiving or {}).get(mid, [])
+        rid = [] if not rids or any(line.startswith("a=simulcast:") for line in lines) else \
+            [f"a=rid:{r} recv" for r in rids] + [f"a=simulcast:recv {';'.join(rids)}"]
+        if rids and URI_RID not in have and not any(URI_RID in line for line in extra):
+            extra += [f"a=extmap:{ids[URI_RID]} {URI_RID}"]
+        out += _insert(lines, extra, fb, rid)
     return "\r\n".join(out) + "\r\n"
+
+
+def _renumber(line: str, ids: dict[str, int]) -> str:
+    if not line.startswith("a=extmap:"):
+        return line
+    ident, rest = line[9:].split(" ", 1)
+    direction = ident[ident.index("/"):] if "/" in ident else ""
+    uri = rest.split(" ")[0]
+    return f"a=extmap:{ids[uri]}{direction} {rest}" if uri in ids else line

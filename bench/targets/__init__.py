@@ -17,6 +17,8 @@ import aiohttp
 from sfu.peer import Peer
 
 NAMES = ("classcast", "janus", "pion")
+# classcast from another checkout (fanout --baseline PATH): the "before" of a before/after comparison
+BASELINE = "classcast-before"
 
 
 class Link(Protocol):
@@ -45,7 +47,8 @@ class Target(Protocol):
         """Leave as the teacher and stop the server if it was started here."""
 
 
-def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", server_pid: int = 0) -> Target:
+def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", server_pid: int = 0,
+         tree: str = "") -> Target:
     if name == "janus":
         from bench.targets.janus import JanusTarget
 
@@ -56,7 +59,9 @@ def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", ser
         return PionTarget(ice_host)
     from bench.targets.classcast import ClasscastTarget
 
-    return ClasscastTarget(ice_host, url, org, server_pid)
+    target = ClasscastTarget(ice_host, url, org, server_pid, tree=tree if name == BASELINE else "")
+    target.name = name
+    return target
 
 
 async def subscribe(name: str, session: aiohttp.ClientSession, info: Any, peer: Peer) -> Link:

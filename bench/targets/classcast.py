@@ -91,9 +91,10 @@ class Server:
     """`classcast serve` on 127.0.0.1 with a throw-away data folder; media candidates on ice_host."""
 
     def __init__(self, ice_host: str, entry: str = "control.cli", env: dict[str, str] | None = None,
-                 data_dir: str | None = None) -> None:
+                 data_dir: str | None = None, tree: str = "") -> None:
         """`entry`: the module whose `main` runs `serve` (the soak's runtime probe wraps the real one); `data_dir`:
-        an existing data folder to serve (a restart after a crash) instead of a new one."""
+        an existing data folder to serve (a restart after a crash) instead of a new one; `tree`: run the server
+        from that checkout (its code on PYTHONPATH, same virtualenv) instead of this one."""
         self.dir = data_dir or tempfile.mkdtemp(prefix="classcast-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -102,9 +103,12 @@ class Server:
         env = {**os.environ, "CLASSCAST_HOST": "127.0.0.1", "CLASSCAST_PORT": str(self.port),
                "CLASSCAST_DATA_DIR": self.dir, "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_ICE_HOSTS": ice_host,
                "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32", **(env or {})}
+        if tree:
+            env["PYTHONPATH"] = os.path.abspath(tree)
         self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; from {entry} import main; "
                                       "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     cwd=os.path.abspath(tree) if tree else None)
         self.org = ""
         deadline = time.monotonic() + 60
         assert self.proc.stdout is not None
@@ -128,8 +132,9 @@ class ClasscastTarget:
     name = "classcast"
     rids = ("q", "h", "f")  # as Chrome offers them, low to high
 
-    def __init__(self, ice_host: str, url: str = "", org: str = "", server_pid: int = 0) -> None:
+    def __init__(self, ice_host: str, url: str = "", org: str = "", server_pid: int = 0, tree: str = "") -> None:
         self.ice_host = ice_host
+        self.tree = tree
         self.base, self.org, self.pid = url.rstrip("/"), org, server_pid
         self.server: Server | None = None
         self.room = f"bench-{os.getpid()}"
@@ -144,7 +149,7 @@ class ClasscastTarget:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         if not self.base:
-            self.server = await asyncio.get_running_loop().run_in_executor(None, Server, self.ice_host)
+            self.server = await asyncio.get_running_loop().run_in_executor(None, Server, self.ice_host, self.tree)
             self.base, self.org, self.pid = self.server.base, self.server.org, self.server.proc.pid
 
     async def publish(self, session: aiohttp.ClientSession, peer: Peer, sdp: str,

@@ -1,16 +1,15 @@
 """A teacher's page must survive another publisher arriving (a co-teacher or moderator turning on a microphone).
 
-Known failure (reported on the board for sfu/): the server's re-offer to a participant that already publishes
-renumbers the header extensions it negotiated (MID 9 -> 1, abs-send-time 2 -> 3, transport-wide-cc 4 -> 5 for
+The defect this caught (fixed in sfu/simulcast.py munge_offer): the server's re-offer to a participant that already
+publishes renumbered the header extensions it negotiated (MID 9 -> 1, abs-send-time 2 -> 3, transport-wide-cc 4 -> 5 for
 Chromium's ids: RFC 8285 forbids changing them within a session) and drops the camera's simulcast lines; headless
-Chromium 156's renderer crashes on that offer ("Target crashed"), so the teacher's page dies.
+Chromium 156's renderer crashes on that offer ("Target crashed"), so the teacher's page died.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
 from playwright.async_api import Browser, BrowserContext
 
 from sfu.client import ToneAudioTrack
@@ -18,7 +17,6 @@ from tests.e2e.test_classroom import _teacher
 from tests.sfu.conftest import Classroom
 
 
-@pytest.mark.xfail(strict=True, reason="sfu: re-offer to a publisher renumbers its extmap ids (board, 07:50 i12)")
 async def test_the_teachers_page_survives_a_second_publisher(classroom: Classroom, browser: Browser,
                                                               contexts: list[BrowserContext]) -> None:
     teacher = await _teacher(classroom, browser, contexts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import time
 from typing import Any
 
@@ -109,17 +108,9 @@ async def test_throttled_student_moves_down_and_back_up(classroom: Classroom, br
     await _settled_size(student, LAYER_SIZES["f"], timeout=30)
     participant = next(p for p in next(iter(classroom.server.app[HUB].sfu.routers.values())).participants.values()
                        if p.uid == "weak")
-    consumer = next(iter(participant.consumers.values()))
-    original = consumer._send_rtp
-    rng = random.Random(3)
-    throttled = True
-
-    def weak_link(data: bytes) -> bool:
-        if throttled and rng.random() < 0.2:
-            return True  # dropped on the way to the student
-        return original(data)
-
-    consumer._send_rtp = weak_link
+    engine = participant.bridge.engine
+    # the engine's test hook: 20% of what leaves for the student is lost on the way, retransmissions too
+    engine.set_loss(participant.transport, 200, 3, True)
     track = await student.remote_track("camera")
     arrivals: list[float] = []
 
@@ -136,7 +127,7 @@ async def test_throttled_student_moves_down_and_back_up(classroom: Classroom, br
     down = await student.wait_for("quality_changed", lambda m: m.get("layer") in ("q", "h"), timeout=15,
                                   since=since)
     moved_down = time.monotonic() - t0
-    throttled = False
+    engine.set_loss(participant.transport, 0, 1)
     t1 = time.monotonic()
     since = len(student.messages)
     await student.wait_for("quality_changed", lambda m: m.get("layer") == "f", timeout=40, since=since)
@@ -237,14 +228,8 @@ async def test_a_browser_subscribers_twcc_feedback_drives_its_estimate(classroom
     await asyncio.sleep(1.5)
     twcc = student.twcc_out
     assert twcc.feedbacks > 5 and twcc.reported > 50 and twcc.lost <= twcc.reported // 20
-    consumer = next(iter(student.consumers.values()))
-    original = consumer._send_rtp
-    rng = random.Random(5)
-
-    def weak_link(data: bytes) -> bool:
-        return True if rng.random() < 0.3 else original(data)
-
-    consumer._send_rtp = weak_link
+    # the engine's test hook: 30% of what leaves for the browser is lost after its transport-wide number was written
+    student.bridge.engine.set_loss(student.transport, 300, 5, True)
     lost_before, decreases_before = twcc.lost, student.estimate.decreases
     await asyncio.sleep(3)
     assert twcc.lost - lost_before > 10, "the browser's feedback reports the packets that never arrived"

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import base64
 import struct
-from types import SimpleNamespace
 
 import pytest
 
 from sfu import bwe, rtcp
 from sfu.bwe import ARRIVAL_WINDOW, MAX_SENT, TwccFeedback, TwccSender, parse_twcc
-from sfu.consumer import SENT_WINDOW_MAX
-from sfu.keyframes import GopCache
+from sfu.engine.reference import GOP_MAX
 from sfu.reception import NackTracker
-from tests.sfu.test_keyframes import Wire, _consumer, _feed, _producer
+from tests.sfu.test_keyframes import Wire, _consumer, _feed, _producer, capture  # noqa: F401  (fixture)
 
 
 def _feedback_fci(base: int, count: int, chunks: bytes, deltas: bytes = b"", reference: int = 0) -> bytes:
@@ -151,19 +149,26 @@ def test_rtcp_counts_are_checked_against_the_packet_length() -> None:
     assert rtcp.parse_rtcp(b"\x9f\xcb\x00\x00") == [rtcp.Bye([])]
 
 
-def test_gop_cache_is_bounded_for_late_keyframe_packets() -> None:
-    gop = GopCache(max_packets=10)
+@pytest.mark.usefixtures("capture")
+async def test_gop_cache_is_bounded_for_late_keyframe_packets() -> None:
+    """The engine's group of pictures: outgrown, it keeps the keyframe's packets, and a flood of "late packets of
+    the keyframe" (same timestamp) does not grow it past its bound: a joiner is replayed at most GOP_MAX."""
+    from sfu.rtp import parse_rtp
+    from tests.sfu.test_keyframes import IDR, SLICE, _packet
 
-    def packet(ts: int, key: bool) -> SimpleNamespace:
-        return SimpleNamespace(timestamp=ts, keyframe=key)
-
-    gop.add(packet(1, True))
-    for _ in range(20):
-        gop.add(packet(2, False))  # outgrows the bound: only the keyframe's packets are kept
-    assert not gop.complete
-    for _ in range(10_000):
-        gop.add(packet(1, False))  # a flood of "late packets of the keyframe"
-    assert len(gop.packets) <= 10
+    producer = _producer(Wire())
+    stream = producer.streams[0]
+    key = _packet(1, 0, IDR)
+    producer.on_rtp(stream, key, parse_rtp(key), 0.0)
+    for i in range(GOP_MAX + 10):  # outgrows the bound
+        data = _packet(2 + i, 3000, SLICE)
+        producer.on_rtp(stream, data, parse_rtp(data), 0.1)
+    for i in range(10_000):  # a flood with the keyframe's timestamp
+        data = _packet((GOP_MAX + 20 + i) & 0xFFFF, 0, SLICE)
+        producer.on_rtp(stream, data, parse_rtp(data), 0.2)
+    wire = Wire()
+    await _consumer(producer, wire, 0).start()
+    assert 1 <= len(wire.rtp) <= GOP_MAX
 
 
 def test_missing_packets_tracked_for_nack_are_bounded() -> None:
@@ -180,22 +185,25 @@ def test_missing_packets_tracked_for_nack_are_bounded() -> None:
     assert len(rtcp.build_nack(1, 2, due)) <= 1200  # fits one packet
 
 
+@pytest.mark.usefixtures("capture")
 async def test_a_consumers_sent_window_is_bounded_without_feedback() -> None:
-    """A subscriber that never sends RTCP never makes the server ask its rate: the window must bound itself."""
+    """A subscriber that never sends RTCP: the engine counts what it sends (no per-packet window anywhere), and the
+    consumer's rate samples are bounded however often the rate is asked."""
     wire = Wire()
     producer = _producer(wire)
     consumer = _consumer(producer, wire, 0)
-    frames = SENT_WINDOW_MAX + 2000
+    frames = 10_000
     await _feed(producer, frames, keyframe_every=300)
     assert len(wire.rtp) >= frames - 10  # forwarded
-    assert len(consumer.sent_window) <= SENT_WINDOW_MAX
+    for i in range(10_000):
+        consumer.sent_bitrate(i * 0.001)
+    assert len(consumer._sent) <= 64
 
 
 # Found by the h264 fuzz target (1M-input run, bench/RESULTS.md): a 719-byte "SPS" whose Exp-Golomb fields keep the
 # reader going over every bit of the packet. Reading its picture size costs about 1.2 ms of CPU (a real SPS is under
 # 100 bytes and costs microseconds), and the producer reads it for every packet that carries an SPS: a publisher
-# sending such packets costs the server about a millisecond each. sfu/frames.py belongs to i21 (issue 21) since
-# i13's sfu/ hand-over; posted on the board. The xfail holds only while the reading is still unbounded.
+# sending such packets costs the server about a millisecond each. sfu/frames.py now stops after 255 bytes.
 SLOW_SPS = base64.b64decode(
     "Z1VVVVVkAAMAgAAAHkeMGVAABGjvPLACrQYF//+p3EXpvebZSLeWLNgg2SPu73gyNjQgLSBjb3JlIDE2NSAtIEguMjY0L01QRUct"
     "NCBBVkMgY29kZWMgLSBDb3B5bGVmdCAyMDAzLTIwMjUgLSBodHRwOi8vd3d3LnZpZGVvbGFuLm9yZy94MjY0Lmh0bWwgLSBvcHRp"
@@ -228,11 +236,6 @@ def bits_read_for_a_picture_size(data: bytes) -> int:
     return read[0]
 
 
-SPS_READING_UNBOUNDED = bits_read_for_a_picture_size(SLOW_SPS) > 2048  # True until i21's fix is merged
-
-
-@pytest.mark.xfail(SPS_READING_UNBOUNDED, strict=True,
-                   reason="sfu/frames.py: SPS size reading is not bounded (board 07:45, fixed on branch i21)")
 def test_reading_a_picture_size_reads_a_bounded_number_of_bits() -> None:
     read = bits_read_for_a_picture_size(SLOW_SPS)
     assert read <= 2048, f"{read} bits read for a picture size"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import numpy as np
@@ -94,20 +93,9 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
     track = await student.remote_track("camera")
     await _frame_size(track)
     participant = next(p for p in _router(classroom).participants.values() if p.uid == "lossy")
-    rng = random.Random(7)
-    original = participant.peer.send_rtp_now
-    dropped = sent = 0
-
-    def lossy(data: bytes) -> bool:
-        nonlocal dropped, sent
-        sent += 1
-        if rng.random() < 0.05:
-            dropped += 1
-            return True
-        return original(data)
-
+    engine = participant.bridge.engine
+    engine.set_loss(participant.transport, 50, 7)  # the engine's test hook: 5% of what leaves is lost
     consumer = next(c for c in participant.consumers.values() if c.producer.source == "camera")
-    consumer._send_rtp = lossy
     gaps = []
     last = time.monotonic()
     for _ in range(150):  # 5 seconds of 30 fps
@@ -115,6 +103,8 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
         now = time.monotonic()
         gaps.append(now - last)
         last = now
+    stats = engine.transport_stats(participant.transport)
+    dropped, sent = stats["drops"]["simulated_loss"], stats["packets_out"] + stats["drops"]["simulated_loss"]
     assert dropped >= 5 and 0.02 < dropped / sent < 0.09
     assert consumer.retransmitted > 0, "lost packets were resent from the SFU's cache"
     assert max(gaps) < 0.5, f"a freeze of {max(gaps):.2f} s"
@@ -131,6 +121,11 @@ async def test_rtcp_per_leg(classroom: Classroom) -> None:
     stats = await student.pc.getStats()  # type: ignore[union-attr]
     remote_out = [s for s in stats.values() if s.type == "remote-outbound-rtp" and s.kind == "video"]
     assert remote_out and remote_out[0].packetsSent > 0
+    # and those reports left through the engine's SRTP context of that student, the one its media copies use
+    from sfu.peer import EngineSrtp
+
+    server_side = next(p for p in _router(classroom).participants.values() if p.uid == "s")
+    assert all(isinstance(d._tx_srtp, EngineSrtp) for d in server_side.peer._dtls if d.state == "connected")
     # The teacher's sender got receiver reports from the SFU.
     stats = await teacher.pc.getStats()  # type: ignore[union-attr]
     remote_in = [s for s in stats.values() if s.type == "remote-inbound-rtp"]
@@ -161,8 +156,9 @@ async def test_vp8_publisher_is_forwarded_with_picture_ids(classroom: Classroom)
         assert await _frame_size(track) == (320, 240)
     camera = _producer(classroom, "camera")
     assert camera.codec.mime_type == "video/VP8"
-    cached = [p for p in camera.cache if p is not None]
-    assert cached and all(p.vp8 is not None and p.vp8.picture_id is not None for p in cached)
+    # the engine read every packet's VP8 descriptor (none malformed) and found the keyframes in them
+    stats = camera.bridge.engine.stream_stats(camera.streams[0].sid)
+    assert stats["packets_in"] > 20 and stats["keyframes"] >= 1 and "malformed" not in stats["drops"]
 
 
 async def test_publish_a_pre_encoded_file(classroom: Classroom, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -205,6 +201,16 @@ async def test_quality_off_keeps_audio_only(classroom: Classroom) -> None:
     await student.request({"type": "set_quality", "quality": "auto"}, "quality_changed")
     await asyncio.sleep(0.5)
     assert video.slot.packets_sent > v
+    # what was not forwarded meanwhile is counted by reason, per consumer, in the SFU's stats and its metrics
+    sfu = classroom.server.app[HUB].sfu
+    stats = sfu.stats(_router(classroom).room_sid)
+    mine = {c["trackId"]: c for c in stats["consumers"] if c["uid"] == "s1"}
+    assert mine[video.producer.id]["drops"].get("paused", 0) > 10
+    assert "paused" not in mine[audio.producer.id]["drops"] and mine[audio.producer.id]["packetsSent"] > a
+    assert stats["engine"] in ("native", "python") and sum(t["packets_out"] for t in stats["transports"]) > 0
+    metrics = sfu.metrics()
+    assert metrics["forwarded_packets"] >= sum(c["packetsSent"] for c in stats["consumers"]) - 50
+    assert metrics["drops"].get("paused", 0) > 10
 
 
 class RecordingTap:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Iterator
+
+import pytest
 
 from sfu.codecs import CodecInfo
 from sfu.consumer import Consumer, OutSlot
+from sfu.engine.bridge import process_bridge
 from sfu.frames import h264_sps
 from sfu.producer import Producer
 from sfu.rtcp import Pli, parse_rtcp
@@ -22,14 +26,29 @@ def _packet(seq: int, ts: int, payload: bytes, marker: bool = True) -> bytes:
     return struct.pack("!BBHII", 0x80, 102 | (0x80 if marker else 0), seq, ts, 1234) + payload
 
 
+ENGINE = process_bridge().engine
+CAPTURE: list[tuple[int, bytes, bytes | None]] = []
+
+
+@pytest.fixture(autouse=True)
+def capture() -> Iterator[None]:
+    """What the engine sends, before encryption (these transports have no keys and no socket)."""
+    CAPTURE.clear()
+    ENGINE.set_capture(CAPTURE)
+    yield
+    ENGINE.set_capture(None)
+
+
 class Wire:
+    """A subscriber's transport in the engine, and the RTCP a producer sends upstream."""
+
     def __init__(self) -> None:
-        self.rtp: list[bytes] = []
+        self.transport = ENGINE.add_transport()
         self.rtcp: list[bytes] = []
 
-    def send_rtp(self, data: bytes) -> bool:
-        self.rtp.append(data)
-        return True
+    @property
+    def rtp(self) -> list[bytes]:
+        return [plain for transport, plain, _ in CAPTURE if transport == self.transport]
 
     async def send_rtcp(self, data: bytes) -> bool:
         self.rtcp.append(data)
@@ -44,13 +63,13 @@ async def _feed(producer: Producer, frames: int, keyframe_every: int, start_seq:
     for i in range(frames):
         payload = IDR if keyframe_every and i % keyframe_every == 0 else SLICE
         data = _packet(start_seq + i, 3000 * i, payload + b"\x00" * 100)
-        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), i / 30)
+        producer.on_rtp(producer.streams[0], data, parse_rtp(data), i / 30)
 
 
 def _consumer(producer: Producer, wire: Wire, n: int) -> Consumer:
-    slot = OutSlot(mid=str(n), kind="video", clock_rate=90000)
+    slot = OutSlot(mid=str(n), kind="video", clock_rate=90000, transport=wire.transport)
     slot.bind(5000 + n, 96, None, None)
-    consumer = Consumer(producer, slot, wire.send_rtp, wire.send_rtcp)
+    consumer = Consumer(producer, slot, wire.send_rtcp)
     producer.consumers.append(consumer)
     return consumer
 
@@ -71,7 +90,7 @@ async def test_hundred_joiners_replay_the_cached_pictures_and_ask_nothing() -> N
         assert len(seqs) == 40 and seqs == list(range(seqs[0], seqs[0] + 40))
     # and the live stream continues on each without a gap
     data = _packet(1040, 3000 * 40, SLICE)
-    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 2.0)
+    producer.on_rtp(producer.streams[0], data, parse_rtp(data), 2.0)
     assert all(parse_rtp(w.rtp[-1]).sequence_number == parse_rtp(w.rtp[-2]).sequence_number + 1 for w in wires)
 
 
@@ -79,7 +98,7 @@ async def test_hundred_joiners_without_a_cached_keyframe_cause_one_request() -> 
     upstream = Wire()
     producer = _producer(upstream)
     await _feed(producer, frames=5, keyframe_every=0, start_seq=1)  # joined mid-stream: deltas only
-    assert all(not p.keyframe for p in producer.cache if p is not None)
+    assert ENGINE.stream_stats(producer.streams[0].sid)["keyframes"] == 0
     consumers = [_consumer(producer, Wire(), i) for i in range(100)]
     for consumer in consumers:
         await consumer.start()
@@ -91,18 +110,17 @@ async def test_hundred_joiners_without_a_cached_keyframe_cause_one_request() -> 
 async def test_a_long_group_keeps_only_the_keyframe_and_waits_for_the_next() -> None:
     upstream = Wire()
     producer = _producer(upstream)
-    producer.gop.max_packets = 10  # type: ignore[union-attr]
-    await _feed(producer, frames=30, keyframe_every=1000)
+    await _feed(producer, frames=1510, keyframe_every=100_000)  # the engine keeps at most 1500 packets
     wire = Wire()
     consumer = _consumer(producer, wire, 0)
     await consumer.start()
     assert len(wire.rtp) == 1, "only the cached keyframe picture"
     assert [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Pli)], "and a fresh one is asked"
-    delta = _packet(1030, 3000 * 30, SLICE)
-    await producer.on_rtp(producer.streams[0], delta, parse_rtp(delta), 1.0)
+    delta = _packet(2510, 3000 * 1510, SLICE)
+    producer.on_rtp(producer.streams[0], delta, parse_rtp(delta), 1.0)
     assert len(wire.rtp) == 1, "delta frames wait for the next keyframe"
-    key = _packet(1031, 3000 * 31, IDR)
-    await producer.on_rtp(producer.streams[0], key, parse_rtp(key), 1.1)
+    key = _packet(2511, 3000 * 1511, IDR)
+    producer.on_rtp(producer.streams[0], key, parse_rtp(key), 1.1)
     assert len(wire.rtp) == 2
     assert parse_rtp(wire.rtp[1]).sequence_number == parse_rtp(wire.rtp[0]).sequence_number + 1
 
@@ -112,14 +130,14 @@ async def test_missing_packets_are_asked_from_the_publisher_until_they_come() ->
     producer = _producer(upstream)
     for seq in (1, 2, 5, 6):  # 3 and 4 lost on the way in
         data = _packet(seq, 3000 * seq, SLICE)
-        await producer.on_rtp(producer.streams[0], data, parse_rtp(data), seq / 100)
+        producer.on_rtp(producer.streams[0], data, parse_rtp(data), seq / 100)
     await producer.tick(0.1)
     from sfu.rtcp import Nack
 
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert len(nacks) == 1 and sorted(nacks[0].lost) == [3, 4] and nacks[0].media_ssrc == 1234
     data = _packet(3, 9000, SLICE)
-    await producer.on_rtp(producer.streams[0], data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
+    producer.on_rtp(producer.streams[0], data, parse_rtp(data), 0.11)  # 3 arrives (retransmitted)
     await producer.tick(0.2)
     nacks = [p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Nack)]
     assert sorted(nacks[-1].lost) == [4]
@@ -133,7 +151,7 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
 
     vp8 = CodecInfo("video/VP8", 90000, 96)
     wire = Wire()
-    slot = OutSlot(mid="0", kind="video", clock_rate=90000)
+    slot = OutSlot(mid="0", kind="video", clock_rate=90000, transport=wire.transport)
     slot.bind(777, 100, None, None)
 
     def vp8_packet(seq: int, ts: int, picture_id: int, key: bool, ssrc: int) -> bytes:
@@ -143,11 +161,11 @@ async def test_slot_numbering_is_continuous_across_a_publisher_restart() -> None
 
     for run, (ssrc, seq0, ts0, pid0) in enumerate(((1, 100, 5000, 300), (2, 40000, 123456789, 7000))):
         producer = Producer(f"TR_{run}", "o", "teacher", "camera", "0", vp8, ssrc, None, None, 1, Wire().send_rtcp)
-        consumer = Consumer(producer, slot, wire.send_rtp, wire.send_rtcp)
+        consumer = Consumer(producer, slot, wire.send_rtcp)
         producer.consumers.append(consumer)
         for i in range(5):
             data = vp8_packet(seq0 + i, ts0 + 3000 * i, pid0 + i, i == 0, ssrc)
-            await producer.on_rtp(producer.streams[0], data, parse_rtp(data), run * 10 + i / 30)
+            producer.on_rtp(producer.streams[0], data, parse_rtp(data), run * 10 + i / 30)
         consumer.close()
     out = [parse_rtp(d) for d in wire.rtp]
     assert [h.ssrc for h in out] == [777] * 10 and all(h.payload_type == 100 for h in out)
@@ -198,7 +216,7 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     for i in range(30):  # all three layers, keyframe every 10 frames, interleaved
         for stream, base in zip(producer.streams, (1000, 5000, 9000), strict=True):
             data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
-            await producer.on_rtp(stream, data, parse_rtp(data), t)
+            producer.on_rtp(stream, data, parse_rtp(data), t)
         t += 1 / 30
     out = [parse_rtp(d) for d in sink.packets]
     assert {h.ssrc for h in out} == {producer.tap_feed.ssrc}  # type: ignore[union-attr]
@@ -214,7 +232,7 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     for i in range(30, 45):
         for stream, base in zip(producer.streams[:2], (1000, 5000), strict=True):
             data = vp8_packet(base + i, 3000 * i + base, i % 10 == 0, stream.ssrc)  # type: ignore[arg-type]
-            await producer.on_rtp(stream, data, parse_rtp(data), t)
+            producer.on_rtp(stream, data, parse_rtp(data), t)
         t += 1 / 30
     after = [parse_rtp(d) for d in sink.packets[count:]]
     assert after, "the feed carried on with a lower layer"
@@ -222,3 +240,51 @@ async def test_taps_get_one_continuous_stream_of_a_simulcast_track() -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no gap, no repeat"
     stamps = [h.timestamp for h in out + after]
     assert all(b > a for a, b in itertools.pairwise(stamps))
+
+
+async def test_subscriber_twcc_feedback_is_read_against_what_the_engine_numbered() -> None:
+    """The engine writes the transport-wide numbers; the subscriber's feedback about them is judged against what
+    the engine sent (bounds of sfu/bwe.py), and loss is counted from it."""
+    from sfu.bwe import TwccFeedback, TwccSender
+    from sfu.rtcp import TransportCC
+
+    upstream, wire = Wire(), Wire()
+    producer = _producer(upstream)
+    ENGINE.set_twcc(wire.transport, 5)
+    _consumer(producer, wire, 0)
+    await _feed(producer, frames=120, keyframe_every=30)
+    assert len(wire.rtp) == 120 and all(p[0] == 0x90 and p[16] == 0x51 for p in wire.rtp)  # the extension, id 5
+    numbers = [struct.unpack_from("!H", p, 17)[0] for p in wire.rtp]
+    assert numbers == list(range(120))
+    receiver = TwccFeedback()  # what the subscriber would send back: 10 of the 120 lost
+    for n in numbers:
+        if n % 12 != 5:
+            receiver.record(n, 10 + n / 1000)
+    feedback = [p for p in parse_rtcp(receiver.build(1, 2)) if isinstance(p, TransportCC)]  # type: ignore[arg-type]
+    sender = TwccSender(5, ENGINE, wire.transport)
+    assert sender.on_feedback(feedback[0].fci) == (10, 120)
+    assert sender.on_feedback(feedback[0].fci) is None, "reported once: the same feedback again counts nothing"
+
+
+async def test_a_publisher_cannot_make_every_packet_read_an_sps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading an SPS's picture size walks its bits in Python: a publisher sending a costly SPS (issue 13's fuzz
+    finding, about 0.5 ms to read even bounded to 255 bytes), changed in every packet, must not make the server
+    read each one."""
+    import base64
+
+    from sfu import producer as producer_module
+
+    reads = []
+    read = producer_module.h264_size
+    monkeypatch.setattr(producer_module, "h264_size", lambda *a: reads.append(1) or read(*a))
+    slow = base64.b64decode(
+        "Z1VVVVVkAAMAgAAAHkeMGVAABGjvPLACrQYF//+p3EXpvebZSLeWLNgg2SPu73gyNjQgLSBjb3JlIDE2NSAtIEguMjY0L01QRUct"
+        "NCBBVkMgY29kZWMgLSBDb3B5bGVmdCAyMDAzLTIwMjUgLSBodHRwOi8vd3d3LnZpZGVvbGFuLm9yZy94MjY0Lmh0bWwgLSBvcHRp"
+        "b25zOiBjfmFiYWM9MSByZWY9MSBkZWJsb2NrPTE6MDowIGFuYWx5c2U9MHgzOjB4MTEzIG1lPWhleCBzdWJtZT0yIHBzeT0xIJDz")
+    producer = _producer(Wire())
+    stream = producer.streams[0]
+    for i in range(600):  # 0.3 s of packets
+        data = _packet(1 + i, 3000 * i, slow[:-1] + bytes([i & 0xFF]))  # an SPS, different every time
+        producer.on_rtp(stream, data, parse_rtp(data), i / 2000)
+    assert 1 <= len(reads) <= 4, f"{len(reads)} SPS read for 600 packets (one per 100 ms at most)"
+    assert stream.packets_in == 600, "and every packet was still taken (forwarded, cached)"

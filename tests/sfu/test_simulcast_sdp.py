@@ -61,3 +61,22 @@ def test_our_offers_keep_rid_negotiable_on_the_bundle() -> None:
     ids = [int(line.split(":")[1].split(" ")[0]) for line in video.splitlines() if line.startswith("a=extmap:")]
     assert len(ids) == len(set(ids)), "no id used twice"
     assert munge_offer(munged).count(URI_RID) == 1, "idempotent"
+
+
+def test_a_re_offer_keeps_the_ids_and_the_simulcast_lines_negotiated_with_a_publisher() -> None:
+    """aiortc numbers extensions its own way; a re-offer to a peer that publishes must keep the ids that peer's
+    offer chose (and our answer accepted), and the simulcast receive lines of its camera: Chromium's renderer
+    crashed on a re-offer that renumbered them (found by i12's second-publisher test)."""
+    negotiated = parse_offer(CHROME_OFFER)["0"].extensions
+    offer = AIORTC_ANSWER.replace("a=recvonly", "a=sendonly")
+    munged = munge_offer(offer, negotiated, {"0": ["q", "h", "f"]})
+    extmaps = [line for line in munged.splitlines() if line.startswith("a=extmap:")]
+    for uri, ident in negotiated.items():
+        assert all(line.startswith(f"a=extmap:{ident} ") or uri not in line for line in extmaps), (uri, extmaps)
+    video = munged.split("m=audio")[0]
+    assert "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f" in video
+    for section in munged.split("m=")[1:]:
+        ids = [int(line.split(":")[1].split(" ")[0].split("/")[0]) for line in section.splitlines()
+               if line.startswith("a=extmap:")]
+        assert len(ids) == len(set(ids)), "no id used twice"
+    assert munge_offer(munged, negotiated, {"0": ["q", "h", "f"]}) == munged, "idempotent"

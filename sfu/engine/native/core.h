@@ -1,0 +1,226 @@
+/* classcast media engine core: the per-packet path, in plain C (no Python API), so that the fuzz targets and the
+ * CPython binding (module.c) share one implementation. sfu/engine/reference.py is the same engine in Python and
+ * the specification: every rule here has its twin there, and tests/sfu/test_engine_diff.py compares their output
+ * byte for byte. */
+#ifndef CC_CORE_H
+#define CC_CORE_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sendmmsg, struct mmsghdr */
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <srtp2/srtp.h>
+
+#define CC_CACHE 2048    /* packets kept per stream for NACKs (power of two) */
+#define CC_HISTORY 4096  /* out-sequence -> source memory per slot (power of two) */
+#define CC_GOP_MAX 1500  /* packets of the cached group of pictures */
+#define CC_MAX_LAYERS 8
+#define CC_BATCH 256     /* datagrams queued before a flush */
+#define CC_MAX_PACKET 65535
+#define CC_RTX_BURST 256 /* retransmissions allowed beyond half the packets sent */
+
+enum { CC_CODEC_OTHER = 0, CC_CODEC_VP8 = 1, CC_CODEC_H264 = 2 };
+
+/* Why a packet (or a copy of it) was not sent. The order is the Python reference's DROP_REASONS tuple. */
+enum {
+    CC_DROP_MALFORMED = 0,     /* stream: not RTP, or a truncated codec descriptor */
+    CC_DROP_WRONG_PT,          /* stream: another payload type than the negotiated codec */
+    CC_DROP_PADDING,           /* stream: padding only (bandwidth probe) */
+    CC_DROP_BLOCKED,           /* stream: a moderator muted the publisher */
+    CC_DROP_PAUSED,            /* consumer: the subscriber asked for no video */
+    CC_DROP_UNBOUND,           /* consumer: its m-section is not negotiated yet */
+    CC_DROP_OTHER_LAYER,       /* consumer: another simulcast layer than the one it carries */
+    CC_DROP_BEFORE_KEYFRAME,   /* consumer: a decoder can only start at a keyframe */
+    CC_DROP_STALE,             /* consumer: older than a switch point, its number is taken */
+    CC_DROP_NO_PATH,           /* transport: no nominated ICE pair yet */
+    CC_DROP_SRTP_ERROR,        /* transport: libsrtp refused (no key yet, or an error) */
+    CC_DROP_SEND_ERROR,        /* transport: the kernel refused (buffer full, ...) */
+    CC_DROP_SIMULATED_LOSS,    /* transport: the test hook set_loss dropped it, as a lossy network would */
+    CC_DROP_COUNT
+};
+
+/* push() result flags */
+#define CC_F_KEYFRAME 1
+#define CC_F_EVENTS 2
+#define CC_F_ACCEPTED 4
+
+/* what a queued datagram is */
+enum { CC_OUT_MEDIA = 0, CC_OUT_RETRANSMISSION = 1, CC_OUT_RTCP = 2 };
+
+typedef struct cc_pkt {
+    int refs;
+    double arrival;
+    uint32_t ts;
+    uint16_t seq;
+    uint8_t marker, keyframe, has_vp8, long_pid;
+    int32_t pid, tl0; /* -1 when absent */
+    uint32_t poff, pend, len;
+    uint8_t data[];
+} cc_pkt;
+
+typedef struct {
+    int has;
+    int64_t highest, floor, offset;
+} cc_seqrw;
+
+typedef struct {
+    int has;
+    int64_t highest, offset;
+    double highest_time;
+    uint32_t clock_rate;
+} cc_tsrw;
+
+typedef struct {
+    int pid_has, pid_pending, tl0_has, tl0_pending;
+    int64_t pid_highest, pid_offset, tl0_highest, tl0_offset;
+} cc_vp8rw;
+
+typedef struct {
+    int32_t stream; /* -1: empty */
+    uint16_t out_seq, in_seq;
+    uint32_t out_ts;
+    int32_t pid, tl0; /* the VP8 ids as sent: a retransmission repeats them */
+} cc_hist;
+
+typedef struct {
+    int used, codec, video, blocked;
+    uint8_t pt;
+    cc_pkt *cache[CC_CACHE];
+    cc_pkt **gop;
+    int gop_n, gop_complete, has_kts;
+    uint32_t kts;
+    int *slots;
+    int nslots, capslots;
+    uint64_t packets_in, bytes_in, keyframes;
+    uint64_t drops[CC_DROP_COUNT];
+} cc_stream;
+
+typedef struct {
+    int used, transport, bound;
+    uint32_t ssrc, rtx_ssrc;
+    uint8_t pt, rtx_pt, has_rtx;
+    cc_seqrw seq;
+    cc_tsrw ts;
+    cc_vp8rw vp8;
+    uint16_t rtx_seq;
+    int32_t last_seq; /* the last out-sequence number sent, -1 before */
+    cc_hist *history;
+    /* the consumer attached to the slot, if any */
+    int attached, video, nstreams, current, target, paused, started, sw;
+    int streams[CC_MAX_LAYERS];
+    uint64_t packets_sent, octets_sent, bytes_out, retransmitted, switches, nacks_refused;
+    uint64_t drops[CC_DROP_COUNT];
+} cc_slot;
+
+typedef struct {
+    int used, has_srtp, profile, fd, has_path;
+    srtp_t srtp;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    uint8_t twcc_id;
+    uint16_t twcc_next;
+    uint64_t twcc_stamped; /* transport-wide numbers written so far */
+    uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
+    uint64_t packets_out, bytes_out;
+    uint64_t drops[CC_DROP_COUNT];
+    uint32_t loss_permille, loss_state; /* test hook: simulated loss */
+    int loss_retransmissions;          /* ... of retransmissions too */
+} cc_transport;
+
+typedef struct {
+    int transport, kind; /* CC_OUT_* */
+    uint32_t len, cap;
+    uint8_t *buf;
+} cc_out;
+
+typedef void (*cc_capture_fn)(void *ctx, int transport, const uint8_t *plain, size_t plain_len,
+                              const uint8_t *cipher, size_t cipher_len);
+
+typedef struct {
+    cc_stream **streams;
+    int nstreams;
+    cc_slot **slots;
+    int nslots;
+    cc_transport **transports;
+    int ntransports;
+    cc_out out[CC_BATCH];
+    int nout;
+    /* cc_flush's scratch (kept here, not on the stack: 40 kB a call) */
+    struct mmsghdr msgs[CC_BATCH], group[CC_BATCH];
+    struct iovec iov[CC_BATCH];
+    int fds[CC_BATCH], tids[CC_BATCH], gtids[CC_BATCH], taken[CC_BATCH], kinds[CC_BATCH], gkinds[CC_BATCH];
+    int *events; /* pairs (slot, stream): a consumer switched layer */
+    int nevents, capevents;
+    cc_capture_fn capture;
+    void *capture_ctx;
+    int dry_run; /* fuzzing: protect and count, never call the kernel */
+    /* process-wide totals since the engine was made (never reset: metrics); packets/bytes: RTP only */
+    uint64_t packets_out, bytes_out, retransmitted, switches;
+    uint64_t drops[CC_DROP_COUNT];
+    /* retransmit(): the (stream, seq) pairs the caches lack */
+    int *missing;
+    int nmissing, capmissing;
+} cc_engine;
+
+int cc_global_init(void);
+cc_engine *cc_engine_new(void);
+void cc_engine_free(cc_engine *e);
+
+int cc_add_stream(cc_engine *e, int codec, int video, int payload_type);
+int cc_remove_stream(cc_engine *e, int sid);
+int cc_set_blocked(cc_engine *e, int sid, int blocked);
+
+int cc_add_transport(cc_engine *e);
+int cc_remove_transport(cc_engine *e, int tid);
+int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len);
+int cc_set_path(cc_engine *e, int tid, int fd, const struct sockaddr *addr, socklen_t alen);
+int cc_clear_path(cc_engine *e, int tid);
+int cc_set_twcc(cc_engine *e, int tid, int ext_id);
+int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed, int retransmissions);
+int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
+/* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
+int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);
+/* send RTCP built in Python through the transport's context and socket: 1 if it left, 0 if the transport has no
+ * key or path yet (the caller sends it another way), <0 for an unknown transport or a bad length. */
+int cc_send_rtcp(cc_engine *e, int tid, const uint8_t *data, size_t len);
+
+int cc_add_slot(cc_engine *e, int tid, uint32_t clock_rate);
+int cc_remove_slot(cc_engine *e, int slot);
+int cc_bind_slot(cc_engine *e, int slot, uint32_t ssrc, int pt, int has_rtx, uint32_t rtx_ssrc, int rtx_pt);
+int cc_unbind_slot(cc_engine *e, int slot);
+int cc_attach(cc_engine *e, int slot, const int *streams, int n, int video, int paused);
+int cc_detach(cc_engine *e, int slot);
+int cc_set_target(cc_engine *e, int slot, int sid);
+int cc_set_paused(cc_engine *e, int slot, int paused);
+int cc_restart(cc_engine *e, int slot); /* started = 0 (the next packet must be a keyframe) */
+/* Consumer start: replay the group of pictures. Returns 1 when a keyframe should be asked, 0 if not, <0 error. */
+int cc_start(cc_engine *e, int slot);
+
+/* THE per-packet call. Returns CC_F_* flags, or a negative value for an unknown stream. */
+int cc_push(cc_engine *e, int sid, const uint8_t *data, size_t len, double arrival);
+/* Answer NACKs for these out-sequence numbers; e->missing gets what the caches lack. */
+int cc_retransmit(cc_engine *e, int slot, const uint16_t *seqs, int n);
+int cc_cached(cc_engine *e, int sid, uint16_t seq);
+int cc_ts_peek(cc_engine *e, int slot, uint32_t ts, uint32_t *out);
+void cc_flush(cc_engine *e);
+
+/* Parsing (shared with the fuzz targets). */
+typedef struct {
+    uint8_t marker, pt;
+    uint16_t seq;
+    uint32_t ts, ssrc;
+    uint32_t poff, pend;
+} cc_rtp;
+int cc_parse_rtp(const uint8_t *d, size_t n, cc_rtp *h);
+typedef struct {
+    int32_t pid, tl0;
+    uint8_t long_pid, keyframe;
+    uint32_t size;
+} cc_vp8;
+int cc_parse_vp8(const uint8_t *d, uint32_t start, uint32_t end, cc_vp8 *v);
+int cc_h264_has_sps(const uint8_t *d, uint32_t start, uint32_t end);
+
+#endif

@@ -1,0 +1,680 @@
+"""The media engine in pure Python: the reference the native engine (sfu/engine/native/core.c) is held to.
+
+Every rule of the per-packet path is written here once, in the plainest Python, and the C code is its twin:
+tests/sfu/test_engine_diff.py drives both with the same packet sequences and requires the same bytes out. It is
+also the engine that runs when the extension could not be built (`CLASSCAST_ENGINE=python`), only slower.
+
+Objects are named by small integers so that the same commands drive both implementations:
+* a *stream* is one incoming RTP stream (a simulcast layer): its packet cache for NACKs, its keyframe detection
+  and its cached group of pictures (GOP);
+* a *transport* is one subscriber's connection: its SRTP context (the only one for its outgoing packets, also
+  used for RTCP built in Python), its socket and remote address, its transport-wide sequence numbers;
+* a *slot* is one sendonly m-section toward a subscriber: SSRC, payload types, the sequence / timestamp / VP8
+  rewriters and the history of what was sent (for NACKs). A consumer is attached to a slot: the producer's
+  streams, the one it carries (current), the one it wants (target), paused, started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+
+from sfu.rtp import (
+    SequenceRewriter,
+    TimestampRewriter,
+    Vp8PictureIdRewriter,
+    parse_rtp,
+    parse_vp8_descriptor,
+    rewrite_vp8_descriptor_in_place,
+)
+
+CACHE = 2048
+HISTORY = 4096
+GOP_MAX = 1500
+MAX_LAYERS = 8
+MAX_PACKET = 65535
+
+CODEC_OTHER, CODEC_VP8, CODEC_H264 = 0, 1, 2
+F_KEYFRAME, F_EVENTS, F_ACCEPTED = 1, 2, 4
+
+DROP_REASONS = (
+    "malformed", "wrong_payload_type", "padding", "blocked", "paused", "unbound",
+    "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error", "simulated_loss",
+)
+RTX_BURST = 256  # retransmissions allowed beyond half the packets sent
+
+_HEADER = struct.Struct("!BBHII")
+_TWCC_EXT = struct.Struct("!HHBHB")
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def h264_has_sps(data: bytes, start: int, end: int) -> bool:
+    """sfu.frames.h264_sps as a yes/no: the packet brings an SPS (the start of a decodable picture)."""
+    if end - start < 2:
+        return False
+    nal = data[start] & 0x1F
+    if nal == 7:
+        return True
+    if nal == 24:
+        pos = start + 1
+        while pos + 2 <= end:
+            size = data[pos] << 8 | data[pos + 1]
+            pos += 2
+            if size == 0 or pos + size > end:
+                return False
+            if data[pos] & 0x1F == 7:
+                return True
+            pos += size
+    return False
+
+
+class _Packet:
+    __slots__ = ("arrival", "data", "keyframe", "marker", "payload", "seq", "ts", "vp8")
+
+    def __init__(self, data: bytes, seq: int, ts: int, marker: bool, payload: bytes, arrival: float,
+                 vp8: object, keyframe: bool) -> None:
+        self.data, self.seq, self.ts, self.marker, self.payload = data, seq, ts, marker, payload
+        self.arrival, self.vp8, self.keyframe = arrival, vp8, keyframe
+
+
+def _drops() -> dict[str, int]:
+    return dict.fromkeys(DROP_REASONS, 0)
+
+
+@dataclass
+class _Stream:
+    codec: int
+    video: bool
+    pt: int
+    blocked: bool = False
+    cache: list[_Packet | None] = field(default_factory=lambda: [None] * CACHE)
+    gop: list[_Packet] = field(default_factory=list)
+    gop_complete: bool = False
+    kts: int | None = None
+    slots: list[int] = field(default_factory=list)
+    packets_in: int = 0
+    bytes_in: int = 0
+    keyframes: int = 0
+    drops: dict[str, int] = field(default_factory=_drops)
+
+
+@dataclass
+class _Transport:
+    srtp: pylibsrtp.Session | None = None
+    sock: socket.socket | None = None
+    addr: tuple[str, int] | None = None
+    twcc_id: int = 0
+    twcc_next: int = 0
+    twcc_stamped: int = 0
+    twcc_pending: set[int] = field(default_factory=set)
+    packets_out: int = 0
+    bytes_out: int = 0
+    drops: dict[str, int] = field(default_factory=_drops)
+    loss_permille: int = 0
+    loss_state: int = 1
+    loss_retransmissions: bool = False
+
+    def lose(self) -> bool:
+        """The set_loss test hook (xorshift32, as the native engine)."""
+        if not self.loss_permille:
+            return False
+        x = self.loss_state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.loss_state = x
+        return x % 1000 < self.loss_permille
+
+
+@dataclass
+class _Slot:
+    transport: int
+    clock_rate: int
+    bound: bool = False
+    ssrc: int = 0
+    pt: int = 0
+    rtx_ssrc: int | None = None
+    rtx_pt: int | None = None
+    rtx_seq: int = 0
+    last_seq: int = -1
+    seq: SequenceRewriter = field(default_factory=SequenceRewriter)
+    ts: TimestampRewriter | None = None
+    vp8: Vp8PictureIdRewriter = field(default_factory=Vp8PictureIdRewriter)
+    # out_seq & (HISTORY-1) -> (out_seq, stream, in_seq, out_ts, picture id sent, TL0PICIDX sent)
+    history: list[tuple[int, int, int, int, int | None, int | None] | None] = field(
+        default_factory=lambda: [None] * HISTORY)
+    attached: bool = False
+    video: bool = False
+    streams: list[int] = field(default_factory=list)
+    current: int = -1
+    target: int = -1
+    paused: bool = False
+    started: bool = False
+    switch: bool = True
+    packets_sent: int = 0
+    octets_sent: int = 0
+    bytes_out: int = 0
+    retransmitted: int = 0
+    switches: int = 0
+    nacks_refused: int = 0
+    drops: dict[str, int] = field(default_factory=_drops)
+
+
+class Engine:
+    """The engine interface (the native `sfu.engine._native.Engine` has the same methods and results)."""
+
+    def __init__(self) -> None:
+        self._streams: list[_Stream | None] = []
+        self._transports: list[_Transport | None] = []
+        self._slots: list[_Slot | None] = []
+        self._events: list[tuple[int, int]] = []
+        self._capture: list[tuple[int, bytes, bytes | None]] | None = None
+        self._totals: dict[str, Any] = {"packets_out": 0, "bytes_out": 0, "retransmitted": 0, "switches": 0,
+                                        "drops": _drops()}
+
+    # ---- lookups ------------------------------------------------------------------------------------------
+
+    def _stream(self, sid: int, what: str) -> _Stream:
+        stream = self._streams[sid] if 0 <= sid < len(self._streams) else None
+        if stream is None:
+            raise EngineError(f"{what}: unknown stream {sid}")
+        return stream
+
+    def _transport(self, tid: int, what: str) -> _Transport:
+        transport = self._transports[tid] if 0 <= tid < len(self._transports) else None
+        if transport is None:
+            raise EngineError(f"{what}: unknown transport {tid}")
+        return transport
+
+    def _slot(self, sid: int, what: str) -> _Slot:
+        slot = self._slots[sid] if 0 <= sid < len(self._slots) else None
+        if slot is None:
+            raise EngineError(f"{what}: unknown slot {sid}")
+        return slot
+
+    @staticmethod
+    def _free_id(table: list) -> int:
+        for i, item in enumerate(table):
+            if item is None:
+                return i
+        table.append(None)
+        return len(table) - 1
+
+    # ---- streams ------------------------------------------------------------------------------------------
+
+    def add_stream(self, codec: int, video: bool, payload_type: int) -> int:
+        if codec not in (CODEC_OTHER, CODEC_VP8, CODEC_H264) or not 0 <= payload_type <= 127:
+            raise ValueError("bad stream")
+        self._streams.append(_Stream(codec, bool(video), payload_type))  # ids are never reused
+        return len(self._streams) - 1
+
+    def remove_stream(self, sid: int) -> None:
+        stream = self._stream(sid, "remove_stream")
+        for slot_id in stream.slots:
+            slot = self._slots[slot_id]
+            if slot is None:
+                continue
+            slot.streams = [-1 if s == sid else s for s in slot.streams]
+            if slot.current == sid:
+                slot.current = -1
+            if slot.target == sid:
+                slot.target = -1
+        self._streams[sid] = None
+
+    def set_blocked(self, sid: int, blocked: bool) -> None:
+        self._stream(sid, "set_blocked").blocked = bool(blocked)
+
+    # ---- transports ---------------------------------------------------------------------------------------
+
+    def add_transport(self) -> int:
+        self._transports.append(_Transport())  # ids are never reused
+        return len(self._transports) - 1
+
+    def remove_transport(self, tid: int) -> None:
+        transport = self._transport(tid, "remove_transport")
+        if transport.sock is not None:
+            transport.sock.close()
+        self._transports[tid] = None
+
+    def set_srtp(self, tid: int, profile: int, key: bytes) -> None:
+        transport = self._transport(tid, "set_srtp")
+        try:
+            policy = pylibsrtp.Policy(key=bytes(key), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                      srtp_profile=profile)
+            policy.allow_repeat_tx = True
+            policy.window_size = 1024
+            transport.srtp = pylibsrtp.Session(policy)
+        except pylibsrtp.Error as exc:
+            raise EngineError(f"set_srtp failed: {exc}") from exc
+
+    def set_path(self, tid: int, fd: int, host: str, port: int) -> None:
+        transport = self._transport(tid, "set_path")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"bad port {port}")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socket.inet_pton(family, host)  # raises for what is not an address
+        if transport.sock is not None:
+            transport.sock.close()
+        transport.sock = socket.socket(family, socket.SOCK_DGRAM, fileno=os.dup(fd))
+        transport.sock.setblocking(False)
+        transport.addr = (host, port)
+
+    def clear_path(self, tid: int) -> None:
+        transport = self._transport(tid, "clear_path")
+        if transport.sock is not None:
+            transport.sock.close()
+        transport.sock = transport.addr = None
+
+    def set_twcc(self, tid: int, ext_id: int) -> None:
+        if not 0 <= ext_id <= 14:
+            raise EngineError("set_twcc failed")
+        self._transport(tid, "set_twcc").twcc_id = ext_id
+
+    def set_loss(self, tid: int, permille: int, seed: int, retransmissions: bool = False) -> None:
+        """Test hook: drop `permille` of every thousand packets leaving through this transport (after SRTP and
+        TWCC stamping, as a lossy network would), pseudo-randomly from `seed`. Retransmissions go unless
+        `retransmissions`: a receiver such as aiortc asks again only when it sees a new gap, so one lost
+        retransmission can be a freeze of the test's making."""
+        transport = self._transport(tid, "set_loss")
+        if not 0 <= permille <= 1000:
+            raise EngineError("set_loss failed")
+        transport.loss_permille = permille
+        transport.loss_state = (seed & 0xFFFFFFFF) or 1
+        transport.loss_retransmissions = bool(retransmissions)
+
+    def twcc_take(self, tid: int, seq: int) -> bool:
+        """Whether this transport-wide number was sent and not reported yet (and now it is)."""
+        pending = self._transport(tid, "twcc_take").twcc_pending
+        seq &= 0xFFFF
+        if seq in pending:
+            pending.discard(seq)
+            return True
+        return False
+
+    def _protect(self, tid: int, data: bytes, rtcp: bool) -> bytes:
+        transport = self._transport(tid, "protect")
+        if len(data) > MAX_PACKET:
+            raise ValueError("packet too long")
+        if transport.srtp is None:
+            raise EngineError("protect failed (no key)")
+        try:
+            return transport.srtp.protect_rtcp(data) if rtcp else transport.srtp.protect(data)
+        except pylibsrtp.Error as exc:
+            raise EngineError(f"protect failed: {exc}") from exc
+
+    def send_rtcp(self, tid: int, data: bytes) -> bool:
+        """RTCP built in Python, protected with the transport's context and sent on its socket: True if it left,
+        False when the transport has no key or path yet (the caller sends it another way)."""
+        transport = self._transport(tid, "send_rtcp")
+        if not 8 <= len(data) <= MAX_PACKET - 64:
+            raise EngineError("send_rtcp failed (-1)")
+        if transport.srtp is None or transport.sock is None:
+            return False
+        self._emit(tid, transport, bytes(data), "rtcp")
+        return True
+
+    def protect_rtp(self, tid: int, data: bytes) -> bytes:
+        return self._protect(tid, bytes(data), False)
+
+    def protect_rtcp(self, tid: int, data: bytes) -> bytes:
+        return self._protect(tid, bytes(data), True)
+
+    # ---- slots and consumers ------------------------------------------------------------------------------
+
+    def add_slot(self, tid: int, clock_rate: int) -> int:
+        self._transport(tid, "add_slot")
+        if clock_rate <= 0:
+            raise EngineError("add_slot failed")
+        slot_id = self._free_id(self._slots)
+        self._slots[slot_id] = _Slot(tid, clock_rate, ts=TimestampRewriter(clock_rate))
+        return slot_id
+
+    def _unlink(self, slot_id: int, slot: _Slot) -> None:
+        for sid in slot.streams:
+            stream = self._streams[sid] if 0 <= sid < len(self._streams) else None
+            if stream is not None and slot_id in stream.slots:
+                stream.slots.remove(slot_id)
+        slot.streams = []
+        slot.attached = False
+
+    def remove_slot(self, slot_id: int) -> None:
+        self._unlink(slot_id, self._slot(slot_id, "remove_slot"))
+        self._slots[slot_id] = None
+
+    def bind_slot(self, slot_id: int, ssrc: int, pt: int, rtx_ssrc: int | None, rtx_pt: int | None) -> None:
+        slot = self._slot(slot_id, "bind_slot")
+        has_rtx = rtx_ssrc is not None and rtx_pt is not None
+        if not 0 <= pt <= 127 or (has_rtx and not 0 <= rtx_pt <= 127):  # type: ignore[operator]
+            raise EngineError("bind_slot failed")
+        slot.ssrc, slot.pt = ssrc & 0xFFFFFFFF, pt
+        slot.rtx_ssrc, slot.rtx_pt = (rtx_ssrc, rtx_pt) if has_rtx else (None, None)
+        slot.bound = True
+
+    def unbind_slot(self, slot_id: int) -> None:
+        """Renegotiating: nothing goes out on the slot until it is bound again."""
+        self._slot(slot_id, "unbind_slot").bound = False
+
+    def attach(self, slot_id: int, streams: list[int], video: bool, paused: bool) -> None:
+        """A consumer: the producer's streams (lowest layer first) onto this slot."""
+        if not 1 <= len(streams) <= MAX_LAYERS:
+            raise ValueError(f"1 to {MAX_LAYERS} streams")
+        slot = self._slot(slot_id, "attach")
+        for sid in streams:
+            self._stream(sid, "attach")
+        self._unlink(slot_id, slot)
+        for sid in streams:
+            self._streams[sid].slots.append(slot_id)  # type: ignore[union-attr]
+        slot.streams = list(streams)
+        slot.attached, slot.video, slot.paused = True, bool(video), bool(paused)
+        slot.current = streams[0] if len(streams) == 1 else -1
+        slot.target = streams[0]
+        slot.started, slot.switch = False, True
+        slot.retransmitted = slot.switches = slot.nacks_refused = 0
+        slot.drops = _drops()
+
+    def detach(self, slot_id: int) -> None:
+        slot = self._slot(slot_id, "detach")
+        self._unlink(slot_id, slot)
+        slot.current = slot.target = -1
+
+    def set_target(self, slot_id: int, sid: int) -> None:
+        self._slot(slot_id, "set_target").target = sid
+
+    def set_paused(self, slot_id: int, paused: bool) -> None:
+        self._slot(slot_id, "set_paused").paused = bool(paused)
+
+    def restart(self, slot_id: int) -> None:
+        self._slot(slot_id, "restart").started = False
+
+    def ts_peek(self, slot_id: int, ts: int) -> int | None:
+        return self._slot(slot_id, "ts_peek").ts.peek(ts)  # type: ignore[union-attr]
+
+    # ---- the per-packet path --------------------------------------------------------------------------------
+
+    def push(self, sid: int, data: bytes, arrival: float) -> int:
+        """One incoming packet of a stream: cache it, find keyframes, and send every consumer its copy."""
+        stream = self._stream(sid, "push")
+        if not isinstance(data, bytes):
+            raise TypeError("push: data must be bytes")
+        try:
+            if len(data) > MAX_PACKET:
+                raise ValueError("too long")
+            header = parse_rtp(data)
+        except ValueError:
+            self._drop(stream, "malformed")
+            return 0
+        if header.payload_type != stream.pt:
+            self._drop(stream, "wrong_payload_type")
+            return 0
+        start, end = header.payload_offset, header.payload_end
+        if end <= start:
+            self._drop(stream, "padding")
+            return 0
+        vp8 = None
+        keyframe = False
+        if stream.codec == CODEC_VP8:
+            try:
+                vp8 = parse_vp8_descriptor(data, start, end)
+            except ValueError:
+                self._drop(stream, "malformed")
+                return 0
+            keyframe = vp8.is_keyframe
+        elif stream.codec == CODEC_H264:
+            keyframe = h264_has_sps(data, start, end)
+        packet = _Packet(data, header.sequence_number, header.timestamp, header.marker, data[start:end], arrival,
+                         vp8, keyframe)
+        stream.cache[packet.seq & (CACHE - 1)] = packet
+        stream.packets_in += 1
+        stream.bytes_in += len(data)
+        if keyframe:
+            stream.keyframes += 1
+        if stream.video:
+            self._gop_add(stream, packet)
+        flags = F_ACCEPTED | (F_KEYFRAME if keyframe else 0)
+        if stream.blocked:
+            self._drop(stream, "blocked")
+            return flags
+        before = len(self._events)
+        for slot_id in list(stream.slots):
+            self._forward(slot_id, self._slots[slot_id], packet, sid)  # type: ignore[arg-type]
+        if len(self._events) > before:
+            flags |= F_EVENTS
+        return flags
+
+    def _drop(self, owner: _Stream | _Slot | _Transport, reason: str) -> None:
+        owner.drops[reason] += 1
+        self._totals["drops"][reason] += 1
+
+    @staticmethod
+    def _gop_add(stream: _Stream, packet: _Packet) -> None:
+        """The last keyframe and every packet since, bounded. A joiner is sent the whole group and then the live
+        stream. When the group outgrows the bound, only the keyframe's own packets are kept: the joiner then shows
+        that picture at once and waits for the next keyframe (delta frames would not decode without the rest)."""
+        if packet.keyframe and packet.ts != stream.kts:
+            stream.gop = [packet]
+            stream.kts = packet.ts
+            stream.gop_complete = True
+            return
+        if stream.kts is None:
+            return
+        if stream.gop_complete:
+            if len(stream.gop) < GOP_MAX:
+                stream.gop.append(packet)
+            else:
+                stream.gop = [p for p in stream.gop if p.ts == stream.kts]
+                stream.gop_complete = False
+        elif packet.ts == stream.kts and len(stream.gop) < GOP_MAX:
+            stream.gop.append(packet)
+
+    def _become(self, slot_id: int, slot: _Slot, sid: int) -> None:
+        if sid == slot.current:
+            return
+        previous = slot.current
+        slot.current = sid
+        slot.switch = True
+        if previous >= 0:
+            slot.switches += 1
+            self._totals["switches"] += 1
+        if len(slot.streams) > 1:
+            self._events.append((slot_id, sid))
+
+    def _forward(self, slot_id: int, slot: _Slot, packet: _Packet, sid: int) -> None:
+        if slot.paused:
+            self._drop(slot, "paused")
+            return
+        if not slot.bound:
+            self._drop(slot, "unbound")
+            return
+        if sid != slot.current:
+            if sid != slot.target or not packet.keyframe:
+                self._drop(slot, "other_layer")
+                return
+            self._become(slot_id, slot, sid)
+            slot.started = False
+        if not slot.started and slot.video and not packet.keyframe:
+            self._drop(slot, "before_keyframe")
+            return
+        self._send(slot, packet, sid)
+
+    def _send(self, slot: _Slot, packet: _Packet, sid: int) -> None:
+        switch = slot.switch
+        seq = slot.seq.rewrite(packet.seq, switch)
+        if seq is None:
+            self._drop(slot, "stale")
+            return
+        ts = slot.ts.rewrite(packet.ts, packet.arrival, switch)  # type: ignore[union-attr]
+        slot.switch = False
+        slot.started = True
+        transport = self._transports[slot.transport]
+        marker = 0x80 if packet.marker else 0
+        if transport is not None and transport.twcc_id:
+            wide = transport.twcc_next
+            transport.twcc_next = (wide + 1) & 0xFFFF
+            transport.twcc_stamped += 1
+            transport.twcc_pending.discard((wide - 8192) & 0xFFFF)
+            transport.twcc_pending.add(wide)
+            head = _HEADER.pack(0x90, slot.pt | marker, seq, ts, slot.ssrc)
+            head += _TWCC_EXT.pack(0xBEDE, 1, transport.twcc_id << 4 | 1, wide, 0)
+        else:
+            head = _HEADER.pack(0x80, slot.pt | marker, seq, ts, slot.ssrc)
+        picture_id = tl0 = None
+        payload = packet.payload
+        if packet.vp8 is not None:
+            picture_id, tl0 = slot.vp8.rewrite(packet.vp8, switch)  # type: ignore[arg-type]
+            buf = bytearray(payload)
+            rewrite_vp8_descriptor_in_place(buf, 0, packet.vp8, picture_id, tl0)  # type: ignore[arg-type]
+            payload = bytes(buf)
+        slot.history[seq & (HISTORY - 1)] = (seq, sid, packet.seq, ts, picture_id, tl0)
+        slot.last_seq = seq
+        slot.packets_sent += 1
+        slot.octets_sent += len(packet.payload)
+        slot.bytes_out += len(head) + len(payload)
+        if transport is not None:
+            self._emit(slot.transport, transport, head + payload)
+
+    def _emit(self, tid: int, transport: _Transport, plain: bytes, kind: str = "media") -> None:
+        """SRTP-protect with the transport's context and send (the native engine batches with sendmmsg)."""
+        if transport.srtp is None:
+            self._drop(transport, "srtp_error")
+            if self._capture is not None:
+                self._capture.append((tid, plain, None))
+            return
+        try:
+            cipher = transport.srtp.protect_rtcp(plain) if kind == "rtcp" else transport.srtp.protect(plain)
+        except pylibsrtp.Error:
+            self._drop(transport, "srtp_error")
+            if self._capture is not None:
+                self._capture.append((tid, plain, None))
+            return
+        if self._capture is not None:
+            self._capture.append((tid, plain, cipher))
+        if (kind == "media" or (kind == "retransmission" and transport.loss_retransmissions)) and transport.lose():
+            self._drop(transport, "simulated_loss")
+            return
+        if transport.sock is None:
+            self._drop(transport, "no_path")
+            return
+        try:
+            transport.sock.sendto(cipher, transport.addr)  # type: ignore[arg-type]
+        except OSError:
+            self._drop(transport, "send_error")
+            return
+        transport.packets_out += 1
+        transport.bytes_out += len(cipher)
+        if kind != "rtcp":
+            self._totals["packets_out"] += 1
+            self._totals["bytes_out"] += len(cipher)
+
+    def start(self, slot_id: int) -> bool:
+        """A consumer's first packets: the cached group of pictures. True when a keyframe must be asked for."""
+        slot = self._slot(slot_id, "start")
+        if not slot.attached:
+            raise EngineError("start failed")
+        if not slot.bound or slot.paused or slot.started:
+            return False
+        sid = slot.target if slot.target >= 0 else slot.streams[0]
+        stream = self._streams[sid] if 0 <= sid < len(self._streams) else None
+        if stream is None:
+            return False
+        if not stream.video:
+            slot.current = sid
+            return False
+        packets, complete = list(stream.gop), stream.gop_complete
+        if packets:
+            self._become(slot_id, slot, sid)
+            for packet in packets:
+                self._send(slot, packet, sid)
+            if not complete:
+                slot.started = False
+                slot.switch = True
+        return not packets or not complete
+
+    def retransmit(self, slot_id: int, seqs: list[int]) -> list[tuple[int, int]]:
+        """Answer a NACK from the caches, repeating what was sent (numbers and VP8 ids); returns the
+        (stream, sequence) pairs the caches lack, for the slow path to ask the publisher."""
+        slot = self._slot(slot_id, "retransmit")
+        missing: list[tuple[int, int]] = []
+        for out_seq in seqs:
+            out_seq &= 0xFFFF
+            entry = slot.history[out_seq & (HISTORY - 1)]
+            if entry is None or entry[0] != out_seq:
+                continue
+            if slot.retransmitted >= slot.packets_sent // 2 + RTX_BURST:  # nobody makes us resend forever
+                slot.nacks_refused += 1
+                break
+            _, sid, in_seq, out_ts, picture_id, tl0 = entry
+            stream = self._streams[sid] if 0 <= sid < len(self._streams) else None
+            if stream is None:
+                continue
+            packet = stream.cache[in_seq & (CACHE - 1)]
+            if packet is None or packet.seq != in_seq:
+                missing.append((sid, in_seq))
+                continue
+            marker = 0x80 if packet.marker else 0
+            payload = packet.payload
+            if packet.vp8 is not None:
+                buf = bytearray(payload)
+                rewrite_vp8_descriptor_in_place(buf, 0, packet.vp8, picture_id, tl0)  # type: ignore[arg-type]
+                payload = bytes(buf)
+            if slot.rtx_ssrc is not None and slot.rtx_pt is not None:
+                slot.rtx_seq = (slot.rtx_seq + 1) & 0xFFFF
+                out = _HEADER.pack(0x80, slot.rtx_pt | marker, slot.rtx_seq, out_ts, slot.rtx_ssrc)
+                out += struct.pack("!H", out_seq) + payload
+            else:
+                out = _HEADER.pack(0x80, slot.pt | marker, out_seq, out_ts, slot.ssrc) + payload
+            slot.retransmitted += 1
+            self._totals["retransmitted"] += 1
+            transport = self._transports[slot.transport]
+            if transport is not None:
+                self._emit(slot.transport, transport, out, "retransmission")
+        return missing
+
+    def cached(self, sid: int, seq: int) -> bool:
+        packet = self._stream(sid, "cached").cache[seq & (CACHE - 1)]
+        return packet is not None and packet.seq == seq & 0xFFFF
+
+    # ---- reading --------------------------------------------------------------------------------------------
+
+    def events(self) -> list[tuple[int, int]]:
+        """(slot, stream) for each layer switch since the last call (a consumer now carries that stream)."""
+        events, self._events = self._events, []
+        return events
+
+    def slot_info(self, slot_id: int) -> dict[str, object]:
+        slot = self._slot(slot_id, "slot_info")
+        return {"current": slot.current, "target": slot.target, "last_seq": slot.last_seq, "started": slot.started,
+                "paused": slot.paused,
+                "packets_sent": slot.packets_sent, "octets_sent": slot.octets_sent, "bytes_out": slot.bytes_out,
+                "retransmitted": slot.retransmitted, "switches": slot.switches, "nacks_refused": slot.nacks_refused,
+                "drops": {k: v for k, v in slot.drops.items() if v}}
+
+    def current(self, slot_id: int) -> int:
+        """The stream the slot carries now (-1: none); slot_info's "current", without building the dict."""
+        return self._slot(slot_id, "current").current
+
+    def stream_stats(self, sid: int) -> dict[str, object]:
+        stream = self._stream(sid, "stream_stats")
+        return {"packets_in": stream.packets_in, "bytes_in": stream.bytes_in, "keyframes": stream.keyframes,
+                "consumers": len(stream.slots), "drops": {k: v for k, v in stream.drops.items() if v}}
+
+    def transport_stats(self, tid: int) -> dict[str, object]:
+        transport = self._transport(tid, "transport_stats")
+        return {"packets_out": transport.packets_out, "bytes_out": transport.bytes_out,
+                "twcc_next": transport.twcc_next, "twcc_stamped": transport.twcc_stamped,
+                "drops": {k: v for k, v in transport.drops.items() if v}}
+
+    def totals(self) -> dict[str, Any]:
+        """Process-wide counters since the engine was made (never reset: for metrics)."""
+        return {**self._totals, "drops": {k: v for k, v in self._totals["drops"].items() if v}}
+
+    def set_capture(self, capture: list | None) -> None:
+        """Test hook: append (transport, plaintext, ciphertext or None) for every packet the engine sends."""
+        self._capture = capture

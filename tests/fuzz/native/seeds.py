@@ -1,0 +1,45 @@
+"""Writes the seed corpora of the engine's native fuzz targets into tests/fuzz/corpus/engine_*:
+`python -m tests.fuzz.native.seeds`. Seeds are real packet shapes (VP8 key and delta frames with 7- and 15-bit
+picture ids, H.264 STAP-A with SPS and FU-A, Opus with a header extension, padding, RTX-like payloads), NACK lists,
+and RTCP/RTP for the protect target; the fuzzer mutates from there."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+from tests.sfu.test_engine_diff import h264_stream, opus_stream, rtp, vp8_stream
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+def write(name: str, seeds: list[bytes]) -> None:
+    folder = CORPUS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (folder / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+
+
+def main() -> None:
+    push = []
+    for layer, packets in ((0, vp8_stream(1, 65530, 2**32 - 6000, 4, pid=32766, tl0=255, gop=2)),
+                           (3, vp8_stream(2, 1, 1, 2, pid=100, tl0=1, long_pid=False)),
+                           (4, vp8_stream(3, 9, 9, 2, pid=5, tl0=5)),
+                           (1, h264_stream(4, 100, 100, 2, gop=1)),
+                           (2, opus_stream(5, 7, 7, 3))):
+        push += [bytes([layer]) + p for p in packets]
+    push.append(bytes([0]) + rtp(96, 1, 1, 1, b"", padding=8))  # padding only
+    push.append(bytes([2]) + rtp(111, 2, 2, 5, b"\x00\x07" + bytes(40), ext=b"\x21\xab\xcd\x00"))
+    push.append(bytes([0xC0]) + push[0][1:])  # a layer switch command, then a keyframe
+    write("engine_push", push)
+    write("engine_nack", [bytes([0]) + struct.pack("!10H", *range(2990, 3000)),
+                          bytes([1]) + struct.pack("!64H", *range(0, 64 * 40, 40)),
+                          bytes([0]) + struct.pack("!H", 65535)])
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x1000, 1, 2, 3, 4, 5)
+    write("engine_protect", [bytes([2]) + sr, bytes([3]) + sr, bytes([0]) + rtp(96, 1, 1, 1, bytes(100)),
+                             bytes([1]) + rtp(96, 2, 2, 1, bytes(1100), ext=b"\x10\x01\x00\x00")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The media engine's libFuzzer targets (tests/fuzz/native/fuzz_engine_*.c: AddressSanitizer, UBSan, and a cost
+bound per unit of work) run for a bounded time in `make test`: FUZZ_NATIVE_SECONDS each (default 15, about 45 s in
+all), from their seeds in tests/fuzz/corpus/engine_*. Any crash, sanitizer report or input over the cost bound
+fails. Long runs: `make fuzz-native` (the 10-million-input figures are in bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parent / "corpus"
+SECONDS = int(os.environ.get("FUZZ_NATIVE_SECONDS", 15))
+TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in HERE.glob("fuzz_*.c"))
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    subprocess.run(["make", "-s", "-C", str(HERE)], check=True)
+    return HERE / "build"
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_native_fuzz_target_finds_nothing(name: str, built: Path, tmp_path: Path) -> None:
+    seeds = CORPUS / name
+    env = {**os.environ, "ASAN_OPTIONS": "abort_on_error=1:detect_leaks=1",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    proc = subprocess.run(
+        [str(built / f"fuzz_{name}"), f"-max_total_time={SECONDS}", "-max_len=1500", "-timeout=10",
+         "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(tmp_path), str(seeds)],
+        capture_output=True, text=True, errors="replace", env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    runs = re.search(r"stat::number_of_executed_units: (\d+)", output)
+    assert runs and int(runs[1]) > len(list(seeds.iterdir())) + 1000, output[-2000:]

@@ -1,0 +1,377 @@
+"""The native engine against its Python reference: the same recorded packet sequences and commands through both,
+and the same bytes out, before encryption (the capture hook) and after it (same keys, same libsrtp).
+
+Each scenario is a list of commands replayed on a fresh engine of each kind; everything an engine returns
+(flags, missing packets, layer-switch events, counters) is compared too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import struct
+
+import pylibsrtp
+import pytest
+
+from sfu.engine import CODEC_H264, CODEC_OTHER, CODEC_VP8, F_KEYFRAME, PythonEngine, native_engine_class
+
+NativeEngine = native_engine_class()
+pytestmark = pytest.mark.skipif(NativeEngine is None, reason="native engine not built (make install builds it)")
+
+VP8_PT, H264_PT, OPUS_PT = 96, 102, 111
+PROFILES = {
+    "AES128_CM_SHA1_80": (pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 30),
+    "AEAD_AES_128_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 28),
+    "AEAD_AES_256_GCM": (pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 44),
+}
+
+
+# ---- recorded publisher streams ------------------------------------------------------------------------------
+
+def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False, *, ext: bytes = b"",
+        padding: int = 0) -> bytes:
+    b0 = 0x80 | (0x10 if ext else 0) | (0x20 if padding else 0)
+    head = struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+    if ext:
+        head += struct.pack("!HH", 0xBEDE, len(ext) // 4) + ext
+    tail = b"\x00" * (padding - 1) + bytes([padding]) if padding else b""
+    return head + payload + tail
+
+
+def vp8_payload(picture_id: int, tl0: int, keyframe: bool, start: bool, size: int, *, long_pid: bool = True,
+                rng: random.Random) -> bytes:
+    desc = bytearray([0x90 if start else 0x80, 0xC0])  # X, S; I and L present
+    desc += struct.pack("!H", 0x8000 | (picture_id & 0x7FFF)) if long_pid else bytes([picture_id & 0x7F])
+    desc.append(tl0 & 0xFF)
+    body = bytes([0x00 if keyframe and start else 0x01]) + (b"\x9d\x01\x2a\x80\x02\xe0\x01" if keyframe else b"")
+    return bytes(desc) + body + rng.randbytes(max(0, size - len(body)))
+
+
+def vp8_stream(ssrc: int, first_seq: int, first_ts: int, frames: int, *, pid: int, tl0: int, gop: int = 10,
+               per_frame: int = 3, long_pid: bool = True, seed: int = 1) -> list[bytes]:
+    """A VP8 layer: `per_frame` packets a frame, a keyframe every `gop` frames, picture ids counting up."""
+    rng = random.Random(seed)
+    packets = []
+    seq, ts = first_seq, first_ts
+    for f in range(frames):
+        key = f % gop == 0
+        for k in range(per_frame):
+            payload = vp8_payload(pid + f, tl0 + f, key, k == 0, rng.randrange(20, 300), long_pid=long_pid, rng=rng)
+            packets.append(rtp(VP8_PT, seq, ts, ssrc, payload, marker=k == per_frame - 1))
+            seq += 1
+        ts += 3000
+    return packets
+
+
+def h264_stream(ssrc: int, first_seq: int, first_ts: int, frames: int, gop: int = 8, seed: int = 2) -> list[bytes]:
+    rng = random.Random(seed)
+    packets = []
+    seq, ts = first_seq, first_ts
+    for f in range(frames):
+        if f % gop == 0:  # STAP-A with SPS + PPS, then an IDR in FU-A
+            sps, pps = b"\x67\x42\xc0\x1f" + rng.randbytes(8), b"\x68\xce\x3c\x80"
+            stap = b"\x18" + struct.pack("!H", len(sps)) + sps + struct.pack("!H", len(pps)) + pps
+            packets.append(rtp(H264_PT, seq, ts, ssrc, stap))
+            seq += 1
+            packets.append(rtp(H264_PT, seq, ts, ssrc, b"\x7c\x85" + rng.randbytes(200)))
+            seq += 1
+            packets.append(rtp(H264_PT, seq, ts, ssrc, b"\x7c\x45" + rng.randbytes(100), marker=True))
+        else:
+            packets.append(rtp(H264_PT, seq, ts, ssrc, b"\x41" + rng.randbytes(rng.randrange(10, 400)),
+                               marker=True))
+        seq += 1
+        ts += 3000
+    return packets
+
+
+def opus_stream(ssrc: int, first_seq: int, first_ts: int, count: int, seed: int = 3) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rtp(OPUS_PT, first_seq + i, first_ts + 960 * i, ssrc, rng.randbytes(rng.randrange(3, 160)),
+                ext=b"\x10\xff\x00\x00") for i in range(count)]
+
+
+# ---- replaying a scenario on an engine ---------------------------------------------------------------------
+
+KEY = bytes(range(1, 61))
+
+
+def replay(engine_class: type, commands: list[tuple], profile: str = "AES128_CM_SHA1_80") -> tuple[list, list]:
+    """Run the commands; returns (what every command returned, the capture)."""
+    engine = engine_class()
+    capture: list = []
+    engine.set_capture(capture)
+    results: list = []
+    srtp_profile, key_len = PROFILES[profile]
+    for command in commands:
+        name, *args = command
+        if name == "set_srtp":
+            args = [args[0], srtp_profile, KEY[args[1]: args[1] + key_len]]
+        try:
+            results.append((name, getattr(engine, name)(*args)))
+        except Exception as exc:  # both engines must refuse the same commands
+            results.append((name, "error", type(exc).__name__.replace("PythonEngineError", "EngineError")))
+    return results, capture
+
+
+def assert_same(commands: list[tuple], profile: str = "AES128_CM_SHA1_80") -> list:
+    py_results, py_capture = replay(PythonEngine, commands, profile)
+    c_results, c_capture = replay(NativeEngine, commands, profile)
+    assert len(c_capture) == len(py_capture)
+    for i, (py, c) in enumerate(zip(py_capture, c_capture, strict=True)):
+        assert c[0] == py[0], f"packet {i}: transport"
+        assert c[1] == py[1], f"packet {i}: plaintext differs:\n python {py[1].hex()}\n native {c[1].hex()}"
+        assert c[2] == py[2], f"packet {i}: ciphertext differs"
+    assert c_results == py_results
+    return py_capture
+
+
+def subscribers(n: int, twcc: bool = True, rtx: bool = True, clock_rate: int = 90000) -> list[tuple]:
+    """n transports with keys, each with one slot bound (slot i on transport i)."""
+    commands: list[tuple] = []
+    for i in range(n):
+        commands += [("add_transport",), ("set_srtp", i, i)]
+        if twcc and i % 2 == 0:
+            commands.append(("set_twcc", i, 3 + i % 5))
+        commands += [("add_slot", i, clock_rate),
+                     ("bind_slot", i, 0x1000 + i, 100 + i % 3, 0x2000 + i if rtx and i % 3 else None,
+                      101 if rtx and i % 3 else None)]
+    return commands
+
+
+def pushes(sid: int, packets: list[bytes], start: float = 1000.0, step: float = 0.01) -> list[tuple]:
+    return [("push", sid, p, start + i * step) for i, p in enumerate(packets)]
+
+
+def reading(slots: int, streams: int, transports: int) -> list[tuple]:
+    return ([("slot_info", s) for s in range(slots)] + [("current", s) for s in range(slots)]
+            + [("stream_stats", s) for s in range(streams)]
+            + [("transport_stats", t) for t in range(transports)] + [("events",), ("totals",)])
+
+
+# ---- scenarios ---------------------------------------------------------------------------------------------
+
+def test_vp8_fanout_loss_reordering_duplicates() -> None:
+    packets = vp8_stream(0xA1, 100, 5000, 40, pid=1000, tl0=7)
+    rng = random.Random(5)
+    played = [p for p in packets if rng.random() > 0.1]  # 10% loss
+    for i in range(0, len(played) - 3, 7):  # reordering
+        played[i], played[i + 2] = played[i + 2], played[i]
+    played += played[10:14]  # duplicates, late
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(4)]
+    commands += [("attach", i, [0], True, False) for i in range(4)]
+    commands += [("start", i) for i in range(4)] + pushes(0, played)
+    commands += [("retransmit", i, list(range(100, 200, 3))) for i in range(4)]  # a NACK burst
+    commands += reading(4, 1, 4)
+    captured = assert_same(commands)
+    assert len(captured) > 4 * 90  # every subscriber got the stream and its retransmissions
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_srtp_profiles_and_decryption(profile: str) -> None:
+    """Same ciphertext from both; and pylibsrtp, given the subscriber's key, decrypts the native output to the
+    plaintext the capture hook saw."""
+    commands = [("add_stream", CODEC_OTHER, False, OPUS_PT), *subscribers(2)]
+    commands += [("attach", i, [0], False, False) for i in range(2)]
+    commands += pushes(0, opus_stream(0x55, 65500, 2**32 - 5000, 80))  # wraps sequence and timestamp
+    commands += [("retransmit", 1, [65510, 65535, 0, 3])]
+    commands += [("protect_rtcp", 0, struct.pack("!BBHI", 0x80, 201, 1, 0x1000)),
+                 ("send_rtcp", 0, struct.pack("!BBHI", 0x80, 201, 1, 0x1000)),  # no path here: not sent
+                 ("protect_rtp", 1, rtp(100, 7, 9, 0x1001, b"probe" * 10))]
+    assert_same(commands, profile)
+    _, capture = replay(NativeEngine, commands, profile)
+    srtp_profile, key_len = PROFILES[profile]
+    receivers = {}
+    for tid in (0, 1):
+        policy = pylibsrtp.Policy(key=KEY[tid: tid + key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                                  srtp_profile=srtp_profile)
+        policy.window_size = 1024
+        policy.allow_repeat_tx = True
+        receivers[tid] = pylibsrtp.Session(policy)
+    assert len(capture) == 2 * 80 + 4
+    for tid, plain, cipher in capture:
+        assert cipher is not None and cipher != plain
+        assert receivers[tid].unprotect(cipher) == plain
+
+
+def test_simulcast_layer_switches_at_keyframes_and_paused_layers() -> None:
+    low = vp8_stream(0xB0, 1, 10, 60, pid=50, tl0=1, gop=15, seed=7)
+    mid = vp8_stream(0xB1, 40000, 777777, 60, pid=32700, tl0=250, gop=20, seed=8)  # picture id and tl0 wrap
+    high = vp8_stream(0xB2, 65000, 2**32 - 40000, 60, pid=9, tl0=3, gop=25, long_pid=False, seed=9)
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT) for _ in range(3)] + subscribers(3)
+    commands += [("attach", i, [0, 1, 2], True, False) for i in range(3)]
+    commands += [("start", i) for i in range(3)]
+    t = 1000.0
+    for f in range(60):
+        for layer, packets in enumerate((low, mid, high)):
+            if layer == 2 and 20 <= f < 35:
+                continue  # the publisher paused the top layer
+            for p in packets[3 * f: 3 * f + 3]:
+                commands.append(("push", layer, p, t))
+                t += 0.003
+        if f == 5:
+            commands += [("set_target", 0, 1), ("set_target", 1, 2), ("set_target", 2, 2)]
+        if f == 30:
+            commands += [("set_target", 1, 0), ("set_paused", 2, True)]
+        if f == 40:
+            commands += [("set_target", 0, 2), ("set_paused", 2, False), ("restart", 2)]
+        if f % 9 == 0:
+            commands += [("retransmit", i, [(s * 37) & 0xFFFF for s in range(40)]) for i in range(3)]
+            commands.append(("events",))
+    commands += reading(3, 3, 3)
+    captured = assert_same(commands)
+    assert len(captured) > 200
+
+
+def test_publisher_restart_keeps_numbers_continuous() -> None:
+    first = h264_stream(0xC0, 65530, 2**32 - 9000, 20)
+    second = h264_stream(0xC1, 300, 123, 20, seed=4)
+    commands = [("add_stream", CODEC_H264, True, H264_PT), *subscribers(2, rtx=False)]
+    commands += [("attach", i, [0], True, False) for i in range(2)] + pushes(0, first)
+    commands += [("remove_stream", 0), ("add_stream", CODEC_H264, True, H264_PT)]
+    commands += [("attach", i, [1], True, False) for i in range(2)]
+    commands += pushes(1, second, start=1001.0)
+    commands += [("retransmit", 0, list(range(65530, 65536)) + list(range(0, 40)))]
+    commands += reading(2, 0, 2)
+    captured = assert_same(commands)
+    seqs = [struct.unpack_from("!H", plain, 2)[0] for tid, plain, _ in captured if tid == 1]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), "numbering stays continuous"
+
+
+def test_joiner_gets_the_group_of_pictures() -> None:
+    packets = vp8_stream(0xD0, 10, 10, 12, pid=3, tl0=3, gop=100)
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), *pushes(0, packets), *subscribers(1)]
+    commands += [("attach", 0, [0], True, False), ("start", 0), *reading(1, 1, 1)]
+    captured = assert_same(commands)
+    assert len(captured) == len(packets)
+
+
+def test_rtx_repeats_what_was_sent_after_a_switch() -> None:
+    """The bug of the old Consumer._retransmit: it asked the live VP8 rewriter again, so after a layer switch a
+    retransmission carried another picture id than the original. The engine repeats the ids it sent."""
+    low = vp8_stream(0xE0, 1, 10, 10, pid=100, tl0=10, gop=5)
+    high = vp8_stream(0xE1, 5000, 10, 10, pid=20000, tl0=200, gop=5, seed=11)
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), ("add_stream", CODEC_VP8, True, VP8_PT)]
+    commands += subscribers(1, twcc=False, rtx=False)
+    commands += [("attach", 0, [0, 1], True, False), *pushes(0, low[:15])]
+    commands += [("set_target", 0, 1), *pushes(1, high[:30], start=1001.0)]  # switches at its first keyframe
+    commands += [("retransmit", 0, list(range(1, 16)))]
+    captured = assert_same(commands)
+    originals = {struct.unpack_from("!H", plain, 2)[0]: plain for _, plain, _ in captured[:15]}
+    for _, plain, _ in captured[-15:]:
+        seq = struct.unpack_from("!H", plain, 2)[0]
+        assert plain == originals[seq], "a retransmission is the packet that was sent"
+
+
+def test_drops_are_counted_by_reason() -> None:
+    packets = vp8_stream(0xF0, 1, 1, 6, pid=1, tl0=1, gop=3)
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(2)]
+    commands += [("attach", 0, [0], True, False), ("attach", 1, [0], True, True)]
+    commands += [("push", 0, packets[1], 1.0),  # not a keyframe: before_keyframe / paused
+                 ("push", 0, b"\x80" * 5, 1.0),  # malformed
+                 ("push", 0, rtp(97, 1, 1, 0xF0, b"x"), 1.0),  # wrong payload type
+                 ("push", 0, rtp(VP8_PT, 2, 1, 0xF0, b"", padding=4), 1.0),  # padding only
+                 ("set_blocked", 0, True), ("push", 0, packets[0], 1.0), ("set_blocked", 0, False)]
+    results, _ = replay(NativeEngine, commands + reading(2, 1, 2))
+    assert_same(commands + reading(2, 1, 2))
+    info = {name: value for name, value in results if name in ("slot_info", "stream_stats")}
+    stream = next(v for n, v in results if n == "stream_stats")
+    assert stream["drops"] == {"malformed": 1, "wrong_payload_type": 1, "padding": 1, "blocked": 1}
+    slots = [v for n, v in results if n == "slot_info"]
+    assert slots[0]["drops"] == {"before_keyframe": 1} and slots[1]["drops"] == {"paused": 1}
+    assert info
+
+
+def test_random_command_sequences() -> None:
+    """Seeded random interleavings of everything, checked packet by packet."""
+    for seed in range(6):
+        rng = random.Random(seed)
+        layers = [vp8_stream(0x100 + k, rng.randrange(65536), rng.randrange(2**32), 40, pid=rng.randrange(32768),
+                             tl0=rng.randrange(256), gop=rng.randrange(3, 12), long_pid=rng.random() < 0.7,
+                             seed=seed * 10 + k) for k in range(3)]
+        commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT) for _ in range(3)]
+        commands += subscribers(5, rtx=rng.random() < 0.5)
+        commands += [("set_loss", rng.randrange(5), rng.randrange(300), rng.randrange(2**32), rng.random() < 0.5)]
+        commands += [("attach", i, [0, 1, 2] if i < 4 else [rng.randrange(3)], True, rng.random() < 0.2)
+                     for i in range(5)]
+        positions = [0, 0, 0]
+        t = 50.0
+        for _ in range(400):
+            r = rng.random()
+            if r < 0.75:
+                k = rng.randrange(3)
+                if positions[k] < len(layers[k]):
+                    jitter = rng.randrange(-2, 3) if rng.random() < 0.2 else 0
+                    index = max(0, min(len(layers[k]) - 1, positions[k] + jitter))
+                    commands.append(("push", k, layers[k][index], t))
+                    positions[k] += 1 if rng.random() > 0.05 else 2  # loss
+            elif r < 0.82:
+                commands.append(("set_target", rng.randrange(5), rng.randrange(3)))
+            elif r < 0.86:
+                commands.append(("set_paused", rng.randrange(5), rng.random() < 0.5))
+                if rng.random() < 0.1:
+                    commands += [("unbind_slot", 1), ("bind_slot", 1, 0x1001, 101, None, None)]
+            elif r < 0.90:
+                commands.append(("start", rng.randrange(5)))
+            elif r < 0.97:
+                commands.append(("retransmit", rng.randrange(5), [rng.randrange(65536) for _ in range(5)]
+                                 + list(range(rng.randrange(65536), 65536))[:20]))
+            else:
+                commands.append(("events",))
+            t += rng.random() * 0.02
+        commands += reading(5, 3, 5)
+        assert_same(commands, rng.choice(sorted(PROFILES)))
+
+
+def test_keyframe_flag_and_unknown_objects() -> None:
+    commands = [("add_stream", CODEC_H264, True, H264_PT), ("push", 0, h264_stream(1, 1, 1, 1)[0], 1.0),
+                ("push", 5, b"", 1.0), ("add_slot", 9, 90000), ("slot_info", 3), ("attach", 0, [], True, False),
+                ("protect_rtp", 0, b"\x80" * 20), ("set_twcc", 0, 3)]
+    results, _ = replay(NativeEngine, commands)
+    assert results[1] == ("push", F_KEYFRAME | 4)
+    assert [r[1] for r in results[2:]] == ["error"] * 6
+    assert_same(commands)
+
+
+@pytest.mark.parametrize("engine_class", [PythonEngine, NativeEngine], ids=["python", "native"])
+def test_copies_reach_loopback_sockets(engine_class: type) -> None:
+    """The real send: sendmmsg (native) or sendto (Python) on a socket, to each subscriber's address; what
+    arrives decrypts, with the subscriber's key, to the packet the capture hook saw, in order."""
+    import socket
+
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    receivers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for r in receivers:
+            r.bind(("127.0.0.1", 0))
+            r.settimeout(2)
+        engine = engine_class()
+        capture: list = []
+        engine.set_capture(capture)
+        sid = engine.add_stream(CODEC_VP8, True, VP8_PT)
+        srtp_profile, key_len = PROFILES["AEAD_AES_128_GCM"]
+        for i, r in enumerate(receivers):
+            tid = engine.add_transport()
+            engine.set_srtp(tid, srtp_profile, KEY[i: i + key_len])
+            engine.set_path(tid, out.fileno(), "127.0.0.1", r.getsockname()[1])
+            slot = engine.add_slot(tid, 90000)
+            engine.bind_slot(slot, 0x500 + i, 96, None, None)
+            engine.attach(slot, [sid], True, False)
+        for n, packet in enumerate(vp8_stream(0x77, 1, 1, 10, pid=5, tl0=5)):
+            engine.push(sid, packet, n * 0.01)
+        sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x500, 1, 2, 3, 4, 5)
+        assert all(engine.send_rtcp(i, sr) for i in range(3))  # RTCP from Python, same context and socket
+        for i, r in enumerate(receivers):
+            policy = pylibsrtp.Policy(key=KEY[i: i + key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                                      srtp_profile=srtp_profile)
+            session = pylibsrtp.Session(policy)
+            expected = [plain for tid, plain, _ in capture if tid == i]
+            assert len(expected) == 31 and expected[-1] == sr
+            got = [r.recv(2048) for _ in expected]
+            assert [session.unprotect(d) for d in got[:-1]] + [session.unprotect_rtcp(got[-1])] == expected
+            assert engine.transport_stats(i)["packets_out"] == 31
+    finally:
+        out.close()
+        for r in receivers:
+            r.close()
