@@ -149,7 +149,8 @@ class ClasscastTarget:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         if not self.base:
-            self.server = await asyncio.get_running_loop().run_in_executor(None, Server, self.ice_host, self.tree)
+            self.server = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: Server(self.ice_host, tree=self.tree))
             self.base, self.org, self.pid = self.server.base, self.server.org, self.server.proc.pid
 
     async def publish(self, session: aiohttp.ClientSession, peer: Peer, sdp: str,
