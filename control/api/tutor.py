@@ -23,7 +23,8 @@ from control.errors import ApiError, unauthorized, validation_error
 from control.services import SERVICES
 from control.store.records import Room
 from control.tutor.backends import Usage
-from control.tutor.service import Answer, Tutor
+from control.tutor.models import ModelMissing
+from control.tutor.service import Answer, Tutor, ai_unavailable
 from control.tutor.speech import BadAudio, decode_base64
 
 log = logging.getLogger("classcast.tutor")
@@ -59,6 +60,21 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     return await v.read_json(request, limit=services(request).config.tutor.max_body_bytes)
 
 
+async def _speak(t: Tutor, text: str) -> str:
+    """The answer spoken, as base64 WAV; a server without the speech models answers 503, not 500."""
+    try:
+        return base64.b64encode(await t.speech.synthesize(text)).decode()
+    except ModelMissing as exc:
+        raise ai_unavailable(exc) from None
+
+
+async def _hear(t: Tutor, audio: bytes) -> str:
+    try:
+        return await t.speech.transcribe(audio)
+    except ModelMissing as exc:
+        raise ai_unavailable(exc) from None
+
+
 def _missing(field: str) -> ApiError:
     return ApiError(400, f"Bad request: {field} is required", "VALIDATION_ERROR", {field: "is required"})
 
@@ -77,7 +93,7 @@ async def _question(request: web.Request, body: dict[str, Any], text_key: str) -
     heard = None
     if body.get("audio") is not None:
         try:
-            heard = await tutor(request).speech.transcribe(decode_base64(body["audio"]))
+            heard = await _hear(tutor(request), decode_base64(body["audio"]))
         except BadAudio as exc:
             raise ApiError(400, f"Bad audio: {exc}", "BAD_AUDIO", {"audio": str(exc)}) from None
         if not heard:
@@ -142,7 +158,7 @@ async def chat(request: web.Request) -> web.Response:
     text = answer.text.strip()
     body: dict[str, Any] = {"success": True, "text": text}
     if req.response_modality in ("audio", "both"):
-        body["audio"] = base64.b64encode(await t.speech.synthesize(text)).decode()
+        body["audio"] = await _speak(t, text)
         body["audioMimeType"] = "audio/wav"
     body["usage"] = (answer.usage or Usage(0, 0)).as_dict()
     body["requestModality"] = req.request_modality
@@ -181,7 +197,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
                 async for piece in rest:
                     await resp.write(_sse({"text": piece, "usage": None}))
             if req.response_modality in ("audio", "both"):
-                audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
+                audio = await _speak(t, answer.text.strip())
                 await resp.write(_sse({"audio": audio, "audioMimeType": "audio/wav", "usage": None}))
             await resp.write(_sse({"usage": (answer.usage or Usage(0, 0)).as_dict()}))
         except ApiError as exc:  # the status line is gone: report in the stream, then end it as usual
@@ -303,7 +319,7 @@ async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
                 async for piece in rest:
                     await resp.write(_ndjson({"type": "text", "text": piece}))
             if modality in ("audio", "text+audio"):
-                audio = base64.b64encode(await t.speech.synthesize(answer.text.strip())).decode()
+                audio = await _speak(t, answer.text.strip())
                 await resp.write(_ndjson({"type": "audio", "audio": audio, "mimeType": "audio/wav"}))
             await resp.write(_ndjson({"type": "usage", "usage": (answer.usage or Usage(0, 0)).as_dict()}))
         except ApiError as exc:

@@ -42,6 +42,10 @@ class BackendError(Exception):
     """The model could not answer (endpoint down, bad reply): the API's 500."""
 
 
+class BackendUnavailable(BackendError):
+    """No model to answer with: the server was installed without the AI models (the API's 503)."""
+
+
 class Backend(Protocol):
     name: str
     supports_images: bool
@@ -171,12 +175,19 @@ class EmbeddedBackend:
         self._starting = asyncio.Lock()
 
     def _start_server(self) -> Any:
-        import xllamacpp
-
         from control.tutor import models
 
+        try:
+            models.require("xllamacpp")
+            path = models.llm_gguf(self.model)
+            if not path.exists():
+                raise models.ModelMissing(f"{path} is missing")
+        except models.ModelMissing as exc:
+            raise BackendUnavailable(str(exc)) from None
+        import xllamacpp
+
         params = xllamacpp.CommonParams()
-        params.model.path = str(models.llm_gguf(self.model))
+        params.model.path = str(path)
         if self.chat_template:
             params.chat_template = self.chat_template
         params.n_ctx = self.n_ctx
@@ -194,6 +205,8 @@ class EmbeddedBackend:
             if self._client is None:
                 try:
                     self._server = await asyncio.get_running_loop().run_in_executor(None, self._start_server)
+                except BackendUnavailable:
+                    raise
                 except Exception as exc:
                     raise BackendError(f"embedded model failed to start: {exc}") from exc
                 address = self._server.listening_address

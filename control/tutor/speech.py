@@ -112,11 +112,14 @@ class Speech:
     def _model(self) -> Any:
         with self._load_lock:
             if self._whisper is None:
+                models.require("faster_whisper")
                 from faster_whisper import WhisperModel
 
-                path = self._whisper_dir or str(models.whisper_dir())
-                self._whisper = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=self.threads,
-                                             num_workers=1)
+                options = {"device": "cpu", "compute_type": "int8", "cpu_threads": self.threads, "num_workers": 1}
+                if self._whisper_dir:  # CLASSCAST_WHISPER_MODEL: a model folder of the operator's
+                    self._whisper = WhisperModel(self._whisper_dir, **options)
+                else:  # the packaged model, read from its two packages (stored once)
+                    self._whisper = WhisperModel("whisper-base", files=models.whisper_files(), **options)
             return self._whisper
 
     def transcribe_pcm(self, pcm: np.ndarray) -> str:
@@ -132,6 +135,7 @@ class Speech:
     def _synthesize(self, text: str) -> bytes:
         with self._load_lock:
             if self._voice is None:
+                models.require("piper")
                 self._voice = load_voice(self.threads)
         buf = io.BytesIO()
         with wave.open(buf, "wb") as w:

@@ -54,11 +54,37 @@ def test_server_without_the_ai_packages(tmp_path: Path, monkeypatch) -> None:  #
         assert requests.get(f"{server.base}/readyz", timeout=10).status_code == 200
         r = requests.post(f"{server.base}/v1/ai-tutor/chat", headers=headers, timeout=60, json={
             "roomId": "algebra", "studentUid": "t", "organizationId": server.org, "text": "What is 2+2?"})
-        assert r.status_code >= 500 and r.json()["success"] is False  # an error answer, not a crash
+        assert r.status_code == 503, r.text  # the models are absent: unavailable, not an internal error
+        assert r.json()["success"] is False and r.json()["code"] == "AI_UNAVAILABLE"
+        assert "not installed" in r.json()["message"]
+        wav = tone_wav()
+        r = requests.post(f"{server.base}/v1/ai-tutor/chat", headers=headers, timeout=60, json={
+            "roomId": "algebra", "studentUid": "t", "organizationId": server.org, "audio": wav})
+        assert r.status_code == 503 and r.json()["code"] == "AI_UNAVAILABLE", r.text  # speech to text: same
         assert requests.get(f"{server.base}/healthz", timeout=10).status_code == 200
     finally:
         server.stop()
-    assert "No module named 'xllamacpp'" in (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert "xllamacpp" in log and "not installed" in log
+    assert "Traceback" not in log
+
+
+def tone_wav() -> str:
+    """One second of a 440 Hz tone as a base64 WAV: audio the server would transcribe if it could."""
+    import base64
+    import io
+    import math
+    import struct
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 16000)))
+                               for i in range(16000)))
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def test_server_without_the_ai_packages_uses_a_remote_model(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
