@@ -110,6 +110,7 @@ class Stream:
         self.nacks_sent = 0
         self.last_arrival = 0.0
         self.first_arrival = 0.0
+        self.flowing_since = 0.0  # when it last began to flow (first packet, or first after a stall)
         self.active = True  # dynacast: False while the publisher was asked to pause it
         self.unneeded_since: float | None = None
         self.last_rate = 0
@@ -149,6 +150,8 @@ class Stream:
         self.bytes_in += size
         if not self.first_arrival:
             self.first_arrival = arrival
+        if not self.flowing_since or arrival - self.last_arrival >= STALL_S:
+            self.flowing_since = arrival
         self.last_arrival = arrival
         window = self._window
         if len(window) == window.maxlen:
@@ -184,6 +187,9 @@ class TapFeed:
 
     ASK_INTERVAL_S = 0.5
     RESUME_WAIT_S = 1.0
+    # Moving up to a layer before its first sender report would place it by arrival time (off by up to the jitter
+    # of a loaded loop, ~0.6 s seen): the feed stays on its current layer until the report, this long at most.
+    REPORT_WAIT_S = 2.0
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
@@ -222,7 +228,7 @@ class TapFeed:
         if stream is not self.current:
             best = self._best(now, stream)
             current_ok = self.current is not None and self.current.flowing(now) and \
-                self.current.index >= best.index
+                (self.current.index >= best.index or not self._placeable(best, now))
             self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
@@ -240,6 +246,14 @@ class TapFeed:
             rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
         self._switch = False
         return bytes(buf)
+
+    def _placeable(self, best: Stream, now: float) -> bool:
+        """Whether a switch to `best` can land exactly on the feed's clock: both layers have a sender report (see
+        `_rebase`), or `best` has sent none for REPORT_WAIT_S since it began to flow and the guess must do."""
+        current = self.current
+        if current is None or current.last_sr is None or best.last_sr is not None:
+            return True
+        return now - best.flowing_since >= self.REPORT_WAIT_S
 
     def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> None:
         """Places the new layer's first picture on the feed's clock through both layers' sender reports (one

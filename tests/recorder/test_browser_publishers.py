@@ -213,10 +213,10 @@ async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(clas
         assert abs(end - wall) <= 1.0
         assert frames[0][0] < 1.5, "the camera's first picture (a layer being resumed is waited for up to 1 s)"
         assert _moves(frames, (slice(None), slice(None))) > 0.5
-        # From 3 s on. Known defect (sfu, on the board for i21): when the feed starts on a lower layer and moves up
-        # to one dynacast just resumed, before that layer's first sender report, the switch is placed by arrival
-        # time; on a loaded machine the first second or two can then be off by up to ~0.6 s until the report.
-        offsets = _sync(frames, audio["audio"], (slice(0, 500), slice(None)), after=3.0)
+        # From 1 s on (the first marker may be cut by the start). The feed moves up to a resumed layer only once
+        # that layer's sender report can place it on the publisher's clock (TapFeed.REPORT_WAIT_S): before that
+        # fix the first second or two were up to ~0.6 s off on a loaded machine.
+        offsets = _sync(frames, audio["audio"], (slice(0, 500), slice(None)), after=1.0)
         print(f"{codec} track: A/V offsets {[round(o * 1000) for o in offsets]} ms")
         assert len(offsets) >= 2 and all(abs(o) < 0.1 for o in offsets), offsets
         shared = decode_all(files["screen"])["video_frames"]

@@ -213,3 +213,47 @@ async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
     assert camera.tap_feed is not None and camera.tap_feed.current is camera.stream("f")
     switched = parse_rtp(tap.packets[-1]).timestamp
     assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
+
+
+async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -> None:
+    """A layer dynacast just resumed may flow before its first sender report; moving up then would place its
+    pictures by arrival time (lip sync off by the loop's jitter in the recording). The feed stays on the layer it
+    has until the report comes, or REPORT_WAIT_S passes (a publisher that never reports still gets the better one)."""
+    sent: list[bytes] = []
+    camera = _camera(sent)
+    camera.taps = [Tap()]
+    feed = camera.tap_feed
+    assert feed is not None
+    ntp0 = 3_900_000_000 << 32
+    camera.on_sender_report(camera.stream("h"), rtcp.SenderReport(SSRCS["h"], ntp0, 0, 0, 0), 100.0)  # type: ignore[arg-type]
+    now = 100.0
+    await _feed(camera, "h", 0, now, keyframe=True)
+    assert feed.current is camera.stream("h")
+    await _feed(camera, "f", 0, now + 0.01, keyframe=True)  # f flows, no report of it yet
+    assert feed.current is camera.stream("h"), "moved up before f could be placed on the publisher's clock"
+    camera.on_sender_report(camera.stream("f"), rtcp.SenderReport(SSRCS["f"], ntp0, 0, 0, 0), now + 0.02)  # type: ignore[arg-type]
+    await _feed(camera, "h", 1, now + 0.03)
+    await _feed(camera, "f", 1, now + 0.04, keyframe=True)
+    assert feed.current is camera.stream("f"), "the report came: the next keyframe of f moves the feed up"
+
+    # Without any report of the better layer, the wait is bounded.
+    camera = _camera(sent)
+    camera.taps = [Tap()]
+    feed = camera.tap_feed
+    assert feed is not None
+    camera.on_sender_report(camera.stream("h"), rtcp.SenderReport(SSRCS["h"], ntp0, 0, 0, 0), 100.0)  # type: ignore[arg-type]
+    await _feed(camera, "h", 0, now, keyframe=True)
+    seq = 0
+    t = now
+    while t < now + feed.REPORT_WAIT_S - 0.1:
+        seq += 1
+        t = now + seq * 0.05
+        await _feed(camera, "h", seq, t)
+        await _feed(camera, "f", seq, t, keyframe=seq % 10 == 0)
+    assert feed.current is camera.stream("h")
+    for _ in range(12):
+        seq += 1
+        t = now + seq * 0.05
+        await _feed(camera, "h", seq, t)
+        await _feed(camera, "f", seq, t, keyframe=seq % 10 == 0)
+    assert feed.current is camera.stream("f"), "a layer that never reports is taken after REPORT_WAIT_S"
