@@ -196,7 +196,8 @@ def add_parsers(sub: Any) -> None:
 
     r = sub.add_parser("rooms", help="list, show and end rooms").add_subparsers(dest="rooms_cmd", required=True)
     ls = common(r.add_parser("list"))
-    ls.add_argument("--status", choices=("live", "finished", "all"), default="live")
+    ls.add_argument("--status", choices=("created", "live", "finished", "all"), default="all",
+                    help="created: nobody joined yet; live: a class running; finished: ended (default: all)")
     ls.add_argument("--limit", type=int, default=100)
     common(r.add_parser("show")).add_argument("room")
     common(r.add_parser("end", help="end the class (participants disconnected, recordings finished, billed)")

@@ -86,7 +86,9 @@ def test_operator_commands(server: Server, capsys: pytest.CaptureFixture[str], t
     assert code == 1 and "404 Room not found" in err
     create(server, "algebra")
     code, out, _ = cli(capsys, "rooms", "list")
-    assert code == 0 and out.split()[:2] == ["algebra", "live"]
+    assert code == 0 and out.split()[:2] == ["algebra", "created"]  # nobody joined yet
+    code, out, _ = cli(capsys, "rooms", "list", "--status", "live")
+    assert code == 0 and "algebra" not in out
     code, out, _ = cli(capsys, "rooms", "show", "algebra")
     shown = json.loads(out)
     assert shown["status"]["title"] == "Algebra" and shown["summary"]["roomId"] == "algebra"

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,12 +73,24 @@ def _parse(result: Result, output: str) -> None:
             result.findings.append(m[1])
 
 
+RSS_BUDGET_MB = 2048  # what a target may use on top of what it started with
+
+
+def memory_flags() -> list[str]:
+    """libFuzzer's memory limits for a fuzzer started from this process. Linux carries a process's peak RSS into
+    the children it forks (getrusage's ru_maxrss survives fork and exec), and libFuzzer compares that peak with
+    -rss_limit_mb: started late in a long pytest run (whose peak had passed 2 GB), every target reported an
+    out-of-memory at its first input. So the limit is the budget on top of the peak the child inherits."""
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return [f"-rss_limit_mb={inherited + RSS_BUDGET_MB}", f"-malloc_limit_mb={RSS_BUDGET_MB}"]
+
+
 def run_one(name: str, command: list[str], seeds: Path | None, seconds: float | None, runs: int | None,
             max_len: int, artifacts: Path, kind: str, env: dict[str, str] | None = None) -> Result:
     scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     try:
         flags = [f"-max_len={max_len}", f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1",
-                 "-timeout=120", "-rss_limit_mb=2048"]  # wall-clock hang guard only: cost is bounded in CPU time
+                 "-timeout=120", *memory_flags()]  # wall-clock hang guard only: cost is bounded in CPU time
         if runs is not None:
             flags.append(f"-runs={runs}")
         if seconds is not None:

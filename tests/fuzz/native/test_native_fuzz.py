@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fuzz.run import memory_flags
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent / "corpus"
 SECONDS = int(os.environ.get("FUZZ_NATIVE_SECONDS", 15))
@@ -31,7 +33,7 @@ def test_native_fuzz_target_finds_nothing(name: str, built: Path, tmp_path: Path
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
     proc = subprocess.run(
         [str(built / f"fuzz_{name}"), f"-max_total_time={SECONDS}", "-max_len=1500", "-timeout=10",
-         "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(tmp_path), str(seeds)],
+         *memory_flags(), f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(tmp_path), str(seeds)],
         capture_output=True, text=True, errors="replace", env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
