@@ -36,6 +36,7 @@ async def test_recording_ready_carries_links_to_the_file_and_failed_says_why(stu
     assert status == 200, body
     egress = body["data"]["egressId"]
     await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
+    await studio.let_it_record()
     await studio.rest("POST", "/v1/room/physics-1/recording/stop")
     await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
     started, ready = await _events(studio.svc.store)

@@ -114,6 +114,12 @@ class Studio(Classroom):
             assert time.monotonic() < deadline, f"still {job['status']}"
             await asyncio.sleep(0.2)
 
+    async def let_it_record(self, seconds: float = 2.5) -> None:
+        """A moment of the class in the recording. The recorder writes at least half a second behind live, and a
+        recording stopped before anything was written is rightly EGRESS_FAILED "Nothing was recorded" (never a
+        0-second file): a test that stops at once and expects a file must let it record first."""
+        await asyncio.sleep(seconds)
+
     def file_path(self, egress_id: str, label: str = "composite") -> Path:
         root = self.recordings.root / egress_id
         paths = sorted(root.glob("*.mp4"))

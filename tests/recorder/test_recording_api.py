@@ -43,9 +43,7 @@ async def test_start_twice_and_stop_idle_are_409_and_events_reach_everyone(studi
     await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
     status, body = await studio.rest("GET", "/v1/room/physics-1/status")
     assert body["data"]["isRecording"] is True
-    # Record a moment of the class: the recorder writes at least half a second behind live, and a recording stopped
-    # before anything was written is EGRESS_FAILED "Nothing was recorded" (no 0-second file), not what this checks.
-    await asyncio.sleep(2.5)
+    await studio.let_it_record()
     status, body = await studio.rest("POST", "/v1/room/physics-1/recording/stop")
     assert status == 200 and body["data"]["status"] == "EGRESS_ENDING"
     for c in (teacher, student):
