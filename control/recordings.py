@@ -377,6 +377,7 @@ class Recordings:
             captions = await self._subtitles(rec, files)
             if captions is not None:
                 files.append(captions)
+            total = sum(f.size or 0 for f in files if f.label != CAPTIONS_LABEL)  # the composite grew a track
         if not files and failed_reason is None:
             failed_reason = NOTHING_RECORDED
         if keep_going and failed_reason is not None and longest > 0:

@@ -11,6 +11,7 @@ import time
 import aiohttp
 import av
 import numpy as np
+import pytest
 
 from recorder.subtitles import Cue, cues_for, webvtt
 from tests.recorder.conftest import Studio, decode_all
@@ -68,15 +69,17 @@ def test_webvtt_escapes_and_clips() -> None:
     assert parse_vtt(webvtt(cues)) == [(0.0, 1.5, "<v Marie>a &lt; b &amp; c")]
 
 
-async def test_a_composite_recording_gets_webvtt_and_a_mov_text_track(studio: Studio) -> None:
+@pytest.mark.parametrize("mode", ["composite", "track"])
+async def test_a_recording_gets_webvtt_and_a_composite_a_mov_text_track(studio: Studio, mode: str) -> None:
     teacher = await studio.client(await studio.create_room(), name="teacher")
     status, _ = await studio.rest("POST", "/v1/ai-tutor/transcription", {"enabled": True, "roomId": "physics-1"})
     assert status == 200
     status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start",
-                                     {"options": {"preset": "H264_720P_30", "showLogo": False}})
+                                     {"options": {"preset": "H264_720P_30", "showLogo": False, "mode": mode}})
     assert status == 200, body
     egress = body["data"]["egressId"]
-    await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
+    if mode == "composite":  # composite is active at once; track mode when the first track arrives
+        await studio.wait_status("physics-1", egress, "EGRESS_ACTIVE")
     wav, _ = lesson_wav()
     await teacher.publish({"microphone": SpeechTrack(wav)})
     deadline = time.monotonic() + 60
@@ -93,10 +96,10 @@ async def test_a_composite_recording_gets_webvtt_and_a_mov_text_track(studio: St
     status, body = await studio.rest("GET", "/v1/room/physics-1/recordings/download")
     assert status == 200, body
     files = body["data"]["files"]
-    assert sorted(f["filename"][-4:] for f in files) == [".mp4", ".vtt"]
+    assert sorted(f["filename"][-4:] for f in files) == [".mp4", ".vtt"]  # track mode: the one microphone
     mp4_entry = next(f for f in files if f["filename"].endswith(".mp4"))
     vtt_entry = next(f for f in files if f["filename"].endswith(".vtt"))
-    assert vtt_entry["filename"][:-4] == mp4_entry["filename"][:-4]  # the same name, next to it
+    assert mp4_entry["filename"].startswith(vtt_entry["filename"][:-4])  # the recording's name, next to its MP4s
     assert vtt_entry["downloadUrl"] != mp4_entry["downloadUrl"]
     async with aiohttp.ClientSession() as session, session.get(
             vtt_entry["downloadUrl"].replace(studio.svc.config.base_url, studio.base)) as resp:
@@ -108,13 +111,18 @@ async def test_a_composite_recording_gets_webvtt_and_a_mov_text_track(studio: St
     assert all(c[2].startswith("<v Marie>") for c in cues)
 
     # The cues line up with the voice in the recording's own audio, within a second.
-    path = studio.file_path(egress)
+    path = studio.file_path(egress, "composite" if mode == "composite" else "microphone")
+    assert (path.parent / "captions.vtt").read_text(encoding="utf-8") == vtt  # next to the MP4
     info = decode_all(path)
     spans = voiced_spans(info["audio"])
     assert len(spans) == len(cues) == len(SENTENCES), (spans, cues)
     for (start, end, _), (a, b) in zip(cues, spans, strict=True):
         assert abs(start - a) < 1.0 and abs(end - b) < 1.0, (cues, spans)
 
+    if mode == "track":
+        with av.open(str(path)) as c:
+            assert [s.codec_context.name for s in c.streams] == ["opus"]  # a track file stays one track
+        return
     # The composite MP4 carries the same cues as a mov_text track, read back with PyAV.
     with av.open(str(path)) as c:
         assert [s.type for s in c.streams] == ["video", "audio", "subtitle"]
