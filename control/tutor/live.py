@@ -6,7 +6,7 @@ thread and Whisper on the speech thread, so neither the forwarding path nor the 
 Audio is cut into utterances on pauses (or at `chunk_s` at the latest) and each becomes one stored segment and
 one caption (`caption`). Only final captions: a partial result would run Whisper again over the growing utterance
 every few hundred milliseconds, several times the work of the final pass on a 2-core server that also records and
-forwards; an utterance ends 0.7 s after the speaker pauses, so the final caption is already close behind the voice.
+forwards; an utterance ends 0.5 s after the speaker pauses, so the final caption is already close behind the voice.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ log = logging.getLogger("classcast.transcriber")
 
 QUEUE_LIMIT = 3000  # packets: a minute of one Opus track at 50 packets/s
 SILENCE_RMS = 0.01
-PAUSE_S = 0.7  # this much quiet after speech ends an utterance
+PAUSE_S = 0.5  # this much quiet after speech ends an utterance (and is the floor of a caption's delay)
 MIN_UTTERANCE_S = 1.0
 FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
 
