@@ -114,6 +114,8 @@ async def test_a_recording_gets_webvtt_and_a_composite_a_mov_text_track(studio: 
     path = studio.file_path(egress, "composite" if mode == "composite" else "microphone")
     assert (path.parent / "captions.vtt").read_text(encoding="utf-8") == vtt  # next to the MP4
     info = decode_all(path)
+    duration = info["audio"][-1][0]
+    assert all(0 <= start < end <= duration + 0.1 for start, end, _ in cues), (cues, duration)  # inside the file
     spans = voiced_spans(info["audio"])
     assert len(spans) == len(cues) == len(SENTENCES), (spans, cues)
     for (start, end, _), (a, b) in zip(cues, spans, strict=True):
