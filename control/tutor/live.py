@@ -32,6 +32,7 @@ QUEUE_LIMIT = 3000  # packets: a minute of one Opus track at 50 packets/s
 SILENCE_RMS = 0.01
 PAUSE_S = 0.5  # this much quiet after speech ends an utterance (and is the floor of a caption's delay)
 MIN_UTTERANCE_S = 1.0
+UTTERANCE_BACKLOG = 32  # cut utterances waiting for Whisper (<= 15 s each); past it the oldest are dropped, counted
 FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
 
 # (room_sid, uid, text, started_at_ms, ended_at_ms)
@@ -109,6 +110,7 @@ class RoomTranscriber:
         self._task: asyncio.Task[None] | None = None
         # Cut utterances wait here for Whisper, so that cutting (and dating) the next one never waits for it.
         self._utterances: asyncio.Queue[tuple[str, np.ndarray, int, int] | None] = asyncio.Queue()
+        self.utterances_dropped = 0  # Whisper far behind (a machine too slow for the room): memory stays bounded
         self._speaker: asyncio.Task[None] | None = None
 
     # ---- Tap: synchronous, on the forwarding path -------------------------------------------------------------
@@ -247,6 +249,10 @@ class RoomTranscriber:
         started = track.started_at or self._now_ms()
         spoken = max(0, pcm.size - track.quiet_samples)  # the pause that ended the utterance is not in its caption
         track.pcm, track.samples, track.voiced, track.quiet_samples, track.started_at = [], 0, False, 0, None
+        if self._utterances.qsize() >= UTTERANCE_BACKLOG:
+            self._utterances.get_nowait()  # the oldest: its caption would come far too late anyway
+            self.utterances_dropped += 1
+            log.warning("transcriber of room %s is behind: dropped an utterance", self.room_sid)
         self._utterances.put_nowait((track.uid, pcm, started, started + int(spoken * 1000 / SAMPLE_RATE)))
 
     async def _speak(self) -> None:
