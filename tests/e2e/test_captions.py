@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, expect
 
+from sfu.client import SyntheticVideoTrack
 from tests.e2e.conftest import TEST_PAGE
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_captions import SENTENCES, lesson_wav, word_error_rate
@@ -57,7 +58,9 @@ async def test_a_student_sees_captions_searches_them_and_the_host_page_hears_the
     await expect(frame.locator("#cc-toggle")).to_have_attribute("aria-pressed", "true")  # on by default
     await host.wait_for_function("window.got.some((m) => m.action === 'connected')")
     wav, _spans = lesson_wav()
-    await teacher.publish({"microphone": SpeechTrack(wav)})
+    # The teacher shares a screen while speaking: the captions must stay off it.
+    await teacher.publish({"microphone": SpeechTrack(wav), "screen": SyntheticVideoTrack(640, 360, fps=10)})
+    await expect(frame.locator("#screen-tile")).to_be_visible(timeout=15_000)
 
     # The overlay shows a caption over the teacher's camera tile, at most two readable lines.
     overlay = frame.locator("#caption-text")
@@ -65,6 +68,10 @@ async def test_a_student_sees_captions_searches_them_and_the_host_page_hears_the
     tile = await frame.locator("#camera-tile").bounding_box()
     box = await frame.locator("#captions").bounding_box()
     assert tile and box and tile["y"] <= box["y"] and box["y"] + box["height"] <= tile["y"] + tile["height"]
+    assert tile["x"] <= box["x"] and box["x"] + box["width"] <= tile["x"] + tile["width"]
+    screen = await frame.locator("#screen-tile").bounding_box()
+    assert screen and (box["x"] >= screen["x"] + screen["width"] or box["y"] >= screen["y"] + screen["height"]), \
+        (box, screen)  # not over any part of the shared screen
     style = await overlay.evaluate("e => [getComputedStyle(e).fontSize, getComputedStyle(e).lineHeight,"
                                    " getComputedStyle(e).color, getComputedStyle(e).backgroundColor]")
     font, line = float(style[0].rstrip("px")), float(style[1].rstrip("px"))
