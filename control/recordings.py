@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aiohttp
+import av
 
 from control.clock import Clock, iso
 from control.errors import ApiError, room_ended, validation_error
@@ -29,6 +30,7 @@ from control.ids import new_id
 from control.services import Services
 from control.store.records import Org, Recording, RecordingFile, Room
 from control.store.store import LIVE_RECORDING_STATES
+from recorder import subtitles
 from recorder.feed import FeedTap
 from recorder.janitor import Janitor
 from recorder.layout import LAYOUTS, PRESETS
@@ -42,6 +44,7 @@ MODES = ("composite", "track")
 OPTION_FIELDS = ("layout", "preset", "showLogo", "mode")
 DEFAULT_OPTIONS = {"layout": "grid", "preset": "H264_1080P_30", "showLogo": True, "mode": "composite"}
 DOWNLOAD_TTL_S = 3600
+CAPTIONS_LABEL = "captions"  # the recording file that is the WebVTT of its captions (recorder/subtitles.py)
 JANITOR_INTERVAL_S = 60.0
 LOGO_TIMEOUT_S = 5.0
 
@@ -79,6 +82,8 @@ def expires_in_text(seconds: float) -> str:
 def download_filename(started_at_ms: int, label: str) -> str:
     """`recording-YYYY-MM-DD-HH-mm-ss.mp4` (reference 2.9); track-mode files add their track's label."""
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(started_at_ms / 1000))
+    if label == CAPTIONS_LABEL:
+        return f"recording-{stamp}.vtt"  # the WebVTT subtitles of the recording, same name as its composite MP4
     return f"recording-{stamp}.mp4" if label == "composite" else f"recording-{stamp}-{label}.mp4"
 
 
@@ -350,6 +355,10 @@ class Recordings:
         files = []  # what is kept: the files a recording_ready webhook links to
         for f in await self.svc.store.recording_files([rec_id]):
             path = self.root / f.path
+            if f.label == CAPTIONS_LABEL:  # settled again (a restart's recovery): written anew below
+                path.unlink(missing_ok=True)
+                await self.svc.store.delete_recording_file(f.id)
+                continue
             size = path.stat().st_size if path.is_file() else 0
             duration = f.duration
             if duration is None or failed_reason is not None:
@@ -364,6 +373,11 @@ class Recordings:
             f.size, f.duration = size, duration
             files.append(f)
             total, longest = total + size, max(longest, duration)
+        if files:
+            captions = await self._subtitles(rec, files)
+            if captions is not None:
+                files.append(captions)
+            total = sum(f.size or 0 for f in files if f.label != CAPTIONS_LABEL)  # the composite grew a track
         if not files and failed_reason is None:
             failed_reason = NOTHING_RECORDED
         if keep_going and failed_reason is not None and longest > 0:
@@ -378,6 +392,46 @@ class Recordings:
         self.finished[status] = self.finished.get(status, 0) + 1
         if job is not None:
             job.done.set()
+
+    async def _subtitles(self, rec: Recording, files: list[RecordingFile]) -> RecordingFile | None:
+        """The live captions of the recording's span: a `mov_text` track in the composite MP4 and a WebVTT file
+        next to the MP4s (its own download). Nothing when the room had no transcript; a failure is logged and
+        the recording stays as it was."""
+        tutor = self.svc.tutor
+        if tutor is None:
+            return None
+        try:
+            end = rec.ended_at or self.svc.clock.now_ms()
+            segments = [s for s in await tutor.db.segments(rec.room_sid, since=rec.started_at)
+                        if s["started_at"] < end]
+            if not segments:
+                return None
+            names = {}
+            for uid in {s["uid"] for s in segments}:
+                p = await self.svc.store.get_participant(rec.room_sid, uid)
+                names[uid] = p.name if p else uid
+            cues = subtitles.cues_for(segments, names, rec.started_at, end)
+            if not cues:
+                return None
+            loop = asyncio.get_running_loop()
+            for f in files:
+                if f.label == "composite":
+                    try:
+                        await loop.run_in_executor(None, subtitles.mux_mov_text, self.root / f.path, cues)
+                        f.size = (self.root / f.path).stat().st_size
+                        await self.svc.store.update_recording_file(f.id, size=f.size)
+                    except (av.FFmpegError, OSError, ValueError):
+                        log.exception("could not add the subtitle track to %s", f.path)
+            rel = f"{rec.id}/captions.vtt"
+            (self.root / rec.id).mkdir(parents=True, exist_ok=True)
+            size = await loop.run_in_executor(None, subtitles.write_webvtt, self.root / rel, cues)
+            vtt = RecordingFile(id=new_id("RF_"), recording_id=rec.id, path=rel, label=CAPTIONS_LABEL, size=size,
+                                duration=None, created_at=self.svc.clock.now_ms())
+            await self.svc.store.add_recording_file(vtt)
+            return vtt
+        except Exception:
+            log.exception("captions for recording %s failed", rec.id)
+            return None
 
     async def _webhook_settled(self, rec: Recording, status: str, files: list[RecordingFile],
                                failed_reason: str | None) -> None:

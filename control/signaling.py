@@ -328,6 +328,8 @@ class Hub:
             "tracks": tracks,
             "polls": await self.interaction.polls(room, me),
             "chat": await self.interaction.recent_chat(room),
+            # A late joiner's captions: the last few minutes of the live transcript (control/tutor/service.py).
+            "captions": await self.svc.tutor.recent_captions(room) if self.svc.tutor else [],
             "recording": {"active": recording},
             "iceServers": list(self.svc.config.ice.servers),
         }
@@ -423,7 +425,7 @@ class Hub:
                     c.send({"type": "poll_answered", "pollId": data["pollId"], "option": data["option"]})
                 if self._can(c, Permission.CREATE_POLL):
                     c.send({"type": "poll_results", "pollId": data["pollId"], "results": data["results"]})
-        else:  # chat, poll_created, poll_closed, recording_started, recording_stopped, ...
+        else:  # chat, caption, poll_created, poll_closed, recording_started, recording_stopped, ...
             for c in conns:
                 c.send({"type": kind, **data})
 

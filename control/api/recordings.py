@@ -106,14 +106,15 @@ async def _delete(request: web.Request, ids: list[str], pairs: list[Any]) -> web
 
 
 async def download_file(request: web.Request) -> web.StreamResponse:
-    """The signed link: Range requests are served by FileResponse; the content type is video/mp4."""
+    """The signed link: Range requests are served by FileResponse; video/mp4, or text/vtt for captions."""
     file_id = request.match_info.get("fileId", "")
     if not FILE_ID_RE.fullmatch(file_id):
         raise ApiError(404, "Recording not found or expired", "RECORDING_NOT_FOUND")
     path, filename = await request.app[RECORDINGS].file_for_download(
         file_id, request.query.get("expires", ""), request.query.get("sig", ""))
     return web.FileResponse(path, headers={
-        "Content-Type": "video/mp4", "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Type": "text/vtt; charset=utf-8" if filename.endswith(".vtt") else "video/mp4",
+        "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "private, max-age=3600"})
 
 

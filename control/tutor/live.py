@@ -3,7 +3,10 @@
 The SFU calls the tap synchronously on its forwarding path, so `rtp` only appends to a bounded queue and counts
 what it drops when the queue is full. A worker task on the loop drains it; Opus decoding runs on a single decode
 thread and Whisper on the speech thread, so neither the forwarding path nor the event loop ever decodes.
-Audio is cut into utterances on pauses (or at `chunk_s` at the latest) and each becomes one stored segment.
+Audio is cut into utterances on pauses (or at `chunk_s` at the latest) and each becomes one stored segment and
+one caption (`caption`). Only final captions: a partial result would run Whisper again over the growing utterance
+every few hundred milliseconds, several times the work of the final pass on a 2-core server that also records and
+forwards; an utterance ends 0.5 s after the speaker pauses, so the final caption is already close behind the voice.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,13 +30,25 @@ log = logging.getLogger("classcast.transcriber")
 
 QUEUE_LIMIT = 3000  # packets: a minute of one Opus track at 50 packets/s
 SILENCE_RMS = 0.01
-PAUSE_S = 0.7  # this much quiet after speech ends an utterance
+PAUSE_S = 0.5  # this much quiet after speech ends an utterance (and is the floor of a caption's delay)
 MIN_UTTERANCE_S = 1.0
+UTTERANCE_BACKLOG = 32  # cut utterances waiting for Whisper (<= 15 s each); past it the oldest are dropped, counted
+FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
 
 # (room_sid, uid, text, started_at_ms, ended_at_ms)
 SegmentSink = Callable[[str, str, str, int, int], Awaitable[None]]
 Transcribe = Callable[[np.ndarray], Awaitable[str]]
 IsSpeaker = Callable[[str, str], Awaitable[bool]]  # (room_sid, uid): whose audio gets transcribed
+
+
+def caption(uid: str, name: str, text: str, started_ms: int, ended_ms: int, class_started_ms: int | None,
+            ) -> dict[str, Any]:
+    """The `caption` message (docs/signaling.md): one finished utterance. `start`/`end` are seconds on the class
+    clock (since the class started), `startedAt`/`endedAt` wall-clock milliseconds, so a recording can place it."""
+    origin = class_started_ms if class_started_ms is not None else started_ms
+    return {"type": "caption", "uid": uid, "name": name, "text": text,
+            "start": round(max(0, started_ms - origin) / 1000, 3), "end": round(max(0, ended_ms - origin) / 1000, 3),
+            "startedAt": started_ms, "endedAt": ended_ms, "final": True}
 
 
 class OpusDecoder:
@@ -86,10 +102,16 @@ class RoomTranscriber:
         self._executor = decode_executor
         self.chunk_s = chunk_s
         self.tracks: dict[str, _Track] = {}
-        self.queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue(QUEUE_LIMIT)
+        # (track_id, packet or None for "flush", monotonic time it arrived): the arrival time, not the time the
+        # worker gets to it, dates an utterance; the worker may lag behind by a Whisper pass.
+        self.queue: asyncio.Queue[tuple[str, bytes | None, float]] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = 0
         self.segments = 0
         self._task: asyncio.Task[None] | None = None
+        # Cut utterances wait here for Whisper, so that cutting (and dating) the next one never waits for it.
+        self._utterances: asyncio.Queue[tuple[str, np.ndarray, int, int] | None] = asyncio.Queue()
+        self.utterances_dropped = 0  # Whisper far behind (a machine too slow for the room): memory stays bounded
+        self._speaker: asyncio.Task[None] | None = None
 
     # ---- Tap: synchronous, on the forwarding path -------------------------------------------------------------
 
@@ -100,16 +122,16 @@ class RoomTranscriber:
 
     def track_removed(self, room_sid: str, track_id: str) -> None:
         if track_id in self.tracks:
-            self._put((track_id, None))  # flush what this track said
+            self._put((track_id, None, 0.0))  # flush what this track said
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
         if track_id in self.tracks:
-            self._put((track_id, data))
+            self._put((track_id, data, time.monotonic()))
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
         return None
 
-    def _put(self, item: tuple[str, bytes | None]) -> None:
+    def _put(self, item: tuple[str, bytes | None, float]) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -120,49 +142,62 @@ class RoomTranscriber:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"transcriber-{self.room_sid}")
+            self._speaker = asyncio.create_task(self._speak(), name=f"transcriber-whisper-{self.room_sid}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is None:
             return
         for track_id in list(self.tracks):
-            self._put((track_id, None))
-        self._put(("", None))  # the end marker
+            self._put((track_id, None, 0.0))
+        self._put(("", None, 0.0))  # the end marker
         try:
             await asyncio.wait_for(task, timeout=60)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        speaker, self._speaker = self._speaker, None
+        self._utterances.put_nowait(None)
+        if speaker is not None:
+            try:
+                await asyncio.wait_for(speaker, timeout=60)
+            except TimeoutError:
+                speaker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await speaker
 
     async def _run(self) -> None:
         while True:
-            batch: dict[str, list[bytes]] = {}
+            batch: dict[str, list[tuple[bytes, float]]] = {}
             ends: list[str] = []
             item = await self.queue.get()
             finished = False
             while True:
-                track_id, data = item
+                track_id, data, arrived = item
                 if not track_id:
                     finished = True
                 elif data is None:
                     ends.append(track_id)
                 else:
-                    batch.setdefault(track_id, []).append(data)
+                    batch.setdefault(track_id, []).append((data, arrived))
                 if self.queue.empty():
                     break
                 item = self.queue.get_nowait()
             for track_id, packets in batch.items():
-                try:
-                    await self._feed(track_id, packets)
-                except Exception:
-                    log.exception("transcriber failed on a batch of %s", track_id)
+                # In pieces of FEED_PACKETS, so a pause inside a backlog still ends an utterance where it was.
+                for i in range(0, len(packets), FEED_PACKETS):
+                    piece = packets[i : i + FEED_PACKETS]
+                    try:
+                        await self._feed(track_id, [p for p, _ in piece], piece[0][1])
+                    except Exception:
+                        log.exception("transcriber failed on a batch of %s", track_id)
             for track_id in ends:
                 await self._flush(track_id)
             if finished:
                 return
 
-    async def _feed(self, track_id: str, packets: list[bytes]) -> None:
+    async def _feed(self, track_id: str, packets: list[bytes], arrived: float) -> None:
         track = self.tracks.get(track_id)
         if track is None:
             return
@@ -182,18 +217,26 @@ class RoomTranscriber:
             track.decoder = OpusDecoder()
         pcm = await asyncio.get_running_loop().run_in_executor(self._executor, track.decoder.decode, payloads)
         if pcm.size:
-            await self._append(track, pcm)
+            await self._append(track, pcm, self._now_ms() - int((time.monotonic() - arrived) * 1000))
 
-    async def _append(self, track: _Track, pcm: np.ndarray) -> None:
-        loud = float(np.sqrt(np.mean(pcm * pcm))) >= SILENCE_RMS
-        if not track.voiced and not loud:
+    async def _append(self, track: _Track, pcm: np.ndarray, at_ms: int) -> None:
+        """`at_ms`: when the first of these samples arrived (class clock). Loudness is judged per 20 ms window so
+        that an utterance starts and ends on the window where the voice does, whatever the batch size."""
+        window = SAMPLE_RATE // 50
+        n = pcm.size // window
+        rms = np.sqrt(np.mean(pcm[: n * window].reshape(n, window) ** 2, axis=1)) if n else np.zeros(0)
+        loud_at = np.flatnonzero(rms >= SILENCE_RMS)
+        if not track.voiced and not loud_at.size:
             return  # silence before speech is not kept
+        trailing_quiet = pcm.size - (int(loud_at[-1]) + 1) * window if loud_at.size else pcm.size
         if not track.voiced:
             track.voiced = True
-            track.started_at = self._now_ms()
+            skip = int(loud_at[0]) * window
+            pcm = pcm[skip:]
+            track.started_at = at_ms + skip * 1000 // SAMPLE_RATE
         track.pcm.append(pcm)
         track.samples += pcm.size
-        track.quiet_samples = 0 if loud else track.quiet_samples + pcm.size
+        track.quiet_samples = trailing_quiet if loud_at.size else track.quiet_samples + pcm.size
         paused = track.quiet_samples >= PAUSE_S * SAMPLE_RATE and track.samples >= MIN_UTTERANCE_S * SAMPLE_RATE
         if paused or track.samples >= self.chunk_s * SAMPLE_RATE:
             await self._flush(track.track_id)
@@ -204,12 +247,22 @@ class RoomTranscriber:
             return
         pcm = np.concatenate(track.pcm)
         started = track.started_at or self._now_ms()
+        spoken = max(0, pcm.size - track.quiet_samples)  # the pause that ended the utterance is not in its caption
         track.pcm, track.samples, track.voiced, track.quiet_samples, track.started_at = [], 0, False, 0, None
-        try:
-            text = await self._transcribe(pcm)
-        except Exception:
-            log.exception("transcription failed in room %s", self.room_sid)
-            return
-        if text:
-            self.segments += 1
-            await self._sink(self.room_sid, track.uid, text, started, started + int(pcm.size * 1000 / SAMPLE_RATE))
+        if self._utterances.qsize() >= UTTERANCE_BACKLOG:
+            self._utterances.get_nowait()  # the oldest: its caption would come far too late anyway
+            self.utterances_dropped += 1
+            log.warning("transcriber of room %s is behind: dropped an utterance", self.room_sid)
+        self._utterances.put_nowait((track.uid, pcm, started, started + int(spoken * 1000 / SAMPLE_RATE)))
+
+    async def _speak(self) -> None:
+        """Transcribes the cut utterances one at a time, in order (one speech thread), into segments/captions."""
+        while (item := await self._utterances.get()) is not None:
+            uid, pcm, started, ended = item
+            try:
+                text = await self._transcribe(pcm)
+                if text:
+                    self.segments += 1
+                    await self._sink(self.room_sid, uid, text, started, ended)
+            except Exception:
+                log.exception("transcription failed in room %s", self.room_sid)

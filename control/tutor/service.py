@@ -38,11 +38,13 @@ from control.tutor.cas import Cas
 from control.tutor.context import ClassContext, estimate_tokens
 from control.tutor.embeddings import Embedder, group_questions
 from control.tutor.grounding import Grounder
-from control.tutor.live import RoomTranscriber
+from control.tutor.live import RoomTranscriber, caption
 from control.tutor.speech import Speech
 
 if TYPE_CHECKING:
     from sfu.router import Sfu
+
+CAPTION_HISTORY_S = 300  # a late joiner's `joined` carries this much of the captions
 
 log = logging.getLogger("classcast.tutor")
 
@@ -369,7 +371,28 @@ class Tutor:
             return False
 
     async def _store_segment(self, room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
+        """Stores the utterance, then sends it to the room as a caption (signaling fans `caption` events out)."""
         await self.db.add_segment(room_sid, uid, text, started, ended)
+        room = await self.store.get_room_by_sid(room_sid)
+        if room is None:
+            return
+        p = await self.store.get_participant(room_sid, uid)
+        message = caption(uid, p.name if p else uid, text, started, ended, room.started_at)
+        data = {k: v for k, v in message.items() if k != "type"}
+        self.bus.publish(Event(type="caption", org_id=room.org_id, room_id=room.room_id, room_sid=room_sid, data=data))
+
+    async def recent_captions(self, room: Room, window_s: int = CAPTION_HISTORY_S) -> list[dict[str, Any]]:
+        """The captions of the last `window_s` seconds, oldest first: what a late joiner's `joined` carries."""
+        segments = await self.db.segments(room.sid, since=self.clock.now_ms() - window_s * 1000)
+        names: dict[str, str] = {}
+        out = []
+        for s in segments:
+            uid = s["uid"]
+            if uid not in names:
+                p = await self.store.get_participant(room.sid, uid)
+                names[uid] = p.name if p else uid
+            out.append(caption(uid, names[uid], s["text"], s["started_at"], s["ended_at"], room.started_at))
+        return out
 
     def _on_event(self, event: Event) -> None:
         wanted = (event.type == "participant_joined" and self._enabled_somewhere is not False) or (

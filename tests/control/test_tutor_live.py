@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from control.tutor.live import QUEUE_LIMIT, OpusDecoder, RoomTranscriber
+from control.tutor.live import QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
 from tests.conftest import Api
 
 
@@ -69,3 +69,39 @@ async def test_transcription_switches_room_over_organization_over_server_default
     assert status == 400
     status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": True, "roomId": "nope"})
     assert status == 404
+
+
+async def test_an_utterance_is_dated_by_its_voice_not_by_its_batch() -> None:
+    """Leading and trailing quiet inside a batch are not part of the caption's time (20 ms windows)."""
+    said: list[tuple[str, int, int]] = []
+
+    async def transcribe(pcm: np.ndarray) -> str:
+        return f"{pcm.size / 16000:.2f}"
+
+    async def sink(room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
+        said.append((text, started, ended))
+
+    async def is_speaker(room_sid: str, uid: str) -> bool:
+        return True
+
+    with ThreadPoolExecutor(1) as executor:
+        tap = RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, is_speaker=is_speaker, now_ms=lambda: 0,
+                              decode_executor=executor)
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.start()
+        voice = (0.1 * np.sin(np.arange(16000) / 3)).astype(np.float32)
+        pcm = np.concatenate([np.zeros(4800, np.float32), voice, np.zeros(9600, np.float32)])  # 0.3 s, 1 s, 0.6 s
+        await tap._append(tap.tracks["TR_a"], pcm, 10_000)
+        await asyncio.wait_for(tap.stop(), 10)
+    assert said == [("1.60", 10_300, 11_300)]  # starts at the voice, ends where it ended; Whisper hears the pause
+
+
+async def test_whisper_far_behind_drops_the_oldest_utterances() -> None:
+    with ThreadPoolExecutor(1) as executor:
+        tap = _tap(executor, [])  # not started: nothing transcribes
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        track = tap.tracks["TR_a"]
+        for _ in range(UTTERANCE_BACKLOG + 5):
+            track.pcm, track.started_at = [np.ones(16000, np.float32)], 0
+            await tap._flush("TR_a")
+        assert tap._utterances.qsize() == UTTERANCE_BACKLOG and tap.utterances_dropped == 5

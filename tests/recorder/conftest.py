@@ -149,7 +149,8 @@ def decode_all(path: Path) -> dict[str, Any]:
             "codecs": sorted(s.codec_context.name for s in container.streams),
             "video_frames": [], "audio": [],
         }
-        for frame in container.decode(*container.streams):
+        media = [s for s in container.streams if s.type in ("video", "audio")]  # a subtitle track is not decoded
+        for frame in container.decode(*media):
             if isinstance(frame, av.VideoFrame):
                 info["video_frames"].append((float(frame.time), frame.to_ndarray(format="rgb24")))
             else:

@@ -66,7 +66,10 @@ function stage() {
       el("video", { id: "camera-video", autoplay: true, playsinline: true, muted: true, "aria-label": "Teacher camera" }),
       el("span", { id: "camera-name", class: "name", hidden: !C.showParticipantName }),
       el("span", { id: "camera-mic", class: "mic", hidden: !C.showMicIndicator, "aria-label": "Microphone state" }),
-      el("p", { id: "camera-empty", class: "empty", text: "Waiting for the teacher…" })),
+      el("p", { id: "camera-empty", class: "empty", text: "Waiting for the teacher…" }),
+      // Captions sit over the teacher's camera, never over the shared screen (which is a tile of its own).
+      el("div", { id: "captions", class: "captions", hidden: true, "aria-hidden": "true" },
+        el("p", { id: "caption-text", class: "caption-text" }))),
     el("audio", { id: "audio-out", autoplay: true }));
 }
 
@@ -94,6 +97,12 @@ function sidebar() {
         el("input", { id: "chat-input", maxlength: "2000", autocomplete: "off", placeholder: "Message" }),
         el("button", { type: "submit", id: "chat-send", text: "Send" }))));
   }
+  parts.push(panel("transcript", "Transcript",
+    el("label", { for: "transcript-search", class: "sr", text: "Search the transcript" }),
+    el("input", { id: "transcript-search", type: "search", autocomplete: "off", placeholder: "Search the transcript",
+                  oninput: renderTranscript }),
+    el("ol", { id: "transcript-log", class: "transcript-log", "aria-live": "polite" }),
+    el("p", { id: "transcript-empty", class: "hint", text: "Captions of what the teacher says appear here." })));
   if (me.role === "STUDENT") {
     parts.push(panel("tutor", "AI tutor", el("div", { id: "tutor-log", class: "tutor-log", "aria-live": "polite" }),
       el("form", { id: "tutor-form", class: "row", onsubmit: askTutor },
@@ -119,6 +128,7 @@ function controls() {
     bar.append(el("label", { for: "quality-select", text: "Quality" }), select);
     if (perms.has("raise_hand")) bar.append(button("hand-toggle", "Raise hand", toggleHand));
   }
+  bar.append(button("cc-toggle", "Captions", toggleCaptions, { "aria-pressed": String(captionsOn()) }));
   bar.append(button("fullscreen", "Full screen", () => postFullscreen(document.fullscreenElement ? "exit" : "enter")));
   if (perms.has("end_class")) bar.append(button("end-class", "End class", () => room.endClass(), { class: "danger" }));
   bar.append(button("leave", "Leave", leave));
@@ -177,6 +187,7 @@ room.addEventListener("poll_answered", (e) => { const p = state.polls.get(e.deta
   if (p) { p.myAnswer = e.detail.option; renderPolls(); } });
 room.addEventListener("poll_closed", (e) => { state.polls.set(e.detail.poll.pollId, e.detail.poll); renderPolls(); });
 room.addEventListener("chat", (e) => addChat(e.detail.message));
+room.addEventListener("caption", (e) => { addCaption(e.detail, true); post("caption", { message: e.detail.text, caption: e.detail }); });
 room.addEventListener("participant_muted", (e) => {
   if (e.detail.participant.uid === me.uid && state.local) setMic(false);
 });
@@ -266,6 +277,59 @@ function addChat(message) {
   if (!log) return;
   log.append(el("li", {}, el("b", { text: `${message.name}: ` }), el("span", { text: message.text })));
   log.scrollTop = log.scrollHeight;
+}
+
+// ---- captions: an overlay with the latest utterance (CC, remembered per browser) and a searchable transcript ----
+const CAPTIONS_KEY = "classcast.captions";
+const captionLog = [];
+let captionTimer = null;
+function captionsOn() {
+  try { return localStorage.getItem(CAPTIONS_KEY) !== "off"; } catch (_) { return true; }
+}
+function toggleCaptions() {
+  const on = !captionsOn();
+  try { localStorage.setItem(CAPTIONS_KEY, on ? "on" : "off"); } catch (_) { /* storage disabled: this page only */ }
+  $("cc-toggle").setAttribute("aria-pressed", String(on));
+  if (!on) $("captions").hidden = true;
+}
+function clock(seconds) {
+  const s = Math.floor(seconds);
+  const mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+function addCaption(caption, live) {
+  captionLog.push(caption);
+  if (captionLog.length > 2000) captionLog.shift();
+  renderTranscript();
+  if (!live || !captionsOn()) return;
+  const box = $("captions");
+  $("caption-text").textContent = caption.text;
+  box.hidden = false;
+  clearTimeout(captionTimer);
+  // Shown for as long as it was spoken plus reading time, then cleared (no stale line over the video).
+  captionTimer = setTimeout(() => { box.hidden = true; }, Math.max(4000, (caption.end - caption.start) * 1000 + 3000));
+}
+function renderTranscript() {
+  const log = $("transcript-log");
+  if (!log) return;
+  const query = ($("transcript-search").value || "").trim().toLowerCase();
+  const stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+  const shown = captionLog.filter((c) => !query || c.text.toLowerCase().includes(query) || c.name.toLowerCase().includes(query));
+  log.replaceChildren(...shown.map((c) => {
+    const text = el("span", { class: "text" });
+    const lower = c.text.toLowerCase();
+    let at = 0;
+    if (query) {
+      for (let i = lower.indexOf(query); i >= 0; i = lower.indexOf(query, at)) {
+        text.append(c.text.slice(at, i), el("mark", { text: c.text.slice(i, i + query.length) }));
+        at = i + query.length;
+      }
+    }
+    text.append(c.text.slice(at));
+    return el("li", { "data-start": String(c.start) }, el("time", { text: clock(c.start) }), el("b", { text: `${c.name}: ` }), text);
+  }));
+  $("transcript-empty").hidden = captionLog.length > 0;
+  if (stick && !query) log.scrollTop = log.scrollHeight;
 }
 
 // ---- actions -----------------------------------------------------------------------------------------------
@@ -424,6 +488,7 @@ async function start(stream) {
     for (const p of joined.roster) state.roster.set(p.uid, p);
     for (const p of joined.polls) state.polls.set(p.pollId, p);
     for (const m of joined.chat) addChat(m);
+    for (const c of joined.captions || []) addCaption(c, false);
     state.hands = joined.hands || [];
     state.recording = joined.recording.active;
     renderRoster(); renderHands(); renderPolls(); renderRecording();
