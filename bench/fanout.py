@@ -761,7 +761,7 @@ class Bench:
         # subscribers' (a client too slow to read: not the server's fault).
         if spies and self.pid:  # requirement 5 of issue 21: the server's CPU split into receive / send / rest
             from bench.profile_split import split
-            path = os.path.join(self.args.profile, f"server-N{n}.txt")
+            path = os.path.join(self.args.profile, f"{self.name}-server-N{n}.txt")
             with contextlib.suppress(OSError, ValueError):
                 row["server_cpu_split"] = split(path, PROFILE_RATE, cpu1 - cpu0,
                                                 round(row["packets_out_per_s"] * elapsed))
@@ -785,7 +785,7 @@ class Bench:
             targets.insert(0, ("server", self.pid))
         return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
                                   "--rate", str(PROFILE_RATE), "--format", "raw", "--nonblocking",
-                                  "--output", os.path.join(self.args.profile, f"{name}-N{n}.txt")],
+                                  "--output", os.path.join(self.args.profile, f"{self.name}-{name}-N{n}.txt")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets]
 
     async def snapshot(self, command: str) -> list[dict[str, Any]]:
@@ -993,7 +993,8 @@ def parser() -> argparse.ArgumentParser:
                                                    "CPU and RSS figures (left empty without it)")
     f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
     f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
-    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
+    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker: "
+                   "TARGET-server-N.txt, TARGET-worker-N.txt")
     f.add_argument("--json", help="write the figures here")
     f.add_argument("--plot", help="write a PNG chart of CPU and loss against N here")
     f.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)  # set by the bench when it re-runs itself
