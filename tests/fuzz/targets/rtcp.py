@@ -18,10 +18,11 @@ _consumer: Any = None
 _estimate: Any = None
 _wire: Any = None
 _twcc: Any = None
+_streams: list[int] = []
 
 
 def setup() -> None:
-    global rtcp, _loop, _consumer, _estimate, _wire, _twcc
+    global rtcp, _loop, _consumer, _estimate, _wire, _twcc, _streams
     from sfu import bwe
     from sfu import rtcp as module
     from tests.sfu.test_keyframes import Wire, _feed, _producer
@@ -32,6 +33,7 @@ def setup() -> None:
     _wire = Wire()
     producer = _producer(Wire())
     _consumer = make_consumer(producer, _wire, 0)
+    _streams = [stream.sid for stream in producer.streams]
     _twcc = bwe.TwccSender(ext_id=3)
     _consumer.slot.twcc = _twcc
     _loop.run_until_complete(_feed(producer, 3000, keyframe_every=100))  # a send history to answer NACKs from
@@ -62,7 +64,9 @@ async def _apply(packets: list[Any]) -> None:
 def one_input(data: bytes) -> None:
     packets = rtcp.parse_rtcp(data)
     assert isinstance(packets, list)
-    _consumer.retransmitted = 0  # each input judged on its own: the retransmission budget starts full
+    # each input judged on its own: the retransmission budget starts full (the engine keeps it per attachment;
+    # the send history stays with the slot)
+    _consumer.slot.bridge.engine.attach(_consumer.slot.id, _streams, True, False)
     _wire.rtp.clear()
     _wire.rtcp.clear()
     assert _loop is not None
