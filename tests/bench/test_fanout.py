@@ -209,3 +209,27 @@ async def test_subscriber_feedback_twcc_nack_pli() -> None:
     assert [seq for seq, _ in statuses] == list(range(100, 106)) and all(t is not None for _, t in statuses)
     assert sub.snapshot()["expected"] == 9 and sub.snapshot()["received"] == 5  # RTX is not the media's numbering
     await sub.close()
+
+
+def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
+    """The server's CPU split (issue 21 requirement 5): py-spy's collapsed stacks sorted into send (the line calling
+    the engine's push), receive (RTP, RTCP, ICE/DTLS) and the rest, the measured CPU shared out by their share."""
+    from bench.profile_split import split
+
+    push_line = next(i for i, line in enumerate((Path(__file__).resolve().parents[2] / "sfu" / "producer.py").read_text().splitlines(), 1)
+                     if "engine.push(" in line)
+    loop = "main (control/cli.py:1);Runner.run (asyncio/runners.py:118)"
+    rtp = f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtp_data (sfu/peer.py:1)"
+    profile = tmp_path / "server.txt"
+    profile.write_text(
+        f"{rtp};Producer.on_rtp (sfu/producer.py:{push_line}) 50\n"
+        f"{rtp};Session.unprotect (pylibsrtp/x.py:3) 10\n"
+        f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtcp_data (sfu/peer.py:2);"
+        "TwccSender.on_feedback (sfu/bwe.py:5) 10\n"
+        f"{loop};StunProtocol.datagram_received (aioice/ice.py:9) 5\n"
+        f"{loop};Router._reports (sfu/router.py:7) 5\n"
+        f"{loop} 20\n")
+    out = split(str(profile), 200, cpu_s=1.0, packets=100_000)
+    assert out["samples"] == 100
+    assert out["percent_of_cpu"] == {"send": 50.0, "receive": 25.0, "receive_rtcp": 10.0, "rest": 25.0}
+    assert out["us_per_packet"]["send"] == 5.0 and out["us_per_packet"]["receive_rtcp"] == 1.0
