@@ -216,8 +216,8 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
     the engine's push), receive (RTP, RTCP, ICE/DTLS) and the rest, the measured CPU shared out by their share."""
     from bench.profile_split import split
 
-    push_line = next(i for i, line in enumerate((Path(__file__).resolve().parents[2] / "sfu" / "producer.py").read_text().splitlines(), 1)
-                     if "engine.push(" in line)
+    source = (Path(__file__).resolve().parents[2] / "sfu" / "producer.py").read_text().splitlines()
+    push_line = next(i for i, line in enumerate(source, 1) if "engine.push(" in line)
     loop = "main (control/cli.py:1);Runner.run (asyncio/runners.py:118)"
     rtp = f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtp_data (sfu/peer.py:1)"
     profile = tmp_path / "server.txt"
