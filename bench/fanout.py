@@ -17,8 +17,11 @@ time on the machine's monotonic clock) that subscribers read for latency; nothin
 ends, and nothing decodes.
 
 Subscribers are sfu.peer.Peer raw pipes spread over several worker processes: ICE (with consent), DTLS and SRTP
-for real; aiortc's SRTP unprotects each packet (the trailer is in the encrypted payload), then only the RTP
-header and the trailer are read. They send receiver reports every second.
+for real; only the RTP header (in clear under SRTP) is read per packet, and one packet in SAMPLE is unprotected for
+its trailer. They send what Chrome sends a server (requirement 5 of issue 21), so the servers' cost of receiving it
+counts: a PLI for each video SSRC when it starts, transport-wide-cc feedback every POLL_S (100 ms) when negotiated
+(every target's answer accepts it, `targets.browser_answer`), a NACK for the sequence numbers a gap shows missing
+(once each, in the next 100 ms), and a receiver report per SSRC every second.
 
 Figures per step of N come from /proc (server process tree CPU and RSS, workers' CPU) and the subscribers'
 counters; see bench/RESULTS.md.
@@ -49,6 +52,7 @@ from bench import clip as cliplib
 from bench import netns, targets, udp
 from bench.targets import Target
 from sfu import rtcp
+from sfu.bwe import TwccFeedback
 from sfu.ice import IceConfig
 from sfu.peer import Peer
 
@@ -63,6 +67,9 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 POLLED: list[tuple[int, Any, Subscriber]] = []  # a worker's subscriber sockets: (fd, aioice protocol, subscriber)
 POLL_S = 0.1  # arrival times come from the kernel, so polling adds no error to latency
 SAMPLE = 16  # one packet in SAMPLE is decrypted for its trailer (latency): enough samples, a fraction of the cost
+MAX_NACK_GAP = 64  # a gap wider than this is not NACKed number by number (Chrome asks a keyframe instead)
+SUBSCRIBER_SSRC = 0x5EB0_0001
+PROFILE_RATE = 200  # py-spy samples per second (--profile)
 
 
 # ---- /proc ----------------------------------------------------------------------------------------------------
@@ -306,12 +313,40 @@ class Subscriber:
         self.keyframe = asyncio.Event()
         self.closed = False
         self.reported: dict[int, tuple[int, int]] = {}  # ssrc -> (expected, received) at the last report
+        # Browser-like feedback (see the module docstring), from the server's offer once negotiated:
+        self.twcc_id = 0  # transport-wide-cc extension id (0: not negotiated)
+        self.twcc: TwccFeedback | None = None
+        self.video_pts: set[int] = set()  # payload types of video media (not RTX): NACKed, PLI at start
+        self.rtx_pts: set[int] = set()
+        self.media_ssrc = 0  # the first SSRC received, named as media SSRC in TWCC feedback as Chrome does
+        self.nacks: dict[int, list[int]] = {}  # ssrc -> sequence numbers to NACK in the next flush
+        self.plis: list[int] = []  # SSRCs to send a PLI for in the next flush
+        self.rtx_ssrcs: set[int] = set()
+        self.plis_sent: set[int] = set()  # video SSRCs (NACKed when they show gaps)
+        self.seen: set[int] = set()  # SSRCs met below SRTP
+        self.feedback_sent = {"rr": 0, "twcc": 0, "nack": 0, "pli": 0}
 
     async def join(self, session: aiohttp.ClientSession) -> None:
         self.started = time.time()
         self.link = await targets.subscribe(self.target, session, self.info, self.peer)
         await asyncio.wait_for(self.peer.wait_connected(), 30)
+        self._negotiated()
         self._below_srtp()
+
+    def _negotiated(self) -> None:
+        """Payload types and the transport-wide-cc id, read from the server's offer (our answer accepted both)."""
+        remote = self.peer.pc.remoteDescription
+        kind = ""
+        for line in (remote.sdp if remote is not None else "").splitlines():
+            if line.startswith("m="):
+                kind = line[2:].split(" ", 1)[0]
+            elif line.startswith("a=extmap:") and targets.URI_TWCC in line and not self.twcc_id:
+                self.twcc_id = int(line[9:].split(" ", 1)[0].split("/")[0])
+            elif line.startswith("a=rtpmap:") and kind == "video":
+                pt, name = line[9:].split(" ", 1)
+                (self.rtx_pts if name.lower().startswith("rtx/") else self.video_pts).add(int(pt))
+        if self.twcc_id:
+            self.twcc = TwccFeedback()
 
     def _below_srtp(self) -> None:
         """Take RTP off the UDP socket below aioice and aiortc: no STUN parse, no queue, no SRTP unprotect.
@@ -342,9 +377,16 @@ class Subscriber:
         Its kernel arrival time (rx.arrival(i), `now` if the kernel gave none) is only read when it is used.
         """
         seq, _, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        if self.twcc is not None and data[0] & 0x10:
+            self._twcc(data, rx.arrival(i) or now)
         if ssrc not in self.kind:
             self.kind[ssrc] = -1
-        self._count(ssrc, seq, len(data))
+        if ssrc not in self.seen:
+            self._new_ssrc(ssrc, data[1] & 0x7F)
+        if ssrc in self.rtx_ssrcs:  # a retransmission: delivered (below), not a packet of the media's numbering
+            self.octets += len(data)
+        else:
+            self._count(ssrc, seq, len(data))
         index = self.kind[ssrc]
         self.sample += 1
         if index < 0 or self.sample % SAMPLE == 0 or (index != 3 and self.first_key is None):
@@ -367,8 +409,41 @@ class Subscriber:
         if index != 3 and self.first_video is None:
             self.first_video = rx.arrival(i) or now
 
+    def _new_ssrc(self, ssrc: int, pt: int) -> None:
+        """A browser's decoder starting on a video stream asks a keyframe (PLI); RTX streams are repairs."""
+        self.seen.add(ssrc)
+        if not self.media_ssrc:
+            self.media_ssrc = ssrc
+        if pt in self.rtx_pts:
+            self.rtx_ssrcs.add(ssrc)
+        elif pt in self.video_pts:
+            self.plis.append(ssrc)
+
+    def _twcc(self, data: memoryview, arrival: float) -> None:
+        """Record the transport-wide sequence number of a packet (one-byte header extensions, RFC 8285)."""
+        at = 12 + 4 * (data[0] & 0x0F)
+        if len(data) < at + 4 or data[at] != 0xBE or data[at + 1] != 0xDE:
+            return
+        end = min(len(data), at + 4 + 4 * (data[at + 2] << 8 | data[at + 3]))
+        at += 4
+        while at < end:
+            byte = data[at]
+            if byte == 0:  # padding
+                at += 1
+                continue
+            ident, length = byte >> 4, (byte & 0x0F) + 1
+            if ident == 15:
+                return
+            if ident == self.twcc_id and length == 2 and at + 3 <= end:
+                assert self.twcc is not None
+                self.twcc.record(data[at + 1] << 8 | data[at + 2], arrival)
+                return
+            at += 1 + length
+
     def _count(self, ssrc: int, seq: int, size: int) -> None:
-        """One packet of ssrc: received count, highest extended sequence number (gaps below it are loss), octets."""
+        """One packet of ssrc: received count, highest extended sequence number (gaps below it are loss), octets.
+
+        A gap in a video stream's numbering is queued for a NACK, as a browser's receiver does."""
         state = self.ssrcs.get(ssrc)
         if state is None:
             state = self.ssrcs[ssrc] = [seq, seq, 0]
@@ -377,6 +452,8 @@ class Subscriber:
             ext = highest + ((seq - (highest & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
             if ext > highest:
                 state[1] = ext
+                if 1 < ext - highest <= MAX_NACK_GAP and ssrc in self.plis_sent:
+                    self.nacks.setdefault(ssrc, []).extend(s & 0xFFFF for s in range(highest + 1, ext))
         state[2] += 1
         self.octets += size
 
@@ -413,12 +490,31 @@ class Subscriber:
             self.reported[ssrc] = (expected, received)
             blocks.append(rtcp.ReportBlock(ssrc, fraction, lost, highest & 0xFFFFFFFF, 0, 0, 0))
         if blocks:
-            await self.peer.send_rtcp(rtcp.build_rr(0x5EB0_0001, blocks[:31]))
+            await self.peer.send_rtcp(rtcp.build_rr(SUBSCRIBER_SSRC, blocks[:31]))
+            self.feedback_sent["rr"] += 1
+
+    async def flush(self) -> None:
+        """Every POLL_S: the PLIs of streams that started, the NACKs of gaps seen, transport-wide-cc feedback."""
+        for ssrc in self.plis:
+            self.plis_sent.add(ssrc)
+            await self.peer.send_rtcp(rtcp.build_pli(SUBSCRIBER_SSRC, ssrc))
+            self.feedback_sent["pli"] += 1
+        self.plis = []
+        nacks, self.nacks = self.nacks, {}
+        for ssrc, seqs in nacks.items():
+            await self.peer.send_rtcp(rtcp.build_nack(SUBSCRIBER_SSRC, ssrc, seqs))
+            self.feedback_sent["nack"] += 1
+        if self.twcc is not None:
+            packet = self.twcc.build(SUBSCRIBER_SSRC, self.media_ssrc)
+            if packet is not None:
+                await self.peer.send_rtcp(packet)
+                self.feedback_sent["twcc"] += 1
 
     def snapshot(self) -> dict[str, Any]:
         expected = sum(h - b + 1 for b, h, _ in self.ssrcs.values())
         received = sum(r for _, _, r in self.ssrcs.values())
-        return {"packets": list(self.packets), "octets": self.octets, "expected": expected, "received": received}
+        return {"packets": list(self.packets), "octets": self.octets, "expected": expected, "received": received,
+                "feedback": dict(self.feedback_sent), "twcc": self.twcc is not None}
 
     async def close(self) -> None:
         if self.link is not None:
@@ -462,6 +558,10 @@ async def _worker_main(conn: Any) -> None:
                             break
                 except OSError:
                     sub.closed = True
+            for s in list(subs):
+                if not s.closed:
+                    with contextlib.suppress(Exception):
+                        await s.flush()
 
     reporter = asyncio.create_task(reports())
     poller = asyncio.create_task(poll())
@@ -659,6 +759,12 @@ class Bench:
                       me1 - me0, loadavg())
         # Where loss happened, if in a socket buffer: the server's sockets (its inbound from the teacher) or the
         # subscribers' (a client too slow to read: not the server's fault).
+        if spies and self.pid:  # requirement 5 of issue 21: the server's CPU split into receive / send / rest
+            from bench.profile_split import split
+            path = os.path.join(self.args.profile, f"{self.name}-server-N{n}.txt")
+            with contextlib.suppress(OSError, ValueError):
+                row["server_cpu_split"] = split(path, PROFILE_RATE, cpu1 - cpu0,
+                                                round(row["packets_out_per_s"] * elapsed))
         self.failed += len(failed)
         row["joins_failed"] = len(failed)  # at this step; they stay out of every later figure
         row["subscribers_connected"] = n - self.failed
@@ -678,8 +784,8 @@ class Bench:
         if self.pid:
             targets.insert(0, ("server", self.pid))
         return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
-                                  "--rate", "200", "--format", "raw", "--nonblocking",
-                                  "--output", os.path.join(self.args.profile, f"{name}-N{n}.txt")],
+                                  "--rate", str(PROFILE_RATE), "--format", "raw", "--nonblocking",
+                                  "--output", os.path.join(self.args.profile, f"{self.name}-{name}-N{n}.txt")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets]
 
     async def snapshot(self, command: str) -> list[dict[str, Any]]:
@@ -761,6 +867,13 @@ def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, An
         "published_packets_per_s": {k: round(v / elapsed) for k, v in published.items()},
         "received_packets_per_s": {k: round(v / elapsed) for k, v in zip(STREAMS, per_stream, strict=True) if v},
         "per_subscriber_sample": subs_detail[:3],
+        # what the subscribers sent the server (per second, all of them): its cost counts in cpu_us_per_packet
+        "feedback_per_s": {k: round(sum(b.get("feedback", {}).get(k, 0) - a.get("feedback", {}).get(k, 0)
+                                        for a, b in zip(subs0, subs1, strict=True)) / elapsed, 1)
+                           for k in ("rr", "twcc", "nack", "pli")},
+        "feedback_total": {k: sum(b.get("feedback", {}).get(k, 0) for b in subs1)
+                           for k in ("rr", "twcc", "nack", "pli")},
+        "subscribers_with_twcc": sum(1 for b in subs1 if b.get("twcc")),
         "srtp_errors": sum(w.get("errors", 0) for w in after),
         "loadavg": load,
     }
@@ -813,6 +926,10 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 def print_row(row: dict[str, Any]) -> None:
     print(" ".join(f"{k}={_cell(row, key)}" for k, key in COLUMNS), flush=True)
+    if row.get("feedback_per_s"):
+        print(f"  subscribers' RTCP per s: {row['feedback_per_s']}", flush=True)
+    if row.get("server_cpu_split", {}).get("us_per_packet"):
+        print(f"  server µs per forwarded packet by part: {row['server_cpu_split']['us_per_packet']}", flush=True)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -876,7 +993,8 @@ def parser() -> argparse.ArgumentParser:
                                                    "CPU and RSS figures (left empty without it)")
     f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
     f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
-    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker")
+    f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker: "
+                   "TARGET-server-N.txt, TARGET-worker-N.txt")
     f.add_argument("--json", help="write the figures here")
     f.add_argument("--plot", help="write a PNG chart of CPU and loss against N here")
     f.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)  # set by the bench when it re-runs itself

@@ -186,7 +186,6 @@ class TwccSender:
         self.next_seq = 0
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
         self._engine, self._transport = engine, transport
-        self._stamped = 0  # the engine's count of numbers written, when last looked at
         self.feedbacks = 0
         self.refused = 0  # feedback that was malformed, declared more than we sent, or came over budget
         self.reported = 0
@@ -205,44 +204,42 @@ class TwccSender:
         return seq
 
     def _take(self, seq: int) -> bool:
-        if self._engine is not None:
-            return bool(self._engine.twcc_take(self._transport, seq))
         return self.sent.pop(seq, None) is not None
-
-    def _sync(self) -> None:
-        """What the engine wrote since the last feedback: the next number, and two statuses of budget each."""
-        if self._engine is None:
-            return
-        stats = self._engine.transport_stats(self._transport)
-        self.next_seq = stats["twcc_next"]
-        written, self._stamped = stats["twcc_stamped"] - self._stamped, stats["twcc_stamped"]
-        self._budget = min(self._budget + 2 * written, 2 * MAX_SENT + self.BUDGET_SLACK)
 
     def on_feedback(self, fci: bytes) -> tuple[int, int] | None:
         """(lost, reported) among our packets once enough were reported to judge loss (at least 50, about half a
-        second of video; a feedback every 50 ms holds a handful), else None."""
-        self._sync()
-        if len(fci) < 4:
-            self.refused += 1
-            return None
-        base, count = struct.unpack_from("!HH", fci, 0)
-        span = (self.next_seq - base) & 0xFFFF  # sequence numbers from `base` up to the last one we sent
-        if count > span or span > MAX_SENT or count > self._budget:
-            self.refused += 1
-            return None
-        try:
-            statuses = parse_twcc(fci, max_count=count)
-        except (ValueError, struct.error, IndexError):
-            self.refused += 1
-            return None
-        self._budget -= count
-        lost = reported = 0
-        for seq, arrival in statuses:
-            if not self._take(seq):
-                continue
-            reported += 1
-            if arrival is None:
-                lost += 1
+        second of video; a feedback every 50 ms holds a handful), else None.
+
+        With the media engine, one native call reads the feedback against what the engine numbered (the same
+        bounds: `engine.twcc_feedback`, specified by sfu/engine/reference.py); this code is the path without one."""
+        if self._engine is not None:
+            counted = self._engine.twcc_feedback(self._transport, fci)
+            if counted is None:
+                self.refused += 1
+                return None
+            reported, lost = counted
+        else:
+            if len(fci) < 4:
+                self.refused += 1
+                return None
+            base, count = struct.unpack_from("!HH", fci, 0)
+            span = (self.next_seq - base) & 0xFFFF  # sequence numbers from `base` up to the last one we sent
+            if count > span or span > MAX_SENT or count > self._budget:
+                self.refused += 1
+                return None
+            try:
+                statuses = parse_twcc(fci, max_count=count)
+            except (ValueError, struct.error, IndexError):
+                self.refused += 1
+                return None
+            self._budget -= count
+            lost = reported = 0
+            for seq, arrival in statuses:
+                if not self._take(seq):
+                    continue
+                reported += 1
+                if arrival is None:
+                    lost += 1
         if not reported:
             return None
         self.feedbacks += 1

@@ -64,8 +64,49 @@ def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", ser
     return target
 
 
+URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def browser_answer(offer: str, answer: str) -> str:
+    """aiortc's answer made to say yes to transport-wide-cc where the server offered it, as Chrome's does.
+
+    aiortc neither knows the extension nor its feedback, so a raw aiortc subscriber would never send TWCC feedback
+    and the servers would not do the work they do for browsers (stamping, reading feedback). Per m-section (the
+    answer's are in the offer's order, RFC 8829): the offer's extension id, and `a=rtcp-fb:PT transport-cc` for
+    each answered payload type the offer asked it for.
+    """
+    def sections(sdp: str) -> list[list[str]]:
+        out: list[list[str]] = [[]]
+        for line in sdp.splitlines():
+            if line.startswith("m="):
+                out.append([])
+            out[-1].append(line)
+        return out
+
+    offered, answered = sections(offer), sections(answer)
+    result = answered[0]
+    for i, lines in enumerate(answered[1:], start=1):
+        theirs = offered[i] if i < len(offered) else []
+        ext = next((line for line in theirs if line.startswith("a=extmap:") and URI_TWCC in line), None)
+        if ext is None or any(URI_TWCC in line for line in lines) or lines[0].split(" ")[1] == "0":
+            result += lines
+            continue
+        ident = ext[9:].split(" ", 1)[0].split("/")[0]
+        fb = {line[10:].split(" ", 1)[0] for line in theirs if line.startswith("a=rtcp-fb:") and
+              line.endswith(" transport-cc")}
+        have = {line for line in lines if line.startswith("a=rtcp-fb:")}
+        extra = [f"a=extmap:{ident} {URI_TWCC}"] + [f"a=rtcp-fb:{pt} transport-cc" for pt in lines[0].split(" ")[3:]
+                                                     if pt in fb and f"a=rtcp-fb:{pt} transport-cc" not in have]
+        at = max((j for j, line in enumerate(lines) if line.startswith(("a=extmap:", "a=rtcp-fb:", "a=rtpmap:"))),
+                 default=len(lines) - 1)
+        result += lines[:at + 1] + extra + lines[at + 1:]
+    return "\r\n".join(result) + "\r\n"
+
+
 async def subscribe(name: str, session: aiohttp.ClientSession, info: Any, peer: Peer) -> Link:
-    """Join as a subscriber of target `name` (in a worker process): the peer is negotiated on return."""
+    """Join as a subscriber of target `name` (in a worker process): the peer is negotiated on return.
+
+    The answer goes through `browser_answer` in every target (transport-wide-cc accepted as a browser would)."""
     if name == "janus":
         from bench.targets.janus import subscribe as join
     elif name == "pion":

@@ -20,7 +20,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from bench.targets import stop
+from bench.targets import browser_answer, stop
 from sfu.peer import Peer
 
 
@@ -195,7 +195,7 @@ async def subscribe(session: aiohttp.ClientSession, info: tuple[str, str], peer:
     async def on_signal(message: dict[str, Any]) -> None:
         if message["type"] == "offer":
             answer = await peer.accept_offer(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-            await signal.send({"type": "answer", "sdp": answer.sdp})
+            await signal.send({"type": "answer", "sdp": browser_answer(message["sdp"], answer.sdp)})
         else:
             await add_candidate(peer, message.get("candidate"))
 

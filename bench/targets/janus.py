@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCSessionDescription
 
-from bench.targets import stop
+from bench.targets import browser_answer, stop
 from sfu.peer import Peer
 
 JANUS = "/usr/bin/janus"
@@ -219,5 +219,6 @@ async def subscribe(session: aiohttp.ClientSession, info: tuple[str, int, int], 
     if "jsep" not in attached:
         raise RuntimeError(f"janus sent no offer to a subscriber: {attached}")
     answer = await peer.accept_offer(RTCSessionDescription(sdp=attached["jsep"]["sdp"], type="offer"))
-    await janus.request({"request": "start"}, {"type": "answer", "sdp": answer.sdp})
+    await janus.request({"request": "start"},
+                        {"type": "answer", "sdp": browser_answer(attached["jsep"]["sdp"], answer.sdp)})
     return janus

@@ -16,7 +16,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 
 from bench.clip import cache_dir
-from bench.targets import stop
+from bench.targets import browser_answer, stop
 from sfu.peer import Peer
 
 SOURCE = Path(__file__).resolve().parent.parent / "peers" / "pion"
@@ -106,5 +106,5 @@ class _Left:
 async def subscribe(session: aiohttp.ClientSession, base: str, peer: Peer) -> _Left:
     offer = await post(session, base + "/subscribe", {})
     answer = await peer.accept_offer(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-    await post(session, base + "/answer", {"id": offer["id"], "sdp": answer.sdp})
+    await post(session, base + "/answer", {"id": offer["id"], "sdp": browser_answer(offer["sdp"], answer.sdp)})
     return _Left()

@@ -106,6 +106,10 @@ class _Stream:
     drops: dict[str, int] = field(default_factory=_drops)
 
 
+TWCC_SENT = 8192  # transport-wide numbers remembered until reported (the engine's CC_TWCC_SENT)
+TWCC_SLACK = 2000  # feedback statuses readable before anything was sent (CC_TWCC_SLACK)
+
+
 @dataclass
 class _Transport:
     srtp: pylibsrtp.Session | None = None
@@ -115,6 +119,11 @@ class _Transport:
     twcc_next: int = 0
     twcc_stamped: int = 0
     twcc_pending: set[int] = field(default_factory=set)
+    twcc_budget: int = 0  # feedback statuses still worth reading (twcc_feedback)
+    twcc_feedbacks: int = 0
+    twcc_refused: int = 0
+    twcc_reported: int = 0
+    twcc_lost: int = 0
     packets_out: int = 0
     bytes_out: int = 0
     drops: dict[str, int] = field(default_factory=_drops)
@@ -276,7 +285,10 @@ class Engine:
     def set_twcc(self, tid: int, ext_id: int) -> None:
         if not 0 <= ext_id <= 14:
             raise EngineError("set_twcc failed")
-        self._transport(tid, "set_twcc").twcc_id = ext_id
+        transport = self._transport(tid, "set_twcc")
+        if transport.twcc_id != ext_id:  # a new numbering: a new reader
+            transport.twcc_budget = TWCC_SLACK
+        transport.twcc_id = ext_id
 
     def set_loss(self, tid: int, permille: int, seed: int, retransmissions: bool = False) -> None:
         """Test hook: drop `permille` of every thousand packets leaving through this transport (after SRTP and
@@ -289,6 +301,37 @@ class Engine:
         transport.loss_permille = permille
         transport.loss_state = (seed & 0xFFFFFFFF) or 1
         transport.loss_retransmissions = bool(retransmissions)
+
+    def twcc_feedback(self, tid: int, fci: bytes) -> tuple[int, int] | None:
+        """A subscriber's transport-cc feedback: (reported, lost) among the numbers sent and not yet reported, or
+        None (counted in twcc_refused) when it is malformed, declares more statuses than the numbers sent since its
+        base (or than TWCC_SENT), or more than the budget (two statuses per number written, TWCC_SLACK to start)."""
+        from sfu.bwe import parse_twcc  # the parser of sfu/bwe.py is the specification of the wire format
+
+        transport = self._transport(tid, "twcc_feedback")
+        if len(fci) >= 4:
+            base, count = struct.unpack_from("!HH", fci, 0)
+            span = (transport.twcc_next - base) & 0xFFFF
+            if count <= span <= TWCC_SENT and count <= transport.twcc_budget:
+                try:
+                    statuses = parse_twcc(bytes(fci), max_count=count)
+                except (ValueError, struct.error, IndexError):
+                    statuses = None
+                if statuses is not None:
+                    transport.twcc_budget -= count
+                    reported = lost = 0
+                    for seq, arrival in statuses:
+                        if seq in transport.twcc_pending:
+                            transport.twcc_pending.discard(seq)
+                            reported += 1
+                            lost += arrival is None
+                    if reported:
+                        transport.twcc_feedbacks += 1
+                        transport.twcc_reported += reported
+                        transport.twcc_lost += lost
+                    return reported, lost
+        transport.twcc_refused += 1
+        return None
 
     def twcc_take(self, tid: int, seq: int) -> bool:
         """Whether this transport-wide number was sent and not reported yet (and now it is)."""
@@ -521,6 +564,7 @@ class Engine:
             transport.twcc_stamped += 1
             transport.twcc_pending.discard((wide - 8192) & 0xFFFF)
             transport.twcc_pending.add(wide)
+            transport.twcc_budget = min(transport.twcc_budget + 2, 2 * TWCC_SENT + TWCC_SLACK)
             head = _HEADER.pack(0x90, slot.pt | marker, seq, ts, slot.ssrc)
             head += _TWCC_EXT.pack(0xBEDE, 1, transport.twcc_id << 4 | 1, wide, 0)
         else:
@@ -669,7 +713,9 @@ class Engine:
         transport = self._transport(tid, "transport_stats")
         return {"packets_out": transport.packets_out, "bytes_out": transport.bytes_out,
                 "twcc_next": transport.twcc_next, "twcc_stamped": transport.twcc_stamped,
-                "drops": {k: v for k, v in transport.drops.items() if v}}
+                "twcc_budget": transport.twcc_budget, "twcc_feedbacks": transport.twcc_feedbacks,
+                "twcc_refused": transport.twcc_refused, "twcc_reported": transport.twcc_reported,
+                "twcc_lost": transport.twcc_lost, "drops": {k: v for k, v in transport.drops.items() if v}}
 
     def totals(self) -> dict[str, Any]:
         """Process-wide counters since the engine was made (never reset: for metrics)."""

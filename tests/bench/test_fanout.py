@@ -6,6 +6,7 @@ Timing targets (CPU per packet, the knee) live in bench/RESULTS.md, not here: th
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from bench import clip, netns
-from bench.fanout import STREAMS, figures, knee
-from bench.targets import janus, pion
+from bench.fanout import STREAMS, Subscriber, figures, knee
+from bench.targets import URI_TWCC, browser_answer, janus, pion
+from sfu import rtcp
+from sfu.bwe import TwccFeedback, parse_twcc
+from sfu.ice import IceConfig
 
 FIGURES = ("server_cpu_percent", "cpu_us_per_packet", "packets_out_per_s", "mbit_out_per_s", "loss_percent",
            "delivered_percent", "latency_p50_ms", "latency_p99_ms", "first_video_ms_p50", "first_keyframe_ms_p50",
@@ -40,6 +44,12 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert step["srtp_errors"] == 0
     assert step["packets_out_per_s"] > 3 * 200  # three subscribers, each at least the 720p layer's rate plus audio
     assert 0 < step["latency_p50_ms"] <= step["latency_p99_ms"]
+    # browser-like subscribers (issue 21 requirement 5): TWCC negotiated and fed back every 100 ms, a receiver
+    # report every second, a PLI when each one's video started
+    assert step["subscribers_with_twcc"] == 3
+    assert 3 * 7 <= step["feedback_per_s"]["twcc"] <= 3 * 11
+    assert 3 * 0.6 <= step["feedback_per_s"]["rr"] <= 3 * 1.4
+    assert step["feedback_total"]["pli"] >= 3
     assert result["knee"] == 3 and result["subscribers_per_core"] > 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| N |" in run.stdout
@@ -105,6 +115,13 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
             assert step[name] is not None, (r["target"], name)
         assert step["loss_percent"] == 0, r["target"]
         assert step["srtp_errors"] == 0, r["target"]
+        # browser-like subscribers: every server offered transport-wide-cc and had it answered, got a PLI per
+        # subscriber at its start and receiver reports; classcast and Janus stamp their copies, so they get TWCC
+        # feedback (the pion SFU's default interceptors do not stamp outgoing packets: nothing to report)
+        assert step["subscribers_with_twcc"] == 3 and step["feedback_total"]["pli"] >= 3, r["target"]
+        assert step["feedback_per_s"]["rr"] > 0, r["target"]
+        if r["target"] != "pion":
+            assert step["feedback_per_s"]["twcc"] >= 3 * 7, r["target"]
         # every subscriber got the 720p layer and the audio from each server: the same work was measured
         for got in step["per_subscriber_sample"]:
             assert got[STREAMS.index("f")] > 0 and got[STREAMS.index("audio")] > 0, (r["target"], got)
@@ -138,3 +155,83 @@ def test_vp8_picture_ids_run_on_across_clip_loops() -> None:
     payload = clip.vp8_picture_id(bytes([0x90, 0x80, 0xC0, 0x01]) + b"frame", 0x7FFF + 5)
     descriptor, rest = VpxPayloadDescriptor.parse(payload)
     assert descriptor.picture_id == 4 and rest == b"frame"
+
+
+def test_subscribers_answer_transport_cc_as_a_browser_does() -> None:
+    """aiortc's answer lacks transport-wide-cc; the bench's answer takes the offer's id and feedback per section."""
+    offer = ("v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n"
+             "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:1\r\n"
+             f"a=extmap:5 {URI_TWCC}\r\na=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 transport-cc\r\n"
+             "a=rtpmap:97 rtx/90000\r\n")
+    answer = ("v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n"
+              "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n")
+    out = browser_answer(offer, answer)
+    audio, video = out.split("m=")[1:]
+    assert URI_TWCC not in audio  # not offered there: not answered
+    assert f"a=extmap:5 {URI_TWCC}" in video and "a=rtcp-fb:96 transport-cc" in video
+    assert "a=rtcp-fb:97 transport-cc" not in video
+    assert browser_answer(offer, out) == out  # already there: unchanged
+
+
+async def test_subscriber_feedback_twcc_nack_pli() -> None:
+    """One subscriber's feedback from packets as they arrive: TWCC numbers read from the clear header, a NACK for
+    a gap, a PLI for a new video SSRC, none for its RTX SSRC; what flush() sends parses as that RTCP."""
+    sub = Subscriber("classcast", None, IceConfig(hosts=("127.0.0.1",)))
+    sent: list[bytes] = []
+
+    async def send_rtcp(data: bytes) -> bool:
+        sent.append(data)
+        return True
+
+    sub.peer.send_rtcp = send_rtcp  # type: ignore[method-assign]
+    sub.twcc_id, sub.twcc, sub.video_pts, sub.rtx_pts = 3, TwccFeedback(), {96}, {97}
+
+    def packet(pt: int, seq: int, ssrc: int, twcc: int) -> memoryview:
+        ext = bytes([0xBE, 0xDE, 0, 1, 0x31, twcc >> 8, twcc & 0xFF, 0])
+        return memoryview(struct.pack("!BBHII", 0x90, pt, seq, 1000, ssrc) + ext + b"\x00" * 40)
+
+    class Rx:
+        def arrival(self, i: int) -> float:
+            return 0.0
+
+    for i, seq in enumerate([10, 11, 14, 15]):  # 12 and 13 lost
+        sub._on_srtp(packet(96, seq, 0xAAAA, 100 + i), Rx(), 0, 1000.0 + i / 100)  # type: ignore[arg-type]
+    sub._on_srtp(packet(97, 500, 0xBBBB, 104), Rx(), 0, 1000.05)  # type: ignore[arg-type]
+    await sub.flush()  # the PLI first (the stream started), the gap seen before the PLI is not NACKed
+    sub._on_srtp(packet(96, 18, 0xAAAA, 105), Rx(), 0, 1000.06)  # type: ignore[arg-type]
+    await sub.flush()
+    packets = [p for data in sent for p in rtcp.parse_rtcp(data)]
+    kinds = [type(p).__name__ for p in packets]
+    assert kinds.count("Pli") == 1 and packets[kinds.index("Pli")].media_ssrc == 0xAAAA
+    nack = packets[kinds.index("Nack")]
+    assert nack.media_ssrc == 0xAAAA and sorted(nack.lost) == [16, 17]
+    feedback = [p for p in packets if isinstance(p, rtcp.TransportCC)]
+    assert len(feedback) == 2
+    statuses = [s for p in feedback for s in parse_twcc(p.fci)]
+    assert [seq for seq, _ in statuses] == list(range(100, 106)) and all(t is not None for _, t in statuses)
+    assert sub.snapshot()["expected"] == 9 and sub.snapshot()["received"] == 5  # RTX is not the media's numbering
+    await sub.close()
+
+
+def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
+    """The server's CPU split (issue 21 requirement 5): py-spy's collapsed stacks sorted into send (the line calling
+    the engine's push), receive (RTP, RTCP, ICE/DTLS) and the rest, the measured CPU shared out by their share."""
+    from bench.profile_split import split
+
+    source = (Path(__file__).resolve().parents[2] / "sfu" / "producer.py").read_text().splitlines()
+    push_line = next(i for i, line in enumerate(source, 1) if "engine.push(" in line)
+    loop = "main (control/cli.py:1);Runner.run (asyncio/runners.py:118)"
+    rtp = f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtp_data (sfu/peer.py:1)"
+    profile = tmp_path / "server.txt"
+    profile.write_text(
+        f"{rtp};Producer.on_rtp (sfu/producer.py:{push_line}) 50\n"
+        f"{rtp};Session.unprotect (pylibsrtp/x.py:3) 10\n"
+        f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtcp_data (sfu/peer.py:2);"
+        "TwccSender.on_feedback (sfu/bwe.py:5) 10\n"
+        f"{loop};StunProtocol.datagram_received (aioice/ice.py:9) 5\n"
+        f"{loop};Router._reports (sfu/router.py:7) 5\n"
+        f"{loop} 20\n")
+    out = split(str(profile), 200, cpu_s=1.0, packets=100_000)
+    assert out["samples"] == 100
+    assert out["percent_of_cpu"] == {"send": 50.0, "receive": 25.0, "receive_rtcp": 10.0, "rest": 25.0}
+    assert out["us_per_packet"]["send"] == 5.0 and out["us_per_packet"]["receive_rtcp"] == 1.0

@@ -375,3 +375,74 @@ def test_copies_reach_loopback_sockets(engine_class: type) -> None:
         out.close()
         for r in receivers:
             r.close()
+
+
+def _twcc_fci(base: int, arrivals: list[float | None]) -> bytes:
+    """A subscriber's feedback, as a browser writes it: what arrived of base, base+1, ... (None: lost)."""
+    from sfu import rtcp
+    from sfu.bwe import TwccFeedback
+
+    record = TwccFeedback()
+    record.record(base, arrivals[0] if arrivals[0] is not None else 1.0)  # anchors the base
+    record._take(base)
+    record.next_base = base
+    for i, arrival in enumerate(arrivals):
+        if arrival is not None:
+            record.record((base + i) & 0xFFFF, arrival)
+    record.highest = base + len(arrivals) - 1
+    packet = record.build(1, 2)
+    assert packet is not None
+    [parsed] = rtcp.parse_rtcp(packet)
+    return parsed.fci
+
+
+def test_transport_cc_feedback_is_read_alike() -> None:
+    """A subscriber's TWCC feedback read by each engine (twcc_feedback): the same counts of reported and lost,
+    the same refusals (malformed, more statuses than sent, over the budget, reserved symbols, overruns, random
+    bytes), the same counters; numbers are taken once, so a repeated feedback reports nothing new."""
+    rng = random.Random(21)
+    packets = vp8_stream(0xA1, 100, 5000, 30, pid=1000, tl0=7)
+    commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(3)]
+    commands += [("attach", i, [0], True, False) for i in range(3)] + [("start", i) for i in range(3)]
+    commands += pushes(0, packets)  # transports 0 and 2 number their copies (set_twcc)
+    sent = len(packets)
+    for tid in (0, 2):
+        commands.append(("twcc_feedback", tid, _twcc_fci(0, [1.0 + i / 100 if i % 7 else None for i in range(20)])))
+        commands.append(("twcc_feedback", tid, _twcc_fci(0, [1.0] * 20)))  # again: nothing new to report
+        commands.append(("twcc_feedback", tid, _twcc_fci(20, [2.0 + i / 50 if rng.random() > 0.2 else None
+                                                            for i in range(sent - 20)])))
+        commands.append(("twcc_feedback", tid, _twcc_fci(0, [1.0] * (sent + 5))))  # more than was sent
+        commands.append(("twcc_feedback", tid, struct.pack("!HHI", 0, 10, 0) + struct.pack("!H", 0x6000 | 10)))
+        commands.append(("twcc_feedback", tid, struct.pack("!HHI", 0, 10, 0) + struct.pack("!H", 0x2000 | 10)))
+        commands.append(("twcc_feedback", tid, b"\x00\x01"))
+        commands += [("twcc_feedback", tid, bytes(rng.randrange(256) for _ in range(rng.randrange(40))))
+                     for _ in range(200)]
+        commands += [("twcc_feedback", tid, struct.pack("!HH", 0, rng.randrange(sent)) + bytes(
+            rng.randrange(256) for _ in range(rng.randrange(4, 60)))) for _ in range(300)]
+    commands.append(("twcc_feedback", 1, _twcc_fci(0, [1.0] * 5)))  # transport 1 numbers nothing: refused
+    commands += pushes(0, vp8_stream(0xA1, 130, 95000, 10, pid=1030, tl0=12))
+    commands += [("twcc_feedback", 0, _twcc_fci(sent, [3.0] * 10)), ("twcc_feedback", 7, b"")]
+    commands += reading(3, 1, 3)
+    results = [r for r in (replay(PythonEngine, commands)[0]) if r[0] in ("twcc_feedback", "transport_stats")]
+    assert_same(commands)
+    feedback = [r[1] for r in results if r[0] == "twcc_feedback"]
+    assert feedback[0] == (20, 3) and feedback[1] == (0, 0)  # 20 reported, 3 of them (0, 7, 14) lost; then none
+    assert feedback[3] is None and feedback[4] is None and feedback[6] is None
+    assert ("twcc_feedback", "error", "EngineError") in results
+    stats = [r[1] for r in results if r[0] == "transport_stats"]
+    assert stats[0]["twcc_refused"] > 0 and stats[0]["twcc_reported"] >= sent and stats[1]["twcc_feedbacks"] == 0
+
+
+def test_transport_cc_feedback_reading_is_budgeted() -> None:
+    """Replaying one valid feedback costs at most two statuses read per number sent (plus the slack)."""
+    packets = vp8_stream(0xA1, 100, 5000, 40, pid=1000, tl0=7)
+    commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(1), ("attach", 0, [0], True,
+                                                                                          False), ("start", 0)]
+    commands += pushes(0, packets)
+    fci = struct.pack("!HHI", 0, len(packets), 0) + struct.pack("!H", len(packets))  # run: all "not received"
+    commands += [("twcc_feedback", 0, fci)] * 100 + [("transport_stats", 0)]
+    assert_same(commands)
+    results = replay(NativeEngine, commands)[0]
+    read = sum(1 for name, r in results if name == "twcc_feedback" and r is not None)
+    assert read * len(packets) <= 2 * len(packets) + 2000
+    assert results[-1][1]["twcc_refused"] == 100 - read

@@ -371,6 +371,7 @@ int cc_clear_path(cc_engine *e, int tid) {
 int cc_set_twcc(cc_engine *e, int tid, int ext_id) {
     cc_transport *t = transport_at(e, tid);
     if (!t || ext_id < 0 || ext_id > 14) return -1;
+    if (t->twcc_id != ext_id) t->twcc_budget = CC_TWCC_SLACK; /* a new numbering: a new reader */
     t->twcc_id = (uint8_t)ext_id;
     return 0;
 }
@@ -409,7 +410,60 @@ static uint16_t twcc_stamp(cc_transport *t) {
     uint16_t old = (uint16_t)(seq - 8192); /* feedback never came for it: forget it */
     t->twcc_pending[old >> 3] &= (uint8_t)~(1u << (old & 7));
     t->twcc_pending[seq >> 3] |= (uint8_t)(1u << (seq & 7));
+    if (t->twcc_budget < 2 * CC_TWCC_SENT + CC_TWCC_SLACK - 2) t->twcc_budget += 2;
+    else t->twcc_budget = 2 * CC_TWCC_SENT + CC_TWCC_SLACK;
     return seq;
+}
+
+int cc_twcc_feedback(cc_engine *e, int tid, const uint8_t *fci, size_t len, int *reported, int *lost) {
+    cc_transport *t = transport_at(e, tid);
+    uint8_t sym[CC_TWCC_SENT];
+    if (!t) return -1;
+    *reported = *lost = 0;
+    if (len < 4) goto refused;
+    int base = fci[0] << 8 | fci[1], count = fci[2] << 8 | fci[3];
+    int span = (uint16_t)(t->twcc_next - base); /* numbers from base up to the last one we sent */
+    if (count > span || span > CC_TWCC_SENT || count > t->twcc_budget || len < 8) goto refused;
+    size_t pos = 8, needed = 0;
+    int n = 0;
+    while (n < count) { /* status chunks: run length, one-bit or two-bit vectors; symbols past count ignored */
+        if (pos + 2 > len) goto refused;
+        int w = fci[pos] << 8 | fci[pos + 1];
+        pos += 2;
+        if (!(w >> 15)) {
+            int run = w & 0x1FFF;
+            if (run > count - n) run = count - n;
+            memset(sym + n, (w >> 13) & 3, (size_t)run);
+            n += run;
+        } else if (!(w >> 14 & 1)) {
+            for (int i = 0; i < 14 && n < count; i++) sym[n++] = (uint8_t)(w >> (13 - i) & 1);
+        } else {
+            for (int i = 0; i < 7 && n < count; i++) sym[n++] = (uint8_t)(w >> (12 - 2 * i) & 3);
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        if (sym[i] == 3) goto refused; /* reserved */
+        needed += sym[i];              /* a small delta is one byte, a large one two */
+    }
+    if (pos + needed > len) goto refused;
+    t->twcc_budget -= count;
+    for (int i = 0; i < count; i++) {
+        uint16_t seq = (uint16_t)(base + i);
+        uint8_t bit = (uint8_t)(1u << (seq & 7));
+        if (!(t->twcc_pending[seq >> 3] & bit)) continue;
+        t->twcc_pending[seq >> 3] &= (uint8_t)~bit;
+        ++*reported;
+        if (!sym[i]) ++*lost;
+    }
+    if (*reported) {
+        t->twcc_feedbacks++;
+        t->twcc_reported += (uint64_t)*reported;
+        t->twcc_lost += (uint64_t)*lost;
+    }
+    return 0;
+refused:
+    t->twcc_refused++;
+    return 1;
 }
 
 int cc_send_rtcp(cc_engine *e, int tid, const uint8_t *data, size_t len) {

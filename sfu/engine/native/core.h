@@ -124,6 +124,8 @@ typedef struct {
     uint16_t twcc_next;
     uint64_t twcc_stamped; /* transport-wide numbers written so far */
     uint8_t twcc_pending[8192]; /* bitmap: transport-wide numbers sent and not yet reported */
+    int64_t twcc_budget;        /* feedback statuses still worth reading: +2 per number written, -count per read */
+    uint64_t twcc_feedbacks, twcc_refused, twcc_reported, twcc_lost;
     uint64_t packets_out, bytes_out;
     uint64_t drops[CC_DROP_COUNT];
     uint32_t loss_permille, loss_state; /* test hook: simulated loss */
@@ -181,6 +183,12 @@ int cc_clear_path(cc_engine *e, int tid);
 int cc_set_twcc(cc_engine *e, int tid, int ext_id);
 int cc_set_loss(cc_engine *e, int tid, int permille, uint32_t seed, int retransmissions);
 int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
+/* A subscriber's transport-cc feedback (the FCI: base, count, reference time, chunks, deltas), read only when it
+ * declares no more statuses than the numbers we sent since its base (at most CC_TWCC_SENT) and within the budget:
+ * 0 and (reported, lost) among numbers sent and not yet reported, 1 when refused, -1 for an unknown transport. */
+#define CC_TWCC_SENT 8192
+#define CC_TWCC_SLACK 2000
+int cc_twcc_feedback(cc_engine *e, int tid, const uint8_t *fci, size_t len, int *reported, int *lost);
 /* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);
 /* send RTCP built in Python through the transport's context and socket: 1 if it left, 0 if the transport has no

@@ -182,6 +182,17 @@ static PyObject *Engine_twcc_take(EngineObject *self, PyObject *args) {
     return PyBool_FromLong(rc);
 }
 
+static PyObject *Engine_twcc_feedback(EngineObject *self, PyObject *args) {
+    int tid, reported, lost;
+    Py_buffer fci;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &fci)) return NULL;
+    int rc = cc_twcc_feedback(self->e, tid, fci.buf, (size_t)fci.len, &reported, &lost);
+    PyBuffer_Release(&fci);
+    if (check(rc, "twcc_feedback")) return NULL;
+    if (rc) Py_RETURN_NONE;
+    return Py_BuildValue("(ii)", reported, lost);
+}
+
 static PyObject *protect(EngineObject *self, PyObject *args, int rtcp) {
     int tid;
     Py_buffer data;
@@ -397,9 +408,13 @@ static PyObject *Engine_transport_stats(EngineObject *self, PyObject *args) {
     if (!t) return PyErr_Format(EngineError, "transport_stats: unknown transport %d", tid);
     PyObject *drops = drops_dict(t->drops);
     if (!drops) return NULL;
-    return Py_BuildValue("{s:K,s:K,s:i,s:K,s:N}", "packets_out", (unsigned long long)t->packets_out, "bytes_out",
-                         (unsigned long long)t->bytes_out, "twcc_next", (int)t->twcc_next, "twcc_stamped",
-                         (unsigned long long)t->twcc_stamped, "drops", drops);
+    return Py_BuildValue("{s:K,s:K,s:i,s:K,s:L,s:K,s:K,s:K,s:K,s:N}", "packets_out",
+                         (unsigned long long)t->packets_out, "bytes_out", (unsigned long long)t->bytes_out,
+                         "twcc_next", (int)t->twcc_next, "twcc_stamped", (unsigned long long)t->twcc_stamped,
+                         "twcc_budget", (long long)t->twcc_budget, "twcc_feedbacks",
+                         (unsigned long long)t->twcc_feedbacks, "twcc_refused", (unsigned long long)t->twcc_refused,
+                         "twcc_reported", (unsigned long long)t->twcc_reported, "twcc_lost",
+                         (unsigned long long)t->twcc_lost, "drops", drops);
 }
 
 static PyObject *Engine_totals(EngineObject *self, PyObject *unused) {
@@ -435,6 +450,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
     {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
     {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
+    {"twcc_feedback", (PyCFunction)Engine_twcc_feedback, METH_VARARGS, NULL},
     {"send_rtcp", (PyCFunction)Engine_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
     {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
     {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},

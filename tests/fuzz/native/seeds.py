@@ -1,7 +1,7 @@
 """Writes the seed corpora of the engine's native fuzz targets into tests/fuzz/corpus/engine_*:
 `python -m tests.fuzz.native.seeds`. Seeds are real packet shapes (VP8 key and delta frames with 7- and 15-bit
 picture ids, H.264 STAP-A with SPS and FU-A, Opus with a header extension, padding, RTX-like payloads), NACK lists,
-and RTCP/RTP for the protect target; the fuzzer mutates from there."""
+RTCP/RTP for the protect target, and transport-cc feedback; the fuzzer mutates from there."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-from tests.sfu.test_engine_diff import h264_stream, opus_stream, rtp, vp8_stream
+from tests.sfu.test_engine_diff import _twcc_fci, h264_stream, opus_stream, rtp, vp8_stream
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
@@ -39,6 +39,18 @@ def main() -> None:
     sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x1000, 1, 2, 3, 4, 5)
     write("engine_protect", [bytes([2]) + sr, bytes([3]) + sr, bytes([0]) + rtp(96, 1, 1, 1, bytes(100)),
                              bytes([1]) + rtp(96, 2, 2, 1, bytes(1100), ext=b"\x10\x01\x00\x00")])
+    # transport-cc feedback: two bytes (how far back from the next number the base lies), then the FCI as a
+    # browser writes it (the base bytes are replaced by the target)
+    twcc = []
+    for back, arrivals in ((20, [1.0 + i / 100 for i in range(20)]),
+                           (60, [1.0 + i / 100 if i % 5 else None for i in range(60)]),
+                           (10, [1.0, None, None, 9.0, 1.0, None, 2.5, 2.5, 2.51, 30.0]),
+                           ):
+        fci = _twcc_fci(0, arrivals)
+        twcc.append(struct.pack("!H", back) + fci[2:])
+    twcc.append(struct.pack("!HHIH", 300, 300, 0, 300))  # a run: 300 not received
+    twcc.append(struct.pack("!HHI", 14, 14, 0) + struct.pack("!H", 0x8000 | 0x2AAA) + bytes(7))  # one-bit vector
+    write("engine_twcc", twcc)
 
 
 if __name__ == "__main__":

@@ -18,34 +18,26 @@ _consumer: Any = None
 _estimate: Any = None
 _wire: Any = None
 _twcc: Any = None
+_streams: list[int] = []
 
 
 def setup() -> None:
-    global rtcp, _loop, _consumer, _estimate, _wire, _twcc
+    global rtcp, _loop, _consumer, _estimate, _wire, _twcc, _streams
     from sfu import bwe
     from sfu import rtcp as module
-    from tests.sfu.test_keyframes import Wire
+    from tests.sfu.test_keyframes import Wire, _feed, _producer
+    from tests.sfu.test_keyframes import _consumer as make_consumer
 
     rtcp = module
     _loop = asyncio.new_event_loop()
     _wire = Wire()
-    _twcc = bwe.TwccSender(ext_id=3)
-    _build()
-    _estimate = bwe.SubscriberEstimate()
-
-
-def _build() -> None:
-    """A producer and a consumer with a send history to answer NACKs from (600 packets: rebuilt in a few
-    milliseconds when the engine's retransmission budget, half the packets sent plus 256, is spent)."""
-    global _consumer
-    from tests.sfu.test_keyframes import Wire, _feed, _producer
-    from tests.sfu.test_keyframes import _consumer as make_consumer
-
     producer = _producer(Wire())
     _consumer = make_consumer(producer, _wire, 0)
+    _streams = [stream.sid for stream in producer.streams]
+    _twcc = bwe.TwccSender(ext_id=3)
     _consumer.slot.twcc = _twcc
-    assert _loop is not None
-    _loop.run_until_complete(_feed(producer, 600, keyframe_every=100))
+    _loop.run_until_complete(_feed(producer, 3000, keyframe_every=100))  # a send history to answer NACKs from
+    _estimate = bwe.SubscriberEstimate()
 
 
 async def _apply(packets: list[Any]) -> None:
@@ -72,8 +64,9 @@ async def _apply(packets: list[Any]) -> None:
 def one_input(data: bytes) -> None:
     packets = rtcp.parse_rtcp(data)
     assert isinstance(packets, list)
-    if _consumer.nacks_refused:  # each input judged with a retransmission budget left (the engine keeps it)
-        _build()
+    # each input judged on its own: the retransmission budget starts full (the engine keeps it per attachment;
+    # the send history stays with the slot)
+    _consumer.slot.bridge.engine.attach(_consumer.slot.id, _streams, True, False)
     _wire.rtp.clear()
     _wire.rtcp.clear()
     assert _loop is not None
