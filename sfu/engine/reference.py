@@ -24,6 +24,7 @@ from typing import Any
 
 import pylibsrtp
 
+from sfu.frames import h264_sps
 from sfu.rtp import (
     SequenceRewriter,
     TimestampRewriter,
@@ -57,23 +58,9 @@ class EngineError(RuntimeError):
 
 
 def h264_has_sps(data: bytes, start: int, end: int) -> bool:
-    """sfu.frames.h264_sps as a yes/no: the packet brings an SPS (the start of a decodable picture)."""
-    if end - start < 2:
-        return False
-    nal = data[start] & 0x1F
-    if nal == 7:
-        return True
-    if nal == 24:
-        pos = start + 1
-        while pos + 2 <= end:
-            size = data[pos] << 8 | data[pos + 1]
-            pos += 2
-            if size == 0 or pos + size > end:
-                return False
-            if data[pos] & 0x1F == 7:
-                return True
-            pos += size
-    return False
+    """The packet brings an SPS (the start of a decodable picture): `sfu.frames.h264_sps` as a yes/no, the same
+    rule the native core follows."""
+    return h264_sps(data, start, end) is not None
 
 
 class _Packet:
