@@ -190,7 +190,12 @@ def ice_servers(turn: TurnConfig, ice: Any, secret: str, uid: str, expiry_s: int
 def relay_peers(ice: Any) -> list[str]:
     """The only addresses the relay may forward to: the SFU's own. A TURN server open to every peer would let any
     participant use it to reach the server's private network (or the internet) under the school's name."""
-    return [*ice.hosts]
+    peers = [*ice.hosts]
+    announced = getattr(ice, "announced", "") or ""  # clients (and so the relay) send to this address (issue 14)
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(announced)
+        peers.append(announced)
+    return list(dict.fromkeys(peers))
 
 
 def coturn_config(turn: TurnConfig, ice: Any, secret: str, *, log_file: str = "stdout",

@@ -26,19 +26,21 @@ SERVER, RELAY, ROUTER_WAN = "198.18.0.1", "198.18.0.2", "198.18.0.254"
 HOME, HOME_GW = "198.18.1.2", "198.18.1.1"
 SCHOOL, SCHOOL_GW = "198.18.2.2", "198.18.2.1"
 
+# What the school's firewall lets out: TCP 443 only, as HTTPS-only networks do (tests/net/path_cost.py varies it).
+SCHOOL_ALLOWS = "tcp dport 443"
 RULES = """
-table inet classcast_net {
-  chain forward {
+table inet classcast_net {{
+  chain forward {{
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
     iifname "r-home" oifname "r-wan" accept
-    iifname "r-school" oifname "r-wan" tcp dport 443 accept
-  }
-  chain postrouting {
+    iifname "r-school" oifname "r-wan" {school} accept
+  }}
+  chain postrouting {{
     type nat hook postrouting priority 100;
     oifname "r-wan" masquerade
-  }
-}
+  }}
+}}
 """
 
 
@@ -89,7 +91,7 @@ def _addr(ns: str, dev: str, *cidrs: str) -> None:
     _run("ip", "-n", ns, "link", "set", dev, "up")
 
 
-def create(prefix: str) -> Network:
+def create(prefix: str, school_allows: str = SCHOOL_ALLOWS) -> Network:
     net = Network(server=f"{prefix}-server", router=f"{prefix}-router", home=f"{prefix}-home",
                   school=f"{prefix}-school")
     for ns in net.namespaces:
@@ -109,8 +111,8 @@ def create(prefix: str) -> Network:
     _run("ip", "-n", net.home, "route", "add", "default", "via", HOME_GW)
     _run("ip", "-n", net.school, "route", "add", "default", "via", SCHOOL_GW)
     _run("ip", "netns", "exec", net.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-    subprocess.run(["ip", "netns", "exec", net.router, "nft", "-f", "-"], input=RULES, text=True, check=True,
-                   capture_output=True)
+    subprocess.run(["ip", "netns", "exec", net.router, "nft", "-f", "-"], input=RULES.format(school=school_allows),
+                   text=True, check=True, capture_output=True)
     return net
 
 
@@ -127,12 +129,12 @@ def delete(net: Network) -> None:
 
 
 @contextlib.contextmanager
-def network(prefix: str) -> Iterator[Network]:
+def network(prefix: str, school_allows: str = SCHOOL_ALLOWS) -> Iterator[Network]:
     net = Network(server=f"{prefix}-server", router=f"{prefix}-router", home=f"{prefix}-home",
                   school=f"{prefix}-school")
     delete(net)  # a previous run killed before its cleanup
     try:
-        net = create(prefix)
+        net = create(prefix, school_allows)
         yield net
     finally:
         delete(net)
