@@ -72,6 +72,9 @@ async def test_a_student_behind_an_https_only_firewall_gets_the_class_through_tu
             expired = turn_username("probe", int(time.time()) - 10)
             accepted = await page.evaluate(GATHER_JS, [url, fresh, turn_password(secret, fresh)])
             refused = await page.evaluate(GATHER_JS, [url, expired, turn_password(secret, expired)])
+        coturn = int((cls.data / "turnserver.pid").read_text())
+        assert _running(coturn)
+    assert not _running(coturn), "coturn outlived the server that started it"
 
     # Video: the teacher's 320x240 picture, playing on; audio: the tone arrives with energy, not silence.
     assert (first["width"], first["height"]) == (320, 240), first
@@ -85,6 +88,14 @@ async def test_a_student_behind_an_https_only_firewall_gets_the_class_through_tu
     # coturn, reached through the same firewall: a valid credential gets a relay, an expired one is refused (401).
     assert accepted["relays"] and not accepted["errors"], accepted
     assert not refused["relays"] and 401 in refused["errors"], refused
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def _student_path(page: Any) -> dict[str, Any]:

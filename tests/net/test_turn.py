@@ -232,3 +232,23 @@ def test_doctor_warns_when_a_public_url_meets_private_media_addresses() -> None:
         reachability_warnings(private_relay)) == 2
     # A laptop demo (no public URL) is not judged.
     assert reachability_warnings(Config.from_env({})) == []
+
+
+def test_the_commands_print_the_configuration_and_the_warnings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from control.cli import main
+
+    monkeypatch.setenv("CLASSCAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLASSCAST_TURN", "external")
+    monkeypatch.setenv("CLASSCAST_ICE_HOSTS", "10.1.2.3")
+    assert main(["turn-config"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    secret = (tmp_path / "turn-secret").read_text().strip()  # made once, the one `serve` signs with
+    assert f"static-auth-secret={secret}" in printed and "allowed-peer-ip=10.1.2.3" in printed
+    assert "log-file=/var/log/turnserver.log" in printed
+    assert main(["doctor"]) == 0  # no public URL: a private deployment is not judged
+    assert "ok:" in capsys.readouterr().out
+    monkeypatch.setenv("CLASSCAST_PUBLIC_URL", "https://class.school.example")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "WARNING: CLASSCAST_ICE_HOSTS is 10.1.2.3, a loopback/private address" in out
