@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import ipaddress
@@ -32,6 +33,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ REALM = "classcast"
 # abandoned allocation (a closed laptop) is gone within 10 minutes.
 MAX_ALLOCATE_LIFETIME_S = 600
 MODES = ("off", "embedded", "external")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # A uid goes into the TURN username as it is when it is plain; anything else (spaces, non-ASCII, ':') is replaced by
 # a digest, so coturn's username parsing and SASLprep never see it.
 PLAIN_UID = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
@@ -289,7 +292,8 @@ class Relay:
     async def _spawn(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             self.executable, "-c", str(self.config_path), "--no-cli",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
         self.starts += 1
         log.info("coturn started (pid %d) on UDP/TCP %d%s", self.process.pid, self.turn.port,
                  f", TLS {self.turn.tls_port}" if self.turn.tls else "")
@@ -322,6 +326,13 @@ class Relay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the server dies, however it dies (a crash, SIGKILL, a failed start),
+    so a relay never outlives the classcast that owns its secret and ports."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def is_public_url(url: str) -> bool:

@@ -1,7 +1,7 @@
 """What each student's path costs the server: coturn's and classcast's CPU per path, measured on the namespaces
 of tests/net/network.py (docs/operations.md, "What each student's path costs").
 
-    PYTHONPATH=. .venv/bin/python -m tests.net.path_cost [--students 3] [--seconds 15] [--video 640x360x30]
+    PYTHONPATH=. .venv/bin/python -m tests.net.path_cost [--students 3] [--seconds 15] [--video 640x360x30] [--noise]
 
 For each path the school's firewall lets out only what that path needs, so Chromium ends on it (checked with the
 SDK's connectionType); then CPU seconds of coturn and of `classcast serve` are read from /proc over the window,
@@ -35,10 +35,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-async def measure(path: str, students: int, seconds: float, video: str) -> dict[str, float]:
+async def measure(path: str, students: int, seconds: float, video: str, noise: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, network.network(f"cost{os.getpid() % 10000}", PATHS[path]) as net:
         tmp_path = Path(tmp)
-        async with stage(net, tmp_path, students=students, video=video) as cls, \
+        async with stage(net, tmp_path, students=students, video=video, noise=noise) as cls, \
                 school_browser(net, tmp_path) as browser:
             pages = [await open_student(browser, link) for link in cls.links]
             for page, console in pages:
@@ -63,11 +63,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--video", default="640x360x30")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--noise", action="store_true", help="a camera picture that does not compress")
     args = parser.parse_args()
-    print(f"{args.students} students, {args.video} synthetic camera + tone, {args.seconds:g} s window")
+    print(f"{args.students} students, {args.video} synthetic camera{' with noise' if args.noise else ''} + tone, "
+          f"{args.seconds:g} s window")
     print(f"{'path':<11} {'received Mbit/s':>16} {'coturn CPU %':>13} {'coturn %/Mbit/s':>16} {'classcast CPU %':>16}")
     for path in args.paths.split(","):
-        r = await measure(path, args.students, args.seconds, args.video)
+        r = await measure(path, args.students, args.seconds, args.video, args.noise)
         per = r["coturn_pct"] / r["mbps"] if r["mbps"] else 0.0
         print(f"{path:<11} {r['mbps']:>16.2f} {r['coturn_pct']:>13.1f} {per:>16.2f} {r['server_pct']:>16.1f}",
               flush=True)

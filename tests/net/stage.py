@@ -86,7 +86,7 @@ class Stage:
 
 @contextlib.asynccontextmanager
 async def stage(net: network.Network, tmp_path: Path, *, students: int = 1,
-                video: str = "320x240x15") -> AsyncIterator[Stage]:
+                video: str = "320x240x15", noise: bool = False) -> AsyncIterator[Stage]:
     cert, key = certificate(tmp_path)
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CLASSCAST_DATA_DIR": str(data),
@@ -112,7 +112,8 @@ async def stage(net: network.Network, tmp_path: Path, *, students: int = 1,
         base = f"http://{network.SERVER}:443"
         teacher = await asyncio.create_subprocess_exec(
             *net.exec(net.home, [sys.executable, "-m", "tests.net.teacher", "--base", base, "--org", org.group(1),
-                                 "--address", network.HOME, "--video", video, "--students", str(students)]),
+                                 "--address", network.HOME, "--video", video, "--students", str(students),
+                                 *(["--noise"] if noise else [])]),
             env=env, cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=teacher_log)
         assert teacher.stdout is not None
         hello = json.loads(await line(teacher.stdout, "the teacher", r"^\{"))

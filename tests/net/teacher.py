@@ -14,12 +14,28 @@ import json
 import sys
 
 import aiohttp
+import av
+import numpy as np
 
 from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
 from sfu.ice import IceConfig
 
 
-async def main(base: str, org: str, address: str, size: tuple[int, int, int], students: int) -> None:
+class NoisyVideoTrack(SyntheticVideoTrack):
+    """The test picture with noise on it: the encoder spends its whole bitrate, as a real camera does (the plain
+    picture compresses to a fraction of that, which makes a poor measurement of what a stream costs)."""
+
+    async def recv(self) -> av.VideoFrame:
+        frame = await super().recv()
+        image = frame.to_ndarray(format="rgb24")
+        image[::2, ::2] = np.random.default_rng().integers(0, 256, image[::2, ::2].shape, dtype=np.uint8)
+        noisy = av.VideoFrame.from_ndarray(image, format="rgb24")
+        noisy.pts, noisy.time_base = frame.pts, frame.time_base
+        return noisy
+
+
+async def main(base: str, org: str, address: str, size: tuple[int, int, int], students: int,
+               noise: bool = False) -> None:
     headers = {"VF-ORG-ID": org}
     async with aiohttp.ClientSession(headers=headers) as http:
         async with http.post(base + "/v1/room/create", json={
@@ -38,7 +54,7 @@ async def main(base: str, org: str, address: str, size: tuple[int, int, int], st
     ice = IceConfig(hosts=(address,), allowed_networks=(ipaddress.ip_network("198.18.0.0/15"),))
     teacher = Client(base, created["data"]["token"], ice=ice, reconnect=False, name="teacher")
     await teacher.connect()
-    camera = SyntheticVideoTrack(size[0], size[1], fps=size[2])
+    camera = (NoisyVideoTrack if noise else SyntheticVideoTrack)(size[0], size[1], fps=size[2])
     await teacher.publish({"camera": camera, "microphone": ToneAudioTrack()})
     print(json.dumps({"iframeUrls": links,
                       "iceServers": teacher.joined["iceServers"]}), flush=True)
@@ -53,6 +69,7 @@ if __name__ == "__main__":
     parser.add_argument("--address", required=True)
     parser.add_argument("--video", default="320x240x15", help="WIDTHxHEIGHTxFPS of the synthetic camera")
     parser.add_argument("--students", type=int, default=1, help="how many students' classroom links to print")
+    parser.add_argument("--noise", action="store_true", help="a camera picture that does not compress")
     args = parser.parse_args()
     w, h, fps = (int(v) for v in args.video.split("x"))
-    asyncio.run(main(args.base, args.org, args.address, (w, h, fps), args.students))
+    asyncio.run(main(args.base, args.org, args.address, (w, h, fps), args.students, args.noise))

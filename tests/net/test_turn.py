@@ -252,3 +252,50 @@ def test_the_commands_print_the_configuration_and_the_warnings(monkeypatch: pyte
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "WARNING: CLASSCAST_ICE_HOSTS is 10.1.2.3, a loopback/private address" in out
+
+
+RELAY_OWNER = """
+import asyncio, sys
+from pathlib import Path
+from control.turn import Relay, TurnConfig
+from sfu.ice import IceConfig
+
+async def main() -> None:
+    turn = TurnConfig(mode="embedded", port=int(sys.argv[1]), tls_port=0, listen=("127.0.0.1",))
+    relay = Relay(turn, IceConfig(), Path(sys.argv[2]))
+    await relay.start()
+    print(relay.process.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie left for an init that does not reap."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_relay_never_outlives_a_server_that_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", RELAY_OWNER, str(_free_port()), str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert owner.stdout is not None
+        coturn = int(owner.stdout.readline())
+        assert _alive(coturn)
+        owner.kill()  # SIGKILL: no cleanup of its own runs; the death signal (and the closed log pipe) end coturn
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(coturn) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(coturn), "coturn kept running after its server was killed"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
