@@ -43,6 +43,25 @@ GATHER_JS = """async ([url, username, credential]) => {
 }"""
 
 
+# The SDK's two pure functions, from the module the server serves: the order it gives RTCPeerConnection its ICE
+# servers in, and the path it reads from a stats report (here made up, for the paths this network cannot show).
+SDK_JS = """async () => {
+  const sdk = await import('/sdk/classcast.js');
+  const order = sdk.orderIceServers([
+    {urls: ['turns:h:443?transport=tcp', 'turn:h:3478?transport=tcp', 'turn:h:3478?transport=udp'],
+     username: 'u', credential: 'c'},
+    {urls: 'stun:s:3478'}]);
+  const report = (local) => new Map([
+    ['T', {type: 'transport', selectedCandidatePairId: 'P'}],
+    ['P', {type: 'candidate-pair', localCandidateId: 'L'}], ['L', {type: 'local-candidate', ...local}]]);
+  return {order: order.map((s) => [s.urls, s.username || null]),
+          types: [{candidateType: 'host', protocol: 'udp'}, {candidateType: 'prflx', protocol: 'tcp'},
+                  {candidateType: 'relay', relayProtocol: 'udp'}, {candidateType: 'relay', relayProtocol: 'tcp'}]
+                 .map((c) => sdk.connectionTypeOf(report(c))),
+          none: sdk.connectionTypeOf(new Map())};
+}"""
+
+
 @pytest.fixture
 async def net() -> AsyncIterator[network.Network]:
     reason = network.unavailable()
@@ -72,6 +91,7 @@ async def test_a_student_behind_an_https_only_firewall_gets_the_class_through_tu
             expired = turn_username("probe", int(time.time()) - 10)
             accepted = await page.evaluate(GATHER_JS, [url, fresh, turn_password(secret, fresh)])
             refused = await page.evaluate(GATHER_JS, [url, expired, turn_password(secret, expired)])
+            sdk = await page.evaluate(SDK_JS)
         coturn = int((cls.data / "turnserver.pid").read_text())
         assert _running(coturn)
     assert not _running(coturn), "coturn outlived the server that started it"
@@ -88,6 +108,10 @@ async def test_a_student_behind_an_https_only_firewall_gets_the_class_through_tu
     # coturn, reached through the same firewall: a valid credential gets a relay, an expired one is refused (401).
     assert accepted["relays"] and not accepted["errors"], accepted
     assert not refused["relays"] and 401 in refused["errors"], refused
+    # The SDK tries the cheapest path first (UDP, then TCP, then TLS; each URL keeps its credential).
+    assert sdk["order"] == [["turn:h:3478?transport=udp", "u"], ["stun:s:3478", None],
+                            ["turn:h:3478?transport=tcp", "u"], ["turns:h:443?transport=tcp", "u"]], sdk
+    assert sdk["types"] == ["direct-udp", "direct-tcp", "relay-udp", "relay-tcp"] and sdk["none"] is None, sdk
 
 
 def _running(pid: int) -> bool:
