@@ -110,7 +110,8 @@ def create(prefix: str, school_allows: str = SCHOOL_ALLOWS) -> Network:
     # answer the NAT's public address only, like a server on the internet.
     _run("ip", "-n", net.home, "route", "add", "default", "via", HOME_GW)
     _run("ip", "-n", net.school, "route", "add", "default", "via", SCHOOL_GW)
-    _run("ip", "netns", "exec", net.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    # /proc/sys/net shows the writing process's namespace (no procps needed for sysctl).
+    _run("ip", "netns", "exec", net.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
     subprocess.run(["ip", "netns", "exec", net.router, "nft", "-f", "-"], input=RULES.format(school=school_allows),
                    text=True, check=True, capture_output=True)
     return net
