@@ -25,11 +25,13 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import grp
 import hashlib
 import hmac
 import ipaddress
 import logging
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -202,7 +204,7 @@ def relay_peers(ice: Any) -> list[str]:
 
 
 def coturn_config(turn: TurnConfig, ice: Any, secret: str, *, log_file: str = "stdout",
-                  pid_file: str = "") -> str:
+                  pid_file: str = "", run_as: str = "") -> str:
     """turnserver.conf for this deployment."""
     lines = [
         "# coturn configuration written by classcast (control/turn.py); `classcast turn-config` prints it again.",
@@ -247,6 +249,8 @@ def coturn_config(turn: TurnConfig, ice: Any, secret: str, *, log_file: str = "s
     lines.append("simple-log")
     if pid_file:
         lines.append(f"pidfile={pid_file}")
+    if run_as:  # coturn binds its ports (443) as root, then drops to this user
+        lines += [f"proc-user={run_as}", f"proc-group={run_as}"]
     return "\n".join(dict.fromkeys(lines)) + "\n"
 
 
@@ -275,7 +279,8 @@ class Relay:
     def write_config(self) -> Path:
         """Mode 0600: the file holds the shared secret."""
         secret = load_or_create_secret(self.turn, self.data_dir)
-        text = coturn_config(self.turn, self.ice, secret, pid_file=str(self.data_dir / "turnserver.pid"))
+        text = coturn_config(self.turn, self.ice, secret, pid_file=str(self.data_dir / "turnserver.pid"),
+                             run_as=_unprivileged_user())
         path = self.config_path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -326,6 +331,19 @@ class Relay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _unprivileged_user() -> str:
+    """Debian's coturn package makes the user `turnserver`: a server started as root runs the relay, a network-facing
+    daemon, as that user once its ports are bound. Empty when not root (nothing to drop) or the user is missing."""
+    if os.geteuid() != 0:
+        return ""
+    try:
+        pwd.getpwnam("turnserver")
+        grp.getgrnam("turnserver")
+    except KeyError:
+        return ""
+    return "turnserver"
 
 
 def _die_with_parent() -> None:

@@ -8,6 +8,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import os
+import pwd
 import random
 import shutil
 import socket
@@ -149,6 +151,17 @@ async def _allocate(port: int, username: str, password: str) -> Any:
     return transport
 
 
+def _real_uid(pid: int) -> int:
+    """The uid coturn runs as, once it has dropped root (it does so after binding; polled for a moment)."""
+    for _ in range(50):
+        uid = int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if ln.startswith("Uid:")).split()[1])
+        if uid != 0:
+            return uid
+        time.sleep(0.1)
+    return 0
+
+
 def _inner(transport: Any) -> Any:
     return transport._TurnTransport__inner_protocol  # aioice keeps the TURN client protocol private
 
@@ -192,6 +205,9 @@ async def test_a_coturn_that_dies_is_started_again(coturn: tuple[Relay, int, int
     relay, port, _ = coturn
     assert relay.process is not None
     first = relay.process.pid
+    if os.geteuid() == 0:  # started by root: coturn runs as Debian's `turnserver` user once its ports are bound
+        uid = await asyncio.to_thread(_real_uid, first)
+        assert uid == pwd.getpwnam("turnserver").pw_uid
     relay.process.kill()
     for _ in range(100):  # Relay.RESTART_S after the exit; polled, as the supervisor has no event to wait on
         if relay.starts >= 2:
