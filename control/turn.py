@@ -52,6 +52,7 @@ REALM = "classcast"
 # abandoned allocation (a closed laptop) is gone within 10 minutes.
 MAX_ALLOCATE_LIFETIME_S = 600
 MODES = ("off", "embedded", "external")
+USER_QUOTA = 12
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # A uid goes into the TURN username as it is when it is plain; anything else (spaces, non-ASCII, ':') is replaced by
 # a digest, so coturn's username parsing and SASLprep never see it.
@@ -216,7 +217,7 @@ def coturn_config(turn: TurnConfig, ice: Any, secret: str, *, log_file: str = "s
                   "no-tlsv1", "no-tlsv1_1", "no-dtls"]
     else:
         lines += ["no-tls", "no-dtls"]
-    # Ports of the secondary "alternative" listeners coturn opens by default are never announced: keep them shut.
+    # No listening-ip: every address of the host.
     lines += [f"listening-ip={a}" for a in turn.listen]
     lines += [f"relay-ip={a}" for a in turn.listen]
     if turn.external_ip:
@@ -230,8 +231,9 @@ def coturn_config(turn: TurnConfig, ice: Any, secret: str, *, log_file: str = "s
         f"realm={REALM}",
         f"max-allocate-lifetime={MAX_ALLOCATE_LIFETIME_S}",
         "stale-nonce=600",
-        # Each student needs one allocation; a few spare for reconnects, none for abuse.
-        "user-quota=4",
+        # Allocations at once per participant (coturn counts the uid, whatever the expiry): a browser allocates once
+        # per relay URL (3), and an ICE restart allocates again before the old ones expire. Enough, but not a pool.
+        f"user-quota={USER_QUOTA}",
         "no-multicast-peers",
         "no-cli",
         "no-rfc5780",
