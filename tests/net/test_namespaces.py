@@ -128,3 +128,24 @@ async def _student_path(page: Any) -> dict[str, Any]:
       sdk: (await window.classcastRoom.stats()).connectionType,
       shown: document.getElementById('net-path').textContent,
     })"""))
+
+
+@pytest.mark.parametrize(("school_allows", "path"), [
+    ("meta l4proto tcp", "relay-tcp"),  # a TCP-only network: TURN over TCP stands in for ICE-TCP (no TLS needed)
+    ("ip daddr 198.18.0.0/24", "direct-udp"),  # an open network behind the school's NAT: no relay at all
+])
+async def test_the_student_ends_on_the_cheapest_path_its_network_allows(school_allows: str, path: str,
+                                                                         tmp_path: Path) -> None:
+    reason = network.unavailable()
+    assert reason is None, reason
+    with network.network(f"cp{os.getpid() % 100000}", school_allows) as net:
+        async with stage(net, tmp_path) as cls, school_browser(net, tmp_path) as browser:
+            page, console = await open_student(browser, cls.links[0])
+            first = await poll(page, PLAYING_JS, console)
+            await asyncio.sleep(1)
+            later = await poll(page, PLAYING_JS, console)
+            student = await _student_path(page)
+    assert later["time"] > first["time"] and later["samples"] > first["samples"] > 0, (first, later)
+    assert student["sdk"] == path, (student, later)
+    if path == "direct-udp":  # straight to the SFU, seen through the school's NAT
+        assert later["local"]["type"] in ("host", "srflx", "prflx") and later["remote"]["address"] == network.SERVER
