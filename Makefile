@@ -54,9 +54,21 @@ $(FONTS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
 		fonts-droid-fallback
 
-install: $(STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
+# The TURN relay (issue 16): Debian's coturn, configured by `classcast turn-config` or run by `classcast serve`
+# when CLASSCAST_TURN=embedded (control/turn.py). nftables is for tests/net, whose namespaces NAT and firewall.
+TURNSERVER := /usr/bin/turnserver
+$(TURNSERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends coturn
 
-install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
+NFT := /usr/sbin/nft
+$(NFT):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nftables
+
+install: $(STAMP) $(NATIVE) $(AI_STAMP) $(FONTS) $(TURNSERVER)
+
+install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP) $(FONTS) $(TURNSERVER)
 
 run: install
 	$(BIN)/classcast serve
@@ -105,7 +117,7 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
 	done
 
-test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG)
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(NFT)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in

@@ -27,6 +27,29 @@ export function getLocalMedia({ camera = true, microphone = true, ...size } = {}
   return navigator.mediaDevices.getUserMedia({ video: camera ? cameraConstraints(size) : false, audio: microphone });
 }
 
+// ICE servers cheapest path first (issue 16): UDP, then TCP, then TLS, whatever order the server sent them in, so
+// the relay's TLS port (the one path through HTTPS-only firewalls, and the dearest) is used only when it must be.
+export function orderIceServers(servers) {
+  const cost = (url) => (/^turns:/i.test(url) ? 2 : /[?&]transport=tcp/i.test(url) ? 1 : 0);
+  const flat = [];
+  for (const server of servers || []) {
+    for (const url of [].concat(server.urls)) flat.push({ ...server, urls: url });
+  }
+  return flat.map((s, i) => [cost(s.urls), i, s]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((e) => e[2]);
+}
+
+// Which path a connection ended on, from an RTCStatsReport: direct-udp, direct-tcp, relay-udp, relay-tcp,
+// relay-tls, or null before ICE has chosen.
+export function connectionTypeOf(report) {
+  let pair = null;
+  report.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId); });
+  if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s; });
+  const local = pair && report.get(pair.localCandidateId);
+  if (!local) return null;
+  if (local.candidateType === "relay") return `relay-${local.relayProtocol || "udp"}`;
+  return `direct-${local.protocol || "udp"}`;
+}
+
 export class Room extends EventTarget {
   constructor({ baseUrl = location.origin, reconnect = true, maxBackoffMs = 5000 } = {}) {
     super();
@@ -124,18 +147,23 @@ export class Room extends EventTarget {
     });
     ws.onmessage = (event) => this._onMessage(JSON.parse(event.data));
     ws.onclose = () => this._onClose(ws);
-    this.pc = this._newPeerConnection([]);
-    const joined = await this._request({ type: "join" }, "joined");
-    this.joined = joined;
-    if (joined.iceServers && joined.iceServers.length) {
-      this.pc.close();
-      this.pc = this._newPeerConnection(joined.iceServers);
+    // The peer connection needs joined's iceServers (the TURN credential), and the server may send its first offer
+    // before joined: offers and candidates wait in the negotiation queue until the peer connection exists.
+    let ready;
+    this._queue = new Promise((resolve) => { ready = resolve; });
+    try {
+      const joined = await this._request({ type: "join" }, "joined");
+      this.joined = joined;
+      if (this.pc) this.pc.close();
+      this.pc = this._newPeerConnection(joined.iceServers || []);
+      return joined;
+    } finally {
+      ready();
     }
-    return joined;
   }
 
   _newPeerConnection(iceServers) {
-    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: orderIceServers(iceServers), bundlePolicy: "max-bundle" });
     pc.onicecandidate = (event) => {
       if (this.ws && this.ws.readyState === WebSocket.OPEN) {
         this.send({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null });
@@ -151,9 +179,18 @@ export class Room extends EventTarget {
     };
     pc.onconnectionstatechange = () => {
       this._emit("connectionQuality", { state: pc.connectionState });
+      if (pc.connectionState === "connected") {
+        this.stats().then(({ connectionType }) => this._emit("diagnostics", { connectionType })).catch(() => {});
+      }
       if (pc.connectionState === "failed" && this.state === "connected") this.send({ type: "restart" });
     };
     return pc;
+  }
+
+  // The connection's path (connectionType) and the browser's full RTCStatsReport.
+  async stats() {
+    const report = this.pc ? await this.pc.getStats() : new Map();
+    return { connectionType: connectionTypeOf(report), report };
   }
 
   _onClose(ws) {
