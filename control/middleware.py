@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy import exc as sa_exc
 
-from control import strictjson
+from control import strictjson, validation
 from control.api.common import GRANT, ORG
 from control.errors import ApiError, error_body, unauthorized
 from control.services import SERVICES
@@ -49,6 +49,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     incoming = request.headers.get("X-Request-Id", "")
     rid = incoming if _RID_RE.fullmatch(incoming) else secrets.token_hex(8)
     started = time.perf_counter()
+    validation.begin_request()  # warnings are per request, and keep-alive requests share one task
     try:
         resp = await handler(request)
     except ApiError as exc:

@@ -30,6 +30,7 @@ from control.ids import new_id
 from control.services import Services
 from control.store.records import Org, Recording, RecordingFile, Room
 from control.store.store import LIVE_RECORDING_STATES
+from control.validation import ignore_unknown
 from recorder import subtitles
 from recorder.feed import FeedTap
 from recorder.janitor import Janitor
@@ -55,9 +56,7 @@ def parse_options(raw: Any) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise validation_error("options", "must be an object")
-    unknown = sorted(set(raw) - set(OPTION_FIELDS))
-    if unknown:
-        raise validation_error(f"options.{unknown[0]}", "is not a known field")
+    ignore_unknown(raw, OPTION_FIELDS, "options.")  # unknown fields are ignored, as everywhere in the API
     out = dict(DEFAULT_OPTIONS)
     for key, allowed in (("layout", LAYOUTS), ("preset", tuple(PRESETS)), ("mode", MODES)):
         value = raw.get(key)

@@ -1,14 +1,21 @@
 """Request-body validation: every way a body can be wrong becomes a clear 400, never a 500.
 
 Small explicit checkers rather than a schema library: the messages must read exactly like the hosted
-service's (`Validation failed: participant.uid is required`), and unknown fields are refused by name so an
-integrator's typo does not silently fall back to a default.
+service's (`Validation failed: participant.uid is required`).
+
+Unknown fields are ignored (logged at debug), not refused: the hosted service's own SDKs send fields we do not know
+(`participant.email`), and an integrator must be able to change only the base URL. Fields we know from the hosted
+service but do not act on are accepted and named in the response's `warnings` array, so nobody believes they took
+effect. The warnings of the request being handled live in a context variable that `begin_request` resets (the
+middleware, once per request) and `take_warnings` empties (the success envelope).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlparse
 
@@ -35,6 +42,37 @@ CUSTOMIZATION_DEFAULTS: dict[str, Any] = {
     "theme": "system",
 }
 THEMES = ("system", "light", "dark")
+# Fields of the hosted service (its docs or its SDKs) that we accept and do not act on, with why: the only home of
+# this table. Keys are dotted paths as in error messages.
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    "allowedDomains": "embedding is allowed for the organization's verified domains, not per room",
+    "customization.allowedDomains": "embedding is allowed for the organization's verified domains, not per room",
+    "voiceName": "the embedded voice is the only one",
+    "secret": "the server chooses a webhook's signing secret (returned once, in this response)",
+}
+
+log = logging.getLogger("classcast.validation")
+_warnings: ContextVar[list[str] | None] = ContextVar("classcast_warnings", default=None)
+
+
+def begin_request() -> None:
+    """A new request starts without warnings (aiohttp handles keep-alive requests in one task)."""
+    _warnings.set(None)
+
+
+def warn(message: str) -> None:
+    current = _warnings.get()
+    if current is None:
+        current = []
+        _warnings.set(current)
+    if message not in current:
+        current.append(message)
+
+
+def take_warnings() -> list[str]:
+    current = _warnings.get() or []
+    _warnings.set(None)
+    return current
 
 
 async def read_json(request: web.Request, *, optional: bool = False, limit: int | None = None) -> dict[str, Any]:
@@ -61,11 +99,18 @@ async def read_json(request: web.Request, *, optional: bool = False, limit: int 
     return body
 
 
-def reject_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "") -> None:
+def ignore_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "") -> None:
+    """Unknown fields are dropped from consideration: known-unsupported ones become warnings, others a debug line."""
     allowed_set = set(allowed)
     for key in obj:
-        if key not in allowed_set:
-            raise validation_error(f"{path}{key}", "is not a known field")
+        if key in allowed_set:
+            continue
+        name = f"{path}{key}"
+        why = KNOWN_UNSUPPORTED.get(name)
+        if why is not None:
+            warn(f"{name} is not supported and was ignored: {why}")
+        else:
+            log.debug("ignored unknown request field %s", name)
 
 
 def string(
@@ -141,10 +186,10 @@ def customization(body: Mapping[str, Any], key: str = "customization") -> dict[s
     value = obj(body, key)
     if value is None:
         return {}
-    reject_unknown(value, CUSTOMIZATION_DEFAULTS, f"{key}.")
+    ignore_unknown(value, CUSTOMIZATION_DEFAULTS, f"{key}.")
     out: dict[str, Any] = {}
     for k, v in value.items():
-        if v is None:
+        if v is None or k not in CUSTOMIZATION_DEFAULTS:
             continue
         if k == "theme":
             if v not in THEMES:

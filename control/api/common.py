@@ -39,6 +39,9 @@ def ok(data: Any = None, message: str | None = None, status: int = 200, **top: A
     body.update(top)
     if data is not None:
         body["data"] = data
+    warnings = v.take_warnings()  # known fields we accepted without acting on them (control/validation.py)
+    if warnings:
+        body["warnings"] = warnings
     return web.json_response(body, status=status, dumps=strictjson.dumps)
 
 
@@ -61,7 +64,7 @@ def uid_param(request: web.Request) -> str:
 def participant_spec(body: dict[str, Any]) -> ParticipantSpec:
     p = v.obj(body, "participant", required=True)
     assert p is not None
-    v.reject_unknown(p, PARTICIPANT_FIELDS, "participant.")
+    v.ignore_unknown(p, PARTICIPANT_FIELDS, "participant.")
     uid = v.string(p, "uid", "participant.", required=True, max_len=128, pattern=UID_RE, rule=UID_RULE)
     name = v.string(p, "name", "participant.", required=True, max_len=99)
     if "role" not in p or p["role"] is None:

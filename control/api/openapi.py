@@ -22,7 +22,7 @@ def _resp(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 
 def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
-        400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
+        400: "Validation failed or malformed JSON", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "Conflict (roomId already used; recording already running or not running)",
         410: "Room already ended", 413: "Body too large", 429: "Too many room creations or joins (Retry-After)",

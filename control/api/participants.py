@@ -60,7 +60,7 @@ def _csv_cell(value: Any) -> str:
 
 async def participant_sessions(request: web.Request) -> web.StreamResponse:
     body = await v.read_json(request)
-    v.reject_unknown(body, SESSIONS_FIELDS)
+    v.ignore_unknown(body, SESSIONS_FIELDS)
     uid = v.string(body, "uid", required=True, max_len=128, pattern=UID_RE, rule=UID_RULE)
     room_id = v.string(body, "roomId", max_len=128, pattern=ROOM_ID_RE, rule=ROOM_ID_RULE)
     start, end = _date(body, "startDate"), _date(body, "endDate")
@@ -140,7 +140,7 @@ def _csv_response(
 async def remove_participant(request: web.Request) -> web.Response:
     room_id, uid = room_id_param(request), uid_param(request)
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("reason",))
+    v.ignore_unknown(body, ("reason",))
     reason = v.string(body, "reason", max_len=500)
     data = await services(request).classroom.remove_participant(org(request), room_id, uid, reason)
     return ok(data, "Participant removed")
@@ -148,7 +148,7 @@ async def remove_participant(request: web.Request) -> web.Response:
 
 async def _mute(request: web.Request, muted: bool) -> web.Response:
     room_id, uid = room_id_param(request), uid_param(request)
-    v.reject_unknown(await v.read_json(request, optional=True), ())
+    v.ignore_unknown(await v.read_json(request, optional=True), ())
     data = await services(request).classroom.set_muted(org(request), room_id, uid, muted)
     return ok(data, "Participant muted" if muted else "Participant unmuted")
 
@@ -164,7 +164,7 @@ async def unmute(request: web.Request) -> web.Response:
 async def mute_all(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("exceptUids",))
+    v.ignore_unknown(body, ("exceptUids",))
     except_uids = body.get("exceptUids") or []
     if not isinstance(except_uids, list) or not all(isinstance(u, str) for u in except_uids):
         raise validation_error("exceptUids", "must be a list of uids")

@@ -39,7 +39,7 @@ def _org_may(room: Room, permission: Permission) -> None:
 
 async def start_recording(request: web.Request) -> web.Response:
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("options",))
+    v.ignore_unknown(body, ("options",))
     options = parse_options(body.get("options"))
     room = await _room(request)
     _org_may(room, Permission.START_RECORDING)
@@ -49,7 +49,7 @@ async def start_recording(request: web.Request) -> web.Response:
 
 async def stop_recording(request: web.Request) -> web.Response:
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("egressId",))
+    v.ignore_unknown(body, ("egressId",))
     room = await _room(request)
     _org_may(room, Permission.STOP_RECORDING)
     data = await request.app[RECORDINGS].stop(room)
@@ -80,7 +80,7 @@ def _ids(body: dict[str, Any], required: bool) -> list[str] | None:
 async def delete_room_recordings(request: web.Request) -> web.Response:
     """DELETE /v1/room/:roomId/recordings with {"ids": [...]}, or no body for every finished recording."""
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("ids",))
+    v.ignore_unknown(body, ("ids",))
     ids = _ids(body, required=False)
     room = await _room(request)
     recs = await services(request).store.room_recordings(room.sid)
@@ -93,7 +93,7 @@ async def delete_room_recordings(request: web.Request) -> web.Response:
 async def delete_recordings(request: web.Request) -> web.Response:
     """DELETE /v1/recordings with {"ids": [...]}: bulk, across the organization's rooms."""
     body = await v.read_json(request)
-    v.reject_unknown(body, ("ids",))
+    v.ignore_unknown(body, ("ids",))
     ids = _ids(body, required=True)
     assert ids is not None
     pairs = await services(request).store.org_recordings(org(request).id, ids)

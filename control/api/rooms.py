@@ -32,7 +32,7 @@ def _limit(request: web.Request, kind: str) -> None:
 async def create_room(request: web.Request) -> web.Response:
     _limit(request, "create")
     body = await v.read_json(request)
-    v.reject_unknown(body, CREATE_FIELDS)
+    v.ignore_unknown(body, CREATE_FIELDS)
     room_id = v.string(body, "roomId", required=True, max_len=128, pattern=ROOM_ID_RE, rule=ROOM_ID_RULE)
     # `title` is the API's name; the concepts page calls it roomName.
     title = v.string(body, "title", max_len=200) or v.string(body, "roomName", max_len=200)
@@ -42,7 +42,7 @@ async def create_room(request: web.Request) -> web.Response:
     participant = participant_spec(body)
     customization = v.customization(body)
     settings = v.obj(body, "settings") or {}
-    v.reject_unknown(settings, SETTINGS_FIELDS, "settings.")
+    v.ignore_unknown(settings, SETTINGS_FIELDS, "settings.")
     max_participants = v.integer(
         settings, "maxParticipants", "settings.", minimum=1, maximum=MAX_MAX_PARTICIPANTS,
         default=DEFAULT_MAX_PARTICIPANTS,
@@ -66,7 +66,7 @@ async def join_room(request: web.Request) -> web.Response:
     _limit(request, "join")
     room_id = room_id_param(request)
     body = await v.read_json(request)
-    v.reject_unknown(body, JOIN_FIELDS)
+    v.ignore_unknown(body, JOIN_FIELDS)
     participant = participant_spec(body)
     customization = v.customization(body)
     ttl = expires_in(request, body)

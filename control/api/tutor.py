@@ -121,7 +121,7 @@ class ChatRequest:
 
 async def chat_request(request: web.Request) -> ChatRequest:
     body = await read_body(request)
-    v.reject_unknown(body, CHAT_FIELDS)
+    v.ignore_unknown(body, CHAT_FIELDS)
     g = grant(request)
     room_id = v.string(body, "roomId", max_len=200)
     if not room_id:
@@ -191,6 +191,9 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
     try:
         await resp.prepare(request)
+        warnings = v.take_warnings()
+        if warnings:  # a stream has no envelope: its first line carries them
+            await resp.write(_ndjson({"type": "warnings", "warnings": warnings}))
         try:
             if first is not None:
                 await resp.write(_sse({"text": first, "usage": None}))
@@ -235,7 +238,7 @@ async def set_topic(request: web.Request) -> web.Response:
     require_org_caller(request)
     room = await tutor(request).resolve_room(org(request), room_id_param(request))
     body = await v.read_json(request)
-    v.reject_unknown(body, ("topic",))
+    v.ignore_unknown(body, ("topic",))
     if room.ended:
         raise ApiError(410, "Room already ended", "ROOM_ENDED")
     topic = await tutor(request).set_topic(room, body.get("topic"), None)
@@ -245,7 +248,7 @@ async def set_topic(request: web.Request) -> web.Response:
 async def set_transcription(request: web.Request) -> web.Response:
     require_org_caller(request)
     body = await v.read_json(request)
-    v.reject_unknown(body, ("enabled", "roomId"))
+    v.ignore_unknown(body, ("enabled", "roomId"))
     enabled = v.boolean(body, "enabled")
     if enabled is None:
         raise validation_error("enabled", "is required")
@@ -279,14 +282,15 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
 
 async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
-    v.reject_unknown(body, AGENT_FIELDS)
+    v.ignore_unknown(body, AGENT_FIELDS)
     chat_id = v.string(body, "chatId", max_len=128)
     if not chat_id:
         raise _missing("chatId")
     modality = body.get("responseModality", "text")
     if modality not in AGENT_MODALITIES:
         raise validation_error("responseModality", f"must be one of {', '.join(AGENT_MODALITIES)}")
-    v.string(body, "voiceName", max_len=64)  # accepted; the embedded voice is the only one
+    if v.string(body, "voiceName", max_len=64):
+        v.warn(f"voiceName is not supported and was ignored: {v.KNOWN_UNSUPPORTED['voiceName']}")
     image = None
     if body.get("image") is not None:
         mime = v.string(body, "imageMimeType", max_len=64)

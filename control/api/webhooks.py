@@ -59,7 +59,7 @@ def parse_events(raw: Any) -> list[str]:
 
 async def create(request: web.Request) -> web.Response:
     body = await v.read_json(request)
-    v.reject_unknown(body, FIELDS)
+    v.ignore_unknown(body, FIELDS)
     url = parse_url(body.get("url"))
     events = parse_events(body.get("events"))
     description = v.string(body, "description", max_len=200)
