@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from control import cors, health, metrics, signaling
-from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks
+from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks, whip
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
 from control.clock import Clock
@@ -78,8 +78,8 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     app[SERVICES] = svc
     app[DRAIN] = drain
     app[recordings.BACKGROUND] = background  # the recorder process starts with the server, else on demand
-    for module in (rooms, participants, billing, openapi, page, sdkfiles, signaling, tutor, recordings, webhooks):
-        module.setup(app)  # tutor after signaling
+    for module in (rooms, participants, billing, openapi, page, sdkfiles, signaling, tutor, recordings, webhooks, whip):
+        module.setup(app)  # tutor and whip after signaling
     health.setup(app, drain)
     cors.setup(app)
 
