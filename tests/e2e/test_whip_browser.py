@@ -22,7 +22,7 @@ GATHERED = """(pc) => new Promise((resolve) => {
 })"""
 
 WHIP_JS = """async ([url, token]) => {
-  const gathered = %s;
+  const gathered = GATHERED;
   const media = await navigator.mediaDevices.getUserMedia({video: {width: 1280, height: 720}, audio: true});
   const pc = new RTCPeerConnection();
   window.whipPc = pc;
@@ -39,10 +39,10 @@ WHIP_JS = """async ([url, token]) => {
   window.whipLocation = resp.headers.get("Location");
   return {status: resp.status, location: window.whipLocation, etag: resp.headers.get("ETag"),
           simulcast: answer.includes("a=simulcast:recv")};
-}""" % GATHERED
+}""".replace("GATHERED", GATHERED)
 
 WHEP_JS = """async ([url, token]) => {
-  const gathered = %s;
+  const gathered = GATHERED;
   const pc = new RTCPeerConnection();
   window.whepPc = pc;
   const video = document.createElement("video");
@@ -61,7 +61,7 @@ WHEP_JS = """async ([url, token]) => {
   if (resp.status !== 201) return {status: resp.status, body: answer};
   await pc.setRemoteDescription({type: "answer", sdp: answer});
   return {status: resp.status, location: resp.headers.get("Location")};
-}""" % GATHERED
+}""".replace("GATHERED", GATHERED)
 
 
 async def test_chromium_publishes_over_whip_with_simulcast(classroom: Classroom, browser: Browser) -> None:
@@ -84,8 +84,8 @@ async def test_chromium_publishes_over_whip_with_simulcast(classroom: Classroom,
     change = await student.wait_for("quality_changed", lambda m: m.get("layer") == "q", timeout=20)
     assert (change["width"], change["height"]) == (320, 180)
     since = len(student.messages)
-    assert await page.evaluate("""async () => (await fetch(window.whipLocation, {method: "DELETE",
-        headers: {"Authorization": "Bearer " + %r}})).status""" % teacher_token) == 200
+    assert await page.evaluate("""async (token) => (await fetch(window.whipLocation, {method: "DELETE",
+        headers: {"Authorization": "Bearer " + token}})).status""", teacher_token) == 200
     await student.wait_for("track_unpublished", since=since)
     await page.close()
 
