@@ -24,8 +24,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
         400: "Validation failed or malformed JSON", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
-        409: "Conflict (roomId already used; recording already running or not running)",
-        410: "Room already ended", 413: "Body too large", 429: "Too many room creations or joins (Retry-After)",
+        409: "Conflict (roomId already used; recording already running or not running; nothing to play)",
+        410: "Room already ended", 413: "Body too large", 415: "Wrong Content-Type",
+        412: "If-Match does not match the session's ETag", 422: "ICE restart is not supported", 429: "Too many room creations or joins (Retry-After)",
         503: "Recorder unavailable, database unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
@@ -50,6 +51,12 @@ ROOM_ID = {
 }
 UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
 WEBHOOK_ID = {"name": "webhookId", "in": "path", "required": True, "schema": {"type": "string"}}
+SESSION_ID = {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
+SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
+FRAG_BODY = {"required": True, "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}}
+CREATED_SDP = {"description": "The SDP answer; Location names the session, ETag its ICE session",
+               "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
+               "content": {"application/sdp": {"schema": {"type": "string"}}}}
 BOOL = {"type": "boolean"}
 STR = {"type": "string"}
 INT = {"type": "integer"}
@@ -293,6 +300,33 @@ PATHS: dict[str, Any] = {
         "parameters": [{"name": "startDate", "in": "query", "schema": STR},
                        {"name": "endDate", "in": "query", "schema": STR}],
         "responses": {"200": _ok("AgentUsage"), **_errors(400, 401)}}},
+    "/v1/whip/{roomId}": {"post": {
+        "summary": "WHIP ingest (RFC 9725): publish an encoder's offer as the class's teacher; needs allowIngress",
+        "security": [{"participantToken": []}], "parameters": [ROOM_ID], "requestBody": SDP_BODY,
+        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 410, 413, 415)}}},
+    "/v1/whip/{roomId}/{sessionId}": {
+        "patch": {"summary": "Trickle ICE candidates (application/trickle-ice-sdpfrag); ICE restart is 422",
+                  "security": [{"participantToken": []}], "parameters": [ROOM_ID, SESSION_ID],
+                  "requestBody": FRAG_BODY, "responses": {"204": {"description": "Candidates added"},
+                                                          **_errors(400, 401, 403, 404, 412, 415, 422)}},
+        "delete": {"summary": "End the WHIP session", "security": [{"participantToken": []}],
+                   "parameters": [ROOM_ID, SESSION_ID],
+                   "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}}},
+    "/v1/whep/{roomId}": {"post": {
+        "summary": "WHEP playback: the teacher's camera (else screen) and microphone, receive-only",
+        "security": [{"participantToken": []}],
+        "parameters": [ROOM_ID, {"name": "quality", "in": "query", "schema": {
+            "type": "string", "enum": ["auto", "low", "medium", "high"], "default": "auto"}}],
+        "requestBody": SDP_BODY,
+        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 409, 410, 413, 415)}}},
+    "/v1/whep/{roomId}/{sessionId}": {
+        "patch": {"summary": "Trickle ICE candidates (application/trickle-ice-sdpfrag); ICE restart is 422",
+                  "security": [{"participantToken": []}], "parameters": [ROOM_ID, SESSION_ID],
+                  "requestBody": FRAG_BODY, "responses": {"204": {"description": "Candidates added"},
+                                                          **_errors(400, 401, 403, 404, 412, 415, 422)}},
+        "delete": {"summary": "End the WHEP session", "security": [{"participantToken": []}],
+                   "parameters": [ROOM_ID, SESSION_ID],
+                   "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
     "/v1/webhooks": {
