@@ -26,7 +26,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
         409: "Conflict (roomId already used; recording already running or not running; nothing to play)",
         410: "Room already ended", 413: "Body too large", 415: "Wrong Content-Type",
-        412: "If-Match does not match the session's ETag", 422: "ICE restart is not supported", 429: "Too many room creations or joins (Retry-After)",
+        412: "If-Match does not match the session's ETag", 422: "ICE restart is not supported",
+        429: "Too many room creations or joins (Retry-After)",
         503: "Recorder unavailable, database unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
