@@ -16,10 +16,12 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlparse
 
 from aiohttp import web
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ValidationError
 
 from control import strictjson
 from control.errors import ApiError, validation_error
@@ -111,6 +113,83 @@ def ignore_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "
             warn(f"{name} is not supported and was ignored: {why}")
         else:
             log.debug("ignored unknown request field %s", name)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: Mapping[str, Any]) -> M:
+    """A request body through its declared model (control/api/models.py): unknown fields dropped (and logged or
+    warned about), then validated; the first error becomes our `Validation failed: <field> <problem>` 400."""
+    _drop_unknown(model, body, "")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = tuple(str(part) for part in error["loc"])
+        raise validation_error(".".join(loc), _problem(model, loc, error)) from None
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _drop_unknown(model: type[BaseModel], body: Mapping[str, Any], path: str) -> None:
+    ignore_unknown(body, model.model_fields, path)
+    for name, field in model.model_fields.items():
+        sub = _submodel(field.annotation)
+        if sub is not None and isinstance(body.get(name), dict):
+            _drop_unknown(sub, body[name], f"{path}{name}.")
+
+
+def _field(model: type[BaseModel], loc: tuple[str, ...]) -> Any:
+    field = None
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = _submodel(field.annotation)  # type: ignore[assignment]
+    return field
+
+
+def _problem(model: type[BaseModel], loc: tuple[str, ...], error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("missing", "string_too_short"):
+        return "is required"
+    if kind == "string_type":
+        return "must be a string"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        from control.api.models import PATTERN_RULES
+
+        return PATTERN_RULES.get(str(ctx.get("pattern")), "is required" if ctx.get("pattern") == r"\S"
+                                 else "has an invalid format")
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be an integer"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        field = _field(model, loc)
+        low = next((m.ge for m in getattr(field, "metadata", ()) if isinstance(m, Ge)), None)
+        high = next((m.le for m in getattr(field, "metadata", ()) if isinstance(m, Le)), None)
+        if low is not None and high is not None:
+            return f"must be between {low} and {high}"
+        return f"must be at least {low}" if low is not None else f"must be at most {high}"
+    if kind == "bool_type":
+        return "must be a boolean"
+    if kind == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be an object"
+    if kind == "list_type":
+        return "must be a list"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} items"
+    if "message" in error.get("ctx", {}) or kind in ("http_url", "too_big"):
+        return str(error["msg"])
+    return "is invalid"
 
 
 def string(

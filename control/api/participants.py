@@ -11,6 +11,7 @@ from aiohttp import web
 
 from control import credits as cr
 from control import validation as v
+from control.api import models
 from control.api.common import ok, org, room_id_param, services, uid_param
 from control.clock import day_start_ms, iso, utc_date
 from control.errors import participant_not_found, room_not_found, validation_error
@@ -139,10 +140,8 @@ def _csv_response(
 
 async def remove_participant(request: web.Request) -> web.Response:
     room_id, uid = room_id_param(request), uid_param(request)
-    body = await v.read_json(request, optional=True)
-    v.ignore_unknown(body, ("reason",))
-    reason = v.string(body, "reason", max_len=500)
-    data = await services(request).classroom.remove_participant(org(request), room_id, uid, reason)
+    body = v.parse(models.RemoveParticipant, await v.read_json(request, optional=True))
+    data = await services(request).classroom.remove_participant(org(request), room_id, uid, body.reason)
     return ok(data, "Participant removed")
 
 
@@ -163,12 +162,8 @@ async def unmute(request: web.Request) -> web.Response:
 
 async def mute_all(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
-    body = await v.read_json(request, optional=True)
-    v.ignore_unknown(body, ("exceptUids",))
-    except_uids = body.get("exceptUids") or []
-    if not isinstance(except_uids, list) or not all(isinstance(u, str) for u in except_uids):
-        raise validation_error("exceptUids", "must be a list of uids")
-    data = await services(request).classroom.mute_all(org(request), room_id, set(except_uids))
+    body = v.parse(models.MuteAll, await v.read_json(request, optional=True))
+    data = await services(request).classroom.mute_all(org(request), room_id, set(body.exceptUids or ()))
     return ok(data, "Participants muted")
 
 
