@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from aiohttp import web
 from annotated_types import Ge, Le
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from control import strictjson
 from control.errors import ApiError, validation_error
@@ -155,6 +156,21 @@ def _field(model: type[BaseModel], loc: tuple[str, ...]) -> Any:
     return field
 
 
+def _constraints(field: Any) -> list[Any]:
+    """A field's constraint objects, also those inside `Annotated[int, Field(ge=...)] | None`."""
+    out = list(getattr(field, "metadata", ()))
+    stack = [getattr(field, "annotation", None)]
+    while stack:
+        annotation = stack.pop()
+        for arg in get_args(annotation):
+            if isinstance(arg, FieldInfo):
+                out.extend(arg.metadata)
+            elif arg is not None:
+                out.append(arg)
+                stack.append(arg)
+    return out
+
+
 def _problem(model: type[BaseModel], loc: tuple[str, ...], error: Any) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind in ("missing", "string_too_short"):
@@ -171,9 +187,9 @@ def _problem(model: type[BaseModel], loc: tuple[str, ...], error: Any) -> str:
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "must be an integer"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        field = _field(model, loc)
-        low = next((m.ge for m in getattr(field, "metadata", ()) if isinstance(m, Ge)), None)
-        high = next((m.le for m in getattr(field, "metadata", ()) if isinstance(m, Le)), None)
+        found = _constraints(_field(model, loc))
+        low = next((m.ge for m in found if isinstance(m, Ge)), None)
+        high = next((m.le for m in found if isinstance(m, Le)), None)
         if low is not None and high is not None:
             return f"must be between {low} and {high}"
         return f"must be at least {low}" if low is not None else f"must be at most {high}"

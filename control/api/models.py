@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from control.classroom import (
@@ -47,6 +47,16 @@ def _small_json(value: Any) -> Any:
     if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
         raise PydanticCustomError("too_big", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return value
+
+
+def _whole(value: Any) -> Any:
+    """JSON has numbers, not integers: 60.0 is the integer 60 (as JSON Schema says), 60.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(low: int, high: int) -> Any:
+    """An integer in [low, high]; the bounds sit inside the number conversion so the schema says minimum/maximum."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
 
 
 RoomId = Annotated[str, Field(min_length=1, max_length=128, pattern=ROOM_ID_RE.pattern)]
@@ -93,23 +103,25 @@ class Customization(Body):
 
 
 class Settings(Body):
-    maxParticipants: Annotated[int, Field(ge=1, le=MAX_MAX_PARTICIPANTS)] = DEFAULT_MAX_PARTICIPANTS
-    emptyTimeout: Annotated[int, Field(ge=0, le=MAX_EMPTY_TIMEOUT_S)] = DEFAULT_EMPTY_TIMEOUT_S
+    maxParticipants: whole(1, MAX_MAX_PARTICIPANTS) = DEFAULT_MAX_PARTICIPANTS  # type: ignore[valid-type]
+    emptyTimeout: whole(0, MAX_EMPTY_TIMEOUT_S) = DEFAULT_EMPTY_TIMEOUT_S  # type: ignore[valid-type]
     autoClose: bool = False
 
 
-ExpiresIn = Annotated[int | None, Field(default=None, ge=60, le=86400,
-                                        description="Token lifetime in seconds (default 3600)")]
+ExpiresIn = Annotated[whole(60, 86400) | None,
+                      Field(default=None, description="Token lifetime in seconds (default 3600)")]
 
 
 class CreateRoom(Body):
     """Reference 2.1. `title` (or the concepts page's `roomName`) is required."""
 
-    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["title"]}, {"required": ["roomName"]}]})
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["title"], "properties": {"title": {"type": "string"}}},
+        {"required": ["roomName"], "properties": {"roomName": {"type": "string"}}}]})
 
     roomId: RoomId
-    title: Annotated[str | None, Field(max_length=200)] = None
-    roomName: Annotated[str | None, Field(max_length=200)] = None
+    title: Annotated[str | None, Field(min_length=1, max_length=200, pattern=Text)] = None
+    roomName: Annotated[str | None, Field(min_length=1, max_length=200, pattern=Text)] = None
     roomDescription: Annotated[str | None, Field(max_length=2000)] = None
     description: Annotated[str | None, Field(max_length=2000)] = None
     participant: Participant
@@ -197,7 +209,7 @@ class Moderation(Reply):
     roomId: str | None = None
     uid: str | None = None
     removed: bool | None = None
-    muted: bool | None = None
+    muted: bool | list[str] | None = Field(default=None, description="mute: the state; mute-all: the uids muted")
     mutedCount: int | None = None
 
 
