@@ -138,6 +138,25 @@ class JoinRoom(Body):
     expiresIn: ExpiresIn = None
 
 
+IsoDate = Annotated[str | None, Field(default=None, max_length=40, json_schema_extra={"format": "date"},
+                                      description="A UTC day, 2024-01-15 (an ISO date-time is read as its day)")]
+
+
+class SessionsQuery(Body):
+    """Reference 2.10. `endDate` needs `startDate` and must not be before it (the second rule is not in the schema:
+    JSON Schema cannot compare two fields)."""
+
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"endDate": ["startDate"]}})
+
+    uid: Uid
+    roomId: Annotated[str | None, Field(max_length=128, pattern=ROOM_ID_RE.pattern)] = None
+    startDate: IsoDate = None
+    endDate: IsoDate = None
+    page: whole(1, 1_000_000) = 1  # type: ignore[valid-type]
+    limit: whole(1, 10) = 10  # type: ignore[valid-type]
+    export: Literal["json", "csv"] = "json"
+
+
 class RemoveParticipant(Body):
     reason: Annotated[str | None, Field(max_length=500)] = None
 
@@ -213,5 +232,5 @@ class Moderation(Reply):
     mutedCount: int | None = None
 
 
-REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, RemoveParticipant, MuteAll)
+REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll)
 RESPONSES: tuple[type[BaseModel], ...] = (Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation)

@@ -78,12 +78,6 @@ SCHEMAS: dict[str, Any] = {
         "errors": {"type": "object", "additionalProperties": STR}}},
     "RoomList": {"type": "object", "properties": {"rooms": {"type": "array", "items": {"type": "object"}},
                                                    "pagination": {"type": "object"}}},
-    "SessionsQuery": {"type": "object", "required": ["uid"], "dependentRequired": {"endDate": ["startDate"]},
-                      "properties": {
-        "uid": UID["schema"], "roomId": ROOM_ID["schema"], "startDate": DATE, "endDate": DATE,
-        "page": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "limit": {"type": "integer", "minimum": 1, "maximum": 10},
-        "export": {"type": "string", "enum": ["json", "csv"]}}},
     "Sessions": {"type": "object", "properties": {
         "participant": {"type": "object"}, "roomGroups": {"type": "array", "items": {"type": "object"}},
         "sessions": {"type": "array", "items": {"type": "object", "properties": {
