@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots sdk
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots sdk contract
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -130,6 +130,11 @@ fuzz: install-test
 
 fuzz-seeds: install-test
 	$(BIN)/python -m tests.fuzz.seeds
+
+# The API against its OpenAPI document for longer than `make test` does (tests/contract/, schemathesis).
+CONTRACT_EXAMPLES ?= 200
+contract: install-test
+	CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) $(BIN)/python -m pytest -q tests/contract
 
 # docs/images/ from real Chromium runs (tests/e2e/screenshots.py).
 screenshots: install-test $(CHROMIUM)
