@@ -119,16 +119,19 @@ def ignore_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], body: Mapping[str, Any]) -> M:
+def parse(model: type[M], body: Any, path: str = "") -> M:
     """A request body through its declared model (control/api/models.py): unknown fields dropped (and logged or
-    warned about), then validated; the first error becomes our `Validation failed: <field> <problem>` 400."""
-    _drop_unknown(model, body, "")
+    warned about), then validated; the first error becomes our `Validation failed: <field> <problem>` 400.
+    `path` names where the object sits when it is part of something else (a signaling message's `options.`)."""
+    if not isinstance(body, dict):
+        raise validation_error(path.rstrip(".") or "body", "must be an object")
+    _drop_unknown(model, body, path)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         loc = tuple(str(part) for part in error["loc"])
-        raise validation_error(".".join(loc), _problem(model, loc, error)) from None
+        raise validation_error(path + ".".join(loc), _problem(model, loc, error)) from None
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:

@@ -26,6 +26,7 @@ from control.classroom import (
     MAX_MAX_PARTICIPANTS,
 )
 from control.ids import ROOM_ID_RE, ROOM_ID_RULE, UID_RE, UID_RULE
+from recorder.layout import LAYOUTS, PRESETS
 
 MAX_METADATA_BYTES = 4096
 ROLES = ("TEACHER", "STUDENT", "MODERATOR", "ADMIN")
@@ -157,6 +158,23 @@ class SessionsQuery(Body):
     export: Literal["json", "csv"] = "json"
 
 
+class RecordingOptions(Body):
+    """Reference 2.6's options plus our `mode` (`track`: one file per track, no re-encoding)."""
+
+    layout: Literal[LAYOUTS] = "grid"  # type: ignore[valid-type]
+    preset: Literal[tuple(PRESETS)] = "H264_1080P_30"  # type: ignore[valid-type]
+    showLogo: bool = True
+    mode: Literal["composite", "track"] = "composite"
+
+
+class RecordingStart(Body):
+    options: RecordingOptions | None = None
+
+
+class RecordingIds(Body):
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
+
+
 class RemoveParticipant(Body):
     reason: Annotated[str | None, Field(max_length=500)] = None
 
@@ -232,5 +250,6 @@ class Moderation(Reply):
     mutedCount: int | None = None
 
 
-REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll)
+REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll,
+                                         RecordingStart, RecordingIds)
 RESPONSES: tuple[type[BaseModel], ...] = (Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation)

@@ -120,11 +120,6 @@ SCHEMAS: dict[str, Any] = {
     "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
         "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
         "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},
-    "RecordingStart": {"type": "object", "properties": {"options": {"type": "object", "properties": {
-        "showLogo": {"type": "boolean", "default": True},
-        "layout": {"type": "string", "enum": ["grid", "speaker"], "default": "grid"},
-        "preset": {"type": "string", "enum": ["H264_720P_30", "H264_1080P_30"], "default": "H264_1080P_30"},
-        "mode": {"type": "string", "enum": ["composite", "track"], "default": "composite"}}}}},
     "RecordingJob": {"type": "object", "properties": {
         "egressId": STR, "roomId": STR, "status": {"type": "string", "enum": [
             "EGRESS_STARTING", "EGRESS_ACTIVE", "EGRESS_ENDING", "EGRESS_COMPLETE", "EGRESS_FAILED"]},
@@ -140,8 +135,6 @@ SCHEMAS: dict[str, Any] = {
         "roomId": STR, "expiresIn": {"type": "string", "example": "4h 23m"},
         "files": {"type": "array", "items": {"type": "object", "properties": {
             "filename": STR, "downloadUrl": STR, "size": INT, "duration": {"type": "number"}, "egressId": STR}}}}},
-    "RecordingIds": {"type": "object", "required": ["ids"], "properties": {
-        "ids": {"type": "array", "items": STR, "minItems": 1, "maxItems": 100}}},
     "RecordingsDeleted": {"type": "object", "properties": {
         "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
     "WebhookCreate": {"type": "object", "required": ["url"], "properties": {

@@ -14,15 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import ok, org, room_id_param, services
-from control.errors import ApiError, room_not_found, validation_error
+from control.errors import ApiError, room_not_found
 from control.recordings import Recordings, parse_options
 from control.roles import Permission, Role, can
 from control.store.records import Room
 
 RECORDINGS = web.AppKey("recordings", Recordings)
 FILE_ID_RE = re.compile(r"^RF_[A-Za-z0-9]{12}$")
-MAX_IDS = 100
 
 
 async def _room(request: web.Request) -> Room:
@@ -40,7 +40,7 @@ def _org_may(room: Room, permission: Permission) -> None:
 async def start_recording(request: web.Request) -> web.Response:
     body = await v.read_json(request, optional=True)
     v.ignore_unknown(body, ("options",))
-    options = parse_options(body.get("options"))
+    options = parse_options(body.get("options"))  # the RecordingStart model's options (control/api/models.py)
     room = await _room(request)
     _org_may(room, Permission.START_RECORDING)
     data = await request.app[RECORDINGS].start(org(request), room, options)
@@ -67,14 +67,9 @@ async def download_recordings(request: web.Request) -> web.Response:
 
 
 def _ids(body: dict[str, Any], required: bool) -> list[str] | None:
-    ids = body.get("ids")
-    if ids is None:
-        if required:
-            raise validation_error("ids", "is required")
+    if body.get("ids") is None and not required:
         return None
-    if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS or not all(isinstance(i, str) for i in ids):
-        raise validation_error("ids", f"must be a list of 1 to {MAX_IDS} egress ids")
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(v.parse(models.RecordingIds, body).ids))
 
 
 async def delete_room_recordings(request: web.Request) -> web.Response:
