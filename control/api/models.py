@@ -26,6 +26,7 @@ from control.classroom import (
     MAX_MAX_PARTICIPANTS,
 )
 from control.ids import ROOM_ID_RE, ROOM_ID_RULE, UID_RE, UID_RULE
+from control.webhooks import EVENT_TYPES
 from recorder.layout import LAYOUTS, PRESETS
 
 MAX_METADATA_BYTES = 4096
@@ -175,6 +176,33 @@ class RecordingIds(Body):
     ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
 
 
+def _webhook_url(value: str) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise PydanticCustomError("http_url", "must be an http(s) URL")
+    return value
+
+
+class WebhookCreate(Body):
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^/\s:?#]+"),
+                   AfterValidator(_webhook_url)]
+    events: list[Literal[EVENT_TYPES]] | None = Field(  # type: ignore[valid-type]
+        default=None, min_length=1, description="The event types to receive (default: every one)")
+    description: Annotated[str | None, Field(max_length=200)] = None
+
+
+class Topic(Body):
+    topic: Annotated[str, Field(min_length=1, max_length=300, pattern=Text)]
+
+
+class Transcription(Body):
+    enabled: bool
+    roomId: Annotated[str | None, Field(max_length=200)] = Field(
+        default=None, description="One room (also the prefixed form org_123_class-456); absent: the organization")
+
+
 class RemoveParticipant(Body):
     reason: Annotated[str | None, Field(max_length=500)] = None
 
@@ -251,5 +279,5 @@ class Moderation(Reply):
 
 
 REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll,
-                                         RecordingStart, RecordingIds)
+                                         RecordingStart, RecordingIds, WebhookCreate, Topic, Transcription)
 RESPONSES: tuple[type[BaseModel], ...] = (Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation)

@@ -107,9 +107,6 @@ SCHEMAS: dict[str, Any] = {
     "TutorUsageReply": {"type": "object", "properties": {
         "success": BOOL, "usage": {"$ref": "#/components/schemas/TutorUsage"}, "requests": INT, "credits": INT,
         "student": {"type": "object"}}},
-    "Topic": {"type": "object", "required": ["topic"], "properties": {
-        "topic": {"type": "string", "minLength": 1, "maxLength": 300, "pattern": r"\S"}}},
-    "Transcription": {"type": "object", "required": ["enabled"], "properties": {"enabled": BOOL, "roomId": STR}},
     "Transcript": {"type": "object", "properties": {
         "roomId": STR, "transcribing": BOOL, "text": STR, "segments": {"type": "array", "items": {
             "type": "object", "properties": {"uid": STR, "text": STR, "startedAt": TS, "endedAt": TS}}}}},
@@ -137,12 +134,6 @@ SCHEMAS: dict[str, Any] = {
             "filename": STR, "downloadUrl": STR, "size": INT, "duration": {"type": "number"}, "egressId": STR}}}}},
     "RecordingsDeleted": {"type": "object", "properties": {
         "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
-    "WebhookCreate": {"type": "object", "required": ["url"], "properties": {
-        "url": {"type": "string", "pattern": r"^\s*https?://[^/\s:]+", "maxLength": 2048},
-        "description": {"type": "string", "maxLength": 200},
-        "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
-            "room_started", "room_finished", "participant_joined", "participant_left", "recording_started",
-            "recording_ready", "recording_failed", "credits_low"]}}}},
     "Webhook": {"type": "object", "properties": {
         "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": {"type": ["string", "null"]},
         "createdAt": TS,

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import GRANT, ok, org, room_id_param, services
 from control.auth import Grant
 from control.clock import iso
@@ -237,22 +238,17 @@ def room_id_param_any(request: web.Request) -> str:
 async def set_topic(request: web.Request) -> web.Response:
     require_org_caller(request)
     room = await tutor(request).resolve_room(org(request), room_id_param(request))
-    body = await v.read_json(request)
-    v.ignore_unknown(body, ("topic",))
+    body = v.parse(models.Topic, await v.read_json(request))
     if room.ended:
         raise ApiError(410, "Room already ended", "ROOM_ENDED")
-    topic = await tutor(request).set_topic(room, body.get("topic"), None)
+    topic = await tutor(request).set_topic(room, body.topic, None)
     return ok({"roomId": room.room_id, "topic": topic}, "Topic set")
 
 
 async def set_transcription(request: web.Request) -> web.Response:
     require_org_caller(request)
-    body = await v.read_json(request)
-    v.ignore_unknown(body, ("enabled", "roomId"))
-    enabled = v.boolean(body, "enabled")
-    if enabled is None:
-        raise validation_error("enabled", "is required")
-    room_id = v.string(body, "roomId", max_len=200)
+    body = v.parse(models.Transcription, await v.read_json(request))
+    enabled, room_id = body.enabled, body.roomId
     t = tutor(request)
     room = await t.resolve_room(org(request), room_id) if room_id else None
     await t.set_transcription(org(request).id, room, enabled)
