@@ -13,6 +13,7 @@ import asyncio
 from playwright.async_api import Browser
 
 from sfu.client import SyntheticVideoTrack
+from sfu.whip_client import WhipClient
 from tests.e2e.conftest import open_page
 from tests.sfu.conftest import Classroom
 
@@ -83,6 +84,17 @@ async def test_chromium_publishes_over_whip_with_simulcast(classroom: Classroom,
     await student.send({"type": "set_quality", "quality": "low"})
     change = await student.wait_for("quality_changed", lambda m: m.get("layer") == "q", timeout=20)
     assert (change["width"], change["height"]) == (320, 180)
+    # A WHEP player picks its layer as a student does: asked for "low", it receives the quarter picture.
+    player = WhipClient(classroom.base + "/v1/whep/physics-1", await classroom.token("physics-1", "viewer"),
+                        ice=classroom.svc.config.ice)
+    await player.play("?quality=low")
+    for _ in range(200):
+        if "video" in player.tracks:
+            break
+        await asyncio.sleep(0.05)
+    picture = await asyncio.wait_for(player.tracks["video"].recv(), 15)
+    assert (picture.width, picture.height) == (320, 180)
+    await player.close()
     since = len(student.messages)
     assert await page.evaluate("""async (token) => (await fetch(window.whipLocation, {method: "DELETE",
         headers: {"Authorization": "Bearer " + token}})).status""", teacher_token) == 200
