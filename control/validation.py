@@ -119,10 +119,11 @@ def ignore_unknown(obj: Mapping[str, Any], allowed: Iterable[str], path: str = "
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], body: Any, path: str = "") -> M:
+def parse(model: type[M], body: Any, path: str = "", missing: str = "Validation failed") -> M:
     """A request body through its declared model (control/api/models.py): unknown fields dropped (and logged or
     warned about), then validated; the first error becomes our `Validation failed: <field> <problem>` 400.
-    `path` names where the object sits when it is part of something else (a signaling message's `options.`)."""
+    `path` names where the object sits when it is part of something else (a signaling message's `options.`);
+    `missing` is the wording of a missing field's message where an API's documents use another one."""
     if not isinstance(body, dict):
         raise validation_error(path.rstrip(".") or "body", "must be an object")
     _drop_unknown(model, body, path)
@@ -131,7 +132,10 @@ def parse(model: type[M], body: Any, path: str = "") -> M:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         loc = tuple(str(part) for part in error["loc"])
-        raise validation_error(path + ".".join(loc), _problem(model, loc, error)) from None
+        field, problem = path + ".".join(loc), _problem(model, loc, error)
+        if problem == "is required" and missing != "Validation failed":  # the tutor's seed says "Bad request"
+            raise ApiError(400, f"{missing}: {field} is required", "VALIDATION_ERROR", {field: problem}) from None
+        raise validation_error(field, problem) from None
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:

@@ -203,6 +203,34 @@ class Transcription(Body):
         default=None, description="One room (also the prefixed form org_123_class-456); absent: the organization")
 
 
+class TutorChat(Body):
+    """Seed 003. With VF-ORG-ID, studentUid and organizationId are required too (checked beside the model: a
+    browser's participant token says who asks instead, so the schema cannot require them)."""
+
+    roomId: Annotated[str, Field(min_length=1, max_length=200, pattern=Text,
+                                 description="Room id, or the prefixed form org_123_class-456")]
+    studentUid: Annotated[str | None, Field(max_length=128)] = Field(
+        default=None, description="Required with VF-ORG-ID; taken from a Bearer token")
+    organizationId: Annotated[str | None, Field(max_length=64)] = Field(
+        default=None, description="Required with VF-ORG-ID; must match it")
+    text: Annotated[str | None, Field(max_length=2000)] = None
+    audio: str | None = Field(default=None, description="base64 WAV, Ogg/Opus or WebM/Opus (text or audio needed)")
+    responseModality: Literal["text", "audio", "both"] = "text"
+
+
+class AgentChat(Body):
+    """Reference 2.16: a general assistant, streamed as NDJSON."""
+
+    chatId: Annotated[str, Field(min_length=1, max_length=128, pattern=Text)]
+    message: Annotated[str | None, Field(max_length=2000)] = None
+    audio: str | None = None
+    image: str | None = Field(default=None, description="base64, with imageMimeType")
+    imageMimeType: Literal["image/jpeg", "image/png", "image/webp", "image/gif"] | None = None
+    voiceName: Annotated[str | None, Field(max_length=64)] = Field(
+        default=None, description="Accepted and reported in warnings: the embedded voice is the only one")
+    responseModality: Literal["text", "audio", "text+audio"] = "text"
+
+
 class RemoveParticipant(Body):
     reason: Annotated[str | None, Field(max_length=500)] = None
 
@@ -279,5 +307,6 @@ class Moderation(Reply):
 
 
 REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll,
-                                         RecordingStart, RecordingIds, WebhookCreate, Topic, Transcription)
+                                         RecordingStart, RecordingIds, WebhookCreate, Topic, Transcription,
+                                         TutorChat, AgentChat)
 RESPONSES: tuple[type[BaseModel], ...] = (Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation)

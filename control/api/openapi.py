@@ -88,13 +88,6 @@ SCHEMAS: dict[str, Any] = {
         "type": STR, "status": {"type": "string", "enum": ["ACTIVE", "OVERCONSUMED"]}, "remainingCredits": INT,
         "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
         "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
-    "TutorChat": {"type": "object", "required": ["roomId"], "properties": {
-        "roomId": {"type": "string", "description": "Room id, or the prefixed form org_123_class-456"},
-        "studentUid": {"type": "string", "description": "Required with VF-ORG-ID; taken from a Bearer token"},
-        "organizationId": {"type": "string", "description": "Required with VF-ORG-ID; must match it"},
-        "text": {"type": "string", "maxLength": 2000},
-        "audio": {"type": "string", "description": "base64 WAV, Ogg/Opus or WebM/Opus"},
-        "responseModality": {"type": "string", "enum": ["text", "audio", "both"], "default": "text"}}},
     "TutorUsage": {"type": "object", "properties": {"inputTokens": INT, "outputTokens": INT}},
     "TutorAnswer": {"type": "object", "properties": {
         "success": BOOL, "text": STR, "audio": {"type": "string", "description": "base64 WAV (mono, 16-bit)"},
@@ -110,10 +103,6 @@ SCHEMAS: dict[str, Any] = {
     "Transcript": {"type": "object", "properties": {
         "roomId": STR, "transcribing": BOOL, "text": STR, "segments": {"type": "array", "items": {
             "type": "object", "properties": {"uid": STR, "text": STR, "startedAt": TS, "endedAt": TS}}}}},
-    "AgentChat": {"type": "object", "required": ["chatId"], "properties": {
-        "chatId": STR, "message": STR, "audio": STR, "image": STR,
-        "imageMimeType": {"type": "string", "enum": ["image/jpeg", "image/png", "image/webp", "image/gif"]},
-        "voiceName": STR, "responseModality": {"type": "string", "enum": ["text", "audio", "text+audio"]}}},
     "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
         "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
         "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},

@@ -30,12 +30,6 @@ from control.tutor.speech import BadAudio, decode_base64
 
 log = logging.getLogger("classcast.tutor")
 
-CHAT_FIELDS = ("roomId", "studentUid", "organizationId", "text", "audio", "responseModality")
-AGENT_FIELDS = ("chatId", "message", "audio", "image", "imageMimeType", "voiceName", "responseModality")
-MODALITIES = ("text", "audio", "both")
-AGENT_MODALITIES = ("text", "audio", "text+audio")
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
-MAX_QUESTION = 2000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "keep-alive"}
 
@@ -88,13 +82,13 @@ async def _room_for(request: web.Request, room_id: str) -> Room:
     return room
 
 
-async def _question(request: web.Request, body: dict[str, Any], text_key: str) -> tuple[str, str, str | None]:
+async def _question(request: web.Request, text: str | None, audio: str | None,
+                    text_key: str) -> tuple[str, str, str | None]:
     """(question, requestModality, what was heard): text, or audio transcribed offline, or both."""
-    text = v.string(body, text_key, max_len=MAX_QUESTION)
     heard = None
-    if body.get("audio") is not None:
+    if audio is not None:
         try:
-            heard = await _hear(tutor(request), decode_base64(body["audio"]))
+            heard = await _hear(tutor(request), decode_base64(audio))
         except BadAudio as exc:
             raise ApiError(400, f"Bad audio: {exc}", "BAD_AUDIO", {"audio": str(exc)}) from None
         if not heard:
@@ -121,14 +115,9 @@ class ChatRequest:
 
 
 async def chat_request(request: web.Request) -> ChatRequest:
-    body = await read_body(request)
-    v.ignore_unknown(body, CHAT_FIELDS)
+    body = v.parse(models.TutorChat, await read_body(request), missing="Bad request")
     g = grant(request)
-    room_id = v.string(body, "roomId", max_len=200)
-    if not room_id:
-        raise _missing("roomId")
-    uid = v.string(body, "studentUid", max_len=128)
-    org_id = v.string(body, "organizationId", max_len=64)
+    room_id, uid, org_id, modality = body.roomId, body.studentUid, body.organizationId, body.responseModality
     if g is None:
         if not uid:
             raise _missing("studentUid")
@@ -140,12 +129,9 @@ async def chat_request(request: web.Request) -> ChatRequest:
         uid = g.participant.uid
     if org_id and org_id != org(request).id:
         raise unauthorized()
-    modality = body.get("responseModality", "text")
-    if modality not in MODALITIES:
-        raise validation_error("responseModality", f"must be one of {', '.join(MODALITIES)}")
     room = await _room_for(request, room_id)
     await tutor(request).require_credits(room.org_id)  # 402 before transcription or inference
-    question, req_modality, heard = await _question(request, body, "text")
+    question, req_modality, heard = await _question(request, body.text, body.audio, "text")
     assert uid is not None
     return ChatRequest(room, uid, question, req_modality, modality, heard)
 
@@ -277,36 +263,27 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
 
 
 async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request)
-    v.ignore_unknown(body, AGENT_FIELDS)
-    chat_id = v.string(body, "chatId", max_len=128)
-    if not chat_id:
-        raise _missing("chatId")
-    modality = body.get("responseModality", "text")
-    if modality not in AGENT_MODALITIES:
-        raise validation_error("responseModality", f"must be one of {', '.join(AGENT_MODALITIES)}")
-    if v.string(body, "voiceName", max_len=64):
+    body = v.parse(models.AgentChat, await read_body(request), missing="Bad request")
+    chat_id, modality = body.chatId, body.responseModality
+    if body.voiceName:
         v.warn(f"voiceName is not supported and was ignored: {v.KNOWN_UNSUPPORTED['voiceName']}")
     image = None
-    if body.get("image") is not None:
-        mime = v.string(body, "imageMimeType", max_len=64)
+    if body.image is not None:
+        mime = body.imageMimeType
         if not mime:
             raise _missing("imageMimeType")
-        if mime not in IMAGE_TYPES:
-            raise validation_error("imageMimeType", f"must be one of {', '.join(IMAGE_TYPES)}")
-        data = body["image"]
         try:
-            raw = base64.b64decode(data, validate=True) if isinstance(data, str) else b""
+            raw = base64.b64decode(body.image, validate=True)
         except ValueError:
             raw = b""
         if not raw or len(raw) > MAX_IMAGE_BYTES:
             raise validation_error("image", f"must be base64 of at most {MAX_IMAGE_BYTES} bytes")
-        image = (mime, data)
+        image = (mime, body.image)
     t = tutor(request)
     t.check_image(image)  # a clear 400 before any work when the model cannot see
     org_id = org(request).id
     await t.require_credits(org_id)
-    question, _, _ = await _question(request, body, "message")
+    question, _, _ = await _question(request, body.message, body.audio, "message")
     answer = Answer()
     first, rest = await _first_then_rest(t.ask_general(org_id, chat_id, question, image, answer))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson; charset=utf-8",
