@@ -17,6 +17,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from control.classroom import (
@@ -309,4 +310,220 @@ class Moderation(Reply):
 REQUESTS: tuple[type[BaseModel], ...] = (CreateRoom, JoinRoom, SessionsQuery, RemoveParticipant, MuteAll,
                                          RecordingStart, RecordingIds, WebhookCreate, Topic, Transcription,
                                          TutorChat, AgentChat)
-RESPONSES: tuple[type[BaseModel], ...] = (Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation)
+# Fields a reply may leave out but never sends as null: the document says "string", not "string or null".
+Str = str | SkipJsonSchema[None]
+Int = int | SkipJsonSchema[None]
+Num = float | SkipJsonSchema[None]
+Bool = bool | SkipJsonSchema[None]
+Obj = dict[str, Any] | SkipJsonSchema[None]
+
+
+class Error(Reply):
+    success: Literal[False]
+    message: str
+    error: Str = None
+    code: Str = None
+    status: Int = None
+    errors: dict[str, str] | SkipJsonSchema[None] = None
+
+
+class RoomList(Reply):
+    rooms: list[dict[str, Any]] | SkipJsonSchema[None] = None
+    pagination: Obj = None
+
+
+class SessionRow(Reply):
+    sessionId: Str = None
+    roomId: Str = None
+    joinedAt: Timestamp = None
+    leftAt: Timestamp = None
+    duration: Int = None
+    credits: Num = None
+    isActive: Bool = None
+    ipAddress: str | None = None
+
+
+class Sessions(Reply):
+    participant: Obj = None
+    roomGroups: list[dict[str, Any]] | SkipJsonSchema[None] = None
+    sessions: list[SessionRow] | SkipJsonSchema[None] = None
+    pagination: Obj = None
+    totals: Obj = None
+
+
+class Balance(Reply):
+    type: Str = None
+    status: Literal["ACTIVE", "OVERCONSUMED"] | SkipJsonSchema[None] = None
+    remainingCredits: Int = None
+    displayCredits: Int = None
+    isOverconsumed: Bool = None
+    creditRate: Num = None
+    estimatedValue: Num = None
+    currency: Str = None
+    message: Str = None
+
+
+class TutorUsage(Reply):
+    inputTokens: Int = None
+    outputTokens: Int = None
+
+
+class TutorAnswer(Reply):
+    success: Bool = None
+    text: Str = None
+    audio: Str = Field(default=None, description="base64 WAV (mono, 16-bit)")
+    audioMimeType: Str = None
+    usage: TutorUsage | SkipJsonSchema[None] = None
+    requestModality: Literal["text", "audio"] | SkipJsonSchema[None] = None
+    responseModality: Literal["text", "audio", "both"] | SkipJsonSchema[None] = None
+    inputTranscript: Str = None
+
+
+class TopQuery(Reply):
+    question: Str = None
+    answer: Str = None
+    frequency: Int = None
+
+
+class TutorSummary(Reply):
+    success: Bool = None
+    summary: Str = None
+    topQueries: list[TopQuery] | SkipJsonSchema[None] = None
+
+
+class TutorUsageReply(Reply):
+    success: Bool = None
+    usage: TutorUsage | SkipJsonSchema[None] = None
+    requests: Int = None
+    credits: Int = None
+    student: Obj = None
+
+
+class TranscriptSegment(Reply):
+    uid: Str = None
+    text: Str = None
+    startedAt: Timestamp = None
+    endedAt: Timestamp = None
+
+
+class Transcript(Reply):
+    roomId: Str = None
+    transcribing: Bool = None
+    text: Str = None
+    segments: list[TranscriptSegment] | SkipJsonSchema[None] = None
+
+
+class AgentUsageSummary(Reply):
+    totalSessions: Int = None
+    totalTokenCost: Num = None
+    totalInputTokens: Int = None
+    totalOutputTokens: Int = None
+
+
+class AgentUsage(Reply):
+    summary: AgentUsageSummary | SkipJsonSchema[None] = None
+    breakdown: Obj = None
+
+
+EGRESS_STATES = ("EGRESS_STARTING", "EGRESS_ACTIVE", "EGRESS_ENDING", "EGRESS_COMPLETE", "EGRESS_FAILED")
+
+
+class RecordingJob(Reply):
+    egressId: Str = None
+    roomId: Str = None
+    status: Literal[EGRESS_STATES] | SkipJsonSchema[None] = None  # type: ignore[valid-type]
+    startedAt: Timestamp = None
+    endedAt: Timestamp = None
+
+
+class RecordingFile(Reply):
+    filename: Str = None
+    size: int | None = None
+    duration: float | None = None
+
+
+class RecordingRow(Reply):
+    egressId: Str = None
+    roomId: Str = None
+    status: Str = None
+    options: Obj = None
+    startedAt: Timestamp = None
+    endedAt: Timestamp = None
+    size: int | None = None
+    duration: float | None = None
+    error: str | None = None
+    deletedAt: Timestamp = None
+    files: list[RecordingFile] | SkipJsonSchema[None] = None
+
+
+class RecordingList(Reply):
+    roomId: Str = None
+    recordings: list[RecordingRow] | SkipJsonSchema[None] = None
+
+
+class Download(Reply):
+    filename: Str = None
+    downloadUrl: Str = None
+    size: Int = None
+    duration: Num = None
+    egressId: Str = None
+
+
+class RecordingDownloads(Reply):
+    roomId: Str = None
+    expiresIn: Str = Field(default=None, examples=["4h 23m"])
+    files: list[Download] | SkipJsonSchema[None] = None
+
+
+class RecordingsDeleted(Reply):
+    deleted: list[str] | SkipJsonSchema[None] = None
+    notFound: list[str] | SkipJsonSchema[None] = None
+
+
+class Webhook(Reply):
+    id: Str = None
+    url: Str = None
+    events: list[str] | SkipJsonSchema[None] = None
+    description: str | None = None
+    createdAt: Timestamp = None
+    secret: Str = Field(default=None, description="whsec_...; in the creation reply only")
+
+
+class Webhooks(Reply):
+    webhooks: list[Webhook] | SkipJsonSchema[None] = None
+
+
+class WebhookDeleted(Reply):
+    id: Str = None
+    deleted: Bool = None
+
+
+class Delivery(Reply):
+    id: Str = None
+    eventId: Str = None
+    type: Str = None
+    status: Literal["pending", "delivered", "failed"] | SkipJsonSchema[None] = None
+    attempts: Int = None
+    lastStatus: int | None = None
+    lastError: str | None = None
+    nextAttemptAt: Timestamp = None
+    deliveredAt: Timestamp = None
+    createdAt: Timestamp = None
+
+
+class WebhookDeliveries(Reply):
+    deliveries: list[Delivery] | SkipJsonSchema[None] = None
+
+
+class WebhookTest(Reply):
+    id: Str = None
+    eventId: Str = None
+    delivered: Bool = None
+    status: int | None = None
+    error: Str = None
+
+
+RESPONSES: tuple[type[BaseModel], ...] = (
+    Error, Token, RoomStatus, RoomSummary, RoomDestroyed, Moderation, RoomList, Sessions, Balance, TutorAnswer,
+    TutorSummary, TutorUsageReply, Transcript, AgentUsage, RecordingJob, RecordingList, RecordingDownloads,
+    RecordingsDeleted, Webhooks, WebhookDeleted, WebhookDeliveries, WebhookTest)

@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document served at /v1/openapi.json.
 
-The bodies declared as models (control/api/models.py) are generated from them: the classes that validate a request
-are the ones that document it. The paths are written here, not generated from the router: the test that compares
-them with the registered routes is then a real check that a new route was documented. Schemas of the bodies not yet
-migrated to models are written below in JSON Schema 2020-12 (what OpenAPI 3.1 uses: `type: [..., "null"]`).
+Every JSON body, request or reply, is a model (control/api/models.py) and its schema is generated from it: the
+classes that validate a request are the ones that document it. The paths are written here, not generated from the
+router: the test that compares them with the registered routes is then a real check that a new route was
+documented.
 """
 
 from __future__ import annotations
@@ -71,74 +71,6 @@ STR = {"type": "string"}
 INT = {"type": "integer"}
 TS = {"type": ["string", "null"], "format": "date-time"}
 DATE = {"type": "string", "format": "date"}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["success", "message"], "properties": {
-        "success": {"type": "boolean", "enum": [False]}, "message": STR, "error": STR, "code": STR, "status": INT,
-        "errors": {"type": "object", "additionalProperties": STR}}},
-    "RoomList": {"type": "object", "properties": {"rooms": {"type": "array", "items": {"type": "object"}},
-                                                   "pagination": {"type": "object"}}},
-    "Sessions": {"type": "object", "properties": {
-        "participant": {"type": "object"}, "roomGroups": {"type": "array", "items": {"type": "object"}},
-        "sessions": {"type": "array", "items": {"type": "object", "properties": {
-            "sessionId": STR, "roomId": STR, "joinedAt": TS, "leftAt": TS, "duration": INT,
-            "credits": {"type": "number"}, "isActive": BOOL, "ipAddress": {"type": ["string", "null"]}}}},
-        "pagination": {"type": "object"}, "totals": {"type": "object"}}},
-    "Balance": {"type": "object", "properties": {
-        "type": STR, "status": {"type": "string", "enum": ["ACTIVE", "OVERCONSUMED"]}, "remainingCredits": INT,
-        "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
-        "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
-    "TutorUsage": {"type": "object", "properties": {"inputTokens": INT, "outputTokens": INT}},
-    "TutorAnswer": {"type": "object", "properties": {
-        "success": BOOL, "text": STR, "audio": {"type": "string", "description": "base64 WAV (mono, 16-bit)"},
-        "audioMimeType": STR, "usage": {"$ref": "#/components/schemas/TutorUsage"},
-        "requestModality": {"type": "string", "enum": ["text", "audio"]},
-        "responseModality": {"type": "string", "enum": ["text", "audio", "both"]}, "inputTranscript": STR}},
-    "TutorSummary": {"type": "object", "properties": {"success": BOOL, "summary": STR, "topQueries": {
-        "type": "array", "items": {"type": "object", "properties": {
-            "question": STR, "answer": STR, "frequency": INT}}}}},
-    "TutorUsageReply": {"type": "object", "properties": {
-        "success": BOOL, "usage": {"$ref": "#/components/schemas/TutorUsage"}, "requests": INT, "credits": INT,
-        "student": {"type": "object"}}},
-    "Transcript": {"type": "object", "properties": {
-        "roomId": STR, "transcribing": BOOL, "text": STR, "segments": {"type": "array", "items": {
-            "type": "object", "properties": {"uid": STR, "text": STR, "startedAt": TS, "endedAt": TS}}}}},
-    "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
-        "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
-        "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},
-    "RecordingJob": {"type": "object", "properties": {
-        "egressId": STR, "roomId": STR, "status": {"type": "string", "enum": [
-            "EGRESS_STARTING", "EGRESS_ACTIVE", "EGRESS_ENDING", "EGRESS_COMPLETE", "EGRESS_FAILED"]},
-        "startedAt": TS, "endedAt": TS}},
-    "RecordingList": {"type": "object", "properties": {"roomId": STR, "recordings": {"type": "array", "items": {
-        "type": "object", "properties": {
-            "egressId": STR, "roomId": STR, "status": STR, "options": {"type": "object"}, "startedAt": TS,
-            "endedAt": TS, "size": {"type": ["integer", "null"]}, "duration": {"type": ["number", "null"]},
-            "error": {"type": ["string", "null"]}, "deletedAt": TS, "files": {"type": "array", "items": {
-                "type": "object", "properties": {"filename": STR, "size": {"type": ["integer", "null"]},
-                                                 "duration": {"type": ["number", "null"]}}}}}}}}},
-    "RecordingDownloads": {"type": "object", "properties": {
-        "roomId": STR, "expiresIn": {"type": "string", "example": "4h 23m"},
-        "files": {"type": "array", "items": {"type": "object", "properties": {
-            "filename": STR, "downloadUrl": STR, "size": INT, "duration": {"type": "number"}, "egressId": STR}}}}},
-    "RecordingsDeleted": {"type": "object", "properties": {
-        "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
-    "Webhook": {"type": "object", "properties": {
-        "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": {"type": ["string", "null"]},
-        "createdAt": TS,
-        "secret": {"type": "string", "description": "whsec_...; in the creation reply only"}}},
-    "Webhooks": {"type": "object", "properties": {
-        "webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
-    "WebhookDeleted": {"type": "object", "properties": {"id": STR, "deleted": BOOL}},
-    "WebhookDeliveries": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {
-        "type": "object", "properties": {
-            "id": STR, "eventId": STR, "type": STR, "status": {"type": "string", "enum": [
-                "pending", "delivered", "failed"]},
-            "attempts": INT, "lastStatus": {"type": ["integer", "null"]}, "lastError": {"type": ["string", "null"]},
-            "nextAttemptAt": TS, "deliveredAt": TS, "createdAt": TS}}}}},
-    "WebhookTest": {"type": "object", "properties": {
-        "id": STR, "eventId": STR, "delivered": BOOL, "status": {"type": ["integer", "null"]}, "error": STR}},
-}
 
 PATHS: dict[str, Any] = {
     "/v1/room/create": {"post": {
@@ -325,7 +257,7 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "securitySchemes": {"orgId": {"type": "apiKey", "in": "header", "name": "VF-ORG-ID"},
                             "participantToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-        "schemas": {**SCHEMAS, **_generated()},
+        "schemas": _generated(),
     },
     "paths": _with_body_limits(PATHS),
 }
