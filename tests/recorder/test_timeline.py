@@ -24,7 +24,7 @@ from recorder.mux import TrackInfo
 from tests.recorder.conftest import decode_all
 from tests.recorder.test_browser_publishers import _sync
 
-DATA = Path(__file__).parent / "data"
+CAPTURED = Path(__file__).parent / "captured"  # feeds as the recorder read them (not data/: ignored by git)
 T0 = 100.0  # the job's start on the server's monotonic clock
 NTP_MINUS_MONO = 3_900_000_000.0  # the publisher's NTP clock minus the server's monotonic clock
 DELAY = 0.02  # the network's delay, packets and reports alike, when nothing queues
@@ -165,7 +165,7 @@ def test_a_captured_chromium_feed_that_began_in_a_stall_is_in_sync_from_the_firs
     flashing white while the microphone beeps every 2 s) that showed the defect, as the recorder read it: the
     microphone's first 1.76 s of packets arrived in the first 20 ms, its first report 2 s in. Replayed into
     real files, read back with PyAV: in sync within 100 ms at every marker (it was 247 ms off at the first)."""
-    files = _replay(DATA / "chromium-h264-stall.feed", tmp_path)
+    files = _replay(CAPTURED / "chromium-h264-stall.feed", tmp_path)
     video = decode_all(files["camera"])["video_frames"]
     audio = decode_all(files["microphone"])["audio"]
     offsets = _sync(video, audio, (slice(0, 500), slice(None)), after=0.0)
