@@ -46,13 +46,14 @@ $(AI_STAMP): pyproject.toml requirements-nodeps.txt | $(BIN)/python
 	@! $(BIN)/python -m pip show --quiet torch 2>/dev/null || { echo "torch was pulled in: refusing"; exit 1; }
 	@touch $@
 
-# Fonts for the names on recordings' tiles (recorder/font.py): DejaVu Sans for Latin, Greek, Cyrillic and more,
-# Droid Sans Fallback for Chinese and Japanese. From Debian's packages, about 8 MB.
-FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf
+# Fonts for the names on recordings' tiles (recorder/font.py): DejaVu Sans for Latin, Greek, Cyrillic, Arabic and
+# more, Droid Sans Fallback for Chinese and Japanese, Nanum Gothic for Korean. From Debian's packages, about 40 MB.
+FONTS := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf \
+	/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf
 $(FONTS) &:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
-		fonts-droid-fallback
+		fonts-droid-fallback fonts-nanum
 
 # The TURN relay (issue 16): Debian's coturn, configured by `classcast turn-config` or run by `classcast serve`
 # when CLASSCAST_TURN=embedded (control/turn.py). nftables is for tests/net, whose namespaces NAT and firewall.

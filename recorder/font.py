@@ -1,6 +1,8 @@
-"""Names on tiles, drawn with real fonts through Pillow: Latin with accents, Greek, Cyrillic, Hebrew and most
-scripts from DejaVu Sans (Debian's fonts-dejavu-core), Chinese, Japanese and Korean from Droid Sans Fallback
-(fonts-droid-fallback); both installed by the Makefile. Each character takes the first font that has it.
+"""Names on tiles, drawn with real fonts through Pillow: Latin with accents, Greek, Cyrillic, Hebrew, Arabic and
+most scripts from DejaVu Sans (Debian's fonts-dejavu-core), Chinese and Japanese from Droid Sans Fallback
+(fonts-droid-fallback), Korean Hangul from Nanum Gothic (fonts-nanum: Droid Sans Fallback has no Hangul
+syllables, they came out as missing-glyph boxes); all installed by the Makefile. Each character takes the first
+font that has it, and a run of one font is laid out whole (Pillow's Raqm layout: Arabic joined, right to left).
 
 A 5x7 bitmap used to stand here and turned every letter outside A-Z into '?'.
 """
@@ -16,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 FONT_FILES = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
     Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+    Path("/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf"),
 )
 SIZES = (48, 40, 32, 26, 20, 16, 12)  # tried largest first
 

@@ -43,7 +43,9 @@ class TrackState:
 
 
 class Job:
-    def __init__(self, start: dict[str, Any], emit: Emit) -> None:
+    def __init__(self, start: dict[str, Any], emit: Emit, threaded: bool = True) -> None:
+        """`threaded=False` replays a feed offline (tests): the caller hands messages to `_handle` and ends with
+        `_finish`, with no wall clock involved."""
         self.id = str(start["j"])
         self.t0 = float(start["t0"])
         self.mode = start.get("mode", "composite")
@@ -60,7 +62,8 @@ class Job:
             self.sink = CompositeSink(self.id, self.dir, emit, start.get("layout", "grid"),
                                       start.get("preset", "H264_1080P_30"), start.get("logo"))
         self.thread = threading.Thread(target=self._run, name=f"job-{self.id}", daemon=True)
-        self.thread.start()
+        if threaded:
+            self.thread.start()
 
     def put(self, message: dict[str, Any]) -> None:
         """From the socket reader: blocks when the job is behind, so the socket (and then the SFU's queue) fills."""
@@ -140,6 +143,7 @@ class Job:
         self.sink.track_added(info)
 
     def _frame(self, state: TrackState, frame: Frame) -> None:
+        state.clock.observe(frame.timestamp, frame.arrival)
         if state.waiting or not state.clock.ready(frame.arrival):
             state.waiting.append(frame)
             self._release(state, force=False)
@@ -154,10 +158,10 @@ class Job:
             return  # a muted camera becomes a name tile within a second (composite), muted sound is left out
         self.sink.frame(state.info, frame, seconds)
 
-    def _release(self, state: TrackState, force: bool) -> None:
+    def _release(self, state: TrackState, force: bool, now: float | None = None) -> None:
         if not state.waiting:
             return
-        now = state.waiting[-1].arrival
+        now = state.waiting[-1].arrival if now is None else now
         if force:
             state.clock.fallback = state.clock.sr is None
         if not (force or state.clock.ready(now)):
@@ -167,6 +171,8 @@ class Job:
             self._deliver(state, frame)
 
     def _advance(self, now: float) -> None:
+        for state in self.tracks.values():  # a track that went quiet while its frames wait (muted at the start)
+            self._release(state, force=False, now=now)
         live = now - self.t0
         newest = max((s.last_arrival for s in self.tracks.values()), default=-1e9)
         active = [s.last_seconds for s in self.tracks.values()

@@ -121,11 +121,15 @@ class TrackFile:
         return pts
 
     def write(self, frame: Frame, seconds: float) -> bool:
-        """Returns True when the frame reached the file."""
+        """Returns True when the frame reached the file. Sound from before the recording started (packets that
+        queued during a stall and came in at its start) is left out: squeezed in at time 0 it would play first
+        and push everything after it late in a player that plays audio back to back."""
+        mime = self.info.mime.lower()
+        if seconds < 0 and mime == "audio/opus":
+            return False
         if self.first_s is None:
             self.first_s = seconds
         self.last_s = max(self.last_s, seconds)
-        mime = self.info.mime.lower()
         if mime == "video/h264":
             return self._h264(frame, seconds)
         if mime == "video/vp8":

@@ -2,18 +2,27 @@
 
 Each publisher stamps all its tracks with one NTP clock, so mapping RTP time -> NTP time -> recording time keeps a
 publisher's audio and video in sync exactly, whatever their network delays. The NTP clock of a publisher is tied to
-the recording's clock by its least delayed sender report (arrival minus NTP, the smallest seen). Nothing is ever
-zeroed per stream.
+the recording's clock by its least delayed evidence (arrival minus NTP time, the smallest seen): sender reports,
+and every frame of a track that has one (a frame cannot arrive before its picture or sound was taken). Nothing is
+ever zeroed per stream.
 
-Before a track's first sender report arrives, frames wait (up to `SR_WAIT` seconds); a track that never sends one
-falls back to arrival times. Within a track, timestamps follow the RTP clock, re-anchored only when the sender
-reports say it drifted by more than `MAX_DRIFT`.
+Arrival times lie after a stall: when the SFU's event loop (or the machine) was busy for a second, the packets and
+reports that queued meanwhile all arrive at once, stamped late by up to that second, and the packets after them
+show it at once. So nothing is placed on a single arrival: a track's frames wait `SETTLE` seconds after its first
+one (and until its first sender report, up to `SR_WAIT` seconds; Chromium sends an audio report only every ~5 s);
+a track that has none by then is placed by the arrival of its least delayed frame so far, carried along its RTP
+clock. Within a track, timestamps follow the RTP clock, re-anchored only when the evidence moves by more than
+`MAX_DRIFT`.
 """
 
 from __future__ import annotations
 
 SR_WAIT = 1.5
+SETTLE = 0.5
 MAX_DRIFT = 0.02
+# A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
+# NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
+EVIDENCE_SPAN = 10.0
 
 
 def ntp_seconds(ntp: int) -> float:
@@ -36,6 +45,9 @@ class TrackClock:
         self.anchor: tuple[int, float] | None = None  # (RTP timestamp, recording seconds)
         self.first_arrival: float | None = None
         self.fallback = False
+        # (RTP timestamp, monotonic seconds): when that timestamp would have arrived with the least delay any
+        # frame observed since had (the track's own arrival clock, for placement without a sender report).
+        self.least: tuple[int, float] | None = None
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float) -> None:
         seconds = ntp_seconds(ntp)
@@ -43,15 +55,52 @@ class TrackClock:
         # The tie is (arrival - NTP) of the least delayed report seen: a report that waited in a busy event loop
         # or a queue arrives late and would shift all of the publisher's tracks later (by seconds on a loaded
         # machine); a later report that arrives sooner shows it, and the earlier tie is corrected.
-        offset = arrival - seconds
+        self._tie(arrival - seconds)
+        if self.least is not None and self.anchor is None:  # the frames seen before the report are evidence too
+            self._evidence(*self.least)
+
+    def observe(self, rtp_ts: int, arrival: float) -> None:
+        """Every frame as it arrives, before it is placed: its arrival bounds the delay of the path."""
+        if self.first_arrival is None:
+            self.first_arrival = arrival
+        least = self.least
+        if least is None or rtp_delta(rtp_ts, least[0]) > EVIDENCE_SPAN * self.rate:
+            self.least = (rtp_ts, arrival)
+        else:
+            at = arrival - rtp_delta(rtp_ts, least[0]) / self.rate
+            if at < least[1]:
+                self.least = (least[0], at)
+        if self.anchor is None:
+            self._evidence(rtp_ts, arrival)
+
+    def _evidence(self, rtp_ts: int, arrival: float) -> None:
+        """A frame of RTP time `rtp_ts` arrived at `arrival`: it was taken at the NTP time the latest report maps
+        it to, so (arrival - that) bounds the tie from above, like a report does. Used only until the track
+        places its first frame (what a stall at the start can spoil): later, a simulcast feed's layer switch
+        placed by an arrival guess (sfu.producer.TapFeed) would map frames through the previous layer's report
+        for a moment, and reports keep the tie from then on."""
+        if self.sr is None:
+            return
+        sr_ntp, sr_rtp = self.sr
+        since = rtp_delta(rtp_ts, sr_rtp) / self.rate
+        if abs(since) <= EVIDENCE_SPAN:
+            self._tie(arrival - (sr_ntp + since))
+
+    def _tie(self, offset: float) -> None:
         known = self.offsets.get(self.uid)
         if known is None or offset < known - MAX_DRIFT:
             self.offsets[self.uid] = offset
 
     def ready(self, now: float) -> bool:
-        if self.sr is not None or self.fallback:
+        """Whether frames may be placed now (see the module's docstring); `now` on the arrival clock."""
+        if self.fallback:
             return True
-        if self.first_arrival is not None and now - self.first_arrival > SR_WAIT:
+        if self.first_arrival is None:
+            return False
+        waited = now - self.first_arrival
+        if self.sr is not None:
+            return waited >= SETTLE
+        if waited > SR_WAIT:
             self.fallback = True
         return self.fallback
 
@@ -66,7 +115,11 @@ class TrackClock:
             sr_ntp, sr_rtp = self.sr
             measured = sr_ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + self.offsets[self.uid] - self.t0
         elif predicted is None:
-            measured = arrival - self.t0
+            least = self.least
+            if least is None or abs(rtp_delta(rtp_ts, least[0])) > EVIDENCE_SPAN * self.rate:
+                measured = arrival - self.t0
+            else:
+                measured = least[1] + rtp_delta(rtp_ts, least[0]) / self.rate - self.t0
         else:
             measured = predicted
         if predicted is None or abs(measured - predicted) > MAX_DRIFT:

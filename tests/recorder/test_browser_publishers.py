@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from tests.e2e.conftest import browser  # noqa: F401 - the Chromium fixture
 from tests.recorder.conftest import Studio, decode_all, first_bright, first_loud
 from tests.sfu.conftest import Classroom, classroom, extra_routes  # noqa: F401 - the server with its public URL
 
-BLUE, GREEN = (30, 40, 220), (30, 190, 60)
+BLUE, GREEN, WHITE = (30, 40, 220), (30, 190, 60), (255, 255, 255)
 MARKER_EVERY_S = 2.0
 # Installed before the page's own script: getUserMedia answers with the synthetic camera and microphone.
 SYNTHETIC_MEDIA = """(() => {
@@ -124,18 +125,32 @@ async def _record(studio: Studio, options: dict[str, Any], seconds: float,
     return egress, wall
 
 
-def _sync(video: list[tuple[float, np.ndarray]], audio: list, region: tuple[slice, slice],
-          after: float = 1.0) -> list[float]:
-    """Video minus audio time of each marker after `after` seconds (the first may be cut by the start)."""
-    offsets = []
+def _markers(video: list[tuple[float, np.ndarray]], audio: list, region: tuple[slice, slice],
+             after: float = 1.0) -> list[tuple[float, float]]:
+    """(video, audio) time of each marker after `after` seconds (the first may be cut by the start)."""
+    markers = []
     while True:
         try:
             tv = first_bright(video, after, region)
             ta = first_loud(audio, max(after, tv - 0.5))
         except AssertionError:
-            return offsets
-        offsets.append(tv - ta)
+            return markers
+        markers.append((tv, ta))
         after = max(tv, ta) + 1.0
+
+
+def _sync(video: list[tuple[float, np.ndarray]], audio: list, region: tuple[slice, slice],
+          after: float = 1.0) -> list[float]:
+    """Video minus audio time of each marker after `after` seconds. The markers come every MARKER_EVERY_S on
+    the page's audio clock, so the beeps must be a whole number of periods apart in the file (a flash the
+    canvas dropped on a busy machine skips one): a stretch of sound placed off by any amount, which the offsets
+    alone cannot tell from another marker's, fails here."""
+    markers = _markers(video, audio, region, after)
+    beeps = [ta for _, ta in markers]
+    gaps = [float(round(b - a, 3)) for a, b in itertools.pairwise(beeps)]
+    assert all(round(gap / MARKER_EVERY_S) >= 1 and abs(gap - round(gap / MARKER_EVERY_S) * MARKER_EVERY_S) < 0.05
+               for gap in gaps), f"the beeps are {gaps} s apart"
+    return [tv - ta for tv, ta in markers]
 
 
 def _moves(frames: list[tuple[float, np.ndarray]], region: tuple[slice, slice]) -> float:
@@ -148,6 +163,40 @@ def _moves(frames: list[tuple[float, np.ndarray]], region: tuple[slice, slice]) 
 
 def _near(image: np.ndarray, color: tuple[int, int, int], tolerance: int = 45) -> bool:
     return bool(np.abs(image.reshape(-1, 3).mean(axis=0) - np.array(color)).max() < tolerance)
+
+
+def _check_composite(path: Path, wall: float, codec: str) -> None:
+    """The composite file's checks. They take seconds of CPU: the test runs them in a thread, since the server
+    under test shares its event loop (run there, they stalled it for 4-11 s on a busy machine, and the packets
+    that queued meanwhile reached the next recording all at once)."""
+    info = decode_all(path)
+    frames = info["video_frames"]
+    duration = frames[-1][0] + 1 / 30
+    print(f"\n{codec} composite: {duration:.2f} s for {wall:.2f} s of wall time")
+    assert abs(duration - wall) <= 1.0
+    assert info["audio"] and abs(info["audio"][-1][0] - frames[-1][0]) < 1.0
+    # Which side the camera is on, by the majority of frames: any one frame may be a marker flash (both canvases
+    # flash white, and a screen share sent at a few frames per second can hold its flash for a second).
+    left = (slice(200, 520), slice(40, 600))
+    right = (slice(200, 520), slice(680, 1240))
+    blue_left = sum(_near(im[left][:200], BLUE) for _, im in frames)
+    blue_right = sum(_near(im[right][:200], BLUE) for _, im in frames)
+    camera_region, screen_region = (left, right) if blue_left >= blue_right else (right, left)
+    # Each tile shows its canvas: its colour, or white while a marker flash is the latest picture (a publisher
+    # short of uplink sends a screen share at a few frames per second, so a flash can stay up for a second).
+    shown = [(_near(im[camera_region][:200], BLUE) or _near(im[camera_region][:200], WHITE),
+              _near(im[screen_region][:200], GREEN) or _near(im[screen_region][:200], WHITE))
+             for t, im in frames if t > 1.0]
+    camera_share = sum(c for c, _ in shown) / len(shown)
+    screen_share = sum(s for _, s in shown) / len(shown)
+    print(f"{codec} composite: camera shown in {camera_share:.0%} of frames, screen in {screen_share:.0%}")
+    assert camera_share > 0.9, "the camera tile shows the camera (blue), not the name tile"
+    assert screen_share > 0.8, "the screen share tile"
+    moving = _moves(frames[30:], camera_region)
+    assert moving > 0.5, f"the camera tile changes from frame to frame ({moving:.0%} of frames)"
+    offsets = _sync(frames, info["audio"], camera_region)
+    print(f"{codec} composite: A/V offsets {[round(o * 1000) for o in offsets]} ms")
+    assert len(offsets) >= 3 and all(abs(o) < 0.1 for o in offsets), offsets
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
@@ -164,34 +213,15 @@ async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(clas
 
         # Composite: camera and screen side by side (grid), the microphone mixed in.
         egress, wall = await _record(studio, {"preset": "H264_720P_30", "layout": "grid"}, 10.0)
-        info = decode_all(studio.file_path(egress))
-        frames = info["video_frames"]
-        duration = frames[-1][0] + 1 / 30
-        print(f"\n{codec} composite: {duration:.2f} s for {wall:.2f} s of wall time")
-        assert abs(duration - wall) <= 1.0
-        assert info["audio"] and abs(info["audio"][-1][0] - frames[-1][0]) < 1.0
-        middle = frames[len(frames) // 2][1]
-        left = (slice(200, 520), slice(40, 600))
-        right = (slice(200, 520), slice(680, 1240))
-        camera_region, screen_region = (left, right) if _near(middle[left][:200], BLUE) else (right, left)
-        shown = [(_near(im[camera_region][:200], BLUE) or _near(im[camera_region][:200], (255, 255, 255)),
-                  _near(im[screen_region][:200], GREEN)) for t, im in frames if t > 1.0]
-        camera_share = sum(c for c, _ in shown) / len(shown)
-        screen_share = sum(s for _, s in shown) / len(shown)
-        print(f"{codec} composite: camera shown in {camera_share:.0%} of frames, screen in {screen_share:.0%}")
-        assert camera_share > 0.9, "the camera tile shows the camera (blue), not the name tile"
-        assert screen_share > 0.8, "the screen share tile"
-        moving = _moves(frames[30:], camera_region)
-        assert moving > 0.5, f"the camera tile changes from frame to frame ({moving:.0%} of frames)"
-        offsets = _sync(frames, info["audio"], camera_region)
-        print(f"{codec} composite: A/V offsets {[round(o * 1000) for o in offsets]} ms")
-        assert len(offsets) >= 3 and all(abs(o) < 0.1 for o in offsets), offsets
+        await asyncio.to_thread(_check_composite, studio.file_path(egress), wall, codec)
 
         # Track mode: one file per track, the camera's at the top layer's size.
         sent: list[tuple[float, tuple[int, int] | None]] = []
-        egress, wall = await _record(studio, {"mode": "track"}, 8.0, sent)
+        egress, wall = await _record(studio, {"mode": "track"}, 12.0, sent)  # >= 5 markers: a busy
+        # publisher drops frames (a flash it never encoded is no marker), and two are needed
         files = {label: studio.file_path(egress, label) for label in ("camera", "microphone", "screen")}
-        video, audio = decode_all(files["camera"]), decode_all(files["microphone"])
+        video, audio = await asyncio.to_thread(decode_all, files["camera"]), \
+            await asyncio.to_thread(decode_all, files["microphone"])
         frames = video["video_frames"]
         # The feed starts on the best layer flowing and moves up at a keyframe (layers nobody watched were paused).
         # The file follows the best layer the publisher sends: 1280x720 unless Chromium's own uplink estimate or
@@ -213,17 +243,15 @@ async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(clas
         assert abs(end - wall) <= 1.0
         assert frames[0][0] < 1.5, "the camera's first picture (a layer being resumed is waited for up to 1 s)"
         assert _moves(frames, (slice(None), slice(None))) > 0.5
-        shared = decode_all(files["screen"])["video_frames"]
-        assert shared and _near(shared[len(shared) // 2][1][:400], GREEN)
-        # From 1 s on (the first marker may be cut by the start). The feed moves up to a resumed layer only once
-        # that layer's sender report can place it on the publisher's clock (TapFeed.REPORT_WAIT_S).
+        shared = (await asyncio.to_thread(decode_all, files["screen"]))["video_frames"]
+        green = sum(_near(im[:400], GREEN) or _near(im[:400], WHITE) for _, im in shared) / max(1, len(shared))
+        assert green > 0.8, f"the screen share file shows the shared screen in {green:.0%} of its frames"
+        # From 1 s on (the first marker may be cut by the start). Placed by the publisher's sender reports, and
+        # without one yet by the least delayed arrivals (recorder/timeline.py): a stall of the server when the
+        # recording starts (this test's own checks did it, before they moved to a thread) once put the
+        # microphone's first seconds up to 1.8 s late; tests/recorder/test_timeline.py replays such a start.
         offsets = _sync(frames, audio["audio"], (slice(0, 500), slice(None)), after=1.0)
         print(f"{codec} track: A/V offsets {[round(o * 1000) for o in offsets]} ms")
-        assert len(offsets) >= 2, offsets
-        if not all(abs(o) < 0.1 for o in offsets):
-            # KNOWN DEFECT, issue 12 left open for it: in some runs (one in three clean-clone runs) the first
-            # seconds of a track-mode camera file were off the microphone (-1.3 s, -0.6 s, then 6 ms), converging
-            # at later markers. Reported as an expected failure with the figures, never as a pass.
-            pytest.xfail(f"track-mode A/V sync off in the first seconds: {[round(o * 1000) for o in offsets]} ms")
+        assert len(offsets) >= 2 and all(abs(o) < 0.1 for o in offsets), [round(o * 1000) for o in offsets]
     finally:
         await ctx.close()
