@@ -76,6 +76,9 @@ class IceConfig:
         if announced is not None and (any(c.isspace() for c in announced) or len(announced) > 253
                                       or announced.startswith("-")):
             raise ValueError("CLASSCAST_ANNOUNCED_ADDRESS must be one IP address or host name")
+        if not port_min and announced is None and any(ipaddress.ip_address(h).is_unspecified for h in hosts):
+            raise ValueError("listening on every address (CLASSCAST_ICE_HOSTS=0.0.0.0 or ::) needs "
+                             "CLASSCAST_ANNOUNCED_ADDRESS: the address clients reach the media port at")
         return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed,
                    rtc_port=rtc_port, announced=announced)
 

@@ -92,7 +92,7 @@ class RtcServer:
 
     def __init__(self, config: IceConfig) -> None:
         self.config = config
-        self.loop = weakref.ref(asyncio.get_running_loop())
+        self.loop = weakref.ref(_running_loop())
         self.port = 0
         self.consent_timeout = CONSENT_TIMEOUT
         self.connect_timeout = CONNECT_TIMEOUT
@@ -448,6 +448,20 @@ class MuxConnection:
                 self.server.drop("consent_expired")
                 self._shut()
                 return
+
+
+class _NoLoop:
+    """Stands for 'no loop' (a server made outside one: the fuzz target), weakly referenceable."""
+
+
+_NO_LOOP = _NoLoop()
+
+
+def _running_loop() -> Any:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return _NO_LOOP
 
 
 def _current_task() -> asyncio.Task[Any] | None:
