@@ -50,9 +50,9 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   (copied from the connection by ``RTCIceTransport.__init__``) are replaced per transport by a ``MuxConnection``
   before anything gathers; ``RTCIceGatherer.getLocalParameters`` is replaced per instance to say ``iceLite``
   (aiortc then writes ``a=ice-lite``); ``RTCDtlsTransport._rx_srtp`` (incoming pylibsrtp Session) is wrapped to
-  count authentication failures; ``aiortc.rtcpeerconnection.RTCCertificate`` (the module's name for the class whose
-  ``generateCertificate`` ``RTCPeerConnection.__init__`` calls) is swapped for the duration of the constructor so
-  that every connection uses the process's one certificate.
+  count authentication failures; the name ``RTCCertificate`` in ``aiortc.rtcpeerconnection`` (whose
+  ``RTCCertificate.generateCertificate`` ``RTCPeerConnection.__init__`` calls) is swapped for the duration of the
+  constructor so that every connection uses the process's one certificate.
 * ``RTCRtpSender._ssrc`` / ``RTCRtpSender._rtx_ssrc`` (instance attributes):
   read, cross-checked against the ``a=ssrc`` lines of the local SDP.
 * ``RTCRtpSender._stream_id`` (instance attribute): written by
@@ -194,7 +194,7 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
     Internal("aiortc.rtcicetransport", "RTCIceTransport", "_send", "attribute"),
     Internal("aiortc.rtcicetransport", "RTCIceGatherer", "getLocalParameters", "method"),
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_rx_srtp", "attribute"),
-    Internal("aiortc.rtcpeerconnection", None, "RTCCertificate", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "RTCCertificate", "generateCertificate", "method"),
     Internal("aioice.ice", "Connection", "_nominated", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_ssrc", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_rtx_ssrc", "attribute"),

@@ -300,7 +300,7 @@ class MuxConnection:
         self.remote_username: str | None = None
         self.remote_password: str | None = None
         self.local_candidates: list[Candidate] = []
-        self.remote_candidates: list[Candidate] = []
+        self._remote_candidates: list[Candidate] = []
         self.addresses: OrderedDict[Address, _Listener] = OrderedDict()  # authenticated, oldest first
         self.selected: tuple[Address, _Listener] | None = None
         self.on_path: Callable[[], None] | None = None  # the Peer's engine path follows the selected address
@@ -326,8 +326,12 @@ class MuxConnection:
 
     async def add_remote_candidate(self, candidate: Candidate | None) -> None:
         """Kept for aiortc's getRemoteCandidates; ICE-lite never sends to them (the client's checks decide)."""
-        if candidate is not None and len(self.remote_candidates) < MAX_REMOTE_CANDIDATES:
-            self.remote_candidates.append(candidate)
+        if candidate is not None and len(self._remote_candidates) < MAX_REMOTE_CANDIDATES:
+            self._remote_candidates.append(candidate)
+
+    @property
+    def remote_candidates(self) -> list[Candidate]:
+        return list(self._remote_candidates)
 
     async def connect(self) -> None:
         """Returns once the client nominated a pair (USE-CANDIDATE); ConnectionError if it never does."""
