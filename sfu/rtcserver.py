@@ -97,7 +97,7 @@ class RtcServer:
         self.consent_timeout = CONSENT_TIMEOUT
         self.connect_timeout = CONNECT_TIMEOUT
         self.drops: dict[str, int] = {}
-        self.counters = {"binding_requests": 0, "nominations": 0, "datagrams_in": 0, "connections": 0}
+        self.counters = {"binding_requests": 0, "nominations": 0, "datagrams_in": 0, "connections_made": 0}
         self._listeners: list[_Listener] = []
         self._by_ufrag: dict[str, MuxConnection] = {}
         self._by_addr: dict[Address, MuxConnection] = {}
@@ -185,7 +185,7 @@ class RtcServer:
 
     def register(self, connection: MuxConnection) -> None:
         self._by_ufrag[connection.local_username] = connection
-        self.counters["connections"] += 1
+        self.counters["connections_made"] += 1
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
