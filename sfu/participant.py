@@ -109,7 +109,7 @@ class SfuParticipant:
         self.transport = self.bridge.engine.add_transport()
         peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
                     on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport,
-                    rtc=rtc_server_for(self.ice))
+                    rtc=rtc_server_for(self.ice, self.bridge.engine))
 
         async def on_state() -> None:
             state = peer.pc.connectionState

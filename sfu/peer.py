@@ -487,6 +487,7 @@ class Peer:
         connection gathers its own sockets (per-connection mode, clients)."""
         self.name = name
         self._rtc = rtc
+        self._tasks: set[asyncio.Future[Any]] = set()  # awaitable callbacks of natively received packets
         self._mux: dict[int, MuxConnection] = {}  # id(RTCIceTransport) -> its connection on the shared port
         self._engine = engine
         self._engine_transport = transport
@@ -608,6 +609,11 @@ class Peer:
                 b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
             key = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
             self._engine.set_srtp(self._engine_transport, profile.libsrtp_profile, key)
+            if connection is not None and self._rtc is not None and self._rtc.engine is self._engine:
+                # native receive: the engine unprotects what the client sends from its selected address
+                rx_key = profile.get_key_and_salt(material, 0 if dtls._role == "server" else 1)
+                self._engine.set_srtp_rx(self._engine_transport, profile.libsrtp_profile, rx_key)
+                self._rtc.register_receiver(self._engine_transport, self._native_rx)
             dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
 
         dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
@@ -643,6 +649,28 @@ class Peer:
         except Exception:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
+
+    def _native_rx(self, kind: int, data: bytes) -> None:
+        """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
+        aiortc's receive loop calls, without its queue, task and coroutines."""
+        if kind == 0:
+            self.stats.rtp_in += 1
+            callback: Callable[..., Any] | None = self.on_rtp
+            args: tuple[Any, ...] = (data, time.monotonic())
+        else:
+            self.stats.rtcp_in += 1
+            callback, args = self.on_rtcp, (data,)
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            self.stats.callback_errors += 1
+            logger.exception("%s: %s callback failed", self.name, "on_rtp" if kind == 0 else "on_rtcp")
 
     # ------------------------------------------------------------- signalling
 
@@ -895,6 +923,8 @@ class Peer:
     # ------------------------------------------------------------------ close
 
     async def close(self) -> None:
+        if self._rtc is not None and self._engine_transport is not None:
+            self._rtc.unregister_receiver(self._engine_transport)
         for transceiver in self.pc.getTransceivers():
             track = transceiver.receiver.track
             if track is not None:

@@ -304,8 +304,8 @@ class Sfu:
             "forwarded_packets": totals["packets_out"],  # RTP datagrams that left (copies and retransmissions)
             "forwarded_bytes": totals["bytes_out"],  # their size on the wire (SRTP)
             # by reason, as docs/architecture.md lists them: the engine's, and the one-port server's (stun_*, ...)
-            "drops": {**totals["drops"], **(server.drops if (server := rtc_server_for(self.ice, create=False))
-                                            is not None else {})},
+            "drops": {**totals["drops"], **(server.all_drops() if (server := rtc_server_for(
+                self.ice, self.bridge.engine, create=False)) is not None else {})},
             "retransmitted": totals["retransmitted"],
             "layer_switches": totals["switches"],
             "estimated_bitrates_bps": [int(p.estimate.estimate) for router in self.routers.values()

@@ -87,11 +87,41 @@ class _Listener(asyncio.DatagramProtocol):
         return sock.fileno() if sock is not None else None
 
 
-class RtcServer:
-    """The process's single media port on each listening address, and the connections demultiplexed on it."""
+class _SocketTransport:
+    """The little of asyncio's DatagramTransport the server uses, over a socket the engine reads (native receive)."""
 
-    def __init__(self, config: IceConfig) -> None:
+    def __init__(self, sock: socket.socket, server: RtcServer) -> None:
+        self.sock = sock
+        self.server = server
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:  # a full buffer or an unreachable client: STUN and DTLS are retransmitted by their peer
+            self.server.drop("send_error")
+
+    def is_closing(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"socket": self.sock, "sockname": self.sock.getsockname()}.get(name)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RtcServer:
+    """The process's single media port on each listening address, and the connections demultiplexed on it.
+
+    With a media `engine`, the socket is read by the engine (`engine.recv`: recvmmsg, then libsrtp unprotect of
+    SRTP/SRTCP from a connection's selected address, in C) when the loop says it is readable; the packets go to the
+    connection's receiver (`register_receiver`) with no asyncio datagram, queue or task in between. STUN, DTLS and
+    anything from an unknown address come back to `received`, the slow path. Without an engine, asyncio reads."""
+
+    def __init__(self, config: IceConfig, engine: Any = None) -> None:
         self.config = config
+        self.engine = engine if engine is not None and hasattr(engine, "recv") else None
+        self._receivers: dict[int, Callable[[int, bytes], None]] = {}
         self.loop = weakref.ref(_running_loop())
         self.port = 0
         self.consent_timeout = CONSENT_TIMEOUT
@@ -146,11 +176,14 @@ class RtcServer:
         listeners: list[_Listener] = []
         for host in self.config.hosts:
             try:
-                _t, listener = await loop.create_datagram_endpoint(
-                    lambda h=host: _Listener(self, h), local_addr=(host, port))  # type: ignore[misc]
+                if self.engine is not None:
+                    listener = self._bind_native(loop, host, port)
+                else:
+                    _t, listener = await loop.create_datagram_endpoint(
+                        lambda h=host: _Listener(self, h), local_addr=(host, port))  # type: ignore[misc]
             except OSError:
                 for bound in listeners:
-                    bound.transport.close()  # type: ignore[union-attr]
+                    self._close_listener(bound)
                 return []
             _buffers(listener.transport.get_extra_info("socket"))  # type: ignore[union-attr]
             listeners.append(listener)
@@ -158,12 +191,66 @@ class RtcServer:
                 port = listener.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
         return listeners
 
+    def _bind_native(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> _Listener:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        listener = _Listener(self, host)
+        listener.transport = _SocketTransport(sock, self)  # type: ignore[assignment]
+        loop.add_reader(sock.fileno(), self._readable, listener)
+        return listener
+
+    def _close_listener(self, listener: _Listener) -> None:
+        transport = listener.transport
+        if transport is None:
+            return
+        if isinstance(transport, _SocketTransport) and not transport.is_closing():
+            loop = self.loop()
+            if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+                loop.remove_reader(transport.sock.fileno())
+        transport.close()
+
+    def _readable(self, listener: _Listener) -> None:
+        """The engine reads a batch (recvmmsg) and unprotects what it can; a few batches per wake-up, then the
+        loop's other work gets its turn."""
+        transport = listener.transport
+        if self.engine is None or not isinstance(transport, _SocketTransport) or transport.is_closing():
+            return
+        fd = transport.sock.fileno()
+        for _ in range(8):
+            try:
+                batch = self.engine.recv(fd)
+            except OSError:  # ICMP errors (a client gone away) surface here
+                self.drop("socket_error")
+                continue
+            for tid, kind, data, addr in batch:
+                if tid >= 0:
+                    receiver = self._receivers.get(tid)
+                    if receiver is None:
+                        self.drop("no_receiver")
+                    else:
+                        receiver(kind, data)
+                else:
+                    self.received(data, addr, listener)
+            if len(batch) < 64:
+                return
+
+    def register_receiver(self, transport: int, receiver: Callable[[int, bytes], None]) -> None:
+        """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1)."""
+        self._receivers[transport] = receiver
+
+    def unregister_receiver(self, transport: int) -> None:
+        self._receivers.pop(transport, None)
+
     def close(self) -> None:
         for connection in list(self._by_ufrag.values()):
             connection.closed_by_server()
         for listener in self._listeners:
-            if listener.transport is not None:
-                listener.transport.close()
+            self._close_listener(listener)
         self._listeners = []
         self.port = 0
 
@@ -281,10 +368,21 @@ class RtcServer:
         self._by_addr[addr] = connection
         connection.validated(addr, listener, nominated)
 
+    def all_drops(self) -> dict[str, int]:
+        """Drops by reason, the engine's receive side included (SRTP that failed authentication in C)."""
+        drops = dict(self.drops)
+        if self.engine is not None:
+            rx = self.engine.rx_stats()
+            for reason, count in (("srtp_auth_failed", rx["auth_failed"]), ("rx_truncated", rx["truncated"])):
+                if count:
+                    drops[reason] = drops.get(reason, 0) + count
+        return drops
+
     def stats(self) -> dict[str, Any]:
         """Plain data for Sfu.metrics: the port, what was dropped by reason, and the table sizes."""
+        native = self.engine.rx_stats() if self.engine is not None else None
         return {"port": self.port, "connections": len(self._by_ufrag), "addresses": len(self._by_addr),
-                **self.counters, "drops": dict(self.drops)}
+                **self.counters, "native_receive": native, "drops": self.all_drops()}
 
 
 class MuxConnection:
@@ -474,24 +572,25 @@ def _current_task() -> asyncio.Task[Any] | None:
     return None
 
 
-_servers: dict[tuple[int, tuple[str, ...], int, str | None], RtcServer] = {}
+_servers: dict[tuple[int, tuple[str, ...], int, str | None, int], RtcServer] = {}
 
 
-def rtc_server_for(config: IceConfig, create: bool = True) -> RtcServer | None:
-    """The running loop's server for this configuration, or None in the per-connection mode
-    (CLASSCAST_ICE_PORT_RANGE). Per loop because its sockets belong to one loop (tests run one loop each)."""
+def rtc_server_for(config: IceConfig, engine: Any = None, create: bool = True) -> RtcServer | None:
+    """The running loop's server for this configuration and engine, or None in the per-connection mode
+    (CLASSCAST_ICE_PORT_RANGE). Per loop because its sockets belong to one loop (tests run one loop each); per
+    engine because the engine reads the socket (an SFU process has one; tests may make more)."""
     if not config.single_port:
         return None
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    key = (id(loop), config.hosts, config.rtc_port, config.announced)
+    key = (id(loop), config.hosts, config.rtc_port, config.announced, id(engine))
     server = _servers.get(key)
     if server is not None and server.loop() is not loop:
         server = None  # an id reused by a later loop
     if server is None and create:
         for stale in [k for k, s in _servers.items() if s.loop() is None or (not s._by_ufrag and not s.listening)]:
             del _servers[stale]
-        server = _servers[key] = RtcServer(config)
+        server = _servers[key] = RtcServer(config, engine)
     return server

@@ -27,7 +27,7 @@ SELECTED_JS = """async () => {
 
 
 def _server(room: Classroom) -> RtcServer:
-    server = rtc_server_for(room.server.app[HUB].sfu.ice, create=False)
+    server = rtc_server_for(room.server.app[HUB].sfu.ice, room.server.app[HUB].sfu.bridge.engine, create=False)
     assert server is not None and server.listening
     return server
 

@@ -26,7 +26,8 @@ def _router(classroom: Classroom) -> Router:
 
 
 def _server(classroom: Classroom) -> RtcServer:
-    server = rtc_server_for(classroom.server.app[HUB].sfu.ice, create=False)
+    sfu = classroom.server.app[HUB].sfu
+    server = rtc_server_for(sfu.ice, sfu.bridge.engine, create=False)
     assert server is not None and server.listening
     return server
 
@@ -78,6 +79,10 @@ async def test_every_participant_goes_through_the_one_port(classroom: Classroom)
         fingerprints |= {line for line in local.splitlines() if line.startswith("a=fingerprint:sha-256")}
     assert len(fingerprints) == 1, "one DTLS certificate for the process"
     stats = server.stats()
+    if server.engine is not None:  # native receive: the engine read and unprotected the teacher's media
+        teacher_transport = next(p.transport for p in participants if p.uid == "teacher")
+        assert server.engine.rx_stats(teacher_transport)["packets"] > 10
+        assert stats["native_receive"]["packets"] > 10
     assert stats["connections"] == 3 and stats["nominations"] >= 3 and stats["binding_requests"] >= 3
     metrics = classroom.server.app[HUB].sfu.metrics()
     assert metrics["rtc"]["port"] == server.port
