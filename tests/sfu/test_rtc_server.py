@@ -131,6 +131,13 @@ async def test_bad_datagrams_are_dropped_and_counted_without_growth(classroom: C
             attacker.sendto(header + rng(120), target)
         await _until(lambda: server.drops.get("srtp_auth_failed", 0) - before.get("srtp_auth_failed", 0) >= 50)
     assert connection.srtp_failures >= 50
+    if server.engine is not None:  # the same from the client's own (selected) address: failed in C, counted there
+        pair = next(iter(teacher.pc.getTransceivers())).receiver.transport.transport._connection._nominated[1]
+        failed = server.engine.rx_stats()["auth_failed"]
+        for _ in range(50):
+            pair.protocol.transport.sendto(header + rng(120), target)
+        await _until(lambda: server.engine.rx_stats()["auth_failed"] - failed >= 50)
+        assert server.all_drops()["srtp_auth_failed"] >= connection.srtp_failures + 50
     assert not [r for r in caplog.records if r.name.startswith(("classcast.sfu", "aiortc", "aioice"))
                 and r.levelno >= logging.INFO and "rtcserver" in r.name], "no log line per bad datagram"
     metrics = classroom.server.app[HUB].sfu.metrics()
