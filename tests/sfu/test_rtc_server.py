@@ -192,3 +192,21 @@ async def test_candidates_advertise_the_announced_address() -> None:
         busy.close()
     finally:
         server.close()
+
+
+async def test_a_port_range_selects_the_per_connection_mode(classroom: Classroom) -> None:
+    """CLASSCAST_ICE_PORT_RANGE keeps the old mode: a socket per connection in the range, full ICE, no a=ice-lite."""
+    sfu = classroom.server.app[HUB].sfu
+    sfu.ice = IceConfig(port_min=47300, port_max=47399)  # read by the rooms made from now on
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    frame = await asyncio.wait_for((await student.remote_track("camera")).recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
+    for participant in _router(classroom).participants.values():
+        assert not participant.peer._mux
+        connection = participant.peer.pc.getTransceivers()[0].receiver.transport.transport._connection
+        assert not isinstance(connection, MuxConnection)
+        assert all(47300 <= c.port <= 47399 for c in connection.local_candidates)
+        assert "a=ice-lite" not in participant.peer.pc.localDescription.sdp
+    assert sfu.metrics()["rtc"] is None
