@@ -31,6 +31,7 @@ from typing import Any
 from aioice import ConnectionClosed, stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCCertificate
+from OpenSSL import SSL
 
 from sfu.ice import IceConfig
 
@@ -60,6 +61,23 @@ def _buffers(sock: socket.socket | None) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, SERVER_BUFFER)
+
+
+class ServerCertificate(RTCCertificate):
+    """The process's certificate, which also shares one OpenSSL context between all connections (aiortc makes a
+    context per DTLS transport, each with its own copy of the certificate and key) and lets idle connections release
+    their read/write buffers (SSL_MODE_RELEASE_BUFFERS): after the handshake DTLS is nearly silent."""
+
+    _contexts: dict[tuple[bytes, ...], SSL.Context]
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
+        contexts = self.__dict__.setdefault("_contexts", {})
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        context = contexts.get(key)
+        if context is None:
+            context = contexts[key] = super()._create_ssl_context(srtp_profiles)
+            context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        return context
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -133,17 +151,17 @@ class RtcServer:
         self._by_addr: dict[Address, MuxConnection] = {}
         self._start_lock = asyncio.Lock()
         self._close_handle: asyncio.TimerHandle | None = None
-        self._certificate: RTCCertificate | None = None
+        self._certificate: ServerCertificate | None = None
         self._certificate_made = 0.0
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
 
     @property
-    def certificate(self) -> RTCCertificate:
+    def certificate(self) -> ServerCertificate:
         """One DTLS certificate per process: its fingerprint is in every answer and offer (renewed daily)."""
         now = time.monotonic()
         if self._certificate is None or now - self._certificate_made > CERTIFICATE_LIFETIME:
-            self._certificate = RTCCertificate.generateCertificate()
+            self._certificate = ServerCertificate.generateCertificate()
             self._certificate_made = now
         return self._certificate
 

@@ -35,7 +35,7 @@ from sfu.rtp import (
 )
 
 CACHE = 2048
-HISTORY = 4096
+HISTORY = 1024  # the native CC_HISTORY: a NACK for older copies than that is answered from nothing
 GOP_MAX = 1500
 MAX_LAYERS = 8
 MAX_PACKET = 65535

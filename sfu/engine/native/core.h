@@ -15,7 +15,7 @@
 #include <srtp2/srtp.h>
 
 #define CC_CACHE 2048    /* packets kept per stream for NACKs (power of two) */
-#define CC_HISTORY 4096  /* out-sequence -> source memory per slot (power of two) */
+#define CC_HISTORY 1024  /* out-sequence -> source memory per slot (power of two): 20 kB a slot, several seconds of NACKs */
 #define CC_GOP_MAX 1500  /* packets of the cached group of pictures */
 #define CC_MAX_LAYERS 8
 #define CC_BATCH 256     /* datagrams queued before a flush */
