@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots sdk contract
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -54,9 +54,21 @@ $(FONTS) &:
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends fonts-dejavu-core \
 		fonts-droid-fallback
 
-install: $(STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
+# The TURN relay (issue 16): Debian's coturn, configured by `classcast turn-config` or run by `classcast serve`
+# when CLASSCAST_TURN=embedded (control/turn.py). nftables is for tests/net, whose namespaces NAT and firewall.
+TURNSERVER := /usr/bin/turnserver
+$(TURNSERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends coturn
 
-install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP) $(FONTS)
+NFT := /usr/sbin/nft
+$(NFT):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nftables
+
+install: $(STAMP) $(NATIVE) $(AI_STAMP) $(FONTS) $(TURNSERVER)
+
+install-test: $(TEST_STAMP) $(NATIVE) $(AI_STAMP) $(FONTS) $(TURNSERVER)
 
 run: install
 	$(BIN)/classcast serve
@@ -80,6 +92,19 @@ $(FIREFOX) $(NODE) &:
 
 $(FIREFOX_DRIVER): tests/e2e/firefox/package-lock.json | $(NODE)
 	cd tests/e2e/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+
+# The browser SDK package (issue 20): typescript from the npm registry (pinned by the committed package-lock.json)
+# generates control/web/sdk/dist/classcast.d.ts from the SDK's JSDoc; the server serves it at /sdk/classcast.d.ts.
+SDK := control/web/sdk
+SDK_NPM := $(SDK)/node_modules/.package-lock.json
+SDK_TYPES := $(SDK)/dist/classcast.d.ts
+$(SDK_NPM): $(SDK)/package-lock.json | $(NODE)
+	cd $(SDK) && npm ci --no-audit --no-fund --loglevel=error
+
+$(SDK_TYPES): $(SDK)/classcast.js $(SDK)/tsconfig.json $(SDK_NPM)
+	cd $(SDK) && npm run --silent build
+
+sdk: $(SDK_TYPES)
 
 # The fan-out benchmark's points of comparison (issue 8): Janus with its VideoRoom, Go and pion for
 # bench/peers/pion, iproute2 for the network namespace they run in. About 20 s from Debian's packages.
@@ -105,7 +130,7 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
 	done
 
-test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG)
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in
@@ -118,9 +143,14 @@ fuzz: install-test
 fuzz-seeds: install-test
 	$(BIN)/python -m tests.fuzz.seeds
 
+# The API against its OpenAPI document for longer than `make test` does (tests/contract/, schemathesis).
+CONTRACT_EXAMPLES ?= 200
+contract: install-test
+	CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) $(BIN)/python -m pytest -q tests/contract
+
 # docs/images/ from real Chromium runs (tests/e2e/screenshots.py).
 screenshots: install-test $(CHROMIUM)
 	PYTHONPATH=. $(BIN)/python -m tests.e2e.screenshots
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/e2e/firefox/node_modules
+	rm -rf $(VENV) build *.egg-info tests/e2e/firefox/node_modules $(SDK)/node_modules $(SDK)/dist

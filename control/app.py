@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from control import health, metrics, signaling
-from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks
+from control import cors, health, metrics, signaling
+from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks, whip
 from control.auth import Auth, load_or_create_secret
 from control.classroom import Classroom
 from control.clock import Clock
@@ -23,7 +23,7 @@ from control.services import SERVICES, Services
 from control.signaling import HUB
 from control.store.store import Store
 from control.tutor.service import Tutor
-from control.web import page
+from control.web import page, sdkfiles
 from control.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("classcast.app")
@@ -67,7 +67,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     starts the recorder process only when a recording starts."""
     svc = await build_services(config, clock)
     drain = Drain()
-    middlewares = [request_middleware, org_middleware, drain.middleware]
+    middlewares = [cors.preflight_middleware, request_middleware, org_middleware, drain.middleware]
     meter = metrics.Metrics() if config.metrics else None
     if meter is not None:
         middlewares.insert(0, meter.middleware)  # outermost: it sees every final status
@@ -78,9 +78,10 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     app[SERVICES] = svc
     app[DRAIN] = drain
     app[recordings.BACKGROUND] = background  # the recorder process starts with the server, else on demand
-    for module in (rooms, participants, billing, openapi, page, signaling, tutor, recordings, webhooks):
-        module.setup(app)  # tutor after signaling
+    for module in (rooms, participants, billing, openapi, page, sdkfiles, signaling, tutor, recordings, webhooks, whip):
+        module.setup(app)  # tutor and whip after signaling
     health.setup(app, drain)
+    cors.setup(app)
 
     async def refuse_joins_while_draining(app: web.Application) -> None:
         app[HUB].draining = lambda: drain.draining

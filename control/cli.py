@@ -1,6 +1,6 @@
-"""`classcast` command line: `serve`, `drain`, `config`, organization management (`org create|list|credits|
-domains|branding`) and the operator commands of control/operator.py (`rooms`, `participants`, `token`,
-`recordings`, `webhooks`).
+"""`classcast` command line: `serve`, `drain`, `config`, `turn-config`, `doctor`, organization management
+(`org create|list|credits|domains|branding`) and the operator commands of control/operator.py (`rooms`,
+`participants`, `token`, `recordings`, `webhooks`).
 
 The org commands open the same database as the server (SQLite in WAL mode tolerates the running server).
 `--config FILE` (or `CLASSCAST_CONFIG`) reads a TOML file under the environment (control/config.py).
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -71,7 +72,15 @@ async def _serve(config: Config) -> None:
     from control.app import create_app
     from control.drain import DRAIN
     from control.services import SERVICES
+    from control.turn import Relay, reachability_warnings
 
+    log = logging.getLogger("classcast")
+    for warning in reachability_warnings(config):
+        log.warning("%s", warning)
+    relay: Relay | None = None
+    if config.turn.mode == "embedded":  # before the site opens, so no `joined` names a relay that is not there
+        relay = Relay(config.turn, config.ice, config.data_dir)
+        await relay.start()
     app = await create_app(config)
     svc = app[SERVICES]
     org, created = await ensure_demo_org(svc.store, config, svc.clock)
@@ -106,6 +115,8 @@ async def _serve(config: Config) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await runner.cleanup()
+        if relay is not None:
+            await relay.stop()
         with contextlib.suppress(OSError):
             if pid_path.read_text().strip() == str(os.getpid()):
                 pid_path.unlink()
@@ -233,6 +244,27 @@ def cmd_config(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_turn_config(args: argparse.Namespace, config: Config) -> int:
+    """coturn's configuration for a relay run as its own service (CLASSCAST_TURN=external); it holds the secret."""
+    from control.turn import coturn_config, load_or_create_secret
+
+    print(coturn_config(config.turn, config.ice, load_or_create_secret(config.turn, config.data_dir),
+                        log_file=args.log_file), end="")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    """Warnings about what keeps browsers elsewhere from the media; exit status 1 when there is any."""
+    from control.turn import reachability_warnings
+
+    warnings = reachability_warnings(config)
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    if not warnings:
+        print("ok: nothing found that keeps remote browsers from the media")
+    return 1 if warnings else 0
+
+
 def cmd_drain(args: argparse.Namespace, config: Config) -> int:
     """SIGTERM to the server of this data dir: it drains (control/drain.py); `--wait` waits for it to exit."""
     path = pid_file(config)
@@ -268,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     drain = sub.add_parser("drain", help="drain the running server: no new classes, running ones finish")
     drain.add_argument("--wait", type=float, nargs="?", const=3600.0, default=None,
                        help="wait (up to this many seconds) for the server to stop")
+    turn = sub.add_parser("turn-config", help="print the coturn configuration (turnserver.conf) for this server")
+    turn.add_argument("--log-file", default="/var/log/turnserver.log")
+    sub.add_parser("doctor", help="check that browsers outside this network can reach the media")
     operator.add_parsers(sub)
     for choice in sub.choices.values():  # `classcast serve --config F` works as well as `classcast --config F serve`
         choice.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -309,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_config(args, config)
     if args.cmd == "drain":
         return cmd_drain(args, config)
+    if args.cmd == "turn-config":
+        return cmd_turn_config(args, config)
+    if args.cmd == "doctor":
+        return cmd_doctor(args, config)
     if args.cmd in operator.COMMANDS:
         return operator.run(args, config)
     return cmd_org(args, config)

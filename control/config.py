@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from control.ratelimit import RateLimits
+from control.turn import TurnConfig
 from sfu.ice import IceConfig
 
 
@@ -163,6 +164,8 @@ class Config:
     # SIGTERM lets running classes go on this long before ending them (issue 17's drain).
     drain_timeout_s: float = 3600.0
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # The TURN relay and the per-participant credentials handed out in `joined` (issue 16, control/turn.py).
+    turn: TurnConfig = field(default_factory=TurnConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -195,6 +198,7 @@ class Config:
                 join_per_org=_int(env, "CLASSCAST_RATE_JOIN_ORG", RateLimits.join_per_org),
                 join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address),
             ),
+            turn=TurnConfig.from_env(env),
         )
 
     @classmethod

@@ -24,25 +24,22 @@ import aiohttp
 import av
 
 from control.clock import Clock, iso
-from control.errors import ApiError, room_ended, validation_error
+from control.errors import ApiError, room_ended
 from control.events import Event
 from control.ids import new_id
 from control.services import Services
 from control.store.records import Org, Recording, RecordingFile, Room
 from control.store.store import LIVE_RECORDING_STATES
+from control.validation import parse
 from recorder import subtitles
 from recorder.feed import FeedTap
 from recorder.janitor import Janitor
-from recorder.layout import LAYOUTS, PRESETS
 from recorder.probe import playable_seconds
 from recorder.supervisor import RecorderSupervisor
 from sfu.router import Sfu
 
 log = logging.getLogger("classcast.recordings")
 
-MODES = ("composite", "track")
-OPTION_FIELDS = ("layout", "preset", "showLogo", "mode")
-DEFAULT_OPTIONS = {"layout": "grid", "preset": "H264_1080P_30", "showLogo": True, "mode": "composite"}
 DOWNLOAD_TTL_S = 3600
 CAPTIONS_LABEL = "captions"  # the recording file that is the WebVTT of its captions (recorder/subtitles.py)
 JANITOR_INTERVAL_S = 60.0
@@ -50,27 +47,11 @@ LOGO_TIMEOUT_S = 5.0
 
 
 def parse_options(raw: Any) -> dict[str, Any]:
-    """The reference's `options` (layout, preset, showLogo) plus our `mode`; a bad value is a clear 400."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise validation_error("options", "must be an object")
-    unknown = sorted(set(raw) - set(OPTION_FIELDS))
-    if unknown:
-        raise validation_error(f"options.{unknown[0]}", "is not a known field")
-    out = dict(DEFAULT_OPTIONS)
-    for key, allowed in (("layout", LAYOUTS), ("preset", tuple(PRESETS)), ("mode", MODES)):
-        value = raw.get(key)
-        if value is None:
-            continue
-        if value not in allowed:
-            raise validation_error(f"options.{key}", f"must be one of {', '.join(allowed)}")
-        out[key] = value
-    if raw.get("showLogo") is not None:
-        if not isinstance(raw["showLogo"], bool):
-            raise validation_error("options.showLogo", "must be a boolean")
-        out["showLogo"] = raw["showLogo"]
-    return out
+    """The reference's `options` (layout, preset, showLogo) plus our `mode`, through their declared model (REST and
+    the record button alike); a bad value is a clear 400 naming `options.<field>`."""
+    from control.api.models import RecordingOptions
+
+    return parse(RecordingOptions, {} if raw is None else raw, "options.").model_dump()
 
 
 def expires_in_text(seconds: float) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from control import strictjson
+from control import strictjson, turn
 from control.auth import Grant
 from control.classroom import participant_public
 from control.errors import ApiError
@@ -282,6 +282,15 @@ class Hub:
 
     # ---- join and leave -----------------------------------------------------------------------------------
 
+    def _turn_secret(self) -> str:
+        """coturn's shared secret, read once (the data dir file is made on first use): control/turn.py."""
+        cfg = self.svc.config
+        if not cfg.turn.enabled:
+            return ""
+        if not hasattr(self, "_turn_secret_value"):
+            self._turn_secret_value = turn.load_or_create_secret(cfg.turn, cfg.data_dir)
+        return self._turn_secret_value
+
     async def _join(self, conn: Connection, remote: str | None) -> None:
         if conn.joined:
             raise SignalingError("ALREADY_JOINED", "already joined")
@@ -331,7 +340,9 @@ class Hub:
             # A late joiner's captions: the last few minutes of the live transcript (control/tutor/service.py).
             "captions": await self.svc.tutor.recent_captions(room) if self.svc.tutor else [],
             "recording": {"active": recording},
-            "iceServers": list(self.svc.config.ice.servers),
+            # Static servers, then the relay with this participant's own credential, valid as long as its token.
+            "iceServers": turn.ice_servers(self.svc.config.turn, self.svc.config.ice, self._turn_secret(), me.uid,
+                                           grant.claims.exp),
         }
         if Permission.MODERATE in perms:
             joined["hands"] = await self.interaction.hands(room)

@@ -1,7 +1,9 @@
-"""The OpenAPI 3 document served at /v1/openapi.json.
+"""The OpenAPI 3.1 document served at /v1/openapi.json.
 
-Written by hand, not generated from the router: the test that compares it with the registered routes is then a
-real check that a new route was documented.
+The bodies declared as models (control/api/models.py) are generated from them: the classes that validate a request
+are the ones that document it. The paths are written here, not generated from the router: the test that compares
+them with the registered routes is then a real check that a new route was documented. Schemas of the bodies not yet
+migrated to models are written below in JSON Schema 2020-12 (what OpenAPI 3.1 uses: `type: [..., "null"]`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic.json_schema import models_json_schema
+
+from control.api import models
+from control.ids import UID_RE
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -22,18 +28,21 @@ def _resp(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 
 def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
-        400: "Validation failed, malformed JSON or unknown field", 401: "Missing or unknown VF-ORG-ID",
+        400: "Validation failed or malformed JSON", 401: "Missing or unknown VF-ORG-ID",
         402: "Insufficient credits", 403: "Forbidden (participant removed, room full)", 404: "Room not found",
-        409: "Conflict (roomId already used; recording already running or not running)",
-        410: "Room already ended", 413: "Body too large", 429: "Too many room creations or joins (Retry-After)",
+        409: "Conflict (roomId already used; recording already running or not running; nothing to play)",
+        410: "Room already ended", 413: "Body too large", 415: "Wrong Content-Type",
+        412: "If-Match does not match the session's ETag", 422: "ICE restart is not supported",
+        429: "Too many room creations or joins (Retry-After)",
         503: "Recorder unavailable, database unavailable, or the server is draining (Retry-After)",
         500: "Internal server error (the AI model did not answer)",
     }
     return {str(s): _resp(meaning[s], ERROR) for s in statuses}
 
 
-def _json_body(ref: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+def _json_body(ref: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
 def _ok(schema: str) -> dict[str, Any]:
@@ -48,74 +57,37 @@ ROOM_ID = {
     "name": "roomId", "in": "path", "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
 }
-UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+UID = {"name": "uid", "in": "path", "required": True,
+       "schema": {"type": "string", "pattern": UID_RE.pattern, "maxLength": 128}}
 WEBHOOK_ID = {"name": "webhookId", "in": "path", "required": True, "schema": {"type": "string"}}
+SESSION_ID = {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
+SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
+FRAG_BODY = {"required": True, "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}}
+CREATED_SDP = {"description": "The SDP answer; Location names the session, ETag its ICE session",
+               "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
+               "content": {"application/sdp": {"schema": {"type": "string"}}}}
 BOOL = {"type": "boolean"}
 STR = {"type": "string"}
 INT = {"type": "integer"}
-TS = {"type": "string", "format": "date-time", "nullable": True}
+TS = {"type": ["string", "null"], "format": "date-time"}
+DATE = {"type": "string", "format": "date"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["success", "message"], "properties": {
         "success": {"type": "boolean", "enum": [False]}, "message": STR, "error": STR, "code": STR, "status": INT,
         "errors": {"type": "object", "additionalProperties": STR}}},
-    "Participant": {"type": "object", "required": ["uid", "name", "role"], "properties": {
-        "uid": STR, "name": {"type": "string", "maxLength": 99},
-        "role": {"type": "string", "enum": ["TEACHER", "STUDENT", "MODERATOR", "ADMIN"]},
-        "photoURL": STR, "photoUrl": STR, "metadata": {"type": "object"}}},
-    "Customization": {"type": "object", "additionalProperties": False, "properties": {
-        **{k: BOOL for k in ("showLobby", "showClassTitle", "showLogo", "showHeader", "showParticipantName",
-                             "showMicIndicator", "needChat", "needControlbar", "allowScreenShare", "allowHandRaise",
-                             "allowRecording", "allowIngress", "validateDomain")},
-        "theme": {"type": "string", "enum": ["system", "light", "dark"]}}},
-    "CreateRoom": {"type": "object", "required": ["roomId", "title", "participant"], "properties": {
-        "roomId": STR, "title": STR, "roomName": STR, "roomDescription": STR, "description": STR,
-        "participant": {"$ref": "#/components/schemas/Participant"},
-        "customization": {"$ref": "#/components/schemas/Customization"},
-        "settings": {"type": "object", "properties": {
-            "maxParticipants": {"type": "integer", "default": 1000, "maximum": 5000},
-            "emptyTimeout": {"type": "integer", "default": 300, "maximum": 1800}, "autoClose": BOOL}},
-        "expiresIn": {"type": "integer", "minimum": 60, "maximum": 86400, "default": 3600}}},
-    "JoinRoom": {"type": "object", "required": ["participant"], "properties": {
-        "participant": {"$ref": "#/components/schemas/Participant"},
-        "customization": {"$ref": "#/components/schemas/Customization"},
-        "expiresIn": {"type": "integer", "minimum": 60, "maximum": 86400}}},
-    "Token": {"type": "object", "properties": {
-        "token": STR, "iframeUrl": STR, "expiresAt": TS, "roomId": STR,
-        "room": {"type": "object", "properties": {"roomId": STR, "sid": STR}}}},
-    "RoomStatus": {"type": "object", "properties": {
-        "exists": BOOL, "isActive": BOOL, "roomId": STR, "title": STR, "participantCount": INT, "hasTeacher": BOOL,
-        "isRecording": BOOL, "createdAt": TS, "startedAt": TS, "endedAt": TS}},
-    "RoomSummary": {"type": "object", "properties": {
-        "roomId": STR, "roomName": STR, "totalCredits": INT, "totalParticipants": INT, "avgStay": INT,
-        "timestamps": {"type": "object", "properties": {"startedAt": TS, "endedAt": TS}},
-        "status": {"type": "string", "enum": ["created", "live", "finished"]}}},
-    "RoomDestroyed": {"type": "object", "properties": {
-        "roomId": STR, "participantsDisconnected": INT, "wasRecording": BOOL, "endedAt": TS}},
     "RoomList": {"type": "object", "properties": {"rooms": {"type": "array", "items": {"type": "object"}},
                                                    "pagination": {"type": "object"}}},
-    "SessionsQuery": {"type": "object", "required": ["uid"], "properties": {
-        "uid": STR, "roomId": STR, "startDate": {"type": "string", "format": "date"},
-        "endDate": {"type": "string", "format": "date"}, "page": {"type": "integer", "minimum": 1},
-        "limit": {"type": "integer", "minimum": 1, "maximum": 10},
-        "export": {"type": "string", "enum": ["json", "csv"]}}},
     "Sessions": {"type": "object", "properties": {
         "participant": {"type": "object"}, "roomGroups": {"type": "array", "items": {"type": "object"}},
         "sessions": {"type": "array", "items": {"type": "object", "properties": {
             "sessionId": STR, "roomId": STR, "joinedAt": TS, "leftAt": TS, "duration": INT,
-            "credits": {"type": "number"}, "isActive": BOOL, "ipAddress": {"type": "string", "nullable": True}}}},
+            "credits": {"type": "number"}, "isActive": BOOL, "ipAddress": {"type": ["string", "null"]}}}},
         "pagination": {"type": "object"}, "totals": {"type": "object"}}},
     "Balance": {"type": "object", "properties": {
         "type": STR, "status": {"type": "string", "enum": ["ACTIVE", "OVERCONSUMED"]}, "remainingCredits": INT,
         "displayCredits": INT, "isOverconsumed": BOOL, "creditRate": {"type": "number"},
         "estimatedValue": {"type": "number"}, "currency": STR, "message": STR}},
-    "TutorChat": {"type": "object", "required": ["roomId"], "properties": {
-        "roomId": {"type": "string", "description": "Room id, or the prefixed form org_123_class-456"},
-        "studentUid": {"type": "string", "description": "Required with VF-ORG-ID; taken from a Bearer token"},
-        "organizationId": {"type": "string", "description": "Required with VF-ORG-ID; must match it"},
-        "text": {"type": "string", "maxLength": 2000},
-        "audio": {"type": "string", "description": "base64 WAV, Ogg/Opus or WebM/Opus"},
-        "responseModality": {"type": "string", "enum": ["text", "audio", "both"], "default": "text"}}},
     "TutorUsage": {"type": "object", "properties": {"inputTokens": INT, "outputTokens": INT}},
     "TutorAnswer": {"type": "object", "properties": {
         "success": BOOL, "text": STR, "audio": {"type": "string", "description": "base64 WAV (mono, 16-bit)"},
@@ -128,48 +100,32 @@ SCHEMAS: dict[str, Any] = {
     "TutorUsageReply": {"type": "object", "properties": {
         "success": BOOL, "usage": {"$ref": "#/components/schemas/TutorUsage"}, "requests": INT, "credits": INT,
         "student": {"type": "object"}}},
-    "Topic": {"type": "object", "required": ["topic"], "properties": {"topic": {"type": "string", "maxLength": 300}}},
-    "Transcription": {"type": "object", "required": ["enabled"], "properties": {"enabled": BOOL, "roomId": STR}},
     "Transcript": {"type": "object", "properties": {
         "roomId": STR, "transcribing": BOOL, "text": STR, "segments": {"type": "array", "items": {
             "type": "object", "properties": {"uid": STR, "text": STR, "startedAt": TS, "endedAt": TS}}}}},
-    "AgentChat": {"type": "object", "required": ["chatId"], "properties": {
-        "chatId": STR, "message": STR, "audio": STR, "image": STR,
-        "imageMimeType": {"type": "string", "enum": ["image/jpeg", "image/png", "image/webp", "image/gif"]},
-        "voiceName": STR, "responseModality": {"type": "string", "enum": ["text", "audio", "text+audio"]}}},
     "AgentUsage": {"type": "object", "properties": {"summary": {"type": "object", "properties": {
         "totalSessions": INT, "totalTokenCost": {"type": "number"}, "totalInputTokens": INT,
         "totalOutputTokens": INT}}, "breakdown": {"type": "object"}}},
-    "RecordingStart": {"type": "object", "properties": {"options": {"type": "object", "properties": {
-        "showLogo": {"type": "boolean", "default": True},
-        "layout": {"type": "string", "enum": ["grid", "speaker"], "default": "grid"},
-        "preset": {"type": "string", "enum": ["H264_720P_30", "H264_1080P_30"], "default": "H264_1080P_30"},
-        "mode": {"type": "string", "enum": ["composite", "track"], "default": "composite"}}}}},
     "RecordingJob": {"type": "object", "properties": {
         "egressId": STR, "roomId": STR, "status": {"type": "string", "enum": [
             "EGRESS_STARTING", "EGRESS_ACTIVE", "EGRESS_ENDING", "EGRESS_COMPLETE", "EGRESS_FAILED"]},
         "startedAt": TS, "endedAt": TS}},
     "RecordingList": {"type": "object", "properties": {"roomId": STR, "recordings": {"type": "array", "items": {
         "type": "object", "properties": {
-            "egressId": STR, "status": STR, "options": {"type": "object"}, "startedAt": TS, "endedAt": TS,
-            "size": INT, "duration": {"type": "number"}, "error": {"type": "string", "nullable": True},
-            "deletedAt": TS, "files": {"type": "array", "items": {"type": "object"}}}}}}},
+            "egressId": STR, "roomId": STR, "status": STR, "options": {"type": "object"}, "startedAt": TS,
+            "endedAt": TS, "size": {"type": ["integer", "null"]}, "duration": {"type": ["number", "null"]},
+            "error": {"type": ["string", "null"]}, "deletedAt": TS, "files": {"type": "array", "items": {
+                "type": "object", "properties": {"filename": STR, "size": {"type": ["integer", "null"]},
+                                                 "duration": {"type": ["number", "null"]}}}}}}}}},
     "RecordingDownloads": {"type": "object", "properties": {
         "roomId": STR, "expiresIn": {"type": "string", "example": "4h 23m"},
         "files": {"type": "array", "items": {"type": "object", "properties": {
             "filename": STR, "downloadUrl": STR, "size": INT, "duration": {"type": "number"}, "egressId": STR}}}}},
-    "RecordingIds": {"type": "object", "properties": {"ids": {"type": "array", "items": STR, "maxItems": 100}}},
     "RecordingsDeleted": {"type": "object", "properties": {
         "deleted": {"type": "array", "items": STR}, "notFound": {"type": "array", "items": STR}}},
-    "Moderation": {"type": "object", "properties": {"roomId": STR, "uid": STR, "removed": BOOL, "muted": BOOL,
-                                                     "mutedCount": INT}},
-    "WebhookCreate": {"type": "object", "required": ["url"], "properties": {
-        "url": STR, "description": STR,
-        "events": {"type": "array", "items": {"type": "string", "enum": [
-            "room_started", "room_finished", "participant_joined", "participant_left", "recording_started",
-            "recording_ready", "recording_failed", "credits_low"]}}}},
     "Webhook": {"type": "object", "properties": {
-        "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": STR, "createdAt": TS,
+        "id": STR, "url": STR, "events": {"type": "array", "items": STR}, "description": {"type": ["string", "null"]},
+        "createdAt": TS,
         "secret": {"type": "string", "description": "whsec_...; in the creation reply only"}}},
     "Webhooks": {"type": "object", "properties": {
         "webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
@@ -178,10 +134,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "properties": {
             "id": STR, "eventId": STR, "type": STR, "status": {"type": "string", "enum": [
                 "pending", "delivered", "failed"]},
-            "attempts": INT, "lastStatus": {"type": "integer", "nullable": True}, "lastError": STR,
+            "attempts": INT, "lastStatus": {"type": ["integer", "null"]}, "lastError": {"type": ["string", "null"]},
             "nextAttemptAt": TS, "deliveredAt": TS, "createdAt": TS}}}}},
     "WebhookTest": {"type": "object", "properties": {
-        "id": STR, "eventId": STR, "delivered": BOOL, "status": {"type": "integer", "nullable": True}, "error": STR}},
+        "id": STR, "eventId": STR, "delivered": BOOL, "status": {"type": ["integer", "null"]}, "error": STR}},
 }
 
 PATHS: dict[str, Any] = {
@@ -206,7 +162,7 @@ PATHS: dict[str, Any] = {
         "parameters": [
             {"name": "status", "in": "query",
              "schema": {"type": "string", "enum": ["all", "created", "live", "finished"]}},
-            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
         "responses": {"200": _ok("RoomList"), **_errors(400, 401)}}},
     "/v1/participant/sessions": {"post": {
@@ -217,6 +173,7 @@ PATHS: dict[str, Any] = {
             "text/csv": {"schema": {"type": "string"}}}}, **_errors(400, 401, 404)}}},
     "/v1/room/{roomId}/participants/{uid}/remove": {"post": {
         "summary": "Kick a participant; the uid cannot rejoin (classcast addition)", "parameters": [ROOM_ID, UID],
+        "requestBody": _json_body("RemoveParticipant", required=False),
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
     "/v1/room/{roomId}/participants/{uid}/mute": {"post": {
         "summary": "Mute a participant (classcast addition)", "parameters": [ROOM_ID, UID],
@@ -226,6 +183,7 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
     "/v1/room/{roomId}/mute-all": {"post": {
         "summary": "Mute every participant, optionally except some uids (classcast addition)", "parameters": [ROOM_ID],
+        "requestBody": _json_body("MuteAll", required=False),
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
     "/v1/room/{roomId}/recording/start": {"post": {
         "summary": "Start recording the room (reference 2.6; `mode: track` is a classcast addition)",
@@ -290,9 +248,36 @@ PATHS: dict[str, Any] = {
                       **_errors(400, 401, 402, 413, 500)}}},
     "/v1/ai-agent/usage/summary": {"get": {
         "summary": "AI usage of the organization, tutor and agent together (reference 2.17)",
-        "parameters": [{"name": "startDate", "in": "query", "schema": STR},
-                       {"name": "endDate", "in": "query", "schema": STR}],
+        "parameters": [{"name": "startDate", "in": "query", "schema": DATE},
+                       {"name": "endDate", "in": "query", "schema": DATE}],
         "responses": {"200": _ok("AgentUsage"), **_errors(400, 401)}}},
+    "/v1/whip/{roomId}": {"post": {
+        "summary": "WHIP ingest (RFC 9725): publish an encoder's offer as the class's teacher; needs allowIngress",
+        "security": [{"participantToken": []}], "parameters": [ROOM_ID], "requestBody": SDP_BODY,
+        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 410, 413, 415)}}},
+    "/v1/whip/{roomId}/{sessionId}": {
+        "patch": {"summary": "Trickle ICE candidates (application/trickle-ice-sdpfrag); ICE restart is 422",
+                  "security": [{"participantToken": []}], "parameters": [ROOM_ID, SESSION_ID],
+                  "requestBody": FRAG_BODY, "responses": {"204": {"description": "Candidates added"},
+                                                          **_errors(400, 401, 403, 404, 412, 415, 422)}},
+        "delete": {"summary": "End the WHIP session", "security": [{"participantToken": []}],
+                   "parameters": [ROOM_ID, SESSION_ID],
+                   "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}}},
+    "/v1/whep/{roomId}": {"post": {
+        "summary": "WHEP playback: the teacher's camera (else screen) and microphone, receive-only",
+        "security": [{"participantToken": []}],
+        "parameters": [ROOM_ID, {"name": "quality", "in": "query", "schema": {
+            "type": "string", "enum": ["auto", "low", "medium", "high"], "default": "auto"}}],
+        "requestBody": SDP_BODY,
+        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 409, 410, 413, 415)}}},
+    "/v1/whep/{roomId}/{sessionId}": {
+        "patch": {"summary": "Trickle ICE candidates (application/trickle-ice-sdpfrag); ICE restart is 422",
+                  "security": [{"participantToken": []}], "parameters": [ROOM_ID, SESSION_ID],
+                  "requestBody": FRAG_BODY, "responses": {"204": {"description": "Candidates added"},
+                                                          **_errors(400, 401, 403, 404, 412, 415, 422)}},
+        "delete": {"summary": "End the WHEP session", "security": [{"participantToken": []}],
+                   "parameters": [ROOM_ID, SESSION_ID],
+                   "responses": {"200": {"description": "Ended"}, **_errors(401, 403, 404)}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
     "/v1/webhooks": {
@@ -306,15 +291,32 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("WebhookDeleted"), **_errors(401, 404)}}},
     "/v1/webhooks/{webhookId}/deliveries": {"get": {
         "summary": "Recent deliveries to the endpoint, newest first", "parameters": [
-            WEBHOOK_ID, {"name": "limit", "in": "query", "schema": INT}],
+            WEBHOOK_ID, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
         "responses": {"200": _ok("WebhookDeliveries"), **_errors(400, 401, 404)}}},
     "/v1/webhooks/{webhookId}/test": {"post": {
         "summary": "Send one signed webhook_test event now and report what the receiver answered",
         "parameters": [WEBHOOK_ID], "responses": {"200": _ok("WebhookTest"), **_errors(401, 404)}}},
 }
 
+def _with_body_limits(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that takes a body may answer 413 (aiohttp's limit, or the tutor's own)."""
+    for ops in paths.values():
+        for op in ops.values():
+            if "requestBody" in op:
+                op["responses"].setdefault("413", _resp("Body too large", ERROR))
+    return paths
+
+
+def _generated() -> dict[str, Any]:
+    """The models' JSON Schemas: requests as they are validated, responses as they are sent."""
+    _, defs = models_json_schema([(m, "validation") for m in models.REQUESTS]
+                                 + [(m, "serialization") for m in models.RESPONSES],
+                                 ref_template="#/components/schemas/{model}")
+    return dict(defs["$defs"])
+
+
 DOCUMENT: dict[str, Any] = {
-    "openapi": "3.0.3",
+    "openapi": "3.1.0",
     "info": {"title": "classcast API", "version": "1",
              "description": "Verriflo-compatible classroom API. Every /v1 call carries VF-ORG-ID; browsers "
                             "call /v1/ai-tutor with a participant Bearer token instead."},
@@ -323,9 +325,9 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "securitySchemes": {"orgId": {"type": "apiKey", "in": "header", "name": "VF-ORG-ID"},
                             "participantToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **_generated()},
     },
-    "paths": PATHS,
+    "paths": _with_body_limits(PATHS),
 }
 
 

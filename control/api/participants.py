@@ -11,22 +11,19 @@ from aiohttp import web
 
 from control import credits as cr
 from control import validation as v
+from control.api import models
 from control.api.common import ok, org, room_id_param, services, uid_param
 from control.clock import day_start_ms, iso, utc_date
 from control.errors import participant_not_found, room_not_found, validation_error
-from control.ids import ROOM_ID_RE, ROOM_ID_RULE, UID_RE, UID_RULE
 from control.store.records import Room, Session
 
-SESSIONS_FIELDS = ("uid", "roomId", "startDate", "endDate", "page", "limit", "export")
-MAX_LIMIT = 10
 CSV_COLUMNS = (
     "sessionId", "roomId", "roomTitle", "uid", "name", "role", "joinedAt", "leftAt", "duration", "credits",
     "isActive", "ipAddress",
 )
 
 
-def _date(body: dict[str, Any], key: str) -> date | None:
-    raw = v.string(body, key, max_len=40)
+def _date(raw: str | None, key: str) -> date | None:
     if not raw:
         return None
     try:
@@ -59,19 +56,11 @@ def _csv_cell(value: Any) -> str:
 
 
 async def participant_sessions(request: web.Request) -> web.StreamResponse:
-    body = await v.read_json(request)
-    v.reject_unknown(body, SESSIONS_FIELDS)
-    uid = v.string(body, "uid", required=True, max_len=128, pattern=UID_RE, rule=UID_RULE)
-    room_id = v.string(body, "roomId", max_len=128, pattern=ROOM_ID_RE, rule=ROOM_ID_RULE)
-    start, end = _date(body, "startDate"), _date(body, "endDate")
+    query = v.parse(models.SessionsQuery, await v.read_json(request))
+    uid, room_id, page, limit, export = query.uid, query.roomId, query.page, query.limit, query.export
+    start, end = _date(query.startDate, "startDate"), _date(query.endDate, "endDate")
     if end is not None and start is None:
         raise validation_error("endDate", "is only allowed together with startDate")
-    page = v.integer(body, "page", minimum=1, maximum=1_000_000, default=1)
-    limit = v.integer(body, "limit", minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT)
-    export = body.get("export", "json")
-    if export not in ("json", "csv"):
-        raise validation_error("export", "must be json or csv")
-    assert uid is not None and page is not None and limit is not None
 
     svc = services(request)
     the_org = org(request)
@@ -139,16 +128,14 @@ def _csv_response(
 
 async def remove_participant(request: web.Request) -> web.Response:
     room_id, uid = room_id_param(request), uid_param(request)
-    body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("reason",))
-    reason = v.string(body, "reason", max_len=500)
-    data = await services(request).classroom.remove_participant(org(request), room_id, uid, reason)
+    body = v.parse(models.RemoveParticipant, await v.read_json(request, optional=True))
+    data = await services(request).classroom.remove_participant(org(request), room_id, uid, body.reason)
     return ok(data, "Participant removed")
 
 
 async def _mute(request: web.Request, muted: bool) -> web.Response:
     room_id, uid = room_id_param(request), uid_param(request)
-    v.reject_unknown(await v.read_json(request, optional=True), ())
+    v.ignore_unknown(await v.read_json(request, optional=True), ())
     data = await services(request).classroom.set_muted(org(request), room_id, uid, muted)
     return ok(data, "Participant muted" if muted else "Participant unmuted")
 
@@ -163,12 +150,8 @@ async def unmute(request: web.Request) -> web.Response:
 
 async def mute_all(request: web.Request) -> web.Response:
     room_id = room_id_param(request)
-    body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("exceptUids",))
-    except_uids = body.get("exceptUids") or []
-    if not isinstance(except_uids, list) or not all(isinstance(u, str) for u in except_uids):
-        raise validation_error("exceptUids", "must be a list of uids")
-    data = await services(request).classroom.mute_all(org(request), room_id, set(except_uids))
+    body = v.parse(models.MuteAll, await v.read_json(request, optional=True))
+    data = await services(request).classroom.mute_all(org(request), room_id, set(body.exceptUids or ()))
     return ok(data, "Participants muted")
 
 

@@ -14,15 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import ok, org, room_id_param, services
-from control.errors import ApiError, room_not_found, validation_error
+from control.errors import ApiError, room_not_found
 from control.recordings import Recordings, parse_options
 from control.roles import Permission, Role, can
 from control.store.records import Room
 
 RECORDINGS = web.AppKey("recordings", Recordings)
 FILE_ID_RE = re.compile(r"^RF_[A-Za-z0-9]{12}$")
-MAX_IDS = 100
 
 
 async def _room(request: web.Request) -> Room:
@@ -39,8 +39,8 @@ def _org_may(room: Room, permission: Permission) -> None:
 
 async def start_recording(request: web.Request) -> web.Response:
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("options",))
-    options = parse_options(body.get("options"))
+    v.ignore_unknown(body, ("options",))
+    options = parse_options(body.get("options"))  # the RecordingStart model's options (control/api/models.py)
     room = await _room(request)
     _org_may(room, Permission.START_RECORDING)
     data = await request.app[RECORDINGS].start(org(request), room, options)
@@ -49,7 +49,7 @@ async def start_recording(request: web.Request) -> web.Response:
 
 async def stop_recording(request: web.Request) -> web.Response:
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("egressId",))
+    v.ignore_unknown(body, ("egressId",))
     room = await _room(request)
     _org_may(room, Permission.STOP_RECORDING)
     data = await request.app[RECORDINGS].stop(room)
@@ -67,20 +67,15 @@ async def download_recordings(request: web.Request) -> web.Response:
 
 
 def _ids(body: dict[str, Any], required: bool) -> list[str] | None:
-    ids = body.get("ids")
-    if ids is None:
-        if required:
-            raise validation_error("ids", "is required")
+    if body.get("ids") is None and not required:
         return None
-    if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS or not all(isinstance(i, str) for i in ids):
-        raise validation_error("ids", f"must be a list of 1 to {MAX_IDS} egress ids")
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(v.parse(models.RecordingIds, body).ids))
 
 
 async def delete_room_recordings(request: web.Request) -> web.Response:
     """DELETE /v1/room/:roomId/recordings with {"ids": [...]}, or no body for every finished recording."""
     body = await v.read_json(request, optional=True)
-    v.reject_unknown(body, ("ids",))
+    v.ignore_unknown(body, ("ids",))
     ids = _ids(body, required=False)
     room = await _room(request)
     recs = await services(request).store.room_recordings(room.sid)
@@ -93,7 +88,7 @@ async def delete_room_recordings(request: web.Request) -> web.Response:
 async def delete_recordings(request: web.Request) -> web.Response:
     """DELETE /v1/recordings with {"ids": [...]}: bulk, across the organization's rooms."""
     body = await v.read_json(request)
-    v.reject_unknown(body, ("ids",))
+    v.ignore_unknown(body, ("ids",))
     ids = _ids(body, required=True)
     assert ids is not None
     pairs = await services(request).store.org_recordings(org(request).id, ids)

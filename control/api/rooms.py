@@ -5,23 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import expires_in, ok, org, participant_spec, query_int, room_id_param, services
-from control.classroom import (
-    DEFAULT_EMPTY_TIMEOUT_S,
-    DEFAULT_MAX_PARTICIPANTS,
-    MAX_EMPTY_TIMEOUT_S,
-    MAX_MAX_PARTICIPANTS,
-    RoomSpec,
-)
+from control.classroom import RoomSpec
 from control.errors import validation_error
-from control.ids import ROOM_ID_RE, ROOM_ID_RULE
-
-CREATE_FIELDS = (
-    "roomId", "title", "roomName", "roomDescription", "description", "participant", "customization", "settings",
-    "expiresIn",
-)
-JOIN_FIELDS = ("participant", "customization", "expiresIn")
-SETTINGS_FIELDS = ("maxParticipants", "emptyTimeout", "autoClose")
 
 
 def _limit(request: web.Request, kind: str) -> None:
@@ -31,47 +18,36 @@ def _limit(request: web.Request, kind: str) -> None:
 
 async def create_room(request: web.Request) -> web.Response:
     _limit(request, "create")
-    body = await v.read_json(request)
-    v.reject_unknown(body, CREATE_FIELDS)
-    room_id = v.string(body, "roomId", required=True, max_len=128, pattern=ROOM_ID_RE, rule=ROOM_ID_RULE)
+    body = v.parse(models.CreateRoom, await v.read_json(request))
     # `title` is the API's name; the concepts page calls it roomName.
-    title = v.string(body, "title", max_len=200) or v.string(body, "roomName", max_len=200)
+    title = body.title or body.roomName
     if not title:
         raise validation_error("title", "is required")
-    description = v.string(body, "roomDescription", max_len=2000) or v.string(body, "description", max_len=2000)
-    participant = participant_spec(body)
-    customization = v.customization(body)
-    settings = v.obj(body, "settings") or {}
-    v.reject_unknown(settings, SETTINGS_FIELDS, "settings.")
-    max_participants = v.integer(
-        settings, "maxParticipants", "settings.", minimum=1, maximum=MAX_MAX_PARTICIPANTS,
-        default=DEFAULT_MAX_PARTICIPANTS,
-    )
-    empty_timeout = v.integer(
-        settings, "emptyTimeout", "settings.", minimum=0, maximum=MAX_EMPTY_TIMEOUT_S,
-        default=DEFAULT_EMPTY_TIMEOUT_S,
-    )
-    auto_close = v.boolean(settings, "autoClose", "settings.", default=False)
-    ttl = expires_in(request, body)
-    assert room_id is not None and max_participants is not None and empty_timeout is not None
+    settings = body.settings or models.Settings()
     spec = RoomSpec(
-        room_id=room_id, title=title, description=description or None, customization=customization,
-        max_participants=max_participants, empty_timeout=empty_timeout, auto_close=bool(auto_close),
+        room_id=body.roomId, title=title, description=body.roomDescription or body.description or None,
+        customization=_customization(body.customization), max_participants=settings.maxParticipants,
+        empty_timeout=settings.emptyTimeout, auto_close=settings.autoClose,
     )
-    data = await services(request).classroom.create_room(org(request), spec, participant, {}, ttl)
+    ttl = expires_in(request, body.expiresIn)
+    data = await services(request).classroom.create_room(org(request), spec, participant_spec(body.participant), {},
+                                                         ttl)
     return ok(data, "Room created successfully")
 
 
 async def join_room(request: web.Request) -> web.Response:
     _limit(request, "join")
     room_id = room_id_param(request)
-    body = await v.read_json(request)
-    v.reject_unknown(body, JOIN_FIELDS)
-    participant = participant_spec(body)
-    customization = v.customization(body)
-    ttl = expires_in(request, body)
-    data = await services(request).classroom.join(org(request), room_id, participant, customization, ttl)
+    body = v.parse(models.JoinRoom, await v.read_json(request))
+    ttl = expires_in(request, body.expiresIn)
+    data = await services(request).classroom.join(org(request), room_id, participant_spec(body.participant),
+                                                  _customization(body.customization), ttl)
     return ok(data)
+
+
+def _customization(value: models.Customization | None) -> dict[str, object]:
+    """Only the keys the client set: room and join values are merged key by key later."""
+    return value.model_dump(exclude_none=True) if value is not None else {}
 
 
 async def room_status(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import GRANT, ok, org, room_id_param, services
 from control.auth import Grant
 from control.clock import iso
@@ -29,12 +30,6 @@ from control.tutor.speech import BadAudio, decode_base64
 
 log = logging.getLogger("classcast.tutor")
 
-CHAT_FIELDS = ("roomId", "studentUid", "organizationId", "text", "audio", "responseModality")
-AGENT_FIELDS = ("chatId", "message", "audio", "image", "imageMimeType", "voiceName", "responseModality")
-MODALITIES = ("text", "audio", "both")
-AGENT_MODALITIES = ("text", "audio", "text+audio")
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
-MAX_QUESTION = 2000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "keep-alive"}
 
@@ -87,13 +82,13 @@ async def _room_for(request: web.Request, room_id: str) -> Room:
     return room
 
 
-async def _question(request: web.Request, body: dict[str, Any], text_key: str) -> tuple[str, str, str | None]:
+async def _question(request: web.Request, text: str | None, audio: str | None,
+                    text_key: str) -> tuple[str, str, str | None]:
     """(question, requestModality, what was heard): text, or audio transcribed offline, or both."""
-    text = v.string(body, text_key, max_len=MAX_QUESTION)
     heard = None
-    if body.get("audio") is not None:
+    if audio is not None:
         try:
-            heard = await _hear(tutor(request), decode_base64(body["audio"]))
+            heard = await _hear(tutor(request), decode_base64(audio))
         except BadAudio as exc:
             raise ApiError(400, f"Bad audio: {exc}", "BAD_AUDIO", {"audio": str(exc)}) from None
         if not heard:
@@ -120,14 +115,9 @@ class ChatRequest:
 
 
 async def chat_request(request: web.Request) -> ChatRequest:
-    body = await read_body(request)
-    v.reject_unknown(body, CHAT_FIELDS)
+    body = v.parse(models.TutorChat, await read_body(request), missing="Bad request")
     g = grant(request)
-    room_id = v.string(body, "roomId", max_len=200)
-    if not room_id:
-        raise _missing("roomId")
-    uid = v.string(body, "studentUid", max_len=128)
-    org_id = v.string(body, "organizationId", max_len=64)
+    room_id, uid, org_id, modality = body.roomId, body.studentUid, body.organizationId, body.responseModality
     if g is None:
         if not uid:
             raise _missing("studentUid")
@@ -139,12 +129,9 @@ async def chat_request(request: web.Request) -> ChatRequest:
         uid = g.participant.uid
     if org_id and org_id != org(request).id:
         raise unauthorized()
-    modality = body.get("responseModality", "text")
-    if modality not in MODALITIES:
-        raise validation_error("responseModality", f"must be one of {', '.join(MODALITIES)}")
     room = await _room_for(request, room_id)
     await tutor(request).require_credits(room.org_id)  # 402 before transcription or inference
-    question, req_modality, heard = await _question(request, body, "text")
+    question, req_modality, heard = await _question(request, body.text, body.audio, "text")
     assert uid is not None
     return ChatRequest(room, uid, question, req_modality, modality, heard)
 
@@ -191,6 +178,9 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
     try:
         await resp.prepare(request)
+        warnings = v.take_warnings()
+        if warnings:  # a stream has no envelope: its first line carries them
+            await resp.write(_ndjson({"type": "warnings", "warnings": warnings}))
         try:
             if first is not None:
                 await resp.write(_sse({"text": first, "usage": None}))
@@ -234,22 +224,17 @@ def room_id_param_any(request: web.Request) -> str:
 async def set_topic(request: web.Request) -> web.Response:
     require_org_caller(request)
     room = await tutor(request).resolve_room(org(request), room_id_param(request))
-    body = await v.read_json(request)
-    v.reject_unknown(body, ("topic",))
+    body = v.parse(models.Topic, await v.read_json(request))
     if room.ended:
         raise ApiError(410, "Room already ended", "ROOM_ENDED")
-    topic = await tutor(request).set_topic(room, body.get("topic"), None)
+    topic = await tutor(request).set_topic(room, body.topic, None)
     return ok({"roomId": room.room_id, "topic": topic}, "Topic set")
 
 
 async def set_transcription(request: web.Request) -> web.Response:
     require_org_caller(request)
-    body = await v.read_json(request)
-    v.reject_unknown(body, ("enabled", "roomId"))
-    enabled = v.boolean(body, "enabled")
-    if enabled is None:
-        raise validation_error("enabled", "is required")
-    room_id = v.string(body, "roomId", max_len=200)
+    body = v.parse(models.Transcription, await v.read_json(request))
+    enabled, room_id = body.enabled, body.roomId
     t = tutor(request)
     room = await t.resolve_room(org(request), room_id) if room_id else None
     await t.set_transcription(org(request).id, room, enabled)
@@ -278,35 +263,27 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
 
 
 async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
-    body = await read_body(request)
-    v.reject_unknown(body, AGENT_FIELDS)
-    chat_id = v.string(body, "chatId", max_len=128)
-    if not chat_id:
-        raise _missing("chatId")
-    modality = body.get("responseModality", "text")
-    if modality not in AGENT_MODALITIES:
-        raise validation_error("responseModality", f"must be one of {', '.join(AGENT_MODALITIES)}")
-    v.string(body, "voiceName", max_len=64)  # accepted; the embedded voice is the only one
+    body = v.parse(models.AgentChat, await read_body(request), missing="Bad request")
+    chat_id, modality = body.chatId, body.responseModality
+    if body.voiceName:
+        v.warn(f"voiceName is not supported and was ignored: {v.KNOWN_UNSUPPORTED['voiceName']}")
     image = None
-    if body.get("image") is not None:
-        mime = v.string(body, "imageMimeType", max_len=64)
+    if body.image is not None:
+        mime = body.imageMimeType
         if not mime:
             raise _missing("imageMimeType")
-        if mime not in IMAGE_TYPES:
-            raise validation_error("imageMimeType", f"must be one of {', '.join(IMAGE_TYPES)}")
-        data = body["image"]
         try:
-            raw = base64.b64decode(data, validate=True) if isinstance(data, str) else b""
+            raw = base64.b64decode(body.image, validate=True)
         except ValueError:
             raw = b""
         if not raw or len(raw) > MAX_IMAGE_BYTES:
             raise validation_error("image", f"must be base64 of at most {MAX_IMAGE_BYTES} bytes")
-        image = (mime, data)
+        image = (mime, body.image)
     t = tutor(request)
     t.check_image(image)  # a clear 400 before any work when the model cannot see
     org_id = org(request).id
     await t.require_credits(org_id)
-    question, _, _ = await _question(request, body, "message")
+    question, _, _ = await _question(request, body.message, body.audio, "message")
     answer = Answer()
     first, rest = await _first_then_rest(t.ask_general(org_id, chat_id, question, image, answer))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson; charset=utf-8",

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlparse
 
 from aiohttp import web
 
 from control import validation as v
+from control.api import models
 from control.api.common import ok, org, query_int, services
 from control.clock import iso
-from control.errors import ApiError, validation_error
+from control.errors import ApiError
 from control.ids import new_id
 from control.store.webhooks import Delivery, Endpoint, WebhookStore
 from control.webhooks import EVENT_TYPES
@@ -24,7 +24,6 @@ from control.webhooks.signing import new_secret
 
 DISPATCHER = web.AppKey("webhook_dispatcher", Dispatcher)
 MAX_ENDPOINTS = 20
-FIELDS = ("url", "events", "description")
 
 
 def endpoint_json(ep: Endpoint) -> dict[str, Any]:
@@ -36,33 +35,10 @@ def _db(request: web.Request) -> WebhookStore:
     return WebhookStore(services(request).store)
 
 
-def parse_url(raw: Any) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        raise validation_error("url", "is required")
-    url = raw.strip()
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2048:
-        raise validation_error("url", "must be an http(s) URL")
-    return url
-
-
-def parse_events(raw: Any) -> list[str]:
-    if raw is None:
-        return list(EVENT_TYPES)
-    if not isinstance(raw, list) or not raw or not all(isinstance(e, str) for e in raw):
-        raise validation_error("events", f"must be a non-empty list of: {', '.join(EVENT_TYPES)}")
-    unknown = [e for e in raw if e not in EVENT_TYPES]
-    if unknown:
-        raise validation_error("events", f"has unknown event {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
-    return list(dict.fromkeys(raw))
-
-
 async def create(request: web.Request) -> web.Response:
-    body = await v.read_json(request)
-    v.reject_unknown(body, FIELDS)
-    url = parse_url(body.get("url"))
-    events = parse_events(body.get("events"))
-    description = v.string(body, "description", max_len=200)
+    body = v.parse(models.WebhookCreate, await v.read_json(request))
+    url, description = body.url, body.description
+    events = list(dict.fromkeys(body.events)) if body.events is not None else list(EVENT_TYPES)
     db = _db(request)
     if len(await db.endpoints(org(request).id)) >= MAX_ENDPOINTS:
         raise ApiError(409, f"An organization may register at most {MAX_ENDPOINTS} webhook endpoints",

@@ -128,12 +128,6 @@ STATIC = Path(__file__).parent / "static"
 WEB_ASSETS = {"classroom.js": "application/javascript", "classroom.css": "text/css"}
 
 
-async def sdk(_request: web.Request) -> web.Response:
-    """The browser SDK: one ES module, no build step."""
-    return web.Response(body=(STATIC / "classcast.js").read_bytes(), content_type="application/javascript",
-                        charset="utf-8", headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
-
-
 async def asset(request: web.Request) -> web.Response:
     """The classroom page's own files: a fixed list, so no request can name anything else on disk."""
     name = request.match_info["name"]
@@ -145,5 +139,4 @@ async def asset(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/iframe/live", iframe_live)
-    app.router.add_get("/sdk/classcast.js", sdk)
     app.router.add_get("/web/{name}", asset)

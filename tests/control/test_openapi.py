@@ -29,3 +29,26 @@ async def test_every_schema_reference_resolves(api: Api) -> None:
     doc = await (await api.client.get("/v1/openapi.json")).json()
     refs = set(re.findall(r'"\$ref": "#/components/schemas/(\w+)"', str(doc).replace("'", '"')))
     assert refs and refs <= set(doc["components"]["schemas"])
+
+
+async def test_every_route_answers_as_the_document_says(api: Api) -> None:
+    """Each route of the app, called once with the document's parameters and no body: the status is one the
+    document lists for that operation, and a JSON reply validates against the schema it gives."""
+    import jsonschema_rs
+
+    doc = await (await api.client.get("/v1/openapi.json")).json()
+    await api.create_room()
+    values = {"roomId": "math-101", "uid": "teacher-1", "webhookId": "WH_none", "sessionId": "none"}
+    checked = 0
+    for method, path in sorted(_app_routes(api)):
+        operation = doc["paths"][path][method]
+        url = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+        resp = await api.client.request(method.upper(), url, headers={"VF-ORG-ID": api.org.id})
+        status = str(resp.status)
+        assert status in operation["responses"], (method, path, resp.status, await resp.text())
+        content = operation["responses"][status].get("content", {})
+        if resp.content_type == "application/json" and "application/json" in content:
+            schema = {**content["application/json"]["schema"], "components": doc["components"]}
+            jsonschema_rs.validate(schema, await resp.json())
+        checked += 1
+    assert checked == len(_app_routes(api)) >= 35

@@ -43,7 +43,7 @@ async def test_settings_limits_are_enforced(api: Api) -> None:
     for settings, field in (({"maxParticipants": 5001}, "settings.maxParticipants"),
                             ({"emptyTimeout": 1801}, "settings.emptyTimeout"),
                             ({"maxParticipants": "ten"}, "settings.maxParticipants"),
-                            ({"colour": 1}, "settings.colour")):
+                            ({"autoClose": "yes"}, "settings.autoClose")):
         status, body = await api.post("/v1/room/create", {**base, "settings": settings})
         assert status == 400, settings
         assert body["message"].startswith(f"Validation failed: {field}")

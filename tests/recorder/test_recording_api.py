@@ -56,7 +56,7 @@ async def test_bad_options_and_unknown_rooms_are_clear_errors(studio: Studio) ->
     await studio.create_room()
     for options, field in (({"layout": "mosaic"}, "options.layout"), ({"preset": "4K"}, "options.preset"),
                            ({"showLogo": "yes"}, "options.showLogo"), ({"mode": "raw"}, "options.mode"),
-                           ({"colour": 1}, "options.colour")):
+                           ("grid", "options")):
         status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start", {"options": options})
         assert status == 400 and field in body["message"], body
     status, body = await studio.rest("POST", "/v1/room/nope/recording/start", {})

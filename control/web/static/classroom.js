@@ -55,6 +55,7 @@ function header() {
     C.showClassTitle ? el("h1", { class: "title", text: config.room.title }) : null,
     el("span", { id: "rec-badge", class: "rec", hidden: true, text: isModerator ? "● Recording" : "●" }),
     el("span", { id: "quality", class: "conn", "aria-live": "polite", text: "" }),
+    el("span", { id: "net-path", class: "conn", title: "Network path to the server", text: "" }),
     el("span", { class: "me", text: `${me.name} · ${me.role.toLowerCase()}` }));
 }
 
@@ -172,6 +173,16 @@ room.addEventListener("quality_changed", (e) => {
   post("quality_changed", { message: e.detail.quality });
 });
 room.addEventListener("connectionQuality", (e) => { $("quality").dataset.state = e.detail.state; });
+// The path the SDK reports (issue 16): direct or through the TURN relay, over UDP, TCP or TLS.
+const PATH_LABELS = { "direct-udp": "direct · UDP", "direct-tcp": "direct · TCP", "relay-udp": "relay · UDP",
+  "relay-tcp": "relay · TCP", "relay-tls": "relay · TLS" };
+room.addEventListener("diagnostics", (e) => {
+  const path = $("net-path");
+  if (path && e.detail.connectionType) {
+    path.dataset.path = e.detail.connectionType;
+    path.textContent = PATH_LABELS[e.detail.connectionType] || e.detail.connectionType;
+  }
+});
 room.addEventListener("trackSubscribed", (e) => attachTrack(e.detail));
 room.addEventListener("trackUnsubscribed", (e) => detachTrack(e.detail));
 room.addEventListener("track_unpublished", (e) => detachTrack(e.detail.track));

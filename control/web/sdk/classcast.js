@@ -1,7 +1,80 @@
-// classcast browser SDK: an ES module with no build step and no third-party code.
-// Protocol: docs/signaling.md. Usage: docs/sdk.md.
+// classcast browser SDK: an ES module with no build step and no third-party code. Its TypeScript declarations
+// (classcast.d.ts) are generated from this file and its JSDoc by tsc (package.json). Protocol: docs/signaling.md.
+// Usage: docs/sdk.md and README.md beside this file.
 
-const STATES = ["idle", "connecting", "connected", "reconnecting", "ended", "kicked", "error"];
+/** The SDK's version: the server's (pyproject.toml, package.json); /sdk/classcast-<VERSION>.js is this file. */
+export const VERSION = "0.1.0";
+
+/** Every value of `room.state` (and of `statechange` events' `detail.state`). */
+export const STATE = Object.freeze({
+  IDLE: "idle",
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  RECONNECTING: "reconnecting",
+  ENDED: "ended",
+  KICKED: "kicked",
+  ERROR: "error",
+});
+
+/** Events the Room dispatches of its own (CustomEvent; the payload is `event.detail`). */
+export const EVENT = Object.freeze({
+  STATECHANGE: "statechange",
+  CONNECTED: "connected",
+  DISCONNECTED: "disconnected",
+  RECONNECTING: "reconnecting",
+  RECONNECTED: "reconnected",
+  ERROR: "error",
+  TRACK_SUBSCRIBED: "trackSubscribed",
+  TRACK_UNSUBSCRIBED: "trackUnsubscribed",
+  CONNECTION_QUALITY: "connectionQuality",
+  /** Once connected: `{ connectionType }`, the path ICE chose (see connectionTypeOf). */
+  DIAGNOSTICS: "diagnostics",
+  /** Every server message, whatever its type. */
+  MESSAGE: "message",
+});
+
+/** Server messages (docs/signaling.md): each is also dispatched as an event of its own type, detail = message. */
+export const SERVER_EVENT = Object.freeze({
+  JOINED: "joined",
+  PONG: "pong",
+  ERROR: "error",
+  PARTICIPANT_JOINED: "participant_joined",
+  PARTICIPANT_LEFT: "participant_left",
+  PARTICIPANT_REMOVED: "participant_removed",
+  PARTICIPANT_MUTED: "participant_muted",
+  PARTICIPANT_UNMUTED: "participant_unmuted",
+  CLASS_ENDED: "class_ended",
+  HAND_RAISED: "hand_raised",
+  HAND_LOWERED: "hand_lowered",
+  HANDS: "hands",
+  POLL_CREATED: "poll_created",
+  POLL_ANSWERED: "poll_answered",
+  POLL_RESULTS: "poll_results",
+  POLL_CLOSED: "poll_closed",
+  CHAT: "chat",
+  CAPTION: "caption",
+  TOPIC_SET: "topic_set",
+  RECORDING_STARTED: "recording_started",
+  RECORDING_STOPPED: "recording_stopped",
+  PUBLISH_READY: "publish_ready",
+  OFFER: "offer",
+  ANSWER: "answer",
+  CANDIDATE: "candidate",
+  PUBLISHED: "published",
+  TRACK_PUBLISHED: "track_published",
+  TRACK_UNPUBLISHED: "track_unpublished",
+  TRACK_MUTED: "track_muted",
+  QUALITY_CHANGED: "quality_changed",
+  LAYERS: "layers",
+  RESTARTED: "restarted",
+  CONNECTION_STATE: "connection_state",
+});
+
+/** Sources a teacher publishes; `setQuality` values. */
+export const SOURCE = Object.freeze({ CAMERA: "camera", MICROPHONE: "microphone", SCREEN: "screen" });
+export const QUALITY = Object.freeze({ AUTO: "auto", LOW: "low", MEDIUM: "medium", HIGH: "high", OFF: "off" });
+
+const STATES = Object.values(STATE);
 const TERMINAL = new Set(["ended", "kicked", "error"]);
 const FATAL_CODES = new Set(["PARTICIPANT_REMOVED", "ROOM_ENDED", "TOKEN_EXPIRED", "INVALID_TOKEN", "ROOM_NOT_FOUND"]);
 
@@ -17,17 +90,61 @@ export const SIMULCAST_LAYERS = [
 export const CAMERA = Object.freeze({ width: 1280, height: 720, frameRate: 30 });
 
 // getUserMedia constraints for the camera; pass a smaller size or rate to ask for less (a weak uplink or CPU).
+/**
+ * @param {{width?: number, height?: number, frameRate?: number}} [size]
+ * @returns {MediaTrackConstraints}
+ */
 export function cameraConstraints({ width = CAMERA.width, height = CAMERA.height, frameRate = CAMERA.frameRate } = {}) {
   return { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: frameRate } };
 }
 
 // The camera and microphone as one MediaStream: getLocalMedia() for the defaults, getLocalMedia({width: 640,
 // height: 360, frameRate: 15}) for less, {camera: false} or {microphone: false} to leave one out.
+/**
+ * @param {{camera?: boolean, microphone?: boolean, width?: number, height?: number, frameRate?: number}} [options]
+ * @returns {Promise<MediaStream>}
+ */
 export function getLocalMedia({ camera = true, microphone = true, ...size } = {}) {
   return navigator.mediaDevices.getUserMedia({ video: camera ? cameraConstraints(size) : false, audio: microphone });
 }
 
+// ICE servers cheapest path first (issue 16): UDP, then TCP, then TLS, whatever order the server sent them in, so
+// the relay's TLS port (the one path through HTTPS-only firewalls, and the dearest) is used only when it must be.
+/**
+ * @param {RTCIceServer[] | undefined} servers
+ * @returns {RTCIceServer[]} one entry per URL, UDP first, then TCP, then TLS
+ */
+export function orderIceServers(servers) {
+  const cost = (url) => (/^turns:/i.test(url) ? 2 : /[?&]transport=tcp/i.test(url) ? 1 : 0);
+  const flat = [];
+  for (const server of servers || []) {
+    for (const url of [].concat(server.urls)) flat.push({ ...server, urls: url });
+  }
+  return flat.map((s, i) => [cost(s.urls), i, s]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((e) => e[2]);
+}
+
+// Which path a connection ended on, from an RTCStatsReport: direct-udp, direct-tcp, relay-udp, relay-tcp,
+// relay-tls, or null before ICE has chosen.
+/**
+ * @param {RTCStatsReport} report
+ * @returns {string | null}
+ */
+export function connectionTypeOf(report) {
+  let pair = null;
+  report.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId); });
+  if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s; });
+  const local = pair && report.get(pair.localCandidateId);
+  if (!local) return null;
+  if (local.candidateType === "relay") return `relay-${local.relayProtocol || "udp"}`;
+  return `direct-${local.protocol || "udp"}`;
+}
+
+/**
+ * One participant's connection to a class: join with a token, publish and receive tracks, and the classroom's
+ * messages as events (names in EVENT and SERVER_EVENT).
+ */
 export class Room extends EventTarget {
+  /** @param {RoomOptions} [options] */
   constructor({ baseUrl = location.origin, reconnect = true, maxBackoffMs = 5000 } = {}) {
     super();
     this.baseUrl = baseUrl.replace(/\/$/, "");
@@ -99,6 +216,11 @@ export class Room extends EventTarget {
   }
 
   // ---- connection ----------------------------------------------------------------------------------------
+  /**
+   * Joins with a join token from your backend's POST /v1/room/:roomId/join.
+   * @param {string} token
+   * @returns {Promise<Joined>}
+   */
   async connect(token) {
     this.token = token;
     this._setState("connecting");
@@ -124,18 +246,23 @@ export class Room extends EventTarget {
     });
     ws.onmessage = (event) => this._onMessage(JSON.parse(event.data));
     ws.onclose = () => this._onClose(ws);
-    this.pc = this._newPeerConnection([]);
-    const joined = await this._request({ type: "join" }, "joined");
-    this.joined = joined;
-    if (joined.iceServers && joined.iceServers.length) {
-      this.pc.close();
-      this.pc = this._newPeerConnection(joined.iceServers);
+    // The peer connection needs joined's iceServers (the TURN credential), and the server may send its first offer
+    // before joined: offers and candidates wait in the negotiation queue until the peer connection exists.
+    let ready;
+    this._queue = new Promise((resolve) => { ready = resolve; });
+    try {
+      const joined = await this._request({ type: "join" }, "joined");
+      this.joined = joined;
+      if (this.pc) this.pc.close();
+      this.pc = this._newPeerConnection(joined.iceServers || []);
+      return joined;
+    } finally {
+      ready();
     }
-    return joined;
   }
 
   _newPeerConnection(iceServers) {
-    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: orderIceServers(iceServers), bundlePolicy: "max-bundle" });
     pc.onicecandidate = (event) => {
       if (this.ws && this.ws.readyState === WebSocket.OPEN) {
         this.send({ type: "candidate", candidate: event.candidate ? event.candidate.toJSON() : null });
@@ -151,9 +278,21 @@ export class Room extends EventTarget {
     };
     pc.onconnectionstatechange = () => {
       this._emit("connectionQuality", { state: pc.connectionState });
+      if (pc.connectionState === "connected") {
+        this.stats().then(({ connectionType }) => this._emit("diagnostics", { connectionType })).catch(() => {});
+      }
       if (pc.connectionState === "failed" && this.state === "connected") this.send({ type: "restart" });
     };
     return pc;
+  }
+
+  /**
+   * The connection's path and the browser's full report.
+   * @returns {Promise<{ connectionType: string | null, report: RTCStatsReport | null }>}
+   */
+  async stats() {
+    const report = this.pc ? await this.pc.getStats() : new Map();
+    return { connectionType: connectionTypeOf(report), report };
   }
 
   _onClose(ws) {
@@ -291,6 +430,11 @@ export class Room extends EventTarget {
 
   // ---- publishing ----------------------------------------------------------------------------------------
   // tracks: {camera?: MediaStreamTrack, microphone?: MediaStreamTrack, screen?: MediaStreamTrack}
+  /**
+   * @param {{camera?: MediaStreamTrack, microphone?: MediaStreamTrack, screen?: MediaStreamTrack}} tracks
+   * @param {{simulcast?: boolean, videoCodec?: string | null}} [options]
+   * @returns {Promise<TrackInfo[]>}
+   */
   async publish(tracks, { simulcast = true, videoCodec = null } = {}) {
     this._publishOptions = { simulcast, videoCodec };
     Object.assign(this.localTracks, tracks);
@@ -345,6 +489,10 @@ export class Room extends EventTarget {
   }
 
   // quality: "auto" | "low" | "medium" | "high" | "off"; or {maxWidth, maxHeight}; optional trackId
+  /**
+   * @param {"auto" | "low" | "medium" | "high" | "off"} quality
+   * @param {{trackId?: string, maxWidth?: number, maxHeight?: number}} [options]
+   */
   setQuality(quality, { trackId, maxWidth, maxHeight } = {}) {
     const message = { type: "set_quality", quality };
     if (trackId) message.trackId = trackId;
@@ -366,3 +514,39 @@ export class Room extends EventTarget {
 }
 
 export { STATES };
+
+/**
+ * @typedef {object} RoomOptions
+ * @property {string} [baseUrl] The classcast server, e.g. "https://classroom.example.org" (default: this page's).
+ * @property {boolean} [reconnect] Reconnect after a network loss (default true).
+ * @property {number} [maxBackoffMs] The longest wait between reconnection attempts (default 5000).
+ */
+
+/**
+ * @typedef {object} TrackInfo
+ * @property {string} trackId
+ * @property {string} uid
+ * @property {"camera" | "microphone" | "screen"} source
+ * @property {"audio" | "video"} kind
+ * @property {boolean} [muted]
+ */
+
+/**
+ * @typedef {object} ParticipantInfo
+ * @property {string} uid
+ * @property {string} name
+ * @property {"TEACHER" | "STUDENT" | "MODERATOR" | "ADMIN"} role
+ * @property {string[]} [permissions]
+ */
+
+/**
+ * The server's `joined` message (docs/signaling.md).
+ * @typedef {object} Joined
+ * @property {"joined"} type
+ * @property {{roomId: string, title: string, description: string | null, status: string, topic: string | null}} room
+ * @property {ParticipantInfo & {permissions: string[], customization: Record<string, boolean | string>}} participant
+ * @property {ParticipantInfo[]} roster
+ * @property {TrackInfo[]} tracks
+ * @property {{active: boolean}} recording
+ * @property {RTCIceServer[]} iceServers
+ */

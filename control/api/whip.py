@@ -1,0 +1,371 @@
+"""WHIP ingest (RFC 9725) and WHEP playback: WebRTC over plain HTTP for encoders (OBS, GStreamer, hardware) and
+players that speak no classcast protocol.
+
+`POST /v1/whip/:roomId` with `Authorization: Bearer <join token>` of a TEACHER, MODERATOR or ADMIN and an SDP offer
+publishes like a browser teacher (camera with simulcast when offered, microphone, a second video as the screen):
+students receive it, recordings and the transcriber tap it. The room's `allowIngress` (customization, default false)
+must be on. `POST /v1/whep/:roomId` with any participant's token answers a receive-only offer with the teacher's
+camera (else screen) and microphone, layer selection as for a student (`?quality=`). Each returns 201, the answer
+and a `Location` naming the session; `PATCH` there trickles candidates, `DELETE` ends it.
+
+ICE restart (`PATCH` with `If-Match: *`) is answered 422, as RFC 9725 4.3.2 asks of a session that supports trickle
+but not restarts: aiortc cannot restart ICE in place. The client POSTs again instead.
+
+Sessions are SFU participants of sfu/oneway.py under keys of their own, with a participant session in the store
+(roster, billing) opened at POST and closed at DELETE, at the end of the class, at a kick, or when the connection
+fails or closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from control.api.common import GRANT, room_id_param, services
+from control.auth import Grant
+from control.errors import ApiError
+from control.events import Event
+from control.roles import Role, permissions
+from control.signaling import HUB, Hub
+from control.validation import effective_customization
+from sfu.errors import SignalingError
+from sfu.oneway import PublishOnlyParticipant, ViewOnlyParticipant, join_one_way, role_of, room_producers
+from sfu.participant import MAX_SDP, SfuParticipant
+
+log = logging.getLogger("classcast.whip")
+
+SDP_TYPE = "application/sdp"
+FRAG_TYPE = "application/trickle-ice-sdpfrag"
+PUBLISHERS = (Role.TEACHER, Role.MODERATOR, Role.ADMIN)
+QUALITIES = ("auto", "low", "medium", "high")
+STATUS_OF = {"FORBIDDEN": 403, "BAD_SDP": 400, "BAD_MESSAGE": 400, "NEGOTIATION": 409}
+
+
+@dataclass(eq=False)
+class OneWay:
+    """One WHIP or WHEP session."""
+
+    id: str
+    kind: str  # "whip" | "whep"
+    room_sid: str
+    room_id: str
+    uid: str
+    key: str
+    session_id: str
+    etag: str
+    ufrag: str
+    participant: SfuParticipant
+
+
+class OneWaySessions:
+    """The live WHIP/WHEP sessions of this process; ends them when their class, participant or connection does."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.sessions: dict[str, OneWay] = {}
+        self._unsubscribe = hub.svc.bus.subscribe(self._on_event)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == "class_ended":
+            for s in [s for s in self.sessions.values() if s.room_sid == event.room_sid]:
+                self._spawn(self.end(s, "class_ended"))
+        elif event.type == "participant_removed":
+            uid = event.data.get("participant", {}).get("uid")
+            for s in [s for s in self.sessions.values() if s.room_sid == event.room_sid and s.uid == uid]:
+                self._spawn(self.end(s, "removed"))
+
+    def on_signal(self, session_id: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "connection_state" and message.get("state") in ("failed", "closed"):
+            session = self.sessions.get(session_id)
+            if session is not None:
+                self._spawn(self.end(session, "disconnected"))
+
+    async def end(self, session: OneWay, reason: str) -> None:
+        """Idempotent: the SFU participant leaves and the store session closes (unless the class closed it)."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        await self.hub.sfu.leave(session.room_sid, session.key)
+        if reason not in ("class_ended", "removed"):
+            await self.hub.svc.classroom.close_session(session.session_id, reason)
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        for session in list(self.sessions.values()):
+            with contextlib.suppress(Exception):
+                await self.end(session, "left")
+
+
+SESSIONS = web.AppKey("oneway_sessions", OneWaySessions)
+
+
+def _grant(request: web.Request) -> Grant:
+    grant = request.get(GRANT)
+    if grant is None:
+        raise ApiError(401, "Authorization: Bearer <join token> is required", "UNAUTHORIZED")
+    if grant.room.room_id != room_id_param(request):
+        raise ApiError(403, "The token is for another room", "FORBIDDEN")
+    return grant
+
+
+async def _sdp(request: web.Request, expected: str) -> str:
+    if request.content_type != expected:
+        raise ApiError(415, f"Content-Type must be {expected}", "UNSUPPORTED_MEDIA_TYPE")
+    raw = await request.content.read(MAX_SDP + 1)
+    if len(raw) > MAX_SDP:
+        raise ApiError(413, f"Request body too large (limit {MAX_SDP} bytes)", "PAYLOAD_TOO_LARGE")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "The SDP is not UTF-8", "BAD_SDP") from None
+
+
+def _ufrag(sdp: str) -> str:
+    return next((line[12:].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")), "")
+
+
+def offered_sources(sdp: str) -> list[dict[str, str]]:
+    """A publisher's m-sections as classcast sources: its first sending video is the camera, a second one the
+    screen, its first sending audio the microphone; anything else is answered inactive."""
+    out: list[dict[str, str]] = []
+    kind, mid, direction = None, None, "sendrecv"
+
+    def close_section() -> None:
+        if kind is None or mid is None or direction not in ("sendonly", "sendrecv"):
+            return
+        taken = {t["source"] for t in out}
+        if kind == "video":
+            source = "camera" if "camera" not in taken else "screen" if "screen" not in taken else None
+        elif kind == "audio":
+            source = "microphone" if "microphone" not in taken else None
+        else:
+            source = None
+        if source is not None:
+            out.append({"source": source, "mid": mid})
+
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            close_section()
+            kind, mid, direction = line[2:].split(" ", 1)[0], None, "sendrecv"
+        elif line.startswith("a=mid:"):
+            mid = line[6:].strip()
+        elif line[2:] in ("sendonly", "sendrecv", "recvonly", "inactive") and line.startswith("a="):
+            direction = line[2:]
+    close_section()
+    return out
+
+
+def _created(request: web.Request, session: OneWay, answer: str) -> web.Response:
+    location = f"/v1/{session.kind}/{session.room_id}/{session.id}"
+    headers = {"Location": location, "ETag": session.etag, "Accept-Patch": FRAG_TYPE,
+               "Cache-Control": "no-store"}
+    links = _ice_links(request)
+    if links:
+        headers["Link"] = links
+    return web.Response(status=201, body=answer.encode(), content_type=SDP_TYPE, headers=headers)
+
+
+def _ice_links(request: web.Request) -> str:
+    """The configured STUN/TURN servers as RFC 9725 4.6 Link headers (the answer's candidates need no more)."""
+    links = []
+    for server in services(request).config.ice.servers:
+        urls = server.get("urls")
+        for url in [urls] if isinstance(urls, str) else list(urls or ()):
+            link = f'<{url}>; rel="ice-server"'
+            if server.get("username") and server.get("credential"):
+                link += f'; username="{server["username"]}"; credential="{server["credential"]}"'
+                link += '; credential-type="password"'
+            links.append(link)
+    return ", ".join(links)
+
+
+def _signaling_error(exc: SignalingError) -> ApiError:
+    return ApiError(STATUS_OF.get(exc.code, 400), exc.message, exc.code)
+
+
+async def _open(request: web.Request, grant: Grant, kind: str,
+                participant_class: type[SfuParticipant]) -> tuple[OneWay, list[dict[str, Any]]]:
+    svc = services(request)
+    hub = request.app[HUB]
+    registry = request.app[SESSIONS]
+    room, me = grant.room, grant.participant
+    customization = effective_customization(room.customization, me.customization)
+    perms = permissions(Role(me.role), customization)
+    session_row = await svc.classroom.open_session(room.sid, me.uid, request.remote)
+    session_id = secrets.token_urlsafe(12)
+    messages: list[dict[str, Any]] = []
+
+    def signal(message: dict[str, Any]) -> None:
+        messages.append(message)
+        registry.on_signal(session_id, message)
+
+    key = f"{kind.upper()}_{secrets.token_hex(6)}"
+    info = {"uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms)}
+    participant = await join_one_way(hub.sfu, room.sid, key, info, signal, participant_class)
+    session = OneWay(id=session_id, kind=kind, room_sid=room.sid, room_id=room.room_id, uid=me.uid, key=key,
+                     session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag="", participant=participant)
+    registry.sessions[session_id] = session
+    return session, messages
+
+
+async def whip_create(request: web.Request) -> web.Response:
+    grant = _grant(request)
+    if Role(grant.participant.role) not in PUBLISHERS:
+        raise ApiError(403, "Only a teacher, a moderator or an admin may publish over WHIP", "FORBIDDEN")
+    customization = effective_customization(grant.room.customization, grant.participant.customization)
+    if not customization["allowIngress"]:
+        raise ApiError(403, "Ingest is off in this room: create it with customization.allowIngress true",
+                       "INGRESS_NOT_ALLOWED")
+    offer = await _sdp(request, SDP_TYPE)
+    tracks = offered_sources(offer)
+    if not tracks:
+        raise ApiError(400, "The offer sends no audio or video", "BAD_SDP")
+    session, messages = await _open(request, grant, "whip", PublishOnlyParticipant)
+    registry = request.app[SESSIONS]
+    try:
+        participant = session.participant
+        await participant.handle({"type": "publish", "tracks": [{"source": t["source"]} for t in tracks]})
+        await participant.handle({"type": "offer", "sdp": offer, "tracks": tracks})
+    except SignalingError as exc:
+        await registry.end(session, "left")
+        raise _signaling_error(exc) from None
+    except BaseException:
+        await registry.end(session, "left")
+        raise
+    answer = next((m["sdp"] for m in messages if m.get("type") == "answer"), None)
+    published = next((m["tracks"] for m in messages if m.get("type") == "published"), [])
+    if answer is None or not published:
+        await registry.end(session, "left")
+        problem = next((m["message"] for m in messages if m.get("type") == "error"), "nothing could be published")
+        raise ApiError(400, f"The offer was not accepted: {problem}", "BAD_SDP")
+    session.ufrag = _ufrag(offer)
+    log.info("WHIP session %s publishes %s in %s", session.id, [t["source"] for t in published], session.room_id)
+    return _created(request, session, answer)
+
+
+async def whep_create(request: web.Request) -> web.Response:
+    grant = _grant(request)
+    quality = request.query.get("quality", "auto")
+    if quality not in QUALITIES:
+        raise ApiError(400, f"Validation failed: quality must be one of {', '.join(QUALITIES)}", "VALIDATION_ERROR")
+    offer = await _sdp(request, SDP_TYPE)
+    hub = request.app[HUB]
+    producers = _playback_tracks(hub, grant.room.sid)
+    if not producers:
+        raise ApiError(409, "Nothing to play: no teacher is publishing in this class yet", "NOTHING_PUBLISHED")
+    session, _ = await _open(request, grant, "whep", ViewOnlyParticipant)
+    registry = request.app[SESSIONS]
+    participant = session.participant
+    assert isinstance(participant, ViewOnlyParticipant)
+    participant.quality = (quality, None, None)
+    try:
+        answer = await participant.play(offer, producers)
+    except SignalingError as exc:
+        await registry.end(session, "left")
+        raise _signaling_error(exc) from None
+    except BaseException:
+        await registry.end(session, "left")
+        raise
+    session.ufrag = _ufrag(offer)
+    return _created(request, session, answer)
+
+
+def _playback_tracks(hub: Hub, room_sid: str) -> list[Any]:
+    """The teacher's camera (else screen) and microphone; a moderator's or admin's when no teacher publishes."""
+    producers = room_producers(hub.sfu, room_sid)
+    rank = {"TEACHER": 0, "ADMIN": 1, "MODERATOR": 2}
+
+    def best(sources: tuple[str, ...]) -> Any:
+        fitting = [p for p in producers if p.source in sources and not p.closed]
+        fitting.sort(key=lambda p: (rank.get(role_of(hub.sfu, room_sid, p), 9), sources.index(p.source)))
+        return fitting[0] if fitting else None
+
+    return [p for p in (best(("camera", "screen")), best(("microphone",))) if p is not None]
+
+
+def _session(request: web.Request, kind: str) -> OneWay:
+    grant = _grant(request)
+    session = request.app[SESSIONS].sessions.get(request.match_info["sessionId"])
+    if session is None or session.kind != kind or session.room_sid != grant.room.sid:
+        raise ApiError(404, "No such session", "SESSION_NOT_FOUND")
+    if session.uid != grant.participant.uid:
+        raise ApiError(403, "The session belongs to another participant", "FORBIDDEN")
+    return session
+
+
+async def _patch(request: web.Request, kind: str) -> web.Response:
+    session = _session(request, kind)
+    if_match = request.headers.get("If-Match")
+    if if_match == "*":
+        raise ApiError(422, "ICE restart is not supported: end the session and POST a new offer",
+                       "ICE_RESTART_UNSUPPORTED")
+    if if_match is not None and if_match != session.etag:
+        raise ApiError(412, "The session's ETag does not match If-Match", "PRECONDITION_FAILED")
+    fragment = await _sdp(request, FRAG_TYPE)
+    ufrag = _ufrag(fragment)
+    if ufrag and session.ufrag and ufrag != session.ufrag:
+        raise ApiError(422, "New ICE credentials (an ICE restart) are not supported", "ICE_RESTART_UNSUPPORTED")
+    mid = None
+    try:
+        for line in fragment.splitlines():
+            if line.startswith("a=mid:"):
+                mid = line[6:].strip()
+            elif line.startswith("a=candidate:"):
+                await session.participant.handle({"type": "candidate", "candidate": {
+                    "candidate": line[2:].strip(), "sdpMid": mid, "sdpMLineIndex": 0}})
+    except SignalingError as exc:
+        raise _signaling_error(exc) from None
+    return web.Response(status=204)
+
+
+async def _delete(request: web.Request, kind: str) -> web.Response:
+    session = _session(request, kind)
+    await request.app[SESSIONS].end(session, "left")
+    return web.Response(status=200)
+
+
+async def whip_patch(request: web.Request) -> web.Response:
+    return await _patch(request, "whip")
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    return await _delete(request, "whip")
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    return await _patch(request, "whep")
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    return await _delete(request, "whep")
+
+
+def setup(app: web.Application) -> None:
+    """After signaling.setup: the sessions live beside the Hub and end before it stops."""
+
+    async def start(app: web.Application) -> None:
+        app[SESSIONS] = OneWaySessions(app[HUB])
+
+    async def stop(app: web.Application) -> None:
+        await app[SESSIONS].close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.insert(0, stop)
+    r = app.router
+    r.add_post("/v1/whip/{roomId:[^/]*}", whip_create)
+    r.add_patch("/v1/whip/{roomId:[^/]*}/{sessionId}", whip_patch)
+    r.add_delete("/v1/whip/{roomId:[^/]*}/{sessionId}", whip_delete)
+    r.add_post("/v1/whep/{roomId:[^/]*}", whep_create)
+    r.add_patch("/v1/whep/{roomId:[^/]*}/{sessionId}", whep_patch)
+    r.add_delete("/v1/whep/{roomId:[^/]*}/{sessionId}", whep_delete)
