@@ -13,8 +13,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLASSCAST_ICE_HOSTS=0.0.0.0 \
     CLASSCAST_RTC_PORT=7882
 
-# Fonts for the names on recordings' tiles (recorder/font.py).
+# Fonts for the names on recordings' tiles (recorder/font.py); a C compiler and libsrtp2 for the media engine's
+# extension (setup.py builds sfu/engine/native at `pip install`; it reads the single media port natively).
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-droid-fallback \
+        gcc libc6-dev libsrtp2-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
