@@ -30,6 +30,7 @@ COPY control ./control
 COPY sfu ./sfu
 COPY recorder ./recorder
 COPY bench ./bench
+COPY setup.py ./
 RUN pip install --no-deps . && python -m control.tutor.models prepare && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data
 
 USER classcast
