@@ -1,4 +1,7 @@
-# classcast server image. Build: docker build -t classcast .   Run: docker run -p 8080:8080 -v classcast-data:/data classcast
+# classcast server image. Build: docker build -t classcast .
+# Run: docker run -p 8080:8080 -p 7882:7882/udp -e CLASSCAST_ANNOUNCED_ADDRESS=<the host's IP> -v classcast-data:/data classcast
+# All media goes through the one UDP port 7882 (CLASSCAST_RTC_PORT), published unchanged; the announced address is
+# what browsers are told to send it to (docs/operations.md, "Putting it on the internet").
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,10 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     CLASSCAST_HOST=0.0.0.0 \
     CLASSCAST_PORT=8080 \
-    CLASSCAST_DATA_DIR=/data
+    CLASSCAST_DATA_DIR=/data \
+    CLASSCAST_ICE_HOSTS=0.0.0.0 \
+    CLASSCAST_RTC_PORT=7882
 
-# Fonts for the names on recordings' tiles (recorder/font.py).
+# Fonts for the names on recordings' tiles (recorder/font.py); a C compiler and libsrtp2 for the media engine's
+# extension (setup.py builds sfu/engine/native at `pip install`; it reads the single media port natively).
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-droid-fallback \
+        gcc libc6-dev libsrtp2-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -23,11 +30,12 @@ COPY control ./control
 COPY sfu ./sfu
 COPY recorder ./recorder
 COPY bench ./bench
+COPY setup.py ./
 RUN pip install --no-deps . && python -m control.tutor.models prepare && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data
 
 USER classcast
 VOLUME ["/data"]
-EXPOSE 8080
+EXPOSE 8080 7882/udp
 # /healthz answers while the process does; SIGTERM drains running classes (docs/operations.md): give `docker stop`
 # a grace period (-t) as long as CLASSCAST_DRAIN_TIMEOUT.
 HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CLASSCAST_PORT', '8080') + '/healthz', timeout=4)"]

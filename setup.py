@@ -12,6 +12,7 @@ setup(
             "sfu.engine._native",
             sources=["sfu/engine/native/core.c", "sfu/engine/native/module.c"],
             include_dirs=["sfu/engine/native"],
+            depends=["sfu/engine/native/core.h"],  # a changed constant in the header rebuilds (it did not)
             libraries=["srtp2"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],

@@ -715,6 +715,8 @@ class Bench:
         add = n - self.joined
         infos = await self.target.join_infos(self.session, self.joined, n)
         per = [infos[i::len(self.workers)] for i in range(len(self.workers))]
+        # issue 14 req 5: the server's CPU for this step's joins, all at once (signaling, ICE, DTLS, first copies)
+        join_cpu0, join_t0 = proc_cpu(self.pid) if self.pid else 0.0, time.monotonic()
         for i, part in enumerate(per):
             if part:
                 await self.ask(i, "join", (self.name, self.args.ice_host, part))
@@ -732,6 +734,8 @@ class Bench:
                     joins += value["joins"]
                     failed += value["failed"]
                     break
+        join_cpu = (proc_cpu(self.pid) - join_cpu0) if self.pid else None
+        join_seconds = time.monotonic() - join_t0
         self.joined = n
         await asyncio.sleep(self.args.settle)  # the newest subscribers' estimates ramp up to the top layer
         before = await self.snapshot("snapshot")
@@ -766,6 +770,9 @@ class Bench:
                 row["server_cpu_split"] = split(path, PROFILE_RATE, cpu1 - cpu0,
                                                 round(row["packets_out_per_s"] * elapsed))
         self.failed += len(failed)
+        row["joined_at_once"] = add
+        row["join_server_cpu_s"] = round(join_cpu, 2) if join_cpu is not None else None
+        row["join_seconds"] = round(join_seconds, 2)
         row["joins_failed"] = len(failed)  # at this step; they stay out of every later figure
         row["subscribers_connected"] = n - self.failed
         row["join_failures_sample"] = failed[:3]
@@ -914,7 +921,7 @@ COLUMNS = (("N", "subscribers"), ("srv CPU%", "server_cpu_percent"), ("µs/pkt",
            ("1st video ms", "first_video_ms_p50"), ("1st key ms", "first_keyframe_ms_p50"),
            ("RSS MB", "server_rss_mb"), ("RSS/sub KB", "rss_per_subscriber_kb"),
            ("KF req/min", "keyframe_requests_per_min"), ("client/srv CPU", "client_to_server_cpu"),
-           ("join fail", "joins_failed"), ("load 1m", "loadavg"))
+           ("join CPU s", "join_server_cpu_s"), ("join fail", "joins_failed"), ("load 1m", "loadavg"))
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -184,6 +184,7 @@ class Client:
         elif kind == "participant_removed" and message.get("self"):
             self._set_state(State.KICKED)
         elif kind == "restarted":
+            self.remote = {}  # at once: the old connection's tracks are dead, nobody may pick one up meanwhile
             self._spawn(self._after_restart())
         async with self._arrived:
             self._arrived.notify_all()

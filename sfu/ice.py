@@ -1,5 +1,7 @@
 """ICE configuration: which addresses and ports the SFU uses, which remote candidates it will talk to.
 
+Media goes through one UDP port per process (`CLASSCAST_RTC_PORT`, sfu/rtcserver.py) unless
+`CLASSCAST_ICE_PORT_RANGE` selects the per-connection mode (a socket per participant, gathered here).
 Defaults keep everything on the loopback interface: the server gathers on 127.0.0.1 only, never contacts a
 STUN or TURN server itself, and ignores remote candidates outside `CLASSCAST_ICE_ALLOWED_NETWORKS`, so a test
 or a laptop demo never sends a packet off the machine. Deployments set the variables (docs/operations.md).
@@ -21,6 +23,7 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_RTC_PORT = 7882
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
@@ -32,6 +35,17 @@ class IceConfig:
     # Handed to clients (browsers may need STUN/TURN); the server itself never uses them.
     servers: tuple[dict[str, Any], ...] = ()
     allowed_networks: tuple[IpNetwork, ...] = field(default_factory=lambda: LOOPBACK)
+    # The single media port of the process (sfu/rtcserver.py); 0 = any free port. Unused in the per-connection
+    # mode, which a port range selects (one aioice socket per connection, as before issue 14).
+    rtc_port: int = DEFAULT_RTC_PORT
+    # What candidates advertise instead of the listening addresses (1:1 NAT, published container port, LB).
+    announced: str | None = None
+
+    @property
+    def single_port(self) -> bool:
+        """One UDP port for all media (the default), unless CLASSCAST_ICE_PORT_RANGE asks for a port per
+        connection."""
+        return not self.port_min
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IceConfig:
@@ -50,7 +64,23 @@ class IceConfig:
         networks = env.get("CLASSCAST_ICE_ALLOWED_NETWORKS")
         allowed = (tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
                    if networks else LOOPBACK)
-        return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed)
+        rtc_port = DEFAULT_RTC_PORT
+        if env.get("CLASSCAST_RTC_PORT", "").strip():
+            try:
+                rtc_port = int(env["CLASSCAST_RTC_PORT"])
+            except ValueError:
+                rtc_port = -1
+            if not (rtc_port == 0 or 1024 <= rtc_port <= 65535):
+                raise ValueError("CLASSCAST_RTC_PORT must be a UDP port within 1024-65535 (or 0: any free port)")
+        announced = env.get("CLASSCAST_ANNOUNCED_ADDRESS", "").strip() or None
+        if announced is not None and (any(c.isspace() for c in announced) or len(announced) > 253
+                                      or announced.startswith("-")):
+            raise ValueError("CLASSCAST_ANNOUNCED_ADDRESS must be one IP address or host name")
+        if not port_min and announced is None and any(ipaddress.ip_address(h).is_unspecified for h in hosts):
+            raise ValueError("listening on every address (CLASSCAST_ICE_HOSTS=0.0.0.0 or ::) needs "
+                             "CLASSCAST_ANNOUNCED_ADDRESS: the address clients reach the media port at")
+        return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed,
+                   rtc_port=rtc_port, announced=announced)
 
     def allows(self, address: str) -> bool:
         """Only literal IPs inside the allowed networks: mDNS names and the like are refused."""

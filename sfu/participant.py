@@ -28,6 +28,7 @@ from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
 from sfu.ids import new_track_id
 from sfu.peer import Peer
 from sfu.producer import SOURCES, Producer, Stream
+from sfu.rtcserver import rtc_server_for
 from sfu.rtp import get_extension, parse_rtp
 from sfu.simulcast import (
     URI_ABS_SEND_TIME,
@@ -107,7 +108,8 @@ class SfuParticipant:
     def _new_peer(self) -> Peer:
         self.transport = self.bridge.engine.add_transport()
         peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
-                    on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport)
+                    on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport,
+                    rtc=rtc_server_for(self.ice, self.bridge.engine))
 
         async def on_state() -> None:
             state = peer.pc.connectionState

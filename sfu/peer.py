@@ -45,6 +45,14 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
 * ``RTCIceTransport._connection`` (its aioice connection) and ``aioice.ice.Connection._nominated`` (component ->
   the nominated ``CandidatePair``, whose ``protocol.transport`` (its socket) and ``remote_addr`` are used): read
   when the connection becomes connected, to give the engine the socket and address it sends the copies to.
+* One UDP port (with an ``RtcServer``, sfu/rtcserver.py): ``RTCIceTransport._connection``,
+  ``RTCIceGatherer._connection`` and the bound methods ``RTCIceTransport._recv`` / ``RTCIceTransport._send``
+  (copied from the connection by ``RTCIceTransport.__init__``) are replaced per transport by a ``MuxConnection``
+  before anything gathers; ``RTCIceGatherer.getLocalParameters`` is replaced per instance to say ``iceLite``
+  (aiortc then writes ``a=ice-lite``); ``RTCDtlsTransport._rx_srtp`` (incoming pylibsrtp Session) is wrapped to
+  count authentication failures; the name ``RTCCertificate`` in ``aiortc.rtcpeerconnection`` (whose
+  ``RTCCertificate.generateCertificate`` ``RTCPeerConnection.__init__`` calls) is swapped for the duration of the
+  constructor so that every connection uses the process's one certificate.
 * ``RTCRtpSender._ssrc`` / ``RTCRtpSender._rtx_ssrc`` (instance attributes):
   read, cross-checked against the ``a=ssrc`` lines of the local SDP.
 * ``RTCRtpSender._stream_id`` (instance attribute): written by
@@ -92,12 +100,15 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import rtcpeerconnection as _aiortc_rtcpeerconnection
 from aiortc import rtcrtpreceiver as _aiortc_rtcrtpreceiver
 from aiortc import sdp as _aiortc_sdp
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
+from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.rtp import is_rtcp as _is_rtcp
 
 from sfu.ice import IceConfig, gather_host_candidates
+from sfu.rtcserver import MuxConnection, RtcServer
 
 __all__ = [
     "AIORTC_INTERNALS",
@@ -179,6 +190,11 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
     Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_srtp_profiles", "attribute"),
     Internal("aiortc.rtcdtlstransport", "SRTPProtectionProfile", "get_key_and_salt", "method", ("src", "idx")),
     Internal("aiortc.rtcicetransport", "RTCIceTransport", "_connection", "attribute"),
+    Internal("aiortc.rtcicetransport", "RTCIceTransport", "_recv", "attribute"),
+    Internal("aiortc.rtcicetransport", "RTCIceTransport", "_send", "attribute"),
+    Internal("aiortc.rtcicetransport", "RTCIceGatherer", "getLocalParameters", "method"),
+    Internal("aiortc.rtcdtlstransport", "RTCDtlsTransport", "_rx_srtp", "attribute"),
+    Internal("aiortc.rtcdtlstransport", "RTCCertificate", "generateCertificate", "method"),
     Internal("aioice.ice", "Connection", "_nominated", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_ssrc", "attribute"),
     Internal("aiortc.rtcrtpsender", "RTCRtpSender", "_rtx_ssrc", "attribute"),
@@ -400,6 +416,39 @@ class EngineSrtp:
             raise pylibsrtp.Error(str(exc)) from exc
 
 
+class CountingSrtp:
+    """Wraps aiortc's incoming pylibsrtp Session: SRTP/SRTCP that fails authentication is counted on the connection
+    (aiortc only logs it at debug level) and still raises, so aiortc drops it as before."""
+
+    def __init__(self, session: Any, connection: MuxConnection) -> None:
+        self._session = session
+        self._connection = connection
+
+    def unprotect(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect(data)
+        except pylibsrtp.Error:
+            self._connection.srtp_failed()
+            raise
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self._connection.srtp_failed()
+            raise
+
+
+class _SharedCertificate:
+    """Stands in for aiortc's RTCCertificate class inside RTCPeerConnection.__init__ (see the module docstring)."""
+
+    def __init__(self, certificate: RTCCertificate) -> None:
+        self._certificate = certificate
+
+    def generateCertificate(self) -> RTCCertificate:
+        return self._certificate
+
+
 class Peer:
     """One participant's RTCPeerConnection, used as a raw RTP/RTCP pipe.
 
@@ -429,11 +478,17 @@ class Peer:
         on_transceiver: Callable[[RTCRtpTransceiver], None] | None = None,
         engine: Any = None,
         transport: int | None = None,
+        rtc: RtcServer | None = None,
     ) -> None:
         """`engine` and `transport`: the media engine and this subscriber's transport in it, which then owns the
         outgoing SRTP context and sends the fan-out's copies itself (the SFU's peers); without them (clients,
-        tests) aiortc's own SRTP session and send path are used."""
+        tests) aiortc's own SRTP session and send path are used. `rtc`: the process's one-port ICE-lite server,
+        which then carries this connection (no socket of its own, the process's certificate); without it the
+        connection gathers its own sockets (per-connection mode, clients)."""
         self.name = name
+        self._rtc = rtc
+        self._tasks: set[asyncio.Future[Any]] = set()  # awaitable callbacks of natively received packets
+        self._mux: dict[int, MuxConnection] = {}  # id(RTCIceTransport) -> its connection on the shared port
         self._engine = engine
         self._engine_transport = transport
         self.on_rtp = on_rtp
@@ -447,7 +502,17 @@ class Peer:
         self.receive_parameters: dict[str, Any] = {}  # mid -> RTCRtpReceiveParameters aiortc computed
         self.send_parameters: dict[str, Any] = {}  # mid -> RTCRtpSendParameters aiortc computed
 
-        self.pc = RTCPeerConnection(peer_configuration())
+        if rtc is None:
+            self.pc = RTCPeerConnection(peer_configuration())
+        else:
+            # RTCPeerConnection.__init__ makes a certificate; the process's one is used instead. No await in
+            # between, so no other connection can see the swapped name.
+            original_class = _aiortc_rtcpeerconnection.RTCCertificate
+            _aiortc_rtcpeerconnection.RTCCertificate = _SharedCertificate(rtc.certificate)  # type: ignore[misc,assignment]
+            try:
+                self.pc = RTCPeerConnection(peer_configuration())
+            finally:
+                _aiortc_rtcpeerconnection.RTCCertificate = original_class  # type: ignore[misc]
         self.pc.on("connectionstatechange", self._update_path)
         original = getattr(self.pc, _CREATE_TRANSCEIVER)
 
@@ -491,27 +556,64 @@ class Peer:
             self._dtls.append(dtls)
             dtls._handle_rtp_data = self._handle_rtp_data  # type: ignore[method-assign]
             dtls._handle_rtcp_data = self._handle_rtcp_data  # type: ignore[method-assign]
-            if self._engine is not None:
+            if self._rtc is not None:
+                self._use_shared_port(dtls)
+            if self._engine is not None or self._rtc is not None:
                 self._hook_srtp(dtls)
         gatherer = dtls.transport.iceGatherer
+        if self._rtc is not None:
+            return
         if self._ice is not None and id(gatherer) not in self._gatherers:
             self._gatherers.add(id(gatherer))
             restrict_gathering(gatherer._connection, self._ice)
 
+    def _use_shared_port(self, dtls: RTCDtlsTransport) -> None:
+        """This transport's ICE goes through the process's server: its aioice connection (never gathered, so
+        without a socket) is replaced before aiortc gathers, keeping the ufrag and password aiortc made."""
+        ice = dtls.transport
+        if id(ice) in self._mux or self._rtc is None:
+            return
+        gatherer = ice.iceGatherer
+        old = gatherer._connection
+        connection = self._rtc.connection(old.local_username, old.local_password)
+        connection.on_path = self._path_changed
+        self._mux[id(ice)] = connection
+        gatherer._connection = connection  # type: ignore[assignment]
+        ice._connection = connection  # type: ignore[assignment]
+        ice._recv = connection.recv  # type: ignore[method-assign]
+        ice._send = connection.send  # type: ignore[method-assign]
+
+        def local_parameters() -> RTCIceParameters:
+            return RTCIceParameters(usernameFragment=connection.local_username, password=connection.local_password,
+                                    iceLite=True)
+
+        gatherer.getLocalParameters = local_parameters  # type: ignore[method-assign]
+
     def _hook_srtp(self, dtls: RTCDtlsTransport) -> None:
-        """After aiortc sets up SRTP, the engine takes the outgoing direction over (see the module docstring)."""
+        """After aiortc sets up SRTP, the engine takes the outgoing direction over (see the module docstring) and,
+        on the shared port, failed authentications of incoming packets are counted."""
         original = dtls._setup_srtp
 
         def setup_srtp() -> None:
             original()
             if dtls._tx_srtp is None:
                 return  # no profile negotiated: aiortc failed the transport
+            connection = self._mux.get(id(dtls.transport))
+            if connection is not None and dtls._rx_srtp is not None:
+                dtls._rx_srtp = CountingSrtp(dtls._rx_srtp, connection)  # type: ignore[assignment]
+            if self._engine is None:
+                return
             selected = dtls._ssl.get_selected_srtp_profile()  # type: ignore[union-attr]
             profile = next(p for p in dtls._srtp_profiles if p.openssl_profile == selected)
             material = dtls._ssl.export_keying_material(  # type: ignore[union-attr]
                 b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
             key = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
             self._engine.set_srtp(self._engine_transport, profile.libsrtp_profile, key)
+            if connection is not None and self._rtc is not None and self._rtc.engine is self._engine:
+                # native receive: the engine unprotects what the client sends from its selected address
+                rx_key = profile.get_key_and_salt(material, 0 if dtls._role == "server" else 1)
+                self._engine.set_srtp_rx(self._engine_transport, profile.libsrtp_profile, rx_key)
+                self._rtc.register_receiver(self._engine_transport, self._native_rx)
             dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
 
         dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
@@ -547,6 +649,28 @@ class Peer:
         except Exception:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
+
+    def _native_rx(self, kind: int, data: bytes) -> None:
+        """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
+        aiortc's receive loop calls, without its queue, task and coroutines."""
+        if kind == 0:
+            self.stats.rtp_in += 1
+            callback: Callable[..., Any] | None = self.on_rtp
+            args: tuple[Any, ...] = (data, time.monotonic())
+        else:
+            self.stats.rtcp_in += 1
+            callback, args = self.on_rtcp, (data,)
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            self.stats.callback_errors += 1
+            logger.exception("%s: %s callback failed", self.name, "on_rtp" if kind == 0 else "on_rtcp")
 
     # ------------------------------------------------------------- signalling
 
@@ -647,6 +771,13 @@ class Peer:
                 return dtls
         return None
 
+    def _path_changed(self) -> None:
+        """The client nominated another address, or the shared-port connection closed (consent expired)."""
+        try:
+            self._update_path()
+        except RuntimeError:  # the engine's transport is already gone (the participant closed first)
+            pass
+
     def _update_path(self) -> None:
         """The engine sends the fan-out's copies itself: it gets the nominated pair's socket and remote address
         when the connection is up, and loses them whenever its state changes otherwise."""
@@ -662,6 +793,9 @@ class Peer:
         dtls = self._transport()
         if dtls is None:
             return None
+        connection = self._mux.get(id(dtls.transport))
+        if connection is not None:
+            return connection.path()
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             return None
@@ -789,6 +923,8 @@ class Peer:
     # ------------------------------------------------------------------ close
 
     async def close(self) -> None:
+        if self._rtc is not None and self._engine_transport is not None:
+            self._rtc.unregister_receiver(self._engine_transport)
         for transceiver in self.pc.getTransceivers():
             track = transceiver.receiver.track
             if track is not None:

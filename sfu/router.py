@@ -19,6 +19,7 @@ from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.participant import SfuParticipant
 from sfu.producer import Producer
+from sfu.rtcserver import rtc_server_for
 from sfu.taps import Tap, track_description
 
 log = logging.getLogger("classcast.sfu.router")
@@ -302,11 +303,15 @@ class Sfu:
             "engine": self.bridge.kind,
             "forwarded_packets": totals["packets_out"],  # RTP datagrams that left (copies and retransmissions)
             "forwarded_bytes": totals["bytes_out"],  # their size on the wire (SRTP)
-            "drops": totals["drops"],  # by reason, as docs/architecture.md lists them
+            # by reason, as docs/architecture.md lists them: the engine's, and the one-port server's (stun_*, ...)
+            "drops": {**totals["drops"], **(server.all_drops() if (server := rtc_server_for(
+                self.ice, self.bridge.engine, create=False)) is not None else {})},
             "retransmitted": totals["retransmitted"],
             "layer_switches": totals["switches"],
             "estimated_bitrates_bps": [int(p.estimate.estimate) for router in self.routers.values()
                                        for p in router.participants.values() if p.consumers],
+            # the one-port server: datagrams dropped before any connection saw them, by reason (issue 14 req 7)
+            "rtc": server.stats() if server is not None else None,
         }
 
     def stats(self, room_sid: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from sfu.rtp import (
 )
 
 CACHE = 2048
-HISTORY = 4096
+HISTORY = 1024  # the native CC_HISTORY: a NACK for older copies than that is answered from nothing
 GOP_MAX = 1500
 MAX_LAYERS = 8
 MAX_PACKET = 65535
@@ -97,6 +97,17 @@ TWCC_SENT = 8192  # transport-wide numbers remembered until reported (the engine
 TWCC_SLACK = 2000  # feedback statuses readable before anything was sent (CC_TWCC_SLACK)
 
 
+RX_RTP, RX_RTCP, RX_SLOW, RX_DROPPED = 0, 1, 2, -1  # the native engine's CC_RX_*
+RX_BATCH, RX_MTU = 64, 2048
+
+
+def _addr_key(addr: tuple[str, int]) -> tuple[int, bytes, int]:
+    """The bytes that identify a UDP source, whatever the spelling of the address (as the native addr_key)."""
+    host, port = addr[0], addr[1]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, socket.inet_pton(family, host), port
+
+
 @dataclass
 class _Transport:
     srtp: pylibsrtp.Session | None = None
@@ -117,6 +128,10 @@ class _Transport:
     loss_permille: int = 0
     loss_state: int = 1
     loss_retransmissions: bool = False
+    rx: pylibsrtp.Session | None = None  # the client's SRTP, for native-path receive (issue 14)
+    packets_in: int = 0
+    bytes_in: int = 0
+    rx_auth_failed: int = 0
 
     def lose(self) -> bool:
         """The set_loss test hook (xorshift32, as the native engine)."""
@@ -173,6 +188,7 @@ class Engine:
         self._slots: list[_Slot | None] = []
         self._events: list[tuple[int, int]] = []
         self._capture: list[tuple[int, bytes, bytes | None]] | None = None
+        self._rx = {"packets": 0, "bytes": 0, "auth_failed": 0, "truncated": 0, "slow": 0}
         self._totals: dict[str, Any] = {"packets_out": 0, "bytes_out": 0, "retransmitted": 0, "switches": 0,
                                         "drops": _drops()}
 
@@ -250,6 +266,70 @@ class Engine:
             transport.srtp = pylibsrtp.Session(policy)
         except pylibsrtp.Error as exc:
             raise EngineError(f"set_srtp failed: {exc}") from exc
+
+    def set_srtp_rx(self, tid: int, profile: int, key: bytes) -> None:
+        transport = self._transport(tid, "set_srtp_rx")
+        try:
+            policy = pylibsrtp.Policy(key=bytes(key), ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                                      srtp_profile=profile)
+            policy.window_size = 1024
+            transport.rx = pylibsrtp.Session(policy)
+        except pylibsrtp.Error as exc:
+            raise EngineError(f"set_srtp_rx failed: {exc}") from exc
+
+    def rx_datagram(self, data: bytes, addr: tuple[str, int]) -> tuple[int, int, bytes]:
+        """One datagram from addr: (transport, RX_RTP | RX_RTCP, plaintext), (-1, RX_SLOW, data) for the slow path,
+        or (-1, RX_DROPPED, b"") when it fails authentication (counted). The native engine's cc_rx_datagram."""
+        if len(data) < 12 or not 128 <= data[0] <= 191:
+            return -1, RX_SLOW, data
+        key = _addr_key(addr)
+        tid = next((i for i, t in enumerate(self._transports)
+                    if t is not None and t.addr is not None and _addr_key(t.addr) == key), -1)
+        transport = self._transports[tid] if tid >= 0 else None
+        if transport is None or transport.rx is None:
+            return -1, RX_SLOW, data
+        rtcp = 192 <= data[1] <= 223
+        try:
+            plain = transport.rx.unprotect_rtcp(data) if rtcp else transport.rx.unprotect(data)
+        except pylibsrtp.Error:
+            transport.rx_auth_failed += 1
+            self._rx["auth_failed"] += 1
+            return -1, RX_DROPPED, b""
+        transport.packets_in += 1
+        transport.bytes_in += len(plain)
+        self._rx["packets"] += 1
+        self._rx["bytes"] += len(plain)
+        return tid, RX_RTCP if rtcp else RX_RTP, plain
+
+    def recv(self, fd: int) -> list[tuple[int, int, bytes, tuple[str, int] | None]]:
+        """What the native engine's recvmmsg batch gives: up to RX_BATCH datagrams read from fd, sorted as
+        rx_datagram sorts them (dropped ones left out; the slow path's with their source address)."""
+        out: list[tuple[int, int, bytes, tuple[str, int] | None]] = []
+        with socket.socket(fileno=os.dup(fd)) as sock:  # a duplicate per call: the fd may be reused later
+            sock.setblocking(False)
+            batch = []
+            for _ in range(RX_BATCH):
+                try:
+                    batch.append(sock.recvfrom(RX_MTU + 1))
+                except (BlockingIOError, InterruptedError):
+                    break
+        for data, addr in batch:
+            if len(data) > RX_MTU:
+                self._rx["truncated"] += 1
+                continue
+            tid, kind, plain = self.rx_datagram(data, (addr[0], addr[1]))
+            if kind == RX_DROPPED:
+                continue
+            if kind == RX_SLOW:
+                self._rx["slow"] += 1
+            out.append((tid, kind, plain, (addr[0], addr[1]) if kind == RX_SLOW else None))
+        return out
+
+    def rx_stats(self, tid: int = -1) -> dict[str, int]:
+        if tid < 0:
+            return dict(self._rx)
+        transport = self._transport(tid, "rx_stats")
+        return {"packets": transport.packets_in, "bytes": transport.bytes_in, "auth_failed": transport.rx_auth_failed}
 
     def set_path(self, tid: int, fd: int, host: str, port: int) -> None:
         transport = self._transport(tid, "set_path")

@@ -35,7 +35,7 @@ CORPUS = HERE / "corpus"
 NATIVE = HERE / "native"
 # Python targets and the largest input each sees in a class (UDP payloads fit an MTU; text has its own limits).
 TARGETS = {"rtp": 1500, "vp8": 1500, "h264": 1500, "rtcp": 1500, "twcc": 1500, "sdp": 8192, "signaling": 4096,
-           "rest": 4096, "recorder_feed": 8192}
+           "rest": 4096, "recorder_feed": 8192, "rtcserver": 2048}
 
 
 @dataclass

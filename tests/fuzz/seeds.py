@@ -195,6 +195,36 @@ def recorder_seeds(clip: dict[str, list[bytes]]) -> list[bytes]:
     return out
 
 
+def rtcserver_seeds() -> list[bytes]:
+    """Datagrams for the single media port: binding requests signed with the target's credentials (valid,
+    nominating, wrong password, no fingerprint, unknown ufrag), a DTLS record, SRTP, and a request followed by DTLS
+    from one source, SRTP and a request from another (the fuzz target cuts inputs at 0xFF 0xFE 0xFD)."""
+    from aioice import stun
+
+    from tests.fuzz.targets.rtcserver import PASSWORD, REMOTE, UFRAG
+
+    def request(username: str, password: str, nominate: bool = False, fingerprint: bool = True) -> bytes:
+        message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id=b"classcast-12")
+        message.attributes["USERNAME"] = username
+        message.attributes["PRIORITY"] = 0x6E7F1EFF
+        message.attributes["ICE-CONTROLLING"] = 0x1122334455667788
+        if nominate:
+            message.attributes["USE-CANDIDATE"] = None
+        message.add_message_integrity(password.encode())
+        if not fingerprint:
+            message.attributes.pop("FINGERPRINT")
+        return bytes(message)
+
+    valid = request(f"{UFRAG}:{REMOTE}", PASSWORD)
+    dtls = bytes([22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12]) + bytes(12)
+    srtp = _rtp(bytes(40)) + bytes(10)
+    sep = b"\xff\xfe\xfd"
+    return [valid, request(f"{UFRAG}:{REMOTE}", PASSWORD, nominate=True),
+            request(f"{UFRAG}:{REMOTE}", "not-the-password-at-all"),
+            request(f"{UFRAG}:{REMOTE}", PASSWORD, fingerprint=False), request(f"nope:{REMOTE}", PASSWORD),
+            request(f"{UFRAG}:other", PASSWORD), dtls, srtp, valid + sep + dtls + sep + srtp + sep + valid]
+
+
 def main() -> None:
     clip = _clip_payloads()
     counts = {
@@ -207,6 +237,7 @@ def main() -> None:
         "signaling": _write("signaling", signaling_seeds()),
         "rest": _write("rest", rest_seeds()),
         "recorder_feed": _write("recorder_feed", recorder_seeds(clip)),
+        "rtcserver": _write("rtcserver", rtcserver_seeds()),
     }
     print(json.dumps(counts))
 

@@ -446,3 +446,83 @@ def test_transport_cc_feedback_reading_is_budgeted() -> None:
     read = sum(1 for name, r in results if name == "twcc_feedback" and r is not None)
     assert read * len(packets) <= 2 * len(packets) + 2000
     assert results[-1][1]["twcc_refused"] == 100 - read
+
+
+def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]]) -> tuple[list, dict, dict]:
+    """One engine reads what two sources sent to its socket (source 0: the transport's selected address)."""
+    import socket
+    import time
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    sources = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for s in sources:
+            s.bind(("127.0.0.1", 0))
+        engine = engine_class()
+        tid = engine.add_transport()
+        srtp_profile, key_len = PROFILES[profile]
+        engine.set_srtp_rx(tid, srtp_profile, KEY[:key_len])
+        engine.set_path(tid, server.fileno(), *sources[0].getsockname())
+        received: list = []
+        for i in range(0, len(datagrams), 50):  # batches smaller than the socket buffer
+            for source, data in datagrams[i:i + 50]:
+                sources[source].sendto(data, server.getsockname())
+            time.sleep(0.05)
+            while batch := engine.recv(server.fileno()):
+                received += batch
+        names = {s.getsockname(): f"source{i}" for i, s in enumerate(sources)}
+        # the source ports differ from run to run: name them
+        received = [(t, k, d, names.get(a, a) if a else None) for t, k, d, a in received]
+        return received, engine.rx_stats(), engine.rx_stats(tid)
+    finally:
+        server.close()
+        for s in sources:
+            s.close()
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_receive_unprotects_and_sorts_alike(profile: str) -> None:
+    """Native receive (recvmmsg + libsrtp unprotect, issue 14) against the reference: SRTP and SRTCP from the
+    selected address come out unprotected for the transport; a replayed packet, a tampered one, one protected with
+    another key fail authentication and are dropped; STUN, DTLS, short datagrams and anything from another address
+    go to the slow path unchanged, with their source."""
+    srtp_profile, key_len = PROFILES[profile]
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=KEY[:key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=srtp_profile))
+    stranger = pylibsrtp.Session(pylibsrtp.Policy(key=KEY[1:key_len + 1],
+                                                  ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                  srtp_profile=srtp_profile))
+    rng = random.Random(14)
+    datagrams: list[tuple[int, bytes]] = []
+    packets = vp8_stream(0x111, 65500, 1000, 40, pid=7, tl0=1) + opus_stream(0x222, 1, 1, 30)
+    for n, packet in enumerate(packets):
+        protected = sender.protect(packet)
+        datagrams.append((0, protected))
+        if n % 7 == 0:
+            datagrams.append((0, protected))  # replayed: dropped by the replay window
+        if n % 11 == 0:
+            tampered = bytearray(protected)
+            tampered[-1] ^= 1
+            datagrams.append((0, bytes(tampered)))
+        if n % 13 == 0:
+            datagrams.append((1, protected))  # the same bytes from another address: slow path
+        if n % 5 == 0:
+            sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x111, n, 2, 3, 4, 5)
+            datagrams.append((0, sender.protect_rtcp(sr)))
+        if n % 17 == 0:
+            datagrams.append((0, stranger.protect(packet)))  # another key
+    datagrams += [(0, bytes([0, 1, 0, 0]) + bytes(rng.randrange(256) for _ in range(40))),  # STUN-looking
+                  (0, bytes([22, 0xFE, 0xFD]) + bytes(30)), (0, bytes([0x80, 96])), (0, b""),
+                  (0, bytes([200]) + bytes(50)), (1, bytes([0x80, 200]) + bytes(30))]
+    py = _receive(PythonEngine, profile, datagrams)
+    native = _receive(NativeEngine, profile, datagrams)
+    assert native == py
+    received, totals, per_transport = py
+    plain = [d for t, k, d, _ in received if t == 0 and k == 0]
+    assert plain == packets  # every media packet once, unprotected, in order
+    assert sum(1 for t, k, _, _ in received if t == 0 and k == 1) == len(packets[::5])
+    assert totals["auth_failed"] == per_transport["auth_failed"] == len(packets[::7]) + len(packets[::11]) + len(
+        packets[::17])
+    assert all(a == "source1" for t, _, _, a in received if t == -1 and a != "source0")

@@ -54,6 +54,10 @@ TEST_INTERNALS: tuple[Internal, ...] = (
 
 # Call sites the hooks depend on: (module, qualified function, regex that must match its source).
 CALL_SITES = (
+    # the one-port mode swaps the module's RTCCertificate name while the constructor runs
+    ("aiortc.rtcpeerconnection", "RTCPeerConnection.__init__", r"\[RTCCertificate\.generateCertificate\(\)\]"),
+    # RTCIceTransport copies the connection's recv/send: the one-port mode replaces the copies too
+    ("aiortc.rtcicetransport", "RTCIceTransport.__init__", r"self\._recv = self\._connection\.recv"),
     # the DTLS receive loop looks the handlers up on the instance -> per-instance replacement works
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", r"self\._rx_srtp\.unprotect_rtcp\(data\)"),
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", r"await self\._handle_rtcp_data\(data\)"),

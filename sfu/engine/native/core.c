@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define SRTP_ROOM 64 /* what protect may append (auth tag, MKI) */
@@ -218,6 +219,8 @@ static cc_stream *stream_at(cc_engine *e, int sid) {
     return sid >= 0 && sid < e->nstreams ? e->streams[sid] : NULL;
 }
 static cc_slot *slot_at(cc_engine *e, int id) { return id >= 0 && id < e->nslots ? e->slots[id] : NULL; }
+static void rx_rebuild(cc_engine *e);
+
 static cc_transport *transport_at(cc_engine *e, int id) {
     return id >= 0 && id < e->ntransports ? e->transports[id] : NULL;
 }
@@ -242,6 +245,7 @@ void cc_engine_free(cc_engine *e) {
     free(e->transports);
     free(e->events);
     free(e->missing);
+    free(e->rxbuf);
     free(e);
 }
 
@@ -316,8 +320,10 @@ int cc_remove_transport(cc_engine *e, int tid) {
     if (!t) return -1;
     cc_flush(e); /* nothing queued may point at it */
     if (t->has_srtp) srtp_dealloc(t->srtp);
+    if (t->has_rx) srtp_dealloc(t->rx);
     free(t);
     e->transports[tid] = NULL;
+    rx_rebuild(e);
     return 0;
 }
 
@@ -356,6 +362,7 @@ int cc_set_path(cc_engine *e, int tid, int fd, const struct sockaddr *addr, sock
     t->alen = alen;
     t->fd = fd;
     t->has_path = 1;
+    rx_rebuild(e);
     return 0;
 }
 
@@ -365,6 +372,7 @@ int cc_clear_path(cc_engine *e, int tid) {
     cc_flush(e);
     t->has_path = 0;
     t->fd = -1;
+    rx_rebuild(e);
     return 0;
 }
 
@@ -1016,4 +1024,148 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
     }
     cc_flush(e);
     return sent;
+}
+
+/* ---- receive (issue 14) ------------------------------------------------------------------------------------- */
+
+/* The bytes that identify a UDP source: family, port, address. 0 for a family we do not serve. */
+static size_t addr_key(const struct sockaddr *a, socklen_t alen, uint8_t out[20]) {
+    if (a->sa_family == AF_INET && alen >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)a;
+        out[0] = 4;
+        memcpy(out + 1, &v4->sin_port, 2);
+        memcpy(out + 3, &v4->sin_addr, 4);
+        return 7;
+    }
+    if (a->sa_family == AF_INET6 && alen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+        out[0] = 6;
+        memcpy(out + 1, &v6->sin6_port, 2);
+        memcpy(out + 3, &v6->sin6_addr, 16);
+        return 19;
+    }
+    return 0;
+}
+
+static uint32_t key_hash(const uint8_t *k, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 16777619u;
+    return h;
+}
+
+static void rx_rebuild(cc_engine *e) {
+    memset(e->rxhash, 0, sizeof(e->rxhash));
+    for (int tid = 0; tid < e->ntransports; tid++) {
+        cc_transport *t = e->transports[tid];
+        uint8_t k[20];
+        size_t n;
+        if (!t || !t->has_path || !(n = addr_key((struct sockaddr *)&t->addr, t->alen, k))) continue;
+        for (uint32_t i = key_hash(k, n), probes = 0; probes < CC_RX_HASH; i++, probes++) {
+            int *slot = &e->rxhash[i & (CC_RX_HASH - 1)];
+            if (*slot == 0) {
+                *slot = tid + 1;
+                break;
+            }
+        }
+    }
+}
+
+static int rx_lookup(cc_engine *e, const struct sockaddr *addr, socklen_t alen) {
+    uint8_t k[20], tk[20];
+    size_t n = addr_key(addr, alen, k);
+    if (!n) return -1;
+    for (uint32_t i = key_hash(k, n), probes = 0; probes < CC_RX_HASH; i++, probes++) {
+        int v = e->rxhash[i & (CC_RX_HASH - 1)];
+        if (v == 0) return -1;
+        cc_transport *t = transport_at(e, v - 1);
+        if (t && t->has_path && addr_key((struct sockaddr *)&t->addr, t->alen, tk) == n && !memcmp(k, tk, n))
+            return v - 1;
+    }
+    return -1;
+}
+
+int cc_set_srtp_rx(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
+    srtp_policy_t policy;
+    memset(&policy, 0, sizeof(policy));
+    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
+        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) != srtp_err_status_ok)
+        return -2;
+    size_t need = (size_t)srtp_profile_get_master_key_length((srtp_profile_t)profile) +
+                  (size_t)srtp_profile_get_master_salt_length((srtp_profile_t)profile);
+    if (key_len != need) return -3;
+    uint8_t material[64];
+    memcpy(material, key, key_len);
+    policy.ssrc.type = ssrc_any_inbound;
+    policy.key = material;
+    policy.window_size = 1024;
+    srtp_t session;
+    if (srtp_create(&session, &policy) != srtp_err_status_ok) return -4;
+    if (t->has_rx) srtp_dealloc(t->rx);
+    t->rx = session;
+    t->has_rx = 1;
+    return 0;
+}
+
+int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *addr, socklen_t alen, int *tid) {
+    *tid = -1;
+    /* RFC 7983: 128-191 is RTP/RTCP; RTCP's packet types 192-223 sit in the second byte (RFC 5761) */
+    if (*len < 12 || buf[0] < 128 || buf[0] > 191) return CC_RX_SLOW;
+    int id = rx_lookup(e, addr, alen);
+    cc_transport *t = id >= 0 ? transport_at(e, id) : NULL;
+    if (!t || !t->has_rx) return CC_RX_SLOW;
+    int rtcp = buf[1] >= 192 && buf[1] <= 223;
+    int n = *len;
+    srtp_err_status_t st = rtcp ? srtp_unprotect_rtcp(t->rx, buf, &n) : srtp_unprotect(t->rx, buf, &n);
+    if (st != srtp_err_status_ok || n < 0 || n > *len) {
+        t->rx_auth_failed++;
+        e->rx_auth_failed++;
+        return CC_RX_DROPPED;
+    }
+    *len = n;
+    *tid = id;
+    t->packets_in++;
+    t->bytes_in += (uint64_t)n;
+    e->rx_packets++;
+    e->rx_bytes += (uint64_t)n;
+    return rtcp ? CC_RX_RTCP : CC_RX_RTP;
+}
+
+int cc_recv(cc_engine *e, int fd) {
+    if (!e->rxbuf && !(e->rxbuf = malloc((size_t)CC_RX_BATCH * CC_RX_MTU))) return -ENOMEM;
+    for (int i = 0; i < CC_RX_BATCH; i++) {
+        e->rxiov[i].iov_base = e->rxbuf + (size_t)i * CC_RX_MTU;
+        e->rxiov[i].iov_len = CC_RX_MTU;
+        memset(&e->rxmsgs[i].msg_hdr, 0, sizeof(e->rxmsgs[i].msg_hdr));
+        e->rxmsgs[i].msg_hdr.msg_iov = &e->rxiov[i];
+        e->rxmsgs[i].msg_hdr.msg_iovlen = 1;
+        e->rxmsgs[i].msg_hdr.msg_name = &e->rx[i].addr;
+        e->rxmsgs[i].msg_hdr.msg_namelen = sizeof(e->rx[i].addr);
+    }
+    int got = recvmmsg(fd, e->rxmsgs, CC_RX_BATCH, MSG_DONTWAIT, NULL);
+    if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    int out = 0;
+    for (int i = 0; i < got; i++) {
+        uint8_t *data = e->rxbuf + (size_t)i * CC_RX_MTU;
+        int len = (int)e->rxmsgs[i].msg_len;
+        socklen_t alen = e->rxmsgs[i].msg_hdr.msg_namelen;
+        if (e->rxmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            e->rx_truncated++; /* larger than any datagram WebRTC sends */
+            continue;
+        }
+        int tid, kind = cc_rx_datagram(e, data, &len, (struct sockaddr *)&e->rx[i].addr, alen, &tid);
+        if (kind == CC_RX_DROPPED) continue;
+        if (kind == CC_RX_SLOW) e->rx_slow++;
+        if (out != i) { /* keep the entries dense: move this one down */
+            memmove(e->rxbuf + (size_t)out * CC_RX_MTU, data, (size_t)len);
+            e->rx[out].addr = e->rx[i].addr;
+        }
+        e->rx[out].tid = tid;
+        e->rx[out].kind = kind;
+        e->rx[out].len = (uint32_t)len;
+        e->rx[out].alen = alen;
+        out++;
+    }
+    return out;
 }

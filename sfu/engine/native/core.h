@@ -15,7 +15,7 @@
 #include <srtp2/srtp.h>
 
 #define CC_CACHE 2048    /* packets kept per stream for NACKs (power of two) */
-#define CC_HISTORY 4096  /* out-sequence -> source memory per slot (power of two) */
+#define CC_HISTORY 1024  /* out-sequence -> source memory per slot (power of two): 20 kB a slot, several seconds of NACKs */
 #define CC_GOP_MAX 1500  /* packets of the cached group of pictures */
 #define CC_MAX_LAYERS 8
 #define CC_BATCH 256     /* datagrams queued before a flush */
@@ -130,7 +130,26 @@ typedef struct {
     uint64_t drops[CC_DROP_COUNT];
     uint32_t loss_permille, loss_state; /* test hook: simulated loss */
     int loss_retransmissions;          /* ... of retransmissions too */
+    /* receive (issue 14): the client's SRTP/SRTCP, unprotected here for datagrams from the path's address */
+    int has_rx;
+    srtp_t rx;
+    uint64_t packets_in, bytes_in, rx_auth_failed;
 } cc_transport;
+
+/* Receive (issue 14): datagrams read with recvmmsg from the one media socket. SRTP/SRTCP from a transport's path
+ * address with a receive key is unprotected here and handed up as (transport, RTP|RTCP, plaintext); everything else
+ * (STUN, DTLS, an address no transport has, a transport without key yet) goes up as CC_RX_SLOW with its source
+ * address, for the Python slow path. SRTP that fails authentication is counted and dropped. */
+#define CC_RX_BATCH 64
+#define CC_RX_MTU 2048
+#define CC_RX_HASH 4096 /* address -> transport table (power of two, linear probing) */
+enum { CC_RX_RTP = 0, CC_RX_RTCP = 1, CC_RX_SLOW = 2, CC_RX_DROPPED = -1 };
+typedef struct {
+    int tid, kind;
+    uint32_t len;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+} cc_rx;
 
 typedef struct {
     int transport, kind; /* CC_OUT_* */
@@ -165,6 +184,13 @@ typedef struct {
     /* retransmit(): the (stream, seq) pairs the caches lack */
     int *missing;
     int nmissing, capmissing;
+    /* receive: path address -> transport id + 1 (0: empty), rebuilt when a path changes; recvmmsg's scratch */
+    int rxhash[CC_RX_HASH];
+    uint8_t *rxbuf; /* CC_RX_BATCH * CC_RX_MTU */
+    cc_rx rx[CC_RX_BATCH];
+    struct mmsghdr rxmsgs[CC_RX_BATCH];
+    struct iovec rxiov[CC_RX_BATCH];
+    uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow;
 } cc_engine;
 
 int cc_global_init(void);
@@ -223,6 +249,15 @@ typedef struct {
     uint32_t poff, pend;
 } cc_rtp;
 int cc_parse_rtp(const uint8_t *d, size_t n, cc_rtp *h);
+
+/* receive */
+int cc_set_srtp_rx(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len);
+/* One datagram from addr: unprotects buf in place (*len shrinks) and returns CC_RX_RTP/RTCP with *tid, or
+ * CC_RX_SLOW (*tid = -1), or CC_RX_DROPPED (failed authentication, counted). buf holds at least *len bytes. */
+int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *addr, socklen_t alen, int *tid);
+/* recvmmsg on fd (non-blocking): fills e->rx[0..n) (data at e->rxbuf + i * CC_RX_MTU); n, 0 when nothing waits,
+ * or -errno. Dropped datagrams are not in e->rx. */
+int cc_recv(cc_engine *e, int fd);
 typedef struct {
     int32_t pid, tl0;
     uint8_t long_pid, keyframe;

@@ -2,6 +2,7 @@
  * as sfu.engine.reference.Engine; push() is the one call per incoming packet, METH_FASTCALL to keep it cheap. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -139,6 +140,80 @@ static PyObject *Engine_set_srtp(EngineObject *self, PyObject *args) {
     PyBuffer_Release(&key);
     if (check(rc, "set_srtp")) return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *Engine_set_srtp_rx(EngineObject *self, PyObject *args) {
+    int tid, profile;
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "iiy*", &tid, &profile, &key)) return NULL;
+    int rc = cc_set_srtp_rx(self->e, tid, profile, key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    if (check(rc, "set_srtp_rx")) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *address_tuple(const struct sockaddr_storage *ss) {
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, (int)ntohs(v4->sin_port));
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+        return Py_BuildValue("(si)", host, (int)ntohs(v6->sin6_port));
+    }
+    Py_RETURN_NONE;
+}
+
+/* recv(fd) -> [(transport, kind, data, address or None)]: one recvmmsg batch (issue 14). kind 0 RTP and 1 RTCP
+ * (unprotected, from the transport's path address), 2 for the slow path (STUN, DTLS, unknown source: address). */
+static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    int n = cc_recv(self->e, fd);
+    if (n < 0) {
+        errno = -n;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        cc_rx *r = &self->e->rx[i];
+        PyObject *data = PyBytes_FromStringAndSize((const char *)self->e->rxbuf + (size_t)i * CC_RX_MTU, r->len);
+        PyObject *addr = NULL;
+        if (data && r->kind == CC_RX_SLOW) {
+            addr = address_tuple(&r->addr);
+        } else if (data) {
+            Py_INCREF(Py_None);
+            addr = Py_None;
+        }
+        PyObject *item = data && addr ? Py_BuildValue("(iiNN)", r->tid, r->kind, data, addr) : NULL;
+        if (!item) {
+            Py_XDECREF(data);
+            Py_XDECREF(addr);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *Engine_rx_stats(EngineObject *self, PyObject *args) {
+    int tid = -1;
+    if (!PyArg_ParseTuple(args, "|i", &tid)) return NULL;
+    cc_engine *e = self->e;
+    if (tid < 0)
+        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
+                             (unsigned long long)e->rx_bytes, "auth_failed", (unsigned long long)e->rx_auth_failed,
+                             "truncated", (unsigned long long)e->rx_truncated, "slow",
+                             (unsigned long long)e->rx_slow);
+    cc_transport *t = tid < e->ntransports ? e->transports[tid] : NULL;
+    if (!t) return PyErr_Format(EngineError, "rx_stats: unknown transport %d", tid);
+    return Py_BuildValue("{s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
+                         (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed);
 }
 
 static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
@@ -446,6 +521,9 @@ static PyMethodDef Engine_methods[] = {
     {"remove_transport", (PyCFunction)Engine_remove_transport, METH_VARARGS, NULL},
     {"set_srtp", (PyCFunction)Engine_set_srtp, METH_VARARGS, NULL},
     {"set_path", (PyCFunction)Engine_set_path, METH_VARARGS, NULL},
+    {"set_srtp_rx", (PyCFunction)Engine_set_srtp_rx, METH_VARARGS, "the client's SRTP key: receive natively"},
+    {"recv", (PyCFunction)Engine_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address)]"},
+    {"rx_stats", (PyCFunction)Engine_rx_stats, METH_VARARGS, "rx_stats(transport=-1) -> counters"},
     {"clear_path", (PyCFunction)Engine_clear_path, METH_VARARGS, NULL},
     {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
     {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},

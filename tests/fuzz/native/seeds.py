@@ -9,6 +9,8 @@ import hashlib
 import struct
 from pathlib import Path
 
+import pylibsrtp
+
 from tests.sfu.test_engine_diff import _twcc_fci, h264_stream, opus_stream, rtp, vp8_stream
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
@@ -51,6 +53,15 @@ def main() -> None:
     twcc.append(struct.pack("!HHIH", 300, 300, 0, 300))  # a run: 300 not received
     twcc.append(struct.pack("!HHI", 14, 14, 0) + struct.pack("!H", 0x8000 | 0x2AAA) + bytes(7))  # one-bit vector
     write("engine_twcc", twcc)
+    # receive: the first byte picks the source (even: the selected address); SRTP and SRTCP protected with the
+    # target's first receive key (AEAD_AES_256_GCM, fuzz_common.h's KEY), so the fuzzer starts past authentication
+    key = bytes(range(1, 45))
+    session = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                 srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM))
+    receive = [bytes([0]) + session.protect(packet) for packet in vp8_stream(9, 1, 1, 2, pid=3, tl0=1)[:4]]
+    receive.append(bytes([0]) + session.protect_rtcp(sr))
+    receive += [bytes([1]) + receive[0][1:], bytes([0, 0, 1, 0, 0]) + bytes(16), bytes([0, 22, 0xFE, 0xFD]) + bytes(9)]
+    write("engine_receive", receive)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,214 @@
+"""One UDP port for all media (issue 14): the ICE-lite server carries every participant, drops what is not theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+import pytest
+from aioice import stun
+
+from control.signaling import HUB
+from sfu.client import SyntheticVideoTrack, ToneAudioTrack
+from sfu.ice import IceConfig
+from sfu.router import Router
+from sfu.rtcserver import MuxConnection, RtcServer, rtc_server_for
+from tests.sfu.conftest import Classroom
+
+
+def _router(classroom: Classroom) -> Router:
+    return next(iter(classroom.server.app[HUB].sfu.routers.values()))
+
+
+def _server(classroom: Classroom) -> RtcServer:
+    sfu = classroom.server.app[HUB].sfu
+    server = rtc_server_for(sfu.ice, sfu.bridge.engine, create=False)
+    assert server is not None and server.listening
+    return server
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _request(username: str, password: str | None, *, fingerprint: bool = True, nominate: bool = False) -> bytes:
+    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    message.attributes["USERNAME"] = username
+    message.attributes["PRIORITY"] = 1
+    message.attributes["ICE-CONTROLLING"] = 1
+    if nominate:
+        message.attributes["USE-CANDIDATE"] = None
+    if password is not None:
+        message.add_message_integrity(password.encode())
+    if not fingerprint:
+        message.attributes.pop("FINGERPRINT", None)
+    return bytes(message)
+
+
+async def test_every_participant_goes_through_the_one_port(classroom: Classroom) -> None:
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240), "microphone": ToneAudioTrack()})
+    students = [await classroom.client(await classroom.token("physics-1", f"s{i}"), name=f"s{i}")
+                for i in range(2)]
+    for student in students:
+        frame = await asyncio.wait_for((await student.remote_track("camera")).recv(), 10)
+        assert (frame.width, frame.height) == (320, 240)
+    server = _server(classroom)
+    participants = list(_router(classroom).participants.values())
+    assert len(participants) == 3
+    await _until(lambda: all(c.path() is not None for p in participants for c in p.peer._mux.values()))
+    if server.engine is not None:  # native receive: the engine reads and unprotects the teacher's media
+        teacher_transport = next(p.transport for p in participants if p.uid == "teacher")
+        await _until(lambda: server.engine.rx_stats(teacher_transport)["packets"] > 10)
+    fingerprints = set()
+    for participant in participants:
+        pc = participant.peer.pc
+        transports = {t.receiver.transport for t in pc.getTransceivers()}
+        assert len(transports) == 1  # bundled
+        dtls = next(iter(transports))
+        connection = dtls.transport._connection
+        assert isinstance(connection, MuxConnection)  # no aioice socket of its own
+        assert [c.port for c in connection.local_candidates] == [server.port]
+        assert connection.path() is not None and connection.path()[0] == server._listeners[0].fileno()
+        local = pc.localDescription.sdp
+        assert "a=ice-lite" in local
+        fingerprints |= {line for line in local.splitlines() if line.startswith("a=fingerprint:sha-256")}
+    assert len(fingerprints) == 1, "one DTLS certificate for the process"
+    stats = server.stats()
+    if server.engine is not None:
+        assert stats["native_receive"]["packets"] > 10
+    assert stats["connections"] == 3 and stats["nominations"] >= 3 and stats["binding_requests"] >= 3
+    metrics = classroom.server.app[HUB].sfu.metrics()
+    assert metrics["rtc"]["port"] == server.port
+
+
+async def test_bad_datagrams_are_dropped_and_counted_without_growth(classroom: Classroom,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"microphone": ToneAudioTrack()})
+    server = _server(classroom)
+    connection = next(iter(server._by_ufrag.values()))
+    await _until(lambda: connection.path() is not None)
+    before = dict(server.drops)
+    username = f"{connection.local_username}:{connection.remote_username}"
+    addresses = server.stats()["addresses"]
+    target = (server.config.hosts[0], server.port)
+    rng = os.urandom
+    caplog.set_level(logging.DEBUG)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        attacker.bind(("127.0.0.1", 0))
+        n = 300
+        for _ in range(n):
+            attacker.sendto(bytes([200]) + rng(99), target)  # no protocol starts with 200
+            attacker.sendto(_request(username, "wrong-password-wrong-pass"), target)
+            attacker.sendto(_request("nobody:x", "whatever-password-whatever"), target)
+            attacker.sendto(_request(username, connection.local_password,
+                                     fingerprint=False), target)
+            attacker.sendto(bytes([22, 0xFE, 0xFD]) + rng(60), target)  # a DTLS record from a stranger
+            attacker.sendto(bytes([0x80, 111]) + rng(100), target)  # SRTP from a stranger
+            attacker.sendto(b"\x00\x01" + rng(10), target)  # looks like STUN, too short to be one
+            await asyncio.sleep(0)
+        await _until(lambda: server.drops.get("rtp_unknown_address", 0) - before.get("rtp_unknown_address", 0) >= n)
+        for reason in ("unknown_type", "stun_malformed", "stun_bad_integrity", "stun_unknown_ufrag",
+                       "stun_no_fingerprint", "dtls_unknown_address", "rtp_unknown_address"):
+            assert server.drops.get(reason, 0) - before.get(reason, 0) == n, reason
+        assert server.stats()["addresses"] == addresses  # nothing learned from any of it
+        # SRTP that fails authentication, from an address that did authenticate (this socket, with the password)
+        attacker.sendto(_request(username, connection.local_password), target)
+        reply = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(_nonblocking(attacker), 2048), 5)
+        response = stun.parse_message(reply)
+        assert response.message_class == stun.Class.RESPONSE
+        assert response.check_message_integrity(connection.local_password.encode())
+        assert response.attributes["XOR-MAPPED-ADDRESS"] == attacker.getsockname()
+        header = struct.pack("!BBHII", 0x80, 111, 1, 1, 0x1234)
+        for _ in range(50):
+            attacker.sendto(header + rng(120), target)
+        await _until(lambda: server.drops.get("srtp_auth_failed", 0) - before.get("srtp_auth_failed", 0) >= 50)
+    assert connection.srtp_failures >= 50
+    if server.engine is not None:  # the same from the client's own (selected) address: failed in C, counted there
+        pair = next(iter(teacher.pc.getTransceivers())).receiver.transport.transport._connection._nominated[1]
+        failed = server.engine.rx_stats()["auth_failed"]
+        for _ in range(50):
+            pair.protocol.transport.sendto(header + rng(120), target)
+        await _until(lambda: server.engine.rx_stats()["auth_failed"] - failed >= 50)
+        assert server.all_drops()["srtp_auth_failed"] >= connection.srtp_failures + 50
+    assert not [r for r in caplog.records if r.name.startswith(("classcast.sfu", "aiortc", "aioice"))
+                and r.levelno >= logging.INFO and "rtcserver" in r.name], "no log line per bad datagram"
+    metrics = classroom.server.app[HUB].sfu.metrics()
+    assert metrics["drops"]["stun_bad_integrity"] >= n
+
+
+def _nonblocking(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_client_that_stops_answering_is_closed_by_consent(classroom: Classroom) -> None:
+    teacher = await classroom.client(await classroom.create_room(), name="teacher", reconnect=False)
+    await teacher.publish({"microphone": ToneAudioTrack()})
+    server = _server(classroom)
+    server.consent_timeout = 2.0
+    participant = next(iter(_router(classroom).participants.values()))
+    await _until(lambda: participant.peer.pc.connectionState == "connected")
+    for transceiver in teacher.pc.getTransceivers():  # the client goes silent: no more consent checks
+        connection = transceiver.receiver.transport.transport._connection
+        if connection._query_consent_task is not None:
+            connection._query_consent_task.cancel()
+    started = time.monotonic()
+    await _until(lambda: participant.peer.pc.connectionState in ("failed", "closed"), timeout=15)
+    assert time.monotonic() - started < server.consent_timeout + 6
+    assert server.drops.get("consent_expired", 0) >= 1
+    assert participant.peer._mux and all(c.path() is None for c in participant.peer._mux.values())
+
+
+def test_configuration() -> None:
+    ice = IceConfig.from_env({})
+    assert ice.single_port and ice.rtc_port == 7882 and ice.announced is None
+    ice = IceConfig.from_env({"CLASSCAST_RTC_PORT": "9000", "CLASSCAST_ANNOUNCED_ADDRESS": "203.0.113.7"})
+    assert ice.rtc_port == 9000 and ice.announced == "203.0.113.7"
+    assert not IceConfig.from_env({"CLASSCAST_ICE_PORT_RANGE": "40000-40010"}).single_port
+    for bad in ({"CLASSCAST_RTC_PORT": "80"}, {"CLASSCAST_RTC_PORT": "x"}, {"CLASSCAST_RTC_PORT": "70000"},
+                {"CLASSCAST_ANNOUNCED_ADDRESS": "a b"}):
+        with pytest.raises(ValueError):
+            IceConfig.from_env(bad)
+
+
+async def test_candidates_advertise_the_announced_address() -> None:
+    server = RtcServer(IceConfig(rtc_port=0, announced="203.0.113.7"))
+    await server.start()
+    try:
+        candidates = server.candidates()
+        assert [(c.host, c.port, c.type) for c in candidates] == [("203.0.113.7", server.port, "host")]
+        assert server.port != 0
+        busy = RtcServer(IceConfig(rtc_port=server.port))  # the port is taken: the next one
+        await busy.start()
+        assert busy.port == server.port + 1 or busy.port > server.port
+        busy.close()
+    finally:
+        server.close()
+
+
+async def test_a_port_range_selects_the_per_connection_mode(classroom: Classroom) -> None:
+    """CLASSCAST_ICE_PORT_RANGE keeps the old mode: a socket per connection in the range, full ICE, no a=ice-lite."""
+    sfu = classroom.server.app[HUB].sfu
+    sfu.ice = IceConfig(port_min=47300, port_max=47399)  # read by the rooms made from now on
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    frame = await asyncio.wait_for((await student.remote_track("camera")).recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
+    for participant in _router(classroom).participants.values():
+        assert not participant.peer._mux
+        connection = participant.peer.pc.getTransceivers()[0].receiver.transport.transport._connection
+        assert not isinstance(connection, MuxConnection)
+        assert all(47300 <= c.port <= 47399 for c in connection.local_candidates)
+        assert "a=ice-lite" not in participant.peer.pc.localDescription.sdp
+    assert sfu.metrics()["rtc"] is None
