@@ -650,13 +650,14 @@ class Peer:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
 
-    def _native_rx(self, kind: int, data: bytes) -> None:
+    def _native_rx(self, kind: int, data: bytes, arrival: float) -> None:
         """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
-        aiortc's receive loop calls, without its queue, task and coroutines."""
+        aiortc's receive loop calls, without its queue, task and coroutines. `arrival` is the kernel's stamp,
+        so a stalled loop does not show in TWCC feedback as network delay."""
         if kind == 0:
             self.stats.rtp_in += 1
             callback: Callable[..., Any] | None = self.on_rtp
-            args: tuple[Any, ...] = (data, time.monotonic())
+            args: tuple[Any, ...] = (data, arrival)
         else:
             self.stats.rtcp_in += 1
             callback, args = self.on_rtcp, (data,)

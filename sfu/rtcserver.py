@@ -33,6 +33,7 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCCertificate
 from OpenSSL import SSL
 
+from sfu.engine import stamp_arrivals
 from sfu.ice import IceConfig
 
 log = logging.getLogger("classcast.sfu.rtcserver")
@@ -139,7 +140,7 @@ class RtcServer:
     def __init__(self, config: IceConfig, engine: Any = None) -> None:
         self.config = config
         self.engine = engine if engine is not None and hasattr(engine, "recv") else None
-        self._receivers: dict[int, Callable[[int, bytes], None]] = {}
+        self._receivers: dict[int, Callable[[int, bytes, float], None]] = {}
         self.loop = weakref.ref(_running_loop())
         self.port = 0
         self.consent_timeout = CONSENT_TIMEOUT
@@ -213,6 +214,7 @@ class RtcServer:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            stamp_arrivals(sock)
             sock.bind((host, port))
         except OSError:
             sock.close()
@@ -245,20 +247,21 @@ class RtcServer:
             except OSError:  # ICMP errors (a client gone away) surface here
                 self.drop("socket_error")
                 continue
-            for tid, kind, data, addr in batch:
+            for tid, kind, data, addr, arrival in batch:
                 if tid >= 0:
                     receiver = self._receivers.get(tid)
                     if receiver is None:
                         self.drop("no_receiver")
                     else:
-                        receiver(kind, data)
+                        receiver(kind, data, arrival)
                 else:
                     self.received(data, addr, listener)
             if len(batch) < 64:
                 return
 
-    def register_receiver(self, transport: int, receiver: Callable[[int, bytes], None]) -> None:
-        """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1)."""
+    def register_receiver(self, transport: int, receiver: Callable[[int, bytes, float], None]) -> None:
+        """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1), with the
+        kernel's arrival stamp."""
         self._receivers[transport] = receiver
 
     def unregister_receiver(self, transport: int) -> None:

@@ -24,6 +24,7 @@ from sfu.engine.reference import (
     F_ACCEPTED,
     F_EVENTS,
     F_KEYFRAME,
+    stamp_arrivals,
 )
 from sfu.engine.reference import Engine as PythonEngine
 from sfu.engine.reference import EngineError as PythonEngineError
@@ -41,6 +42,7 @@ __all__ = [
     "engine_kind",
     "native_engine_class",
     "new_engine",
+    "stamp_arrivals",
 ]
 
 log = logging.getLogger("classcast.sfu.engine")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,16 @@ TWCC_SLACK = 2000  # feedback statuses readable before anything was sent (CC_TWC
 
 RX_RTP, RX_RTCP, RX_SLOW, RX_DROPPED = 0, 1, 2, -1  # the native engine's CC_RX_*
 RX_BATCH, RX_MTU = 64, 2048
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS; Python's socket module does not name it): the kernel stamps each
+# datagram's arrival, so TWCC feedback reports when a packet reached the machine, not when a busy loop read it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+
+
+def stamp_arrivals(sock: socket.socket) -> None:
+    """Asks the kernel to stamp each datagram read from `sock` with its arrival (both engines read the stamp)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
 
 
 def _addr_key(addr: tuple[str, int]) -> tuple[int, bytes, int]:
@@ -301,20 +312,24 @@ class Engine:
         self._rx["bytes"] += len(plain)
         return tid, RX_RTCP if rtcp else RX_RTP, plain
 
-    def recv(self, fd: int) -> list[tuple[int, int, bytes, tuple[str, int] | None]]:
+    def recv(self, fd: int) -> list[tuple[int, int, bytes, tuple[str, int] | None, float]]:
         """What the native engine's recvmmsg batch gives: up to RX_BATCH datagrams read from fd, sorted as
-        rx_datagram sorts them (dropped ones left out; the slow path's with their source address)."""
-        out: list[tuple[int, int, bytes, tuple[str, int] | None]] = []
+        rx_datagram sorts them (dropped ones left out; the slow path's with their source address), each with its
+        arrival on time.monotonic()'s clock: the kernel's receive stamp when the socket has it on
+        (`stamp_arrivals`), else the time of the read."""
+        out: list[tuple[int, int, bytes, tuple[str, int] | None, float]] = []
         with socket.socket(fileno=os.dup(fd)) as sock:  # a duplicate per call: the fd may be reused later
             sock.setblocking(False)
             batch = []
             for _ in range(RX_BATCH):
                 try:
-                    batch.append(sock.recvfrom(RX_MTU + 1))
+                    batch.append(sock.recvmsg(RX_MTU + 1, socket.CMSG_SPACE(_TIMESPEC.size)))
                 except (BlockingIOError, InterruptedError):
                     break
-        for data, addr in batch:
-            if len(data) > RX_MTU:
+        now = time.monotonic()
+        offset = now - time.time()  # the kernel stamps CLOCK_REALTIME
+        for data, ancillary, flags, addr in batch:
+            if flags & socket.MSG_TRUNC or len(data) > RX_MTU:
                 self._rx["truncated"] += 1
                 continue
             tid, kind, plain = self.rx_datagram(data, (addr[0], addr[1]))
@@ -322,7 +337,12 @@ class Engine:
                 continue
             if kind == RX_SLOW:
                 self._rx["slow"] += 1
-            out.append((tid, kind, plain, (addr[0], addr[1]) if kind == RX_SLOW else None))
+            arrival = now
+            for level, ctype, payload in ancillary:
+                if level == socket.SOL_SOCKET and ctype == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    arrival = min(now, sec + nsec * 1e-9 + offset)
+            out.append((tid, kind, plain, (addr[0], addr[1]) if kind == RX_SLOW else None, arrival))
         return out
 
     def rx_stats(self, tid: int = -1) -> dict[str, int]:

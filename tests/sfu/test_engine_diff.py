@@ -473,8 +473,8 @@ def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]
             while batch := engine.recv(server.fileno()):
                 received += batch
         names = {s.getsockname(): f"source{i}" for i, s in enumerate(sources)}
-        # the source ports differ from run to run: name them
-        received = [(t, k, d, names.get(a, a) if a else None) for t, k, d, a in received]
+        # the source ports differ from run to run: name them; arrivals are checked on their own (below)
+        received = [(t, k, d, names.get(a, a) if a else None) for t, k, d, a, _ in received]
         return received, engine.rx_stats(), engine.rx_stats(tid)
     finally:
         server.close()
@@ -526,3 +526,48 @@ def test_receive_unprotects_and_sorts_alike(profile: str) -> None:
     assert totals["auth_failed"] == per_transport["auth_failed"] == len(packets[::7]) + len(packets[::11]) + len(
         packets[::17])
     assert all(a == "source1" for t, _, _, a in received if t == -1 and a != "source0")
+
+
+@pytest.mark.parametrize("engine_class", [PythonEngine, NativeEngine], ids=["python", "native"])
+def test_arrival_is_when_the_kernel_received_the_datagram(engine_class: type) -> None:
+    """TWCC feedback reports each packet's arrival; taken when a busy event loop finally reads the socket, a stall
+    looks to the publisher's congestion control like queueing in the network, and it lowers its rate. With the
+    socket's receive stamps on, both engines report when the datagram reached the machine, on the monotonic clock."""
+    import socket
+    import time
+
+    from sfu.engine import stamp_arrivals
+
+    sender_key = KEY[:30]
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=sender_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    for stamped in (True, False):
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        source = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            server.bind(("127.0.0.1", 0))
+            server.setblocking(False)
+            if stamped:
+                stamp_arrivals(server)
+            source.bind(("127.0.0.1", 0))
+            engine = engine_class()
+            tid = engine.add_transport()
+            engine.set_srtp_rx(tid, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, sender_key)
+            engine.set_path(tid, server.fileno(), *source.getsockname())
+            packet = vp8_stream(0x333, 1000 + stamped, 90000, 1, pid=1, tl0=1)[0]
+            sent = time.monotonic()
+            source.sendto(sender.protect(packet), server.getsockname())
+            source.sendto(b"\x00\x01" + bytes(18), server.getsockname())  # STUN-looking: the slow path, stamped too
+            delivered = time.monotonic()  # loopback delivers within sendto
+            time.sleep(0.3)  # the event loop was busy
+            before_read = time.monotonic()
+            batch = engine.recv(server.fileno())
+            assert [(t, k) for t, k, *_ in batch] == [(tid, 0), (-1, 2)]
+            for _, _, _, _, arrival in batch:
+                if stamped:
+                    assert sent - 0.01 <= arrival <= delivered + 0.01 < before_read, (sent, arrival, before_read)
+                else:
+                    assert before_read <= arrival <= time.monotonic()
+        finally:
+            server.close()
+            source.close()

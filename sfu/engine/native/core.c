@@ -9,6 +9,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define SRTP_ROOM 64 /* what protect may append (auth tag, MKI) */
 
@@ -1142,11 +1143,29 @@ int cc_recv(cc_engine *e, int fd) {
         e->rxmsgs[i].msg_hdr.msg_iovlen = 1;
         e->rxmsgs[i].msg_hdr.msg_name = &e->rx[i].addr;
         e->rxmsgs[i].msg_hdr.msg_namelen = sizeof(e->rx[i].addr);
+        e->rxmsgs[i].msg_hdr.msg_control = e->rxctl[i].buf;
+        e->rxmsgs[i].msg_hdr.msg_controllen = sizeof(e->rxctl[i].buf);
     }
     int got = recvmmsg(fd, e->rxmsgs, CC_RX_BATCH, MSG_DONTWAIT, NULL);
     if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    /* the kernel stamps CLOCK_REALTIME; Python's time.monotonic() is CLOCK_MONOTONIC: one offset per batch */
+    struct timespec real, mono;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    double now = (double)mono.tv_sec + (double)mono.tv_nsec * 1e-9;
+    double offset = now - ((double)real.tv_sec + (double)real.tv_nsec * 1e-9);
     int out = 0;
     for (int i = 0; i < got; i++) {
+        double arrival = now;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&e->rxmsgs[i].msg_hdr); c; c = CMSG_NXTHDR(&e->rxmsgs[i].msg_hdr, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+                c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                double at = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + offset;
+                if (at <= now) arrival = at; /* a clock step between the two reads must not put it in the future */
+            }
+        }
         uint8_t *data = e->rxbuf + (size_t)i * CC_RX_MTU;
         int len = (int)e->rxmsgs[i].msg_len;
         socklen_t alen = e->rxmsgs[i].msg_hdr.msg_namelen;
@@ -1165,6 +1184,7 @@ int cc_recv(cc_engine *e, int fd) {
         e->rx[out].kind = kind;
         e->rx[out].len = (uint32_t)len;
         e->rx[out].alen = alen;
+        e->rx[out].arrival = arrival;
         out++;
     }
     return out;

@@ -149,7 +149,12 @@ typedef struct {
     uint32_t len;
     struct sockaddr_storage addr;
     socklen_t alen;
+    /* when the kernel received it (SO_TIMESTAMPNS, moved onto CLOCK_MONOTONIC), else when recvmmsg returned: the
+     * arrival TWCC feedback reports, so a stalled event loop is not mistaken for network queueing by the sender */
+    double arrival;
 } cc_rx;
+/* room for one SCM_TIMESTAMPNS (a struct timespec) per datagram, aligned as cmsg wants */
+#define CC_RX_CTL 64
 
 typedef struct {
     int transport, kind; /* CC_OUT_* */
@@ -190,6 +195,10 @@ typedef struct {
     cc_rx rx[CC_RX_BATCH];
     struct mmsghdr rxmsgs[CC_RX_BATCH];
     struct iovec rxiov[CC_RX_BATCH];
+    union {
+        char buf[CC_RX_CTL];
+        struct cmsghdr align;
+    } rxctl[CC_RX_BATCH];
     uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow;
 } cc_engine;
 

@@ -167,8 +167,10 @@ static PyObject *address_tuple(const struct sockaddr_storage *ss) {
     Py_RETURN_NONE;
 }
 
-/* recv(fd) -> [(transport, kind, data, address or None)]: one recvmmsg batch (issue 14). kind 0 RTP and 1 RTCP
- * (unprotected, from the transport's path address), 2 for the slow path (STUN, DTLS, unknown source: address). */
+/* recv(fd) -> [(transport, kind, data, address or None, arrival)]: one recvmmsg batch (issue 14). kind 0 RTP and
+ * 1 RTCP (unprotected, from the transport's path address), 2 for the slow path (STUN, DTLS, unknown source:
+ * address); arrival on time.monotonic()'s clock, from the kernel's receive stamp when the socket has
+ * SO_TIMESTAMPNS on. */
 static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
     int fd;
     if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
@@ -189,7 +191,7 @@ static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
             Py_INCREF(Py_None);
             addr = Py_None;
         }
-        PyObject *item = data && addr ? Py_BuildValue("(iiNN)", r->tid, r->kind, data, addr) : NULL;
+        PyObject *item = data && addr ? Py_BuildValue("(iiNNd)", r->tid, r->kind, data, addr, r->arrival) : NULL;
         if (!item) {
             Py_XDECREF(data);
             Py_XDECREF(addr);
@@ -522,7 +524,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_srtp", (PyCFunction)Engine_set_srtp, METH_VARARGS, NULL},
     {"set_path", (PyCFunction)Engine_set_path, METH_VARARGS, NULL},
     {"set_srtp_rx", (PyCFunction)Engine_set_srtp_rx, METH_VARARGS, "the client's SRTP key: receive natively"},
-    {"recv", (PyCFunction)Engine_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address)]"},
+    {"recv", (PyCFunction)Engine_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address, arrival)]"},
     {"rx_stats", (PyCFunction)Engine_rx_stats, METH_VARARGS, "rx_stats(transport=-1) -> counters"},
     {"clear_path", (PyCFunction)Engine_clear_path, METH_VARARGS, NULL},
     {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
