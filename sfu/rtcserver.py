@@ -603,6 +603,22 @@ def _current_task() -> asyncio.Task[Any] | None:
 _servers: dict[tuple[int, tuple[str, ...], int, str | None, int], RtcServer] = {}
 
 
+def _forget_stale() -> None:
+    """Drops the servers of loops that are gone or closed, closing their sockets: a closed loop never runs the
+    linger timer that would have closed them, and each would keep a port of the range (a test suite runs a loop per
+    test; after PORT_TRIES of them no port was left)."""
+    for key, server in list(_servers.items()):
+        loop = server.loop()
+        ended = loop is None or (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_closed())
+        if ended:
+            for listener in server._listeners:
+                with contextlib.suppress(RuntimeError):  # an asyncio transport asks its closed loop to close it
+                    server._close_listener(listener)
+            server._listeners = []
+        if ended or (not server._by_ufrag and not server.listening):
+            del _servers[key]
+
+
 def rtc_server_for(config: IceConfig, engine: Any = None, create: bool = True) -> RtcServer | None:
     """The running loop's server for this configuration and engine, or None in the per-connection mode
     (CLASSCAST_ICE_PORT_RANGE). Per loop because its sockets belong to one loop (tests run one loop each); per
@@ -618,7 +634,6 @@ def rtc_server_for(config: IceConfig, engine: Any = None, create: bool = True) -
     if server is not None and server.loop() is not loop:
         server = None  # an id reused by a later loop
     if server is None and create:
-        for stale in [k for k, s in _servers.items() if s.loop() is None or (not s._by_ufrag and not s.listening)]:
-            del _servers[stale]
+        _forget_stale()
         server = _servers[key] = RtcServer(config, engine)
     return server

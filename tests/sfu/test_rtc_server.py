@@ -212,3 +212,38 @@ async def test_a_port_range_selects_the_per_connection_mode(classroom: Classroom
         assert all(47300 <= c.port <= 47399 for c in connection.local_candidates)
         assert "a=ice-lite" not in participant.peer.pc.localDescription.sdp
     assert sfu.metrics()["rtc"] is None
+
+
+def test_a_closed_loops_server_gives_its_port_back() -> None:
+    """A test suite runs one event loop per test and closes it: the server's linger timer never runs then, and
+    each loop's socket kept a port of the range until none was left ('no free UDP port from 7882 to 7945', seen
+    in a full run). The next server made closes the sockets of servers whose loop has closed."""
+    from sfu.engine import new_engine
+
+    config = IceConfig(rtc_port=0)
+    engine = new_engine()
+
+    async def start() -> RtcServer:
+        server = rtc_server_for(config, engine)
+        assert server is not None
+        await server.start()
+        return server
+
+    old_loop = asyncio.new_event_loop()
+    old = old_loop.run_until_complete(start())
+    port = old.port
+    old_loop.close()  # as pytest-asyncio does at the end of a test, the server never told
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with pytest.raises(OSError):
+        probe.bind(("127.0.0.1", port))  # still held
+    probe.close()
+    new_loop = asyncio.new_event_loop()
+    try:
+        new = new_loop.run_until_complete(start())
+        assert new is not old and not old.listening
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", port))  # given back
+        probe.close()
+        new.close()
+    finally:
+        new_loop.close()
