@@ -49,7 +49,7 @@ import aiohttp
 from aiortc import RTCRtpSender, RTCSessionDescription
 
 from bench import clip as cliplib
-from bench import netns, targets, udp
+from bench import consent, netns, targets, udp
 from bench.targets import Target
 from sfu import rtcp
 from sfu.bwe import TwccFeedback
@@ -182,6 +182,7 @@ class Publisher:
     def __init__(self, scenario: str, codec: str, ice: IceConfig) -> None:
         self.scenario, self.codec = scenario, codec
         self.clip = cliplib.load(codec)
+        consent.browser_like()  # a browser's consent rule, not aioice's stricter one (bench/consent.py)
         self.peer = Peer(on_rtcp=self._on_rtcp, ice=ice, name="publisher")
         self.streams: list[OutStream] = []
         self.keyframe_requests = 0
@@ -298,6 +299,7 @@ class Subscriber:
     def __init__(self, target: str, info: Any, ice: IceConfig) -> None:
         self.target, self.info = target, info
         self.link: targets.Link | None = None
+        consent.browser_like()
         self.peer = Peer(on_rtp=self._on_rtp, ice=ice, name="subscriber")
         self.started = 0.0
         self.first_video: float | None = None
@@ -523,6 +525,7 @@ class Subscriber:
 
 
 async def _worker_main(conn: Any) -> None:
+    _client_log("worker")
     loop = asyncio.get_running_loop()
     session = aiohttp.ClientSession()
     subs: list[Subscriber] = []
@@ -1058,8 +1061,18 @@ def compare_table(results: list[dict[str, Any]]) -> tuple[str, dict[str, list[di
     return "\n".join(lines), ratios
 
 
+def _client_log(who: str) -> None:
+    """CLASSCAST_BENCH_CLIENT_LOG=FILE: the bench's own peers log ICE/consent/DTLS state changes there (INFO)."""
+    if path := os.environ.get("CLASSCAST_BENCH_CLIENT_LOG", ""):
+        import logging
+
+        logging.basicConfig(filename=path, level=logging.INFO,
+                            format=f"%(asctime)s {who}-{os.getpid()} %(name)s %(levelname)s %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _client_log("main")
     if argv and argv[0] == "soak":
         from bench.soak import main as soak_main
 

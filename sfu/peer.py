@@ -782,6 +782,7 @@ class Peer:
     def _update_path(self) -> None:
         """The engine sends the fan-out's copies itself: it gets the nominated pair's socket and remote address
         when the connection is up, and loses them whenever its state changes otherwise."""
+        logger.info("%s: connection %s", self.name, self.pc.connectionState)
         if self._engine is None:
             return
         path = self._resolve_path() if self.pc.connectionState == "connected" else None

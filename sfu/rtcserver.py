@@ -38,6 +38,7 @@ from sfu.ice import IceConfig
 
 log = logging.getLogger("classcast.sfu.rtcserver")
 
+LATE_ANSWER = 0.5  # s between a binding request's arrival and its answer past which it counts as late
 CONSENT_TIMEOUT = 30.0  # RFC 7675: consent expires 30 s after the last check answered
 CONNECT_TIMEOUT = 30.0  # a connection nobody nominates within this long fails (aioice's own check-list budget)
 CERTIFICATE_LIFETIME = 24 * 3600.0  # browsers do not check DTLS certificates' dates, but aiortc's expire in 30 days
@@ -146,7 +147,9 @@ class RtcServer:
         self.consent_timeout = CONSENT_TIMEOUT
         self.connect_timeout = CONNECT_TIMEOUT
         self.drops: dict[str, int] = {}
-        self.counters = {"binding_requests": 0, "nominations": 0, "datagrams_in": 0, "connections_made": 0}
+        self.counters = {"binding_requests": 0, "nominations": 0, "datagrams_in": 0, "connections_made": 0,
+                         "binding_answered_late": 0}
+        self._late_max, self._late_logged = 0.0, 0.0  # worst answer delay since the last log line, when logged
         self._listeners: list[_Listener] = []
         self._by_ufrag: dict[str, MuxConnection] = {}
         self._by_addr: dict[Address, MuxConnection] = {}
@@ -255,7 +258,7 @@ class RtcServer:
                     else:
                         receiver(kind, data, arrival)
                 else:
-                    self.received(data, addr, listener)
+                    self.received(data, addr, listener, arrival)
             if len(batch) < 64:
                 return
 
@@ -323,12 +326,15 @@ class RtcServer:
     def drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
-    def received(self, data: bytes, addr: Address, listener: _Listener) -> None:
-        """RFC 7983's first-byte demultiplexing: STUN 0-3, DTLS 20-63, RTP/RTCP 128-191."""
+    def received(self, data: bytes, addr: Address, listener: _Listener, arrival: float | None = None) -> None:
+        """RFC 7983's first-byte demultiplexing: STUN 0-3, DTLS 20-63, RTP/RTCP 128-191. `arrival`: the kernel's
+        receive stamp (monotonic clock) when the engine read the datagram."""
         self.counters["datagrams_in"] += 1
         first = data[0] if data else 255
         if first < 4:
             self._stun(data, addr, listener)
+            if arrival is not None:
+                self._answered(time.monotonic() - arrival)
             return
         if 20 <= first <= 63:
             kind = "dtls"
@@ -388,6 +394,20 @@ class RtcServer:
             previous.lose_address(addr)  # an ICE restart or a new connection from the same client socket
         self._by_addr[addr] = connection
         connection.validated(addr, listener, nominated)
+
+    def _answered(self, delay: float) -> None:
+        """A binding request answered `delay` s after it reached the socket. Clients time checks out (aioice after
+        0.5 s); a late answer means the event loop was busy (e.g. many joins at once): counted, and logged at most
+        every 5 s with the worst delay, so a lost connection can be told from a slow server."""
+        if delay <= LATE_ANSWER:
+            return
+        self.counters["binding_answered_late"] += 1
+        self._late_max = max(self._late_max, delay)
+        now = time.monotonic()
+        if now - self._late_logged >= 5.0:
+            log.info("binding requests answered up to %.2f s after they arrived (%d late so far): the loop is busy",
+                     self._late_max, self.counters["binding_answered_late"])
+            self._late_max, self._late_logged = 0.0, now
 
     def all_drops(self) -> dict[str, int]:
         """Drops by reason, the engine's receive side included (SRTP that failed authentication in C)."""

@@ -105,9 +105,13 @@ class Server:
                "CLASSCAST_ICE_ALLOWED_NETWORKS": f"{ice_host}/32", **(env or {})}
         if tree:
             env["PYTHONPATH"] = os.path.abspath(tree)
+        # CLASSCAST_BENCH_SERVER_LOG=FILE: the server's log (INFO: ICE/consent/DTLS state changes) goes there
+        log_path = os.environ.get("CLASSCAST_BENCH_SERVER_LOG", "")
+        level = "INFO" if log_path else "WARNING"
+        self.log = open(log_path, "a") if log_path else None
         self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; from {entry} import main; "
-                                      "sys.exit(main(['serve', '--log-level', 'WARNING']))"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                      f"sys.exit(main(['serve', '--log-level', '{level}']))"],
+                                     env=env, stdout=subprocess.PIPE, stderr=self.log or subprocess.DEVNULL, text=True,
                                      cwd=os.path.abspath(tree) if tree else None)
         self.org = ""
         deadline = time.monotonic() + 60
@@ -125,6 +129,8 @@ class Server:
 
     def stop(self) -> None:
         stop(self.proc)
+        if self.log is not None:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
