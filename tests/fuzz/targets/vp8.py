@@ -30,7 +30,7 @@ def one_input(data: bytes) -> None:
         desc = rtp.parse_vp8_descriptor(data, 0, end)
     except ValueError:
         return
-    assert 1 <= desc.size < end
+    assert 1 <= desc.size < end, "a descriptor parsed is at least its first byte and leaves a payload byte"
     frames.vp8_size(data, desc.size, end)
     picture_id, tl0 = _rewriter.rewrite(desc, switch=data[0] & 1 == 1)
     buf = bytearray(data)
