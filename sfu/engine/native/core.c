@@ -328,9 +328,10 @@ int cc_remove_transport(cc_engine *e, int tid) {
     return 0;
 }
 
-int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len) {
-    cc_transport *t = transport_at(e, tid);
-    if (!t) return -1;
+/* A libsrtp session for a DTLS-SRTP profile and its exported key: outbound (protect; a retransmission repeats an
+ * index, so allow_repeat_tx) or inbound (unprotect, with the replay window). 0, or -2 (profile) -3 (key length)
+ * -4 (libsrtp refused), the codes cc_set_srtp and cc_set_srtp_rx return. */
+static int srtp_session_new(int profile, const uint8_t *key, size_t key_len, int outbound, srtp_t *out) {
     srtp_policy_t policy;
     memset(&policy, 0, sizeof(policy));
     if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
@@ -341,12 +342,19 @@ int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t k
     if (key_len != need) return -3;
     uint8_t material[64];
     memcpy(material, key, key_len);
-    policy.ssrc.type = ssrc_any_outbound;
+    policy.ssrc.type = outbound ? ssrc_any_outbound : ssrc_any_inbound;
     policy.key = material;
     policy.window_size = 1024;
-    policy.allow_repeat_tx = 1;
+    policy.allow_repeat_tx = outbound;
+    return srtp_create(out, &policy) == srtp_err_status_ok ? 0 : -4;
+}
+
+int cc_set_srtp(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
     srtp_t session;
-    if (srtp_create(&session, &policy) != srtp_err_status_ok) return -4;
+    int err = srtp_session_new(profile, key, key_len, 1, &session);
+    if (err) return err;
     cc_flush(e);
     if (t->has_srtp) srtp_dealloc(t->srtp);
     t->srtp = session;
@@ -1088,21 +1096,9 @@ static int rx_lookup(cc_engine *e, const struct sockaddr *addr, socklen_t alen) 
 int cc_set_srtp_rx(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len) {
     cc_transport *t = transport_at(e, tid);
     if (!t) return -1;
-    srtp_policy_t policy;
-    memset(&policy, 0, sizeof(policy));
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) != srtp_err_status_ok)
-        return -2;
-    size_t need = (size_t)srtp_profile_get_master_key_length((srtp_profile_t)profile) +
-                  (size_t)srtp_profile_get_master_salt_length((srtp_profile_t)profile);
-    if (key_len != need) return -3;
-    uint8_t material[64];
-    memcpy(material, key, key_len);
-    policy.ssrc.type = ssrc_any_inbound;
-    policy.key = material;
-    policy.window_size = 1024;
     srtp_t session;
-    if (srtp_create(&session, &policy) != srtp_err_status_ok) return -4;
+    int err = srtp_session_new(profile, key, key_len, 0, &session);
+    if (err) return err;
     if (t->has_rx) srtp_dealloc(t->rx);
     t->rx = session;
     t->has_rx = 1;
