@@ -299,13 +299,17 @@ class Sfu:
     def metrics(self) -> dict[str, Any]:
         """Process-wide figures for /metrics, cumulative since the engine was made (plain data)."""
         totals = self.bridge.engine.totals()
+        server = rtc_server_for(self.ice, self.bridge.engine, create=False)
+        # by reason, as docs/architecture.md lists them: the engine's and the one-port server's (stun_*, ...), summed
+        # where both count one (send_error: a copy the engine sent, a STUN or DTLS datagram the server sent)
+        drops = dict(totals["drops"])
+        for reason, count in (server.all_drops() if server is not None else {}).items():
+            drops[reason] = drops.get(reason, 0) + count
         return {
             "engine": self.bridge.kind,
             "forwarded_packets": totals["packets_out"],  # RTP datagrams that left (copies and retransmissions)
             "forwarded_bytes": totals["bytes_out"],  # their size on the wire (SRTP)
-            # by reason, as docs/architecture.md lists them: the engine's, and the one-port server's (stun_*, ...)
-            "drops": {**totals["drops"], **(server.all_drops() if (server := rtc_server_for(
-                self.ice, self.bridge.engine, create=False)) is not None else {})},
+            "drops": drops,
             "retransmitted": totals["retransmitted"],
             "layer_switches": totals["switches"],
             "estimated_bitrates_bps": [int(p.estimate.estimate) for router in self.routers.values()

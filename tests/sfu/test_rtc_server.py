@@ -142,8 +142,13 @@ async def test_bad_datagrams_are_dropped_and_counted_without_growth(classroom: C
         assert server.all_drops()["srtp_auth_failed"] >= connection.srtp_failures + 50
     assert not [r for r in caplog.records if r.name.startswith(("classcast.sfu", "aiortc", "aioice"))
                 and r.levelno >= logging.INFO and "rtcserver" in r.name], "no log line per bad datagram"
-    metrics = classroom.server.app[HUB].sfu.metrics()
+    sfu = classroom.server.app[HUB].sfu
+    metrics = sfu.metrics()
     assert metrics["drops"]["stun_bad_integrity"] >= n
+    # a reason both count (send_error: the engine's copies, the server's STUN/DTLS datagrams) is their sum
+    server.drop("send_error")
+    engine_errors = sfu.bridge.engine.totals()["drops"].get("send_error", 0)
+    assert sfu.metrics()["drops"]["send_error"] == engine_errors + server.drops["send_error"]
 
 
 def _nonblocking(sock: socket.socket) -> socket.socket:
