@@ -242,7 +242,7 @@ class Consumer:
 
     def sent_bitrate(self, now: float) -> int:
         """Bits per second the engine sent on the slot over about the last second."""
-        total = self.slot.info()["bytes_out"]
+        total = self._engine.bytes_out(self.slot.id)
         samples = self._sent
         samples.append((now, total))
         while len(samples) > 2 and now - samples[1][0] >= 1.0:

@@ -791,6 +791,11 @@ class Engine:
         """The stream the slot carries now (-1: none); slot_info's "current", without building the dict."""
         return self._slot(slot_id, "current").current
 
+    def bytes_out(self, slot_id: int) -> int:
+        """slot_info's "bytes_out" without building the dict: read for every transport-cc feedback (about ten a
+        second per subscriber) to know the rate sent."""
+        return self._slot(slot_id, "bytes_out").bytes_out
+
     def stream_stats(self, sid: int) -> dict[str, object]:
         stream = self._stream(sid, "stream_stats")
         return {"packets_in": stream.packets_in, "bytes_in": stream.bytes_in, "keyframes": stream.keyframes,

@@ -145,6 +145,7 @@ def pushes(sid: int, packets: list[bytes], start: float = 1000.0, step: float = 
 
 def reading(slots: int, streams: int, transports: int) -> list[tuple]:
     return ([("slot_info", s) for s in range(slots)] + [("current", s) for s in range(slots)]
+            + [("bytes_out", s) for s in range(slots)]
             + [("stream_stats", s) for s in range(streams)]
             + [("transport_stats", t) for t in range(transports)] + [("events",), ("totals",)])
 
@@ -326,10 +327,10 @@ def test_random_command_sequences() -> None:
 def test_keyframe_flag_and_unknown_objects() -> None:
     commands = [("add_stream", CODEC_H264, True, H264_PT), ("push", 0, h264_stream(1, 1, 1, 1)[0], 1.0),
                 ("push", 5, b"", 1.0), ("add_slot", 9, 90000), ("slot_info", 3), ("attach", 0, [], True, False),
-                ("protect_rtp", 0, b"\x80" * 20), ("set_twcc", 0, 3)]
+                ("protect_rtp", 0, b"\x80" * 20), ("set_twcc", 0, 3), ("bytes_out", 7)]
     results, _ = replay(NativeEngine, commands)
     assert results[1] == ("push", F_KEYFRAME | 4)
-    assert [r[1] for r in results[2:]] == ["error"] * 6
+    assert [r[1] for r in results[2:]] == ["error"] * 7
     assert_same(commands)
 
 

@@ -466,6 +466,14 @@ static PyObject *Engine_current(EngineObject *self, PyObject *args) {
     return PyLong_FromLong(c->current);
 }
 
+static PyObject *Engine_bytes_out(EngineObject *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
+    if (!c) return PyErr_Format(EngineError, "bytes_out: unknown slot %d", id);
+    return PyLong_FromUnsignedLongLong((unsigned long long)c->bytes_out);
+}
+
 static PyObject *Engine_stream_stats(EngineObject *self, PyObject *args) {
     int sid;
     if (!PyArg_ParseTuple(args, "i", &sid)) return NULL;
@@ -550,6 +558,7 @@ static PyMethodDef Engine_methods[] = {
     {"events", (PyCFunction)Engine_events, METH_NOARGS, NULL},
     {"slot_info", (PyCFunction)Engine_slot_info, METH_VARARGS, NULL},
     {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
+    {"bytes_out", (PyCFunction)Engine_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
     {"stream_stats", (PyCFunction)Engine_stream_stats, METH_VARARGS, NULL},
     {"transport_stats", (PyCFunction)Engine_transport_stats, METH_VARARGS, NULL},
     {"totals", (PyCFunction)Engine_totals, METH_NOARGS, "process-wide counters since the engine was made"},
@@ -567,7 +576,16 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "sfu.engine._native", NULL, -1, NULL};
+/* srtp_version() -> "libsrtp2 2.x.y": which libsrtp this build links (setup.py: pylibsrtp's OpenSSL build, or
+ * Debian's NSS build), for logs and bench records. */
+static PyObject *srtp_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(srtp_get_version_string()); }
+
+static PyMethodDef module_methods[] = {
+    {"srtp_version", srtp_version, METH_NOARGS, "the libsrtp this build links"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "sfu.engine._native", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (cc_global_init() < 0) {
