@@ -166,6 +166,7 @@ class Consumer:
     def choose(self, budget_bps: float, now: float) -> Stream | None:
         """The highest flowing layer within the requested maximum whose rate fits the budget (the lowest
         flowing one when none fits: a small picture beats a frozen one)."""
+        self.sent_bitrate(now)  # a rate sample every layer choice: reports without loss stay in the engine
         streams = self.producer.streams
 
         def usable(s: Stream) -> bool:  # flowing, or paused by us and so resumable on demand
@@ -270,6 +271,8 @@ class Consumer:
             self.keyframes_requested += 1
 
     def on_report(self, block: rtcp.ReportBlock) -> None:
+        """A report that reached Python (with native feedback, only those with loss above the engine's LOSS_QUIET:
+        the others change nothing and stay in the engine)."""
         self.fraction_lost = block.fraction_lost
 
     async def send_sender_report(self, wallclock: float) -> None:

@@ -449,7 +449,8 @@ def test_transport_cc_feedback_reading_is_budgeted() -> None:
     assert results[-1][1]["twcc_refused"] == 100 - read
 
 
-def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]]) -> tuple[list, dict, dict]:
+def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]],
+             feedback: bool = False) -> tuple[list, dict, dict]:
     """One engine reads what two sources sent to its socket (source 0: the transport's selected address)."""
     import socket
     import time
@@ -466,6 +467,7 @@ def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]
         srtp_profile, key_len = PROFILES[profile]
         engine.set_srtp_rx(tid, srtp_profile, KEY[:key_len])
         engine.set_path(tid, server.fileno(), *sources[0].getsockname())
+        engine.set_feedback(tid, feedback)
         received: list = []
         for i in range(0, len(datagrams), 50):  # batches smaller than the socket buffer
             for source, data in datagrams[i:i + 50]:
@@ -572,3 +574,89 @@ def test_arrival_is_when_the_kernel_received_the_datagram(engine_class: type) ->
         finally:
             server.close()
             source.close()
+
+
+def _rr(fractions: list[int], ssrc: int = 0x77) -> bytes:
+    blocks = b"".join(struct.pack("!IIIIII", 0x1000 + i, f << 24 | 3, 100, 1, 0, 0) for i, f in enumerate(fractions))
+    return struct.pack("!BBHI", 0x80 | len(fractions), 201, 1 + 6 * len(fractions), ssrc) + blocks
+
+
+def _sdes() -> bytes:
+    from sfu import rtcp
+
+    return rtcp.build_sdes(0x77, "student")
+
+
+def _twcc(fci: bytes) -> bytes:
+    fci += bytes(-len(fci) % 4)
+    return struct.pack("!BBHII", 0x80 | 15, 205, 2 + len(fci) // 4, 0x77, 0x1000) + fci
+
+
+def test_native_feedback_reads_what_python_would_ignore_alike() -> None:
+    """Native feedback (set_feedback, rx_feedback): a subscriber's RTCP that holds only receiver reports at or below
+    LOSS_QUIET, SDES and one transport-cc feedback is read in the engine (1); a transport-cc loss window above
+    LOSS_QUIET comes up as (2, lost, reported) for the estimate; anything else -- NACK, PLI, SR, REMB, a report with
+    loss, two feedbacks, transport-cc without numbering, malformed framing, trailing bytes, random bytes -- goes
+    to Python untouched (0), and nothing of it was applied (the window and the numbers are left as they were)."""
+    from sfu import rtcp
+
+    rng = random.Random(2121)
+    packets = vp8_stream(0xA1, 100, 5000, 200, pid=1000, tl0=7)
+    commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(3)]
+    commands += [("attach", i, [0], True, False) for i in range(3)] + [("start", i) for i in range(3)]
+    commands += pushes(0, packets)
+    commands += [("set_feedback", 0, True), ("set_feedback", 1, True)]  # transport 2: off
+    quiet = _twcc(_twcc_fci(0, [1.0 + i / 100 for i in range(30)]))
+    lossy = _twcc(_twcc_fci(30, [2.0 if i % 4 else None for i in range(40)]))  # completes a window, 25% lost
+    for tid in (0, 1, 2):
+        commands += [("rx_feedback", tid, _rr([0, 5]) + _sdes() + quiet), ("rx_feedback", tid, lossy),
+                     ("twcc_window", tid), ("rx_stats", tid)]
+    others = [_rr([6]), _rr([0]) + _rr([200]), _rr([]) + rtcp.build_nack(0x77, 0x1000, [5, 6]),
+              rtcp.build_pli(0x77, 0x1000), rtcp.build_sr(0x1000, 1, 2, 3, 4),
+              _twcc(_twcc_fci(70, [3.0] * 5)) + _twcc(_twcc_fci(75, [3.0] * 5)),
+              struct.pack("!BBHII", 0x80 | 15, 206, 2, 0x77, 0) + b"REMB",
+              _rr([0])[:-4], _rr([0]) + b"\x80", bytes([0x40]) + _rr([0])[1:], _sdes()[:3], b""]
+    for data in others:
+        commands += [("rx_feedback", 0, data), ("twcc_window", 0)]
+    commands += [("rx_feedback", 0, _rr([1]) + _sdes()), ("rx_feedback", 0, _sdes())]
+    for _ in range(400):  # random compounds of the three kinds, some broken, and random bytes
+        parts = [rng.choice([_rr([rng.choice([0, 3, 5, 6, 255])]), _sdes(), quiet, lossy]) for _ in range(3)]
+        data = b"".join(parts[: rng.randrange(1, 4)])
+        if rng.random() < 0.3:
+            cut = bytearray(data)
+            cut[rng.randrange(len(cut))] = rng.randrange(256)
+            data = bytes(cut)
+        commands.append(("rx_feedback", rng.choice((0, 1)), data))
+        commands.append(("rx_feedback", 0, bytes(rng.randrange(256) for _ in range(rng.randrange(60)))))
+    commands += [("rx_feedback", 9, b""), ("set_feedback", 9, True), ("twcc_window", 9),
+                 ("rx_feedback", 1, _rr([0]) + _sdes())]
+    commands += reading(3, 1, 3) + [("rx_stats", t) for t in range(3)] + [("rx_stats",)]
+    assert_same(commands)
+    results = replay(NativeEngine, commands)[0]
+    read = [r[1] for r in results if r[0] == "rx_feedback"]
+    assert read[:2] == [(1, 0, 0), (2, 10, 70)]  # transport 0: quiet, then the window of 70 with 10 lost
+    assert read[2:4] == [(0, 0, 0), (0, 0, 0)]  # transport 1 numbers nothing: its transport-cc is Python's
+    assert read[4:6] == [(0, 0, 0), (0, 0, 0)]  # transport 2: feedback off
+    assert all(r == (0, 0, 0) for r in read[6:6 + len(others)])
+    assert read[6 + len(others):8 + len(others)] == [(1, 0, 0), (1, 0, 0)]
+    assert ("rx_feedback", "error", "EngineError") in results
+    assert read[-1] == (1, 0, 0)  # transport 1's quiet report: read in the engine
+
+
+def test_native_feedback_through_receive_alike() -> None:
+    """With native feedback on, the receive path leaves out what the engine read and hands up the rest."""
+    from sfu import rtcp
+
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=KEY[:30], ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    compounds = [_rr([0, 2]) + _sdes(), _rr([40]) + _sdes(), rtcp.build_pli(0x77, 0x1000), _rr([5]),
+                 _rr([]) + rtcp.build_nack(0x77, 0x1000, [9])]
+    datagrams = [(0, sender.protect_rtcp(c)) for c in compounds]
+    for feedback in (False, True):
+        py = _receive(PythonEngine, "AES128_CM_SHA1_80", datagrams, feedback)
+        native = _receive(NativeEngine, "AES128_CM_SHA1_80", datagrams, feedback)
+        assert native == py
+        received, totals, per_transport = py
+        up = [d for t, k, d, _ in received if t == 0 and k == 1]
+        assert up == (compounds if not feedback else [compounds[1], compounds[2], compounds[4]])
+        assert totals["consumed"] == per_transport["rtcp_consumed"] == (2 if feedback else 0)

@@ -487,10 +487,74 @@ int cc_twcc_feedback(cc_engine *e, int tid, const uint8_t *fci, size_t len, int 
         t->twcc_feedbacks++;
         t->twcc_reported += (uint64_t)*reported;
         t->twcc_lost += (uint64_t)*lost;
+        t->win_reported += (uint32_t)*reported;
+        t->win_lost += (uint32_t)*lost;
     }
     return 0;
 refused:
     t->twcc_refused++;
+    return 1;
+}
+
+int cc_twcc_window(cc_engine *e, int tid, int *lost, int *reported) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
+    *lost = *reported = 0;
+    if (t->win_reported < CC_LOSS_WINDOW) return 0;
+    uint32_t l = t->win_lost, r = t->win_reported;
+    while (r > 0xFFFF) l >>= 1, r >>= 1; /* the window travels as 16-bit numbers (CC_RX_LOSS): keep the ratio */
+    *lost = (int)l;
+    *reported = (int)r;
+    t->win_lost = t->win_reported = 0;
+    return 1;
+}
+
+int cc_set_feedback(cc_engine *e, int tid, int on) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
+    t->feedback = on != 0;
+    return 0;
+}
+
+int cc_rx_feedback(cc_engine *e, int tid, const uint8_t *d, size_t n, int *lost, int *reported) {
+    cc_transport *t = transport_at(e, tid);
+    *lost = *reported = 0;
+    if (!t) return -1;
+    if (!t->feedback || n < 4 || n > CC_MAX_PACKET) return 0;
+    /* first pass, nothing applied: is everything in it ours to read? (sfu/rtcp.py parse_rtcp's framing) */
+    size_t pos = 0, fci = 0, fci_end = 0;
+    int twcc = 0;
+    while (pos < n) {
+        if (pos + 4 > n) return 0;
+        size_t end = pos + 4 + 4 * (size_t)(d[pos + 2] << 8 | d[pos + 3]);
+        if (d[pos] >> 6 != 2 || end > n) return 0;
+        int count = d[pos] & 0x1F, pt = d[pos + 1];
+        if (pt == 201) { /* RR: sender SSRC, then report blocks of 24 bytes; fraction lost is a block's 5th byte */
+            if (pos + 8 + 24 * (size_t)count > end) return 0;
+            for (int i = 0; i < count; i++)
+                if (d[pos + 8 + 24 * (size_t)i + 4] > CC_LOSS_QUIET) return 0;
+        } else if (pt == 205 && count == 15) { /* transport-cc: sender and media SSRC, then the FCI */
+            if (!t->twcc_id || pos + 12 > end || twcc++) return 0;
+            fci = pos + 12;
+            fci_end = end;
+        } else if (pt != 202) { /* SDES is the only other packet Python ignores too */
+            return 0;
+        }
+        pos = end;
+    }
+    /* second pass: apply */
+    if (twcc) {
+        int r, l;
+        cc_twcc_feedback(e, tid, d + fci, fci_end - fci, &r, &l);
+        if (cc_twcc_window(e, tid, lost, reported) == 1) {
+            if (*lost * 256 / *reported > CC_LOSS_QUIET) {
+                t->loss_windows++;
+                return 2;
+            }
+        }
+        *lost = *reported = 0;
+    }
+    t->rtcp_consumed++;
     return 1;
 }
 
@@ -1137,6 +1201,19 @@ int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *
     t->bytes_in += (uint64_t)n;
     e->rx_packets++;
     e->rx_bytes += (uint64_t)n;
+    if (rtcp && t->feedback) {
+        int lost, reported, read = cc_rx_feedback(e, id, buf, (size_t)n, &lost, &reported);
+        if (read == 1) {
+            e->rx_consumed++;
+            return CC_RX_CONSUMED;
+        }
+        if (read == 2) {
+            buf[0] = (uint8_t)(lost >> 8), buf[1] = (uint8_t)lost;
+            buf[2] = (uint8_t)(reported >> 8), buf[3] = (uint8_t)reported;
+            *len = 4;
+            return CC_RX_LOSS;
+        }
+    }
     return rtcp ? CC_RX_RTCP : CC_RX_RTP;
 }
 
@@ -1181,7 +1258,7 @@ int cc_recv(cc_engine *e, int fd) {
             continue;
         }
         int tid, kind = cc_rx_datagram(e, data, &len, (struct sockaddr *)&e->rx[i].addr, alen, &tid);
-        if (kind == CC_RX_DROPPED) continue;
+        if (kind == CC_RX_DROPPED || kind == CC_RX_CONSUMED) continue;
         if (kind == CC_RX_SLOW) e->rx_slow++;
         if (out != i) { /* keep the entries dense: move this one down */
             memmove(e->rxbuf + (size_t)out * CC_RX_MTU, data, (size_t)len);

@@ -208,14 +208,16 @@ static PyObject *Engine_rx_stats(EngineObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "|i", &tid)) return NULL;
     cc_engine *e = self->e;
     if (tid < 0)
-        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
+        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
                              (unsigned long long)e->rx_bytes, "auth_failed", (unsigned long long)e->rx_auth_failed,
                              "truncated", (unsigned long long)e->rx_truncated, "slow",
-                             (unsigned long long)e->rx_slow);
+                             (unsigned long long)e->rx_slow, "consumed", (unsigned long long)e->rx_consumed);
     cc_transport *t = tid < e->ntransports ? e->transports[tid] : NULL;
     if (!t) return PyErr_Format(EngineError, "rx_stats: unknown transport %d", tid);
-    return Py_BuildValue("{s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
-                         (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
+                         (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed,
+                         "rtcp_consumed", (unsigned long long)t->rtcp_consumed, "loss_windows",
+                         (unsigned long long)t->loss_windows);
 }
 
 static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
@@ -268,6 +270,34 @@ static PyObject *Engine_twcc_feedback(EngineObject *self, PyObject *args) {
     if (check(rc, "twcc_feedback")) return NULL;
     if (rc) Py_RETURN_NONE;
     return Py_BuildValue("(ii)", reported, lost);
+}
+
+static PyObject *Engine_twcc_window(EngineObject *self, PyObject *args) {
+    int tid, lost, reported;
+    if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
+    int rc = cc_twcc_window(self->e, tid, &lost, &reported);
+    if (check(rc, "twcc_window")) return NULL;
+    if (!rc) Py_RETURN_NONE;
+    return Py_BuildValue("(ii)", lost, reported);
+}
+
+static PyObject *Engine_set_feedback(EngineObject *self, PyObject *args) {
+    int tid, on;
+    if (!PyArg_ParseTuple(args, "ip", &tid, &on)) return NULL;
+    if (check(cc_set_feedback(self->e, tid, on), "set_feedback")) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* rx_feedback(transport, rtcp) -> (0 | 1 | 2, lost, reported): what cc_rx_datagram does with a subscriber's
+ * unprotected RTCP under native feedback (exposed for the differential tests) */
+static PyObject *Engine_rx_feedback(EngineObject *self, PyObject *args) {
+    int tid, lost, reported;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &data)) return NULL;
+    int rc = cc_rx_feedback(self->e, tid, data.buf, (size_t)data.len, &lost, &reported);
+    PyBuffer_Release(&data);
+    if (check(rc, "rx_feedback")) return NULL;
+    return Py_BuildValue("(iii)", rc, lost, reported);
 }
 
 static PyObject *protect(EngineObject *self, PyObject *args, int rtcp) {
@@ -539,6 +569,9 @@ static PyMethodDef Engine_methods[] = {
     {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
     {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
     {"twcc_feedback", (PyCFunction)Engine_twcc_feedback, METH_VARARGS, NULL},
+    {"twcc_window", (PyCFunction)Engine_twcc_window, METH_VARARGS, "a complete loss window (lost, reported), or None"},
+    {"set_feedback", (PyCFunction)Engine_set_feedback, METH_VARARGS, "read the transport's RTCP natively when it can"},
+    {"rx_feedback", (PyCFunction)Engine_rx_feedback, METH_VARARGS, "rx_feedback(transport, rtcp) -> (0|1|2, lost, reported)"},
     {"send_rtcp", (PyCFunction)Engine_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
     {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
     {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},
