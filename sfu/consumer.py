@@ -275,20 +275,6 @@ class Consumer:
         the others change nothing and stay in the engine)."""
         self.fraction_lost = block.fraction_lost
 
-    async def send_sender_report(self, wallclock: float) -> None:
-        """The publisher's last SR translated: same NTP time, RTP time shifted into this slot's timeline."""
-        info = self.slot.info()
-        stream = self._stream(info["current"])
-        report = stream.last_sr if stream is not None else None
-        if report is None or not info["started"]:
-            return
-        rtp_ts = self._engine.ts_peek(self.slot.id, report.rtp_timestamp)
-        if rtp_ts is None:
-            return
-        slot = self.slot
-        await self._send_rtcp(rtcp.build_sr(slot.ssrc, report.ntp, rtp_ts, info["packets_sent"],
-                                            info["octets_sent"]))
-
     def close(self) -> None:
         if self.slot.consumer is self:
             self.slot.consumer = None

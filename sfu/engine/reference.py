@@ -600,6 +600,27 @@ class Engine:
     def restart(self, slot_id: int) -> None:
         self._slot(slot_id, "restart").started = False
 
+    def sender_reports(self, sid: int, ntp: int, rtp_timestamp: int) -> int:
+        """The publisher's sender report for a stream, translated for every slot that carries the stream now and
+        has started (its SSRC, the same NTP time, the RTP timestamp in its timeline, its packet and octet counts),
+        sent through each slot's transport that has a key and a path. How many were sent."""
+        stream = self._stream(sid, "sender_reports")
+        ntp, rtp_timestamp = ntp & (1 << 64) - 1, rtp_timestamp & 0xFFFFFFFF  # as the native binding's K and I
+        sent = 0
+        for slot_id in stream.slots:
+            slot = self._slots[slot_id]
+            if slot is None or slot.current != sid or not slot.started or not slot.bound or slot.ts is None:
+                continue
+            out_ts = slot.ts.peek(rtp_timestamp)
+            transport = self._transports[slot.transport]
+            if out_ts is None or transport is None or transport.srtp is None or transport.sock is None:
+                continue
+            report = struct.pack("!BBHIQIII", 0x80, 200, 6, slot.ssrc, ntp, out_ts, slot.packets_sent & 0xFFFFFFFF,
+                                 slot.octets_sent & 0xFFFFFFFF)
+            self._emit(slot.transport, transport, report, "rtcp")
+            sent += 1
+        return sent
+
     def ts_peek(self, slot_id: int, ts: int) -> int | None:
         return self._slot(slot_id, "ts_peek").ts.peek(ts)  # type: ignore[union-attr]
 

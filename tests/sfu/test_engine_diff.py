@@ -660,3 +660,65 @@ def test_native_feedback_through_receive_alike() -> None:
         up = [d for t, k, d, _ in received if t == 0 and k == 1]
         assert up == (compounds if not feedback else [compounds[1], compounds[2], compounds[4]])
         assert totals["consumed"] == per_transport["rtcp_consumed"] == (2 if feedback else 0)
+
+
+def _sender_reports(engine_class: type) -> tuple[list, list, list]:
+    """Three subscribers of a stream (slot 1 unbound, slot 2 on another layer), one publisher SR translated."""
+    import socket
+
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    try:
+        engine = engine_class()
+        capture: list = []
+        engine.set_capture(capture)
+        low, high = engine.add_stream(CODEC_VP8, True, VP8_PT), engine.add_stream(CODEC_VP8, True, VP8_PT)
+        srtp_profile, key_len = PROFILES["AEAD_AES_128_GCM"]
+        for i in range(4):
+            tid = engine.add_transport()
+            engine.set_srtp(tid, srtp_profile, KEY[i: i + key_len])
+            if i != 3:  # transport 3: no path yet
+                engine.set_path(tid, out.fileno(), "127.0.0.1", receiver.getsockname()[1])
+            slot = engine.add_slot(tid, 90000)
+            engine.bind_slot(slot, 0x500 + i, 96, None, None)
+            engine.attach(slot, [low, high] if i == 2 else [low], True, False)
+            if i == 2:
+                engine.set_target(slot, high)
+        for n, packet in enumerate(vp8_stream(0x77, 65530, 2**32 - 100, 10, pid=5, tl0=5)):
+            engine.push(low, packet, n * 0.01)
+        for n, packet in enumerate(vp8_stream(0x78, 1, 7, 10, pid=5, tl0=5)):
+            engine.push(high, packet, n * 0.01)
+        engine.unbind_slot(1)
+        results = [engine.sender_reports(low, 0x1122334455667788, 2**32 - 10),
+                   engine.sender_reports(high, 5 << 32, 1234)]
+        try:
+            engine.sender_reports(9, 0, 0)
+        except Exception as exc:
+            results.append(type(exc).__name__.replace("PythonEngineError", "EngineError"))
+        ts = [engine.ts_peek(s, 2**32 - 10) for s in range(4)] + [engine.ts_peek(2, 1234)]
+        return results + ts, [c for c in capture if c[1][1] == 200], [engine.slot_info(s) for s in range(4)]
+    finally:
+        out.close()
+        receiver.close()
+
+
+def test_sender_reports_are_translated_alike() -> None:
+    """The publisher's SR for a stream, translated natively for every slot carrying it (sender_reports): the same
+    bytes from both engines; each has the slot's SSRC, the publisher's NTP time, the RTP time in the slot's
+    timeline (ts_peek) and the slot's counts; an unbound slot, one on another layer and one without a path get
+    none."""
+    from sfu import rtcp
+
+    py = _sender_reports(PythonEngine)
+    assert _sender_reports(NativeEngine) == py
+    results, reports, infos = py
+    assert results[:3] == [1, 1, "EngineError"]
+    parsed = [(tid, rtcp.parse_rtcp(plain)[0]) for tid, plain, _ in reports]
+    assert [tid for tid, _ in parsed] == [0, 2]
+    (_, to0), (_, to2) = parsed
+    assert (to0.ssrc, to0.ntp, to0.rtp_timestamp) == (0x500, 0x1122334455667788, results[3])
+    assert (to0.packets, to0.octets) == (infos[0]["packets_sent"], infos[0]["octets_sent"])
+    assert (to2.ssrc, to2.ntp, to2.rtp_timestamp, to2.packets) == (0x502, 5 << 32, results[7], infos[2]["packets_sent"])
+    assert infos[2]["current"] == 1 and infos[2]["packets_sent"] > 0

@@ -877,6 +877,32 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     if (p->has_vp8) vp8_write(b + hlen, p, pid, tl0);
 }
 
+int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts) {
+    cc_stream *s = stream_at(e, sid);
+    if (!s) return -1;
+    int sent = 0;
+    for (int i = 0; i < s->nslots; i++) {
+        cc_slot *c = e->slots[s->slots[i]];
+        if (!c || c->current != sid || !c->started || !c->bound || !c->ts.has) continue;
+        cc_transport *t = transport_at(e, c->transport);
+        if (!t || !t->has_srtp || !t->has_path) continue;
+        uint8_t *b = queue(e, c->transport, 28, CC_OUT_RTCP);
+        if (!b) continue;
+        b[0] = 0x80;
+        b[1] = 200;
+        put16(b + 2, 6);
+        put32(b + 4, c->ssrc);
+        put32(b + 8, (uint32_t)(ntp >> 32));
+        put32(b + 12, (uint32_t)ntp);
+        put32(b + 16, (uint32_t)(((int64_t)rtp_ts + c->ts.offset) & 0xFFFFFFFF));
+        put32(b + 20, (uint32_t)c->packets_sent);
+        put32(b + 24, (uint32_t)c->octets_sent);
+        sent++;
+    }
+    cc_flush(e);
+    return sent;
+}
+
 static void become(cc_engine *e, int id, cc_slot *c, int sid) {
     if (sid == c->current) return;
     int previous = c->current;

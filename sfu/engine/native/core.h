@@ -268,6 +268,11 @@ int cc_push(cc_engine *e, int sid, const uint8_t *data, size_t len, double arriv
 int cc_retransmit(cc_engine *e, int slot, const uint16_t *seqs, int n);
 int cc_cached(cc_engine *e, int sid, uint16_t seq);
 int cc_ts_peek(cc_engine *e, int slot, uint32_t ts, uint32_t *out);
+/* The publisher's sender report for a stream (its NTP time and RTP timestamp), translated for every slot that
+ * carries the stream now and has started: a bare SR (the slot's SSRC, the same NTP time, the RTP timestamp in the
+ * slot's timeline, its packet and octet counts) through the slot's transport (with a key and a path), one
+ * sendmmsg for all. The number queued, or -1 for an unknown stream. */
+int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts);
 void cc_flush(cc_engine *e);
 
 /* Parsing (shared with the fuzz targets). */

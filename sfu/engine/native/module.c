@@ -438,6 +438,16 @@ static PyObject *Engine_ts_peek(EngineObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(out);
 }
 
+static PyObject *Engine_sender_reports(EngineObject *self, PyObject *args) {
+    int sid;
+    unsigned long long ntp;
+    unsigned int rtp_ts;
+    if (!PyArg_ParseTuple(args, "iKI", &sid, &ntp, &rtp_ts)) return NULL;
+    int rc = cc_sender_reports(self->e, sid, (uint64_t)ntp, (uint32_t)rtp_ts);
+    if (check(rc, "sender_reports")) return NULL;
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *Engine_events(EngineObject *self, PyObject *unused) {
     cc_engine *e = self->e;
     PyObject *list = PyList_New(0);
@@ -589,6 +599,8 @@ static PyMethodDef Engine_methods[] = {
     {"cached", (PyCFunction)Engine_cached, METH_VARARGS, NULL},
     {"ts_peek", (PyCFunction)Engine_ts_peek, METH_VARARGS, NULL},
     {"events", (PyCFunction)Engine_events, METH_NOARGS, NULL},
+    {"sender_reports", (PyCFunction)Engine_sender_reports, METH_VARARGS,
+     "sender_reports(stream, ntp, rtp_timestamp) -> SRs sent to the slots carrying it"},
     {"slot_info", (PyCFunction)Engine_slot_info, METH_VARARGS, NULL},
     {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
     {"bytes_out", (PyCFunction)Engine_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
