@@ -10,8 +10,10 @@ process: aiortc's DTLS-SRTP sessions and the engine's are the same library. `CLA
 Debian's. `_native.srtp_version()` says which one a build uses.
 
 Everything else is pyproject.toml. `make install` runs `setup.py build_ext --inplace` so the extension sits next to
-its Python package in the checkout (the virtualenv's editable install points there; pip's isolated build of the
-editable install sees no pylibsrtp and builds against Debian's, which `build_ext --inplace` then replaces).
+its Python package in the checkout (the virtualenv's editable install points there). pip's editable install
+builds it too, in an isolated environment: pylibsrtp is then found through the interpreter pip runs (`-I`), or,
+on a fresh environment where it is not installed yet, Debian's is linked and the Makefile's `build_ext --inplace
+--force` after the install replaces it.
 """
 
 from __future__ import annotations
@@ -19,19 +21,32 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import subprocess
+import sys
 
 from setuptools import Extension, setup
+
+
+def _find_binding() -> str | None:
+    try:
+        spec = importlib.util.find_spec("pylibsrtp._binding")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        return spec.origin
+    # pip's isolated build (`pip install -e .`) hides the environment's packages from this process, but runs it
+    # with the environment's interpreter: ask that interpreter, isolated from pip's overrides, where pylibsrtp is
+    found = subprocess.run([sys.executable, "-I", "-c", "import pylibsrtp._binding as b; print(b.__file__)"],
+                           capture_output=True, text=True, check=False)
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def pylibsrtp_binding() -> str | None:
     """The path of pylibsrtp's shared object when it exports libsrtp 2's API, else None."""
     if os.environ.get("CLASSCAST_SRTP", "").strip().lower() == "debian":
         return None
-    try:
-        spec = importlib.util.find_spec("pylibsrtp._binding")
-    except (ImportError, ValueError):
-        return None
-    path = os.path.realpath(spec.origin) if spec is not None and spec.origin else None
+    found = _find_binding()
+    path = os.path.realpath(found) if found else None
     if not path or not os.path.isfile(path):
         return None
     try:
