@@ -322,6 +322,7 @@ class Producer:
             self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
         self.consumers: list[ConsumerView] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
+        self.on_missing: Callable[[], None] | None = None  # the router's: a packet is missing, NACK at the next tick
         self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
         self.muted = False  # the publisher muted it
         self._blocked = False
@@ -394,6 +395,8 @@ class Producer:
             return
         ext = stream.stats.update(header.sequence_number, header.timestamp, arrival)
         stream.nacks.on_packet(ext, arrival)
+        if stream.nacks.missing and self.on_missing is not None:
+            self.on_missing()
         stream._count(len(data), arrival)
         keyframe = bool(flags & F_KEYFRAME)
         if keyframe:
@@ -488,6 +491,10 @@ class Producer:
         if rtp_timestamp is not None:
             for tap in self.taps:
                 tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
+
+    def missing(self) -> bool:
+        """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""
+        return any(stream.nacks.missing for stream in self.streams)
 
     async def tick(self, now: float) -> None:
         """Frequent: ask again for missing packets."""
