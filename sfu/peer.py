@@ -76,6 +76,10 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
 * ``aiortc.rtcrtpreceiver.decoder_worker`` (module function, target of the
   receiver decoder thread named ``"<kind>-decoder"``): only referenced by
   :func:`aiortc_decoder_threads` to detect decoder threads.
+* ``aiortc.rtcrtpreceiver.RemoteBitrateEstimator``, ``aiortc.rtcrtpreceiver.JitterBuffer``,
+  ``aiortc.rtcrtpreceiver.NackGenerator`` and ``aiortc.rtcrtpreceiver.queue`` (module-level names that
+  ``RTCRtpReceiver.__init__`` calls): swapped for stand-ins that make nothing while a Peer's transceiver is made
+  (kind "name"), since the receive path that would use them is replaced.
 * ``aiortc.sdp.SessionDescription.parse`` and ``aiortc.rtp.is_rtcp``
   (undocumented modules): SDP parsing for :meth:`Peer.media_sections`, and
   RTP/RTCP classification in ``send_rtp``/``send_rtcp``.
@@ -84,12 +88,15 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pylibsrtp
@@ -151,7 +158,8 @@ class Internal:
     """One aiortc/aioice internal this module relies on (checked by the contract test).
 
     kind is one of "method" (plain function on the class), "coroutine method",
-    "attribute" (set on instances by ``__init__``) or "function" (module level).
+    "attribute" (set on instances by ``__init__``), "function" (module level) or "name" (a module-level
+    name looked up at call time, which we swap).
     ``params`` lists the parameter names (after ``self``) we depend on.
     """
 
@@ -220,6 +228,10 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
     ),
     Internal("aiortc.sdp", "SessionDescription", "parse", "method", ("sdp",)),
     Internal("aiortc.rtp", None, "is_rtcp", "function", ("msg",)),
+    Internal("aiortc.rtcrtpreceiver", None, "RemoteBitrateEstimator", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "JitterBuffer", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "NackGenerator", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "queue", "name"),
 )
 
 
@@ -439,6 +451,60 @@ class CountingSrtp:
             raise
 
 
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def negotiation_turn(rtc: RtcServer | None) -> AsyncIterator[None]:
+    """One negotiation step (aiortc's SDP work for an offer or an answer, 2-10 ms of CPU) per event-loop turn in
+    the whole process, with the shared port read before and after it.
+
+    When a hundred students join at once, their steps are all ready at the same time and the loop would run them
+    back to back for seconds before it read the socket again: binding requests were answered up to 2.4 s late
+    (clients time their checks out), media and RTCP waited as long. Here each step waits for the previous one,
+    which holds its turn until the loop has polled its sockets once more (the `sleep(0)`), so a loop turn carries
+    at most one step; the port is also read at the step's edges (`RtcServer.poll`), so what came in meanwhile,
+    consent checks first, is answered within one step. The total CPU is the same; the latency is bounded."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        lock = _turns[loop] = asyncio.Lock()
+    async with lock:
+        if rtc is not None:
+            rtc.poll()
+        try:
+            yield
+        finally:
+            if rtc is not None:
+                rtc.poll()
+            await asyncio.sleep(0)
+
+
+def _unused(*_args: Any, **_kwargs: Any) -> None:
+    """Stands for a part of aiortc's RTCRtpReceiver that only its own receive path (never run here) uses."""
+    return None
+
+
+_RECEIVER_PARTS = {"RemoteBitrateEstimator": _unused, "JitterBuffer": _unused, "NackGenerator": _unused,
+                   "queue": SimpleNamespace(Queue=_unused)}
+
+
+@contextlib.contextmanager
+def _lean_receiver() -> Iterator[None]:
+    """While aiortc makes a transceiver: its RTCRtpReceiver gets no bitrate estimator, jitter buffer, NACK
+    generator or decoder queue. A Peer replaces the receiver's receive path, so they were never used, and they
+    were most of a subscriber's Python memory (a video receiver's estimator alone keeps 1000 rate buckets,
+    ~95 kB) and a tenth of the CPU of a join. No await in between: no other code sees the swapped names."""
+    saved = {name: getattr(_aiortc_rtcrtpreceiver, name) for name in _RECEIVER_PARTS}
+    for name, stand_in in _RECEIVER_PARTS.items():
+        setattr(_aiortc_rtcrtpreceiver, name, stand_in)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(_aiortc_rtcrtpreceiver, name, value)
+
+
 class _SharedCertificate:
     """Stands in for aiortc's RTCCertificate class inside RTCPeerConnection.__init__ (see the module docstring)."""
 
@@ -517,7 +583,8 @@ class Peer:
         original = getattr(self.pc, _CREATE_TRANSCEIVER)
 
         def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
-            transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
+            with _lean_receiver():
+                transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
             self._adopt(transceiver)
             if self._on_transceiver is not None:
                 # Before setRemoteDescription negotiates codecs for it: codec preferences set here apply.
@@ -665,7 +732,7 @@ class Peer:
             return
         try:
             result = callback(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # plain callbacks return None: no check
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -696,14 +763,16 @@ class Peer:
 
     async def create_offer(self) -> RTCSessionDescription:
         """createOffer + setLocalDescription; returns the offer with all candidates."""
-        self._adopt_all()
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return self.pc.localDescription
 
     async def accept_answer(self, answer: RTCSessionDescription) -> None:
-        self._adopt_all()
-        await self.pc.setRemoteDescription(answer)
-        self._adopt_all()
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setRemoteDescription(answer)
+            self._adopt_all()
 
     async def accept_offer(
         self,
@@ -717,21 +786,22 @@ class Peer:
         receives (remote recvonly -> sendonly).  ``directions`` (mid ->
         direction) overrides that.
         """
-        self._adopt_all()
-        await self.pc.setRemoteDescription(offer)
-        self._adopt_all()
-        remote = _aiortc_sdp.SessionDescription.parse(offer.sdp)
-        directions = dict(directions or {})
-        for transceiver in self.pc.getTransceivers():
-            media = _find_media(remote, transceiver.mid) if transceiver.mid is not None else None
-            if media is None:
-                continue
-            wanted = directions.get(transceiver.mid)
-            if wanted is None:
-                wanted = _DEFAULT_ANSWER_DIRECTION[media.direction or "sendrecv"]
-            transceiver.direction = wanted
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return self.pc.localDescription
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setRemoteDescription(offer)
+            self._adopt_all()
+            remote = _aiortc_sdp.SessionDescription.parse(offer.sdp)
+            directions = dict(directions or {})
+            for transceiver in self.pc.getTransceivers():
+                media = _find_media(remote, transceiver.mid) if transceiver.mid is not None else None
+                if media is None:
+                    continue
+                wanted = directions.get(transceiver.mid)
+                if wanted is None:
+                    wanted = _DEFAULT_ANSWER_DIRECTION[media.direction or "sendrecv"]
+                transceiver.direction = wanted
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            return self.pc.localDescription
 
     async def wait_connected(self) -> None:
         """Wait until ICE + DTLS are up (SRTP keys exist); raises ConnectionError on failure.
