@@ -41,7 +41,11 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   ``RTCDtlsTransport._role``, cuts the outgoing key with ``SRTPProtectionProfile.get_key_and_salt``, gives it to
   the engine, and replaces ``RTCDtlsTransport._tx_srtp`` (the outgoing SRTP session, written) by `EngineSrtp`:
   from then on the engine's libsrtp context protects everything the subscriber gets, the fan-out's copies and
-  aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home.
+  aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home. With native receive,
+  ``RTCDtlsTransport._ssl`` is also written: replaced by `SpentDtls` once the engine authenticated the client's
+  first SRTP/SRTCP packet (the handshake is then over on both sides), which frees OpenSSL's ~90 kB per
+  connection; aiortc's DTLS loop then calls only ``bio_write``, ``recv``, ``bio_read``, ``shutdown`` and
+  ``DTLSv1_get_timeout``/``DTLSv1_handle_timeout`` on it, which the stand-in answers as an idle session.
 * ``RTCIceTransport._connection`` (its aioice connection) and ``aioice.ice.Connection._nominated`` (component ->
   the nominated ``CandidatePair``, whose ``protocol.transport`` (its socket) and ``remote_addr`` are used): read
   when the connection becomes connected, to give the engine the socket and address it sends the copies to.
@@ -113,6 +117,7 @@ from aiortc import sdp as _aiortc_sdp
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.rtp import is_rtcp as _is_rtcp
+from OpenSSL import SSL
 
 from sfu.ice import IceConfig, gather_host_candidates
 from sfu.rtcserver import MuxConnection, RtcServer
@@ -505,6 +510,38 @@ def _lean_receiver() -> Iterator[None]:
             setattr(_aiortc_rtcrtpreceiver, name, value)
 
 
+class SpentDtls:
+    """Stands in for aiortc's pyOpenSSL connection (``RTCDtlsTransport._ssl``) once the handshake is over on both
+    sides: SRTP needs only the keys, which the engine has. What aiortc's DTLS loop still calls is answered as an
+    idle connection would: a record that arrives later (a close_notify, a retransmission) is dropped and counted,
+    nothing is ever written, shutting down does nothing (the client learns of the end by signaling or consent)."""
+
+    def __init__(self, connection: MuxConnection) -> None:
+        self._connection = connection
+
+    def bio_write(self, data: bytes) -> int:
+        self._connection.server.drop("dtls_after_handshake")
+        return len(data)
+
+    def recv(self, _size: int) -> bytes:
+        raise SSL.WantReadError()
+
+    def bio_read(self, _size: int) -> bytes:
+        raise SSL.WantReadError()
+
+    def send(self, _data: bytes) -> int:
+        raise SSL.Error("DTLS session released after the handshake")
+
+    def shutdown(self) -> bool:
+        return True
+
+    def DTLSv1_get_timeout(self) -> None:
+        return None
+
+    def DTLSv1_handle_timeout(self) -> bool:
+        return False
+
+
 class _SharedCertificate:
     """Stands in for aiortc's RTCCertificate class inside RTCPeerConnection.__init__ (see the module docstring)."""
 
@@ -680,7 +717,7 @@ class Peer:
                 # native receive: the engine unprotects what the client sends from its selected address
                 rx_key = profile.get_key_and_salt(material, 0 if dtls._role == "server" else 1)
                 self._engine.set_srtp_rx(self._engine_transport, profile.libsrtp_profile, rx_key)
-                self._rtc.register_receiver(self._engine_transport, self._native_rx)
+                self._rtc.register_receiver(self._engine_transport, self._first_native_rx(dtls, connection))
             dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
 
         dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
@@ -716,6 +753,21 @@ class Peer:
         except Exception:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
+
+    def _first_native_rx(self, dtls: RTCDtlsTransport,
+                         connection: MuxConnection) -> Callable[[int, bytes, float], None]:
+        """The first packet the engine authenticated with this connection's keys proves that the client finished
+        its handshake: the DTLS session (~90 kB of OpenSSL state each: record buffers, handshake queues) is let go
+        then, and every later packet goes straight to `_native_rx`."""
+
+        def first(kind: int, data: bytes, arrival: float) -> None:
+            if dtls.state == "connected" and isinstance(dtls._ssl, SSL.Connection):
+                dtls._ssl = SpentDtls(connection)  # type: ignore[assignment]
+            if self._rtc is not None and self._engine_transport is not None:
+                self._rtc.register_receiver(self._engine_transport, self._native_rx)
+            self._native_rx(kind, data, arrival)
+
+        return first
 
     def _native_rx(self, kind: int, data: bytes, arrival: float) -> None:
         """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as

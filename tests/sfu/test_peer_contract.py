@@ -67,6 +67,13 @@ CALL_SITES = (
         r"await self\._handle_rtp_data\(data, arrival_time_ms=arrival_time_ms\)",
     ),
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport._send_rtp", r"self\._tx_srtp\.protect_rtcp\(data\)"),
+    # after the handshake the DTLS loop's calls on _ssl are the few sfu.peer.SpentDtls answers, errors caught
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next",
+     r"self\._ssl\.bio_write\(data\)\n\s+try:\n\s+data = self\._ssl\.recv\(1500\)"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", r"except SSL\.Error:\n\s+data = b\"\""),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._write_ssl",
+     r"data = self\._ssl\.bio_read\(1500\)\n\s+except SSL\.Error:"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport.stop", r"self\._ssl\.shutdown\(\)\n\s+except SSL\.Error:"),
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport._send_rtp", r"self\._tx_srtp\.protect\(data\)"),
     # __connect starts senders/receivers through the instance attributes we replace
     (
