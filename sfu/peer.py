@@ -42,8 +42,8 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   the engine, and replaces ``RTCDtlsTransport._tx_srtp`` (the outgoing SRTP session, written) by `EngineSrtp`:
   from then on the engine's libsrtp context protects everything the subscriber gets, the fan-out's copies and
   aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home. With native receive,
-  ``RTCDtlsTransport._ssl`` is also written: replaced by `SpentDtls` once the engine authenticated the client's
-  first SRTP/SRTCP packet (the handshake is then over on both sides), which frees OpenSSL's ~90 kB per
+  ``RTCDtlsTransport._ssl`` is also written: replaced by `SpentDtls` once the engine authenticated a first
+  SRTP/SRTCP packet of the client (the handshake is then over on both sides), which frees OpenSSL's ~90 kB per
   connection; aiortc's DTLS loop then calls only ``bio_write``, ``recv``, ``bio_read``, ``shutdown`` and
   ``DTLSv1_get_timeout``/``DTLSv1_handle_timeout`` on it, which the stand-in answers as an idle session.
 * ``RTCIceTransport._connection`` (its aioice connection) and ``aioice.ice.Connection._nominated`` (component ->
@@ -147,6 +147,7 @@ URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 _CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
+DTLS_RELEASE_CHECK = 1.0  # s between looks at whether the client's first packet arrived (then DTLS is let go)
 
 # remote offer direction -> our default answer direction: receive whatever the
 # remote sends, send only where the remote asked to receive only.
@@ -591,6 +592,7 @@ class Peer:
         self.name = name
         self._rtc = rtc
         self._tasks: set[asyncio.Future[Any]] = set()  # awaitable callbacks of natively received packets
+        self._release_handle: asyncio.TimerHandle | None = None  # the look for the end of the DTLS handshake
         self._mux: dict[int, MuxConnection] = {}  # id(RTCIceTransport) -> its connection on the shared port
         self._engine = engine
         self._engine_transport = transport
@@ -717,7 +719,8 @@ class Peer:
                 # native receive: the engine unprotects what the client sends from its selected address
                 rx_key = profile.get_key_and_salt(material, 0 if dtls._role == "server" else 1)
                 self._engine.set_srtp_rx(self._engine_transport, profile.libsrtp_profile, rx_key)
-                self._rtc.register_receiver(self._engine_transport, self._first_native_rx(dtls, connection))
+                self._rtc.register_receiver(self._engine_transport, self._native_rx)
+                self._release_when_done(dtls, connection)
             dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
 
         dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
@@ -754,20 +757,26 @@ class Peer:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
 
-    def _first_native_rx(self, dtls: RTCDtlsTransport,
-                         connection: MuxConnection) -> Callable[[int, bytes, float], None]:
+    def _release_when_done(self, dtls: RTCDtlsTransport, connection: MuxConnection) -> None:
         """The first packet the engine authenticated with this connection's keys proves that the client finished
         its handshake: the DTLS session (~90 kB of OpenSSL state each: record buffers, handshake queues) is let go
-        then, and every later packet goes straight to `_native_rx`."""
+        then. The engine's count is looked at once a second (a subscriber's first RTCP may be read in C only)."""
+        loop = asyncio.get_running_loop()
 
-        def first(kind: int, data: bytes, arrival: float) -> None:
-            if dtls.state == "connected" and isinstance(dtls._ssl, SSL.Connection):
+        def check() -> None:
+            self._release_handle = None
+            if dtls.state != "connected" or not isinstance(dtls._ssl, SSL.Connection) or self._engine is None:
+                return
+            try:
+                authenticated = self._engine.rx_stats(self._engine_transport)["packets"]
+            except (RuntimeError, ValueError):  # the engine's transport is gone (closed meanwhile)
+                return
+            if authenticated:
                 dtls._ssl = SpentDtls(connection)  # type: ignore[assignment]
-            if self._rtc is not None and self._engine_transport is not None:
-                self._rtc.register_receiver(self._engine_transport, self._native_rx)
-            self._native_rx(kind, data, arrival)
+            else:
+                self._release_handle = loop.call_later(DTLS_RELEASE_CHECK, check)
 
-        return first
+        self._release_handle = loop.call_later(DTLS_RELEASE_CHECK, check)
 
     def _native_rx(self, kind: int, data: bytes, arrival: float) -> None:
         """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
@@ -1047,6 +1056,8 @@ class Peer:
     # ------------------------------------------------------------------ close
 
     async def close(self) -> None:
+        if self._release_handle is not None:
+            self._release_handle.cancel()
         if self._rtc is not None and self._engine_transport is not None:
             self._rtc.unregister_receiver(self._engine_transport)
         for transceiver in self.pc.getTransceivers():
