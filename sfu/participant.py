@@ -210,6 +210,14 @@ class SfuParticipant:
         table[ssrc] = stream
         self.ssrcs_learned += 1
 
+    @staticmethod
+    async def _requests(requests: list[tuple[Consumer, list[int] | None]], now: float) -> None:
+        for consumer, lost in requests:
+            if lost is not None:
+                await consumer.on_nack(lost)
+            else:
+                await consumer.on_keyframe_request(now)
+
     def on_rtcp(self, data: bytes) -> Awaitable[None] | None:
         """Reports, REMB and transport-wide-cc feedback are applied at once; only NACK, PLI and FIR need the
         consumer's coroutines, so only a compound packet carrying one of them costs a task (returned for the
@@ -253,14 +261,6 @@ class SfuParticipant:
         before = self.estimate.decreases
         self.estimate.on_loss(lost * 256 // reported, sent, now)
         self.twcc_decreases += self.estimate.decreases - before
-
-    @staticmethod
-    async def _requests(requests: list[tuple[Consumer, list[int] | None]], now: float) -> None:
-        for consumer, lost in requests:
-            if lost is not None:
-                await consumer.on_nack(lost)
-            else:
-                await consumer.on_keyframe_request(now)
 
     def _consumer_for(self, ssrc: int) -> Consumer | None:
         slot = self._slot_by_ssrc.get(ssrc)
