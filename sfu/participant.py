@@ -107,9 +107,11 @@ class SfuParticipant:
 
     def _new_peer(self) -> Peer:
         self.transport = self.bridge.engine.add_transport()
+        self.bridge.engine.set_feedback(self.transport, True)  # RTCP with nothing for on_rtcp stays in the engine
         peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
                     on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport,
                     rtc=rtc_server_for(self.ice, self.bridge.engine))
+        peer.on_loss_window = self.on_loss_window
 
         async def on_state() -> None:
             state = peer.pc.connectionState
