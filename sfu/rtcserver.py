@@ -272,9 +272,13 @@ class RtcServer:
 
     def poll(self) -> None:
         """Reads the port now, between two long steps of other work (sfu/peer.py negotiation_turn): what arrived
-        meanwhile, binding requests above all, is handled without waiting for the loop's next I/O poll."""
+        meanwhile, binding requests above all, is handled without waiting for the loop's next I/O poll. A failure
+        here is the socket reader's, not the caller's: logged, and the loop's own reader tries again."""
         for listener in self._listeners:
-            self._readable(listener)
+            try:
+                self._readable(listener)
+            except Exception:
+                log.exception("reading the media port between two steps failed")
 
     def register_receiver(self, transport: int, receiver: Callable[[int, bytes, float], None]) -> None:
         """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1), with the
