@@ -2,8 +2,9 @@
 
 Start the server through this module, run `classcast-bench fanout --target URL --server-pid PID` against it, and
 touch `MEMPROBE_DIR/NAME.req` at each step: the server collects garbage and writes `NAME.pickle` (a tracemalloc
-snapshot, object counts by type, its RSS). `python -m bench.memprobe diff A.pickle B.pickle N` prints what the N
-subscribers joined between the two snapshots cost, per subscriber, by allocating line and by type.
+snapshot, object counts by type, its RSS, the garbage collector's pauses so far by generation).
+`python -m bench.memprobe diff A.pickle B.pickle N` prints what the N subscribers joined between the two snapshots
+cost, per subscriber, by allocating line and by type.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import gc
 import os
 import pickle
 import sys
+import time
 import tracemalloc
 from typing import Any
 
 POLL_S = 0.3
+_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # generation -> durations of its collections (s)
+_started: list[float] = []
+
+
+def _gc_callback(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+    elif _started:
+        _pauses[info["generation"]].append(time.perf_counter() - _started[0])
 
 
 def _rss_kb() -> int:
@@ -31,7 +42,8 @@ def _snapshot(directory: str, tag: str) -> None:
     types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
     tmp = os.path.join(directory, tag + ".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump({"snap": snap, "types": types, "rss_kb": _rss_kb()}, f)
+        pickle.dump({"snap": snap, "types": types, "rss_kb": _rss_kb(),
+                     "gc_pauses": {g: list(p) for g, p in _pauses.items()}}, f)
     os.rename(tmp, os.path.join(directory, tag + ".pickle"))
 
 
@@ -50,7 +62,10 @@ def serve(argv: list[str]) -> int:
 
     directory = os.environ.get("MEMPROBE_DIR", "memprobe")
     os.makedirs(directory, exist_ok=True)
-    tracemalloc.start(int(os.environ.get("MEMPROBE_FRAMES", "8")))
+    frames = int(os.environ.get("MEMPROBE_FRAMES", "8"))
+    if frames > 0:  # 0: no tracemalloc (it slows the server down 2-3x), object counts, RSS and pauses only
+        tracemalloc.start(frames)
+    gc.callbacks.append(_gc_callback)
     create_app = control.app.create_app
 
     async def create_app_with_probe(*args: Any, **kwargs: Any) -> Any:
@@ -77,6 +92,10 @@ def diff(before: str, after: str, n: int, top: int = 30) -> None:
         print(f"traced Python memory per subscriber: {sum(s.size_diff for s in stats) / n / 1024:.1f} kB")
         for stat in stats[:top]:
             print(f"{stat.size_diff / n / 1024:8.2f} kB {stat.count_diff / n:7.1f} objects  {stat.traceback}")
+    for generation, pauses in sorted(b.get("gc_pauses", {}).items()):
+        if pauses:
+            print(f"gc generation {generation}: {len(pauses)} collections so far, longest {max(pauses) * 1000:.1f} ms, "
+                  f"{sum(pauses):.2f} s in all")
     print("objects per subscriber, by type:")
     counts = {k: (v - a["types"].get(k, 0)) / n for k, v in b["types"].items()}
     for name, count in sorted(counts.items(), key=lambda item: -item[1])[:top]:
