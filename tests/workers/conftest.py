@@ -1,0 +1,42 @@
+"""A real server on 127.0.0.1 whose media runs in SFU worker processes (CLASSCAST_SFU_WORKERS=2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.app import create_app
+from control.config import Config, TutorConfig
+from control.services import SERVICES
+from control.signaling import HUB
+from control.workers import WorkerPool
+from tests.sfu.conftest import Classroom
+
+
+@pytest.fixture
+async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=5.0, sfu_workers=2,
+                                 public_url=f"http://127.0.0.1:{port}", tutor=TutorConfig(llm_backend="fake"))
+    app = await create_app(config, background=False)
+    server = await aiohttp_server(app, host="127.0.0.1", port=port)
+    svc = app[SERVICES]
+    assert isinstance(app[HUB].sfu, WorkerPool)
+    org = await svc.store.create_org("Worker School", 100_000, svc.clock.now_ms())
+    room = Classroom(server=server, svc=svc, org=org)
+    yield room
+    for c in room.clients:
+        await c.close()
+
+
+def pool_of(room: Classroom) -> WorkerPool:
+    pool = room.server.app[HUB].sfu
+    assert isinstance(pool, WorkerPool)
+    return pool
