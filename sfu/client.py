@@ -183,6 +183,10 @@ class Client:
             self._set_state(State.ENDED)
         elif kind == "participant_removed" and message.get("self"):
             self._set_state(State.KICKED)
+        elif kind == "reconnecting" and self.state == State.CONNECTED:
+            # The server lost this connection's media (a worker died) and closes the socket next: the reconnect
+            # that follows joins again on a live worker and publishes again.
+            self._set_state(State.RECONNECTING)
         elif kind == "restarted":
             self.remote = {}  # at once: the old connection's tracks are dead, nobody may pick one up meanwhile
             self._spawn(self._after_restart())
