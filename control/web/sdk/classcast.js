@@ -364,6 +364,11 @@ export class Room extends EventTarget {
           if (Object.keys(tracks).length) return this.publish(tracks, this._publishOptions);
         });
         break;
+      case "reconnecting":
+        // The server lost this connection's media (an SFU worker died) and closes the socket next; the reconnect
+        // that follows joins again on a live worker and publishes the same tracks again.
+        if (this.state === "connected") this._setState("reconnecting");
+        break;
       case "class_ended":
         this._setState("ended");
         break;
