@@ -36,6 +36,7 @@ log = logging.getLogger("classcast.workers")
 START_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
 RESTART_BACKOFF = (0.1, 5.0)
+LOAD_LOG_INTERVAL = 60.0
 Signal = Callable[[dict[str, Any]], None]
 
 
@@ -348,7 +349,7 @@ class WorkerPool:
         elif f == "sr":
             tap.sender_report(m["track"], int(m["ntp"]), int(m["ts"]), float(m["at"]))
         elif f == "added":
-            entry.tracks.add(str(m["track"].get("id")))
+            entry.tracks.add(str(m["track"].get("trackId")))
             tap.track_added(m["room"], m["track"])
         elif f == "removed":
             entry.tracks.discard(str(m["track"]))
@@ -409,14 +410,17 @@ class WorkerPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _log_load(self) -> None:
-        """One line a minute per worker: what an operator needs to see the spread."""
         while True:
-            await asyncio.sleep(60)
-            for w in self.workers:
-                log.info("SFU worker %d: pid %d, UDP port %d, %s, %.0f packets/s, CPU %.0f%%, %d rooms, "
-                         "%d participants", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
-                         100 * float(w.load.get("cpu", 0.0)), int(w.load.get("rooms", 0)),
-                         int(w.load.get("participants", 0)))
+            await asyncio.sleep(LOAD_LOG_INTERVAL)
+            self.log_load()
+
+    def log_load(self) -> None:
+        """One line per worker (every LOAD_LOG_INTERVAL): what an operator needs to see the spread."""
+        for w in self.workers:
+            log.info("SFU worker %d: pid %d, UDP port %d, %s, %.0f packets/s, CPU %.0f%%, %d rooms, "
+                     "%d participants", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
+                     100 * float(w.load.get("cpu", 0.0)), int(w.load.get("rooms", 0)),
+                     int(w.load.get("participants", 0)))
 
     async def close(self) -> None:
         self._closing = True

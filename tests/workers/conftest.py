@@ -15,11 +15,11 @@ from control.config import Config, TutorConfig
 from control.services import SERVICES
 from control.signaling import HUB
 from control.workers import WorkerPool
+from tests.recorder.conftest import Studio
 from tests.sfu.conftest import Classroom
 
 
-@pytest.fixture
-async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom]) -> Classroom:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -30,7 +30,22 @@ async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Cla
     svc = app[SERVICES]
     assert isinstance(app[HUB].sfu, WorkerPool)
     org = await svc.store.create_org("Worker School", 100_000, svc.clock.now_ms())
-    room = Classroom(server=server, svc=svc, org=org)
+    return kind(server=server, svc=svc, org=org)
+
+
+@pytest.fixture
+async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+    room = await _serve(aiohttp_server, tmp_path, Classroom)
+    yield room
+    for c in room.clients:
+        await c.close()
+
+
+@pytest.fixture
+async def workers_studio(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Studio]:
+    """The recorder's test world (tests/recorder/conftest.py) with media in worker processes."""
+    room = await _serve(aiohttp_server, tmp_path, Studio)
+    assert isinstance(room, Studio)
     yield room
     for c in room.clients:
         await c.close()
