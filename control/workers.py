@@ -67,6 +67,7 @@ class WorkerHandle:
     process: asyncio.subprocess.Process | None = None
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     hello: asyncio.Future[dict[str, Any]] | None = None
+    down: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process is lost, until restarted
 
     @property
     def pps(self) -> float:
@@ -89,6 +90,7 @@ class WorkerHandle:
         hello = await asyncio.wait_for(self.hello, START_TIMEOUT)
         self.pid, self.port, self.engine = int(hello["pid"]), int(hello["port"]), str(hello["engine"])
         self.alive, self.started_at = True, time.monotonic()
+        self.down.clear()
         log.info("SFU worker %d: pid %d, UDP port %d, engine %s", self.index, self.pid, self.port, self.engine)
 
     def _on_message(self, m: dict[str, Any]) -> None:
@@ -114,6 +116,7 @@ class WorkerHandle:
     def _on_lost(self) -> None:
         was_alive = self.alive
         self.alive = False
+        self.down.set()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(SignalingError("MEDIA_WORKER_LOST", "the media worker restarted; reconnect"))

@@ -8,8 +8,7 @@ import os
 import signal
 
 from sfu.client import State
-from tests.recorder.conftest import ClipAudio, ClipVideo, MarkerClip, decode_all, first_bright, first_loud
-from tests.recorder.conftest import Studio
+from tests.recorder.conftest import ClipAudio, ClipVideo, MarkerClip, Studio, decode_all, first_bright, first_loud
 from tests.recorder.test_recording_media import RED, _center, _close
 from tests.workers.conftest import pool_of
 
