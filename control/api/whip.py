@@ -37,6 +37,7 @@ from control.validation import effective_customization
 from sfu.errors import SignalingError
 from sfu.oneway import PublishOnlyParticipant, ViewOnlyParticipant, join_one_way, role_of, room_producers
 from sfu.participant import MAX_SDP, SfuParticipant
+from sfu.router import Sfu
 
 log = logging.getLogger("classcast.whip")
 
@@ -116,6 +117,9 @@ def _grant(request: web.Request) -> Grant:
         raise ApiError(401, "Authorization: Bearer <join token> is required", "UNAUTHORIZED")
     if grant.room.room_id != room_id_param(request):
         raise ApiError(403, "The token is for another room", "FORBIDDEN")
+    if not isinstance(request.app[HUB].sfu, Sfu):  # control/workers.py does not relay one-way participants yet
+        raise ApiError(501, "WHIP and WHEP need the media in the server process for now (CLASSCAST_SFU_WORKERS=0)",
+                       "NOT_IMPLEMENTED")
     return grant
 
 
