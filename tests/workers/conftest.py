@@ -19,13 +19,16 @@ from tests.recorder.conftest import Studio
 from tests.sfu.conftest import Classroom
 
 
-async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom]) -> Classroom:
+async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom],
+                 routes: tuple[tuple[str, Any], ...] = ()) -> Classroom:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=5.0, sfu_workers=2,
                                  public_url=f"http://127.0.0.1:{port}", tutor=TutorConfig(llm_backend="fake"))
     app = await create_app(config, background=False)
+    for path, handler in routes:
+        app.router.add_get(path, handler)
     server = await aiohttp_server(app, host="127.0.0.1", port=port)
     svc = app[SERVICES]
     assert isinstance(app[HUB].sfu, WorkerPool)
@@ -36,6 +39,22 @@ async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom]) -> 
 @pytest.fixture
 async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
     room = await _serve(aiohttp_server, tmp_path, Classroom)
+    yield room
+    for c in room.clients:
+        await c.close()
+
+
+@pytest.fixture
+async def workers_page_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+    """workers_room serving the browser tests' SDK page (tests/e2e/conftest.py)."""
+    from aiohttp import web
+
+    from tests.e2e.conftest import TEST_PAGE
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text=TEST_PAGE, content_type="text/html")
+
+    room = await _serve(aiohttp_server, tmp_path, Classroom, (("/__e2e__", page),))
     yield room
     for c in room.clients:
         await c.close()
