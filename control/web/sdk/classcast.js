@@ -67,6 +67,7 @@ export const SERVER_EVENT = Object.freeze({
   QUALITY_CHANGED: "quality_changed",
   LAYERS: "layers",
   RESTARTED: "restarted",
+  RECONNECTING: "reconnecting",  // the server lost this connection's media worker; the Room reconnects by itself
   CONNECTION_STATE: "connection_state",
 });
 
