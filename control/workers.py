@@ -246,6 +246,20 @@ class WorkerPool:
                 self.members.pop(key, None)
             raise
 
+    async def open_one_way(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal, kind: str,
+                           offer: str, tracks: list[dict[str, str]], quality: str) -> str:
+        """WHIP/WHEP (`Sfu.open_one_way`) on the room's worker; the session's later calls are handle/leave."""
+        worker = await self._place(room_sid)
+        self.members[key] = (room_sid, worker, signal)
+        try:
+            return str(await worker.request("oneway", room=room_sid, key=key, info=info, kind=kind, offer=offer,
+                                            tracks=tracks, quality=quality))
+        except BaseException:
+            if self.members.get(key, (None, None))[1] is worker:
+                self.members.pop(key, None)
+            self._forget_if_empty(room_sid)
+            raise
+
     async def handle(self, room_sid: str, key: str, message: dict[str, Any]) -> None:
         member = self.members.get(key)
         if member is None or member[0] != room_sid:

@@ -8,6 +8,8 @@ Control -> worker, requests (`id` is echoed in the reply; `op` names the Sfu cal
     {"op": "config", "index": int, "ice": ICE}                    first message; the worker answers with `hello`
     {"op": "join", "id", "room", "key", "info": {...}}            -> ok: the room's tracks (list of dicts)
     {"op": "handle", "id", "room", "key", "m": {signaling msg}}   -> ok: None, or err {code, message}
+    {"op": "oneway", "id", "room", "key", "info", "kind": "whip"|"whep", "offer": sdp, "tracks": [{source, mid}],
+     "quality"}                                                   -> ok: the answer SDP (Sfu.open_one_way)
     {"op": "leave", "id", "room", "key"}
     {"op": "close_room", "id", "room"}
     {"op": "set_blocked", "id", "room", "uid", "blocked": bool}
@@ -46,8 +48,8 @@ log = logging.getLogger("classcast.sfu.wire")
 
 LOAD_PERIOD = 0.5  # seconds between a worker's load reports: placement and the death check read them
 MEDIA_QUEUE_LIMIT = 8000  # tap packets waiting for the socket; beyond that a sink is too slow and packets drop
-OPS = frozenset({"config", "join", "handle", "leave", "close_room", "set_blocked", "keyframe", "stats", "add_tap",
-                 "remove_tap"})
+OPS = frozenset({"config", "join", "oneway", "handle", "leave", "close_room", "set_blocked", "keyframe", "stats",
+                 "add_tap", "remove_tap"})
 EVENTS = frozenset({"hello", "signal", "load", "tap"})
 
 

@@ -110,6 +110,12 @@ class Worker:
                 tracks = await sfu.join(room, key, m["info"], lambda msg: self.link.send(
                     {"ev": "signal", "key": key, "m": msg}))
                 self._reply(rid, tracks)
+            elif op == "oneway":
+                key = m["key"]
+                answer = await sfu.open_one_way(room, key, m["info"], lambda msg: self.link.send(
+                    {"ev": "signal", "key": key, "m": msg}), str(m["kind"]), str(m["offer"]), list(m["tracks"]),
+                    str(m["quality"]))
+                self._reply(rid, answer)
             elif op == "handle":
                 await sfu.handle(room, m["key"], m["m"])
                 self._reply(rid)

@@ -41,14 +41,3 @@ async def test_a_class_runs_through_a_worker_process(workers_room: Classroom) ->
     stats = await pool.room_stats(room_sid)
     assert stats["participants"] == 2 and {t["source"] for t in stats["tracks"]} == {"camera", "microphone"}
 
-
-async def test_whip_says_plainly_that_it_needs_media_in_process(workers_room: Classroom) -> None:
-    import aiohttp
-
-    token = await workers_room.create_room(customization={"allowIngress": True})
-    async with aiohttp.ClientSession() as session, session.post(
-            workers_room.base + "/v1/whip/physics-1", data=b"v=0\r\n",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}) as resp:
-        assert resp.status == 501
-        body = await resp.json()
-    assert body["code"] == "NOT_IMPLEMENTED" and "CLASSCAST_SFU_WORKERS=0" in body["message"]
