@@ -157,6 +157,16 @@ class WorkerHandle:
                 await self.process.wait()
 
 
+def _add_tap(room_sid: str, tap_id: int, tap: Tap) -> dict[str, Any]:
+    """The add_tap op; a sink by address (the recorder: `address`, `job_id`) gets its media from the worker itself."""
+    message: dict[str, Any] = {"op": "add_tap", "room": room_sid, "tap": tap_id,
+                               "video": bool(getattr(tap, "wants_video", True))}
+    address = getattr(tap, "address", None)
+    if address:
+        message["feed"] = {"path": str(address), "job": str(getattr(tap, "job_id", ""))}
+    return message
+
+
 @dataclass(eq=False)
 class _TapEntry:
     room: str
@@ -178,6 +188,7 @@ class WorkerPool:
         self._tap_ids: dict[int, int] = {}  # id(tap object) -> tap id
         self.on_lost: Callable[[list[str]], None] = lambda keys: None  # set by the Hub
         self.lost_total = 0
+        self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._log_task: asyncio.Task[None] | None = None
@@ -226,8 +237,7 @@ class WorkerPool:
         for tap_id, entry in self.taps.items():  # sinks of the room follow it (a restart's re-placement)
             if entry.room == room_sid and entry.worker is not worker:
                 entry.worker = worker
-                worker.send({"op": "add_tap", "room": room_sid, "tap": tap_id,
-                             "video": bool(getattr(entry.tap, "wants_video", True))})
+                worker.send(_add_tap(room_sid, tap_id, entry.tap))
         return worker
 
     def worker_of(self, room_sid: str) -> WorkerHandle | None:
@@ -286,8 +296,7 @@ class WorkerPool:
         worker = self.worker_of(room_sid)
         if worker is not None:
             entry.worker = worker
-            worker.send({"op": "add_tap", "room": room_sid, "tap": tap_id,
-                         "video": bool(getattr(tap, "wants_video", True))})
+            worker.send(_add_tap(room_sid, tap_id, tap))
         else:  # placed with the room's first participant, or now if the room has none yet
             self._spawn(self._place(room_sid))
 
@@ -361,6 +370,8 @@ class WorkerPool:
         if entry is None:
             return
         f, tap = m.get("f"), entry.tap
+        if f in ("rtp", "sr"):
+            self.relayed_media += 1
         if f == "rtp":
             tap.rtp(m["track"], m["data"], float(m["at"]))
         elif f == "sr":

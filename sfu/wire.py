@@ -15,7 +15,9 @@ Control -> worker, requests (`id` is echoed in the reply; `op` names the Sfu cal
     {"op": "set_blocked", "id", "room", "uid", "blocked": bool}
     {"op": "keyframe", "id", "room", "track"}                     -> ok: bool (asked, or throttled)
     {"op": "stats", "id", "room"}                                 -> ok: Sfu.stats(room)
-    {"op": "add_tap", "room", "tap": int, "video": bool}          no reply: a sink wants the room's packets
+    {"op": "add_tap", "room", "tap": int, "video": bool,          no reply: a sink wants the room's packets;
+     ["feed": {"path", "job"}]}                                   with `feed` (a sink by address, the recorder) the
+                                                                  worker sends rtp/sr to that Unix socket itself
     {"op": "remove_tap", "room", "tap": int}                      no reply
 Worker -> control:
     {"re": id, "ok": value} | {"re": id, "err": {"code", "message"}}
@@ -93,6 +95,10 @@ class Channel:
 
     async def open(self, sock: Any) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
+        await self.attach(reader, writer)
+
+    async def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.closed = False
         self._writer = writer
         self._tasks = [asyncio.create_task(self._write_loop(writer)), asyncio.create_task(self._read_loop(reader))]
 

@@ -25,10 +25,13 @@ log = logging.getLogger("classcast.sfu.worker")
 
 
 class RelayTap:
-    """A sink of the control side (recorder feed, transcriber), reached through this worker's link."""
+    """A sink of the control side (recorder feed, transcriber), reached through this worker's link; or, for a sink by
+    address (`feed`: the recorder's socket and job), its packets go straight to that socket."""
 
-    def __init__(self, link: wire.Channel, tap_id: int, wants_video: bool) -> None:
+    def __init__(self, link: wire.Channel, tap_id: int, wants_video: bool, feed: wire.Channel | None = None,
+                 job: str = "") -> None:
         self.link, self.id, self.wants_video = link, tap_id, wants_video
+        self.feed, self.job = feed, job
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
         self.link.send({"ev": "tap", "tap": self.id, "f": "added", "room": room_sid, "track": track})
@@ -41,12 +44,19 @@ class RelayTap:
                         "muted": muted})
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
-        self.link.send_media({"ev": "tap", "tap": self.id, "f": "rtp", "track": track_id, "data": data,
-                              "at": arrival})
+        if self.feed is not None:  # recorder/feed.py's message, to the recorder itself
+            self.feed.send_media({"t": "rtp", "j": self.job, "id": track_id, "d": data, "a": arrival})
+        else:
+            self.link.send_media({"ev": "tap", "tap": self.id, "f": "rtp", "track": track_id, "data": data,
+                                  "at": arrival})
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
-        self.link.send_media({"ev": "tap", "tap": self.id, "f": "sr", "track": track_id, "ntp": ntp,
-                              "ts": rtp_timestamp, "at": arrival})
+        if self.feed is not None:
+            self.feed.send_media({"t": "sr", "j": self.job, "id": track_id, "ntp": ntp, "rtp": rtp_timestamp,
+                                  "a": arrival})
+        else:
+            self.link.send_media({"ev": "tap", "tap": self.id, "f": "sr", "track": track_id, "ntp": ntp,
+                                  "ts": rtp_timestamp, "at": arrival})
 
 
 class Worker:
@@ -54,6 +64,7 @@ class Worker:
         self.sfu: Sfu | None = None
         self.link = wire.Channel(self._on_message, self._on_lost)
         self.taps: dict[int, tuple[str, RelayTap]] = {}
+        self.feeds: dict[str, wire.Channel] = {}  # sink sockets by path (sinks by address)
         self.index = -1
         self.done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,7 +86,9 @@ class Worker:
         elif self.sfu is None:
             log.error("worker: %r before config", op)
         elif op == "add_tap":
-            tap = RelayTap(self.link, int(m["tap"]), bool(m.get("video", True)))
+            feed = m.get("feed") or {}
+            tap = RelayTap(self.link, int(m["tap"]), bool(m.get("video", True)),
+                           self._feed(str(feed["path"])) if feed.get("path") else None, str(feed.get("job", "")))
             self.taps[tap.id] = (m["room"], tap)
             self.sfu.add_tap(m["room"], tap)
         elif op == "remove_tap":
@@ -86,6 +99,25 @@ class Worker:
             self._spawn(self._request(m))
         else:
             self._reply(m.get("id"), err=("BAD_MESSAGE", f"unknown op {op!r}"))
+
+    def _feed(self, path: str) -> wire.Channel:
+        """One connection per sink socket (the recorder's), opened on first use and again after it was lost;
+        packets sent before it is open are dropped and counted like a slow sink's."""
+        channel = self.feeds.get(path)
+        if channel is None or channel.closed:
+            channel = self.feeds[path] = wire.Channel(lambda m: None, lambda: None)
+            channel.closed = True  # until connected: send_media drops
+
+            async def connect() -> None:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(path)
+                except OSError as exc:
+                    log.warning("worker %d: sink %s unreachable: %s", self.index, path, exc)
+                    return
+                await channel.attach(reader, writer)
+
+            self._spawn(connect())
+        return channel
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
