@@ -344,8 +344,9 @@ class WorkerPool:
         for w in self.workers:
             m = w.load.get("metrics") or {}
             total["engine"] = total["engine"] or m.get("engine", "")
-            for key in ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches"):
-                total[key] += int(m.get(key, 0))
+            for key in ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches", "packets_in",
+                        "nacks_sent", "plis_sent"):
+                total[key] = total.get(key, 0) + int(m.get(key, 0))
             for reason, n in (m.get("drops") or {}).items():
                 total["drops"][reason] = total["drops"].get(reason, 0) + int(n)
             total["estimated_bitrates_bps"] += list(m.get("estimated_bitrates_bps") or [])

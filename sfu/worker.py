@@ -190,6 +190,11 @@ class Worker:
             await asyncio.sleep(wire.LOAD_PERIOD)
             now, cpu = time.monotonic(), _cpu_seconds()
             metrics = sfu.metrics()
+            producers = [p for r in sfu.routers.values() for p in r.producers.values()]
+            # what control/metrics.py otherwise sums from Sfu.stats per live room
+            metrics.update(packets_in=sum(p.packets_in for p in producers),
+                           nacks_sent=sum(p.nacks_sent for p in producers),
+                           plis_sent=sum(p.keyframes.requested for p in producers))
             out = int(metrics["forwarded_packets"])
             dt = max(1e-3, now - last_t)
             self.link.send({"ev": "load", "pps": (out - last_out) / dt, "cpu": (cpu - last_cpu) / dt,

@@ -61,3 +61,6 @@ async def test_new_rooms_go_to_the_least_loaded_worker(workers_room: Classroom, 
     total = next(float(line.split()[-1]) for line in text.splitlines()
                  if line.startswith("classcast_sfu_forwarded_packets_total "))
     assert total >= forwarded[str(busy)]
+    received = next(float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("classcast_sfu_received_packets_total "))
+    assert received > 0, "the publishers' packets, counted in the worker"
