@@ -37,6 +37,7 @@ START_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
 RESTART_BACKOFF = (0.1, 5.0)
 LOAD_LOG_INTERVAL = 60.0
+HUNG_AFTER = 3.0  # seconds without a load report (sent every wire.LOAD_PERIOD): the worker is killed and restarted
 Signal = Callable[[dict[str, Any]], None]
 
 
@@ -61,6 +62,7 @@ class WorkerHandle:
     engine: str = ""
     alive: bool = False
     started_at: float = 0.0
+    heard: float = 0.0  # when its last load report came: a worker that stops reporting is hung
     restarts: int = 0
     load: dict[str, Any] = field(default_factory=dict)
     link: wire.Channel | None = None
@@ -90,6 +92,7 @@ class WorkerHandle:
         hello = await asyncio.wait_for(self.hello, START_TIMEOUT)
         self.pid, self.port, self.engine = int(hello["pid"]), int(hello["port"]), str(hello["engine"])
         self.alive, self.started_at = True, time.monotonic()
+        self.heard = self.started_at
         self.down.clear()
         log.info("SFU worker %d: pid %d, UDP port %d, engine %s", self.index, self.pid, self.port, self.engine)
 
@@ -110,6 +113,7 @@ class WorkerHandle:
             self.pool.tap_event(m)
         elif ev == "load":
             self.load = m
+            self.heard = time.monotonic()
         elif ev == "hello" and self.hello is not None and not self.hello.done():
             self.hello.set_result(m)
 
@@ -203,6 +207,20 @@ class WorkerPool:
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self.workers))
         self._log_task = asyncio.create_task(self._log_load())
+        self._spawn(self._watch())
+
+    async def _watch(self) -> None:
+        """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. It is killed, and
+        the socket's close does the rest, as for any death."""
+        while not self._closing:
+            await asyncio.sleep(wire.LOAD_PERIOD)
+            now = time.monotonic()
+            for w in self.workers:
+                if w.alive and w.process is not None and now - w.heard > HUNG_AFTER:
+                    log.error("SFU worker %d (pid %d) silent for %.1f s: killed", w.index, w.pid, now - w.heard)
+                    w.heard = now
+                    with contextlib.suppress(ProcessLookupError):
+                        w.process.kill()
 
     def workers_alive(self) -> tuple[int, int]:
         """For /readyz (control/health.py)."""

@@ -48,3 +48,20 @@ async def test_sigkill_of_a_worker_the_class_goes_on(workers_room: Classroom) ->
     sessions_after = {s.id for s in await workers_room.svc.store.room_sessions(room_sid, active_only=True)}
     assert sessions_after == sessions_before
     assert all(s.left_at is None for s in await workers_room.svc.store.room_sessions(room_sid))
+
+
+async def test_a_hung_worker_is_killed_and_restarted(workers_room: Classroom) -> None:
+    pool = pool_of(workers_room)
+    teacher = await workers_room.client(await workers_room.create_room(), name="teacher", backoff=(0.1, 1.0))
+    holder = next(iter(pool.rooms.values()))
+    old_pid = holder.pid
+    os.kill(old_pid, signal.SIGSTOP)  # alive but silent: its socket stays open
+    stopped = time.monotonic()
+    await asyncio.wait_for(holder.down.wait(), 5.0)
+    assert 2.5 < time.monotonic() - stopped < 5.0  # HUNG_AFTER (3 s) of silence, then the kill's socket close
+    await teacher.wait_for("reconnecting", timeout=2)
+    assert await teacher.wait_state(State.CONNECTED, timeout=15) == State.CONNECTED
+    deadline = time.monotonic() + 15
+    while not (holder.alive and holder.pid != old_pid):
+        assert time.monotonic() < deadline, "the worker was not restarted"
+        await asyncio.sleep(0.05)
