@@ -419,7 +419,11 @@ class WorkerPool:
         for sid in rooms:
             self.rooms.pop(sid, None)
         for key in keys:
-            self.members.pop(key, None)
+            _, _, signal = self.members.pop(key)
+            # what the participant's transport would say: a one-way (WHIP/WHEP) session ends on it (its client
+            # POSTs again); a WebSocket participant is told to reconnect by the Hub (on_lost) right after
+            with contextlib.suppress(Exception):
+                signal({"type": "connection_state", "state": "failed", "reason": "media_worker_lost"})
         for entry in self.taps.values():
             if entry.worker is worker:
                 entry.worker = None

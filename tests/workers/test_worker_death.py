@@ -65,3 +65,26 @@ async def test_a_hung_worker_is_killed_and_restarted(workers_room: Classroom) ->
     while not (holder.alive and holder.pid != old_pid):
         assert time.monotonic() < deadline, "the worker was not restarted"
         await asyncio.sleep(0.05)
+
+
+async def test_a_whip_session_ends_when_its_worker_dies(workers_room: Classroom) -> None:
+    from control.api.whip import SESSIONS
+    from sfu.whip_client import WhipClient
+
+    token = await workers_room.create_room(customization={"allowIngress": True})
+    encoder = WhipClient(workers_room.base + "/v1/whip/physics-1", token, ice=workers_room.svc.config.ice)
+    await encoder.publish({"camera": SyntheticVideoTrack(160, 120, 15)})
+    await encoder.wait_connected()
+    sessions = workers_room.server.app[SESSIONS].sessions
+    (session,) = sessions.values()
+    pool = pool_of(workers_room)
+    os.kill(pool.rooms[session.room_sid].pid, signal.SIGKILL)
+    for _ in range(100):  # RFC 9725 has no way to move a session: it ends, the encoder POSTs again
+        if not sessions:
+            break
+        await asyncio.sleep(0.05)
+    assert not sessions
+    stored = await workers_room.svc.store.get_session(session.session_id)
+    assert stored is not None and stored.leave_reason == "disconnected"
+    encoder.location = None
+    await encoder.close()
