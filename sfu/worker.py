@@ -112,7 +112,11 @@ class Worker:
                 try:
                     reader, writer = await asyncio.open_unix_connection(path)
                 except OSError as exc:
-                    log.warning("worker %d: sink %s unreachable: %s", self.index, path, exc)
+                    log.warning("worker %d: sink %s unreachable (%s): its packets go through the control process",
+                                self.index, path, exc)
+                    for _, tap in self.taps.values():
+                        if tap.feed is channel:
+                            tap.feed = None
                     return
                 await channel.attach(reader, writer)
 
