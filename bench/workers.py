@@ -81,6 +81,7 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         steps.append({
             "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
             "loss_percent_max": max((x for x in losses if x is not None), default=None),
+            "delivered_percent_min": min((s["delivered_percent"] or 0) for s in per_room),
             "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
             "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
             "joins_failed": sum(s.get("joins_failed") or 0 for s in per_room),
@@ -98,11 +99,12 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"SFU workers {result['sfu_workers']}, {result['rooms']} rooms: knee {result['knee_total']} "
              f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
              f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
-             "| total subs | loss % (worst room) | server CPU % | packets out/s | joins failed |",
-             "|---|---|---|---|---|"]
+             "| total subs | loss % (worst room) | delivered % (worst room) | server CPU % | packets out/s | "
+             "joins failed |", "|---|---|---|---|---|---|"]
     for s in result["steps"]:
-        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {s['server_cpu_percent']} | "
-                     f"{s['packets_out_per_s']} | {s['joins_failed']} |")
+        delivered = s.get("delivered_percent_min")
+        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {delivered} | "
+                     f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} |")
     return "\n".join(lines)
 
 

@@ -37,7 +37,8 @@ START_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 10.0
 RESTART_BACKOFF = (0.1, 5.0)
 LOAD_LOG_INTERVAL = 60.0
-HUNG_AFTER = 3.0  # seconds without a load report (sent every wire.LOAD_PERIOD): the worker is killed and restarted
+HUNG_AFTER = 10.0  # seconds without a load report (sent every wire.LOAD_PERIOD) nor CPU used: killed and restarted
+HUNG_ALWAYS = 60.0  # seconds without a load report, CPU or not (a loop spinning on one task)
 Signal = Callable[[dict[str, Any]], None]
 
 
@@ -63,6 +64,8 @@ class WorkerHandle:
     alive: bool = False
     started_at: float = 0.0
     heard: float = 0.0  # when its last load report came: a worker that stops reporting is hung
+    cpu_ticks: int = -1  # its CPU time in /proc (clock ticks) at `progressed`
+    progressed: float = 0.0
     restarts: int = 0
     load: dict[str, Any] = field(default_factory=dict)
     link: wire.Channel | None = None
@@ -92,7 +95,7 @@ class WorkerHandle:
         hello = await asyncio.wait_for(self.hello, START_TIMEOUT)
         self.pid, self.port, self.engine = int(hello["pid"]), int(hello["port"]), str(hello["engine"])
         self.alive, self.started_at = True, time.monotonic()
-        self.heard = self.started_at
+        self.heard = self.progressed = self.started_at
         self.down.clear()
         log.info("SFU worker %d: pid %d, UDP port %d, engine %s", self.index, self.pid, self.port, self.engine)
 
@@ -161,6 +164,16 @@ class WorkerHandle:
                 await self.process.wait()
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, from /proc (-1 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[11]) + int(fields[12])
+
+
 def _add_tap(room_sid: str, tap_id: int, tap: Tap) -> dict[str, Any]:
     """The add_tap op; a sink by address (the recorder: `address`, `job_id`) gets its media from the worker itself."""
     message: dict[str, Any] = {"op": "add_tap", "room": room_sid, "tap": tap_id,
@@ -192,6 +205,7 @@ class WorkerPool:
         self._tap_ids: dict[int, int] = {}  # id(tap object) -> tap id
         self.on_lost: Callable[[list[str]], None] = lambda keys: None  # set by the Hub
         self.lost_total = 0
+        self.hung_after = HUNG_AFTER
         self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -210,14 +224,23 @@ class WorkerPool:
         self._spawn(self._watch())
 
     async def _watch(self) -> None:
-        """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. It is killed, and
-        the socket's close does the rest, as for any death."""
+        """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. Silence alone is
+        not enough (a loaded worker's loop can be busy for seconds with a burst of joins): it must also have used no
+        CPU for `hung_after` seconds, or have been silent for HUNG_ALWAYS. It is killed, and the socket's close does
+        the rest, as for any death."""
         while not self._closing:
             await asyncio.sleep(wire.LOAD_PERIOD)
             now = time.monotonic()
             for w in self.workers:
-                if w.alive and w.process is not None and now - w.heard > HUNG_AFTER:
-                    log.error("SFU worker %d (pid %d) silent for %.1f s: killed", w.index, w.pid, now - w.heard)
+                if not w.alive or w.process is None:
+                    continue
+                ticks = _cpu_ticks(w.pid)
+                if ticks != w.cpu_ticks:
+                    w.cpu_ticks, w.progressed = ticks, now
+                silent = now - w.heard
+                if (silent > self.hung_after and now - w.progressed > self.hung_after) or silent > HUNG_ALWAYS:
+                    log.error("SFU worker %d (pid %d) silent for %.1f s, %.1f s without CPU: killed", w.index,
+                              w.pid, silent, now - w.progressed)
                     w.heard = now
                     with contextlib.suppress(ProcessLookupError):
                         w.process.kill()
