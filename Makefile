@@ -24,9 +24,11 @@ $(SRTP_H):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libsrtp2-dev gcc python3-dev
 
 # The built module itself is the target (a stamp in the shared .venv would hide a missing build in a checkout).
+# Built again after every pip install ($(STAMP)), with --force: pip's isolated build of the editable install cannot
+# see pylibsrtp, so it links Debian's NSS libsrtp2; setup.py here links pylibsrtp's OpenSSL one (issue 21).
 NATIVE := sfu/engine/_native$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-$(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) | $(SRTP_H) $(BIN)/python
-	$(BIN)/python setup.py -q build_ext --inplace
+$(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) $(STAMP) | $(SRTP_H) $(BIN)/python
+	$(BIN)/python setup.py -q build_ext --inplace --force
 
 # Stamps make a second `make install` a no-op unless pyproject.toml changed.
 $(STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python

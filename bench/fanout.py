@@ -330,7 +330,7 @@ class Subscriber:
 
     async def join(self, session: aiohttp.ClientSession) -> None:
         self.started = time.time()
-        self.link = await targets.subscribe(self.target, session, self.info, self.peer)
+        self.link = await asyncio.wait_for(targets.subscribe(self.target, session, self.info, self.peer), 60)
         await asyncio.wait_for(self.peer.wait_connected(), 30)
         self._negotiated()
         self._below_srtp()
@@ -527,7 +527,9 @@ class Subscriber:
 async def _worker_main(conn: Any) -> None:
     _client_log("worker")
     loop = asyncio.get_running_loop()
-    session = aiohttp.ClientSession()
+    # every subscriber keeps its signaling WebSocket open through this session: aiohttp's default limit of 100
+    # connections would make the 101st join of a process wait forever
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     subs: list[Subscriber] = []
     pid = os.getpid()
 

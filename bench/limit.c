@@ -1,12 +1,13 @@
 /* The physical limit of fan-out on this machine: only what a forwarding server cannot avoid, per copy, in C.
  *
  * For each incoming packet, each of N subscribers gets its own copy SRTP-protected with its own libsrtp context
- * (Debian's libsrtp2, the library the engine links), and the N datagrams leave through one UDP socket in one
- * sendmmsg to N loopback sockets that a child process drains with recvmmsg (so the kernel delivers them, as it
- * does to the bench's subscribers). Reported: the sender's CPU time (user + system, this process only, from
+ * (the libsrtp the engine links: bench/limit.py builds it against the same one, and "srtp" in the output names
+ * it), and the N datagrams leave through one UDP socket in one sendmmsg to N loopback sockets that a child
+ * process drains with recvmmsg (so the kernel delivers them, as it does to the bench's subscribers). Reported: the sender's CPU time (user + system, this process only, from
  * getrusage) per datagram sent, the same unit as the fan-out bench's "CPU µs per forwarded packet".
  *
  *   cc -O2 bench/limit.c -lsrtp2 -o build/limit && build/limit --subscribers 100 --seconds 5 --profile 8
+ *   (Debian's libsrtp2; `python -m bench.limit` links the engine's)
  *
  * Packet sizes cycle through the lecture scenario's mix (four video packets of 1200 bytes, one Opus packet of
  * 100 bytes); --rate is incoming packets per second (default: the lecture's ~250), so that the run has the bench's
@@ -150,7 +151,8 @@ int main(int argc, char **argv) {
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     printf("{\"subscribers\": %d, \"profile\": %d, \"datagrams\": %ld, \"failed\": %ld, \"cpu_s\": %.3f, "
-           "\"wall_s\": %.2f, \"cpu_us_per_datagram\": %.2f, \"cpu_percent\": %.1f}\n",
-           n, profile, sent, failed, cpu, wall, sent ? cpu / sent * 1e6 : 0.0, cpu / wall * 100);
+           "\"wall_s\": %.2f, \"cpu_us_per_datagram\": %.2f, \"cpu_percent\": %.1f, \"srtp\": \"%s\"}\n",
+           n, profile, sent, failed, cpu, wall, sent ? cpu / sent * 1e6 : 0.0, cpu / wall * 100,
+           srtp_get_version_string());
     return 0;
 }

@@ -2,7 +2,9 @@
 loopback sockets, in C, nothing else), and compares the fan-out targets' CPU per forwarded packet with it.
 
 `python -m bench.limit --subscribers 25,50,100 --seconds 5` prints its figures alone; `classcast-bench fanout
---limit ...` adds them to a run. The binary is built on first use with Debian's gcc and libsrtp2 (the engine's)."""
+--limit ...` adds them to a run. The binary is built on first use with Debian's gcc against the libsrtp the media
+engine loaded (setup.py: pylibsrtp's OpenSSL build, or Debian's libsrtp2), so the limit's SRTP costs what the
+engine's does; each figure names it (`srtp`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import hashlib
 import json
 import subprocess
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,31 @@ SOURCE = HERE / "limit.c"
 PROFILE_AES_256_GCM = 8  # what aiortc (the bench's subscribers) and the servers negotiate first
 
 
+def engine_srtp() -> list[str]:
+    """Linker arguments for the libsrtp the native engine loaded: the file in this process's memory map once the
+    engine is imported (pylibsrtp's binding needs the Python library for its own, unused, Python symbols)."""
+    try:
+        from sfu.engine import _native  # noqa: F401 (loads its libsrtp)
+    except ImportError:
+        return ["-lsrtp2"]
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        files = {line.split()[-1] for line in maps if line.rstrip().endswith(".so") or ".so." in line}
+    binding = next((f for f in files if f.endswith("/pylibsrtp/_binding.abi3.so")), None)
+    if binding is None:
+        return ["-lsrtp2"]
+    where = str(Path(binding).parent)
+    pylib = [f"-L{sysconfig.get_config_var('LIBDIR')}", f"-l:{sysconfig.get_config_var('LDLIBRARY')}",
+             f"-Wl,-rpath,{sysconfig.get_config_var('LIBDIR')}"]
+    return [f"-L{where}", "-l:_binding.abi3.so", f"-Wl,-rpath,{where}", *pylib]
+
+
 def binary() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    link = engine_srtp()
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(link).encode()).hexdigest()[:12]
     path = HERE.parent / "build" / f"limit-{digest}"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
-        subprocess.run(["cc", "-O2", "-Wall", str(SOURCE), "-lsrtp2", "-o", str(path)], check=True)
+        subprocess.run(["cc", "-O2", "-Wall", str(SOURCE), *link, "-o", str(path)], check=True)
     return path
 
 

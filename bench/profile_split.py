@@ -2,9 +2,10 @@
 
 py-spy (`fanout --profile DIR`) samples the server's Python stacks from outside, `--rate` times a second, with line
 numbers. A sample whose innermost frame is the line that calls the engine's `push` is time inside the native
-per-packet call (copies, SRTP protect, sendmmsg): **send**. Samples under the handling of a publisher's RTP (SRTP
-unprotect in aiortc, demultiplexing, reception statistics) or of a peer's RTCP (SRTCP unprotect, parsing, NACK /
-report / TWCC feedback handling) are **receive**, split by which; everything else is the **rest** (timers' Python
+per-packet call (copies, SRTP protect, sendmmsg): **send**. Samples on the line that calls the engine's `recv`
+(recvmmsg, SRTP unprotect, subscribers' RTCP read in C), or under the handling of a publisher's RTP (SRTP unprotect
+in aiortc, demultiplexing, reception statistics) or of a peer's RTCP (SRTCP unprotect, parsing, NACK / report /
+TWCC feedback handling) are **receive**, split by which; everything else is the **rest** (timers' Python
 work: layer choice, sender reports, reports to publishers, signaling; and the event loop's own native code, uvloop's
 system calls and timers, which shows as the bare `Runner.run` frame). The measured CPU time is shared out in
 proportion to the samples (see `split`).
@@ -21,7 +22,7 @@ from collections import Counter
 from functools import cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CATEGORIES = ("send_engine_push", "receive_rtp", "receive_rtcp", "receive_ice_dtls", "python_other")
+CATEGORIES = ("send_engine_push", "receive_native", "receive_rtp", "receive_rtcp", "receive_ice_dtls", "python_other")
 
 
 @cache
@@ -48,8 +49,11 @@ def classify(stack: str) -> str | None:
     name, path, line = _where(frames[-1])
     if name == "Runner.run" or name.endswith(".select") or name.endswith("_run_once"):
         return None
-    if "engine.push(" in _line(path, line):
+    code = _line(path, line)
+    if "engine.push(" in code:
         return "send_engine_push"
+    if "engine.recv(" in code:  # recvmmsg, SRTP unprotect and native feedback (subscribers' quiet RTCP), in C
+        return "receive_native"
     names = [_where(f)[0] for f in frames]
     if any(n.endswith(("_handle_rtcp_data", "unprotect_rtcp", ".on_rtcp")) for n in names):
         return "receive_rtcp"
@@ -80,7 +84,8 @@ def split(path: str, rate: float, cpu_s: float | None = None, packets: int | Non
                               "share": {c: round(counts[c] / total, 3) for c in (*CATEGORIES, "loop")} if total else {}}
     if cpu_s is not None and total:
         send = counts["send_engine_push"] / total
-        receive = (counts["receive_rtp"] + counts["receive_rtcp"] + counts["receive_ice_dtls"]) / total
+        receive = (counts["receive_native"] + counts["receive_rtp"] + counts["receive_rtcp"]
+                   + counts["receive_ice_dtls"]) / total
         out["cpu_s"] = round(cpu_s, 3)
         out["percent_of_cpu"] = {"send": round(100 * send, 1), "receive": round(100 * receive, 1),
                                  "receive_rtcp": round(100 * counts["receive_rtcp"] / total, 1),
@@ -88,6 +93,7 @@ def split(path: str, rate: float, cpu_s: float | None = None, packets: int | Non
         if packets:
             us = 1e6 * cpu_s / packets
             out["us_per_packet"] = {"send": round(send * us, 2), "receive": round(receive * us, 2),
+                                    "receive_native": round(counts["receive_native"] / total * us, 2),
                                     "receive_rtp": round(counts["receive_rtp"] / total * us, 2),
                                     "receive_rtcp": round(counts["receive_rtcp"] / total * us, 2),
                                     "receive_ice_dtls": round(counts["receive_ice_dtls"] / total * us, 2),

@@ -21,6 +21,7 @@ import struct
 from typing import Any
 
 from sfu import rtcp
+from sfu.engine.reference import LOSS_WINDOW
 
 REFERENCE_UNIT_US = 64_000
 DELTA_UNIT_US = 250
@@ -174,6 +175,11 @@ class TwccSender:
     declares no more statuses than the sequence numbers between its base and our next one (both within the
     `MAX_SENT` we remember), and only while a budget of two statuses per packet sent (feedback may report a packet
     twice) lasts. Anything else is counted in `refused` and ignored.
+
+    With the media engine, the engine keeps the counts and the loss window: with native feedback on
+    (`engine.set_feedback`) it reads most feedback itself (sfu/engine/reference.py `rx_feedback`) and hands up a
+    window only when its loss matters to the estimate, so `feedbacks`, `reported`, `lost` and `refused` are read
+    from the engine, and the feedback that still reaches `on_feedback` adds to the same window.
     """
 
     BUDGET_SLACK = 2 * MAX_STATUSES
@@ -186,12 +192,32 @@ class TwccSender:
         self.next_seq = 0
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (send time, bytes)
         self._engine, self._transport = engine, transport
-        self.feedbacks = 0
-        self.refused = 0  # feedback that was malformed, declared more than we sent, or came over budget
-        self.reported = 0
-        self.lost = 0
+        self._counts = {"feedbacks": 0, "refused": 0, "reported": 0, "lost": 0}  # without an engine
         self._budget = self.BUDGET_SLACK  # statuses we are still willing to read
         self._window_lost = self._window_reported = 0
+
+    def _count(self, name: str) -> int:
+        if self._engine is None:
+            return self._counts[name]
+        return int(self._engine.transport_stats(self._transport)["twcc_" + name])
+
+    @property
+    def feedbacks(self) -> int:
+        """Feedback that reported at least one of our packets."""
+        return self._count("feedbacks")
+
+    @property
+    def refused(self) -> int:
+        """Feedback that was malformed, declared more than we sent, or came over budget."""
+        return self._count("refused")
+
+    @property
+    def reported(self) -> int:
+        return self._count("reported")
+
+    @property
+    def lost(self) -> int:
+        return self._count("lost")
 
     def stamp(self, size: int, now: float) -> int:
         seq = self.next_seq
@@ -214,40 +240,39 @@ class TwccSender:
         bounds: `engine.twcc_feedback`, specified by sfu/engine/reference.py); this code is the path without one."""
         if self._engine is not None:
             counted = self._engine.twcc_feedback(self._transport, fci)
-            if counted is None:
-                self.refused += 1
+            if counted is None or not counted[0]:
                 return None
-            reported, lost = counted
-        else:
-            if len(fci) < 4:
-                self.refused += 1
-                return None
-            base, count = struct.unpack_from("!HH", fci, 0)
-            span = (self.next_seq - base) & 0xFFFF  # sequence numbers from `base` up to the last one we sent
-            if count > span or span > MAX_SENT or count > self._budget:
-                self.refused += 1
-                return None
-            try:
-                statuses = parse_twcc(fci, max_count=count)
-            except (ValueError, struct.error, IndexError):
-                self.refused += 1
-                return None
-            self._budget -= count
-            lost = reported = 0
-            for seq, arrival in statuses:
-                if not self._take(seq):
-                    continue
-                reported += 1
-                if arrival is None:
-                    lost += 1
+            return self._engine.twcc_window(self._transport)
+        counts = self._counts
+        if len(fci) < 4:
+            counts["refused"] += 1
+            return None
+        base, count = struct.unpack_from("!HH", fci, 0)
+        span = (self.next_seq - base) & 0xFFFF  # sequence numbers from `base` up to the last one we sent
+        if count > span or span > MAX_SENT or count > self._budget:
+            counts["refused"] += 1
+            return None
+        try:
+            statuses = parse_twcc(fci, max_count=count)
+        except (ValueError, struct.error, IndexError):
+            counts["refused"] += 1
+            return None
+        self._budget -= count
+        lost = reported = 0
+        for seq, arrival in statuses:
+            if not self._take(seq):
+                continue
+            reported += 1
+            if arrival is None:
+                lost += 1
         if not reported:
             return None
-        self.feedbacks += 1
-        self.reported += reported
-        self.lost += lost
+        counts["feedbacks"] += 1
+        counts["reported"] += reported
+        counts["lost"] += lost
         self._window_lost += lost
         self._window_reported += reported
-        if self._window_reported < 50:
+        if self._window_reported < LOSS_WINDOW:
             return None
         window = self._window_lost, self._window_reported
         self._window_lost = self._window_reported = 0

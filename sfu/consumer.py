@@ -166,6 +166,7 @@ class Consumer:
     def choose(self, budget_bps: float, now: float) -> Stream | None:
         """The highest flowing layer within the requested maximum whose rate fits the budget (the lowest
         flowing one when none fits: a small picture beats a frozen one)."""
+        self.sent_bitrate(now)  # a rate sample every layer choice: reports without loss stay in the engine
         streams = self.producer.streams
 
         def usable(s: Stream) -> bool:  # flowing, or paused by us and so resumable on demand
@@ -242,7 +243,7 @@ class Consumer:
 
     def sent_bitrate(self, now: float) -> int:
         """Bits per second the engine sent on the slot over about the last second."""
-        total = self.slot.info()["bytes_out"]
+        total = self._engine.bytes_out(self.slot.id)
         samples = self._sent
         samples.append((now, total))
         while len(samples) > 2 and now - samples[1][0] >= 1.0:
@@ -270,21 +271,9 @@ class Consumer:
             self.keyframes_requested += 1
 
     def on_report(self, block: rtcp.ReportBlock) -> None:
+        """A report that reached Python (with native feedback, only those with loss above the engine's LOSS_QUIET:
+        the others change nothing and stay in the engine)."""
         self.fraction_lost = block.fraction_lost
-
-    async def send_sender_report(self, wallclock: float) -> None:
-        """The publisher's last SR translated: same NTP time, RTP time shifted into this slot's timeline."""
-        info = self.slot.info()
-        stream = self._stream(info["current"])
-        report = stream.last_sr if stream is not None else None
-        if report is None or not info["started"]:
-            return
-        rtp_ts = self._engine.ts_peek(self.slot.id, report.rtp_timestamp)
-        if rtp_ts is None:
-            return
-        slot = self.slot
-        await self._send_rtcp(rtcp.build_sr(slot.ssrc, report.ntp, rtp_ts, info["packets_sent"],
-                                            info["octets_sent"]))
 
     def close(self) -> None:
         if self.slot.consumer is self:

@@ -107,9 +107,11 @@ class SfuParticipant:
 
     def _new_peer(self) -> Peer:
         self.transport = self.bridge.engine.add_transport()
+        self.bridge.engine.set_feedback(self.transport, True)  # RTCP with nothing for on_rtcp stays in the engine
         peer = Peer(on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, ice=self.ice, name=f"sfu:{self.uid}",
                     on_transceiver=self._on_transceiver, engine=self.bridge.engine, transport=self.transport,
                     rtc=rtc_server_for(self.ice, self.bridge.engine))
+        peer.on_loss_window = self.on_loss_window
 
         async def on_state() -> None:
             state = peer.pc.connectionState
@@ -233,16 +235,21 @@ class SfuParticipant:
             elif isinstance(packet, rtcp.TransportCC) and self.twcc_out is not None:
                 window = self.twcc_out.on_feedback(packet.fci)
                 if window is not None:
-                    lost, reported = window
-                    sent = sum(c.sent_bitrate(now) for c in self.consumers.values())
-                    before = self.estimate.decreases
-                    self.estimate.on_loss(lost * 256 // reported, sent, now)
-                    self.twcc_decreases += self.estimate.decreases - before
+                    self.on_loss_window(*window, now)
             elif isinstance(packet, rtcp.Fir):
                 for ssrc, _seq in packet.entries:
                     consumer = self._consumer_for(ssrc)
                     if consumer is not None:
                         await consumer.on_keyframe_request(now)
+
+    def on_loss_window(self, lost: int, reported: int, now: float | None = None) -> None:
+        """A transport-cc loss window: from on_rtcp, or read by the engine (native feedback), which hands up only
+        the windows whose loss the estimate acts on."""
+        now = time.monotonic() if now is None else now
+        sent = sum(c.sent_bitrate(now) for c in self.consumers.values())
+        before = self.estimate.decreases
+        self.estimate.on_loss(lost * 256 // reported, sent, now)
+        self.twcc_decreases += self.estimate.decreases - before
 
     def _consumer_for(self, ssrc: int) -> Consumer | None:
         slot = self._slot_by_ssrc.get(ssrc)

@@ -493,6 +493,8 @@ class Peer:
         self._engine_transport = transport
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
+        # a subscriber's transport-cc loss window that the engine read itself (native feedback): (lost, reported)
+        self.on_loss_window: Callable[[int, int], Any] | None = None
         self.stats = PeerStats()
         self._ice = ice
         self._on_transceiver = on_transceiver
@@ -658,6 +660,8 @@ class Peer:
             self.stats.rtp_in += 1
             callback: Callable[..., Any] | None = self.on_rtp
             args: tuple[Any, ...] = (data, arrival)
+        elif kind == 3:  # the engine's loss window (RX_LOSS): lost and reported, two 16-bit numbers
+            callback, args = self.on_loss_window, (data[0] << 8 | data[1], data[2] << 8 | data[3])
         else:
             self.stats.rtcp_in += 1
             callback, args = self.on_rtcp, (data,)

@@ -159,7 +159,6 @@ class Router:
                 await participant.peer.send_rtcp(packet)
 
     async def _send_reports(self, now: float) -> None:
-        wallclock = time.time()
         for participant in list(self.participants.values()):
             blocks: dict[int, list[rtcp.ReportBlock]] = {}
             incoming = 0
@@ -177,8 +176,15 @@ class Router:
                 # A publisher with neither TWCC nor abs-send-time: room to grow above what arrives now.
                 remb = min(REMB_MAX, max(REMB_MIN, int(incoming * 1.5)))
                 await participant.peer.send_rtcp(rtcp.build_remb(next(iter(blocks), 0), remb, ssrcs))
-            for consumer in list(participant.consumers.values()):
-                await consumer.send_sender_report(wallclock)
+        # The publishers' sender reports translated for every subscriber: one engine call per stream (each slot
+        # that carries it gets the same NTP time in its own RTP timeline, sent in one sendmmsg)
+        for producer in list(self.producers.values()):
+            if producer.closed:
+                continue
+            for stream in producer.streams:
+                if stream.last_sr is not None:
+                    producer.bridge.engine.sender_reports(stream.sid, stream.last_sr.ntp,
+                                                          stream.last_sr.rtp_timestamp)
 
     def _dynacast(self, now: float) -> None:
         """Pause simulcast layers nobody needs (after a grace), resume them at once when someone does."""

@@ -98,7 +98,12 @@ TWCC_SENT = 8192  # transport-wide numbers remembered until reported (the engine
 TWCC_SLACK = 2000  # feedback statuses readable before anything was sent (CC_TWCC_SLACK)
 
 
-RX_RTP, RX_RTCP, RX_SLOW, RX_DROPPED = 0, 1, 2, -1  # the native engine's CC_RX_*
+RX_RTP, RX_RTCP, RX_SLOW, RX_LOSS, RX_DROPPED, RX_CONSUMED = 0, 1, 2, 3, -1, -2  # the native engine's CC_RX_*
+# A transport-cc loss window is judged once it holds LOSS_WINDOW reported numbers (sfu/bwe.py TwccSender); a loss
+# fraction (x/256) at or below LOSS_QUIET changes nothing in the subscriber's estimate (SubscriberEstimate.on_loss
+# acts above 2%), so feedback and reports that show no more stay in the engine (native feedback, rx_feedback).
+LOSS_WINDOW, LOSS_QUIET = 50, 5
+_LOSS = struct.Struct("!HH")
 RX_BATCH, RX_MTU = 64, 2048
 # Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS; Python's socket module does not name it): the kernel stamps each
 # datagram's arrival, so TWCC feedback reports when a packet reached the machine, not when a busy loop read it.
@@ -143,6 +148,11 @@ class _Transport:
     packets_in: int = 0
     bytes_in: int = 0
     rx_auth_failed: int = 0
+    feedback: bool = False  # native feedback (rx_feedback)
+    win_lost: int = 0  # the transport-cc loss window (twcc_window)
+    win_reported: int = 0
+    rtcp_consumed: int = 0
+    loss_windows: int = 0
 
     def lose(self) -> bool:
         """The set_loss test hook (xorshift32, as the native engine)."""
@@ -199,7 +209,7 @@ class Engine:
         self._slots: list[_Slot | None] = []
         self._events: list[tuple[int, int]] = []
         self._capture: list[tuple[int, bytes, bytes | None]] | None = None
-        self._rx = {"packets": 0, "bytes": 0, "auth_failed": 0, "truncated": 0, "slow": 0}
+        self._rx = {"packets": 0, "bytes": 0, "auth_failed": 0, "truncated": 0, "slow": 0, "consumed": 0}
         self._totals: dict[str, Any] = {"packets_out": 0, "bytes_out": 0, "retransmitted": 0, "switches": 0,
                                         "drops": _drops()}
 
@@ -310,6 +320,13 @@ class Engine:
         transport.bytes_in += len(plain)
         self._rx["packets"] += 1
         self._rx["bytes"] += len(plain)
+        if rtcp and transport.feedback:
+            read, lost, reported = self.rx_feedback(tid, plain)
+            if read == 1:
+                self._rx["consumed"] += 1
+                return tid, RX_CONSUMED, b""
+            if read == 2:
+                return tid, RX_LOSS, _LOSS.pack(lost, reported)
         return tid, RX_RTCP if rtcp else RX_RTP, plain
 
     def recv(self, fd: int) -> list[tuple[int, int, bytes, tuple[str, int] | None, float]]:
@@ -333,7 +350,7 @@ class Engine:
                 self._rx["truncated"] += 1
                 continue
             tid, kind, plain = self.rx_datagram(data, (addr[0], addr[1]))
-            if kind == RX_DROPPED:
+            if kind in (RX_DROPPED, RX_CONSUMED):
                 continue
             if kind == RX_SLOW:
                 self._rx["slow"] += 1
@@ -349,7 +366,8 @@ class Engine:
         if tid < 0:
             return dict(self._rx)
         transport = self._transport(tid, "rx_stats")
-        return {"packets": transport.packets_in, "bytes": transport.bytes_in, "auth_failed": transport.rx_auth_failed}
+        return {"packets": transport.packets_in, "bytes": transport.bytes_in, "auth_failed": transport.rx_auth_failed,
+                "rtcp_consumed": transport.rtcp_consumed, "loss_windows": transport.loss_windows}
 
     def set_path(self, tid: int, fd: int, host: str, port: int) -> None:
         transport = self._transport(tid, "set_path")
@@ -416,9 +434,67 @@ class Engine:
                         transport.twcc_feedbacks += 1
                         transport.twcc_reported += reported
                         transport.twcc_lost += lost
+                        transport.win_reported += reported
+                        transport.win_lost += lost
                     return reported, lost
         transport.twcc_refused += 1
         return None
+
+    def twcc_window(self, tid: int) -> tuple[int, int] | None:
+        """(lost, reported) once LOSS_WINDOW numbers were reported since the last window (a new one begins), else
+        None. twcc_feedback fills it, whichever path read the feedback."""
+        transport = self._transport(tid, "twcc_window")
+        if transport.win_reported < LOSS_WINDOW:
+            return None
+        lost, reported = transport.win_lost, transport.win_reported
+        while reported > 0xFFFF:  # it travels as 16-bit numbers (RX_LOSS): keep the ratio
+            lost, reported = lost >> 1, reported >> 1
+        transport.win_lost = transport.win_reported = 0
+        return lost, reported
+
+    def set_feedback(self, tid: int, on: bool) -> None:
+        """Native feedback: rx_datagram reads this transport's RTCP with rx_feedback."""
+        self._transport(tid, "set_feedback").feedback = bool(on)
+
+    def rx_feedback(self, tid: int, data: bytes) -> tuple[int, int, int]:
+        """A subscriber's unprotected RTCP compound under native feedback: (0, 0, 0) when Python must read it (it
+        holds anything but receiver reports, SDES and one transport-cc feedback; it is malformed by parse_rtcp's
+        framing; a report block shows more than LOSS_QUIET; transport-cc on a transport without numbering), and
+        nothing was applied. Else its transport-cc feedback is applied (twcc_feedback, twcc_window) and (1, 0, 0)
+        is returned, or (2, lost, reported) when that completed a loss window above LOSS_QUIET: the subscriber's
+        estimate must hear of it. Receiver reports at or below LOSS_QUIET change nothing and are left."""
+        transport = self._transport(tid, "rx_feedback")
+        n = len(data)
+        if not transport.feedback or n < 4 or n > MAX_PACKET:
+            return 0, 0, 0
+        pos, twcc = 0, None
+        while pos < n:
+            if pos + 4 > n:
+                return 0, 0, 0
+            end = pos + 4 + 4 * (data[pos + 2] << 8 | data[pos + 3])
+            if data[pos] >> 6 != 2 or end > n:
+                return 0, 0, 0
+            count, pt = data[pos] & 0x1F, data[pos + 1]
+            if pt == 201:
+                if pos + 8 + 24 * count > end:
+                    return 0, 0, 0
+                if any(data[pos + 8 + 24 * i + 4] > LOSS_QUIET for i in range(count)):
+                    return 0, 0, 0
+            elif pt == 205 and count == 15:
+                if not transport.twcc_id or pos + 12 > end or twcc is not None:
+                    return 0, 0, 0
+                twcc = data[pos + 12 : end]
+            elif pt != 202:
+                return 0, 0, 0
+            pos = end
+        if twcc is not None:
+            self.twcc_feedback(tid, twcc)
+            window = self.twcc_window(tid)
+            if window is not None and window[0] * 256 // window[1] > LOSS_QUIET:
+                transport.loss_windows += 1
+                return 2, window[0], window[1]
+        transport.rtcp_consumed += 1
+        return 1, 0, 0
 
     def twcc_take(self, tid: int, seq: int) -> bool:
         """Whether this transport-wide number was sent and not reported yet (and now it is)."""
@@ -523,6 +599,27 @@ class Engine:
 
     def restart(self, slot_id: int) -> None:
         self._slot(slot_id, "restart").started = False
+
+    def sender_reports(self, sid: int, ntp: int, rtp_timestamp: int) -> int:
+        """The publisher's sender report for a stream, translated for every slot that carries the stream now and
+        has started (its SSRC, the same NTP time, the RTP timestamp in its timeline, its packet and octet counts),
+        sent through each slot's transport that has a key and a path. How many were sent."""
+        stream = self._stream(sid, "sender_reports")
+        ntp, rtp_timestamp = ntp & (1 << 64) - 1, rtp_timestamp & 0xFFFFFFFF  # as the native binding's K and I
+        sent = 0
+        for slot_id in stream.slots:
+            slot = self._slots[slot_id]
+            if slot is None or slot.current != sid or not slot.started or not slot.bound or slot.ts is None:
+                continue
+            out_ts = slot.ts.peek(rtp_timestamp)
+            transport = self._transports[slot.transport]
+            if out_ts is None or transport is None or transport.srtp is None or transport.sock is None:
+                continue
+            report = struct.pack("!BBHIQIII", 0x80, 200, 6, slot.ssrc, ntp, out_ts, slot.packets_sent & 0xFFFFFFFF,
+                                 slot.octets_sent & 0xFFFFFFFF)
+            self._emit(slot.transport, transport, report, "rtcp")
+            sent += 1
+        return sent
 
     def ts_peek(self, slot_id: int, ts: int) -> int | None:
         return self._slot(slot_id, "ts_peek").ts.peek(ts)  # type: ignore[union-attr]
@@ -790,6 +887,11 @@ class Engine:
     def current(self, slot_id: int) -> int:
         """The stream the slot carries now (-1: none); slot_info's "current", without building the dict."""
         return self._slot(slot_id, "current").current
+
+    def bytes_out(self, slot_id: int) -> int:
+        """slot_info's "bytes_out" without building the dict: read for every transport-cc feedback (about ten a
+        second per subscriber) to know the rate sent."""
+        return self._slot(slot_id, "bytes_out").bytes_out
 
     def stream_stats(self, sid: int) -> dict[str, object]:
         stream = self._stream(sid, "stream_stats")

@@ -222,6 +222,8 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
 
     source = (Path(__file__).resolve().parents[2] / "sfu" / "producer.py").read_text().splitlines()
     push_line = next(i for i, line in enumerate(source, 1) if "engine.push(" in line)
+    server = (Path(__file__).resolve().parents[2] / "sfu" / "rtcserver.py").read_text().splitlines()
+    recv_line = next(i for i, line in enumerate(server, 1) if "engine.recv(" in line)
     loop = "main (control/cli.py:1);Runner.run (asyncio/runners.py:118)"
     rtp = f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtp_data (sfu/peer.py:1)"
     profile = tmp_path / "server.txt"
@@ -232,8 +234,10 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
         "TwccSender.on_feedback (sfu/bwe.py:5) 10\n"
         f"{loop};StunProtocol.datagram_received (aioice/ice.py:9) 5\n"
         f"{loop};Router._reports (sfu/router.py:7) 5\n"
-        f"{loop} 20\n")
+        f"{loop};RtcServer._readable (sfu/rtcserver.py:{recv_line}) 10\n"
+        f"{loop} 10\n")
     out = split(str(profile), 200, cpu_s=1.0, packets=100_000)
     assert out["samples"] == 100
-    assert out["percent_of_cpu"] == {"send": 50.0, "receive": 25.0, "receive_rtcp": 10.0, "rest": 25.0}
+    assert out["percent_of_cpu"] == {"send": 50.0, "receive": 35.0, "receive_rtcp": 10.0, "rest": 15.0}
     assert out["us_per_packet"]["send"] == 5.0 and out["us_per_packet"]["receive_rtcp"] == 1.0
+    assert out["us_per_packet"]["receive_native"] == 1.0

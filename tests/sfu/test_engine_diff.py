@@ -145,6 +145,7 @@ def pushes(sid: int, packets: list[bytes], start: float = 1000.0, step: float = 
 
 def reading(slots: int, streams: int, transports: int) -> list[tuple]:
     return ([("slot_info", s) for s in range(slots)] + [("current", s) for s in range(slots)]
+            + [("bytes_out", s) for s in range(slots)]
             + [("stream_stats", s) for s in range(streams)]
             + [("transport_stats", t) for t in range(transports)] + [("events",), ("totals",)])
 
@@ -326,10 +327,10 @@ def test_random_command_sequences() -> None:
 def test_keyframe_flag_and_unknown_objects() -> None:
     commands = [("add_stream", CODEC_H264, True, H264_PT), ("push", 0, h264_stream(1, 1, 1, 1)[0], 1.0),
                 ("push", 5, b"", 1.0), ("add_slot", 9, 90000), ("slot_info", 3), ("attach", 0, [], True, False),
-                ("protect_rtp", 0, b"\x80" * 20), ("set_twcc", 0, 3)]
+                ("protect_rtp", 0, b"\x80" * 20), ("set_twcc", 0, 3), ("bytes_out", 7)]
     results, _ = replay(NativeEngine, commands)
     assert results[1] == ("push", F_KEYFRAME | 4)
-    assert [r[1] for r in results[2:]] == ["error"] * 6
+    assert [r[1] for r in results[2:]] == ["error"] * 7
     assert_same(commands)
 
 
@@ -448,7 +449,8 @@ def test_transport_cc_feedback_reading_is_budgeted() -> None:
     assert results[-1][1]["twcc_refused"] == 100 - read
 
 
-def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]]) -> tuple[list, dict, dict]:
+def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]],
+             feedback: bool = False) -> tuple[list, dict, dict]:
     """One engine reads what two sources sent to its socket (source 0: the transport's selected address)."""
     import socket
     import time
@@ -465,6 +467,7 @@ def _receive(engine_class: type, profile: str, datagrams: list[tuple[int, bytes]
         srtp_profile, key_len = PROFILES[profile]
         engine.set_srtp_rx(tid, srtp_profile, KEY[:key_len])
         engine.set_path(tid, server.fileno(), *sources[0].getsockname())
+        engine.set_feedback(tid, feedback)
         received: list = []
         for i in range(0, len(datagrams), 50):  # batches smaller than the socket buffer
             for source, data in datagrams[i:i + 50]:
@@ -571,3 +574,151 @@ def test_arrival_is_when_the_kernel_received_the_datagram(engine_class: type) ->
         finally:
             server.close()
             source.close()
+
+
+def _rr(fractions: list[int], ssrc: int = 0x77) -> bytes:
+    blocks = b"".join(struct.pack("!IIIIII", 0x1000 + i, f << 24 | 3, 100, 1, 0, 0) for i, f in enumerate(fractions))
+    return struct.pack("!BBHI", 0x80 | len(fractions), 201, 1 + 6 * len(fractions), ssrc) + blocks
+
+
+def _sdes() -> bytes:
+    from sfu import rtcp
+
+    return rtcp.build_sdes(0x77, "student")
+
+
+def _twcc(fci: bytes) -> bytes:
+    fci += bytes(-len(fci) % 4)
+    return struct.pack("!BBHII", 0x80 | 15, 205, 2 + len(fci) // 4, 0x77, 0x1000) + fci
+
+
+def test_native_feedback_reads_what_python_would_ignore_alike() -> None:
+    """Native feedback (set_feedback, rx_feedback): a subscriber's RTCP that holds only receiver reports at or below
+    LOSS_QUIET, SDES and one transport-cc feedback is read in the engine (1); a transport-cc loss window above
+    LOSS_QUIET comes up as (2, lost, reported) for the estimate; anything else -- NACK, PLI, SR, REMB, a report with
+    loss, two feedbacks, transport-cc without numbering, malformed framing, trailing bytes, random bytes -- goes
+    to Python untouched (0), and nothing of it was applied (the window and the numbers are left as they were)."""
+    from sfu import rtcp
+
+    rng = random.Random(2121)
+    packets = vp8_stream(0xA1, 100, 5000, 200, pid=1000, tl0=7)
+    commands: list[tuple] = [("add_stream", CODEC_VP8, True, VP8_PT), *subscribers(3)]
+    commands += [("attach", i, [0], True, False) for i in range(3)] + [("start", i) for i in range(3)]
+    commands += pushes(0, packets)
+    commands += [("set_feedback", 0, True), ("set_feedback", 1, True)]  # transport 2: off
+    quiet = _twcc(_twcc_fci(0, [1.0 + i / 100 for i in range(30)]))
+    lossy = _twcc(_twcc_fci(30, [2.0 if i % 4 else None for i in range(40)]))  # completes a window, 25% lost
+    for tid in (0, 1, 2):
+        commands += [("rx_feedback", tid, _rr([0, 5]) + _sdes() + quiet), ("rx_feedback", tid, lossy),
+                     ("twcc_window", tid), ("rx_stats", tid)]
+    others = [_rr([6]), _rr([0]) + _rr([200]), _rr([]) + rtcp.build_nack(0x77, 0x1000, [5, 6]),
+              rtcp.build_pli(0x77, 0x1000), rtcp.build_sr(0x1000, 1, 2, 3, 4),
+              _twcc(_twcc_fci(70, [3.0] * 5)) + _twcc(_twcc_fci(75, [3.0] * 5)),
+              struct.pack("!BBHII", 0x80 | 15, 206, 2, 0x77, 0) + b"REMB",
+              _rr([0])[:-4], _rr([0]) + b"\x80", bytes([0x40]) + _rr([0])[1:], _sdes()[:3], b""]
+    for data in others:
+        commands += [("rx_feedback", 0, data), ("twcc_window", 0)]
+    commands += [("rx_feedback", 0, _rr([1]) + _sdes()), ("rx_feedback", 0, _sdes())]
+    for _ in range(400):  # random compounds of the three kinds, some broken, and random bytes
+        parts = [rng.choice([_rr([rng.choice([0, 3, 5, 6, 255])]), _sdes(), quiet, lossy]) for _ in range(3)]
+        data = b"".join(parts[: rng.randrange(1, 4)])
+        if rng.random() < 0.3:
+            cut = bytearray(data)
+            cut[rng.randrange(len(cut))] = rng.randrange(256)
+            data = bytes(cut)
+        commands.append(("rx_feedback", rng.choice((0, 1)), data))
+        commands.append(("rx_feedback", 0, bytes(rng.randrange(256) for _ in range(rng.randrange(60)))))
+    commands += [("rx_feedback", 9, b""), ("set_feedback", 9, True), ("twcc_window", 9),
+                 ("rx_feedback", 1, _rr([0]) + _sdes())]
+    commands += reading(3, 1, 3) + [("rx_stats", t) for t in range(3)] + [("rx_stats",)]
+    assert_same(commands)
+    results = replay(NativeEngine, commands)[0]
+    read = [r[1] for r in results if r[0] == "rx_feedback"]
+    assert read[:2] == [(1, 0, 0), (2, 10, 70)]  # transport 0: quiet, then the window of 70 with 10 lost
+    assert read[2:4] == [(0, 0, 0), (0, 0, 0)]  # transport 1 numbers nothing: its transport-cc is Python's
+    assert read[4:6] == [(0, 0, 0), (0, 0, 0)]  # transport 2: feedback off
+    assert all(r == (0, 0, 0) for r in read[6:6 + len(others)])
+    assert read[6 + len(others):8 + len(others)] == [(1, 0, 0), (1, 0, 0)]
+    assert ("rx_feedback", "error", "EngineError") in results
+    assert read[-1] == (1, 0, 0)  # transport 1's quiet report: read in the engine
+
+
+def test_native_feedback_through_receive_alike() -> None:
+    """With native feedback on, the receive path leaves out what the engine read and hands up the rest."""
+    from sfu import rtcp
+
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=KEY[:30], ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    compounds = [_rr([0, 2]) + _sdes(), _rr([40]) + _sdes(), rtcp.build_pli(0x77, 0x1000), _rr([5]),
+                 _rr([]) + rtcp.build_nack(0x77, 0x1000, [9])]
+    datagrams = [(0, sender.protect_rtcp(c)) for c in compounds]
+    for feedback in (False, True):
+        py = _receive(PythonEngine, "AES128_CM_SHA1_80", datagrams, feedback)
+        native = _receive(NativeEngine, "AES128_CM_SHA1_80", datagrams, feedback)
+        assert native == py
+        received, totals, per_transport = py
+        up = [d for t, k, d, _ in received if t == 0 and k == 1]
+        assert up == (compounds if not feedback else [compounds[1], compounds[2], compounds[4]])
+        assert totals["consumed"] == per_transport["rtcp_consumed"] == (2 if feedback else 0)
+
+
+def _sender_reports(engine_class: type) -> tuple[list, list, list]:
+    """Three subscribers of a stream (slot 1 unbound, slot 2 on another layer), one publisher SR translated."""
+    import socket
+
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    try:
+        engine = engine_class()
+        capture: list = []
+        engine.set_capture(capture)
+        low, high = engine.add_stream(CODEC_VP8, True, VP8_PT), engine.add_stream(CODEC_VP8, True, VP8_PT)
+        srtp_profile, key_len = PROFILES["AEAD_AES_128_GCM"]
+        for i in range(4):
+            tid = engine.add_transport()
+            engine.set_srtp(tid, srtp_profile, KEY[i: i + key_len])
+            if i != 3:  # transport 3: no path yet
+                engine.set_path(tid, out.fileno(), "127.0.0.1", receiver.getsockname()[1])
+            slot = engine.add_slot(tid, 90000)
+            engine.bind_slot(slot, 0x500 + i, 96, None, None)
+            engine.attach(slot, [low, high] if i == 2 else [low], True, False)
+            if i == 2:
+                engine.set_target(slot, high)
+        for n, packet in enumerate(vp8_stream(0x77, 65530, 2**32 - 100, 10, pid=5, tl0=5)):
+            engine.push(low, packet, n * 0.01)
+        for n, packet in enumerate(vp8_stream(0x78, 1, 7, 10, pid=5, tl0=5)):
+            engine.push(high, packet, n * 0.01)
+        engine.unbind_slot(1)
+        results = [engine.sender_reports(low, 0x1122334455667788, 2**32 - 10),
+                   engine.sender_reports(high, 5 << 32, 1234)]
+        try:
+            engine.sender_reports(9, 0, 0)
+        except Exception as exc:
+            results.append(type(exc).__name__.replace("PythonEngineError", "EngineError"))
+        ts = [engine.ts_peek(s, 2**32 - 10) for s in range(4)] + [engine.ts_peek(2, 1234)]
+        return results + ts, [c for c in capture if c[1][1] == 200], [engine.slot_info(s) for s in range(4)]
+    finally:
+        out.close()
+        receiver.close()
+
+
+def test_sender_reports_are_translated_alike() -> None:
+    """The publisher's SR for a stream, translated natively for every slot carrying it (sender_reports): the same
+    bytes from both engines; each has the slot's SSRC, the publisher's NTP time, the RTP time in the slot's
+    timeline (ts_peek) and the slot's counts; an unbound slot, one on another layer and one without a path get
+    none."""
+    from sfu import rtcp
+
+    py = _sender_reports(PythonEngine)
+    assert _sender_reports(NativeEngine) == py
+    results, reports, infos = py
+    assert results[:3] == [1, 1, "EngineError"]
+    parsed = [(tid, rtcp.parse_rtcp(plain)[0]) for tid, plain, _ in reports]
+    assert [tid for tid, _ in parsed] == [0, 2]
+    (_, to0), (_, to2) = parsed
+    assert (to0.ssrc, to0.ntp, to0.rtp_timestamp) == (0x500, 0x1122334455667788, results[3])
+    assert (to0.packets, to0.octets) == (infos[0]["packets_sent"], infos[0]["octets_sent"])
+    assert (to2.ssrc, to2.ntp, to2.rtp_timestamp, to2.packets) == (0x502, 5 << 32, results[7], infos[2]["packets_sent"])
+    assert infos[2]["current"] == 1 and infos[2]["packets_sent"] > 0

@@ -13,7 +13,18 @@
 
 #define SRTP_ROOM 64 /* what protect may append (auth tag, MKI) */
 
-int cc_global_init(void) { return srtp_init() == srtp_err_status_ok ? 0 : -1; }
+static int srtp_session_new(int profile, const uint8_t *key, size_t key_len, int outbound, srtp_t *out);
+
+int cc_global_init(void) {
+    if (srtp_init() == srtp_err_status_ok) return 0;
+    /* libsrtp 2.7 refuses a second srtp_init: pylibsrtp's, in the same library (setup.py), may have come first.
+     * Ready if it makes a session. */
+    uint8_t key[30] = {0};
+    srtp_t session;
+    if (srtp_session_new(srtp_profile_aes128_cm_sha1_80, key, sizeof key, 1, &session)) return -1;
+    srtp_dealloc(session);
+    return 0;
+}
 
 /* ---- parsing (network bytes: fuzzed by tests/fuzz/native) ------------------------------------------------- */
 
@@ -476,10 +487,74 @@ int cc_twcc_feedback(cc_engine *e, int tid, const uint8_t *fci, size_t len, int 
         t->twcc_feedbacks++;
         t->twcc_reported += (uint64_t)*reported;
         t->twcc_lost += (uint64_t)*lost;
+        t->win_reported += (uint32_t)*reported;
+        t->win_lost += (uint32_t)*lost;
     }
     return 0;
 refused:
     t->twcc_refused++;
+    return 1;
+}
+
+int cc_twcc_window(cc_engine *e, int tid, int *lost, int *reported) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
+    *lost = *reported = 0;
+    if (t->win_reported < CC_LOSS_WINDOW) return 0;
+    uint32_t l = t->win_lost, r = t->win_reported;
+    while (r > 0xFFFF) l >>= 1, r >>= 1; /* the window travels as 16-bit numbers (CC_RX_LOSS): keep the ratio */
+    *lost = (int)l;
+    *reported = (int)r;
+    t->win_lost = t->win_reported = 0;
+    return 1;
+}
+
+int cc_set_feedback(cc_engine *e, int tid, int on) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t) return -1;
+    t->feedback = on != 0;
+    return 0;
+}
+
+int cc_rx_feedback(cc_engine *e, int tid, const uint8_t *d, size_t n, int *lost, int *reported) {
+    cc_transport *t = transport_at(e, tid);
+    *lost = *reported = 0;
+    if (!t) return -1;
+    if (!t->feedback || n < 4 || n > CC_MAX_PACKET) return 0;
+    /* first pass, nothing applied: is everything in it ours to read? (sfu/rtcp.py parse_rtcp's framing) */
+    size_t pos = 0, fci = 0, fci_end = 0;
+    int twcc = 0;
+    while (pos < n) {
+        if (pos + 4 > n) return 0;
+        size_t end = pos + 4 + 4 * (size_t)(d[pos + 2] << 8 | d[pos + 3]);
+        if (d[pos] >> 6 != 2 || end > n) return 0;
+        int count = d[pos] & 0x1F, pt = d[pos + 1];
+        if (pt == 201) { /* RR: sender SSRC, then report blocks of 24 bytes; fraction lost is a block's 5th byte */
+            if (pos + 8 + 24 * (size_t)count > end) return 0;
+            for (int i = 0; i < count; i++)
+                if (d[pos + 8 + 24 * (size_t)i + 4] > CC_LOSS_QUIET) return 0;
+        } else if (pt == 205 && count == 15) { /* transport-cc: sender and media SSRC, then the FCI */
+            if (!t->twcc_id || pos + 12 > end || twcc++) return 0;
+            fci = pos + 12;
+            fci_end = end;
+        } else if (pt != 202) { /* SDES is the only other packet Python ignores too */
+            return 0;
+        }
+        pos = end;
+    }
+    /* second pass: apply */
+    if (twcc) {
+        int r, l;
+        cc_twcc_feedback(e, tid, d + fci, fci_end - fci, &r, &l);
+        if (cc_twcc_window(e, tid, lost, reported) == 1) {
+            if (*lost * 256 / *reported > CC_LOSS_QUIET) {
+                t->loss_windows++;
+                return 2;
+            }
+        }
+        *lost = *reported = 0;
+    }
+    t->rtcp_consumed++;
     return 1;
 }
 
@@ -800,6 +875,32 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     }
     memcpy(b + hlen, p->data + p->poff, payload);
     if (p->has_vp8) vp8_write(b + hlen, p, pid, tl0);
+}
+
+int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts) {
+    cc_stream *s = stream_at(e, sid);
+    if (!s) return -1;
+    int sent = 0;
+    for (int i = 0; i < s->nslots; i++) {
+        cc_slot *c = e->slots[s->slots[i]];
+        if (!c || c->current != sid || !c->started || !c->bound || !c->ts.has) continue;
+        cc_transport *t = transport_at(e, c->transport);
+        if (!t || !t->has_srtp || !t->has_path) continue;
+        uint8_t *b = queue(e, c->transport, 28, CC_OUT_RTCP);
+        if (!b) continue;
+        b[0] = 0x80;
+        b[1] = 200;
+        put16(b + 2, 6);
+        put32(b + 4, c->ssrc);
+        put32(b + 8, (uint32_t)(ntp >> 32));
+        put32(b + 12, (uint32_t)ntp);
+        put32(b + 16, (uint32_t)(((int64_t)rtp_ts + c->ts.offset) & 0xFFFFFFFF));
+        put32(b + 20, (uint32_t)c->packets_sent);
+        put32(b + 24, (uint32_t)c->octets_sent);
+        sent++;
+    }
+    cc_flush(e);
+    return sent;
 }
 
 static void become(cc_engine *e, int id, cc_slot *c, int sid) {
@@ -1126,6 +1227,19 @@ int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *
     t->bytes_in += (uint64_t)n;
     e->rx_packets++;
     e->rx_bytes += (uint64_t)n;
+    if (rtcp && t->feedback) {
+        int lost, reported, read = cc_rx_feedback(e, id, buf, (size_t)n, &lost, &reported);
+        if (read == 1) {
+            e->rx_consumed++;
+            return CC_RX_CONSUMED;
+        }
+        if (read == 2) {
+            buf[0] = (uint8_t)(lost >> 8), buf[1] = (uint8_t)lost;
+            buf[2] = (uint8_t)(reported >> 8), buf[3] = (uint8_t)reported;
+            *len = 4;
+            return CC_RX_LOSS;
+        }
+    }
     return rtcp ? CC_RX_RTCP : CC_RX_RTP;
 }
 
@@ -1170,7 +1284,7 @@ int cc_recv(cc_engine *e, int fd) {
             continue;
         }
         int tid, kind = cc_rx_datagram(e, data, &len, (struct sockaddr *)&e->rx[i].addr, alen, &tid);
-        if (kind == CC_RX_DROPPED) continue;
+        if (kind == CC_RX_DROPPED || kind == CC_RX_CONSUMED) continue;
         if (kind == CC_RX_SLOW) e->rx_slow++;
         if (out != i) { /* keep the entries dense: move this one down */
             memmove(e->rxbuf + (size_t)out * CC_RX_MTU, data, (size_t)len);

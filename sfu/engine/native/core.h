@@ -134,6 +134,10 @@ typedef struct {
     int has_rx;
     srtp_t rx;
     uint64_t packets_in, bytes_in, rx_auth_failed;
+    /* native feedback (issue 21): the subscriber's RTCP read here when it holds nothing for Python (cc_rx_feedback) */
+    int feedback;
+    uint32_t win_lost, win_reported; /* the transport-cc loss window (both paths add to it: cc_twcc_window) */
+    uint64_t rtcp_consumed, loss_windows;
 } cc_transport;
 
 /* Receive (issue 14): datagrams read with recvmmsg from the one media socket. SRTP/SRTCP from a transport's path
@@ -143,7 +147,12 @@ typedef struct {
 #define CC_RX_BATCH 64
 #define CC_RX_MTU 2048
 #define CC_RX_HASH 4096 /* address -> transport table (power of two, linear probing) */
-enum { CC_RX_RTP = 0, CC_RX_RTCP = 1, CC_RX_SLOW = 2, CC_RX_DROPPED = -1 };
+enum { CC_RX_RTP = 0, CC_RX_RTCP = 1, CC_RX_SLOW = 2, CC_RX_LOSS = 3, CC_RX_DROPPED = -1, CC_RX_CONSUMED = -2 };
+/* A transport-cc loss window is judged once it holds this many reported numbers (sfu/bwe.py TwccSender). A loss
+ * fraction (x/256) at or below CC_LOSS_QUIET changes nothing in the subscriber's estimate (sfu/bwe.py
+ * SubscriberEstimate.on_loss acts above 2%): such feedback and reports need not reach Python. */
+#define CC_LOSS_WINDOW 50
+#define CC_LOSS_QUIET 5
 typedef struct {
     int tid, kind;
     uint32_t len;
@@ -199,7 +208,7 @@ typedef struct {
         char buf[CC_RX_CTL];
         struct cmsghdr align;
     } rxctl[CC_RX_BATCH];
-    uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow;
+    uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow, rx_consumed;
 } cc_engine;
 
 int cc_global_init(void);
@@ -224,6 +233,17 @@ int cc_twcc_take(cc_engine *e, int tid, uint16_t seq);
 #define CC_TWCC_SENT 8192
 #define CC_TWCC_SLACK 2000
 int cc_twcc_feedback(cc_engine *e, int tid, const uint8_t *fci, size_t len, int *reported, int *lost);
+/* The loss window: 1 with (lost, reported) once CC_LOSS_WINDOW numbers were reported since the last window (and a
+ * new one begins), else 0; -1 for an unknown transport. cc_twcc_feedback fills it. */
+int cc_twcc_window(cc_engine *e, int tid, int *lost, int *reported);
+/* Native feedback on a transport: cc_rx_datagram reads its SRTCP with cc_rx_feedback. */
+int cc_set_feedback(cc_engine *e, int tid, int on);
+/* A subscriber's plaintext RTCP compound: 0 when Python must read it (anything but receiver reports, SDES and one
+ * transport-cc feedback; a malformed packet; a report block over CC_LOSS_QUIET; transport-cc on a transport
+ * without numbering): nothing was applied. Else the transport-cc feedback is applied here and 1 is returned, or 2
+ * with (lost, reported) when it completed a loss window above CC_LOSS_QUIET, for the subscriber's estimate.
+ * -1 for an unknown transport. */
+int cc_rx_feedback(cc_engine *e, int tid, const uint8_t *d, size_t n, int *lost, int *reported);
 /* protect for packets built in Python (RTCP, probes): the same context as the fan-out. */
 int cc_protect(cc_engine *e, int tid, int rtcp, uint8_t *buf, int *len);
 /* send RTCP built in Python through the transport's context and socket: 1 if it left, 0 if the transport has no
@@ -248,6 +268,11 @@ int cc_push(cc_engine *e, int sid, const uint8_t *data, size_t len, double arriv
 int cc_retransmit(cc_engine *e, int slot, const uint16_t *seqs, int n);
 int cc_cached(cc_engine *e, int sid, uint16_t seq);
 int cc_ts_peek(cc_engine *e, int slot, uint32_t ts, uint32_t *out);
+/* The publisher's sender report for a stream (its NTP time and RTP timestamp), translated for every slot that
+ * carries the stream now and has started: a bare SR (the slot's SSRC, the same NTP time, the RTP timestamp in the
+ * slot's timeline, its packet and octet counts) through the slot's transport (with a key and a path), one
+ * sendmmsg for all. The number queued, or -1 for an unknown stream. */
+int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts);
 void cc_flush(cc_engine *e);
 
 /* Parsing (shared with the fuzz targets). */
@@ -262,7 +287,9 @@ int cc_parse_rtp(const uint8_t *d, size_t n, cc_rtp *h);
 /* receive */
 int cc_set_srtp_rx(cc_engine *e, int tid, int profile, const uint8_t *key, size_t key_len);
 /* One datagram from addr: unprotects buf in place (*len shrinks) and returns CC_RX_RTP/RTCP with *tid, or
- * CC_RX_SLOW (*tid = -1), or CC_RX_DROPPED (failed authentication, counted). buf holds at least *len bytes. */
+ * CC_RX_SLOW (*tid = -1), or CC_RX_DROPPED (failed authentication, counted). With native feedback on the
+ * transport, RTCP may also be CC_RX_CONSUMED (read here, nothing for Python) or CC_RX_LOSS (buf = lost and reported,
+ * two big-endian 16-bit numbers, *len = 4), both with *tid. buf holds at least *len bytes. */
 int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *addr, socklen_t alen, int *tid);
 /* recvmmsg on fd (non-blocking): fills e->rx[0..n) (data at e->rxbuf + i * CC_RX_MTU); n, 0 when nothing waits,
  * or -errno. Dropped datagrams are not in e->rx. */

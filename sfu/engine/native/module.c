@@ -208,14 +208,16 @@ static PyObject *Engine_rx_stats(EngineObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "|i", &tid)) return NULL;
     cc_engine *e = self->e;
     if (tid < 0)
-        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
+        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
                              (unsigned long long)e->rx_bytes, "auth_failed", (unsigned long long)e->rx_auth_failed,
                              "truncated", (unsigned long long)e->rx_truncated, "slow",
-                             (unsigned long long)e->rx_slow);
+                             (unsigned long long)e->rx_slow, "consumed", (unsigned long long)e->rx_consumed);
     cc_transport *t = tid < e->ntransports ? e->transports[tid] : NULL;
     if (!t) return PyErr_Format(EngineError, "rx_stats: unknown transport %d", tid);
-    return Py_BuildValue("{s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
-                         (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
+                         (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed,
+                         "rtcp_consumed", (unsigned long long)t->rtcp_consumed, "loss_windows",
+                         (unsigned long long)t->loss_windows);
 }
 
 static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
@@ -268,6 +270,34 @@ static PyObject *Engine_twcc_feedback(EngineObject *self, PyObject *args) {
     if (check(rc, "twcc_feedback")) return NULL;
     if (rc) Py_RETURN_NONE;
     return Py_BuildValue("(ii)", reported, lost);
+}
+
+static PyObject *Engine_twcc_window(EngineObject *self, PyObject *args) {
+    int tid, lost, reported;
+    if (!PyArg_ParseTuple(args, "i", &tid)) return NULL;
+    int rc = cc_twcc_window(self->e, tid, &lost, &reported);
+    if (check(rc, "twcc_window")) return NULL;
+    if (!rc) Py_RETURN_NONE;
+    return Py_BuildValue("(ii)", lost, reported);
+}
+
+static PyObject *Engine_set_feedback(EngineObject *self, PyObject *args) {
+    int tid, on;
+    if (!PyArg_ParseTuple(args, "ip", &tid, &on)) return NULL;
+    if (check(cc_set_feedback(self->e, tid, on), "set_feedback")) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* rx_feedback(transport, rtcp) -> (0 | 1 | 2, lost, reported): what cc_rx_datagram does with a subscriber's
+ * unprotected RTCP under native feedback (exposed for the differential tests) */
+static PyObject *Engine_rx_feedback(EngineObject *self, PyObject *args) {
+    int tid, lost, reported;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &data)) return NULL;
+    int rc = cc_rx_feedback(self->e, tid, data.buf, (size_t)data.len, &lost, &reported);
+    PyBuffer_Release(&data);
+    if (check(rc, "rx_feedback")) return NULL;
+    return Py_BuildValue("(iii)", rc, lost, reported);
 }
 
 static PyObject *protect(EngineObject *self, PyObject *args, int rtcp) {
@@ -408,6 +438,16 @@ static PyObject *Engine_ts_peek(EngineObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(out);
 }
 
+static PyObject *Engine_sender_reports(EngineObject *self, PyObject *args) {
+    int sid;
+    unsigned long long ntp;
+    unsigned int rtp_ts;
+    if (!PyArg_ParseTuple(args, "iKI", &sid, &ntp, &rtp_ts)) return NULL;
+    int rc = cc_sender_reports(self->e, sid, (uint64_t)ntp, (uint32_t)rtp_ts);
+    if (check(rc, "sender_reports")) return NULL;
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *Engine_events(EngineObject *self, PyObject *unused) {
     cc_engine *e = self->e;
     PyObject *list = PyList_New(0);
@@ -464,6 +504,14 @@ static PyObject *Engine_current(EngineObject *self, PyObject *args) {
     cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
     if (!c) return PyErr_Format(EngineError, "current: unknown slot %d", id);
     return PyLong_FromLong(c->current);
+}
+
+static PyObject *Engine_bytes_out(EngineObject *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
+    if (!c) return PyErr_Format(EngineError, "bytes_out: unknown slot %d", id);
+    return PyLong_FromUnsignedLongLong((unsigned long long)c->bytes_out);
 }
 
 static PyObject *Engine_stream_stats(EngineObject *self, PyObject *args) {
@@ -531,6 +579,9 @@ static PyMethodDef Engine_methods[] = {
     {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
     {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
     {"twcc_feedback", (PyCFunction)Engine_twcc_feedback, METH_VARARGS, NULL},
+    {"twcc_window", (PyCFunction)Engine_twcc_window, METH_VARARGS, "a complete loss window (lost, reported), or None"},
+    {"set_feedback", (PyCFunction)Engine_set_feedback, METH_VARARGS, "read the transport's RTCP natively when it can"},
+    {"rx_feedback", (PyCFunction)Engine_rx_feedback, METH_VARARGS, "rx_feedback(transport, rtcp) -> (0|1|2, lost, reported)"},
     {"send_rtcp", (PyCFunction)Engine_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
     {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
     {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},
@@ -548,8 +599,11 @@ static PyMethodDef Engine_methods[] = {
     {"cached", (PyCFunction)Engine_cached, METH_VARARGS, NULL},
     {"ts_peek", (PyCFunction)Engine_ts_peek, METH_VARARGS, NULL},
     {"events", (PyCFunction)Engine_events, METH_NOARGS, NULL},
+    {"sender_reports", (PyCFunction)Engine_sender_reports, METH_VARARGS,
+     "sender_reports(stream, ntp, rtp_timestamp) -> SRs sent to the slots carrying it"},
     {"slot_info", (PyCFunction)Engine_slot_info, METH_VARARGS, NULL},
     {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
+    {"bytes_out", (PyCFunction)Engine_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
     {"stream_stats", (PyCFunction)Engine_stream_stats, METH_VARARGS, NULL},
     {"transport_stats", (PyCFunction)Engine_transport_stats, METH_VARARGS, NULL},
     {"totals", (PyCFunction)Engine_totals, METH_NOARGS, "process-wide counters since the engine was made"},
@@ -567,7 +621,16 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "sfu.engine._native", NULL, -1, NULL};
+/* srtp_version() -> "libsrtp2 2.x.y": which libsrtp this build links (setup.py: pylibsrtp's OpenSSL build, or
+ * Debian's NSS build), for logs and bench records. */
+static PyObject *srtp_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(srtp_get_version_string()); }
+
+static PyMethodDef module_methods[] = {
+    {"srtp_version", srtp_version, METH_NOARGS, "the libsrtp this build links"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "sfu.engine._native", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (cc_global_init() < 0) {

@@ -1,7 +1,8 @@
 /* The engine's receive entry point (issue 14): cc_rx_datagram with any bytes from one of two sources, the
  * connection's selected address (receive keys set: every profile aiortc offers over the run) and a stranger. The
  * first byte picks the source and, every 64 inputs, a new receive key; the rest is the datagram. It must never read
- * or write outside the datagram, only shrink it, and answer RTP/RTCP only for the known source with a key. */
+ * or write outside the datagram, only shrink it, and answer RTP/RTCP (or, native feedback being on, read RTCP
+ * itself or hand up a loss window) only for the known source with a key. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -21,7 +22,8 @@ static void receive(const uint8_t *data, size_t size) {
     if (len < 0 || len > (int)n) abort();
     for (int i = 0; i < 64; i++)
         if (buf[n + i] != 0xA5) abort();
-    if (kind == CC_RX_RTP || kind == CC_RX_RTCP) {
+    if (kind == CC_RX_LOSS && len != 4) abort();
+    if (kind == CC_RX_RTP || kind == CC_RX_RTCP || kind == CC_RX_CONSUMED || kind == CC_RX_LOSS) {
         if (from != &PATH || tid != RX_TRANSPORT) abort();
     } else if (kind == CC_RX_SLOW || kind == CC_RX_DROPPED) {
         if (tid != -1) abort();
@@ -43,6 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         inet_pton(AF_INET, "127.0.0.1", &STRANGER.sin_addr);
         /* a path without a socket: dry_run engines never send */
         if (cc_set_path(E, RX_TRANSPORT, -1, (struct sockaddr *)&PATH, sizeof(PATH))) abort();
+        cc_set_feedback(E, RX_TRANSPORT, 1); /* its RTCP goes on to cc_rx_feedback (fuzz_engine_feedback) */
     }
     if (size < 1 || size > CC_MAX_PACKET) return 0;
     if (inputs % 64 == 0) {

@@ -62,6 +62,24 @@ def main() -> None:
     receive.append(bytes([0]) + session.protect_rtcp(sr))
     receive += [bytes([1]) + receive[0][1:], bytes([0, 0, 1, 0, 0]) + bytes(16), bytes([0, 22, 0xFE, 0xFD]) + bytes(9)]
     write("engine_receive", receive)
+    # native feedback: the first byte picks the transport (even: the numbered one); then a plaintext compound as
+    # subscribers send it (receiver reports, SDES, transport-cc whose base bytes say how far back it lies)
+    from sfu import rtcp
+
+    def rr(*fractions: int) -> bytes:
+        return rtcp.build_rr(0x77, [rtcp.ReportBlock(0x1000 + i, f, 3, 100, 1, 0, 0) for i, f in enumerate(fractions)])
+
+    def tcc(back: int, arrivals: list[float | None]) -> bytes:
+        fci = struct.pack("!H", back) + _twcc_fci(0, arrivals)[2:]
+        fci += bytes(-len(fci) % 4)
+        return struct.pack("!BBHII", 0x80 | 15, 205, 2 + len(fci) // 4, 0x77, 0x1000) + fci
+
+    sdes = rtcp.build_sdes(0x77, "student")
+    write("engine_feedback", [bytes([0]) + rr(0, 2) + sdes, bytes([0]) + tcc(20, [1.0 + i / 100 for i in range(20)]),
+                              bytes([0]) + rr(0) + sdes + tcc(60, [1.0 if i % 3 else None for i in range(60)]),
+                              bytes([1]) + rr(9) + sdes, bytes([1]) + tcc(10, [1.0] * 10),
+                              bytes([0]) + rr() + rtcp.build_nack(0x77, 0x1000, [1, 2, 40]),
+                              bytes([0]) + rtcp.build_pli(0x77, 0x1000) + sdes])
 
 
 if __name__ == "__main__":
