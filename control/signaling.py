@@ -104,11 +104,13 @@ class Hub:
         # Set by control/app.py: while the server drains (control/drain.py) nobody new joins; a participant
         # already in the class may still reconnect.
         self.draining: Callable[[], bool] = lambda: False
+        self._stopping = False
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
 
     async def stop(self) -> None:
+        self._stopping = True  # from here a closed connection starts no grace timer (see _disconnect)
         self._unsubscribe()
         for conns in list(self.rooms.values()):
             for conn in list(conns.values()):
@@ -370,9 +372,11 @@ class Hub:
         elif conn.ending == "left":
             self.presence.pop(key, None)
             await self.svc.classroom.close_session(presence.session_id, "left")
-        else:
+        elif not self._stopping:
             presence.dropped_at = self.svc.clock.now_ms()
             presence.grace = asyncio.create_task(self._expire(key, presence))
+        # else: the server is stopping; the session stays open and the next start closes it as server_restart (a
+        # grace timer could fire while the SFU workers stop, closing it as disconnected)
 
     async def _expire(self, key: tuple[str, str], presence: Presence) -> None:
         await asyncio.sleep(self.svc.config.reconnect_grace_s)
