@@ -434,11 +434,10 @@ class WorkerPool:
         if self._closing:
             return
         self.lost_total += 1
-        code = worker.process.returncode if worker.process is not None else None
         rooms = [sid for sid, w in self.rooms.items() if w is worker]
         keys = [k for k, (_, w, _) in self.members.items() if w is worker]
-        log.error("SFU worker %d (pid %d) lost (exit %s): %d rooms, %d participants to reconnect", worker.index,
-                  worker.pid, code, len(rooms), len(keys))
+        log.error("SFU worker %d (pid %d) lost: %d rooms, %d participants to reconnect", worker.index, worker.pid,
+                  len(rooms), len(keys))
         for sid in rooms:
             self.rooms.pop(sid, None)
         for key in keys:
@@ -461,7 +460,8 @@ class WorkerPool:
         if worker.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
-            await worker.process.wait()
+            code = await worker.process.wait()
+            log.info("SFU worker %d (pid %d) exit status %s; restarting", worker.index, worker.pid, code)
         delay, cap = RESTART_BACKOFF
         while not self._closing:
             try:
