@@ -1,5 +1,6 @@
 """WHIP ingest and WHEP playback with media in worker processes: tests/whip/test_whip.py's checks, run again on a
-server whose one-way sessions are relayed to a worker (`Sfu.open_one_way` as one request, then handle/leave)."""
+server whose one-way sessions are relayed to a worker (`Sfu.open_one_way` as one request, then handle/leave).
+(The transcriber through a worker is test_worker_transcriber.py.)"""
 
 from __future__ import annotations
 
@@ -26,4 +27,3 @@ test_patch_trickles_and_refuses_ice_restart = whip.test_patch_trickles_and_refus
 test_ingest_is_gated_by_allow_ingress_role_and_token = whip.test_ingest_is_gated_by_allow_ingress_role_and_token
 test_a_whip_session_ends_with_the_class = whip.test_a_whip_session_ends_with_the_class
 test_a_whip_publisher_is_recorded_in_track_mode = recorded.test_a_whip_publisher_is_recorded_in_track_mode
-test_a_whip_publisher_is_transcribed = recorded.test_a_whip_publisher_is_transcribed

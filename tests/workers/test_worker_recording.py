@@ -12,7 +12,7 @@ from tests.recorder.conftest import ClipAudio, ClipVideo, MarkerClip, Studio, de
 from tests.recorder.test_recording_media import RED, _center, _close
 from tests.workers.conftest import pool_of
 
-MARKERS = (3.0, 9.0)
+MARKERS = (3.0,)
 
 
 async def test_track_recording_through_a_worker_keeps_sync(workers_studio: Studio) -> None:
@@ -23,7 +23,7 @@ async def test_track_recording_through_a_worker_keeps_sync(workers_studio: Studi
     status, body = await studio.rest("POST", "/v1/room/physics-1/recording/start", {"options": {"mode": "track"}})
     assert status == 200, body
     egress = body["data"]["egressId"]
-    await asyncio.sleep(11)
+    await asyncio.sleep(6)
     status, body = await studio.rest("POST", "/v1/room/physics-1/recording/stop")
     assert status == 200, body
     job = await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE", "EGRESS_FAILED")
@@ -32,7 +32,7 @@ async def test_track_recording_through_a_worker_keeps_sync(workers_studio: Studi
     audio = decode_all(studio.file_path(egress, "microphone"))
     assert video["codecs"] == ["h264"] and audio["codecs"] == ["opus"]
     frames = video["video_frames"]
-    assert frames[-1][0] - frames[0][0] > 8.0
+    assert frames[-1][0] - frames[0][0] > 4.0
     tv = first_bright(frames, 0.0, (slice(None), slice(None)))
     ta = first_loud(audio["audio"], 0.0)
     assert abs(tv - ta) < 0.1, (tv, ta)
