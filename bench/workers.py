@@ -30,7 +30,7 @@ from bench import fanout
 from bench.targets.classcast import Server, Signal
 
 
-async def _pinger(base: str, org: str, rtts: list[float], stop: asyncio.Event) -> None:
+async def _pinger(base: str, org: str, rtts: list[tuple[float, float]], stop: asyncio.Event) -> None:
     """A spare participant's WebSocket: `ping` every 100 ms, the time to its `pong` (signaling round trip)."""
     async with aiohttp.ClientSession() as session:
         async with session.post(base + "/v1/room/create", headers={"VF-ORG-ID": org}, json={
@@ -44,7 +44,7 @@ async def _pinger(base: str, org: str, rtts: list[float], stop: asyncio.Event) -
                 sent = time.monotonic()
                 await signal.send({"type": "ping", "ts": sent})
                 await signal.wait("pong", timeout=10)
-                rtts.append((time.monotonic() - sent) * 1000)
+                rtts.append((sent, (time.monotonic() - sent) * 1000))
                 await asyncio.sleep(0.1)
         finally:
             await signal.close()
@@ -54,7 +54,7 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={
         "CLASSCAST_SFU_WORKERS": str(workers), "CLASSCAST_RTC_PORT": "0"}))
-    rtts: list[float] = []
+    rtts: list[tuple[float, float]] = []  # (sent at, round trip ms)
     stop = asyncio.Event()
     try:
         fan_args = fanout.parser().parse_args([
@@ -66,6 +66,7 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         for r in range(args.rooms):
             bench = fanout.Bench(fan_args, server.base)
             bench.target.room = f"bench-w{workers}-r{r}"
+            bench.step = _timed(bench.step, args.duration)  # type: ignore[method-assign]
             benches.append(bench)
         pinger = asyncio.create_task(_pinger(server.base, server.org, rtts, stop))
         results = await asyncio.gather(*(b.run() for b in benches))
@@ -78,6 +79,8 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     for i, per_room in enumerate(zip(*(r["steps"] for r in results), strict=False)):
         n = per_room[0]["subscribers"]
         losses = [s["loss_percent"] for s in per_room]
+        # the pings sent while any room of this step was measuring
+        window = [ms for sent, ms in rtts if any(a <= sent <= b for a, b in (s["measured"] for s in per_room))]
         steps.append({
             "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
             "loss_percent_max": max((x for x in losses if x is not None), default=None),
@@ -85,14 +88,27 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
             "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
             "joins_failed": sum(s.get("joins_failed") or 0 for s in per_room),
+            "ping_ms_p50": fanout.percentile(window, 50), "ping_ms_p99": fanout.percentile(window, 99),
+            "pings": len(window),
             "ok": all(fanout.knee([s])["knee"] is not None for s in per_room),
         })
     good = [s["subscribers_total"] for s in steps if s["ok"]]
-    rtts.sort()
+    all_ms = sorted(ms for _, ms in rtts)
     return {"sfu_workers": workers, "rooms": args.rooms, "steps": steps, "knee_total": max(good, default=None),
             "first_failure_total": min((s["subscribers_total"] for s in steps if not s["ok"]), default=None),
-            "ping_ms": {"count": len(rtts), "p50": fanout.percentile(rtts, 50), "p99": fanout.percentile(rtts, 99)},
+            "ping_ms": {"count": len(all_ms), "p50": fanout.percentile(all_ms, 50),
+                        "p99": fanout.percentile(all_ms, 99)},
             "rooms_raw": results}
+
+
+def _timed(step: Any, duration: float) -> Any:
+    """Bench.step, its row stamped with its measuring window (the last `duration` seconds before it returns)."""
+    async def timed(n: int) -> dict[str, Any]:
+        row = await step(n)
+        end = time.monotonic()
+        row["measured"] = (end - duration - 1.0, end)
+        return row
+    return timed
 
 
 def table(result: dict[str, Any]) -> str:
@@ -100,11 +116,12 @@ def table(result: dict[str, Any]) -> str:
              f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
              f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
              "| total subs | loss % (worst room) | delivered % (worst room) | server CPU % | packets out/s | "
-             "joins failed |", "|---|---|---|---|---|---|"]
+             "joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|"]
     for s in result["steps"]:
         delivered = s.get("delivered_percent_min")
         lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {delivered} | "
-                     f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} |")
+                     f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} | "
+                     f"{_ms(s['ping_ms_p50'])} / {_ms(s['ping_ms_p99'])} |")
     return "\n".join(lines)
 
 
