@@ -8,7 +8,8 @@ in aiortc, demultiplexing, reception statistics) or of a peer's RTCP (SRTCP unpr
 TWCC feedback handling) are **receive**, split by which; everything else is the **rest** (timers' Python
 work: layer choice, sender reports, reports to publishers, signaling; and the event loop's own native code, uvloop's
 system calls and timers, which shows as the bare `Runner.run` frame). The measured CPU time is shared out in
-proportion to the samples (see `split`).
+proportion to the samples (see `split`); the rest is
+split further by `rest_part` (layer choice, the router's timers, STUN, the control plane, the bare loop frame).
 
     python -m bench.profile_split PROFILE.txt [--rate 200] [--cpu SECONDS] [--packets N]
 """
@@ -65,6 +66,30 @@ def classify(stack: str) -> str | None:
     return "python_other"
 
 
+REST_PARTS = ("layer_choice", "router_timers", "stun", "control_plane", "loop", "other")
+
+
+def rest_part(stack: str) -> str:
+    """Which part of the rest one sample of it is: the per-subscriber layer choice (every 200 ms), the router's
+    other timers (NACKs to publishers, TWCC feedback, reports), STUN consent answers, the control plane (its
+    Python under control/, its database threads), the event loop's bare frame, or something else."""
+    frames = stack.split(";")
+    names = [_where(f)[0] for f in frames]
+    paths = [_where(f)[1] for f in frames]
+    if "SfuParticipant.select_layers" in names:
+        return "layer_choice"
+    if "Router._reports" in names:
+        return "router_timers"
+    if any(n.endswith(("RtcServer.received", "RtcServer._stun")) for n in names):
+        return "stun"
+    if any((p.startswith("control/") and not p.startswith("control/cli.py")) or "aiosqlite/" in p
+           or "sqlalchemy/" in p for p in paths):
+        return "control_plane"
+    if classify(stack) is None:
+        return "loop"
+    return "other"
+
+
 def split(path: str, rate: float, cpu_s: float | None = None, packets: int | None = None) -> dict[str, object]:
     """Samples per category, and the measured CPU shared out in proportion to them (µs per forwarded packet).
 
@@ -73,12 +98,16 @@ def split(path: str, rate: float, cpu_s: float | None = None, packets: int | Non
     proportions are used. The bare event-loop frame (uvloop's native work, or a wait py-spy did not recognise)
     counts with the rest."""
     counts: Counter[str] = Counter()
+    rest: Counter[str] = Counter()
     with open(path, encoding="utf-8", errors="replace") as f:
         for raw in f:
             stack, _, n = raw.rstrip("\n").rpartition(" ")
             if not n.isdigit():
                 continue
-            counts[classify(stack) or "loop"] += int(n)
+            category = classify(stack) or "loop"
+            counts[category] += int(n)
+            if category in ("python_other", "loop"):
+                rest[rest_part(stack)] += int(n)
     total = sum(counts.values())
     out: dict[str, object] = {"samples": total, "sampled_seconds": round(total / rate, 2),
                               "share": {c: round(counts[c] / total, 3) for c in (*CATEGORIES, "loop")} if total else {}}
@@ -97,7 +126,8 @@ def split(path: str, rate: float, cpu_s: float | None = None, packets: int | Non
                                     "receive_rtp": round(counts["receive_rtp"] / total * us, 2),
                                     "receive_rtcp": round(counts["receive_rtcp"] / total * us, 2),
                                     "receive_ice_dtls": round(counts["receive_ice_dtls"] / total * us, 2),
-                                    "rest": round((1 - send - receive) * us, 2)}
+                                    "rest": round((1 - send - receive) * us, 2),
+                                    "rest_by_part": {part: round(rest[part] / total * us, 2) for part in REST_PARTS}}
     return out
 
 

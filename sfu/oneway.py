@@ -38,6 +38,9 @@ class PublishOnlyParticipant(SfuParticipant):
     async def subscribe(self, producer: Producer) -> None:
         return None
 
+    async def subscribe_all(self, producers: list[Producer]) -> None:
+        return None
+
     async def renegotiate(self) -> None:
         return None
 
@@ -112,6 +115,10 @@ class ViewOnlyParticipant(SfuParticipant):
             self._attach(slot, producer)
             self._bind_slots()
             await self._start_consumers()
+
+    async def subscribe_all(self, producers: list[Producer]) -> None:
+        for producer in producers:
+            await self.subscribe(producer)
 
     async def renegotiate(self) -> None:
         return None  # the m-section stays, idle, until a track of its kind takes it (subscribe)

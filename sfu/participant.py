@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
@@ -212,8 +212,20 @@ class SfuParticipant:
         table[ssrc] = stream
         self.ssrcs_learned += 1
 
-    async def on_rtcp(self, data: bytes) -> None:
+    @staticmethod
+    async def _requests(requests: list[tuple[Consumer, list[int] | None]], now: float) -> None:
+        for consumer, lost in requests:
+            if lost is not None:
+                await consumer.on_nack(lost)
+            else:
+                await consumer.on_keyframe_request(now)
+
+    def on_rtcp(self, data: bytes) -> Awaitable[None] | None:
+        """Reports, REMB and transport-wide-cc feedback are applied at once; only NACK, PLI and FIR need the
+        consumer's coroutines, so only a compound packet carrying one of them costs a task (returned for the
+        caller to run): at browser rates most RTCP is feedback and reports, a thousand packets a second at 100."""
         now = time.monotonic()
+        requests: list[tuple[Consumer, list[int] | None]] = []  # (consumer, lost sequence numbers or None: a key)
         for packet in rtcp.parse_rtcp(data):
             if isinstance(packet, rtcp.SenderReport):
                 stream = self._by_ssrc.get(packet.ssrc)
@@ -225,11 +237,11 @@ class SfuParticipant:
             elif isinstance(packet, rtcp.Nack):
                 consumer = self._consumer_for(packet.media_ssrc)
                 if consumer is not None:
-                    await consumer.on_nack(packet.lost)
+                    requests.append((consumer, packet.lost))
             elif isinstance(packet, rtcp.Pli):
                 consumer = self._consumer_for(packet.media_ssrc)
                 if consumer is not None:
-                    await consumer.on_keyframe_request(now)
+                    requests.append((consumer, None))
             elif isinstance(packet, rtcp.Remb):
                 self.estimate.on_remb(packet.bitrate)
             elif isinstance(packet, rtcp.TransportCC) and self.twcc_out is not None:
@@ -240,7 +252,8 @@ class SfuParticipant:
                 for ssrc, _seq in packet.entries:
                     consumer = self._consumer_for(ssrc)
                     if consumer is not None:
-                        await consumer.on_keyframe_request(now)
+                        requests.append((consumer, None))
+        return self._requests(requests, now) if requests else None
 
     def on_loss_window(self, lost: int, reported: int, now: float | None = None) -> None:
         """A transport-cc loss window: from on_rtcp, or read by the engine (native feedback), which hands up only
@@ -540,8 +553,19 @@ class SfuParticipant:
     # ---- subscriptions (server-initiated offers) ----------------------------------------------------------
 
     async def subscribe(self, producer: Producer) -> None:
+        if self._consume(producer):
+            await self.renegotiate()
+
+    async def subscribe_all(self, producers: list[Producer]) -> None:
+        """A joiner's subscriptions to the room's tracks in one offer: one round trip and one SDP exchange, not
+        one per track (the second track's offer had to wait for the first one's answer)."""
+        if [producer for producer in producers if self._consume(producer)]:
+            await self.renegotiate()
+
+    def _consume(self, producer: Producer) -> bool:
+        """A consumer of the producer on a free slot; False when there is nothing to add."""
         if producer.id in self.consumers or producer.owner == self.key:
-            return
+            return False
         slot = self._free_slot(producer)
         consumer = Consumer(producer, slot, self.peer.send_rtcp, self.signal)
         consumer.paused = self.video_off and producer.kind == "video"
@@ -550,7 +574,7 @@ class SfuParticipant:
         self.consumers[producer.id] = consumer
         producer.consumers.append(consumer)
         slot.bound = False  # (re)bound to this producer's codec after the answer
-        await self.renegotiate()
+        return True
 
     def _free_slot(self, producer: Producer) -> OutSlot:
         free = [s for s in list(self.slots.values()) + [s for _, s in self._pending_slots]

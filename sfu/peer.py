@@ -41,7 +41,11 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   ``RTCDtlsTransport._role``, cuts the outgoing key with ``SRTPProtectionProfile.get_key_and_salt``, gives it to
   the engine, and replaces ``RTCDtlsTransport._tx_srtp`` (the outgoing SRTP session, written) by `EngineSrtp`:
   from then on the engine's libsrtp context protects everything the subscriber gets, the fan-out's copies and
-  aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home.
+  aiortc's ``_send_rtp`` (our RTCP) alike, so rollover counters have one home. With native receive,
+  ``RTCDtlsTransport._ssl`` is also written: replaced by `SpentDtls` once the engine authenticated a first
+  SRTP/SRTCP packet of the client (the handshake is then over on both sides), which frees OpenSSL's ~90 kB per
+  connection; aiortc's DTLS loop then calls only ``bio_write``, ``recv``, ``bio_read``, ``shutdown`` and
+  ``DTLSv1_get_timeout``/``DTLSv1_handle_timeout`` on it, which the stand-in answers as an idle session.
 * ``RTCIceTransport._connection`` (its aioice connection) and ``aioice.ice.Connection._nominated`` (component ->
   the nominated ``CandidatePair``, whose ``protocol.transport`` (its socket) and ``remote_addr`` are used): read
   when the connection becomes connected, to give the engine the socket and address it sends the copies to.
@@ -76,6 +80,10 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
 * ``aiortc.rtcrtpreceiver.decoder_worker`` (module function, target of the
   receiver decoder thread named ``"<kind>-decoder"``): only referenced by
   :func:`aiortc_decoder_threads` to detect decoder threads.
+* ``aiortc.rtcrtpreceiver.RemoteBitrateEstimator``, ``aiortc.rtcrtpreceiver.JitterBuffer``,
+  ``aiortc.rtcrtpreceiver.NackGenerator`` and ``aiortc.rtcrtpreceiver.queue`` (module-level names that
+  ``RTCRtpReceiver.__init__`` calls): swapped for stand-ins that make nothing while a Peer's transceiver is made
+  (kind "name"), since the receive path that would use them is replaced.
 * ``aiortc.sdp.SessionDescription.parse`` and ``aiortc.rtp.is_rtcp``
   (undocumented modules): SDP parsing for :meth:`Peer.media_sections`, and
   RTP/RTCP classification in ``send_rtp``/``send_rtcp``.
@@ -84,12 +92,15 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pylibsrtp
@@ -106,6 +117,7 @@ from aiortc import sdp as _aiortc_sdp
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.rtp import is_rtcp as _is_rtcp
+from OpenSSL import SSL
 
 from sfu.ice import IceConfig, gather_host_candidates
 from sfu.rtcserver import MuxConnection, RtcServer
@@ -135,6 +147,7 @@ URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 _CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
+DTLS_RELEASE_CHECK = 1.0  # s between looks at whether the client's first packet arrived (then DTLS is let go)
 
 # remote offer direction -> our default answer direction: receive whatever the
 # remote sends, send only where the remote asked to receive only.
@@ -151,7 +164,8 @@ class Internal:
     """One aiortc/aioice internal this module relies on (checked by the contract test).
 
     kind is one of "method" (plain function on the class), "coroutine method",
-    "attribute" (set on instances by ``__init__``) or "function" (module level).
+    "attribute" (set on instances by ``__init__``), "function" (module level) or "name" (a module-level
+    name looked up at call time, which we swap).
     ``params`` lists the parameter names (after ``self``) we depend on.
     """
 
@@ -220,6 +234,10 @@ AIORTC_INTERNALS: tuple[Internal, ...] = (
     ),
     Internal("aiortc.sdp", "SessionDescription", "parse", "method", ("sdp",)),
     Internal("aiortc.rtp", None, "is_rtcp", "function", ("msg",)),
+    Internal("aiortc.rtcrtpreceiver", None, "RemoteBitrateEstimator", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "JitterBuffer", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "NackGenerator", "name"),
+    Internal("aiortc.rtcrtpreceiver", None, "queue", "name"),
 )
 
 
@@ -439,6 +457,92 @@ class CountingSrtp:
             raise
 
 
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def negotiation_turn(rtc: RtcServer | None) -> AsyncIterator[None]:
+    """One negotiation step (aiortc's SDP work for an offer or an answer, 2-10 ms of CPU) per event-loop turn in
+    the whole process, with the shared port read before and after it.
+
+    When a hundred students join at once, their steps are all ready at the same time and the loop would run them
+    back to back for seconds before it read the socket again: binding requests were answered up to 2.4 s late
+    (clients time their checks out), media and RTCP waited as long. Here each step waits for the previous one,
+    which holds its turn until the loop has polled its sockets once more (the `sleep(0)`), so a loop turn carries
+    at most one step; the port is also read at the step's edges (`RtcServer.poll`), so what came in meanwhile,
+    consent checks first, is answered within one step. The total CPU is the same; the latency is bounded."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        lock = _turns[loop] = asyncio.Lock()
+    async with lock:
+        if rtc is not None:
+            rtc.poll()
+        try:
+            yield
+        finally:
+            if rtc is not None:
+                rtc.poll()
+            await asyncio.sleep(0)
+
+
+def _unused(*_args: Any, **_kwargs: Any) -> None:
+    """Stands for a part of aiortc's RTCRtpReceiver that only its own receive path (never run here) uses."""
+    return None
+
+
+_RECEIVER_PARTS = {"RemoteBitrateEstimator": _unused, "JitterBuffer": _unused, "NackGenerator": _unused,
+                   "queue": SimpleNamespace(Queue=_unused)}
+
+
+@contextlib.contextmanager
+def _lean_receiver() -> Iterator[None]:
+    """While aiortc makes a transceiver: its RTCRtpReceiver gets no bitrate estimator, jitter buffer, NACK
+    generator or decoder queue. A Peer replaces the receiver's receive path, so they were never used, and they
+    were most of a subscriber's Python memory (a video receiver's estimator alone keeps 1000 rate buckets,
+    ~95 kB) and a tenth of the CPU of a join. No await in between: no other code sees the swapped names."""
+    saved = {name: getattr(_aiortc_rtcrtpreceiver, name) for name in _RECEIVER_PARTS}
+    for name, stand_in in _RECEIVER_PARTS.items():
+        setattr(_aiortc_rtcrtpreceiver, name, stand_in)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(_aiortc_rtcrtpreceiver, name, value)
+
+
+class SpentDtls:
+    """Stands in for aiortc's pyOpenSSL connection (``RTCDtlsTransport._ssl``) once the handshake is over on both
+    sides: SRTP needs only the keys, which the engine has. What aiortc's DTLS loop still calls is answered as an
+    idle connection would: a record that arrives later (a close_notify, a retransmission) is dropped and counted,
+    nothing is ever written, shutting down does nothing (the client learns of the end by signaling or consent)."""
+
+    def __init__(self, connection: MuxConnection) -> None:
+        self._connection = connection
+
+    def bio_write(self, data: bytes) -> int:
+        self._connection.server.drop("dtls_after_handshake")
+        return len(data)
+
+    def recv(self, _size: int) -> bytes:
+        raise SSL.WantReadError()
+
+    def bio_read(self, _size: int) -> bytes:
+        raise SSL.WantReadError()
+
+    def send(self, _data: bytes) -> int:
+        raise SSL.Error("DTLS session released after the handshake")
+
+    def shutdown(self) -> bool:
+        return True
+
+    def DTLSv1_get_timeout(self) -> None:
+        return None
+
+    def DTLSv1_handle_timeout(self) -> bool:
+        return False
+
+
 class _SharedCertificate:
     """Stands in for aiortc's RTCCertificate class inside RTCPeerConnection.__init__ (see the module docstring)."""
 
@@ -488,6 +592,7 @@ class Peer:
         self.name = name
         self._rtc = rtc
         self._tasks: set[asyncio.Future[Any]] = set()  # awaitable callbacks of natively received packets
+        self._release_handle: asyncio.TimerHandle | None = None  # the look for the end of the DTLS handshake
         self._mux: dict[int, MuxConnection] = {}  # id(RTCIceTransport) -> its connection on the shared port
         self._engine = engine
         self._engine_transport = transport
@@ -519,7 +624,8 @@ class Peer:
         original = getattr(self.pc, _CREATE_TRANSCEIVER)
 
         def create_transceiver(direction: str, kind: str, sender_track: Any = None) -> RTCRtpTransceiver:
-            transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
+            with _lean_receiver():
+                transceiver = original(direction=direction, kind=kind, sender_track=sender_track)
             self._adopt(transceiver)
             if self._on_transceiver is not None:
                 # Before setRemoteDescription negotiates codecs for it: codec preferences set here apply.
@@ -616,6 +722,7 @@ class Peer:
                 rx_key = profile.get_key_and_salt(material, 0 if dtls._role == "server" else 1)
                 self._engine.set_srtp_rx(self._engine_transport, profile.libsrtp_profile, rx_key)
                 self._rtc.register_receiver(self._engine_transport, self._native_rx)
+                self._release_when_done(dtls, connection)
             dtls._tx_srtp = EngineSrtp(self._engine, self._engine_transport)  # type: ignore[assignment]
 
         dtls._setup_srtp = setup_srtp  # type: ignore[method-assign]
@@ -652,6 +759,27 @@ class Peer:
             self.stats.callback_errors += 1
             logger.exception("%s: on_rtcp callback failed", self.name)
 
+    def _release_when_done(self, dtls: RTCDtlsTransport, connection: MuxConnection) -> None:
+        """The first packet the engine authenticated with this connection's keys proves that the client finished
+        its handshake: the DTLS session (~90 kB of OpenSSL state each: record buffers, handshake queues) is let go
+        then. The engine's count is looked at once a second (a subscriber's first RTCP may be read in C only)."""
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            self._release_handle = None
+            if dtls.state != "connected" or not isinstance(dtls._ssl, SSL.Connection) or self._engine is None:
+                return
+            try:
+                authenticated = self._engine.rx_stats(self._engine_transport)["packets"]
+            except (RuntimeError, ValueError):  # the engine's transport is gone (closed meanwhile)
+                return
+            if authenticated:
+                dtls._ssl = SpentDtls(connection)  # type: ignore[assignment]
+            else:
+                self._release_handle = loop.call_later(DTLS_RELEASE_CHECK, check)
+
+        self._release_handle = loop.call_later(DTLS_RELEASE_CHECK, check)
+
     def _native_rx(self, kind: int, data: bytes, arrival: float) -> None:
         """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
         aiortc's receive loop calls, without its queue, task and coroutines. `arrival` is the kernel's stamp,
@@ -669,7 +797,7 @@ class Peer:
             return
         try:
             result = callback(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # plain callbacks return None: no check
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -700,14 +828,16 @@ class Peer:
 
     async def create_offer(self) -> RTCSessionDescription:
         """createOffer + setLocalDescription; returns the offer with all candidates."""
-        self._adopt_all()
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return self.pc.localDescription
 
     async def accept_answer(self, answer: RTCSessionDescription) -> None:
-        self._adopt_all()
-        await self.pc.setRemoteDescription(answer)
-        self._adopt_all()
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setRemoteDescription(answer)
+            self._adopt_all()
 
     async def accept_offer(
         self,
@@ -721,21 +851,22 @@ class Peer:
         receives (remote recvonly -> sendonly).  ``directions`` (mid ->
         direction) overrides that.
         """
-        self._adopt_all()
-        await self.pc.setRemoteDescription(offer)
-        self._adopt_all()
-        remote = _aiortc_sdp.SessionDescription.parse(offer.sdp)
-        directions = dict(directions or {})
-        for transceiver in self.pc.getTransceivers():
-            media = _find_media(remote, transceiver.mid) if transceiver.mid is not None else None
-            if media is None:
-                continue
-            wanted = directions.get(transceiver.mid)
-            if wanted is None:
-                wanted = _DEFAULT_ANSWER_DIRECTION[media.direction or "sendrecv"]
-            transceiver.direction = wanted
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return self.pc.localDescription
+        async with negotiation_turn(self._rtc):
+            self._adopt_all()
+            await self.pc.setRemoteDescription(offer)
+            self._adopt_all()
+            remote = _aiortc_sdp.SessionDescription.parse(offer.sdp)
+            directions = dict(directions or {})
+            for transceiver in self.pc.getTransceivers():
+                media = _find_media(remote, transceiver.mid) if transceiver.mid is not None else None
+                if media is None:
+                    continue
+                wanted = directions.get(transceiver.mid)
+                if wanted is None:
+                    wanted = _DEFAULT_ANSWER_DIRECTION[media.direction or "sendrecv"]
+                transceiver.direction = wanted
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            return self.pc.localDescription
 
     async def wait_connected(self) -> None:
         """Wait until ICE + DTLS are up (SRTP keys exist); raises ConnectionError on failure.
@@ -929,6 +1060,8 @@ class Peer:
     # ------------------------------------------------------------------ close
 
     async def close(self) -> None:
+        if self._release_handle is not None:
+            self._release_handle.cancel()
         if self._rtc is not None and self._engine_transport is not None:
             self._rtc.unregister_receiver(self._engine_transport)
         for transceiver in self.pc.getTransceivers():

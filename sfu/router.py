@@ -49,8 +49,7 @@ class Router:
             await self.leave(key)
         participant = SfuParticipant(self, key, info, signal, self.ice)
         self.participants[key] = participant
-        for producer in list(self.producers.values()):
-            await participant.subscribe(producer)
+        await participant.subscribe_all(list(self.producers.values()))
         if self._task is None:
             self._task = asyncio.create_task(self._reports())
         return participant

@@ -31,6 +31,7 @@ from typing import Any
 from aioice import ConnectionClosed, stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCCertificate
+from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 from OpenSSL import SSL
 
 from sfu.engine import stamp_arrivals
@@ -71,6 +72,13 @@ class ServerCertificate(RTCCertificate):
     their read/write buffers (SSL_MODE_RELEASE_BUFFERS): after the handshake DTLS is nearly silent."""
 
     _contexts: dict[tuple[bytes, ...], SSL.Context]
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        """Computed once: every offer and answer carries them (three digests of the certificate each otherwise)."""
+        fingerprints = self.__dict__.get("_fingerprints")
+        if fingerprints is None:
+            fingerprints = self.__dict__["_fingerprints"] = super().getFingerprints()
+        return list(fingerprints)
 
     def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
         contexts = self.__dict__.setdefault("_contexts", {})
@@ -261,6 +269,16 @@ class RtcServer:
                     self.received(data, addr, listener, arrival)
             if len(batch) < 64:
                 return
+
+    def poll(self) -> None:
+        """Reads the port now, between two long steps of other work (sfu/peer.py negotiation_turn): what arrived
+        meanwhile, binding requests above all, is handled without waiting for the loop's next I/O poll. A failure
+        here is the socket reader's, not the caller's: logged, and the loop's own reader tries again."""
+        for listener in self._listeners:
+            try:
+                self._readable(listener)
+            except Exception:
+                log.exception("reading the media port between two steps failed")
 
     def register_receiver(self, transport: int, receiver: Callable[[int, bytes, float], None]) -> None:
         """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1), with the

@@ -112,7 +112,11 @@ _TIMESPEC = struct.Struct("@qq")
 
 
 def stamp_arrivals(sock: socket.socket) -> None:
-    """Asks the kernel to stamp each datagram read from `sock` with its arrival (both engines read the stamp)."""
+    """Asks the kernel to stamp each datagram read from `sock` with its arrival (both engines read the stamp).
+
+    Linux turns stamping on machine-wide through a static key flipped later, from a work queue: when no other
+    socket on the machine stamps, the datagrams that arrive in the first moments carry no stamp and the kernel
+    gives them the time of the read (what an unstamped socket reports anyway)."""
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 
 

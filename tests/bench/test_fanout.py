@@ -233,7 +233,9 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
         f"{loop};RTCDtlsTransport._recv_next (x.py:1);Peer._handle_rtcp_data (sfu/peer.py:2);"
         "TwccSender.on_feedback (sfu/bwe.py:5) 10\n"
         f"{loop};StunProtocol.datagram_received (aioice/ice.py:9) 5\n"
-        f"{loop};Router._reports (sfu/router.py:7) 5\n"
+        f"{loop};Router._reports (sfu/router.py:7) 2\n"
+        f"{loop};Router._reports (sfu/router.py:7);SfuParticipant.select_layers (sfu/participant.py:9) 2\n"
+        f"{loop};Dispatcher._run (control/webhooks/dispatcher.py:3) 1\n"
         f"{loop};RtcServer._readable (sfu/rtcserver.py:{recv_line}) 10\n"
         f"{loop} 10\n")
     out = split(str(profile), 200, cpu_s=1.0, packets=100_000)
@@ -241,3 +243,5 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
     assert out["percent_of_cpu"] == {"send": 50.0, "receive": 35.0, "receive_rtcp": 10.0, "rest": 15.0}
     assert out["us_per_packet"]["send"] == 5.0 and out["us_per_packet"]["receive_rtcp"] == 1.0
     assert out["us_per_packet"]["receive_native"] == 1.0
+    assert out["us_per_packet"]["rest_by_part"] == {"layer_choice": 0.2, "router_timers": 0.2, "stun": 0.0,
+                                                    "control_plane": 0.1, "loop": 1.0, "other": 0.0}

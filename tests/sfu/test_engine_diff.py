@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import struct
+import time
 
 import pylibsrtp
 import pytest
@@ -531,14 +533,31 @@ def test_receive_unprotects_and_sorts_alike(profile: str) -> None:
     assert all(a == "source1" for t, _, _, a in received if t == -1 and a != "source0")
 
 
+def _until_the_kernel_stamps(server: socket.socket, source: socket.socket) -> None:
+    """Linux turns receive stamping on for the whole machine through a static key that it flips from a work queue
+    (net_enable_timestamp): when the socket of `stamp_arrivals` is the only stamped one on the machine, datagrams
+    that arrive before that work ran carry no stamp, and the kernel fills in the time of the read. A probe that
+    waited in the queue shows when stamping is on; the datagrams the test times are sent after that."""
+    from sfu.engine.reference import SO_TIMESTAMPNS
+
+    deadline = time.monotonic() + 5
+    while True:
+        source.sendto(b"probe", server.getsockname())
+        time.sleep(0.01)
+        _, ancillary, _, _ = server.recvmsg(64, socket.CMSG_SPACE(16))
+        read = time.time()
+        stamps = [struct.unpack("@qq", payload) for level, kind, payload in ancillary
+                  if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS]
+        if stamps and read - (stamps[0][0] + stamps[0][1] * 1e-9) >= 0.005:
+            return
+        assert time.monotonic() < deadline, "the kernel never stamped a datagram's arrival"
+
+
 @pytest.mark.parametrize("engine_class", [PythonEngine, NativeEngine], ids=["python", "native"])
 def test_arrival_is_when_the_kernel_received_the_datagram(engine_class: type) -> None:
     """TWCC feedback reports each packet's arrival; taken when a busy event loop finally reads the socket, a stall
     looks to the publisher's congestion control like queueing in the network, and it lowers its rate. With the
     socket's receive stamps on, both engines report when the datagram reached the machine, on the monotonic clock."""
-    import socket
-    import time
-
     from sfu.engine import stamp_arrivals
 
     sender_key = KEY[:30]
@@ -550,9 +569,10 @@ def test_arrival_is_when_the_kernel_received_the_datagram(engine_class: type) ->
         try:
             server.bind(("127.0.0.1", 0))
             server.setblocking(False)
+            source.bind(("127.0.0.1", 0))
             if stamped:
                 stamp_arrivals(server)
-            source.bind(("127.0.0.1", 0))
+                _until_the_kernel_stamps(server, source)
             engine = engine_class()
             tid = engine.add_transport()
             engine.set_srtp_rx(tid, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, sender_key)
