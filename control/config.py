@@ -42,6 +42,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _sfu_workers(env: Mapping[str, str]) -> int:
+    from control.workers import worker_count
+
+    try:
+        return worker_count(env.get("CLASSCAST_SFU_WORKERS", "0"))
+    except ValueError:
+        raise ValueError("CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'") from None
+
+
 def _ice(env: Mapping[str, str]) -> IceConfig:
     try:
         return IceConfig.from_env(env)
@@ -166,6 +175,8 @@ class Config:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # The TURN relay and the per-participant credentials handed out in `joined` (issue 16, control/turn.py).
     turn: TurnConfig = field(default_factory=TurnConfig)
+    # SFU worker processes (issue 15, control/workers.py): 0 = media in the control process; `auto` = one per core.
+    sfu_workers: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -199,6 +210,7 @@ class Config:
                 join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address),
             ),
             turn=TurnConfig.from_env(env),
+            sfu_workers=_sfu_workers(env),
         )
 
     @classmethod

@@ -216,6 +216,21 @@ class LiveCollector(Collector):
             for w in totals["workers"]:
                 cpu.add_metric([str(w.get("id"))], float(w.get("cpu_seconds", 0.0)))
             yield cpu
+            # per worker process (issue 15 req 6): the same counters as above, split, and whether each is up
+            per_worker = (
+                ("forwarded_packets", CounterMetricFamily, "classcast_sfu_worker_forwarded_packets",
+                 "RTP packets forwarded by each SFU worker"),
+                ("participants", GaugeMetricFamily, "classcast_sfu_worker_participants",
+                 "Participants whose media each SFU worker carries"),
+                ("alive", GaugeMetricFamily, "classcast_sfu_worker_up", "Whether each SFU worker process runs"),
+                ("restarts", CounterMetricFamily, "classcast_sfu_worker_restarts",
+                 "Times each SFU worker was restarted after it died"),
+            )
+            for key, family, name, doc in per_worker:
+                m = family(name, doc, labels=["worker"])
+                for w in totals["workers"]:
+                    m.add_metric([str(w.get("id"))], float(w.get(key, 0)))
+                yield m
 
     def _recorder(self) -> Iterable[Metric]:
         rec = self.recordings

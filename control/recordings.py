@@ -196,6 +196,7 @@ class Recordings:
         for p in await self.svc.store.active_participants(room.sid):
             people[p.uid] = {"name": p.name, "role": p.role}
         job = LiveJob(rec.id, room, FeedTap(self.supervisor.link, rec.id, people))
+        job.tap.address = str(self.supervisor.socket_path)  # SFU workers send the media straight there
         self.live[rec.id] = job
         self.supervisor.link.send({
             "t": "start", "j": rec.id, "room": room.sid, "mode": options["mode"], "layout": options["layout"],

@@ -30,6 +30,7 @@ from control.roles import Permission, Role, can, permissions
 from control.services import SERVICES, Services
 from control.store.records import Participant
 from control.validation import effective_customization
+from control.workers import WorkerPool
 from sfu.errors import SignalingError
 from sfu.router import Sfu
 
@@ -90,7 +91,7 @@ class Presence:
 
 
 class Hub:
-    def __init__(self, svc: Services, sfu: Sfu) -> None:
+    def __init__(self, svc: Services, sfu: Sfu | WorkerPool) -> None:
         self.svc = svc
         self.sfu = sfu
         self.interaction = Interaction(svc.store, svc.bus, svc.clock)
@@ -103,11 +104,13 @@ class Hub:
         # Set by control/app.py: while the server drains (control/drain.py) nobody new joins; a participant
         # already in the class may still reconnect.
         self.draining: Callable[[], bool] = lambda: False
+        self._stopping = False
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
 
     async def stop(self) -> None:
+        self._stopping = True  # from here a closed connection starts no grace timer (see _disconnect)
         self._unsubscribe()
         for conns in list(self.rooms.values()):
             for conn in list(conns.values()):
@@ -369,15 +372,30 @@ class Hub:
         elif conn.ending == "left":
             self.presence.pop(key, None)
             await self.svc.classroom.close_session(presence.session_id, "left")
-        else:
+        elif not self._stopping:
             presence.dropped_at = self.svc.clock.now_ms()
             presence.grace = asyncio.create_task(self._expire(key, presence))
+        # else: the server is stopping; the session stays open and the next start closes it as server_restart (a
+        # grace timer could fire while the SFU workers stop, closing it as disconnected)
 
     async def _expire(self, key: tuple[str, str], presence: Presence) -> None:
         await asyncio.sleep(self.svc.config.reconnect_grace_s)
         if self.presence.get(key) is presence and presence.connection is None:
             self.presence.pop(key, None)
             await self.svc.classroom.close_session(presence.session_id, "disconnected", at=presence.dropped_at)
+
+    def media_lost(self, keys: list[str]) -> None:
+        """A media worker died with these connections on it: each is told `reconnecting` and its socket closes, so
+        the SDK and the Python client join again (placed on a live worker) and publish again. The session stays
+        open through the reconnect grace, so rooms, sessions and credits do not see a leave."""
+        wanted = set(keys)
+        for conns in list(self.rooms.values()):
+            for conn in list(conns.values()):
+                if conn.key in wanted:
+                    conn.send({"type": "reconnecting", "reason": "media_worker_lost"})
+                    conn.ending = conn.ending or "reconnecting"
+                    with contextlib.suppress(asyncio.QueueFull):
+                        conn.queue.put_nowait(None)
 
     # ---- control-plane events -----------------------------------------------------------------------------
 
@@ -468,7 +486,14 @@ HUB = web.AppKey("hub", Hub)
 
 def setup(app: web.Application) -> None:
     async def start(app: web.Application) -> None:
-        hub = Hub(app[SERVICES], Sfu(app[SERVICES].config.ice))
+        config = app[SERVICES].config
+        if config.sfu_workers > 0:  # media in worker processes (control/workers.py); 0 = in this process
+            pool = WorkerPool(config.sfu_workers, config.ice)
+            await pool.start()
+            hub = Hub(app[SERVICES], pool)
+            pool.on_lost = hub.media_lost
+        else:
+            hub = Hub(app[SERVICES], Sfu(config.ice))
         app[HUB] = hub
         await hub.start()
 

@@ -1,9 +1,9 @@
 """The recorder process: `python -m recorder --socket DATA_DIR/recorder.sock`.
 
 Started and supervised by `classcast serve` (recorder/supervisor.py). It listens on a Unix socket, serves one
-server connection at a time, and runs each recording job in its own thread (recorder/job.py). When the server's
-connection ends (the server stopped or died) every job is finished cleanly, files closed, and the process exits:
-a recorder never outlives its server.
+server connection (then media-only connections from SFU worker processes), and runs each recording job in its own
+thread (recorder/job.py). When the server's connection ends (the server stopped or died) every job is finished
+cleanly, files closed, and the process exits: a recorder never outlives its server.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from recorder.feed import pack, unpacker
 from recorder.job import Job
 
 log = logging.getLogger("classcast.recorder")
+MEDIA = ("rtp", "sr")  # what an SFU worker's own connection may carry
 
 
 class Recorder:
@@ -54,6 +55,34 @@ class Recorder:
                     except Exception:
                         log.exception("bad feed message %s", message.get("t"))
         self.stop_all()
+
+    def accept_media(self, server: socket.socket) -> None:
+        """Further connections on the socket are SFU worker processes sending a room's packets straight here (the
+        sink by address of docs/architecture.md "Worker processes"): `rtp` and `sr` messages only, each to its job;
+        everything else keeps coming over the server's connection."""
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._media, args=(conn,), daemon=True, name="recorder-media").start()
+
+    def _media(self, conn: socket.socket) -> None:
+        decoder = unpacker()
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(1 << 18)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                decoder.feed(chunk)
+                for message in decoder:
+                    if isinstance(message, dict) and message.get("t") in MEDIA:
+                        job = self.jobs.get(str(message.get("j")))
+                        if job is not None:
+                            job.put(message)
 
     def dispatch(self, m: dict[str, Any]) -> None:
         kind, job_id = m.get("t"), str(m.get("j"))
@@ -96,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     os.chmod(path, 0o600)
-    server.listen(1)
+    server.listen(16)
     print("ready", flush=True)  # the supervisor waits for this line
-    conn, _ = server.accept()
+    conn, _ = server.accept()  # the server's connection first: it starts jobs, and its end ends the recorder
     try:
-        Recorder(conn).serve()
+        recorder = Recorder(conn)
+        threading.Thread(target=recorder.accept_media, args=(server,), daemon=True, name="recorder-accept").start()
+        recorder.serve()
     finally:
         conn.close()
         server.close()

@@ -156,6 +156,8 @@ class FeedTap:
         self.job_id = job_id
         self.people = people  # uid -> {"name", "role"}, kept current by the recording service
         self.dropped = 0  # this job's packets and reports the recorder could not take
+        # The recorder's socket: an SFU worker process sends this job's `rtp`/`sr` there itself (sfu/taps.py)
+        self.address: str | None = None
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
         person = self.people.get(str(track.get("uid")), {})

@@ -94,6 +94,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._negotiation = asyncio.Lock()
         self._arrived = asyncio.Condition()
+        self._state_changed = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.socket_closed = asyncio.Event()  # set when the current WebSocket is gone
@@ -109,12 +110,14 @@ class Client:
         if state != self.state:
             self.state = state
             self.states.append(state)
+            self._state_changed.set()
 
     async def wait_state(self, *states: State, timeout: float = 10) -> State:
+        """Wakes on the state's change itself: a reconnect ends in `connected` after its last message arrived."""
         async def check() -> State:
             while self.state not in states:
-                async with self._arrived:
-                    await self._arrived.wait()
+                self._state_changed.clear()
+                await self._state_changed.wait()
             return self.state
         return await asyncio.wait_for(check(), timeout)
 
@@ -183,6 +186,10 @@ class Client:
             self._set_state(State.ENDED)
         elif kind == "participant_removed" and message.get("self"):
             self._set_state(State.KICKED)
+        elif kind == "reconnecting" and self.state == State.CONNECTED:
+            # The server lost this connection's media (a worker died) and closes the socket next: the reconnect
+            # that follows joins again on a live worker and publishes again.
+            self._set_state(State.RECONNECTING)
         elif kind == "restarted":
             self.remote = {}  # at once: the old connection's tracks are dead, nobody may pick one up meanwhile
             self._spawn(self._after_restart())

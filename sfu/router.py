@@ -297,6 +297,61 @@ class Sfu:
             raise SignalingError("NOT_JOINED", "join the room first")
         await participant.handle(message)
 
+    async def open_one_way(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal, kind: str,
+                           offer: str, tracks: list[dict[str, str]], quality: str) -> str:
+        """A WHIP publisher (`kind` "whip": publishes `tracks`, the offer's m-sections as sources) or a WHEP viewer
+        ("whep": plays the room's teacher at `quality`) negotiated in one call with the client's offer; returns the
+        answer SDP. Plain data in and out, so control/workers.py relays it to a worker as one request. On failure the
+        participant has left again and a SignalingError says why (NOTHING_PUBLISHED, BAD_SDP, ...)."""
+        from sfu.oneway import PublishOnlyParticipant, ViewOnlyParticipant, join_one_way
+
+        if kind == "whep":
+            producers = self.playback_tracks(room_sid)
+            if not producers:
+                raise SignalingError("NOTHING_PUBLISHED", "Nothing to play: no teacher is publishing in this class yet")
+        said: list[dict[str, Any]] = []
+
+        def collect(message: dict[str, Any]) -> None:
+            said.append(message)
+            signal(message)
+
+        participant_class = PublishOnlyParticipant if kind == "whip" else ViewOnlyParticipant
+        participant = await join_one_way(self, room_sid, key, info, collect, participant_class)
+        try:
+            if isinstance(participant, ViewOnlyParticipant):
+                participant.quality = (quality, None, None)
+                return await participant.play(offer, producers)
+            await participant.handle({"type": "publish", "tracks": [{"source": t["source"]} for t in tracks]})
+            await participant.handle({"type": "offer", "sdp": offer, "tracks": tracks})
+            answer = next((m["sdp"] for m in said if m.get("type") == "answer"), None)
+            published = next((m["tracks"] for m in said if m.get("type") == "published"), [])
+            if answer is None or not published:
+                problem = next((m["message"] for m in said if m.get("type") == "error"), "nothing could be published")
+                raise SignalingError("BAD_SDP", f"The offer was not accepted: {problem}")
+            return str(answer)
+        except BaseException:
+            await self.leave(room_sid, key)
+            raise
+
+    def playback_tracks(self, room_sid: str) -> list[Producer]:
+        """What a WHEP viewer plays: the teacher's camera (else screen) and microphone; a moderator's or admin's
+        when no teacher publishes."""
+        router = self.routers.get(room_sid)
+        if router is None:
+            return []
+        rank = {"TEACHER": 0, "ADMIN": 1, "MODERATOR": 2}
+
+        def role(producer: Producer) -> str:
+            owner = router.participants.get(producer.owner)
+            return owner.role if owner is not None else ""
+
+        def best(sources: tuple[str, ...]) -> Producer | None:
+            fitting = [p for p in router.producers.values() if p.source in sources and not p.closed]
+            fitting.sort(key=lambda p: (rank.get(role(p), 9), sources.index(p.source)))
+            return fitting[0] if fitting else None
+
+        return [p for p in (best(("camera", "screen")), best(("microphone",))) if p is not None]
+
     async def leave(self, room_sid: str, key: str) -> None:
         router = self.routers.get(room_sid)
         if router is None:

@@ -35,8 +35,7 @@ from control.roles import Role, permissions
 from control.signaling import HUB, Hub
 from control.validation import effective_customization
 from sfu.errors import SignalingError
-from sfu.oneway import PublishOnlyParticipant, ViewOnlyParticipant, join_one_way, role_of, room_producers
-from sfu.participant import MAX_SDP, SfuParticipant
+from sfu.participant import MAX_SDP
 
 log = logging.getLogger("classcast.whip")
 
@@ -44,7 +43,8 @@ SDP_TYPE = "application/sdp"
 FRAG_TYPE = "application/trickle-ice-sdpfrag"
 PUBLISHERS = (Role.TEACHER, Role.MODERATOR, Role.ADMIN)
 QUALITIES = ("auto", "low", "medium", "high")
-STATUS_OF = {"FORBIDDEN": 403, "BAD_SDP": 400, "BAD_MESSAGE": 400, "NEGOTIATION": 409}
+STATUS_OF = {"FORBIDDEN": 403, "BAD_SDP": 400, "BAD_MESSAGE": 400, "NEGOTIATION": 409, "NOTHING_PUBLISHED": 409,
+             "MEDIA_UNAVAILABLE": 503, "MEDIA_WORKER_LOST": 503}
 
 
 @dataclass(eq=False)
@@ -60,7 +60,6 @@ class OneWay:
     session_id: str
     etag: str
     ufrag: str
-    participant: SfuParticipant
 
 
 class OneWaySessions:
@@ -194,29 +193,36 @@ def _signaling_error(exc: SignalingError) -> ApiError:
     return ApiError(STATUS_OF.get(exc.code, 400), exc.message, exc.code)
 
 
-async def _open(request: web.Request, grant: Grant, kind: str,
-                participant_class: type[SfuParticipant]) -> tuple[OneWay, list[dict[str, Any]]]:
+async def _open(request: web.Request, grant: Grant, kind: str, offer: str, tracks: list[dict[str, str]],
+                quality: str) -> tuple[OneWay, str]:
+    """The SFU side first (in this process or a worker: `open_one_way` is one call either way), then the store
+    session, so a refused offer or an empty room leaves no session behind."""
     svc = services(request)
     hub = request.app[HUB]
     registry = request.app[SESSIONS]
     room, me = grant.room, grant.participant
     customization = effective_customization(room.customization, me.customization)
     perms = permissions(Role(me.role), customization)
-    session_row = await svc.classroom.open_session(room.sid, me.uid, request.remote)
     session_id = secrets.token_urlsafe(12)
-    messages: list[dict[str, Any]] = []
 
     def signal(message: dict[str, Any]) -> None:
-        messages.append(message)
         registry.on_signal(session_id, message)
 
     key = f"{kind.upper()}_{secrets.token_hex(6)}"
     info = {"uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms)}
-    participant = await join_one_way(hub.sfu, room.sid, key, info, signal, participant_class)
+    try:
+        answer = await hub.sfu.open_one_way(room.sid, key, info, signal, kind, offer, tracks, quality)
+    except SignalingError as exc:
+        raise _signaling_error(exc) from None
+    try:
+        session_row = await svc.classroom.open_session(room.sid, me.uid, request.remote)
+    except BaseException:
+        await hub.sfu.leave(room.sid, key)
+        raise
     session = OneWay(id=session_id, kind=kind, room_sid=room.sid, room_id=room.room_id, uid=me.uid, key=key,
-                     session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag="", participant=participant)
+                     session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag=_ufrag(offer))
     registry.sessions[session_id] = session
-    return session, messages
+    return session, answer
 
 
 async def whip_create(request: web.Request) -> web.Response:
@@ -231,26 +237,8 @@ async def whip_create(request: web.Request) -> web.Response:
     tracks = offered_sources(offer)
     if not tracks:
         raise ApiError(400, "The offer sends no audio or video", "BAD_SDP")
-    session, messages = await _open(request, grant, "whip", PublishOnlyParticipant)
-    registry = request.app[SESSIONS]
-    try:
-        participant = session.participant
-        await participant.handle({"type": "publish", "tracks": [{"source": t["source"]} for t in tracks]})
-        await participant.handle({"type": "offer", "sdp": offer, "tracks": tracks})
-    except SignalingError as exc:
-        await registry.end(session, "left")
-        raise _signaling_error(exc) from None
-    except BaseException:
-        await registry.end(session, "left")
-        raise
-    answer = next((m["sdp"] for m in messages if m.get("type") == "answer"), None)
-    published = next((m["tracks"] for m in messages if m.get("type") == "published"), [])
-    if answer is None or not published:
-        await registry.end(session, "left")
-        problem = next((m["message"] for m in messages if m.get("type") == "error"), "nothing could be published")
-        raise ApiError(400, f"The offer was not accepted: {problem}", "BAD_SDP")
-    session.ufrag = _ufrag(offer)
-    log.info("WHIP session %s publishes %s in %s", session.id, [t["source"] for t in published], session.room_id)
+    session, answer = await _open(request, grant, "whip", offer, tracks, "auto")
+    log.info("WHIP session %s publishes %s in %s", session.id, [t["source"] for t in tracks], session.room_id)
     return _created(request, session, answer)
 
 
@@ -260,38 +248,8 @@ async def whep_create(request: web.Request) -> web.Response:
     if quality not in QUALITIES:
         raise ApiError(400, f"Validation failed: quality must be one of {', '.join(QUALITIES)}", "VALIDATION_ERROR")
     offer = await _sdp(request, SDP_TYPE)
-    hub = request.app[HUB]
-    producers = _playback_tracks(hub, grant.room.sid)
-    if not producers:
-        raise ApiError(409, "Nothing to play: no teacher is publishing in this class yet", "NOTHING_PUBLISHED")
-    session, _ = await _open(request, grant, "whep", ViewOnlyParticipant)
-    registry = request.app[SESSIONS]
-    participant = session.participant
-    assert isinstance(participant, ViewOnlyParticipant)
-    participant.quality = (quality, None, None)
-    try:
-        answer = await participant.play(offer, producers)
-    except SignalingError as exc:
-        await registry.end(session, "left")
-        raise _signaling_error(exc) from None
-    except BaseException:
-        await registry.end(session, "left")
-        raise
-    session.ufrag = _ufrag(offer)
+    session, answer = await _open(request, grant, "whep", offer, [], quality)
     return _created(request, session, answer)
-
-
-def _playback_tracks(hub: Hub, room_sid: str) -> list[Any]:
-    """The teacher's camera (else screen) and microphone; a moderator's or admin's when no teacher publishes."""
-    producers = room_producers(hub.sfu, room_sid)
-    rank = {"TEACHER": 0, "ADMIN": 1, "MODERATOR": 2}
-
-    def best(sources: tuple[str, ...]) -> Any:
-        fitting = [p for p in producers if p.source in sources and not p.closed]
-        fitting.sort(key=lambda p: (rank.get(role_of(hub.sfu, room_sid, p), 9), sources.index(p.source)))
-        return fitting[0] if fitting else None
-
-    return [p for p in (best(("camera", "screen")), best(("microphone",))) if p is not None]
 
 
 def _session(request: web.Request, kind: str) -> OneWay:
@@ -322,7 +280,7 @@ async def _patch(request: web.Request, kind: str) -> web.Response:
             if line.startswith("a=mid:"):
                 mid = line[6:].strip()
             elif line.startswith("a=candidate:"):
-                await session.participant.handle({"type": "candidate", "candidate": {
+                await request.app[HUB].sfu.handle(session.room_sid, session.key, {"type": "candidate", "candidate": {
                     "candidate": line[2:].strip(), "sdpMid": mid, "sdpMLineIndex": 0}})
     except SignalingError as exc:
         raise _signaling_error(exc) from None

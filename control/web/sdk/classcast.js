@@ -67,6 +67,7 @@ export const SERVER_EVENT = Object.freeze({
   QUALITY_CHANGED: "quality_changed",
   LAYERS: "layers",
   RESTARTED: "restarted",
+  RECONNECTING: "reconnecting",  // the server lost this connection's media worker; the Room reconnects by itself
   CONNECTION_STATE: "connection_state",
 });
 
@@ -363,6 +364,11 @@ export class Room extends EventTarget {
           this.published = {};
           if (Object.keys(tracks).length) return this.publish(tracks, this._publishOptions);
         });
+        break;
+      case "reconnecting":
+        // The server lost this connection's media (an SFU worker died) and closes the socket next; the reconnect
+        // that follows joins again on a live worker and publishes the same tracks again.
+        if (this.state === "connected") this._setState("reconnecting");
         break;
       case "class_ended":
         this._setState("ended");

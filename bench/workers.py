@@ -1,0 +1,159 @@
+"""Every core (issue 15 req 5): the same multi-room fan-out against `classcast serve` with 1 SFU worker and with
+more, in one run, plus the signaling round trip on a spare connection while the media plane is loaded.
+
+    python -m bench.workers --rooms 2 --ramp 10:10:60 --duration 5 --sfu-workers 1,2 --json out.json
+
+For each worker count: a fresh `classcast serve` (CLASSCAST_SFU_WORKERS=W), ROOMS rooms each with the fan-out
+bench's teacher (bench/fanout.py Publisher: simulcast H.264 + Opus, paced) and its raw subscribers ramped together;
+a room is placed whole on one worker (control/workers.py), so ROOMS >= W spreads them. Figures per step are the
+fan-out bench's, per room; the step's total is ROOMS x N subscribers. The knee of a worker count is the largest
+total where every room is under 1% loss with every join served (bench/fanout.py `knee`). The spare connection
+sends `ping` every 100 ms for the whole run and times each `pong`: p50/p99 of the run per worker count.
+
+Everything runs on this machine (the subscribers' DTLS/SRTP in Python costs more CPU than the server's forwarding):
+on a small shared machine the clients, not the workers, may set the knee; the JSON keeps the server's CPU per step
+so the two can be told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from bench import fanout
+from bench.targets.classcast import Server, Signal
+
+
+async def _pinger(base: str, org: str, rtts: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """A spare participant's WebSocket: `ping` every 100 ms, the time to its `pong` (signaling round trip)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(base + "/v1/room/create", headers={"VF-ORG-ID": org}, json={
+                "roomId": "bench-ping", "title": "ping",
+                "participant": {"uid": "pinger", "name": "Ping", "role": "STUDENT"}}) as resp:
+            token = (await resp.json())["data"]["token"]
+        signal = Signal(session, base, token)
+        await signal.open()
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                await signal.send({"type": "ping", "ts": sent})
+                await signal.wait("pong", timeout=10)
+                rtts.append((sent, (time.monotonic() - sent) * 1000))
+                await asyncio.sleep(0.1)
+        finally:
+            await signal.close()
+
+
+async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={
+        "CLASSCAST_SFU_WORKERS": str(workers), "CLASSCAST_RTC_PORT": "0"}))
+    rtts: list[tuple[float, float]] = []  # (sent at, round trip ms)
+    stop = asyncio.Event()
+    try:
+        fan_args = fanout.parser().parse_args([
+            "fanout", "--target", server.base, "--org", server.org, "--server-pid", str(server.proc.pid),
+            "--ramp", args.ramp, "--duration", str(args.duration), "--settle", str(args.settle),
+            "--workers", str(args.client_processes)])
+        fan_args.ice_host, fan_args.codec = "127.0.0.1", "h264"
+        benches = []
+        for r in range(args.rooms):
+            bench = fanout.Bench(fan_args, server.base)
+            bench.target.room = f"bench-w{workers}-r{r}"
+            bench.step = _timed(bench.step, args.duration)  # type: ignore[method-assign]
+            benches.append(bench)
+        pinger = asyncio.create_task(_pinger(server.base, server.org, rtts, stop))
+        results = await asyncio.gather(*(b.run() for b in benches))
+        stop.set()
+        await asyncio.wait_for(pinger, 15)
+    finally:
+        stop.set()
+        await loop.run_in_executor(None, server.stop)
+    steps = []
+    for i, per_room in enumerate(zip(*(r["steps"] for r in results), strict=False)):
+        n = per_room[0]["subscribers"]
+        losses = [s["loss_percent"] for s in per_room]
+        # the pings sent while any room of this step was measuring
+        window = [ms for sent, ms in rtts if any(a <= sent <= b for a, b in (s["measured"] for s in per_room))]
+        steps.append({
+            "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
+            "loss_percent_max": max((x for x in losses if x is not None), default=None),
+            "delivered_percent_min": min((s["delivered_percent"] or 0) for s in per_room),
+            "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
+            "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
+            "joins_failed": sum(s.get("joins_failed") or 0 for s in per_room),
+            "ping_ms_p50": fanout.percentile(window, 50), "ping_ms_p99": fanout.percentile(window, 99),
+            "pings": len(window),
+            "ok": all(fanout.knee([s])["knee"] is not None for s in per_room),
+        })
+    good = [s["subscribers_total"] for s in steps if s["ok"]]
+    all_ms = sorted(ms for _, ms in rtts)
+    return {"sfu_workers": workers, "rooms": args.rooms, "steps": steps, "knee_total": max(good, default=None),
+            "first_failure_total": min((s["subscribers_total"] for s in steps if not s["ok"]), default=None),
+            "ping_ms": {"count": len(all_ms), "p50": fanout.percentile(all_ms, 50),
+                        "p99": fanout.percentile(all_ms, 99)},
+            "rooms_raw": results}
+
+
+def _timed(step: Any, duration: float) -> Any:
+    """Bench.step, its row stamped with its measuring window (the last `duration` seconds before it returns)."""
+    async def timed(n: int) -> dict[str, Any]:
+        row = await step(n)
+        end = time.monotonic()
+        row["measured"] = (end - duration - 1.0, end)
+        return row
+    return timed
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"SFU workers {result['sfu_workers']}, {result['rooms']} rooms: knee {result['knee_total']} "
+             f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
+             f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
+             "| total subs | loss % (worst room) | delivered % (worst room) | server CPU % | packets out/s | "
+             "joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|"]
+    for s in result["steps"]:
+        delivered = s.get("delivered_percent_min")
+        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {delivered} | "
+                     f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} | "
+                     f"{_ms(s['ping_ms_p50'])} / {_ms(s['ping_ms_p99'])} |")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rooms", type=int, default=2)
+    p.add_argument("--ramp", default="10:10:40", help="START:STEP:MAX subscribers per room")
+    p.add_argument("--duration", type=float, default=5)
+    p.add_argument("--settle", type=float, default=3)
+    p.add_argument("--sfu-workers", default="1,2", help="worker counts to compare, in this run")
+    p.add_argument("--client-processes", type=int, default=1, help="subscriber processes per room")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    import uvloop
+
+    out = []
+    for w in [int(x) for x in args.sfu_workers.split(",")]:
+        result = uvloop.run(run_one(args, w))
+        print(table(result), flush=True)
+        out.append(result)
+    if len(out) > 1 and out[0]["knee_total"]:
+        ratio = (out[-1]["knee_total"] or 0) / out[0]["knee_total"]
+        print(f"knee ratio {out[-1]['sfu_workers']} workers / {out[0]['sfu_workers']}: {ratio:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": " ".join(["python -m bench.workers", *sys.argv[1:]]), "runs": out}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+"""SFU worker processes seen from the control plane: spawn, place rooms, relay calls, notice deaths, restart.
+
+`WorkerPool` has the surface of `sfu.router.Sfu` that signaling, recordings and the transcriber use (join, handle,
+leave, add_tap, ...), so the Hub does not know whether media runs in-process (CLASSCAST_SFU_WORKERS=0) or in worker
+processes. Each call becomes one message of sfu/wire.py to the worker that holds the room.
+
+Placement: a room goes, when first needed, to the live worker with the least measured load (packets forwarded per
+second in its last report, then participants, then rooms). A whole room stays on one worker.
+
+Death: the socketpair closes the instant a worker dies (SIGKILL included), so the loss is seen at once; the worker
+is restarted, its rooms are forgotten (the next join places them again) and `on_lost` gets the connection keys it
+held, so the Hub can tell those participants to reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfu import wire
+from sfu.errors import SignalingError
+from sfu.ice import IceConfig
+from sfu.taps import Tap
+
+log = logging.getLogger("classcast.workers")
+
+START_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 10.0
+RESTART_BACKOFF = (0.1, 5.0)
+LOAD_LOG_INTERVAL = 60.0
+HUNG_AFTER = 10.0  # seconds without a load report (sent every wire.LOAD_PERIOD) nor CPU used: killed and restarted
+HUNG_ALWAYS = 60.0  # seconds without a load report, CPU or not (a loop spinning on one task)
+Signal = Callable[[dict[str, Any]], None]
+
+
+def worker_count(value: str | int | None) -> int:
+    """CLASSCAST_SFU_WORKERS: a number (0 = media in the control process), or `auto` = one per core."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    n = int(value)
+    if not 0 <= n <= 256:
+        raise ValueError("CLASSCAST_SFU_WORKERS must be 0..256 or 'auto'")
+    return n
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    index: int
+    pool: WorkerPool
+    pid: int = 0
+    port: int = 0
+    engine: str = ""
+    alive: bool = False
+    started_at: float = 0.0
+    heard: float = 0.0  # when its last load report came: a worker that stops reporting is hung
+    cpu_ticks: int = -1  # its CPU time in /proc (clock ticks) at `progressed`
+    progressed: float = 0.0
+    restarts: int = 0
+    load: dict[str, Any] = field(default_factory=dict)
+    link: wire.Channel | None = None
+    process: asyncio.subprocess.Process | None = None
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    hello: asyncio.Future[dict[str, Any]] | None = None
+    down: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process is lost, until restarted
+
+    @property
+    def pps(self) -> float:
+        return float(self.load.get("pps", 0.0))
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sfu.worker", str(child.fileno()), pass_fds=(child.fileno(),))
+        finally:
+            child.close()
+        loop = asyncio.get_running_loop()
+        self.hello = loop.create_future()
+        self.load = {}
+        self.link = wire.Channel(self._on_message, self._on_lost)
+        await self.link.open(parent)
+        self.link.send({"op": "config", "index": self.index,
+                        "ice": wire.ice_to_wire(self.pool.ice_for(self.index))})
+        hello = await asyncio.wait_for(self.hello, START_TIMEOUT)
+        self.pid, self.port, self.engine = int(hello["pid"]), int(hello["port"]), str(hello["engine"])
+        self.alive, self.started_at = True, time.monotonic()
+        self.heard = self.progressed = self.started_at
+        self.down.clear()
+        log.info("SFU worker %d: pid %d, UDP port %d, engine %s", self.index, self.pid, self.port, self.engine)
+
+    def _on_message(self, m: dict[str, Any]) -> None:
+        if "re" in m:
+            future = self.pending.pop(m["re"], None)
+            if future is not None and not future.done():
+                if "err" in m:
+                    err = m["err"] or {}
+                    future.set_exception(SignalingError(str(err.get("code")), str(err.get("message"))))
+                else:
+                    future.set_result(m.get("ok"))
+            return
+        ev = m.get("ev")
+        if ev == "signal":
+            self.pool.deliver(str(m.get("key")), m.get("m") or {})
+        elif ev == "tap":
+            self.pool.tap_event(m)
+        elif ev == "load":
+            self.load = m
+            self.heard = time.monotonic()
+        elif ev == "hello" and self.hello is not None and not self.hello.done():
+            self.hello.set_result(m)
+
+    def _on_lost(self) -> None:
+        was_alive = self.alive
+        self.alive = False
+        self.down.set()
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(SignalingError("MEDIA_WORKER_LOST", "the media worker restarted; reconnect"))
+        self.pending.clear()
+        if self.hello is not None and not self.hello.done():
+            self.hello.set_exception(ConnectionError(f"SFU worker {self.index} exited while starting"))
+        if was_alive:
+            self.pool.worker_lost(self)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.link is not None:
+            self.link.send(message)
+
+    async def request(self, op: str, **args: Any) -> Any:
+        if not self.alive or self.link is None:
+            raise SignalingError("MEDIA_WORKER_LOST", "the media worker restarted; reconnect")
+        rid = next(self.pool.ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = future
+        self.link.send({"op": op, "id": rid, **args})
+        try:
+            return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+        finally:
+            self.pending.pop(rid, None)
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self.link is not None:
+            await self.link.close()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, from /proc (-1 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1
+    return int(fields[11]) + int(fields[12])
+
+
+def _add_tap(room_sid: str, tap_id: int, tap: Tap) -> dict[str, Any]:
+    """The add_tap op; a sink by address (the recorder: `address`, `job_id`) gets its media from the worker itself."""
+    message: dict[str, Any] = {"op": "add_tap", "room": room_sid, "tap": tap_id,
+                               "video": bool(getattr(tap, "wants_video", True))}
+    address = getattr(tap, "address", None)
+    if address:
+        message["feed"] = {"path": str(address), "job": str(getattr(tap, "job_id", ""))}
+    return message
+
+
+@dataclass(eq=False)
+class _TapEntry:
+    room: str
+    tap: Tap
+    tracks: set[str] = field(default_factory=set)  # what the sink was told exists, to retract on a worker's death
+    worker: WorkerHandle | None = None
+
+
+class WorkerPool:
+    """The `Sfu` surface over N worker processes (control/signaling.py builds one when CLASSCAST_SFU_WORKERS > 0)."""
+
+    def __init__(self, count: int, ice: IceConfig) -> None:
+        self.ice = ice
+        self.workers = [WorkerHandle(i, self) for i in range(count)]
+        self.ids = itertools.count(1)
+        self.rooms: dict[str, WorkerHandle] = {}  # room sid -> the worker holding it
+        self.members: dict[str, tuple[str, WorkerHandle, Signal]] = {}  # connection key -> (room, worker, signal)
+        self.taps: dict[int, _TapEntry] = {}
+        self._tap_ids: dict[int, int] = {}  # id(tap object) -> tap id
+        self.on_lost: Callable[[list[str]], None] = lambda keys: None  # set by the Hub
+        self.lost_total = 0
+        self.hung_after = HUNG_AFTER
+        self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log_task: asyncio.Task[None] | None = None
+
+    def ice_for(self, index: int) -> IceConfig:
+        """Worker i listens on CLASSCAST_RTC_PORT + i (or the next free one); port 0 stays any free port."""
+        import dataclasses
+
+        port = self.ice.rtc_port + index if self.ice.rtc_port else 0
+        return dataclasses.replace(self.ice, rtc_port=port)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(w.start() for w in self.workers))
+        self._log_task = asyncio.create_task(self._log_load())
+        self._spawn(self._watch())
+
+    async def _watch(self) -> None:
+        """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. Silence alone is
+        not enough (a loaded worker's loop can be busy for seconds with a burst of joins): it must also have used no
+        CPU for `hung_after` seconds, or have been silent for HUNG_ALWAYS. It is killed, and the socket's close does
+        the rest, as for any death."""
+        while not self._closing:
+            await asyncio.sleep(wire.LOAD_PERIOD)
+            now = time.monotonic()
+            for w in self.workers:
+                if not w.alive or w.process is None:
+                    continue
+                ticks = _cpu_ticks(w.pid)
+                if ticks != w.cpu_ticks:
+                    w.cpu_ticks, w.progressed = ticks, now
+                silent = now - w.heard
+                if (silent > self.hung_after and now - w.progressed > self.hung_after) or silent > HUNG_ALWAYS:
+                    log.error("SFU worker %d (pid %d) silent for %.1f s, %.1f s without CPU: killed", w.index,
+                              w.pid, silent, now - w.progressed)
+                    w.heard = now
+                    with contextlib.suppress(ProcessLookupError):
+                        w.process.kill()
+
+    def workers_alive(self) -> tuple[int, int]:
+        """For /readyz (control/health.py)."""
+        return sum(1 for w in self.workers if w.alive), len(self.workers)
+
+    # ---- placement ----------------------------------------------------------------------------------------
+
+    def _score(self, w: WorkerHandle) -> tuple[float, int, int]:
+        members = sum(1 for _, worker, _ in self.members.values() if worker is w)
+        rooms = sum(1 for worker in self.rooms.values() if worker is w)
+        return (w.pps, members, rooms)
+
+    async def _place(self, room_sid: str) -> WorkerHandle:
+        worker = self.rooms.get(room_sid)
+        if worker is not None and worker.alive:
+            return worker
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            live = [w for w in self.workers if w.alive]
+            if live:
+                break
+            if time.monotonic() > deadline or self._closing:
+                raise SignalingError("MEDIA_UNAVAILABLE", "no media worker is running; try again shortly")
+            await asyncio.sleep(0.05)
+        worker = self.rooms.get(room_sid)
+        if worker is not None and worker.alive:
+            return worker
+        worker = min(live, key=self._score)
+        self.rooms[room_sid] = worker
+        log.info("room %s placed on SFU worker %d (%.0f packets/s, pid %d)", room_sid, worker.index, worker.pps,
+                 worker.pid)
+        for tap_id, entry in self.taps.items():  # sinks of the room follow it (a restart's re-placement)
+            if entry.room == room_sid and entry.worker is not worker:
+                entry.worker = worker
+                worker.send(_add_tap(room_sid, tap_id, entry.tap))
+        return worker
+
+    def worker_of(self, room_sid: str) -> WorkerHandle | None:
+        worker = self.rooms.get(room_sid)
+        return worker if worker is not None and worker.alive else None
+
+    # ---- the Sfu surface ----------------------------------------------------------------------------------
+
+    async def join(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal) -> list[dict[str, Any]]:
+        worker = await self._place(room_sid)
+        self.members[key] = (room_sid, worker, signal)
+        try:
+            return list(await worker.request("join", room=room_sid, key=key, info=info))
+        except BaseException:
+            if self.members.get(key, (None, None))[1] is worker:
+                self.members.pop(key, None)
+            raise
+
+    async def open_one_way(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal, kind: str,
+                           offer: str, tracks: list[dict[str, str]], quality: str) -> str:
+        """WHIP/WHEP (`Sfu.open_one_way`) on the room's worker; the session's later calls are handle/leave."""
+        worker = await self._place(room_sid)
+        self.members[key] = (room_sid, worker, signal)
+        try:
+            return str(await worker.request("oneway", room=room_sid, key=key, info=info, kind=kind, offer=offer,
+                                            tracks=tracks, quality=quality))
+        except BaseException:
+            if self.members.get(key, (None, None))[1] is worker:
+                self.members.pop(key, None)
+            self._forget_if_empty(room_sid)
+            raise
+
+    async def handle(self, room_sid: str, key: str, message: dict[str, Any]) -> None:
+        member = self.members.get(key)
+        if member is None or member[0] != room_sid:
+            raise SignalingError("NOT_JOINED", "join the room first")
+        await member[1].request("handle", room=room_sid, key=key, m=message)
+
+    async def leave(self, room_sid: str, key: str) -> None:
+        member = self.members.pop(key, None)
+        if member is None or not member[1].alive:
+            return
+        with contextlib.suppress(SignalingError, TimeoutError):
+            await member[1].request("leave", room=room_sid, key=key)
+        self._forget_if_empty(room_sid)
+
+    def _forget_if_empty(self, room_sid: str) -> None:
+        if not any(room == room_sid for room, _, _ in self.members.values()) and \
+                not any(e.room == room_sid for e in self.taps.values()):
+            self.rooms.pop(room_sid, None)
+
+    def add_tap(self, room_sid: str, tap: Tap) -> None:
+        tap_id = next(self.ids)
+        self._tap_ids[id(tap)] = tap_id
+        self.taps[tap_id] = entry = _TapEntry(room_sid, tap)
+        worker = self.worker_of(room_sid)
+        if worker is not None:
+            entry.worker = worker
+            worker.send(_add_tap(room_sid, tap_id, tap))
+        else:  # placed with the room's first participant, or now if the room has none yet
+            self._spawn(self._place(room_sid))
+
+    def remove_tap(self, room_sid: str, tap: Tap) -> None:
+        tap_id = self._tap_ids.pop(id(tap), None)
+        entry = self.taps.pop(tap_id, None) if tap_id is not None else None
+        if entry is not None and entry.worker is not None and entry.worker.alive:
+            entry.worker.send({"op": "remove_tap", "room": room_sid, "tap": tap_id})
+        self._forget_if_empty(room_sid)
+
+    async def request_keyframe(self, room_sid: str, track_id: str) -> bool:
+        worker = self.worker_of(room_sid)
+        if worker is None:
+            return False
+        with contextlib.suppress(SignalingError, TimeoutError):
+            return bool(await worker.request("keyframe", room=room_sid, track=track_id))
+        return False
+
+    async def set_blocked(self, room_sid: str, uid: str, blocked: bool) -> None:
+        worker = self.worker_of(room_sid)
+        if worker is not None:
+            with contextlib.suppress(SignalingError, TimeoutError):
+                await worker.request("set_blocked", room=room_sid, uid=uid, blocked=blocked)
+
+    async def close_room(self, room_sid: str) -> None:
+        worker = self.rooms.pop(room_sid, None)
+        for key in [k for k, (room, _, _) in self.members.items() if room == room_sid]:
+            self.members.pop(key, None)
+        if worker is not None and worker.alive:
+            with contextlib.suppress(SignalingError, TimeoutError):
+                await worker.request("close_room", room=room_sid)
+
+    async def room_stats(self, room_sid: str) -> dict[str, Any]:
+        """`Sfu.stats(room)` from the worker holding the room (asynchronous here: it is a round trip)."""
+        worker = self.worker_of(room_sid)
+        if worker is None:
+            return {"participants": 0, "tracks": []}
+        return dict(await worker.request("stats", room=room_sid)) | {"worker": worker.index}
+
+    def metrics(self) -> dict[str, Any]:
+        """Sums of the workers' last reports (cumulative counters) plus one entry per worker (issue 15 req 6)."""
+        total: dict[str, Any] = {"engine": "", "forwarded_packets": 0, "forwarded_bytes": 0, "drops": {},
+                                 "retransmitted": 0, "layer_switches": 0, "estimated_bitrates_bps": []}
+        per_worker = []
+        for w in self.workers:
+            m = w.load.get("metrics") or {}
+            total["engine"] = total["engine"] or m.get("engine", "")
+            for key in ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches", "packets_in",
+                        "nacks_sent", "plis_sent"):
+                total[key] = total.get(key, 0) + int(m.get(key, 0))
+            for reason, n in (m.get("drops") or {}).items():
+                total["drops"][reason] = total["drops"].get(reason, 0) + int(n)
+            total["estimated_bitrates_bps"] += list(m.get("estimated_bitrates_bps") or [])
+            per_worker.append({"id": w.index, "pid": w.pid, "port": w.port, "alive": w.alive,
+                               "restarts": w.restarts, "pps": w.pps, "cpu": float(w.load.get("cpu", 0.0)),
+                               "cpu_seconds": float(w.load.get("cpu_seconds", 0.0)),
+                               "rooms": int(w.load.get("rooms", 0)),
+                               "participants": int(w.load.get("participants", 0)),
+                               "forwarded_packets": int(m.get("forwarded_packets", 0))})
+        total["workers"] = per_worker
+        return total
+
+    # ---- events from workers ------------------------------------------------------------------------------
+
+    def deliver(self, key: str, message: dict[str, Any]) -> None:
+        member = self.members.get(key)
+        if member is not None:
+            member[2](message)
+
+    def tap_event(self, m: dict[str, Any]) -> None:
+        entry = self.taps.get(int(m.get("tap", -1)))
+        if entry is None:
+            return
+        f, tap = m.get("f"), entry.tap
+        if f in ("rtp", "sr"):
+            self.relayed_media += 1
+        if f == "rtp":
+            tap.rtp(m["track"], m["data"], float(m["at"]))
+        elif f == "sr":
+            tap.sender_report(m["track"], int(m["ntp"]), int(m["ts"]), float(m["at"]))
+        elif f == "added":
+            entry.tracks.add(str(m["track"].get("trackId")))
+            tap.track_added(m["room"], m["track"])
+        elif f == "removed":
+            entry.tracks.discard(str(m["track"]))
+            tap.track_removed(m["room"], m["track"])
+        elif f == "muted":
+            notify = getattr(tap, "track_muted", None)
+            if notify is not None:
+                notify(m["room"], m["track"], bool(m["muted"]))
+
+    def worker_lost(self, worker: WorkerHandle) -> None:
+        """Seen the instant its socket closes: retract its tracks from sinks, forget its rooms, restart it."""
+        if self._closing:
+            return
+        self.lost_total += 1
+        rooms = [sid for sid, w in self.rooms.items() if w is worker]
+        keys = [k for k, (_, w, _) in self.members.items() if w is worker]
+        log.error("SFU worker %d (pid %d) lost: %d rooms, %d participants to reconnect", worker.index, worker.pid,
+                  len(rooms), len(keys))
+        for sid in rooms:
+            self.rooms.pop(sid, None)
+        for key in keys:
+            _, _, signal = self.members.pop(key)
+            # what the participant's transport would say: a one-way (WHIP/WHEP) session ends on it (its client
+            # POSTs again); a WebSocket participant is told to reconnect by the Hub (on_lost) right after
+            with contextlib.suppress(Exception):
+                signal({"type": "connection_state", "state": "failed", "reason": "media_worker_lost"})
+        for entry in self.taps.values():
+            if entry.worker is worker:
+                entry.worker = None
+                for track_id in sorted(entry.tracks):
+                    with contextlib.suppress(Exception):
+                        entry.tap.track_removed(entry.room, track_id)
+                entry.tracks.clear()
+        self._spawn(self._restart(worker))
+        self.on_lost(keys)
+
+    async def _restart(self, worker: WorkerHandle) -> None:
+        if worker.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            code = await worker.process.wait()
+            log.info("SFU worker %d (pid %d) exit status %s; restarting", worker.index, worker.pid, code)
+        delay, cap = RESTART_BACKOFF
+        while not self._closing:
+            try:
+                worker.restarts += 1
+                await worker.start()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.error("SFU worker %d failed to restart: %s", worker.index, exc)
+                await worker.stop()
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+                continue
+            # a room kept only by a sink (a recording while everybody reconnects) is placed again now
+            for room_sid in {e.room for e in self.taps.values() if e.worker is None and e.room not in self.rooms}:
+                self._spawn(self._place(room_sid))
+            return
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _log_load(self) -> None:
+        while True:
+            await asyncio.sleep(LOAD_LOG_INTERVAL)
+            self.log_load()
+
+    def log_load(self) -> None:
+        """One line per worker (every LOAD_LOG_INTERVAL): what an operator needs to see the spread."""
+        for w in self.workers:
+            log.info("SFU worker %d: pid %d, UDP port %d, %s, %.0f packets/s, CPU %.0f%%, %d rooms, "
+                     "%d participants", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
+                     100 * float(w.load.get("cpu", 0.0)), int(w.load.get("rooms", 0)),
+                     int(w.load.get("participants", 0)))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._log_task is not None:
+            self._log_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)

@@ -1,0 +1,49 @@
+"""`classcast serve` with CLASSCAST_SFU_WORKERS=2: the log names each worker's pid and port, /readyz counts them,
+and stopping the server leaves no worker behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.targets.classcast import Server
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_serve_logs_each_worker_and_stops_them(tmp_path: Path, monkeypatch: Any) -> None:
+    log_path = tmp_path / "serve.log"
+    monkeypatch.setenv("CLASSCAST_BENCH_SERVER_LOG", str(log_path))
+    loop = asyncio.get_running_loop()
+    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={
+        "CLASSCAST_SFU_WORKERS": "2", "CLASSCAST_RTC_PORT": "0"}))
+    pids: list[int] = []
+    try:
+        async with aiohttp.ClientSession() as session, session.get(server.base + "/readyz") as resp:
+            ready = await resp.json()
+        assert resp.status == 200, ready
+        assert ready["checks"]["sfu"] == {"ok": True, "workers": 2, "alive": 2}
+        text = log_path.read_text()
+        found = re.findall(r"SFU worker (\d): pid (\d+), UDP port (\d+), engine (\w+)", text)
+        assert sorted(f[0] for f in found) == ["0", "1"], text
+        pids = [int(f[1]) for f in found]
+        assert server.proc.pid not in pids and len(set(pids)) == 2
+        assert all(int(f[2]) > 0 for f in found) and len({f[2] for f in found}) == 2
+    finally:
+        await loop.run_in_executor(None, server.stop)
+    for _ in range(50):
+        if all(_gone(pid) for pid in pids):
+            break
+        await asyncio.sleep(0.1)
+    assert all(_gone(pid) for pid in pids), "the workers exit with the server"
