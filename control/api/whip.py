@@ -95,9 +95,11 @@ class OneWaySessions:
         """Idempotent: the SFU participant leaves and the store session closes (unless the class closed it)."""
         if self.sessions.pop(session.id, None) is None:
             return
-        await self.hub.sfu.leave(session.room_sid, session.key)
+        # The record first: a dead worker makes the SFU's leave wait for its restart, and the session's end (what
+        # credits count) is now, not then.
         if reason not in ("class_ended", "removed"):
             await self.hub.svc.classroom.close_session(session.session_id, reason)
+        await self.hub.sfu.leave(session.room_sid, session.key)
 
     async def close(self) -> None:
         self._unsubscribe()

@@ -85,7 +85,11 @@ async def test_a_whip_session_ends_when_its_worker_dies(workers_room: Classroom)
             break
         await asyncio.sleep(0.05)
     assert not sessions
-    stored = await workers_room.svc.store.get_session(session.session_id)
+    for _ in range(100):  # the session's end is written right after it leaves the table
+        stored = await workers_room.svc.store.get_session(session.session_id)
+        if stored is not None and stored.left_at is not None:
+            break
+        await asyncio.sleep(0.05)
     assert stored is not None and stored.leave_reason == "disconnected"
     encoder.location = None
     await encoder.close()
