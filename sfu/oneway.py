@@ -136,13 +136,3 @@ async def join_one_way(sfu: Sfu, room_sid: str, key: str, info: dict[str, Any], 
         router._task = asyncio.create_task(router._reports())
     return participant
 
-
-def room_producers(sfu: Sfu, room_sid: str) -> list[Producer]:
-    router = sfu.routers.get(room_sid)
-    return list(router.producers.values()) if router is not None else []
-
-
-def role_of(sfu: Sfu, room_sid: str, producer: Producer) -> str:
-    router = sfu.routers.get(room_sid)
-    owner = router.participants.get(producer.owner) if router is not None else None
-    return owner.role if owner is not None else ""
