@@ -175,10 +175,12 @@ class Classroom:
         token, exp_ms = self.auth.issue(org.id, room, p, ttl_s)
         return self._token_reply(token, exp_ms)
 
-    async def _check_capacity(self, room: Room, uid: str) -> None:
-        active = await self.store.active_participants(room.sid)
-        if len(active) >= room.max_participants and all(p.uid != uid for p in active):
+    async def _check_capacity(self, room: Room, uid: str) -> bool:
+        """Raises ROOM_FULL unless `uid` fits (one already present always does); returns whether it is present."""
+        count, present = await self.store.presence(room.sid, uid)
+        if count >= room.max_participants and not present:
             raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
+        return present
 
     async def status(self, org: Org, room_id: str) -> dict[str, Any]:
         room = await self.store.get_room(org.id, room_id)
@@ -281,17 +283,18 @@ class Classroom:
     async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
         """A participant's connection starts: the class starts with the first one."""
         async with self._lock(room_sid), self.store.atomic():
-            room = await self.store.get_room_by_sid(room_sid)
+            # Reads, check and write in one transaction: one query for room and participant, one aggregate for
+            # the capacity check and "already present" (no roster build: a class joining at once was O(room^2)).
+            room, participant = await self.store.room_and_participant(room_sid, uid)
             if room is None:
                 raise room_not_found()
             if room.ended:
                 raise ApiError(410, "Class has ended", "ROOM_ENDED")
-            participant = await self.store.get_participant(room_sid, uid)
             if participant is None:
                 raise participant_not_found()
             if participant.removed:
                 raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
-            await self._check_capacity(room, uid)
+            already_present = await self._check_capacity(room, uid)
             now = self.clock.now_ms()
             if room.started_at is None:
                 org = await self.store.get_org(room.org_id)
@@ -303,7 +306,6 @@ class Classroom:
                 await self._webhook("room_started", room, title=room.title, startedAt=iso(now))
             elif room.emptied_at is not None:
                 await self.store.update_room(room.sid, emptied_at=None)
-            already_present = any(p.uid == uid for p in await self.store.active_participants(room_sid))
             session = Session(
                 id=new_id("SE_"), participant_id=participant.id, room_sid=room_sid, org_id=room.org_id, uid=uid,
                 joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address,
