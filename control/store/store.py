@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,6 +29,10 @@ log = logging.getLogger("classcast.store")
 
 LIVE_RECORDING_STATES = ("EGRESS_STARTING", "EGRESS_ACTIVE")
 
+
+# Participant.from_values reads a participants row by position.
+assert [c.name for c in t.participants.c] == [f.name for f in dataclasses.fields(Participant)], \
+    "participants columns and Participant fields must keep one order"
 
 # The reads every join makes (token check, session open, the `joined` message), built once: constructing a
 # statement and its cache key is a third of a small read's Python time, and a class joins at once.
@@ -381,7 +386,7 @@ class Store:
     async def get_participant(self, room_sid: str, uid: str) -> Participant | None:
         async with self._read() as conn:
             row = (await conn.execute(_PARTICIPANT, {"sid": room_sid, "uid": uid})).first()
-        return Participant.from_row(row) if row else None
+        return Participant.from_values(row) if row else None
 
     async def room_and_participant(self, room_sid: str, uid: str) -> tuple[Room | None, Participant | None]:
         """The room and its participant `uid` in one query (a session's open reads both)."""
@@ -479,7 +484,7 @@ class Store:
         """Participants with at least one open session: the room's current roster."""
         async with self._read() as conn:
             rows = await conn.execute(_ACTIVE_PARTICIPANTS, {"sid": room_sid})
-            return [Participant.from_row(r) for r in rows]
+            return [Participant.from_values(r) for r in rows]
 
     async def presence(self, room_sid: str, uid: str) -> tuple[int, bool]:
         """How many participants have an open session in the room, and whether `uid` is one of them: the two
