@@ -69,6 +69,12 @@ def room_state(room: Room) -> str:
         return "finished"
     return "live" if room.started_at is not None else "created"
 
+def _require_seat(room: Room, present: int, already_present: bool) -> None:
+    """ROOM_FULL unless there is a seat; one already present (a second tab, a reconnect) always has one."""
+    if present >= room.max_participants and not already_present:
+        raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
+
+
 class Classroom:
     def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock,
                  outbox: Outbox | None = None) -> None:
@@ -175,12 +181,8 @@ class Classroom:
         token, exp_ms = self.auth.issue(org.id, room, p, ttl_s)
         return self._token_reply(token, exp_ms)
 
-    async def _check_capacity(self, room: Room, uid: str) -> bool:
-        """Raises ROOM_FULL unless `uid` fits (one already present always does); returns whether it is present."""
-        count, present = await self.store.presence(room.sid, uid)
-        if count >= room.max_participants and not present:
-            raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
-        return present
+    async def _check_capacity(self, room: Room, uid: str) -> None:
+        _require_seat(room, *await self.store.presence(room.sid, uid))
 
     async def status(self, org: Org, room_id: str) -> dict[str, Any]:
         room = await self.store.get_room(org.id, room_id)
@@ -283,9 +285,9 @@ class Classroom:
     async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
         """A participant's connection starts: the class starts with the first one."""
         async with self._lock(room_sid), self.store.atomic():
-            # Reads, check and write in one transaction: one query for room and participant, one aggregate for
-            # the capacity check and "already present" (no roster build: a class joining at once was O(room^2)).
-            room, participant = await self.store.room_and_participant(room_sid, uid)
+            # Reads, check and write in one transaction. One query reads the room, the participant, how many are
+            # present and whether this uid is (no roster build: a class joining at once was O(room^2)).
+            room, participant, present, already_present = await self.store.join_view(room_sid, uid)
             if room is None:
                 raise room_not_found()
             if room.ended:
@@ -294,7 +296,7 @@ class Classroom:
                 raise participant_not_found()
             if participant.removed:
                 raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
-            already_present = await self._check_capacity(room, uid)
+            _require_seat(room, present, already_present)
             now = self.clock.now_ms()
             if room.started_at is None:
                 org = await self.store.get_org(room.org_id)

@@ -49,6 +49,13 @@ _PRESENCE = select(
     func.count(func.distinct(t.sessions.c.participant_id)),
     func.coalesce(func.max(case((t.sessions.c.uid == bindparam("uid"), 1), else_=0)), 0),
 ).where(t.sessions.c.room_sid == bindparam("sid"), t.sessions.c.left_at.is_(None))
+_OPEN_SESSIONS = and_(t.sessions.c.room_sid == bindparam("sid"), t.sessions.c.left_at.is_(None))
+_JOIN_VIEW = _ROOM_AND_PARTICIPANT.add_columns(
+    select(func.count(func.distinct(t.sessions.c.participant_id))).where(_OPEN_SESSIONS)
+    .scalar_subquery().label("present_count"),
+    select(func.count()).select_from(t.sessions).where(_OPEN_SESSIONS, t.sessions.c.uid == bindparam("uid"))
+    .scalar_subquery().label("present_mine"),
+)
 _ACTIVE_PARTICIPANTS = (
     select(t.participants)
     .where(t.participants.c.id.in_(select(t.sessions.c.participant_id).where(
@@ -390,16 +397,19 @@ class Store:
 
     async def room_and_participant(self, room_sid: str, uid: str) -> tuple[Room | None, Participant | None]:
         """The room and its participant `uid` in one query (a session's open reads both)."""
-        r, p = t.rooms, t.participants
         async with self._read() as conn:
             row = (await conn.execute(_ROOM_AND_PARTICIPANT, {"sid": room_sid, "uid": uid})).first()
+        return _room_and_participant(row)
+
+    async def join_view(self, room_sid: str, uid: str) -> tuple[Room | None, Participant | None, int, bool]:
+        """`room_and_participant` and `presence` in one query: everything a session's open reads before it writes,
+        in its transaction."""
+        async with self._read() as conn:
+            row = (await conn.execute(_JOIN_VIEW, {"sid": room_sid, "uid": uid})).first()
+        room, participant = _room_and_participant(row)
         if row is None:
-            return None, None
-        m = row._mapping
-        room = Room.from_row(_Row({c.name: m[c] for c in r.c}))
-        if m[p.c.id] is None:
-            return room, None
-        return room, Participant.from_row(_Row({c.name: m[c] for c in p.c}))
+            return room, participant, 0, False
+        return room, participant, int(row.present_count), bool(row.present_mine)
 
     async def get_participant_by_id(self, pid: str) -> Participant | None:
         async with self._read() as conn:
@@ -705,6 +715,17 @@ class Store:
         async with self._read() as conn:
             rows = await conn.execute(_RECENT_CHAT, {"sid": room_sid, "n": limit})
             return [dict(r._mapping) for r in rows][::-1]
+
+
+def _room_and_participant(row: Any) -> tuple[Room | None, Participant | None]:
+    """Splits a rooms LEFT JOIN participants row."""
+    if row is None:
+        return None, None
+    m = row._mapping
+    room = Room.from_row(_Row({c.name: m[c] for c in t.rooms.c}))
+    if m[t.participants.c.id] is None:
+        return room, None
+    return room, Participant.from_row(_Row({c.name: m[c] for c in t.participants.c}))
 
 
 class _Row:
