@@ -117,7 +117,7 @@ class WebhookConfig:
     retry_max_s: float = 3600.0
     retry_window_s: float = 24 * 3600.0
     timeout_s: float = 10.0
-    poll_s: float = 1.0  # how often the dispatcher looks for due retries when nothing woke it
+    poll_s: float = 1.0  # the dispatcher looks again this soon after a failed look or a head it could not start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookConfig:

@@ -109,7 +109,10 @@ class Consumer:
     # ---- state kept by the engine ----------------------------------------------------------------------------
 
     def _stream(self, sid: int) -> Stream | None:
-        return next((s for s in self.producer.streams if s.sid == sid), None)
+        for stream in self.producer.streams:  # one to three: a loop beats a dict and a generator here
+            if stream.sid == sid:
+                return stream
+        return None
 
     @property
     def current(self) -> Stream | None:
@@ -168,21 +171,19 @@ class Consumer:
         flowing one when none fits: a small picture beats a frozen one)."""
         self.sent_bitrate(now)  # a rate sample every layer choice: reports without loss stay in the engine
         streams = self.producer.streams
-
-        def usable(s: Stream) -> bool:  # flowing, or paused by us and so resumable on demand
-            return s.flowing(now) or not s.active
-
-        flowing = [s for s in streams[: self.max_index + 1] if usable(s)] or [s for s in streams if s.flowing(now)]
+        # flowing, or paused by us and so resumable on demand
+        flowing = [s for s in streams[: self.max_index + 1] if s.flowing(now) or not s.active] or \
+            [s for s in streams if s.flowing(now)]
         if not flowing:
             return self.target
+        current = self.current  # one engine call: the engine switches layers only while packets are pushed
         best = flowing[0]
         for stream in flowing[1:]:
             rate = stream.expected_bitrate(now)
             # Stepping up needs 15% headroom over the layer's rate; staying on the current layer needs none.
-            needed = rate if stream is self.current else rate * 1.15
+            needed = rate if stream is current else rate * 1.15
             if needed <= budget_bps:
                 best = stream
-        current = self.current
         if current is not None and current in flowing:
             if best.index < current.index <= self.max_index:  # the budget's doing, not the subscriber's maximum
                 self.last_down = now
@@ -201,9 +202,9 @@ class Consumer:
     async def retarget(self, stream: Stream | None, now: float) -> None:
         if stream is not None and stream is not self._target:
             self.target = stream
-        target = self.target
+        target = self._target
         # Until the switch happens, keep asking for the target's keyframe (the stream's throttle spaces them).
-        if target is not None and target is not self.current and target.flowing(now) and \
+        if target is not None and target.flowing(now) and target is not self.current and \
                 await target.request_keyframe(now):
             self.keyframes_requested += 1
 

@@ -120,6 +120,9 @@ class Stream:
         self.height: int | None = None
         self._window: deque[tuple[float, int]] = deque(maxlen=8192)  # (arrival, bytes) over the last second
         self._window_bytes = 0  # the sum of the window's sizes
+        self._expected_at = float("nan")  # expected_bitrate's last (now, packets_in) and answer
+        self._expected_packets = -1
+        self._expected = 0
 
     def cached(self, seq: int) -> bool:
         """Whether the engine's cache holds this packet (for answering NACKs)."""
@@ -134,16 +137,25 @@ class Stream:
         while window and now - window[0][0] > RATE_WINDOW_S:
             self._window_bytes -= window.popleft()[1]
         rate = self._window_bytes * 8
-        if rate and now - self.first_arrival >= RATE_WINDOW_S:
+        if rate and now - self.first_arrival >= RATE_WINDOW_S and rate != self.last_rate:
             self.last_rate = rate
+            self._expected_at = float("nan")  # expected_bitrate may answer with last_rate
         return rate
 
     def expected_bitrate(self, now: float) -> int:
         """The rate while it flows, else what it last carried, else a guess from its place in the ladder (a
-        layer paused by dynacast before it ever flowed must still be resumable when someone can take it)."""
+        layer paused by dynacast before it ever flowed must still be resumable when someone can take it).
+
+        Kept for the `now` and packet count it was computed at: every subscriber's layer choice in one pass asks
+        for the same layers at the same `now`, and the answer cannot change until either does."""
+        if self._expected_at == now and self._expected_packets == self.packets_in:
+            return self._expected
         if self.flowing(now):
-            return self.bitrate(now)
-        return self.last_rate or LADDER_GUESS_BPS * 3**self.index
+            rate = self.bitrate(now)
+        else:
+            rate = self.last_rate or LADDER_GUESS_BPS * 3**self.index
+        self._expected_at, self._expected_packets, self._expected = now, self.packets_in, rate
+        return rate
 
     def _count(self, size: int, arrival: float) -> None:
         self.packets_in += 1
@@ -310,6 +322,7 @@ class Producer:
             self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
         self.consumers: list[ConsumerView] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
+        self.on_missing: Callable[[], None] | None = None  # the router's: a packet is missing, NACK at the next tick
         self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
         self.muted = False  # the publisher muted it
         self._blocked = False
@@ -382,6 +395,8 @@ class Producer:
             return
         ext = stream.stats.update(header.sequence_number, header.timestamp, arrival)
         stream.nacks.on_packet(ext, arrival)
+        if stream.nacks.missing and self.on_missing is not None:
+            self.on_missing()
         stream._count(len(data), arrival)
         keyframe = bool(flags & F_KEYFRAME)
         if keyframe:
@@ -476,6 +491,10 @@ class Producer:
         if rtp_timestamp is not None:
             for tap in self.taps:
                 tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
+
+    def missing(self) -> bool:
+        """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""
+        return any(stream.nacks.missing for stream in self.streams)
 
     async def tick(self, now: float) -> None:
         """Frequent: ask again for missing packets."""

@@ -2,6 +2,11 @@
 
 Everything the dispatcher knows is in the database, so a restart simply picks up the pending rows: a delivery
 whose attempt was cut by the restart is sent again under the same `webhook-id` (at least once, never lost).
+
+Idle costs nothing: after each look the dispatcher asks the database when the next queue head is due (a retry's
+backoff, a lease) and sleeps until then; an outbox write or a finished attempt wakes it earlier. It does not poll
+every second: during a class the server's CPU belongs to media, and a query a second (plus the SQLite thread's
+wake-up) was measurable per forwarded packet.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ log = logging.getLogger("classcast.webhooks")
 ERROR_TEXT_MAX = 300
 KEEP_SETTLED_S = 7 * 24 * 3600  # delivered and failed rows are kept a week for the deliveries listing
 PRUNE_EVERY_S = 3600
+# Longest sleep with nothing known to be due. Rows this process did not write and that nobody's wake announces
+# (another node on the same database that died between writing and sending) are found within this time.
+IDLE_LOOK_S = 30.0
 # result ("delivered" | "retry" | "gave_up"), seconds the attempt took
 ResultHook = Callable[[str, float], None]
 
@@ -71,15 +79,27 @@ class Dispatcher:
         pruned_at = 0.0
         while True:
             self.outbox.wake.clear()  # before looking: an event written meanwhile wakes the next wait at once
+            sleep_s = self.config.poll_s  # after a failed look: look again soon
             try:
                 await self.send_due()
                 if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
                     pruned_at = time.monotonic()
                     await self.db.prune(self.clock.now_ms() - KEEP_SETTLED_S * 1000)
+                sleep_s = await self.idle_s()
             except Exception:
                 log.exception("webhook dispatch failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.wake.wait(), self.config.poll_s)
+                await asyncio.wait_for(self.outbox.wake.wait(), sleep_s)
+
+    async def idle_s(self) -> float:
+        """Seconds until the next queue head is due (its retry time, or the lease of an attempt under way), at
+        most IDLE_LOOK_S. A head already due that this look could not start (its attempt is still ours, or
+        became due just now) is looked at again after `poll_s`, never in a tight loop."""
+        due_at = await self.db.next_due_at()
+        if due_at is None:
+            return IDLE_LOOK_S
+        wait_ms = due_at - self.clock.now_ms()
+        return min(IDLE_LOOK_S, wait_ms / 1000 if wait_ms > 0 else self.config.poll_s)
 
     async def send_due(self) -> int:
         """Starts an attempt for every due queue head not already in flight; returns how many started."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,59 @@ async def test_two_dispatchers_on_one_database_send_each_attempt_once(api: Api, 
     ids = [h["webhook-id"] for h, _ in receiver.got]
     assert len(ids) == len(set(ids)) == 4  # no attempt sent twice
     assert [json.loads(b)["type"] for _, b in receiver.got].count("room_started") == 2
+
+
+async def test_an_idle_dispatcher_makes_no_query_and_wakes_for_writes_and_retries(
+        api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle costs nothing (issue 21: the server's CPU belongs to media): with nothing due, the running dispatcher
+    makes no query over many poll periods; an event written while it sleeps is sent at once, and a failed attempt
+    is retried when its backoff ends, with no look in between."""
+    start, t0 = api.clock.now_ms(), time.monotonic()
+    monkeypatch.setattr(api.clock, "now_ms", lambda: start + int((time.monotonic() - t0) * 1000))  # real time
+    cfg = dataclasses.replace(api.svc.config.webhooks, retry_base_s=1.0, poll_s=0.05)
+    db = api.svc.classroom.outbox.db
+    looks: list[float] = []
+    real_due = db.due
+
+    async def counted_due(now: int, limit: int = 500) -> list[Delivery]:
+        looks.append(time.monotonic())
+        return await real_due(now, limit)
+
+    monkeypatch.setattr(db, "due", counted_due)
+    await _register(api, receiver.url, ["room_started"])
+    await api.create_room("algebra")
+    room = await api.room("algebra")
+    dispatcher = Dispatcher(api.svc.classroom.outbox, cfg, api.clock)
+    await dispatcher.start()
+    try:
+        await asyncio.sleep(20 * cfg.poll_s)
+        assert len(looks) == 1  # the first look only, not one per poll period
+
+        receiver.status = 500
+        await api.svc.classroom.open_session(room.sid, "teacher-1")  # written while it sleeps: the outbox wakes it
+        deadline = time.monotonic() + 5
+        while not receiver.got:
+            assert time.monotonic() < deadline, "the event written while the dispatcher slept was not sent"
+            await asyncio.sleep(0.01)
+        failed_at = time.monotonic()
+        receiver.status = 200
+        await asyncio.sleep(0.5)  # the attempt's own wake-ups are over; the retry is due ~1 s after the failure
+        quiet_from = len(looks)
+        deadline = time.monotonic() + 5
+        while len(receiver.got) < 2:
+            assert time.monotonic() < deadline, "the retry was not sent when its backoff ended"
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - failed_at >= 0.85  # not before its backoff (1 s +-10 %)
+        assert receiver.got[0][0]["webhook-id"] == receiver.got[1][0]["webhook-id"]
+        assert len(looks) - quiet_from <= 2  # one look when it was due (another after the attempt at most)
+        await asyncio.sleep(20 * cfg.poll_s)
+        settled = len(looks)
+        await asyncio.sleep(20 * cfg.poll_s)
+        assert len(looks) == settled  # delivered, nothing pending: quiet again
+    finally:
+        await dispatcher.stop()
+    statuses = [r["status"] for r in await WebhookStore(api.svc.store).deliveries(api.org.id)]
+    assert statuses == ["delivered"]
 
 
 async def test_settled_deliveries_are_pruned_after_a_week_pending_ones_never(api: Api, receiver: Receiver) -> None:

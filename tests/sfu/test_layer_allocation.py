@@ -257,3 +257,25 @@ async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -
         await _feed(camera, "h", seq, t)
         await _feed(camera, "f", seq, t, keyframe=seq % 10 == 0)
     assert feed.current is camera.stream("f"), "a layer that never reports is taken after REPORT_WAIT_S"
+
+
+async def test_a_layers_rate_is_shared_by_one_pass_and_follows_every_packet() -> None:
+    """Every subscriber's choice in one pass reads the same layer rates (computed once per pass), but a packet
+    that arrives in between counts at once, and a layer that stalls falls back to what it last carried."""
+    camera = _camera([])
+    high = camera.stream("h")
+    assert high is not None
+    now = 50.0
+    assert high.expected_bitrate(now) == 450_000  # nothing measured: the ladder's guess
+    for i in range(200):  # one second of packets
+        data = _vp8("h", next(_seq), keyframe=False)
+        camera.on_rtp(high, data, parse_rtp(data), now - 1.0 + i * 0.005)
+    first = high.expected_bitrate(now)
+    assert first == high.bitrate(now) > 0
+    assert high.expected_bitrate(now) == first  # the same pass: same answer
+    data = _vp8("h", next(_seq), keyframe=False)
+    camera.on_rtp(high, data, parse_rtp(data), now)
+    assert high.expected_bitrate(now) == first + len(data) * 8  # a packet in between counts
+    later = now + 5  # stalled: what it last carried, not 0
+    assert not high.flowing(later)
+    assert high.expected_bitrate(later) == high.last_rate > 0
