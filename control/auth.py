@@ -122,12 +122,11 @@ class Auth:
 
     async def validate_claims(self, claims: Claims) -> Grant:
         """The checks that can change after a token was issued: the room ended, the participant was removed."""
-        room = await self._store.get_room_by_sid(claims.room_sid)
+        room, participant = await self._store.room_and_participant(claims.room_sid, claims.uid)  # one query
         if room is None or room.org_id != claims.org_id:
             raise _token_error(404, "Room not found", "ROOM_NOT_FOUND")
         if room.ended:
             raise _token_error(410, "Class has ended", "ROOM_ENDED")
-        participant = await self._store.get_participant(room.sid, claims.uid)
         if participant is None:
             raise _token_error(401, "Invalid token: unknown participant", "INVALID_TOKEN")
         if participant.removed:

@@ -69,6 +69,12 @@ def room_state(room: Room) -> str:
         return "finished"
     return "live" if room.started_at is not None else "created"
 
+def _require_seat(room: Room, present: int, already_present: bool) -> None:
+    """ROOM_FULL unless there is a seat; one already present (a second tab, a reconnect) always has one."""
+    if present >= room.max_participants and not already_present:
+        raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
+
+
 class Classroom:
     def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock,
                  outbox: Outbox | None = None) -> None:
@@ -176,9 +182,7 @@ class Classroom:
         return self._token_reply(token, exp_ms)
 
     async def _check_capacity(self, room: Room, uid: str) -> None:
-        active = await self.store.active_participants(room.sid)
-        if len(active) >= room.max_participants and all(p.uid != uid for p in active):
-            raise ApiError(403, f"Room is full (maxParticipants {room.max_participants})", "ROOM_FULL")
+        _require_seat(room, *await self.store.presence(room.sid, uid))
 
     async def status(self, org: Org, room_id: str) -> dict[str, Any]:
         room = await self.store.get_room(org.id, room_id)
@@ -281,17 +285,18 @@ class Classroom:
     async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
         """A participant's connection starts: the class starts with the first one."""
         async with self._lock(room_sid), self.store.atomic():
-            room = await self.store.get_room_by_sid(room_sid)
+            # Reads, check and write in one transaction. One query reads the room, the participant, how many are
+            # present and whether this uid is (no roster build: a class joining at once was O(room^2)).
+            room, participant, present, already_present = await self.store.join_view(room_sid, uid)
             if room is None:
                 raise room_not_found()
             if room.ended:
                 raise ApiError(410, "Class has ended", "ROOM_ENDED")
-            participant = await self.store.get_participant(room_sid, uid)
             if participant is None:
                 raise participant_not_found()
             if participant.removed:
                 raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
-            await self._check_capacity(room, uid)
+            _require_seat(room, present, already_present)
             now = self.clock.now_ms()
             if room.started_at is None:
                 org = await self.store.get_org(room.org_id)
@@ -303,7 +308,6 @@ class Classroom:
                 await self._webhook("room_started", room, title=room.title, startedAt=iso(now))
             elif room.emptied_at is not None:
                 await self.store.update_room(room.sid, emptied_at=None)
-            already_present = any(p.uid == uid for p in await self.store.active_participants(room_sid))
             session = Session(
                 id=new_id("SE_"), participant_id=participant.id, room_sid=room_sid, org_id=room.org_id, uid=uid,
                 joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address,

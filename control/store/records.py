@@ -99,6 +99,18 @@ class Participant:
         return self.removed_at is not None
 
     @classmethod
+    def from_values(cls, values: Any) -> Participant:
+        """From a row of `select(participants)` by position (columns in this class's field order, checked where the
+        store builds its statements): a roster is read on every join, and by-name access was most of its cost."""
+        (pid, room_sid, uid, name, role, photo_url, customization, metadata, muted, removed_at, created_at,
+         updated_at) = values
+        return cls(
+            id=pid, room_sid=room_sid, uid=uid, name=name, role=role, photo_url=photo_url,
+            customization=_json(customization), metadata=json.loads(metadata) if metadata else None,
+            muted=bool(muted), removed_at=removed_at, created_at=int(created_at), updated_at=int(updated_at),
+        )
+
+    @classmethod
     def from_row(cls, row: Any) -> Participant:
         m = row._mapping
         return cls(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, event, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -27,6 +28,46 @@ from control.store.records import Org, Participant, Recording, RecordingFile, Ro
 log = logging.getLogger("classcast.store")
 
 LIVE_RECORDING_STATES = ("EGRESS_STARTING", "EGRESS_ACTIVE")
+
+
+# Participant.from_values reads a participants row by position.
+assert [c.name for c in t.participants.c] == [f.name for f in dataclasses.fields(Participant)], \
+    "participants columns and Participant fields must keep one order"
+
+# The reads every join makes (token check, session open, the `joined` message), built once: constructing a
+# statement and its cache key is a third of a small read's Python time, and a class joins at once.
+_ROOM_BY_SID = select(t.rooms).where(t.rooms.c.sid == bindparam("sid"))
+_PARTICIPANT = select(t.participants).where(t.participants.c.room_sid == bindparam("sid"),
+                                            t.participants.c.uid == bindparam("uid"))
+_ROOM_AND_PARTICIPANT = (
+    select(t.rooms, t.participants)
+    .select_from(t.rooms.outerjoin(t.participants, and_(t.participants.c.room_sid == t.rooms.c.sid,
+                                                        t.participants.c.uid == bindparam("uid"))))
+    .where(t.rooms.c.sid == bindparam("sid"))
+)
+_PRESENCE = select(
+    func.count(func.distinct(t.sessions.c.participant_id)),
+    func.coalesce(func.max(case((t.sessions.c.uid == bindparam("uid"), 1), else_=0)), 0),
+).where(t.sessions.c.room_sid == bindparam("sid"), t.sessions.c.left_at.is_(None))
+_OPEN_SESSIONS = and_(t.sessions.c.room_sid == bindparam("sid"), t.sessions.c.left_at.is_(None))
+_JOIN_VIEW = _ROOM_AND_PARTICIPANT.add_columns(
+    select(func.count(func.distinct(t.sessions.c.participant_id))).where(_OPEN_SESSIONS)
+    .scalar_subquery().label("present_count"),
+    select(func.count()).select_from(t.sessions).where(_OPEN_SESSIONS, t.sessions.c.uid == bindparam("uid"))
+    .scalar_subquery().label("present_mine"),
+)
+_ACTIVE_PARTICIPANTS = (
+    select(t.participants)
+    .where(t.participants.c.id.in_(select(t.sessions.c.participant_id).where(
+        t.sessions.c.room_sid == bindparam("sid"), t.sessions.c.left_at.is_(None))))
+    .order_by(t.participants.c.created_at)
+)
+_LIVE_RECORDINGS = select(t.recordings).where(
+    t.recordings.c.room_sid == bindparam("sid"), t.recordings.c.status.in_(LIVE_RECORDING_STATES))
+_INSERT_SESSION = insert(t.sessions)
+_ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
+_RECENT_CHAT = (select(t.chat_messages).where(t.chat_messages.c.room_sid == bindparam("sid"))
+                .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc()).limit(bindparam("n")))
 
 
 class RoomIdTaken(Exception):
@@ -282,7 +323,7 @@ class Store:
 
     async def get_room_by_sid(self, sid: str) -> Room | None:
         async with self._read() as conn:
-            row = (await conn.execute(select(t.rooms).where(t.rooms.c.sid == sid))).first()
+            row = (await conn.execute(_ROOM_BY_SID, {"sid": sid})).first()
         return Room.from_row(row) if row else None
 
     async def list_rooms(self, org_id: str, status: str, offset: int, limit: int) -> tuple[list[Room], int]:
@@ -351,12 +392,24 @@ class Store:
 
     async def get_participant(self, room_sid: str, uid: str) -> Participant | None:
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    select(t.participants).where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
-                )
-            ).first()
-        return Participant.from_row(row) if row else None
+            row = (await conn.execute(_PARTICIPANT, {"sid": room_sid, "uid": uid})).first()
+        return Participant.from_values(row) if row else None
+
+    async def room_and_participant(self, room_sid: str, uid: str) -> tuple[Room | None, Participant | None]:
+        """The room and its participant `uid` in one query (a session's open reads both)."""
+        async with self._read() as conn:
+            row = (await conn.execute(_ROOM_AND_PARTICIPANT, {"sid": room_sid, "uid": uid})).first()
+        return _room_and_participant(row)
+
+    async def join_view(self, room_sid: str, uid: str) -> tuple[Room | None, Participant | None, int, bool]:
+        """`room_and_participant` and `presence` in one query: everything a session's open reads before it writes,
+        in its transaction."""
+        async with self._read() as conn:
+            row = (await conn.execute(_JOIN_VIEW, {"sid": room_sid, "uid": uid})).first()
+        room, participant = _room_and_participant(row)
+        if row is None:
+            return room, participant, 0, False
+        return room, participant, int(row.present_count), bool(row.present_mine)
 
     async def get_participant_by_id(self, pid: str) -> Participant | None:
         async with self._read() as conn:
@@ -393,13 +446,11 @@ class Store:
 
     async def insert_session(self, session: Session) -> None:
         async with self._tx() as conn:
-            await conn.execute(
-                insert(t.sessions).values(
-                    id=session.id, participant_id=session.participant_id, room_sid=session.room_sid,
-                    org_id=session.org_id, uid=session.uid, joined_at=session.joined_at, left_at=session.left_at,
-                    leave_reason=session.leave_reason, ip_address=session.ip_address,
-                )
-            )
+            await conn.execute(_INSERT_SESSION, {
+                "id": session.id, "participant_id": session.participant_id, "room_sid": session.room_sid,
+                "org_id": session.org_id, "uid": session.uid, "joined_at": session.joined_at,
+                "left_at": session.left_at, "leave_reason": session.leave_reason, "ip_address": session.ip_address,
+            })
 
     async def get_session(self, session_id: str) -> Session | None:
         async with self._read() as conn:
@@ -441,14 +492,19 @@ class Store:
 
     async def active_participants(self, room_sid: str) -> list[Participant]:
         """Participants with at least one open session: the room's current roster."""
-        open_ids = select(t.sessions.c.participant_id).where(
-            t.sessions.c.room_sid == room_sid, t.sessions.c.left_at.is_(None)
-        )
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(t.participants).where(t.participants.c.id.in_(open_ids)).order_by(t.participants.c.created_at)
-            )
-            return [Participant.from_row(r) for r in rows]
+            rows = await conn.execute(_ACTIVE_PARTICIPANTS, {"sid": room_sid})
+            return [Participant.from_values(r) for r in rows]
+
+    async def presence(self, room_sid: str, uid: str) -> tuple[int, bool]:
+        """How many participants have an open session in the room, and whether `uid` is one of them: the two
+        facts a join's capacity check and its participant_joined need, in one aggregate over the open-session
+        index instead of building the whole roster (O(room) rows, so O(room^2) for a class joining at once).
+        Counts the same set as `active_participants` (sessions reference their participant; a room's uid names
+        one participant)."""
+        async with self._read() as conn:
+            count, mine = (await conn.execute(_PRESENCE, {"sid": room_sid, "uid": uid})).one()
+        return int(count), bool(mine)
 
     async def uid_sessions(
         self, org_id: str, uid: str, room_sid: str | None, from_ms: int, to_ms: int
@@ -484,11 +540,7 @@ class Store:
 
     async def live_recordings(self, room_sid: str) -> list[Recording]:
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(t.recordings).where(
-                    t.recordings.c.room_sid == room_sid, t.recordings.c.status.in_(LIVE_RECORDING_STATES)
-                )
-            )
+            rows = await conn.execute(_LIVE_RECORDINGS, {"sid": room_sid})
             return [Recording.from_row(r) for r in rows]
 
     async def set_recording_status(self, rec_ids: Sequence[str], status: str, now: int | None = None) -> None:
@@ -625,8 +677,7 @@ class Store:
 
     async def room_polls(self, room_sid: str) -> list[dict[str, Any]]:
         async with self._read() as conn:
-            rows = await conn.execute(select(t.polls).where(t.polls.c.room_sid == room_sid)
-                                      .order_by(t.polls.c.created_at))
+            rows = await conn.execute(_ROOM_POLLS, {"sid": room_sid})
             out = []
             for row in rows:
                 m = dict(row._mapping)
@@ -662,10 +713,19 @@ class Store:
 
     async def recent_chat(self, room_sid: str, limit: int) -> list[dict[str, Any]]:
         async with self._read() as conn:
-            rows = await conn.execute(select(t.chat_messages).where(t.chat_messages.c.room_sid == room_sid)
-                                      .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc())
-                                      .limit(limit))
+            rows = await conn.execute(_RECENT_CHAT, {"sid": room_sid, "n": limit})
             return [dict(r._mapping) for r in rows][::-1]
+
+
+def _room_and_participant(row: Any) -> tuple[Room | None, Participant | None]:
+    """Splits a rooms LEFT JOIN participants row."""
+    if row is None:
+        return None, None
+    m = row._mapping
+    room = Room.from_row(_Row({c.name: m[c] for c in t.rooms.c}))
+    if m[t.participants.c.id] is None:
+        return room, None
+    return room, Participant.from_row(_Row({c.name: m[c] for c in t.participants.c}))
 
 
 class _Row:

@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from control.ids import new_id
 from control.store import schema as t
 from control.store.store import Store
+
+# A join's `joined` message carries the topic: built once (see the note on control/store/store.py's statements).
+_TOPIC = select(t.room_topics.c.topic).where(t.room_topics.c.room_sid == bindparam("sid"))
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,7 @@ class TutorStore:
 
     async def topic(self, room_sid: str) -> str | None:
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(t.room_topics.c.topic)
-                                       .where(t.room_topics.c.room_sid == room_sid))).scalar()
+            return (await conn.execute(_TOPIC, {"sid": room_sid})).scalar()
 
     # ---- transcript ----------------------------------------------------------------------------------------
 

@@ -10,11 +10,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 
 from control.ids import new_id
 from control.store import schema as t
 from control.store.store import Store
+
+# Every announced change reads its organization's endpoints (a join's participant_joined too): built once.
+_ORG_ENDPOINTS = select(t.webhook_endpoints.c.id, t.webhook_endpoints.c.events).where(
+    t.webhook_endpoints.c.org_id == bindparam("org"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +98,8 @@ class WebhookStore:
 
         Inside `Store.atomic` this commits (or not) with the caller's change."""
         async with self.store._tx() as conn:
-            q = select(t.webhook_endpoints.c.id, t.webhook_endpoints.c.events).where(
-                t.webhook_endpoints.c.org_id == org_id)
-            targets = [r.id for r in await conn.execute(q) if type_ in json.loads(r.events)]
+            targets = [r.id for r in await conn.execute(_ORG_ENDPOINTS, {"org": org_id})
+                       if type_ in json.loads(r.events)]
             if not targets:
                 return 0
             await conn.execute(insert(t.webhook_events).values(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import jwt
 
 from control.clock import iso
@@ -125,6 +127,30 @@ async def test_max_participants_enforced_at_join(api: Api) -> None:
     sessions = await api.svc.store.room_sessions(room.sid, active_only=True)
     await api.svc.classroom.close_session(next(s.id for s in sessions if s.uid == "s1"))
     await api.join("math-101", "s2")
+
+
+async def test_concurrent_session_opens_fill_the_room_exactly(api: Api) -> None:
+    """A class joining at once: the capacity check and the session write share one transaction per join, so no
+    more participants get in than maxParticipants, and one already in may open another session when it is full."""
+    await api.create_room(settings={"maxParticipants": 4})
+    room = await api.room("math-101")
+    for i in range(8):
+        await api.join("math-101", f"s{i}")  # tokens are handed out while the room is still empty
+    api.events.clear()
+    c = api.svc.classroom
+    results = await asyncio.gather(*(c.open_session(room.sid, f"s{i}") for i in range(8)), return_exceptions=True)
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(opened) == 4 and all(getattr(e, "code", None) == "ROOM_FULL" for e in refused)
+    inside = sorted(s.uid for s in opened)
+    assert sorted(p.uid for p in await api.svc.store.active_participants(room.sid)) == inside
+    assert await api.svc.store.presence(room.sid, inside[0]) == (4, True)
+    assert await api.svc.store.presence(room.sid, "nobody") == (4, False)
+    assert sorted(e.data["participant"]["uid"] for e in api.events if e.type == "participant_joined") == inside
+    again = await c.open_session(room.sid, inside[0])  # a second tab of someone inside: no new participant
+    assert again.uid == inside[0]
+    assert [e.type for e in api.events].count("participant_joined") == 4
+    assert len(await api.svc.store.room_sessions(room.sid, active_only=True)) == 5
 
 
 async def test_status_for_unknown_created_live_and_ended_room(api: Api) -> None:
