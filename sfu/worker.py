@@ -8,6 +8,7 @@ socket closes) the worker exits: no orphan keeps a UDP port.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -183,6 +184,7 @@ class Worker:
             await server.start()
         self.link.send({"ev": "hello", "pid": os.getpid(), "port": server.port if server is not None else 0,
                         "engine": self.sfu.bridge.kind})
+        gc.freeze()  # start-up objects live as long as the process: full collections need not walk them again
         self._spawn(self._report_load())
 
     async def _report_load(self) -> None:
@@ -217,7 +219,9 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("CLASSCAST_LOG_LEVEL", "INFO"),
                         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
     fd = int(sys.argv[1])
-    asyncio.run(Worker().run(fd))
+    import uvloop  # the same loop as the in-process SFU (`classcast serve`): asyncio's own costs more per datagram
+
+    uvloop.run(Worker().run(fd))
 
 
 if __name__ == "__main__":
