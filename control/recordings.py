@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from control.store.records import Org, Recording, RecordingFile, Room
 from control.store.store import LIVE_RECORDING_STATES
 from control.validation import parse
 from recorder import subtitles
-from recorder.feed import FeedTap
+from recorder.feed import FeedLink, FeedTap
 from recorder.janitor import Janitor
 from recorder.probe import playable_seconds
 from recorder.supervisor import RecorderSupervisor
@@ -89,11 +91,58 @@ class DownloadSigner:
             raise ApiError(403, "Download link expired", "LINK_EXPIRED")
 
 
+class RecordingTap(FeedTap):
+    """A job's feed tap that also keeps the recording's gaps: spans without media for a reason the server knows.
+
+    `media_lost` (an optional tap call, control/workers.py) opens a gap the moment the SFU worker holding the room
+    dies; the first track of the room seen again (the publisher reconnected to a live worker and its media flows to
+    the recorder again) closes it; the recording's end closes a gap still open. A second loss while a gap is open
+    is the same gap. `changed` is called (never awaited: taps are synchronous) so the service persists the list.
+    """
+
+    def __init__(self, link: FeedLink, job_id: str, people: dict[str, dict[str, str]], clock: Clock,
+                 changed: Callable[[str], None]) -> None:
+        super().__init__(link, job_id, people)
+        self.clock, self.changed = clock, changed
+        self.gaps: list[dict[str, Any]] = []  # [{started_at, ended_at, reason}], epoch ms, as the store keeps them
+
+    @property
+    def in_gap(self) -> bool:
+        return bool(self.gaps) and self.gaps[-1]["ended_at"] is None
+
+    def media_lost(self, room_sid: str, reason: str) -> None:
+        if not self.in_gap:
+            self.gaps.append({"started_at": self.clock.now_ms(), "ended_at": None, "reason": reason})
+            log.warning("recording %s: media lost (%s); the file goes on and the gap is recorded", self.job_id,
+                        reason)
+            self.changed(self.job_id)
+
+    def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
+        super().track_added(room_sid, track)
+        if self.in_gap:
+            self.gaps[-1]["ended_at"] = self.clock.now_ms()
+            self.changed(self.job_id)
+
+
+def close_gaps(gaps: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+    """A gap still open when the recording ends ends with it (the media never came back)."""
+    for gap in gaps:
+        if gap.get("ended_at") is None:
+            gap["ended_at"] = max(at, int(gap["started_at"]))
+    return gaps
+
+
+def gaps_reply(gaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The REST and webhook form: `[{"startedAt", "endedAt", "reason"}]` (ISO 8601, `endedAt` null while open)."""
+    return [{"startedAt": iso(g["started_at"]), "endedAt": iso(g.get("ended_at")), "reason": g["reason"]}
+            for g in gaps]
+
+
 @dataclass
 class LiveJob:
     id: str
     room: Room
-    tap: FeedTap
+    tap: RecordingTap
     files: dict[str, str] = field(default_factory=dict)  # absolute path -> file id
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -195,7 +244,8 @@ class Recordings:
         people = self.people.setdefault(room.sid, {})
         for p in await self.svc.store.active_participants(room.sid):
             people[p.uid] = {"name": p.name, "role": p.role}
-        job = LiveJob(rec.id, room, FeedTap(self.supervisor.link, rec.id, people))
+        tap = RecordingTap(self.supervisor.link, rec.id, people, self.svc.clock, self._gaps_changed)
+        job = LiveJob(rec.id, room, tap)
         job.tap.address = str(self.supervisor.socket_path)  # SFU workers send the media straight there
         self.live[rec.id] = job
         self.supervisor.link.send({
@@ -279,6 +329,10 @@ class Recordings:
     def _on_feed(self, message: dict[str, Any]) -> None:
         self._feed_events.put_nowait(message)
 
+    def _gaps_changed(self, rec_id: str) -> None:
+        """A gap opened or closed (a tap call, synchronous): written in order with the recorder's events."""
+        self._feed_events.put_nowait({"t": "gaps", "j": rec_id})
+
     async def _process_feed(self) -> None:
         while True:
             message = await self._feed_events.get()
@@ -300,6 +354,8 @@ class Recordings:
             await store.add_recording_file(RecordingFile(id=file_id, recording_id=rec_id, path=rel,
                                                          label=str(m.get("label", "composite")), size=None,
                                                          duration=None, created_at=self.svc.clock.now_ms()))
+        elif kind == "gaps" and job is not None:
+            await store.update_recording(rec_id, gaps=json.dumps(job.tap.gaps))
         elif kind == "keyframe" and job is not None:
             await self.sfu.request_keyframe(job.room.sid, str(m.get("id")))
         elif kind == "active":
@@ -362,14 +418,16 @@ class Recordings:
             total = sum(f.size or 0 for f in files if f.label != CAPTIONS_LABEL)  # the composite grew a track
         if not files and failed_reason is None:
             failed_reason = NOTHING_RECORDED
+        ended_at = rec.ended_at or self.svc.clock.now_ms()
+        rec.gaps = close_gaps(job.tap.gaps if job is not None else rec.gaps, ended_at)
         if keep_going and failed_reason is not None and longest > 0:
             status = "EGRESS_COMPLETE"  # a restart: the recorder closed the files it had when the server went
         else:
             status = "EGRESS_FAILED" if failed_reason is not None else "EGRESS_COMPLETE"
         async with self.svc.store.atomic():
             await self.svc.store.update_recording(
-                rec_id, status=status, ended_at=rec.ended_at or self.svc.clock.now_ms(), file_path=rec_id,
-                size=total, duration=longest, error=failed_reason)
+                rec_id, status=status, ended_at=ended_at, file_path=rec_id, size=total, duration=longest,
+                error=failed_reason, gaps=json.dumps(rec.gaps))
             await self._webhook_settled(rec, status, files, failed_reason)
         self.finished[status] = self.finished.get(status, 0) + 1
         if job is not None:
@@ -432,7 +490,7 @@ class Recordings:
                            "downloadUrl": f"{self.svc.config.base_url}/recordings/{f.id}?expires={expires}&sig={sig}",
                            "linkExpiresAt": iso(expires * 1000)})
         data: dict[str, Any] = {"egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "status": status,
-                                "startedAt": iso(rec.started_at), "files": listed}
+                                "startedAt": iso(rec.started_at), "files": listed, "gaps": gaps_reply(rec.gaps)}
         if failed_reason is not None and status == "EGRESS_FAILED":
             data["error"] = failed_reason
         await self.svc.classroom.outbox.record("recording_failed" if status == "EGRESS_FAILED" else "recording_ready",
@@ -494,6 +552,8 @@ class Recordings:
         out = []
         for r in recs:
             mine = [f for f in files if f.recording_id == r.id]
+            job = self.live.get(r.id)
+            gaps = job.tap.gaps if job is not None else r.gaps  # a live job's: as current as the tap
             out.append({
                 "egressId": r.id, "roomId": room.room_id, "status": r.status, "options": r.options,
                 "startedAt": iso(r.started_at), "endedAt": iso(r.ended_at), "size": r.size, "duration": r.duration,
@@ -501,6 +561,7 @@ class Recordings:
                 "files": [] if r.deleted_at else [
                     {"filename": download_filename(r.started_at, f.label), "size": f.size, "duration": f.duration}
                     for f in mine],
+                "gaps": gaps_reply(gaps),
             })
         return {"roomId": room.room_id, "recordings": out}
 

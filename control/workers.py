@@ -9,7 +9,8 @@ second in its last report, then participants, then rooms). A whole room stays on
 
 Death: the socketpair closes the instant a worker dies (SIGKILL included), so the loss is seen at once; the worker
 is restarted, its rooms are forgotten (the next join places them again) and `on_lost` gets the connection keys it
-held, so the Hub can tell those participants to reconnect.
+held, so the Hub can tell those participants to reconnect. Its rooms' sinks have their tracks retracted and are told
+why (`media_lost`, with GAP_LOST or GAP_HUNG): a recording keeps its file and records the gap in its status.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ LOAD_LOG_INTERVAL = 60.0
 HUNG_AFTER = 10.0  # seconds without a load report (sent every wire.LOAD_PERIOD) nor CPU used: killed and restarted
 HUNG_ALWAYS = 60.0  # seconds without a load report, CPU or not (a loop spinning on one task)
 Signal = Callable[[dict[str, Any]], None]
+# Why a sink lost its media (the optional tap call `media_lost`, a recording's gap reason in its status)
+GAP_LOST = "sfu_worker_lost"  # the worker process died (SIGKILL, crash)
+GAP_HUNG = "sfu_worker_hung"  # the watchdog killed a worker that stopped answering
 
 
 def worker_count(value: str | int | None) -> int:
@@ -73,6 +77,7 @@ class WorkerHandle:
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     hello: asyncio.Future[dict[str, Any]] | None = None
     down: asyncio.Event = field(default_factory=asyncio.Event)  # set while the process is lost, until restarted
+    lost_reason: str = ""  # why the pool ended it (the hang watchdog), else it simply died: a recording's gap reason
 
     @property
     def pps(self) -> float:
@@ -95,6 +100,7 @@ class WorkerHandle:
         hello = await asyncio.wait_for(self.hello, START_TIMEOUT)
         self.pid, self.port, self.engine = int(hello["pid"]), int(hello["port"]), str(hello["engine"])
         self.alive, self.started_at = True, time.monotonic()
+        self.lost_reason = ""
         self.heard = self.progressed = self.started_at
         self.down.clear()
         log.info("SFU worker %d: pid %d, UDP port %d, engine %s", self.index, self.pid, self.port, self.engine)
@@ -242,6 +248,7 @@ class WorkerPool:
                     log.error("SFU worker %d (pid %d) silent for %.1f s, %.1f s without CPU: killed", w.index,
                               w.pid, silent, now - w.progressed)
                     w.heard = now
+                    w.lost_reason = GAP_HUNG
                     with contextlib.suppress(ProcessLookupError):
                         w.process.kill()
 
@@ -449,10 +456,18 @@ class WorkerPool:
         for entry in self.taps.values():
             if entry.worker is worker:
                 entry.worker = None
+                had_media = bool(entry.tracks)
                 for track_id in sorted(entry.tracks):
                     with contextlib.suppress(Exception):
                         entry.tap.track_removed(entry.room, track_id)
                 entry.tracks.clear()
+                # the sink's media stops for a known reason until the room's tracks come back (a recording
+                # records this as a gap in its status); optional, like track_muted. A room with no track had no
+                # media to lose.
+                media_lost = getattr(entry.tap, "media_lost", None)
+                if media_lost is not None and had_media:
+                    with contextlib.suppress(Exception):
+                        media_lost(entry.room, worker.lost_reason or GAP_LOST)
         self._spawn(self._restart(worker))
         self.on_lost(keys)
 

@@ -32,6 +32,10 @@ class Tap(Protocol):
     # sends `rtp` and `sr` in recorder/feed.py's format for `job_id` straight to the Unix socket `address`, and only
     # the track calls go through the control process (docs/architecture.md "Worker processes").
     # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
+    # Optional: the sink's media stopped for a reason the server knows (control/workers.py: the SFU worker holding
+    # the room died, `sfu_worker_lost`, or was killed as hung, `sfu_worker_hung`); the room's tracks are retracted
+    # just before and come back as track_added once its publishers reconnect (a recording's gap, control/recordings).
+    # def media_lost(self, room_sid: str, reason: str) -> None: ...
 
 
 def track_description(info: dict[str, Any], codec: dict[str, Any]) -> dict[str, Any]:

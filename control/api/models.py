@@ -442,6 +442,13 @@ class RecordingFile(Reply):
     duration: float | None = None
 
 
+class RecordingGap(Reply):
+    """A span without media for a reason the server knows (*addition*, issue 15): the file goes on across it."""
+    startedAt: Timestamp = None
+    endedAt: Timestamp = None  # null while the gap is open
+    reason: Str = Field(default=None, examples=["sfu_worker_lost"])
+
+
 class RecordingRow(Reply):
     egressId: Str = None
     roomId: Str = None
@@ -454,6 +461,7 @@ class RecordingRow(Reply):
     error: str | None = None
     deletedAt: Timestamp = None
     files: list[RecordingFile] | SkipJsonSchema[None] = None
+    gaps: list[RecordingGap] | SkipJsonSchema[None] = None
 
 
 class RecordingList(Reply):

@@ -244,4 +244,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id)",
         ],
     ),
+    (
+        6,
+        "recordings: the gaps of a recording (its media lost for a known reason, e.g. an SFU worker's death)",
+        [
+            "ALTER TABLE recordings ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]'",
+        ],
+    ),
 ]

@@ -164,6 +164,9 @@ class Recording:
     duration: float | None
     error: str | None
     deleted_at: int | None = None
+    # Spans without media for a reason the server knows (an SFU worker died): [{started_at, ended_at, reason}],
+    # epoch ms, ended_at None while the gap is open
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Any) -> Recording:
@@ -172,6 +175,7 @@ class Recording:
             id=m["id"], room_sid=m["room_sid"], status=m["status"], options=_json(m["options"]),
             started_at=int(m["started_at"]), ended_at=m["ended_at"], file_path=m["file_path"],
             size=m["size"], duration=m["duration"], error=m["error"], deleted_at=m["deleted_at"],
+            gaps=json.loads(m["gaps"]) if m["gaps"] else [],
         )
 
 

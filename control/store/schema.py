@@ -99,6 +99,7 @@ recordings = Table(
     Column("duration", Float),
     Column("error", Text),
     Column("deleted_at", BigInteger),
+    Column("gaps", Text, nullable=False, server_default="[]"),  # JSON [{started_at, ended_at, reason}], ms
 )
 
 recording_files = Table(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,38 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     await s.close()
     s = await Store.open(url)  # a restart applies nothing either
     assert await s.migrate() == []
+    await s.close()
+
+
+async def test_recording_gaps_migration_keeps_existing_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 6 (recordings.gaps) on a database made before it: existing recordings read back with no gap, and a
+    gap list written afterwards round-trips."""
+    from control.store import store as store_module
+    from control.store.records import Recording
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 6])
+    s = await Store.open(url)
+    org = await s.create_org("School", 0, 1)
+    async with s.engine.begin() as conn:
+        await conn.execute(t.rooms.insert().values(sid="RM_old", org_id=org.id, room_id="r", title="r",
+                                                   max_participants=10, empty_timeout=60, created_at=1))
+        await conn.execute(text("INSERT INTO recordings (id, room_sid, status, options, started_at) "
+                                "VALUES ('EG_old', 'RM_old', 'EGRESS_COMPLETE', '{}', 5)"))
+    assert await s.schema_version() == 5
+    await s.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    s = await Store.open(url)
+    assert await s.schema_version() == 6
+    old = await s.get_recording("EG_old")
+    assert old is not None and old.gaps == []
+    gap = {"started_at": 10, "ended_at": 20, "reason": "sfu_worker_lost"}
+    await s.update_recording("EG_old", gaps=json.dumps([gap]))
+    await s.insert_recording(Recording(id="EG_new", room_sid="RM_old", status="EGRESS_STARTING", options={},
+                                       started_at=30, ended_at=None, file_path=None, size=None, duration=None,
+                                       error=None))
+    assert (await s.get_recording("EG_old")).gaps == [gap]  # type: ignore[union-attr]
+    assert (await s.get_recording("EG_new")).gaps == []  # type: ignore[union-attr]
     await s.close()
 
 
