@@ -669,12 +669,15 @@ static PyObject *Engine_reader_take(EngineObject *self, PyObject *unused) {
 static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
     cc_reader *r = &self->reader;
     LOCK(self);
-    PyObject *result = Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", r->running, "sockets", r->nfds,
-                                     "wakeups", (unsigned long long)r->wakeups, "batches",
-                                     (unsigned long long)r->batches, "overflow", (unsigned long long)r->overflow,
-                                     "errors", (unsigned long long)r->errors, "queued", r->q[r->active].n);
+    unsigned long long wakeups = r->wakeups, batches = r->batches, errors = r->errors;
+    int running = r->running, sockets = r->nfds;
     UNLOCK(self);
-    return result;
+    pthread_mutex_lock(&r->qmu);
+    unsigned long long overflow = r->overflow;
+    int queued = r->q[r->active].n;
+    pthread_mutex_unlock(&r->qmu);
+    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", running, "sockets", sockets, "wakeups", wakeups,
+                         "batches", batches, "overflow", overflow, "errors", errors, "queued", queued);
 }
 
 /* Every method runs under the engine's mutex, but the reader thread's (they manage it themselves) and the two
