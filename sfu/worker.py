@@ -96,6 +96,23 @@ class Worker:
             room_tap = self.taps.pop(int(m["tap"]), None)
             if room_tap is not None:
                 self.sfu.remove_tap(*room_tap)
+        elif op == "pipe_open":  # synchronous, so that the pipe exists before any later op of the room
+            try:
+                self._reply(m.get("id"), {"port": self.sfu.open_pipe(m["room"], int(m["peer"]),
+                                                                     float(m.get("loss", 0.0)))})
+            except OSError as exc:
+                self._reply(m.get("id"), err=("PIPE_FAILED", str(exc)))
+        elif op == "pipe_connect":
+            try:
+                tracks = self.sfu.connect_pipe(m["room"], int(m["peer"]), int(m["port"]))
+            except SignalingError as exc:
+                self._reply(m.get("id"), err=(exc.code, exc.message))
+            else:
+                self._reply(m.get("id"), tracks)
+        elif op == "pipe_track":
+            self.sfu.pipe_track(m["room"], int(m["peer"]), m)
+        elif op == "pipe_close":
+            self.sfu.close_pipe(m["room"], int(m["peer"]))
         elif op in wire.OPS:
             self._spawn(self._request(m))
         else:
@@ -179,6 +196,7 @@ class Worker:
         self.index = int(m["index"])
         ice = wire.ice_from_wire(m["ice"])
         self.sfu = Sfu(ice)
+        self.sfu.on_track = lambda room, event: self.link.send({"ev": "pipe_track", "room": room, **event})
         server = rtc_server_for(ice, self.sfu.bridge.engine)
         if server is not None:
             await server.start()
