@@ -350,6 +350,8 @@ class Sfu:
         pipe = router.pipes.get(peer) if router is not None else None
         if router is None or pipe is None:
             raise SignalingError("NO_PIPE", f"no pipe to worker {peer} in room {room_sid}")
+        if not 0 < port < 65536:
+            raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
         pipe.connect(port)
         return [describe(p) for p in router.local_producers()]
 

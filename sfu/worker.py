@@ -96,27 +96,33 @@ class Worker:
             room_tap = self.taps.pop(int(m["tap"]), None)
             if room_tap is not None:
                 self.sfu.remove_tap(*room_tap)
-        elif op == "pipe_open":  # synchronous, so that the pipe exists before any later op of the room
-            try:
-                self._reply(m.get("id"), {"port": self.sfu.open_pipe(m["room"], int(m["peer"]),
-                                                                     float(m.get("loss", 0.0)))})
-            except OSError as exc:
-                self._reply(m.get("id"), err=("PIPE_FAILED", str(exc)))
-        elif op == "pipe_connect":
-            try:
-                tracks = self.sfu.connect_pipe(m["room"], int(m["peer"]), int(m["port"]))
-            except SignalingError as exc:
-                self._reply(m.get("id"), err=(exc.code, exc.message))
-            else:
-                self._reply(m.get("id"), tracks)
-        elif op == "pipe_track":
-            self.sfu.pipe_track(m["room"], int(m["peer"]), m)
-        elif op == "pipe_close":
-            self.sfu.close_pipe(m["room"], int(m["peer"]))
+        elif op in wire.PIPE_OPS:  # in arrival order: a pipe exists before any later op of its room
+            self._pipe(m)
         elif op in wire.OPS:
             self._spawn(self._request(m))
         else:
             self._reply(m.get("id"), err=("BAD_MESSAGE", f"unknown op {op!r}"))
+
+    def _pipe(self, m: dict[str, Any]) -> None:
+        sfu = self.sfu
+        assert sfu is not None
+        op, rid = m["op"], m.get("id")
+        try:
+            room, peer = str(m["room"]), int(m["peer"])
+            if op == "pipe_open":
+                self._reply(rid, {"port": sfu.open_pipe(room, peer, float(m.get("loss", 0.0)))})
+            elif op == "pipe_connect":
+                self._reply(rid, sfu.connect_pipe(room, peer, int(m["port"])))
+            elif op == "pipe_track":
+                sfu.pipe_track(room, peer, m)
+            else:
+                sfu.close_pipe(room, peer)
+        except SignalingError as exc:
+            self._reply(rid, err=(exc.code, exc.message))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._reply(rid, err=("BAD_MESSAGE", f"{op}: {exc!r}"))
+        except OSError as exc:
+            self._reply(rid, err=("PIPE_FAILED", str(exc)))
 
     def _feed(self, path: str) -> wire.Channel:
         """One connection per sink socket (the recorder's), opened on first use and again after it was lost;

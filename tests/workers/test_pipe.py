@@ -79,18 +79,24 @@ async def test_a_room_over_capacity_spreads_and_everyone_decodes_the_teacher(wor
     muted = await s2.wait_for("track_muted", lambda m: m["track"]["source"] == "microphone", timeout=10)
     assert muted["track"]["muted"] is True
     moderator = s3
-    await moderator.publish({"camera": SyntheticVideoTrack(176, 144)})
+    await moderator.publish({"camera": SyntheticVideoTrack(176, 144), "microphone": ToneAudioTrack()})
     # piped the other way: the origin's student decodes the far worker's publisher
     assert await _frame_size(await s1.remote_track("camera", uid="mod", timeout=15), timeout=15) == (176, 144)
     assert await _frame_size(await s2.remote_track("camera", uid="mod", timeout=15), timeout=15) == (176, 144)
     await moderator.send({"type": "unpublish", "source": "camera"})
     await s1.wait_for("track_unpublished", lambda m: m["track"]["uid"] == "mod", timeout=10)
     near = await pool.room_stats(room_sid, origin)
-    assert all(t["uid"] == "teacher" for t in near["tracks"]), "the far publisher's copy left the origin"
+    assert {(t["uid"], t["source"]) for t in near["tracks"]} == {("teacher", "camera"), ("teacher", "microphone"),
+                                                                 ("mod", "microphone")}
+    # the far publisher leaves: its microphone's copy leaves the origin too
+    await moderator.leave()
+    await s1.wait_for("track_unpublished", lambda m: m["track"]["uid"] == "mod" and
+                      m["track"]["source"] == "microphone", timeout=10)
+    near = await pool.room_stats(room_sid, origin)
+    assert all(t["uid"] == "teacher" for t in near["tracks"]), "the far publisher's copies left the origin"
 
     # the far worker's audience leaves: its pipes close at both ends, the room is on one worker again
     await s2.leave()
-    await moderator.leave()
     await _until(lambda: [w.index for w in pool.workers_of(room_sid)] == [origin], what="the far worker left")
     await _until_async(lambda: _no_pipes(pool, room_sid, origin), what="the origin's pipe closed")
     assert await _frame_size(await s1.remote_track("camera", uid="teacher"), timeout=10) == (320, 240)
@@ -107,6 +113,7 @@ class LayerProbe:
     def __init__(self, client: Client) -> None:
         self.layers: list[int] = []
         self.last_seq: dict[int, int] = {}
+        self.counts: dict[int, int] = {}  # per SSRC: the media one, and the retransmissions' (RTX)
         self.receiver: Any = None
         for transceiver in client.pc.getTransceivers():  # type: ignore[union-attr]
             if transceiver.kind == "video" and transceiver.receiver.track is not None:
@@ -123,6 +130,7 @@ class LayerProbe:
                 if magic == MAGIC:
                     self.layers.append(index)
                     self.last_seq[packet.ssrc] = packet.sequence_number
+                    self.counts[packet.ssrc] = self.counts.get(packet.ssrc, 0) + 1
             await handle(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = handle_rtp
@@ -163,7 +171,7 @@ async def test_layers_nacks_and_keyframes_cross_the_pipe(workers_room: Classroom
         near = await pool.room_stats(room_sid, origin)
         asked_before = near["pipes"][0]["keyframeRequests"]
         publisher_before = teacher.publisher.keyframe_requests
-        (ssrc,) = [s for s in probe.last_seq]  # the far worker's SSRC for this subscriber's camera
+        ssrc = max(probe.counts, key=probe.counts.__getitem__)  # the far worker's SSRC for this camera (not RTX)
         await probe.receiver._send_rtcp_pli(ssrc)
         await _until_async(lambda: _pipe_figure(pool, room_sid, origin, "keyframeRequests", asked_before),
                            what="the PLI crossed the pipe")
