@@ -96,6 +96,8 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         steps.append({
             "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
             "loss_percent_max": max((x for x in losses if x is not None), default=None),
+            "loss_percent_worst_subscriber": max((s.get("loss_percent_worst_subscriber") or 0 for s in per_room),
+                                                 default=None),
             "delivered_percent_min": min((s["delivered_percent"] or 0) for s in per_room),
             "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
             "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
@@ -144,11 +146,12 @@ def table(result: dict[str, Any]) -> str:
              f"knee {result['knee_total']} "
              f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
              f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
-             "| total subs | loss % (worst room) | delivered % (worst room) | server CPU % | packets out/s | "
-             "joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|"]
+             "| total subs | loss % (worst room) | loss % (worst subscriber) | delivered % (worst room) | "
+             "server CPU % | packets out/s | joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|---|"]
     for s in result["steps"]:
         delivered = s.get("delivered_percent_min")
-        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {delivered} | "
+        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {s['loss_percent_worst_subscriber']} | "
+                     f"{delivered} | "
                      f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} | "
                      f"{_ms(s['ping_ms_p50'])} / {_ms(s['ping_ms_p99'])} |")
     return "\n".join(lines)

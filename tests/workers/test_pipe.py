@@ -7,11 +7,13 @@ Real worker processes, real aiortc peers; a worker capacity of 2 participants ma
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from bench.fanout import MAGIC, TRAILER
-from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
+from sfu.client import Client, State, SyntheticVideoTrack, ToneAudioTrack
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_forwarding import _frame_size
 from tests.sfu.test_hostile_peers import BrowserLikeTeacher
@@ -73,6 +75,9 @@ async def test_a_room_over_capacity_spreads_and_everyone_decodes_the_teacher(wor
     assert 0 < pipe_far["rtpReceived"] <= packets_in
     assert {t["trackId"] for t in far["tracks"]} == teacher_tracks
     assert far["participants"] == 2 and near["participants"] == 2
+    # the publisher's sender reports cross too (the far worker translates them for its subscribers' lip sync)
+    await _until_async(lambda: _pipe_figure(pool, room_sid, other, "senderReports", 0),
+                       what="a sender report crossed the pipe")
 
     # mute, a publisher on the far worker, unpublish: mirrored on both sides
     await teacher.send({"type": "mute", "source": "microphone", "muted": True})
@@ -100,6 +105,38 @@ async def test_a_room_over_capacity_spreads_and_everyone_decodes_the_teacher(wor
     await _until(lambda: [w.index for w in pool.workers_of(room_sid)] == [origin], what="the far worker left")
     await _until_async(lambda: _no_pipes(pool, room_sid, origin), what="the origin's pipe closed")
     assert await _frame_size(await s1.remote_track("camera", uid="teacher"), timeout=10) == (320, 240)
+
+
+async def test_the_far_worker_dies_the_lecture_goes_on(workers_room: Classroom) -> None:
+    """SIGKILL of the worker a room spread to: the origin's pipe to it closes, the origin's students go on, the far
+    student reconnects by itself (to the origin, over capacity, while no other worker is up: capacity is a
+    preference, never a refusal), and the room spreads again to the restarted worker."""
+    pool = pool_of(workers_room)
+    pool.capacity = 2
+    teacher = await workers_room.client(await workers_room.create_room(), name="teacher", backoff=(0.1, 1.0))
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    (room_sid,) = list(pool.rooms)
+    origin = pool.rooms[room_sid].index
+    s1 = await workers_room.client(await workers_room.token("physics-1", "s1"), name="s1", backoff=(0.1, 1.0))
+    s2 = await workers_room.client(await workers_room.token("physics-1", "s2"), name="s2", backoff=(0.1, 1.0))
+    other = 1 - origin
+    assert _worker_of(pool, s2) == other
+    assert await _frame_size(await s2.remote_track("camera", timeout=15), timeout=15) == (320, 240)
+    far = pool.workers[other]
+    old_pid = far.pid
+    os.kill(old_pid, signal.SIGKILL)
+    await asyncio.wait_for(far.down.wait(), 1.0)
+    assert [w.index for w in pool.workers_of(room_sid)] == [origin]
+    await _until_async(lambda: _no_pipes(pool, room_sid, origin), what="the origin's pipe to the dead worker closed")
+    assert await _frame_size(await s1.remote_track("camera"), timeout=10) == (320, 240), "the origin goes on"
+    await s2.wait_for("reconnecting", timeout=2)
+    await _until(lambda: far.alive and far.pid != old_pid, what="the far worker restarted")
+    assert await s2.wait_state(State.CONNECTED, timeout=15) == State.CONNECTED
+    assert await _frame_size(await s2.remote_track("camera", timeout=15), timeout=15) == (320, 240)
+    s3 = await workers_room.client(await workers_room.token("physics-1", "s3"), name="s3")
+    assert _worker_of(pool, s3) == other, "the origin is full: the room spread again to the restarted worker"
+    assert [w.index for w in pool.workers_of(room_sid)] == [origin, other]
+    assert await _frame_size(await s3.remote_track("camera", timeout=15), timeout=15) == (320, 240)
 
 
 async def _no_pipes(pool: Any, room_sid: str, worker: int) -> bool:
