@@ -515,7 +515,10 @@ class WorkerPool:
                                "cpu_seconds": float(w.load.get("cpu_seconds", 0.0)),
                                "rooms": int(w.load.get("rooms", 0)),
                                "participants": int(w.load.get("participants", 0)),
-                               "forwarded_packets": int(m.get("forwarded_packets", 0))})
+                               "forwarded_packets": int(m.get("forwarded_packets", 0)),
+                               # one lecture over several workers: its pipes here and what crossed them
+                               "pipes": int(m.get("pipes", 0)), "pipe_packets_out": int(m.get("pipe_packets_out", 0)),
+                               "pipe_packets_in": int(m.get("pipe_packets_in", 0))})
         total["workers"] = per_worker
         return total
 
@@ -634,9 +637,9 @@ class WorkerPool:
         """One line per worker (every LOAD_LOG_INTERVAL): what an operator needs to see the spread."""
         for w in self.workers:
             log.info("SFU worker %d: pid %d, UDP port %d, %s, %.0f packets/s, CPU %.0f%%, %d rooms, "
-                     "%d participants", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
+                     "%d participants, %d pipes", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
                      100 * float(w.load.get("cpu", 0.0)), int(w.load.get("rooms", 0)),
-                     int(w.load.get("participants", 0)))
+                     int(w.load.get("participants", 0)), int((w.load.get("metrics") or {}).get("pipes", 0)))
 
     async def close(self) -> None:
         self._closing = True

@@ -222,6 +222,9 @@ class Worker:
             metrics = sfu.metrics()
             producers = [p for r in sfu.routers.values() for p in r.producers.values()]
             # what control/metrics.py otherwise sums from Sfu.stats per live room
+            pipes = [pipe for r in sfu.routers.values() for pipe in r.pipes.values()]
+            metrics.update(pipes=len(pipes), pipe_packets_out=sum(p.rtp_sent for p in pipes),
+                           pipe_packets_in=sum(p.rtp_received for p in pipes))
             metrics.update(packets_in=sum(p.packets_in for p in producers),
                            nacks_sent=sum(p.nacks_sent for p in producers),
                            plis_sent=sum(p.keyframes.requested for p in producers))

@@ -75,6 +75,9 @@ async def test_a_room_over_capacity_spreads_and_everyone_decodes_the_teacher(wor
     assert 0 < pipe_far["rtpReceived"] <= packets_in
     assert {t["trackId"] for t in far["tracks"]} == teacher_tracks
     assert far["participants"] == 2 and near["participants"] == 2
+    # operators see the pipes per worker (the workers' load reports)
+    await _until(lambda: [w["pipes"] for w in pool.metrics()["workers"]] == [1, 1] and
+                 pool.metrics()["workers"][other]["pipe_packets_in"] > 0, what="per-worker pipe figures")
     # the publisher's sender reports cross too (the far worker translates them for its subscribers' lip sync)
     await _until_async(lambda: _pipe_figure(pool, room_sid, other, "senderReports", 0),
                        what="a sender report crossed the pipe")
