@@ -50,9 +50,10 @@ NAME_MAP, NAME_LAYERS = b"CCSM", b"CCLN"
 _APP_HEAD = struct.Struct("!BBHI4s")
 
 
-def describe(producer: Producer) -> dict[str, Any]:
-    """A published track as the far side's PipeProducer is built from (plain data: it crosses the control plane)."""
-    return {"trackId": producer.id, "uid": producer.uid, "source": producer.source, "mid": producer.mid,
+def describe(producer: Producer, role: str = "") -> dict[str, Any]:
+    """A published track as the far side's PipeProducer is built from (plain data: it crosses the control plane);
+    `role` is its publisher's (WHEP plays the teacher's tracks first, on any worker)."""
+    return {"trackId": producer.id, "uid": producer.uid, "role": role, "source": producer.source, "mid": producer.mid,
             "codec": producer.codec.as_dict(), "layers": [s.rid for s in producer.streams] if producer.simulcast
             else None, "ssrc": producer.ssrc if not producer.simulcast else None, "muted": producer.muted,
             "blocked": producer.blocked}
@@ -90,6 +91,7 @@ class PipeProducer(Producer):
                          local_ssrc=random.getrandbits(32) | 1, send_rtcp=pipe.send_rtcp,
                          rids=[str(r) for r in layers] if layers else None, bridge=pipe.router.bridge)
         self.pipe = pipe
+        self.role = str(desc.get("role") or "")  # its publisher's, who is on the other worker
         self.muted = bool(desc.get("muted"))
         if desc.get("blocked"):
             self.blocked = True

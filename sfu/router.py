@@ -102,7 +102,7 @@ class Router:
         if not isinstance(producer, PipeProducer):  # a track published here crosses every pipe of the room once
             for pipe in self.pipes.values():
                 pipe.attach(producer)
-            self._track_event({"f": "added", "track": describe(producer)})
+            self._track_event({"f": "added", "track": describe(producer, self.role_of(producer))})
         for tap in self.taps:
             tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
@@ -156,6 +156,11 @@ class Router:
             for producer in self.local_producers():
                 pipe.attach(producer)
         return pipe
+
+    def role_of(self, producer: Producer) -> str:
+        """The publisher's role: its participant's here, or as its worker described it (a pipe's track)."""
+        owner = self.participants.get(producer.owner)
+        return owner.role if owner is not None else str(getattr(producer, "role", ""))
 
     def local_producers(self) -> list[Producer]:
         return [p for p in self.producers.values() if not isinstance(p, PipeProducer) and not p.closed]
@@ -353,7 +358,7 @@ class Sfu:
         if not 0 < port < 65536:
             raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
         pipe.connect(port)
-        return [describe(p) for p in router.local_producers()]
+        return [describe(p, router.role_of(p)) for p in router.local_producers()]
 
     def pipe_track(self, room_sid: str, peer: int, event: dict[str, Any]) -> None:
         """A track published, unpublished or muted on worker `peer` (its `on_track`, relayed by the control plane)."""
@@ -444,13 +449,9 @@ class Sfu:
             return []
         rank = {"TEACHER": 0, "ADMIN": 1, "MODERATOR": 2}
 
-        def role(producer: Producer) -> str:
-            owner = router.participants.get(producer.owner)
-            return owner.role if owner is not None else ""
-
         def best(sources: tuple[str, ...]) -> Producer | None:
             fitting = [p for p in router.producers.values() if p.source in sources and not p.closed]
-            fitting.sort(key=lambda p: (rank.get(role(p), 9), sources.index(p.source)))
+            fitting.sort(key=lambda p: (rank.get(router.role_of(p), 9), sources.index(p.source)))
             return fitting[0] if fitting else None
 
         return [p for p in (best(("camera", "screen")), best(("microphone",))) if p is not None]

@@ -53,9 +53,10 @@ async def test_a_room_over_capacity_spreads_and_everyone_decodes_the_teacher(wor
     origin = pool.rooms[room_sid].index
     s1 = await workers_room.client(await workers_room.token("physics-1", "s1"), name="s1")
     assert [w.index for w in pool.workers_of(room_sid)] == [origin], "under capacity: one worker"
-    s2 = await workers_room.client(await workers_room.token("physics-1", "s2"), name="s2")
-    # a moderator, who may publish, is the far worker's second participant
-    s3 = await workers_room.client(await workers_room.token("physics-1", "mod", role="MODERATOR"), name="mod")
+    # two joining at once past capacity: one spread, both on the far worker (a moderator, who may publish)
+    s2, s3 = await asyncio.gather(
+        workers_room.client(await workers_room.token("physics-1", "s2"), name="s2"),
+        workers_room.client(await workers_room.token("physics-1", "mod", role="MODERATOR"), name="mod"))
     other = 1 - origin
     assert [w.index for w in pool.workers_of(room_sid)] == [origin, other], "the third participant spread the room"
     for student, worker in ((s1, origin), (s2, other), (s3, other)):

@@ -70,7 +70,7 @@ async def _linked() -> tuple[Router, Router, Publisher]:
     to_far, to_near = near.open_pipe(1), far.open_pipe(0)
     to_far.connect(to_near.port)
     to_near.connect(to_far.port)
-    for track in [describe(p) for p in near.local_producers()]:
+    for track in [describe(p, "TEACHER") for p in near.local_producers()]:
         to_near.add_remote(track)
     return near, far, publisher
 
@@ -84,7 +84,7 @@ async def test_every_layer_crosses_once_with_its_ssrc_and_reports() -> None:
         assert isinstance(far.producers["TR_cam"], PipeProducer), "the far router has the track as a producer"
         assert [s.ssrc for s in copy.streams] == list(SSRCS), "each SSRC bound to its own layer (CCSM)"
         assert near.pipes[1].rtp_sent == 60 and far.pipes[0].rtp_received == 60, "once each, no more"
-        assert copy.simulcast and copy.codec == VP8 and copy.uid == "teacher"
+        assert copy.simulcast and copy.codec == VP8 and copy.uid == "teacher" and copy.role == "TEACHER"
         report = rtcp.SenderReport(SSRCS[2], 5 << 32, 3000 * 19, 20, 400)
         publisher.producer.on_sender_report(publisher.producer.streams[2], report, time.monotonic())
         await _until(lambda: copy.streams[2].last_sr is not None, "the sender report crossed")
