@@ -5,7 +5,8 @@ more, in one run, plus the signaling round trip on a spare connection while the 
 
 For each worker count: a fresh `classcast serve` (CLASSCAST_SFU_WORKERS=W), ROOMS rooms each with the fan-out
 bench's teacher (bench/fanout.py Publisher: simulcast H.264 + Opus, paced) and its raw subscribers ramped together;
-a room is placed whole on one worker (control/workers.py), so ROOMS >= W spreads them. Figures per step are the
+a room is placed on one worker (control/workers.py) until it outgrows the worker's capacity (--capacity, default
+the server's: 300 participants), so ROOMS >= W spreads the rooms. Figures per step are the
 fan-out bench's, per room; the step's total is ROOMS x N subscribers. The knee of a worker count is the largest
 total where every room is under 1% loss with every join served (bench/fanout.py `knee`). The spare connection
 sends `ping` every 100 ms for the whole run and times each `pong`: p50/p99 of the run per worker count.

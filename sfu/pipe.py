@@ -163,7 +163,7 @@ class Pipe:
         recv = self.sock.recv
         for _ in range(READ_BATCH):
             try:
-                data = recv(2048)
+                data = recv(9216)  # above any MTU: a datagram is never cut
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ICMP port unreachable of an earlier send: the far end closed

@@ -220,7 +220,8 @@ class Worker:
             await asyncio.sleep(wire.LOAD_PERIOD)
             now, cpu = time.monotonic(), _cpu_seconds()
             metrics = sfu.metrics()
-            producers = [p for r in sfu.routers.values() for p in r.producers.values()]
+            # publishers' tracks here: a pipe's copy of another worker's track is not counted again
+            producers = [p for r in sfu.routers.values() for p in r.local_producers()]
             # what control/metrics.py otherwise sums from Sfu.stats per live room
             pipes = [pipe for r in sfu.routers.values() for pipe in r.pipes.values()]
             metrics.update(pipes=len(pipes), pipe_packets_out=sum(p.rtp_sent for p in pipes),
