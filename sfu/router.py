@@ -532,6 +532,7 @@ class Sfu:
             "pipes": [pipe.stats() for pipe in router.pipes.values()],
             "tracks": [
                 {**p.info(), "packetsIn": p.packets_in, "keyframeRequests": p.keyframes.requested,
+                 "layerPackets": [s.packets_in for s in p.streams], "layersActive": [s.active for s in p.streams],
                  "keyframeRequestsSuppressed": p.keyframes.suppressed, "nacksSent": p.nacks_sent,
                  "consumers": len(p.consumers), "drops": _with_wrong_codec(p.drops(), p.wrong_codec)}
                 for p in router.producers.values()
