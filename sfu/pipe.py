@@ -134,13 +134,29 @@ class Pipe:
         self.nacks_received = self.retransmitted = self.nacks_forwarded = 0
         self.keyframe_requests = 0
         self.sender_reports = 0
+        self.foreign = 0  # datagrams from another sender, queued before the socket was connected: dropped
 
     # ---- link ------------------------------------------------------------------------------------------
 
     def connect(self, port: int) -> None:
+        """From now on the kernel passes only the other end's datagrams. What was queued before (the other end may
+        have connected and sent first) is read now: the other end's kept, anything else dropped and counted."""
         if self.closed:
             return
-        self.sock.connect(("127.0.0.1", port))
+        peer = ("127.0.0.1", port)
+        self.sock.connect(peer)
+        now = time.monotonic()
+        while True:
+            try:
+                data, source = self.sock.recvfrom(9216)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            if source == peer:
+                self._datagram(data, now)
+            else:
+                self.foreign += 1
         if not self.connected:
             asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
         self.connected = True
@@ -168,14 +184,16 @@ class Pipe:
                 return
             except OSError:  # ICMP port unreachable of an earlier send: the far end closed
                 continue
-            now = time.monotonic()
-            try:
-                if is_rtcp(data):
-                    self._on_rtcp(data, now)
-                else:
-                    self._on_rtp(data, now)
-            except Exception:
-                log.exception("pipe to worker %d: packet failed", self.peer)
+            self._datagram(data, time.monotonic())
+
+    def _datagram(self, data: bytes, now: float) -> None:
+        try:
+            if is_rtcp(data):
+                self._on_rtcp(data, now)
+            else:
+                self._on_rtp(data, now)
+        except Exception:
+            log.exception("pipe to worker %d: packet failed", self.peer)
 
     # ---- this side's tracks, sent -------------------------------------------------------------------------
 
@@ -343,7 +361,7 @@ class Pipe:
                 "unknownSsrc": self.unknown_ssrc, "sendErrors": self.send_errors, "dropped": self.dropped,
                 "nacksReceived": self.nacks_received, "retransmitted": self.retransmitted,
                 "nacksForwarded": self.nacks_forwarded, "keyframeRequests": self.keyframe_requests,
-                "senderReports": self.sender_reports}
+                "senderReports": self.sender_reports, "foreign": self.foreign}
 
     async def close(self) -> None:
         """Stops both directions: this side's tracks stop crossing, the far side's leave this router."""

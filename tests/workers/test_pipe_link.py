@@ -200,3 +200,28 @@ async def test_garbage_on_the_pipe_is_counted_never_raised() -> None:
     finally:
         await near.close()
         await far.close()
+
+
+async def test_only_the_other_end_is_heard() -> None:
+    """Another local process sending to a pipe's port: dropped before the pipe is connected (read and counted at
+    connect), and by the kernel after (a connected UDP socket)."""
+    import socket
+
+    near, far = Router("RM_pipe", IceConfig()), Router("RM_pipe", IceConfig())
+    try:
+        to_far, to_near = near.open_pipe(1), far.open_pipe(0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.sendto(_vp8(1, 1, True, SSRCS[0]), ("127.0.0.1", to_near.port))
+            to_far.connect(to_near.port)
+            to_far._send(rtcp.build_pli(1, SSRCS[0]))  # the real other end, sent before this end connected
+            await asyncio.sleep(0.05)
+            to_near.connect(to_far.port)
+            assert to_near.foreign == 1 and to_near.unknown_ssrc == 0
+            stranger.sendto(_vp8(2, 2, True, SSRCS[0]), ("127.0.0.1", to_near.port))
+            to_far._send(_vp8(3, 3, True, SSRCS[1]))
+            await _until(lambda: to_near.unknown_ssrc == 1, "the other end's packet was read")
+            await asyncio.sleep(0.05)
+            assert to_near.unknown_ssrc == 1 and to_near.foreign == 1, "the stranger's second packet never came"
+    finally:
+        await near.close()
+        await far.close()
