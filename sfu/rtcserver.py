@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import time
@@ -53,15 +52,6 @@ CLOSE_LINGER = 5.0  # seconds the socket stays open after its last connection (j
 SERVER_BUFFER = 16 * 1024 * 1024  # one socket carries every participant: 4x the per-connection socket's buffers
 
 Address = tuple[str, int]
-
-
-def reader_thread_wanted() -> bool:
-    """CLASSCAST_MEDIA_READER: `thread` (the default) lets the native engine read the port on a thread of its own;
-    `loop` reads it from the event loop, as the Python engine always does (the comparison the bench makes)."""
-    value = os.environ.get("CLASSCAST_MEDIA_READER", "thread").strip().lower() or "thread"
-    if value not in ("thread", "loop"):
-        raise ValueError(f"CLASSCAST_MEDIA_READER must be thread or loop, not {value!r}")
-    return value == "thread"
 
 
 def _buffers(sock: socket.socket | None) -> None:
@@ -262,10 +252,11 @@ class RtcServer:
 
     def _start_reader(self, loop: asyncio.AbstractEventLoop) -> bool:
         """The engine's reader thread, once per server, when the engine has one and it is wanted. An engine whose
-        reader already serves another server (a test's second loop) is read from this loop instead."""
+        reader already serves another server (a test's second loop) is read from this loop instead.
+        CLASSCAST_MEDIA_READER=loop (IceConfig.media_reader) asks for the loop's reads."""
         if self._reader is not None:
             return True
-        if not hasattr(self.engine, "reader_start") or not reader_thread_wanted():
+        if not hasattr(self.engine, "reader_start") or self.config.media_reader != "thread":
             return False
         try:
             self._reader = self.engine.reader_start()  # type: ignore[union-attr]

@@ -5,14 +5,10 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "core.h"
+#include "reader.h"
 
 static PyObject *EngineError;
 
@@ -21,42 +17,15 @@ static const char *DROP_NAMES[CC_DROP_COUNT] = {
     "other_layer", "before_keyframe", "stale", "no_path", "srtp_error", "send_error", "simulated_loss",
 };
 
-/* The reader (issue 14/21): a thread that reads the media sockets (recvmmsg), unprotects, applies subscribers'
- * feedback and pushes routed publisher RTP to the subscribers itself, all without the GIL; only what Python must see
- * (STUN/DTLS, RTCP with NACK/PLI/SR/REMB, loss windows, pushed packets' bookkeeping) is queued for it, and Python's
- * event loop is woken through an eventfd only when that queue goes from empty to not empty. The engine's state is
- * behind one mutex that every method takes (uncontended it costs tens of nanoseconds); the thread never touches a
- * Python object, so it can never wait for the GIL while holding the mutex. */
-#define RD_MAX_FDS 8
-#define RD_QUEUE_MAX 16384          /* items waiting for Python before the reader drops (counted) */
-#define RD_QUEUE_BYTES (16u << 20)  /* ... and their bytes */
-
-typedef struct {
-    cc_rx *items;
-    int *fds;
-    uint32_t *off;
-    uint8_t *data;
-    int n, cap;
-    size_t used, dcap;
-} rd_queue;
-
 typedef struct {
     PyObject_HEAD cc_engine *e;
     PyObject *capture; /* a list, or NULL */
-    pthread_mutex_t mu;
-    /* the reader */
-    int running, stopping;
-    pthread_t thread;
-    int wake_fd, notify_fd;  /* eventfds: the thread's poll (fd set changed, stop); Python's loop (items wait) */
-    int fds[RD_MAX_FDS], nfds;
-    uint64_t generation, seen; /* the fd set's version, and the one the thread polls */
-    rd_queue q[2];
-    int active; /* the queue the thread fills; Python takes the other */
-    uint64_t wakeups, batches, overflow, errors;
+    /* the reader thread and the mutex every method takes (reader.h): uncontended, tens of nanoseconds a call */
+    cc_reader reader;
 } EngineObject;
 
-#define LOCK(self) pthread_mutex_lock(&(self)->mu)
-#define UNLOCK(self) pthread_mutex_unlock(&(self)->mu)
+#define LOCK(self) cc_reader_lock(&(self)->reader)
+#define UNLOCK(self) cc_reader_unlock(&(self)->reader)
 
 static int check(int rc, const char *what) {
     if (rc < 0) {
@@ -92,24 +61,21 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return PyErr_NoMemory();
     }
     self->e->capture_ctx = self;
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    /* recursive: a method that allocates may run the garbage collector, whose finalizers may call the engine */
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&self->mu, &attr);
-    pthread_mutexattr_destroy(&attr);
-    self->wake_fd = self->notify_fd = -1;
+    if (cc_reader_init(&self->reader, self->e)) {
+        cc_engine_free(self->e);
+        self->e = NULL;
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
     return (PyObject *)self;
 }
 
-static void reader_stop(EngineObject *self);
-
 static void Engine_dealloc(EngineObject *self) {
-    reader_stop(self);
-    for (int i = 0; i < 2; i++) {
-        free(self->q[i].items), free(self->q[i].fds), free(self->q[i].off), free(self->q[i].data);
+    if (self->e) {
+        Py_BEGIN_ALLOW_THREADS
+        cc_reader_destroy(&self->reader);
+        Py_END_ALLOW_THREADS
     }
-    pthread_mutex_destroy(&self->mu);
     if (self->e) {
         self->e->capture = NULL;
         cc_engine_free(self->e);
@@ -245,7 +211,7 @@ static PyObject *rx_item(const cc_rx *r, const uint8_t *data, int fd, int with_f
 static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
     int fd;
     if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
-    if (self->running) return PyErr_Format(EngineError, "recv: the reader thread owns the sockets");
+    if (self->reader.running) return PyErr_Format(EngineError, "recv: the reader thread owns the sockets");
     int n = cc_recv(self->e, fd);
     if (n < 0) {
         errno = -n;
@@ -631,196 +597,53 @@ static PyObject *Engine_set_capture(EngineObject *self, PyObject *args) {
     self->capture = list == Py_None ? NULL : list;
     Py_XINCREF(self->capture);
     self->e->capture = self->capture ? capture_cb : NULL;
+    self->reader.route = self->capture == NULL; /* the capture calls Python: then Python's thread pushes */
     Py_RETURN_NONE;
 }
 
 
-/* ---- the reader thread ------------------------------------------------------------------------------------- */
+/* ---- the reader thread (reader.h) ---------------------------------------------------------------------------- */
 
-static int rd_append(rd_queue *q, const cc_rx *r, const uint8_t *data, int fd) {
-    if (q->n >= RD_QUEUE_MAX || q->used + r->len > RD_QUEUE_BYTES) return -1;
-    if (q->n == q->cap) {
-        int cap = q->cap ? q->cap * 2 : 256;
-        cc_rx *items = realloc(q->items, (size_t)cap * sizeof(cc_rx));
-        if (!items) return -1;
-        q->items = items;
-        int *fds = realloc(q->fds, (size_t)cap * sizeof(int));
-        if (!fds) return -1;
-        q->fds = fds;
-        uint32_t *off = realloc(q->off, (size_t)cap * sizeof(uint32_t));
-        if (!off) return -1;
-        q->off = off;
-        q->cap = cap;
-    }
-    if (q->used + r->len > q->dcap) {
-        size_t dcap = q->dcap ? q->dcap : 65536;
-        while (dcap < q->used + r->len) dcap *= 2;
-        uint8_t *d = realloc(q->data, dcap);
-        if (!d) return -1;
-        q->data = d, q->dcap = dcap;
-    }
-    memcpy(q->data + q->used, data, r->len);
-    q->items[q->n] = *r;
-    q->fds[q->n] = fd;
-    q->off[q->n] = (uint32_t)q->used;
-    q->used += r->len;
-    q->n++;
-    return 0;
-}
-
-static void rd_signal(int fd) {
-    uint64_t one = 1;
-    ssize_t w = write(fd, &one, sizeof one);
-    (void)w; /* an eventfd at its limit is still readable: nothing is lost */
-}
-
-/* One readable socket: up to 8 batches, each read without the lock and sorted with it. */
-static void rd_read(EngineObject *self, int fd) {
-    cc_engine *e = self->e;
-    for (int b = 0; b < 8; b++) {
-        int got = cc_recv_read(e, fd);
-        if (got < 0) {
-            if (got == -EINTR) continue;
-            __atomic_add_fetch(&self->errors, 1, __ATOMIC_RELAXED); /* ICMP errors (a client gone away) */
-            continue;
-        }
-        if (got == 0) return;
-        int notify = 0;
-        LOCK(self);
-        self->batches++;
-        /* a capture (a test hook) calls Python from the send path: then Python pushes, on its own thread */
-        int n = cc_recv_sort(e, got, self->capture == NULL);
-        rd_queue *q = &self->q[self->active];
-        int was_empty = q->n == 0;
-        for (int i = 0; i < n; i++)
-            if (rd_append(q, &e->rx[i], e->rxbuf + (size_t)i * CC_RX_MTU, fd)) self->overflow++;
-        notify = was_empty && q->n > 0;
-        UNLOCK(self);
-        if (notify) rd_signal(self->notify_fd);
-        if (got < CC_RX_BATCH) return;
-    }
-}
-
-static void *rd_main(void *arg) {
-    EngineObject *self = arg;
-    struct pollfd p[RD_MAX_FDS + 1];
-    for (;;) {
-        LOCK(self);
-        if (self->stopping) {
-            UNLOCK(self);
-            return NULL;
-        }
-        int n = 0;
-        p[n].fd = self->wake_fd, p[n].events = POLLIN, p[n].revents = 0, n++;
-        for (int i = 0; i < self->nfds; i++) p[n].fd = self->fds[i], p[n].events = POLLIN, p[n].revents = 0, n++;
-        self->seen = self->generation;
-        UNLOCK(self);
-        int r = poll(p, (nfds_t)n, -1);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return NULL;
-        }
-        self->wakeups++;
-        if (p[0].revents) { /* the fd set changed, or stop: back to the top before touching a socket */
-            uint64_t v;
-            ssize_t rd = read(self->wake_fd, &v, sizeof v);
-            (void)rd;
-            continue;
-        }
-        for (int i = 1; i < n; i++)
-            if (p[i].revents & (POLLIN | POLLERR)) rd_read(self, p[i].fd);
-    }
-}
-
-/* Waits (without the GIL) until the thread polls the current fd set: after that it never touches a removed fd. */
-static void rd_sync(EngineObject *self) {
-    LOCK(self);
-    uint64_t want = ++self->generation;
-    UNLOCK(self);
-    rd_signal(self->wake_fd);
-    Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        LOCK(self);
-        int done = self->seen >= want || !self->running;
-        UNLOCK(self);
-        if (done) break;
-        struct timespec ts = {0, 50000};
-        nanosleep(&ts, NULL);
-    }
-    Py_END_ALLOW_THREADS
-}
-
-static void reader_stop(EngineObject *self) {
-    if (!self->running) return;
-    LOCK(self);
-    self->stopping = 1;
-    UNLOCK(self);
-    rd_signal(self->wake_fd);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(self->thread, NULL);
-    Py_END_ALLOW_THREADS
-    self->running = self->stopping = 0;
-    self->nfds = 0;
-    close(self->wake_fd), close(self->notify_fd);
-    self->wake_fd = self->notify_fd = -1;
-    self->q[0].n = self->q[1].n = 0;
-    self->q[0].used = self->q[1].used = 0;
+static PyObject *reader_error(int rc, const char *what) {
+    if (rc == -EBUSY) return PyErr_Format(EngineError, "%s: the reader is running already", what);
+    if (rc == -EINVAL) return PyErr_Format(EngineError, "%s: the reader is not running", what);
+    if (rc == -ENOSPC) return PyErr_Format(EngineError, "%s: at most %d sockets", what, CC_READER_FDS);
+    errno = -rc;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 /* reader_start() -> the eventfd Python's loop watches: readable when reader_take() has items. */
 static PyObject *Engine_reader_start(EngineObject *self, PyObject *unused) {
-    if (self->running) return PyErr_Format(EngineError, "the reader is running already");
-    self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    self->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (self->wake_fd < 0 || self->notify_fd < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        if (self->wake_fd >= 0) close(self->wake_fd);
-        if (self->notify_fd >= 0) close(self->notify_fd);
-        self->wake_fd = self->notify_fd = -1;
-        return NULL;
-    }
-    self->stopping = 0;
-    self->nfds = 0;
-    int rc = pthread_create(&self->thread, NULL, rd_main, self);
-    if (rc) {
-        close(self->wake_fd), close(self->notify_fd);
-        self->wake_fd = self->notify_fd = -1;
-        errno = rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    self->running = 1;
-    return PyLong_FromLong(self->notify_fd);
+    int rc = cc_reader_start(&self->reader);
+    if (rc) return reader_error(rc, "reader_start");
+    return PyLong_FromLong(self->reader.notify_fd);
 }
 
 static PyObject *Engine_reader_stop(EngineObject *self, PyObject *unused) {
-    reader_stop(self);
+    Py_BEGIN_ALLOW_THREADS
+    cc_reader_stop(&self->reader);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
 /* reader_add(fd): the thread reads this socket from now on (it must be non-blocking). */
 static PyObject *Engine_reader_add(EngineObject *self, PyObject *args) {
-    int fd;
+    int fd, rc;
     if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
-    if (!self->running) return PyErr_Format(EngineError, "reader_add: no reader");
-    LOCK(self);
-    int full = self->nfds == RD_MAX_FDS;
-    if (!full) self->fds[self->nfds++] = fd;
-    UNLOCK(self);
-    if (full) return PyErr_Format(EngineError, "reader_add: at most %d sockets", RD_MAX_FDS);
-    rd_sync(self);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cc_reader_add(&self->reader, fd);
+    Py_END_ALLOW_THREADS
+    if (rc) return reader_error(rc, "reader_add");
     Py_RETURN_NONE;
 }
 
-/* reader_remove(fd): returns once the thread will not touch fd again (the caller may close it then). */
+/* reader_remove(fd): returns once the thread let it go (the caller may close it then). */
 static PyObject *Engine_reader_remove(EngineObject *self, PyObject *args) {
     int fd;
     if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
-    if (!self->running) Py_RETURN_NONE;
-    LOCK(self);
-    for (int i = 0; i < self->nfds; i++)
-        if (self->fds[i] == fd) self->fds[i--] = self->fds[--self->nfds];
-    UNLOCK(self);
-    rd_sync(self);
+    Py_BEGIN_ALLOW_THREADS
+    cc_reader_remove(&self->reader, fd);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -829,15 +652,7 @@ static PyObject *rx_item(const cc_rx *r, const uint8_t *data, int fd, int with_f
 /* reader_take() -> [(transport, kind, data, extra, arrival, fd)]: what the thread queued, in order; extra is the
  * source address for the slow path, push()'s flags for a pushed packet, else None. */
 static PyObject *Engine_reader_take(EngineObject *self, PyObject *unused) {
-    if (self->notify_fd >= 0) {
-        uint64_t v;
-        ssize_t rd = read(self->notify_fd, &v, sizeof v); /* first: an item queued after this wakes us again */
-        (void)rd;
-    }
-    LOCK(self);
-    rd_queue *q = &self->q[self->active];
-    self->active ^= 1;
-    UNLOCK(self);
+    cc_rqueue *q = cc_reader_take(&self->reader);
     PyObject *list = PyList_New(q->n);
     for (int i = 0; list && i < q->n; i++) {
         PyObject *item = rx_item(&q->items[i], q->data + q->off[i], q->fds[i], 1);
@@ -847,19 +662,19 @@ static PyObject *Engine_reader_take(EngineObject *self, PyObject *unused) {
         }
         PyList_SET_ITEM(list, i, item);
     }
-    q->n = 0, q->used = 0; /* the thread fills it again only after the next swap */
+    cc_reader_taken(q); /* always: the thread fills it again after the next swap */
     return list;
 }
 
 static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
+    cc_reader *r = &self->reader;
     LOCK(self);
-    PyObject *r = Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", self->running, "sockets", self->nfds,
-                                "wakeups", (unsigned long long)self->wakeups, "batches",
-                                (unsigned long long)self->batches, "overflow", (unsigned long long)self->overflow,
-                                "errors", (unsigned long long)__atomic_load_n(&self->errors, __ATOMIC_RELAXED),
-                                "queued", self->q[self->active].n);
+    PyObject *result = Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", r->running, "sockets", r->nfds,
+                                     "wakeups", (unsigned long long)r->wakeups, "batches",
+                                     (unsigned long long)r->batches, "overflow", (unsigned long long)r->overflow,
+                                     "errors", (unsigned long long)r->errors, "queued", r->q[r->active].n);
     UNLOCK(self);
-    return r;
+    return result;
 }
 
 /* Every method runs under the engine's mutex (the reader thread's methods manage it themselves). */
