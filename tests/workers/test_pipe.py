@@ -143,6 +143,36 @@ async def test_the_far_worker_dies_the_lecture_goes_on(workers_room: Classroom) 
     assert await _frame_size(await s3.remote_track("camera", timeout=15), timeout=15) == (320, 240)
 
 
+async def test_a_room_over_three_workers_is_a_mesh_of_pipes(three_workers_room: Classroom) -> None:
+    """Capacity 1: the teacher, a moderator and a student each on their own worker. Each worker sends its own
+    publishers' tracks to each other worker once: the moderator's camera reaches the third worker from the second
+    directly, never through the first (a piped copy is never piped again)."""
+    room = three_workers_room
+    pool = pool_of(room)
+    pool.capacity = 1
+    teacher = await room.client(await room.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    (room_sid,) = list(pool.rooms)
+    moderator = await room.client(await room.token("physics-1", "mod", role="MODERATOR"), name="mod")
+    student = await room.client(await room.token("physics-1", "s1"), name="s1")
+    a, b, c = (w.index for w in pool.workers_of(room_sid))
+    assert len({a, b, c}) == 3
+    assert (_worker_of(pool, teacher), _worker_of(pool, moderator), _worker_of(pool, student)) == (a, b, c)
+    await moderator.publish({"camera": SyntheticVideoTrack(176, 144)})
+    assert await _frame_size(await student.remote_track("camera", uid="teacher", timeout=15), timeout=15) == (320, 240)
+    assert await _frame_size(await student.remote_track("camera", uid="mod", timeout=15), timeout=15) == (176, 144)
+    assert await _frame_size(await teacher.remote_track("camera", uid="mod", timeout=15), timeout=15) == (176, 144)
+    stats = {w: await pool.room_stats(room_sid, w) for w in (a, b, c)}
+    pipes = {w: {p["peer"]: p for p in stats[w]["pipes"]} for w in stats}
+    assert {w: set(p) for w, p in pipes.items()} == {a: {b, c}, b: {a, c}, c: {a, b}}, "a full mesh"
+    teacher_cam = next(t["trackId"] for t in stats[a]["tracks"] if t["uid"] == "teacher")
+    mod_cam = next(t["trackId"] for t in stats[b]["tracks"] if t["uid"] == "mod")
+    assert pipes[a][b]["sent"] == [teacher_cam] and pipes[a][c]["sent"] == [teacher_cam]
+    assert pipes[b][a]["sent"] == [mod_cam] and pipes[b][c]["sent"] == [mod_cam]
+    assert pipes[c][a]["sent"] == [] and pipes[c][b]["sent"] == [], "the third worker publishes nothing"
+    assert set(pipes[c][b]["received"]) == {mod_cam} and set(pipes[c][a]["received"]) == {teacher_cam}
+
+
 async def _no_pipes(pool: Any, room_sid: str, worker: int) -> bool:
     return not (await pool.room_stats(room_sid, worker))["pipes"]
 
