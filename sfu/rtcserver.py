@@ -296,18 +296,22 @@ class RtcServer:
             return
         receivers, by_fd = self._receivers, self._by_fd
         for tid, kind, data, extra, arrival, fd in self.engine.reader_take():  # type: ignore[union-attr]
-            if tid >= 0:
-                receiver = receivers.get(tid)
-                if receiver is None:
-                    self.drop("no_receiver")
-                elif kind == RX_PUSHED:
-                    receiver(kind, data, arrival, extra)
+            try:  # the queue is taken whole: one item's failure must not lose the ones after it
+                if tid >= 0:
+                    receiver = receivers.get(tid)
+                    if receiver is None:
+                        self.drop("no_receiver")
+                    elif kind == RX_PUSHED:
+                        receiver(kind, data, arrival, extra)
+                    else:
+                        receiver(kind, data, arrival)
                 else:
-                    receiver(kind, data, arrival)
-            else:
-                listener = by_fd.get(fd)
-                if listener is not None:
-                    self.received(data, extra, listener, arrival)
+                    listener = by_fd.get(fd)
+                    if listener is not None:
+                        self.received(data, extra, listener, arrival)
+            except Exception:
+                self.drop("handler_error")
+                log.exception("handling a datagram the media reader queued failed")
 
     def _readable(self, listener: _Listener) -> None:
         """The engine reads a batch (recvmmsg) and unprotects what it can; a few batches per wake-up, then the
