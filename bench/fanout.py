@@ -919,8 +919,9 @@ def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {"knee": None, "subscribers_per_core": None, "first_failure": min(bad, default=None)}
     best = max(good, key=lambda r: r["subscribers"])
     cores = max(best["server_cpu_percent"] / 100, 1e-9)
-    # the targets "at 80% of the knee" (latency, first keyframe): the passing step nearest to it, not above the knee
-    near = min(good, key=lambda r: abs(r["subscribers"] - 0.8 * best["subscribers"]))
+    # the targets "at 80% of the knee" (latency, first keyframe): the smallest passing step at or above it (a coarse
+    # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures)
+    near = min((r for r in good if r["subscribers"] >= 0.8 * best["subscribers"]), key=lambda r: r["subscribers"])
     at_80 = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
              **{k: near.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "first_keyframe_ms_p50",
                                          "cpu_us_per_packet", "server_cpu_percent")}}
