@@ -76,8 +76,8 @@ _LIVE_RECORDINGS = select(t.recordings).where(
     t.recordings.c.room_sid == bindparam("sid"), t.recordings.c.status.in_(LIVE_RECORDING_STATES))
 _INSERT_SESSION = insert(t.sessions)
 _ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
-_LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("sid")).with_for_update(key_share=True)
-_LOCK_ROOM_SQLITE = (update(t.rooms).where(t.rooms.c.sid == bindparam("sid"))
+_LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("room")).with_for_update(key_share=True)
+_LOCK_ROOM_SQLITE = (update(t.rooms).where(t.rooms.c.sid == bindparam("room"))
                      .values(emptied_at=t.rooms.c.emptied_at))
 _RECENT_CHAT = (select(t.chat_messages).where(t.chat_messages.c.room_sid == bindparam("sid"))
                 .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc()).limit(bindparam("n")))
@@ -158,9 +158,9 @@ class Store:
         if conn is None:
             raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
         if conn.dialect.name == "postgresql":
-            await conn.execute(_LOCK_ROOM_PG, {"sid": room_sid})
+            await conn.execute(_LOCK_ROOM_PG, {"room": room_sid})
         else:
-            await conn.execute(_LOCK_ROOM_SQLITE, {"sid": room_sid})
+            await conn.execute(_LOCK_ROOM_SQLITE, {"room": room_sid})
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
