@@ -56,12 +56,14 @@ class PostgresCluster:
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
     def start(self) -> None:
-        subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-             "--locale=C", "--no-sync"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.root, **self._run_as(),
-        )
-        with open(self.log, "wb") as log:
+        """initdb (the first time), then the server; returns once it accepts connections."""
+        if not self.data.exists():
+            subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+                 "--locale=C", "--no-sync"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.root, **self._run_as(),
+            )
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data), "-k", str(self.socket_dir),
                  "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -109,13 +111,17 @@ class PostgresCluster:
         finally:
             await conn.close()
 
-    def stop(self) -> None:
+    def stop_server(self) -> None:
+        """The server stops (fast shutdown: open connections are cut); its data stays for `start`."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.stop_server()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root)

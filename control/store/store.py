@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, case, delete, event, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from control.ids import new_id, new_org_id
@@ -177,6 +178,9 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
+
+        elif engine.dialect.name == "postgresql":
+            _unavailable_is_operational(engine)
 
         store = cls(engine)
         await store.migrate()
@@ -747,6 +751,30 @@ def _room_and_participant(row: Any) -> tuple[Room | None, Participant | None]:
     if m[t.participants.c.id] is None:
         return room, None
     return room, Participant.from_row(_Row({c.name: m[c] for c in t.participants.c}))
+
+
+def _unavailable_is_operational(engine: AsyncEngine) -> None:
+    """PostgreSQL away (stopped, restarting, out of connections) raises what a locked SQLite raises,
+    OperationalError, which the REST middleware answers with 503 DATABASE_UNAVAILABLE + Retry-After: asyncpg's
+    failed connects are plain OSErrors or its own errors, and a connection cut under a statement is a generic
+    DBAPIError. SQLAlchemy still invalidates the pool on a disconnect, so the next call reconnects."""
+    import asyncpg
+
+    unreachable = (OSError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
+                   asyncpg.exceptions.TooManyConnectionsError)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except unreachable as exc:
+            raise dialect.loaded_dbapi.OperationalError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _disconnected(context: Any) -> None:
+        if context.is_disconnect and not isinstance(context.sqlalchemy_exception, OperationalError):
+            raise OperationalError(context.statement, context.parameters, context.original_exception,
+                                   connection_invalidated=True) from context.original_exception
 
 
 class _Row:
