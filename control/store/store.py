@@ -78,8 +78,9 @@ _LIVE_RECORDINGS = select(t.recordings).where(
 _INSERT_SESSION = insert(t.sessions)
 _ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
 _LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("room")).with_for_update(key_share=True)
-_LOCK_ROOM_SQLITE = (update(t.rooms).where(t.rooms.c.sid == bindparam("room"))
-                     .values(emptied_at=t.rooms.c.emptied_at))
+# SQLite: an UPDATE that matches nothing still starts the write transaction (the database's lock) and writes no
+# page; a room of its own would buy nothing, SQLite locks the whole database.
+_LOCK_SQLITE = text("UPDATE rooms SET sid = sid WHERE 0 = 1")
 _RECENT_CHAT = (select(t.chat_messages).where(t.chat_messages.c.room_sid == bindparam("sid"))
                 .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc()).limit(bindparam("n")))
 
@@ -154,14 +155,15 @@ class Store:
 
         PostgreSQL: a row lock that leaves the row's key alone, so inserts that merely reference the room
         (chat, hands) do not wait. SQLite: the database's write lock, taken now rather than at the first write so
-        the reads that follow are already serialized; every writer waits there (busy_timeout), in any process."""
+        the reads that follow are already serialized; every writer waits there (busy_timeout), in any process.
+        On a room that does not exist it locks nothing (the caller's read then finds no room)."""
         conn = _ATOMIC.get()
         if conn is None:
             raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
         if conn.dialect.name == "postgresql":
             await conn.execute(_LOCK_ROOM_PG, {"room": room_sid})
         else:
-            await conn.execute(_LOCK_ROOM_SQLITE, {"room": room_sid})
+            await conn.execute(_LOCK_SQLITE)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
