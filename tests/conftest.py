@@ -23,6 +23,7 @@ from control.events import Event
 from control.services import SERVICES, Services
 from control.store.records import Org
 from tests.pg import PostgresCluster
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -33,6 +34,8 @@ def clock() -> FakeClock:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
         metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_live"):
+        metafunc.parametrize("redis_url", ["memory", "redis"], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +67,37 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         await cluster.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def config(tmp_path: Path, database_url: str) -> Config:
-    return Config(data_dir=tmp_path / "data", public_url="https://class.example.test", database_url=database_url)
+async def redis_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The test's `Config.redis_url`: "" (one node's memory, the default) or the session's Redis, emptied."""
+    if getattr(request, "param", "memory") == "memory":
+        yield ""
+        return
+    import redis.asyncio as aioredis
+
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    yield server.url
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, redis_url: str) -> Config:
+    return Config(data_dir=tmp_path / "data", public_url="https://class.example.test", database_url=database_url,
+                  redis_url=redis_url)
 
 
 @dataclass
