@@ -141,3 +141,24 @@ async def test_ending_a_room_while_nodes_join_and_leave_it_neither_deadlocks_nor
     assert room.credits_debited == credits_for(total_ms)
     usage = [e["delta"] for e in await store.ledger(api.org.id) if e["room_sid"] == sid]
     assert -sum(usage) == room.credits_debited
+
+
+async def test_a_recording_another_node_started_after_this_ones_check_is_a_409(
+        api: Api, nodes: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The REST start reads 'no live recording', then another node commits one before this node inserts: the
+    unique index refuses the insert and the caller gets the same 409 as a sequential second start, with no
+    recording_started announced for it."""
+    await api.create_room("chemistry")
+    room = await api.room("chemistry")
+    await nodes[1].store.insert_recording(Recording(
+        id="EG_other", room_sid=room.sid, status="EGRESS_STARTING", options={}, started_at=api.clock.now_ms(),
+        ended_at=None, file_path=None, size=None, duration=None, error=None))
+
+    async def checked_before_the_other_node_committed(_sid: str) -> list[Recording]:
+        return []
+
+    monkeypatch.setattr(api.svc.store, "live_recordings", checked_before_the_other_node_committed)
+    status, body = await api.post("/v1/room/chemistry/recording/start")
+    assert (status, body["error"]) == (409, "RECORDING_ALREADY_STARTED"), body
+    assert [r.id for r in await nodes[2].store.room_recordings(room.sid)] == ["EG_other"]
+    assert not [e for e in api.events if e.type == "recording_started"]
