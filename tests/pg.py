@@ -45,8 +45,11 @@ class PostgresCluster:
         self.proc: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
         self._user: pwd.struct_passwd | None = None
-        if os.geteuid() == 0:
-            self._user = pwd.getpwnam("postgres")
+        if os.geteuid() == 0:  # Debian's package makes the `postgres` user; else any unprivileged one
+            try:
+                self._user = pwd.getpwnam("postgres")
+            except KeyError:
+                self._user = pwd.getpwnam("nobody")
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         os.chmod(self.root, 0o755)  # the test process (root or the owner) reaches the socket
 

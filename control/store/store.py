@@ -6,7 +6,7 @@ the store's users on both (tests/pg.py starts a real PostgreSQL). The two differ
 here and nowhere else:
 
 - Conflicts: a unique violation aborts a whole PostgreSQL transaction, so inserts that may meet an existing row
-  are `INSERT ... ON CONFLICT` (`_insert`), never a caught IntegrityError inside `atomic`.
+  are `INSERT ... ON CONFLICT` (`dialect_insert`), never a caught IntegrityError inside `atomic`.
 - Row locks: `lock_room` is `SELECT ... FOR NO KEY UPDATE` on PostgreSQL; SQLite has no row locks, so there it
   takes the database's write lock (a no-op UPDATE) at the start of the transaction.
 - What a write changed comes back with `RETURNING` (both engines), not from a read before it that a concurrent
@@ -93,7 +93,7 @@ class RecordingAlreadyLive(Exception):
     """The room already has a live recording (the unique index `recordings_one_live`, migration 7)."""
 
 
-def _insert(conn: AsyncConnection, table: Table) -> Any:
+def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
     """INSERT with the engine's ON CONFLICT clause (`on_conflict_do_nothing` / `on_conflict_do_update`, which
     SQLite and PostgreSQL spell the same)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -225,7 +225,7 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._tx() as conn:
-            q = _insert(conn, t.meta).values(key=key, value=value)
+            q = dialect_insert(conn, t.meta).values(key=key, value=value)
             await conn.execute(q.on_conflict_do_update(index_elements=[t.meta.c.key], set_={"value": value}))
 
     # ---- organizations ---------------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class Store:
 
     async def add_domain(self, org_id: str, domain: str, now: int) -> None:
         async with self._tx() as conn:
-            await conn.execute(_insert(conn, t.org_domains).values(org_id=org_id, domain=domain, created_at=now)
+            await conn.execute(dialect_insert(conn, t.org_domains).values(org_id=org_id, domain=domain, created_at=now)
                                .on_conflict_do_nothing())
 
     async def remove_domain(self, org_id: str, domain: str) -> bool:
@@ -344,7 +344,7 @@ class Store:
 
     async def insert_room(self, room: Room) -> None:
         async with self._tx() as conn:
-            res = await conn.execute(_insert(conn, t.rooms).values(**room.to_row()).on_conflict_do_nothing(
+            res = await conn.execute(dialect_insert(conn, t.rooms).values(**room.to_row()).on_conflict_do_nothing(
                 index_elements=[t.rooms.c.org_id, t.rooms.c.room_id]))
             if res.rowcount != 1:
                 raise RoomIdTaken(room.room_id)
@@ -411,7 +411,7 @@ class Store:
         }
         async with self._tx() as conn:
             # One statement: two nodes registering the same uid at once both succeed, on one row.
-            q = _insert(conn, t.participants).values(
+            q = dialect_insert(conn, t.participants).values(
                 id=new_id("PA_"), room_sid=room_sid, uid=uid, muted=False, created_at=now, **values)
             row = (await conn.execute(q.on_conflict_do_update(
                 index_elements=[t.participants.c.room_sid, t.participants.c.uid], set_=values,
@@ -580,7 +580,7 @@ class Store:
         """Raises RecordingAlreadyLive when `rec` is live and the room has a live recording already: the database
         decides (unique index), so two nodes starting one at once make one recording."""
         async with self._tx() as conn:
-            res = await conn.execute(_insert(conn, t.recordings).values(
+            res = await conn.execute(dialect_insert(conn, t.recordings).values(
                 id=rec.id, room_sid=rec.room_sid, status=rec.status, options=json.dumps(rec.options),
                 started_at=rec.started_at,
             ).on_conflict_do_nothing(index_elements=[t.recordings.c.room_sid],
@@ -670,7 +670,7 @@ class Store:
     async def raise_hand(self, room_sid: str, uid: str, now: int) -> bool:
         """Returns False when the hand was already up (its place in the queue is kept)."""
         async with self._tx() as conn:
-            res = await conn.execute(_insert(conn, t.hands).values(room_sid=room_sid, uid=uid, raised_at=now)
+            res = await conn.execute(dialect_insert(conn, t.hands).values(room_sid=room_sid, uid=uid, raised_at=now)
                                      .on_conflict_do_nothing())
             return res.rowcount == 1
 
@@ -718,7 +718,7 @@ class Store:
     async def answer_poll(self, poll_id: str, uid: str, option: int, now: int) -> bool:
         """Returns False when this uid already answered (one answer each)."""
         async with self._tx() as conn:
-            res = await conn.execute(_insert(conn, t.poll_answers).values(
+            res = await conn.execute(dialect_insert(conn, t.poll_answers).values(
                 poll_id=poll_id, uid=uid, option_index=option, answered_at=now).on_conflict_do_nothing())
             return res.rowcount == 1
 

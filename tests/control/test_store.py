@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from control.config import Config
 from control.store import schema as t
 from control.store.migrations import MIGRATIONS
-from control.store.store import Store
+from control.store.store import RoomIdTaken, Store
 from tests.pg import PostgresCluster
 
 pytestmark = pytest.mark.both_databases
@@ -210,3 +210,42 @@ async def test_one_live_recording_per_room_migration_keeps_the_newest(url: str,
         assert [r.id for r in await s.live_recordings("RM_a")] == ["EG_2"]
     finally:
         await s.close()
+
+
+async def test_writes_that_meet_an_existing_row_leave_the_transaction_usable(store: Store) -> None:
+    """A second raised hand, answer, domain, meta value, topic or transcription switch, all inside one transaction:
+    each is an ON CONFLICT (a unique violation would abort a whole PostgreSQL transaction), so the block commits
+    and every later write in it lands."""
+    from control.store.records import Room
+    from control.store.tutor import TutorStore
+
+    org = await store.create_org("School", 0, 1)
+    await store.insert_room(Room(sid="RM_1", org_id=org.id, room_id="r", title="r", description=None,
+                                 customization={}, max_participants=5, empty_timeout=60, auto_close=False,
+                                 created_at=1))
+    tutor = TutorStore(store)
+    async with store.atomic():
+        assert await store.raise_hand("RM_1", "u1", 10) is True
+        assert await store.raise_hand("RM_1", "u1", 11) is False
+        await store.create_poll("PO_1", "RM_1", "?", ["a", "b"], "t", 12)
+        assert await store.answer_poll("PO_1", "u1", 0, 13) is True
+        assert await store.answer_poll("PO_1", "u1", 1, 14) is False
+        await store.add_domain(org.id, "school.example", 15)
+        await store.add_domain(org.id, "school.example", 16)
+        await store.set_meta("k", "1")
+        await store.set_meta("k", "2")
+        await store.set_meta("after", "the conflicts")
+    await tutor.set_topic("RM_1", "Fractions", "t", 17)
+    await tutor.set_topic("RM_1", "Decimals", "t", 18)
+    await tutor.set_transcription(org.id, "r", True, 19)
+    await tutor.set_transcription(org.id, "r", False, 20)
+    assert await store.hands("RM_1") == [("u1", 10)]  # the first raise keeps its place
+    assert await store.poll_answers("PO_1") == {"u1": 0}
+    assert (await store.get_org(org.id)).domains == ["school.example"]  # type: ignore[union-attr]
+    assert (await store.get_meta("k"), await store.get_meta("after")) == ("2", "the conflicts")
+    assert await tutor.topic("RM_1") == "Decimals"
+    assert await tutor.transcription(org.id, "r") is False
+    with pytest.raises(RoomIdTaken):
+        await store.insert_room(Room(sid="RM_2", org_id=org.id, room_id="r", title="again", description=None,
+                                     customization={}, max_participants=5, empty_timeout=60, auto_close=False,
+                                     created_at=2))
