@@ -169,7 +169,11 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> Store:
-        engine = create_async_engine(url)
+        try:
+            engine = create_async_engine(url)
+        except ModuleNotFoundError as exc:  # postgresql+asyncpg:// without the `postgres` extra
+            raise SystemExit(f"CLASSCAST_DATABASE_URL needs the {exc.name} driver: pip install 'classcast[postgres]' "
+                             "(make install does)") from None
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine.sync_engine, "connect")
