@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, delete, event, func, insert, select, text, update
+from sqlalchemy import Table, and_, bindparam, case, delete, event, func, insert, make_url, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -170,7 +170,7 @@ class Store:
     @classmethod
     async def open(cls, url: str) -> Store:
         try:
-            engine = create_async_engine(url)
+            engine = create_async_engine(url, **_engine_options(url))
         except ModuleNotFoundError as exc:  # postgresql+asyncpg:// without the `postgres` extra
             raise SystemExit(f"CLASSCAST_DATABASE_URL needs the {exc.name} driver: pip install 'classcast[postgres]' "
                              "(make install does)") from None
@@ -759,11 +759,26 @@ def _room_and_participant(row: Any) -> tuple[Room | None, Participant | None]:
     return room, Participant.from_row(_Row({c.name: m[c] for c in t.participants.c}))
 
 
+# How long a PostgreSQL statement waits for a row lock (another node's `lock_room`) before giving up: SQLite's
+# busy_timeout, so both engines turn a stuck neighbour into a 503 after the same 5 s, not a request hung forever.
+PG_LOCK_TIMEOUT_MS = 5000
+# SQLSTATEs that mean "the database cannot serve now", not "this statement is wrong": lock wait timed out, the
+# server shutting down, crashed or starting, too many connections (and class 08, connection exceptions).
+_PG_UNAVAILABLE = {"55P03", "57P01", "57P02", "57P03", "53300"}
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    return {"connect_args": {"server_settings": {"lock_timeout": str(PG_LOCK_TIMEOUT_MS)}}}
+
+
 def _unavailable_is_operational(engine: AsyncEngine) -> None:
-    """PostgreSQL away (stopped, restarting, out of connections) raises what a locked SQLite raises,
-    OperationalError, which the REST middleware answers with 503 DATABASE_UNAVAILABLE + Retry-After: asyncpg's
-    failed connects are plain OSErrors or its own errors, and a connection cut under a statement is a generic
-    DBAPIError. SQLAlchemy still invalidates the pool on a disconnect, so the next call reconnects."""
+    """PostgreSQL away (stopped, restarting, out of connections) or a lock held past PG_LOCK_TIMEOUT_MS raises
+    what a locked SQLite raises, OperationalError, which the REST middleware answers with 503
+    DATABASE_UNAVAILABLE + Retry-After: asyncpg's failed connects are plain OSErrors or its own errors, and a
+    connection cut under a statement or a lock timeout is a generic DBAPIError. SQLAlchemy still invalidates the
+    pool on a disconnect, so the next call reconnects."""
     import asyncpg
 
     unreachable = (OSError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
@@ -778,7 +793,9 @@ def _unavailable_is_operational(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _disconnected(context: Any) -> None:
-        if context.is_disconnect and not isinstance(context.sqlalchemy_exception, OperationalError):
+        state = str(getattr(context.original_exception, "sqlstate", None) or "")
+        unavailable = context.is_disconnect or state in _PG_UNAVAILABLE or state.startswith("08")
+        if unavailable and not isinstance(context.sqlalchemy_exception, OperationalError):
             raise OperationalError(context.statement, context.parameters, context.original_exception,
                                    connection_invalidated=True) from context.original_exception
 

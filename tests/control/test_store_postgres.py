@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from control.app import create_app
 from control.clock import FakeClock
 from control.config import Config
 from control.services import SERVICES
+from control.store import store as store_module
+from control.store.store import Store
 from tests.pg import PostgresCluster
 
 
@@ -55,3 +59,49 @@ async def test_a_database_server_that_goes_away_is_503_and_coming_back_heals(
     body["roomId"] = "r2"
     assert (await client.post("/v1/room/create", json=body, headers=headers)).status == 200
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_room_held_by_a_stuck_node_is_503_after_the_lock_timeout_not_a_hang(
+        aiohttp_client: Any, tmp_path: Path, postgres_cluster: PostgresCluster,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node holds a room's row lock and does not let go (stuck mid-transaction): ending that room here
+    waits PG_LOCK_TIMEOUT_MS, then answers 503 DATABASE_UNAVAILABLE, as SQLite's busy timeout does, having changed
+    nothing; once the lock is released the same call succeeds."""
+    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_MS", 300)  # 5 s in production
+    name = await postgres_cluster.create_database()
+    url = postgres_cluster.url(name)
+    clock = FakeClock()
+    app = await create_app(Config(data_dir=tmp_path / "data", database_url=url), clock, background=False)
+    client = await aiohttp_client(app)
+    store = app[SERVICES].store
+    org = await store.create_org("School", 10_000, clock.now_ms())
+    headers = {"VF-ORG-ID": org.id}
+    body = {"roomId": "r1", "title": "Room", "participant": {"uid": "t", "name": "T", "role": "TEACHER"}}
+    assert (await client.post("/v1/room/create", json=body, headers=headers)).status == 200
+    room = await store.get_room(org.id, "r1")
+    assert room is not None
+    stuck = await Store.open(url)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck_node() -> None:
+        async with stuck.atomic():
+            await stuck.lock_room(room.sid)
+            held.set()
+            await release.wait()
+
+    task = asyncio.create_task(stuck_node())
+    try:
+        await held.wait()
+        started = time.monotonic()
+        resp = await client.delete("/v1/room/r1", headers=headers)
+        waited = time.monotonic() - started
+        assert resp.status == 503 and (await resp.json())["error"] == "DATABASE_UNAVAILABLE", await resp.text()
+        assert 0.3 <= waited < 3
+        assert not (await store.get_room(org.id, "r1")).ended  # type: ignore[union-attr]
+    finally:
+        release.set()
+        await task
+        await stuck.close()
+    resp = await client.delete("/v1/room/r1", headers=headers)
+    assert resp.status == 200, await resp.text()
+    await postgres_cluster.drop_database(name)
