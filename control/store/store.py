@@ -100,10 +100,6 @@ def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-# The connection of the transaction `Store.atomic` opened in this task, if any.
-_ATOMIC: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar("store_atomic", default=None)
-
-
 # A balance moved: (org_id, balance before, balance after, reason, room_sid), awaited inside the move's transaction.
 CreditsMoved = Callable[[str, int, int, str, str | None], Awaitable[None]]
 
@@ -112,6 +108,10 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.credits_moved: CreditsMoved | None = None  # set by Classroom: the credits_low webhook
+        # The connection of the transaction `atomic` opened in this task, if any: one variable per store, so a
+        # process holding two (two databases, or the tests' several nodes) never runs one's call on the other's.
+        self._atomic: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
+            f"store_atomic_{id(self)}", default=None)
 
     # ---- transactions ----------------------------------------------------------------------------------------
 
@@ -122,16 +122,16 @@ class Store:
         transaction as the change it announces. Nested calls join the outer transaction. Inside it, call only
         methods that go through `_tx`/`_read`: one that opens its own connection to write would wait on this
         transaction's lock (SQLite) until its busy timeout."""
-        outer = _ATOMIC.get()
+        outer = self._atomic.get()
         if outer is not None:
             yield outer
             return
         async with self.engine.begin() as conn:
-            token = _ATOMIC.set(conn)
+            token = self._atomic.set(conn)
             try:
                 yield conn
             finally:
-                _ATOMIC.reset(token)
+                self._atomic.reset(token)
 
     def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction: the surrounding one, else a new one committed at the end (store calls made while
@@ -141,7 +141,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         """Reads inside `atomic` see its uncommitted writes; outside it, a plain connection."""
-        outer = _ATOMIC.get()
+        outer = self._atomic.get()
         if outer is not None:
             yield outer
             return
@@ -157,7 +157,7 @@ class Store:
         (chat, hands) do not wait. SQLite: the database's write lock, taken now rather than at the first write so
         the reads that follow are already serialized; every writer waits there (busy_timeout), in any process.
         On a room that does not exist it locks nothing (the caller's read then finds no room)."""
-        conn = _ATOMIC.get()
+        conn = self._atomic.get()
         if conn is None:
             raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
         if conn.dialect.name == "postgresql":
