@@ -29,6 +29,14 @@ QUEUE_MAX = 10_000  # events waiting for Redis; past it new ones reach this node
 RETRY_S = 30.0  # how long the writer keeps one event while Redis is away before dropping the queue
 
 
+def _honour_cancel() -> None:
+    """redis-py can swallow a cancellation that lands inside a command (it drops the connection and returns or
+    raises its own error): a task asked to stop then stops here instead of waiting forever on its next await."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisEventBus(EventBus):
     def __init__(self, client: Any, node_id: str, channel: str = CHANNEL) -> None:
         super().__init__()
@@ -46,12 +54,19 @@ class RedisEventBus(EventBus):
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
         await asyncio.wait_for(self._subscribed.wait(), 10)
 
-    async def close(self) -> None:
+    async def close(self, flush_s: float = 2.0) -> None:
+        """Sends what is queued first (a drain's last class_ended must reach the other nodes), for at most
+        `flush_s`."""
+        if self._tasks and not self._tasks[1].done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), flush_s)
+        if not self._tasks:
+            return
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        _, pending = await asyncio.wait(self._tasks, timeout=5)
+        if pending:
+            log.warning("event bus: %d task(s) did not stop", len(pending))
         self._tasks = []
 
     def publish(self, event: Event) -> None:
@@ -78,14 +93,18 @@ class RedisEventBus(EventBus):
             while True:
                 try:
                     await self.client.publish(self.channel, envelope)
+                    self._outbox.task_done()
+                    _honour_cancel()
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     if time.monotonic() - since > RETRY_S:
                         lost = 1 + self._outbox.qsize()
+                        self._outbox.task_done()
                         while not self._outbox.empty():
                             self._outbox.get_nowait()
+                            self._outbox.task_done()
                         self.dropped += lost
                         log.warning("event bus: Redis unreachable for %.0f s, %d events reached this node only "
                                     "(%s)", RETRY_S, lost, exc)
@@ -95,6 +114,7 @@ class RedisEventBus(EventBus):
     async def _read(self) -> None:
         backoff = 0.1
         while True:
+            _honour_cancel()
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
