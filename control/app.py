@@ -16,15 +16,14 @@ from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
 from control.drain import DRAIN, Drain
-from control.events import EventBus
 from control.middleware import org_middleware, request_middleware
-from control.ratelimit import RestLimits
 from control.services import SERVICES, Services
 from control.signaling import HUB
 from control.store.store import Store
 from control.tutor.service import Tutor
 from control.web import page, sdkfiles
 from control.webhooks.dispatcher import Dispatcher
+from control.wiring import build_live
 
 log = logging.getLogger("classcast.app")
 
@@ -34,14 +33,15 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(config.db_url)
     auth = Auth(load_or_create_secret(config.data_dir), clock, store)
-    bus = EventBus()
+    live = await build_live(config)  # one node's memory, or Redis: control/wiring.py decides
+    bus = live.bus
     classroom = Classroom(config, store, auth, bus, clock)
     closed = await classroom.recover()
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
-                    tutor=tutor_svc, limits=RestLimits(config.rate_limits))
+                    tutor=tutor_svc, limits=live.limits, live=live)
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
@@ -71,7 +71,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
     meter = metrics.Metrics() if config.metrics else None
     if meter is not None:
         middlewares.insert(0, meter.middleware)  # outermost: it sees every final status
-        svc.bus.subscribe(meter.on_event)
+        svc.bus.subscribe(meter.on_event, local_only=True)  # this node's counts (other nodes count theirs)
         if svc.tutor is not None:
             metrics.time_backend(svc.tutor.backend, meter.on_generation)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
@@ -110,6 +110,8 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
 
     async def close_store(_app: web.Application) -> None:
         await svc.store.close()
+        if svc.live is not None:
+            await svc.live.close()
 
     app.on_cleanup.append(close_store)
     return app

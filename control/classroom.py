@@ -88,7 +88,10 @@ class Classroom:
         store.credits_moved = self._credits_moved
 
     def _lock(self, room_sid: str) -> asyncio.Lock:
-        """Serializes session changes per room so capacity checks and billing see a consistent roster."""
+        """Queues this process's session changes of one room, so they wait here, in order, instead of each holding
+        a pooled connection while it waits on the database (SQLite's busy handler polls). Correctness does not
+        rest on it: each such change runs in one transaction that starts with `Store.lock_room`, which is what
+        keeps two nodes (or two processes on one SQLite file) from both taking the last seat."""
         lock = self._room_locks.get(room_sid)
         if lock is None:
             lock = self._room_locks[room_sid] = asyncio.Lock()
@@ -206,6 +209,7 @@ class Classroom:
     async def end_room(self, room: Room, reason: str) -> dict[str, Any]:
         """DELETE /v1/room/:roomId, the teacher's End Class, and the empty-room timeout all end a room here."""
         async with self._lock(room.sid), self.store.atomic():
+            await self.store.lock_room(room.sid)
             now = self.clock.now_ms()
             if not await self.store.finish_room(room.sid, now, reason):
                 raise room_ended()
@@ -285,8 +289,10 @@ class Classroom:
     async def open_session(self, room_sid: str, uid: str, ip_address: str | None = None) -> Session:
         """A participant's connection starts: the class starts with the first one."""
         async with self._lock(room_sid), self.store.atomic():
-            # Reads, check and write in one transaction. One query reads the room, the participant, how many are
-            # present and whether this uid is (no roster build: a class joining at once was O(room^2)).
+            # Lock, reads, check and write in one transaction: another node's join of this room waits at the lock
+            # and then counts this one. One query reads the room, the participant, how many are present and
+            # whether this uid is (no roster build: a class joining at once was O(room^2)).
+            await self.store.lock_room(room_sid)
             room, participant, present, already_present = await self.store.join_view(room_sid, uid)
             if room is None:
                 raise room_not_found()
@@ -329,6 +335,7 @@ class Classroom:
         if session is None or not session.active:
             return None
         async with self._lock(session.room_sid), self.store.atomic():
+            await self.store.lock_room(session.room_sid)
             end = self.clock.now_ms() if at is None else max(session.joined_at, min(at, self.clock.now_ms()))
             closed = await self.store.close_sessions(end, reason, session_id=session_id)
             if not closed:
@@ -354,6 +361,8 @@ class Classroom:
         now = self.clock.now_ms()
         at = min(int(heartbeat), now) if heartbeat else now
         async with self.store.atomic():
+            for sid in sorted({s.room_sid for s in await self.store.open_sessions()}):
+                await self.store.lock_room(sid)  # in one order: two nodes recovering never deadlock
             closed = await self.store.close_sessions(at, "server_restart")
             for sid in sorted({s.room_sid for s in closed}):
                 room = await self.store.get_room_by_sid(sid)
@@ -392,6 +401,7 @@ class Classroom:
     async def remove_participant(self, org: Org, room_id: str, uid: str, reason: str | None) -> dict[str, Any]:
         room, participant = await self._live_participant(org, room_id, uid)
         async with self._lock(room.sid), self.store.atomic():
+            await self.store.lock_room(room.sid)
             now = self.clock.now_ms()
             if not participant.removed:
                 await self.store.update_participant(participant.id, removed_at=now, updated_at=now)

@@ -151,6 +151,8 @@ class Config:
     public_url: str = ""
     # SQLAlchemy async URL; empty means SQLite in data_dir.
     database_url: str = ""
+    # Redis for what several nodes share live (event bus, rate limits; control/wiring.py); empty: this process only.
+    redis_url: str = ""
     token_ttl_s: int = 3600
     token_max_ttl_s: int = 24 * 3600
     min_credits_to_start: int = 100
@@ -192,6 +194,7 @@ class Config:
             data_dir=Path(env.get("CLASSCAST_DATA_DIR", "data")),
             public_url=env.get("CLASSCAST_PUBLIC_URL", ""),
             database_url=env.get("CLASSCAST_DATABASE_URL", ""),
+            redis_url=env.get("CLASSCAST_REDIS_URL", ""),
             token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600),
             tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0),
             demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000),
@@ -303,8 +306,8 @@ SECRET_FIELD = re.compile(r"(key|secret|password|token|credential)", re.IGNORECA
 
 
 def _mask_url(url: str) -> str:
-    """postgresql+asyncpg://user:pass@host/db keeps everything but the password."""
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1****@", url)
+    """postgresql+asyncpg://user:pass@host/db and redis://:pass@host keep everything but the password."""
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1****@", url)
 
 
 def _mask(name: str, value: Any) -> Any:

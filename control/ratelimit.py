@@ -5,13 +5,18 @@ a burst of N passes at once, a steady client gets N a minute, and a refused requ
 
 The tables are bounded: a bucket that has refilled completely is the same as no bucket and is forgotten, and at
 most `max_keys` are kept (the oldest go first), so many addresses cannot grow the server's memory.
+
+`Limiter` keeps the buckets in this process (one node). With Redis, control/wiring.py gives `RestLimits`
+`control.shared.limits.RedisLimiter`s instead: the same buckets, kept in Redis, so a limit holds across nodes.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from control.errors import ApiError
 
@@ -61,28 +66,44 @@ class Limiter:
                 return
             del self._buckets[key]
 
+    async def acquire(self, key: str, now: float) -> float:
+        """`take`, behind the interface the Redis limiter shares."""
+        return self.take(key, now)
+
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class Bucket(Protocol):
+    async def acquire(self, key: str, now: float) -> float: ...
+
+
+# (name, per minute) -> the limiter of that name: Limiter here, RedisLimiter across nodes (control/wiring.py).
+LimiterFactory = Callable[[str, int], Bucket]
+
+
+def local_limiter(_name: str, per_minute: int) -> Bucket:
+    return Limiter(per_minute)
 
 
 class RestLimits:
     """The four limits of RateLimits; `check` raises the 429 for the first one a request is over."""
 
-    def __init__(self, limits: RateLimits) -> None:
-        self.create_org = Limiter(limits.room_create_per_org)
-        self.create_address = Limiter(limits.room_create_per_address)
-        self.join_org = Limiter(limits.join_per_org)
-        self.join_address = Limiter(limits.join_per_address)
+    def __init__(self, limits: RateLimits, limiter: LimiterFactory = local_limiter) -> None:
+        self.create_org = limiter("create_org", limits.room_create_per_org)
+        self.create_address = limiter("create_address", limits.room_create_per_address)
+        self.join_org = limiter("join_org", limits.join_per_org)
+        self.join_address = limiter("join_address", limits.join_per_address)
 
-    def check(self, kind: str, org_id: str, address: str | None, now: float) -> None:
+    async def check(self, kind: str, org_id: str, address: str | None, now: float) -> None:
         """`kind` is "create" or "join"."""
         by_org, by_address = ((self.create_org, self.create_address) if kind == "create"
                               else (self.join_org, self.join_address))
         what = "room creations" if kind == "create" else "joins"
-        wait = by_org.take(org_id, now)
+        wait = await by_org.acquire(org_id, now)
         if wait:
             raise _limited(f"Too many {what} for this organization", wait)
-        wait = by_address.take(address or "-", now)
+        wait = await by_address.acquire(address or "-", now)
         if wait:
             raise _limited(f"Too many {what} from this address", wait)
 

@@ -31,7 +31,7 @@ from control.events import Event
 from control.ids import new_id
 from control.services import Services
 from control.store.records import Org, Recording, RecordingFile, Room
-from control.store.store import LIVE_RECORDING_STATES
+from control.store.store import LIVE_RECORDING_STATES, RecordingAlreadyLive
 from control.validation import parse
 from recorder import subtitles
 from recorder.feed import FeedLink, FeedTap
@@ -235,11 +235,14 @@ class Recordings:
         now = self.svc.clock.now_ms()
         rec = Recording(id=new_id("EG_"), room_sid=room.sid, status="EGRESS_STARTING", options=options,
                         started_at=now, ended_at=None, file_path=None, size=None, duration=None, error=None)
-        async with self.svc.store.atomic():
-            await self.svc.store.insert_recording(rec)
-            await self.svc.classroom.outbox.record("recording_started", room.org_id, {
-                "egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "options": options,
-                "startedAt": iso(now), "startedBy": by}, room_sid=room.sid)
+        try:
+            async with self.svc.store.atomic():
+                await self.svc.store.insert_recording(rec)  # the database has the last word across nodes
+                await self.svc.classroom.outbox.record("recording_started", room.org_id, {
+                    "egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "options": options,
+                    "startedAt": iso(now), "startedBy": by}, room_sid=room.sid)
+        except RecordingAlreadyLive:  # another node started one since the check above
+            raise ApiError(409, "A recording is already running in this room", "RECORDING_ALREADY_STARTED") from None
         logo = await self._logo(org) if options["showLogo"] else None
         people = self.people.setdefault(room.sid, {})
         for p in await self.svc.store.active_participants(room.sid):

@@ -14,6 +14,7 @@ from control.events import EventBus
 from control.ratelimit import RateLimits, RestLimits
 from control.store.store import Store
 from control.tutor.service import Tutor
+from control.wiring import Live
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
     classroom: Classroom
     tutor: Tutor | None = None  # None only in tools that build services without the API (the CLI)
     limits: RestLimits = field(default_factory=lambda: RestLimits(RateLimits()))
+    live: Live | None = None  # what chose bus and limits (control/wiring.py); closed with the app
 
 
 SERVICES = web.AppKey("services", Services)

@@ -1,8 +1,14 @@
-"""Shared fixtures: a real app on a real SQLite file, a fake clock, and an org with credits."""
+"""Shared fixtures: a real app on a real database, a fake clock, and an org with credits.
+
+The database is SQLite in the test's folder, except in modules marked `both_databases`: their tests run twice,
+on SQLite and on a real PostgreSQL (a private cluster `tests/pg.py` starts once per session, one database per
+test).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,8 @@ from control.config import Config
 from control.events import Event
 from control.services import SERVICES, Services
 from control.store.records import Org
+from tests.pg import PostgresCluster
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -23,9 +31,73 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_live"):
+        metafunc.parametrize("redis_url", ["memory", "redis"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(data_dir=tmp_path / "data", public_url="https://class.example.test")
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The test's database as `Config.database_url`: "" (SQLite in the data folder, the default) or a fresh
+    PostgreSQL database of the session's cluster, dropped afterwards. CLASSCAST_TEST_DATABASE=postgresql runs
+    every test that is not marked `both_databases` on PostgreSQL too (a longer run, for store changes)."""
+    engine = getattr(request, "param", os.environ.get("CLASSCAST_TEST_DATABASE", "sqlite"))
+    if engine not in ("sqlite", "postgresql"):
+        raise ValueError(f"CLASSCAST_TEST_DATABASE must be sqlite or postgresql, not {engine!r}")
+    if engine == "sqlite":
+        yield ""
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    name = await cluster.create_database()
+    try:
+        yield cluster.url(name)
+    finally:
+        await cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The test's `Config.redis_url`: "" (one node's memory, the default) or the session's Redis, emptied."""
+    if getattr(request, "param", "memory") == "memory":
+        yield ""
+        return
+    import redis.asyncio as aioredis
+
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    yield server.url
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, redis_url: str) -> Config:
+    return Config(data_dir=tmp_path / "data", public_url="https://class.example.test", database_url=database_url,
+                  redis_url=redis_url)
 
 
 @dataclass

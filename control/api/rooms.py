@@ -11,13 +11,13 @@ from control.classroom import RoomSpec
 from control.errors import validation_error
 
 
-def _limit(request: web.Request, kind: str) -> None:
+async def _limit(request: web.Request, kind: str) -> None:
     svc = services(request)
-    svc.limits.check(kind, org(request).id, request.remote, svc.clock.now_ms() / 1000)
+    await svc.limits.check(kind, org(request).id, request.remote, svc.clock.now_ms() / 1000)
 
 
 async def create_room(request: web.Request) -> web.Response:
-    _limit(request, "create")
+    await _limit(request, "create")
     body = v.parse(models.CreateRoom, await v.read_json(request))
     # `title` is the API's name; the concepts page calls it roomName.
     title = body.title or body.roomName
@@ -36,7 +36,7 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def join_room(request: web.Request) -> web.Response:
-    _limit(request, "join")
+    await _limit(request, "join")
     room_id = room_id_param(request)
     body = v.parse(models.JoinRoom, await v.read_json(request))
     ttl = expires_in(request, body.expiresIn)

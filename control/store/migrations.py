@@ -251,4 +251,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE recordings ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]'",
         ],
     ),
+    (
+        7,
+        "recordings: at most one live recording per room, kept by the database (several nodes, issue 18)",
+        [
+            # A database that already broke the rule (two starts that raced) keeps the newest live recording
+            # live; the others become EGRESS_ENDING, which the start-up recovery settles like any interrupted one.
+            """UPDATE recordings SET status = 'EGRESS_ENDING'
+               WHERE status IN ('EGRESS_STARTING', 'EGRESS_ACTIVE') AND EXISTS (
+                   SELECT 1 FROM recordings AS newer
+                   WHERE newer.room_sid = recordings.room_sid
+                     AND newer.status IN ('EGRESS_STARTING', 'EGRESS_ACTIVE')
+                     AND (newer.started_at > recordings.started_at
+                          OR (newer.started_at = recordings.started_at AND newer.id > recordings.id)))""",
+            """CREATE UNIQUE INDEX recordings_one_live ON recordings (room_sid)
+               WHERE status IN ('EGRESS_STARTING', 'EGRESS_ACTIVE')""",
+        ],
+    ),
 ]

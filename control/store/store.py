@@ -1,9 +1,19 @@
 """The one module that talks to the database, behind a small async interface.
 
-SQLAlchemy Core on an async engine: SQLite through aiosqlite by default (WAL, foreign keys on), and the same
-queries run on PostgreSQL through asyncpg when `CLASSCAST_DATABASE_URL` points there, because nothing below uses
-a dialect-specific construct. Business rules live in `control/classroom.py`; this module only reads and writes,
-with each method one transaction.
+SQLAlchemy Core on an async engine: SQLite through aiosqlite by default (WAL, foreign keys on), or PostgreSQL
+through asyncpg when `CLASSCAST_DATABASE_URL=postgresql+asyncpg://...` (the `postgres` extra). The test suite runs
+the store's users on both (tests/pg.py starts a real PostgreSQL). The two differ in three places, each handled
+here and nowhere else:
+
+- Conflicts: a unique violation aborts a whole PostgreSQL transaction, so inserts that may meet an existing row
+  are `INSERT ... ON CONFLICT` (`dialect_insert`), never a caught IntegrityError inside `atomic`.
+- Row locks: `lock_room` is `SELECT ... FOR NO KEY UPDATE` on PostgreSQL; SQLite has no row locks, so there it
+  takes the database's write lock (a no-op UPDATE) at the start of the transaction.
+- What a write changed comes back with `RETURNING` (both engines), not from a read before it that a concurrent
+  transaction may have made stale.
+
+Business rules live in `control/classroom.py`; this module only reads and writes, with each method one
+transaction (or part of the caller's, see `atomic`).
 """
 
 from __future__ import annotations
@@ -16,8 +26,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, and_, bindparam, case, delete, event, func, insert, make_url, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from control.ids import new_id, new_org_id
@@ -66,6 +77,10 @@ _LIVE_RECORDINGS = select(t.recordings).where(
     t.recordings.c.room_sid == bindparam("sid"), t.recordings.c.status.in_(LIVE_RECORDING_STATES))
 _INSERT_SESSION = insert(t.sessions)
 _ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
+_LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("room")).with_for_update(key_share=True)
+# SQLite: an UPDATE that matches nothing still starts the write transaction (the database's lock) and writes no
+# page; a room of its own would buy nothing, SQLite locks the whole database.
+_LOCK_SQLITE = text("UPDATE rooms SET sid = sid WHERE 0 = 1")
 _RECENT_CHAT = (select(t.chat_messages).where(t.chat_messages.c.room_sid == bindparam("sid"))
                 .order_by(t.chat_messages.c.created_at.desc(), t.chat_messages.c.id.desc()).limit(bindparam("n")))
 
@@ -74,8 +89,15 @@ class RoomIdTaken(Exception):
     """The organization already used this roomId (live, ended or destroyed: ids are never reused)."""
 
 
-# The connection of the transaction `Store.atomic` opened in this task, if any.
-_ATOMIC: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar("store_atomic", default=None)
+class RecordingAlreadyLive(Exception):
+    """The room already has a live recording (the unique index `recordings_one_live`, migration 7)."""
+
+
+def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT with the engine's ON CONFLICT clause (`on_conflict_do_nothing` / `on_conflict_do_update`, which
+    SQLite and PostgreSQL spell the same)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 # A balance moved: (org_id, balance before, balance after, reason, room_sid), awaited inside the move's transaction.
@@ -86,6 +108,10 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.credits_moved: CreditsMoved | None = None  # set by Classroom: the credits_low webhook
+        # The connection of the transaction `atomic` opened in this task, if any: one variable per store, so a
+        # process holding two (two databases, or the tests' several nodes) never runs one's call on the other's.
+        self._atomic: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
+            f"store_atomic_{id(self)}", default=None)
 
     # ---- transactions ----------------------------------------------------------------------------------------
 
@@ -96,16 +122,16 @@ class Store:
         transaction as the change it announces. Nested calls join the outer transaction. Inside it, call only
         methods that go through `_tx`/`_read`: one that opens its own connection to write would wait on this
         transaction's lock (SQLite) until its busy timeout."""
-        outer = _ATOMIC.get()
+        outer = self._atomic.get()
         if outer is not None:
             yield outer
             return
         async with self.engine.begin() as conn:
-            token = _ATOMIC.set(conn)
+            token = self._atomic.set(conn)
             try:
                 yield conn
             finally:
-                _ATOMIC.reset(token)
+                self._atomic.reset(token)
 
     def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction: the surrounding one, else a new one committed at the end (store calls made while
@@ -115,18 +141,39 @@ class Store:
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         """Reads inside `atomic` see its uncommitted writes; outside it, a plain connection."""
-        outer = _ATOMIC.get()
+        outer = self._atomic.get()
         if outer is not None:
             yield outer
             return
         async with self.engine.connect() as conn:
             yield conn
 
+    async def lock_room(self, room_sid: str) -> None:
+        """Inside `atomic`: hold the room until the transaction ends, so a check-then-write on the room (a seat
+        for a join, the roster a leave bills) cannot interleave with another node's. Every transaction that
+        changes a room's sessions takes this first, which also gives them one lock order (room, then its rows).
+
+        PostgreSQL: a row lock that leaves the row's key alone, so inserts that merely reference the room
+        (chat, hands) do not wait. SQLite: the database's write lock, taken now rather than at the first write so
+        the reads that follow are already serialized; every writer waits there (busy_timeout), in any process.
+        On a room that does not exist it locks nothing (the caller's read then finds no room)."""
+        conn = self._atomic.get()
+        if conn is None:
+            raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
+        if conn.dialect.name == "postgresql":
+            await conn.execute(_LOCK_ROOM_PG, {"room": room_sid})
+        else:
+            await conn.execute(_LOCK_SQLITE)
+
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, url: str) -> Store:
-        engine = create_async_engine(url)
+        try:
+            engine = create_async_engine(url, **_engine_options(url))
+        except ModuleNotFoundError as exc:  # postgresql+asyncpg:// without the `postgres` extra
+            raise SystemExit(f"CLASSCAST_DATABASE_URL needs the {exc.name} driver: pip install 'classcast[postgres]' "
+                             "(make install does)") from None
         if engine.dialect.name == "sqlite":
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -137,6 +184,9 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
+
+        elif engine.dialect.name == "postgresql":
+            _unavailable_is_operational(engine)
 
         store = cls(engine)
         await store.migrate()
@@ -179,8 +229,8 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._tx() as conn:
-            await conn.execute(delete(t.meta).where(t.meta.c.key == key))
-            await conn.execute(insert(t.meta).values(key=key, value=value))
+            q = dialect_insert(conn, t.meta).values(key=key, value=value)
+            await conn.execute(q.on_conflict_do_update(index_elements=[t.meta.c.key], set_={"value": value}))
 
     # ---- organizations ---------------------------------------------------------------------------------------
 
@@ -222,15 +272,8 @@ class Store:
 
     async def add_domain(self, org_id: str, domain: str, now: int) -> None:
         async with self._tx() as conn:
-            exists = (
-                await conn.execute(
-                    select(t.org_domains.c.domain).where(
-                        t.org_domains.c.org_id == org_id, t.org_domains.c.domain == domain
-                    )
-                )
-            ).first()
-            if not exists:
-                await conn.execute(insert(t.org_domains).values(org_id=org_id, domain=domain, created_at=now))
+            await conn.execute(dialect_insert(conn, t.org_domains).values(org_id=org_id, domain=domain, created_at=now)
+                               .on_conflict_do_nothing())
 
     async def remove_domain(self, org_id: str, domain: str) -> bool:
         async with self._tx() as conn:
@@ -254,14 +297,10 @@ class Store:
     async def _move_credits(
         self, conn: AsyncConnection, org_id: str, delta: int, reason: str, now: int, room_sid: str | None
     ) -> int:
-        await conn.execute(
-            update(t.organizations)
-            .where(t.organizations.c.id == org_id)
-            .values(credits=t.organizations.c.credits + delta)
-        )
-        balance = int(
-            (await conn.execute(select(t.organizations.c.credits).where(t.organizations.c.id == org_id))).scalar_one()
-        )
+        balance = int((await conn.execute(
+            update(t.organizations).where(t.organizations.c.id == org_id)
+            .values(credits=t.organizations.c.credits + delta).returning(t.organizations.c.credits)
+        )).scalar_one())
         await conn.execute(
             insert(t.credit_ledger).values(
                 id=new_id("CL_"), org_id=org_id, delta=delta, balance_after=balance, reason=reason,
@@ -308,11 +347,11 @@ class Store:
     # ---- rooms -----------------------------------------------------------------------------------------------
 
     async def insert_room(self, room: Room) -> None:
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(t.rooms).values(**room.to_row()))
-        except IntegrityError as exc:
-            raise RoomIdTaken(room.room_id) from exc
+        async with self._tx() as conn:
+            res = await conn.execute(dialect_insert(conn, t.rooms).values(**room.to_row()).on_conflict_do_nothing(
+                index_elements=[t.rooms.c.org_id, t.rooms.c.room_id]))
+            if res.rowcount != 1:
+                raise RoomIdTaken(room.room_id)
 
     async def get_room(self, org_id: str, room_id: str) -> Room | None:
         async with self._read() as conn:
@@ -375,20 +414,13 @@ class Store:
             "metadata": json.dumps(metadata) if metadata is not None else None, "updated_at": now,
         }
         async with self._tx() as conn:
-            res = await conn.execute(
-                update(t.participants)
-                .where(t.participants.c.room_sid == room_sid, t.participants.c.uid == uid)
-                .values(**values)
-            )
-            if res.rowcount == 0:
-                await conn.execute(
-                    insert(t.participants).values(
-                        id=new_id("PA_"), room_sid=room_sid, uid=uid, muted=False, created_at=now, **values
-                    )
-                )
-        p = await self.get_participant(room_sid, uid)
-        assert p is not None
-        return p
+            # One statement: two nodes registering the same uid at once both succeed, on one row.
+            q = dialect_insert(conn, t.participants).values(
+                id=new_id("PA_"), room_sid=room_sid, uid=uid, muted=False, created_at=now, **values)
+            row = (await conn.execute(q.on_conflict_do_update(
+                index_elements=[t.participants.c.room_sid, t.participants.c.uid], set_=values,
+            ).returning(*t.participants.c))).one()
+        return Participant.from_values(row)
 
     async def get_participant(self, room_sid: str, uid: str) -> Participant | None:
         async with self._read() as conn:
@@ -470,17 +502,15 @@ class Store:
         if participant_id is not None:
             cond.append(t.sessions.c.participant_id == participant_id)
         async with self._tx() as conn:
-            rows = (await conn.execute(select(t.sessions).where(*cond))).all()
-            closed = [Session.from_row(r) for r in rows]
-            if closed:
-                await conn.execute(
-                    update(t.sessions)
-                    .where(t.sessions.c.id.in_([s.id for s in closed]), t.sessions.c.left_at.is_(None))
-                    .values(left_at=now, leave_reason=reason)
-                )
-        for s in closed:
-            s.left_at, s.leave_reason = now, reason
-        return closed
+            # RETURNING: exactly the rows this statement closed, not those a read before it saw open.
+            rows = (await conn.execute(update(t.sessions).where(*cond).values(left_at=now, leave_reason=reason)
+                                       .returning(*t.sessions.c))).all()
+        return sorted((Session.from_row(r) for r in rows), key=lambda s: (s.joined_at, s.id))
+
+    async def open_sessions(self) -> list[Session]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(t.sessions).where(t.sessions.c.left_at.is_(None)))
+            return [Session.from_row(r) for r in rows]
 
     async def room_sessions(self, room_sid: str, active_only: bool = False) -> list[Session]:
         cond = [t.sessions.c.room_sid == room_sid]
@@ -551,10 +581,16 @@ class Store:
             await conn.execute(update(t.recordings).where(t.recordings.c.id.in_(list(rec_ids))).values(**values))
 
     async def insert_recording(self, rec: Recording) -> None:
+        """Raises RecordingAlreadyLive when `rec` is live and the room has a live recording already: the database
+        decides (unique index), so two nodes starting one at once make one recording."""
         async with self._tx() as conn:
-            await conn.execute(insert(t.recordings).values(
+            res = await conn.execute(dialect_insert(conn, t.recordings).values(
                 id=rec.id, room_sid=rec.room_sid, status=rec.status, options=json.dumps(rec.options),
-                started_at=rec.started_at))
+                started_at=rec.started_at,
+            ).on_conflict_do_nothing(index_elements=[t.recordings.c.room_sid],
+                                     index_where=t.recordings.c.status.in_(LIVE_RECORDING_STATES)))
+            if res.rowcount != 1:
+                raise RecordingAlreadyLive(rec.room_sid)
 
     async def get_recording(self, rec_id: str) -> Recording | None:
         async with self._read() as conn:
@@ -637,12 +673,10 @@ class Store:
 
     async def raise_hand(self, room_sid: str, uid: str, now: int) -> bool:
         """Returns False when the hand was already up (its place in the queue is kept)."""
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(t.hands).values(room_sid=room_sid, uid=uid, raised_at=now))
-            return True
-        except IntegrityError:
-            return False
+        async with self._tx() as conn:
+            res = await conn.execute(dialect_insert(conn, t.hands).values(room_sid=room_sid, uid=uid, raised_at=now)
+                                     .on_conflict_do_nothing())
+            return res.rowcount == 1
 
     async def lower_hand(self, room_sid: str, uid: str) -> bool:
         async with self._tx() as conn:
@@ -687,13 +721,10 @@ class Store:
 
     async def answer_poll(self, poll_id: str, uid: str, option: int, now: int) -> bool:
         """Returns False when this uid already answered (one answer each)."""
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(t.poll_answers).values(
-                    poll_id=poll_id, uid=uid, option_index=option, answered_at=now))
-            return True
-        except IntegrityError:
-            return False
+        async with self._tx() as conn:
+            res = await conn.execute(dialect_insert(conn, t.poll_answers).values(
+                poll_id=poll_id, uid=uid, option_index=option, answered_at=now).on_conflict_do_nothing())
+            return res.rowcount == 1
 
     async def poll_answers(self, poll_id: str) -> dict[str, int]:
         async with self._read() as conn:
@@ -726,6 +757,47 @@ def _room_and_participant(row: Any) -> tuple[Room | None, Participant | None]:
     if m[t.participants.c.id] is None:
         return room, None
     return room, Participant.from_row(_Row({c.name: m[c] for c in t.participants.c}))
+
+
+# How long a PostgreSQL statement waits for a row lock (another node's `lock_room`) before giving up: SQLite's
+# busy_timeout, so both engines turn a stuck neighbour into a 503 after the same 5 s, not a request hung forever.
+PG_LOCK_TIMEOUT_MS = 5000
+# SQLSTATEs that mean "the database cannot serve now", not "this statement is wrong": lock wait timed out, the
+# server shutting down, crashed or starting, too many connections (and class 08, connection exceptions).
+_PG_UNAVAILABLE = {"55P03", "57P01", "57P02", "57P03", "53300"}
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    return {"connect_args": {"server_settings": {"lock_timeout": str(PG_LOCK_TIMEOUT_MS)}}}
+
+
+def _unavailable_is_operational(engine: AsyncEngine) -> None:
+    """PostgreSQL away (stopped, restarting, out of connections) or a lock held past PG_LOCK_TIMEOUT_MS raises
+    what a locked SQLite raises, OperationalError, which the REST middleware answers with 503
+    DATABASE_UNAVAILABLE + Retry-After: asyncpg's failed connects are plain OSErrors or its own errors, and a
+    connection cut under a statement or a lock timeout is a generic DBAPIError. SQLAlchemy still invalidates the
+    pool on a disconnect, so the next call reconnects."""
+    import asyncpg
+
+    unreachable = (OSError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
+                   asyncpg.exceptions.TooManyConnectionsError)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except unreachable as exc:
+            raise dialect.loaded_dbapi.OperationalError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _disconnected(context: Any) -> None:
+        state = str(getattr(context.original_exception, "sqlstate", None) or "")
+        unavailable = context.is_disconnect or state in _PG_UNAVAILABLE or state.startswith("08")
+        if unavailable and not isinstance(context.sqlalchemy_exception, OperationalError):
+            raise OperationalError(context.statement, context.parameters, context.original_exception,
+                                   connection_invalidated=True) from context.original_exception
 
 
 class _Row:

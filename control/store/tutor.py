@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, insert, select
 
 from control.ids import new_id
 from control.store import schema as t
-from control.store.store import Store
+from control.store.store import Store, dialect_insert
 
 # A join's `joined` message carries the topic: built once (see the note on control/store/store.py's statements).
 _TOPIC = select(t.room_topics.c.topic).where(t.room_topics.c.room_sid == bindparam("sid"))
@@ -34,10 +34,10 @@ class TutorStore:
     # ---- topic ---------------------------------------------------------------------------------------------
 
     async def set_topic(self, room_sid: str, topic: str, uid: str | None, now: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(delete(t.room_topics).where(t.room_topics.c.room_sid == room_sid))
-            await conn.execute(insert(t.room_topics).values(room_sid=room_sid, topic=topic, set_by=uid,
-                                                            updated_at=now))
+        values = {"topic": topic, "set_by": uid, "updated_at": now}
+        async with self.engine.begin() as conn:  # an upsert: two nodes setting it at once both succeed
+            q = dialect_insert(conn, t.room_topics).values(room_sid=room_sid, **values)
+            await conn.execute(q.on_conflict_do_update(index_elements=[t.room_topics.c.room_sid], set_=values))
 
     async def topic(self, room_sid: str) -> str | None:
         async with self.engine.connect() as conn:
@@ -64,10 +64,11 @@ class TutorStore:
     async def set_transcription(self, org_id: str, room_id: str, enabled: bool, now: int) -> None:
         """room_id "" is the organization's default."""
         c = t.transcription_settings.c
+        values = {"enabled": enabled, "updated_at": now}
         async with self.engine.begin() as conn:
-            await conn.execute(delete(t.transcription_settings).where(c.org_id == org_id, c.room_id == room_id))
-            await conn.execute(insert(t.transcription_settings).values(
-                org_id=org_id, room_id=room_id, enabled=enabled, updated_at=now))
+            await conn.execute(dialect_insert(conn, t.transcription_settings).values(
+                org_id=org_id, room_id=room_id, **values).on_conflict_do_update(
+                index_elements=[c.org_id, c.room_id], set_=values))
 
     async def transcription(self, org_id: str, room_id: str) -> bool | None:
         """The room's own switch, else the organization's, else None (the server default applies)."""

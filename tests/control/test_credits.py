@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from control.app import build_services
 from control.config import Config
 from tests.conftest import Api
+
+pytestmark = pytest.mark.both_databases  # and the store under them: SQLite and PostgreSQL
 
 
 async def _balance(api: Api) -> int:

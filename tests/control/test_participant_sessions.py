@@ -6,8 +6,12 @@ import csv
 import io
 from datetime import UTC, datetime
 
+import pytest
+
 from control.clock import iso
 from tests.conftest import Api
+
+pytestmark = pytest.mark.both_databases  # and the store under them: SQLite and PostgreSQL
 
 DAY = 24 * 3600
 

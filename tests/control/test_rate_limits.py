@@ -16,9 +16,11 @@ from control.ratelimit import Limiter, RateLimits
 from control.services import SERVICES
 from tests.conftest import Api
 
+pytestmark = pytest.mark.both_live  # the buckets in this process, and in Redis (control/shared/limits.py)
 
-async def _api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, limits: RateLimits) -> Api:
-    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), rate_limits=limits)
+
+async def _api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, limits: RateLimits, redis_url: str) -> Api:
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data", redis_url=redis_url), rate_limits=limits)
     app = await create_app(config, clock, background=False)
     client = await aiohttp_client(app)
     svc = app[SERVICES]
@@ -30,9 +32,10 @@ def _teacher(room_id: str) -> dict[str, Any]:
     return {"roomId": room_id, "title": "T", "participant": {"uid": "t", "name": "T", "role": "TEACHER"}}
 
 
-async def test_room_creation_is_limited_per_organization(aiohttp_client: Any, tmp_path: Path,
+async def test_room_creation_is_limited_per_organization(aiohttp_client: Any, tmp_path: Path, redis_url: str,
                                                          clock: FakeClock) -> None:
-    api = await _api(aiohttp_client, tmp_path, clock, RateLimits(room_create_per_org=3, room_create_per_address=0))
+    api = await _api(aiohttp_client, tmp_path, clock, RateLimits(room_create_per_org=3, room_create_per_address=0),
+                     redis_url)
     for i in range(3):
         status, _ = await api.post("/v1/room/create", _teacher(f"r{i}"))
         assert status == 200
@@ -51,8 +54,9 @@ async def test_room_creation_is_limited_per_organization(aiohttp_client: Any, tm
     assert status == 200
 
 
-async def test_joins_are_limited_per_address(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> None:
-    api = await _api(aiohttp_client, tmp_path, clock, RateLimits(join_per_org=0, join_per_address=2))
+async def test_joins_are_limited_per_address(aiohttp_client: Any, tmp_path: Path, clock: FakeClock,
+                                             redis_url: str) -> None:
+    api = await _api(aiohttp_client, tmp_path, clock, RateLimits(join_per_org=0, join_per_address=2), redis_url)
     await api.create_room("class")
     await api.join("class", "s1")
     await api.join("class", "s2")

@@ -3,9 +3,13 @@ soak: it kept every uid that ever joined, per room, until the room ended)."""
 
 from __future__ import annotations
 
+import pytest
+
 from control.api.recordings import RECORDINGS
 from control.events import Event
 from tests.conftest import Api
+
+pytestmark = pytest.mark.both_databases  # and the store under them: SQLite and PostgreSQL
 
 
 def _event(kind: str, uid: str) -> Event:

@@ -27,6 +27,8 @@ from control.webhooks import EVENT_TYPES
 from control.webhooks.dispatcher import Dispatcher
 from tests.conftest import Api
 
+pytestmark = pytest.mark.both_databases  # and the store under them: SQLite and PostgreSQL
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webhook_receiver.py"
 
 

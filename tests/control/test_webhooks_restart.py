@@ -21,6 +21,8 @@ from standardwebhooks import Webhook
 
 from tests.control.serverproc import Receiver, Server, free_port
 
+pytestmark = pytest.mark.both_databases  # the killed server's outbox and sessions on SQLite and PostgreSQL
+
 ENV = {"CLASSCAST_WEBHOOK_RETRY_BASE": "0.2", "CLASSCAST_WEBHOOK_RETRY_MAX": "0.5",
        "CLASSCAST_WEBHOOK_TIMEOUT": "1", "CLASSCAST_LLM_BACKEND": "fake", "CLASSCAST_RECONNECT_GRACE": "0"}
 
@@ -59,10 +61,12 @@ async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_receiver_down_slow_failing_then_fine_across_a_restart(tmp_path: Path, servers: list[Server]) -> None:
+async def test_receiver_down_slow_failing_then_fine_across_a_restart(tmp_path: Path, servers: list[Server],
+                                                                    database_url: str) -> None:
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
+    env = {**ENV, "CLASSCAST_DATABASE_URL": database_url}
     hook_port = free_port()  # nothing listens there during the first run: the receiver is down
-    first = await asyncio.to_thread(Server, data_dir, log, ENV)
+    first = await asyncio.to_thread(Server, data_dir, log, env)
     servers.append(first)
     async with aiohttp.ClientSession() as session:
         endpoint = await _rest(session, first, "POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{hook_port}/hook"})
@@ -99,7 +103,7 @@ async def test_receiver_down_slow_failing_then_fine_across_a_restart(tmp_path: P
     receiver = Receiver(hook_port, ["slow"] * 2 + ["500"] * 3)
     receiver.start()
     try:
-        second = await asyncio.to_thread(Server, data_dir, log, ENV)
+        second = await asyncio.to_thread(Server, data_dir, log, env)
         servers.append(second)
         async with aiohttp.ClientSession() as session:
             ended = await _rest(session, second, "DELETE", "/v1/room/algebra")

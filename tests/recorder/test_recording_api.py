@@ -6,6 +6,7 @@ import asyncio
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
+import pytest
 
 from sfu.client import ClientError
 from tests.recorder.conftest import ClipAudio, ClipVideo, MarkerClip, Studio
@@ -22,6 +23,7 @@ async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, di
         return resp.status, dict(resp.headers), await resp.read()
 
 
+@pytest.mark.both_databases  # the recordings' rows on SQLite and PostgreSQL
 async def test_start_twice_and_stop_idle_are_409_and_events_reach_everyone(studio: Studio) -> None:
     teacher = await _teacher_publishing(studio)
     student = await studio.client(await studio.token("physics-1", "s1"), name="s1")
@@ -157,6 +159,7 @@ async def test_download_links_range_signature_and_traversal(studio: Studio) -> N
         assert db not in content and b"ftyp" not in content
 
 
+@pytest.mark.both_databases  # the recordings' rows on SQLite and PostgreSQL
 async def test_listing_and_bulk_delete(studio: Studio) -> None:
     await _teacher_publishing(studio)
     ids = []
