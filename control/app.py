@@ -39,7 +39,7 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     closed = await classroom.recover()
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
-    tutor_svc = Tutor(config.tutor, store, bus, clock)
+    tutor_svc = Tutor(config.tutor, store, bus, clock, config.data_dir)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
                     tutor=tutor_svc, limits=RestLimits(config.rate_limits))
 

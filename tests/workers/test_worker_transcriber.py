@@ -4,6 +4,7 @@ the transcriber's tap and becomes the room's transcript."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from tests.control.tutor_fixtures import speak
@@ -28,3 +29,11 @@ async def test_speech_through_a_worker_becomes_the_transcript(workers_room: Clas
     assert "quadratic" in text and "equation" in text, text
     pool = pool_of(workers_room)
     assert len(pool.rooms) == 1 and any(e.room in pool.rooms for e in pool.taps.values())
+    # A sink by address: the worker sent the microphone's packets straight to the transcriber process's socket,
+    # none crossed the control process; and the words were recognized in that process, not in this one.
+    assert pool.relayed_media == 0
+    tutor = workers_room.svc.tutor
+    assert tutor is not None
+    tap = next(iter(tutor.transcribers.values()))
+    assert tap.address == str(tutor.transcription.supervisor.socket_path) and tap.dropped == 0
+    assert tutor.transcription.supervisor.pid not in (None, os.getpid())
