@@ -1,7 +1,8 @@
 """The AI tutor service: answers with class context, bills tokens, summarizes, and runs live transcription.
 
 One instance per server process (`Services.tutor`). The REST handlers (control/api/tutor.py) and signaling
-(`set_topic`) call it; it owns the backend, the speech models and the rooms' transcriber taps.
+(`set_topic`) call it; it owns the backend, the speech models and live transcription (`transcription.py`: the
+transcriber process and the rooms it transcribes).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ class Tutor:
         self.cas = Cas()  # its process starts with the server (`warm`) or the first computable question
         # Live transcription runs in its own process (transcriber/); its utterances come back as stored segments.
         self.transcription = Transcription(cfg, data_dir, clock, self._is_speaker, self._store_segment)
-        # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
-        self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
+        # The (short) MiniLM embedding runs: light work, off the event loop.
+        self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.grounder = Grounder(self.embedder.embed, self._decode)
         self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
         # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
