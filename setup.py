@@ -72,7 +72,7 @@ setup(
     ext_modules=[
         Extension(
             "sfu.engine._native",
-            sources=["sfu/engine/native/core.c", "sfu/engine/native/module.c"],
+            sources=["sfu/engine/native/core.c", "sfu/engine/native/reader.c", "sfu/engine/native/module.c"],
             include_dirs=["sfu/engine/native"],
             depends=["sfu/engine/native/core.h"],  # a changed constant in the header rebuilds (it did not)
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -40,6 +40,9 @@ class IceConfig:
     rtc_port: int = DEFAULT_RTC_PORT
     # What candidates advertise instead of the listening addresses (1:1 NAT, published container port, LB).
     announced: str | None = None
+    # Who reads the media port with the native engine: "thread" (the engine's reader thread: forwarding waits for
+    # neither the event loop nor the GIL) or "loop" (the event loop, as with the Python engine).
+    media_reader: str = "thread"
 
     @property
     def single_port(self) -> bool:
@@ -79,8 +82,11 @@ class IceConfig:
         if not port_min and announced is None and any(ipaddress.ip_address(h).is_unspecified for h in hosts):
             raise ValueError("listening on every address (CLASSCAST_ICE_HOSTS=0.0.0.0 or ::) needs "
                              "CLASSCAST_ANNOUNCED_ADDRESS: the address clients reach the media port at")
+        media_reader = env.get("CLASSCAST_MEDIA_READER", "").strip().lower() or "thread"
+        if media_reader not in ("thread", "loop"):
+            raise ValueError("CLASSCAST_MEDIA_READER must be thread or loop")
         return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed,
-                   rtc_port=rtc_port, announced=announced)
+                   rtc_port=rtc_port, announced=announced, media_reader=media_reader)
 
     def allows(self, address: str) -> bool:
         """Only literal IPs inside the allowed networks: mDNS names and the like are refused."""

@@ -22,6 +22,7 @@ from sfu import rtcp
 from sfu.bwe import SubscriberEstimate, TwccFeedback, TwccSender
 from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
 from sfu.consumer import Consumer, OutSlot
+from sfu.engine import ENGINE_ERRORS
 from sfu.engine.bridge import EngineBridge
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
@@ -86,6 +87,7 @@ class SfuParticipant:
         self.remote_candidates = 0
         self.rtp_dropped = 0  # RTP packets received and not forwarded: unparsable or of no stream we receive
         self.ssrcs_learned = 0  # SSRC bindings made from packets (simulcast layers, a publisher's new SSRC)
+        self.ssrcs_unrouted = 0  # SSRCs the engine had no room to route (Python pushes their packets)
         self.remb: RemoteBitrateEstimator | None = None  # the fallback: delay-based, from abs-send-time
         self.estimate = SubscriberEstimate()
         self.twcc_out: TwccSender | None = None  # set when this subscriber answered transport-wide-cc
@@ -128,7 +130,10 @@ class SfuParticipant:
 
     # ---- incoming media and feedback: the per-packet path ------------------------------------------------
 
-    def on_rtp(self, data: bytes, arrival: float) -> None:
+    def on_rtp(self, data: bytes, arrival: float, pushed: int | None = None) -> None:
+        """A packet from the publisher. `pushed`: the engine already forwarded it (its SSRC is routed to its
+        stream: `_route`) and these are push's flags; what is left is the bookkeeping (TWCC, statistics, NACKs,
+        keyframe sizes, taps)."""
         try:
             header = parse_rtp(data)
         except ValueError:
@@ -153,7 +158,7 @@ class SfuParticipant:
         if rtx:
             stream.producer.on_rtx(stream, data, header, arrival)
         else:
-            stream.producer.on_rtp(stream, data, header, arrival)
+            stream.producer.on_rtp(stream, data, header, arrival, pushed)
 
     def _remb(self, data: bytes, header: Any, arrival: float) -> None:
         value = get_extension(data, header, self._ext[URI_ABS_SEND_TIME])
@@ -205,12 +210,24 @@ class SfuParticipant:
         old = stream.rtx_ssrc if rtx else stream.ssrc
         if old is not None and table.get(old) is stream:
             del table[old]
+            if not rtx:
+                self._route(old, -1)
         if rtx:
             stream.rtx_ssrc = ssrc
         else:
             stream.ssrc = ssrc
+            self._route(ssrc, stream.sid)
         table[ssrc] = stream
         self.ssrcs_learned += 1
+
+    def _route(self, ssrc: int, sid: int) -> None:
+        """The engine pushes this SSRC's packets to its stream where it reads them (sid -1: no longer), before
+        Python sees them: forwarding waits for neither the event loop nor the GIL. RTX stays with Python (it is
+        rebuilt into the original packet first); a stream the engine removes loses its route there."""
+        try:
+            self.bridge.engine.route(self.transport, ssrc, sid)
+        except ENGINE_ERRORS:  # more SSRCs than routes (a publisher cycling SSRCs): Python pushes the rest
+            self.ssrcs_unrouted += 1
 
     @staticmethod
     async def _requests(requests: list[tuple[Consumer, list[int] | None]], now: float) -> None:
@@ -455,6 +472,7 @@ class SfuParticipant:
         stream = producer.streams[0]
         if stream.ssrc is not None:
             self._by_ssrc[stream.ssrc] = stream
+            self._route(stream.ssrc, stream.sid)
         if stream.rtx_ssrc is not None:
             self._by_rtx[stream.rtx_ssrc] = stream
         return producer

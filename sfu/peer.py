@@ -780,14 +780,18 @@ class Peer:
 
         self._release_handle = loop.call_later(DTLS_RELEASE_CHECK, check)
 
-    def _native_rx(self, kind: int, data: bytes, arrival: float) -> None:
+    def _native_rx(self, kind: int, data: bytes, arrival: float, flags: int | None = None) -> None:
         """RTP (kind 0) or RTCP (1) the engine read and unprotected (sfu/rtcserver.py): the same callbacks as
         aiortc's receive loop calls, without its queue, task and coroutines. `arrival` is the kernel's stamp,
-        so a stalled loop does not show in TWCC feedback as network delay."""
+        so a stalled loop does not show in TWCC feedback as network delay. RTP the engine already forwarded (kind
+        4, a routed SSRC) comes with push's flags: on_rtp does the bookkeeping only."""
         if kind == 0:
             self.stats.rtp_in += 1
             callback: Callable[..., Any] | None = self.on_rtp
             args: tuple[Any, ...] = (data, arrival)
+        elif kind == 4:
+            self.stats.rtp_in += 1
+            callback, args = self.on_rtp, (data, arrival, flags)
         elif kind == 3:  # the engine's loss window (RX_LOSS): lost and reported, two 16-bit numbers
             callback, args = self.on_loss_window, (data[0] << 8 | data[1], data[2] << 8 | data[3])
         else:
@@ -803,7 +807,8 @@ class Peer:
                 task.add_done_callback(self._tasks.discard)
         except Exception:
             self.stats.callback_errors += 1
-            logger.exception("%s: %s callback failed", self.name, "on_rtp" if kind == 0 else "on_rtcp")
+            logger.exception("%s: %s callback failed", self.name,
+                             {0: "on_rtp", 3: "on_loss_window", 4: "on_rtp"}.get(kind, "on_rtcp"))
 
     # ------------------------------------------------------------- signalling
 

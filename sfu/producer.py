@@ -382,11 +382,12 @@ class Producer:
 
     # ---- the per-packet path -----------------------------------------------------------------------------
 
-    def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float) -> None:
-        """One packet of a stream: the engine forwards it (one call), then the slow path's bookkeeping."""
+    def on_rtp(self, stream: Stream, data: bytes, header: RtpHeader, arrival: float, pushed: int | None = None) -> None:
+        """One packet of a stream: the engine forwards it (one call, or none when it already did: `pushed` holds
+        push's flags then), then the slow path's bookkeeping."""
         if self.closed:
             return  # unpublished: its streams left the engine (a packet in flight may still come)
-        flags = self.bridge.engine.push(stream.sid, data, arrival)
+        flags = self.bridge.engine.push(stream.sid, data, arrival) if pushed is None else pushed
         if not flags & F_ACCEPTED:
             # wrong payload type (another codec of the answer: consumers were negotiated for this one), padding
             # only (bandwidth probing), or malformed: counted by reason in the engine's stream stats

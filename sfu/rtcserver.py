@@ -34,7 +34,8 @@ from aiortc import RTCCertificate
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 from OpenSSL import SSL
 
-from sfu.engine import stamp_arrivals
+from sfu.engine import ENGINE_ERRORS, stamp_arrivals
+from sfu.engine.reference import RX_PUSHED
 from sfu.ice import IceConfig
 
 log = logging.getLogger("classcast.sfu.rtcserver")
@@ -141,15 +142,21 @@ class _SocketTransport:
 class RtcServer:
     """The process's single media port on each listening address, and the connections demultiplexed on it.
 
-    With a media `engine`, the socket is read by the engine (`engine.recv`: recvmmsg, then libsrtp unprotect of
-    SRTP/SRTCP from a connection's selected address, in C) when the loop says it is readable; the packets go to the
-    connection's receiver (`register_receiver`) with no asyncio datagram, queue or task in between. STUN, DTLS and
-    anything from an unknown address come back to `received`, the slow path. Without an engine, asyncio reads."""
+    With a media `engine`, the socket is read by the engine (recvmmsg, then libsrtp unprotect of SRTP/SRTCP from a
+    connection's selected address, in C). The native engine reads it on a thread of its own (`reader_start`): it
+    applies subscribers' quiet feedback and forwards routed publisher RTP there, without the GIL, and queues only
+    what Python must see; the loop is woken through one eventfd when that queue goes from empty to not empty, not
+    once per datagram. The Python engine (or CLASSCAST_MEDIA_READER=loop) reads when the loop says the socket is
+    readable (`engine.recv`). Either way the packets go to the connection's receiver (`register_receiver`) with no
+    asyncio datagram, queue or task in between; STUN, DTLS and anything from an unknown address come back to
+    `received`, the slow path. Without an engine, asyncio reads."""
 
     def __init__(self, config: IceConfig, engine: Any = None) -> None:
         self.config = config
         self.engine = engine if engine is not None and hasattr(engine, "recv") else None
-        self._receivers: dict[int, Callable[[int, bytes, float], None]] = {}
+        self._receivers: dict[int, Callable[..., None]] = {}
+        self._reader: int | None = None  # the engine's reader thread's eventfd, while it reads our sockets
+        self._by_fd: dict[int, _Listener] = {}
         self.loop = weakref.ref(_running_loop())
         self.port = 0
         self.consent_timeout = CONSENT_TIMEOUT
@@ -232,18 +239,75 @@ class RtcServer:
             raise
         listener = _Listener(self, host)
         listener.transport = _SocketTransport(sock, self)  # type: ignore[assignment]
-        loop.add_reader(sock.fileno(), self._readable, listener)
+        if self._start_reader(loop):
+            try:
+                self.engine.reader_add(sock.fileno())  # type: ignore[union-attr]
+            except ENGINE_ERRORS:
+                sock.close()
+                raise OSError("the media reader takes no more sockets") from None
+            self._by_fd[sock.fileno()] = listener
+        else:
+            loop.add_reader(sock.fileno(), self._readable, listener)
         return listener
+
+    def _start_reader(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """The engine's reader thread, once per server, when the engine has one and it is wanted. An engine whose
+        reader already serves another server (a test's second loop) is read from this loop instead.
+        CLASSCAST_MEDIA_READER=loop (IceConfig.media_reader) asks for the loop's reads."""
+        if self._reader is not None:
+            return True
+        if not hasattr(self.engine, "reader_start") or self.config.media_reader != "thread":
+            return False
+        try:
+            self._reader = self.engine.reader_start()  # type: ignore[union-attr]
+        except ENGINE_ERRORS:
+            return False
+        loop.add_reader(self._reader, self._drain)
+        return True
+
+    def _stop_reader(self) -> None:
+        if self._reader is None:
+            return
+        loop = self.loop()
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+            loop.remove_reader(self._reader)
+        self.engine.reader_stop()  # type: ignore[union-attr]
+        self._reader = None
 
     def _close_listener(self, listener: _Listener) -> None:
         transport = listener.transport
         if transport is None:
             return
         if isinstance(transport, _SocketTransport) and not transport.is_closing():
-            loop = self.loop()
-            if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
-                loop.remove_reader(transport.sock.fileno())
+            fd = transport.sock.fileno()
+            if self._by_fd.pop(fd, None) is not None:
+                self.engine.reader_remove(fd)  # type: ignore[union-attr]  # returns once the thread let it go
+                if not self._by_fd:
+                    self._stop_reader()
+            else:
+                loop = self.loop()
+                if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+                    loop.remove_reader(fd)
         transport.close()
+
+    def _drain(self) -> None:
+        """The reader thread queued something: take it all (one call), in the order it was read."""
+        if self._reader is None:
+            return
+        receivers, by_fd = self._receivers, self._by_fd
+        for tid, kind, data, extra, arrival, fd in self.engine.reader_take():  # type: ignore[union-attr]
+            if tid >= 0:
+                receiver = receivers.get(tid)
+                if receiver is None:
+                    self.drop("no_receiver")
+                elif kind == RX_PUSHED:
+                    receiver(kind, data, arrival, extra)
+                else:
+                    receiver(kind, data, arrival)
+            else:
+                listener = by_fd.get(fd)
+                if listener is not None:
+                    self.received(data, extra, listener, arrival)
 
     def _readable(self, listener: _Listener) -> None:
         """The engine reads a batch (recvmmsg) and unprotects what it can; a few batches per wake-up, then the
@@ -258,15 +322,17 @@ class RtcServer:
             except OSError:  # ICMP errors (a client gone away) surface here
                 self.drop("socket_error")
                 continue
-            for tid, kind, data, addr, arrival in batch:
+            for tid, kind, data, extra, arrival in batch:
                 if tid >= 0:
                     receiver = self._receivers.get(tid)
                     if receiver is None:
                         self.drop("no_receiver")
+                    elif kind == RX_PUSHED:
+                        receiver(kind, data, arrival, extra)
                     else:
                         receiver(kind, data, arrival)
                 else:
-                    self.received(data, addr, listener, arrival)
+                    self.received(data, extra, listener, arrival)
             if len(batch) < 64:
                 return
 
@@ -274,15 +340,22 @@ class RtcServer:
         """Reads the port now, between two long steps of other work (sfu/peer.py negotiation_turn): what arrived
         meanwhile, binding requests above all, is handled without waiting for the loop's next I/O poll. A failure
         here is the socket reader's, not the caller's: logged, and the loop's own reader tries again."""
+        if self._reader is not None:
+            try:
+                self._drain()
+            except Exception:
+                log.exception("taking the media reader's queue between two steps failed")
+            return
         for listener in self._listeners:
             try:
                 self._readable(listener)
             except Exception:
                 log.exception("reading the media port between two steps failed")
 
-    def register_receiver(self, transport: int, receiver: Callable[[int, bytes, float], None]) -> None:
+    def register_receiver(self, transport: int, receiver: Callable[..., None]) -> None:
         """The engine's transport id -> who gets its unprotected RTP (kind 0) and RTCP (kind 1), with the
-        kernel's arrival stamp."""
+        kernel's arrival stamp: receiver(kind, data, arrival), or receiver(RX_PUSHED, data, arrival, flags) for RTP
+        the engine already forwarded (a routed SSRC: engine.route), which still needs the slow path's bookkeeping."""
         self._receivers[transport] = receiver
 
     def unregister_receiver(self, transport: int) -> None:
@@ -432,7 +505,10 @@ class RtcServer:
         drops = dict(self.drops)
         if self.engine is not None:
             rx = self.engine.rx_stats()
-            for reason, count in (("srtp_auth_failed", rx["auth_failed"]), ("rx_truncated", rx["truncated"])):
+            reader = self.engine.reader_stats() if self._reader is not None else {}
+            for reason, count in (("srtp_auth_failed", rx["auth_failed"]), ("rx_truncated", rx["truncated"]),
+                                  ("socket_error", reader.get("errors", 0)),
+                                  ("reader_queue_full", reader.get("overflow", 0))):
                 if count:
                     drops[reason] = drops.get(reason, 0) + count
         return drops
@@ -440,8 +516,9 @@ class RtcServer:
     def stats(self) -> dict[str, Any]:
         """Plain data for Sfu.metrics: the port, what was dropped by reason, and the table sizes."""
         native = self.engine.rx_stats() if self.engine is not None else None
+        reader = self.engine.reader_stats() if self._reader is not None else None  # type: ignore[union-attr]
         return {"port": self.port, "connections": len(self._by_ufrag), "addresses": len(self._by_addr),
-                **self.counters, "native_receive": native, "drops": self.all_drops()}
+                **self.counters, "native_receive": native, "reader": reader, "drops": self.all_drops()}
 
 
 class MuxConnection:

@@ -66,14 +66,15 @@ def unpacker() -> msgpack.Unpacker:
 def ice_to_wire(ice: IceConfig) -> dict[str, Any]:
     return {"hosts": list(ice.hosts), "port_min": ice.port_min, "port_max": ice.port_max,
             "servers": [dict(s) for s in ice.servers], "allowed": [str(n) for n in ice.allowed_networks],
-            "rtc_port": ice.rtc_port, "announced": ice.announced}
+            "rtc_port": ice.rtc_port, "announced": ice.announced, "media_reader": ice.media_reader}
 
 
 def ice_from_wire(data: dict[str, Any]) -> IceConfig:
     return IceConfig(hosts=tuple(data["hosts"]), port_min=int(data["port_min"]), port_max=int(data["port_max"]),
                      servers=tuple(data["servers"]),
                      allowed_networks=tuple(ipaddress.ip_network(n) for n in data["allowed"]),
-                     rtc_port=int(data["rtc_port"]), announced=data.get("announced"))
+                     rtc_port=int(data["rtc_port"]), announced=data.get("announced"),
+                     media_reader=data.get("media_reader", "thread"))
 
 
 class Channel:

@@ -98,7 +98,8 @@ TWCC_SENT = 8192  # transport-wide numbers remembered until reported (the engine
 TWCC_SLACK = 2000  # feedback statuses readable before anything was sent (CC_TWCC_SLACK)
 
 
-RX_RTP, RX_RTCP, RX_SLOW, RX_LOSS, RX_DROPPED, RX_CONSUMED = 0, 1, 2, 3, -1, -2  # the native engine's CC_RX_*
+RX_RTP, RX_RTCP, RX_SLOW, RX_LOSS, RX_PUSHED, RX_DROPPED, RX_CONSUMED = 0, 1, 2, 3, 4, -1, -2  # the native CC_RX_*
+ROUTES = 16  # routed SSRCs per transport (CC_ROUTES): a publisher's simulcast layers of camera and screen, audio
 # A transport-cc loss window is judged once it holds LOSS_WINDOW reported numbers (sfu/bwe.py TwccSender); a loss
 # fraction (x/256) at or below LOSS_QUIET changes nothing in the subscriber's estimate (SubscriberEstimate.on_loss
 # acts above 2%), so feedback and reports that show no more stay in the engine (native feedback, rx_feedback).
@@ -157,6 +158,8 @@ class _Transport:
     win_reported: int = 0
     rtcp_consumed: int = 0
     loss_windows: int = 0
+    routes: dict[int, int] = field(default_factory=dict)  # a publisher's SSRC -> stream (route)
+    rx_pushed: int = 0
 
     def lose(self) -> bool:
         """The set_loss test hook (xorshift32, as the native engine)."""
@@ -213,7 +216,7 @@ class Engine:
         self._slots: list[_Slot | None] = []
         self._events: list[tuple[int, int]] = []
         self._capture: list[tuple[int, bytes, bytes | None]] | None = None
-        self._rx = {"packets": 0, "bytes": 0, "auth_failed": 0, "truncated": 0, "slow": 0, "consumed": 0}
+        self._rx = {"packets": 0, "bytes": 0, "auth_failed": 0, "truncated": 0, "slow": 0, "consumed": 0, "pushed": 0}
         self._totals: dict[str, Any] = {"packets_out": 0, "bytes_out": 0, "retransmitted": 0, "switches": 0,
                                         "drops": _drops()}
 
@@ -265,6 +268,9 @@ class Engine:
             if slot.target == sid:
                 slot.target = -1
         self._streams[sid] = None
+        for transport in self._transports:  # its publisher's packets go back to Python, which drops them
+            if transport is not None:
+                transport.routes = {ssrc: s for ssrc, s in transport.routes.items() if s != sid}
 
     def set_blocked(self, sid: int, blocked: bool) -> None:
         self._stream(sid, "set_blocked").blocked = bool(blocked)
@@ -333,9 +339,10 @@ class Engine:
                 return tid, RX_LOSS, _LOSS.pack(lost, reported)
         return tid, RX_RTCP if rtcp else RX_RTP, plain
 
-    def recv(self, fd: int) -> list[tuple[int, int, bytes, tuple[str, int] | None, float]]:
+    def recv(self, fd: int) -> list[tuple[int, int, bytes, Any, float]]:
         """What the native engine's recvmmsg batch gives: up to RX_BATCH datagrams read from fd, sorted as
-        rx_datagram sorts them (dropped ones left out; the slow path's with their source address), each with its
+        rx_datagram sorts them (dropped ones left out; the slow path's with their source address; routed RTP
+        pushed, with push's flags: rx_route), each with its
         arrival on time.monotonic()'s clock: the kernel's receive stamp when the socket has it on
         (`stamp_arrivals`), else the time of the read."""
         out: list[tuple[int, int, bytes, tuple[str, int] | None, float]] = []
@@ -363,15 +370,46 @@ class Engine:
                 if level == socket.SOL_SOCKET and ctype == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
                     sec, nsec = _TIMESPEC.unpack_from(payload)
                     arrival = min(now, sec + nsec * 1e-9 + offset)
-            out.append((tid, kind, plain, (addr[0], addr[1]) if kind == RX_SLOW else None, arrival))
+            extra: Any = (addr[0], addr[1]) if kind == RX_SLOW else None
+            if kind == RX_RTP:
+                kind, flags = self.rx_route(tid, plain, arrival)
+                extra = flags if kind == RX_PUSHED else None
+            out.append((tid, kind, plain, extra, arrival))
         return out
+
+    def route(self, tid: int, ssrc: int, sid: int) -> None:
+        """A publisher's SSRC on this transport -> a stream (sid -1: unroute): its RTP that recv unprotects is
+        pushed there at once, and comes up as (tid, RX_PUSHED, plaintext, push's flags, arrival) for the slow path's
+        bookkeeping, instead of waiting for Python to push it. A removed stream loses its routes."""
+        transport = self._transport(tid, "route")
+        if sid < 0:
+            transport.routes.pop(ssrc, None)
+            return
+        self._stream(sid, "route")
+        if ssrc not in transport.routes and len(transport.routes) >= ROUTES:
+            raise EngineError(f"route: at most {ROUTES} routes per transport")
+        transport.routes[ssrc] = sid
+
+    def rx_route(self, tid: int, plain: bytes, arrival: float) -> tuple[int, int]:
+        """(RX_PUSHED, push's flags) when the plaintext's SSRC is routed on the transport, else (RX_RTP, 0)."""
+        transport = self._transports[tid] if 0 <= tid < len(self._transports) else None
+        if transport is None or not transport.routes or len(plain) < 12:
+            return RX_RTP, 0
+        sid = transport.routes.get(int.from_bytes(plain[8:12], "big"))
+        if sid is None:
+            return RX_RTP, 0
+        flags = self.push(sid, plain, arrival)
+        transport.rx_pushed += 1
+        self._rx["pushed"] += 1
+        return RX_PUSHED, flags
 
     def rx_stats(self, tid: int = -1) -> dict[str, int]:
         if tid < 0:
             return dict(self._rx)
         transport = self._transport(tid, "rx_stats")
         return {"packets": transport.packets_in, "bytes": transport.bytes_in, "auth_failed": transport.rx_auth_failed,
-                "rtcp_consumed": transport.rtcp_consumed, "loss_windows": transport.loss_windows}
+                "rtcp_consumed": transport.rtcp_consumed, "loss_windows": transport.loss_windows,
+                "pushed": transport.rx_pushed}
 
     def set_path(self, tid: int, fd: int, host: str, port: int) -> None:
         transport = self._transport(tid, "set_path")

@@ -742,3 +742,123 @@ def test_sender_reports_are_translated_alike() -> None:
     assert (to0.packets, to0.octets) == (infos[0]["packets_sent"], infos[0]["octets_sent"])
     assert (to2.ssrc, to2.ntp, to2.rtp_timestamp, to2.packets) == (0x502, 5 << 32, results[7], infos[2]["packets_sent"])
     assert infos[2]["current"] == 1 and infos[2]["packets_sent"] > 0
+
+
+# ---- routed publisher RTP: forwarded where it is read (recv, or the native reader thread) ---------------------
+
+def _take_all(engine: object, notify: int, want: int, timeout: float = 5.0) -> list:
+    """The reader thread's queue until `want` items came (the eventfd says when something is there)."""
+    import select
+
+    items: list = []
+    deadline = time.monotonic() + timeout
+    while len(items) < want and time.monotonic() < deadline:
+        select.select([notify], [], [], 0.05)
+        items += [item[:5] for item in engine.reader_take()]  # type: ignore[attr-defined]
+    return items
+
+
+def _routed(engine_class: type, mode: str) -> tuple[list, list, dict, dict]:
+    """A publisher's camera (routed to its stream) and microphone (not routed) arrive on the engine's socket; one
+    subscriber carries the camera. Half-way the camera's route is taken back. Returns what came up to Python (with
+    push's flags for pushed packets), the SRTP bytes the subscriber received, and the engine's receive counters."""
+    profile, key_len = PROFILES["AEAD_AES_128_GCM"]
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=KEY[:key_len], ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                srtp_profile=profile))
+    camera = vp8_stream(0x111, 65000, 1000, 60, pid=30000, tl0=250)
+    microphone = opus_stream(0x222, 10, 10, 40)
+    halves = []
+    for n in range(2):
+        half = [sender.protect(p) for p in camera[90 * n:90 * n + 90] + microphone[20 * n:20 * n + 20]]
+        half.append(sender.protect_rtcp(struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x111, 1, 2, 3, 4, 5)))
+        halves.append(half)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    source = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    engine = engine_class()
+    try:
+        for s in (server, source, sink):
+            s.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        sink.settimeout(0.2)
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        publisher = engine.add_transport()
+        engine.set_srtp_rx(publisher, profile, KEY[:key_len])
+        engine.set_path(publisher, server.fileno(), *source.getsockname())
+        sid = engine.add_stream(CODEC_VP8, True, VP8_PT)
+        subscriber = engine.add_transport()
+        engine.set_srtp(subscriber, profile, KEY[1:key_len + 1])
+        engine.set_path(subscriber, server.fileno(), *sink.getsockname())
+        slot = engine.add_slot(subscriber, 90000)
+        engine.bind_slot(slot, 0xBEEF, 100, None, None)
+        engine.attach(slot, [sid], True, False)
+        engine.start(slot)
+        engine.route(publisher, 0x111, sid)
+        notify = engine.reader_start() if mode == "thread" else None
+        if notify is not None:
+            engine.reader_add(server.fileno())
+        up: list = []
+        for n, half in enumerate(halves):
+            if n == 1:
+                engine.route(publisher, 0x111, -1)  # taken back: Python pushes (here: nobody does)
+            for data in half:
+                source.sendto(data, server.getsockname())
+                time.sleep(0.0002)
+            if notify is not None:
+                up += _take_all(engine, notify, len(half))
+            else:
+                time.sleep(0.05)
+                while batch := engine.recv(server.fileno()):
+                    up += batch
+        if notify is not None:
+            stats = engine.reader_stats()
+            assert stats["running"] and stats["sockets"] == 1 and stats["overflow"] == 0
+            engine.reader_remove(server.fileno())
+            engine.reader_stop()
+        forwarded = []
+        with pytest.raises(TimeoutError):
+            while True:
+                forwarded.append(sink.recv(4096))
+        return [(t, k, d, e) for t, k, d, e, _ in up], forwarded, engine.rx_stats(), engine.rx_stats(publisher)
+    finally:
+        for s in (server, source, sink):
+            s.close()
+
+
+def test_routed_rtp_is_forwarded_where_it_is_read() -> None:
+    """A routed SSRC's RTP is pushed by the engine's receive path itself (issue 14: no Python object on the media
+    path; with the reader thread, no event loop either), then handed up with push's flags for the bookkeeping;
+    unrouted RTP and RTCP come up as before. The reference's recv, the native recv and the native reader thread
+    hand up the same items and send the subscriber the same SRTP bytes."""
+    reference = _routed(PythonEngine, "recv")
+    assert _routed(NativeEngine, "recv") == reference
+    assert _routed(NativeEngine, "thread") == reference
+    up, forwarded, totals, per_transport = reference
+    kinds = [(k, e) for t, k, d, e in up if t == 0]
+    pushed = [e for k, e in kinds if k == 4]
+    assert len(pushed) == 90 and all(e & 4 for e in pushed)  # the first half of the camera: accepted, forwarded
+    assert sum(1 for e in pushed if e & F_KEYFRAME) == 3  # the first packets of frames 0, 10 and 20
+    assert sum(1 for k, _ in kinds if k == 0) == 90 + 40  # the second half of the camera, the microphone
+    assert sum(1 for k, _ in kinds if k == 1) == 2
+    assert len(forwarded) == 90 and totals["pushed"] == per_transport["pushed"] == 90
+
+
+def test_routes_follow_streams() -> None:
+    """A removed stream loses its routes (its publisher's packets go back to Python, which drops them); a
+    transport holds at most 16 routes; routing to an unknown stream or transport is refused alike."""
+    for engine_class in (PythonEngine, NativeEngine):
+        engine = engine_class()
+        tid = engine.add_transport()
+        sids = [engine.add_stream(CODEC_OTHER, False, OPUS_PT) for _ in range(17)]
+        for n in range(16):
+            engine.route(tid, 0x100 + n, sids[n])
+        engine.route(tid, 0x100, sids[1])  # a new stream for a routed SSRC replaces the old one
+        with pytest.raises(Exception, match="route"):
+            engine.route(tid, 0x200, sids[16])
+        with pytest.raises(Exception, match="route"):
+            engine.route(tid, 0x300, 999)
+        with pytest.raises(Exception, match="route"):
+            engine.route(tid + 5, 0x300, sids[0])
+        engine.remove_stream(sids[3])
+        engine.route(tid, 0x200, sids[16])  # the removed stream's route made room
+        engine.route(tid, 0x999, -1)  # taking back a route that is not there is fine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -107,9 +108,34 @@ async def test_every_participant_goes_through_the_one_port(classroom: Classroom)
     stats = server.stats()
     if server.engine is not None:
         assert stats["native_receive"]["packets"] > 10
+        # the teacher's camera and microphone SSRCs are routed: the engine forwards them where it reads them
+        assert server.engine.rx_stats(teacher_transport)["pushed"] > 10
+        if hasattr(server.engine, "reader_start") and server.config.media_reader == "thread":  # on its own thread
+            assert stats["reader"]["running"] and stats["reader"]["sockets"] == len(server._listeners)
+            assert stats["reader"]["batches"] > 10 and stats["reader"]["overflow"] == 0
     assert stats["connections"] == 3 and stats["nominations"] >= 3 and stats["binding_requests"] >= 3
     metrics = classroom.server.app[HUB].sfu.metrics()
     assert metrics["rtc"]["port"] == server.port
+
+
+async def test_the_event_loop_reads_the_port_when_asked(classroom: Classroom) -> None:
+    """CLASSCAST_MEDIA_READER=loop: no reader thread, the loop reads the port (as with the Python engine), and the
+    class goes on the same; a value that is neither is refused with a clear message."""
+    sfu = classroom.server.app[HUB].sfu
+    sfu.ice = dataclasses.replace(sfu.ice, media_reader="loop")
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    student = await classroom.client(await classroom.token("physics-1", "s0"), name="s0")
+    frame = await asyncio.wait_for((await student.remote_track("camera")).recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
+    server = _server(classroom)
+    assert server.stats()["reader"] is None
+    if server.engine is not None:
+        assert server.engine.rx_stats()["pushed"] > 0
+    assert IceConfig.from_env({"CLASSCAST_MEDIA_READER": "LOOP"}).media_reader == "loop"
+    assert IceConfig.from_env({}).media_reader == "thread"
+    with pytest.raises(ValueError, match="CLASSCAST_MEDIA_READER must be thread or loop"):
+        IceConfig.from_env({"CLASSCAST_MEDIA_READER": "threads"})
 
 
 async def test_bad_datagrams_are_dropped_and_counted_without_growth(classroom: Classroom,

@@ -305,6 +305,15 @@ int cc_remove_stream(cc_engine *e, int sid) {
     free(s->slots);
     free(s);
     e->streams[sid] = NULL;
+    for (int i = 0; i < e->ntransports; i++) { /* its publisher's packets go back to Python, which drops them */
+        cc_transport *t = e->transports[i];
+        for (int k = 0; t && k < t->nroutes; k++)
+            if (t->route_sid[k] == sid) {
+                t->nroutes--;
+                t->route_ssrc[k] = t->route_ssrc[t->nroutes], t->route_sid[k] = t->route_sid[t->nroutes];
+                k--;
+            }
+    }
     return 0;
 }
 
@@ -1243,7 +1252,7 @@ int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *
     return rtcp ? CC_RX_RTCP : CC_RX_RTP;
 }
 
-int cc_recv(cc_engine *e, int fd) {
+int cc_recv_read(cc_engine *e, int fd) {
     if (!e->rxbuf && !(e->rxbuf = malloc((size_t)CC_RX_BATCH * CC_RX_MTU))) return -ENOMEM;
     for (int i = 0; i < CC_RX_BATCH; i++) {
         e->rxiov[i].iov_base = e->rxbuf + (size_t)i * CC_RX_MTU;
@@ -1258,6 +1267,10 @@ int cc_recv(cc_engine *e, int fd) {
     }
     int got = recvmmsg(fd, e->rxmsgs, CC_RX_BATCH, MSG_DONTWAIT, NULL);
     if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    return got;
+}
+
+int cc_recv_sort(cc_engine *e, int got, int route) {
     /* the kernel stamps CLOCK_REALTIME; Python's time.monotonic() is CLOCK_MONOTONIC: one offset per batch */
     struct timespec real, mono;
     clock_gettime(CLOCK_REALTIME, &real);
@@ -1286,16 +1299,60 @@ int cc_recv(cc_engine *e, int fd) {
         int tid, kind = cc_rx_datagram(e, data, &len, (struct sockaddr *)&e->rx[i].addr, alen, &tid);
         if (kind == CC_RX_DROPPED || kind == CC_RX_CONSUMED) continue;
         if (kind == CC_RX_SLOW) e->rx_slow++;
+        int flags = 0;
+        if (kind == CC_RX_RTP && route) kind = cc_rx_route(e, tid, data, len, arrival, &flags);
         if (out != i) { /* keep the entries dense: move this one down */
             memmove(e->rxbuf + (size_t)out * CC_RX_MTU, data, (size_t)len);
             e->rx[out].addr = e->rx[i].addr;
         }
         e->rx[out].tid = tid;
         e->rx[out].kind = kind;
+        e->rx[out].flags = flags;
         e->rx[out].len = (uint32_t)len;
         e->rx[out].alen = alen;
         e->rx[out].arrival = arrival;
         out++;
     }
     return out;
+}
+
+int cc_recv(cc_engine *e, int fd) {
+    int got = cc_recv_read(e, fd);
+    return got > 0 ? cc_recv_sort(e, got, 1) : got;
+}
+
+int cc_route(cc_engine *e, int tid, uint32_t ssrc, int sid) {
+    cc_transport *t = transport_at(e, tid);
+    if (!t || (sid >= 0 && !stream_at(e, sid))) return -1;
+    for (int k = 0; k < t->nroutes; k++)
+        if (t->route_ssrc[k] == ssrc) {
+            if (sid >= 0) {
+                t->route_sid[k] = sid;
+            } else {
+                t->nroutes--;
+                t->route_ssrc[k] = t->route_ssrc[t->nroutes], t->route_sid[k] = t->route_sid[t->nroutes];
+            }
+            return 0;
+        }
+    if (sid < 0) return 0;
+    if (t->nroutes == CC_ROUTES) return -2;
+    t->route_ssrc[t->nroutes] = ssrc, t->route_sid[t->nroutes] = sid, t->nroutes++;
+    return 0;
+}
+
+int cc_rx_route(cc_engine *e, int tid, const uint8_t *buf, int len, double arrival, int *flags) {
+    *flags = 0;
+    cc_transport *t = transport_at(e, tid);
+    if (!t || !t->nroutes || len < 12) return CC_RX_RTP;
+    uint32_t ssrc = (uint32_t)buf[8] << 24 | (uint32_t)buf[9] << 16 | (uint32_t)buf[10] << 8 | buf[11];
+    for (int k = 0; k < t->nroutes; k++)
+        if (t->route_ssrc[k] == ssrc) {
+            int f = cc_push(e, t->route_sid[k], buf, (size_t)len, arrival);
+            if (f < 0) return CC_RX_RTP; /* cannot happen: a removed stream loses its routes */
+            *flags = f;
+            t->rx_pushed++;
+            e->rx_pushed++;
+            return CC_RX_PUSHED;
+        }
+    return CC_RX_RTP;
 }

@@ -20,7 +20,8 @@
 #define CC_MAX_LAYERS 8
 #define CC_BATCH 256     /* datagrams queued before a flush */
 #define CC_MAX_PACKET 65535
-#define CC_RTX_BURST 256 /* retransmissions allowed beyond half the packets sent */
+#define CC_RTX_BURST 256
+#define CC_ROUTES 16     /* routed SSRCs per transport: a publisher's simulcast layers of camera and screen, audio */ /* retransmissions allowed beyond half the packets sent */
 
 enum { CC_CODEC_OTHER = 0, CC_CODEC_VP8 = 1, CC_CODEC_H264 = 2 };
 
@@ -138,6 +139,11 @@ typedef struct {
     int feedback;
     uint32_t win_lost, win_reported; /* the transport-cc loss window (both paths add to it: cc_twcc_window) */
     uint64_t rtcp_consumed, loss_windows;
+    /* routes (issue 14): the publisher's SSRC -> engine stream, so its RTP is pushed where it is unprotected */
+    int nroutes;
+    uint32_t route_ssrc[CC_ROUTES];
+    int route_sid[CC_ROUTES];
+    uint64_t rx_pushed;
 } cc_transport;
 
 /* Receive (issue 14): datagrams read with recvmmsg from the one media socket. SRTP/SRTCP from a transport's path
@@ -147,14 +153,15 @@ typedef struct {
 #define CC_RX_BATCH 64
 #define CC_RX_MTU 2048
 #define CC_RX_HASH 4096 /* address -> transport table (power of two, linear probing) */
-enum { CC_RX_RTP = 0, CC_RX_RTCP = 1, CC_RX_SLOW = 2, CC_RX_LOSS = 3, CC_RX_DROPPED = -1, CC_RX_CONSUMED = -2 };
+enum { CC_RX_RTP = 0, CC_RX_RTCP = 1, CC_RX_SLOW = 2, CC_RX_LOSS = 3, CC_RX_PUSHED = 4, CC_RX_DROPPED = -1,
+       CC_RX_CONSUMED = -2 };
 /* A transport-cc loss window is judged once it holds this many reported numbers (sfu/bwe.py TwccSender). A loss
  * fraction (x/256) at or below CC_LOSS_QUIET changes nothing in the subscriber's estimate (sfu/bwe.py
  * SubscriberEstimate.on_loss acts above 2%): such feedback and reports need not reach Python. */
 #define CC_LOSS_WINDOW 50
 #define CC_LOSS_QUIET 5
 typedef struct {
-    int tid, kind;
+    int tid, kind, flags; /* flags: cc_push's, for CC_RX_PUSHED */
     uint32_t len;
     struct sockaddr_storage addr;
     socklen_t alen;
@@ -208,7 +215,7 @@ typedef struct {
         char buf[CC_RX_CTL];
         struct cmsghdr align;
     } rxctl[CC_RX_BATCH];
-    uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow, rx_consumed;
+    uint64_t rx_packets, rx_bytes, rx_auth_failed, rx_truncated, rx_slow, rx_consumed, rx_pushed;
 } cc_engine;
 
 int cc_global_init(void);
@@ -291,9 +298,22 @@ int cc_set_srtp_rx(cc_engine *e, int tid, int profile, const uint8_t *key, size_
  * transport, RTCP may also be CC_RX_CONSUMED (read here, nothing for Python) or CC_RX_LOSS (buf = lost and reported,
  * two big-endian 16-bit numbers, *len = 4), both with *tid. buf holds at least *len bytes. */
 int cc_rx_datagram(cc_engine *e, uint8_t *buf, int *len, const struct sockaddr *addr, socklen_t alen, int *tid);
+/* Route a publisher's SSRC on a transport to a stream (sid -1: unroute): its RTP that cc_recv unprotects is pushed
+ * there at once (CC_RX_PUSHED with cc_push's flags) instead of waiting for Python to push it. At most CC_ROUTES per
+ * transport (-2 beyond); a removed stream loses its routes. 0, or -1 for an unknown transport or stream. */
+int cc_route(cc_engine *e, int tid, uint32_t ssrc, int sid);
+/* After cc_rx_datagram gave CC_RX_RTP: push the plaintext if its SSRC is routed. CC_RX_PUSHED with *flags, or
+ * CC_RX_RTP when it is not routed. */
+int cc_rx_route(cc_engine *e, int tid, const uint8_t *buf, int len, double arrival, int *flags);
 /* recvmmsg on fd (non-blocking): fills e->rx[0..n) (data at e->rxbuf + i * CC_RX_MTU); n, 0 when nothing waits,
  * or -errno. Dropped datagrams are not in e->rx. */
 int cc_recv(cc_engine *e, int fd);
+/* cc_recv in two halves, for a reader thread that reads the socket without the engine's lock and sorts what it read
+ * with it: cc_recv_read (recvmmsg into the engine's receive scratch: the reader must be its only user) returns the
+ * count read or -errno; cc_recv_sort sorts them as cc_recv does (pushing routed RTP only when route is set) and
+ * returns what is left in e->rx. */
+int cc_recv_read(cc_engine *e, int fd);
+int cc_recv_sort(cc_engine *e, int got, int route);
 typedef struct {
     int32_t pid, tl0;
     uint8_t long_pid, keyframe;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "reader.h"
 
 static PyObject *EngineError;
 
@@ -19,7 +20,12 @@ static const char *DROP_NAMES[CC_DROP_COUNT] = {
 typedef struct {
     PyObject_HEAD cc_engine *e;
     PyObject *capture; /* a list, or NULL */
+    /* the reader thread and the mutex every method takes (reader.h): uncontended, tens of nanoseconds a call */
+    cc_reader reader;
 } EngineObject;
+
+#define LOCK(self) cc_reader_lock(&(self)->reader)
+#define UNLOCK(self) cc_reader_unlock(&(self)->reader)
 
 static int check(int rc, const char *what) {
     if (rc < 0) {
@@ -55,10 +61,21 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return PyErr_NoMemory();
     }
     self->e->capture_ctx = self;
+    if (cc_reader_init(&self->reader, self->e)) {
+        cc_engine_free(self->e);
+        self->e = NULL;
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
     return (PyObject *)self;
 }
 
 static void Engine_dealloc(EngineObject *self) {
+    if (self->e) {
+        Py_BEGIN_ALLOW_THREADS
+        cc_reader_destroy(&self->reader);
+        Py_END_ALLOW_THREADS
+    }
     if (self->e) {
         self->e->capture = NULL;
         cc_engine_free(self->e);
@@ -171,9 +188,30 @@ static PyObject *address_tuple(const struct sockaddr_storage *ss) {
  * 1 RTCP (unprotected, from the transport's path address), 2 for the slow path (STUN, DTLS, unknown source:
  * address); arrival on time.monotonic()'s clock, from the kernel's receive stamp when the socket has
  * SO_TIMESTAMPNS on. */
+static PyObject *rx_item(const cc_rx *r, const uint8_t *data, int fd, int with_fd) {
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, r->len);
+    if (!bytes) return NULL;
+    PyObject *extra;
+    if (r->kind == CC_RX_SLOW) {
+        extra = address_tuple(&r->addr);
+    } else if (r->kind == CC_RX_PUSHED) {
+        extra = PyLong_FromLong(r->flags);
+    } else {
+        Py_INCREF(Py_None);
+        extra = Py_None;
+    }
+    if (!extra) {
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    return with_fd ? Py_BuildValue("(iiNNdi)", r->tid, r->kind, bytes, extra, r->arrival, fd)
+                   : Py_BuildValue("(iiNNd)", r->tid, r->kind, bytes, extra, r->arrival);
+}
+
 static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
     int fd;
     if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    if (self->reader.running) return PyErr_Format(EngineError, "recv: the reader thread owns the sockets");
     int n = cc_recv(self->e, fd);
     if (n < 0) {
         errno = -n;
@@ -182,19 +220,8 @@ static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
     PyObject *list = PyList_New(n);
     if (!list) return NULL;
     for (int i = 0; i < n; i++) {
-        cc_rx *r = &self->e->rx[i];
-        PyObject *data = PyBytes_FromStringAndSize((const char *)self->e->rxbuf + (size_t)i * CC_RX_MTU, r->len);
-        PyObject *addr = NULL;
-        if (data && r->kind == CC_RX_SLOW) {
-            addr = address_tuple(&r->addr);
-        } else if (data) {
-            Py_INCREF(Py_None);
-            addr = Py_None;
-        }
-        PyObject *item = data && addr ? Py_BuildValue("(iiNNd)", r->tid, r->kind, data, addr, r->arrival) : NULL;
+        PyObject *item = rx_item(&self->e->rx[i], self->e->rxbuf + (size_t)i * CC_RX_MTU, fd, 0);
         if (!item) {
-            Py_XDECREF(data);
-            Py_XDECREF(addr);
             Py_DECREF(list);
             return NULL;
         }
@@ -203,21 +230,32 @@ static PyObject *Engine_recv(EngineObject *self, PyObject *args) {
     return list;
 }
 
+static PyObject *Engine_route(EngineObject *self, PyObject *args) {
+    int tid, sid;
+    unsigned int ssrc;
+    if (!PyArg_ParseTuple(args, "iIi", &tid, &ssrc, &sid)) return NULL;
+    int rc = cc_route(self->e, tid, (uint32_t)ssrc, sid);
+    if (rc == -2) return PyErr_Format(EngineError, "route: at most %d routes per transport", CC_ROUTES);
+    if (check(rc, "route")) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_rx_stats(EngineObject *self, PyObject *args) {
     int tid = -1;
     if (!PyArg_ParseTuple(args, "|i", &tid)) return NULL;
     cc_engine *e = self->e;
     if (tid < 0)
-        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
+        return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)e->rx_packets, "bytes",
                              (unsigned long long)e->rx_bytes, "auth_failed", (unsigned long long)e->rx_auth_failed,
                              "truncated", (unsigned long long)e->rx_truncated, "slow",
-                             (unsigned long long)e->rx_slow, "consumed", (unsigned long long)e->rx_consumed);
+                             (unsigned long long)e->rx_slow, "consumed", (unsigned long long)e->rx_consumed,
+                             "pushed", (unsigned long long)e->rx_pushed);
     cc_transport *t = tid < e->ntransports ? e->transports[tid] : NULL;
     if (!t) return PyErr_Format(EngineError, "rx_stats: unknown transport %d", tid);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "packets", (unsigned long long)t->packets_in, "bytes",
                          (unsigned long long)t->bytes_in, "auth_failed", (unsigned long long)t->rx_auth_failed,
                          "rtcp_consumed", (unsigned long long)t->rtcp_consumed, "loss_windows",
-                         (unsigned long long)t->loss_windows);
+                         (unsigned long long)t->loss_windows, "pushed", (unsigned long long)t->rx_pushed);
 }
 
 static PyObject *Engine_set_path(EngineObject *self, PyObject *args) {
@@ -559,55 +597,456 @@ static PyObject *Engine_set_capture(EngineObject *self, PyObject *args) {
     self->capture = list == Py_None ? NULL : list;
     Py_XINCREF(self->capture);
     self->e->capture = self->capture ? capture_cb : NULL;
+    self->reader.route = self->capture == NULL; /* the capture calls Python: then Python's thread pushes */
     Py_RETURN_NONE;
 }
 
+
+/* ---- the reader thread (reader.h) ---------------------------------------------------------------------------- */
+
+static PyObject *reader_error(int rc, const char *what) {
+    if (rc == -EBUSY) return PyErr_Format(EngineError, "%s: the reader is running already", what);
+    if (rc == -EINVAL) return PyErr_Format(EngineError, "%s: the reader is not running", what);
+    if (rc == -ENOSPC) return PyErr_Format(EngineError, "%s: at most %d sockets", what, CC_READER_FDS);
+    errno = -rc;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* reader_start() -> the eventfd Python's loop watches: readable when reader_take() has items. */
+static PyObject *Engine_reader_start(EngineObject *self, PyObject *unused) {
+    int rc = cc_reader_start(&self->reader);
+    if (rc) return reader_error(rc, "reader_start");
+    return PyLong_FromLong(self->reader.notify_fd);
+}
+
+static PyObject *Engine_reader_stop(EngineObject *self, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    cc_reader_stop(&self->reader);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* reader_add(fd): the thread reads this socket from now on (it must be non-blocking). */
+static PyObject *Engine_reader_add(EngineObject *self, PyObject *args) {
+    int fd, rc;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cc_reader_add(&self->reader, fd);
+    Py_END_ALLOW_THREADS
+    if (rc) return reader_error(rc, "reader_add");
+    Py_RETURN_NONE;
+}
+
+/* reader_remove(fd): returns once the thread let it go (the caller may close it then). */
+static PyObject *Engine_reader_remove(EngineObject *self, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    cc_reader_remove(&self->reader, fd);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *rx_item(const cc_rx *r, const uint8_t *data, int fd, int with_fd);
+
+/* reader_take() -> [(transport, kind, data, extra, arrival, fd)]: what the thread queued, in order; extra is the
+ * source address for the slow path, push()'s flags for a pushed packet, else None. */
+static PyObject *Engine_reader_take(EngineObject *self, PyObject *unused) {
+    cc_rqueue *q = cc_reader_take(&self->reader);
+    PyObject *list = PyList_New(q->n);
+    for (int i = 0; list && i < q->n; i++) {
+        PyObject *item = rx_item(&q->items[i], q->data + q->off[i], q->fds[i], 1);
+        if (!item) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    cc_reader_taken(q); /* always: the thread fills it again after the next swap */
+    return list;
+}
+
+static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
+    cc_reader *r = &self->reader;
+    LOCK(self);
+    PyObject *result = Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", r->running, "sockets", r->nfds,
+                                     "wakeups", (unsigned long long)r->wakeups, "batches",
+                                     (unsigned long long)r->batches, "overflow", (unsigned long long)r->overflow,
+                                     "errors", (unsigned long long)r->errors, "queued", r->q[r->active].n);
+    UNLOCK(self);
+    return result;
+}
+
+/* Every method runs under the engine's mutex (the reader thread's methods manage it themselves). */
+
+static PyObject *L_push(EngineObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    LOCK(self);
+    PyObject *r = Engine_push(self, args, nargs);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_add_stream(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_add_stream(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_remove_stream(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_remove_stream(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_blocked(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_blocked(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_add_transport(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_add_transport(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_remove_transport(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_remove_transport(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_srtp(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_srtp(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_path(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_path(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_srtp_rx(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_srtp_rx(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_recv(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_recv(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_rx_stats(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_rx_stats(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_clear_path(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_clear_path(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_twcc(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_twcc(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_loss(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_loss(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_twcc_take(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_twcc_take(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_twcc_feedback(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_twcc_feedback(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_twcc_window(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_twcc_window(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_feedback(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_feedback(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_rx_feedback(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_rx_feedback(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_send_rtcp(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_send_rtcp(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_protect_rtp(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_protect_rtp(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_protect_rtcp(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_protect_rtcp(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_add_slot(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_add_slot(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_remove_slot(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_remove_slot(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_bind_slot(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_bind_slot(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_unbind_slot(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_unbind_slot(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_attach(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_attach(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_detach(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_detach(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_target(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_target(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_paused(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_paused(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_restart(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_restart(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_start(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_start(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_retransmit(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_retransmit(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_cached(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_cached(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_ts_peek(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_ts_peek(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_events(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_events(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_sender_reports(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_sender_reports(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_slot_info(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_slot_info(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_current(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_current(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_bytes_out(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_bytes_out(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_stream_stats(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_stream_stats(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_transport_stats(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_transport_stats(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_totals(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_totals(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_set_capture(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_set_capture(self, args);
+    UNLOCK(self);
+    return r;
+}
+
+static PyObject *L_route(EngineObject *self, PyObject *args) {
+    LOCK(self);
+    PyObject *r = Engine_route(self, args);
+    UNLOCK(self);
+    return r;
+}
+
 static PyMethodDef Engine_methods[] = {
-    {"push", (PyCFunction)(void (*)(void))Engine_push, METH_FASTCALL, "push(stream, data, arrival) -> flags"},
-    {"add_stream", (PyCFunction)Engine_add_stream, METH_VARARGS, NULL},
-    {"remove_stream", (PyCFunction)Engine_remove_stream, METH_VARARGS, NULL},
-    {"set_blocked", (PyCFunction)Engine_set_blocked, METH_VARARGS, NULL},
-    {"add_transport", (PyCFunction)Engine_add_transport, METH_NOARGS, NULL},
-    {"remove_transport", (PyCFunction)Engine_remove_transport, METH_VARARGS, NULL},
-    {"set_srtp", (PyCFunction)Engine_set_srtp, METH_VARARGS, NULL},
-    {"set_path", (PyCFunction)Engine_set_path, METH_VARARGS, NULL},
-    {"set_srtp_rx", (PyCFunction)Engine_set_srtp_rx, METH_VARARGS, "the client's SRTP key: receive natively"},
-    {"recv", (PyCFunction)Engine_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address, arrival)]"},
-    {"rx_stats", (PyCFunction)Engine_rx_stats, METH_VARARGS, "rx_stats(transport=-1) -> counters"},
-    {"clear_path", (PyCFunction)Engine_clear_path, METH_VARARGS, NULL},
-    {"set_twcc", (PyCFunction)Engine_set_twcc, METH_VARARGS, NULL},
-    {"set_loss", (PyCFunction)Engine_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
-    {"twcc_take", (PyCFunction)Engine_twcc_take, METH_VARARGS, NULL},
-    {"twcc_feedback", (PyCFunction)Engine_twcc_feedback, METH_VARARGS, NULL},
-    {"twcc_window", (PyCFunction)Engine_twcc_window, METH_VARARGS, "a complete loss window (lost, reported), or None"},
-    {"set_feedback", (PyCFunction)Engine_set_feedback, METH_VARARGS, "read the transport's RTCP natively when it can"},
-    {"rx_feedback", (PyCFunction)Engine_rx_feedback, METH_VARARGS, "rx_feedback(transport, rtcp) -> (0|1|2, lost, reported)"},
-    {"send_rtcp", (PyCFunction)Engine_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
-    {"protect_rtp", (PyCFunction)Engine_protect_rtp, METH_VARARGS, NULL},
-    {"protect_rtcp", (PyCFunction)Engine_protect_rtcp, METH_VARARGS, NULL},
-    {"add_slot", (PyCFunction)Engine_add_slot, METH_VARARGS, NULL},
-    {"remove_slot", (PyCFunction)Engine_remove_slot, METH_VARARGS, NULL},
-    {"bind_slot", (PyCFunction)Engine_bind_slot, METH_VARARGS, NULL},
-    {"unbind_slot", (PyCFunction)Engine_unbind_slot, METH_VARARGS, NULL},
-    {"attach", (PyCFunction)Engine_attach, METH_VARARGS, NULL},
-    {"detach", (PyCFunction)Engine_detach, METH_VARARGS, NULL},
-    {"set_target", (PyCFunction)Engine_set_target, METH_VARARGS, NULL},
-    {"set_paused", (PyCFunction)Engine_set_paused, METH_VARARGS, NULL},
-    {"restart", (PyCFunction)Engine_restart, METH_VARARGS, NULL},
-    {"start", (PyCFunction)Engine_start, METH_VARARGS, NULL},
-    {"retransmit", (PyCFunction)Engine_retransmit, METH_VARARGS, NULL},
-    {"cached", (PyCFunction)Engine_cached, METH_VARARGS, NULL},
-    {"ts_peek", (PyCFunction)Engine_ts_peek, METH_VARARGS, NULL},
-    {"events", (PyCFunction)Engine_events, METH_NOARGS, NULL},
-    {"sender_reports", (PyCFunction)Engine_sender_reports, METH_VARARGS,
+    {"push", (PyCFunction)(void (*)(void))L_push, METH_FASTCALL, "push(stream, data, arrival) -> flags"},
+    {"add_stream", (PyCFunction)L_add_stream, METH_VARARGS, NULL},
+    {"remove_stream", (PyCFunction)L_remove_stream, METH_VARARGS, NULL},
+    {"set_blocked", (PyCFunction)L_set_blocked, METH_VARARGS, NULL},
+    {"add_transport", (PyCFunction)L_add_transport, METH_NOARGS, NULL},
+    {"remove_transport", (PyCFunction)L_remove_transport, METH_VARARGS, NULL},
+    {"set_srtp", (PyCFunction)L_set_srtp, METH_VARARGS, NULL},
+    {"set_path", (PyCFunction)L_set_path, METH_VARARGS, NULL},
+    {"set_srtp_rx", (PyCFunction)L_set_srtp_rx, METH_VARARGS, "the client's SRTP key: receive natively"},
+    {"recv", (PyCFunction)L_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address, arrival)]"},
+    {"route", (PyCFunction)L_route, METH_VARARGS, "route(transport, ssrc, stream): push that SSRC's RTP where it is read (-1: unroute)"},
+    {"reader_start", (PyCFunction)Engine_reader_start, METH_NOARGS, "start the reader thread -> the eventfd to watch"},
+    {"reader_stop", (PyCFunction)Engine_reader_stop, METH_NOARGS, NULL},
+    {"reader_add", (PyCFunction)Engine_reader_add, METH_VARARGS, "reader_add(fd): the thread reads this socket"},
+    {"reader_remove", (PyCFunction)Engine_reader_remove, METH_VARARGS, "reader_remove(fd): returns when it is let go"},
+    {"reader_take", (PyCFunction)Engine_reader_take, METH_NOARGS, "-> [(transport, kind, data, extra, arrival, fd)]"},
+    {"reader_stats", (PyCFunction)Engine_reader_stats, METH_NOARGS, NULL},
+    {"rx_stats", (PyCFunction)L_rx_stats, METH_VARARGS, "rx_stats(transport=-1) -> counters"},
+    {"clear_path", (PyCFunction)L_clear_path, METH_VARARGS, NULL},
+    {"set_twcc", (PyCFunction)L_set_twcc, METH_VARARGS, NULL},
+    {"set_loss", (PyCFunction)L_set_loss, METH_VARARGS, "test hook: drop permille/1000 of what leaves"},
+    {"twcc_take", (PyCFunction)L_twcc_take, METH_VARARGS, NULL},
+    {"twcc_feedback", (PyCFunction)L_twcc_feedback, METH_VARARGS, NULL},
+    {"twcc_window", (PyCFunction)L_twcc_window, METH_VARARGS, "a complete loss window (lost, reported), or None"},
+    {"set_feedback", (PyCFunction)L_set_feedback, METH_VARARGS, "read the transport's RTCP natively when it can"},
+    {"rx_feedback", (PyCFunction)L_rx_feedback, METH_VARARGS, "rx_feedback(transport, rtcp) -> (0|1|2, lost, reported)"},
+    {"send_rtcp", (PyCFunction)L_send_rtcp, METH_VARARGS, "send RTCP through the transport (False: no key/path)"},
+    {"protect_rtp", (PyCFunction)L_protect_rtp, METH_VARARGS, NULL},
+    {"protect_rtcp", (PyCFunction)L_protect_rtcp, METH_VARARGS, NULL},
+    {"add_slot", (PyCFunction)L_add_slot, METH_VARARGS, NULL},
+    {"remove_slot", (PyCFunction)L_remove_slot, METH_VARARGS, NULL},
+    {"bind_slot", (PyCFunction)L_bind_slot, METH_VARARGS, NULL},
+    {"unbind_slot", (PyCFunction)L_unbind_slot, METH_VARARGS, NULL},
+    {"attach", (PyCFunction)L_attach, METH_VARARGS, NULL},
+    {"detach", (PyCFunction)L_detach, METH_VARARGS, NULL},
+    {"set_target", (PyCFunction)L_set_target, METH_VARARGS, NULL},
+    {"set_paused", (PyCFunction)L_set_paused, METH_VARARGS, NULL},
+    {"restart", (PyCFunction)L_restart, METH_VARARGS, NULL},
+    {"start", (PyCFunction)L_start, METH_VARARGS, NULL},
+    {"retransmit", (PyCFunction)L_retransmit, METH_VARARGS, NULL},
+    {"cached", (PyCFunction)L_cached, METH_VARARGS, NULL},
+    {"ts_peek", (PyCFunction)L_ts_peek, METH_VARARGS, NULL},
+    {"events", (PyCFunction)L_events, METH_NOARGS, NULL},
+    {"sender_reports", (PyCFunction)L_sender_reports, METH_VARARGS,
      "sender_reports(stream, ntp, rtp_timestamp) -> SRs sent to the slots carrying it"},
-    {"slot_info", (PyCFunction)Engine_slot_info, METH_VARARGS, NULL},
-    {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
-    {"bytes_out", (PyCFunction)Engine_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
-    {"stream_stats", (PyCFunction)Engine_stream_stats, METH_VARARGS, NULL},
-    {"transport_stats", (PyCFunction)Engine_transport_stats, METH_VARARGS, NULL},
-    {"totals", (PyCFunction)Engine_totals, METH_NOARGS, "process-wide counters since the engine was made"},
-    {"set_capture", (PyCFunction)Engine_set_capture, METH_VARARGS, NULL},
+    {"slot_info", (PyCFunction)L_slot_info, METH_VARARGS, NULL},
+    {"current", (PyCFunction)L_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
+    {"bytes_out", (PyCFunction)L_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
+    {"stream_stats", (PyCFunction)L_stream_stats, METH_VARARGS, NULL},
+    {"transport_stats", (PyCFunction)L_transport_stats, METH_VARARGS, NULL},
+    {"totals", (PyCFunction)L_totals, METH_NOARGS, "process-wide counters since the engine was made"},
+    {"set_capture", (PyCFunction)L_set_capture, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

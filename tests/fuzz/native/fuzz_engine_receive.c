@@ -2,7 +2,9 @@
  * connection's selected address (receive keys set: every profile aiortc offers over the run) and a stranger. The
  * first byte picks the source and, every 64 inputs, a new receive key; the rest is the datagram. It must never read
  * or write outside the datagram, only shrink it, and answer RTP/RTCP (or, native feedback being on, read RTCP
- * itself or hand up a loss window) only for the known source with a key. */
+ * itself or hand up a loss window) only for the known source with a key. The same bytes then go to cc_rx_route as
+ * if they had been authenticated (random bytes never are): a routed SSRC (four are, one per stream kind) is pushed,
+ * anything else is left for Python. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -23,6 +25,8 @@ static void receive(const uint8_t *data, size_t size) {
     for (int i = 0; i < 64; i++)
         if (buf[n + i] != 0xA5) abort();
     if (kind == CC_RX_LOSS && len != 4) abort();
+    int flags = -1, routed = cc_rx_route(E, RX_TRANSPORT, data + 1, (int)n, 1.0, &flags);
+    if (!(routed == CC_RX_PUSHED && flags >= 0) && !(routed == CC_RX_RTP && flags == 0)) abort();
     if (kind == CC_RX_RTP || kind == CC_RX_RTCP || kind == CC_RX_CONSUMED || kind == CC_RX_LOSS) {
         if (from != &PATH || tid != RX_TRANSPORT) abort();
     } else if (kind == CC_RX_SLOW || kind == CC_RX_DROPPED) {
@@ -46,6 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* a path without a socket: dry_run engines never send */
         if (cc_set_path(E, RX_TRANSPORT, -1, (struct sockaddr *)&PATH, sizeof(PATH))) abort();
         cc_set_feedback(E, RX_TRANSPORT, 1); /* its RTCP goes on to cc_rx_feedback (fuzz_engine_feedback) */
+        static const uint32_t routed[4] = {0, 0x11111111u, 0x41414141u, 0xFFFFFFFFu};
+        for (int i = 0; i < 4; i++)
+            if (cc_route(E, RX_TRANSPORT, routed[i], STREAMS[i])) abort();
     }
     if (size < 1 || size > CC_MAX_PACKET) return 0;
     if (inputs % 64 == 0) {
