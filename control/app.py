@@ -96,6 +96,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         async def watch(app: web.Application) -> None:
             meter.live.hub = app[HUB]
             meter.live.recordings = app[recordings.RECORDINGS]
+            meter.live.transcription = svc.tutor.transcription if svc.tutor is not None else None
 
         app.on_startup.append(watch)
     if background:

@@ -12,6 +12,7 @@ import wave
 
 import numpy as np
 
+from control.metrics import LiveCollector
 from tests.control.tutor_fixtures import speak
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_transcriber import SpeechTrack
@@ -144,5 +145,11 @@ async def test_captions_go_on_after_the_transcriber_process_is_killed(classroom:
         since = len(teacher.messages)
     assert word_error_rate(SENTENCES[2], heard) < 0.3, heard  # the sentence after the restart, in the new process
     assert supervisor.restarts == 1 and supervisor.pid not in (None, pid)
+    collector = LiveCollector()  # what /metrics says of it
+    collector.transcription = tutor.transcription
+    seen = {sample.name: sample.value for family in collector.collect() for sample in family.samples
+            if sample.name.startswith("classcast_transcriber")}
+    assert seen == {"classcast_transcriber_rooms": 1, "classcast_transcriber_up": 1,
+                    "classcast_transcriber_restarts_total": 1}
     room = await classroom.svc.store.get_room(classroom.org.id, "rain")
     assert room is not None and list(tutor.transcribers) == [room.sid]
