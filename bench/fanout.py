@@ -831,6 +831,7 @@ def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, An
     packets = octets = expected = received = 0
     per_stream = [0] * len(STREAMS)
     subs_detail: list[list[int]] = []
+    worst = 0.0  # the most lossy subscriber's loss: a room's total can hide one worker's students (issue 15)
     should = 0
     coverage = 0.0
     published = {k: pub1[k] - pub0.get(k, 0) for k in pub1}
@@ -841,6 +842,9 @@ def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, An
         octets += b["octets"] - a["octets"]
         expected += b["expected"] - a["expected"]
         received += b["received"] - a["received"]
+        if b["expected"] > a["expected"]:
+            worst = max(worst, (b["expected"] - a["expected"] - (b["received"] - a["received"]))
+                        / (b["expected"] - a["expected"]))
         subs_detail.append(got)
         # Coverage per kind: a subscriber may move between layers (each is the whole picture), so its video
         # coverage is the sum over layers of received / published; audio and screen are one stream each.
@@ -861,6 +865,7 @@ def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, An
         "packets_out_per_s": round(packets / elapsed),
         "mbit_out_per_s": round(octets * 8 / elapsed / 1e6, 2),
         "loss_percent": round(100 * lost / expected, 3) if expected else None,
+        "loss_percent_worst_subscriber": round(100 * worst, 3) if expected else None,
         "delivered_percent": round(100 * coverage / should, 1) if should else None,
         "latency_p50_ms": round(1000 * (percentile(latencies, 50) or 0), 2) if latencies else None,
         "latency_p99_ms": round(1000 * (percentile(latencies, 99) or 0), 2) if latencies else None,

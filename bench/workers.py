@@ -5,10 +5,19 @@ more, in one run, plus the signaling round trip on a spare connection while the 
 
 For each worker count: a fresh `classcast serve` (CLASSCAST_SFU_WORKERS=W), ROOMS rooms each with the fan-out
 bench's teacher (bench/fanout.py Publisher: simulcast H.264 + Opus, paced) and its raw subscribers ramped together;
-a room is placed whole on one worker (control/workers.py), so ROOMS >= W spreads them. Figures per step are the
+a room is placed on one worker (control/workers.py) until it outgrows the worker's capacity (--capacity, default
+the server's: 300 participants), so ROOMS >= W spreads the rooms. Figures per step are the
 fan-out bench's, per room; the step's total is ROOMS x N subscribers. The knee of a worker count is the largest
 total where every room is under 1% loss with every join served (bench/fanout.py `knee`). The spare connection
 sends `ping` every 100 ms for the whole run and times each `pong`: p50/p99 of the run per worker count.
+
+One lecture over several workers (issue 15 req 2): `--capacity C` sets CLASSCAST_SFU_WORKER_CAPACITY, so a room's
+participants beyond C on a worker go to another worker, the teacher's tracks piped there once (sfu/pipe.py):
+
+    python -m bench.workers --rooms 1 --capacity 40 --ramp 80:80:80 --sfu-workers 2 --no-ping
+
+is a lecture of twice a worker's capacity (80 students + the teacher over 2 workers). Each worker's forwarded
+packets (/metrics, per worker, over the run) show both served it.
 
 Everything runs on this machine (the subscribers' DTLS/SRTP in Python costs more CPU than the server's forwarding):
 on a small shared machine the clients, not the workers, may set the knee; the JSON keeps the server's CPU per step
@@ -52,8 +61,10 @@ async def _pinger(base: str, org: str, rtts: list[tuple[float, float]], stop: as
 
 async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={
-        "CLASSCAST_SFU_WORKERS": str(workers), "CLASSCAST_RTC_PORT": "0"}))
+    env = {"CLASSCAST_SFU_WORKERS": str(workers), "CLASSCAST_RTC_PORT": "0"}
+    if args.capacity is not None:
+        env["CLASSCAST_SFU_WORKER_CAPACITY"] = str(args.capacity)
+    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env=env))
     rtts: list[tuple[float, float]] = []  # (sent at, round trip ms)
     stop = asyncio.Event()
     try:
@@ -68,10 +79,12 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             bench.target.room = f"bench-w{workers}-r{r}"
             bench.step = _timed(bench.step, args.duration)  # type: ignore[method-assign]
             benches.append(bench)
-        pinger = asyncio.create_task(_pinger(server.base, server.org, rtts, stop))
+        pinger = asyncio.create_task(_pinger(server.base, server.org, rtts, stop)) if args.ping else None
         results = await asyncio.gather(*(b.run() for b in benches))
         stop.set()
-        await asyncio.wait_for(pinger, 15)
+        if pinger is not None:
+            await asyncio.wait_for(pinger, 15)
+        per_worker = await _per_worker(server.base)
     finally:
         stop.set()
         await loop.run_in_executor(None, server.stop)
@@ -84,6 +97,8 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         steps.append({
             "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
             "loss_percent_max": max((x for x in losses if x is not None), default=None),
+            "loss_percent_worst_subscriber": max((s.get("loss_percent_worst_subscriber") or 0 for s in per_room),
+                                                 default=None),
             "delivered_percent_min": min((s["delivered_percent"] or 0) for s in per_room),
             "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
             "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
@@ -94,11 +109,26 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         })
     good = [s["subscribers_total"] for s in steps if s["ok"]]
     all_ms = sorted(ms for _, ms in rtts)
-    return {"sfu_workers": workers, "rooms": args.rooms, "steps": steps, "knee_total": max(good, default=None),
+    return {"sfu_workers": workers, "rooms": args.rooms, "capacity": args.capacity, "per_worker": per_worker,
+            "steps": steps, "knee_total": max(good, default=None),
             "first_failure_total": min((s["subscribers_total"] for s in steps if not s["ok"]), default=None),
             "ping_ms": {"count": len(all_ms), "p50": fanout.percentile(all_ms, 50),
                         "p99": fanout.percentile(all_ms, 99)},
             "rooms_raw": results}
+
+
+async def _per_worker(base: str) -> dict[str, dict[str, float]]:
+    """Each worker's cumulative figures from /metrics (forwarded packets, participants): who served the run."""
+    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        for family in ("forwarded_packets_total", "participants"):
+            prefix = f"classcast_sfu_worker_{family}{{"
+            if line.startswith(prefix):
+                worker = line.split('"')[1]
+                out.setdefault(worker, {})[family] = float(line.split()[-1])
+    return out
 
 
 def _timed(step: Any, duration: float) -> Any:
@@ -112,14 +142,17 @@ def _timed(step: Any, duration: float) -> Any:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"SFU workers {result['sfu_workers']}, {result['rooms']} rooms: knee {result['knee_total']} "
+    lines = [f"SFU workers {result['sfu_workers']} (capacity {result['capacity']}), {result['rooms']} rooms; "
+             f"per worker {result['per_worker']}",
+             f"knee {result['knee_total']} "
              f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
              f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
-             "| total subs | loss % (worst room) | delivered % (worst room) | server CPU % | packets out/s | "
-             "joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|"]
+             "| total subs | loss % (worst room) | loss % (worst subscriber) | delivered % (worst room) | "
+             "server CPU % | packets out/s | joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|---|"]
     for s in result["steps"]:
         delivered = s.get("delivered_percent_min")
-        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {delivered} | "
+        lines.append(f"| {s['subscribers_total']} | {s['loss_percent_max']} | {s['loss_percent_worst_subscriber']} | "
+                     f"{delivered} | "
                      f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} | "
                      f"{_ms(s['ping_ms_p50'])} / {_ms(s['ping_ms_p99'])} |")
     return "\n".join(lines)
@@ -137,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=3)
     p.add_argument("--sfu-workers", default="1,2", help="worker counts to compare, in this run")
     p.add_argument("--client-processes", type=int, default=1, help="subscriber processes per room")
+    p.add_argument("--capacity", type=int, default=None,
+                   help="CLASSCAST_SFU_WORKER_CAPACITY: participants per worker before a room spreads")
+    p.add_argument("--no-ping", dest="ping", action="store_false", help="no spare signaling connection")
     p.add_argument("--json")
     args = p.parse_args(argv)
     import uvloop

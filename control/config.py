@@ -177,6 +177,9 @@ class Config:
     turn: TurnConfig = field(default_factory=TurnConfig)
     # SFU worker processes (issue 15, control/workers.py): 0 = media in the control process; `auto` = one per core.
     sfu_workers: int = 0
+    # Participants one worker takes before a room's new participants go to another worker, the room's tracks piped
+    # there once (issue 15 req 2, control/workers.py); 0 = a room never spreads. Default: one worker's measured knee.
+    sfu_worker_capacity: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -211,6 +214,7 @@ class Config:
             ),
             turn=TurnConfig.from_env(env),
             sfu_workers=_sfu_workers(env),
+            sfu_worker_capacity=_int(env, "CLASSCAST_SFU_WORKER_CAPACITY", 300),
         )
 
     @classmethod

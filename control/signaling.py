@@ -488,7 +488,7 @@ def setup(app: web.Application) -> None:
     async def start(app: web.Application) -> None:
         config = app[SERVICES].config
         if config.sfu_workers > 0:  # media in worker processes (control/workers.py); 0 = in this process
-            pool = WorkerPool(config.sfu_workers, config.ice)
+            pool = WorkerPool(config.sfu_workers, config.ice, capacity=config.sfu_worker_capacity)
             await pool.start()
             hub = Hub(app[SERVICES], pool)
             pool.on_lost = hub.media_lost

@@ -5,7 +5,12 @@ leave, add_tap, ...), so the Hub does not know whether media runs in-process (CL
 processes. Each call becomes one message of sfu/wire.py to the worker that holds the room.
 
 Placement: a room goes, when first needed, to the live worker with the least measured load (packets forwarded per
-second in its last report, then participants, then rooms). A whole room stays on one worker.
+second in its last report, then participants, then rooms): its origin. A participant joins the first worker serving
+the room that is under `capacity` participants (CLASSCAST_SFU_WORKER_CAPACITY, all rooms counted); when all are full
+the room spreads to the least loaded other worker: the pool opens a pipe (sfu/pipe.py) between the room's router
+there and on every worker already serving it, and each side's published tracks cross it once (mediasoup's
+pipeToRouter). A worker left with no participant of a spread room (and, for the origin, no sink) leaves it again:
+its pipes close.
 
 Death: the socketpair closes the instant a worker dies (SIGKILL included), so the loss is seen at once; the worker
 is restarted, its rooms are forgotten (the next join places them again) and `on_lost` gets the connection keys it
@@ -40,6 +45,9 @@ RESTART_BACKOFF = (0.1, 5.0)
 LOAD_LOG_INTERVAL = 60.0
 HUNG_AFTER = 10.0  # seconds without a load report (sent every wire.LOAD_PERIOD) nor CPU used: killed and restarted
 HUNG_ALWAYS = 60.0  # seconds without a load report, CPU or not (a loop spinning on one task)
+# Participants per worker before a room spreads (CLASSCAST_SFU_WORKER_CAPACITY): one worker's knee in bench/RESULTS.md
+# ("Every core", run B: 300 subscribers under 1% loss with one worker, where this 2-core machine's clients broke first)
+DEFAULT_CAPACITY = 300
 Signal = Callable[[dict[str, Any]], None]
 # Why a sink lost its media (the optional tap call `media_lost`, a recording's gap reason in its status)
 GAP_LOST = "sfu_worker_lost"  # the worker process died (SIGKILL, crash)
@@ -120,6 +128,8 @@ class WorkerHandle:
             self.pool.deliver(str(m.get("key")), m.get("m") or {})
         elif ev == "tap":
             self.pool.tap_event(m)
+        elif ev == "pipe_track":
+            self.pool.pipe_event(self, m)
         elif ev == "load":
             self.load = m
             self.heard = time.monotonic()
@@ -201,11 +211,15 @@ class _TapEntry:
 class WorkerPool:
     """The `Sfu` surface over N worker processes (control/signaling.py builds one when CLASSCAST_SFU_WORKERS > 0)."""
 
-    def __init__(self, count: int, ice: IceConfig) -> None:
+    def __init__(self, count: int, ice: IceConfig, capacity: int = DEFAULT_CAPACITY) -> None:
         self.ice = ice
         self.workers = [WorkerHandle(i, self) for i in range(count)]
         self.ids = itertools.count(1)
-        self.rooms: dict[str, WorkerHandle] = {}  # room sid -> the worker holding it
+        self.capacity = capacity  # participants per worker before a room spreads to another; <= 0: never
+        self.pipe_loss = 0.0  # tests and bench only: share of RTP each new pipe drops on its way (NACKs repair it)
+        self.rooms: dict[str, WorkerHandle] = {}  # room sid -> its origin worker (its sinks are there)
+        self.serving: dict[str, list[WorkerHandle]] = {}  # room sid -> every worker holding it, the origin first
+        self._spreading: dict[str, asyncio.Lock] = {}
         self.members: dict[str, tuple[str, WorkerHandle, Signal]] = {}  # connection key -> (room, worker, signal)
         self.taps: dict[int, _TapEntry] = {}
         self._tap_ids: dict[int, int] = {}  # id(tap object) -> tap id
@@ -280,6 +294,7 @@ class WorkerPool:
             return worker
         worker = min(live, key=self._score)
         self.rooms[room_sid] = worker
+        self.serving[room_sid] = [worker]
         log.info("room %s placed on SFU worker %d (%.0f packets/s, pid %d)", room_sid, worker.index, worker.pps,
                  worker.pid)
         for tap_id, entry in self.taps.items():  # sinks of the room follow it (a restart's re-placement)
@@ -288,6 +303,92 @@ class WorkerPool:
                 worker.send(_add_tap(room_sid, tap_id, entry.tap))
         return worker
 
+    def _members_on(self, worker: WorkerHandle) -> int:
+        return sum(1 for _, w, _ in self.members.values() if w is worker)
+
+    async def _place_member(self, room_sid: str) -> WorkerHandle:
+        """The worker a new participant of the room goes to: the first serving it with room under `capacity`,
+        else a worker the room spreads to now (its pipes opened before the participant joins there)."""
+        origin = await self._place(room_sid)
+        if self.capacity <= 0 or len(self.workers) < 2:
+            return origin
+        async with self._spreading.setdefault(room_sid, asyncio.Lock()):
+            serving = [w for w in self.serving.get(room_sid, [origin]) if w.alive]
+            if not serving:
+                return await self._place(room_sid)
+            for w in serving:
+                if self._members_on(w) < self.capacity:
+                    return w
+            others = [w for w in self.workers if w.alive and w not in serving and self._members_on(w) < self.capacity]
+            if not others:  # every worker is full: the least full of the room's
+                return min(serving, key=self._members_on)
+            new = min(others, key=self._score)
+            await self._spread(room_sid, new)
+            return new
+
+    async def _spread(self, room_sid: str, new: WorkerHandle) -> None:
+        """Adds `new` to the room: a pipe to every worker serving it, each side's tracks announced to the other."""
+        serving = self.serving.setdefault(room_sid, [])
+        peers = [w for w in serving if w.alive]
+        serving.append(new)  # from now on tracks published elsewhere in the room are relayed to it too
+        log.info("room %s spreads to SFU worker %d (pid %d): %d participants on worker(s) %s, capacity %d",
+                 room_sid, new.index, new.pid, sum(self._members_on(w) for w in peers),
+                 ",".join(str(w.index) for w in peers), self.capacity)
+        try:
+            for peer in peers:
+                await self._open_pipe(room_sid, peer, new)
+        except BaseException:
+            self._retire(room_sid, new)
+            raise
+
+    async def _open_pipe(self, room_sid: str, a: WorkerHandle, b: WorkerHandle) -> None:
+        port_b = (await b.request("pipe_open", room=room_sid, peer=a.index, loss=self.pipe_loss))["port"]
+        port_a = (await a.request("pipe_open", room=room_sid, peer=b.index, loss=self.pipe_loss))["port"]
+        tracks_a, tracks_b = await asyncio.gather(
+            a.request("pipe_connect", room=room_sid, peer=b.index, port=port_b),
+            b.request("pipe_connect", room=room_sid, peer=a.index, port=port_a))
+        for src, dst, tracks in ((a, b, tracks_a), (b, a, tracks_b)):
+            for track in tracks:
+                dst.send({"op": "pipe_track", "room": room_sid, "peer": src.index, "f": "added", "track": track})
+        log.info("room %s piped between SFU workers %d and %d (%d + %d tracks)", room_sid, a.index, b.index,
+                 len(tracks_a), len(tracks_b))
+
+    def _retire(self, room_sid: str, worker: WorkerHandle) -> None:
+        """`worker` no longer serves a spread room: its pipes close at both ends (its tracks leave the others)."""
+        serving = self.serving.get(room_sid)
+        if not serving or worker not in serving:
+            return
+        serving.remove(worker)
+        for other in serving:
+            other.send({"op": "pipe_close", "room": room_sid, "peer": worker.index})
+            worker.send({"op": "pipe_close", "room": room_sid, "peer": other.index})
+        if serving and self.rooms.get(room_sid) is worker:
+            self.rooms[room_sid] = serving[0]
+        log.info("room %s left SFU worker %d", room_sid, worker.index)
+
+    def _leave_if_unused(self, room_sid: str, worker: WorkerHandle) -> None:
+        """A worker of a spread room with none of its participants (and, for the origin, none of its sinks)."""
+        serving = self.serving.get(room_sid)
+        if not serving or len(serving) < 2 or worker not in serving:
+            return
+        if any(room == room_sid and w is worker for room, w, _ in self.members.values()):
+            return
+        if worker is serving[0] and any(e.room == room_sid for e in self.taps.values()):
+            return
+        self._retire(room_sid, worker)
+
+    def pipe_event(self, worker: WorkerHandle, m: dict[str, Any]) -> None:
+        """A track published, unpublished or muted on one worker of a spread room: to every other one's pipe."""
+        room_sid = str(m.get("room"))
+        for other in self.serving.get(room_sid, ()):
+            if other is not worker and other.alive:
+                other.send({"op": "pipe_track", "room": room_sid, "peer": worker.index, "f": m.get("f"),
+                            "track": m.get("track"), "muted": bool(m.get("muted"))})
+
+    def workers_of(self, room_sid: str) -> list[WorkerHandle]:
+        """Every live worker serving the room, the origin first."""
+        return [w for w in self.serving.get(room_sid, ()) if w.alive]
+
     def worker_of(self, room_sid: str) -> WorkerHandle | None:
         worker = self.rooms.get(room_sid)
         return worker if worker is not None and worker.alive else None
@@ -295,19 +396,20 @@ class WorkerPool:
     # ---- the Sfu surface ----------------------------------------------------------------------------------
 
     async def join(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal) -> list[dict[str, Any]]:
-        worker = await self._place(room_sid)
+        worker = await self._place_member(room_sid)
         self.members[key] = (room_sid, worker, signal)
         try:
             return list(await worker.request("join", room=room_sid, key=key, info=info))
         except BaseException:
             if self.members.get(key, (None, None))[1] is worker:
                 self.members.pop(key, None)
+                self._leave_if_unused(room_sid, worker)
             raise
 
     async def open_one_way(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal, kind: str,
                            offer: str, tracks: list[dict[str, str]], quality: str) -> str:
         """WHIP/WHEP (`Sfu.open_one_way`) on the room's worker; the session's later calls are handle/leave."""
-        worker = await self._place(room_sid)
+        worker = await self._place_member(room_sid)
         self.members[key] = (room_sid, worker, signal)
         try:
             return str(await worker.request("oneway", room=room_sid, key=key, info=info, kind=kind, offer=offer,
@@ -315,6 +417,7 @@ class WorkerPool:
         except BaseException:
             if self.members.get(key, (None, None))[1] is worker:
                 self.members.pop(key, None)
+                self._leave_if_unused(room_sid, worker)
             self._forget_if_empty(room_sid)
             raise
 
@@ -330,12 +433,15 @@ class WorkerPool:
             return
         with contextlib.suppress(SignalingError, TimeoutError):
             await member[1].request("leave", room=room_sid, key=key)
+        self._leave_if_unused(room_sid, member[1])
         self._forget_if_empty(room_sid)
 
     def _forget_if_empty(self, room_sid: str) -> None:
         if not any(room == room_sid for room, _, _ in self.members.values()) and \
                 not any(e.room == room_sid for e in self.taps.values()):
             self.rooms.pop(room_sid, None)
+            self.serving.pop(room_sid, None)
+            self._spreading.pop(room_sid, None)
 
     def add_tap(self, room_sid: str, tap: Tap) -> None:
         tap_id = next(self.ids)
@@ -364,25 +470,31 @@ class WorkerPool:
         return False
 
     async def set_blocked(self, room_sid: str, uid: str, blocked: bool) -> None:
-        worker = self.worker_of(room_sid)
-        if worker is not None:
+        """On every worker of the room: the publisher's own, and the pipes' copies of its microphone."""
+        for worker in self.workers_of(room_sid):
             with contextlib.suppress(SignalingError, TimeoutError):
                 await worker.request("set_blocked", room=room_sid, uid=uid, blocked=blocked)
 
     async def close_room(self, room_sid: str) -> None:
-        worker = self.rooms.pop(room_sid, None)
+        workers = self.workers_of(room_sid)
+        self.rooms.pop(room_sid, None)
+        self.serving.pop(room_sid, None)
+        self._spreading.pop(room_sid, None)
         for key in [k for k, (room, _, _) in self.members.items() if room == room_sid]:
             self.members.pop(key, None)
-        if worker is not None and worker.alive:
+        for worker in workers:  # each closes its pipes with its router
             with contextlib.suppress(SignalingError, TimeoutError):
                 await worker.request("close_room", room=room_sid)
 
-    async def room_stats(self, room_sid: str) -> dict[str, Any]:
-        """`Sfu.stats(room)` from the worker holding the room (asynchronous here: it is a round trip)."""
-        worker = self.worker_of(room_sid)
+    async def room_stats(self, room_sid: str, worker_index: int | None = None) -> dict[str, Any]:
+        """`Sfu.stats(room)` from the room's origin worker, or from `worker_index` of a spread room (asynchronous
+        here: it is a round trip); `workers` lists every worker serving the room."""
+        worker = self.worker_of(room_sid) if worker_index is None else \
+            next((w for w in self.workers_of(room_sid) if w.index == worker_index), None)
         if worker is None:
             return {"participants": 0, "tracks": []}
-        return dict(await worker.request("stats", room=room_sid)) | {"worker": worker.index}
+        return dict(await worker.request("stats", room=room_sid)) | {
+            "worker": worker.index, "workers": [w.index for w in self.workers_of(room_sid)]}
 
     def metrics(self) -> dict[str, Any]:
         """Sums of the workers' last reports (cumulative counters) plus one entry per worker (issue 15 req 6)."""
@@ -403,7 +515,10 @@ class WorkerPool:
                                "cpu_seconds": float(w.load.get("cpu_seconds", 0.0)),
                                "rooms": int(w.load.get("rooms", 0)),
                                "participants": int(w.load.get("participants", 0)),
-                               "forwarded_packets": int(m.get("forwarded_packets", 0))})
+                               "forwarded_packets": int(m.get("forwarded_packets", 0)),
+                               # one lecture over several workers: its pipes here and what crossed them
+                               "pipes": int(m.get("pipes", 0)), "pipe_packets_out": int(m.get("pipe_packets_out", 0)),
+                               "pipe_packets_in": int(m.get("pipe_packets_in", 0))})
         total["workers"] = per_worker
         return total
 
@@ -447,6 +562,16 @@ class WorkerPool:
                   len(rooms), len(keys))
         for sid in rooms:
             self.rooms.pop(sid, None)
+        for sid, serving in list(self.serving.items()):  # a spread room goes on on its other workers
+            if worker not in serving:
+                continue
+            serving.remove(worker)
+            for other in serving:
+                other.send({"op": "pipe_close", "room": sid, "peer": worker.index})
+            if not serving:
+                self.serving.pop(sid, None)
+            elif sid in rooms:
+                self.rooms[sid] = serving[0]  # the new origin; the room's sinks follow it (below)
         for key in keys:
             _, _, signal = self.members.pop(key)
             # what the participant's transport would say: a one-way (WHIP/WHEP) session ends on it (its client
@@ -468,6 +593,11 @@ class WorkerPool:
                 if media_lost is not None and had_media:
                     with contextlib.suppress(Exception):
                         media_lost(entry.room, worker.lost_reason or GAP_LOST)
+        for tap_id, entry in self.taps.items():  # sinks of a spread room follow its new origin at once
+            origin = self.rooms.get(entry.room)
+            if entry.worker is None and origin is not None and origin.alive:
+                entry.worker = origin
+                origin.send(_add_tap(entry.room, tap_id, entry.tap))
         self._spawn(self._restart(worker))
         self.on_lost(keys)
 
@@ -507,9 +637,9 @@ class WorkerPool:
         """One line per worker (every LOAD_LOG_INTERVAL): what an operator needs to see the spread."""
         for w in self.workers:
             log.info("SFU worker %d: pid %d, UDP port %d, %s, %.0f packets/s, CPU %.0f%%, %d rooms, "
-                     "%d participants", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
+                     "%d participants, %d pipes", w.index, w.pid, w.port, "alive" if w.alive else "DOWN", w.pps,
                      100 * float(w.load.get("cpu", 0.0)), int(w.load.get("rooms", 0)),
-                     int(w.load.get("participants", 0)))
+                     int(w.load.get("participants", 0)), int((w.load.get("metrics") or {}).get("pipes", 0)))
 
     async def close(self) -> None:
         self._closing = True

@@ -36,6 +36,7 @@ from sfu.rtp import (
 )
 
 if TYPE_CHECKING:
+    from sfu.pipe import Pipe
     from sfu.taps import Tap
 
 
@@ -322,6 +323,7 @@ class Producer:
             self.streams = [Stream(self, 0, None, ssrc, rtx_ssrc)]
         self.consumers: list[ConsumerView] = []
         self.taps: list[Tap] = []  # the room's taps (shared list, usually empty)
+        self.pipes: list[Pipe] = []  # other workers serving the room (sfu/pipe.py): each gets every packet once
         self.on_missing: Callable[[], None] | None = None  # the router's: a packet is missing, NACK at the next tick
         self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
         self.muted = False  # the publisher muted it
@@ -404,6 +406,8 @@ class Producer:
             self._measure(stream, data, header, arrival)
         if flags & F_EVENTS:
             self.bridge.dispatch()
+        for pipe in self.pipes:
+            pipe.rtp(stream, data, header, arrival)
         if self.taps:
             self._tap(stream, data, header, arrival, keyframe)
 
@@ -486,6 +490,8 @@ class Producer:
     def on_sender_report(self, stream: Stream, report: rtcp.SenderReport, arrival: float) -> None:
         stream.last_sr = report
         stream.stats.on_sender_report(report.ntp, arrival)
+        for pipe in self.pipes:
+            pipe.sender_report(stream, report)
         rtp_timestamp: int | None = report.rtp_timestamp
         if self.tap_feed is not None:
             rtp_timestamp = self.tap_feed.sender_report(stream, report.rtp_timestamp)

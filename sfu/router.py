@@ -19,12 +19,14 @@ from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.participant import SfuParticipant
+from sfu.pipe import Pipe, PipeProducer, describe
 from sfu.producer import Producer
 from sfu.rtcserver import rtc_server_for
 from sfu.taps import Tap, track_description
 
 log = logging.getLogger("classcast.sfu.router")
 Signal = Callable[[dict[str, Any]], None]
+TrackEvent = Callable[[str, dict[str, Any]], None]  # (room sid, {"f": added|removed|muted, ...}) for the pipes
 NACK_INTERVAL = 0.02
 FEEDBACK_INTERVAL = 0.05
 SELECT_INTERVAL = 0.2
@@ -41,6 +43,8 @@ class Router:
         self.participants: dict[str, SfuParticipant] = {}
         self.producers: dict[str, Producer] = {}
         self.taps: list[Tap] = []
+        self.pipes: dict[int, Pipe] = {}  # peer worker index -> the pipe to the room's router there (sfu/pipe.py)
+        self.on_track: TrackEvent | None = None  # the worker's: this side's tracks, for the other workers' pipes
         self._task: asyncio.Task[None] | None = None
         # the report loop's sleep (see _sleep): its future, its timer, the first tick it covers, whether it skips
         self._waiter: asyncio.Future[None] | None = None
@@ -95,6 +99,10 @@ class Router:
         self.producers[producer.id] = producer
         producer.taps = self.taps
         producer.on_missing = self._missing
+        if not isinstance(producer, PipeProducer):  # a track published here crosses every pipe of the room once
+            for pipe in self.pipes.values():
+                pipe.attach(producer)
+            self._track_event({"f": "added", "track": describe(producer, self.role_of(producer))})
         for tap in self.taps:
             tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
@@ -108,6 +116,10 @@ class Router:
         if owner is not None:
             owner.forget_producer(producer)
         producer.close()
+        if not isinstance(producer, PipeProducer):
+            for pipe in self.pipes.values():
+                pipe.detach(producer)
+            self._track_event({"f": "removed", "track": producer.id})
         for tap in self.taps:
             tap.track_removed(self.room_sid, producer.id)
         self.broadcast({"type": "track_unpublished", "track": producer.info()})
@@ -116,6 +128,8 @@ class Router:
 
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
+        if not isinstance(producer, PipeProducer):
+            self._track_event({"f": "muted", "track": producer.id, "muted": muted})
         self.broadcast({"type": "track_muted", "track": producer.info()})
         for tap in self.taps:
             notify = getattr(tap, "track_muted", None)  # optional in the Tap protocol
@@ -128,6 +142,33 @@ class Router:
             if producer.uid == uid and producer.kind == "audio":
                 producer.blocked = blocked
                 self.broadcast({"type": "track_muted", "track": producer.info()})
+
+    # ---- pipes to the room on other workers (control/workers.py decides, sfu/pipe.py carries) ----------------
+
+    def _track_event(self, event: dict[str, Any]) -> None:
+        if self.pipes and self.on_track is not None:
+            self.on_track(self.room_sid, event)
+
+    def open_pipe(self, peer: int, loss: float = 0.0) -> Pipe:
+        pipe = self.pipes.get(peer)
+        if pipe is None:
+            pipe = self.pipes[peer] = Pipe(self, peer, loss)
+            for producer in self.local_producers():
+                pipe.attach(producer)
+        return pipe
+
+    def role_of(self, producer: Producer) -> str:
+        """The publisher's role: its participant's here, or as its worker described it (a pipe's track)."""
+        owner = self.participants.get(producer.owner)
+        return owner.role if owner is not None else str(getattr(producer, "role", ""))
+
+    def local_producers(self) -> list[Producer]:
+        return [p for p in self.producers.values() if not isinstance(p, PipeProducer) and not p.closed]
+
+    async def close_pipe(self, peer: int) -> None:
+        pipe = self.pipes.pop(peer, None)
+        if pipe is not None:
+            await pipe.close()
 
     # ---- periodic RTCP ------------------------------------------------------------------------------------
 
@@ -225,12 +266,18 @@ class Router:
                     producer.bridge.engine.sender_reports(stream.sid, stream.last_sr.ntp,
                                                           stream.last_sr.rtp_timestamp)
 
+    def resume_layers(self, now: float) -> None:
+        """Another worker's subscribers need a layer (its pipe said so): resumed now, not at the next tick."""
+        self._dynacast(now)
+
     def _dynacast(self, now: float) -> None:
         """Pause simulcast layers nobody needs (after a grace), resume them at once when someone does."""
         for producer in self.producers.values():
             if not producer.simulcast:
                 continue
             needed = {0}  # the lowest layer always flows: a new subscriber starts on it at once
+            for pipe in producer.pipes:  # what the other workers' subscribers need of it
+                needed.update(pipe.layers_needed(producer))
             if any(getattr(tap, "wants_video", True) for tap in producer.taps):
                 # A recording follows the best layer the publisher sends (TapFeed), and which one that is depends
                 # on its camera (a 640x480 camera never sends the top of a three-layer ladder): pause nothing.
@@ -254,6 +301,9 @@ class Router:
                     elif now - stream.unneeded_since >= DYNACAST_GRACE:
                         stream.active = False
                         changed = True
+            if isinstance(producer, PipeProducer):
+                producer.needed(needed)  # told to the publishing worker, whose dynacast pauses and resumes
+                continue
             if changed:
                 owner = self.participants.get(producer.owner)
                 if owner is not None:
@@ -267,6 +317,13 @@ class Router:
                 await self._task
         for key in list(self.participants):
             await self.leave(key)
+        for peer in list(self.pipes):
+            await self.close_pipe(peer)
+
+    @property
+    def idle(self) -> bool:
+        """Nobody here, no sink, no pipe: the room's router can go (a piped room waits for the control plane)."""
+        return not self.participants and not self.taps and not self.pipes
 
 
 class Sfu:
@@ -276,13 +333,64 @@ class Sfu:
         self.ice = ice or IceConfig()
         self.bridge = bridge or process_bridge()
         self.routers: dict[str, Router] = {}
+        self.on_track: TrackEvent | None = None  # a worker's: its rooms' own tracks, relayed to the other workers
         self._closing: set[asyncio.Task[None]] = set()
 
     def _router(self, room_sid: str) -> Router:
         router = self.routers.get(room_sid)
         if router is None:
             router = self.routers[room_sid] = Router(room_sid, self.ice, self.bridge)
+            router.on_track = self.on_track
         return router
+
+    # ---- one room over several workers (sfu/pipe.py; the control plane decides, control/workers.py) --------
+
+    def open_pipe(self, room_sid: str, peer: int, loss: float = 0.0) -> int:
+        """This end of the room's pipe to worker `peer`: returns its UDP port on 127.0.0.1."""
+        return self._router(room_sid).open_pipe(peer, loss).port
+
+    def connect_pipe(self, room_sid: str, peer: int, port: int) -> list[dict[str, Any]]:
+        """Points this end at the other's port; returns the tracks published here, for the other side."""
+        router = self.routers.get(room_sid)
+        pipe = router.pipes.get(peer) if router is not None else None
+        if router is None or pipe is None:
+            raise SignalingError("NO_PIPE", f"no pipe to worker {peer} in room {room_sid}")
+        if not 0 < port < 65536:
+            raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
+        pipe.connect(port)
+        return [describe(p, router.role_of(p)) for p in router.local_producers()]
+
+    def pipe_track(self, room_sid: str, peer: int, event: dict[str, Any]) -> None:
+        """A track published, unpublished or muted on worker `peer` (its `on_track`, relayed by the control plane)."""
+        router = self.routers.get(room_sid)
+        pipe = router.pipes.get(peer) if router is not None else None
+        if pipe is None:
+            return
+        f = event.get("f")
+        if f == "added":
+            pipe.add_remote(event["track"])
+        elif f == "removed":
+            pipe.remove_remote(str(event["track"]))
+        elif f == "muted":
+            pipe.mute_remote(str(event["track"]), bool(event.get("muted")))
+
+    def close_pipe(self, room_sid: str, peer: int) -> None:
+        """Ends the room's pipe to worker `peer` at once (a pipe opened again right after is a new one); the far
+        side's tracks leave this router in a task, and a router kept only by its pipes closes."""
+        router = self.routers.get(room_sid)
+        pipe = router.pipes.pop(peer, None) if router is not None else None
+        if router is None or pipe is None:
+            return
+
+        async def close() -> None:
+            await pipe.close()
+            if router.idle and self.routers.get(room_sid) is router:
+                self.routers.pop(room_sid, None)
+                await router.close()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def join(self, room_sid: str, key: str, info: dict[str, Any], signal: Signal) -> list[dict[str, Any]]:
         """Adds a participant; returns the room's current tracks. Offers follow through `signal`."""
@@ -341,13 +449,9 @@ class Sfu:
             return []
         rank = {"TEACHER": 0, "ADMIN": 1, "MODERATOR": 2}
 
-        def role(producer: Producer) -> str:
-            owner = router.participants.get(producer.owner)
-            return owner.role if owner is not None else ""
-
         def best(sources: tuple[str, ...]) -> Producer | None:
             fitting = [p for p in router.producers.values() if p.source in sources and not p.closed]
-            fitting.sort(key=lambda p: (rank.get(role(p), 9), sources.index(p.source)))
+            fitting.sort(key=lambda p: (rank.get(router.role_of(p), 9), sources.index(p.source)))
             return fitting[0] if fitting else None
 
         return [p for p in (best(("camera", "screen")), best(("microphone",))) if p is not None]
@@ -357,7 +461,7 @@ class Sfu:
         if router is None:
             return
         await router.leave(key)
-        if not router.participants and not router.taps:
+        if router.idle:
             await router.close()
             self.routers.pop(room_sid, None)
 
@@ -370,7 +474,7 @@ class Sfu:
         router = self.routers.get(room_sid)
         if router is not None:
             router.remove_tap(tap)
-            if not router.participants and not router.taps:
+            if router.idle:
                 self.routers.pop(room_sid, None)
                 task = asyncio.get_running_loop().create_task(router.close())
                 self._closing.add(task)
@@ -425,8 +529,10 @@ class Sfu:
         return {
             "participants": len(router.participants),
             "engine": router.bridge.kind,
+            "pipes": [pipe.stats() for pipe in router.pipes.values()],
             "tracks": [
                 {**p.info(), "packetsIn": p.packets_in, "keyframeRequests": p.keyframes.requested,
+                 "layerPackets": [s.packets_in for s in p.streams], "layersActive": [s.active for s in p.streams],
                  "keyframeRequestsSuppressed": p.keyframes.suppressed, "nacksSent": p.nacks_sent,
                  "consumers": len(p.consumers), "drops": _with_wrong_codec(p.drops(), p.wrong_codec)}
                 for p in router.producers.values()

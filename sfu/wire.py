@@ -19,6 +19,18 @@ Control -> worker, requests (`id` is echoed in the reply; `op` names the Sfu cal
      ["feed": {"path", "job"}]}                                   with `feed` (a sink by address, the recorder) the
                                                                   worker sends rtp/sr to that Unix socket itself
     {"op": "remove_tap", "room", "tap": int}                      no reply
+  One room over several workers (sfu/pipe.py; the control plane decides, control/workers.py):
+    {"op": "pipe_open", "id", "room", "peer": int, ["loss": float]} -> ok: {"port": int}, this end's UDP port on
+                                                                  127.0.0.1 for the room's pipe to worker `peer`
+                                                                  (`loss`: a share of RTP dropped, tests/bench only)
+    {"op": "pipe_connect", "id", "room", "peer", "port": int}     -> ok: [track description] published here; this
+                                                                  end now sends to the other's port
+    {"op": "pipe_track", "room", "peer", "f": "added", "track": description}   no reply: a track of worker `peer`,
+    {"op": "pipe_track", "room", "peer", "f": "removed" | "muted", "track": id, "muted": bool}  fed by its pipe
+    {"op": "pipe_close", "room", "peer"}                          no reply: both directions end, the peer's tracks
+                                                                  leave this router
+  A track description (sfu/pipe.py describe): {"trackId", "uid", "source", "mid", "codec": CodecInfo.as_dict(),
+  "layers": [rid, ...] | None, "ssrc": int | None, "muted", "blocked"}.
 Worker -> control:
     {"re": id, "ok": value} | {"re": id, "err": {"code", "message"}}
     {"ev": "hello", "pid", "port", "engine"}                      once, after `config`
@@ -28,6 +40,9 @@ Worker -> control:
     {"ev": "tap", "tap", "f": "removed" | "muted", "room", "track": id, ["muted": bool]}
     {"ev": "tap", "tap", "f": "rtp", "track": id, "data": bytes, "at": monotonic}
     {"ev": "tap", "tap", "f": "sr", "track": id, "ntp", "ts", "at": monotonic}
+    {"ev": "pipe_track", "room", "f": "added", "track": description}   a track published, unpublished or muted here
+    {"ev": "pipe_track", "room", "f": "removed" | "muted", "track": id, ["muted"]}  in a room with pipes; the
+                                                                  control plane relays it to the room's other workers
 
 Times are CLOCK_MONOTONIC seconds, one clock for every process of the machine.
 """
@@ -50,9 +65,11 @@ log = logging.getLogger("classcast.sfu.wire")
 
 LOAD_PERIOD = 0.5  # seconds between a worker's load reports: placement and the death check read them
 MEDIA_QUEUE_LIMIT = 8000  # tap packets waiting for the socket; beyond that a sink is too slow and packets drop
+# requests a worker answers in a task (`id` echoed); the others (config, taps, pipes) are handled in arrival order
 OPS = frozenset({"config", "join", "oneway", "handle", "leave", "close_room", "set_blocked", "keyframe", "stats",
                  "add_tap", "remove_tap"})
-EVENTS = frozenset({"hello", "signal", "load", "tap"})
+PIPE_OPS = frozenset({"pipe_open", "pipe_connect", "pipe_track", "pipe_close"})
+EVENTS = frozenset({"hello", "signal", "load", "tap", "pipe_track"})
 
 
 def pack(message: dict[str, Any]) -> bytes:

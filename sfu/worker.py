@@ -96,10 +96,33 @@ class Worker:
             room_tap = self.taps.pop(int(m["tap"]), None)
             if room_tap is not None:
                 self.sfu.remove_tap(*room_tap)
+        elif op in wire.PIPE_OPS:  # in arrival order: a pipe exists before any later op of its room
+            self._pipe(m)
         elif op in wire.OPS:
             self._spawn(self._request(m))
         else:
             self._reply(m.get("id"), err=("BAD_MESSAGE", f"unknown op {op!r}"))
+
+    def _pipe(self, m: dict[str, Any]) -> None:
+        sfu = self.sfu
+        assert sfu is not None
+        op, rid = m["op"], m.get("id")
+        try:
+            room, peer = str(m["room"]), int(m["peer"])
+            if op == "pipe_open":
+                self._reply(rid, {"port": sfu.open_pipe(room, peer, float(m.get("loss", 0.0)))})
+            elif op == "pipe_connect":
+                self._reply(rid, sfu.connect_pipe(room, peer, int(m["port"])))
+            elif op == "pipe_track":
+                sfu.pipe_track(room, peer, m)
+            else:
+                sfu.close_pipe(room, peer)
+        except SignalingError as exc:
+            self._reply(rid, err=(exc.code, exc.message))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._reply(rid, err=("BAD_MESSAGE", f"{op}: {exc!r}"))
+        except OSError as exc:
+            self._reply(rid, err=("PIPE_FAILED", str(exc)))
 
     def _feed(self, path: str) -> wire.Channel:
         """One connection per sink socket (the recorder's), opened on first use and again after it was lost;
@@ -179,6 +202,7 @@ class Worker:
         self.index = int(m["index"])
         ice = wire.ice_from_wire(m["ice"])
         self.sfu = Sfu(ice)
+        self.sfu.on_track = lambda room, event: self.link.send({"ev": "pipe_track", "room": room, **event})
         server = rtc_server_for(ice, self.sfu.bridge.engine)
         if server is not None:
             await server.start()
@@ -196,8 +220,12 @@ class Worker:
             await asyncio.sleep(wire.LOAD_PERIOD)
             now, cpu = time.monotonic(), _cpu_seconds()
             metrics = sfu.metrics()
-            producers = [p for r in sfu.routers.values() for p in r.producers.values()]
+            # publishers' tracks here: a pipe's copy of another worker's track is not counted again
+            producers = [p for r in sfu.routers.values() for p in r.local_producers()]
             # what control/metrics.py otherwise sums from Sfu.stats per live room
+            pipes = [pipe for r in sfu.routers.values() for pipe in r.pipes.values()]
+            metrics.update(pipes=len(pipes), pipe_packets_out=sum(p.rtp_sent for p in pipes),
+                           pipe_packets_in=sum(p.rtp_received for p in pipes))
             metrics.update(packets_in=sum(p.packets_in for p in producers),
                            nacks_sent=sum(p.nacks_sent for p in producers),
                            plis_sent=sum(p.keyframes.requested for p in producers))

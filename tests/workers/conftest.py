@@ -20,11 +20,11 @@ from tests.sfu.conftest import Classroom
 
 
 async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom],
-                 routes: tuple[tuple[str, Any], ...] = ()) -> Classroom:
+                 routes: tuple[tuple[str, Any], ...] = (), workers: int = 2) -> Classroom:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=5.0, sfu_workers=2,
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=5.0, sfu_workers=workers,
                                  public_url=f"http://127.0.0.1:{port}", tutor=TutorConfig(llm_backend="fake"))
     app = await create_app(config, background=False)
     for path, handler in routes:
@@ -39,6 +39,15 @@ async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom],
 @pytest.fixture
 async def workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
     room = await _serve(aiohttp_server, tmp_path, Classroom)
+    yield room
+    for c in room.clients:
+        await c.close()
+
+
+@pytest.fixture
+async def three_workers_room(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Classroom]:
+    """workers_room with three workers (a room spread over all of them: a mesh of pipes)."""
+    room = await _serve(aiohttp_server, tmp_path, Classroom, workers=3)
     yield room
     for c in room.clients:
         await c.close()

@@ -24,8 +24,11 @@ def test_ice_configuration_round_trips() -> None:
 async def test_unknown_op_and_bad_arguments_are_answered_not_fatal(workers_room: Classroom) -> None:
     pool = pool_of(workers_room)
     worker = pool.workers[0]
-    for op, args, code in (("explode", {}, "BAD_MESSAGE"), ("handle", {"room": "RM_x", "key": "nobody", "m": {}},
-                                                             "NOT_JOINED")):
+    for op, args, code in (("explode", {}, "BAD_MESSAGE"),
+                           ("handle", {"room": "RM_x", "key": "nobody", "m": {}}, "NOT_JOINED"),
+                           ("pipe_connect", {"room": "RM_x", "peer": 1, "port": 9}, "NO_PIPE"),
+                           ("pipe_open", {"room": "RM_x", "peer": "one"}, "BAD_MESSAGE"),
+                           ("pipe_open", {"room": "RM_x"}, "BAD_MESSAGE")):
         try:
             await worker.request(op, **args)
             raise AssertionError(f"{op} was accepted")

@@ -866,7 +866,8 @@ static void send_copy(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid
     c->last_seq = seq;
     c->packets_sent++;
     c->octets_sent += payload;
-    c->bytes_out += hlen + payload;
+    /* read without the lock by cc_slot_bytes_out (the slow path's layer choice, for every consumer) */
+    __atomic_store_n(&c->bytes_out, c->bytes_out + hlen + payload, __ATOMIC_RELAXED);
     if (!t) return;
     uint8_t *b = queue(e, c->transport, hlen + payload, CC_OUT_MEDIA);
     if (!b) return;
@@ -915,7 +916,7 @@ int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts) {
 static void become(cc_engine *e, int id, cc_slot *c, int sid) {
     if (sid == c->current) return;
     int previous = c->current;
-    c->current = sid;
+    __atomic_store_n(&c->current, sid, __ATOMIC_RELAXED); /* read without the lock: cc_slot_current */
     c->sw = 1;
     if (previous >= 0) c->switches++, e->switches++;
     if (c->nstreams > 1) {
@@ -1355,4 +1356,20 @@ int cc_rx_route(cc_engine *e, int tid, const uint8_t *buf, int len, double arriv
             return CC_RX_PUSHED;
         }
     return CC_RX_RTP;
+}
+
+/* Lock-free reads for the slow path's thread (the one that makes and removes slots, so the slot cannot go away
+ * under it): the reader thread writes these two with atomic stores. */
+int cc_slot_current(cc_engine *e, int slot, int *current) {
+    cc_slot *c = slot_at(e, slot);
+    if (!c) return -1;
+    *current = __atomic_load_n(&c->current, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int cc_slot_bytes_out(cc_engine *e, int slot, uint64_t *bytes) {
+    cc_slot *c = slot_at(e, slot);
+    if (!c) return -1;
+    *bytes = __atomic_load_n(&c->bytes_out, __ATOMIC_RELAXED);
+    return 0;
 }

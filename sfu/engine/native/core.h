@@ -281,6 +281,11 @@ int cc_ts_peek(cc_engine *e, int slot, uint32_t ts, uint32_t *out);
  * sendmmsg for all. The number queued, or -1 for an unknown stream. */
 int cc_sender_reports(cc_engine *e, int sid, uint64_t ntp, uint32_t rtp_ts);
 void cc_flush(cc_engine *e);
+/* A slot's current stream and bytes sent, read without the reader's lock by the thread that makes and removes
+ * slots (layer choice asks every consumer several times a second; the reader may hold the lock for a whole batch
+ * of pushes). 0, or -1 for an unknown slot. */
+int cc_slot_current(cc_engine *e, int slot, int *current);
+int cc_slot_bytes_out(cc_engine *e, int slot, uint64_t *bytes);
 
 /* Parsing (shared with the fuzz targets). */
 typedef struct {

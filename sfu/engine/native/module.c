@@ -539,17 +539,17 @@ static PyObject *Engine_slot_info(EngineObject *self, PyObject *args) {
 static PyObject *Engine_current(EngineObject *self, PyObject *args) {
     int id;
     if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
-    cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
-    if (!c) return PyErr_Format(EngineError, "current: unknown slot %d", id);
-    return PyLong_FromLong(c->current);
+    int current;
+    if (cc_slot_current(self->e, id, &current)) return PyErr_Format(EngineError, "current: unknown slot %d", id);
+    return PyLong_FromLong(current);
 }
 
 static PyObject *Engine_bytes_out(EngineObject *self, PyObject *args) {
     int id;
     if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
-    cc_slot *c = id >= 0 && id < self->e->nslots ? self->e->slots[id] : NULL;
-    if (!c) return PyErr_Format(EngineError, "bytes_out: unknown slot %d", id);
-    return PyLong_FromUnsignedLongLong((unsigned long long)c->bytes_out);
+    uint64_t bytes;
+    if (cc_slot_bytes_out(self->e, id, &bytes)) return PyErr_Format(EngineError, "bytes_out: unknown slot %d", id);
+    return PyLong_FromUnsignedLongLong((unsigned long long)bytes);
 }
 
 static PyObject *Engine_stream_stats(EngineObject *self, PyObject *args) {
@@ -669,15 +669,19 @@ static PyObject *Engine_reader_take(EngineObject *self, PyObject *unused) {
 static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
     cc_reader *r = &self->reader;
     LOCK(self);
-    PyObject *result = Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", r->running, "sockets", r->nfds,
-                                     "wakeups", (unsigned long long)r->wakeups, "batches",
-                                     (unsigned long long)r->batches, "overflow", (unsigned long long)r->overflow,
-                                     "errors", (unsigned long long)r->errors, "queued", r->q[r->active].n);
+    unsigned long long wakeups = r->wakeups, batches = r->batches, errors = r->errors;
+    int running = r->running, sockets = r->nfds;
     UNLOCK(self);
-    return result;
+    pthread_mutex_lock(&r->qmu);
+    unsigned long long overflow = r->overflow;
+    int queued = r->q[r->active].n;
+    pthread_mutex_unlock(&r->qmu);
+    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", running, "sockets", sockets, "wakeups", wakeups,
+                         "batches", batches, "overflow", overflow, "errors", errors, "queued", queued);
 }
 
-/* Every method runs under the engine's mutex (the reader thread's methods manage it themselves). */
+/* Every method runs under the engine's mutex, but the reader thread's (they manage it themselves) and the two
+ * lock-free reads, current and bytes_out (cc_slot_current, cc_slot_bytes_out). */
 
 static PyObject *L_push(EngineObject *self, PyObject *const *args, Py_ssize_t nargs) {
     LOCK(self);
@@ -945,20 +949,6 @@ static PyObject *L_slot_info(EngineObject *self, PyObject *args) {
     return r;
 }
 
-static PyObject *L_current(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_current(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_bytes_out(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_bytes_out(self, args);
-    UNLOCK(self);
-    return r;
-}
-
 static PyObject *L_stream_stats(EngineObject *self, PyObject *args) {
     LOCK(self);
     PyObject *r = Engine_stream_stats(self, args);
@@ -1041,8 +1031,8 @@ static PyMethodDef Engine_methods[] = {
     {"sender_reports", (PyCFunction)L_sender_reports, METH_VARARGS,
      "sender_reports(stream, ntp, rtp_timestamp) -> SRs sent to the slots carrying it"},
     {"slot_info", (PyCFunction)L_slot_info, METH_VARARGS, NULL},
-    {"current", (PyCFunction)L_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
-    {"bytes_out", (PyCFunction)L_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
+    {"current", (PyCFunction)Engine_current, METH_VARARGS, "the stream a slot carries now (-1: none)"},
+    {"bytes_out", (PyCFunction)Engine_bytes_out, METH_VARARGS, "slot_info's bytes_out, without the dict"},
     {"stream_stats", (PyCFunction)L_stream_stats, METH_VARARGS, NULL},
     {"transport_stats", (PyCFunction)L_transport_stats, METH_VARARGS, NULL},
     {"totals", (PyCFunction)L_totals, METH_NOARGS, "process-wide counters since the engine was made"},

@@ -25,6 +25,7 @@ int cc_reader_init(cc_reader *r, cc_engine *e) {
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     int rc = pthread_mutex_init(&r->mu, &attr);
     pthread_mutexattr_destroy(&attr);
+    if (!rc && (rc = pthread_mutex_init(&r->qmu, NULL))) pthread_mutex_destroy(&r->mu);
     return rc ? -1 : 0;
 }
 
@@ -32,6 +33,7 @@ void cc_reader_destroy(cc_reader *r) {
     cc_reader_stop(r);
     for (int i = 0; i < 2; i++) free(r->q[i].items), free(r->q[i].fds), free(r->q[i].off), free(r->q[i].data);
     memset(r->q, 0, sizeof r->q);
+    pthread_mutex_destroy(&r->qmu);
     pthread_mutex_destroy(&r->mu);
 }
 
@@ -78,8 +80,8 @@ static void drain_fd(int fd) {
     (void)rd;
 }
 
-/* One readable socket: up to 8 batches, each read without the lock (the receive scratch is the thread's alone
- * while it runs: the binding refuses recv() then) and sorted with it. */
+/* One readable socket: up to 8 batches, each read without the engine's lock (the receive scratch is the thread's
+ * alone while it runs: the binding refuses recv() then), sorted with it, and queued under the queues' lock only. */
 static void read_socket(cc_reader *r, int fd) {
     cc_engine *e = r->e;
     for (int b = 0; b < 8; b++) {
@@ -95,12 +97,14 @@ static void read_socket(cc_reader *r, int fd) {
         LOCK(r);
         r->batches++;
         int n = cc_recv_sort(e, got, r->route);
+        UNLOCK(r);
+        pthread_mutex_lock(&r->qmu);
         cc_rqueue *q = &r->q[r->active];
         int was_empty = q->n == 0;
         for (int i = 0; i < n; i++)
             if (append(q, &e->rx[i], e->rxbuf + (size_t)i * CC_RX_MTU, fd)) r->overflow++;
         int notify = was_empty && q->n > 0;
-        UNLOCK(r);
+        pthread_mutex_unlock(&r->qmu);
         if (notify) signal_fd(r->notify_fd);
         if (got < CC_RX_BATCH) return;
     }
@@ -208,10 +212,10 @@ void cc_reader_remove(cc_reader *r, int fd) {
 
 cc_rqueue *cc_reader_take(cc_reader *r) {
     if (r->notify_fd >= 0) drain_fd(r->notify_fd); /* first: an item queued after this wakes the caller again */
-    LOCK(r);
+    pthread_mutex_lock(&r->qmu);
     cc_rqueue *q = &r->q[r->active];
     r->active ^= 1;
-    UNLOCK(r);
+    pthread_mutex_unlock(&r->qmu);
     return q;
 }
 

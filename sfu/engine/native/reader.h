@@ -36,10 +36,12 @@ typedef struct {
     int wake_fd, notify_fd; /* eventfds: the thread's poll (fd set changed, stop); the slow path's (items wait) */
     int fds[CC_READER_FDS], nfds;
     uint64_t generation, seen; /* the fd set's version, and the one the thread polls */
+    /* the queues have a lock of their own: taking them never waits for a batch of pushes under the engine's */
+    pthread_mutex_t qmu;
     cc_rqueue q[2];
     int active; /* the queue the thread fills; the slow path reads the other */
     int route;  /* push routed RTP in the thread; 0 while a capture hook wants the caller's thread */
-    uint64_t wakeups, batches, overflow, errors;
+    uint64_t wakeups, batches, overflow, errors; /* overflow: under qmu, the rest under mu */
 } cc_reader;
 
 int cc_reader_init(cc_reader *r, cc_engine *e);

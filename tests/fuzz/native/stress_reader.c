@@ -132,6 +132,12 @@ static void *command(void *arg) {
     unsigned seed = 21;
     while (!atomic_load(&STOP)) {
         int what = (int)(rand_r(&seed) % 8), i = (int)(rand_r(&seed) % SUBSCRIBERS);
+        if (what == 6) { /* the layer choice's lock-free reads (this thread makes and removes the slots) */
+            int current;
+            uint64_t bytes;
+            if (cc_slot_current(E, SLOT[i], &current) || cc_slot_bytes_out(E, SLOT[i], &bytes)) abort();
+            continue;
+        }
         if (what == 7) { /* the socket leaves the reader's set and comes back (a listener closed and bound) */
             cc_reader_remove(&R, SERVER);
             if (cc_reader_add(&R, SERVER)) abort();
