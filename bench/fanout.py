@@ -50,6 +50,7 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 
 from bench import clip as cliplib
 from bench import consent, netns, targets, udp
+from bench.cpucap import CpuCap
 from bench.targets import Target
 from sfu import rtcp
 from sfu.bwe import TwccFeedback
@@ -667,6 +668,7 @@ class Bench:
         self.joined = 0
         self.failed = 0  # subscribers that could not join, over the whole run
         self.rss0 = 0
+        self.cap: CpuCap | None = None
 
     @property
     def pid(self) -> int:
@@ -694,6 +696,10 @@ class Bench:
         aborted = None
         try:
             await self.target.start(self.session)
+            if args.server_cpu:
+                if not self.pid:
+                    raise SystemExit("--server-cpu needs the server on this machine")
+                self.cap = CpuCap(self.pid, args.server_cpu, self.name)
             self.publisher = Publisher(args.scenario, args.codec, IceConfig(hosts=(args.ice_host,)))
             await self.publisher.start(self.session, self.target)
             await asyncio.sleep(1)
@@ -712,7 +718,7 @@ class Bench:
                 "duration_s": args.duration,
                 "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
-                "steps": results, "aborted": aborted, **knee(results)}
+                "server_cpu_cap": args.server_cpu, "steps": results, "aborted": aborted, **knee(results)}
 
     async def step(self, n: int) -> dict[str, Any]:
         assert self.publisher is not None
@@ -817,6 +823,8 @@ class Bench:
                 proc.kill()
         with contextlib.suppress(Exception):
             await self.target.close()
+        if self.cap is not None:
+            self.cap.release()
         if self.session is not None:
             await self.session.close()
 
@@ -911,8 +919,15 @@ def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {"knee": None, "subscribers_per_core": None, "first_failure": min(bad, default=None)}
     best = max(good, key=lambda r: r["subscribers"])
     cores = max(best["server_cpu_percent"] / 100, 1e-9)
+    # the targets "at 80% of the knee" (latency, first keyframe): the smallest passing step at or above it (a coarse
+    # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures)
+    near = min((r for r in good if r["subscribers"] >= 0.8 * best["subscribers"]), key=lambda r: r["subscribers"])
+    at_80 = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
+             **{k: near.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "first_keyframe_ms_p50",
+                                         "cpu_us_per_packet", "server_cpu_percent")}}
     return {"knee": best["subscribers"], "subscribers_per_core": round(best["subscribers"] / cores, 1),
-            "knee_is_last_step": best is results[-1], "first_failure": min(bad, default=None)}
+            "knee_is_last_step": best is results[-1], "first_failure": min(bad, default=None),
+            "at_80_percent_of_knee": at_80}
 
 
 def machine() -> dict[str, Any]:
@@ -954,9 +969,15 @@ def table(result: dict[str, Any]) -> str:
     for row in result["steps"]:
         lines.append("| " + " | ".join(_cell(row, key) for _, key in COLUMNS) + " |")
     lines.append("")
-    lines.append(f"knee: {result['knee']} subscribers (loss < 1%, delivered > 95%); "
+    cap = f" (server capped to {result['server_cpu_cap']} of a core)" if result.get("server_cpu_cap") else ""
+    lines.append(f"knee: {result['knee']} subscribers (loss < 1%, delivered > 95%){cap}; "
                  f"subscribers per core: {result['subscribers_per_core']}; "
                  f"first failing step: {result.get('first_failure')}")
+    at_80 = result.get("at_80_percent_of_knee")
+    if at_80 and not result.get("knee_is_last_step"):  # a knee the ramp reached: the step near 80% of it
+        lines.append(f"at {at_80['subscribers']} subscribers ({at_80['of_knee']:.0%} of the knee): latency p50 "
+                     f"{at_80['latency_p50_ms']} ms, p99 {at_80['latency_p99_ms']} ms, first keyframe p50 "
+                     f"{at_80['first_keyframe_ms_p50']} ms")
     return "\n".join(lines)
 
 
@@ -1005,6 +1026,9 @@ def parser() -> argparse.ArgumentParser:
                    "main`): also measured, as classcast-before, right after classcast")
     f.add_argument("--limit", action="store_true", help="also run bench/limit.c (SRTP protect + sendmmsg only, "
                    "in C) at each N and report each target's cost as a ratio to it")
+    f.add_argument("--server-cpu", type=float, help="cap each server's process tree to this many cores (0.25: a "
+                   "quarter of one; a cgroup quota, root only: bench/cpucap.py), so that its knee is reachable "
+                   "before the bench's own subscribers run out of CPU")
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")
     f.add_argument("--server-pid", type=int, help="with a URL: the server's process id on this machine, for the "
                                                    "CPU and RSS figures (left empty without it)")

@@ -294,20 +294,28 @@ class RtcServer:
         """The reader thread queued something: take it all (one call), in the order it was read."""
         if self._reader is None:
             return
-        receivers, by_fd = self._receivers, self._by_fd
+        by_fd = self._by_fd
         for tid, kind, data, extra, arrival, fd in self.engine.reader_take():  # type: ignore[union-attr]
+            self._dispatch(tid, kind, data, extra, arrival, by_fd.get(fd))
+
+    def _dispatch(self, tid: int, kind: int, data: bytes, extra: Any, arrival: float,
+                  listener: _Listener | None) -> None:
+        """One datagram the engine read: to its connection's receiver, or to the slow path. A batch is handled
+        whole: one datagram's failing handler must not lose the ones after it (counted, logged)."""
+        try:
             if tid >= 0:
-                receiver = receivers.get(tid)
+                receiver = self._receivers.get(tid)
                 if receiver is None:
                     self.drop("no_receiver")
                 elif kind == RX_PUSHED:
                     receiver(kind, data, arrival, extra)
                 else:
                     receiver(kind, data, arrival)
-            else:
-                listener = by_fd.get(fd)
-                if listener is not None:
-                    self.received(data, extra, listener, arrival)
+            elif listener is not None:
+                self.received(data, extra, listener, arrival)
+        except Exception:
+            self.drop("handler_error")
+            log.exception("handling a datagram the media engine read failed")
 
     def _readable(self, listener: _Listener) -> None:
         """The engine reads a batch (recvmmsg) and unprotects what it can; a few batches per wake-up, then the
@@ -323,16 +331,7 @@ class RtcServer:
                 self.drop("socket_error")
                 continue
             for tid, kind, data, extra, arrival in batch:
-                if tid >= 0:
-                    receiver = self._receivers.get(tid)
-                    if receiver is None:
-                        self.drop("no_receiver")
-                    elif kind == RX_PUSHED:
-                        receiver(kind, data, arrival, extra)
-                    else:
-                        receiver(kind, data, arrival)
-                else:
-                    self.received(data, extra, listener, arrival)
+                self._dispatch(tid, kind, data, extra, arrival, listener)
             if len(batch) < 64:
                 return
 

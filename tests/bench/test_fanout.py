@@ -87,7 +87,15 @@ def test_knee_is_the_largest_clean_step() -> None:
     rows = [{"subscribers": 10, "loss_percent": 0, "delivered_percent": 100, "server_cpu_percent": 20},
             {"subscribers": 20, "loss_percent": 0.5, "delivered_percent": 99, "server_cpu_percent": 50},
             {"subscribers": 30, "loss_percent": 3, "delivered_percent": 90, "server_cpu_percent": 100}]
-    assert knee(rows) == {"knee": 20, "subscribers_per_core": 40.0, "knee_is_last_step": False, "first_failure": 30}
+    result = knee(rows)
+    at_80 = result.pop("at_80_percent_of_knee")
+    assert result == {"knee": 20, "subscribers_per_core": 40.0, "knee_is_last_step": False, "first_failure": 30}
+    assert at_80["subscribers"] == 20 and at_80["of_knee"] == 1.0  # no step between 16 and 20: the knee itself
+    rows.insert(1, {"subscribers": 17, "loss_percent": 0, "delivered_percent": 100, "server_cpu_percent": 40,
+                    "latency_p99_ms": 12.5})
+    assert knee(rows)["at_80_percent_of_knee"]["subscribers"] == 17  # the smallest step at or above 80%
+    assert knee(rows)["at_80_percent_of_knee"]["latency_p99_ms"] == 12.5
+    del rows[1]
     assert knee(rows[2:])["knee"] is None
     rows[1]["joins_failed"] = 2  # clean for those who got in, but two students were turned away
     assert knee(rows)["knee"] == 10

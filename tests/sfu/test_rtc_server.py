@@ -300,3 +300,42 @@ def test_a_closed_loops_server_gives_its_port_back() -> None:
         new.close()
     finally:
         new_loop.close()
+
+
+async def test_a_failing_handler_loses_nothing_after_it() -> None:
+    """The reader's queue is taken whole: when one datagram's handler raises, the datagrams after it are still
+    handled, and the failure is counted (with one log line), never silent."""
+    import pylibsrtp
+
+    from sfu.engine import new_engine
+
+    engine = new_engine()
+    server = RtcServer(IceConfig(rtc_port=0), engine)
+    await server.start()
+    source = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        source.bind(("127.0.0.1", 0))
+        key = bytes(range(1, 31))
+        tid = engine.add_transport()
+        engine.set_srtp_rx(tid, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, key)
+        engine.set_path(tid, server._listeners[0].fileno(), *source.getsockname())
+        sender = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                                                    srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+        got: list[int] = []
+
+        def receiver(kind: int, data: bytes, arrival: float, *flags: int) -> None:
+            seq = struct.unpack_from("!H", data, 2)[0]
+            got.append(seq)
+            if seq == 1:
+                raise RuntimeError("a handler's bug")
+
+        server.register_receiver(tid, receiver)
+        for seq in range(3):  # sent before the loop runs again: one batch (the reader's queue, or one recvmmsg)
+            source.sendto(sender.protect(struct.pack("!BBHII", 0x80, 96, seq, 0, 0x42) + bytes(20)),
+                          ("127.0.0.1", server.port))
+        await _until(lambda: len(got) == 3)
+        assert got == [0, 1, 2]
+        assert server.drops.get("handler_error") == 1
+    finally:
+        source.close()
+        server.close()
