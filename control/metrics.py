@@ -149,6 +149,7 @@ class LiveCollector(Collector):
     def __init__(self) -> None:
         self.hub: Any = None  # control.signaling.Hub
         self.recordings: Any = None  # control.recordings.Recordings
+        self.transcription: Any = None  # control.tutor.transcription.Transcription
         self.outbox_counts: dict[str, int] = {}  # refreshed by the /metrics handler (a database read)
 
     def collect(self) -> Iterator[Metric]:
@@ -156,6 +157,7 @@ class LiveCollector(Collector):
             yield from self._hub()
             yield from self._sfu()
             yield from self._recorder()
+            yield from self._transcriber()
             yield from self._outbox()
         except Exception:  # a scrape must never fail because one part is mid-change
             log.exception("metrics collection failed")
@@ -251,6 +253,22 @@ class LiveCollector(Collector):
         up = GaugeMetricFamily("classcast_recorder_up", "Whether the recorder process is connected")
         up.add_metric([], 1.0 if rec.supervisor.link.connected else 0.0)
         yield up
+
+    def _transcriber(self) -> Iterable[Metric]:
+        tr = self.transcription
+        if tr is None:
+            return
+        rooms = GaugeMetricFamily("classcast_transcriber_rooms", "Rooms being transcribed live")
+        rooms.add_metric([], len(tr.taps))
+        yield rooms
+        up = GaugeMetricFamily("classcast_transcriber_up", "Whether the transcriber process is connected (it starts "
+                               "with the first transcribed class)")
+        up.add_metric([], 1.0 if tr.supervisor.running else 0.0)
+        yield up
+        restarts = CounterMetricFamily("classcast_transcriber_restarts", "Times the transcriber process died and "
+                                       "was started again")
+        restarts.add_metric([], float(tr.supervisor.restarts))
+        yield restarts
 
     def _outbox(self) -> Iterable[Metric]:
         g = GaugeMetricFamily("classcast_webhook_outbox", "Webhook deliveries in the outbox by status",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import aiohttp
@@ -29,21 +29,24 @@ from control.clock import Clock, iso
 from control.errors import ApiError, room_ended
 from control.events import Event
 from control.ids import new_id
+from control.recording import subtitles
+from control.recording.janitor import Janitor
+from control.recording.probe import playable_seconds
 from control.services import Services
+from control.sinks.feed import FeedLink, FeedTap
+from control.sinks.supervisor import SinkSupervisor
 from control.store.records import Org, Recording, RecordingFile, Room
 from control.store.store import LIVE_RECORDING_STATES, RecordingAlreadyLive
 from control.validation import parse
-from recorder import subtitles
-from recorder.feed import FeedLink, FeedTap
-from recorder.janitor import Janitor
-from recorder.probe import playable_seconds
-from recorder.supervisor import RecorderSupervisor
-from sfu.router import Sfu
+
+if TYPE_CHECKING:
+    from control.workers import WorkerPool
+    from sfu.router import Sfu
 
 log = logging.getLogger("classcast.recordings")
 
 DOWNLOAD_TTL_S = 3600
-CAPTIONS_LABEL = "captions"  # the recording file that is the WebVTT of its captions (recorder/subtitles.py)
+CAPTIONS_LABEL = "captions"  # the recording file that is the WebVTT of its captions (control/recording/subtitles.py)
 JANITOR_INTERVAL_S = 60.0
 LOGO_TIMEOUT_S = 5.0
 
@@ -151,11 +154,11 @@ NOTHING_RECORDED = "Nothing was recorded: nobody published audio or video while 
 
 
 class Recordings:
-    def __init__(self, svc: Services, sfu: Sfu, secret: bytes) -> None:
+    def __init__(self, svc: Services, sfu: Sfu | WorkerPool, secret: bytes) -> None:
         self.svc, self.sfu = svc, sfu
         self.root = (svc.config.data_dir / "recordings").resolve()
         self.signer = DownloadSigner(secret, svc.clock)
-        self.supervisor = RecorderSupervisor(svc.config.data_dir, self._on_feed, self._on_recorder_exit)
+        self.supervisor = SinkSupervisor("recorder", svc.config.data_dir, self._on_feed, self._on_recorder_exit)
         self.janitor = Janitor(svc.store, self.root, svc.clock, svc.config.recording_ttl_s,
                                busy=lambda: set(self.live))
         self.live: dict[str, LiveJob] = {}

@@ -1,9 +1,10 @@
 """The recorder process: `python -m recorder --socket DATA_DIR/recorder.sock`.
 
-Started and supervised by `classcast serve` (recorder/supervisor.py). It listens on a Unix socket, serves one
-server connection (then media-only connections from SFU worker processes), and runs each recording job in its own
-thread (recorder/job.py). When the server's connection ends (the server stopped or died) every job is finished
-cleanly, files closed, and the process exits: a recorder never outlives its server.
+Started and supervised by `classcast serve` (control/sinks/supervisor.py); its messages are control/sinks/feed.py's.
+It listens on a Unix socket, serves one server connection (then media-only connections from SFU worker processes),
+and runs each recording job in its own thread (recorder/job.py). When the server's connection ends (the server
+stopped or died) every job is finished cleanly, files closed, and the process exits: a recorder never outlives its
+server.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from recorder.feed import pack, unpacker
 from recorder.job import Job
+from sfu.wire import pack, unpacker
 
 log = logging.getLogger("classcast.recorder")
 MEDIA = ("rtp", "sr")  # what an SFU worker's own connection may carry

@@ -1,4 +1,5 @@
 """Where each tile goes in a composite frame, for the reference's two layouts (grid, speaker). Pure geometry.
+(Their names and the output presets are the API's: control/recording/options.py.)
 
 grid: the tiles in a near-square grid (columns = ceil(sqrt(n))), all the same size, filling the frame.
 speaker: the main tile (a screen share, else the active teacher) over the top four fifths; the other tiles in a
@@ -10,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PRESETS = {"H264_720P_30": (1280, 720), "H264_1080P_30": (1920, 1080)}
-LAYOUTS = ("grid", "speaker")
 FPS = 30
 
 

@@ -21,9 +21,10 @@ from typing import Any
 import av
 import numpy as np
 
+from control.recording.options import PRESETS
 from recorder.depacketize import Frame
 from recorder.font import place_text
-from recorder.layout import FPS, PRESETS, Tile, fit, grid, speaker
+from recorder.layout import FPS, Tile, fit, grid, speaker
 
 log = logging.getLogger("classcast.recorder.mux")
 

@@ -28,9 +28,10 @@ class Tap(Protocol):
     # Optional (called only when a tap defines it): the publisher muted or unmuted the track.
     # Optional attribute `wants_video` (True when absent): False for an audio-only sink (a transcriber), so that
     # dynacast does not keep a camera's top simulcast layer on for it. A sink that takes video keeps it on.
-    # Optional attributes `address` and `job_id`: a sink by address (the recorder). An SFU worker process then
-    # sends `rtp` and `sr` in recorder/feed.py's format for `job_id` straight to the Unix socket `address`, and only
-    # the track calls go through the control process (docs/architecture.md "Worker processes").
+    # Optional attributes `address` and `job_id`: a sink by address (the recorder, the transcriber: processes of
+    # their own). An SFU worker process then sends `rtp` and `sr` in control/sinks/feed.py's format for `job_id`
+    # straight to the Unix socket `address`, and only the track calls go through the control process
+    # (docs/architecture.md "Worker processes").
     # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
     # Optional: the sink's media stopped for a reason the server knows (control/workers.py: the SFU worker holding
     # the room died, `sfu_worker_lost`, or was killed as hung, `sfu_worker_hung`); the room's tracks are retracted

@@ -27,8 +27,8 @@ from control.classroom import (
     MAX_MAX_PARTICIPANTS,
 )
 from control.ids import ROOM_ID_RE, ROOM_ID_RULE, UID_RE, UID_RULE
+from control.recording.options import LAYOUTS, PRESETS
 from control.webhooks import EVENT_TYPES
-from recorder.layout import LAYOUTS, PRESETS
 
 MAX_METADATA_BYTES = 4096
 ROLES = ("TEACHER", "STUDENT", "MODERATOR", "ADMIN")

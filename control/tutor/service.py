@@ -1,17 +1,20 @@
 """The AI tutor service: answers with class context, bills tokens, summarizes, and runs live transcription.
 
 One instance per server process (`Services.tutor`). The REST handlers (control/api/tutor.py) and signaling
-(`set_topic`) call it; it owns the backend, the speech models and the rooms' transcriber taps.
+(`set_topic`) call it; it owns the backend, the speech models and live transcription (`transcription.py`: the
+transcriber process and the rooms it transcribes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control.clock import Clock
@@ -34,14 +37,16 @@ from control.tutor.backends import (
     OpenAiBackend,
     Usage,
 )
+from control.tutor.captions import caption
 from control.tutor.cas import Cas
 from control.tutor.context import ClassContext, estimate_tokens
 from control.tutor.embeddings import Embedder, group_questions
 from control.tutor.grounding import Grounder
-from control.tutor.live import RoomTranscriber, caption
 from control.tutor.speech import Speech
+from control.tutor.transcription import TranscriberTap, Transcription
 
 if TYPE_CHECKING:
+    from control.workers import WorkerPool
     from sfu.router import Sfu
 
 CAPTION_HISTORY_S = 300  # a late joiner's `joined` carries this much of the captions
@@ -91,7 +96,7 @@ class Answer:
 
 
 class Tutor:
-    def __init__(self, cfg: TutorConfig, store: Store, bus: EventBus, clock: Clock,
+    def __init__(self, cfg: TutorConfig, store: Store, bus: EventBus, clock: Clock, data_dir: Path,
                  backend: Backend | None = None) -> None:
         self.cfg = cfg
         self.store = store
@@ -103,15 +108,29 @@ class Tutor:
         self._speech_missing: str | None = None  # why transcription cannot run, once looked at
         self.embedder = Embedder(threads=cfg.speech_threads)
         self.cas = Cas()  # its process starts with the server (`warm`) or the first computable question
-        self.sfu: Sfu | None = None  # set when signaling starts: transcription needs the SFU's taps
-        self.transcribers: dict[str, RoomTranscriber] = {}
-        # Opus decoding of live audio and the (short) MiniLM embedding runs: light work, off the event loop.
-        self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-decode")
+        # Live transcription runs in its own process (transcriber/); its utterances come back as stored segments.
+        self.transcription = Transcription(cfg, data_dir, clock, self._is_speaker, self._store_segment)
+        # The (short) MiniLM embedding runs: light work, off the event loop.
+        self._decode = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.grounder = Grounder(self.embedder.embed, self._decode)
         self._tasks: set[asyncio.Task[None]] = set()  # held so that the loop cannot drop them half done
         # False once the database says transcription is on nowhere: joins then cost the tutor no query at all.
         self._enabled_somewhere: bool | None = True if cfg.transcription else None
         self._unsubscribe = bus.subscribe(self._on_event)
+
+    @property
+    def sfu(self) -> Sfu | WorkerPool | None:
+        """Set when signaling starts: transcription needs the SFU's taps."""
+        return self.transcription.sfu
+
+    @sfu.setter
+    def sfu(self, sfu: Sfu | WorkerPool | None) -> None:
+        self.transcription.sfu = sfu
+
+    @property
+    def transcribers(self) -> dict[str, TranscriberTap]:
+        """The rooms being transcribed (room sid -> their tap)."""
+        return self.transcription.taps
 
     def warm(self) -> None:
         """Starts the computer algebra process in the background, so the first computable question does not wait
@@ -324,7 +343,8 @@ class Tutor:
         """Whether the speech model is installed; without it no transcriber starts (said once in the log)."""
         if self._speech_missing is None:
             try:
-                models.require("faster_whisper")
+                if importlib.util.find_spec("faster_whisper") is None:  # looked for, not loaded: it runs elsewhere
+                    models.require("faster_whisper")  # raises ModelMissing with the install hint
                 if not self.cfg.whisper_model:
                     models.check_whisper()
                 self._speech_missing = ""
@@ -339,26 +359,21 @@ class Tutor:
         want = live and self.sfu is not None and await self.transcription_enabled(room) and self._can_transcribe()
         running = self.transcribers.get(room.sid)
         if want and running is None:
-            tr = RoomTranscriber(
-                room.sid, transcribe=self.speech.transcribe_samples, sink=self._store_segment,
-                is_speaker=self._is_speaker, now_ms=self.clock.now_ms, decode_executor=self._decode,
-                chunk_s=self.cfg.transcribe_chunk_s,
-            )
-            self.transcribers[room.sid] = tr
-            tr.start()
-            self.sfu.add_tap(room.sid, tr)
+            try:
+                await self.transcription.start(room.sid)
+            except (OSError, TimeoutError):
+                log.exception("the transcriber process could not start: room %s is not transcribed", room.sid)
+                return
             log.info("transcribing room %s", room.sid)
         elif not want and running is not None:
             await self._stop_transcriber(room.sid)
 
     async def _stop_transcriber(self, room_sid: str) -> None:
-        tr = self.transcribers.pop(room_sid, None)
-        if tr is None:
-            return
-        if self.sfu is not None:
-            self.sfu.remove_tap(room_sid, tr)
-        await tr.stop()
-        log.info("stopped transcribing room %s (%d segments, %d packets dropped)", room_sid, tr.segments, tr.dropped)
+        tap = await self.transcription.stop(room_sid)
+        if tap is not None:
+            said = tap.finished.result() if tap.finished.done() else {}
+            log.info("stopped transcribing room %s (%d segments, %d packets dropped here, %d in the transcriber)",
+                     room_sid, tap.segments, tap.dropped, int(said.get("dropped") or 0))
 
     async def _is_speaker(self, room_sid: str, uid: str) -> bool:
         """The teacher's audio (anyone who may publish and moderate: teacher, moderator, admin), not students'."""
@@ -423,6 +438,7 @@ class Tutor:
         self._unsubscribe()
         for sid in list(self.transcribers):
             await self._stop_transcriber(sid)
+        await self.transcription.close()
         await self.backend.close()
         await asyncio.get_running_loop().run_in_executor(None, self.cas.close)
         self.speech.close()

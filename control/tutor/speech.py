@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import io
+import logging
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ import av
 import numpy as np
 
 from control.tutor import models
+
+log = logging.getLogger("classcast.speech")
 
 SAMPLE_RATE = 16_000  # what Whisper takes
 MAX_AUDIO_S = 120.0
@@ -150,6 +153,18 @@ class Speech:
 
     async def transcribe_samples(self, pcm: np.ndarray) -> str:
         return str(await self._run(self.transcribe_pcm, pcm))
+
+    def warm_whisper(self) -> None:
+        """Loads Whisper on the worker thread now, in the background (the transcriber process at start), so the
+        first utterance does not wait for it; a failure is logged here and raised again by the first use."""
+
+        def load() -> None:
+            try:
+                self._model()
+            except Exception as exc:
+                log.error("Whisper could not load: %s", exc)
+
+        self._executor.submit(load)
 
     async def synthesize(self, text: str) -> bytes:
         """A WAV file (mono, 16-bit, the voice's 22.05 kHz) speaking `text`."""

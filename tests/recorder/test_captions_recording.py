@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from recorder.subtitles import Cue, cues_for, webvtt
+from control.recording.subtitles import Cue, cues_for, webvtt
 from tests.recorder.conftest import Studio, decode_all
 from tests.sfu.test_captions import SENTENCES, lesson_wav, word_error_rate
 from tests.sfu.test_transcriber import SpeechTrack

@@ -7,8 +7,8 @@ import socket
 import struct
 from pathlib import Path
 
+from control.sinks.feed import MEDIA_QUEUE_LIMIT, FeedLink, FeedTap
 from recorder.depacketize import H264Depacketizer, Reorder
-from recorder.feed import MEDIA_QUEUE_LIMIT, FeedLink, FeedTap
 from recorder.layout import fit, grid, speaker
 from recorder.timeline import TrackClock
 

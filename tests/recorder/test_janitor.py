@@ -16,10 +16,10 @@ from control.app import create_app
 from control.clock import FakeClock
 from control.config import Config
 from control.ids import new_id
+from control.recording.janitor import Janitor
 from control.recordings import expires_in_text
 from control.services import SERVICES
 from control.store.records import Recording, RecordingFile
-from recorder.janitor import Janitor
 from recorder.mux import open_mp4
 from tests.conftest import Api
 

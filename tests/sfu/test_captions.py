@@ -4,12 +4,15 @@ right words, on the class clock; a participant joining late finds the recent one
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import time
 import wave
 
 import numpy as np
 
+from control.metrics import LiveCollector
 from tests.control.tutor_fixtures import speak
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_transcriber import SpeechTrack
@@ -114,3 +117,39 @@ async def test_captions_reach_every_participant_in_order_and_late_joiners_get_th
     late = await classroom.client(await classroom.token("earth", "late"), name="late")
     assert late.joined is not None
     assert late.joined["captions"] == [{k: v for k, v in c.items()} for c in captions]
+
+
+async def test_captions_go_on_after_the_transcriber_process_is_killed(classroom: Classroom) -> None:
+    """The transcriber is a process of its own: SIGKILLed mid-class, it is restarted and the room is transcribed
+    again (what was said while it was down is lost); the server and the class are untouched."""
+    token = await classroom.create_room("rain")
+    status, _ = await classroom.rest("POST", "/v1/ai-tutor/transcription", {"enabled": True, "roomId": "rain"})
+    assert status == 200
+    teacher = await classroom.client(token, name="teacher")
+    wav, _ = lesson_wav(SENTENCES[:1] + SENTENCES[2:], pause_s=10.0)
+    await teacher.publish({"microphone": SpeechTrack(wav)})
+    tutor = classroom.svc.tutor
+    assert tutor is not None
+    first = await teacher.wait_for("caption", timeout=60)
+    assert "cycle" in words(first["text"]) or "water" in words(first["text"]), first
+    supervisor = tutor.transcription.supervisor
+    pid = supervisor.pid
+    assert pid is not None and pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    since = len(teacher.messages)
+    deadline = time.monotonic() + 60
+    heard = ""
+    while time.monotonic() < deadline and "ground" not in heard:
+        await teacher.wait_for("caption", since=since, timeout=deadline - time.monotonic())
+        heard = " ".join(m["text"] for m in teacher.messages[since:] if m["type"] == "caption").lower()
+        since = len(teacher.messages)
+    assert word_error_rate(SENTENCES[2], heard) < 0.3, heard  # the sentence after the restart, in the new process
+    assert supervisor.restarts == 1 and supervisor.pid not in (None, pid)
+    collector = LiveCollector()  # what /metrics says of it
+    collector.transcription = tutor.transcription
+    seen = {sample.name: sample.value for family in collector.collect() for sample in family.samples
+            if sample.name.startswith("classcast_transcriber")}
+    assert seen == {"classcast_transcriber_rooms": 1, "classcast_transcriber_up": 1,
+                    "classcast_transcriber_restarts_total": 1}
+    room = await classroom.svc.store.get_room(classroom.org.id, "rain")
+    assert room is not None and list(tutor.transcribers) == [room.sid]

@@ -1,6 +1,6 @@
-"""The recorder's feed as a recording job reads it: messages packed by the server (`recorder.feed.pack`), read back
-by the recorder's streaming decoder (`recorder.feed.unpacker`) and handled by `Job._handle`: reorder buffer,
-depacketizers (H.264, VP8, Opus) and the track clock. What a publisher controls is fuzzed: the packet bytes, its
+"""The recorder's feed as a recording job reads it: messages packed by the server (`sfu.wire.pack`, the feed's
+framing), read back by the recorder's streaming decoder (`sfu.wire.unpacker`) and handled by `Job._handle`: reorder
+buffer, depacketizers (H.264, VP8, Opus) and the track clock. What a publisher controls is fuzzed: the packet bytes, its
 sender reports, mutes; the message structure is the server's. An exception here fails the recording (Job._run
 catches it and reports `failed`), so any exception is a finding. The encoder behind the job (PyAV) is not fuzzed:
 the sink here counts frames.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-INSTRUMENT = ("recorder.depacketize", "recorder.timeline", "recorder.job", "recorder.feed", "sfu.rtp")
+INSTRUMENT = ("recorder.depacketize", "recorder.timeline", "recorder.job", "sfu.wire", "sfu.rtp")
 BOUND_MS = 100.0
 STATELESS = True
 
@@ -52,8 +52,8 @@ class CountingSink:
 
 def setup() -> None:
     global job_module, feed
-    from recorder import feed as f
     from recorder import job
+    from sfu import wire as f
 
     job_module, feed = job, f
 

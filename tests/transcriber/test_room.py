@@ -1,4 +1,5 @@
-"""The transcriber tap's contract with the SFU: never block, drop and count when full; bad packets cost nothing."""
+"""A room's job in the transcriber process: never block the feed, drop and count when full; bad packets cost nothing;
+only the tracks the server marked `speaker` are transcribed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from control.tutor.live import QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
-from tests.conftest import Api
+from transcriber.room import QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
 
 
 def _tap(executor: ThreadPoolExecutor, heard: list[str]) -> RoomTranscriber:
@@ -18,17 +18,14 @@ def _tap(executor: ThreadPoolExecutor, heard: list[str]) -> RoomTranscriber:
     async def sink(room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
         heard.append(text)
 
-    async def is_speaker(room_sid: str, uid: str) -> bool:
-        return True
-
-    return RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, is_speaker=is_speaker, now_ms=lambda: 0,
-                           decode_executor=executor)
+    return RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, now_ms=lambda: 0, decode_executor=executor)
 
 
 async def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     with ThreadPoolExecutor(1) as executor:
         tap = _tap(executor, [])
-        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
         tap.track_added("RM_1", {"trackId": "TR_v", "uid": "t", "kind": "video", "codec": {"mimeType": "video/VP8"}})
         for _ in range(QUEUE_LIMIT + 25):
             tap.rtp("TR_a", b"\x80" * 40, 0.0)  # the worker is not running: nothing drains
@@ -43,7 +40,8 @@ async def test_garbage_packets_are_survived() -> None:
     heard: list[str] = []
     with ThreadPoolExecutor(1) as executor:
         tap = _tap(executor, heard)
-        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
         tap.start()
         for seq in range(100):  # valid RTP headers around payloads that are not Opus
             header = bytes([0x80, 111]) + seq.to_bytes(2, "big") + (seq * 960).to_bytes(4, "big") + b"\x00\x00\x00\x01"
@@ -51,24 +49,6 @@ async def test_garbage_packets_are_survived() -> None:
         tap.rtp("TR_a", b"\x01", 0.0)  # not even an RTP header
         await asyncio.wait_for(tap.stop(), 10)
     assert tap.queue.empty() and tap.segments == len(heard)  # drained and ended cleanly, whatever the noise made
-
-
-async def test_transcription_switches_room_over_organization_over_server_default(tapi: Api) -> None:
-    await tapi.create_room("math-101")
-    room = await tapi.room("math-101")
-    tutor = tapi.svc.tutor
-    assert tutor is not None
-    assert await tutor.transcription_enabled(room) is False  # CLASSCAST_TRANSCRIPTION defaults to off
-    status, body = await tapi.post("/v1/ai-tutor/transcription", {"enabled": True})
-    assert status == 200 and body["data"] == {"organization": tapi.org.id, "enabled": True}
-    assert await tutor.transcription_enabled(room) is True
-    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": False, "roomId": "math-101"})
-    assert status == 200
-    assert await tutor.transcription_enabled(room) is False
-    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": "yes"})
-    assert status == 400
-    status, _ = await tapi.post("/v1/ai-tutor/transcription", {"enabled": True, "roomId": "nope"})
-    assert status == 404
 
 
 async def test_an_utterance_is_dated_by_its_voice_not_by_its_batch() -> None:
@@ -81,13 +61,10 @@ async def test_an_utterance_is_dated_by_its_voice_not_by_its_batch() -> None:
     async def sink(room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
         said.append((text, started, ended))
 
-    async def is_speaker(room_sid: str, uid: str) -> bool:
-        return True
-
     with ThreadPoolExecutor(1) as executor:
-        tap = RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, is_speaker=is_speaker, now_ms=lambda: 0,
-                              decode_executor=executor)
-        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap = RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, now_ms=lambda: 0, decode_executor=executor)
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
         tap.start()
         voice = (0.1 * np.sin(np.arange(16000) / 3)).astype(np.float32)
         pcm = np.concatenate([np.zeros(4800, np.float32), voice, np.zeros(9600, np.float32)])  # 0.3 s, 1 s, 0.6 s
@@ -99,7 +76,8 @@ async def test_an_utterance_is_dated_by_its_voice_not_by_its_batch() -> None:
 async def test_whisper_far_behind_drops_the_oldest_utterances() -> None:
     with ThreadPoolExecutor(1) as executor:
         tap = _tap(executor, [])  # not started: nothing transcribes
-        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"}})
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
         track = tap.tracks["TR_a"]
         for _ in range(UTTERANCE_BACKLOG + 5):
             track.pcm, track.started_at = [np.ones(16000, np.float32)], 0

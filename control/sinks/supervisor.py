@@ -1,7 +1,11 @@
-"""The server's side of the recorder process: start it, connect the feed, restart it when it dies.
+"""The server's side of a sink process (the recorder, the transcriber): start it, connect the feed, restart it
+when it dies.
 
-Runs in the server's event loop. `on_exit` hears of every death (with the return code) so that the jobs the dead
-process was writing can be marked failed with their files kept; the next process is started after a short back-off.
+Runs in the server's event loop. The process is `python -m MODULE --socket DATA_DIR/MODULE.sock ARGS...`; it
+prints `ready` once it listens, and exits by itself when the server's connection closes. `on_exit` hears of every
+death (with the return code) so that the jobs the dead process had can be failed (the recorder: files kept) or
+started again (the transcriber); the next process is started after a short back-off, and `on_start` hears of each
+start, first or not.
 """
 
 from __future__ import annotations
@@ -10,24 +14,28 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recorder.feed import SOCKET_NAME, FeedLink
+from control.sinks.feed import FeedLink
 
-log = logging.getLogger("classcast.recorder.supervisor")
+log = logging.getLogger("classcast.sinks.supervisor")
 
 START_TIMEOUT = 30.0
 RESTART_DELAY = 0.5
 
 
-class RecorderSupervisor:
-    def __init__(self, data_dir: Path, on_event: Callable[[dict[str, Any]], None],
-                 on_exit: Callable[[int | None], Awaitable[None]]) -> None:
-        self.socket_path = data_dir / SOCKET_NAME
+class SinkSupervisor:
+    def __init__(self, module: str, data_dir: Path, on_event: Callable[[dict[str, Any]], None],
+                 on_exit: Callable[[int | None], Awaitable[None]], args: Sequence[str] = (),
+                 on_start: Callable[[], None] = lambda: None) -> None:
+        self.module = module  # "recorder" or "transcriber": the package run with `python -m`
+        self.socket_path = data_dir / f"{module}.sock"
+        self.args = list(args)
         self.link = FeedLink(on_event)
         self.on_exit = on_exit
+        self.on_start = on_start
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self._watch: asyncio.Task[None] | None = None
@@ -43,7 +51,7 @@ class RecorderSupervisor:
         return self.pid is not None and self.link.connected
 
     async def ensure(self) -> None:
-        """Starts the recorder if it is not running (raises OSError/TimeoutError when it cannot start)."""
+        """Starts the process if it is not running (raises OSError/TimeoutError when it cannot start)."""
         async with self._lock:
             if self.running:
                 return
@@ -53,7 +61,7 @@ class RecorderSupervisor:
     async def _spawn(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "recorder", "--socket", str(self.socket_path),
+            sys.executable, "-m", self.module, "--socket", str(self.socket_path), *self.args,
             stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
             # Its own session: a Ctrl-C or a signal to the server's process group must not kill it mid-file; the
             # server stops it by closing the socket (and it exits by itself if the server dies).
@@ -62,7 +70,7 @@ class RecorderSupervisor:
         try:
             line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
             if line.strip() != b"ready":
-                raise OSError(f"recorder did not start (said {line!r})")
+                raise OSError(f"{self.module} did not start (said {line!r})")
             self.link = FeedLink(self.link.on_event)
             await self.link.connect(self.socket_path)
         except BaseException:
@@ -72,18 +80,22 @@ class RecorderSupervisor:
             raise
         self.process = process
         self._watch = asyncio.create_task(self._watch_process(process))
-        log.info("recorder process %d started", process.pid)
+        log.info("%s process %d started", self.module, process.pid)
+        try:
+            self.on_start()
+        except Exception:
+            log.exception("%s start handling failed", self.module)
 
     async def _watch_process(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         await self.link.close()
         if self._stopping:
             return
-        log.error("recorder process %d exited with %s; restarting", process.pid, code)
+        log.error("%s process %d exited with %s; restarting", self.module, process.pid, code)
         try:
             await self.on_exit(code)
         except Exception:
-            log.exception("recorder exit handling failed")
+            log.exception("%s exit handling failed", self.module)
         await asyncio.sleep(RESTART_DELAY)
         if self._stopping:
             return
@@ -91,10 +103,10 @@ class RecorderSupervisor:
         try:
             await self.ensure()
         except (OSError, TimeoutError):
-            log.exception("recorder restart failed")
+            log.exception("%s restart failed", self.module)
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Closing the feed makes the recorder finish every job and exit; it is killed if it takes too long."""
+        """Closing the feed makes the process finish every job and exit; it is killed if it takes too long."""
         self._stopping = True
         process = self.process
         await self.link.close()

@@ -1,12 +1,12 @@
-"""The live transcriber: a tap beside the recorder that turns the teacher's microphone into transcript lines.
+"""One room's live transcription, inside the transcriber process: Opus packets in, finished utterances out.
 
-The SFU calls the tap synchronously on its forwarding path, so `rtp` only appends to a bounded queue and counts
-what it drops when the queue is full. A worker task on the loop drains it; Opus decoding runs on a single decode
-thread and Whisper on the speech thread, so neither the forwarding path nor the event loop ever decodes.
-Audio is cut into utterances on pauses (or at `chunk_s` at the latest) and each becomes one stored segment and
-one caption (`caption`). Only final captions: a partial result would run Whisper again over the growing utterance
-every few hundred milliseconds, several times the work of the final pass on a 2-core server that also records and
-forwards; an utterance ends 0.5 s after the speaker pauses, so the final caption is already close behind the voice.
+`rtp` only appends to a bounded queue and counts what it drops when the queue is full. A worker task drains it;
+Opus decoding runs on a single decode thread and Whisper on the speech thread, so reading the sockets never waits
+for either. Audio is cut into utterances on pauses (or at `chunk_s` at the latest) and each goes to the sink (the
+server, which stores it and sends the caption). Only final captions: a partial result would run Whisper again over
+the growing utterance every few hundred milliseconds, several times the work of the final pass on a 2-core server
+that also records and forwards; an utterance ends 0.5 s after the speaker pauses, so the final caption is already
+close behind the voice. Only tracks the server marked `speaker` (the teacher's) are decoded at all.
 """
 
 from __future__ import annotations
@@ -35,20 +35,9 @@ MIN_UTTERANCE_S = 1.0
 UTTERANCE_BACKLOG = 32  # cut utterances waiting for Whisper (<= 15 s each); past it the oldest are dropped, counted
 FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
 
-# (room_sid, uid, text, started_at_ms, ended_at_ms)
+# (room_sid, uid, text, started_at_ms, ended_at_ms), times on `now_ms`'s clock
 SegmentSink = Callable[[str, str, str, int, int], Awaitable[None]]
 Transcribe = Callable[[np.ndarray], Awaitable[str]]
-IsSpeaker = Callable[[str, str], Awaitable[bool]]  # (room_sid, uid): whose audio gets transcribed
-
-
-def caption(uid: str, name: str, text: str, started_ms: int, ended_ms: int, class_started_ms: int | None,
-            ) -> dict[str, Any]:
-    """The `caption` message (docs/signaling.md): one finished utterance. `start`/`end` are seconds on the class
-    clock (since the class started), `startedAt`/`endedAt` wall-clock milliseconds, so a recording can place it."""
-    origin = class_started_ms if class_started_ms is not None else started_ms
-    return {"type": "caption", "uid": uid, "name": name, "text": text,
-            "start": round(max(0, started_ms - origin) / 1000, 3), "end": round(max(0, ended_ms - origin) / 1000, 3),
-            "startedAt": started_ms, "endedAt": ended_ms, "final": True}
 
 
 class OpusDecoder:
@@ -78,7 +67,7 @@ class OpusDecoder:
 class _Track:
     track_id: str
     uid: str
-    speaker: bool | None = None  # None until the role is looked up
+    speaker: bool  # whose audio gets transcribed: the server decides by role (teacher, moderator, admin)
     decoder: OpusDecoder | None = None
     pcm: list[np.ndarray] = field(default_factory=list)
     samples: int = 0
@@ -87,17 +76,19 @@ class _Track:
     started_at: int | None = None
 
 
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 class RoomTranscriber:
-    """The tap for one room. `start` runs its worker; `stop` flushes what was heard and ends it."""
+    """One room's job: the Tap calls (sfu/taps.py) as the feed delivers them. `start` runs its worker; `stop`
+    flushes what was heard and ends it."""
 
-    wants_video = False  # audio only: the SFU's dynacast need not keep a camera's top layer on for it (sfu/taps.py)
-
-    def __init__(self, room_sid: str, *, transcribe: Transcribe, sink: SegmentSink, is_speaker: IsSpeaker,
-                 now_ms: Callable[[], int], decode_executor: ThreadPoolExecutor, chunk_s: float = 15.0) -> None:
+    def __init__(self, room_sid: str, *, transcribe: Transcribe, sink: SegmentSink, decode_executor: ThreadPoolExecutor,
+                 now_ms: Callable[[], int] = monotonic_ms, chunk_s: float = 15.0) -> None:
         self.room_sid = room_sid
         self._transcribe = transcribe
         self._sink = sink
-        self._is_speaker = is_speaker
         self._now_ms = now_ms
         self._executor = decode_executor
         self.chunk_s = chunk_s
@@ -113,20 +104,24 @@ class RoomTranscriber:
         self.utterances_dropped = 0  # Whisper far behind (a machine too slow for the room): memory stays bounded
         self._speaker: asyncio.Task[None] | None = None
 
-    # ---- Tap: synchronous, on the forwarding path -------------------------------------------------------------
+    # ---- the feed's calls: synchronous, never waiting ---------------------------------------------------------
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
+        """`track`: the SFU's track dict plus `speaker` (the server's decision: transcribe this one or not)."""
         codec = track.get("codec") or {}
         if track.get("kind") == "audio" and str(codec.get("mimeType", "")).lower() == "audio/opus":
-            self.tracks[str(track["trackId"])] = _Track(track_id=str(track["trackId"]), uid=str(track["uid"]))
+            self.tracks[str(track["trackId"])] = _Track(track_id=str(track["trackId"]), uid=str(track["uid"]),
+                                                        speaker=bool(track.get("speaker")))
 
     def track_removed(self, room_sid: str, track_id: str) -> None:
         if track_id in self.tracks:
             self._put((track_id, None, 0.0))  # flush what this track said
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
-        if track_id in self.tracks:
-            self._put((track_id, data, time.monotonic()))
+        """`arrival`: when the SFU received it (CLOCK_MONOTONIC seconds; 0 = now): it dates the utterance."""
+        track = self.tracks.get(track_id)
+        if track is not None and track.speaker:
+            self._put((track_id, data, arrival if arrival > 0 else time.monotonic()))
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
         return None
@@ -167,6 +162,13 @@ class RoomTranscriber:
                 with contextlib.suppress(asyncio.CancelledError):
                     await speaker
 
+    def cancel(self) -> None:
+        """Ends the job at once, dropping what was not transcribed yet (nobody is left to store it)."""
+        for task in (self._task, self._speaker):
+            if task is not None:
+                task.cancel()
+        self._task = self._speaker = None
+
     async def _run(self) -> None:
         while True:
             batch: dict[str, list[tuple[bytes, float]]] = {}
@@ -199,11 +201,7 @@ class RoomTranscriber:
 
     async def _feed(self, track_id: str, packets: list[bytes], arrived: float) -> None:
         track = self.tracks.get(track_id)
-        if track is None:
-            return
-        if track.speaker is None:
-            track.speaker = await self._is_speaker(self.room_sid, track.uid)
-        if not track.speaker:
+        if track is None or not track.speaker:
             return
         payloads = []
         for data in packets:

@@ -16,7 +16,7 @@ from pathlib import Path
 from control.clock import Clock
 from control.store.store import Store
 
-log = logging.getLogger("classcast.recorder.janitor")
+log = logging.getLogger("classcast.recording.janitor")
 
 FINISHED = ("EGRESS_COMPLETE", "EGRESS_FAILED")
 DEFAULT_TTL_S = 6 * 3600
