@@ -47,14 +47,18 @@ async def test_the_teachers_speech_becomes_the_rooms_transcript(classroom: Class
     await teacher.publish({"microphone": SpeechTrack(wav)})
     deadline = time.monotonic() + 60
     text = ""
+    started = False
     while time.monotonic() < deadline:
         data = await _transcript(classroom, "algebra")
-        assert data["transcribing"] is True
+        # the transcriber is a process of its own (transcriber/), started when the class goes live: the room is
+        # transcribing once it is up, and from then on it stays so
+        assert data["transcribing"] is True or not started
+        started = started or data["transcribing"] is True
         text = data["text"].lower()
         if "formula" in text:
             break
         await asyncio.sleep(0.5)
-    assert "quadratic" in text and "formula" in text, text
+    assert started and "quadratic" in text and "formula" in text, text
     segment = (await _transcript(classroom, "algebra"))["segments"][0]
     assert segment["uid"] == "teacher" and segment["startedAt"].endswith("Z")
     tutor = classroom.svc.tutor
