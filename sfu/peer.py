@@ -119,6 +119,7 @@ from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.rtp import is_rtcp as _is_rtcp
 from OpenSSL import SSL
 
+from sfu.engine.reference import RX_LOSS, RX_PUSHED, RX_RTP
 from sfu.ice import IceConfig, gather_host_candidates
 from sfu.rtcserver import MuxConnection, RtcServer
 
@@ -785,14 +786,14 @@ class Peer:
         aiortc's receive loop calls, without its queue, task and coroutines. `arrival` is the kernel's stamp,
         so a stalled loop does not show in TWCC feedback as network delay. RTP the engine already forwarded (kind
         4, a routed SSRC) comes with push's flags: on_rtp does the bookkeeping only."""
-        if kind == 0:
+        if kind == RX_RTP:
             self.stats.rtp_in += 1
             callback: Callable[..., Any] | None = self.on_rtp
             args: tuple[Any, ...] = (data, arrival)
-        elif kind == 4:
+        elif kind == RX_PUSHED:
             self.stats.rtp_in += 1
             callback, args = self.on_rtp, (data, arrival, flags)
-        elif kind == 3:  # the engine's loss window (RX_LOSS): lost and reported, two 16-bit numbers
+        elif kind == RX_LOSS:  # the engine's loss window: lost and reported, two 16-bit numbers
             callback, args = self.on_loss_window, (data[0] << 8 | data[1], data[2] << 8 | data[3])
         else:
             self.stats.rtcp_in += 1
@@ -808,7 +809,7 @@ class Peer:
         except Exception:
             self.stats.callback_errors += 1
             logger.exception("%s: %s callback failed", self.name,
-                             {0: "on_rtp", 3: "on_loss_window", 4: "on_rtp"}.get(kind, "on_rtcp"))
+                             {RX_RTP: "on_rtp", RX_LOSS: "on_loss_window", RX_PUSHED: "on_rtp"}.get(kind, "on_rtcp"))
 
     # ------------------------------------------------------------- signalling
 

@@ -682,6 +682,13 @@ static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
 
 /* Every method runs under the engine's mutex, but the reader thread's (they manage it themselves) and the two
  * lock-free reads, current and bytes_out (cc_slot_current, cc_slot_bytes_out). */
+#define LOCKED(name)                                                                                     \
+    static PyObject *L_##name(EngineObject *self, PyObject *args) {                                      \
+        LOCK(self);                                                                                      \
+        PyObject *r = Engine_##name(self, args);                                                         \
+        UNLOCK(self);                                                                                    \
+        return r;                                                                                        \
+    }
 
 static PyObject *L_push(EngineObject *self, PyObject *const *args, Py_ssize_t nargs) {
     LOCK(self);
@@ -689,300 +696,48 @@ static PyObject *L_push(EngineObject *self, PyObject *const *args, Py_ssize_t na
     UNLOCK(self);
     return r;
 }
-
-static PyObject *L_add_stream(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_add_stream(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_remove_stream(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_remove_stream(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_blocked(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_blocked(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_add_transport(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_add_transport(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_remove_transport(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_remove_transport(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_srtp(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_srtp(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_path(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_path(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_srtp_rx(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_srtp_rx(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_recv(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_recv(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_rx_stats(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_rx_stats(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_clear_path(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_clear_path(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_twcc(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_twcc(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_loss(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_loss(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_twcc_take(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_twcc_take(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_twcc_feedback(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_twcc_feedback(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_twcc_window(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_twcc_window(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_feedback(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_feedback(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_rx_feedback(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_rx_feedback(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_send_rtcp(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_send_rtcp(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_protect_rtp(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_protect_rtp(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_protect_rtcp(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_protect_rtcp(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_add_slot(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_add_slot(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_remove_slot(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_remove_slot(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_bind_slot(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_bind_slot(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_unbind_slot(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_unbind_slot(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_attach(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_attach(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_detach(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_detach(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_target(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_target(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_paused(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_paused(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_restart(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_restart(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_start(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_start(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_retransmit(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_retransmit(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_cached(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_cached(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_ts_peek(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_ts_peek(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_events(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_events(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_sender_reports(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_sender_reports(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_slot_info(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_slot_info(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_stream_stats(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_stream_stats(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_transport_stats(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_transport_stats(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_totals(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_totals(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_set_capture(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_set_capture(self, args);
-    UNLOCK(self);
-    return r;
-}
-
-static PyObject *L_route(EngineObject *self, PyObject *args) {
-    LOCK(self);
-    PyObject *r = Engine_route(self, args);
-    UNLOCK(self);
-    return r;
-}
+LOCKED(add_stream)
+LOCKED(remove_stream)
+LOCKED(set_blocked)
+LOCKED(add_transport)
+LOCKED(remove_transport)
+LOCKED(set_srtp)
+LOCKED(set_path)
+LOCKED(set_srtp_rx)
+LOCKED(recv)
+LOCKED(rx_stats)
+LOCKED(clear_path)
+LOCKED(set_twcc)
+LOCKED(set_loss)
+LOCKED(twcc_take)
+LOCKED(twcc_feedback)
+LOCKED(twcc_window)
+LOCKED(set_feedback)
+LOCKED(rx_feedback)
+LOCKED(send_rtcp)
+LOCKED(protect_rtp)
+LOCKED(protect_rtcp)
+LOCKED(add_slot)
+LOCKED(remove_slot)
+LOCKED(bind_slot)
+LOCKED(unbind_slot)
+LOCKED(attach)
+LOCKED(detach)
+LOCKED(set_target)
+LOCKED(set_paused)
+LOCKED(restart)
+LOCKED(start)
+LOCKED(retransmit)
+LOCKED(cached)
+LOCKED(ts_peek)
+LOCKED(events)
+LOCKED(sender_reports)
+LOCKED(slot_info)
+LOCKED(stream_stats)
+LOCKED(transport_stats)
+LOCKED(totals)
+LOCKED(set_capture)
+LOCKED(route)
 
 static PyMethodDef Engine_methods[] = {
     {"push", (PyCFunction)(void (*)(void))L_push, METH_FASTCALL, "push(stream, data, arrival) -> flags"},
