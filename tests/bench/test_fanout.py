@@ -104,6 +104,11 @@ def test_knee_is_the_largest_clean_step() -> None:
     assert knee(rows[2:])["knee"] is None
     rows[1]["joins_failed"] = 2  # clean for those who got in, but two students were turned away
     assert knee(rows)["knee"] == 10
+    del rows[1]["joins_failed"]
+    rows[1]["latency_p50_ms"] = 1258.6  # nothing lost yet, but packets queue in the socket: past the knee
+    assert knee(rows)["knee"] == 10
+    rows[1]["latency_p50_ms"] = 1.5
+    assert knee(rows)["knee"] == 20
 
 
 def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
