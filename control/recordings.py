@@ -156,7 +156,7 @@ NOTHING_RECORDED = "Nothing was recorded: nobody published audio or video while 
 class Recordings:
     def __init__(self, svc: Services, sfu: Sfu | WorkerPool, secret: bytes) -> None:
         self.svc, self.sfu = svc, sfu
-        self.root = (svc.config.data_dir / "recordings").resolve()
+        self.root = svc.config.recordings_root.resolve()  # shared by several nodes: any serves a download
         self.signer = DownloadSigner(secret, svc.clock)
         self.supervisor = SinkSupervisor("recorder", svc.config.data_dir, self._on_feed, self._on_recorder_exit)
         self.janitor = Janitor(svc.store, self.root, svc.clock, svc.config.recording_ttl_s,

@@ -114,13 +114,13 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    from control.auth import load_or_create_secret
+    from control.auth import token_secret
     from control.services import SERVICES
     from control.signaling import HUB
 
     async def start(app: web.Application) -> None:
         svc = app[SERVICES]
-        recordings = Recordings(svc, app[HUB].sfu, load_or_create_secret(svc.config.data_dir))
+        recordings = Recordings(svc, app[HUB].sfu, token_secret(svc.config))
         app[RECORDINGS] = recordings
         app[HUB].recordings = recordings
         await recordings.start_service(app.get(BACKGROUND, True))
