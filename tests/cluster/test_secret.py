@@ -26,7 +26,7 @@ def test_the_operators_secret_wins_and_the_data_folder_keeps_its_own_otherwise(t
 
     with pytest.raises(SystemExit, match="at least 32 characters"):
         token_secret(Config(data_dir=tmp_path, secret="short"))
-    with pytest.raises(SystemExit, match="CLASSCAST_SECRET_FILE .*missing"):
+    with pytest.raises(SystemExit, match=r"CLASSCAST_SECRET_FILE .*missing"):
         token_secret(Config(data_dir=tmp_path, secret_file=str(tmp_path / "missing")))
 
 
