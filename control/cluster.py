@@ -10,6 +10,7 @@ One hop only: a forwarded request (`FORWARDED` header) is served where it lands.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +22,20 @@ log = logging.getLogger("classcast.cluster")
 FORWARDED = "X-Classcast-Forwarded"  # the forwarding node's id
 PASSED = ("VF-ORG-ID", "Authorization", "Content-Type", "X-Request-Id")
 TIMEOUT_S = 30.0
+
+
+async def socket_origins(app: web.Application) -> list[str]:
+    """The ws(s):// origins of the other live nodes: the classroom page's CSP lets its WebSocket follow a REDIRECT
+    there (with one node: none)."""
+    from control.signaling import HUB
+
+    hub = app[HUB]
+    out = []
+    for node in await hub.placement.nodes():
+        url = urlsplit(node.url)
+        if node.id != hub.node.id and url.scheme in ("http", "https") and url.netloc:
+            out.append(f"{'wss' if url.scheme == 'https' else 'ws'}://{url.netloc}")
+    return sorted(set(out))
 
 
 async def to_host(request: web.Request, room_sid: str) -> web.Response | None:

@@ -31,6 +31,9 @@ class Placement(Protocol):
     async def release(self, room_sid: str) -> None:
         """This node stops hosting the room (the class ended); another node's placement is left alone."""
 
+    async def nodes(self) -> list[Node]:
+        """Every node with a live lease, this one included."""
+
     async def close(self) -> None:
         """This node stops: its lease ends now, so its rooms are placed elsewhere at their next join."""
 
@@ -50,6 +53,9 @@ class LocalPlacement:
 
     async def release(self, room_sid: str) -> None:
         pass
+
+    async def nodes(self) -> list[Node]:
+        return [self.node]
 
     async def close(self) -> None:
         pass

@@ -99,6 +99,11 @@ class RedisPlacement:
     async def release(self, room_sid: str) -> None:
         await self._release(keys=[ROOM + room_sid], args=[self.node.id])
 
+    async def nodes(self) -> list[Node]:
+        ids = [_s(k)[len(NODE):] async for k in self.client.scan_iter(match=NODE + "*", count=100)]
+        urls = await self.client.mget([NODE + i for i in ids]) if ids else []
+        return sorted((Node(i, _s(u)) for i, u in zip(ids, urls, strict=True) if u is not None), key=lambda n: n.id)
+
     async def close(self) -> None:
         self.stop_heartbeat()
         with contextlib.suppress(Exception):
