@@ -307,6 +307,10 @@ class Hub:
             raise SignalingError("ALREADY_JOINED", "already joined")
         grant = await self.svc.auth.validate_claims(conn.grant.claims)  # the room may have ended meanwhile
         conn.grant = grant
+        if self.draining() and await self.placement.host(conn.room_sid) is None:
+            # A draining node takes no class it does not host already: the next join reaches another node.
+            conn.ending = "server_draining"
+            raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
         host = await self.placement.place(conn.room_sid)
         if host.id != self.node.id:
             # Redirect, not proxy: the room's media is on its host anyway (ICE candidates are the host's), and a
