@@ -35,8 +35,8 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     auth = Auth(token_secret(config), clock, store)  # shared by several nodes when the operator sets it
     live = await build_live(config)  # one node's memory, or Redis: control/wiring.py decides
     bus = live.bus
-    classroom = Classroom(config, store, auth, bus, clock)
-    closed = await classroom.recover()
+    classroom = Classroom(config, store, auth, bus, clock, node_id=live.node_id)
+    closed = await classroom.recover({n.id for n in await live.placement.nodes()})  # only nodes that are gone
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock, config.data_dir)

@@ -331,6 +331,8 @@ class Hub:
                 self.svc.bus.publish(Event(type="connection_replaced", org_id=grant.room.org_id,
                                            room_id=grant.room.room_id, room_sid=conn.room_sid,
                                            data={"uid": conn.uid, "conn": entry.conn}))
+            if entry.node != self.node.id:  # this node holds the session now: a restart elsewhere leaves it open
+                await self.svc.store.move_session(entry.session_id, self.node.id)
         else:
             if self.draining():
                 conn.ending = "server_draining"

@@ -96,7 +96,9 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
 
 async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessions(cluster: Cluster) -> None:
     """SIGKILL the node hosting a class: within its lease (2 s here) the class is placed on the node the student
-    reconnects through, and the student's reconnect, within the grace, keeps its session."""
+    reconnects through, and the student's reconnect, within the grace, keeps its session. A node that starts while
+    others live closes only the sessions of nodes that are gone (the teacher's, left on the dead node), not those
+    of live nodes (the student's, before and after it moved)."""
     a = cluster.start_node(CLASSCAST_RECONNECT_GRACE="30")
     b = cluster.start_node(CLASSCAST_RECONNECT_GRACE="30")
     room = await cluster.ok(b, "POST", "/v1/room/create", {
@@ -111,6 +113,10 @@ async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessio
         assert student.node_url == _socket_url(a)
         before = await _sessions(cluster, b)
         assert [x["isActive"] for x in before] == [True]
+        cluster.start_node()  # a third node starts: A is alive, its sessions are A's
+        assert [(x["sessionId"], x["isActive"]) for x in await _sessions(cluster, b)] == [
+            (before[0]["sessionId"], True)]
+        assert [x["isActive"] for x in await _sessions(cluster, b, "t1")] == [True]
         cluster.kill(a)
         killed = time.monotonic()
         await student.wait_state(State.RECONNECTING, timeout=10)
@@ -124,11 +130,17 @@ async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessio
             (before[0]["sessionId"], before[0]["joinedAt"], True)]
         summary = await cluster.ok(b, "GET", "/v1/room/bio/summary")
         assert summary["status"] == "live"
+        # A fourth node starts after A died: the teacher's session, left open on A, ends as a restart's would; the
+        # student's, held by B now, goes on.
+        cluster.start_node()
+        [teacher_session] = await _sessions(cluster, b, "t1")
+        assert (teacher_session["isActive"], teacher_session["leaveReason"]) == (False, "server_restart")
+        assert [x["isActive"] for x in await _sessions(cluster, b)] == [True]
     finally:
         await teacher.close()
         await student.close()
 
 
-async def _sessions(cluster: Cluster, node: Server) -> list[dict]:
-    data = await cluster.ok(node, "POST", "/v1/participant/sessions", {"uid": "s1", "roomId": "bio"})
+async def _sessions(cluster: Cluster, node: Server, uid: str = "s1") -> list[dict]:
+    data = await cluster.ok(node, "POST", "/v1/participant/sessions", {"uid": uid, "roomId": "bio"})
     return data["sessions"]
