@@ -113,6 +113,7 @@ async def test_a_room_stays_on_its_node_until_that_nodes_lease_lapses(client: An
         hosts = await asyncio.gather(a.place("RM_1"), b.place("RM_1"), a.place("RM_1"), b.place("RM_1"))
         assert len({h.id for h in hosts}) == 1
         winner, loser = (a, b) if hosts[0].id == "node-a" else (b, a)
+        assert await a.nodes() == [a.node, b.node]
         assert await loser.place("RM_1") == winner.node  # with its URL, for the redirect
         assert await loser.host("RM_1") == winner.node
         assert await loser.host("RM_none") is None
@@ -128,6 +129,7 @@ async def test_a_room_stays_on_its_node_until_that_nodes_lease_lapses(client: An
             assert time.monotonic() - died < 1.5 + 1.0, "a dead node's lease did not lapse"
             await asyncio.sleep(0.05)
         assert time.monotonic() - died > 1.5 / 3  # not before its last renewal could have lapsed
+        assert await winner.nodes() == [loser.node]
         assert await winner.host("RM_1") == loser.node
         # The room's end: only its host's release removes the placement.
         await winner.release("RM_1")
@@ -265,3 +267,42 @@ async def _lapsed(svc: Any, sid: str) -> bool:
 async def _session_closed(svc: Any, session_id: str) -> bool:
     s = await svc.store.get_session(session_id)
     return s is not None and not s.active and s.leave_reason == "left"
+
+
+async def test_a_draining_node_takes_no_new_class_but_sends_joins_to_the_host(
+        aiohttp_server: Any, tmp_path: Path, postgres_cluster: PostgresCluster, redis_server: RedisServer) -> None:
+    name = await postgres_cluster.create_database()
+    base = Config(database_url=postgres_cluster.url(name), redis_url=redis_server.url, secret="s" * 40)
+    clock = FakeClock()
+    apps, servers = [], []
+    for i in range(2):
+        port = free_port()
+        app = await create_app(dataclasses.replace(base, data_dir=tmp_path / f"data{i}", port=port), clock,
+                               background=False)
+        apps.append(app)
+        servers.append(await aiohttp_server(app, host="127.0.0.1", port=port))
+    base_a, base_b = (f"http://127.0.0.1:{s.port}" for s in servers)
+    svc_a = apps[0][SERVICES]
+    org = await svc_a.store.create_org("District", 10_000, clock.now_ms())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base_a + "/v1/room/create", headers={"VF-ORG-ID": org.id}, json={
+                    "roomId": "chem", "title": "Chemistry",
+                    "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}}) as r:
+                token = (await r.json())["data"]["token"]
+            sid = (await svc_a.store.get_room(org.id, "chem")).sid
+            apps[1][HUB].draining = lambda: True  # node B drains (SIGTERM)
+            ws, reply = await _join(http, base_b, token)
+            assert reply["code"] == "SERVER_DRAINING"
+            await ws.close()
+            assert await svc_a.live.placement.host(sid) is None  # B did not take the class
+            ws_a, joined = await _join(http, base_a, token)
+            assert joined["type"] == "joined"
+            ws, reply = await _join(http, base_b, token)  # B drains but knows the host: a redirect, not a refusal
+            assert (reply["code"], reply["url"]) == ("REDIRECT", f"ws://127.0.0.1:{servers[0].port}/v1/rtc")
+            await ws.close()
+            await ws_a.close()
+    finally:
+        for server in servers:
+            await server.close()
+        await postgres_cluster.drop_database(name)
