@@ -13,6 +13,7 @@ import time
 import av
 
 from sfu.client import Client, State, SyntheticVideoTrack, ToneAudioTrack
+from sfu.whip_client import WhipClient
 from tests.cluster.conftest import Cluster
 from tests.control.serverproc import Server
 
@@ -38,7 +39,8 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
     a, b = cluster.start_node(), cluster.start_node()
     assert a.org == b.org  # one database: the second node found the demo organization the first made
     room = await cluster.ok(a, "POST", "/v1/room/create", {
-        "roomId": "geo", "title": "Geography", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"}})
+        "roomId": "geo", "title": "Geography", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"},
+        "customization": {"allowIngress": True}})
     student_token = (await cluster.ok(b, "POST", "/v1/room/geo/join", {
         "participant": {"uid": "s1", "name": "Student", "role": "STUDENT"}}))["token"]
     clients: list[Client] = []
@@ -59,10 +61,20 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
         frame = await asyncio.wait_for((await student.remote_track("camera", timeout=20)).recv(), 20)
         assert frame.width > 0  # media flows through the host
 
+        # An encoder's WHIP request reaching A is redirected (307) to B, where the class's media is.
+        ingest_token = (await cluster.ok(a, "POST", "/v1/room/geo/join", {
+            "participant": {"uid": "obs", "name": "Encoder", "role": "TEACHER"}}))["token"]
+        encoder = WhipClient(a.base + "/v1/whip/geo", ingest_token)
+        clients.append(encoder)  # type: ignore[arg-type]
+        await encoder.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
+        assert encoder.location is not None and encoder.location.startswith(b.base + "/v1/whip/geo/")
+        ingested = await asyncio.wait_for((await student.remote_track("camera", "obs", timeout=20)).recv(), 20)
+        assert ingested.width == 320
+
         # Any node answers REST about the class.
         for node in (a, b):
             status = await cluster.ok(node, "GET", "/v1/room/geo/status")
-            assert (status["isActive"], status["participantCount"], status["hasTeacher"]) == (True, 2, True)
+            assert (status["isActive"], status["participantCount"], status["hasTeacher"]) == (True, 3, True)
         # A recording started through A is made by B, whose SFU has the media (A forwards the call).
         started = await cluster.ok(a, "POST", "/v1/room/geo/recording/start",
                                    {"options": {"preset": "H264_720P_30", "showLogo": False}})
