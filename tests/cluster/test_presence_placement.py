@@ -6,6 +6,7 @@ back on the other within the grace and keeps its session."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -175,6 +176,30 @@ async def _until(predicate: Callable[[], Any], what: str, timeout: float = 10) -
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def _two_nodes(aiohttp_server: Any, tmp_path: Path, postgres_cluster: PostgresCluster,
+                     redis_server: RedisServer, **settings: Any) -> AsyncIterator[tuple[list[Any], list[Any], Any]]:
+    """Two apps with their own data folders on one fresh PostgreSQL database and the session's Redis, one secret:
+    (apps, servers, org)."""
+    name = await postgres_cluster.create_database()
+    base = Config(database_url=postgres_cluster.url(name), redis_url=redis_server.url, secret="s" * 40, **settings)
+    clock = FakeClock()
+    apps, servers = [], []
+    try:
+        for i in range(2):
+            port = free_port()
+            app = await create_app(dataclasses.replace(base, data_dir=tmp_path / f"data{i}", port=port), clock,
+                                   background=False)
+            apps.append(app)
+            servers.append(await aiohttp_server(app, host="127.0.0.1", port=port))
+        org = await apps[0][SERVICES].store.create_org("District", 10_000, clock.now_ms())
+        yield apps, servers, org
+    finally:
+        for server in servers:
+            await server.close()
+        await postgres_cluster.drop_database(name)
+
+
 async def _join(http: aiohttp.ClientSession, base: str, token: str) -> tuple[aiohttp.ClientWebSocketResponse,
                                                                               dict[str, Any]]:
     ws = await http.ws_connect(f"{base.replace('http', 'ws')}/v1/rtc?token={token}")
@@ -193,70 +218,56 @@ async def test_a_participant_dropped_on_a_dead_node_keeps_its_session_on_another
     REDIRECT with A's URL, and presence shows the class on A from both nodes. A stops renewing its lease (it is
     dying) and the student's socket drops; once A's lease lapses the student joins on B within the grace: the same
     session goes on (one session, still open after A's grace timer ran out), and B hosts the class."""
-    name = await postgres_cluster.create_database()
-    base = Config(data_dir=tmp_path / "data", database_url=postgres_cluster.url(name), redis_url=redis_server.url,
-                  secret="s" * 40, reconnect_grace_s=4.0, node_lease_s=1.0)
-    clock = FakeClock()
-    apps, servers = [], []
-    for i in range(2):
-        port = free_port()
-        config = dataclasses.replace(base, data_dir=tmp_path / f"data{i}", port=port)
-        app = await create_app(config, clock, background=False)
-        apps.append(app)
-        servers.append(await aiohttp_server(app, host="127.0.0.1", port=port))
-    base_a, base_b = (f"http://127.0.0.1:{s.port}" for s in servers)
-    svc_a, svc_b = (app[SERVICES] for app in apps)
-    org = await svc_a.store.create_org("District", 10_000, clock.now_ms())
-    headers = {"VF-ORG-ID": org.id}
-    try:
-        async with aiohttp.ClientSession() as http:
-            async def rest(base: str, path: str, body: Any) -> Any:
-                async with http.post(base + path, json=body, headers=headers) as r:
-                    payload = await r.json()
-                    assert r.status == 200, payload
-                    return payload["data"]
+    grace = 4.0
+    async with _two_nodes(aiohttp_server, tmp_path, postgres_cluster, redis_server, reconnect_grace_s=grace,
+                          node_lease_s=1.0) as (apps, servers, org), aiohttp.ClientSession() as http:
+        base_a, base_b = (f"http://127.0.0.1:{s.port}" for s in servers)
+        svc_a, svc_b = (app[SERVICES] for app in apps)
+        headers = {"VF-ORG-ID": org.id}
 
-            room = await rest(base_a, "/v1/room/create", {
-                "roomId": "bio", "title": "Biology", "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}})
-            student = await rest(base_b, "/v1/room/bio/join", {"participant": {"uid": "s1", "name": "S",
-                                                                               "role": "STUDENT"}})
-            teacher_ws, joined = await _join(http, base_a, room["token"])
-            assert joined["type"] == "joined"
-            redirected_ws, reply = await _join(http, base_b, student["token"])
-            assert reply["code"] == "REDIRECT" and reply["url"] == f"ws://127.0.0.1:{servers[0].port}/v1/rtc"
-            assert (await redirected_ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE,
-                                                                     aiohttp.WSMsgType.CLOSED)
-            student_ws, joined = await _join(http, reply["url"].replace("ws", "http", 1).removesuffix("/v1/rtc"),
-                                             student["token"])
-            assert joined["type"] == "joined"
-            sid = (await svc_a.store.get_room(org.id, "bio")).sid
-            for hub in (apps[0][HUB], apps[1][HUB]):  # presence seen from both nodes
-                seen = await hub.presence.room(sid)
-                assert {uid: (e.node, e.conn is not None) for uid, e in seen.items()} == {
-                    "t1": (svc_a.live.node_id, True), "s1": (svc_a.live.node_id, True)}
-            open_sessions = await svc_b.store.room_sessions(sid, active_only=True)
-            student_session = next(s.id for s in open_sessions if s.uid == "s1")
+        async def rest(base: str, path: str, body: Any) -> Any:
+            async with http.post(base + path, json=body, headers=headers) as r:
+                payload = await r.json()
+                assert r.status == 200, payload
+                return payload["data"]
 
-            svc_a.live.placement.stop_heartbeat()  # node A is dying
-            await student_ws.close()
-            await _until(lambda: apps[0][HUB].owned.get((sid, "s1")) is None, "node A never saw the drop")
-            await _until(lambda: _lapsed(svc_b, sid), "node A's lease did not lapse", timeout=5)
-            back_ws, joined = await _join(http, base_b, student["token"])
-            assert joined["type"] == "joined", joined
-            assert (await svc_b.live.placement.host(sid)).id == svc_b.live.node_id
-            assert apps[1][HUB].owned[(sid, "s1")] is not None
-            await asyncio.sleep(base.reconnect_grace_s + 1)  # node A's grace timer for the drop has run out
-            sessions = [s for s in await svc_b.store.room_sessions(sid) if s.uid == "s1"]
-            assert [(s.id, s.active) for s in sessions] == [(student_session, True)]
-            assert (await svc_b.store.get_room_by_sid(sid)).emptied_at is None
-            # A leave on B ends it, as on one node.
-            await back_ws.send_json({"type": "leave"})
-            await _until(lambda: _session_closed(svc_b, student_session), "a leave on node B did not end it")
-            await teacher_ws.close()
-    finally:
-        for server in servers:
-            await server.close()
-        await postgres_cluster.drop_database(name)
+        room = await rest(base_a, "/v1/room/create", {
+            "roomId": "bio", "title": "Biology", "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}})
+        student = await rest(base_b, "/v1/room/bio/join", {"participant": {"uid": "s1", "name": "S",
+                                                                           "role": "STUDENT"}})
+        teacher_ws, joined = await _join(http, base_a, room["token"])
+        assert joined["type"] == "joined"
+        redirected_ws, reply = await _join(http, base_b, student["token"])
+        assert reply["code"] == "REDIRECT" and reply["url"] == f"ws://127.0.0.1:{servers[0].port}/v1/rtc"
+        assert (await redirected_ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE,
+                                                                 aiohttp.WSMsgType.CLOSED)
+        student_ws, joined = await _join(http, reply["url"].replace("ws", "http", 1).removesuffix("/v1/rtc"),
+                                         student["token"])
+        assert joined["type"] == "joined"
+        sid = (await svc_a.store.get_room(org.id, "bio")).sid
+        for hub in (apps[0][HUB], apps[1][HUB]):  # presence seen from both nodes
+            seen = await hub.presence.room(sid)
+            assert {uid: (e.node, e.conn is not None) for uid, e in seen.items()} == {
+                "t1": (svc_a.live.node_id, True), "s1": (svc_a.live.node_id, True)}
+        open_sessions = await svc_b.store.room_sessions(sid, active_only=True)
+        student_session = next(s.id for s in open_sessions if s.uid == "s1")
+
+        svc_a.live.placement.stop_heartbeat()  # node A is dying
+        await student_ws.close()
+        await _until(lambda: apps[0][HUB].owned.get((sid, "s1")) is None, "node A never saw the drop")
+        await _until(lambda: _lapsed(svc_b, sid), "node A's lease did not lapse", timeout=5)
+        back_ws, joined = await _join(http, base_b, student["token"])
+        assert joined["type"] == "joined", joined
+        assert (await svc_b.live.placement.host(sid)).id == svc_b.live.node_id
+        assert apps[1][HUB].owned[(sid, "s1")] is not None
+        await asyncio.sleep(grace + 1)  # node A's grace timer for the drop has run out
+        sessions = [s for s in await svc_b.store.room_sessions(sid) if s.uid == "s1"]
+        assert [(s.id, s.active) for s in sessions] == [(student_session, True)]
+        assert (await svc_b.store.get_room_by_sid(sid)).emptied_at is None
+        # A leave on B ends it, as on one node.
+        await back_ws.send_json({"type": "leave"})
+        await _until(lambda: _session_closed(svc_b, student_session), "a leave on node B did not end it")
+        await teacher_ws.close()
 
 
 async def _lapsed(svc: Any, sid: str) -> bool:
@@ -271,38 +282,23 @@ async def _session_closed(svc: Any, session_id: str) -> bool:
 
 async def test_a_draining_node_takes_no_new_class_but_sends_joins_to_the_host(
         aiohttp_server: Any, tmp_path: Path, postgres_cluster: PostgresCluster, redis_server: RedisServer) -> None:
-    name = await postgres_cluster.create_database()
-    base = Config(database_url=postgres_cluster.url(name), redis_url=redis_server.url, secret="s" * 40)
-    clock = FakeClock()
-    apps, servers = [], []
-    for i in range(2):
-        port = free_port()
-        app = await create_app(dataclasses.replace(base, data_dir=tmp_path / f"data{i}", port=port), clock,
-                               background=False)
-        apps.append(app)
-        servers.append(await aiohttp_server(app, host="127.0.0.1", port=port))
-    base_a, base_b = (f"http://127.0.0.1:{s.port}" for s in servers)
-    svc_a = apps[0][SERVICES]
-    org = await svc_a.store.create_org("District", 10_000, clock.now_ms())
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(base_a + "/v1/room/create", headers={"VF-ORG-ID": org.id}, json={
-                    "roomId": "chem", "title": "Chemistry",
-                    "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}}) as r:
-                token = (await r.json())["data"]["token"]
-            sid = (await svc_a.store.get_room(org.id, "chem")).sid
-            apps[1][HUB].draining = lambda: True  # node B drains (SIGTERM)
-            ws, reply = await _join(http, base_b, token)
-            assert reply["code"] == "SERVER_DRAINING"
-            await ws.close()
-            assert await svc_a.live.placement.host(sid) is None  # B did not take the class
-            ws_a, joined = await _join(http, base_a, token)
-            assert joined["type"] == "joined"
-            ws, reply = await _join(http, base_b, token)  # B drains but knows the host: a redirect, not a refusal
-            assert (reply["code"], reply["url"]) == ("REDIRECT", f"ws://127.0.0.1:{servers[0].port}/v1/rtc")
-            await ws.close()
-            await ws_a.close()
-    finally:
-        for server in servers:
-            await server.close()
-        await postgres_cluster.drop_database(name)
+    async with _two_nodes(aiohttp_server, tmp_path, postgres_cluster, redis_server) as (apps, servers, org), \
+            aiohttp.ClientSession() as http:
+        base_a, base_b = (f"http://127.0.0.1:{s.port}" for s in servers)
+        svc_a = apps[0][SERVICES]
+        async with http.post(base_a + "/v1/room/create", headers={"VF-ORG-ID": org.id}, json={
+                "roomId": "chem", "title": "Chemistry",
+                "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}}) as r:
+            token = (await r.json())["data"]["token"]
+        sid = (await svc_a.store.get_room(org.id, "chem")).sid
+        apps[1][HUB].draining = lambda: True  # node B drains (SIGTERM)
+        ws, reply = await _join(http, base_b, token)
+        assert reply["code"] == "SERVER_DRAINING"
+        await ws.close()
+        assert await svc_a.live.placement.host(sid) is None  # B did not take the class
+        ws_a, joined = await _join(http, base_a, token)
+        assert joined["type"] == "joined"
+        ws, reply = await _join(http, base_b, token)  # B drains but knows the host: a redirect, not a refusal
+        assert (reply["code"], reply["url"]) == ("REDIRECT", f"ws://127.0.0.1:{servers[0].port}/v1/rtc")
+        await ws.close()
+        await ws_a.close()
