@@ -81,7 +81,9 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
         egress = started["egressId"]
         assert (await teacher.wait_for("recording_started", timeout=20))["egressId"] == egress
         await _status(cluster, a, "geo", egress, "EGRESS_ACTIVE")
-        await asyncio.sleep(3)
+        cluster.start_node()  # a node starting meanwhile leaves B's live recording alone
+        await asyncio.sleep(2)
+        assert (await _status(cluster, a, "geo", egress, "EGRESS_ACTIVE"))["status"] == "EGRESS_ACTIVE"
         await cluster.ok(a, "POST", "/v1/room/geo/recording/stop")
         job = await _status(cluster, b, "geo", egress, "EGRESS_COMPLETE")
         assert job["files"][0]["duration"] > 1
