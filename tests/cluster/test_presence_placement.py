@@ -267,7 +267,22 @@ async def test_a_participant_dropped_on_a_dead_node_keeps_its_session_on_another
         # A leave on B ends it, as on one node.
         await back_ws.send_json({"type": "leave"})
         await _until(lambda: _session_closed(svc_b, student_session), "a leave on node B did not end it")
-        await teacher_ws.close()
+        # The teacher's socket is still open on A (A is alive after all, only its lease lapsed): the teacher joins
+        # on B, and A's socket is told REPLACED through the bus and closed; the session goes on.
+        teacher_session = next(x.id for x in open_sessions if x.uid == "t1")
+        teacher_b, joined = await _join(http, base_b, room["token"])
+        assert joined["type"] == "joined"
+        while True:
+            msg = await teacher_ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.TEXT, "A's socket closed without REPLACED"
+            if json.loads(msg.data).get("code") == "REPLACED":
+                break
+        while (await teacher_ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            pass  # the media side's last words, then the close
+        assert teacher_ws.closed
+        teachers = [x for x in await svc_b.store.room_sessions(sid) if x.uid == "t1"]
+        assert [(x.id, x.active, x.node) for x in teachers] == [(teacher_session, True, svc_b.live.node_id)]
+        await teacher_b.close()
 
 
 async def _lapsed(svc: Any, sid: str) -> bool:
