@@ -30,8 +30,8 @@ from control.classroom import participant_public
 from control.errors import ApiError
 from control.events import Event
 from control.interaction import Interaction
-from control.placement import LocalPlacement, Node, Placement
-from control.presence import Entry, LocalPresence, Presence
+from control.placement import Node, Placement
+from control.presence import Entry, Presence
 from control.recordings import Recordings, parse_options
 from control.roles import Permission, Role, can, permissions
 from control.services import SERVICES, Services
@@ -98,10 +98,11 @@ class Hub:
         self.sfu = sfu
         self.interaction = Interaction(svc.store, svc.bus, svc.clock)
         self.rooms: dict[str, dict[str, Connection]] = {}
-        live = svc.live
-        self.node: Node = live.placement.node if live is not None else Node("local", svc.config.node_base_url)
-        self.presence: Presence = live.presence if live is not None else LocalPresence()
-        self.placement: Placement = live.placement if live is not None else LocalPlacement(self.node)
+        live = svc.live  # control/wiring.py chose them: this node's memory or Redis
+        assert live is not None, "Services come from control.app.build_services, which wires what is live"
+        self.node: Node = live.placement.node
+        self.presence: Presence = live.presence
+        self.placement: Placement = live.placement
         # This node's connection for each (room, uid) whose session it holds, and the grace timers it runs.
         self.owned: dict[tuple[str, str], Connection] = {}
         self._graces: dict[tuple[str, str], asyncio.Task[None]] = {}
