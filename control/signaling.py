@@ -479,9 +479,9 @@ class Hub:
                 await self._end_connection(c)
             for key in [k for k in self._graces if k[0] == event.room_sid]:
                 self._cancel_grace(key)
+            await self.sfu.close_room(event.room_sid)  # first: the shared state below may fail while Redis is away
             await self.presence.remove_room(event.room_sid)
             await self.placement.release(event.room_sid)  # only the host's placement goes
-            await self.sfu.close_room(event.room_sid)
         elif kind == "connection_replaced":  # the uid joined on another node: its old socket here ends
             for c in conns:
                 if c.key == data["conn"]:
