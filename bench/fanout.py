@@ -50,7 +50,7 @@ import aiohttp
 from aiortc import RTCRtpSender, RTCSessionDescription
 
 from bench import clip as cliplib
-from bench import consent, netns, targets, udp
+from bench import consent, cpucap, netns, targets, udp
 from bench.cpucap import CpuCap
 from bench.targets import Target
 from sfu import rtcp
@@ -782,6 +782,12 @@ class Bench:
         aborted = None
         try:
             await self.target.start(self.session)
+            if args.server_cpus:
+                if not self.pid:
+                    raise SystemExit("--server-cpus needs the server on this machine")
+                server_cpus = cpucap.parse_cpus(args.server_cpus)
+                cpucap.pin(os.getpid(), os.sched_getaffinity(0) - server_cpus)  # the bench, its workers...
+                cpucap.pin(self.pid, server_cpus)  # ... and then the server (a child of the bench) apart
             if args.server_cpu:
                 if not self.pid:
                     raise SystemExit("--server-cpu needs the server on this machine")
@@ -804,7 +810,8 @@ class Bench:
                 "duration_s": args.duration,
                 "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
-                "server_cpu_cap": args.server_cpu, "steps": results, "aborted": aborted, **knee(results)}
+                "server_cpu_cap": args.server_cpu, "server_cpus": args.server_cpus, "steps": results,
+                "aborted": aborted, **knee(results)}
 
     async def step(self, n: int) -> dict[str, Any]:
         assert self.publisher is not None
@@ -1143,6 +1150,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--server-cpu", type=float, help="cap each server's process tree to this many cores (0.25: a "
                    "quarter of one; a cgroup quota, root only: bench/cpucap.py), so that its knee is reachable "
                    "before the bench's own subscribers run out of CPU")
+    f.add_argument("--server-cpus", help="CPUs for each server's process tree (e.g. 1), the bench's own processes "
+                   "on the others: the load generator never takes the server's CPU (bench/cpucap.py pin)")
     f.add_argument("--pacing", type=float, default=PACING_FACTOR, help="the teacher's pacer: video leaves at this "
                    "many times its bitrate, in 5 ms slices, as from a browser (0: each frame in one burst, as "
                    "runs before 2026-11-30 19:30 UTC did)")
