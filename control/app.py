@@ -11,7 +11,7 @@ from aiohttp import web
 
 from control import cors, health, metrics, signaling
 from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks, whip
-from control.auth import Auth, load_or_create_secret
+from control.auth import Auth, token_secret
 from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
@@ -32,11 +32,11 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     clock = clock or Clock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(config.db_url)
-    auth = Auth(load_or_create_secret(config.data_dir), clock, store)
+    auth = Auth(token_secret(config), clock, store)  # shared by several nodes when the operator sets it
     live = await build_live(config)  # one node's memory, or Redis: control/wiring.py decides
     bus = live.bus
-    classroom = Classroom(config, store, auth, bus, clock)
-    closed = await classroom.recover()
+    classroom = Classroom(config, store, auth, bus, clock, node_id=live.node_id)
+    closed = await classroom.recover({n.id for n in await live.placement.nodes()})  # only nodes that are gone
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock, config.data_dir)

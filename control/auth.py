@@ -2,8 +2,9 @@
 
 Signaling, the classroom page and the AI tutor all call `Auth.validate`, so a token is refused for the same
 reasons everywhere: bad signature, expiry (against the injectable clock, not pyjwt's own), a room that ended, a
-participant who was removed. The HS256 secret is generated on first start and kept in the data dir, so tokens
-survive restarts.
+participant who was removed. The HS256 secret (`token_secret`) is the operator's when set (`CLASSCAST_SECRET`
+or `CLASSCAST_SECRET_FILE`): several nodes with one secret accept each other's tokens and download links. Unset, it
+is generated on first start and kept in the data dir, so tokens survive restarts of the one node.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
 
@@ -20,8 +22,12 @@ from control.errors import ApiError
 from control.store.records import Participant, Room
 from control.store.store import Store
 
+if TYPE_CHECKING:
+    from control.config import Config
+
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt-secret"
+MIN_SECRET_CHARS = 32
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -34,6 +40,34 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     with os.fdopen(fd, "w") as fh:
         fh.write(secret.hex())
     return secret
+
+
+def _secret_bytes(value: str, where: str) -> bytes:
+    """64 hex digits are the bytes they spell (so a node's DATA_DIR/jwt-secret can be copied to the others and its
+    tokens stay valid); anything else is used as text. Short secrets are refused: they could be guessed."""
+    value = value.strip()
+    if len(value) < MIN_SECRET_CHARS:
+        raise SystemExit(f"{where} must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)")
+    if len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    return value.encode()
+
+
+def token_secret(config: Config) -> bytes:
+    """The secret that signs join tokens and recording download links: CLASSCAST_SECRET, else the file
+    CLASSCAST_SECRET_FILE names, else this data dir's own (made on first start)."""
+    if config.secret:
+        return _secret_bytes(config.secret, "CLASSCAST_SECRET")
+    if config.secret_file:
+        try:
+            text = Path(config.secret_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"CLASSCAST_SECRET_FILE {config.secret_file}: {exc}") from None
+        return _secret_bytes(text, f"CLASSCAST_SECRET_FILE {config.secret_file}")
+    return load_or_create_secret(config.data_dir)
 
 
 @dataclass(frozen=True, slots=True)

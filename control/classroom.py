@@ -77,8 +77,9 @@ def _require_seat(room: Room, present: int, already_present: bool) -> None:
 
 class Classroom:
     def __init__(self, config: Config, store: Store, auth: Auth, bus: EventBus, clock: Clock,
-                 outbox: Outbox | None = None) -> None:
+                 outbox: Outbox | None = None, node_id: str | None = None) -> None:
         self.config = config
+        self.node_id = node_id  # written on the sessions this node opens (control/wiring.py's node id)
         self.store = store
         self.auth = auth
         self.bus = bus
@@ -316,7 +317,7 @@ class Classroom:
                 await self.store.update_room(room.sid, emptied_at=None)
             session = Session(
                 id=new_id("SE_"), participant_id=participant.id, room_sid=room_sid, org_id=room.org_id, uid=uid,
-                joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address,
+                joined_at=now, left_at=None, leave_reason=None, ip_address=ip_address, node=self.node_id,
             )
             await self.store.insert_session(session)
             if not already_present:
@@ -355,27 +356,46 @@ class Classroom:
                 self._emit("participant_left", room, participant=participant_public(participant), reason=reason)
         return closed[0]
 
-    async def recover(self) -> int:
-        """At start: sessions left open by a previous process ended when it last proved alive."""
-        heartbeat = await self.store.get_meta(HEARTBEAT_KEY)
+    async def recover(self, alive: set[str] | None = None) -> int:
+        """At start: sessions left open by processes that are gone end when each last proved alive.
+
+        `alive` is the ids of the nodes with a live lease (control/placement.py), this one included: their sessions
+        are theirs to keep. One node has only itself alive, so every open session (its previous run's) closes, as
+        a restart always did; None closes every open session."""
         now = self.clock.now_ms()
-        at = min(int(heartbeat), now) if heartbeat else now
+        dead = [s for s in await self.store.open_sessions() if alive is None or s.node not in alive]
+        if not dead:
+            return 0
+        fallback = await self.store.get_meta(HEARTBEAT_KEY)  # any node's latest tick
+        ends: dict[str | None, int] = {}
+        for node in {s.node for s in dead}:
+            beat = (await self.store.get_meta(f"{HEARTBEAT_KEY}:{node}") if node else None) or fallback
+            ends[node] = min(int(beat), now) if beat else now
+        closed: list[Session] = []
         async with self.store.atomic():
-            for sid in sorted({s.room_sid for s in await self.store.open_sessions()}):
+            for sid in sorted({s.room_sid for s in dead}):
                 await self.store.lock_room(sid)  # in one order: two nodes recovering never deadlock
-            closed = await self.store.close_sessions(at, "server_restart")
+            for node, at in ends.items():
+                closed += await self.store.close_sessions(
+                    at, "server_restart", session_ids=[s.id for s in dead if s.node == node])
             for sid in sorted({s.room_sid for s in closed}):
                 room = await self.store.get_room_by_sid(sid)
+                in_room = [s for s in closed if s.room_sid == sid]
                 if room is not None and not room.ended:
-                    await self.store.update_room(sid, emptied_at=at)
+                    at = max(s.left_at or 0 for s in in_room)
+                    if not await self.store.room_sessions(sid, active_only=True):
+                        await self.store.update_room(sid, emptied_at=at)
                     await self._bill(room, at)
-                    await self._webhook_left(room, [s for s in closed if s.room_sid == sid], "server_restart")
+                    await self._webhook_left(room, in_room, "server_restart")
+        await self.store.delete_meta([f"{HEARTBEAT_KEY}:{n}" for n in ends if n])
         return len(closed)
 
     async def tick(self) -> None:
         """Periodic: bill running classes (at least once a minute) and end rooms empty for emptyTimeout."""
         now = self.clock.now_ms()
         await self.store.set_meta(HEARTBEAT_KEY, str(now))
+        if self.node_id:  # several nodes: a dead one's sessions end at its own last beat
+            await self.store.set_meta(f"{HEARTBEAT_KEY}:{self.node_id}", str(now))
         for room in await self.store.unfinished_started_rooms():
             try:
                 async with self._lock(room.sid):

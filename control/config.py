@@ -153,6 +153,17 @@ class Config:
     database_url: str = ""
     # Redis for what several nodes share live (event bus, rate limits; control/wiring.py); empty: this process only.
     redis_url: str = ""
+    # This node's own URL as clients reach it directly (several nodes: a room's WebSocket is redirected to the node
+    # hosting it, control/placement.py); empty: base_url.
+    node_url: str = ""
+    # How long a dead node keeps its rooms placed on it (its Redis lease; renewed every third of it).
+    node_lease_s: float = 10.0
+    # The token secret shared by several nodes (control/auth.py): the value itself, or a file holding it; both empty:
+    # generated once into DATA_DIR/jwt-secret (one node).
+    secret: str = ""
+    secret_file: str = ""
+    # Where recordings are written and served from; a folder every node mounts lets any node serve a download.
+    recordings_dir: str = ""
     token_ttl_s: int = 3600
     token_max_ttl_s: int = 24 * 3600
     min_credits_to_start: int = 100
@@ -195,6 +206,11 @@ class Config:
             public_url=env.get("CLASSCAST_PUBLIC_URL", ""),
             database_url=env.get("CLASSCAST_DATABASE_URL", ""),
             redis_url=env.get("CLASSCAST_REDIS_URL", ""),
+            node_url=env.get("CLASSCAST_NODE_URL", ""),
+            node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 10.0),
+            secret=env.get("CLASSCAST_SECRET", ""),
+            secret_file=env.get("CLASSCAST_SECRET_FILE", ""),
+            recordings_dir=env.get("CLASSCAST_RECORDINGS_DIR", ""),
             token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600),
             tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0),
             demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000),
@@ -242,6 +258,14 @@ class Config:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def node_base_url(self) -> str:
+        return self.node_url.rstrip("/") if self.node_url else self.base_url
+
+    @property
+    def recordings_root(self) -> Path:
+        return Path(self.recordings_dir) if self.recordings_dir else self.data_dir / "recordings"
 
     @property
     def db_url(self) -> str:

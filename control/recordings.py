@@ -156,7 +156,7 @@ NOTHING_RECORDED = "Nothing was recorded: nobody published audio or video while 
 class Recordings:
     def __init__(self, svc: Services, sfu: Sfu | WorkerPool, secret: bytes) -> None:
         self.svc, self.sfu = svc, sfu
-        self.root = (svc.config.data_dir / "recordings").resolve()
+        self.root = svc.config.recordings_root.resolve()  # shared by several nodes: any serves a download
         self.signer = DownloadSigner(secret, svc.clock)
         self.supervisor = SinkSupervisor("recorder", svc.config.data_dir, self._on_feed, self._on_recorder_exit)
         self.janitor = Janitor(svc.store, self.root, svc.clock, svc.config.recording_ttl_s,
@@ -201,11 +201,18 @@ class Recordings:
                 await task
 
     async def recover(self) -> int:
-        """At start: jobs a previous run left live are finished from their files, or marked failed."""
+        """At start: jobs a previous run left live are finished from their files, or marked failed. With several
+        nodes, a job whose room another live node hosts is that node's, recording still: left alone."""
         stale = await self.svc.store.recordings_in_states((*LIVE_RECORDING_STATES, "EGRESS_ENDING"))
+        live = self.svc.live
+        settled = 0
         for rec in stale:
+            host = await live.placement.host(rec.room_sid) if live is not None else None
+            if host is not None and host.id != live.node_id:  # type: ignore[union-attr]
+                continue
             await self._settle(rec.id, failed_reason="interrupted by a server restart", keep_going=True)
-        return len(stale)
+            settled += 1
+        return settled
 
     async def _janitor_loop(self) -> None:
         while True:

@@ -4,6 +4,11 @@ One `Hub` per process. It validates the token with the control plane's one valid
 session, hands media messages to the SFU (plain dicts across the boundary) and everything else to the control
 plane, and fans control-plane events out to the room. Nothing a client sends can raise out of here: every
 failure becomes `{"type": "error", "code", "message"}` on that connection. The protocol is docs/signaling.md.
+
+Across nodes (issue 18) the Hub asks two interfaces control/wiring.py chose: `Placement` (which node hosts the
+room: a join that reaches another node is answered with an error REDIRECT naming the host's URL, and the SDK and
+the Python client connect there) and `Presence` (which session a uid holds and its reconnect grace, so a
+participant who comes back on another node keeps its session).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from control.classroom import participant_public
 from control.errors import ApiError
 from control.events import Event
 from control.interaction import Interaction
+from control.placement import Node, Placement
+from control.presence import Entry, Presence
 from control.recordings import Recordings, parse_options
 from control.roles import Permission, Role, can, permissions
 from control.services import SERVICES, Services
@@ -80,14 +87,9 @@ class Connection:
         return True
 
 
-@dataclass
-class Presence:
-    """A uid's session in a room, kept across reconnects for the grace period."""
-
-    session_id: str
-    connection: Connection | None
-    grace: asyncio.Task[None] | None = None
-    dropped_at: int | None = None
+def node_socket_url(node: Node) -> str:
+    """The node's signaling URL (no token: the client adds its own)."""
+    return node.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/rtc"
 
 
 class Hub:
@@ -96,7 +98,14 @@ class Hub:
         self.sfu = sfu
         self.interaction = Interaction(svc.store, svc.bus, svc.clock)
         self.rooms: dict[str, dict[str, Connection]] = {}
-        self.presence: dict[tuple[str, str], Presence] = {}
+        live = svc.live  # control/wiring.py chose them: this node's memory or Redis
+        assert live is not None, "Services come from control.app.build_services, which wires what is live"
+        self.node: Node = live.placement.node
+        self.presence: Presence = live.presence
+        self.placement: Placement = live.placement
+        # This node's connection for each (room, uid) whose session it holds, and the grace timers it runs.
+        self.owned: dict[tuple[str, str], Connection] = {}
+        self._graces: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._unsubscribe = svc.bus.subscribe(self._events.put_nowait)
@@ -116,9 +125,9 @@ class Hub:
             for conn in list(conns.values()):
                 conn.ending = conn.ending or "server_shutdown"
                 await conn.ws.close(code=1001, message=b"server shutdown")
-        for presence in self.presence.values():
-            if presence.grace is not None:
-                presence.grace.cancel()
+        for grace in self._graces.values():
+            grace.cancel()
+        self._graces.clear()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -299,26 +308,39 @@ class Hub:
             raise SignalingError("ALREADY_JOINED", "already joined")
         grant = await self.svc.auth.validate_claims(conn.grant.claims)  # the room may have ended meanwhile
         conn.grant = grant
+        if self.draining() and await self.placement.host(conn.room_sid) is None:
+            # A draining node takes no class it does not host already: the next join reaches another node.
+            conn.ending = "server_draining"
+            raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
+        host = await self.placement.place(conn.room_sid)
+        if host.id != self.node.id:
+            # Redirect, not proxy: the room's media is on its host anyway (ICE candidates are the host's), and a
+            # proxy would tie the class to this node's life too (docs/operations.md, "Running several nodes").
+            conn.ending = "redirected"
+            conn.send(_error("REDIRECT", "this class is served by another node: connect there")
+                      | {"ref": "join", "url": node_socket_url(host)})
+            return
         key = (conn.room_sid, conn.uid)
-        presence = self.presence.get(key)
-        if presence is not None:
-            if presence.grace is not None:
-                presence.grace.cancel()
-                presence.grace = None
-            old = presence.connection
+        entry = await self.presence.take(conn.room_sid, conn.uid, self.node.id, conn.key)
+        if entry is not None:  # a reconnect (here or from another node), or a second tab: the session goes on
+            self._cancel_grace(key)
+            old = self.owned.get(key)
+            self.owned[key] = conn
             if old is not None and old is not conn:
-                old.ending = "replaced"
-                old.send(_error("REPLACED", "you joined from another connection"))
-                await self._leave_media(old)
-                with contextlib.suppress(asyncio.QueueFull):
-                    old.queue.put_nowait(None)
-            presence.connection = conn
+                await self._replace(old)
+            elif entry.conn is not None and entry.node != self.node.id:
+                self.svc.bus.publish(Event(type="connection_replaced", org_id=grant.room.org_id,
+                                           room_id=grant.room.room_id, room_sid=conn.room_sid,
+                                           data={"uid": conn.uid, "conn": entry.conn}))
+            if entry.node != self.node.id:  # this node holds the session now: a restart elsewhere leaves it open
+                await self.svc.store.move_session(entry.session_id, self.node.id)
         else:
             if self.draining():
                 conn.ending = "server_draining"
                 raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
             session = await self.svc.classroom.open_session(conn.room_sid, conn.uid, remote)
-            presence = self.presence[key] = Presence(session_id=session.id, connection=conn)
+            self.owned[key] = conn
+            await self.presence.put(conn.room_sid, conn.uid, Entry(session.id, self.node.id, conn.key))
         room, me = grant.room, grant.participant
         customization = effective_customization(room.customization, me.customization)
         perms = permissions(Role(me.role), customization)
@@ -351,6 +373,13 @@ class Hub:
             joined["hands"] = await self.interaction.hands(room)
         conn.send(joined)
 
+    async def _replace(self, old: Connection) -> None:
+        old.ending = "replaced"
+        old.send(_error("REPLACED", "you joined from another connection"))
+        await self._leave_media(old)
+        with contextlib.suppress(asyncio.QueueFull):
+            old.queue.put_nowait(None)
+
     async def _leave_media(self, conn: Connection) -> None:
         conns = self.rooms.get(conn.room_sid, {})
         if conns.pop(conn.key, None) is not None:
@@ -363,26 +392,38 @@ class Hub:
             return
         await self._leave_media(conn)
         key = (conn.room_sid, conn.uid)
-        presence = self.presence.get(key)
-        if presence is None or presence.connection is not conn:
+        if self.owned.get(key) is not conn:
             return  # replaced by a newer connection, which owns the session now
-        presence.connection = None
-        if conn.ending in ("removed", "class_ended"):
-            self.presence.pop(key, None)  # the control plane closed the session already
-        elif conn.ending == "left":
-            self.presence.pop(key, None)
-            await self.svc.classroom.close_session(presence.session_id, "left")
-        elif not self._stopping:
-            presence.dropped_at = self.svc.clock.now_ms()
-            presence.grace = asyncio.create_task(self._expire(key, presence))
-        # else: the server is stopping; the session stays open and the next start closes it as server_restart (a
-        # grace timer could fire while the SFU workers stop, closing it as disconnected)
+        del self.owned[key]
+        if conn.ending in ("removed", "class_ended") or self._stopping:
+            # removed, ended: the control plane closed the session already. Stopping: the session stays open and
+            # the next start closes it as server_restart, or the participant reconnects to another node within
+            # the grace (a grace timer here could fire while the SFU workers stop, closing it as disconnected).
+            return
+        at = self.svc.clock.now_ms()
+        # Compare-and-set on the shared entry: if another node took it meanwhile, there is nothing to end here.
+        if not await self.presence.drop(conn.room_sid, conn.uid, conn.key, at):
+            return
+        if conn.ending == "left":
+            entry = await self.presence.expire(conn.room_sid, conn.uid, at)
+            if entry is not None:
+                await self.svc.classroom.close_session(entry.session_id, "left")
+        else:
+            self._cancel_grace(key)
+            self._graces[key] = asyncio.create_task(self._expire(key, at))
 
-    async def _expire(self, key: tuple[str, str], presence: Presence) -> None:
+    async def _expire(self, key: tuple[str, str], dropped_at: int) -> None:
         await asyncio.sleep(self.svc.config.reconnect_grace_s)
-        if self.presence.get(key) is presence and presence.connection is None:
-            self.presence.pop(key, None)
-            await self.svc.classroom.close_session(presence.session_id, "disconnected", at=presence.dropped_at)
+        if self._graces.get(key) is asyncio.current_task():
+            del self._graces[key]
+        entry = await self.presence.expire(key[0], key[1], dropped_at)  # None: it came back (on any node)
+        if entry is not None:
+            await self.svc.classroom.close_session(entry.session_id, "disconnected", at=dropped_at)
+
+    def _cancel_grace(self, key: tuple[str, str]) -> None:
+        grace = self._graces.pop(key, None)
+        if grace is not None:
+            grace.cancel()
 
     def media_lost(self, keys: list[str]) -> None:
         """A media worker died with these connections on it: each is told `reconnecting` and its socket closes, so
@@ -429,15 +470,22 @@ class Hub:
                 if c.uid == uid:
                     c.ending = "removed"
                     await self._end_connection(c)
-            self._drop_presence(event.room_sid, uid)
+            self._cancel_grace((event.room_sid, uid))
+            await self.presence.remove(event.room_sid, uid)  # every node does it: idempotent
         elif kind == "class_ended":
             for c in conns:
                 c.send({"type": kind, **data})
                 c.ending = "class_ended"
                 await self._end_connection(c)
-            for key in [k for k in self.presence if k[0] == event.room_sid]:
-                self._drop_presence(*key)
-            await self.sfu.close_room(event.room_sid)
+            for key in [k for k in self._graces if k[0] == event.room_sid]:
+                self._cancel_grace(key)
+            await self.sfu.close_room(event.room_sid)  # first: the shared state below may fail while Redis is away
+            await self.presence.remove_room(event.room_sid)
+            await self.placement.release(event.room_sid)  # only the host's placement goes
+        elif kind == "connection_replaced":  # the uid joined on another node: its old socket here ends
+            for c in conns:
+                if c.key == data["conn"]:
+                    await self._replace(c)
         elif kind in ("participant_muted", "participant_unmuted"):
             await self.sfu.set_blocked(event.room_sid, data["participant"]["uid"], kind == "participant_muted")
             for c in conns:
@@ -463,11 +511,6 @@ class Hub:
         await self._leave_media(conn)
         with contextlib.suppress(asyncio.QueueFull):
             conn.queue.put_nowait(None)
-
-    def _drop_presence(self, room_sid: str, uid: str) -> None:
-        presence = self.presence.pop((room_sid, uid), None)
-        if presence is not None and presence.grace is not None:
-            presence.grace.cancel()
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -7,10 +7,8 @@ implementations; everything else is handed the interfaces and never learns which
 |---|---|---|
 | event bus | `control.events.EventBus` | `control.shared.bus.RedisEventBus` (pub/sub) |
 | REST rate limits | `control.ratelimit.Limiter` buckets | `control.shared.limits.RedisLimiter` (Lua) |
-
-Presence with its reconnect grace, and the room -> node placement lease, are not here yet: they live in
-control/signaling.py's Hub and in the several-nodes work (issue 18 requirements 3-5), which will add them beside
-these two.
+| presence and the reconnect grace | `control.presence.LocalPresence` | `control.shared.presence.RedisPresence` |
+| room -> node placement | `control.placement.LocalPlacement` | `control.shared.placement.RedisPlacement` (lease) |
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ from dataclasses import dataclass, field
 
 from control.config import Config
 from control.events import EventBus
+from control.placement import LocalPlacement, Node, Placement
+from control.presence import LocalPresence, Presence
 from control.ratelimit import RestLimits
 
 log = logging.getLogger("classcast.wiring")
@@ -32,6 +32,8 @@ class Live:
     node_id: str  # names this process on the bus (its own events come back and are skipped)
     bus: EventBus
     limits: RestLimits
+    presence: Presence
+    placement: Placement
     redis: object | None = None  # the client, when shared
     _closed: bool = field(default=False, repr=False)
 
@@ -39,6 +41,8 @@ class Live:
         if self._closed:
             return
         self._closed = True
+        await self.placement.close()  # first: this node's rooms go to the others at their next join
+        await self.presence.close()
         await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()  # type: ignore[attr-defined]
@@ -50,8 +54,9 @@ def new_node_id() -> str:
 
 async def build_live(config: Config) -> Live:
     node_id = new_node_id()
+    node = Node(node_id, config.node_base_url)
     if not config.redis_url:
-        return Live(node_id, EventBus(), RestLimits(config.rate_limits))
+        return Live(node_id, EventBus(), RestLimits(config.rate_limits), LocalPresence(), LocalPlacement(node))
     try:
         import redis.asyncio as aioredis
     except ImportError:
@@ -59,6 +64,8 @@ async def build_live(config: Config) -> Live:
                          "pip install 'classcast[redis]' (make install does)") from None
     from control.shared.bus import RedisEventBus
     from control.shared.limits import RedisLimiter
+    from control.shared.placement import RedisPlacement
+    from control.shared.presence import RedisPresence
 
     client = aioredis.Redis.from_url(config.redis_url, socket_connect_timeout=5, health_check_interval=15)
     try:
@@ -69,5 +76,7 @@ async def build_live(config: Config) -> Live:
     bus = RedisEventBus(client, node_id)
     await bus.start()
     limits = RestLimits(config.rate_limits, lambda name, per_minute: RedisLimiter(client, name, per_minute))
-    log.info("live state shared through Redis as node %s", node_id)
-    return Live(node_id, bus, limits, client)
+    placement = RedisPlacement(client, node, config.node_lease_s)
+    await placement.start()
+    log.info("live state shared through Redis as node %s (%s)", node_id, node.url)
+    return Live(node_id, bus, limits, RedisPresence(client), placement, client)

@@ -54,11 +54,15 @@ class State(StrEnum):
 TERMINAL = (State.ENDED, State.KICKED, State.ERROR)
 
 
+MAX_REDIRECTS = 3  # a node that does not host the class answers join with REDIRECT and the host's URL
+
+
 class ClientError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, url: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.url = url  # REDIRECT's: the signaling URL of the node hosting the class
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Client:
     def __init__(self, base_url: str, token: str, *, ice: IceConfig | None = None, reconnect: bool = True,
                  backoff: tuple[float, float] = (0.2, 5.0), name: str = "client") -> None:
         self.url = base_url.rstrip("/").replace("http", "ws", 1) + "/v1/rtc"
+        self.node_url: str | None = None  # where the current connection went (after any redirect)
         self.token = token
         self.ice = ice or IceConfig()
         self.reconnect_enabled = reconnect
@@ -136,8 +141,29 @@ class Client:
         return self.joined
 
     async def _open(self, timeout: float) -> None:
+        """Joins through `url` (every connection, reconnects too, starts there: the host may have changed),
+        following REDIRECTs to the node that hosts the class."""
+        url = self.url
+        for _ in range(MAX_REDIRECTS):
+            try:
+                await self._open_at(url, timeout)
+                self.node_url = url
+                return
+            except ClientError as exc:
+                if exc.code != "REDIRECT" or not (exc.url or "").startswith(("ws://", "wss://")):
+                    raise
+                url = exc.url
+                old, self._ws = self._ws, None  # its close is the redirect's, not a lost connection
+                if old is not None:
+                    await old.close()
+                if self.pc is not None:
+                    await self.pc.close()
+        await self._open_at(url, timeout)
+        self.node_url = url
+
+    async def _open_at(self, url: str, timeout: float) -> None:
         assert self._session is not None
-        self._ws = await self._session.ws_connect(f"{self.url}?token={self.token}", heartbeat=20)
+        self._ws = await self._session.ws_connect(f"{url}?token={self.token}", heartbeat=20)
         self.socket_closed = asyncio.Event()
         self.pc = self._new_pc([])
         count = len(self.messages)
@@ -162,16 +188,22 @@ class Client:
         await self._ws.send_str(json.dumps(message))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        redirected = False
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    await self._on_message(json.loads(msg.data))
+                    message = json.loads(msg.data)
+                    redirected = message.get("type") == "error" and message.get("code") == "REDIRECT"
+                    await self._on_message(message)
         except Exception:
             log.exception("%s: reader failed", self.name)
         finally:
-            if ws is self._ws:
+            if ws is self._ws and not redirected:  # a redirect's close is followed by _open, not a reconnect
                 self.socket_closed.set()
                 await self._on_closed()
+            elif redirected:
+                async with self._arrived:
+                    self._arrived.notify_all()
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -287,7 +319,7 @@ class Client:
                     if message.get("type") == kind and (predicate is None or predicate(message)):
                         return message
                     if errors and message.get("type") == "error":
-                        raise ClientError(message.get("code", "ERROR"), message.get("message", ""))
+                        raise ClientError(message.get("code", "ERROR"), message.get("message", ""), message.get("url"))
                 seen = len(self.messages)
                 if self._ws is None or self._ws.closed:
                     raise ClientError("CLOSED", f"connection closed while waiting for {kind}")

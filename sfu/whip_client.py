@@ -18,6 +18,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from sfu.ice import IceConfig
 from sfu.peer import restrict_pc_gathering
 
+MAX_REDIRECTS = 3  # several classcast nodes: a 307 to the node hosting the class
+
 
 class WhipError(Exception):
     def __init__(self, status: int, body: str) -> None:
@@ -62,14 +64,24 @@ class WhipClient:
 
     async def _negotiate(self, query: str = "") -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with aiohttp.ClientSession() as session, session.post(
-                self.endpoint + query, data=self.pc.localDescription.sdp.encode(),
-                headers={**self.headers, "Content-Type": "application/sdp"}) as resp:
-            body = await resp.text()
-            if resp.status != 201:
-                raise WhipError(resp.status, body)
-            self.location = urljoin(self.endpoint, resp.headers["Location"])
-            self.etag = resp.headers.get("ETag")
+        url = self.endpoint + query
+        async with aiohttp.ClientSession() as session:
+            for _ in range(MAX_REDIRECTS + 1):
+                # Redirects by hand: several classcast nodes answer 307 to the class's host (RFC 9725 4.5), and
+                # aiohttp would drop the bearer token on the way to another origin.
+                async with session.post(url, data=self.pc.localDescription.sdp.encode(), allow_redirects=False,
+                                        headers={**self.headers, "Content-Type": "application/sdp"}) as resp:
+                    body = await resp.text()
+                    if resp.status in (307, 308) and "Location" in resp.headers:
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    if resp.status != 201:
+                        raise WhipError(resp.status, body)
+                    self.location = urljoin(url, resp.headers["Location"])  # relative to where it was created
+                    self.etag = resp.headers.get("ETag")
+                    break
+            else:
+                raise WhipError(310, f"more than {MAX_REDIRECTS} redirects")
         self.answer = body
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 

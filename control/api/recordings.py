@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control import cluster
 from control import validation as v
 from control.api import models
 from control.api.common import ok, org, room_id_param, services
@@ -43,6 +44,8 @@ async def start_recording(request: web.Request) -> web.Response:
     options = parse_options(body.get("options"))  # the RecordingStart model's options (control/api/models.py)
     room = await _room(request)
     _org_may(room, Permission.START_RECORDING)
+    if (forwarded := await cluster.to_host(request, room.sid)) is not None:  # several nodes: the room's host records
+        return forwarded
     data = await request.app[RECORDINGS].start(org(request), room, options)
     return ok(data, "Recording started")
 
@@ -52,6 +55,8 @@ async def stop_recording(request: web.Request) -> web.Response:
     v.ignore_unknown(body, ("egressId",))
     room = await _room(request)
     _org_may(room, Permission.STOP_RECORDING)
+    if (forwarded := await cluster.to_host(request, room.sid)) is not None:
+        return forwarded
     data = await request.app[RECORDINGS].stop(room)
     return ok(data, "Recording stopped")
 
@@ -114,13 +119,13 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    from control.auth import load_or_create_secret
+    from control.auth import token_secret
     from control.services import SERVICES
     from control.signaling import HUB
 
     async def start(app: web.Application) -> None:
         svc = app[SERVICES]
-        recordings = Recordings(svc, app[HUB].sfu, load_or_create_secret(svc.config.data_dir))
+        recordings = Recordings(svc, app[HUB].sfu, token_secret(svc.config))
         app[RECORDINGS] = recordings
         app[HUB].recordings = recordings
         await recordings.start_service(app.get(BACKGROUND, True))

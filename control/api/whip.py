@@ -203,6 +203,11 @@ async def _open(request: web.Request, grant: Grant, kind: str, offer: str, track
     hub = request.app[HUB]
     registry = request.app[SESSIONS]
     room, me = grant.room, grant.participant
+    host = await hub.placement.place(room.sid)
+    if host.id != hub.node.id:
+        # Several nodes: the class's media is on its host. RFC 9725 4.5 lets the endpoint redirect (307 keeps the
+        # method and the offer); the session's Location then names the host.
+        raise web.HTTPTemporaryRedirect(host.url + request.rel_url.path_qs)
     customization = effective_customization(room.customization, me.customization)
     perms = permissions(Role(me.role), customization)
     session_id = secrets.token_urlsafe(12)

@@ -268,4 +268,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                WHERE status IN ('EGRESS_STARTING', 'EGRESS_ACTIVE')""",
         ],
     ),
+    (
+        8,
+        "sessions: the node holding the session, so a starting node closes only dead nodes' sessions (issue 18)",
+        [
+            "ALTER TABLE sessions ADD COLUMN node TEXT",
+        ],
+    ),
 ]

@@ -132,6 +132,7 @@ class Session:
     left_at: int | None
     leave_reason: str | None
     ip_address: str | None
+    node: str | None = None  # the node holding it (control/wiring.py's node id)
 
     @property
     def active(self) -> bool:
@@ -147,7 +148,7 @@ class Session:
         return cls(
             id=m["id"], participant_id=m["participant_id"], room_sid=m["room_sid"], org_id=m["org_id"],
             uid=m["uid"], joined_at=int(m["joined_at"]), left_at=m["left_at"], leave_reason=m["leave_reason"],
-            ip_address=m["ip_address"],
+            ip_address=m["ip_address"], node=m["node"],
         )
 
 

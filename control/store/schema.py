@@ -83,6 +83,7 @@ sessions = Table(
     Column("left_at", BigInteger),
     Column("leave_reason", Text),
     Column("ip_address", Text),
+    Column("node", Text),  # the node whose Hub holds it (NULL: opened before migration 8)
 )
 
 recordings = Table(

@@ -227,6 +227,10 @@ class Store:
         async with self._read() as conn:
             return (await conn.execute(select(t.meta.c.value).where(t.meta.c.key == key))).scalar()
 
+    async def delete_meta(self, keys: list[str]) -> None:
+        async with self._tx() as conn:
+            await conn.execute(delete(t.meta).where(t.meta.c.key.in_(keys)))
+
     async def set_meta(self, key: str, value: str) -> None:
         async with self._tx() as conn:
             q = dialect_insert(conn, t.meta).values(key=key, value=value)
@@ -482,7 +486,13 @@ class Store:
                 "id": session.id, "participant_id": session.participant_id, "room_sid": session.room_sid,
                 "org_id": session.org_id, "uid": session.uid, "joined_at": session.joined_at,
                 "left_at": session.left_at, "leave_reason": session.leave_reason, "ip_address": session.ip_address,
+                "node": session.node,
             })
+
+    async def move_session(self, session_id: str, node: str) -> None:
+        """The session is held by `node` now (its participant came back there)."""
+        async with self._tx() as conn:
+            await conn.execute(update(t.sessions).where(t.sessions.c.id == session_id).values(node=node))
 
     async def get_session(self, session_id: str) -> Session | None:
         async with self._read() as conn:
@@ -491,12 +501,14 @@ class Store:
 
     async def close_sessions(
         self, now: int, reason: str, *, session_id: str | None = None, room_sid: str | None = None,
-        participant_id: str | None = None,
+        participant_id: str | None = None, session_ids: list[str] | None = None,
     ) -> list[Session]:
         """Closes the matching open sessions at `now`; returns those this call closed."""
         cond = [t.sessions.c.left_at.is_(None)]
         if session_id is not None:
             cond.append(t.sessions.c.id == session_id)
+        if session_ids is not None:
+            cond.append(t.sessions.c.id.in_(session_ids))
         if room_sid is not None:
             cond.append(t.sessions.c.room_sid == room_sid)
         if participant_id is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from control import cluster
 from control.auth import Grant
 from control.errors import ApiError
 from control.roles import Role, permissions
@@ -105,6 +106,10 @@ async def iframe_live(request: web.Request) -> web.Response:
     if not customization.get("validateDomain", True):
         headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
             f"frame-ancestors {frame_ancestors(None)}", "frame-ancestors *")
+    others = await cluster.socket_origins(request.app)  # several nodes: the WebSocket may be redirected there
+    if others:
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "connect-src 'self'", "connect-src 'self' " + " ".join(others))
     return web.Response(text=page, content_type="text/html", headers=headers)
 
 

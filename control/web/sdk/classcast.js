@@ -77,6 +77,9 @@ export const QUALITY = Object.freeze({ AUTO: "auto", LOW: "low", MEDIUM: "medium
 
 const STATES = Object.values(STATE);
 const TERMINAL = new Set(["ended", "kicked", "error"]);
+// A node that does not host the class answers join with REDIRECT and the host's signaling URL (several nodes
+// behind one URL, docs/operations.md); the SDK follows at most this many before it gives up.
+const MAX_REDIRECTS = 3;
 const FATAL_CODES = new Set(["PARTICIPANT_REMOVED", "ROOM_ENDED", "TOKEN_EXPIRED", "INVALID_TOKEN", "ROOM_NOT_FOUND"]);
 
 // Camera simulcast ladder: quarter, half and full resolution (rids as most SFUs name them).
@@ -193,6 +196,7 @@ export class Room extends EventTarget {
         this._waiters = this._waiters.filter((w) => w !== waiter);
         const err = new Error(message.message);
         err.code = message.code;
+        if (message.url) err.url = message.url;
         waiter.reject(err);
       } else if (message.type === waiter.type && waiter.predicate(message)) {
         clearTimeout(waiter.timer);
@@ -237,9 +241,10 @@ export class Room extends EventTarget {
     }
   }
 
-  async _open() {
-    const wsUrl = this.baseUrl.replace(/^http/, "ws") + "/v1/rtc?token=" + encodeURIComponent(this.token);
-    const ws = new WebSocket(wsUrl);
+  async _open(nodeUrl = null, hops = 0) {
+    // Every connection starts at baseUrl (the node that hosted the class may be gone); a REDIRECT names the host.
+    const socketUrl = nodeUrl || this.baseUrl.replace(/^http/, "ws") + "/v1/rtc";
+    const ws = new WebSocket(socketUrl + "?token=" + encodeURIComponent(this.token));
     this.ws = ws;
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
@@ -251,15 +256,23 @@ export class Room extends EventTarget {
     // before joined: offers and candidates wait in the negotiation queue until the peer connection exists.
     let ready;
     this._queue = new Promise((resolve) => { ready = resolve; });
+    let redirect = null;
     try {
       const joined = await this._request({ type: "join" }, "joined");
       this.joined = joined;
       if (this.pc) this.pc.close();
       this.pc = this._newPeerConnection(joined.iceServers || []);
       return joined;
+    } catch (err) {
+      if (err.code !== "REDIRECT" || !/^wss?:\/\//.test(err.url || "") || hops >= MAX_REDIRECTS) throw err;
+      redirect = err.url;
+      this.ws = null; // this socket's close is the redirect's, not a lost connection
+      ws.onclose = null;
+      ws.close();
     } finally {
       ready();
     }
+    return this._open(redirect, hops + 1);
   }
 
   _newPeerConnection(iceServers) {

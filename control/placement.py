@@ -1,0 +1,61 @@
+"""Room placement: which node hosts a room's WebSockets and media. One node hosts everything
+(`LocalPlacement`); with several nodes the answer is in Redis (`control.shared.placement.RedisPlacement`), where
+a room's placement lasts as long as its node's lease, which the node renews by a heartbeat: a node that dies
+stops renewing, its lease lapses within `lease_s`, and the next join of its rooms places them on the node that
+receives it. control/wiring.py picks one; the signaling Hub sees only this interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    url: str  # how clients reach this node directly (CLASSCAST_NODE_URL), http(s)://host:port
+
+
+class Placement(Protocol):
+    node: Node  # this node
+
+    async def start(self) -> None: ...
+
+    async def place(self, room_sid: str) -> Node:
+        """The room's host: the node holding a live placement, else this node, which holds it from now on."""
+
+    async def host(self, room_sid: str) -> Node | None:
+        """The room's live host, placing nothing."""
+
+    async def release(self, room_sid: str) -> None:
+        """This node stops hosting the room (the class ended); another node's placement is left alone."""
+
+    async def nodes(self) -> list[Node]:
+        """Every node with a live lease, this one included."""
+
+    async def close(self) -> None:
+        """This node stops: its lease ends now, so its rooms are placed elsewhere at their next join."""
+
+
+class LocalPlacement:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def start(self) -> None:
+        pass
+
+    async def place(self, room_sid: str) -> Node:
+        return self.node
+
+    async def host(self, room_sid: str) -> Node | None:
+        return self.node
+
+    async def release(self, room_sid: str) -> None:
+        pass
+
+    async def nodes(self) -> list[Node]:
+        return [self.node]
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,88 @@
+"""Several real `classcast serve` processes on 127.0.0.1 (different ports) on one PostgreSQL and one Redis that the
+test session starts (tests/pg.py, tests/redis_server.py), with one shared secret and one shared recordings folder:
+what docs/operations.md's "Running several nodes" tells an operator to run."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.control.serverproc import Server
+from tests.pg import PostgresCluster
+from tests.redis_server import RedisServer
+
+SECRET = "district-9-shared-secret-0123456789abcdef"
+
+
+@dataclass
+class Cluster:
+    root: Path
+    env: dict[str, str]
+    nodes: list[Server] = field(default_factory=list)
+    http: aiohttp.ClientSession | None = None
+
+    def start_node(self, **env: str) -> Server:
+        i = len(self.nodes)
+        node = Server(self.root / f"node{i}", self.root / f"node{i}.log", {**self.env, **env})
+        self.nodes.append(node)
+        return node
+
+    def kill(self, node: Server) -> None:
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(10)
+
+    async def rest(self, node: Server, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self.http is not None
+        async with self.http.request(method, node.base + path, json=body, headers={"VF-ORG-ID": node.org}) as r:
+            return r.status, await r.json()
+
+    async def ok(self, node: Server, method: str, path: str, body: Any = None) -> Any:
+        status, payload = await self.rest(node, method, path, body)
+        assert status == 200, payload
+        return payload["data"]
+
+    def log(self, node: Server) -> str:
+        return (self.root / f"node{self.nodes.index(node)}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, postgres_cluster: PostgresCluster, redis_server: RedisServer
+                  ) -> AsyncIterator[Cluster]:
+    name = await postgres_cluster.create_database()
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+    (tmp_path / "recordings").mkdir()
+    env = {
+        "CLASSCAST_DATABASE_URL": postgres_cluster.url(name),
+        "CLASSCAST_REDIS_URL": redis_server.url,
+        "CLASSCAST_SECRET": SECRET,
+        "CLASSCAST_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "CLASSCAST_NODE_LEASE": "2",
+        "CLASSCAST_RTC_PORT": "0",
+        "CLASSCAST_SFU_WORKERS": "0",  # media in each node's own process: the nodes are what is under test
+        "CLASSCAST_LLM_BACKEND": "fake",
+    }
+    c = Cluster(tmp_path, env)
+    c.http = aiohttp.ClientSession()
+    try:
+        yield c
+    finally:
+        await c.http.close()
+        for node in c.nodes:
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGINT)
+        for node in c.nodes:
+            try:
+                node.proc.wait(30)
+            except Exception:
+                node.proc.kill()
+                node.proc.wait(10)
+        await postgres_cluster.drop_database(name)
