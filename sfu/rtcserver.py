@@ -50,6 +50,11 @@ MAX_ADDRESSES = 8  # authenticated remote addresses per connection (candidate pa
 MAX_REMOTE_CANDIDATES = 64  # kept for getRemoteCandidates only: the server never contacts them
 PORT_TRIES = 64  # CLASSCAST_RTC_PORT busy: the next ports, for further SFU processes on the machine
 CLOSE_LINGER = 5.0  # seconds the socket stays open after its last connection (joins come in waves)
+# The reader thread wakes the event loop at once for what wants an answer (STUN, DTLS, RTCP), but holds a queue of
+# already-forwarded publisher packets (their bookkeeping: statistics, TWCC toward the publisher, NACK detection)
+# up to this long, so one wake-up carries several: with the reader and the loop on one core (a worker per core),
+# a wake-up per packet cost a context switch each, 13% of the CPU per forwarded packet at 200 subscribers.
+READER_HOLD_US = 5000
 SERVER_BUFFER = 16 * 1024 * 1024  # one socket carries every participant: 4x the per-connection socket's buffers
 
 Address = tuple[str, int]
@@ -260,7 +265,7 @@ class RtcServer:
         if not hasattr(self.engine, "reader_start") or self.config.media_reader != "thread":
             return False
         try:
-            self._reader = self.engine.reader_start()  # type: ignore[union-attr]
+            self._reader = self.engine.reader_start(READER_HOLD_US)  # type: ignore[union-attr]
         except ENGINE_ERRORS:
             return False
         loop.add_reader(self._reader, self._drain)

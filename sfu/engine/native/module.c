@@ -612,9 +612,12 @@ static PyObject *reader_error(int rc, const char *what) {
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
-/* reader_start() -> the eventfd Python's loop watches: readable when reader_take() has items. */
-static PyObject *Engine_reader_start(EngineObject *self, PyObject *unused) {
-    int rc = cc_reader_start(&self->reader);
+/* reader_start(hold_us=0) -> the eventfd Python's loop watches: readable when reader_take() has items (a queue of
+ * bookkeeping alone after hold_us). */
+static PyObject *Engine_reader_start(EngineObject *self, PyObject *args) {
+    unsigned int hold_us = 0;
+    if (!PyArg_ParseTuple(args, "|I", &hold_us)) return NULL;
+    int rc = cc_reader_start(&self->reader, (uint64_t)hold_us * 1000u);
     if (rc) return reader_error(rc, "reader_start");
     return PyLong_FromLong(self->reader.notify_fd);
 }
@@ -673,11 +676,12 @@ static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
     int running = r->running, sockets = r->nfds;
     UNLOCK(self);
     pthread_mutex_lock(&r->qmu);
-    unsigned long long overflow = r->overflow;
+    unsigned long long overflow = r->overflow, notifies = r->notifies;
     int queued = r->q[r->active].n;
     pthread_mutex_unlock(&r->qmu);
-    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i}", "running", running, "sockets", sockets, "wakeups", wakeups,
-                         "batches", batches, "overflow", overflow, "errors", errors, "queued", queued);
+    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i,s:K}", "running", running, "sockets", sockets, "wakeups",
+                         wakeups, "batches", batches, "overflow", overflow, "errors", errors, "queued", queued,
+                         "notifies", notifies);
 }
 
 /* Every method runs under the engine's mutex, but the reader thread's (they manage it themselves) and the two
@@ -751,7 +755,8 @@ static PyMethodDef Engine_methods[] = {
     {"set_srtp_rx", (PyCFunction)L_set_srtp_rx, METH_VARARGS, "the client's SRTP key: receive natively"},
     {"recv", (PyCFunction)L_recv, METH_VARARGS, "recv(fd) -> [(transport, kind, data, address, arrival)]"},
     {"route", (PyCFunction)L_route, METH_VARARGS, "route(transport, ssrc, stream): push that SSRC's RTP where it is read (-1: unroute)"},
-    {"reader_start", (PyCFunction)Engine_reader_start, METH_NOARGS, "start the reader thread -> the eventfd to watch"},
+    {"reader_start", (PyCFunction)Engine_reader_start, METH_VARARGS,
+     "reader_start(hold_us=0): start the reader thread -> the eventfd to watch"},
     {"reader_stop", (PyCFunction)Engine_reader_stop, METH_NOARGS, NULL},
     {"reader_add", (PyCFunction)Engine_reader_add, METH_VARARGS, "reader_add(fd): the thread reads this socket"},
     {"reader_remove", (PyCFunction)Engine_reader_remove, METH_VARARGS, "reader_remove(fd): returns when it is let go"},

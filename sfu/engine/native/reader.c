@@ -68,6 +68,12 @@ static int append(cc_rqueue *q, const cc_rx *x, const uint8_t *data, int fd) {
     return 0;
 }
 
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void signal_fd(int fd) {
     uint64_t one = 1;
     ssize_t w = write(fd, &one, sizeof one);
@@ -100,10 +106,19 @@ static void read_socket(cc_reader *r, int fd) {
         UNLOCK(r);
         pthread_mutex_lock(&r->qmu);
         cc_rqueue *q = &r->q[r->active];
-        int was_empty = q->n == 0;
-        for (int i = 0; i < n; i++)
+        int was_empty = q->n == 0, urgent = 0;
+        for (int i = 0; i < n; i++) {
             if (append(q, &e->rx[i], e->rxbuf + (size_t)i * CC_RX_MTU, fd)) r->overflow++;
-        int notify = was_empty && q->n > 0;
+            else if (e->rx[i].kind != CC_RX_PUSHED) urgent = 1;
+        }
+        int notify = 0;
+        if (q->n > 0 && (urgent || !r->hold_ns || q->n >= CC_READER_QUEUE_MAX / 4)) {
+            notify = was_empty || r->held; /* a held queue is woken now, with what came */
+            r->held = 0;
+        } else if (was_empty && q->n > 0) {
+            r->held = 1, r->held_since = now_ns();
+        }
+        if (notify) r->notifies++;
         pthread_mutex_unlock(&r->qmu);
         if (notify) signal_fd(r->notify_fd);
         if (got < CC_RX_BATCH) return;
@@ -124,7 +139,21 @@ static void *reader_main(void *arg) {
         for (int i = 0; i < r->nfds; i++) p[n].fd = r->fds[i], p[n].events = POLLIN, p[n].revents = 0, n++;
         r->seen = r->generation;
         UNLOCK(r);
-        int rc = poll(p, (nfds_t)n, -1);
+        int timeout = -1; /* ms; a held queue is woken by its deadline (poll's ms, rounded up: at most 1 ms late) */
+        pthread_mutex_lock(&r->qmu);
+        if (r->held) {
+            uint64_t now = now_ns(), due = r->held_since + r->hold_ns;
+            timeout = now >= due ? 0 : (int)((due - now + 999999) / 1000000);
+        }
+        pthread_mutex_unlock(&r->qmu);
+        int rc = poll(p, (nfds_t)n, timeout);
+        if (rc >= 0) { /* a held queue whose time is up wakes the slow path */
+            pthread_mutex_lock(&r->qmu);
+            int due = r->held && now_ns() >= r->held_since + r->hold_ns;
+            if (due) r->held = 0, r->notifies++;
+            pthread_mutex_unlock(&r->qmu);
+            if (due) signal_fd(r->notify_fd);
+        }
         if (rc < 0) {
             if (errno == EINTR) continue;
             return NULL;
@@ -141,8 +170,9 @@ static void *reader_main(void *arg) {
     }
 }
 
-int cc_reader_start(cc_reader *r) {
+int cc_reader_start(cc_reader *r, uint64_t hold_ns) {
     if (r->running) return -EBUSY;
+    r->hold_ns = hold_ns, r->held = 0;
     r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     r->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int rc = r->wake_fd < 0 || r->notify_fd < 0 ? errno : 0;
@@ -215,6 +245,7 @@ cc_rqueue *cc_reader_take(cc_reader *r) {
     pthread_mutex_lock(&r->qmu);
     cc_rqueue *q = &r->q[r->active];
     r->active ^= 1;
+    r->held = 0; /* taken: nothing waits any more */
     pthread_mutex_unlock(&r->qmu);
     return q;
 }

@@ -42,6 +42,12 @@ typedef struct {
     int active; /* the queue the thread fills; the slow path reads the other */
     int route;  /* push routed RTP in the thread; 0 while a capture hook wants the caller's thread */
     uint64_t wakeups, batches, overflow, errors; /* overflow: under qmu, the rest under mu */
+    /* Bookkeeping may wait: a queue holding only CC_RX_PUSHED items (publisher RTP already forwarded, queued for
+     * Python's statistics, TWCC and NACK detection) wakes the slow path hold_ns after its first item rather than
+     * at once, so one wake-up carries several packets. Anything that wants an answer (STUN, DTLS, RTCP, loss
+     * windows) wakes it at once. Under qmu. */
+    uint64_t hold_ns, held_since, notifies;
+    int held;
 } cc_reader;
 
 int cc_reader_init(cc_reader *r, cc_engine *e);
@@ -49,8 +55,9 @@ int cc_reader_init(cc_reader *r, cc_engine *e);
 void cc_reader_destroy(cc_reader *r);
 void cc_reader_lock(cc_reader *r);
 void cc_reader_unlock(cc_reader *r);
-/* Starts the thread: 0, or -errno (-EBUSY when it runs already). r->notify_fd is then the fd to watch. */
-int cc_reader_start(cc_reader *r);
+/* Starts the thread: 0, or -errno (-EBUSY when it runs already). r->notify_fd is then the fd to watch.
+ * hold_ns: how long a queue of bookkeeping alone may wait for the slow path (0: never). */
+int cc_reader_start(cc_reader *r, uint64_t hold_ns);
 /* Blocks until the thread ended (it is woken through wake_fd). */
 void cc_reader_stop(cc_reader *r);
 /* The thread reads fd (non-blocking) from now on: 0, -ENOSPC past CC_READER_FDS, -EINVAL when not running. */

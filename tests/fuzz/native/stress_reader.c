@@ -201,7 +201,7 @@ int main(int argc, char **argv) {
         cc_route(E, PUB_TID, CAMERA, SID))
         abort();
     for (int i = 0; i < SUBSCRIBERS; i++) subscriber(i);
-    if (cc_reader_start(&R) || cc_reader_add(&R, SERVER)) abort();
+    if (cc_reader_start(&R, 2000000) || cc_reader_add(&R, SERVER)) abort();
 
     pthread_t threads[3];
     pthread_create(&threads[0], NULL, publish, NULL);
