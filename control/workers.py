@@ -239,9 +239,22 @@ class WorkerPool:
         return dataclasses.replace(self.ice, rtc_port=port)
 
     async def start(self) -> None:
-        await asyncio.gather(*(w.start() for w in self.workers))
+        """Starts every worker at once and returns without waiting for them (`ready` waits): the control plane
+        serves REST meanwhile, a join waits for a live worker (`_place`), /readyz says `sfu` not ok until they are
+        up. A worker that fails to start is retried with backoff, as after a death."""
+        for w in self.workers:
+            self._spawn(self._run_start(w))
         self._log_task = asyncio.create_task(self._log_load())
         self._spawn(self._watch())
+
+    async def ready(self, timeout: float = START_TIMEOUT) -> bool:
+        """Waits until every worker is running (at most `timeout` seconds); False if some are not."""
+        deadline = time.monotonic() + timeout
+        while not all(w.alive for w in self.workers):
+            if time.monotonic() > deadline or self._closing:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _watch(self) -> None:
         """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. Silence alone is
@@ -607,16 +620,21 @@ class WorkerPool:
                 worker.process.kill()
             code = await worker.process.wait()
             log.info("SFU worker %d (pid %d) exit status %s; restarting", worker.index, worker.pid, code)
+        worker.restarts += 1
+        await self._run_start(worker)
+
+    async def _run_start(self, worker: WorkerHandle) -> None:
+        """Starts `worker`, again and again with backoff until it runs (or the pool closes)."""
         delay, cap = RESTART_BACKOFF
         while not self._closing:
             try:
-                worker.restarts += 1
                 await worker.start()
             except (OSError, TimeoutError, ConnectionError) as exc:
-                log.error("SFU worker %d failed to restart: %s", worker.index, exc)
+                log.error("SFU worker %d failed to start: %s", worker.index, exc)
                 await worker.stop()
                 await asyncio.sleep(delay)
                 delay = min(cap, delay * 2)
+                worker.restarts += 1
                 continue
             # a room kept only by a sink (a recording while everybody reconnects) is placed again now
             for room_sid in {e.room for e in self.taps.values() if e.worker is None and e.room not in self.rooms}:
