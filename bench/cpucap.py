@@ -59,6 +59,32 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def pin(pid: int, cpus: set[int]) -> int:
+    """Every thread of the process tree on `cpus` (threads and children born later inherit it); returns how many
+    threads were pinned. The server gets its own core(s) and the bench (publisher, subscribers) the others, so
+    neither waits for the other's CPU: on two shared cores a packet's latency otherwise measured when the bench's
+    own processes let the server run."""
+    pinned = 0
+    for p in _tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                os.sched_setaffinity(int(task.name), cpus)
+                pinned += 1
+    return pinned
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'1' or '2,3' or '2-3': CPUs of this machine, and at least one left over for the bench."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    available = os.sched_getaffinity(0)
+    if not cpus or not cpus <= available or not available - cpus:
+        raise ValueError(f"--server-cpus {text!r}: CPUs among {sorted(available)}, leaving one for the bench")
+    return cpus
+
+
 class CpuCap:
     """Caps a process tree to `cores` of CPU (0.25 = a quarter of one core) until `release`."""
 

@@ -48,6 +48,8 @@ class Router:
         self._task: asyncio.Task[None] | None = None
         # the report loop's sleep (see _sleep): its future, its timer, the first tick it covers, whether it skips
         self._waiter: asyncio.Future[None] | None = None
+        self._layers: tuple[tuple[int, bool, bool], ...] = ()  # _layer_epoch: the flowing and active layers
+        self._epoch = 0
         self._wake: asyncio.TimerHandle | None = None
         self._first_tick = 0.0
         self._skipping = False
@@ -185,14 +187,24 @@ class Router:
                     await self._send_feedback()
                 if now - last_select >= SELECT_INTERVAL:
                     last_select = now
+                    epoch = self._layer_epoch(now)
                     for participant in list(self.participants.values()):
-                        await participant.select_layers(now)
+                        await participant.reselect(now, epoch)
                 if now - last_report >= REPORT_INTERVAL:
                     last_report = now
                     await self._send_reports(now)
                     self._dynacast(now)
             except Exception:
                 log.exception("report loop failed in room %s", self.room_sid)
+
+    def _layer_epoch(self, now: float) -> int:
+        """A number that changes whenever a layer of the room starts or stops flowing, or is paused or resumed:
+        every subscriber's layer choice is due again then (SfuParticipant.reselect)."""
+        layers = tuple((s.sid, s.flowing(now), s.active) for p in self.producers.values() for s in p.streams)
+        if layers != self._layers:
+            self._layers = layers
+            self._epoch += 1
+        return self._epoch
 
     def _ticks_idle(self, now: float, last_feedback: float, last_select: float, last_report: float) -> int:
         """How many NACK_INTERVAL ticks the loop may sleep: one while a publisher's packets are missing, else up

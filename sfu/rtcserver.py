@@ -28,12 +28,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from aioice import ConnectionClosed, stun
+from aioice import ConnectionClosed
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCCertificate
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint
 from OpenSSL import SSL
 
+from sfu import binding
 from sfu.engine import ENGINE_ERRORS, stamp_arrivals
 from sfu.engine.reference import RX_PUSHED
 from sfu.ice import IceConfig
@@ -440,43 +441,26 @@ class RtcServer:
         connection.deliver(data)
 
     def _stun(self, data: bytes, addr: Address, listener: _Listener) -> None:
-        try:
-            message = stun.parse_message(data)
-        except ValueError as exc:
-            self.drop("stun_bad_fingerprint" if "fingerprint" in str(exc) else "stun_malformed")
+        request = binding.read(data)
+        if isinstance(request, str):
+            self.drop(request)
             return
-        except Exception:  # struct.error, UnicodeDecodeError, ... from attribute values
-            self.drop("stun_malformed")
-            return
-        if message.message_method != stun.Method.BINDING or message.message_class != stun.Class.REQUEST:
-            self.drop("stun_not_binding_request")  # the server never sends requests: no response is expected
-            return
-        if "FINGERPRINT" not in message.attributes:
-            self.drop("stun_no_fingerprint")
-            return
-        username = message.attributes.get("USERNAME")
-        if not isinstance(username, str) or ":" not in username:
-            self.drop("stun_bad_username")
-            return
-        local, _, remote = username.partition(":")
+        local, _, remote = request.username.partition(":")
         connection = self._by_ufrag.get(local)
         if connection is None:
             self.drop("stun_unknown_ufrag")
             return
-        if not message.check_message_integrity(connection.local_password.encode("utf8")):
+        password = connection.local_password.encode("utf8")
+        if not request.verify(password):
             self.drop("stun_bad_integrity")
             return
         if connection.remote_username is not None and remote != connection.remote_username:
             self.drop("stun_bad_username")
             return
         self.counters["binding_requests"] += 1
-        response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE,
-                                transaction_id=message.transaction_id)
-        response.attributes["XOR-MAPPED-ADDRESS"] = addr
-        response.add_message_integrity(connection.local_password.encode("utf8"))  # adds FINGERPRINT too
         if listener.transport is not None:
-            listener.transport.sendto(bytes(response), addr)
-        nominated = "USE-CANDIDATE" in message.attributes
+            listener.transport.sendto(binding.success(request, addr, password), addr)
+        nominated = request.use_candidate
         if nominated:
             self.counters["nominations"] += 1
         previous = self._by_addr.get(addr)

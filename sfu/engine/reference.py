@@ -37,6 +37,7 @@ from sfu.rtp import (
 
 CACHE = 2048
 HISTORY = 1024  # the native CC_HISTORY: a NACK for older copies than that is answered from nothing
+TX_WINDOW = 256  # the native CC_TX_WINDOW: libsrtp's replay window for what is sent (core.h says why)
 GOP_MAX = 1500
 MAX_LAYERS = 8
 MAX_PACKET = 65535
@@ -293,7 +294,7 @@ class Engine:
             policy = pylibsrtp.Policy(key=bytes(key), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
                                       srtp_profile=profile)
             policy.allow_repeat_tx = True
-            policy.window_size = 1024
+            policy.window_size = TX_WINDOW
             transport.srtp = pylibsrtp.Session(policy)
         except pylibsrtp.Error as exc:
             raise EngineError(f"set_srtp failed: {exc}") from exc
@@ -877,6 +878,9 @@ class Engine:
             entry = slot.history[out_seq & (HISTORY - 1)]
             if entry is None or entry[0] != out_seq:
                 continue
+            rtx = slot.rtx_ssrc is not None and slot.rtx_pt is not None
+            if not rtx and (slot.last_seq - out_seq) & 0xFFFF >= TX_WINDOW:
+                continue  # repeating an index older than the sender's replay window: libsrtp would refuse it
             if slot.retransmitted >= slot.packets_sent // 2 + RTX_BURST:  # nobody makes us resend forever
                 slot.nacks_refused += 1
                 break
@@ -894,7 +898,7 @@ class Engine:
                 buf = bytearray(payload)
                 rewrite_vp8_descriptor_in_place(buf, 0, packet.vp8, picture_id, tl0)  # type: ignore[arg-type]
                 payload = bytes(buf)
-            if slot.rtx_ssrc is not None and slot.rtx_pt is not None:
+            if rtx:
                 slot.rtx_seq = (slot.rtx_seq + 1) & 0xFFFF
                 out = _HEADER.pack(0x80, slot.rtx_pt | marker, slot.rtx_seq, out_ts, slot.rtx_ssrc)
                 out += struct.pack("!H", out_seq) + payload

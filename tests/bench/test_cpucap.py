@@ -45,3 +45,33 @@ def test_a_capped_process_tree_gets_its_share_and_no_more() -> None:
     assert not cap.dir.exists()
     with pytest.raises(ValueError, match=r"between 0\.01 and 64 cores"):
         CpuCap(os.getpid(), 0, "bad")
+
+
+def test_pinning_moves_every_thread_and_later_children() -> None:
+    """--server-cpus: every thread of the server's tree runs on the given CPU, and so does a child it starts
+    afterwards (a worker process); the rest of the machine is left to the bench."""
+    from bench.cpucap import parse_cpus, pin
+
+    available = sorted(os.sched_getaffinity(0))
+    script = ("import subprocess, sys, threading, time\n"
+              "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+              "time.sleep(0.5)\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(30)\n")
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.2)
+        assert pin(server.pid, {available[-1]}) >= 2  # the main thread and the sleeping one
+        child = int(server.stdout.readline())  # type: ignore[union-attr]
+        for pid in (server.pid, child):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(task)) == {available[-1]}, (pid, task)
+    finally:
+        server.kill()
+    if len(available) > 1:
+        assert parse_cpus(f"{available[-1]}") == {available[-1]}
+    with pytest.raises(ValueError, match="leaving one for the bench"):
+        parse_cpus(",".join(str(c) for c in available))
+    with pytest.raises(ValueError):
+        parse_cpus("4096")

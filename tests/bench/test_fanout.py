@@ -5,11 +5,13 @@ Timing targets (CPU per packet, the knee) live in bench/RESULTS.md, not here: th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ FIGURES = ("server_cpu_percent", "cpu_us_per_packet", "packets_out_per_s", "mbit
 def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     out, chart = tmp_path / "fanout.json", tmp_path / "fanout.png"
     run = subprocess.run([sys.executable, "-m", "bench.fanout", "fanout", "--subscribers", "3", "--duration", "3",
-                          "--settle", "3", "--workers", "2", "--json", str(out), "--plot", str(chart)],
+                          "--settle", "3", "--workers", "2", "--probes", "2", "--json", str(out), "--plot", str(chart)],
                          capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -42,6 +44,9 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert step["loss_percent"] == 0
     assert step["delivered_percent"] > 95
     assert step["joins_without_keyframe"] == 0
+    # two joiners came one at a time after the measurement, each saw a keyframe (and left again)
+    assert step["probe_joins"] == 2 and step["probes_without_keyframe"] == 0
+    assert 0 < step["probe_first_keyframe_ms_p50"] <= step["probe_first_keyframe_ms_max"]
     assert step["srtp_errors"] == 0
     assert step["packets_out_per_s"] > 3 * 200  # three subscribers, each at least the 720p layer's rate plus audio
     assert 0 < step["latency_p50_ms"] <= step["latency_p99_ms"]
@@ -99,6 +104,11 @@ def test_knee_is_the_largest_clean_step() -> None:
     assert knee(rows[2:])["knee"] is None
     rows[1]["joins_failed"] = 2  # clean for those who got in, but two students were turned away
     assert knee(rows)["knee"] == 10
+    del rows[1]["joins_failed"]
+    rows[1]["latency_p50_ms"] = 1258.6  # nothing lost yet, but packets queue in the socket: past the knee
+    assert knee(rows)["knee"] == 10
+    rows[1]["latency_p50_ms"] = 1.5
+    assert knee(rows)["knee"] == 20
 
 
 def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
@@ -253,3 +263,40 @@ def test_profile_split_attributes_samples_by_stack(tmp_path: Path) -> None:
     assert out["us_per_packet"]["receive_native"] == 1.0
     assert out["us_per_packet"]["rest_by_part"] == {"layer_choice": 0.2, "router_timers": 0.2, "stun": 0.0,
                                                     "control_plane": 0.1, "loop": 1.0, "other": 0.0}
+
+
+async def test_pacer_releases_video_at_its_rate_and_stamps_at_release() -> None:
+    """A browser's pacer: 60 packets of 1000 bytes at 800 kbit/s leave over about 0.6 s, in order, never more than
+    one slice's budget (plus the packet that overdraws it) at once; each is built when it leaves."""
+    from bench.fanout import Pacer
+
+    sent: list[tuple[float, bytes]] = []
+    done = asyncio.Event()
+
+    async def send(packet: bytes) -> None:
+        sent.append((time.monotonic(), packet))
+        if len(sent) == 60:
+            done.set()
+
+    pacer = Pacer(800_000, send)
+    task = asyncio.create_task(pacer.run())
+    built: list[float] = []
+
+    def builder(i: int):
+        def build() -> bytes:
+            built.append(time.monotonic())
+            return i.to_bytes(2, "big") + bytes(998)
+        return build
+
+    start = time.monotonic()
+    for i in range(60):
+        pacer.push(builder(i))
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    assert [int.from_bytes(p[:2], "big") for _, p in sent] == list(range(60))
+    took = sent[-1][0] - start
+    assert 0.5 <= took <= 5, took  # 60 kB at 100 kB/s: not at once (a burst would take microseconds)
+    assert all(abs(b - t) < 0.005 for b, (t, _) in zip(built, sent, strict=True))
+    # no more than a 5 ms slice of budget (500 bytes: one packet overdraws it) leaves within a slice
+    per_slice = max(sum(1 for t, _ in sent if t0 <= t < t0 + 0.004) for t0, _ in sent)
+    assert per_slice <= 3, per_slice

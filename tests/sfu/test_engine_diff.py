@@ -17,6 +17,7 @@ import pylibsrtp
 import pytest
 
 from sfu.engine import CODEC_H264, CODEC_OTHER, CODEC_VP8, F_KEYFRAME, PythonEngine, native_engine_class
+from sfu.engine.reference import TX_WINDOW
 
 NativeEngine = native_engine_class()
 pytestmark = pytest.mark.skipif(NativeEngine is None, reason="native engine not built (make install builds it)")
@@ -264,6 +265,27 @@ def test_rtx_repeats_what_was_sent_after_a_switch() -> None:
     for _, plain, _ in captured[-15:]:
         seq = struct.unpack_from("!H", plain, 2)[0]
         assert plain == originals[seq], "a retransmission is the packet that was sent"
+
+
+def test_retransmissions_without_rtx_stay_in_the_senders_replay_window() -> None:
+    """Without RTX a retransmission repeats its sequence number, and so its SRTP index: libsrtp will not protect
+    one older than the sender's replay window (TX_WINDOW), so neither engine sends those. The younger ones leave
+    as the packet first sent, byte for byte, encrypted alike."""
+    packets = opus_stream(0x57, 1, 5000, TX_WINDOW + 100)
+    commands = [("add_stream", CODEC_OTHER, False, OPUS_PT), *subscribers(1, twcc=False, rtx=False)]
+    commands += [("attach", 0, [0], False, False), *pushes(0, packets)]
+    _, first = replay(PythonEngine, commands)
+    sent = {struct.unpack_from("!H", plain, 2)[0]: (plain, cipher) for _, plain, cipher in first}
+    last = struct.unpack_from("!H", first[-1][1], 2)[0]
+    young = [(last - k) & 0xFFFF for k in (0, 5, TX_WINDOW - 1)]
+    old = [(last - k) & 0xFFFF for k in (TX_WINDOW, TX_WINDOW + 50)]
+    assert all(seq in sent for seq in young + old)
+    commands.append(("retransmit", 0, old + young))
+    captured = assert_same(commands)
+    again = captured[len(first):]
+    assert [struct.unpack_from("!H", plain, 2)[0] for _, plain, _ in again] == young
+    for _, plain, cipher in again:
+        assert (plain, cipher) == sent[struct.unpack_from("!H", plain, 2)[0]]
 
 
 def test_drops_are_counted_by_reason() -> None:

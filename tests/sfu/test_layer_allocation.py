@@ -279,3 +279,47 @@ async def test_a_layers_rate_is_shared_by_one_pass_and_follows_every_packet() ->
     later = now + 5  # stalled: what it last carried, not 0
     assert not high.flowing(later)
     assert high.expected_bitrate(later) == high.last_rate > 0
+
+
+async def test_layers_are_chosen_again_when_something_changed_and_at_least_every_second() -> None:
+    """The router's periodic choice (SfuParticipant.reselect) skips subscribers whose inputs did not change, but
+    a cut estimate moves the subscriber down at the next tick, a layer starting or stopping (the room's epoch)
+    and a new maximum are seen at once, and nothing waits longer than RESELECT_S."""
+    from sfu.participant import RESELECT_S, SfuParticipant, _apply_quality
+
+    camera = _camera([])
+    consumer = _consumer(camera)
+    now = 10.0
+    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+    _flowing(camera, now, rates)
+    _carry(camera, consumer, "f", now)
+    subscriber = SfuParticipant.__new__(SfuParticipant)  # its layer choice only: no peer, no router
+    subscriber.consumers, subscriber._selected = {camera.id: consumer}, None
+    subscriber.estimate = SubscriberEstimate(start_bps=20_000_000)
+    runs: list[float] = []
+    choose = subscriber.select_layers
+
+    async def counted(when: float, epoch: int = -1) -> None:
+        runs.append(when)
+        _flowing(camera, when, rates)  # the layers keep flowing at their rates
+        await choose(when, epoch)
+
+    subscriber.select_layers = counted  # type: ignore[method-assign]
+    await subscriber.reselect(now, 0)
+    assert runs == [now] and consumer.target is camera.stream("f")
+    for tick in range(1, 4):  # nothing changed: skipped
+        await subscriber.reselect(now + 0.2 * tick, 0)
+    assert runs == [now]
+    await subscriber.reselect(now + 0.8, 1)  # a layer started or stopped somewhere in the room
+    assert runs == [now, now + 0.8]
+    subscriber.estimate.on_loss(200, 1_600_000, now + 0.9)  # heavy loss: the estimate is cut
+    await subscriber.reselect(now + 1.0, 1)
+    assert runs[-1] == now + 1.0 and consumer.target is not camera.stream("f")
+    _apply_quality(consumer, "low", None, None)  # the student asks for another quality
+    await subscriber.reselect(now + 1.2, 1)
+    assert runs[-1] == now + 1.2
+    last = runs[-1]
+    while runs[-1] == last:
+        now += 0.2
+        await subscriber.reselect(now + 1.2, 1)
+    assert runs[-1] - last <= RESELECT_S + 0.2 + 1e-9  # the estimate grew back meanwhile, or the second passed

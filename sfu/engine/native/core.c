@@ -364,7 +364,7 @@ static int srtp_session_new(int profile, const uint8_t *key, size_t key_len, int
     memcpy(material, key, key_len);
     policy.ssrc.type = outbound ? ssrc_any_outbound : ssrc_any_inbound;
     policy.key = material;
-    policy.window_size = 1024;
+    policy.window_size = outbound ? CC_TX_WINDOW : 1024;
     policy.allow_repeat_tx = outbound;
     return srtp_create(out, &policy) == srtp_err_status_ok ? 0 : -4;
 }
@@ -1106,6 +1106,8 @@ int cc_retransmit(cc_engine *e, int id, const uint16_t *seqs, int n) {
         uint16_t out_seq = seqs[i];
         cc_hist *h = &c->history[out_seq & (CC_HISTORY - 1)];
         if (h->stream < 0 || h->out_seq != out_seq) continue;
+        /* repeating an index older than the sender's replay window: libsrtp would refuse it */
+        if (!c->has_rtx && (uint16_t)((uint16_t)c->last_seq - out_seq) >= CC_TX_WINDOW) continue;
         if (c->retransmitted >= c->packets_sent / 2 + CC_RTX_BURST) { /* a subscriber cannot make us resend forever */
             c->nacks_refused++;
             break;

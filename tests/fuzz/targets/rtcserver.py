@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-INSTRUMENT = ("sfu.rtcserver", "aioice.stun")
+INSTRUMENT = ("sfu.rtcserver", "sfu.binding")
 BOUND_MS = 5.0
 STATELESS = True
 UFRAG, PASSWORD, REMOTE = "fzuf", "fuzz-password-of-22-chars", "rmte"  # tests/fuzz/seeds.py signs with these
