@@ -151,8 +151,10 @@ class WorkerHandle:
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # `serve --log-level`
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sfu.worker", str(child.fileno()), pass_fds=(child.fileno(),))
+                sys.executable, "-m", "sfu.worker", str(child.fileno()), "--index", str(self.index),
+                "--log-level", str(level), pass_fds=(child.fileno(),))
         finally:
             child.close()
         loop = asyncio.get_running_loop()
@@ -223,12 +225,12 @@ class WorkerHandle:
             self.pending.pop(rid, None)
 
     async def stop(self) -> None:
+        """Closes the link, which ends the worker (it ignores SIGINT and SIGTERM: those are the control process's);
+        killed if it has not exited within 5 s."""
         self.alive = False
         if self.link is not None:
             await self.link.close()
         if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
             try:
                 await asyncio.wait_for(self.process.wait(), 5)
             except TimeoutError:

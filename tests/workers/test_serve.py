@@ -1,11 +1,13 @@
 """`classcast serve` as `make run` starts it (no CLASSCAST_SFU_WORKERS: one worker per core): the log names each
-worker's pid and port and the ports to open, /readyz counts them, and stopping the server leaves no worker behind."""
+worker's pid and port and the ports to open, /readyz counts them, a signal sent to the workers' group is left to
+the control process, and stopping the server leaves no worker behind."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,16 @@ async def test_serve_logs_each_worker_and_stops_them(tmp_path: Path, monkeypatch
         assert all(int(f[2]) > 0 for f in found) and len({f[2] for f in found}) == n
         ports = re.search(r"media on UDP ports ([\d, ]+) \(one per SFU worker", text)
         assert ports and sorted(ports.group(1).split(", ")) == sorted(f[2] for f in found), text
+        # Ctrl-C in a terminal and a service manager's SIGTERM reach the whole group: the workers leave them to the
+        # control process (which stops, or drains while the classes go on) instead of dying mid-class
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(1.0)
+        assert not any(_gone(pid) for pid in pids)
+        async with aiohttp.ClientSession() as session, session.get(server.base + "/readyz") as resp:
+            assert (await resp.json())["checks"]["sfu"] == {"ok": True, "workers": n, "alive": n}
+        assert ") lost: " not in log_path.read_text()  # the pool saw no death
     finally:
         await loop.run_in_executor(None, server.stop)
     for _ in range(50):
