@@ -226,12 +226,16 @@ class WorkerHandle:
 
     async def stop(self) -> None:
         """Closes the link, which ends the worker (it ignores SIGINT and SIGTERM: those are the control process's);
-        killed if it has not exited within 5 s."""
+        killed if it has not exited within 5 s, or at once if it was still starting (it holds nothing yet, and
+        would only notice the closed link once its imports are done)."""
+        running = self.alive
         self.alive = False
         if self.link is not None:
             await self.link.close()
         if self.process is not None and self.process.returncode is None:
             try:
+                if not running:
+                    raise TimeoutError
                 await asyncio.wait_for(self.process.wait(), 5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
