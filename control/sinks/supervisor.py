@@ -4,8 +4,8 @@ when it dies.
 Runs in the server's event loop. The process is `python -m MODULE --socket DATA_DIR/MODULE.sock ARGS...`; it
 prints `ready` once it listens, and exits by itself when the server's connection closes. `on_exit` hears of every
 death (with the return code) so that the jobs the dead process had can be failed (the recorder: files kept) or
-started again (the transcriber); the next process is started after a short back-off, and `on_start` hears of each
-start, first or not.
+started again (the transcriber); the next process is started after a short back-off (doubled after each start
+that fails, until one succeeds or the server stops), and `on_start` hears of each start, first or not.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from control.sinks.feed import FeedLink
 log = logging.getLogger("classcast.sinks.supervisor")
 
 START_TIMEOUT = 30.0
-RESTART_DELAY = 0.5
+RESTART_DELAY = 0.5  # before the first restart; doubled after each failed one ...
+RESTART_DELAY_MAX = 30.0  # ... up to this: a sink that cannot start is tried again until it does
 
 
 class SinkSupervisor:
@@ -96,14 +97,18 @@ class SinkSupervisor:
             await self.on_exit(code)
         except Exception:
             log.exception("%s exit handling failed", self.module)
-        await asyncio.sleep(RESTART_DELAY)
-        if self._stopping:
-            return
-        self.restarts += 1
-        try:
-            await self.ensure()
-        except (OSError, TimeoutError):
-            log.exception("%s restart failed", self.module)
+        delay = RESTART_DELAY
+        while True:  # a failed restart is tried again: its jobs (a room's captions) wait for it, not for a new job
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            self.restarts += 1
+            try:
+                await self.ensure()
+                return
+            except (OSError, TimeoutError) as exc:
+                delay = min(RESTART_DELAY_MAX, delay * 2)
+                log.error("%s restart failed (%s); trying again in %.1f s", self.module, exc, delay)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Closing the feed makes the process finish every job and exit; it is killed if it takes too long."""

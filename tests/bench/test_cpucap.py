@@ -71,6 +71,11 @@ def test_pinning_moves_every_thread_and_later_children() -> None:
         server.kill()
     if len(available) > 1:
         assert parse_cpus(f"{available[-1]}") == {available[-1]}
+        os.sched_setaffinity(0, {available[0]})  # the bench pins itself away from the server: the next target
+        try:  # (a --compare run) still gets the server's CPU
+            assert parse_cpus(f"{available[-1]}") == {available[-1]}
+        finally:
+            os.sched_setaffinity(0, set(available))
     with pytest.raises(ValueError, match="leaving one for the bench"):
         parse_cpus(",".join(str(c) for c in available))
     with pytest.raises(ValueError):
