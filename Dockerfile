@@ -1,7 +1,9 @@
 # classcast server image. Build: docker build -t classcast .
 # Run: docker run -p 8080:8080 -p 7882:7882/udp -e CLASSCAST_ANNOUNCED_ADDRESS=<the host's IP> -v classcast-data:/data classcast
-# All media goes through the one UDP port 7882 (CLASSCAST_RTC_PORT), published unchanged; the announced address is
-# what browsers are told to send it to (docs/operations.md, "Putting it on the internet").
+# The media goes through one UDP port per SFU worker, 7882 + i (CLASSCAST_RTC_PORT), published unchanged; the
+# announced address is what browsers are told to send it to (docs/operations.md, "Putting it on the internet").
+# The image runs 1 worker, so that the one published port is enough; for more cores publish as many ports:
+#   -e CLASSCAST_SFU_WORKERS=4 -p 7882-7885:7882-7885/udp
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLASSCAST_PORT=8080 \
     CLASSCAST_DATA_DIR=/data \
     CLASSCAST_ICE_HOSTS=0.0.0.0 \
-    CLASSCAST_RTC_PORT=7882
+    CLASSCAST_RTC_PORT=7882 \
+    CLASSCAST_SFU_WORKERS=1
 
 # Fonts for the names on recordings' tiles (recorder/font.py); a C compiler and libsrtp2 for the media engine's
 # extension (setup.py builds sfu/engine/native at `pip install`; it reads the single media port natively).

@@ -811,7 +811,7 @@ class Bench:
                 "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
                 "server_cpu_cap": args.server_cpu, "server_cpus": args.server_cpus, "steps": results,
-                "aborted": aborted, **knee(results)}
+                "aborted": aborted, "server": getattr(self.target, "settings", {}), **knee(results)}
 
     async def step(self, n: int) -> dict[str, Any]:
         assert self.publisher is not None

@@ -7,7 +7,8 @@ A real `classcast serve` (through bench/soak_probe.py, which adds a route report
 and PLI); students as raw aiortc peers (ICE, DTLS, SRTP, receiver reports; no decoding) that come and go: every
 `--period` seconds one of join (a new uid), leave (says so), drop (vanishes: the server's grace period runs out)
 or reconnect (a dropped student back within the grace period, same uid). The server's RSS, open file
-descriptors, threads and asyncio tasks are sampled every `--sample-seconds` (60: each minute).
+descriptors and threads (of its whole process tree: the control process, its SFU workers, the recorder) and the
+control process's asyncio tasks are sampled every `--sample-seconds` (60: each minute).
 
 The figure of merit is growth per join after warm-up: (RSS at the end - RSS at the first sample after warm-up) /
 joins in between. A server that keeps something per join (a table, a task, a socket) shows up here.
@@ -28,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.fanout import Publisher, proc_rss
+from bench.fanout import Publisher, _children, proc_rss
 from bench.targets.classcast import ClasscastTarget, Server, Signal, subscribe
 from sfu.ice import IceConfig
 from sfu.peer import Peer
@@ -60,15 +61,21 @@ class Counters:
 
 
 def proc_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open file descriptors of the server's process tree (its SFU workers hold the media's)."""
+    total = 0
+    for p in _children(pid):
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{p}/fd"))
+    return total
 
 
 def proc_threads(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
+    """Threads of the server's process tree."""
+    total = 0
+    for p in _children(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
+            total += next((int(line.split()[1]) for line in f if line.startswith("Threads:")), 0)
+    return total
 
 
 class Soak:

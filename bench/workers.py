@@ -9,7 +9,8 @@ a room is placed on one worker (control/workers.py) until it outgrows the worker
 the server's: 300 participants), so ROOMS >= W spreads the rooms. Figures per step are the
 fan-out bench's, per room; the step's total is ROOMS x N subscribers. The knee of a worker count is the largest
 total where every room is under 1% loss with every join served (bench/fanout.py `knee`). The spare connection
-sends `ping` every 100 ms for the whole run and times each `pong`: p50/p99 of the run per worker count.
+(bench/ping.py, a process of its own) sends `ping` every 100 ms for the whole run and times each `pong`: p50/p99
+per step (the pings of its measuring window), of the run, and at 80% of the knee (issue 15 req 5: p99 < 50 ms).
 
 One lecture over several workers (issue 15 req 2): `--capacity C` sets CLASSCAST_SFU_WORKER_CAPACITY, so a room's
 participants beyond C on a worker go to another worker, the teacher's tracks piped there once (sfu/pipe.py):
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -35,28 +37,31 @@ from typing import Any
 
 import aiohttp
 
-from bench import fanout
-from bench.targets.classcast import Server, Signal
+from bench import fanout, ping
+from bench.targets.classcast import Server
 
 
-async def _pinger(base: str, org: str, rtts: list[tuple[float, float]], stop: asyncio.Event) -> None:
-    """A spare participant's WebSocket: `ping` every 100 ms, the time to its `pong` (signaling round trip)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(base + "/v1/room/create", headers={"VF-ORG-ID": org}, json={
+async def _ping_token(base: str, org: str) -> str:
+    """A join token for the spare connection: a room of its own, never joined (a ping is answered before `join`)."""
+    async with aiohttp.ClientSession() as session, session.post(
+            base + "/v1/room/create", headers={"VF-ORG-ID": org}, json={
                 "roomId": "bench-ping", "title": "ping",
                 "participant": {"uid": "pinger", "name": "Ping", "role": "STUDENT"}}) as resp:
-            token = (await resp.json())["data"]["token"]
-        signal = Signal(session, base, token)
-        await signal.open()
-        try:
-            while not stop.is_set():
-                sent = time.monotonic()
-                await signal.send({"type": "ping", "ts": sent})
-                await signal.wait("pong", timeout=10)
-                rtts.append((sent, (time.monotonic() - sent) * 1000))
-                await asyncio.sleep(0.1)
-        finally:
-            await signal.close()
+        return str((await resp.json())["data"]["token"])
+
+
+def at_80_percent(steps: list[dict[str, Any]], knee_total: int | None) -> dict[str, Any] | None:
+    """The signaling round trip "while the media plane is at 80% of the knee" (issue 15 req 5): the smallest passing
+    step at or above 80% of the knee (as bench/fanout.py `knee` picks it: a coarse ramp gives a heavier load, never
+    a lighter one that would flatter the figure), its pings' p50/p99 and whether p99 is under 50 ms."""
+    if not knee_total:
+        return None
+    near = min((s for s in steps if s["ok"] and s["subscribers_total"] >= 0.8 * knee_total),
+               key=lambda s: s["subscribers_total"])
+    p99 = near["ping_ms_p99"]
+    return {"subscribers_total": near["subscribers_total"], "of_knee": round(near["subscribers_total"] / knee_total, 2),
+            "ping_ms_p50": near["ping_ms_p50"], "ping_ms_p99": p99, "pings": near["pings"],
+            "pings_lost": near["pings_lost"], "p99_under_50_ms": p99 is not None and p99 < 50}
 
 
 async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -65,8 +70,8 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     if args.capacity is not None:
         env["CLASSCAST_SFU_WORKER_CAPACITY"] = str(args.capacity)
     server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env=env))
-    rtts: list[tuple[float, float]] = []  # (sent at, round trip ms)
-    stop = asyncio.Event()
+    rtts: list[ping.Sample] = []  # (sent at, round trip ms or None: lost)
+    pinger: ping.Pinger | None = None
     try:
         fan_args = fanout.parser().parse_args([
             "fanout", "--target", server.base, "--org", server.org, "--server-pid", str(server.proc.pid),
@@ -79,21 +84,24 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             bench.target.room = f"bench-w{workers}-r{r}"
             bench.step = _timed(bench.step, args.duration)  # type: ignore[method-assign]
             benches.append(bench)
-        pinger = asyncio.create_task(_pinger(server.base, server.org, rtts, stop)) if args.ping else None
+        if args.ping:
+            pinger = ping.Pinger(server.base, await _ping_token(server.base, server.org)).start()
         results = await asyncio.gather(*(b.run() for b in benches))
-        stop.set()
         if pinger is not None:
-            await asyncio.wait_for(pinger, 15)
+            rtts = await loop.run_in_executor(None, pinger.stop)
+            pinger = None
         per_worker = await _per_worker(server.base)
     finally:
-        stop.set()
+        if pinger is not None:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, pinger.stop)
         await loop.run_in_executor(None, server.stop)
     steps = []
     for i, per_room in enumerate(zip(*(r["steps"] for r in results), strict=False)):
         n = per_room[0]["subscribers"]
         losses = [s["loss_percent"] for s in per_room]
         # the pings sent while any room of this step was measuring
-        window = [ms for sent, ms in rtts if any(a <= sent <= b for a, b in (s["measured"] for s in per_room))]
+        window = ping.summary(rtts, [s["measured"] for s in per_room])
         steps.append({
             "step": i, "subscribers_per_room": n, "subscribers_total": n * args.rooms,
             "loss_percent_max": max((x for x in losses if x is not None), default=None),
@@ -103,17 +111,19 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             "server_cpu_percent": max(s["server_cpu_percent"] for s in per_room),
             "packets_out_per_s": sum(s["packets_out_per_s"] for s in per_room),
             "joins_failed": sum(s.get("joins_failed") or 0 for s in per_room),
-            "ping_ms_p50": fanout.percentile(window, 50), "ping_ms_p99": fanout.percentile(window, 99),
-            "pings": len(window),
+            "ping_ms_p50": window["p50_ms"], "ping_ms_p99": window["p99_ms"], "pings": window["count"],
+            "pings_lost": window["lost"],
             "ok": all(fanout.knee([s])["knee"] is not None for s in per_room),
         })
     good = [s["subscribers_total"] for s in steps if s["ok"]]
-    all_ms = sorted(ms for _, ms in rtts)
+    knee_total = max(good, default=None)
+    whole = ping.summary(rtts)
     return {"sfu_workers": workers, "rooms": args.rooms, "capacity": args.capacity, "per_worker": per_worker,
-            "steps": steps, "knee_total": max(good, default=None),
+            "steps": steps, "knee_total": knee_total,
             "first_failure_total": min((s["subscribers_total"] for s in steps if not s["ok"]), default=None),
-            "ping_ms": {"count": len(all_ms), "p50": fanout.percentile(all_ms, 50),
-                        "p99": fanout.percentile(all_ms, 99)},
+            "ping_ms": {"count": whole["count"], "lost": whole["lost"], "p50": whole["p50_ms"],
+                        "p99": whole["p99_ms"]},
+            "ping_at_80_percent_of_knee": at_80_percent(steps, knee_total) if args.ping else None,
             "rooms_raw": results}
 
 
@@ -146,7 +156,9 @@ def table(result: dict[str, Any]) -> str:
              f"per worker {result['per_worker']}",
              f"knee {result['knee_total']} "
              f"subscribers (first failure {result['first_failure_total']}); signaling ping p50 "
-             f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} ({result['ping_ms']['count']})",
+             f"{_ms(result['ping_ms']['p50'])} p99 {_ms(result['ping_ms']['p99'])} "
+             f"({result['ping_ms']['count']} pings, {result['ping_ms'].get('lost', 0)} lost); "
+             f"at 80% of the knee: {_at80(result)}",
              "| total subs | loss % (worst room) | loss % (worst subscriber) | delivered % (worst room) | "
              "server CPU % | packets out/s | joins failed | ping p50 / p99 ms |", "|---|---|---|---|---|---|---|---|"]
     for s in result["steps"]:
@@ -156,6 +168,15 @@ def table(result: dict[str, Any]) -> str:
                      f"{s['server_cpu_percent']} | {s['packets_out_per_s']} | {s['joins_failed']} | "
                      f"{_ms(s['ping_ms_p50'])} / {_ms(s['ping_ms_p99'])} |")
     return "\n".join(lines)
+
+
+def _at80(result: dict[str, Any]) -> str:
+    at = result.get("ping_at_80_percent_of_knee")
+    if not at:
+        return "-"
+    return (f"{at['subscribers_total']} subscribers ({at['of_knee']:.0%} of the knee), ping p50 "
+            f"{_ms(at['ping_ms_p50'])} p99 {_ms(at['ping_ms_p99'])}: "
+            f"{'under' if at['p99_under_50_ms'] else 'NOT under'} 50 ms")
 
 
 def _ms(value: float | None) -> str:

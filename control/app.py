@@ -62,6 +62,13 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def media_ready(app: web.Application, timeout: float = 15.0) -> bool:
+    """Waits for the media plane: the SFU worker processes start with the app, all at once, without holding its
+    start-up (control/workers.py `WorkerPool.start`); in-process media is ready at once. False after `timeout`."""
+    ready = getattr(app[HUB].sfu, "ready", None)
+    return bool(await ready(timeout)) if ready is not None else True
+
+
 async def create_app(config: Config, clock: Clock | None = None, *, background: bool = True) -> web.Application:
     """`background=False` leaves the ticker and the janitor's loop off so tests drive them with a fake clock, and
     starts the recorder process only when a recording starts."""

@@ -70,7 +70,7 @@ def pid_file(config: Config) -> Path:
 async def _serve(config: Config) -> None:
     from aiohttp import web
 
-    from control.app import create_app
+    from control.app import create_app, media_ready
     from control.drain import DRAIN
     from control.services import SERVICES
     from control.turn import Relay, reachability_warnings
@@ -107,6 +107,8 @@ async def _serve(config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    if not await media_ready(app):  # the workers started with the app, in parallel with the lines above
+        log.error("the SFU worker processes are not running yet: classes wait for them (see the log above)")
     pid_path = pid_file(config)
     pid_path.write_text(f"{os.getpid()}\n")
     # Printed only once signals are handled, so whoever reads the banner may stop us cleanly at once.

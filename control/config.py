@@ -46,7 +46,7 @@ def _sfu_workers(env: Mapping[str, str]) -> int:
     from control.workers import worker_count
 
     try:
-        return worker_count(env.get("CLASSCAST_SFU_WORKERS", "0"))
+        return worker_count(env.get("CLASSCAST_SFU_WORKERS"))
     except ValueError:
         raise ValueError("CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'") from None
 
@@ -188,8 +188,9 @@ class Config:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # The TURN relay and the per-participant credentials handed out in `joined` (issue 16, control/turn.py).
     turn: TurnConfig = field(default_factory=TurnConfig)
-    # SFU worker processes (issue 15, control/workers.py): 0 = media in the control process; `auto` = one per core.
-    sfu_workers: int = 0
+    # SFU worker processes (issue 15, control/workers.py): one per core by default (CLASSCAST_SFU_WORKERS unset or
+    # `auto`); 0 = media in the control process, the operator's explicit choice.
+    sfu_workers: int = field(default_factory=lambda: _sfu_workers({}))
     # Participants one worker takes before a room's new participants go to another worker, the room's tracks piped
     # there once (issue 15 req 2, control/workers.py); 0 = a room never spreads. Default: one worker's measured knee.
     sfu_worker_capacity: int = 300

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import socket
 import sys
@@ -54,12 +55,68 @@ GAP_LOST = "sfu_worker_lost"  # the worker process died (SIGKILL, crash)
 GAP_HUNG = "sfu_worker_hung"  # the watchdog killed a worker that stopped answering
 
 
+def cores() -> int:
+    """The cores this process may use: the default number of SFU workers, one event loop per core. Its CPU affinity
+    (a cpuset, `taskset`, `docker run --cpuset-cpus`), capped by its cgroup's CPU quota rounded up (`docker run
+    --cpus 2`, a Kubernetes CPU limit): a worker per core it cannot use would only add processes that share it."""
+    try:
+        n = len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(n, math.ceil(quota))) if quota else n
+
+
+def cgroup_cpu_quota(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float | None:
+    """This process's CPU limit in cores from its cgroup (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cfs_period_us`),
+    the tightest along its path; None when unlimited or unknown."""
+    try:
+        lines = open(proc_cgroup).read().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2, the unified hierarchy
+            files, read = [(root, "cpu.max")], _v2_quota
+        elif "cpu" in controllers.split(","):
+            files, read = [(f"{root}/{c}", "") for c in ("cpu", "cpu,cpuacct", "cpuacct,cpu")], _v1_quota
+        else:
+            continue
+        for base, _ in files:
+            folder = base + path.rstrip("/")
+            while folder.startswith(base):  # the process's group and each parent: the smallest limit holds
+                quota = read(folder)
+                if quota:
+                    limits.append(quota)
+                if folder == base:
+                    break
+                folder = folder.rsplit("/", 1)[0] or base
+    return min(limits) if limits else None
+
+
+def _v2_quota(folder: str) -> float | None:
+    try:
+        quota, period = open(f"{folder}/cpu.max").read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_quota(folder: str) -> float | None:
+    try:
+        quota = int(open(f"{folder}/cpu.cfs_quota_us").read())
+        period = int(open(f"{folder}/cpu.cfs_period_us").read())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
 def worker_count(value: str | int | None) -> int:
-    """CLASSCAST_SFU_WORKERS: a number (0 = media in the control process), or `auto` = one per core."""
-    if value is None or value == "":
-        return 0
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return os.cpu_count() or 1
+    """CLASSCAST_SFU_WORKERS: unset, empty or `auto` = one per core (the default); a number N = N workers; 0 = media
+    in the control process (one process, as before issue 15)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return cores()
     n = int(value)
     if not 0 <= n <= 256:
         raise ValueError("CLASSCAST_SFU_WORKERS must be 0..256 or 'auto'")
@@ -94,8 +151,10 @@ class WorkerHandle:
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # `serve --log-level`
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sfu.worker", str(child.fileno()), pass_fds=(child.fileno(),))
+                sys.executable, "-m", "sfu.worker", str(child.fileno()), "--index", str(self.index),
+                "--log-level", str(level), pass_fds=(child.fileno(),))
         finally:
             child.close()
         loop = asyncio.get_running_loop()
@@ -166,13 +225,17 @@ class WorkerHandle:
             self.pending.pop(rid, None)
 
     async def stop(self) -> None:
+        """Closes the link, which ends the worker (it ignores SIGINT and SIGTERM: those are the control process's);
+        killed if it has not exited within 5 s, or at once if it was still starting (it holds nothing yet, and
+        would only notice the closed link once its imports are done)."""
+        running = self.alive
         self.alive = False
         if self.link is not None:
             await self.link.close()
         if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
             try:
+                if not running:
+                    raise TimeoutError
                 await asyncio.wait_for(self.process.wait(), 5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
@@ -228,6 +291,7 @@ class WorkerPool:
         self.hung_after = HUNG_AFTER
         self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
         self._closing = False
+        self._announced = False  # the media ports were logged once every worker had started
         self._tasks: set[asyncio.Task[None]] = set()
         self._log_task: asyncio.Task[None] | None = None
 
@@ -239,9 +303,22 @@ class WorkerPool:
         return dataclasses.replace(self.ice, rtc_port=port)
 
     async def start(self) -> None:
-        await asyncio.gather(*(w.start() for w in self.workers))
+        """Starts every worker at once and returns without waiting for them (`ready` waits): the control plane
+        serves REST meanwhile, a join waits for a live worker (`_place`), /readyz says `sfu` not ok until they are
+        up. A worker that fails to start is retried with backoff, as after a death."""
+        for w in self.workers:
+            self._spawn(self._run_start(w))
         self._log_task = asyncio.create_task(self._log_load())
         self._spawn(self._watch())
+
+    async def ready(self, timeout: float = START_TIMEOUT) -> bool:
+        """Waits until every worker is running (at most `timeout` seconds); False if some are not."""
+        deadline = time.monotonic() + timeout
+        while not all(w.alive for w in self.workers):
+            if time.monotonic() > deadline or self._closing:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _watch(self) -> None:
         """A hung worker (a stuck loop, SIGSTOP) keeps its socket open: its silence gives it away. Silence alone is
@@ -607,17 +684,27 @@ class WorkerPool:
                 worker.process.kill()
             code = await worker.process.wait()
             log.info("SFU worker %d (pid %d) exit status %s; restarting", worker.index, worker.pid, code)
+        worker.restarts += 1
+        await self._run_start(worker)
+
+    async def _run_start(self, worker: WorkerHandle) -> None:
+        """Starts `worker`, again and again with backoff until it runs (or the pool closes)."""
         delay, cap = RESTART_BACKOFF
         while not self._closing:
             try:
-                worker.restarts += 1
                 await worker.start()
             except (OSError, TimeoutError, ConnectionError) as exc:
-                log.error("SFU worker %d failed to restart: %s", worker.index, exc)
+                log.error("SFU worker %d failed to start: %s", worker.index, exc)
                 await worker.stop()
                 await asyncio.sleep(delay)
                 delay = min(cap, delay * 2)
+                worker.restarts += 1
                 continue
+            if not self._announced and all(w.alive for w in self.workers):
+                self._announced = True
+                ports = ", ".join(str(w.port) for w in self.workers)
+                log.info("media on UDP ports %s (one per SFU worker, CLASSCAST_SFU_WORKERS=%d): a firewall, NAT "
+                         "or `docker run -p` must let every one of them through", ports, len(self.workers))
             # a room kept only by a sink (a recording while everybody reconnects) is placed again now
             for room_sid in {e.room for e in self.taps.values() if e.worker is None and e.room not in self.rooms}:
                 self._spawn(self._place(room_sid))

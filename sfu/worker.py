@@ -12,8 +12,8 @@ import gc
 import logging
 import os
 import resource
+import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -243,13 +243,40 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
-    logging.basicConfig(level=os.environ.get("CLASSCAST_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
-    fd = int(sys.argv[1])
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sfu.worker")
+    parser.add_argument("fd", type=int, help="this worker's end of the control plane's socketpair")
+    parser.add_argument("--log-level", default=os.environ.get("CLASSCAST_LOG_LEVEL", "INFO"))
+    parser.add_argument("--index", type=int, default=-1)
+    args = parser.parse_args(argv)
+    # The control process owns a worker's life. A terminal's Ctrl-C (SIGINT) and a service manager's SIGTERM reach
+    # every process of the group or cgroup; they are the control process's to act on (stop, or drain while the
+    # classes go on), and it ends the worker by closing the link (the worker exits when its link closes: the control
+    # process's death included). Killed alone (SIGKILL), the worker is restarted.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _setup_logging(args.log_level, args.index)
     import uvloop  # the same loop as the in-process SFU (`classcast serve`): asyncio's own costs more per datagram
 
-    uvloop.run(Worker().run(fd))
+    uvloop.run(Worker().run(args.fd))
+
+
+def _setup_logging(level: str, index: int) -> None:
+    """The server's format and level (`classcast serve --log-level`: one JSON object per line, as the control,
+    recorder and transcriber processes write), each line naming its worker and pid."""
+    from control.logs import setup_logging
+
+    setup_logging(level)
+    pid = os.getpid()
+
+    def stamp(record: logging.LogRecord) -> bool:
+        record.sfu_worker, record.pid = index, pid
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(stamp)
 
 
 if __name__ == "__main__":

@@ -95,9 +95,21 @@ async def redis_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, database_url: str, redis_url: str) -> Config:
+def sfu_workers(request: pytest.FixtureRequest) -> int:
+    """The test server's `Config.sfu_workers`: the default (one worker process per core, as `classcast serve` runs),
+    or 0 (media in the server process) for a test marked `in_process_sfu` with its reason: it reads the SFU's own
+    objects, which live in another process otherwise."""
+    marker = request.node.get_closest_marker("in_process_sfu")
+    if marker is not None:
+        assert marker.args and marker.args[0], "say why the test needs the SFU in-process"
+        return 0
+    return Config().sfu_workers
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, redis_url: str, sfu_workers: int) -> Config:
     return Config(data_dir=tmp_path / "data", public_url="https://class.example.test", database_url=database_url,
-                  redis_url=redis_url)
+                  redis_url=redis_url, sfu_workers=sfu_workers)
 
 
 @dataclass

@@ -134,6 +134,17 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+async def server_settings(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """How the server runs its media, from its /readyz: `sfu_workers` N worker processes, or 0 = in the server
+    process (CLASSCAST_SFU_WORKERS=0). A bench started here inherits CLASSCAST_SFU_WORKERS from its environment;
+    unset, the server's default (one worker per core) runs."""
+    with contextlib.suppress(aiohttp.ClientError, ValueError, KeyError, TypeError):
+        async with session.get(base + "/readyz") as resp:
+            workers = (await resp.json())["checks"]["sfu"]["workers"]
+        return {"sfu_workers": 0 if workers == "in-process" else int(workers)}
+    return {"sfu_workers": None}
+
+
 class ClasscastTarget:
     name = "classcast"
     rids = ("q", "h", "f")  # as Chrome offers them, low to high
@@ -145,6 +156,7 @@ class ClasscastTarget:
         self.server: Server | None = None
         self.room = f"bench-{os.getpid()}"
         self.signal: Signal | None = None
+        self.settings: dict[str, Any] = {}  # what the server runs (its SFU workers), for the run's JSON
 
     async def rest(self, session: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with session.post(self.base + path, json=body, headers={"VF-ORG-ID": self.org}) as resp:
@@ -158,6 +170,11 @@ class ClasscastTarget:
             self.server = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: Server(self.ice_host, tree=self.tree))
             self.base, self.org, self.pid = self.server.base, self.server.org, self.server.proc.pid
+        self.settings = await server_settings(session, self.base)
+        n = self.settings["sfu_workers"]
+        where = "the server process" if n == 0 else f"{n} SFU worker processes" if n else "unknown processes"
+        print(f"{self.name}: media in {where}; CPU and RSS figures cover the server's whole process tree",
+              file=sys.stderr, flush=True)
 
     async def publish(self, session: aiohttp.ClientSession, peer: Peer, sdp: str,
                       tracks: list[tuple[str, str]]) -> str:

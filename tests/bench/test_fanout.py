@@ -19,6 +19,7 @@ import pytest
 from bench import clip, netns
 from bench.fanout import STREAMS, Subscriber, figures, knee
 from bench.targets import URI_TWCC, browser_answer, janus, pion
+from control.workers import worker_count
 from sfu import rtcp
 from sfu.bwe import TwccFeedback, parse_twcc
 from sfu.ice import IceConfig
@@ -37,6 +38,10 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1 and result["command"].startswith("classcast-bench fanout")
+    # the run says how the server ran its media: the default (a worker per core) unless the environment says
+    assert result["server"] == {"sfu_workers": worker_count(os.environ.get("CLASSCAST_SFU_WORKERS"))}
+    assert "SFU worker processes; CPU and RSS figures cover the server's whole process tree" in run.stderr \
+        or "media in the server process" in run.stderr
     [step] = result["steps"]
     for name in FIGURES:
         assert step[name] is not None, name

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from control.app import create_app
+from control.app import create_app, media_ready
 from control.clock import FakeClock
 from control.config import Config
 from control.drain import DRAIN
@@ -36,11 +36,17 @@ async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], .
 async def test_health_needs_no_organization_and_reports_each_check(api: Api) -> None:
     resp = await api.client.get("/healthz")
     assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
+    # the SFU worker processes start with the app without holding it up: ready once they run (a load balancer
+    # polls /readyz; `classcast serve` waits for them before its banner)
+    assert await media_ready(api.client.app)
     resp = await api.client.get("/readyz")
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "ready", body
     assert body["checks"]["database"] == {"ok": True} and body["checks"]["recorder"]["ok"]
-    assert body["checks"]["sfu"]["ok"] and body["checks"]["draining"] == {"ok": True}
+    workers = api.svc.config.sfu_workers
+    assert body["checks"]["sfu"] == ({"ok": True, "workers": workers, "alive": workers} if workers else
+                                     {"ok": True, "workers": "in-process"})
+    assert body["checks"]["draining"] == {"ok": True}
 
     store = api.svc.store
     real = store.engine

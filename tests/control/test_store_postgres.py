@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from control.app import create_app
+from control.app import create_app, media_ready
 from control.clock import FakeClock
 from control.config import Config
 from control.services import SERVICES
@@ -58,6 +58,7 @@ async def test_a_database_server_that_goes_away_is_503_and_coming_back_heals(
     assert resp.status == 200 and (await resp.json())["data"]["exists"] is True
     body["roomId"] = "r2"
     assert (await client.post("/v1/room/create", json=body, headers=headers)).status == 200
+    assert await media_ready(app)  # the SFU workers started with the app, in the background
     assert (await client.get("/readyz")).status == 200
 
 

@@ -58,8 +58,9 @@ async def main(data_dir: Path) -> dict[str, Any]:
     port = _free_port()
     base = f"http://{ADDRESS}:{port}"
     ice = IceConfig(hosts=(ADDRESS,), allowed_networks=(ipaddress.ip_network("198.18.0.0/15"),))
+    # sfu_workers=0: media in this process, whose routers `_sfu_view` reads (the layers Firefox sent, the student's)
     config = dataclasses.replace(Config(data_dir=data_dir), host=ADDRESS, port=port, public_url=base, ice=ice,
-                                 tutor=TutorConfig(llm_backend="fake"))
+                                 tutor=TutorConfig(llm_backend="fake"), sfu_workers=0)
     app = await create_app(config, background=False)
     runner = web.AppRunner(app)
     await runner.setup()

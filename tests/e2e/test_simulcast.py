@@ -17,6 +17,9 @@ from sfu.producer import Producer
 from tests.e2e.conftest import LAYER_STATS_JS, open_page, publish_camera
 from tests.sfu.conftest import Classroom
 
+# Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read the layers at the SFU.
+pytestmark = pytest.mark.in_process_sfu("reads the producers' layers and each subscriber's current layer")
+
 
 class DecodeErrors(logging.Handler):
     """aiortc logs a warning for every frame its decoder rejects."""

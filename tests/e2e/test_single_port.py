@@ -8,12 +8,16 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page
 
 from control.signaling import HUB
 from sfu.rtcserver import MuxConnection, RtcServer, rtc_server_for
 from tests.e2e.conftest import open_page, publish_camera
 from tests.sfu.conftest import Classroom
+
+# Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read its one port.
+pytestmark = pytest.mark.in_process_sfu("reads the SFU's shared media port, its sessions and the producer")
 
 # The browser's view: the remote (server) candidate of its selected pair, and what it sent.
 SELECTED_JS = """async () => {

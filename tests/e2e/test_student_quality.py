@@ -13,11 +13,15 @@ import json
 import time
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from control.signaling import HUB
 from tests.sfu.conftest import Classroom
+
+# Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read the layers at the SFU.
+pytestmark = pytest.mark.in_process_sfu("reads the camera's layers and the students' current layer at the SFU")
 
 STEADY_S = 12.0
 REACH_S = 3.0  # the requirement: a student is on the top layer within 3 s of it being there

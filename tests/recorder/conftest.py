@@ -129,8 +129,9 @@ class Studio(Classroom):
 
 
 @pytest.fixture
-async def studio(aiohttp_server: Any, tmp_path: Path, database_url: str) -> AsyncIterator[Studio]:
-    config = dataclasses.replace(Config(data_dir=tmp_path / "data", database_url=database_url), reconnect_grace_s=2.0)
+async def studio(aiohttp_server: Any, tmp_path: Path, database_url: str, sfu_workers: int) -> AsyncIterator[Studio]:
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data", database_url=database_url,
+                                        sfu_workers=sfu_workers), reconnect_grace_s=2.0)
     app = await create_app(config, background=False)
     server = await aiohttp_server(app, host="127.0.0.1")
     svc = app[SERVICES]

@@ -200,6 +200,7 @@ def _check_composite(path: Path, wall: float, codec: str) -> None:
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
+@pytest.mark.in_process_sfu("reads the camera producer's layers as they arrive (what the uplink allows)")
 async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(classroom: Classroom,  # noqa: F811
                                                                             browser: Browser,  # noqa: F811
                                                                             codec: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
@@ -201,11 +202,25 @@ async def test_a_room_everybody_left_is_kept_for_the_recording_then_closed(studi
     await teacher.leave()
     sfu = studio.server.app[HUB].sfu
     await asyncio.sleep(0.5)
-    assert len(sfu.routers) == 1  # the recording still listens: the teacher may come back
+    assert await _media_rooms(sfu) == 1  # the recording still listens: the teacher may come back
     await studio.rest("POST", "/v1/room/physics-1/recording/stop")
     await studio.wait_status("physics-1", egress, "EGRESS_COMPLETE")
     await asyncio.sleep(0.2)
-    assert sfu.routers == {}  # nobody left, no recording: the room's media is closed
+    assert await _media_rooms(sfu) == 0  # nobody left, no recording: the room's media is closed
+
+
+async def _media_rooms(sfu: Any) -> int:
+    """Rooms the SFU holds media for: its routers in-process; with worker processes, the rooms the pool placed,
+    which must agree with the workers' own count (their next load report, every wire.LOAD_PERIOD)."""
+    from control.workers import WorkerPool
+    from sfu.wire import LOAD_PERIOD
+
+    if not isinstance(sfu, WorkerPool):
+        return len(sfu.routers)
+    placed = len(sfu.rooms)
+    await asyncio.sleep(2.5 * LOAD_PERIOD)
+    assert sum(int(w.load.get("rooms", 0)) for w in sfu.workers) == placed, [w.load for w in sfu.workers]
+    return placed
 
 
 async def test_a_recording_of_an_empty_room_offers_no_file(studio: Studio) -> None:

@@ -64,13 +64,13 @@ def extra_routes() -> list[tuple[str, Any]]:
 
 
 @pytest.fixture
-async def classroom(aiohttp_server: Any, tmp_path: Path,
-                    extra_routes: list[tuple[str, Any]]) -> AsyncIterator[Classroom]:
+async def classroom(aiohttp_server: Any, tmp_path: Path, extra_routes: list[tuple[str, Any]],
+                    sfu_workers: int) -> AsyncIterator[Classroom]:
     # The deterministic fake tutor: the classroom page's AI panel is exercised without loading a model.
     with socket.socket() as probe:  # the port is chosen first so that iframeUrl names the real server
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=2.0,
+    config = dataclasses.replace(Config(data_dir=tmp_path / "data"), reconnect_grace_s=2.0, sfu_workers=sfu_workers,
                                  public_url=f"http://127.0.0.1:{port}", tutor=TutorConfig(llm_backend="fake"))
     app = await create_app(config, background=False)
     for path, handler in extra_routes:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 
 from control.signaling import HUB
 from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
@@ -13,6 +14,9 @@ from sfu.peer import aiortc_decoder_threads
 from sfu.producer import Producer
 from sfu.router import Router
 from tests.sfu.conftest import Classroom
+
+# Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read its routers, producers and peers.
+pytestmark = pytest.mark.in_process_sfu("reads the routers, producers and peers (forwarding, NACK, RTCP state)")
 
 
 async def _frame_size(track, timeout: float = 10) -> tuple[int, int]:  # type: ignore[no-untyped-def]

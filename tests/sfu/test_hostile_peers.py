@@ -141,6 +141,7 @@ async def _receiving(client: Client, timeout: float = 15) -> int:
     raise AssertionError(f"{client.name} receives no video")
 
 
+@pytest.mark.in_process_sfu("reads the participant's tables and drop counters")
 async def test_a_thousand_new_ssrcs_leave_the_tables_bounded(classroom: Classroom, teacher: BrowserLikeTeacher,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """A publisher sending with a new SSRC per packet, each carrying a valid MID and RID: each rebinds the layer
@@ -171,6 +172,7 @@ async def test_a_thousand_new_ssrcs_leave_the_tables_bounded(classroom: Classroo
     _no_callback_failures(caplog)
 
 
+@pytest.mark.in_process_sfu("reads the participant's tables and drop counters")
 async def test_a_students_rtp_on_its_receive_only_sections_is_dropped_and_counted(
         classroom: Classroom, caplog: pytest.LogCaptureFixture) -> None:
     """A student may not publish; RTP it sends anyway, on the m-sections it receives on, reaches nobody."""
@@ -272,6 +274,7 @@ async def test_garbage_after_dtls_is_dropped_and_the_class_goes_on(classroom: Cl
     _no_callback_failures(caplog)
 
 
+@pytest.mark.in_process_sfu("reads the participant's tables and drop counters")
 async def test_a_nack_flood_resends_at_most_half_of_what_was_sent(classroom: Classroom) -> None:
     """A student asking for its whole history again and again: the retransmissions stay bounded by what was sent,
     and another student is not affected."""

@@ -64,6 +64,7 @@ async def test_gathering_uses_only_configured_addresses_and_ports() -> None:
             await conn.close()
 
 
+@pytest.mark.in_process_sfu("reads the participant's ICE connection")
 async def test_server_offers_loopback_candidates_only(classroom: Classroom) -> None:
     from sfu.client import SyntheticVideoTrack
 

@@ -22,6 +22,9 @@ from sfu.router import Router
 from sfu.rtcserver import MuxConnection, RtcServer, rtc_server_for
 from tests.sfu.conftest import Classroom
 
+# Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read its shared port, engine and counters.
+pytestmark = pytest.mark.in_process_sfu("reads the SFU's shared media port, its engine and its counters")
+
 
 def _router(classroom: Classroom) -> Router:
     return next(iter(classroom.server.app[HUB].sfu.routers.values()))

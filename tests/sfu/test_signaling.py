@@ -29,6 +29,7 @@ async def test_join_returns_room_self_and_roster(classroom: Classroom) -> None:
     assert (await teacher.request({"type": "ping", "ts": 5}, "pong"))["ts"] == 5
 
 
+@pytest.mark.in_process_sfu("reads the router's producers")
 async def test_student_cannot_publish_and_nothing_is_forwarded(classroom: Classroom) -> None:
     await classroom.client(await classroom.create_room(), name="teacher")
     student = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
@@ -177,6 +178,7 @@ async def test_students_cannot_moderate(classroom: Classroom) -> None:
     assert err.value.code == "FORBIDDEN"
 
 
+@pytest.mark.in_process_sfu("reads the SFU's routers")
 async def test_end_class_closes_everyone_and_ends_the_room(classroom: Classroom) -> None:
     teacher = await classroom.client(await classroom.create_room(), name="teacher")
     await teacher.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
@@ -194,6 +196,7 @@ async def test_end_class_closes_everyone_and_ends_the_room(classroom: Classroom)
     assert body["data"]["status"] == "finished" and body["data"]["totalParticipants"] == 3
 
 
+@pytest.mark.in_process_sfu("reads the microphone producer's counters")
 async def test_moderator_mute_stops_forwarding_audio(classroom: Classroom) -> None:
     teacher = await classroom.client(await classroom.create_room(), name="teacher")
     await teacher.publish({"microphone": ToneAudioTrack()})

@@ -32,6 +32,7 @@ async def _serve(aiohttp_server: Any, tmp_path: Path, kind: type[Classroom],
     server = await aiohttp_server(app, host="127.0.0.1", port=port)
     svc = app[SERVICES]
     assert isinstance(app[HUB].sfu, WorkerPool)
+    assert await app[HUB].sfu.ready(), "the workers start with the server"  # their pids are read by the tests
     org = await svc.store.create_org("Worker School", 100_000, svc.clock.now_ms())
     return kind(server=server, svc=svc, org=org)
 

@@ -1,17 +1,20 @@
-"""`classcast serve` with CLASSCAST_SFU_WORKERS=2: the log names each worker's pid and port, /readyz counts them,
-and stopping the server leaves no worker behind."""
+"""`classcast serve` as `make run` starts it (no CLASSCAST_SFU_WORKERS: one worker per core): the log names each
+worker's pid and port and the ports to open, /readyz counts them, a signal sent to the workers' group is left to
+the control process, and stopping the server leaves no worker behind."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.targets.classcast import Server
+from control.workers import cores
 
 
 def _gone(pid: int) -> bool:
@@ -25,21 +28,35 @@ def _gone(pid: int) -> bool:
 async def test_serve_logs_each_worker_and_stops_them(tmp_path: Path, monkeypatch: Any) -> None:
     log_path = tmp_path / "serve.log"
     monkeypatch.setenv("CLASSCAST_BENCH_SERVER_LOG", str(log_path))
+    monkeypatch.delenv("CLASSCAST_SFU_WORKERS", raising=False)
+    n = cores()
     loop = asyncio.get_running_loop()
-    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={
-        "CLASSCAST_SFU_WORKERS": "2", "CLASSCAST_RTC_PORT": "0"}))
+    server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env={"CLASSCAST_RTC_PORT": "0"}))
     pids: list[int] = []
     try:
+        # the banner comes once the workers run: ready at once
         async with aiohttp.ClientSession() as session, session.get(server.base + "/readyz") as resp:
             ready = await resp.json()
         assert resp.status == 200, ready
-        assert ready["checks"]["sfu"] == {"ok": True, "workers": 2, "alive": 2}
+        assert ready["checks"]["sfu"] == {"ok": True, "workers": n, "alive": n}
         text = log_path.read_text()
-        found = re.findall(r"SFU worker (\d): pid (\d+), UDP port (\d+), engine (\w+)", text)
-        assert sorted(f[0] for f in found) == ["0", "1"], text
+        found = re.findall(r"SFU worker (\d+): pid (\d+), UDP port (\d+), engine (\w+)", text)
+        assert sorted(int(f[0]) for f in found) == list(range(n)), text
         pids = [int(f[1]) for f in found]
-        assert server.proc.pid not in pids and len(set(pids)) == 2
-        assert all(int(f[2]) > 0 for f in found) and len({f[2] for f in found}) == 2
+        assert server.proc.pid not in pids and len(set(pids)) == n
+        assert all(int(f[2]) > 0 for f in found) and len({f[2] for f in found}) == n
+        ports = re.search(r"media on UDP ports ([\d, ]+) \(one per SFU worker", text)
+        assert ports and sorted(ports.group(1).split(", ")) == sorted(f[2] for f in found), text
+        # Ctrl-C in a terminal and a service manager's SIGTERM reach the whole group: the workers leave them to the
+        # control process (which stops, or drains while the classes go on) instead of dying mid-class
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(1.0)
+        assert not any(_gone(pid) for pid in pids)
+        async with aiohttp.ClientSession() as session, session.get(server.base + "/readyz") as resp:
+            assert (await resp.json())["checks"]["sfu"] == {"ok": True, "workers": n, "alive": n}
+        assert ") lost: " not in log_path.read_text()  # the pool saw no death
     finally:
         await loop.run_in_executor(None, server.stop)
     for _ in range(50):

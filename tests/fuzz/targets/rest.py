@@ -53,7 +53,9 @@ def setup() -> None:
 
     async def build() -> None:
         global _app, _org
-        config = Config(data_dir=Path(_dir) / "data", tutor=TutorConfig(llm_backend="fake"))
+        # sfu_workers=0: the REST API carries no media, and the fuzzer runs the event loop only during an input,
+        # which worker links (read by the loop, watched for silence) do not expect
+        config = Config(data_dir=Path(_dir) / "data", tutor=TutorConfig(llm_backend="fake"), sfu_workers=0)
         _app = await create_app(config, background=False)
         server = TestServer(_app, host="127.0.0.1")  # runs the app's startup: the recordings service
         await server.start_server()

@@ -41,7 +41,9 @@ def setup() -> None:
 
     async def build() -> None:
         global _hub, _conn
-        config = Config(data_dir=Path(_dir) / "data", tutor=TutorConfig(llm_backend="fake"))
+        # sfu_workers=0: the SFU in this process, whose modules are instrumented (INSTRUMENT); the fuzzer runs the
+        # event loop only during an input, which worker links (read by the loop) do not expect
+        config = Config(data_dir=Path(_dir) / "data", tutor=TutorConfig(llm_backend="fake"), sfu_workers=0)
         app = await create_app(config, background=False)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
