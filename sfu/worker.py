@@ -45,7 +45,7 @@ class RelayTap:
                         "muted": muted})
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
-        if self.feed is not None:  # recorder/feed.py's message, to the recorder itself
+        if self.feed is not None:  # the recorder feed's message (control/sinks/feed.py), to the recorder itself
             self.feed.send_media({"t": "rtp", "j": self.job, "id": track_id, "d": data, "a": arrival})
         else:
             self.link.send_media({"ev": "tap", "tap": self.id, "f": "rtp", "track": track_id, "data": data,
