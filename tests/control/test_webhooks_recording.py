@@ -98,7 +98,13 @@ async def test_metrics_read_the_sfu_and_the_recorder_while_media_flows(studio: S
         return {f"{x.name}{sorted(x.labels.items()) if x.labels else ''}": x.value
                 for fam in text_string_to_metric_families(text) for x in fam.samples}
 
+    # with SFU workers the control plane learns their counters from their periodic reports: wait for the first
     first = await scrape()
+    for _ in range(100):
+        if first["classcast_sfu_received_packets_total"] > 0:
+            break
+        await asyncio.sleep(0.1)
+        first = await scrape()
     await asyncio.sleep(1.0)
     second = await scrape()
     assert second["classcast_sfu_received_packets_total"] > first["classcast_sfu_received_packets_total"] > 0
