@@ -155,6 +155,7 @@ class OutStream:
     sent: int = 0
     octets: int = 0
     restart: bool = False
+    last_key: float = -1e9  # monotonic time of the last keyframe sent
     history: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -180,6 +181,9 @@ def _munge_simulcast(sdp: str, mid: str, rid_ext: int, rids: tuple[str, ...]) ->
 
 PACING_FACTOR = 2.5  # libwebrtc's default: its pacer sends at 2.5 times the encoders' target rate
 PACER_INTERVAL = 0.005  # ... in 5 ms slices
+# libwebrtc's default keyframe interval (VideoEncoder's default H.264 / VP8 settings: 3000 frames, 100 s at 30 fps):
+# a browser sends keyframes when it starts and when a receiver asks (PLI/FIR), not with every loop of a clip
+KEYFRAME_INTERVAL_S = 100.0
 
 
 class Pacer:
@@ -224,10 +228,12 @@ class Pacer:
 class Publisher:
     """The teacher: pre-encoded RTP, paced in real time like a browser (Pacer), NACK and PLI answered."""
 
-    def __init__(self, scenario: str, codec: str, ice: IceConfig, pacing: float = PACING_FACTOR) -> None:
+    def __init__(self, scenario: str, codec: str, ice: IceConfig, pacing: float = PACING_FACTOR,
+                 keyframe_interval: float = KEYFRAME_INTERVAL_S) -> None:
         self.scenario, self.codec = scenario, codec
         self.clip = cliplib.load(codec)
         self.pacing = pacing
+        self.keyframe_interval = keyframe_interval
         self.pacer: Pacer | None = None
         consent.browser_like()  # a browser's consent rule, not aioice's stricter one (bench/consent.py)
         self.peer = Peer(on_rtcp=self._on_rtcp, ice=ice, name="publisher")
@@ -284,9 +290,14 @@ class Publisher:
         step = s.track.clock_rate / s.track.fps
         while True:
             await asyncio.sleep(max(0.0, start + n / s.track.fps - time.monotonic()))
+            now = time.monotonic()
             if s.restart:  # answer a keyframe request: the clip's only keyframe is its first frame
                 s.frame, s.restart = 0, False
+            elif s.frame == 0 and s.track.codec != "opus" and now - s.last_key < self.keyframe_interval:
+                s.frame = 1 % len(s.track.frames)  # the loop goes on without a keyframe, as a browser's encoder
             key, payloads = s.track.frames[s.frame]
+            if key:
+                s.last_key = now
             s.frame = (s.frame + 1) % len(s.track.frames)
             ts = int(n * step) & 0xFFFFFFFF
             if s.track.codec == "vp8":  # a running picture id, not the clip's, which jumps back at each loop
@@ -792,7 +803,8 @@ class Bench:
                 if not self.pid:
                     raise SystemExit("--server-cpu needs the server on this machine")
                 self.cap = CpuCap(self.pid, args.server_cpu, self.name)
-            self.publisher = Publisher(args.scenario, args.codec, IceConfig(hosts=(args.ice_host,)), args.pacing)
+            self.publisher = Publisher(args.scenario, args.codec, IceConfig(hosts=(args.ice_host,)), args.pacing,
+                                       args.keyframe_interval)
             await self.publisher.start(self.session, self.target)
             await asyncio.sleep(1)
             self.rss0 = proc_rss(self.pid) if self.pid else 0
@@ -810,7 +822,8 @@ class Bench:
                 "duration_s": args.duration,
                 "workers": n_workers, "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
-                "server_cpu_cap": args.server_cpu, "server_cpus": args.server_cpus, "steps": results,
+                "server_cpu_cap": args.server_cpu, "server_cpus": args.server_cpus, "pacing": args.pacing,
+                "keyframe_interval_s": args.keyframe_interval, "steps": results,
                 "aborted": aborted, "server": getattr(self.target, "settings", {}), **knee(results)}
 
     async def step(self, n: int) -> dict[str, Any]:
@@ -1155,6 +1168,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--pacing", type=float, default=PACING_FACTOR, help="the teacher's pacer: video leaves at this "
                    "many times its bitrate, in 5 ms slices, as from a browser (0: each frame in one burst, as "
                    "runs before 2026-11-30 19:30 UTC did)")
+    f.add_argument("--keyframe-interval", type=float, default=KEYFRAME_INTERVAL_S, help="the teacher's longest "
+                   "time between keyframes when nobody asks one, in seconds: a browser's 100 s by default (3000 "
+                   "frames); 3 sends the looped clip's keyframe every loop on all layers, as runs before "
+                   "2026-12-01 did")
     f.add_argument("--probes", type=int, default=5, help="after each step's measurement, this many subscribers "
                    "join one at a time while the N stay: a joiner's first keyframe under that load")
     f.add_argument("--org", help="organization id (VF-ORG-ID) when --target is a URL")

@@ -22,7 +22,9 @@ packets (/metrics, per worker, over the run) show both served it.
 
 Everything runs on this machine (the subscribers' DTLS/SRTP in Python costs more CPU than the server's forwarding):
 on a small shared machine the clients, not the workers, may set the knee; the JSON keeps the server's CPU per step
-so the two can be told apart.
+so the two can be told apart. `--worker-cpu F` caps each worker process to F cores (its own cgroup quota), so that
+W workers have W times one worker's CPU while the control process and the bench's clients keep the rest: on a
+2-core machine that is how "the knee with all workers against one worker" can be measured at all.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import fanout, ping
+from bench import cpucap, fanout, ping
 from bench.targets.classcast import Server
 
 
@@ -72,7 +74,13 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     server = await loop.run_in_executor(None, lambda: Server("127.0.0.1", env=env))
     rtts: list[ping.Sample] = []  # (sent at, round trip ms or None: lost)
     pinger: ping.Pinger | None = None
+    caps: list[cpucap.CpuCap] = []
     try:
+        if args.worker_cpu:
+            caps = [cpucap.CpuCap(pid, args.worker_cpu, f"w{workers}-{i}")
+                    for i, pid in enumerate(_worker_pids(server.proc.pid))]
+            if len(caps) != workers:
+                raise SystemExit(f"--worker-cpu: found {len(caps)} SFU worker processes, expected {workers}")
         fan_args = fanout.parser().parse_args([
             "fanout", "--target", server.base, "--org", server.org, "--server-pid", str(server.proc.pid),
             "--ramp", args.ramp, "--duration", str(args.duration), "--settle", str(args.settle),
@@ -96,6 +104,9 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 await loop.run_in_executor(None, pinger.stop)
         await loop.run_in_executor(None, server.stop)
+        throttled = [round(c.throttled_seconds(), 1) for c in caps]
+        for cap in caps:
+            cap.release()
     steps = []
     for i, per_room in enumerate(zip(*(r["steps"] for r in results), strict=False)):
         n = per_room[0]["subscribers"]
@@ -119,12 +130,24 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     knee_total = max(good, default=None)
     whole = ping.summary(rtts)
     return {"sfu_workers": workers, "rooms": args.rooms, "capacity": args.capacity, "per_worker": per_worker,
+            "worker_cpu_cap": args.worker_cpu, "worker_throttled_s": throttled,
             "steps": steps, "knee_total": knee_total,
             "first_failure_total": min((s["subscribers_total"] for s in steps if not s["ok"]), default=None),
             "ping_ms": {"count": whole["count"], "lost": whole["lost"], "p50": whole["p50_ms"],
                         "p99": whole["p99_ms"]},
             "ping_at_80_percent_of_knee": at_80_percent(steps, knee_total) if args.ping else None,
             "rooms_raw": results}
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    """The server's SFU worker processes (`python -m sfu.worker`), found by their command line."""
+    pids = []
+    for pid in cpucap._tree(server_pid)[1:]:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"sfu.worker" in f.read():
+                    pids.append(pid)
+    return pids
 
 
 async def _per_worker(base: str) -> dict[str, dict[str, float]]:
@@ -193,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-processes", type=int, default=1, help="subscriber processes per room")
     p.add_argument("--capacity", type=int, default=None,
                    help="CLASSCAST_SFU_WORKER_CAPACITY: participants per worker before a room spreads")
+    p.add_argument("--worker-cpu", type=float, default=None,
+                   help="cap each SFU worker process to this many cores (a cgroup quota per worker, root only: "
+                        "bench/cpucap.py): a small machine's stand-in for a core per worker that the bench's own "
+                        "subscribers cannot take; the control process and the bench stay uncapped")
     p.add_argument("--no-ping", dest="ping", action="store_false", help="no spare signaling connection")
     p.add_argument("--json")
     args = p.parse_args(argv)
