@@ -19,7 +19,7 @@ from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.participant import SfuParticipant
-from sfu.pipe import Pipe, PipeProducer, describe
+from sfu.pipe import PeerId, Pipe, PipeProducer, PipeSrtp, describe
 from sfu.producer import Producer
 from sfu.rtcserver import rtc_server_for
 from sfu.taps import Tap, track_description
@@ -43,7 +43,8 @@ class Router:
         self.participants: dict[str, SfuParticipant] = {}
         self.producers: dict[str, Producer] = {}
         self.taps: list[Tap] = []
-        self.pipes: dict[int, Pipe] = {}  # peer worker index -> the pipe to the room's router there (sfu/pipe.py)
+        # peer worker index (or peer node id, control/relay.py) -> the pipe to the room's router there (sfu/pipe.py)
+        self.pipes: dict[PeerId, Pipe] = {}
         self.on_track: TrackEvent | None = None  # the worker's: this side's tracks, for the other workers' pipes
         self._task: asyncio.Task[None] | None = None
         # the report loop's sleep (see _sleep): its future, its timer, the first tick it covers, whether it skips
@@ -151,10 +152,11 @@ class Router:
         if self.pipes and self.on_track is not None:
             self.on_track(self.room_sid, event)
 
-    def open_pipe(self, peer: int, loss: float = 0.0) -> Pipe:
+    def open_pipe(self, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
+                  srtp: PipeSrtp | None = None) -> Pipe:
         pipe = self.pipes.get(peer)
         if pipe is None:
-            pipe = self.pipes[peer] = Pipe(self, peer, loss)
+            pipe = self.pipes[peer] = Pipe(self, peer, loss, host=host, srtp=srtp)
             for producer in self.local_producers():
                 pipe.attach(producer)
         return pipe
@@ -167,7 +169,7 @@ class Router:
     def local_producers(self) -> list[Producer]:
         return [p for p in self.producers.values() if not isinstance(p, PipeProducer) and not p.closed]
 
-    async def close_pipe(self, peer: int) -> None:
+    async def close_pipe(self, peer: PeerId) -> None:
         pipe = self.pipes.pop(peer, None)
         if pipe is not None:
             await pipe.close()
@@ -357,11 +359,13 @@ class Sfu:
 
     # ---- one room over several workers (sfu/pipe.py; the control plane decides, control/workers.py) --------
 
-    def open_pipe(self, room_sid: str, peer: int, loss: float = 0.0) -> int:
-        """This end of the room's pipe to worker `peer`: returns its UDP port on 127.0.0.1."""
-        return self._router(room_sid).open_pipe(peer, loss).port
+    def open_pipe(self, room_sid: str, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
+                  keys: tuple[bytes, bytes] | None = None) -> int:
+        """This end of the room's pipe to worker `peer` (or node `peer`, bound to `host`, SRTP with `keys` = (this
+        end's sending key, its receiving key)): returns its UDP port."""
+        return self._router(room_sid).open_pipe(peer, loss, host, PipeSrtp(*keys) if keys is not None else None).port
 
-    def connect_pipe(self, room_sid: str, peer: int, port: int) -> list[dict[str, Any]]:
+    def connect_pipe(self, room_sid: str, peer: PeerId, port: int, host: str | None = None) -> list[dict[str, Any]]:
         """Points this end at the other's port; returns the tracks published here, for the other side."""
         router = self.routers.get(room_sid)
         pipe = router.pipes.get(peer) if router is not None else None
@@ -369,10 +373,10 @@ class Sfu:
             raise SignalingError("NO_PIPE", f"no pipe to worker {peer} in room {room_sid}")
         if not 0 < port < 65536:
             raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
-        pipe.connect(port)
+        pipe.connect(port, host)
         return [describe(p, router.role_of(p)) for p in router.local_producers()]
 
-    def pipe_track(self, room_sid: str, peer: int, event: dict[str, Any]) -> None:
+    def pipe_track(self, room_sid: str, peer: PeerId, event: dict[str, Any]) -> None:
         """A track published, unpublished or muted on worker `peer` (its `on_track`, relayed by the control plane)."""
         router = self.routers.get(room_sid)
         pipe = router.pipes.get(peer) if router is not None else None
@@ -386,7 +390,7 @@ class Sfu:
         elif f == "muted":
             pipe.mute_remote(str(event["track"]), bool(event.get("muted")))
 
-    def close_pipe(self, room_sid: str, peer: int) -> None:
+    def close_pipe(self, room_sid: str, peer: PeerId) -> None:
         """Ends the room's pipe to worker `peer` at once (a pipe opened again right after is a new one); the far
         side's tracks leave this router in a task, and a router kept only by its pipes closes."""
         router = self.routers.get(room_sid)
