@@ -1,0 +1,165 @@
+"""A lecture across nodes (issue 18 req 4) with two real `classcast serve` nodes on one PostgreSQL and Redis
+(tests/cluster/conftest.py), each node taking 3 of the room's participants (CLASSCAST_NODE_CAPACITY): the teacher
+(a browser-like simulcast publisher) and two students on the host, the next students redirected to the other node,
+which gets the teacher's tracks through ONE SRTP relay whatever its number of students. Layer selection, NACKs and
+keyframe requests work on the far node; the relay closes when its students leave."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from bench.fanout import Publisher
+from bench.targets.classcast import ClasscastTarget
+from control.relay import HEADER, Signer
+from sfu.client import Client
+from tests.cluster.conftest import SECRET, Cluster
+from tests.control.serverproc import Server
+from tests.sfu.test_hostile_peers import LOOPBACK
+from tests.workers.test_pipe import LayerProbe
+
+
+def _socket_url(node: Server) -> str:
+    return node.base.replace("http://", "ws://") + "/v1/rtc"
+
+
+async def _relay_stats(cluster: Cluster, node: Server) -> dict[str, Any]:
+    """The room's media on `node` (its pipes to other nodes included): the signed operators' call."""
+    assert cluster.http is not None
+    path = f"/internal/relay/stats?roomId=lecture&org={node.org}"
+    async with cluster.http.get(node.base + path,
+                                headers={HEADER: Signer(SECRET.encode()).sign("GET", path, b"")}) as reply:
+        assert reply.status == 200, await reply.text()
+        return dict(await reply.json())
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.2)
+
+
+async def test_a_lecture_past_one_node_is_relayed_once_to_the_other_node(cluster: Cluster) -> None:
+    a = cluster.start_node(CLASSCAST_NODE_CAPACITY="3", CLASSCAST_RELAY_TEST_LOSS="0.03")  # the relay drops 3%
+    b = cluster.start_node(CLASSCAST_NODE_CAPACITY="3")
+    assert cluster.http is not None
+    async with cluster.http.get(b.base + "/internal/relay/stats?room=x") as unsigned:
+        assert unsigned.status == 401  # the calls between nodes need the district's secret
+    body = b'{"room": "x", "node": "evil", "url": "http://127.0.0.1:9", "host": "127.0.0.1", "port": 9, "pipe": "p"}'
+    async with cluster.http.post(b.base + "/internal/relay/open", data=body, headers={
+            HEADER: Signer(b"another-districts-secret-01234567").sign("POST", "/internal/relay/open", body)}) as forged:
+        assert forged.status == 401
+
+    target = ClasscastTarget("127.0.0.1", url=a.base, org=a.org)
+    target.room = "lecture"
+    teacher = Publisher("lecture", "h264", LOOPBACK)
+    session = aiohttp.ClientSession()
+    students: list[Client] = []
+    try:
+        await teacher.start(session, target)  # its socket is the room's first: node A hosts the class
+        for i in range(1, 5):
+            token = (await cluster.ok(a, "POST", "/v1/room/lecture/join", {
+                "participant": {"uid": f"s{i}", "name": f"Student {i}", "role": "STUDENT"}}))["token"]
+            student = Client(a.base, token, name=f"s{i}")
+            students.append(student)
+            await student.connect()
+        s1, s2, s3, s4 = students
+        # teacher, s1, s2 fill A; s3 and s4 are sent to B
+        assert [s.node_url for s in students] == [_socket_url(a)] * 2 + [_socket_url(b)] * 2
+        assert any(m.get("code") == "REDIRECT" for m in s3.messages)
+        for s in students:
+            await s.remote_track("camera", uid="teacher", timeout=20)
+        probes = [LayerProbe(s) for s in (s3, s4)]
+        for probe in probes:
+            await _until_sync(lambda probe=probe: len(probe.layers) > 50, "a student on B receives the camera")
+
+        near, far = await _relay_stats(cluster, a), await _relay_stats(cluster, b)
+        # ONE relay each way, SRTP, between the two nodes: A's pipe to B, B's pipe to A
+        [pipe_a], [pipe_b] = near["pipes"], far["pipes"]
+        assert pipe_a["peer"] == far["node"] and pipe_b["peer"] == near["node"]
+        assert pipe_a["srtp"] and pipe_b["srtp"] and pipe_b["authFailed"] == 0
+        teacher_tracks = {t["trackId"] for t in near["tracks"] if t["uid"] == "teacher"}
+        assert set(pipe_a["sent"]) == teacher_tracks == set(pipe_b["received"])
+        # once per node, not per student: A's students and the relay are each one copy of what the teacher sent,
+        # and B's two students are fed from the relay's single copy
+        packets_in = sum(t["packetsIn"] for t in near["tracks"] if t["uid"] == "teacher")
+        assert 0 < pipe_a["rtpSent"] + pipe_a["dropped"] <= packets_in
+        far_camera = next(t for t in far["tracks"] if t["uid"] == "teacher" and t["source"] == "camera")
+        assert far_camera["consumers"] == 2
+        assert 0 < pipe_b["rtpReceived"] <= pipe_a["rtpSent"] + pipe_a["retransmitted"]
+        sent_to = {c["uid"] for c in far["consumers"] if c["packetsSent"] > 0}
+        assert {"s3", "s4"} <= sent_to
+
+        # layer selection on B: low, then high, each the teacher's own layer's packets
+        probe = probes[0]
+        await s3.request({"type": "set_quality", "quality": "low"}, "quality_changed")
+        await _until(lambda: _only(probe, {0}), "s3 (on B) on the low layer")
+        await s3.request({"type": "set_quality", "quality": "high"}, "quality_changed")
+        await _until(lambda: _only(probe, {2}), "s3 (on B) on the high layer")
+
+        # a keyframe request (PLI) of s3 crosses the relay to A and reaches the teacher
+        await asyncio.sleep(1.1)  # both nodes' keyframe throttles (500 ms per layer) are open again
+        asked = (await _relay_stats(cluster, a))["pipes"][0]["keyframeRequests"]
+        publisher_asked = teacher.keyframe_requests
+        ssrc = max(probe.counts, key=probe.counts.__getitem__)  # B's SSRC for the camera toward s3 (not RTX)
+        await probe.receiver._send_rtcp_pli(ssrc)
+        await _until(lambda: _pipe(cluster, a, "keyframeRequests", asked), "the PLI crossed the relay")
+        await _until_sync(lambda: teacher.keyframe_requests > publisher_asked, "the teacher was asked for a keyframe")
+
+        # NACKs: what the relay lost (its 3%) was asked back over it and resent from A's ring
+        near, far = await _relay_stats(cluster, a), await _relay_stats(cluster, b)
+        assert near["pipes"][0]["dropped"] > 0, "the test's relay loss happened"
+        assert near["pipes"][0]["nacksReceived"] > 0 and near["pipes"][0]["retransmitted"] > 0
+        assert sum(t["nacksSent"] for t in far["tracks"] if t["uid"] == "teacher") > 0
+
+        # a student's NACK on B is answered by B itself, from its own engine cache
+        def retransmitted(stats: dict[str, Any]) -> int:
+            return sum(c["retransmitted"] for c in stats["consumers"] if c["uid"] == "s3")
+
+        before = retransmitted(far)
+        seq = probe.last_seq[ssrc]
+        await probe.receiver._send_rtcp_nack(ssrc, [(seq - 5) & 0xFFFF, (seq - 4) & 0xFFFF])
+        await _until(lambda: _more(cluster, b, retransmitted, before), "B answered s3's NACK")
+
+        # B's students leave: its relay closes at both ends; A's students go on
+        await s3.close()
+        await s4.close()
+        await _until(lambda: _no_pipes(cluster, a), "A's relay to B closed")
+        near_probe = LayerProbe(s1)
+        await _until_sync(lambda: len(near_probe.layers) > 20, "s1 (on A) still receives the camera")
+        assert s2.node_url == _socket_url(a)
+    finally:
+        for s in students:
+            await s.close()
+        await teacher.close()
+        await target.close()
+        await session.close()
+
+
+async def _until_sync(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    async def wrapped() -> bool:
+        return check()
+
+    await _until(wrapped, what, timeout)
+
+
+async def _only(probe: LayerProbe, layers: set[int]) -> bool:
+    return await probe.layer() == layers
+
+
+async def _pipe(cluster: Cluster, node: Server, key: str, before: int) -> bool:
+    pipes = (await _relay_stats(cluster, node))["pipes"]
+    return bool(pipes) and pipes[0][key] > before
+
+
+async def _more(cluster: Cluster, node: Server, count: Callable[[dict[str, Any]], int], before: int) -> bool:
+    return count(await _relay_stats(cluster, node)) > before
+
+
+async def _no_pipes(cluster: Cluster, node: Server) -> bool:
+    return not (await _relay_stats(cluster, node))["pipes"]
