@@ -20,9 +20,12 @@ not host closes its pipes (`close`). A peer node whose lease lapsed (control/pla
 here. The pipe's SRTP keys are never sent: each end derives both directions' keys (HKDF-SHA256) from the shared
 secret and the pipe's random id, which the opening call carries.
 
-Not yet: media in SFU worker processes (CLASSCAST_SFU_WORKERS > 0) relays nothing between nodes (the pipe would have
-to sit on the room's origin worker and also carry the tracks other workers piped to it); such a node keeps its
-whole audience.
+With media in SFU worker processes (control/workers.py) a room's pipes to other nodes sit on its origin worker, the
+node's gateway: a track published on another worker of the node reaches the gateway by its worker pipe and crosses
+to the other nodes from there, and a track from another node goes on from the gateway to the node's other workers
+(sfu/router.py `_crosses`), so each track reaches each node once and each worker once. When the gateway dies, the
+host opens its relays again (the students elsewhere keep their sockets), and an overflow node's students reconnect
+and pipe the room again with their join.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from control.errors import ApiError
 from control.placement import Node, Placement
 from control.presence import Presence
 from control.roles import Role
+from control.workers import WorkerPool
 from sfu.errors import SignalingError
 from sfu.pipe import SRTP_KEY_BYTES
 from sfu.router import Sfu
@@ -116,6 +120,32 @@ def relay_host(node_url: str, configured: str = "") -> str:
     return "127.0.0.1"
 
 
+class _InProcess:
+    """The relay's view of media in this process (`Sfu`), the same calls as WorkerPool's relay_* ones."""
+
+    def __init__(self, sfu: Sfu) -> None:
+        self.sfu = sfu
+
+    async def relay_open(self, room_sid: str, peer: str, loss: float, host: str, keys: tuple[bytes, bytes]) -> int:
+        return self.sfu.open_pipe(room_sid, peer, loss, host, keys)
+
+    async def relay_connect(self, room_sid: str, peer: str, port: int, host: str) -> list[dict[str, Any]]:
+        return self.sfu.connect_pipe(room_sid, peer, port, host)
+
+    def relay_track(self, room_sid: str, peer: str, event: dict[str, Any]) -> None:
+        self.sfu.pipe_track(room_sid, peer, event)
+
+    def relay_close(self, room_sid: str, peer: str) -> None:
+        self.sfu.close_pipe(room_sid, peer)
+
+    def relay_held(self, room_sid: str) -> bool:
+        router = self.sfu.routers.get(room_sid)
+        return router is not None and bool(router.participants)
+
+    async def room_stats(self, room_sid: str, worker_index: int | None = None) -> dict[str, Any]:
+        return self.sfu.stats(room_sid)
+
+
 class NodeRelay:
     """This node's side of the rooms it shares with other nodes (one per process, made with the Hub)."""
 
@@ -131,8 +161,8 @@ class NodeRelay:
         self.host = host
         self.loss = loss  # tests only: a share of the relayed RTP this node's pipes drop
         self.lease_s = lease_s
-        # media in this process only: the pipe ops are the in-process Sfu's (see the module's "Not yet")
-        self.enabled = isinstance(sfu, Sfu) and capacity > 0
+        self.media: Any = _InProcess(sfu) if isinstance(sfu, Sfu) else sfu
+        self.enabled = isinstance(sfu, Sfu | WorkerPool) and capacity > 0
         self.peers: dict[str, dict[str, Node]] = {}  # room sid -> peer node id -> the node
         self._locks: dict[str, asyncio.Lock] = {}
         self._outbox: dict[str, asyncio.Queue[tuple[Node, str, dict[str, Any]]]] = {}
@@ -143,7 +173,11 @@ class NodeRelay:
         if not self.enabled:
             return
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
-        self.sfu.on_track = self._on_track  # the routers' own tracks, told to the nodes their pipes reach
+        if isinstance(self.sfu, Sfu):
+            self.sfu.on_track = self._on_track  # the routers' own tracks, told to the nodes their pipes reach
+        else:
+            self.sfu.on_relay_track = self._on_track
+            self.sfu.on_relay_lost = self._lost
         self._spawn(self._watch())
 
     async def close(self) -> None:
@@ -205,17 +239,17 @@ class NodeRelay:
     async def _handshake(self, room_sid: str, peer: Node) -> list[Node]:
         pipe_id = secrets.token_hex(16)
         keys = pipe_keys(self.secret, pipe_id, self.node.id, peer.id)
-        port = self.sfu.open_pipe(room_sid, peer.id, self.loss, self.host, keys)
+        port = await self.media.relay_open(room_sid, peer.id, self.loss, self.host, keys)
         try:
             answer = await self._call(peer, "open", {"room": room_sid, "node": self.node.id, "url": self.node.url,
                                                      "host": self.host, "port": port, "pipe": pipe_id})
-            mine = self.sfu.connect_pipe(room_sid, peer.id, int(answer["port"]), str(answer["host"]))
+            mine = await self.media.relay_connect(room_sid, peer.id, int(answer["port"]), str(answer["host"]))
         except BaseException:
-            self.sfu.close_pipe(room_sid, peer.id)
+            self.media.relay_close(room_sid, peer.id)
             raise
         self.peers.setdefault(room_sid, {})[peer.id] = peer
         for track in answer.get("tracks") or []:
-            self.sfu.pipe_track(room_sid, peer.id, {"f": "added", "track": track})
+            self.media.relay_track(room_sid, peer.id, {"f": "added", "track": track})
         for track in mine:
             self._tell(peer, "track", {"room": room_sid, "f": "added", "track": track})
         log.info("room %s relayed with node %s (%s:%s <-> %s:%s, SRTP): %d tracks from it, %d to it", room_sid,
@@ -235,14 +269,38 @@ class NodeRelay:
             if self._held(room_sid):
                 return  # a participant joined again meanwhile
             for peer in list(self.peers.pop(room_sid, {}).values()):
-                self.sfu.close_pipe(room_sid, peer.id)
+                self.media.relay_close(room_sid, peer.id)
                 self._tell(peer, "close", {"room": room_sid})
             self._locks.pop(room_sid, None)
         log.info("room %s: no participant left on this node, its relays closed", room_sid)
 
     def _held(self, room_sid: str) -> bool:
-        router = self.sfu.routers.get(room_sid)
-        return router is not None and bool(router.participants)
+        return bool(self.media.relay_held(room_sid))
+
+    def _lost(self, room_sid: str) -> None:
+        """The worker holding the room's relays died (media in workers): the far ends are told; the host opens them
+        again once the room is on a live worker, an overflow node when its students come back (ensure)."""
+        peers = self.peers.pop(room_sid, {})
+        if not peers:
+            return
+        for peer in peers.values():
+            self._tell(peer, "close", {"room": room_sid})
+
+        async def reopen() -> None:
+            host = await self.placement.host(room_sid)
+            if host is None or host.id != self.node.id:
+                return
+            await asyncio.sleep(0.5)  # the worker restarts meanwhile; the room is placed on a live one
+            async with self._locks.setdefault(room_sid, asyncio.Lock()):
+                for peer in peers.values():
+                    if peer.id in self.peers.get(room_sid, {}):
+                        continue
+                    try:
+                        await self._handshake(room_sid, peer)
+                    except SignalingError as exc:
+                        log.warning("room %s: relay to node %s not reopened: %s", room_sid, peer.id, exc.message)
+
+        self._spawn(reopen())
 
     def forget(self, room_sid: str) -> None:
         """The class ended (every node hears it on the bus and closes its router, pipes included)."""
@@ -250,6 +308,9 @@ class NodeRelay:
         self._locks.pop(room_sid, None)
 
     def _on_track(self, room_sid: str, event: dict[str, Any]) -> None:
+        if event.get("scope") == "workers":
+            return  # a track that came from another node (only a worker pipe's business)
+        event = {k: v for k, v in event.items() if k != "scope"}
         for peer in self.peers.get(room_sid, {}).values():
             self._tell(peer, "track", {"room": room_sid, **event})
 
@@ -268,7 +329,7 @@ class NodeRelay:
                 for peer_id in [p for p in peers if p not in live]:
                     log.warning("room %s: node %s is gone, its relay closes", room_sid, peer_id)
                     peers.pop(peer_id, None)
-                    self.sfu.close_pipe(room_sid, peer_id)
+                    self.media.relay_close(room_sid, peer_id)
 
     # ---- calls between nodes --------------------------------------------------------------------------------
 
@@ -324,15 +385,13 @@ class NodeRelay:
         if (host is None or host.id != self.node.id) and self.node.id not in await self.placement.overflow(room_sid):
             raise ApiError(409, "This node does not serve that class", "NOT_SERVED")
         async with self._locks.setdefault(room_sid, asyncio.Lock()):
-            router = self.sfu.routers.get(room_sid)
-            if router is not None and caller.id in router.pipes:  # the caller's earlier pipe: replaced
-                self.sfu.close_pipe(room_sid, caller.id)
+            self.media.relay_close(room_sid, caller.id)  # the caller's earlier pipe, if any: replaced
             keys = pipe_keys(self.secret, str(data["pipe"]), self.node.id, caller.id)
-            port = self.sfu.open_pipe(room_sid, caller.id, self.loss, self.host, keys)
             try:
-                tracks = self.sfu.connect_pipe(room_sid, caller.id, int(data["port"]), str(data["host"]))
+                port = await self.media.relay_open(room_sid, caller.id, self.loss, self.host, keys)
+                tracks = await self.media.relay_connect(room_sid, caller.id, int(data["port"]), str(data["host"]))
             except (SignalingError, OSError, ValueError) as exc:
-                self.sfu.close_pipe(room_sid, caller.id)
+                self.media.relay_close(room_sid, caller.id)
                 raise ApiError(400, f"cannot reach the caller's relay: {exc!r}", "BAD_REQUEST") from None
             peers = self.peers.setdefault(room_sid, {})
             others = [{"id": p.id, "url": p.url} for p in peers.values() if p.id != caller.id]
@@ -342,12 +401,12 @@ class NodeRelay:
 
     async def on_track(self, data: dict[str, Any]) -> dict[str, Any]:
         if data["node"] in self.peers.get(data["room"], {}):
-            self.sfu.pipe_track(data["room"], data["node"], data)
+            self.media.relay_track(data["room"], data["node"], data)
         return {}
 
     async def on_close(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.peers.get(data["room"], {}).pop(data["node"], None) is not None:
-            self.sfu.close_pipe(data["room"], data["node"])
+            self.media.relay_close(data["room"], data["node"])
         return {}
 
     def _spawn(self, work: Any) -> None:
@@ -383,8 +442,9 @@ def setup_routes(app: web.Application, relay_of: Callable[[web.Application], Nod
 
             room = await request.app[SERVICES].store.get_room(request.query.get("org", ""), request.query["roomId"])
             room_sid = room.sid if room is not None else ""
-        return web.json_response(relay.sfu.stats(room_sid) | {"node": relay.node.id,
-                                                               "peers": sorted(relay.peers.get(room_sid, {}))})
+        worker = request.query.get("worker")  # one worker's view of a room spread over several
+        stats = await relay.media.room_stats(room_sid, int(worker) if worker and worker.isdigit() else None)
+        return web.json_response(stats | {"node": relay.node.id, "peers": sorted(relay.peers.get(room_sid, {}))})
 
     app.router.add_post("/internal/relay/open", route(NodeRelay.on_open))
     app.router.add_post("/internal/relay/track", route(NodeRelay.on_track))

@@ -146,6 +146,7 @@ class Pipe:
                  host: str = "127.0.0.1", srtp: PipeSrtp | None = None) -> None:
         self.router = router
         self.peer = peer
+        self.node = isinstance(peer, str)  # a pipe to another node (SRTP), not to a worker of this one
         self.host = host  # the address this end binds: loopback between workers, the node's relay address between nodes
         self.srtp = srtp
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)

@@ -102,10 +102,10 @@ class Router:
         self.producers[producer.id] = producer
         producer.taps = self.taps
         producer.on_missing = self._missing
-        if not isinstance(producer, PipeProducer):  # a track published here crosses every pipe of the room once
-            for pipe in self.pipes.values():
+        for pipe in self.pipes.values():  # a track published here crosses every pipe of the room once
+            if _crosses(producer, pipe):
                 pipe.attach(producer)
-            self._track_event({"f": "added", "track": describe(producer, self.role_of(producer))})
+        self._track_event(producer, {"f": "added", "track": describe(producer, self.role_of(producer))})
         for tap in self.taps:
             tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
@@ -119,10 +119,9 @@ class Router:
         if owner is not None:
             owner.forget_producer(producer)
         producer.close()
-        if not isinstance(producer, PipeProducer):
-            for pipe in self.pipes.values():
-                pipe.detach(producer)
-            self._track_event({"f": "removed", "track": producer.id})
+        for pipe in self.pipes.values():
+            pipe.detach(producer)
+        self._track_event(producer, {"f": "removed", "track": producer.id})
         for tap in self.taps:
             tap.track_removed(self.room_sid, producer.id)
         self.broadcast({"type": "track_unpublished", "track": producer.info()})
@@ -131,8 +130,7 @@ class Router:
 
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
-        if not isinstance(producer, PipeProducer):
-            self._track_event({"f": "muted", "track": producer.id, "muted": muted})
+        self._track_event(producer, {"f": "muted", "track": producer.id, "muted": muted})
         self.broadcast({"type": "track_muted", "track": producer.info()})
         for tap in self.taps:
             notify = getattr(tap, "track_muted", None)  # optional in the Tap protocol
@@ -148,18 +146,27 @@ class Router:
 
     # ---- pipes to the room on other workers (control/workers.py decides, sfu/pipe.py carries) ----------------
 
-    def _track_event(self, event: dict[str, Any]) -> None:
-        if self.pipes and self.on_track is not None:
-            self.on_track(self.room_sid, event)
+    def _track_event(self, producer: Producer, event: dict[str, Any]) -> None:
+        """A track that crosses some pipe here appeared, went or muted: for the control plane to tell the far ends
+        (`scope`: only the other workers, or only the other nodes, for a track that came by the other kind)."""
+        if self.on_track is None:
+            return
+        scope = _scope(producer)
+        if any(scope is None or (scope == "nodes") == pipe.node for pipe in self.pipes.values()):
+            self.on_track(self.room_sid, event if scope is None else event | {"scope": scope})
 
     def open_pipe(self, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
                   srtp: PipeSrtp | None = None) -> Pipe:
         pipe = self.pipes.get(peer)
         if pipe is None:
             pipe = self.pipes[peer] = Pipe(self, peer, loss, host=host, srtp=srtp)
-            for producer in self.local_producers():
+            for producer in self.forwarded(pipe):
                 pipe.attach(producer)
         return pipe
+
+    def forwarded(self, pipe: Pipe) -> list[Producer]:
+        """The tracks that cross `pipe` (see _crosses)."""
+        return [p for p in self.producers.values() if not p.closed and _crosses(p, pipe)]
 
     def role_of(self, producer: Producer) -> str:
         """The publisher's role: its participant's here, or as its worker described it (a pipe's track)."""
@@ -374,7 +381,7 @@ class Sfu:
         if not 0 < port < 65536:
             raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
         pipe.connect(port, host)
-        return [describe(p, router.role_of(p)) for p in router.local_producers()]
+        return [describe(p, router.role_of(p)) for p in router.forwarded(pipe)]
 
     def pipe_track(self, room_sid: str, peer: PeerId, event: dict[str, Any]) -> None:
         """A track published, unpublished or muted on worker `peer` (its `on_track`, relayed by the control plane)."""
@@ -567,6 +574,22 @@ class Sfu:
                 for participant in router.participants.values() if not participant.closed
             ],
         }
+
+
+def _crosses(producer: Producer, pipe: Pipe) -> bool:
+    """Whether a track goes out on a pipe. Published here: on every pipe. Come from another worker of this node: on
+    the pipes to other nodes (only the room's origin worker holds those: it is the node's gateway). Come from another
+    node: on the pipes to this node's other workers. So a track reaches each worker and each node once, never back."""
+    if not isinstance(producer, PipeProducer):
+        return True
+    return producer.pipe.node != pipe.node
+
+
+def _scope(producer: Producer) -> str | None:
+    """Whose pipes a track's changes concern: everybody's (published here), or only the kind it did not come by."""
+    if not isinstance(producer, PipeProducer):
+        return None
+    return "workers" if producer.pipe.node else "nodes"
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
