@@ -2,7 +2,9 @@
 (tests/cluster/conftest.py), each node taking 3 of the room's participants (CLASSCAST_NODE_CAPACITY): the teacher
 (a browser-like simulcast publisher) and two students on the host, the next students redirected to the other node,
 which gets the teacher's tracks through ONE SRTP relay whatever its number of students. Layer selection, NACKs and
-keyframe requests work on the far node; the relay closes when its students leave."""
+keyframe requests work on the far node; the relay closes when its students leave. Then the same with media in SFU
+worker processes: each node's relay sits on the room's origin worker, which passes tracks between the node's other
+workers and the other node."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import aiohttp
 from bench.fanout import Publisher
 from bench.targets.classcast import ClasscastTarget
 from control.relay import HEADER, Signer
-from sfu.client import Client
+from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
 from tests.cluster.conftest import SECRET, Cluster
 from tests.control.serverproc import Server
+from tests.sfu.test_forwarding import _frame_size
 from tests.sfu.test_hostile_peers import LOOPBACK
 from tests.workers.test_pipe import LayerProbe
 
@@ -27,10 +30,11 @@ def _socket_url(node: Server) -> str:
     return node.base.replace("http://", "ws://") + "/v1/rtc"
 
 
-async def _relay_stats(cluster: Cluster, node: Server) -> dict[str, Any]:
-    """The room's media on `node` (its pipes to other nodes included): the signed operators' call."""
+async def _relay_stats(cluster: Cluster, node: Server, worker: int | None = None) -> dict[str, Any]:
+    """The room's media on `node` (its pipes to other nodes included; with SFU workers, its origin worker's or
+    `worker`'s): the signed operators' call."""
     assert cluster.http is not None
-    path = f"/internal/relay/stats?roomId=lecture&org={node.org}"
+    path = f"/internal/relay/stats?roomId=lecture&org={node.org}" + (f"&worker={worker}" if worker is not None else "")
     async with cluster.http.get(node.base + path,
                                 headers={HEADER: Signer(SECRET.encode()).sign("GET", path, b"")}) as reply:
         assert reply.status == 200, await reply.text()
@@ -140,6 +144,56 @@ async def test_a_lecture_past_one_node_is_relayed_once_to_the_other_node(cluster
         await teacher.close()
         await target.close()
         await session.close()
+
+
+async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_once(cluster: Cluster) -> None:
+    """A: 2 workers of 2 participants, node capacity 3: the teacher and s1 on its origin worker, the moderator on
+    the other. B: 2 workers of 1: s2 on its origin worker, s3 on the other. The moderator's camera goes A.w1 -> A's
+    origin (worker pipe) -> B's origin (the SRTP relay) -> B.w1 (worker pipe); one relay between the nodes."""
+    a = cluster.start_node(CLASSCAST_NODE_CAPACITY="3", CLASSCAST_SFU_WORKERS="2", CLASSCAST_SFU_WORKER_CAPACITY="2")
+    b = cluster.start_node(CLASSCAST_NODE_CAPACITY="3", CLASSCAST_SFU_WORKERS="2", CLASSCAST_SFU_WORKER_CAPACITY="1")
+    room = await cluster.ok(a, "POST", "/v1/room/create", {
+        "roomId": "lecture", "title": "Lecture",
+        "participant": {"uid": "teacher", "name": "Teacher", "role": "TEACHER"}})
+    clients: list[Client] = []
+    try:
+        async def join(uid: str, role: str) -> Client:
+            token = (await cluster.ok(a, "POST", "/v1/room/lecture/join", {
+                "participant": {"uid": uid, "name": uid, "role": role}}))["token"]
+            client = Client(a.base, token, name=uid)
+            clients.append(client)
+            await client.connect()
+            return client
+
+        teacher = Client(a.base, room["token"], name="teacher")
+        clients.append(teacher)
+        await teacher.connect()
+        await teacher.publish({"camera": SyntheticVideoTrack(320, 240), "microphone": ToneAudioTrack()})
+        s1 = await join("s1", "STUDENT")
+        mod = await join("mod", "MODERATOR")
+        s2 = await join("s2", "STUDENT")
+        s3 = await join("s3", "STUDENT")
+        assert [c.node_url for c in (teacher, s1, mod, s2, s3)] == [_socket_url(a)] * 3 + [_socket_url(b)] * 2
+        await mod.publish({"camera": SyntheticVideoTrack(176, 144)})
+        for student in (s2, s3):  # B's gateway worker and B's other worker
+            assert await _frame_size(await student.remote_track("camera", uid="teacher", timeout=20), 20) == (320, 240)
+            assert await _frame_size(await student.remote_track("camera", uid="mod", timeout=20), 20) == (176, 144)
+        assert await _frame_size(await s1.remote_track("camera", uid="mod", timeout=20), 20) == (176, 144)
+
+        near, far = await _relay_stats(cluster, a), await _relay_stats(cluster, b)  # each node's origin worker
+        assert len(near["workers"]) == 2 and len(far["workers"]) == 2, "each node spread the room over its workers"
+        relays_a = [p for p in near["pipes"] if isinstance(p["peer"], str)]
+        relays_b = [p for p in far["pipes"] if isinstance(p["peer"], str)]
+        assert [p["peer"] for p in relays_a] == [far["node"]] and [p["peer"] for p in relays_b] == [near["node"]]
+        cameras = {t["trackId"] for t in near["tracks"] if t["source"] == "camera"}
+        assert len(cameras) == 2 and set(relays_a[0]["sent"]) >= cameras and set(relays_b[0]["received"]) >= cameras
+        assert relays_a[0]["srtp"] and relays_b[0]["rtpReceived"] > 0
+        for node, stats in ((a, near), (b, far)):  # the other worker of each node holds no relay to another node
+            other = (await _relay_stats(cluster, node, stats["workers"][1]))["pipes"]
+            assert [p["peer"] for p in other] == [stats["worker"]]
+    finally:
+        for c in clients:
+            await c.close()
 
 
 async def _until_sync(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
