@@ -18,7 +18,7 @@ import aiohttp
 from bench.fanout import Publisher
 from bench.targets.classcast import ClasscastTarget
 from control.relay import HEADER, Signer
-from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
+from sfu.client import Client, State, SyntheticVideoTrack, ToneAudioTrack
 from tests.cluster.conftest import SECRET, Cluster
 from tests.control.serverproc import Server
 from tests.sfu.test_forwarding import _frame_size
@@ -160,7 +160,7 @@ async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_onc
         async def join(uid: str, role: str) -> Client:
             token = (await cluster.ok(a, "POST", "/v1/room/lecture/join", {
                 "participant": {"uid": uid, "name": uid, "role": role}}))["token"]
-            client = Client(a.base, token, name=uid)
+            client = Client(a.base, token, name=uid, backoff=(0.2, 0.5))
             clients.append(client)
             await client.connect()
             return client
@@ -191,6 +191,15 @@ async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_onc
         for node, stats in ((a, near), (b, far)):  # the other worker of each node holds no relay to another node
             other = (await _relay_stats(cluster, node, stats["workers"][1]))["pipes"]
             assert [p["peer"] for p in other] == [stats["worker"]]
+
+        # B dies (SIGKILL): once its lease lapses A closes its relay, and B's students, reconnecting through the
+        # class's URL, are taken by the host (no other node left: a full node beats no class)
+        cluster.kill(b)
+        await _until(lambda: _no_relays(cluster, a), "A's relay to the dead node closed")
+        for student in (s2, s3):
+            await _until_sync(lambda student=student: student.state == State.CONNECTED and
+                              student.node_url == _socket_url(a), f"{student.name} back in class on A", 30)
+            assert await _frame_size(await student.remote_track("camera", uid="mod", timeout=20), 20) == (176, 144)
     finally:
         for c in clients:
             await c.close()
@@ -214,6 +223,10 @@ async def _pipe(cluster: Cluster, node: Server, key: str, before: int) -> bool:
 
 async def _more(cluster: Cluster, node: Server, count: Callable[[dict[str, Any]], int], before: int) -> bool:
     return count(await _relay_stats(cluster, node)) > before
+
+
+async def _no_relays(cluster: Cluster, node: Server) -> bool:
+    return not [p for p in (await _relay_stats(cluster, node))["pipes"] if isinstance(p["peer"], str)]
 
 
 async def _no_pipes(cluster: Cluster, node: Server) -> bool:
