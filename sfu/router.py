@@ -369,7 +369,9 @@ class Sfu:
     def open_pipe(self, room_sid: str, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
                   keys: tuple[bytes, bytes] | None = None) -> int:
         """This end of the room's pipe to worker `peer` (or node `peer`, bound to `host`, SRTP with `keys` = (this
-        end's sending key, its receiving key)): returns its UDP port."""
+        end's sending key, its receiving key)): returns its UDP port. A pipe to another node is never plain RTP."""
+        if isinstance(peer, str) and keys is None:
+            raise SignalingError("BAD_MESSAGE", "a pipe to another node needs its SRTP keys")
         return self._router(room_sid).open_pipe(peer, loss, host, PipeSrtp(*keys) if keys is not None else None).port
 
     def connect_pipe(self, room_sid: str, peer: PeerId, port: int, host: str | None = None) -> list[dict[str, Any]]:

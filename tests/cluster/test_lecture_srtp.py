@@ -15,6 +15,7 @@ import pytest
 
 from control.errors import ApiError
 from control.relay import Signer, pipe_keys
+from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.router import Sfu
 
@@ -73,6 +74,10 @@ async def test_node_pipe_packets_are_srtp_on_the_wire_and_forgeries_are_dropped(
         assert pipe_keys(SECRET, "another-pipe", "node-a", "node-b") != keys_a
         assert pipe_keys(b"another-district-secret-0123456789abc", pipe_id, "node-a", "node-b") != keys_a
 
+        with pytest.raises(SignalingError):  # never plain RTP between nodes
+            a.open_pipe("RM_1", "node-b", host="127.0.0.1")
+        with pytest.raises(ValueError):
+            a.open_pipe("RM_1", "node-b", host="127.0.0.1", keys=(b"short", b"keys"))
         a.open_pipe("RM_1", "node-b", host="127.0.0.1", keys=keys_a)
         port_b = b.open_pipe("RM_1", "node-a", host="127.0.0.1", keys=keys_b)
         middle.to_b = port_b
