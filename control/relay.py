@@ -63,6 +63,7 @@ log = logging.getLogger("classcast.relay")
 HEADER = "X-Classcast-Relay"
 WINDOW_MS = 60_000  # a signed call older (or newer) than this is refused
 TIMEOUT_S = 10.0
+JOIN_WINDOW_S = 10.0  # an overflow node keeps a room's pipes this long after a join needed them, even if empty
 AUDIENCE = frozenset({Role.STUDENT.value})  # who may be served by an overflow node; the others join the host
 
 
@@ -165,6 +166,7 @@ class NodeRelay:
         self.enabled = isinstance(sfu, Sfu | WorkerPool) and capacity > 0
         self.peers: dict[str, dict[str, Node]] = {}  # room sid -> peer node id -> the node
         self._locks: dict[str, asyncio.Lock] = {}
+        self._ensured: dict[str, float] = {}  # room sid -> when a join last needed its pipes (joins take a moment)
         self._outbox: dict[str, asyncio.Queue[tuple[Node, str, dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http: aiohttp.ClientSession | None = None
@@ -225,6 +227,7 @@ class NodeRelay:
     async def ensure(self, room_sid: str, host: Node) -> None:
         """Before an overflow student's join: this node's router of the room is piped to the host and to every other
         node the host pipes it to."""
+        self._ensured[room_sid] = time.monotonic()
         async with self._locks.setdefault(room_sid, asyncio.Lock()):
             if host.id in self.peers.get(room_sid, {}):
                 return
@@ -265,6 +268,14 @@ class NodeRelay:
         host = await self.placement.host(room_sid)
         if host is not None and host.id == self.node.id:
             return  # the host keeps the room's pipes while other nodes' students watch (its teacher may return)
+        wait = self._ensured.get(room_sid, 0.0) + JOIN_WINDOW_S - time.monotonic()
+        if wait > 0:  # a student's join piped the room a moment ago and may not have reached the SFU yet: later
+            async def later() -> None:
+                await asyncio.sleep(wait)
+                await self.room_left(room_sid)
+
+            self._spawn(later())
+            return
         async with self._locks.setdefault(room_sid, asyncio.Lock()):
             if self._held(room_sid):
                 return  # a participant joined again meanwhile
@@ -272,6 +283,7 @@ class NodeRelay:
                 self.media.relay_close(room_sid, peer.id)
                 self._tell(peer, "close", {"room": room_sid})
             self._locks.pop(room_sid, None)
+            self._ensured.pop(room_sid, None)
         log.info("room %s: no participant left on this node, its relays closed", room_sid)
 
     def _held(self, room_sid: str) -> bool:
@@ -306,6 +318,7 @@ class NodeRelay:
         """The class ended (every node hears it on the bus and closes its router, pipes included)."""
         self.peers.pop(room_sid, None)
         self._locks.pop(room_sid, None)
+        self._ensured.pop(room_sid, None)
 
     def _on_track(self, room_sid: str, event: dict[str, Any]) -> None:
         if event.get("scope") == "workers":
