@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from control.errors import ApiError
-from control.placement import Node, Placement
+from control.placement import LocalPlacement, Node, Placement
 from control.presence import Presence
 from control.roles import Role
 from control.workers import WorkerPool
@@ -163,7 +163,8 @@ class NodeRelay:
         self.loss = loss  # tests only: a share of the relayed RTP this node's pipes drop
         self.lease_s = lease_s
         self.media: Any = _InProcess(sfu) if isinstance(sfu, Sfu) else sfu
-        self.enabled = isinstance(sfu, Sfu | WorkerPool) and capacity > 0
+        # several nodes (a shared placement), media this process can pipe, a capacity: else all of it is idle
+        self.enabled = isinstance(sfu, Sfu | WorkerPool) and capacity > 0 and not isinstance(placement, LocalPlacement)
         self.peers: dict[str, dict[str, Node]] = {}  # room sid -> peer node id -> the node
         self._locks: dict[str, asyncio.Lock] = {}
         self._ensured: dict[str, float] = {}  # room sid -> when a join last needed its pipes (joins take a moment)
