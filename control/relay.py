@@ -244,14 +244,16 @@ class NodeRelay:
         pipe_id = secrets.token_hex(16)
         keys = pipe_keys(self.secret, pipe_id, self.node.id, peer.id)
         port = await self.media.relay_open(room_sid, peer.id, self.loss, self.host, keys)
+        # known from now on: the peer's track events may arrive before its answer (they feed the open pipe end)
+        self.peers.setdefault(room_sid, {})[peer.id] = peer
         try:
             answer = await self._call(peer, "open", {"room": room_sid, "node": self.node.id, "url": self.node.url,
                                                      "host": self.host, "port": port, "pipe": pipe_id})
             mine = await self.media.relay_connect(room_sid, peer.id, int(answer["port"]), str(answer["host"]))
         except BaseException:
+            self.peers.get(room_sid, {}).pop(peer.id, None)
             self.media.relay_close(room_sid, peer.id)
             raise
-        self.peers.setdefault(room_sid, {})[peer.id] = peer
         for track in answer.get("tracks") or []:
             self.media.relay_track(room_sid, peer.id, {"f": "added", "track": track})
         for track in mine:
@@ -401,15 +403,16 @@ class NodeRelay:
         async with self._locks.setdefault(room_sid, asyncio.Lock()):
             self.media.relay_close(room_sid, caller.id)  # the caller's earlier pipe, if any: replaced
             keys = pipe_keys(self.secret, str(data["pipe"]), self.node.id, caller.id)
+            peers = self.peers.setdefault(room_sid, {})
+            others = [{"id": p.id, "url": p.url} for p in peers.values() if p.id != caller.id]
+            peers[caller.id] = caller  # before the pipe exists: a track published meanwhile is told to the caller
             try:
                 port = await self.media.relay_open(room_sid, caller.id, self.loss, self.host, keys)
                 tracks = await self.media.relay_connect(room_sid, caller.id, int(data["port"]), str(data["host"]))
             except (SignalingError, OSError, ValueError) as exc:
+                peers.pop(caller.id, None)
                 self.media.relay_close(room_sid, caller.id)
                 raise ApiError(400, f"cannot reach the caller's relay: {exc!r}", "BAD_REQUEST") from None
-            peers = self.peers.setdefault(room_sid, {})
-            others = [{"id": p.id, "url": p.url} for p in peers.values() if p.id != caller.id]
-            peers[caller.id] = caller
         log.info("room %s relayed with node %s at its call (%d tracks to it)", room_sid, caller.id, len(tracks))
         return {"host": self.host, "port": port, "tracks": tracks, "peers": others}
 
@@ -440,6 +443,8 @@ def setup_routes(app: web.Application, relay_of: Callable[[web.Application], Nod
                 return web.json_response(await handler(relay, await relay._verified(request)))
             except ApiError as exc:
                 return web.json_response({"code": exc.code, "message": exc.message}, status=exc.status)
+            except (KeyError, TypeError, ValueError) as exc:  # a signed call from a node of another version
+                return web.json_response({"code": "BAD_REQUEST", "message": repr(exc)}, status=400)
         return serve
 
     async def stats(request: web.Request) -> web.Response:
