@@ -192,6 +192,16 @@ async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_onc
             other = (await _relay_stats(cluster, node, stats["workers"][1]))["pipes"]
             assert [p["peer"] for p in other] == [stats["worker"]]
 
+        # track changes cross too: the teacher's mute and the moderator's unpublish reach both of B's workers
+        await teacher.send({"type": "mute", "source": "microphone", "muted": True})
+        await mod.send({"type": "unpublish", "source": "camera"})
+        for student in (s2, s3):
+            muted = await student.wait_for("track_muted", lambda m: m["track"]["uid"] == "teacher", timeout=10)
+            assert muted["track"]["source"] == "microphone" and muted["track"]["muted"] is True
+            await student.wait_for("track_unpublished", lambda m: m["track"]["uid"] == "mod", timeout=10)
+        await _until(lambda: _relay_sends(cluster, a, 2), "the moderator's camera left the relay")
+        await mod.publish({"camera": SyntheticVideoTrack(176, 144)})  # and comes back
+
         # B dies (SIGKILL): once its lease lapses A closes its relay, and B's students, reconnecting through the
         # class's URL, are taken by the host (no other node left: a full node beats no class)
         cluster.kill(b)
@@ -203,6 +213,47 @@ async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_onc
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_three_nodes_fill_in_turn_and_pipe_as_a_mesh(cluster: Cluster) -> None:
+    """Each node takes 2 of the class: the teacher and s1 on A, s2 and s3 on the first overflow node (B), s4 on the
+    next (C), which is piped to A (the teacher's tracks, once) and to B (the mesh: a track published on B would reach
+    C directly)."""
+    a, b, c = (cluster.start_node(CLASSCAST_NODE_CAPACITY="2") for _ in range(3))
+    room = await cluster.ok(a, "POST", "/v1/room/create", {
+        "roomId": "lecture", "title": "Lecture",
+        "participant": {"uid": "teacher", "name": "Teacher", "role": "TEACHER"}})
+    clients: list[Client] = []
+    try:
+        teacher = Client(a.base, room["token"], name="teacher")
+        clients.append(teacher)
+        await teacher.connect()
+        await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+        for i in range(1, 5):
+            token = (await cluster.ok(b, "POST", "/v1/room/lecture/join", {
+                "participant": {"uid": f"s{i}", "name": f"Student {i}", "role": "STUDENT"}}))["token"]
+            client = Client(b.base, token, name=f"s{i}")  # through B's URL: redirected to the host first
+            clients.append(client)
+            await client.connect()
+        # the first overflow node (B or C: their load ties) takes s2 and s3, the other one s4
+        first = b if clients[3].node_url == _socket_url(b) else c
+        b, c = first, (c if first is b else b)
+        assert [x.node_url for x in clients] == [_socket_url(n) for n in (a, a, b, b, c)]
+        for student in clients[1:]:
+            assert await _frame_size(await student.remote_track("camera", uid="teacher", timeout=20), 20) == (320, 240)
+        ids = {n: (await _relay_stats(cluster, n))["node"] for n in (a, b, c)}
+        stats = {n: await _relay_stats(cluster, n) for n in (a, b, c)}
+        assert sorted(p["peer"] for p in stats[c]["pipes"]) == sorted([ids[a], ids[b]])
+        assert sorted(p["peer"] for p in stats[a]["pipes"]) == sorted([ids[b], ids[c]])
+        teacher_camera = next(t["trackId"] for t in stats[a]["tracks"])
+        for node in (b, c):  # the teacher's camera reaches each node once, from A, never through the other
+            from_a = next(p for p in stats[node]["pipes"] if p["peer"] == ids[a])
+            assert from_a["received"] == [teacher_camera] and from_a["srtp"]
+            others = [p for p in stats[node]["pipes"] if p["peer"] != ids[a]]
+            assert all(p["received"] == [] and p["sent"] == [] for p in others)
+    finally:
+        for x in clients:
+            await x.close()
 
 
 async def _until_sync(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -223,6 +274,11 @@ async def _pipe(cluster: Cluster, node: Server, key: str, before: int) -> bool:
 
 async def _more(cluster: Cluster, node: Server, count: Callable[[dict[str, Any]], int], before: int) -> bool:
     return count(await _relay_stats(cluster, node)) > before
+
+
+async def _relay_sends(cluster: Cluster, node: Server, count: int) -> bool:
+    [relay] = [p for p in (await _relay_stats(cluster, node))["pipes"] if isinstance(p["peer"], str)]
+    return len(relay["sent"]) == count
 
 
 async def _no_relays(cluster: Cluster, node: Server) -> bool:
