@@ -167,6 +167,7 @@ class NodeRelay:
         self.enabled = isinstance(sfu, Sfu | WorkerPool) and capacity > 0 and not isinstance(placement, LocalPlacement)
         self.peers: dict[str, dict[str, Node]] = {}  # room sid -> peer node id -> the node
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pipe_ids: dict[tuple[str, str], str] = {}  # (room sid, peer id) -> the id of the pipe open now
         self._ensured: dict[str, float] = {}  # room sid -> when a join last needed its pipes (joins take a moment)
         self._outbox: dict[str, asyncio.Queue[tuple[Node, str, dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -246,12 +247,14 @@ class NodeRelay:
         port = await self.media.relay_open(room_sid, peer.id, self.loss, self.host, keys)
         # known from now on: the peer's track events may arrive before its answer (they feed the open pipe end)
         self.peers.setdefault(room_sid, {})[peer.id] = peer
+        self._pipe_ids[room_sid, peer.id] = pipe_id
         try:
             answer = await self._call(peer, "open", {"room": room_sid, "node": self.node.id, "url": self.node.url,
                                                      "host": self.host, "port": port, "pipe": pipe_id})
             mine = await self.media.relay_connect(room_sid, peer.id, int(answer["port"]), str(answer["host"]))
         except BaseException:
             self.peers.get(room_sid, {}).pop(peer.id, None)
+            self._pipe_ids.pop((room_sid, peer.id), None)
             self.media.relay_close(room_sid, peer.id)
             raise
         for track in answer.get("tracks") or []:
@@ -284,7 +287,7 @@ class NodeRelay:
                 return  # a participant joined again meanwhile
             for peer in list(self.peers.pop(room_sid, {}).values()):
                 self.media.relay_close(room_sid, peer.id)
-                self._tell(peer, "close", {"room": room_sid})
+                self._tell_close(room_sid, peer)
             self._locks.pop(room_sid, None)
             self._ensured.pop(room_sid, None)
         log.info("room %s: no participant left on this node, its relays closed", room_sid)
@@ -299,7 +302,7 @@ class NodeRelay:
         if not peers:
             return
         for peer in peers.values():
-            self._tell(peer, "close", {"room": room_sid})
+            self._tell_close(room_sid, peer)  # names the dead pipe: a new one opened meanwhile is not closed
 
         async def reopen() -> None:
             host = await self.placement.host(room_sid)
@@ -317,8 +320,15 @@ class NodeRelay:
 
         self._spawn(reopen())
 
+    def _tell_close(self, room_sid: str, peer: Node) -> None:
+        """The peer closes its end of this pipe, and only of this one (the close is queued; a newer pipe's open is
+        not, and may get there first)."""
+        self._tell(peer, "close", {"room": room_sid, "pipe": self._pipe_ids.pop((room_sid, peer.id), "")})
+
     def forget(self, room_sid: str) -> None:
         """The class ended (every node hears it on the bus and closes its router, pipes included)."""
+        for peer_id in self.peers.get(room_sid, {}):
+            self._pipe_ids.pop((room_sid, peer_id), None)
         self.peers.pop(room_sid, None)
         self._locks.pop(room_sid, None)
         self._ensured.pop(room_sid, None)
@@ -345,6 +355,7 @@ class NodeRelay:
                 for peer_id in [p for p in peers if p not in live]:
                     log.warning("room %s: node %s is gone, its relay closes", room_sid, peer_id)
                     peers.pop(peer_id, None)
+                    self._pipe_ids.pop((room_sid, peer_id), None)
                     self.media.relay_close(room_sid, peer_id)
 
     # ---- calls between nodes --------------------------------------------------------------------------------
@@ -406,11 +417,13 @@ class NodeRelay:
             peers = self.peers.setdefault(room_sid, {})
             others = [{"id": p.id, "url": p.url} for p in peers.values() if p.id != caller.id]
             peers[caller.id] = caller  # before the pipe exists: a track published meanwhile is told to the caller
+            self._pipe_ids[room_sid, caller.id] = str(data["pipe"])
             try:
                 port = await self.media.relay_open(room_sid, caller.id, self.loss, self.host, keys)
                 tracks = await self.media.relay_connect(room_sid, caller.id, int(data["port"]), str(data["host"]))
             except (SignalingError, OSError, ValueError) as exc:
                 peers.pop(caller.id, None)
+                self._pipe_ids.pop((room_sid, caller.id), None)
                 self.media.relay_close(room_sid, caller.id)
                 raise ApiError(400, f"cannot reach the caller's relay: {exc!r}", "BAD_REQUEST") from None
         log.info("room %s relayed with node %s at its call (%d tracks to it)", room_sid, caller.id, len(tracks))
@@ -422,8 +435,12 @@ class NodeRelay:
         return {}
 
     async def on_close(self, data: dict[str, Any]) -> dict[str, Any]:
-        if self.peers.get(data["room"], {}).pop(data["node"], None) is not None:
-            self.media.relay_close(data["room"], data["node"])
+        room_sid, caller = data["room"], data["node"]
+        if self._pipe_ids.get((room_sid, caller)) != data.get("pipe"):
+            return {}  # an older pipe's close, overtaken by the open of the one in use now
+        self._pipe_ids.pop((room_sid, caller), None)
+        if self.peers.get(room_sid, {}).pop(caller, None) is not None:
+            self.media.relay_close(room_sid, caller)
         return {}
 
     def _spawn(self, work: Any) -> None:
