@@ -9,6 +9,9 @@ workers and the other node."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -202,6 +205,22 @@ async def test_with_sfu_workers_a_track_crosses_to_each_node_and_each_worker_onc
         await _until(lambda: _relay_sends(cluster, a, 2), "the moderator's camera left the relay")
         await mod.publish({"camera": SyntheticVideoTrack(176, 144)})  # and comes back
 
+        # A's gateway worker dies (SIGKILL): its relay with it. A reopens it from the room's new origin worker, the
+        # teacher reconnects and publishes again on A, and B's students (their sockets never closed) get the new
+        # camera through the new relay
+        origin = near["worker"]
+        [pid] = re.findall(rf"SFU worker {origin}: pid (\d+)", cluster.log(a))[-1:]
+        old_camera = next(t["trackId"] for t in near["tracks"] if t["uid"] == "teacher" and t["source"] == "camera")
+        os.kill(int(pid), signal.SIGKILL)
+        published = await s2.wait_for("track_published", lambda m: m["track"]["uid"] == "teacher" and
+                                      m["track"]["source"] == "camera" and m["track"]["trackId"] != old_camera,
+                                      timeout=30)
+        new_camera = published["track"]["trackId"]
+        await _until(lambda: _sent_to(cluster, b, "s2", new_camera), "s2 on B receives the republished camera", 30)
+        assert s2.node_url == s3.node_url == _socket_url(b) and s2.state == s3.state == State.CONNECTED
+        near = await _relay_stats(cluster, a)
+        assert [p["peer"] for p in near["pipes"] if isinstance(p["peer"], str)] == [far["node"]]
+
         # B dies (SIGKILL): once its lease lapses A closes its relay, and B's students, reconnecting through the
         # class's URL, are taken by the host (no other node left: a full node beats no class)
         cluster.kill(b)
@@ -274,6 +293,11 @@ async def _pipe(cluster: Cluster, node: Server, key: str, before: int) -> bool:
 
 async def _more(cluster: Cluster, node: Server, count: Callable[[dict[str, Any]], int], before: int) -> bool:
     return count(await _relay_stats(cluster, node)) > before
+
+
+async def _sent_to(cluster: Cluster, node: Server, uid: str, track_id: str) -> bool:
+    return any(c["uid"] == uid and c["trackId"] == track_id and c["packetsSent"] > 0
+               for c in (await _relay_stats(cluster, node))["consumers"])
 
 
 async def _relay_sends(cluster: Cluster, node: Server, count: int) -> bool:
