@@ -80,29 +80,39 @@ def pipe_keys(secret: bytes, pipe_id: str, me: str, peer: str) -> tuple[bytes, b
 
 
 class Signer:
-    """Calls between nodes carry `X-Classcast-Relay: <unix ms>.<HMAC-SHA256 hex>` over the time, method, path and
-    body, keyed by a key derived from the node secret: only nodes of the district can open, feed or close a pipe."""
+    """Calls between nodes carry `X-Classcast-Relay: <unix ms>.<nonce>.<HMAC-SHA256 hex>` over the time, nonce,
+    method, path and body, keyed by a key derived from the node secret: only nodes of the district can open, feed or
+    close a pipe, and a call seen once is refused again (a replayed `open` would replace a live pipe with a dead
+    one)."""
 
     def __init__(self, secret: bytes) -> None:
         self.key = _hkdf(secret, b"classcast", "classcast relay control", 32)
+        self._seen: dict[str, int] = {}  # nonce -> its call's time, kept while the call would still be accepted
 
-    def _mac(self, at: int, method: str, path_qs: str, body: bytes) -> str:
-        message = f"{at}\n{method.upper()}\n{path_qs}\n".encode() + body
+    def _mac(self, at: int, nonce: str, method: str, path_qs: str, body: bytes) -> str:
+        message = f"{at}\n{nonce}\n{method.upper()}\n{path_qs}\n".encode() + body
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()
 
     def sign(self, method: str, path_qs: str, body: bytes, now_ms: int | None = None) -> str:
         at = int(time.time() * 1000) if now_ms is None else now_ms
-        return f"{at}.{self._mac(at, method, path_qs, body)}"
+        nonce = secrets.token_hex(8)
+        return f"{at}.{nonce}.{self._mac(at, nonce, method, path_qs, body)}"
 
     def verify(self, header: str, method: str, path_qs: str, body: bytes) -> None:
-        at_text, _, mac = header.partition(".")
+        at_text, nonce, mac = [*header.split(".", 2), "", ""][:3]
         try:
             at = int(at_text)
         except ValueError:
             raise ApiError(401, "Not a signed call between nodes", "Unauthorized") from None
-        if abs(int(time.time() * 1000) - at) > WINDOW_MS or \
-                not hmac.compare_digest(mac, self._mac(at, method, path_qs, body)):
+        now = int(time.time() * 1000)
+        if abs(now - at) > WINDOW_MS or not nonce or \
+                not hmac.compare_digest(mac, self._mac(at, nonce, method, path_qs, body)):
             raise ApiError(401, "Not a signed call between nodes", "Unauthorized")
+        if nonce in self._seen:
+            raise ApiError(401, "This call was made already", "Unauthorized")
+        if len(self._seen) > 10_000:
+            self._seen = {n: t for n, t in self._seen.items() if now - t <= WINDOW_MS}
+        self._seen[nonce] = at
 
 
 def relay_host(node_url: str, configured: str = "") -> str:
@@ -220,9 +230,11 @@ class NodeRelay:
                  self.capacity, target.id)
         return target
 
-    async def serves(self, room_sid: str, role: str) -> bool:
-        """On a node that does not host the room: whether it takes this participant as an overflow node."""
-        return self.enabled and role in AUDIENCE and self.node.id in await self.placement.overflow(room_sid)
+    async def serves(self, room_sid: str, role: str, here: int) -> bool:
+        """On a node that does not host the room, holding `here` of its connections: whether it takes this participant
+        as an overflow node (one with room left; a full one sends it to the host, which picks another)."""
+        return self.enabled and role in AUDIENCE and here < self.capacity and \
+            self.node.id in await self.placement.overflow(room_sid)
 
     # ---- pipes --------------------------------------------------------------------------------------------
 

@@ -322,12 +322,11 @@ class Hub:
             conn.ending = "server_draining"
             raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
         host = await self.placement.place(conn.room_sid)
-        role = grant.participant.role
-        if host.id != self.node.id and await self.relay.serves(conn.room_sid, role):
+        role, here = grant.participant.role, len(self.rooms.get(conn.room_sid, {}))
+        if host.id != self.node.id and await self.relay.serves(conn.room_sid, role, here):
             # an overflow node of a lecture across nodes: the room's tracks are relayed here before the join
             await self.relay.ensure(conn.room_sid, host)
-        elif host.id != self.node.id or (target := await self.relay.overflow_target(
-                conn.room_sid, role, len(self.rooms.get(conn.room_sid, {})))) is not None:
+        elif host.id != self.node.id or (target := await self.relay.overflow_target(conn.room_sid, role, here)):
             # Redirect, not proxy: the room's media is on its host anyway (ICE candidates are the host's), and a
             # proxy would tie the class to this node's life too (docs/operations.md, "Running several nodes"). A
             # full host sends students to an overflow node instead (control/relay.py).

@@ -140,13 +140,17 @@ def test_calls_between_nodes_are_signed_with_the_node_secret() -> None:
     body = b'{"room": "RM_1", "node": "node-b"}'
     header = signer.sign("POST", "/internal/relay/open", body)
     signer.verify(header, "POST", "/internal/relay/open", body)
+    with pytest.raises(ApiError):  # replayed
+        signer.verify(header, "POST", "/internal/relay/open", body)
+    header = signer.sign("POST", "/internal/relay/open", body)
     for bad in ((header, "POST", "/internal/relay/open", body + b" "),  # another body
                 (header, "POST", "/internal/relay/close", body),  # another call
                 (Signer(b"another-district-secret-0123456789abc").sign("POST", "/internal/relay/open", body),
                  "POST", "/internal/relay/open", body),  # another district's secret
                 (signer.sign("POST", "/internal/relay/open", body, int(time.time() * 1000) - 120_000),
                  "POST", "/internal/relay/open", body),  # too old
-                ("", "POST", "/internal/relay/open", body)):
+                ("", "POST", "/internal/relay/open", body),
+                (header.replace(".", ".0", 1), "POST", "/internal/relay/open", body)):  # another nonce
         with pytest.raises(ApiError) as exc:
             signer.verify(*bad)
         assert exc.value.status == 401
