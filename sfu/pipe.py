@@ -195,7 +195,7 @@ class Pipe:
                 break
             except OSError:
                 continue
-            if source == peer:
+            if source[:2] == peer:
                 self._datagram(data, now)
             else:
                 self.foreign += 1
