@@ -63,16 +63,16 @@ REPLAY_WINDOW = 1024  # as far back as a retransmission from the sender's ring m
 
 class PipeSrtp:
     """SRTP for a pipe between nodes: one libsrtp session per direction (`tx`, `rx`, keys from control/relay.py).
-    A retransmission from the ring repeats a packet's index with the same bytes (allow_repeat_tx: the same plaintext
-    under the same index gives the same ciphertext, so no keystream is reused); the receiver's replay window drops a
-    copy it already has."""
+    An index is never protected twice (libsrtp's sender replay check stays on: with AES-GCM, two packets under one
+    index would give away the keystream and the authentication key), so a duplicate of a packet, or another stream's
+    packet under an SSRC already seen, is refused; a NACK is answered with the ciphertext sent the first time (the
+    pipe's ring keeps the wire bytes). The receiver's replay window drops a copy it already has."""
 
     def __init__(self, tx_key: bytes, rx_key: bytes) -> None:
         if len(tx_key) != SRTP_KEY_BYTES or len(rx_key) != SRTP_KEY_BYTES:
             raise ValueError(f"a pipe's SRTP keys are {SRTP_KEY_BYTES} bytes")
         profile = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
         out = pylibsrtp.Policy(key=tx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
-        out.allow_repeat_tx = True
         out.window_size = REPLAY_WINDOW
         inbound = pylibsrtp.Policy(key=rx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
         inbound.window_size = REPLAY_WINDOW
@@ -177,6 +177,7 @@ class Pipe:
         self.sender_reports = 0
         self.foreign = 0  # datagrams from another sender, queued before the socket was connected: dropped
         self.auth_failed = 0  # SRTP/SRTCP that did not authenticate (between nodes): dropped
+        self.srtp_refused = 0  # RTP whose SRTP index was used already (libsrtp refuses it: a duplicate): not sent
 
     # ---- link ------------------------------------------------------------------------------------------
 
@@ -203,10 +204,10 @@ class Pipe:
             asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
         self.connected = True
 
-    def _send(self, data: bytes) -> bool:
+    def _send(self, data: bytes, protect: bool = True) -> bool:
         if not self.connected:
             return False
-        if self.srtp is not None:
+        if self.srtp is not None and protect:
             try:
                 data = self.srtp.protect(data)
             except pylibsrtp.Error:
@@ -279,11 +280,17 @@ class Pipe:
         ring = self._ring.get(ssrc)
         if ring is None:
             ring = self._ring[ssrc] = [None] * RING
+        if self.srtp is not None:  # the ring keeps what went on the wire: a NACK's answer is the same ciphertext
+            try:
+                data = self.srtp.protect(data)
+            except pylibsrtp.Error:  # an index already used (a duplicate, an SSRC two publishers chose): never sent
+                self.srtp_refused += 1
+                return
         ring[header.sequence_number % RING] = data
         if self.loss and self._random.random() < self.loss:
             self.dropped += 1
             return
-        if self._send(data):
+        if self._send(data, protect=False):
             self.rtp_sent += 1
 
     def sender_report(self, stream: Stream, report: rtcp.SenderReport) -> None:
@@ -390,7 +397,7 @@ class Pipe:
         for seq in lost:
             data = ring[seq % RING] if ring else None
             if data is not None and struct.unpack_from("!H", data, 2)[0] == seq:
-                if self._send(data):
+                if self._send(data, protect=False):  # as it was sent (SRTP: the same ciphertext, not re-encrypted)
                     self.retransmitted += 1
             else:
                 missing.append(seq)
@@ -416,7 +423,7 @@ class Pipe:
                 "nacksReceived": self.nacks_received, "retransmitted": self.retransmitted,
                 "nacksForwarded": self.nacks_forwarded, "keyframeRequests": self.keyframe_requests,
                 "senderReports": self.sender_reports, "foreign": self.foreign,
-                "srtp": self.srtp is not None, "authFailed": self.auth_failed}
+                "srtp": self.srtp is not None, "authFailed": self.auth_failed, "srtpRefused": self.srtp_refused}
 
     async def close(self) -> None:
         """Stops both directions: this side's tracks stop crossing, the far side's leave this router."""

@@ -9,6 +9,7 @@ import asyncio
 import socket
 import struct
 import time
+from types import SimpleNamespace
 
 import pylibsrtp
 import pytest
@@ -18,6 +19,7 @@ from control.relay import Signer, pipe_keys
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.router import Sfu
+from sfu.rtp import parse_rtp
 
 SECRET = b"district-9-shared-secret-0123456789abcdef"
 PAYLOAD = b"LECTURE-SLIDE-7-PAYLOAD-" * 8
@@ -124,11 +126,25 @@ async def test_node_pipe_packets_are_srtp_on_the_wire_and_forgeries_are_dropped(
         await _until(lambda: end_b.auth_failed == 3, "B dropped the forgeries and the replay")
         assert end_b.unknown_ssrc == read, "nothing forged reached the router"
 
-        # a retransmission from A's ring repeats a packet's index with the same bytes: allowed, same ciphertext
+        # published packets: an index is encrypted once. A second packet under a used (SSRC, sequence number) -- a
+        # duplicate, or a publisher that chose another's SSRC -- is refused (AES-GCM under one nonce twice would give
+        # the keys away), and a NACK is answered with the ciphertext that went the first time
+        stream = SimpleNamespace(index=0, producer=SimpleNamespace(id="TR_teacher_camera"))
         middle.seen.clear()
-        assert end_a._send(packets[0])
-        await _until(lambda: (middle.pump(), middle.seen)[1], "the repeat crossed")
-        assert middle.seen == [rtp_seen[0]]
+        now = time.monotonic()
+        for seq in range(200, 206):
+            packet = _rtp(seq, ssrc=0x55667788)
+            end_a.rtp(stream, packet, parse_rtp(packet), now)  # type: ignore[arg-type]
+        await _until(lambda: (middle.pump(), len(middle.seen) >= 7)[1], "the map and six packets crossed")
+        first = {struct.unpack_from("!H", d, 2)[0]: d for d in middle.seen if d[1] == 102}
+        assert sorted(first) == list(range(200, 206))
+        other = _rtp(202, ssrc=0x55667788)[:-1] + b"!"
+        end_a.rtp(stream, other, parse_rtp(other), now)  # type: ignore[arg-type]
+        assert end_a.srtp_refused == 1
+        middle.seen.clear()
+        end_a._on_nack(0x55667788, [203])
+        await _until(lambda: (middle.pump(), middle.seen)[1], "the NACK's answer crossed")
+        assert middle.seen == [first[203]] and end_a.retransmitted == 1
     finally:
         middle.close()
         await a.close()
