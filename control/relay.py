@@ -387,6 +387,8 @@ class NodeRelay:
                 await self._call(peer, op, body)
             except SignalingError as exc:
                 log.warning("relay %s to node %s failed: %s", op, peer.id, exc.message)
+            except Exception:  # the sender goes on: a later call of this peer must not wait forever
+                log.exception("relay %s to node %s failed", op, peer.id)
 
     async def _call(self, peer: Node, op: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.http is None:
