@@ -194,6 +194,13 @@ class Config:
     # Participants one worker takes before a room's new participants go to another worker, the room's tracks piped
     # there once (issue 15 req 2, control/workers.py); 0 = a room never spreads. Default: one worker's measured knee.
     sfu_worker_capacity: int = 300
+    # A lecture across nodes (issue 18 req 4, control/relay.py): the participants of one room a node serves before
+    # new students go to another node, the room's tracks relayed there once (-1: the worker capacity times the
+    # workers; 0: never). The address this node's relay sockets bind and announce to other nodes (empty: the host of
+    # CLASSCAST_NODE_URL when it is an address, else 127.0.0.1). A share of relayed RTP dropped: tests only.
+    node_capacity: int = -1
+    relay_host: str = ""
+    relay_test_loss: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -235,6 +242,9 @@ class Config:
             turn=TurnConfig.from_env(env),
             sfu_workers=_sfu_workers(env),
             sfu_worker_capacity=_int(env, "CLASSCAST_SFU_WORKER_CAPACITY", 300),
+            node_capacity=_int(env, "CLASSCAST_NODE_CAPACITY", -1),
+            relay_host=env.get("CLASSCAST_RELAY_HOST", ""),
+            relay_test_loss=_float(env, "CLASSCAST_RELAY_TEST_LOSS", 0.0),
         )
 
     @classmethod
@@ -263,6 +273,13 @@ class Config:
     @property
     def node_base_url(self) -> str:
         return self.node_url.rstrip("/") if self.node_url else self.base_url
+
+    @property
+    def room_node_capacity(self) -> int:
+        """CLASSCAST_NODE_CAPACITY, its default the worker capacity times the workers (one with media in-process)."""
+        if self.node_capacity >= 0:
+            return self.node_capacity
+        return max(0, self.sfu_worker_capacity) * max(1, self.sfu_workers)
 
     @property
     def recordings_root(self) -> Path:

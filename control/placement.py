@@ -34,6 +34,12 @@ class Placement(Protocol):
     async def nodes(self) -> list[Node]:
         """Every node with a live lease, this one included."""
 
+    async def add_overflow(self, room_sid: str, node_id: str) -> None:
+        """A lecture across nodes (control/relay.py): `node_id` takes the room's students its host has no room for."""
+
+    async def overflow(self, room_sid: str) -> set[str]:
+        """The nodes other than the host that serve the room's students; gone with the room's `release`."""
+
     async def close(self) -> None:
         """This node stops: its lease ends now, so its rooms are placed elsewhere at their next join."""
 
@@ -41,6 +47,7 @@ class Placement(Protocol):
 class LocalPlacement:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._overflow: dict[str, set[str]] = {}
 
     async def start(self) -> None:
         pass
@@ -52,10 +59,16 @@ class LocalPlacement:
         return self.node
 
     async def release(self, room_sid: str) -> None:
-        pass
+        self._overflow.pop(room_sid, None)
 
     async def nodes(self) -> list[Node]:
         return [self.node]
+
+    async def add_overflow(self, room_sid: str, node_id: str) -> None:
+        self._overflow.setdefault(room_sid, set()).add(node_id)
+
+    async def overflow(self, room_sid: str) -> set[str]:
+        return set(self._overflow.get(room_sid, ()))
 
     async def close(self) -> None:
         pass

@@ -8,7 +8,9 @@ failure becomes `{"type": "error", "code", "message"}` on that connection. The p
 Across nodes (issue 18) the Hub asks two interfaces control/wiring.py chose: `Placement` (which node hosts the
 room: a join that reaches another node is answered with an error REDIRECT naming the host's URL, and the SDK and
 the Python client connect there) and `Presence` (which session a uid holds and its reconnect grace, so a
-participant who comes back on another node keeps its session).
+participant who comes back on another node keeps its session). A lecture past one node's capacity
+(control/relay.py): the host redirects new students to an overflow node, which serves them with the host's tracks
+relayed to it once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from control import strictjson, turn
-from control.auth import Grant
+from control.auth import Grant, token_secret
 from control.classroom import participant_public
 from control.errors import ApiError
 from control.events import Event
@@ -33,6 +35,7 @@ from control.interaction import Interaction
 from control.placement import Node, Placement
 from control.presence import Entry, Presence
 from control.recordings import Recordings, parse_options
+from control.relay import NodeRelay, relay_host, setup_routes
 from control.roles import Permission, Role, can, permissions
 from control.services import SERVICES, Services
 from control.store.records import Participant
@@ -103,6 +106,10 @@ class Hub:
         self.node: Node = live.placement.node
         self.presence: Presence = live.presence
         self.placement: Placement = live.placement
+        config = svc.config
+        self.relay = NodeRelay(sfu, live.placement, live.presence, token_secret(config), config.room_node_capacity,
+                               relay_host(config.node_base_url, config.relay_host), config.relay_test_loss,
+                               config.node_lease_s)
         # This node's connection for each (room, uid) whose session it holds, and the grace timers it runs.
         self.owned: dict[tuple[str, str], Connection] = {}
         self._graces: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -117,6 +124,7 @@ class Hub:
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
+        await self.relay.start()
 
     async def stop(self) -> None:
         self._stopping = True  # from here a closed connection starts no grace timer (see _disconnect)
@@ -132,6 +140,7 @@ class Hub:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        await self.relay.close()
         await self.sfu.close()
 
     # ---- the WebSocket ------------------------------------------------------------------------------------
@@ -313,12 +322,19 @@ class Hub:
             conn.ending = "server_draining"
             raise SignalingError("SERVER_DRAINING", "this server is draining for a restart; join again shortly")
         host = await self.placement.place(conn.room_sid)
-        if host.id != self.node.id:
+        role, here = grant.participant.role, len(self.rooms.get(conn.room_sid, {}))
+        if host.id != self.node.id and await self.relay.serves(conn.room_sid, role, here):
+            # an overflow node of a lecture across nodes: the room's tracks are relayed here before the join
+            await self.relay.ensure(conn.room_sid, host)
+        elif host.id != self.node.id or (target := await self.relay.overflow_target(conn.room_sid, role, here)):
             # Redirect, not proxy: the room's media is on its host anyway (ICE candidates are the host's), and a
-            # proxy would tie the class to this node's life too (docs/operations.md, "Running several nodes").
+            # proxy would tie the class to this node's life too (docs/operations.md, "Running several nodes"). A
+            # full host sends students to an overflow node instead (control/relay.py).
+            to = host if host.id != self.node.id else target
+            assert to is not None
             conn.ending = "redirected"
             conn.send(_error("REDIRECT", "this class is served by another node: connect there")
-                      | {"ref": "join", "url": node_socket_url(host)})
+                      | {"ref": "join", "url": node_socket_url(to)})
             return
         key = (conn.room_sid, conn.uid)
         entry = await self.presence.take(conn.room_sid, conn.uid, self.node.id, conn.key)
@@ -386,6 +402,7 @@ class Hub:
             await self.sfu.leave(conn.room_sid, conn.key)
         if not conns:
             self.rooms.pop(conn.room_sid, None)
+            await self.relay.room_left(conn.room_sid)
 
     async def _disconnect(self, conn: Connection) -> None:
         if not conn.joined:
@@ -480,6 +497,7 @@ class Hub:
             for key in [k for k in self._graces if k[0] == event.room_sid]:
                 self._cancel_grace(key)
             await self.sfu.close_room(event.room_sid)  # first: the shared state below may fail while Redis is away
+            self.relay.forget(event.room_sid)
             await self.presence.remove_room(event.room_sid)
             await self.placement.release(event.room_sid)  # only the host's placement goes
         elif kind == "connection_replaced":  # the uid joined on another node: its old socket here ends
@@ -549,3 +567,4 @@ def setup(app: web.Application) -> None:
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
     app.router.add_get("/v1/rtc", rtc)
+    setup_routes(app, lambda app: app[HUB].relay)

@@ -287,6 +287,11 @@ class WorkerPool:
         self.taps: dict[int, _TapEntry] = {}
         self._tap_ids: dict[int, int] = {}  # id(tap object) -> tap id
         self.on_lost: Callable[[list[str]], None] = lambda keys: None  # set by the Hub
+        # A lecture across nodes (control/relay.py): the room's pipes to other nodes sit on its origin worker, this
+        # node's gateway; their track events and their loss (the origin died) go to the relay.
+        self.node_pipes: dict[str, set[str]] = {}  # room sid -> peer node ids
+        self.on_relay_track: Callable[[str, dict[str, Any]], None] = lambda room, event: None
+        self.on_relay_lost: Callable[[str], None] = lambda room: None
         self.lost_total = 0
         self.hung_after = HUNG_AFTER
         self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
@@ -450,17 +455,62 @@ class WorkerPool:
             return
         if any(room == room_sid and w is worker for room, w, _ in self.members.values()):
             return
-        if worker is serving[0] and any(e.room == room_sid for e in self.taps.values()):
+        if worker is serving[0] and (any(e.room == room_sid for e in self.taps.values()) or
+                                     room_sid in self.node_pipes):
             return
         self._retire(room_sid, worker)
 
     def pipe_event(self, worker: WorkerHandle, m: dict[str, Any]) -> None:
-        """A track published, unpublished or muted on one worker of a spread room: to every other one's pipe."""
-        room_sid = str(m.get("room"))
-        for other in self.serving.get(room_sid, ()):
-            if other is not worker and other.alive:
-                other.send({"op": "pipe_track", "room": room_sid, "peer": worker.index, "f": m.get("f"),
-                            "track": m.get("track"), "muted": bool(m.get("muted"))})
+        """A track published, unpublished or muted on one worker of a spread room: to every other one's pipe; from
+        the origin, also to the nodes its pipes reach (`scope` limits it to one kind: sfu/router.py _scope)."""
+        room_sid, scope = str(m.get("room")), m.get("scope")
+        if scope != "nodes":
+            for other in self.serving.get(room_sid, ()):
+                if other is not worker and other.alive:
+                    other.send({"op": "pipe_track", "room": room_sid, "peer": worker.index, "f": m.get("f"),
+                                "track": m.get("track"), "muted": bool(m.get("muted"))})
+        if scope != "workers" and self.node_pipes.get(room_sid) and self.rooms.get(room_sid) is worker:
+            self.on_relay_track(room_sid, {"f": m.get("f"), "track": m.get("track"), "muted": bool(m.get("muted"))})
+
+    # ---- pipes to other nodes (control/relay.py), on the room's origin worker ------------------------------
+
+    async def relay_open(self, room_sid: str, peer: str, loss: float, host: str, keys: tuple[bytes, bytes]) -> int:
+        origin = await self._place(room_sid)
+        self.node_pipes.setdefault(room_sid, set()).add(peer)
+        try:
+            return int((await origin.request("pipe_open", room=room_sid, peer=peer, loss=loss, host=host,
+                                              keys=list(keys)))["port"])
+        except BaseException:
+            self.relay_close(room_sid, peer)
+            raise
+
+    async def relay_connect(self, room_sid: str, peer: str, port: int, host: str) -> list[dict[str, Any]]:
+        origin = self.worker_of(room_sid)
+        if origin is None:
+            raise SignalingError("MEDIA_WORKER_LOST", "the media worker restarted; reconnect")
+        return list(await origin.request("pipe_connect", room=room_sid, peer=peer, port=port, host=host))
+
+    def relay_track(self, room_sid: str, peer: str, event: dict[str, Any]) -> None:
+        origin = self.worker_of(room_sid)
+        if origin is not None:
+            origin.send({"op": "pipe_track", "room": room_sid, "peer": peer, "f": event.get("f"),
+                         "track": event.get("track"), "muted": bool(event.get("muted"))})
+
+    def relay_close(self, room_sid: str, peer: str) -> None:
+        peers = self.node_pipes.get(room_sid)
+        if peers is None or peer not in peers:
+            return
+        peers.discard(peer)
+        if not peers:
+            del self.node_pipes[room_sid]
+        origin = self.worker_of(room_sid)
+        if origin is not None:
+            origin.send({"op": "pipe_close", "room": room_sid, "peer": peer})
+        self._forget_if_empty(room_sid)
+
+    def relay_held(self, room_sid: str) -> bool:
+        """Whether a participant of the room is on this node."""
+        return any(room == room_sid for room, _, _ in self.members.values())
 
     def workers_of(self, room_sid: str) -> list[WorkerHandle]:
         """Every live worker serving the room, the origin first."""
@@ -515,7 +565,7 @@ class WorkerPool:
 
     def _forget_if_empty(self, room_sid: str) -> None:
         if not any(room == room_sid for room, _, _ in self.members.values()) and \
-                not any(e.room == room_sid for e in self.taps.values()):
+                not any(e.room == room_sid for e in self.taps.values()) and room_sid not in self.node_pipes:
             self.rooms.pop(room_sid, None)
             self.serving.pop(room_sid, None)
             self._spreading.pop(room_sid, None)
@@ -554,6 +604,7 @@ class WorkerPool:
 
     async def close_room(self, room_sid: str) -> None:
         workers = self.workers_of(room_sid)
+        self.node_pipes.pop(room_sid, None)
         self.rooms.pop(room_sid, None)
         self.serving.pop(room_sid, None)
         self._spreading.pop(room_sid, None)
@@ -639,6 +690,7 @@ class WorkerPool:
                   len(rooms), len(keys))
         for sid in rooms:
             self.rooms.pop(sid, None)
+        relays_lost = [sid for sid in rooms if self.node_pipes.pop(sid, None)]  # the gateway's pipes died with it
         for sid, serving in list(self.serving.items()):  # a spread room goes on on its other workers
             if worker not in serving:
                 continue
@@ -677,6 +729,8 @@ class WorkerPool:
                 origin.send(_add_tap(entry.room, tap_id, entry.tap))
         self._spawn(self._restart(worker))
         self.on_lost(keys)
+        for sid in relays_lost:
+            self.on_relay_lost(sid)
 
     async def _restart(self, worker: WorkerHandle) -> None:
         if worker.process is not None:

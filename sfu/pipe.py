@@ -7,10 +7,14 @@ the publisher's packets as they arrived (SSRCs, numbering and header extensions 
 `PipeProducer` feeds that worker's router as if it were a publisher, so its subscribers get their layer choice, NACKs
 answered from that worker's own engine cache and keyframes at a layer switch like anyone's.
 
-The link is plain RTP and RTCP (RFC 5761 multiplexing) over one UDP socket per pipe end, bound to 127.0.0.1 and
-connected to the other end's port, so the kernel drops whatever else is sent to it. No SRTP: the packets never leave
-the machine and both ends are processes of one server run by the same user (the same trust as the Unix socket to the
-control plane); SRTP over loopback would cost an encryption and a decryption per packet for nothing.
+Between workers the link is plain RTP and RTCP (RFC 5761 multiplexing) over one UDP socket per pipe end, bound to
+127.0.0.1 and connected to the other end's port, so the kernel drops whatever else is sent to it. No SRTP there: the
+packets never leave the machine and both ends are processes of one server run by the same user (the same trust as
+the Unix socket to the control plane); SRTP over loopback would cost an encryption and a decryption per packet for
+nothing. Between nodes (a lecture across machines, control/relay.py) the same pipe runs between the room's routers
+on two nodes: its socket is bound to the node's relay address, the peer is a node id, and every packet is SRTP /
+SRTCP (`PipeSrtp`: libsrtp through pylibsrtp, AES-128-GCM, one key per direction that both nodes derive from their
+shared secret and the pipe's id, never sent); what fails authentication is dropped and counted.
 
 Backward (RTCP from the far side): NACKs for what the pipe lost, answered from this end's ring of what it sent, the
 rest passed to the publisher; PLI/FIR of a far subscriber (already throttled there), passed to the publisher through
@@ -32,6 +36,8 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+import pylibsrtp
+
 from sfu import rtcp
 from sfu.codecs import CodecInfo
 from sfu.producer import Producer, Stream
@@ -48,6 +54,37 @@ READ_BATCH = 256  # datagrams read per readiness callback before the loop gets a
 APP = 204
 NAME_MAP, NAME_LAYERS = b"CCSM", b"CCLN"
 _APP_HEAD = struct.Struct("!BBHI4s")
+
+
+PeerId = int | str  # a worker's index (a pipe inside this node), or a node's id (a relay between nodes)
+SRTP_KEY_BYTES = 28  # AEAD_AES_128_GCM: a 16-byte key and a 12-byte salt
+REPLAY_WINDOW = 1024  # as far back as a retransmission from the sender's ring may come (RING)
+
+
+class PipeSrtp:
+    """SRTP for a pipe between nodes: one libsrtp session per direction (`tx`, `rx`, keys from control/relay.py).
+    An index is never protected twice (libsrtp's sender replay check stays on: with AES-GCM, two packets under one
+    index would give away the keystream and the authentication key), so a duplicate of a packet, or another stream's
+    packet under an SSRC already seen, is refused; a NACK is answered with the ciphertext sent the first time (the
+    pipe's ring keeps the wire bytes). The receiver's replay window drops a copy it already has."""
+
+    def __init__(self, tx_key: bytes, rx_key: bytes) -> None:
+        if len(tx_key) != SRTP_KEY_BYTES or len(rx_key) != SRTP_KEY_BYTES:
+            raise ValueError(f"a pipe's SRTP keys are {SRTP_KEY_BYTES} bytes")
+        profile = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+        out = pylibsrtp.Policy(key=tx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
+        out.window_size = REPLAY_WINDOW
+        inbound = pylibsrtp.Policy(key=rx_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
+        inbound.window_size = REPLAY_WINDOW
+        self.tx, self.rx = pylibsrtp.Session(out), pylibsrtp.Session(inbound)
+
+    def protect(self, data: bytes) -> bytes:
+        """Raises pylibsrtp.Error (counted by the pipe as a send error)."""
+        return self.tx.protect_rtcp(data) if is_rtcp(data) else self.tx.protect(data)
+
+    def unprotect(self, data: bytes) -> bytes:
+        """Raises pylibsrtp.Error: not authentic (a forged or damaged datagram), or a replay."""
+        return self.rx.unprotect_rtcp(data) if is_rtcp(data) else self.rx.unprotect(data)
 
 
 def describe(producer: Producer, role: str = "") -> dict[str, Any]:
@@ -105,13 +142,17 @@ class PipeProducer(Producer):
 class Pipe:
     """One end of a room's pipe to the same room on worker `peer`."""
 
-    def __init__(self, router: Router, peer: int, loss: float = 0.0, seed: int | None = None) -> None:
+    def __init__(self, router: Router, peer: PeerId, loss: float = 0.0, seed: int | None = None,
+                 host: str = "127.0.0.1", srtp: PipeSrtp | None = None) -> None:
         self.router = router
         self.peer = peer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.node = isinstance(peer, str)  # a pipe to another node (SRTP), not to a worker of this one
+        self.host = host  # the address this end binds: loopback between workers, the node's relay address between nodes
+        self.srtp = srtp
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.port: int = self.sock.getsockname()[1]
         self.connected = False
@@ -135,16 +176,18 @@ class Pipe:
         self.keyframe_requests = 0
         self.sender_reports = 0
         self.foreign = 0  # datagrams from another sender, queued before the socket was connected: dropped
+        self.auth_failed = 0  # SRTP/SRTCP that did not authenticate (between nodes): dropped
+        self.srtp_refused = 0  # RTP whose SRTP index was used already (libsrtp refuses it: a duplicate): not sent
 
     # ---- link ------------------------------------------------------------------------------------------
 
-    def connect(self, port: int) -> None:
+    def connect(self, port: int, host: str | None = None) -> None:
         """From now on the kernel passes only the other end's datagrams. What was queued before (the other end may
         have connected and sent first) is read now: the other end's kept, anything else dropped and counted."""
         if self.closed:
             return
-        peer = ("127.0.0.1", port)
-        self.sock.connect(peer)
+        self.sock.connect((host or self.host, port))
+        peer = self.sock.getpeername()[:2]
         now = time.monotonic()
         while True:
             try:
@@ -153,7 +196,7 @@ class Pipe:
                 break
             except OSError:
                 continue
-            if source == peer:
+            if source[:2] == peer:
                 self._datagram(data, now)
             else:
                 self.foreign += 1
@@ -161,9 +204,15 @@ class Pipe:
             asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
         self.connected = True
 
-    def _send(self, data: bytes) -> bool:
+    def _send(self, data: bytes, protect: bool = True) -> bool:
         if not self.connected:
             return False
+        if self.srtp is not None and protect:
+            try:
+                data = self.srtp.protect(data)
+            except pylibsrtp.Error:
+                self.send_errors += 1
+                return False
         try:
             self.sock.send(data)
             return True
@@ -187,13 +236,19 @@ class Pipe:
             self._datagram(data, time.monotonic())
 
     def _datagram(self, data: bytes, now: float) -> None:
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except pylibsrtp.Error:
+                self.auth_failed += 1
+                return
         try:
             if is_rtcp(data):
                 self._on_rtcp(data, now)
             else:
                 self._on_rtp(data, now)
         except Exception:
-            log.exception("pipe to worker %d: packet failed", self.peer)
+            log.exception("pipe to %s: packet failed", self.peer)
 
     # ---- this side's tracks, sent -------------------------------------------------------------------------
 
@@ -225,11 +280,17 @@ class Pipe:
         ring = self._ring.get(ssrc)
         if ring is None:
             ring = self._ring[ssrc] = [None] * RING
+        if self.srtp is not None:  # the ring keeps what went on the wire: a NACK's answer is the same ciphertext
+            try:
+                data = self.srtp.protect(data)
+            except pylibsrtp.Error:  # an index already used (a duplicate, an SSRC two publishers chose): never sent
+                self.srtp_refused += 1
+                return
         ring[header.sequence_number % RING] = data
         if self.loss and self._random.random() < self.loss:
             self.dropped += 1
             return
-        if self._send(data):
+        if self._send(data, protect=False):
             self.rtp_sent += 1
 
     def sender_report(self, stream: Stream, report: rtcp.SenderReport) -> None:
@@ -336,7 +397,7 @@ class Pipe:
         for seq in lost:
             data = ring[seq % RING] if ring else None
             if data is not None and struct.unpack_from("!H", data, 2)[0] == seq:
-                if self._send(data):
+                if self._send(data, protect=False):  # as it was sent (SRTP: the same ciphertext, not re-encrypted)
                     self.retransmitted += 1
             else:
                 missing.append(seq)
@@ -361,7 +422,8 @@ class Pipe:
                 "unknownSsrc": self.unknown_ssrc, "sendErrors": self.send_errors, "dropped": self.dropped,
                 "nacksReceived": self.nacks_received, "retransmitted": self.retransmitted,
                 "nacksForwarded": self.nacks_forwarded, "keyframeRequests": self.keyframe_requests,
-                "senderReports": self.sender_reports, "foreign": self.foreign}
+                "senderReports": self.sender_reports, "foreign": self.foreign,
+                "srtp": self.srtp is not None, "authFailed": self.auth_failed, "srtpRefused": self.srtp_refused}
 
     async def close(self) -> None:
         """Stops both directions: this side's tracks stop crossing, the far side's leave this router."""

@@ -19,7 +19,7 @@ from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.errors import SignalingError
 from sfu.ice import IceConfig
 from sfu.participant import SfuParticipant
-from sfu.pipe import Pipe, PipeProducer, describe
+from sfu.pipe import PeerId, Pipe, PipeProducer, PipeSrtp, describe
 from sfu.producer import Producer
 from sfu.rtcserver import rtc_server_for
 from sfu.taps import Tap, track_description
@@ -43,7 +43,8 @@ class Router:
         self.participants: dict[str, SfuParticipant] = {}
         self.producers: dict[str, Producer] = {}
         self.taps: list[Tap] = []
-        self.pipes: dict[int, Pipe] = {}  # peer worker index -> the pipe to the room's router there (sfu/pipe.py)
+        # peer worker index (or peer node id, control/relay.py) -> the pipe to the room's router there (sfu/pipe.py)
+        self.pipes: dict[PeerId, Pipe] = {}
         self.on_track: TrackEvent | None = None  # the worker's: this side's tracks, for the other workers' pipes
         self._task: asyncio.Task[None] | None = None
         # the report loop's sleep (see _sleep): its future, its timer, the first tick it covers, whether it skips
@@ -101,10 +102,10 @@ class Router:
         self.producers[producer.id] = producer
         producer.taps = self.taps
         producer.on_missing = self._missing
-        if not isinstance(producer, PipeProducer):  # a track published here crosses every pipe of the room once
-            for pipe in self.pipes.values():
+        for pipe in self.pipes.values():  # a track published here crosses every pipe of the room once
+            if _crosses(producer, pipe):
                 pipe.attach(producer)
-            self._track_event({"f": "added", "track": describe(producer, self.role_of(producer))})
+        self._track_event(producer, {"f": "added", "track": describe(producer, self.role_of(producer))})
         for tap in self.taps:
             tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
         self.broadcast({"type": "track_published", "track": producer.info()}, exclude=producer.owner)
@@ -118,10 +119,9 @@ class Router:
         if owner is not None:
             owner.forget_producer(producer)
         producer.close()
-        if not isinstance(producer, PipeProducer):
-            for pipe in self.pipes.values():
-                pipe.detach(producer)
-            self._track_event({"f": "removed", "track": producer.id})
+        for pipe in self.pipes.values():
+            pipe.detach(producer)
+        self._track_event(producer, {"f": "removed", "track": producer.id})
         for tap in self.taps:
             tap.track_removed(self.room_sid, producer.id)
         self.broadcast({"type": "track_unpublished", "track": producer.info()})
@@ -130,8 +130,7 @@ class Router:
 
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
-        if not isinstance(producer, PipeProducer):
-            self._track_event({"f": "muted", "track": producer.id, "muted": muted})
+        self._track_event(producer, {"f": "muted", "track": producer.id, "muted": muted})
         self.broadcast({"type": "track_muted", "track": producer.info()})
         for tap in self.taps:
             notify = getattr(tap, "track_muted", None)  # optional in the Tap protocol
@@ -147,17 +146,27 @@ class Router:
 
     # ---- pipes to the room on other workers (control/workers.py decides, sfu/pipe.py carries) ----------------
 
-    def _track_event(self, event: dict[str, Any]) -> None:
-        if self.pipes and self.on_track is not None:
-            self.on_track(self.room_sid, event)
+    def _track_event(self, producer: Producer, event: dict[str, Any]) -> None:
+        """A track that crosses some pipe here appeared, went or muted: for the control plane to tell the far ends
+        (`scope`: only the other workers, or only the other nodes, for a track that came by the other kind)."""
+        if self.on_track is None:
+            return
+        scope = _scope(producer)
+        if any(scope is None or (scope == "nodes") == pipe.node for pipe in self.pipes.values()):
+            self.on_track(self.room_sid, event if scope is None else event | {"scope": scope})
 
-    def open_pipe(self, peer: int, loss: float = 0.0) -> Pipe:
+    def open_pipe(self, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
+                  srtp: PipeSrtp | None = None) -> Pipe:
         pipe = self.pipes.get(peer)
         if pipe is None:
-            pipe = self.pipes[peer] = Pipe(self, peer, loss)
-            for producer in self.local_producers():
+            pipe = self.pipes[peer] = Pipe(self, peer, loss, host=host, srtp=srtp)
+            for producer in self.forwarded(pipe):
                 pipe.attach(producer)
         return pipe
+
+    def forwarded(self, pipe: Pipe) -> list[Producer]:
+        """The tracks that cross `pipe` (see _crosses)."""
+        return [p for p in self.producers.values() if not p.closed and _crosses(p, pipe)]
 
     def role_of(self, producer: Producer) -> str:
         """The publisher's role: its participant's here, or as its worker described it (a pipe's track)."""
@@ -167,7 +176,7 @@ class Router:
     def local_producers(self) -> list[Producer]:
         return [p for p in self.producers.values() if not isinstance(p, PipeProducer) and not p.closed]
 
-    async def close_pipe(self, peer: int) -> None:
+    async def close_pipe(self, peer: PeerId) -> None:
         pipe = self.pipes.pop(peer, None)
         if pipe is not None:
             await pipe.close()
@@ -357,11 +366,15 @@ class Sfu:
 
     # ---- one room over several workers (sfu/pipe.py; the control plane decides, control/workers.py) --------
 
-    def open_pipe(self, room_sid: str, peer: int, loss: float = 0.0) -> int:
-        """This end of the room's pipe to worker `peer`: returns its UDP port on 127.0.0.1."""
-        return self._router(room_sid).open_pipe(peer, loss).port
+    def open_pipe(self, room_sid: str, peer: PeerId, loss: float = 0.0, host: str = "127.0.0.1",
+                  keys: tuple[bytes, bytes] | None = None) -> int:
+        """This end of the room's pipe to worker `peer` (or node `peer`, bound to `host`, SRTP with `keys` = (this
+        end's sending key, its receiving key)): returns its UDP port. A pipe to another node is never plain RTP."""
+        if isinstance(peer, str) and keys is None:
+            raise SignalingError("BAD_MESSAGE", "a pipe to another node needs its SRTP keys")
+        return self._router(room_sid).open_pipe(peer, loss, host, PipeSrtp(*keys) if keys is not None else None).port
 
-    def connect_pipe(self, room_sid: str, peer: int, port: int) -> list[dict[str, Any]]:
+    def connect_pipe(self, room_sid: str, peer: PeerId, port: int, host: str | None = None) -> list[dict[str, Any]]:
         """Points this end at the other's port; returns the tracks published here, for the other side."""
         router = self.routers.get(room_sid)
         pipe = router.pipes.get(peer) if router is not None else None
@@ -369,10 +382,10 @@ class Sfu:
             raise SignalingError("NO_PIPE", f"no pipe to worker {peer} in room {room_sid}")
         if not 0 < port < 65536:
             raise SignalingError("BAD_MESSAGE", f"pipe port {port} out of range")
-        pipe.connect(port)
-        return [describe(p, router.role_of(p)) for p in router.local_producers()]
+        pipe.connect(port, host)
+        return [describe(p, router.role_of(p)) for p in router.forwarded(pipe)]
 
-    def pipe_track(self, room_sid: str, peer: int, event: dict[str, Any]) -> None:
+    def pipe_track(self, room_sid: str, peer: PeerId, event: dict[str, Any]) -> None:
         """A track published, unpublished or muted on worker `peer` (its `on_track`, relayed by the control plane)."""
         router = self.routers.get(room_sid)
         pipe = router.pipes.get(peer) if router is not None else None
@@ -386,7 +399,7 @@ class Sfu:
         elif f == "muted":
             pipe.mute_remote(str(event["track"]), bool(event.get("muted")))
 
-    def close_pipe(self, room_sid: str, peer: int) -> None:
+    def close_pipe(self, room_sid: str, peer: PeerId) -> None:
         """Ends the room's pipe to worker `peer` at once (a pipe opened again right after is a new one); the far
         side's tracks leave this router in a task, and a router kept only by its pipes closes."""
         router = self.routers.get(room_sid)
@@ -563,6 +576,22 @@ class Sfu:
                 for participant in router.participants.values() if not participant.closed
             ],
         }
+
+
+def _crosses(producer: Producer, pipe: Pipe) -> bool:
+    """Whether a track goes out on a pipe. Published here: on every pipe. Come from another worker of this node: on
+    the pipes to other nodes (only the room's origin worker holds those: it is the node's gateway). Come from another
+    node: on the pipes to this node's other workers. So a track reaches each worker and each node once, never back."""
+    if not isinstance(producer, PipeProducer):
+        return True
+    return producer.pipe.node != pipe.node
+
+
+def _scope(producer: Producer) -> str | None:
+    """Whose pipes a track's changes concern: everybody's (published here), or only the kind it did not come by."""
+    if not isinstance(producer, PipeProducer):
+        return None
+    return "workers" if producer.pipe.node else "nodes"
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -23,8 +23,11 @@ Control -> worker, requests (`id` is echoed in the reply; `op` names the Sfu cal
     {"op": "pipe_open", "id", "room", "peer": int, ["loss": float]} -> ok: {"port": int}, this end's UDP port on
                                                                   127.0.0.1 for the room's pipe to worker `peer`
                                                                   (`loss`: a share of RTP dropped, tests/bench only)
-    {"op": "pipe_connect", "id", "room", "peer", "port": int}     -> ok: [track description] published here; this
-                                                                  end now sends to the other's port
+    {"op": "pipe_open", "id", "room", "peer": str, "host": str,   the same to NODE `peer` (a lecture across nodes,
+     "keys": [tx bytes, rx bytes], ["loss"]}                      control/relay.py): bound to `host`, SRTP with
+                                                                  `keys`; sent to the room's origin worker only
+    {"op": "pipe_connect", "id", "room", "peer", "port": int,     -> ok: [track description] crossing this pipe; this
+     ["host": str]}                                               end now sends to the other's port (and host)
     {"op": "pipe_track", "room", "peer", "f": "added", "track": description}   no reply: a track of worker `peer`,
     {"op": "pipe_track", "room", "peer", "f": "removed" | "muted", "track": id, "muted": bool}  fed by its pipe
     {"op": "pipe_close", "room", "peer"}                          no reply: both directions end, the peer's tracks
@@ -43,6 +46,9 @@ Worker -> control:
     {"ev": "pipe_track", "room", "f": "added", "track": description}   a track published, unpublished or muted here
     {"ev": "pipe_track", "room", "f": "removed" | "muted", "track": id, ["muted"]}  in a room with pipes; the
                                                                   control plane relays it to the room's other workers
+                                                                  and, from the origin, to the other nodes; with
+                                                                  ["scope": "workers" | "nodes"] only to those (a
+                                                                  track that came by a pipe of the other kind)
 
 Times are CLOCK_MONOTONIC seconds, one clock for every process of the machine.
 """

@@ -108,11 +108,15 @@ class Worker:
         assert sfu is not None
         op, rid = m["op"], m.get("id")
         try:
-            room, peer = str(m["room"]), int(m["peer"])
+            # a worker's index, or a node's id (a relay between nodes: its host address and SRTP keys come along)
+            room, peer = str(m["room"]), m["peer"] if isinstance(m["peer"], str) else int(m["peer"])
             if op == "pipe_open":
-                self._reply(rid, {"port": sfu.open_pipe(room, peer, float(m.get("loss", 0.0)))})
+                keys = m.get("keys")
+                self._reply(rid, {"port": sfu.open_pipe(room, peer, float(m.get("loss", 0.0)),
+                                                        str(m.get("host") or "127.0.0.1"),
+                                                        (bytes(keys[0]), bytes(keys[1])) if keys else None)})
             elif op == "pipe_connect":
-                self._reply(rid, sfu.connect_pipe(room, peer, int(m["port"])))
+                self._reply(rid, sfu.connect_pipe(room, peer, int(m["port"]), m.get("host")))
             elif op == "pipe_track":
                 sfu.pipe_track(room, peer, m)
             else:

@@ -25,6 +25,7 @@ log = logging.getLogger("classcast.shared.placement")
 
 NODE = "classcast:node:"
 ROOM = "classcast:room:"
+OVERFLOW = "classcast:overflow:"  # a set of node ids taking a room's students past its host's capacity
 ROOM_KEEP_MS = 2 * 24 * 3600 * 1000  # a placement no node released (its node died, then nobody joined) goes
 
 # KEYS[1] room key; ARGV this node's id, node key prefix, room keep ms. Returns {host id, host url}.
@@ -97,7 +98,17 @@ class RedisPlacement:
         return Node(host, _s(url)) if url is not None else None
 
     async def release(self, room_sid: str) -> None:
-        await self._release(keys=[ROOM + room_sid], args=[self.node.id])
+        if await self._release(keys=[ROOM + room_sid], args=[self.node.id]):
+            await self.client.delete(OVERFLOW + room_sid)
+
+    async def add_overflow(self, room_sid: str, node_id: str) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(OVERFLOW + room_sid, node_id)
+            pipe.pexpire(OVERFLOW + room_sid, ROOM_KEEP_MS)
+            await pipe.execute()
+
+    async def overflow(self, room_sid: str) -> set[str]:
+        return {_s(m) for m in await self.client.smembers(OVERFLOW + room_sid)}
 
     async def nodes(self) -> list[Node]:
         ids = [_s(k)[len(NODE):] async for k in self.client.scan_iter(match=NODE + "*", count=100)]
