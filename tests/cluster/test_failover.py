@@ -1,0 +1,136 @@
+"""A node dies (issue 18 requirement 5), with real `classcast serve` nodes on one PostgreSQL and one Redis: the node
+hosting a class is killed (SIGKILL) while two other nodes live, and those survivors, racing each other, clean up
+what it left: the sessions of participants who do not come back close at its last heartbeat (billed exactly, one
+participant_left webhook each), a participant who reconnects within the grace keeps its session on a survivor, and
+the dead node's live recording is settled from its file, once (control/failover.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from control.credits import credits_for
+from sfu.client import Client, State, SyntheticVideoTrack
+from tests.cluster.conftest import Cluster
+from tests.control.serverproc import Receiver, Server, free_port
+
+LEASE, GRACE = "2", "2"
+
+
+async def _until(what: str, timeout: float, probe: Any) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.2)
+
+
+async def _sessions(cluster: Cluster, node: Server, uid: str) -> list[dict]:
+    data = await cluster.ok(node, "POST", "/v1/participant/sessions", {"uid": uid, "roomId": "chem"})
+    return data["sessions"]
+
+
+def _ms(iso: str) -> int:
+    from datetime import datetime
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluster: Cluster) -> None:
+    env = {"CLASSCAST_NODE_LEASE": LEASE, "CLASSCAST_RECONNECT_GRACE": GRACE}
+    a, b, c = (cluster.start_node(**env) for _ in range(3))
+    receiver = Receiver(free_port(), [])
+    receiver.start()
+    clients: list[Client] = []
+    try:
+        status, _ = await cluster.rest(b, "POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{receiver.port}/hook"})
+        assert status == 201
+        credits_before = (await cluster.ok(b, "GET", "/v1/billing/balance"))["remainingCredits"]
+        room = await cluster.ok(b, "POST", "/v1/room/create", {
+            "roomId": "chem", "title": "Chemistry", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"}})
+        tokens = {uid: (await cluster.ok(c, "POST", "/v1/room/chem/join", {
+            "participant": {"uid": uid, "name": uid, "role": "STUDENT"}}))["token"] for uid in ("s1", "s2")}
+        teacher = Client(a.base, room["token"], reconnect=False, name="teacher")  # places the class on A
+        stays = Client(b.base, tokens["s1"], name="s1", backoff=(0.2, 0.4))  # comes back through B's URL
+        goes = Client(c.base, tokens["s2"], reconnect=False, name="s2")  # gone with A
+        clients += [teacher, stays, goes]
+        for client in clients:
+            await client.connect()
+            assert client.node_url is not None and client.node_url.startswith(a.base.replace("http", "ws"))
+        await teacher.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
+        await asyncio.wait_for((await stays.remote_track("camera", timeout=20)).recv(), 20)
+        egress = (await cluster.ok(c, "POST", "/v1/room/chem/recording/start",
+                                   {"options": {"preset": "H264_720P_30", "showLogo": False}}))["egressId"]
+
+        async def recording(*statuses: str) -> dict | None:
+            data = await cluster.ok(b, "GET", "/v1/room/chem/recordings")
+            job = next(r for r in data["recordings"] if r["egressId"] == egress)
+            return job if job["status"] in statuses else None
+
+        await _until("recording active", 30, lambda: recording("EGRESS_ACTIVE"))
+        await asyncio.sleep(1.5)  # a second or so of video in the file
+        joined = {uid: (await _sessions(cluster, b, uid))[0] for uid in ("t1", "s1", "s2")}
+
+        killed_ms = int(time.time() * 1000)
+        cluster.kill(a)
+        killed = time.monotonic()
+        # The survivors close the sessions of the two who do not come back, within 10 s, at A's last heartbeat
+        # (A beat every lease/3: at most ~0.7 s before it died).
+        async def closed() -> bool:
+            return not [uid for uid in ("t1", "s2") if (await _sessions(cluster, b, uid))[0]["isActive"]]
+
+        await _until("the dead node's sessions closed", 10, closed)
+        assert time.monotonic() - killed < 10
+        for uid in ("t1", "s2"):
+            [s] = await _sessions(cluster, c, uid)
+            assert s["sessionId"] == joined[uid]["sessionId"] and s["leaveReason"] == "server_restart", s
+            assert killed_ms - 1500 <= _ms(s["leftAt"]) <= killed_ms, (s, killed_ms)
+        # The one who reconnected (to B's URL, placed on a survivor) kept its session: no leave, no second join.
+        await stays.wait_state(State.CONNECTED, timeout=10)
+        assert stays.node_url is not None and not stays.node_url.startswith(a.base.replace("http", "ws"))
+        [s1] = await _sessions(cluster, c, "s1")
+        assert (s1["sessionId"], s1["isActive"]) == (joined["s1"]["sessionId"], True)
+        # The dead node's recording: settled from its file by one survivor, as a restart does.
+        job = await _until("recording settled", 15, lambda: recording("EGRESS_COMPLETE", "EGRESS_FAILED"))
+        assert job["status"] == "EGRESS_COMPLETE" and job["files"][0]["duration"] > 0.5, job
+        # The class goes on; ending it bills what the sessions say, once.
+        ended = await cluster.ok(c, "DELETE", "/v1/room/chem")
+        assert ended["participantsDisconnected"] == 1
+        summary = await cluster.ok(b, "GET", "/v1/room/chem/summary")
+        sessions = [s for uid in ("t1", "s1", "s2") for s in await _sessions(cluster, b, uid)]
+        total_ms = sum(_ms(s["leftAt"]) - _ms(s["joinedAt"]) for s in sessions)
+        assert summary["totalCredits"] == credits_for(total_ms)
+        credits_after = (await cluster.ok(b, "GET", "/v1/billing/balance"))["remainingCredits"]
+        assert credits_before - credits_after == summary["totalCredits"]
+
+        # Webhooks: each event once (one id, delivered once), though two survivors raced to close the sessions.
+        def events() -> list[tuple[str, str | None, str | None]]:
+            out = []
+            for _headers, body in receiver.accepted():
+                p = json.loads(body)
+                d = p["data"]
+                out.append((p["type"], (d.get("participant") or {}).get("uid"), d.get("reason")))
+            return out
+
+        async def all_arrived() -> bool:
+            return any(e[0] == "room_finished" for e in events()) and any(
+                e[0] == "recording_ready" or e[0] == "recording_failed" for e in events())
+
+        await _until(f"webhooks: {events()}", 20, all_arrived)
+        await asyncio.sleep(1)  # a duplicate would come now
+        ids = [h["webhook-id"] for h, _ in receiver.accepted()]
+        assert Counter(kind for kind, _, _ in events() if kind.startswith("recording_")) == {
+            "recording_started": 1, "recording_ready": 1}
+        assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
+        left = Counter((uid, reason) for kind, uid, reason in events() if kind == "participant_left")
+        assert left == {("t1", "server_restart"): 1, ("s2", "server_restart"): 1, ("s1", "class_ended"): 1}, left
+        joins = Counter(uid for kind, uid, _ in events() if kind == "participant_joined")
+        assert joins == {"t1": 1, "s1": 1, "s2": 1}, joins
+    finally:
+        for client in clients:
+            await client.close()
+        receiver.stop()
