@@ -8,13 +8,13 @@ did): whichever gets there first does the work, and the work is written so that 
 time changes nothing:
 
 - Sessions: a gone node's participants were connected when it went, so each is treated like a connection that
-  dropped at the node's last heartbeat. Its presence entry (control/presence.py) enters the reconnect grace from
-  that instant (compare-and-set on the connection key); a participant who reconnects to a live node within the
-  grace takes the entry and keeps its session (control/signaling.py moves it), exactly as after a drop on one node.
-  When the grace has run out the entry is expired (compare-and-delete: one node wins it) and the session closes at
-  the last heartbeat with reason `server_restart`, billed and announced once (`Classroom.close_lost` closes only
-  what is still open, under the room's row lock). A session no presence entry can resume (one node's memory after
-  a restart, a lost Redis) closes at once.
+  dropped. Its presence entry (control/presence.py) enters the reconnect grace when the node is found gone, which
+  is when its rooms can be placed again (compare-and-set on the connection key); a participant who reconnects to a
+  live node within the grace takes the entry and keeps its session (control/signaling.py moves it), exactly as
+  after a drop on one node. When the grace has run out the entry is expired (compare-and-delete: one node wins it)
+  and the session closes AT THE NODE'S LAST HEARTBEAT with reason `server_restart`, billed and announced once
+  (`Classroom.close_lost` closes only what is still open, under the room's row lock). A session no presence entry
+  can resume (one node's memory after a restart, a lost Redis) closes at once.
 - Recordings: each live job names its node in `recording_node:<egress id>`; deleting that row is the claim (the
   DELETE's RETURNING tells one node it won), and the winner settles the job from its files as a restart does.
 - Placement needs nothing: a room placed on a node whose lease lapsed is placed afresh by the next join
@@ -123,14 +123,18 @@ class Failover:
             if entry.node in alive:
                 continue  # its participant came back on a live node, which holds it now
             dropped = entry.dropped_at
-            if entry.conn is not None:  # connected when its node went: its grace starts at the last heartbeat
-                if not await self.presence.drop(s.room_sid, s.uid, entry.conn, last):
+            if entry.conn is not None:
+                # Connected when its node went. Its grace runs from now, when the room can be placed again (a
+                # reconnect before now was redirected to the dead node): from the last heartbeat, a grace no
+                # longer than the lease would be over before anyone could come back.
+                if not await self.presence.drop(s.room_sid, s.uid, entry.conn, now):
                     continue  # taken meanwhile by a reconnect; the next sweep sees where it went
-                dropped = last
+                dropped = now
             if dropped is None or now - dropped < self.grace_ms:
                 continue  # its grace runs: a later sweep closes it if nobody comes back
             if await self.presence.expire(s.room_sid, s.uid, dropped) is not None:  # one node wins the entry
-                closes.append((s, dropped, LOST_REASON if dropped >= last else "disconnected"))
+                # It ends when its connection was last known alive: its drop, or its node's last heartbeat.
+                closes.append((s, min(dropped, last), LOST_REASON if dropped >= last else "disconnected"))
         return await self.classroom.close_lost(closes) if closes else 0
 
     async def _recording(self, rec_id: str, node: str) -> None:
