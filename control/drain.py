@@ -5,7 +5,7 @@ elsewhere), creating a room or joining one answers 503 with `Retry-After`, and r
 class has nobody connected any more is ended at once; when none is left, or `CLASSCAST_DRAIN_TIMEOUT` passed, every
 remaining room is ended the normal way (`Classroom.end_room`: class_ended to participants, recordings finished,
 sessions closed, credits billed, webhooks written) and the server stops. A second SIGTERM or SIGINT stops at once;
-what was committed stays committed, and the next start closes what was left open (`Classroom.recover`).
+what was committed stays committed, and the next start closes what was left open (`control/failover.py`).
 """
 
 from __future__ import annotations
