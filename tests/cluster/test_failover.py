@@ -7,15 +7,28 @@ the dead node's live recording is settled from its file, once (control/failover.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+from sqlalchemy import text
+
+from control.app import build_services
+from control.classroom import ParticipantSpec, RoomSpec
+from control.clock import FakeClock
+from control.config import Config
 from control.credits import credits_for
+from control.presence import Entry
+from control.store.webhooks import WebhookStore
 from sfu.client import Client, State, SyntheticVideoTrack
 from tests.cluster.conftest import Cluster
 from tests.control.serverproc import Receiver, Server, free_port
+from tests.pg import PostgresCluster
+from tests.redis_server import RedisServer
 
 LEASE, GRACE = "2", "2"
 
@@ -134,3 +147,78 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
         for client in clients:
             await client.close()
         receiver.stop()
+
+
+async def test_two_nodes_sweeping_one_dead_nodes_sessions_at_once_close_each_once(
+        tmp_path: Path, postgres_cluster: PostgresCluster, redis_server: RedisServer) -> None:
+    """The race itself, many times over: two live nodes (this process, one PostgreSQL, one Redis) sweep a dead
+    node's 40 sessions concurrently, again and again. Those no presence entry can resume close at once, those that
+    were connected after the grace; one participant comes back meanwhile and keeps its session. Every other
+    session closes exactly once, at the dead node's last heartbeat, with one participant_left each."""
+    name = await postgres_cluster.create_database()
+    redis = aioredis.Redis.from_url(redis_server.url)
+    await redis.flushall()
+    await redis.aclose()
+    base = Config(database_url=postgres_cluster.url(name), redis_url=redis_server.url, secret="s" * 40,
+                  reconnect_grace_s=5, node_lease_s=2)
+    clock = FakeClock()
+    svcs = [await build_services(dataclasses.replace(base, data_dir=tmp_path / f"data{i}"), clock) for i in (0, 1)]
+    try:
+        store, classroom = svcs[0].store, svcs[0].classroom
+        org = await store.create_org("District", 10_000, clock.now_ms())
+        await WebhookStore(store).create_endpoint(org.id, "http://127.0.0.1:9/hook", "whsec", ["participant_left"],
+                                                  None, clock.now_ms())
+        await classroom.create_room(org, RoomSpec("geo", "Geography", None, {}),
+                                    ParticipantSpec("t1", "T", "TEACHER"), {}, 600)
+        room = await store.get_room(org.id, "geo")
+        assert room is not None
+        uids = [f"s{i:02d}" for i in range(40)]
+        for uid in uids:
+            await store.upsert_participant(room.sid, uid, uid, "STUDENT", None, {}, None, clock.now_ms())
+        classroom.node_id = "dead"  # these sessions are the dead node's
+        sessions = {uid: await classroom.open_session(room.sid, uid) for uid in uids}
+        classroom.node_id = svcs[0].live.node_id  # type: ignore[union-attr]
+        presence = svcs[0].live.presence  # type: ignore[union-attr]
+        for uid in uids[::2]:  # half were connected on it; the others' entries are gone (nothing resumes them)
+            await presence.put(room.sid, uid, Entry(sessions[uid].id, "dead", f"C_{uid}"))
+        clock.advance(30)
+        beat = clock.now_ms()
+        await store.set_meta("heartbeat_ms:dead", str(beat))
+        clock.advance(3)  # it died: its lease is gone (it never had one here) and its heartbeat is older than 2 s
+        sweeps = [s.failover for s in svcs]
+
+        async def race() -> None:
+            await asyncio.gather(*(f.sweep() for f in sweeps for _ in range(4)))  # type: ignore[union-attr]
+
+        await race()
+        closed = {uid for uid in uids if not (await store.get_session(sessions[uid].id)).active}  # type: ignore
+        assert closed == set(uids[1::2])
+        # s00 comes back on node 1 within its grace: its entry and its session are node 1's now.
+        node1 = svcs[1].live.node_id  # type: ignore[union-attr]
+        assert (await presence.take(room.sid, "s00", node1, "C_back")) is not None
+        await store.move_session(sessions["s00"].id, node1)
+        clock.advance(4)
+        await race()
+        assert (await store.get_session(sessions["s02"].id)).active  # type: ignore[union-attr]  # in its grace
+        clock.advance(2)  # the grace (5 s) is out
+        await race()
+        for uid in uids:
+            s = await store.get_session(sessions[uid].id)
+            assert s is not None
+            if uid == "s00":
+                assert (s.active, s.node) == (True, node1)
+            else:
+                assert (s.left_at, s.leave_reason) == (beat, "server_restart"), uid
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT payload FROM webhook_events WHERE type = :t"),
+                                       {"t": "participant_left"})).all()
+        left = Counter(json.loads(r[0])["data"]["participant"]["uid"] for r in rows)
+        assert left == dict.fromkeys(uids[1:], 1)
+        assert await store.get_meta("heartbeat_ms:dead") is not None
+        await race()  # the next sweep finds nothing of it left open: forgotten
+        assert await store.get_meta("heartbeat_ms:dead") is None
+    finally:
+        for svc in svcs:
+            await svc.store.close()
+            await svc.live.close()  # type: ignore[union-attr]
+        await postgres_cluster.drop_database(name)
