@@ -84,10 +84,13 @@ class Failover:
         """One pass; returns how many sessions this node closed. At start every node without a lease counts as gone
         (today's restart); later only one whose heartbeat is also older than a lease."""
         now = self.clock.now_ms()
-        alive = await self._alive()
         beats = {node: int(v) for node, v in (await self.store.meta_with_prefix(BEAT_PREFIX)).items()
                  if v.isdigit()}
-        gone = {n for n, at in beats.items() if n not in alive and (at_start or now - at > self.lease_ms)}
+        stale = {n for n, at in beats.items() if n != self.node_id and (at_start or now - at > self.lease_ms)}
+        if not stale and not at_start:
+            return 0  # every node beat lately: the leases need no look (a SCAN in Redis)
+        alive = await self._alive()
+        gone = stale - alive
         if at_start:
             sessions = [s for s in await self.store.open_sessions() if s.node not in alive]
         else:
