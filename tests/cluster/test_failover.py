@@ -48,6 +48,20 @@ async def _sessions(cluster: Cluster, node: Server, uid: str) -> list[dict]:
     return data["sessions"]
 
 
+async def _last_heartbeat(cluster: Cluster, session_id: str) -> int:
+    """The heartbeat row of the node holding `session_id`, read from the cluster's PostgreSQL."""
+    import asyncpg
+
+    conn = await asyncpg.connect(cluster.env["CLASSCAST_DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        value = await conn.fetchval("SELECT m.value FROM meta m JOIN sessions s ON m.key = 'heartbeat_ms:' || s.node "
+                                    "WHERE s.id = $1", session_id)
+    finally:
+        await conn.close()
+    assert value is not None
+    return int(value)
+
+
 def _ms(iso: str) -> int:
     from datetime import datetime
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
@@ -91,8 +105,10 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
         killed_ms = int(time.time() * 1000)
         cluster.kill(a)
         killed = time.monotonic()
+        beat = await _last_heartbeat(cluster, joined["t1"]["sessionId"])  # A's, read before the survivors act
+        assert killed_ms - 5000 < beat <= killed_ms
         # The survivors close the sessions of the two who do not come back, within 10 s, at A's last heartbeat
-        # (A beat every lease/3: at most ~0.7 s before it died).
+        # (A beat every lease/3, about 0.7 s here).
         async def closed() -> bool:
             return not [uid for uid in ("t1", "s2") if (await _sessions(cluster, b, uid))[0]["isActive"]]
 
@@ -101,7 +117,7 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
         for uid in ("t1", "s2"):
             [s] = await _sessions(cluster, c, uid)
             assert s["sessionId"] == joined[uid]["sessionId"] and s["leaveReason"] == "server_restart", s
-            assert killed_ms - 1500 <= _ms(s["leftAt"]) <= killed_ms, (s, killed_ms)
+            assert _ms(s["leftAt"]) == beat, (s, beat)
         # The one who reconnected (to B's URL, placed on a survivor) kept its session: no leave, no second join.
         await stays.wait_state(State.CONNECTED, timeout=10)
         assert stays.node_url is not None and not stays.node_url.startswith(a.base.replace("http", "ws"))
