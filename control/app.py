@@ -109,6 +109,20 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
 
     app.on_startup.append(refuse_joins_while_draining)
 
+    async def drain_only_what_is_hosted_here(app: web.Application) -> None:
+        placement = app[HUB].placement  # several nodes: another node's classes are not this drain's
+
+        async def hosts(room_sid: str) -> bool:
+            host = await placement.host(room_sid)
+            return host is not None and host.id == placement.node.id
+
+        async def others_live() -> bool:
+            return any(n.id != placement.node.id for n in await placement.nodes())
+
+        drain.hosts, drain.others_live = hosts, others_live
+
+    app.on_startup.append(drain_only_what_is_hosted_here)
+
     async def settle_lost_recordings(app: web.Application) -> None:  # after control/api/recordings.py's start
         assert svc.failover is not None
         svc.failover.settle_lost = app[recordings.RECORDINGS].settle_lost

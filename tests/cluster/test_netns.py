@@ -34,7 +34,7 @@ from tests.e2e.conftest import browser  # noqa: F401 - the fixture is shared
 
 NET = ipaddress.ip_network("198.19.250.0/24")
 HOST_ADDRESS = "198.19.250.254"  # the bridge: the test process and its students
-ENV = {"CLASSCAST_NODE_LEASE": "2", "CLASSCAST_RECONNECT_GRACE": "15", "CLASSCAST_DRAIN_TIMEOUT": "60"}
+ENV = {"CLASSCAST_NODE_LEASE": "2", "CLASSCAST_RECONNECT_GRACE": "15", "CLASSCAST_DRAIN_TIMEOUT": "8"}
 
 
 
@@ -234,8 +234,8 @@ async def test_classes_on_three_nodes_survive_a_death_a_drain_and_a_rolling_rest
             assert [(s["sessionId"], s["isActive"]) for s in await _sessions(cluster, n[1], "r0", uid)] == [
                 (first[uid], True)]
 
-        # Node 1 drains (SIGTERM): not ready, no new class there; a new class's join through it goes elsewhere
-        # through the others, and its own class goes on meanwhile.
+        # Node 1 drains (SIGTERM, 8 s): not ready, no new class there; a new class's join through it goes to the
+        # class's host, and its own class goes on meanwhile.
         n[1].signal(signal.SIGTERM)
         assert cluster.http is not None
 
@@ -265,9 +265,25 @@ async def test_classes_on_three_nodes_survive_a_death_a_drain_and_a_rolling_rest
         await _frame(clients["s3"], "t3")
         await _frame(clients["s12"], "t1")  # r1 still on the draining node
         assert _on(clients["s12"], n[1])
+        # The drain's time runs out while the other nodes live: it ends none of its classes (nor the other nodes'),
+        # it stops, and its class moves to them with its participants' sessions.
+        leaving = {c: len(c.states) for c in clients.values() if _on(c, n[1])}
+        assert {c.name for c in leaving} >= {"t1", "s11", "s12"}
+        assert await asyncio.to_thread(n[1].wait, 30) == 0
+        for client, since_ in leaving.items():
+            if client.name != "t1":  # the students, whose URLs are the other nodes'
+                await _reconnected(client, since_)
+                assert not _on(client, n[1])
+        await asyncio.to_thread(nodes.start, 1, n[1].port)  # back; the teacher, whose URL it is, comes through it
+        await _reconnected(clients["t1"], leaving[clients["t1"]])
+        assert clients["t1"].node_url == clients["s11"].node_url == clients["s12"].node_url
+        await asyncio.gather(*(_frame(clients[s], "t1") for s in ("s11", "s12")))
+        for uid in ("t1", "s11", "s12"):
+            assert [(s["sessionId"], s["isActive"]) for s in await _sessions(cluster, n[2], "r1", uid)] == [
+                (first[uid], True)]
 
         # Rolling restart of all three (SIGINT: the node stops now; its participants reconnect to the others within
-        # the grace and keep their sessions). Node 1 is stopped mid-drain, the others in turn; no class ends.
+        # the grace and keep their sessions), one after the other; no class ends.
         moved = 0
         for i in (1, 2, 0):
             port = n[i].port
