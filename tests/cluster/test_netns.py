@@ -1,13 +1,16 @@
 """Tested as a small cluster (issue 18 requirement 6, without the lecture across nodes): three `classcast serve` nodes,
-each in a network namespace of its own with its own address (198.19.250.1-3, inside the benchmarking range
-198.18.0.0/15), one PostgreSQL and one Redis on this machine, aiortc students spread over the nodes. Classes live on
-different nodes; a node is killed and its class goes on elsewhere with its sessions; a node drains and new classes
-go elsewhere while its own goes on; then all three nodes are restarted one after the other and no class ends.
+each in a network namespace of its own with its own address (198.19.N.1-3, inside the benchmarking range
+198.18.0.0/15; N from the test process's id), one PostgreSQL and one Redis on this machine, aiortc students spread
+over the nodes and a headless Chromium student on one. Classes live on different nodes; a node is killed and its
+class goes on elsewhere with its sessions; a node drains: new classes go elsewhere, its own goes on, and at the
+drain's timeout it moves to the other nodes instead of ending; then all three nodes are restarted one after the
+other and no class ends.
 
-The namespaces hang on a bridge in this (the test's) namespace holding 198.19.250.254, the students' address; every
-node listens, gathers ICE candidates and accepts remote candidates on 198.19.250.0/24 only, so no packet goes
+The namespaces hang on a bridge in this (the test's) namespace holding 198.19.N.254, the students' address; every
+node listens, gathers ICE candidates and accepts remote candidates on 198.19.N.0/24 only, so no packet goes
 anywhere else. PostgreSQL and Redis are reached over their Unix sockets (a file path, which a network namespace
-does not hide). Making namespaces needs root (CAP_NET_ADMIN): elsewhere these tests are skipped, saying so."""
+does not hide). Making namespaces needs root (CAP_NET_ADMIN): where one cannot be made these tests are skipped,
+saying why."""
 
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ from tests.cluster.conftest import Cluster
 from tests.control.serverproc import free_port
 from tests.e2e.conftest import browser  # noqa: F401 - the fixture is shared
 
-NET = ipaddress.ip_network("198.19.250.0/24")
-HOST_ADDRESS = "198.19.250.254"  # the bridge: the test process and its students
+# A /24 of its own per test process (two runs on one machine must not route into each other's bridge).
+NET = ipaddress.ip_network(f"198.19.{1 + os.getpid() % 250}.0/24")
+HOST_ADDRESS = str(NET.network_address + 254)  # the bridge: the test process and its students
 ENV = {"CLASSCAST_NODE_LEASE": "2", "CLASSCAST_RECONNECT_GRACE": "15", "CLASSCAST_DRAIN_TIMEOUT": "8"}
 
 
