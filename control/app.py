@@ -16,6 +16,7 @@ from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
 from control.drain import DRAIN, Drain
+from control.failover import Failover
 from control.middleware import org_middleware, request_middleware
 from control.services import SERVICES, Services
 from control.signaling import HUB
@@ -36,12 +37,14 @@ async def build_services(config: Config, clock: Clock | None = None) -> Services
     live = await build_live(config)  # one node's memory, or Redis: control/wiring.py decides
     bus = live.bus
     classroom = Classroom(config, store, auth, bus, clock, node_id=live.node_id)
-    closed = await classroom.recover({n.id for n in await live.placement.nodes()})  # only nodes that are gone
+    failover = Failover(classroom, live.presence, live.placement, grace_s=config.reconnect_grace_s,
+                        lease_s=config.node_lease_s)
+    closed = await failover.recover()  # the previous run's sessions, or those of other nodes that are gone
     if closed:
         log.info("closed %d sessions left open by the previous run", closed)
     tutor_svc = Tutor(config.tutor, store, bus, clock, config.data_dir)
     return Services(config=config, clock=clock, store=store, auth=auth, bus=bus, classroom=classroom,
-                    tutor=tutor_svc, limits=live.limits, live=live)
+                    tutor=tutor_svc, limits=live.limits, live=live, failover=failover)
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
@@ -56,6 +59,17 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
                 log.exception("tick failed")
 
     task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _failover(app: web.Application) -> AsyncIterator[None]:
+    """This node's heartbeat, and the sweep that closes what nodes that are gone left open (control/failover.py)."""
+    failover = app[SERVICES].failover
+    assert failover is not None
+    task = asyncio.create_task(failover.run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -94,6 +108,26 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         app[HUB].draining = lambda: drain.draining
 
     app.on_startup.append(refuse_joins_while_draining)
+
+    async def drain_only_what_is_hosted_here(app: web.Application) -> None:
+        placement = app[HUB].placement  # several nodes: another node's classes are not this drain's
+
+        async def hosts(room_sid: str) -> bool:
+            host = await placement.host(room_sid)
+            return host is not None and host.id == placement.node.id
+
+        async def others_live() -> bool:
+            return any(n.id != placement.node.id for n in await placement.nodes())
+
+        drain.hosts, drain.others_live = hosts, others_live
+
+    app.on_startup.append(drain_only_what_is_hosted_here)
+
+    async def settle_lost_recordings(app: web.Application) -> None:  # after control/api/recordings.py's start
+        assert svc.failover is not None
+        svc.failover.settle_lost = app[recordings.RECORDINGS].settle_lost
+
+    app.on_startup.append(settle_lost_recordings)
     dispatcher = Dispatcher(svc.classroom.outbox, config.webhooks, svc.clock,
                             meter.on_webhook if meter is not None else None)
     app[webhooks.DISPATCHER] = dispatcher
@@ -108,6 +142,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         app.on_startup.append(watch)
     if background:
         app.cleanup_ctx.append(_ticker)
+        app.cleanup_ctx.append(_failover)
 
         async def deliver(_app: web.Application) -> AsyncIterator[None]:
             await dispatcher.start()

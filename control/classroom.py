@@ -356,39 +356,47 @@ class Classroom:
                 self._emit("participant_left", room, participant=participant_public(participant), reason=reason)
         return closed[0]
 
-    async def recover(self, alive: set[str] | None = None) -> int:
-        """At start: sessions left open by processes that are gone end when each last proved alive.
-
-        `alive` is the ids of the nodes with a live lease (control/placement.py), this one included: their sessions
-        are theirs to keep. One node has only itself alive, so every open session (its previous run's) closes, as
-        a restart always did; None closes every open session."""
-        now = self.clock.now_ms()
-        dead = [s for s in await self.store.open_sessions() if alive is None or s.node not in alive]
-        if not dead:
-            return 0
-        fallback = await self.store.get_meta(HEARTBEAT_KEY)  # any node's latest tick
-        ends: dict[str | None, int] = {}
-        for node in {s.node for s in dead}:
-            beat = (await self.store.get_meta(f"{HEARTBEAT_KEY}:{node}") if node else None) or fallback
-            ends[node] = min(int(beat), now) if beat else now
-        closed: list[Session] = []
-        async with self.store.atomic():
-            for sid in sorted({s.room_sid for s in dead}):
-                await self.store.lock_room(sid)  # in one order: two nodes recovering never deadlock
-            for node, at in ends.items():
-                closed += await self.store.close_sessions(
-                    at, "server_restart", session_ids=[s.id for s in dead if s.node == node])
-            for sid in sorted({s.room_sid for s in closed}):
+    async def close_lost(self, closes: list[tuple[Session, int, str]]) -> int:
+        """Sessions whose connections went with a node that is gone (a restart's previous run, a node killed in a
+        cluster: control/failover.py decides which, and when): each (session, at, reason) ends at `at`, its last
+        proof of life, one transaction per room. Conditional like every close (`close_sessions` closes only what
+        is still open, under the room's lock), so two nodes closing one dead node's sessions at once bill them and
+        write their participant_left webhooks once."""
+        by_room: dict[str, list[tuple[Session, int, str]]] = {}
+        for close in closes:
+            by_room.setdefault(close[0].room_sid, []).append(close)
+        total = 0
+        for sid in sorted(by_room):
+            async with self._lock(sid), self.store.atomic():
+                await self.store.lock_room(sid)
+                closed: list[Session] = []
+                groups: dict[tuple[int, str], list[str]] = {}
+                for s, at, reason in by_room[sid]:
+                    groups.setdefault((max(s.joined_at, min(at, self.clock.now_ms())), reason), []).append(s.id)
+                for (at, reason), ids in sorted(groups.items()):
+                    closed += await self.store.close_sessions(at, reason, session_ids=ids)
                 room = await self.store.get_room_by_sid(sid)
-                in_room = [s for s in closed if s.room_sid == sid]
-                if room is not None and not room.ended:
-                    at = max(s.left_at or 0 for s in in_room)
-                    if not await self.store.room_sessions(sid, active_only=True):
+                remaining: list[Session] = []
+                if closed and room is not None and not room.ended:
+                    at = max(s.left_at or 0 for s in closed)
+                    remaining = await self.store.room_sessions(sid, active_only=True)
+                    if not remaining:
                         await self.store.update_room(sid, emptied_at=at)
                     await self._bill(room, at)
-                    await self._webhook_left(room, in_room, "server_restart")
-        await self.store.delete_meta([f"{HEARTBEAT_KEY}:{n}" for n in ends if n])
-        return len(closed)
+                    for reason in sorted({s.leave_reason or "" for s in closed}):
+                        await self._webhook_left(room, [s for s in closed if s.leave_reason == reason], reason)
+            total += len(closed)
+            if closed and room is not None and not room.ended:
+                still = {s.uid for s in remaining}
+                for s in closed:
+                    if s.uid in still:
+                        continue
+                    still.add(s.uid)  # once per participant
+                    participant = await self.store.get_participant_by_id(s.participant_id)
+                    if participant is not None:
+                        self._emit("participant_left", room, participant=participant_public(participant),
+                                   reason=s.leave_reason)
+        return total
 
     async def tick(self) -> None:
         """Periodic: bill running classes (at least once a minute) and end rooms empty for emptyTimeout."""

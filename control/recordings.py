@@ -28,6 +28,7 @@ import av
 from control.clock import Clock, iso
 from control.errors import ApiError, room_ended
 from control.events import Event
+from control.failover import RECORDING_NODE
 from control.ids import new_id
 from control.recording import subtitles
 from control.recording.janitor import Janitor
@@ -214,6 +215,19 @@ class Recordings:
             settled += 1
         return settled
 
+    async def settle_lost(self, rec_id: str, node: str) -> bool:
+        """A live job of a node that is gone (control/failover.py claimed it for this node): finished from its
+        files as a restart's `recover` does, and the class is told. False when it was settled already."""
+        rec = await self.svc.store.get_recording(rec_id)
+        if rec is None or rec.status not in (*LIVE_RECORDING_STATES, "EGRESS_ENDING"):
+            return False
+        await self._settle(rec_id, failed_reason=f"interrupted: node {node} stopped answering", keep_going=True)
+        room = await self.svc.store.get_room_by_sid(rec.room_sid)
+        if room is not None and not room.ended:
+            self._emit("recording_stopped", room, egressId=rec_id, roomId=room.room_id, reason="failed",
+                       endedAt=iso(self.svc.clock.now_ms()))
+        return True
+
     async def _janitor_loop(self) -> None:
         while True:
             await asyncio.sleep(JANITOR_INTERVAL_S)
@@ -248,6 +262,8 @@ class Recordings:
         try:
             async with self.svc.store.atomic():
                 await self.svc.store.insert_recording(rec)  # the database has the last word across nodes
+                if self.svc.live is not None:  # whose recorder makes it: if this node dies, another settles it
+                    await self.svc.store.set_meta(RECORDING_NODE + rec.id, self.svc.live.node_id)
                 await self.svc.classroom.outbox.record("recording_started", room.org_id, {
                     "egressId": rec.id, "roomId": room.room_id, "roomSid": room.sid, "options": options,
                     "startedAt": iso(now), "startedBy": by}, room_sid=room.sid)
@@ -442,6 +458,7 @@ class Recordings:
                 rec_id, status=status, ended_at=ended_at, file_path=rec_id, size=total, duration=longest,
                 error=failed_reason, gaps=json.dumps(rec.gaps))
             await self._webhook_settled(rec, status, files, failed_reason)
+            await self.svc.store.delete_meta([RECORDING_NODE + rec_id])
         self.finished[status] = self.finished.get(status, 0) + 1
         if job is not None:
             job.done.set()

@@ -11,6 +11,7 @@ from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
 from control.events import EventBus
+from control.failover import Failover
 from control.ratelimit import RateLimits, RestLimits
 from control.store.store import Store
 from control.tutor.service import Tutor
@@ -28,6 +29,7 @@ class Services:
     tutor: Tutor | None = None  # None only in tools that build services without the API (the CLI)
     limits: RestLimits = field(default_factory=lambda: RestLimits(RateLimits()))
     live: Live | None = None  # what chose bus and limits (control/wiring.py); closed with the app
+    failover: Failover | None = None  # closes what nodes that are gone left open (control/failover.py)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -231,6 +231,20 @@ class Store:
         async with self._tx() as conn:
             await conn.execute(delete(t.meta).where(t.meta.c.key.in_(keys)))
 
+    async def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        """Every meta row whose key starts with `prefix`, keyed by the rest of the key (one node's heartbeat, one
+        recording's node: control/failover.py)."""
+        async with self._read() as conn:
+            rows = await conn.execute(select(t.meta.c.key, t.meta.c.value)
+                                      .where(t.meta.c.key.startswith(prefix, autoescape=True)))
+            return {k[len(prefix):]: v for k, v in rows}
+
+    async def take_meta(self, key: str) -> str | None:
+        """Deletes the row and returns its value, or None when it was gone: a claim only one caller wins, since
+        the DELETE's RETURNING names the rows this statement removed (two nodes racing, one gets it)."""
+        async with self._tx() as conn:
+            return (await conn.execute(delete(t.meta).where(t.meta.c.key == key).returning(t.meta.c.value))).scalar()
+
     async def set_meta(self, key: str, value: str) -> None:
         async with self._tx() as conn:
             q = dialect_insert(conn, t.meta).values(key=key, value=value)
@@ -519,9 +533,13 @@ class Store:
                                        .returning(*t.sessions.c))).all()
         return sorted((Session.from_row(r) for r in rows), key=lambda s: (s.joined_at, s.id))
 
-    async def open_sessions(self) -> list[Session]:
+    async def open_sessions(self, nodes: Sequence[str] | None = None) -> list[Session]:
+        """Every open session, or those held by `nodes` (a dead node's, control/failover.py)."""
+        cond = [t.sessions.c.left_at.is_(None)]
+        if nodes is not None:
+            cond.append(t.sessions.c.node.in_(list(nodes)))
         async with self._read() as conn:
-            rows = await conn.execute(select(t.sessions).where(t.sessions.c.left_at.is_(None)))
+            rows = await conn.execute(select(t.sessions).where(*cond))
             return [Session.from_row(r) for r in rows]
 
     async def room_sessions(self, room_sid: str, active_only: bool = False) -> list[Session]:

@@ -111,8 +111,8 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
 async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessions(cluster: Cluster) -> None:
     """SIGKILL the node hosting a class: within its lease (2 s here) the class is placed on the node the student
     reconnects through, and the student's reconnect, within the grace, keeps its session. A node that starts while
-    others live closes only the sessions of nodes that are gone (the teacher's, left on the dead node), not those
-    of live nodes (the student's, before and after it moved)."""
+    others live leaves the sessions of live nodes alone (the student's, before and after it moved), and those of a
+    dead node while their reconnect grace runs (the teacher's)."""
     a = cluster.start_node(CLASSCAST_RECONNECT_GRACE="30")
     b = cluster.start_node(CLASSCAST_RECONNECT_GRACE="30")
     room = await cluster.ok(b, "POST", "/v1/room/create", {
@@ -144,11 +144,12 @@ async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessio
             (before[0]["sessionId"], before[0]["joinedAt"], True)]
         summary = await cluster.ok(b, "GET", "/v1/room/bio/summary")
         assert summary["status"] == "live"
-        # A fourth node starts after A died: the teacher's session, left open on A, ends as a restart's would; the
-        # student's, held by B now, goes on.
+        # A fourth node starts after A died: the teacher's session, left open on A, is in its reconnect grace from
+        # A's last heartbeat (30 s here; tests/cluster/test_failover.py sees it close when the grace is out), so the
+        # start closes nothing; the student's, held by B now, goes on.
         cluster.start_node()
         [teacher_session] = await _sessions(cluster, b, "t1")
-        assert (teacher_session["isActive"], teacher_session["leaveReason"]) == (False, "server_restart")
+        assert teacher_session["isActive"]
         assert [x["isActive"] for x in await _sessions(cluster, b)] == [True]
     finally:
         await teacher.close()
