@@ -186,6 +186,12 @@ PACER_INTERVAL = 0.005  # ... in 5 ms slices
 KEYFRAME_INTERVAL_S = 100.0
 
 
+def step_timeout(args: argparse.Namespace) -> float:
+    """The longest a step may take: its joins, settling, measuring and probes (each probe waits up to 10 s for
+    its keyframe and 5 s to close), with a minute to spare."""
+    return args.duration + args.settle + 60 + 15 * args.probes + 60
+
+
 class Pacer:
     """A browser's pacer in front of the teacher's video.
 
@@ -809,8 +815,8 @@ class Bench:
             await asyncio.sleep(1)
             self.rss0 = proc_rss(self.pid) if self.pid else 0
             for n in steps:
-                try:
-                    results.append(await self.step(n))
+                try:  # a step that cannot finish (an overloaded target) ends this target's run, not the comparison
+                    results.append(await asyncio.wait_for(self.step(n), step_timeout(args)))
                 except Exception as e:  # the steps measured so far are kept and reported
                     aborted = f"N={n}: {type(e).__name__}: {e}"[:300]
                     print(f"run stopped at {aborted}", file=sys.stderr, flush=True)
@@ -1268,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
     args.ice_host = netns.ADDRESS if args.inside_netns else "127.0.0.1"
     import uvloop
 
-    timeout = max(120, 60 + len(ramp_steps(args)) * (args.duration + args.settle + 60))
+    timeout = 120 + len(ramp_steps(args)) * (step_timeout(args) + 30)  # the steps time out first
     results = []
     for name in names:
         if len(names) > 1:
