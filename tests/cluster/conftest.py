@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -17,6 +17,9 @@ import redis.asyncio as aioredis
 from tests.control.serverproc import Server
 from tests.pg import PostgresCluster
 from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 SECRET = "district-9-shared-secret-0123456789abcdef"
 
@@ -86,3 +89,13 @@ async def cluster(tmp_path: Path, postgres_cluster: PostgresCluster, redis_serve
                 node.proc.kill()
                 node.proc.wait(10)
         await postgres_cluster.drop_database(name)
+
+
+async def plays_320_wide(page: Page, tries: int = 200) -> bool:
+    """A video element of the page shows the 320-pixel-wide test camera and has played past 0.3 s (20 s at most)."""
+    for _ in range(tries):
+        if await page.evaluate("() => [...document.querySelectorAll('video')]"
+                               ".some((v) => v.videoWidth === 320 && v.currentTime > 0.3)"):
+            return True
+        await page.wait_for_timeout(100)
+    return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 from playwright.async_api import Browser
 
 from sfu.client import Client, SyntheticVideoTrack
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, plays_320_wide
 from tests.e2e.conftest import browser  # noqa: F401 - the fixture is shared
 
 
@@ -34,13 +34,7 @@ async def test_the_classroom_page_on_another_node_follows_the_redirect(cluster: 
         assert f"connect-src 'self' {b.base.replace('http', 'ws')}" in csp  # the other node's socket is allowed
         # bypass_csp is off (the page's own policy applies), so polling uses the page's element handles.
         await page.wait_for_selector("video", state="attached", timeout=20_000)
-        for _ in range(200):
-            playing = await page.evaluate("() => [...document.querySelectorAll('video')]"
-                                          ".some((v) => v.videoWidth === 320 && v.currentTime > 0.3)")
-            if playing:
-                break
-            await page.wait_for_timeout(100)
-        assert playing, errors
+        assert await plays_320_wide(page), errors
         assert not [e for e in errors if "Content Security Policy" in e], errors
         await ctx.close()
     finally:

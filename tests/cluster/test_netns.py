@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,8 +30,8 @@ from playwright.async_api import Browser
 from bench import netns
 from sfu.client import Client, State, SyntheticVideoTrack
 from sfu.ice import IceConfig
-from tests.cluster.conftest import Cluster
-from tests.control.serverproc import free_port
+from tests.cluster.conftest import Cluster, plays_320_wide
+from tests.control.serverproc import demo_org, free_port
 from tests.e2e.conftest import browser  # noqa: F401 - the fixture is shared
 
 # A /24 of its own per test process (two runs on one machine must not route into each other's bridge).
@@ -114,14 +113,7 @@ class NsNode:
         self.proc = subprocess.Popen(netns.command(ns, [sys.executable, "-m", "control.cli", "serve"]), env=env,
                                      stdout=subprocess.PIPE, stderr=open(self.log, "a"), text=True)
         assert self.proc.stdout is not None
-        self.org = ""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.org:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"Demo organization.*?: ([A-Za-z0-9]{16})", line)
-            self.org = match.group(1) if match else ""
+        self.org = demo_org(self.proc.stdout)
         assert self.org, self.log.read_text()
 
     def signal(self, sig: int) -> None:
@@ -337,14 +329,7 @@ async def test_a_chromium_student_on_one_node_follows_the_class_there(
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         await page.goto(joined["iframeUrl"])
         await page.wait_for_selector("video", state="attached", timeout=20_000)
-        playing = False
-        for _ in range(200):
-            playing = await page.evaluate("() => [...document.querySelectorAll('video')]"
-                                          ".some((v) => v.videoWidth === 320 && v.currentTime > 0.3)")
-            if playing:
-                break
-            await page.wait_for_timeout(100)
-        assert playing, errors
+        assert await plays_320_wide(page), errors
         roster = await cluster.ok(n[2], "GET", "/v1/room/web/status")  # type: ignore[arg-type]
         assert roster["participantCount"] == 2
         await ctx.close()

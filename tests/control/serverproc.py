@@ -12,10 +12,24 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from aiohttp import web
 
 SLOW_S = 2.0  # the receiver's slow answers: longer than the tests' CLASSCAST_WEBHOOK_TIMEOUT
+
+
+def demo_org(stdout: IO[str], timeout: float = 60) -> str:
+    """The demo organization id `classcast serve` prints in its banner ("" if it ended or timed out first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stdout.readline()
+        if not line:
+            return ""
+        match = re.search(r"Demo organization.*?: ([A-Za-z0-9]{16})", line)
+        if match:
+            return match.group(1)
+    return ""
 
 
 def free_port() -> int:
@@ -79,14 +93,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "control.cli", "serve"], env=env,
                                      stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        self.org = ""
-        while time.monotonic() < deadline and not self.org:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"Demo organization.*?: ([A-Za-z0-9]{16})", line)
-            self.org = match.group(1) if match else ""
+        self.org = demo_org(self.proc.stdout)
         assert self.org, log.read_text()
 
     def stop(self, sig: int = signal.SIGINT) -> None:
