@@ -148,7 +148,7 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 
 test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT) \
 		postgresql-server $(REDIS_SERVER)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=40
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in
 # /tmp/classcast-fuzz. `make test` runs each for a few seconds; native libFuzzer targets plug in at
