@@ -289,6 +289,13 @@ class Client:
 
     async def close(self) -> None:
         self._closing = True
+        # A reconnect (or an answer) under way would go on with a closed session and end in an exception nobody
+        # retrieves: they end here, with the client.
+        current = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -270,3 +272,26 @@ async def test_transport_restart_over_the_same_socket(classroom: Classroom) -> N
     await student.wait_for("restarted")
     track = await student.remote_track("camera", timeout=10)
     assert await _frame_size(track) == (320, 240)
+
+
+async def test_closing_a_client_while_it_reconnects_ends_its_reconnect(classroom: Classroom) -> None:
+    """close() during the reconnect's backoff: the reconnect must not go on with the closed session and die with an
+    exception nobody retrieves (the Python client's users saw 'Task exception was never retrieved')."""
+    await classroom.client(await classroom.create_room(), name="teacher")
+    student = Client(classroom.base, await classroom.token("physics-1", "s1"), name="s1", backoff=(0.5, 1.0))
+    classroom.clients.append(student)
+    await student.connect()
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        await student.drop()
+        await student.wait_state(State.RECONNECTING, timeout=5)
+        await student.close()
+        await asyncio.sleep(1.0)  # past the backoff: a reconnect left running would have tried by now
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert not unhandled, [c.get("message") for c in unhandled]
+    assert student.state == State.RECONNECTING  # closed by its user, not turned into an error or a new session
