@@ -932,8 +932,10 @@ class Bench:
         targets = [("worker", self.workers[0][0].pid)]
         if self.pid:
             targets.insert(0, ("server", self.pid))
+        # --subprocesses: the server's SFU worker processes (CLASSCAST_SFU_WORKERS) are where the media is
         return [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(self.args.duration)),
                                   "--rate", str(PROFILE_RATE), "--format", "raw", "--nonblocking",
+                                  *(["--subprocesses"] if name == "server" else []),
                                   "--output", os.path.join(self.args.profile, f"{self.name}-{name}-N{n}.txt")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets]
 
