@@ -107,7 +107,14 @@ class Client:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        """A background step's failure is this client's to report, not the event loop's ('Task exception was
+        never retrieved'): an answer whose socket closed meanwhile, for one, is redone by the reconnect."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("%s: %s failed: %r", self.name, task.get_coro().__qualname__, exc)
 
     # ---- state --------------------------------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class Client:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     message = json.loads(msg.data)
                     redirected = message.get("type") == "error" and message.get("code") == "REDIRECT"
-                    await self._on_message(message)
+                    await self._on_message(message, ws)
         except Exception:
             log.exception("%s: reader failed", self.name)
         finally:
@@ -205,13 +212,13 @@ class Client:
                 async with self._arrived:
                     self._arrived.notify_all()
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, message: dict[str, Any], ws: aiohttp.ClientWebSocketResponse | None = None) -> None:
         kind = message.get("type")
         self.messages.append(message)
         if self.on_message is not None:
             self.on_message(message)
         if kind == "offer":
-            self._spawn(self._answer(message))
+            self._spawn(self._answer(message, ws))
         elif kind == "candidate":
             self._spawn(self._add_candidate(message.get("candidate")))
         elif kind == "class_ended":
@@ -373,11 +380,11 @@ class Client:
             self.published[info["source"]] = info
         return published["tracks"]
 
-    async def _answer(self, message: dict[str, Any]) -> None:
+    async def _answer(self, message: dict[str, Any], ws: aiohttp.ClientWebSocketResponse | None = None) -> None:
         async with self._negotiation:
             pc = self.pc
-            if pc is None:
-                return
+            if pc is None or (ws is not None and (ws is not self._ws or ws.closed)):
+                return  # the offer's socket is gone: its connection is over, the reconnect negotiates afresh
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             for transceiver in pc.getTransceivers():
