@@ -822,6 +822,11 @@ class Bench:
                     print(f"run stopped at {aborted}", file=sys.stderr, flush=True)
                     break
                 print_row(results[-1])
+                past = args.past_knee
+                if past and len(results) >= past and not any(passes(r) for r in results[-past:]):
+                    aborted = f"N={n}: {past} step(s) past the knee in a row (--past-knee)"
+                    print(f"run stopped at {aborted}", file=sys.stderr, flush=True)
+                    break
         finally:
             await self.close()
         return {"target": self.name, "scenario": args.scenario, "codec": args.codec, "ice_host": args.ice_host,
@@ -1040,6 +1045,13 @@ def figures(n: int, elapsed: float, server_cpu: float, before: list[dict[str, An
 KEEPS_UP_MS = 50  # a step whose median packet waits longer than this is past the knee (see knee)
 
 
+def passes(r: dict[str, Any]) -> bool:
+    """A step at or below the knee (see knee)."""
+    return (r["loss_percent"] is not None and r["loss_percent"] < 1 and (r["delivered_percent"] or 0) > 95
+            and not r.get("joins_failed")
+            and (r.get("latency_p50_ms") is None or r["latency_p50_ms"] < KEEPS_UP_MS))
+
+
 def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The knee: the largest N with loss under 1%, delivery over 95% and every join served (the issue's definition,
     plus joins: a server that turns students away is past its knee; plus a median latency under KEEPS_UP_MS: a
@@ -1047,13 +1059,8 @@ def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
     overflow, so a capped server measured 0% loss with its median packet 1.3 s late; on a shared
     machine a noisy step below it may fail: first_failure names the smallest failing N), and subscribers per
     core from the server's CPU at the knee."""
-    def ok(r: dict[str, Any]) -> bool:
-        return (r["loss_percent"] is not None and r["loss_percent"] < 1 and (r["delivered_percent"] or 0) > 95
-                and not r.get("joins_failed")
-                and (r.get("latency_p50_ms") is None or r["latency_p50_ms"] < KEEPS_UP_MS))
-
-    good = [r for r in results if ok(r)]
-    bad = [r["subscribers"] for r in results if not ok(r)]
+    good = [r for r in results if passes(r)]
+    bad = [r["subscribers"] for r in results if not passes(r)]
     if not good:
         return {"knee": None, "subscribers_per_core": None, "first_failure": min(bad, default=None)}
     best = max(good, key=lambda r: r["subscribers"])
@@ -1187,6 +1194,9 @@ def parser() -> argparse.ArgumentParser:
                                                    "CPU and RSS figures (left empty without it)")
     f.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="subscriber processes")
     f.add_argument("--settle", type=float, default=5, help="seconds between joining and measuring")
+    f.add_argument("--past-knee", type=int, default=0,
+                   help="end a target's ramp after this many steps in a row past the knee (0: the whole ramp); "
+                        "an overloaded server's steps take long and say nothing more")
     f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker: "
                    "TARGET-server-N.txt, TARGET-worker-N.txt")
     f.add_argument("--json", help="write the figures here")

@@ -84,7 +84,7 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         fan_args = fanout.parser().parse_args([
             "fanout", "--target", server.base, "--org", server.org, "--server-pid", str(server.proc.pid),
             "--ramp", args.ramp, "--duration", str(args.duration), "--settle", str(args.settle),
-            "--workers", str(args.client_processes)])
+            "--workers", str(args.client_processes), "--past-knee", str(args.past_knee)])
         fan_args.ice_host, fan_args.codec = "127.0.0.1", "h264"
         benches = []
         for r in range(args.rooms):
@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="cap each SFU worker process to this many cores (a cgroup quota per worker, root only: "
                         "bench/cpucap.py): a small machine's stand-in for a core per worker that the bench's own "
                         "subscribers cannot take; the control process and the bench stay uncapped")
+    p.add_argument("--past-knee", type=int, default=2,
+                   help="end a worker count's ramp after this many steps in a row past the knee in a room (0: never)")
     p.add_argument("--no-ping", dest="ping", action="store_false", help="no spare signaling connection")
     p.add_argument("--json")
     args = p.parse_args(argv)
