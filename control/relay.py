@@ -161,7 +161,7 @@ class NodeRelay:
     """This node's side of the rooms it shares with other nodes (one per process, made with the Hub)."""
 
     def __init__(self, sfu: Any, placement: Placement, presence: Presence, secret: bytes, capacity: int,
-                 host: str, loss: float = 0.0, lease_s: float = 10.0) -> None:
+                 host: str, loss: float = 0.0, lease_s: float = 5.0) -> None:
         self.sfu = sfu
         self.placement = placement
         self.presence = presence

@@ -68,7 +68,6 @@ async def cluster(tmp_path: Path, postgres_cluster: PostgresCluster, redis_serve
         "CLASSCAST_REDIS_URL": redis_server.url,
         "CLASSCAST_SECRET": SECRET,
         "CLASSCAST_RECORDINGS_DIR": str(tmp_path / "recordings"),
-        "CLASSCAST_NODE_LEASE": "2",
         "CLASSCAST_RTC_PORT": "0",
         "CLASSCAST_SFU_WORKERS": "0",  # media in each node's own process: the nodes are what is under test
         "CLASSCAST_LLM_BACKEND": "fake",
