@@ -13,8 +13,10 @@ get one answer. A host whose lease has missed renewals (older than `suspect_s`, 
 a join then waits here until its lease either lapses (the room is placed on this node at once: the first join after
 the death re-places it, not the first retry after it) or is renewed (a slow node keeps its room: no flapping), at
 most a lease. Redirecting it instead would send the participant to a node that does not answer, and its next try
-comes only after its backoff (up to 5 s). Scripts compute key names from values, so this needs one Redis (or a Redis Cluster with all
-classcast keys in one hash slot), which is what docs/operations.md describes.
+comes only after its backoff (up to 5 s).
+
+Scripts compute key names from values, so this needs one Redis (or a Redis Cluster with all classcast keys in one
+hash slot), which is what docs/operations.md describes.
 """
 
 from __future__ import annotations
