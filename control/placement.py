@@ -31,8 +31,9 @@ class Placement(Protocol):
     async def release(self, room_sid: str) -> None:
         """This node stops hosting the room (the class ended); another node's placement is left alone."""
 
-    async def nodes(self) -> list[Node]:
-        """Every node with a live lease, this one included."""
+    async def nodes(self, fresh: bool = False) -> list[Node]:
+        """Every node with a live lease, this one included; `fresh`: only those that renewed it lately (not one that
+        missed two renewals, which is probably dead: where to send a student)."""
 
     async def add_overflow(self, room_sid: str, node_id: str) -> None:
         """A lecture across nodes (control/relay.py): `node_id` takes the room's students its host has no room for."""
@@ -61,7 +62,7 @@ class LocalPlacement:
     async def release(self, room_sid: str) -> None:
         self._overflow.pop(room_sid, None)
 
-    async def nodes(self) -> list[Node]:
+    async def nodes(self, fresh: bool = False) -> list[Node]:
         return [self.node]
 
     async def add_overflow(self, room_sid: str, node_id: str) -> None:

@@ -137,10 +137,18 @@ class RedisPlacement:
     async def overflow(self, room_sid: str) -> set[str]:
         return {_s(m) for m in await self.client.smembers(OVERFLOW + room_sid)}
 
-    async def nodes(self) -> list[Node]:
+    async def nodes(self, fresh: bool = False) -> list[Node]:
         ids = [_s(k)[len(NODE):] async for k in self.client.scan_iter(match=NODE + "*", count=100)]
-        urls = await self.client.mget([NODE + i for i in ids]) if ids else []
-        return sorted((Node(i, _s(u)) for i, u in zip(ids, urls, strict=True) if u is not None), key=lambda n: n.id)
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(NODE + i)
+                pipe.pttl(NODE + i)
+            values = await pipe.execute()
+        return sorted((Node(i, _s(u)) for i, u, left in zip(ids, values[0::2], values[1::2], strict=True)
+                       if u is not None and not (fresh and left >= 0 and self.lease_ms - left >= self.suspect_ms)),
+                      key=lambda n: n.id)
 
     async def close(self) -> None:
         self.stop_heartbeat()
