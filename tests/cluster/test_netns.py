@@ -345,6 +345,7 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
             await asyncio.gather(*(_frame(clients[f"s{i}{j}"], clients[f"t{i}"]) for j in (1, 2)))
         await _frame(clients["s3"], clients["t3"])
         await _lecture_plays(clients)
+        assert len({clients[uid].node_url for uid in ("tl", *LECTURE)}) >= 2  # still more than its host can take
         for uid in first:
             assert [(s["sessionId"], s["isActive"]) for s in await _sessions(cluster, n[0], _room(uid), uid)] == [
                 (first[uid], True)], uid
