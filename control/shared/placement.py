@@ -76,7 +76,11 @@ class RedisPlacement:
 
     async def _renew(self) -> bool:
         """Sets the lease again; False when it had lapsed (this node's rooms may have been placed elsewhere)."""
-        return await self.client.set(NODE + self.node.id, self.node.url, px=self.lease_ms, get=True) is not None
+        async with self.client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: any Redis version
+            pipe.exists(NODE + self.node.id)
+            pipe.set(NODE + self.node.id, self.node.url, px=self.lease_ms)
+            existed, _ = await pipe.execute()
+        return bool(existed)
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
