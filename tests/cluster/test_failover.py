@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -206,6 +207,42 @@ async def test_a_killed_node_with_the_default_settings(cluster: Cluster) -> None
 
 async def _reconnected(client: Client, since: int) -> bool:
     return client.state == State.CONNECTED and State.RECONNECTING in client.states[since:]
+
+
+async def test_a_stalled_node_keeps_its_class(cluster: Cluster) -> None:
+    """A node that is merely slow is no dead node: its process stopped (SIGSTOP) for 3 s, less than the default lease
+    minus a renewal, keeps its class. A join through another node meanwhile waits instead of taking the class, and
+    goes to the stalled node once it runs again; its teacher never noticed, and its lease never lapsed."""
+    a, b = cluster.start_node(), cluster.start_node()
+    room = await cluster.ok(b, "POST", "/v1/room/create", {
+        "roomId": "chem", "title": "Chemistry", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"}})
+    token = (await cluster.ok(b, "POST", "/v1/room/chem/join", {
+        "participant": {"uid": "s1", "name": "s1", "role": "STUDENT"}}))["token"]
+    teacher = Client(a.base, room["token"], name="teacher")  # places the class on A
+    student = Client(b.base, token, name="s1")
+    a_socket = a.base.replace("http", "ws") + "/v1/rtc"
+    try:
+        await teacher.connect()
+        await teacher.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
+        [before] = await _sessions(cluster, b, "t1")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.5)  # A missed its renewals: probably dead, as far as B can tell
+            join = asyncio.create_task(student.connect(timeout=15))
+            await asyncio.sleep(1.5)
+            assert not join.done()  # held at B, not placed there
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        await join
+        assert student.node_url == a_socket and teacher.node_url == a_socket
+        assert await _frame_size(await student.remote_track("camera", "t1", timeout=20), 20) == (320, 240)
+        assert State.RECONNECTING not in teacher.states
+        assert [(x["sessionId"], x["isActive"]) for x in await _sessions(cluster, b, "t1")] == [
+            (before["sessionId"], True)]
+        assert "lease had lapsed" not in cluster.log(a)
+    finally:
+        await teacher.close()
+        await student.close()
 
 
 async def test_two_nodes_sweeping_one_dead_nodes_sessions_at_once_close_each_once(
