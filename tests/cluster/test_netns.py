@@ -3,12 +3,12 @@ its own with its own address (198.19.N.1-3, inside the benchmarking range 198.18
 id), one PostgreSQL and one Redis on this machine, aiortc students spread over the nodes and a headless Chromium
 student on one, every node taking 3 participants of a class (CLASSCAST_NODE_CAPACITY) and relaying on its own
 address (CLASSCAST_RELAY_HOST). Classes live on different nodes, and one lecture spreads over all three (its host
-and two overflow nodes fed by the relay, control/relay.py); a node is killed (an overflow node of the lecture) and
-its classes go on elsewhere with their sessions; a node drains: new classes go elsewhere, its own goes on, and at
-the drain's timeout it moves to the other nodes instead of ending; then all three nodes are restarted one after the
-other (the lecture's host too) and no class ends. After each, every student plays its teacher's camera again
-(frames decoded after the step, 320 wide) and every session is the one it joined with; at the end the lecture is
-billed exactly what its sessions add up to.
+and two overflow nodes fed by the relay, control/relay.py; the Chromium student is on an overflow node); a node is
+killed (an overflow node of the lecture) and its classes go on elsewhere with their sessions; a node drains: new
+classes go elsewhere, its own goes on, and at the drain's timeout it moves to the other nodes instead of ending;
+then all three nodes are restarted one after the other (the lecture's host too) and no class ends. After each step,
+every student plays its teacher's camera again (frames decoded after the step, 320 wide) and every session is the
+one it joined with; at the end the lecture is billed exactly what its sessions add up to.
 
 The namespaces hang on a bridge in this (the test's) namespace holding 198.19.N.254, the students' address; every
 node listens, gathers ICE candidates and accepts remote candidates on 198.19.N.0/24 only, so no packet goes
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -30,10 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
+import redis.asyncio as aioredis
 from playwright.async_api import Browser
 
 from bench import netns
 from control.credits import credits_for
+from control.shared.placement import ROOM
+from control.shared.presence import PREFIX as PRESENCE
 from sfu.client import Client, State, SyntheticVideoTrack
 from sfu.ice import IceConfig
 from tests.cluster.conftest import Cluster, plays_320_wide, plays_camera
@@ -199,6 +203,34 @@ async def _sessions(cluster: Cluster, node: NsNode, room_id: str, uid: str) -> l
     return data["sessions"]
 
 
+async def _chromium_student(cluster: Cluster, n: list[NsNode], browser: Browser) -> None:  # noqa: F811
+    """A headless Chromium student opens the lecture's classroom page through node 1: the page's SDK follows the
+    REDIRECTs to a node with room for it, which is not the full host (an overflow node, fed by the relay), and plays
+    the teacher's camera over that node's address. Its page closes again (its session ends after the grace)."""
+    joined = await cluster.ok(n[1], "POST", "/v1/room/lec/join", {  # type: ignore[arg-type]
+        "participant": {"uid": "web", "name": "W", "role": "STUDENT"}, "customization": {"showLobby": False}})
+    assert joined["iframeUrl"].startswith(n[1].base + "/iframe/live?")
+    ctx = await browser.new_context()
+    try:
+        page = await ctx.new_page()
+        errors: list[str] = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        await page.goto(joined["iframeUrl"])
+        await page.wait_for_selector("video", state="attached", timeout=20_000)
+        assert await plays_320_wide(page), errors
+        assert (await cluster.ok(n[0], "GET", "/v1/room/lec/status"))["participantCount"] == 8  # type: ignore
+        redis = aioredis.Redis.from_url(cluster.env["CLASSCAST_REDIS_URL"], decode_responses=True)
+        try:
+            [key] = [k async for k in redis.scan_iter(match=f"{PRESENCE}:*") if await redis.hexists(k, "web")]
+            node = json.loads(await redis.hget(key, "web"))["n"]  # type: ignore[arg-type]
+            host = await redis.get(ROOM + key.rsplit(":", 1)[1])
+        finally:
+            await redis.aclose()
+        assert node != host, (node, host)
+    finally:
+        await ctx.close()
+
+
 async def _lecture_plays(clients: dict[str, Client]) -> None:
     """Every student of the lecture is connected and plays its teacher's camera."""
     for uid in LECTURE:
@@ -214,7 +246,7 @@ async def _everyone_plays(clients: dict[str, Client]) -> None:
 
 
 async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_a_rolling_restart(
-        cluster: Cluster, nodes: Nodes) -> None:
+        cluster: Cluster, nodes: Nodes, browser: Browser) -> None:  # noqa: F811
     n = nodes.nodes
     ok = cluster.ok
     clients: dict[str, Client] = {}
@@ -257,6 +289,7 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
         spread = sorted(sum(_on(clients[uid], node) for uid in LECTURE) for node in n)
         assert spread == [1, 2, 3] and sum(_on(clients[uid], n[2]) for uid in LECTURE) == 2, spread
         await _lecture_plays(clients)
+        await _chromium_student(cluster, n, browser)
         first = {uid: (await _sessions(cluster, n[0], _room(uid), uid))[0]["sessionId"] for uid in clients}
 
         # Node 0 dies: its class (r0) is placed on a live node as its students reconnect (through the other two
@@ -360,38 +393,11 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
             await clients[uid].wait_state(State.ENDED, timeout=15)
         sessions = [x for uid in ("tl", *LECTURE) for x in await _sessions(cluster, n[0], "lec", uid)]
         assert [x["sessionId"] for x in sessions] == [first[uid] for uid in ("tl", *LECTURE)]
+        [web] = await _sessions(cluster, n[0], "lec", "web")  # the browser's, closed when its page did
+        assert not web["isActive"]
+        sessions.append(web)
         summary = await ok(n[2], "GET", "/v1/room/lec/summary")  # type: ignore[arg-type]
         assert summary["totalCredits"] == credits_for(sum(_ms(x["leftAt"]) - _ms(x["joinedAt"]) for x in sessions))
     finally:
         for client in clients.values():
             await client.close()
-
-
-
-async def test_a_chromium_student_on_one_node_follows_the_class_there(
-        cluster: Cluster, nodes: Nodes, browser: Browser) -> None:  # noqa: F811
-    """A headless Chromium student opens the classroom page of node 1; its class is on node 0 (another namespace):
-    the page's SDK follows the REDIRECT there and plays the teacher's camera over node 0's address."""
-    n = nodes.nodes
-    created = await cluster.ok(n[0], "POST", "/v1/room/create", {  # type: ignore[arg-type]
-        "roomId": "web", "title": "web", "participant": {"uid": "t1", "name": "T", "role": "TEACHER"}})
-    teacher = Client(n[0].base, created["token"], ice=ICE, name="t1")
-    try:
-        await teacher.connect()
-        assert _on(teacher, n[0])
-        await teacher.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
-        joined = await cluster.ok(n[1], "POST", "/v1/room/web/join", {  # type: ignore[arg-type]
-            "participant": {"uid": "s1", "name": "S", "role": "STUDENT"}, "customization": {"showLobby": False}})
-        assert joined["iframeUrl"].startswith(n[1].base + "/iframe/live?")
-        ctx = await browser.new_context()
-        page = await ctx.new_page()
-        errors: list[str] = []
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        await page.goto(joined["iframeUrl"])
-        await page.wait_for_selector("video", state="attached", timeout=20_000)
-        assert await plays_320_wide(page), errors
-        roster = await cluster.ok(n[2], "GET", "/v1/room/web/status")  # type: ignore[arg-type]
-        assert roster["participantCount"] == 2
-        await ctx.close()
-    finally:
-        await teacher.close()
