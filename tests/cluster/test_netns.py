@@ -4,7 +4,7 @@ id), one PostgreSQL and one Redis on this machine, aiortc students spread over t
 student on one, every node taking 3 participants of a class (CLASSCAST_NODE_CAPACITY) and relaying on its own
 address (CLASSCAST_RELAY_HOST). Classes live on different nodes, and one lecture spreads over all three (its host
 and two overflow nodes fed by the relay, control/relay.py; the Chromium student is on an overflow node); a node is
-killed (an overflow node of the lecture) and its classes go on elsewhere with their sessions; a node drains: new
+killed (the lecture's host) and its classes go on elsewhere with their sessions; a node drains: new
 classes go elsewhere, its own goes on, and at the drain's timeout it moves to the other nodes instead of ending;
 then all three nodes are restarted one after the other (the lecture's host too) and no class ends. After each step,
 every student plays its teacher's camera again (frames decoded after the step, 320 wide) and every session is the
@@ -271,33 +271,37 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
                 await student.connect()
                 assert _on(student, n[i]), student.node_url
         await asyncio.gather(*(_frame(clients[f"s{i}{j}"], clients[f"t{i}"]) for i in range(3) for j in (1, 2)))
-        # One lecture across the three nodes: its teacher places it on node 2; its students come in through all
-        # three nodes' URLs; node 2 takes 3 of the class, the next students go to an overflow node (3 there) and
-        # the last to the third node, each overflow node fed by one relay from the host.
-        created = await ok(n[2], "POST", "/v1/room/create", {  # type: ignore[arg-type]
+        # One lecture across the three nodes: its first student (through node 0) places it on node 0, its teacher
+        # (whose URL is node 1's) is redirected there; its students come in through all three nodes' URLs; node 0
+        # takes 3 of the class, the next students go to an overflow node (3 there) and the last to the third node,
+        # each overflow node fed by one relay from the host.
+        created = await ok(n[1], "POST", "/v1/room/create", {  # type: ignore[arg-type]
             "roomId": "lec", "title": "lecture", "participant": {"uid": "tl", "name": "T", "role": "TEACHER"}})
-        clients["tl"] = Client(n[2].base, created["token"], ice=ICE, name="tl", backoff=(0.2, 0.5))
-        await clients["tl"].connect()
-        assert _on(clients["tl"], n[2])
-        await clients["tl"].publish({"camera": SyntheticVideoTrack(320, 240, 15)})
+        clients["tl"] = Client(n[1].base, created["token"], ice=ICE, name="tl", backoff=(0.2, 0.5))
         for k, uid in enumerate(LECTURE):
             via = n[k % 3]
             token = (await ok(via, "POST", "/v1/room/lec/join", {  # type: ignore[arg-type]
                 "participant": {"uid": uid, "name": "S", "role": "STUDENT"}}))["token"]
             clients[uid] = Client(via.base, token, ice=ICE, name=uid, backoff=(0.2, 0.5))
             await clients[uid].connect()
+            if k == 0:
+                await clients["tl"].connect()
+                assert _on(clients["tl"], n[0]) and _on(clients[uid], n[0])
+                await clients["tl"].publish({"camera": SyntheticVideoTrack(320, 240, 15)})
         spread = sorted(sum(_on(clients[uid], node) for uid in LECTURE) for node in n)
-        assert spread == [1, 2, 3] and sum(_on(clients[uid], n[2]) for uid in LECTURE) == 2, spread
+        assert spread == [1, 2, 3] and sum(_on(clients[uid], n[0]) for uid in LECTURE) == 2, spread
         await _lecture_plays(clients)
         await _chromium_student(cluster, n, browser)
         first = {uid: (await _sessions(cluster, n[0], _room(uid), uid))[0]["sessionId"] for uid in clients}
 
-        # Node 0 dies: its class (r0) is placed on a live node as its students reconnect (through the other two
-        # nodes' URLs); node 0 comes back on its address and its teacher, whose URL it is, reconnects through it,
-        # redirected to where the class went. Nobody's session ended.
+        # Node 0 dies (SIGKILL): its class (r0) is placed on a live node as its students reconnect (through the
+        # other two nodes' URLs); node 0 comes back on its address and its teacher, whose URL it is, reconnects
+        # through it, redirected to where the class went. Node 0 hosted the lecture too: its teacher (node 1's URL)
+        # and a student place it on a survivor, the overflow nodes' students keep their sockets and get the
+        # teacher's camera from the new host. Nobody's session ended.
         since = {uid: len(c.states) for uid, c in clients.items()}
-        on_dead = [uid for uid in LECTURE if _on(clients[uid], n[0])]
-        assert on_dead  # node 0 is an overflow node of the lecture
+        on_dead = [uid for uid in ("tl", *LECTURE) if _on(clients[uid], n[0])]
+        assert len(on_dead) == 3  # the lecture's host: its teacher and two students
         n[0].signal(signal.SIGKILL)
         await asyncio.to_thread(n[0].wait, 10)
         killed = time.monotonic()
