@@ -33,6 +33,7 @@ log = logging.getLogger("classcast.shared.placement")
 NODE = "classcast:node:"
 ROOM = "classcast:room:"
 OVERFLOW = "classcast:overflow:"  # a set of node ids taking a room's students past its host's capacity
+DRAINING = "classcast:draining:"  # + node id: the node drains (renewed with its lease, gone with it)
 ROOM_KEEP_MS = 2 * 24 * 3600 * 1000  # a placement no node released (its node died, then nobody joined) goes
 
 # KEYS[1] room key; ARGV this node's id, node key prefix, room keep ms. Returns {host id, host url, the host's lease
@@ -66,6 +67,7 @@ class RedisPlacement:
         self.renew_ms = min(1000, self.lease_ms // 5)
         self.suspect_ms = self.renew_ms * 5 // 2  # a lease this old missed two renewals: its node is probably dead
         self.lapsed = 0  # times this node found its own lease had lapsed (it stalled longer than the lease allows)
+        self.draining = False
         self._place = client.register_script(_PLACE)
         self._release = client.register_script(_RELEASE)
         self._heartbeat: asyncio.Task[None] | None = None
@@ -79,8 +81,14 @@ class RedisPlacement:
         async with self.client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: any Redis version
             pipe.exists(NODE + self.node.id)
             pipe.set(NODE + self.node.id, self.node.url, px=self.lease_ms)
-            existed, _ = await pipe.execute()
+            if self.draining:
+                pipe.set(DRAINING + self.node.id, "1", px=self.lease_ms)
+            existed, *_ = await pipe.execute()
         return bool(existed)
+
+    async def set_draining(self) -> None:
+        self.draining = True
+        await self._renew()
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,12 +157,15 @@ class RedisPlacement:
             for i in ids:
                 pipe.get(NODE + i)
                 pipe.pttl(NODE + i)
+                pipe.exists(DRAINING + i)
             values = await pipe.execute()
-        return sorted((Node(i, _s(u)) for i, u, left in zip(ids, values[0::2], values[1::2], strict=True)
-                       if u is not None and not (fresh and left >= 0 and self.lease_ms - left >= self.suspect_ms)),
+        return sorted((Node(i, _s(u)) for i, u, left, draining in zip(ids, values[0::3], values[1::3], values[2::3],
+                                                                       strict=True)
+                       if u is not None and not (fresh and (draining or (
+                           left >= 0 and self.lease_ms - left >= self.suspect_ms)))),
                       key=lambda n: n.id)
 
     async def close(self) -> None:
         self.stop_heartbeat()
         with contextlib.suppress(Exception):
-            await self.client.delete(NODE + self.node.id)
+            await self.client.delete(NODE + self.node.id, DRAINING + self.node.id)
