@@ -305,6 +305,13 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
         n[0].signal(signal.SIGKILL)
         await asyncio.to_thread(n[0].wait, 10)
         killed = time.monotonic()
+
+        async def lecture_back() -> float:  # the overflow nodes' students play the camera from the new host
+            await _reconnected(clients["tl"], since["tl"], 20)
+            await asyncio.gather(*(_frame(clients[uid], clients["tl"]) for uid in LECTURE if uid not in on_dead))
+            return time.monotonic() - killed
+
+        lecture_timing = asyncio.create_task(lecture_back())
         for uid in ("s01", "s02"):
             await _reconnected(clients[uid], since[uid], 15)
             assert not _on(clients[uid], n[0])
@@ -313,6 +320,9 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
         await _reconnected(clients["t0"], since["t0"], 15)
         assert clients["t0"].node_url == clients["s01"].node_url == clients["s02"].node_url
         await asyncio.gather(*(_frame(clients[s], clients["t0"]) for s in ("s01", "s02")))  # published again
+        back = await lecture_timing
+        print(f"\nlecture host killed (default lease): its overflow nodes' students play the camera again from the "
+              f"new host {back:.2f} s after SIGKILL")
         for uid in on_dead:  # the lecture's students that node 0 served came back to a live node (or to it)
             await _reconnected(clients[uid], since[uid], 20)
         await _everyone_plays(clients)
