@@ -119,7 +119,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         async def others_live() -> bool:
             return any(n.id != placement.node.id for n in await placement.nodes())
 
-        drain.hosts, drain.others_live = hosts, others_live
+        drain.hosts, drain.others_live, drain.announce = hosts, others_live, placement.set_draining
 
     app.on_startup.append(drain_only_what_is_hosted_here)
 

@@ -156,8 +156,10 @@ class Config:
     # This node's own URL as clients reach it directly (several nodes: a room's WebSocket is redirected to the node
     # hosting it, control/placement.py); empty: base_url.
     node_url: str = ""
-    # How long a dead node keeps its rooms placed on it (its Redis lease; renewed every third of it).
-    node_lease_s: float = 10.0
+    # How long a dead node keeps its rooms placed on it (its Redis lease, renewed every second; a join for a room of a
+    # node that missed two renewals waits for the lapse and re-places it: control/shared/placement.py). A live node
+    # keeps its rooms through a stall of up to this minus a second.
+    node_lease_s: float = 5.0
     # The token secret shared by several nodes (control/auth.py): the value itself, or a file holding it; both empty:
     # generated once into DATA_DIR/jwt-secret (one node).
     secret: str = ""
@@ -215,7 +217,7 @@ class Config:
             database_url=env.get("CLASSCAST_DATABASE_URL", ""),
             redis_url=env.get("CLASSCAST_REDIS_URL", ""),
             node_url=env.get("CLASSCAST_NODE_URL", ""),
-            node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 10.0),
+            node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 5.0),
             secret=env.get("CLASSCAST_SECRET", ""),
             secret_file=env.get("CLASSCAST_SECRET_FILE", ""),
             recordings_dir=env.get("CLASSCAST_RECORDINGS_DIR", ""),

@@ -42,6 +42,10 @@ async def _no() -> bool:
     return False
 
 
+async def _nothing() -> None:
+    pass
+
+
 class Drain:
     def __init__(self) -> None:
         self.started_at: float | None = None
@@ -53,6 +57,8 @@ class Drain:
         # nobody to hand over to.
         self.hosts: Callable[[str], Awaitable[bool]] = _yes
         self.others_live: Callable[[], Awaitable[bool]] = _no
+        # Tells the other nodes this one drains (the placement), so none sends it a lecture's new students.
+        self.announce: Callable[[], Awaitable[None]] = _nothing
 
     @property
     def draining(self) -> bool:
@@ -86,6 +92,10 @@ class Drain:
         rooms the drain itself ended."""
         self.begin()
         assert self.started_at is not None
+        try:
+            await self.announce()
+        except Exception as exc:  # Redis away: hosts may still send students here, who are refused and retry
+            log.warning("drain: could not tell the other nodes (%s)", exc)
         deadline = self.started_at + timeout_s
         ended = 0
         while True:

@@ -31,14 +31,19 @@ class Placement(Protocol):
     async def release(self, room_sid: str) -> None:
         """This node stops hosting the room (the class ended); another node's placement is left alone."""
 
-    async def nodes(self) -> list[Node]:
-        """Every node with a live lease, this one included."""
+    async def nodes(self, fresh: bool = False) -> list[Node]:
+        """Every node with a live lease, this one included; `fresh`: only those that renewed it lately (not one that
+        missed two renewals, which is probably dead, and not one that drains: where to send a student)."""
 
     async def add_overflow(self, room_sid: str, node_id: str) -> None:
         """A lecture across nodes (control/relay.py): `node_id` takes the room's students its host has no room for."""
 
     async def overflow(self, room_sid: str) -> set[str]:
         """The nodes other than the host that serve the room's students; gone with the room's `release`."""
+
+    async def set_draining(self) -> None:
+        """This node drains (control/drain.py): from now `nodes(fresh=True)` leaves it out, so no host sends it a
+        student of a lecture (it would refuse a new one); its own classes and its lease are unchanged."""
 
     async def close(self) -> None:
         """This node stops: its lease ends now, so its rooms are placed elsewhere at their next join."""
@@ -61,7 +66,7 @@ class LocalPlacement:
     async def release(self, room_sid: str) -> None:
         self._overflow.pop(room_sid, None)
 
-    async def nodes(self) -> list[Node]:
+    async def nodes(self, fresh: bool = False) -> list[Node]:
         return [self.node]
 
     async def add_overflow(self, room_sid: str, node_id: str) -> None:
@@ -69,6 +74,9 @@ class LocalPlacement:
 
     async def overflow(self, room_sid: str) -> set[str]:
         return set(self._overflow.get(room_sid, ()))
+
+    async def set_draining(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass

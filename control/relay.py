@@ -161,7 +161,7 @@ class NodeRelay:
     """This node's side of the rooms it shares with other nodes (one per process, made with the Hub)."""
 
     def __init__(self, sfu: Any, placement: Placement, presence: Presence, secret: bytes, capacity: int,
-                 host: str, loss: float = 0.0, lease_s: float = 10.0) -> None:
+                 host: str, loss: float = 0.0, lease_s: float = 5.0) -> None:
         self.sfu = sfu
         self.placement = placement
         self.presence = presence
@@ -213,7 +213,7 @@ class NodeRelay:
         it anyway (a full node is better than no class)."""
         if not self.enabled or role not in AUDIENCE or here < self.capacity:
             return None
-        others = [n for n in await self.placement.nodes() if n.id != self.node.id]
+        others = [n for n in await self.placement.nodes(fresh=True) if n.id != self.node.id]
         if not others:
             return None
         counts: dict[str, int] = {}
@@ -246,8 +246,12 @@ class NodeRelay:
             if host.id in self.peers.get(room_sid, {}):
                 return
             others = await self._handshake(room_sid, host)
+            live = {n.id for n in await self.placement.nodes()} if others else set()
             for peer in others:
-                if peer.id != self.node.id and peer.id not in self.peers.get(room_sid, {}):
+                # Only live peers, never this node's own URL: a node that died is named by the host until its lease
+                # lapses, and a restarted node has its predecessor's URL (a call to itself would wait on this lock).
+                if peer.id in live and peer.id != self.node.id and peer.url != self.node.url and \
+                        peer.id not in self.peers.get(room_sid, {}):
                     try:
                         await self._handshake(room_sid, peer)
                     except SignalingError as exc:  # that node's students miss this node's tracks; the lecture goes on
@@ -353,9 +357,11 @@ class NodeRelay:
             self._tell(peer, "track", {"room": room_sid, **event})
 
     async def _watch(self) -> None:
-        """A peer node that died (its lease lapsed) has its pipes closed here: its tracks leave the rooms."""
+        """Every second: a peer node that died (its lease lapsed) has its pipes closed here, its tracks leave the
+        rooms; and a room this node serves students of but does not host is piped to its host again when the host
+        changed (the old one died or stopped and the class was placed on another node at a join)."""
         while True:
-            await asyncio.sleep(max(0.5, self.lease_s / 2))
+            await asyncio.sleep(1.0)
             if not self.peers:
                 continue
             try:
@@ -369,6 +375,16 @@ class NodeRelay:
                     peers.pop(peer_id, None)
                     self._pipe_ids.pop((room_sid, peer_id), None)
                     self.media.relay_close(room_sid, peer_id)
+                try:
+                    host = await self.placement.host(room_sid)
+                    if host is not None and host.id != self.node.id and host.id not in peers and \
+                            self._held(room_sid):
+                        log.info("room %s: its host is node %s now, piped again", room_sid, host.id)
+                        await self.ensure(room_sid, host)
+                except SignalingError as exc:  # the next look tries again
+                    log.warning("room %s: no relay to its new host: %s", room_sid, exc.message)
+                except Exception:
+                    log.exception("room %s: no relay to its new host", room_sid)
 
     # ---- calls between nodes --------------------------------------------------------------------------------
 
@@ -429,7 +445,9 @@ class NodeRelay:
             self.media.relay_close(room_sid, caller.id)  # the caller's earlier pipe, if any: replaced
             keys = pipe_keys(self.secret, str(data["pipe"]), self.node.id, caller.id)
             peers = self.peers.setdefault(room_sid, {})
-            others = [{"id": p.id, "url": p.url} for p in peers.values() if p.id != caller.id]
+            live = {n.id for n in await self.placement.nodes()}
+            others = [{"id": p.id, "url": p.url} for p in peers.values()
+                      if p.id != caller.id and p.id in live and p.url != caller.url]
             peers[caller.id] = caller  # before the pipe exists: a track published meanwhile is told to the caller
             self._pipe_ids[room_sid, caller.id] = str(data["pipe"])
             try:

@@ -4,7 +4,9 @@ what docs/operations.md's "Running several nodes" tells an operator to run."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from sfu.client import Client
 from tests.control.serverproc import Server
 from tests.pg import PostgresCluster
 from tests.redis_server import RedisServer
@@ -68,7 +71,6 @@ async def cluster(tmp_path: Path, postgres_cluster: PostgresCluster, redis_serve
         "CLASSCAST_REDIS_URL": redis_server.url,
         "CLASSCAST_SECRET": SECRET,
         "CLASSCAST_RECORDINGS_DIR": str(tmp_path / "recordings"),
-        "CLASSCAST_NODE_LEASE": "2",
         "CLASSCAST_RTC_PORT": "0",
         "CLASSCAST_SFU_WORKERS": "0",  # media in each node's own process: the nodes are what is under test
         "CLASSCAST_LLM_BACKEND": "fake",
@@ -89,6 +91,26 @@ async def cluster(tmp_path: Path, postgres_cluster: PostgresCluster, redis_serve
                 node.proc.kill()
                 node.proc.wait(10)
         await postgres_cluster.drop_database(name)
+
+
+async def plays_camera(client: Client, teacher: Client, width: int, timeout: float = 20) -> None:
+    """`client` plays `teacher`'s camera as it is published now (its current track id, so a track a reconnect or a
+    move of the class replaced does not count): a frame decoded after this call (frames queued before are dropped
+    first), `width` wide."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = (teacher.published.get("camera") or {}).get("trackId")
+        remote = next((r for r in client.remote.values() if current and r.info.get("trackId") == current), None)
+        if remote is not None:
+            break
+        assert time.monotonic() < deadline, (client.name, client.state, client.node_url, "teacher", teacher.node_url,
+                                             current, [r.info.get("trackId") for r in client.remote.values()])
+        await asyncio.sleep(0.1)
+    queue = getattr(remote.track, "_queue", None)  # aiortc's RemoteStreamTrack: frames decoded before now
+    while queue is not None and not queue.empty():
+        queue.get_nowait()
+    frame = await asyncio.wait_for(remote.track.recv(), max(1.0, deadline - time.monotonic()))
+    assert frame.width == width, (client.name, frame.width)
 
 
 async def plays_320_wide(page: Page, tries: int = 200) -> bool:

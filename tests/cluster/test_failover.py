@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,14 +24,14 @@ from control.clock import FakeClock
 from control.config import Config
 from control.credits import credits_for
 from control.presence import Entry
+from control.shared.placement import NODE, ROOM
 from control.store.webhooks import WebhookStore
 from sfu.client import Client, State, SyntheticVideoTrack
 from tests.cluster.conftest import Cluster
 from tests.control.serverproc import Receiver, Server, free_port
 from tests.pg import PostgresCluster
 from tests.redis_server import RedisServer
-
-LEASE, GRACE = "2", "2"
+from tests.sfu.test_forwarding import _frame_size
 
 
 async def _until(what: str, timeout: float, probe: Any) -> Any:
@@ -67,12 +68,19 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluster: Cluster) -> None:
-    env = {"CLASSCAST_NODE_LEASE": LEASE, "CLASSCAST_RECONNECT_GRACE": GRACE}
-    a, b, c = (cluster.start_node(**env) for _ in range(3))
+async def test_a_killed_node_with_the_default_settings(cluster: Cluster) -> None:
+    """SIGKILL the node hosting a class while two other nodes live, every setting at its default (lease, heartbeat,
+    grace): the class is placed on a survivor at the first join after the dead node's lease lapsed, the participants
+    whose URL is a survivor's reconnect by themselves (reconnecting -> connected, same session) and the teacher's
+    camera plays again; the survivors, racing each other, close the session of the one who does not come back at the
+    dead node's last heartbeat (billed exactly, one participant_left webhook), and settle its live recording from its
+    file, once. The test prints how long each step took after the kill (bench/RESULTS.md, "A node dies")."""
+    a, b, c = (cluster.start_node() for _ in range(3))
+    config = Config.from_env({})
     receiver = Receiver(free_port(), [])
     receiver.start()
     clients: list[Client] = []
+    redis = aioredis.Redis.from_url(cluster.env["CLASSCAST_REDIS_URL"], decode_responses=True)
     try:
         status, _ = await cluster.rest(b, "POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{receiver.port}/hook"})
         assert status == 201
@@ -81,15 +89,17 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
             "roomId": "chem", "title": "Chemistry", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"}})
         tokens = {uid: (await cluster.ok(c, "POST", "/v1/room/chem/join", {
             "participant": {"uid": uid, "name": uid, "role": "STUDENT"}}))["token"] for uid in ("s1", "s2")}
-        teacher = Client(a.base, room["token"], reconnect=False, name="teacher")  # places the class on A
-        stays = Client(b.base, tokens["s1"], name="s1", backoff=(0.2, 0.4))  # comes back through B's URL
-        goes = Client(c.base, tokens["s2"], reconnect=False, name="s2")  # gone with A
-        clients += [teacher, stays, goes]
+        goes = Client(a.base, tokens["s2"], reconnect=False, name="s2")  # places the class on A; gone with A
+        teacher = Client(b.base, room["token"], name="teacher")  # comes back through B's URL
+        stays = Client(c.base, tokens["s1"], name="s1")  # comes back through C's URL
+        clients += [goes, teacher, stays]
         for client in clients:
             await client.connect()
             assert client.node_url is not None and client.node_url.startswith(a.base.replace("http", "ws"))
+        [room_key] = [k async for k in redis.scan_iter(match=ROOM + "*")]
+        dead = await redis.get(room_key)
         await teacher.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
-        await asyncio.wait_for((await stays.remote_track("camera", timeout=20)).recv(), 20)
+        assert await _frame_size(await stays.remote_track("camera", "t1", timeout=20), 20) == (320, 240)
         egress = (await cluster.ok(c, "POST", "/v1/room/chem/recording/start",
                                    {"options": {"preset": "H264_720P_30", "showLogo": False}}))["egressId"]
 
@@ -102,33 +112,62 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
         await asyncio.sleep(1.5)  # a second or so of video in the file
         joined = {uid: (await _sessions(cluster, b, uid))[0] for uid in ("t1", "s1", "s2")}
 
+        since = {x.name: len(x.states) for x in clients}
         killed_ms = int(time.time() * 1000)
         cluster.kill(a)
         killed = time.monotonic()
         beat = await _last_heartbeat(cluster, joined["t1"]["sessionId"])  # A's, read before the survivors act
         assert killed_ms - 5000 < beat <= killed_ms
-        # The survivors close the sessions of the two who do not come back, within 10 s, at A's last heartbeat
-        # (A beat every lease/3, about 0.7 s here).
-        async def closed() -> bool:
-            return not [uid for uid in ("t1", "s2") if (await _sessions(cluster, b, uid))[0]["isActive"]]
+        steps: dict[str, float] = {}
 
-        await _until("the dead node's sessions closed", 10, closed)
-        assert time.monotonic() - killed < 10
-        for uid in ("t1", "s2"):
-            [s] = await _sessions(cluster, c, uid)
-            assert s["sessionId"] == joined[uid]["sessionId"] and s["leaveReason"] == "server_restart", s
-            assert _ms(s["leftAt"]) == beat, (s, beat)
-        # The one who reconnected (to B's URL, placed on a survivor) kept its session: no leave, no second join.
-        await stays.wait_state(State.CONNECTED, timeout=10)
-        assert stays.node_url is not None and not stays.node_url.startswith(a.base.replace("http", "ws"))
-        [s1] = await _sessions(cluster, c, "s1")
-        assert (s1["sessionId"], s1["isActive"]) == (joined["s1"]["sessionId"], True)
+        async def watch() -> None:  # when each step happened, seconds after the kill
+            while len(steps) < 5:
+                at = round(time.monotonic() - killed, 2)
+                if "lease lapsed" not in steps and not await redis.exists(NODE + dead):
+                    steps["lease lapsed"] = at
+                host = await redis.get(room_key)
+                if "room re-placed" not in steps and host is not None and host != dead:
+                    steps["room re-placed"] = at
+                for x in (teacher, stays):
+                    if f"{x.name} connected" not in steps and x.state == State.CONNECTED and \
+                            State.RECONNECTING in x.states[since[x.name]:]:
+                        steps[f"{x.name} connected"] = at
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.create_task(watch())
+        # Both come back by themselves, on a survivor, and the teacher's camera plays again for the student.
+        for x in (teacher, stays):
+            await _until(f"{x.name} reconnected", 40, lambda x=x: _reconnected(x, since[x.name]))
+            assert x.node_url is not None and not x.node_url.startswith(a.base.replace("http", "ws"))
+        assert teacher.node_url == stays.node_url
+        assert await _frame_size(await stays.remote_track("camera", "t1", timeout=20), 20) == (320, 240)
+        steps["s1 plays the camera"] = round(time.monotonic() - killed, 2)
+        assert steps["s1 plays the camera"] < 30  # generous: the target (10 s) is a figure, bench/RESULTS.md
+
+        # The survivors close the session of the one who does not come back (s2) once its grace, counted from when
+        # A was found gone, is out, at A's last heartbeat (A beat every lease/3).
+        async def closed() -> bool:
+            return not (await _sessions(cluster, b, "s2"))[0]["isActive"]
+
+        await _until("the dead node's session closed", 40, closed)
+        steps["s2's session closed"] = round(time.monotonic() - killed, 2)
+        watcher.cancel()
+        print(f"\nnode death, default settings (lease {config.node_lease_s:g} s, grace "
+              f"{config.reconnect_grace_s:g} s), seconds after SIGKILL: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(steps.items(), key=lambda kv: kv[1])))
+        [s] = await _sessions(cluster, c, "s2")
+        assert s["sessionId"] == joined["s2"]["sessionId"] and s["leaveReason"] == "server_restart", s
+        assert _ms(s["leftAt"]) == beat, (s, beat)
+        # The two who came back kept their sessions: no leave, no second join.
+        for uid in ("t1", "s1"):
+            assert [(x["sessionId"], x["isActive"]) for x in await _sessions(cluster, c, uid)] == [
+                (joined[uid]["sessionId"], True)]
         # The dead node's recording: settled from its file by one survivor, as a restart does.
         job = await _until("recording settled", 15, lambda: recording("EGRESS_COMPLETE", "EGRESS_FAILED"))
         assert job["status"] == "EGRESS_COMPLETE" and job["files"][0]["duration"] > 0.5, job
         # The class goes on; ending it bills what the sessions say, once.
         ended = await cluster.ok(c, "DELETE", "/v1/room/chem")
-        assert ended["participantsDisconnected"] == 1
+        assert ended["participantsDisconnected"] == 2
         summary = await cluster.ok(b, "GET", "/v1/room/chem/summary")
         sessions = [s for uid in ("t1", "s1", "s2") for s in await _sessions(cluster, b, uid)]
         total_ms = sum(_ms(s["leftAt"]) - _ms(s["joinedAt"]) for s in sessions)
@@ -156,13 +195,54 @@ async def test_survivors_close_a_killed_nodes_sessions_and_recording_once(cluste
             "recording_started": 1, "recording_ready": 1}
         assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
         left = Counter((uid, reason) for kind, uid, reason in events() if kind == "participant_left")
-        assert left == {("t1", "server_restart"): 1, ("s2", "server_restart"): 1, ("s1", "class_ended"): 1}, left
+        assert left == {("s2", "server_restart"): 1, ("t1", "class_ended"): 1, ("s1", "class_ended"): 1}, left
         joins = Counter(uid for kind, uid, _ in events() if kind == "participant_joined")
         assert joins == {"t1": 1, "s1": 1, "s2": 1}, joins
     finally:
         for client in clients:
             await client.close()
+        await redis.aclose()
         receiver.stop()
+
+
+async def _reconnected(client: Client, since: int) -> bool:
+    return client.state == State.CONNECTED and State.RECONNECTING in client.states[since:]
+
+
+async def test_a_stalled_node_keeps_its_class(cluster: Cluster) -> None:
+    """A node that is merely slow is no dead node: its process stopped (SIGSTOP) for 3 s, less than the default lease
+    minus a renewal, keeps its class. A join through another node meanwhile waits instead of taking the class, and
+    goes to the stalled node once it runs again; its teacher never noticed, and its lease never lapsed."""
+    a, b = cluster.start_node(), cluster.start_node()
+    room = await cluster.ok(b, "POST", "/v1/room/create", {
+        "roomId": "chem", "title": "Chemistry", "participant": {"uid": "t1", "name": "Teacher", "role": "TEACHER"}})
+    token = (await cluster.ok(b, "POST", "/v1/room/chem/join", {
+        "participant": {"uid": "s1", "name": "s1", "role": "STUDENT"}}))["token"]
+    teacher = Client(a.base, room["token"], name="teacher")  # places the class on A
+    student = Client(b.base, token, name="s1")
+    a_socket = a.base.replace("http", "ws") + "/v1/rtc"
+    try:
+        await teacher.connect()
+        await teacher.publish({"camera": SyntheticVideoTrack(320, 240, 15)})
+        [before] = await _sessions(cluster, b, "t1")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.5)  # A missed its renewals: probably dead, as far as B can tell
+            join = asyncio.create_task(student.connect(timeout=15))
+            await asyncio.sleep(1.5)
+            assert not join.done()  # held at B, not placed there
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        await join
+        assert student.node_url == a_socket and teacher.node_url == a_socket
+        assert await _frame_size(await student.remote_track("camera", "t1", timeout=20), 20) == (320, 240)
+        assert State.RECONNECTING not in teacher.states
+        assert [(x["sessionId"], x["isActive"]) for x in await _sessions(cluster, b, "t1")] == [
+            (before["sessionId"], True)]
+        assert "lease had lapsed" not in cluster.log(a)
+    finally:
+        await teacher.close()
+        await student.close()
 
 
 async def test_two_nodes_sweeping_one_dead_nodes_sessions_at_once_close_each_once(

@@ -3,6 +3,7 @@ students past its host, in memory for one node and in Redis for several, gone wi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,3 +50,23 @@ async def test_overflow_nodes_are_shared_and_end_with_the_hosts_release(placemen
     await a.release("RM_1")
     assert await a.overflow("RM_1") == set()
     assert await a.overflow("RM_2") == {"node-c"}
+
+
+async def test_students_go_only_to_nodes_that_renewed_lately_and_do_not_drain(placements: tuple[Any, Any]) -> None:
+    """Where a host may send a lecture's students (`nodes(fresh=True)`): not to a node that drains (it would refuse a
+    new student), nor to one whose lease missed two renewals (probably dead); both still count as live."""
+    a, b = placements
+    if isinstance(a, LocalPlacement):
+        await a.set_draining()  # one node: nobody to tell, nowhere else to send students
+        assert await a.nodes(fresh=True) == [a.node]
+        return
+    assert await a.nodes(fresh=True) == [a.node, b.node]
+    await b.set_draining()
+    assert await a.nodes(fresh=True) == [a.node]
+    assert await a.nodes() == [a.node, b.node]
+    b.stop_heartbeat()  # it keeps draining while its lease lives, then is gone with it
+    a.stop_heartbeat()
+    await a._renew()
+    await asyncio.sleep(2.6)  # two renewals (1 s each at a 5 s lease) and a half missed
+    assert await b.nodes(fresh=True) == []
+    assert [n.id for n in await b.nodes()] == ["node-a", "node-b"]

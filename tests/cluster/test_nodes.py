@@ -109,7 +109,7 @@ async def test_one_url_tokens_redirect_rest_and_recordings_on_any_node(cluster: 
 
 
 async def test_a_killed_nodes_class_moves_and_its_participants_keep_their_sessions(cluster: Cluster) -> None:
-    """SIGKILL the node hosting a class: within its lease (2 s here) the class is placed on the node the student
+    """SIGKILL the node hosting a class: within its lease (5 s, the default) the class is placed on the node the student
     reconnects through, and the student's reconnect, within the grace, keeps its session. A node that starts while
     others live leaves the sessions of live nodes alone (the student's, before and after it moved), and those of a
     dead node while their reconnect grace runs (the teacher's)."""

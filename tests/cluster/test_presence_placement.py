@@ -148,6 +148,44 @@ async def test_a_room_stays_on_its_node_until_that_nodes_lease_lapses(client: An
         await other.aclose()
 
 
+async def test_a_join_waits_out_a_host_that_missed_renewals_and_never_takes_a_slow_nodes_room(
+        client: Any, redis_server: RedisServer) -> None:
+    """A host that missed two renewals is probably dead: a join elsewhere waits until its lease lapses and then
+    places the room on its own node at once (not at the participant's next retry). A host that is merely slow (its
+    loop stalled for longer than two renewals but less than the lease) renews meanwhile and keeps its room."""
+    a = RedisPlacement(client, Node("node-a", "http://127.0.0.1:1001"), lease_s=2)  # renewed every 0.4 s
+    other = aioredis.Redis.from_url(redis_server.url)
+    b = RedisPlacement(other, Node("node-b", "http://127.0.0.1:1002"), lease_s=2)
+    await a.start()
+    await b.start()
+    try:
+        assert await a.place("RM_1") == a.node
+        assert await b.place("RM_1") == a.node  # a live host: redirected at once
+        # A stalls for 1.5 s (three renewals missed, within its 2 s lease): a join on B meanwhile waits, and gets A.
+        a.stop_heartbeat()
+        await asyncio.sleep(1.1)
+        stalled = time.monotonic()
+        join = asyncio.create_task(b.place("RM_1"))
+        await asyncio.sleep(0.4)
+        assert not join.done()  # held, not sent to a node that may be dead
+        assert await a._renew()  # A's loop runs again, within its lease
+        await a.start()
+        assert await asyncio.wait_for(join, 2) == a.node
+        assert time.monotonic() - stalled < 1.0
+        assert a.lapsed == 0
+        # A dies: a join on B waits for the lapse and takes the room then, within the lease.
+        a.stop_heartbeat()
+        died = time.monotonic()
+        await asyncio.sleep(1.2)
+        assert await b.place("RM_1") == b.node
+        assert 1.5 < time.monotonic() - died < 2.5
+        assert not await a._renew()  # had A merely stalled this long, it would know its lease had lapsed
+    finally:
+        await a.close()
+        await b.close()
+        await other.aclose()
+
+
 async def test_wiring_picks_presence_and_placement(tmp_path: Path, redis_server: RedisServer) -> None:
     live = await build_live(Config(data_dir=tmp_path, port=8123))
     assert isinstance(live.presence, LocalPresence) and isinstance(live.placement, LocalPlacement)
