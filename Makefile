@@ -102,9 +102,15 @@ $(CHROMIUM):
 FIREFOX := /usr/bin/firefox-esr
 NODE := /usr/bin/npm
 FIREFOX_DRIVER := tests/e2e/firefox/node_modules/.package-lock.json
-$(FIREFOX) $(NODE) &:
+# Node.js and npm: Debian's, unless the machine already has them (a NodeSource nodejs ships npm itself and
+# conflicts with Debian's npm package, so asking apt for both fails there).
+$(FIREFOX):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends firefox-esr nodejs npm
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends firefox-esr
+
+$(NODE):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm
 
 $(FIREFOX_DRIVER): tests/e2e/firefox/package-lock.json | $(NODE)
 	cd tests/e2e/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
