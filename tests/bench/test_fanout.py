@@ -129,6 +129,7 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     run = subprocess.run([sys.executable, "-m", "bench.fanout", "fanout", "--compare", "janus,pion",
                           "--subscribers", "3", "--duration", "3", "--settle", "3", "--workers", "2",
+                          "--probes", "1",  # one joiner per target (the probes themselves: the quick test above)
                           "--json", str(out), "--plot", str(chart)], capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
