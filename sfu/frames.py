@@ -46,7 +46,8 @@ def h264_size(data: BytesLike, start: int, end: int) -> tuple[int, int] | None:
     return _sps_size(bytes(data[span[0] : span[1]])) if span is not None else None
 
 
-MAX_SPS_BYTES = 255  # a real SPS is under 100 bytes; a crafted one must not make the reader walk a whole packet
+MAX_SPS_BYTES = 128  # a real SPS is under 100 bytes; a crafted one must not make the reader walk a whole packet
+# (255 let a 699-byte crafted "SPS" cost 5.2 ms under the fuzzer's instrumentation, 0.95 ms without: over the bound)
 
 
 class _Bits:
