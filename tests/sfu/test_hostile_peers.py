@@ -86,10 +86,7 @@ class BrowserLikeTeacher:
     def __init__(self, classroom: Classroom) -> None:
         self.target = ClasscastTarget("127.0.0.1", url=classroom.base, org=classroom.org.id)
         self.target.room = "physics-1"
-        # A keyframe every 3 s, as the bench's teacher sent when these tests were written (it now sends one only
-        # when asked, like a browser): how fast a student recovers from a publisher's sequence flood with
-        # keyframes only on request is not what these tests measure (noted as open in the closing note).
-        self.publisher = Publisher("lecture", "h264", LOOPBACK, keyframe_interval=3.0)
+        self.publisher = Publisher("lecture", "h264", LOOPBACK)
         self.session = aiohttp.ClientSession()
 
     async def start(self) -> None:
