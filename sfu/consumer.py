@@ -21,7 +21,8 @@ from sfu import rtcp
 from sfu.engine.bridge import EngineBridge, process_bridge
 from sfu.producer import Producer, Stream
 
-UP_HOLD_S = 5.0  # after the budget moved a subscriber down, this long before stepping up again (no flapping)
+UP_HOLD_S = 5.0  # after the budget moved a subscriber down, this long before stepping up again (no flapping) ...
+UP_GROWTH = 1.15  # ... unless its estimate, not cut since, has grown this much over what it was at the down-step
 QUALITY_NAMES = ("low", "medium", "high")
 
 SendBytes = Callable[[bytes], Awaitable[bool]]
@@ -103,6 +104,7 @@ class Consumer:
         self.fraction_lost = 0
         self._sent: deque[tuple[float, int]] = deque(maxlen=64)  # (when, bytes the engine sent) rate samples
         self.last_down = float("-inf")  # when the budget last chose a lower layer than the current one
+        self.down_estimate = 0.0  # the subscriber's estimate then
         slot.consumer = self
         slot.last_key = (producer.uid, producer.source)
 
@@ -166,9 +168,17 @@ class Consumer:
 
     # ---- layer choice ----------------------------------------------------------------------------------------
 
-    def choose(self, budget_bps: float, now: float) -> Stream | None:
+    def choose(self, budget_bps: float, now: float, estimate_bps: float | None = None,
+               cut_at: float = float("-inf")) -> Stream | None:
         """The highest flowing layer within the requested maximum whose rate fits the budget (the lowest
-        flowing one when none fits: a small picture beats a frozen one)."""
+        flowing one when none fits: a small picture beats a frozen one).
+
+        After the budget moved the subscriber down, the layer it gave up is not tried again for UP_HOLD_S, so a
+        budget near a layer's rate does not flip it back and forth. The hold ends early when the subscriber's
+        estimate (`estimate_bps`) has grown by UP_GROWTH since, with no cut (`cut_at`, when loss last cut it)
+        since UP_HOLD_S before the down-step: a link still in slow start was not shown to be too small, the
+        budget just had not reached a layer whose rate was measured higher (a resumed layer's first second).
+        Without that, a student who joined as the top layer resumed sat on the lowest one for 5 s."""
         self.sent_bitrate(now)  # a rate sample every layer choice: reports without loss stay in the engine
         streams = self.producer.streams
         # flowing, or paused by us and so resumable on demand
@@ -187,8 +197,12 @@ class Consumer:
         if current is not None and current in flowing:
             if best.index < current.index <= self.max_index:  # the budget's doing, not the subscriber's maximum
                 self.last_down = now
+                self.down_estimate = estimate_bps if estimate_bps is not None else float("inf")
             elif best.index > current.index and now - self.last_down < UP_HOLD_S:
-                return current  # a layer the budget just gave up is not tried again at once
+                grown = estimate_bps is not None and estimate_bps >= self.down_estimate * UP_GROWTH \
+                    and cut_at < self.last_down - UP_HOLD_S
+                if not grown:
+                    return current  # a layer the budget just gave up is not tried again at once
         return best
 
     def wanted(self, budget_bps: float, now: float) -> int:

@@ -598,7 +598,7 @@ class SfuParticipant:
             if consumer.max_size is not None:  # layer sizes become known as their keyframes arrive
                 consumer.max_index = _fitting_layer(consumer.producer.streams, *consumer.max_size)
             consumer.wanted_index = consumer.wanted(share, now)
-            await consumer.retarget(consumer.choose(share, now), now)
+            await consumer.retarget(consumer.choose(share, now, estimate, self.estimate.last_decrease), now)
 
     # ---- subscriptions (server-initiated offers) ----------------------------------------------------------
 

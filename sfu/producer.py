@@ -138,7 +138,7 @@ class Stream:
         while window and now - window[0][0] > RATE_WINDOW_S:
             self._window_bytes -= window.popleft()[1]
         rate = self._window_bytes * 8
-        if rate and now - self.first_arrival >= RATE_WINDOW_S and rate != self.last_rate:
+        if rate and now - self.flowing_since >= RATE_WINDOW_S and rate != self.last_rate:  # a full window
             self.last_rate = rate
             self._expected_at = float("nan")  # expected_bitrate may answer with last_rate
         return rate
@@ -153,6 +153,11 @@ class Stream:
             return self._expected
         if self.flowing(now):
             rate = self.bitrate(now)
+            if now - self.flowing_since < RATE_WINDOW_S:
+                # It began to flow (or resumed) less than a window ago: the window holds part of a second and
+                # reads low (a third of the rate 0.3 s after a dynacast resume), and a subscriber stepped up on
+                # that would be moved down again a moment later. What it last carried, or the guess, until then.
+                rate = max(rate, self.last_rate or LADDER_GUESS_BPS * 3**self.index)
         else:
             rate = self.last_rate or LADDER_GUESS_BPS * 3**self.index
         self._expected_at, self._expected_packets, self._expected = now, self.packets_in, rate

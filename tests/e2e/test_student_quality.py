@@ -191,7 +191,13 @@ async def test_students_reach_the_top_layer_with_the_screen_on_and_keep_it(class
             await page.wait_for_function("document.getElementById('camera-video').videoWidth === 1280"
                                          " && document.getElementById('screen-video').videoWidth === 1280",
                                          timeout=40000)
-            top = next((t for t, layer in _changes(received) if layer == "f"), None)
+            # Playwright hands the page's WebSocket frames over as events that can trail a page evaluation on a
+            # loaded machine (a student's page once showed 1280 wide with only its first five frames recorded):
+            # the message that said "f" is waited for, and timed when it arrived.
+            deadline = time.monotonic() + 5
+            while (top := next((t for t, layer in _changes(received) if layer == "f"), None)) is None \
+                    and time.monotonic() < deadline:  # noqa: ASYNC110 - frames come as Playwright events
+                await asyncio.sleep(0.1)
             sent = watch.first_flowing(first_joined)
             assert top is not None and sent is not None, ([m.get("type") for _, m in received],
                                                           watch.said(first_joined))

@@ -146,6 +146,62 @@ async def test_a_down_switch_holds_the_next_step_up() -> None:
     assert consumer.choose(2_000_000, now) is camera.stream("f"), "up again once the hold is over"
 
 
+async def test_a_down_switch_in_slow_start_steps_up_again_as_the_estimate_grows() -> None:
+    """A down-step the budget made while the subscriber's estimate was still growing (no loss cut it) does not
+    hold the layer off for UP_HOLD_S: once the estimate has grown by UP_GROWTH the layer is taken again. After a
+    cut the hold stands (a student who joined as the top layer resumed sat 5 s on the lowest one)."""
+    camera = _camera([])
+    consumer = _consumer(camera)
+    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+    now = 10.0
+    _flowing(camera, now, rates)
+    _carry(camera, consumer, "f", now)
+    assert consumer.choose(1_000_000, now, 1_000_000) is camera.stream("h"), "down when the layer does not fit"
+    _carry(camera, consumer, "h", now)
+    now += 0.25
+    _flowing(camera, now, rates)
+    assert consumer.choose(2_000_000, now, 1_100_000) is camera.stream("h"), "grown 10%: not yet"
+    assert consumer.choose(2_000_000, now, 1_150_000) is camera.stream("f"), "grown 15%, never cut: up again"
+    # The same after a loss cut: the hold stands however the estimate grows meanwhile.
+    _carry(camera, consumer, "f", now)
+    cut = now
+    assert consumer.choose(1_000_000, now, 1_000_000, cut_at=cut) is camera.stream("h")
+    _carry(camera, consumer, "h", now)
+    now += 1.0
+    _flowing(camera, now, rates)
+    assert consumer.choose(2_000_000, now, 2_000_000, cut_at=cut) is camera.stream("h"), "cut: held"
+    now += UP_HOLD_S
+    _flowing(camera, now, rates)
+    assert consumer.choose(2_000_000, now, 2_000_000, cut_at=cut) is camera.stream("f"), "up once the hold is over"
+
+
+async def test_a_layer_that_just_resumed_is_not_priced_on_its_first_fraction_of_a_second() -> None:
+    """A layer's rate is what arrived over the last second; 0.3 s after a resume that is a third of it. Until a
+    full second has arrived, it is priced at what it last carried (or the ladder's guess), so no subscriber
+    steps up on a rate it will not keep."""
+    camera = _camera([])
+    high = camera.stream("h")
+    assert high is not None
+    now = 50.0
+    for i in range(200):  # one second of packets
+        data = _vp8("h", next(_seq), keyframe=False)
+        camera.on_rtp(high, data, parse_rtp(data), now - 1.0 + i * 0.005)
+    carried = high.expected_bitrate(now)
+    assert carried == high.last_rate > 0
+    now += 5  # paused by dynacast, then resumed: 0.3 s of packets at the same pace
+    for i in range(60):
+        data = _vp8("h", next(_seq), keyframe=False)
+        camera.on_rtp(high, data, parse_rtp(data), now + i * 0.005)
+    now += 0.3
+    assert high.bitrate(now) < carried / 2, "the window's own reading"
+    assert high.expected_bitrate(now) == carried
+    for i in range(140):  # a full second since the resume: its own rate again
+        data = _vp8("h", next(_seq), keyframe=False)
+        camera.on_rtp(high, data, parse_rtp(data), now + i * 0.005)
+    now += 0.71
+    assert high.expected_bitrate(now) == high.bitrate(now)
+
+
 async def test_a_switch_notifies_once_per_actual_change() -> None:
     camera = _camera([])
     notes: list[dict[str, Any]] = []
