@@ -592,7 +592,11 @@ class SfuParticipant:
         simulcast = [c for c in self.consumers.values() if c.producer.simulcast and not c.paused and c.slot.bound]
         if not simulcast:
             return
-        fixed = sum(c.sent_bitrate(now) for c in self.consumers.values() if not c.producer.simulcast)
+        # The other tracks at the rate they arrive, not at what was sent them over the last second: a new
+        # screen share's first second holds the cached pictures it was started with, and counted as its rate that
+        # burst moved a student off the camera's top layer for a moment just after it reached it.
+        fixed = sum(c.producer.streams[0].expected_bitrate(now) for c in self.consumers.values()
+                    if not c.producer.simulcast and not c.paused and c.producer.streams[0].flowing(now))
         share = max(0.0, estimate - fixed) / len(simulcast)
         for consumer in simulcast:
             if consumer.max_size is not None:  # layer sizes become known as their keyframes arrive

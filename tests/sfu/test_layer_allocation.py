@@ -337,6 +337,42 @@ async def test_a_layers_rate_is_shared_by_one_pass_and_follows_every_packet() ->
     assert high.expected_bitrate(later) == high.last_rate > 0
 
 
+async def test_a_new_screen_shares_cached_pictures_do_not_count_against_the_camera() -> None:
+    """The screen share is served first, at the rate it arrives: a new subscriber's screen consumer starts with
+    the cached group of pictures, sent at once, and counting that burst as the screen's rate moved the student off
+    the camera's top layer for a moment just after it reached it."""
+    from sfu.participant import SfuParticipant
+
+    camera = _camera([])
+    cam = _consumer(camera)
+    now = 20.0
+    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+    _flowing(camera, now, rates)
+    _carry(camera, cam, "f", now)
+
+    async def send_rtcp(data: bytes) -> bool:
+        return True
+
+    screen = Producer("TR_scr", "teacher-key", "teacher", "screen", "1", CodecInfo(VP8, 90000, 96), 2001, None,
+                      None, 7, send_rtcp)
+    stream = screen.streams[0]
+    for i in range(200):  # two seconds at 100 packets a second after a keyframe: about 0.9 Mbit/s
+        header = struct.pack("!BBHII", 0x80, 96, 500 + i, 7000 + (i // 5) * 3000, 2001)
+        frame = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", 1280, 720) if i == 0 else bytes([1, 0, 0])
+        data = header + bytes([0x10]) + frame + bytes(1100)
+        screen.on_rtp(stream, data, parse_rtp(data), now - 2.0 + i * 0.01)
+    shared = _consumer(screen)
+    shared.target = stream
+    shared.sent_bitrate(now - 0.5)  # the rate samples the layer choice takes
+    await shared.start()  # the cached pictures go out at once
+    assert shared.sent_bitrate(now + 0.05) > 1_500_000 > stream.expected_bitrate(now + 0.05)
+    subscriber = SfuParticipant.__new__(SfuParticipant)  # its layer choice only: no peer, no router
+    subscriber.consumers, subscriber._selected = {camera.id: cam, screen.id: shared}, None
+    subscriber.estimate = SubscriberEstimate(start_bps=2_700_000)
+    await subscriber.select_layers(now + 0.05)
+    assert cam.target is camera.stream("f"), "the camera keeps its top layer"
+
+
 async def test_layers_are_chosen_again_when_something_changed_and_at_least_every_second() -> None:
     """The router's periodic choice (SfuParticipant.reselect) skips subscribers whose inputs did not change, but
     a cut estimate moves the subscriber down at the next tick, a layer starting or stopping (the room's epoch)
