@@ -7,7 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 INSTRUMENT = ("sfu.bwe",)
-BOUND_MS = 40.0  # a full window (8192 statuses) costs about 16 ms instrumented; 65,535 cost 8 times that
+# A full window (8192 statuses) costs about 16-20 ms instrumented per read, and an input is read twice here (the
+# sender's feedback, then the parser's own check below): a 54-byte feedback of 7,936 statuses cost 36 ms on an
+# idle machine and 43 ms in a clean-clone run, over the old 40 ms bound. 65,535 statuses cost 8 times a full
+# window, so this bound still catches the defect class the target is for.
+BOUND_MS = 60.0
 STATELESS = True
 
 bwe: Any = None
