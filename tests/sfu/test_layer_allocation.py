@@ -128,13 +128,22 @@ def _flowing(producer: Producer, now: float, rates: dict[str, int]) -> None:
         stream._window_bytes = rates[stream.rid or ""] // 8
 
 
-async def test_a_down_switch_holds_the_next_step_up() -> None:
+RATES = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+
+
+def _on_top(now: float) -> tuple[Producer, Consumer]:
+    """A camera whose three layers flow at RATES, and a subscriber carrying its top layer."""
     camera = _camera([])
     consumer = _consumer(camera)
-    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
-    now = 10.0
-    _flowing(camera, now, rates)
+    _flowing(camera, now, RATES)
     _carry(camera, consumer, "f", now)
+    return camera, consumer
+
+
+async def test_a_down_switch_holds_the_next_step_up() -> None:
+    now = 10.0
+    camera, consumer = _on_top(now)
+    rates = RATES
     assert consumer.choose(2_000_000, now) is camera.stream("f")
     assert consumer.choose(1_000_000, now) is camera.stream("h"), "down at once when the budget drops"
     _carry(camera, consumer, "h", now)
@@ -150,12 +159,9 @@ async def test_a_down_switch_in_slow_start_steps_up_again_as_the_estimate_grows(
     """A down-step the budget made while the subscriber's estimate was still growing (no loss cut it) does not
     hold the layer off for UP_HOLD_S: once the estimate has grown by UP_GROWTH the layer is taken again. After a
     cut the hold stands (a student who joined as the top layer resumed sat 5 s on the lowest one)."""
-    camera = _camera([])
-    consumer = _consumer(camera)
-    rates = {"q": 150_000, "h": 500_000, "f": 1_500_000}
     now = 10.0
-    _flowing(camera, now, rates)
-    _carry(camera, consumer, "f", now)
+    camera, consumer = _on_top(now)
+    rates = RATES
     assert consumer.choose(1_000_000, now, 1_000_000) is camera.stream("h"), "down when the layer does not fit"
     _carry(camera, consumer, "h", now)
     now += 0.25
