@@ -66,26 +66,80 @@ static uint64_t copies_made(void) { /* packets written by every slot: first tran
 }
 
 /* Runs one call and checks its cost: units = 1 + the copies it made (each is a libsrtp protect, linear work) +
- * `extra` (e.g. NACKed numbers looked up). Over the bound, the same input runs again, up to ATTEMPTS times, and
- * must be over it every time to count: on a shared, loaded machine a page fault or a cache flush is not a finding,
- * an input that is costly every time is. */
+ * `extra` (e.g. NACKed numbers looked up).
+ *
+ * On a shared, loaded machine one call in a few hundred costs 50-400 us of thread CPU time whatever its input (a
+ * preemption's cache refill, interrupts charged to the running thread), and such spells can cover several calls in
+ * a row: four back-to-back attempts all over the bound happened in about one 8-second run in ten with two busy
+ * neighbours. So an input over the bound runs again at once, up to ATTEMPTS times; if it is over every time it
+ * becomes a suspect and is timed ATTEMPTS more times RECHECK_AFTER inputs later, when that spell has passed. Only an
+ * input over the bound both times is a finding: an input that is costly by what it holds is costly whenever it
+ * runs, and a hostile packet's cost (issue 20: half a millisecond) is 10 times the bound. */
 #define ATTEMPTS 4
+#define RECHECK_AFTER 2000
+#define SUSPECTS 16
 typedef void (*call_fn)(const uint8_t *data, size_t size);
 
-static void timed(call_fn call, const uint8_t *data, size_t size, long extra, const char *what) {
+typedef struct {
+    call_fn call;
+    uint8_t *data;
+    size_t size;
+    long extra, due, spent, units;
+    const char *what;
+} suspect;
+
+static suspect suspects[SUSPECTS];
+
+/* The cheapest of ATTEMPTS back-to-back runs, stopping at the first within the bound: {spent, units}. */
+static int over_every_time(call_fn call, const uint8_t *data, size_t size, long extra, long *spent, long *units) {
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
         uint64_t before = copies_made();
         long started = thread_ns();
         call(data, size);
-        long spent = thread_ns() - started;
-        long units = 1 + (long)(copies_made() - before) + extra;
-        if (++inputs <= WARMUP_INPUTS || spent <= BUDGET_NS * units) return;
-        if (attempt == ATTEMPTS - 1) {
-            fprintf(stderr, "COST BOUND: %s spent %ld ns for %ld unit(s) (bound %ld ns each)\n", what, spent, units,
-                    BUDGET_NS);
+        *spent = thread_ns() - started;
+        *units = 1 + (long)(copies_made() - before) + extra;
+        if (*spent <= BUDGET_NS * *units) return 0;
+    }
+    return 1;
+}
+
+static void recheck_suspects(void) {
+    for (int i = 0; i < SUSPECTS; i++) {
+        suspect *s = &suspects[i];
+        if (!s->data || inputs < s->due) continue;
+        long spent, units;
+        if (over_every_time(s->call, s->data, s->size, s->extra, &spent, &units)) {
+            fprintf(stderr,
+                    "COST BOUND: %s spent %ld ns for %ld unit(s), then %ld ns for %ld unit(s) %d inputs later "
+                    "(bound %ld ns each)\n",
+                    s->what, s->spent, s->units, spent, units, RECHECK_AFTER, BUDGET_NS);
             abort();
         }
+        free(s->data);
+        s->data = NULL;
     }
+}
+
+static void timed(call_fn call, const uint8_t *data, size_t size, long extra, const char *what) {
+    recheck_suspects();
+    if (++inputs <= WARMUP_INPUTS) {
+        call(data, size);
+        return;
+    }
+    long spent, units;
+    if (!over_every_time(call, data, size, extra, &spent, &units)) return;
+    for (int i = 0; i < SUSPECTS; i++)
+        if (!suspects[i].data) {
+            uint8_t *copy = malloc(size ? size : 1);
+            if (!copy) abort();
+            memcpy(copy, data, size);
+            suspects[i] = (suspect){call, copy, size, extra, inputs + RECHECK_AFTER, spent, units, what};
+            return;
+        }
+    /* SUSPECTS inputs over the bound within RECHECK_AFTER inputs: not a passing spell */
+    fprintf(stderr, "COST BOUND: %s spent %ld ns for %ld unit(s), with %d other suspects pending (bound %ld ns each)\n",
+            what, spent, units, SUSPECTS, BUDGET_NS);
+    abort();
 }
 
 #endif

@@ -37,9 +37,29 @@ def test_native_fuzz_target_finds_nothing(name: str, built: Path, tmp_path: Path
          *memory_flags(), f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(tmp_path), str(seeds)],
         capture_output=True, text=True, errors="replace", env=env)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
+    assert proc.returncode == 0, _finding(output)
     runs = re.search(r"stat::number_of_executed_units: (\d+)", output)
     assert runs and int(runs[1]) > len(list(seeds.iterdir())) + 1000, output[-2000:]
+
+
+def _finding(output: str) -> str:
+    """What the fuzzer found, first: its cost-bound or sanitizer verdict can sit above a long stack trace, past
+    the tail an assertion message keeps."""
+    verdict = [line for line in output.splitlines()
+               if line.startswith("COST BOUND") or "ERROR:" in line or "runtime error" in line or "SUMMARY:" in line]
+    return "\n".join(verdict) + "\n...\n" + output[-3000:]
+
+
+def test_the_cost_bound_finds_a_costly_input_and_forgives_a_slow_spell(built: Path) -> None:
+    """fuzz_common.h's bound, both ways (selftest_cost.c): an input that costs ten times the bound every time it
+    runs (what issue 20's hostile RTCP cost) is reported; an input over the bound on four runs in a row and cheap
+    when it is timed again 2,000 inputs later (a loaded machine's slow spell) is not."""
+    costly = subprocess.run([str(built / "selftest_cost"), "costly"], capture_output=True, text=True, timeout=60)
+    assert costly.returncode != 0
+    assert re.search(r"COST BOUND: costly spent \d+ ns for 1 unit\(s\), then \d+ ns", costly.stderr), costly.stderr
+    spell = subprocess.run([str(built / "selftest_cost"), "spell"], capture_output=True, text=True, timeout=60)
+    assert spell.returncode == 0, spell.stderr
+    assert "no finding after 4021 inputs" in spell.stdout
 
 
 @pytest.mark.parametrize("sanitizer", ["tsan", "asan"])
