@@ -70,8 +70,8 @@ static uint64_t copies_made(void) { /* packets written by every slot: first tran
  *
  * On a shared, loaded machine one call in a few hundred costs 50-400 us of thread CPU time whatever its input (a
  * preemption's cache refill, interrupts charged to the running thread), and such spells can cover several calls in
- * a row: four back-to-back attempts all over the bound happened in about one 8-second run in ten with two busy
- * neighbours. So an input over the bound runs again at once, up to ATTEMPTS times; if it is over every time it
+ * a row: four back-to-back attempts all over the bound happened in both 8-second runs of the protect target beside
+ * two busy processes, and in 3 of 5 full test runs. So an input over the bound runs again at once, up to ATTEMPTS times; if it is over every time it
  * becomes a suspect and is timed ATTEMPTS more times RECHECK_AFTER inputs later, when that spell has passed. Only an
  * input over the bound both times is a finding: an input that is costly by what it holds is costly whenever it
  * runs, and a hostile packet's cost (issue 20: half a millisecond) is 10 times the bound. */
