@@ -37,8 +37,9 @@ from control.presence import Entry, Presence
 from control.recordings import Recordings, parse_options
 from control.relay import NodeRelay, relay_host, setup_routes
 from control.roles import Permission, Role, can, permissions
+from control.room_brief import RoomBrief, RoomBriefs
 from control.services import SERVICES, Services
-from control.store.records import Participant
+from control.store.records import Participant, Room
 from control.validation import effective_customization
 from control.workers import WorkerPool
 from sfu.errors import SignalingError
@@ -50,12 +51,16 @@ MEDIA_TYPES = {"publish", "offer", "answer", "candidate", "unpublish", "mute", "
 MAX_MESSAGE = 256 * 1024
 QUEUE_LIMIT = 2000
 RATE_PER_S, RATE_BURST = 50.0, 200.0
+# A join that follows the socket's token check this soon uses it as is: the join opens the session in one
+# transaction that checks the room and the participant again (ended, removed), so a second read is redundant.
+FRESH_GRANT_S = 1.0
 
 
 @dataclass(eq=False)
 class Connection:
     ws: web.WebSocketResponse
     grant: Grant
+    validated_at: float = field(default_factory=time.monotonic)  # when `grant` was read from the store
     key: str = field(default_factory=lambda: "C_" + secrets.token_hex(6))
     joined: bool = False
     ending: str | None = None  # why the server is closing it: replaced, removed, class_ended, left
@@ -100,6 +105,7 @@ class Hub:
         self.svc = svc
         self.sfu = sfu
         self.interaction = Interaction(svc.store, svc.bus, svc.clock)
+        self.briefs = RoomBriefs(self._read_brief)
         self.rooms: dict[str, dict[str, Connection]] = {}
         live = svc.live  # control/wiring.py chose them: this node's memory or Redis
         assert live is not None, "Services come from control.app.build_services, which wires what is live"
@@ -315,8 +321,10 @@ class Hub:
     async def _join(self, conn: Connection, remote: str | None) -> None:
         if conn.joined:
             raise SignalingError("ALREADY_JOINED", "already joined")
-        grant = await self.svc.auth.validate_claims(conn.grant.claims)  # the room may have ended meanwhile
-        conn.grant = grant
+        if time.monotonic() - conn.validated_at > FRESH_GRANT_S:  # the room may have ended meanwhile
+            conn.grant = await self.svc.auth.validate_claims(conn.grant.claims)
+            conn.validated_at = time.monotonic()
+        grant = conn.grant
         if self.draining() and await self.placement.host(conn.room_sid) is None:
             # A draining node takes no class it does not host already: the next join reaches another node.
             conn.ending = "server_draining"
@@ -366,21 +374,20 @@ class Hub:
             "uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms),
         }, conn.send)
         roster = [participant_public(p) for p in await self.svc.store.active_participants(room.sid)]
-        recording = bool(await self.svc.store.live_recordings(room.sid))
+        brief = await self.briefs.get(room)
         joined: dict[str, Any] = {
             "type": "joined",
             "room": {"roomId": room.room_id, "title": room.title, "description": room.description,
-                     "status": "finished" if room.ended else "live",
-                     "topic": await self.svc.tutor.db.topic(room.sid) if self.svc.tutor else None},
+                     "status": "finished" if room.ended else "live", "topic": brief.topic},
             "participant": participant_public(me) | {"permissions": sorted(p.value for p in perms),
                                                      "customization": customization},
             "roster": roster,
             "tracks": tracks,
-            "polls": await self.interaction.polls(room, me),
-            "chat": await self.interaction.recent_chat(room),
+            "polls": await self.interaction.polls(room, me) if brief.has_polls else [],
+            "chat": brief.chat,
             # A late joiner's captions: the last few minutes of the live transcript (control/tutor/service.py).
-            "captions": await self.svc.tutor.recent_captions(room) if self.svc.tutor else [],
-            "recording": {"active": recording},
+            "captions": brief.captions,
+            "recording": {"active": brief.recording},
             # Static servers, then the relay with this participant's own credential, valid as long as its token.
             "iceServers": turn.ice_servers(self.svc.config.turn, self.svc.config.ice, self._turn_secret(), me.uid,
                                            grant.claims.exp),
@@ -388,6 +395,15 @@ class Hub:
         if Permission.MODERATE in perms:
             joined["hands"] = await self.interaction.hands(room)
         conn.send(joined)
+
+    async def _read_brief(self, room: Room) -> RoomBrief:
+        """What every joiner of `room` is told besides the roster (control/room_brief.py keeps it)."""
+        tutor, store = self.svc.tutor, self.svc.store
+        return RoomBrief(topic=await tutor.db.topic(room.sid) if tutor else None,
+                         chat=await self.interaction.recent_chat(room),
+                         captions=await tutor.recent_captions(room) if tutor else [],
+                         recording=bool(await store.live_recordings(room.sid)),
+                         has_polls=bool(await store.room_polls(room.sid)))
 
     async def _replace(self, old: Connection) -> None:
         old.ending = "replaced"
@@ -473,6 +489,7 @@ class Hub:
         return can(Role(conn.grant.participant.role), permission)
 
     async def _on_event(self, event: Event) -> None:
+        self.briefs.on_event(event.room_sid, event.type)
         conns = self._room(event.room_sid)
         data, kind = event.data, event.type
         if kind in ("participant_joined", "participant_left"):

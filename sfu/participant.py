@@ -709,11 +709,12 @@ class SfuParticipant:
 
     def _subscriber_twcc(self) -> TwccSender | None:
         """The subscriber answered transport-wide-cc (with feedback) to our offer: number what we send it."""
-        remote = self.peer.pc.remoteDescription
-        if remote is None or remote.type != "answer" or "transport-cc" not in remote.sdp:
+        _, remote = self.peer.descriptions()
+        if remote is None or remote.type != "answer" or not any(
+                f.type == "transport-cc" for media in remote.media for c in media.rtp.codecs for f in c.rtcpFeedback):
             return self.twcc_out
-        for media in parse_offer(remote.sdp).values():
-            ext_id = media.extensions.get(URI_TWCC)
+        for media in remote.media:
+            ext_id = next((e.id for e in media.rtp.headerExtensions if e.uri == URI_TWCC), None)
             if ext_id is not None:
                 if self.twcc_out is None or self.twcc_out.ext_id != ext_id:
                     self.twcc_out = TwccSender(ext_id, self.bridge.engine, self.transport)

@@ -147,6 +147,33 @@ async def test_hands_polls_and_chat(classroom: Classroom) -> None:
     assert [h["uid"] for h in late_teacher.joined["hands"]] == ["s2"]  # type: ignore[index]
 
 
+async def test_a_class_joining_at_once_reads_its_brief_once_and_the_next_joiner_sees_a_change(
+        classroom: Classroom) -> None:
+    """The topic, chat, captions, recording and polls of `joined` are read once for a class that joins together
+    (control/room_brief.py), and a chat message sent meanwhile is in the next joiner's `joined`."""
+    from control.signaling import HUB
+
+    briefs = classroom.server.app[HUB].briefs
+    briefs._max_age = 60.0  # the count below must not depend on how fast this machine joins five students
+    reads: list[str] = []
+    load = briefs._load
+
+    async def counted(room: Any) -> Any:
+        reads.append(room.sid)
+        return await load(room)
+
+    briefs._load = counted
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    students = [await classroom.client(await classroom.token("physics-1", f"s{i}"), name=f"s{i}") for i in range(5)]
+    assert len(reads) == 1
+    await students[0].send({"type": "chat", "text": "Page 12"})
+    await teacher.wait_for("chat")  # the hub has handled the chat's event
+    late = await classroom.client(await classroom.token("physics-1", "late"), name="late")
+    assert late.joined is not None
+    assert [m["text"] for m in late.joined["chat"]] == ["Page 12"]
+    assert len(reads) == 2
+
+
 async def test_kick_closes_the_connection_and_the_uid_cannot_return(classroom: Classroom) -> None:
     teacher = await classroom.client(await classroom.create_room(), name="teacher")
     token = await classroom.token("physics-1", "s1")
