@@ -55,7 +55,7 @@ def native_targets() -> dict[str, Path]:
     """Builds the native fuzzers if the engine provides them; {name: executable}."""
     if not (NATIVE / "Makefile").exists():
         return {}
-    subprocess.run(["make", "-s", "-C", str(NATIVE)], check=True)
+    subprocess.run(["make", "-s", f"-j{os.cpu_count() or 1}", "-C", str(NATIVE)], check=True)
     build = NATIVE / "build"
     return {p.name.removeprefix("fuzz_"): p for p in sorted(build.glob("fuzz_*")) if os.access(p, os.X_OK)}
 
