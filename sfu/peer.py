@@ -28,9 +28,10 @@ aioice 0.13.0; ``tests/sfu/test_peer_contract.py`` checks every entry of
   those aiortc creates itself inside ``setRemoteDescription`` -- is adopted
   (hooks installed) at creation time, before ``__connect`` can start it.
 * ``RTCPeerConnection._RTCPeerConnection__localDescription`` and
-  ``RTCPeerConnection._RTCPeerConnection__remoteDescription`` (private name-mangled methods): called, for the descriptions aiortc holds already parsed (``aiortc.sdp.SessionDescription``, never
-  written). The public ``localDescription``/``remoteDescription`` print them to text, which `media_sections`
-  then parsed again: two prints and two parses per look, about a tenth of a subscriber's join in the worker.
+  ``RTCPeerConnection._RTCPeerConnection__remoteDescription`` (private name-mangled methods): called, for the
+  descriptions aiortc holds already parsed (``aiortc.sdp.SessionDescription``, never written). The public
+  ``localDescription``/``remoteDescription`` print them to text, which `media_sections` then parsed again: two
+  prints and two parses per look, about half of the worker's time on a subscriber's answer.
 * ``RTCDtlsTransport._handle_rtp_data`` (coroutine method, called by
   ``RTCDtlsTransport._recv_next`` with the SRTP-decrypted packet): replaced per
   instance; bytes go to ``on_rtp`` instead of RtpPacket.parse + RtpRouter.
