@@ -64,7 +64,8 @@ class Connection:
     key: str = field(default_factory=lambda: "C_" + secrets.token_hex(6))
     joined: bool = False
     ending: str | None = None  # why the server is closing it: replaced, removed, class_ended, left
-    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    # messages to write: a dict, or the text of one printed once for a whole room (`Hub._fan_out`)
+    queue: asyncio.Queue[dict[str, Any] | str | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     tokens: float = RATE_BURST
     refilled: float = field(default_factory=time.monotonic)
 
@@ -76,7 +77,7 @@ class Connection:
     def room_sid(self) -> str:
         return self.grant.room.sid
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any] | str) -> None:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -194,11 +195,14 @@ class Hub:
             message = await conn.queue.get()
             if message is None or conn.ws.closed:
                 break
-            try:
-                text = strictjson.dumps(message)
-            except (ValueError, TypeError):
-                log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
-                continue
+            if isinstance(message, str):
+                text = message
+            else:
+                try:
+                    text = strictjson.dumps(message)
+                except (ValueError, TypeError):
+                    log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
+                    continue
             try:
                 await conn.ws.send_str(text)
             except (ConnectionError, RuntimeError):
@@ -494,9 +498,7 @@ class Hub:
         data, kind = event.data, event.type
         if kind in ("participant_joined", "participant_left"):
             uid = data["participant"]["uid"]
-            for c in conns:
-                if c.uid != uid:
-                    c.send({"type": kind, **data})
+            self._fan_out([c for c in conns if c.uid != uid], {"type": kind, **data})
         elif kind == "participant_removed":
             uid = data["participant"]["uid"]
             for c in conns:
@@ -538,8 +540,21 @@ class Hub:
                 if self._can(c, Permission.CREATE_POLL):
                     c.send({"type": "poll_results", "pollId": data["pollId"], "results": data["results"]})
         else:  # chat, caption, poll_created, poll_closed, recording_started, recording_stopped, ...
-            for c in conns:
-                c.send({"type": kind, **data})
+            self._fan_out(conns, {"type": kind, **data})
+
+    @staticmethod
+    def _fan_out(conns: list[Connection], message: dict[str, Any]) -> None:
+        """One message to many: printed once, not once per connection (a class of 100 joining at once is 5,000
+        `participant_joined` messages)."""
+        if not conns:
+            return
+        try:
+            text = strictjson.dumps(message)
+        except (ValueError, TypeError):
+            log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
+            return
+        for c in conns:
+            c.send(text)
 
     async def _end_connection(self, conn: Connection) -> None:
         """Kick and end class: media stops now, the socket closes as soon as the last message is written."""

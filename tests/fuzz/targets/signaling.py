@@ -81,5 +81,7 @@ def one_input(data: bytes) -> None:
         message = _conn.queue.get_nowait()
         if message is None:
             continue
+        if isinstance(message, str):  # a room's event, printed once for every connection (Hub._fan_out)
+            message = _strict.loads(message)
         _strict.dumps(message)  # ValueError (NaN) or TypeError: the client could not read it
         assert message.get("code") != "SERVER_ERROR", (text[:200], message)
