@@ -74,7 +74,7 @@ static uint64_t copies_made(void) { /* packets written by every slot: first tran
  * two busy processes, and in 3 of 5 full test runs. So an input over the bound runs again at once, up to ATTEMPTS times; if it is over every time it
  * becomes a suspect and is timed ATTEMPTS more times RECHECK_AFTER inputs later, when that spell has passed. Only an
  * input over the bound both times is a finding: an input that is costly by what it holds is costly whenever it
- * runs, and a hostile packet's cost (issue 20: half a millisecond) is 10 times the bound. */
+ * runs, and a hostile packet's cost (issue 13: half a millisecond) is 10 times the bound. */
 #define ATTEMPTS 4
 #define RECHECK_AFTER 2000
 #define SUSPECTS 16

@@ -13,7 +13,7 @@ static void spin(long ns) {
 
 static void call(const uint8_t *data, size_t size) {
     (void)size;
-    if (data[0] == 1) spin(10 * BUDGET_NS); /* issue 20's hostile RTCP: half a millisecond a packet */
+    if (data[0] == 1) spin(10 * BUDGET_NS); /* issue 13's hostile RTCP: half a millisecond a packet */
     if (data[0] == 2 && spell > 0) spell--, spin(4 * BUDGET_NS);
 }
 

@@ -52,7 +52,7 @@ def _finding(output: str) -> str:
 
 def test_the_cost_bound_finds_a_costly_input_and_forgives_a_slow_spell(built: Path) -> None:
     """fuzz_common.h's bound, both ways (selftest_cost.c): an input that costs ten times the bound every time it
-    runs (what issue 20's hostile RTCP cost) is reported; an input over the bound on four runs in a row and cheap
+    runs (what issue 13's hostile RTCP cost) is reported; an input over the bound on four runs in a row and cheap
     when it is timed again 2,000 inputs later (a loaded machine's slow spell) is not."""
     costly = subprocess.run([str(built / "selftest_cost"), "costly"], capture_output=True, text=True, timeout=60)
     assert costly.returncode != 0
