@@ -195,14 +195,9 @@ class Hub:
             message = await conn.queue.get()
             if message is None or conn.ws.closed:
                 break
-            if isinstance(message, str):
-                text = message
-            else:
-                try:
-                    text = strictjson.dumps(message)
-                except (ValueError, TypeError):
-                    log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
-                    continue
+            text = message if isinstance(message, str) else _printed(message)
+            if text is None:
+                continue
             try:
                 await conn.ws.send_str(text)
             except (ConnectionError, RuntimeError):
@@ -546,12 +541,8 @@ class Hub:
     def _fan_out(conns: list[Connection], message: dict[str, Any]) -> None:
         """One message to many: printed once, not once per connection (a class of 100 joining at once is 5,000
         `participant_joined` messages)."""
-        if not conns:
-            return
-        try:
-            text = strictjson.dumps(message)
-        except (ValueError, TypeError):
-            log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
+        text = _printed(message) if conns else None
+        if text is None:
             return
         for c in conns:
             c.send(text)
@@ -561,6 +552,15 @@ class Hub:
         await self._leave_media(conn)
         with contextlib.suppress(asyncio.QueueFull):
             conn.queue.put_nowait(None)
+
+
+def _printed(message: dict[str, Any]) -> str | None:
+    """The message as strict JSON, or None (logged) for one a browser could not read (NaN, a non-JSON value)."""
+    try:
+        return strictjson.dumps(message)
+    except (ValueError, TypeError):
+        log.error("dropped a signaling message that is not strict JSON: %r", message.get("type"))
+        return None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
