@@ -407,11 +407,27 @@ class Subscriber:
         self.plis_sent: set[int] = set()  # video SSRCs (NACKed when they show gaps)
         self.seen: set[int] = set()  # SSRCs met below SRTP
         self.feedback_sent = {"rr": 0, "twcc": 0, "nack": 0, "pli": 0}
+        self.marks: dict[str, float] = {}  # a probe's phases (wall clock): signaled, ice, connected
+
+    def _ice_state(self) -> None:
+        if self.peer.pc.iceConnectionState in ("connected", "completed"):
+            self.marks.setdefault("ice", time.time())
+
+    def phases(self) -> dict[str, float | None]:
+        """Seconds from the start of the join to each phase's end: the offer/answer done over signaling, ICE
+        connected, DTLS done (SRTP keys), the first video packet, the first keyframe packet. Where a joiner's
+        first keyframe waits is one of these."""
+        at = {**self.marks, "video": self.first_video, "key": self.first_key}
+        return {name: (round(at[name] - self.started, 4) if at.get(name) else None)
+                for name in ("signaled", "ice", "connected", "video", "key")}
 
     async def join(self, session: aiohttp.ClientSession) -> None:
         self.started = time.time()
+        self.peer.pc.on("iceconnectionstatechange", self._ice_state)
         self.link = await asyncio.wait_for(targets.subscribe(self.target, session, self.info, self.peer), 60)
+        self.marks.setdefault("signaled", time.time())
         await asyncio.wait_for(self.peer.wait_connected(), 30)
+        self.marks.setdefault("connected", time.time())
         self._negotiated()
         self._below_srtp()
 
@@ -689,7 +705,7 @@ async def _worker_main(conn: Any) -> None:
                 # issue 14/21 req "first keyframe for a joiner at 80% of the knee": one joiner at a time into the
                 # loaded room (a wave of joiners measures the wave), each gone before the next comes
                 target, host, infos = arg
-                probes: list[tuple[float | None, float | None]] = []
+                probes: list[dict[str, float | None]] = []
                 for info in infos:
                     s = Subscriber(target, info, IceConfig(hosts=(host,)))
                     subs.append(s)
@@ -697,10 +713,9 @@ async def _worker_main(conn: Any) -> None:
                         await s.join(session)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(s.keyframe.wait(), 10)
-                        probes.append(((s.first_video or 0) - s.started if s.first_video else None,
-                                       (s.first_key or 0) - s.started if s.first_key else None))
-                    except Exception:  # a probe that could not join: no keyframe
-                        probes.append((None, None))
+                        probes.append(s.phases())
+                    except Exception:  # a probe that could not join: no keyframe (the phases it reached)
+                        probes.append(s.phases())
                     finally:
                         subs.remove(s)
                         s.closed = True
@@ -898,8 +913,9 @@ class Bench:
             with contextlib.suppress(OSError, ValueError):
                 row["server_cpu_split"] = split(path, PROFILE_RATE, cpu1 - cpu0,
                                                 round(row["packets_out_per_s"] * elapsed))
-        probe_keys = [k for _, k in probes if k is not None]
+        probe_keys = [p["key"] for p in probes if p["key"] is not None]
         row["probe_joins"] = len(probes)
+        row["probe_phases_s"] = probes  # each probe's signaled / ice / connected / video / key
         row["probe_first_keyframe_ms_p50"] = round(1000 * (percentile(probe_keys, 50) or 0)) if probe_keys else None
         row["probe_first_keyframe_ms_max"] = round(1000 * max(probe_keys)) if probe_keys else None
         row["probes_without_keyframe"] = len(probes) - len(probe_keys)
@@ -915,9 +931,10 @@ class Bench:
                                                                                   for w in before)
         return row
 
-    async def probe(self, n: int) -> list[tuple[float | None, float | None]]:
-        """`--probes` joiners, one at a time, while the step's N stay: (first video, first keyframe) seconds each
-        from the start of its join. Identities beyond any step's (uids from 10**6): none is reused by a step."""
+    async def probe(self, n: int) -> list[dict[str, float | None]]:
+        """`--probes` joiners, one at a time, while the step's N stay: the phases of each (`Subscriber.phases`),
+        in seconds from the start of its join. Identities beyond any step's (uids from 10**6): none is reused by a
+        step."""
         if not self.args.probes:
             return []
         first = 10**6 + self.probed
