@@ -772,6 +772,13 @@ class Engine:
         if not slot.started and slot.video and not packet.keyframe:
             self._drop(slot, "before_keyframe")
             return
+        if not slot.started:
+            # Starts only once the subscriber can read it: a packet refused for want of SRTP keys (DTLS not done)
+            # must not count as the start, or the start at connect would skip the cached pictures (`start`).
+            transport = self._transports[slot.transport] if 0 <= slot.transport < len(self._transports) else None
+            if transport is not None and transport.srtp is None:
+                self._drop(transport, "srtp_error")
+                return
         self._send(slot, packet, sid)
 
     def _send(self, slot: _Slot, packet: _Packet, sid: int) -> None:

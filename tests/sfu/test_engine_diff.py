@@ -250,6 +250,29 @@ def test_joiner_gets_the_group_of_pictures() -> None:
     assert len(captured) == len(packets)
 
 
+def test_a_joiner_whose_dtls_is_not_done_starts_on_the_cached_pictures() -> None:
+    """The subscriber's m-section is bound (the answer came) but DTLS is not done: a keyframe the publisher sends
+    then cannot reach it. It must not count as the consumer's start, or the start at connect would skip the cached
+    pictures and the joiner would get delta frames first (the bench saw joiners wait 1-3 s for a keyframe).
+    Once the keys come, `start` replays the group from its keyframe."""
+    early = vp8_stream(0xD0, 10, 10, 4, pid=3, tl0=3, gop=100)
+    later = vp8_stream(0xD0, 22, 12010, 8, pid=7, tl0=7, gop=4, seed=2)  # keyframes at its frames 0 and 4
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), *pushes(0, early),
+                ("add_transport",), ("add_slot", 0, 90000), ("bind_slot", 0, 0x1000, 100, None, None),
+                ("attach", 0, [0], True, False), *pushes(0, later, start=1001.0),  # DTLS under way: no keys
+                ("set_srtp", 0, 0), ("start", 0), *reading(1, 1, 1)]
+    captured = assert_same(commands)
+    group = later[4 * 3:]  # the last keyframe's frame and the three after it
+    assert len(captured) == len(group), "the joiner got the cached group, and nothing before its keys"
+    assert all(cipher is not None for _, _, cipher in captured)
+    body = 12 + 5  # RTP header, then the VP8 descriptor (X, I with a 15-bit picture id, L)
+    assert captured[0][1][body] == 0x00, "its first packet starts a keyframe"
+    assert [plain[body:] for _, plain, _ in captured] == [p[body:] for p in group]
+    results, _ = replay(PythonEngine, commands)
+    totals = next(value for name, value in results if name == "totals")
+    assert totals["drops"]["srtp_error"] == 2  # the two keyframes sent while the keys were missing
+
+
 def test_rtx_repeats_what_was_sent_after_a_switch() -> None:
     """The bug of the old Consumer._retransmit: it asked the live VP8 rewriter again, so after a layer switch a
     retransmission carried another picture id than the original. The engine repeats the ids it sent."""

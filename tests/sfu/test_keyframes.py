@@ -7,6 +7,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from pylibsrtp import Policy
 
 from sfu.codecs import CodecInfo
 from sfu.consumer import Consumer, OutSlot
@@ -44,6 +45,8 @@ class Wire:
 
     def __init__(self) -> None:
         self.transport = ENGINE.add_transport()
+        # connected: DTLS gave the transport its keys (the engine starts no consumer on a transport without them)
+        ENGINE.set_srtp(self.transport, Policy.SRTP_PROFILE_AES128_CM_SHA1_80, bytes(range(30)))
         self.rtcp: list[bytes] = []
 
     @property

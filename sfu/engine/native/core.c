@@ -953,6 +953,17 @@ static void forward(cc_engine *e, int id, cc_slot *c, const cc_pkt *p, int sid) 
         e->drops[CC_DROP_BEFORE_KEYFRAME]++, c->drops[CC_DROP_BEFORE_KEYFRAME]++;
         return;
     }
+    if (!c->started) {
+        /* A consumer starts only once its subscriber can read it. Before the transport has its SRTP keys (DTLS
+           not done) the flush would refuse the packet, yet the consumer would count as started: its start at
+           connect (cc_start) would then skip the cached pictures, and the joiner would get delta frames and wait
+           for the publisher's next keyframe. */
+        cc_transport *t = transport_at(e, c->transport);
+        if (t && !t->has_srtp) {
+            e->drops[CC_DROP_SRTP_ERROR]++, t->drops[CC_DROP_SRTP_ERROR]++;
+            return;
+        }
+    }
     send_copy(e, id, c, p, sid);
 }
 
