@@ -20,6 +20,9 @@ from __future__ import annotations
 SR_WAIT = 1.5
 SETTLE = 0.5
 MAX_DRIFT = 0.02
+# A report that maps the track's RTP time later than the last one did, by more than MAX_DRIFT and at most this
+# much, came from a sender that stalled (see `on_sender_report`); the earlier mapping stands.
+STALL_MAX = 5.0
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
 # NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
 EVIDENCE_SPAN = 10.0
@@ -51,6 +54,17 @@ class TrackClock:
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float) -> None:
         seconds = ntp_seconds(ntp)
+        if self.sr is not None:
+            # aiortc (the Python client, the bench's and the tests' publishers) stamps a report with the send time
+            # of its last packet, not the capture time of its RTP timestamp. A sender whose event loop stalled sends
+            # the frames that queued in a burst, and a report sent amid it maps a frame taken early in the stall to
+            # the stall's end: placed by it, the rest of the track would jump later by up to the stall (a gap in
+            # the file, and the track off the publisher's others). A capture clock never runs late, so the earlier
+            # mapping stands, restated at this report's RTP time. Browsers stamp capture time: unaffected.
+            mapped = self.sr[0] + rtp_delta(rtp_ts, self.sr[1]) / self.rate
+            if MAX_DRIFT < seconds - mapped <= STALL_MAX:
+                self.sr = (mapped, rtp_ts)
+                return
         self.sr = (seconds, rtp_ts)
         # The tie is (arrival - NTP) of the least delayed report seen: a report that waited in a busy event loop
         # or a queue arrives late and would shift all of the publisher's tracks later (by seconds on a loaded

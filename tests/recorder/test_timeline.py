@@ -145,6 +145,40 @@ def test_a_track_without_sender_reports_is_placed_by_its_least_delayed_frames() 
     assert errors["TR_mic"] < 0.025 and errors["TR_cam"] < 0.025, errors
 
 
+def test_a_report_sent_amid_a_stalled_senders_burst_does_not_move_its_track_later() -> None:
+    """The publisher's own event loop stalls 0.9 s (an aiortc publisher on a busy machine: a clean-clone run saw it
+    in the captions-recording test). The microphone's frames taken meanwhile leave in a burst at the stall's end,
+    and a report sent amid the burst carries the send time of its last packet (aiortc's way), one taken 0.8 s
+    earlier. Placed by that report, the frames after it would sit 0.8 s late, with 0.8 s of silence before them.
+    Every frame stays within 25 ms of where it belongs."""
+    begin, end = T0 + 2.0, T0 + 2.9
+    out: list[tuple[float, dict]] = []
+    for i in range(int(16 / 0.02)):
+        taken = 90.0 + i * 0.02
+        if T0 - 3 <= taken < T0 + 6:
+            sent = end if begin <= taken < end else taken
+            data = _rtp(1, 111, i, i * 960, b"\xfc" + bytes(40))
+            out.append((sent + DELAY, {"t": "rtp", "j": "EG_t", "id": "TR_mic", "d": data}))
+    reports = [(T0 - 2.5 + k, T0 - 2.5 + k) for k in range(9) if not begin <= T0 - 2.5 + k < end]
+    reports.append((end, begin + 0.1))  # amid the burst: sent at `end`, its last packet taken at begin + 0.1
+    for sent, taken in reports:
+        out.append((sent + DELAY, {"t": "sr", "j": "EG_t", "id": "TR_mic", "ntp": _ntp(sent),
+                                   "rtp": round((taken - 90.0) * 48000)}))
+    out.sort(key=lambda item: item[0])
+    messages = [(a, {**m, "a": a}) for a, m in out]
+    job = Job({"j": "EG_t", "t0": T0, "mode": "track", "dir": "/nonexistent"}, lambda m: None, threaded=False)
+    sink = job.sink = Placements()  # type: ignore[assignment]
+    job._handle(_track("TR_mic", "microphone", "audio", "audio/opus", 48000))
+    for _, message in messages:
+        if message["a"] >= T0:
+            job._handle(message)
+    job._finish(messages[-1][0])
+    placed = sink.placed["TR_mic"]
+    assert len(placed) > 250
+    errors = [abs(seconds - (90.0 + ts / 48000 + DELAY - T0)) for ts, seconds in placed]
+    assert max(errors) < 0.025, max(errors)
+
+
 def _replay(path: Path, tmp_path: Path) -> dict[str, Path]:
     """A captured feed (msgpack maps {"m": message, "r": when the recorder read it}) through a job, offline."""
     with path.open("rb") as f:
