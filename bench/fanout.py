@@ -701,6 +701,15 @@ async def _worker_main(conn: Any) -> None:
                                                 (s.first_key or 0) - s.started if s.first_key else None)
                                                for s in new],
                                      "failed": [why for why in failures if why is not None]}))
+            elif command == "leave":
+                # the last `arg` subscribers of this process hang up (a step back from the knee to 80% of it)
+                gone = [s for s in subs if not s.closed][-arg:] if arg else []
+                for s in gone:
+                    subs.remove(s)
+                    s.closed = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.gather(*(s.close() for s in gone), return_exceptions=True), 20)
+                conn.send(("left", len(gone)))
             elif command == "probe":
                 # issue 14/21 req "first keyframe for a joiner at 80% of the knee": one joiner at a time into the
                 # loaded room (a wave of joiners measures the wave), each gone before the next comes
@@ -812,6 +821,7 @@ class Bench:
         self.session = aiohttp.ClientSession()
         results: list[dict[str, Any]] = []
         aborted = None
+        at_80 = None
         try:
             await self.target.start(self.session)
             if args.server_cpus:
@@ -842,6 +852,7 @@ class Bench:
                     aborted = f"N={n}: {past} step(s) past the knee in a row (--past-knee)"
                     print(f"run stopped at {aborted}", file=sys.stderr, flush=True)
                     break
+            at_80 = await self.back_to_80_percent(results) if args.at_80 else None
         finally:
             await self.close()
         return {"target": self.name, "scenario": args.scenario, "codec": args.codec, "ice_host": args.ice_host,
@@ -850,10 +861,57 @@ class Bench:
                 "command": " ".join(["classcast-bench", *(a for a in sys.argv[1:] if a != INSIDE)]),
                 "server_cpu_cap": args.server_cpu, "server_cpus": args.server_cpus, "pacing": args.pacing,
                 "keyframe_interval_s": args.keyframe_interval, "steps": results,
-                "aborted": aborted, "server": getattr(self.target, "settings", {}), **knee(results)}
+                "aborted": aborted, "server": getattr(self.target, "settings", {}), "at_80_step": at_80,
+                **knee(results, at_80)}
+
+    async def back_to_80_percent(self, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """`--at-80`: once the ramp has found the knee, the students above 80% of it leave and that load is measured
+        as a step of its own (latency, a joiner's first keyframe: the figures issues 14 and 21 ask for at 80% of
+        the knee), in the same run as the ramp. None when the ramp found no knee, or when 80% of it is a ramp step
+        already (then that step is the figure)."""
+        found = knee(results)["knee"]
+        if not found or (n := round(0.8 * found)) in {r["subscribers"] for r in results}:
+            return None
+        try:
+            row = await asyncio.wait_for(self.step(n), step_timeout(self.args))
+        except Exception as e:  # an overloaded target may not come back: said, and the ramp's figures stand
+            print(f"the step back to 80% of the knee ({n}) failed: {type(e).__name__}: {e}"[:300], file=sys.stderr,
+                  flush=True)
+            return None
+        row["of_knee"] = round(n / found, 2)
+        print_row(row)
+        return row
 
     async def step(self, n: int) -> dict[str, Any]:
         assert self.publisher is not None
+        assert self.session is not None
+        add = n - self.joined
+        if add < 0:
+            joins, failed, join_cpu, join_seconds = await self.leave(n)
+        else:
+            joins, failed, join_cpu, join_seconds = await self.join(n)
+        self.joined = n
+        return await self.measure(n, add, joins, failed, join_cpu, join_seconds)
+
+    async def leave(self, n: int) -> tuple[list[tuple[float | None, float | None]], list[str], None, float]:
+        """Down to n subscribers: the processes with the most hang up first."""
+        counts = [len(w["subs"]) for w in await self.snapshot("snapshot")]
+        gone = [0] * len(counts)
+        for _ in range(max(0, sum(counts) - n)):
+            i = max(range(len(counts)), key=lambda j: counts[j] - gone[j])
+            gone[i] += 1
+        t0 = time.monotonic()
+        for i, k in enumerate(gone):
+            await self.ask(i, "leave", k)
+        for i in range(len(gone)):
+            kind, _ = await self.reply(i)
+            assert kind == "left", kind
+        self.failed = 0  # n is what is connected now
+        return [], [], None, time.monotonic() - t0
+
+    async def join(self, n: int) -> tuple[list[tuple[float | None, float | None]], list[str], float | None, float]:
+        """Up to n subscribers, all at once (a class starting): their first keyframes, failures, and the server's
+        CPU for the joins."""
         assert self.session is not None
         add = n - self.joined
         infos = await self.target.join_infos(self.session, self.joined, n)
@@ -878,8 +936,12 @@ class Bench:
                     failed += value["failed"]
                     break
         join_cpu = (proc_cpu(self.pid) - join_cpu0) if self.pid else None
-        join_seconds = time.monotonic() - join_t0
-        self.joined = n
+        return joins, failed, join_cpu, time.monotonic() - join_t0
+
+    async def measure(self, n: int, add: int, joins: list[tuple[float | None, float | None]], failed: list[str],
+                      join_cpu: float | None, join_seconds: float) -> dict[str, Any]:
+        """Settle, then the step's window: CPU, packets, loss, latency, memory; then the probe joiners."""
+        assert self.publisher is not None
         await asyncio.sleep(self.args.settle)  # the newest subscribers' estimates ramp up to the top layer
         before = await self.snapshot("snapshot")
         cpu0, pub0, t0 = proc_cpu(self.pid) if self.pid else 0.0, self.publisher.counters(), time.monotonic()
@@ -920,7 +982,8 @@ class Bench:
         row["probe_first_keyframe_ms_max"] = round(1000 * max(probe_keys)) if probe_keys else None
         row["probes_without_keyframe"] = len(probes) - len(probe_keys)
         self.failed += len(failed)
-        row["joined_at_once"] = add
+        row["joined_at_once"] = max(0, add)
+        row["left_at_once"] = max(0, -add)
         row["join_server_cpu_s"] = round(join_cpu, 2) if join_cpu is not None else None
         row["join_seconds"] = round(join_seconds, 2)
         row["joins_failed"] = len(failed)  # at this step; they stay out of every later figure
@@ -1069,7 +1132,7 @@ def passes(r: dict[str, Any]) -> bool:
             and (r.get("latency_p50_ms") is None or r["latency_p50_ms"] < KEEPS_UP_MS))
 
 
-def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
+def knee(results: list[dict[str, Any]], at_80: dict[str, Any] | None = None) -> dict[str, Any]:
     """The knee: the largest N with loss under 1%, delivery over 95% and every join served (the issue's definition,
     plus joins: a server that turns students away is past its knee; plus a median latency under KEEPS_UP_MS: a
     server short of CPU first queues packets in its socket's megabytes of buffer, and an 8 s step ends before they
@@ -1084,14 +1147,18 @@ def knee(results: list[dict[str, Any]]) -> dict[str, Any]:
     cores = max(best["server_cpu_percent"] / 100, 1e-9)
     # the targets "at 80% of the knee" (latency, first keyframe): the smallest passing step at or above it (a coarse
     # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures)
-    near = min((r for r in good if r["subscribers"] >= 0.8 * best["subscribers"]), key=lambda r: r["subscribers"])
-    at_80 = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
-             **{k: near.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "first_keyframe_ms_p50",
-                                         "probe_first_keyframe_ms_p50",
-                                         "cpu_us_per_packet", "server_cpu_percent")}}
+    # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures), or the step back to
+    # exactly 80% after the ramp (--at-80)
+    near = at_80 or min((r for r in good if r["subscribers"] >= 0.8 * best["subscribers"]),
+                        key=lambda r: r["subscribers"])
+    figures = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
+               "after_the_ramp": near is at_80, "passes": passes(near),
+               **{k: near.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "first_keyframe_ms_p50",
+                                           "probe_first_keyframe_ms_p50", "loss_percent",
+                                           "cpu_us_per_packet", "server_cpu_percent")}}
     return {"knee": best["subscribers"], "subscribers_per_core": round(best["subscribers"] / cores, 1),
             "knee_is_last_step": best is results[-1], "first_failure": min(bad, default=None),
-            "at_80_percent_of_knee": at_80}
+            "at_80_percent_of_knee": figures}
 
 
 def machine() -> dict[str, Any]:
@@ -1139,7 +1206,7 @@ def table(result: dict[str, Any]) -> str:
                  f"subscribers per core: {result['subscribers_per_core']}; "
                  f"first failing step: {result.get('first_failure')}")
     at_80 = result.get("at_80_percent_of_knee")
-    if at_80 and not result.get("knee_is_last_step"):  # a knee the ramp reached: the step near 80% of it
+    if at_80 and (at_80.get("after_the_ramp") or not result.get("knee_is_last_step")):  # a knee the ramp reached
         lines.append(f"at {at_80['subscribers']} subscribers ({at_80['of_knee']:.0%} of the knee): latency p50 "
                      f"{at_80['latency_p50_ms']} ms, p99 {at_80['latency_p99_ms']} ms, first keyframe p50 "
                      f"{at_80['first_keyframe_ms_p50']} ms in the step's wave, "
@@ -1214,6 +1281,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--past-knee", type=int, default=0,
                    help="end a target's ramp after this many steps in a row past the knee (0: the whole ramp); "
                         "an overloaded server's steps take long and say nothing more")
+    f.add_argument("--at-80", action="store_true", help="after the ramp, the subscribers above 80%% of the knee "
+                   "leave and that load is measured too (latency and a joiner's first keyframe at 80%% of the knee, "
+                   "in the same run)")
     f.add_argument("--profile", help="folder for py-spy profiles (collapsed stacks) of the server and a worker: "
                    "TARGET-server-N.txt, TARGET-worker-N.txt")
     f.add_argument("--json", help="write the figures here")

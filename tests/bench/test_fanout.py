@@ -33,8 +33,9 @@ FIGURES = ("server_cpu_percent", "cpu_us_per_packet", "packets_out_per_s", "mbit
 def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     out, chart = tmp_path / "fanout.json", tmp_path / "fanout.png"
     run = subprocess.run([sys.executable, "-m", "bench.fanout", "fanout", "--subscribers", "3", "--duration", "3",
-                          "--settle", "3", "--workers", "2", "--probes", "2", "--json", str(out), "--plot", str(chart)],
-                         capture_output=True, text=True, timeout=150)
+                          "--settle", "3", "--workers", "2", "--probes", "2", "--at-80", "--json", str(out),
+                          "--plot", str(chart)],
+                         capture_output=True, text=True, timeout=200)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1 and result["command"].startswith("classcast-bench fanout")
@@ -62,6 +63,15 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert 3 * 0.6 <= step["feedback_per_s"]["rr"] <= 3 * 1.4
     assert step["feedback_total"]["pli"] >= 3
     assert result["knee"] == 3 and result["subscribers_per_core"] > 0
+    # --at-80: after the ramp, one of the three left and 80% of the knee (2) was measured as a step of its own
+    back = result["at_80_step"]
+    assert back["subscribers"] == 2 and back["left_at_once"] == 1 and back["joined_at_once"] == 0
+    assert back["loss_percent"] == 0 and back["delivered_percent"] > 95
+    assert 0.5 < back["packets_out_per_s"] / step["packets_out_per_s"] < 0.85  # two subscribers' worth, not three
+    assert back["probe_joins"] == 2 and back["probes_without_keyframe"] == 0
+    at_80 = result["at_80_percent_of_knee"]
+    assert at_80["after_the_ramp"] and at_80["subscribers"] == 2 and at_80["of_knee"] == 0.67
+    assert at_80["probe_first_keyframe_ms_p50"] == back["probe_first_keyframe_ms_p50"]
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| N |" in run.stdout
 
@@ -114,6 +124,12 @@ def test_knee_is_the_largest_clean_step() -> None:
     assert knee(rows)["knee"] == 10
     rows[1]["latency_p50_ms"] = 1.5
     assert knee(rows)["knee"] == 20
+    # the step back to exactly 80% after the ramp (--at-80) is the figure when there is one, passing or not
+    back = {"subscribers": 16, "loss_percent": 2, "delivered_percent": 97, "server_cpu_percent": 35,
+            "latency_p50_ms": 3.0}
+    at_80 = knee(rows, back)["at_80_percent_of_knee"]
+    assert at_80["subscribers"] == 16 and at_80["after_the_ramp"] and not at_80["passes"]
+    assert at_80["latency_p50_ms"] == 3.0 and knee(rows, back)["knee"] == 20
 
 
 def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
