@@ -70,7 +70,17 @@ def _parse(result: Result, output: str) -> None:
             result.inputs = int(m[1])
         m = re.search(r"Test unit written to (\S+)", line)
         if m:
-            result.findings.append(m[1])
+            result.findings.append(f"{m[1]}{_exception(output)}")
+
+
+def _exception(output: str) -> str:
+    """': ' and the last line of the Python exception atheris printed for a finding (CostExceeded, a parser's
+    error), so a failing test says what was found; empty for a native finding (its sanitizer report is in the
+    log)."""
+    _, found, after = output.partition("=== Uncaught Python exception: ===")
+    lines = [line for line in after.splitlines() if line.strip()] if found else []
+    summary = next((line for line in lines if not line.startswith((" ", "Traceback"))), "")
+    return f": {summary.strip()}" if summary else ""
 
 
 RSS_BUDGET_MB = 2048  # what a target may use on top of what it started with
@@ -101,8 +111,10 @@ def run_one(name: str, command: list[str], seeds: Path | None, seconds: float | 
                               cwd=ROOT, env=env)
         result = Result(name, kind, seconds=round(time.monotonic() - started, 1), returncode=proc.returncode)
         _parse(result, proc.stdout + proc.stderr)
-        if result.findings:  # what libFuzzer and the target said about it (the exception, the cost)
-            (artifacts / f"{name}.log").write_text((proc.stdout + proc.stderr)[-20000:])
+        if result.findings:  # what libFuzzer and the target said about it: atheris prints the exception (the
+            # traceback, the cost) on stdout, libFuzzer its progress and the input on stderr; each kept, not one
+            # cut from the front of both (that lost the traceback)
+            (artifacts / f"{name}.log").write_text(f"{proc.stdout[-8000:]}\n--- stderr ---\n{proc.stderr[-12000:]}")
         if proc.returncode != 0 and not result.findings:
             tail = (proc.stdout + proc.stderr)[-3000:]
             result.findings.append(f"exit {proc.returncode}: {tail}")
