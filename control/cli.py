@@ -85,7 +85,9 @@ async def _serve(config: Config) -> None:
     app = await create_app(config)
     svc = app[SERVICES]
     org, created = await ensure_demo_org(svc.store, config, svc.clock)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A request still running when the server stops gets this long to end (aiohttp's default is 60 s, then 60 more
+    # once cancelled): SIGINT stops at once, and SIGTERM has drained the classes by then.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=STOP_REQUESTS_S)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -116,16 +118,42 @@ async def _serve(config: Config) -> None:
     try:
         await stop.wait()
     finally:
-        for task in draining:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await runner.cleanup()
-        if relay is not None:
-            await relay.stop()
+        async def cleanup() -> None:
+            for task in draining:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await runner.cleanup()
+            if relay is not None:
+                await relay.stop()
+
         with contextlib.suppress(OSError):
             if pid_path.read_text().strip() == str(os.getpid()):
                 pid_path.unlink()
+        stopping = loop.create_task(cleanup())
+        done, _ = await asyncio.wait({stopping}, timeout=STOP_BOUND_S)
+        if not done:
+            _stuck(log, stopping)
+
+
+STOP_REQUESTS_S = 5.0
+STOP_BOUND_S = 20.0  # the whole stop (requests, classes' connections, SFU workers, sinks, the store): then it exits
+
+
+def _stuck(log: logging.Logger, stopping: asyncio.Task[None]) -> None:
+    """The stop did not end within STOP_BOUND_S: what every task was waiting for goes to the log (the defect to fix
+    is there), and the process exits now with status 1, since waiting on would leave a node that no longer serves
+    but still holds its port and its lease. Committed state is already on disk; SFU workers and sinks end when
+    their link to this process closes."""
+    import io
+
+    log.error("the server did not stop within %.0f s; exiting now. Where each task was waiting:", STOP_BOUND_S)
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=8, file=out)
+        log.error("%s%s", "(the stop) " if task is stopping else "", out.getvalue().strip())
+    logging.shutdown()
+    os._exit(1)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:

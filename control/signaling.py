@@ -54,6 +54,7 @@ RATE_PER_S, RATE_BURST = 50.0, 200.0
 # A join that follows the socket's token check this soon uses it as is: the join opens the session in one
 # transaction that checks the room and the participant again (ended, removed), so a second read is redundant.
 FRESH_GRANT_S = 1.0
+CLOSE_S = 2.0  # a stopping server waits this long for each WebSocket's close handshake (all at once)
 
 
 @dataclass(eq=False)
@@ -136,10 +137,12 @@ class Hub:
     async def stop(self) -> None:
         self._stopping = True  # from here a closed connection starts no grace timer (see _disconnect)
         self._unsubscribe()
-        for conns in list(self.rooms.values()):
-            for conn in list(conns.values()):
-                conn.ending = conn.ending or "server_shutdown"
-                await conn.ws.close(code=1001, message=b"server shutdown")
+        closing = [conn for conns in self.rooms.values() for conn in conns.values()]
+        for conn in closing:
+            conn.ending = conn.ending or "server_shutdown"
+        # All at once, each bounded: aiohttp's close waits up to 10 s for the peer's answer (and, unbounded, for
+        # its socket to drain), so one by one, a few silent peers held a stopping node for minutes.
+        await asyncio.gather(*(self._close(conn.ws) for conn in closing))
         for grace in self._graces.values():
             grace.cancel()
         self._graces.clear()
@@ -149,6 +152,11 @@ class Hub:
                 await self._dispatcher
         await self.relay.close()
         await self.sfu.close()
+
+    @staticmethod
+    async def _close(ws: web.WebSocketResponse) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(ws.close(code=1001, message=b"server shutdown"), CLOSE_S)
 
     # ---- the WebSocket ------------------------------------------------------------------------------------
 

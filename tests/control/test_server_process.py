@@ -108,3 +108,28 @@ def test_restart_keeps_the_demo_org(tmp_path: Path) -> None:
         ids.append(re.search(r"Demo organization.*?: (\w{16})", text).group(1))  # type: ignore[union-attr]
         assert f"http://127.0.0.1:{port}" in text and "VF-ORG-ID" in text
     assert ids[0] == ids[1]
+
+
+def test_a_stop_that_hangs_says_where_and_exits() -> None:
+    """`serve` bounds its stop (control/cli.py STOP_BOUND_S): past it, the log names what every task was waiting
+    for and the process exits with status 1 instead of holding its port and its lease (CI once saw a node keep
+    running 30 s after SIGINT, with nothing in its log to say why)."""
+    script = """
+import asyncio, logging, sys
+from control.cli import _stuck
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+async def relay_close_that_never_ends():
+    await asyncio.Event().wait()
+async def main():
+    task = asyncio.get_running_loop().create_task(relay_close_that_never_ends())
+    await asyncio.sleep(0.05)
+    _stuck(logging.getLogger("classcast"), task)
+    print("still running")
+asyncio.run(main())
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                         cwd=Path(__file__).parents[2])
+    assert run.returncode == 1, run.stderr
+    assert "still running" not in run.stdout
+    assert "the server did not stop within 20 s; exiting now" in run.stderr
+    assert "(the stop)" in run.stderr and "relay_close_that_never_ends" in run.stderr
