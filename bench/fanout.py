@@ -1297,8 +1297,7 @@ def at_80_percent(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if not again["steps"]:
         print(f"{result['target']} at 80% of its knee ({n}): {again.get('aborted')}", file=sys.stderr)
         return
-    step = {**again["steps"][0], "of_knee": round(n / found, 2)}
-    print_row(step)
+    step = {**again["steps"][0], "of_knee": round(n / found, 2)}  # its row was printed by its run
     result["at_80_step"] = step
     result.update(knee(result["steps"], step))
 
