@@ -1097,18 +1097,18 @@ def knee(results: list[dict[str, Any]], at_80: dict[str, Any] | None = None) -> 
     cores = max(best["server_cpu_percent"] / 100, 1e-9)
     # the targets "at 80% of the knee" (latency, first keyframe): the smallest passing step at or above it (a coarse
     # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures)
-    # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures), or the step back to
-    # exactly 80% after the ramp (--at-80)
+    # ramp gives a heavier load than 80%, never a lighter one that would flatter the figures), or the step measured
+    # at exactly 80% on a fresh server after the ramp (--at-80, `at_80_percent`)
     near = at_80 or min((r for r in good if r["subscribers"] >= 0.8 * best["subscribers"]),
                         key=lambda r: r["subscribers"])
-    figures = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
+    near_figures = {"subscribers": near["subscribers"], "of_knee": round(near["subscribers"] / best["subscribers"], 2),
                "after_the_ramp": near is at_80, "passes": passes(near),
                **{k: near.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "first_keyframe_ms_p50",
                                            "probe_first_keyframe_ms_p50", "loss_percent",
                                            "cpu_us_per_packet", "server_cpu_percent")}}
     return {"knee": best["subscribers"], "subscribers_per_core": round(best["subscribers"] / cores, 1),
             "knee_is_last_step": best is results[-1], "first_failure": min(bad, default=None),
-            "at_80_percent_of_knee": figures}
+            "at_80_percent_of_knee": near_figures}
 
 
 def machine() -> dict[str, Any]:

@@ -124,7 +124,7 @@ def test_knee_is_the_largest_clean_step() -> None:
     assert knee(rows)["knee"] == 10
     rows[1]["latency_p50_ms"] = 1.5
     assert knee(rows)["knee"] == 20
-    # the step back to exactly 80% after the ramp (--at-80) is the figure when there is one, passing or not
+    # the step measured at exactly 80% after the ramp (--at-80) is the figure when there is one, passing or not
     back = {"subscribers": 16, "loss_percent": 2, "delivered_percent": 97, "server_cpu_percent": 35,
             "latency_p50_ms": 3.0}
     at_80 = knee(rows, back)["at_80_percent_of_knee"]
