@@ -9,9 +9,11 @@ from typing import Any
 INSTRUMENT = ("sfu.bwe",)
 # A full window (8192 statuses) costs about 16-20 ms instrumented per read, and an input is read twice here (the
 # sender's feedback, then the parser's own check below): a 54-byte feedback of 7,936 statuses cost 36 ms on an
-# idle machine and 43 ms in a clean-clone run, over the old 40 ms bound. 65,535 statuses cost 8 times a full
-# window, so this bound still catches the defect class the target is for.
-BOUND_MS = 60.0
+# idle machine and 43 ms in a clean-clone run, over the old 40 ms bound; in a slow phase of this machine a 46-byte
+# full-window feedback cost 60.6-65.2 ms in each of five runs (a clean-clone run, 2026-12-01 23:15), over the next
+# bound of 60. 65,535 statuses cost 8 times a full window (260 ms and more in that phase), so this bound still
+# catches the defect class the target is for, with room for the machine's phases.
+BOUND_MS = 120.0
 STATELESS = True
 
 bwe: Any = None
