@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import clip, netns
-from bench.fanout import STREAMS, Subscriber, figures, knee
+from bench.fanout import STREAMS, Subscriber, busy_percent, cpu_ticks, figures, knee
 from bench.targets import URI_TWCC, browser_answer, janus, pion
 from control.workers import worker_count
 from sfu import rtcp
@@ -62,6 +62,10 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert 3 * 7 <= step["feedback_per_s"]["twcc"] <= 3 * 11
     assert 3 * 0.6 <= step["feedback_per_s"]["rr"] <= 3 * 1.4
     assert step["feedback_total"]["pli"] >= 3
+    # how busy the bench's own CPUs were (the publisher and the subscribers run there): a share, and whether
+    # it was enough to make the step's latency partly the bench's
+    assert 0 < step["bench_cpus_busy_percent"] <= 100
+    assert step["bench_limited"] == (step["bench_cpus_busy_percent"] >= 90)
     assert result["knee"] == 3 and result["subscribers_per_core"] > 0
     # --at-80: after the ramp, a fresh server with 80% of the knee (2), measured as a step of its own
     back = result["at_80_step"]
@@ -322,3 +326,19 @@ async def test_pacer_releases_video_at_its_rate_and_stamps_at_release() -> None:
     # no more than a 5 ms slice of budget (500 bytes: one packet overdraws it) leaves within a slice
     per_slice = max(sum(1 for t, _ in sent if t0 <= t < t0 + 0.004) for t0, _ in sent)
     assert per_slice <= 3, per_slice
+
+
+def test_a_cpu_kept_busy_reads_busy() -> None:
+    """The bench's busy share (bench_cpus_busy_percent) is read from /proc/stat for the CPUs it runs on."""
+    cpu = min(os.sched_getaffinity(0))
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time() + 1.5\nwhile time.time() < t: pass"])
+    try:
+        os.sched_setaffinity(spin.pid, {cpu})
+        time.sleep(0.3)  # the interpreter has started and spins
+        before = cpu_ticks({cpu})
+        time.sleep(0.8)
+        busy = busy_percent(before, cpu_ticks({cpu}))
+    finally:
+        spin.wait(10)
+    assert busy is not None and busy >= 80, busy
+    assert busy_percent((5, 10), (5, 10)) is None  # no tick passed: no figure, not 0%
