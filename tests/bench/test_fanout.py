@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import clip, netns
+from bench import clip, netns, udp
 from bench.fanout import STREAMS, Subscriber, busy_percent, cpu_ticks, figures, knee
 from bench.targets import URI_TWCC, browser_answer, janus, pion
 from control.workers import worker_count
@@ -219,6 +220,58 @@ def test_subscribers_answer_transport_cc_as_a_browser_does() -> None:
     assert browser_answer(offer, out) == out  # already there: unchanged
 
 
+def deliver(sub: Subscriber, datagrams: list[bytes]) -> list[bytes]:
+    """The datagrams through a loopback UDP socket and the bench's batch read, as the workers' poller reads them;
+    returns what went on to aioice's protocol (not RTP)."""
+    passed: list[bytes] = []
+
+    class Protocol:
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            passed.append(data)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        udp.enable_timestamps(rx)
+        for data in datagrams:
+            tx.sendto(data, rx.getsockname())
+        receiver = udp.BatchReceiver()
+        n = receiver.recv(rx.fileno())
+        assert n == len(datagrams)
+        sub.receive(receiver, n, time.time(), Protocol())
+    return passed
+
+
+def test_a_batch_read_finds_the_transport_wide_number_wherever_the_extension_puts_it() -> None:
+    """The subscriber's read takes the usual layout (the number in the first element) without a loop, and any
+    other (after another element, after padding, after a CSRC) through RFC 8285's walk: every packet's number is
+    recorded with its kernel arrival time; what is not RTP goes to aioice."""
+    sub = Subscriber("classcast", None, IceConfig(hosts=("127.0.0.1",)))
+    sub.twcc_id, sub.twcc, sub.video_pts = 3, TwccFeedback(), {96}
+
+    def rtp(seq: int, ext: bytes, csrcs: int = 0) -> bytes:
+        first = 0x90 | csrcs if ext else 0x80 | csrcs
+        return struct.pack("!BBHII", first, 96, seq, 1000, 0xAAAA) + b"\x00\x00\x00\x07" * csrcs + ext + bytes(40)
+
+    stun = bytes([0, 1, 0, 0]) + b"\x21\x12\xa4\x42" + bytes(12)
+    before = time.time()
+    passed = deliver(sub, [
+        rtp(1, bytes([0xBE, 0xDE, 0, 1, 0x31, 0x12, 101, 0])),  # the engine's layout
+        rtp(2, bytes([0xBE, 0xDE, 0, 2, 0x10, 9, 0x31, 0x12, 102, 0, 0, 0])),  # after a one-byte element of id 1
+        rtp(3, bytes([0xBE, 0xDE, 0, 1, 0, 0x31, 0x12, 103])),  # after a padding byte
+        rtp(4, bytes([0xBE, 0xDE, 0, 1, 0x31, 0x12, 104, 0]), csrcs=1),
+        rtp(5, bytes([0xBE, 0xDE, 0, 1, 0x41, 0x12, 99, 0])),  # another id's element only: no number
+        rtp(6, bytes([0xBE, 0xDE, 0, 0])),  # an empty extension block
+        rtp(7, b""),
+        stun,
+    ])
+    assert passed == [stun]
+    recorded = {entry[0]: entry[1] for entry in sub.twcc._ring if entry is not None}  # type: ignore[union-attr]
+    assert sorted(recorded) == [0x1200 + 101, 0x1200 + 102, 0x1200 + 103, 0x1200 + 104]
+    assert all(before - 1 <= t / 1e6 <= time.time() + 1 for t in recorded.values())  # the kernel's clock
+    assert sub.snapshot()["received"] == 7
+
+
 async def test_subscriber_feedback_twcc_nack_pli() -> None:
     """One subscriber's feedback from packets as they arrive: TWCC numbers read from the clear header, a NACK for
     a gap, a PLI for a new video SSRC, none for its RTX SSRC; what flush() sends parses as that RTCP."""
@@ -232,19 +285,14 @@ async def test_subscriber_feedback_twcc_nack_pli() -> None:
     sub.peer.send_rtcp = send_rtcp  # type: ignore[method-assign]
     sub.twcc_id, sub.twcc, sub.video_pts, sub.rtx_pts = 3, TwccFeedback(), {96}, {97}
 
-    def packet(pt: int, seq: int, ssrc: int, twcc: int) -> memoryview:
+    def packet(pt: int, seq: int, ssrc: int, twcc: int) -> bytes:
         ext = bytes([0xBE, 0xDE, 0, 1, 0x31, twcc >> 8, twcc & 0xFF, 0])
-        return memoryview(struct.pack("!BBHII", 0x90, pt, seq, 1000, ssrc) + ext + b"\x00" * 40)
+        return struct.pack("!BBHII", 0x90, pt, seq, 1000, ssrc) + ext + b"\x00" * 40
 
-    class Rx:
-        def arrival(self, i: int) -> float:
-            return 0.0
-
-    for i, seq in enumerate([10, 11, 14, 15]):  # 12 and 13 lost
-        sub._on_srtp(packet(96, seq, 0xAAAA, 100 + i), Rx(), 0, 1000.0 + i / 100)  # type: ignore[arg-type]
-    sub._on_srtp(packet(97, 500, 0xBBBB, 104), Rx(), 0, 1000.05)  # type: ignore[arg-type]
+    deliver(sub, [packet(96, seq, 0xAAAA, 100 + i) for i, seq in enumerate([10, 11, 14, 15])])  # 12, 13 lost
+    deliver(sub, [packet(97, 500, 0xBBBB, 104)])
     await sub.flush()  # the PLI first (the stream started), the gap seen before the PLI is not NACKed
-    sub._on_srtp(packet(96, 18, 0xAAAA, 105), Rx(), 0, 1000.06)  # type: ignore[arg-type]
+    deliver(sub, [packet(96, 18, 0xAAAA, 105)])
     await sub.flush()
     packets = [p for data in sent for p in rtcp.parse_rtcp(data)]
     kinds = [type(p).__name__ for p in packets]
