@@ -43,6 +43,9 @@ class IceConfig:
     # Who reads the media port with the native engine: "thread" (the engine's reader thread: forwarding waits for
     # neither the event loop nor the GIL) or "loop" (the event loop, as with the Python engine).
     media_reader: str = "thread"
+    # How many nice steps the reader thread runs above the event loop's thread (sfu/rtcserver.py
+    # `prioritize_reader`); 0: the same priority.
+    reader_priority: int = 5
 
     @property
     def single_port(self) -> bool:
@@ -85,8 +88,11 @@ class IceConfig:
         media_reader = env.get("CLASSCAST_MEDIA_READER", "").strip().lower() or "thread"
         if media_reader not in ("thread", "loop"):
             raise ValueError("CLASSCAST_MEDIA_READER must be thread or loop")
+        priority = env.get("CLASSCAST_READER_PRIORITY", "").strip() or "5"
+        if not priority.isdigit() or int(priority) > 19:
+            raise ValueError("CLASSCAST_READER_PRIORITY must be a whole number of nice steps from 0 to 19")
         return cls(hosts=hosts, port_min=port_min, port_max=port_max, servers=servers, allowed_networks=allowed,
-                   rtc_port=rtc_port, announced=announced, media_reader=media_reader)
+                   rtc_port=rtc_port, announced=announced, media_reader=media_reader, reader_priority=int(priority))
 
     def allows(self, address: str) -> bool:
         """Only literal IPs inside the allowed networks: mDNS names and the like are refused."""

@@ -89,7 +89,8 @@ def unpacker() -> msgpack.Unpacker:
 def ice_to_wire(ice: IceConfig) -> dict[str, Any]:
     return {"hosts": list(ice.hosts), "port_min": ice.port_min, "port_max": ice.port_max,
             "servers": [dict(s) for s in ice.servers], "allowed": [str(n) for n in ice.allowed_networks],
-            "rtc_port": ice.rtc_port, "announced": ice.announced, "media_reader": ice.media_reader}
+            "rtc_port": ice.rtc_port, "announced": ice.announced, "media_reader": ice.media_reader,
+            "reader_priority": ice.reader_priority}
 
 
 def ice_from_wire(data: dict[str, Any]) -> IceConfig:
@@ -97,7 +98,8 @@ def ice_from_wire(data: dict[str, Any]) -> IceConfig:
                      servers=tuple(data["servers"]),
                      allowed_networks=tuple(ipaddress.ip_network(n) for n in data["allowed"]),
                      rtc_port=int(data["rtc_port"]), announced=data.get("announced"),
-                     media_reader=data.get("media_reader", "thread"))
+                     media_reader=data.get("media_reader", "thread"),
+                     reader_priority=int(data.get("reader_priority", IceConfig.reader_priority)))
 
 
 class Channel:

@@ -8,7 +8,11 @@ import logging
 import os
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from sfu.client import SyntheticVideoTrack, ToneAudioTrack
 from sfu.ice import IceConfig
 from sfu.peer import SpentDtls
 from sfu.router import Router
-from sfu.rtcserver import MuxConnection, RtcServer, rtc_server_for
+from sfu.rtcserver import MuxConnection, RtcServer, prioritize_reader, rtc_server_for
 from tests.sfu.conftest import Classroom
 
 # Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read its shared port, engine and counters.
@@ -116,9 +120,57 @@ async def test_every_participant_goes_through_the_one_port(classroom: Classroom)
         if hasattr(server.engine, "reader_start") and server.config.media_reader == "thread":  # on its own thread
             assert stats["reader"]["running"] and stats["reader"]["sockets"] == len(server._listeners)
             assert stats["reader"]["batches"] > 10 and stats["reader"]["overflow"] == 0
+            # forwarding first when the loop's work wants the same core (CLASSCAST_READER_PRIORITY, 5 steps)
+            if os.geteuid() == 0:
+                assert _nice(stats["reader"]["thread"]) == max(-20, _nice(threading.get_native_id()) - 5)
     assert stats["connections"] == 3 and stats["nominations"] >= 3 and stats["binding_requests"] >= 3
     metrics = classroom.server.app[HUB].sfu.metrics()
     assert metrics["rtc"]["port"] == server.port
+
+
+def _nice(tid: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_reader_thread_is_given_priority_where_the_process_may() -> None:
+    """prioritize_reader: a thread `steps` nice steps above the caller's; 0 steps leave it; a process without
+    CAP_SYS_NICE (here: root's child turned nobody) makes the caller nicer instead, and says so in the log."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        tid = thread.native_id
+        assert tid is not None
+        own = _nice(threading.get_native_id())
+        assert prioritize_reader(tid, 0) is None and _nice(tid) == own
+        if os.geteuid() == 0:
+            assert prioritize_reader(tid, 5) == (max(-20, own - 5), own)
+            assert _nice(tid) == max(-20, own - 5) and _nice(threading.get_native_id()) == own
+    finally:
+        stop.set()
+        thread.join()
+    unprivileged = (
+        "import logging, os, threading, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "from sfu.rtcserver import prioritize_reader\n"  # imported first: nobody may not read the interpreter's files
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "e = threading.Event(); t = threading.Thread(target=e.wait); t.start()\n"
+        "own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+        "print('result', prioritize_reader(t.native_id, 5) == (own, own + 5),\n"
+        "      os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - own,\n"
+        "      os.getpriority(os.PRIO_PROCESS, t.native_id) - own); e.set(); t.join()\n")
+    if os.geteuid() == 0:
+        out = subprocess.run([sys.executable, "-c", unprivileged], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert "result True 5 0" in out.stdout, out.stdout + out.stderr[-2000:]  # the caller 5 steps nicer
+        assert "raising the reader instead needs CAP_SYS_NICE" in out.stdout
+    assert IceConfig.from_env({}).reader_priority == 5
+    assert IceConfig.from_env({"CLASSCAST_READER_PRIORITY": "0"}).reader_priority == 0
+    for bad in ("-3", "20", "high"):
+        with pytest.raises(ValueError, match="CLASSCAST_READER_PRIORITY must be a whole number"):
+            IceConfig.from_env({"CLASSCAST_READER_PRIORITY": bad})
 
 
 async def test_the_event_loop_reads_the_port_when_asked(classroom: Classroom) -> None:

@@ -14,7 +14,8 @@ from tests.workers.conftest import pool_of
 def test_ice_configuration_round_trips() -> None:
     ice = IceConfig(hosts=("127.0.0.1", "198.18.0.1"), port_min=0, port_max=0,
                     servers=({"urls": "stun:stun.example.org:3478"},),
-                    allowed_networks=(ipaddress.ip_network("198.18.0.0/15"),), rtc_port=7990, announced="a.example")
+                    allowed_networks=(ipaddress.ip_network("198.18.0.0/15"),), rtc_port=7990, announced="a.example",
+                    reader_priority=3)
     decoder = wire.unpacker()  # what the worker reads the link with
     decoder.feed(wire.pack({"op": "config", "index": 0, "ice": wire.ice_to_wire(ice)}))
     (message,) = list(decoder)

@@ -673,15 +673,15 @@ static PyObject *Engine_reader_stats(EngineObject *self, PyObject *unused) {
     cc_reader *r = &self->reader;
     LOCK(self);
     unsigned long long wakeups = r->wakeups, batches = r->batches, errors = r->errors;
-    int running = r->running, sockets = r->nfds;
+    int running = r->running, sockets = r->nfds, tid = running ? __atomic_load_n(&r->tid, __ATOMIC_ACQUIRE) : 0;
     UNLOCK(self);
     pthread_mutex_lock(&r->qmu);
     unsigned long long overflow = r->overflow, notifies = r->notifies;
     int queued = r->q[r->active].n;
     pthread_mutex_unlock(&r->qmu);
-    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i,s:K}", "running", running, "sockets", sockets, "wakeups",
+    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:i,s:K,s:i}", "running", running, "sockets", sockets, "wakeups",
                          wakeups, "batches", batches, "overflow", overflow, "errors", errors, "queued", queued,
-                         "notifies", notifies);
+                         "notifies", notifies, "thread", tid);
 }
 
 /* Every method runs under the engine's mutex, but the reader thread's (they manage it themselves) and the two

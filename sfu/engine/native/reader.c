@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -128,6 +130,7 @@ static void read_socket(cc_reader *r, int fd) {
 static void *reader_main(void *arg) {
     cc_reader *r = arg;
     struct pollfd p[CC_READER_FDS + 1];
+    __atomic_store_n(&r->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
     for (;;) {
         LOCK(r);
         if (r->stopping) {
@@ -178,7 +181,9 @@ int cc_reader_start(cc_reader *r, uint64_t hold_ns) {
     int rc = r->wake_fd < 0 || r->notify_fd < 0 ? errno : 0;
     if (!rc) {
         r->stopping = 0, r->nfds = 0;
+        __atomic_store_n(&r->tid, 0, __ATOMIC_RELAXED);
         rc = pthread_create(&r->thread, NULL, reader_main, r);
+        while (!rc && !__atomic_load_n(&r->tid, __ATOMIC_ACQUIRE)) sched_yield(); /* its first statement */
     }
     if (rc) {
         if (r->wake_fd >= 0) close(r->wake_fd);

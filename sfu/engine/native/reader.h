@@ -33,6 +33,8 @@ typedef struct {
     pthread_mutex_t mu; /* recursive: the binding's callers may re-enter (a finalizer run by an allocation) */
     int running, stopping;
     pthread_t thread;
+    int tid; /* the thread's kernel id (gettid), set before cc_reader_start returns: the slow path may give it a
+              * scheduling priority of its own (sfu/rtcserver.py) */
     int wake_fd, notify_fd; /* eventfds: the thread's poll (fd set changed, stop); the slow path's (items wait) */
     int fds[CC_READER_FDS], nfds;
     uint64_t generation, seen; /* the fd set's version, and the one the thread polls */
