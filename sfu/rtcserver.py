@@ -706,15 +706,22 @@ def prioritize_reader(tid: int, steps: int) -> tuple[int, int] | None:
     if not tid or steps <= 0:
         return None
     loop_tid = threading.get_native_id()
-    own = os.getpriority(os.PRIO_PROCESS, loop_tid)  # Linux: nice values are per thread
+    # Linux: nice values are per thread. A loop's own is read once: a server closed when idle and made again
+    # starts a new reader, and a loop made nicer before must not be made nicer again.
+    own = _LOOP_NICE.setdefault(loop_tid, os.getpriority(os.PRIO_PROCESS, loop_tid))
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(-20, own - steps))
         return max(-20, own - steps), own
     except OSError as exc:
-        os.setpriority(os.PRIO_PROCESS, loop_tid, min(19, own + steps))
-        log.info("the event loop's thread runs at nice %d so that the media reader thread (nice %d) goes first: "
-                 "raising the reader instead needs CAP_SYS_NICE (%s)", min(19, own + steps), own, exc.strerror)
-        return own, min(19, own + steps)
+        nicer = min(19, own + steps)
+        if os.getpriority(os.PRIO_PROCESS, loop_tid) != nicer:
+            os.setpriority(os.PRIO_PROCESS, loop_tid, nicer)
+            log.info("the event loop's thread runs at nice %d so that the media reader thread (nice %d) goes "
+                     "first: raising the reader instead needs CAP_SYS_NICE (%s)", nicer, own, exc.strerror)
+        return own, nicer
+
+
+_LOOP_NICE: dict[int, int] = {}  # a loop thread's nice value before prioritize_reader first ran on it
 
 
 def _running_loop() -> Any:
