@@ -693,35 +693,33 @@ class _NoLoop:
 _NO_LOOP = _NoLoop()
 
 
-def prioritize_reader(tid: int, steps: int) -> tuple[int, int] | None:
-    """The reader thread `steps` nice steps above the calling (event loop's) thread; returns the two nice values
-    (reader, loop), or None when nothing changed.
+def prioritize_reader(tid: int, steps: int) -> int | None:
+    """The reader thread `steps` nice steps above the calling (event loop's) thread; returns the reader's nice
+    value, or None when it is left as it was.
 
     The reader forwards every publisher's packet; the loop's thread runs joins, DTLS, layer choice, reports and
     garbage collections. Where both want the same core (one core per worker, or a CPU quota), the kernel shares it
     by weight: at equal priority a 100 ms burst of the loop's work halves forwarding for 100 ms, and every packet
     of that time arrives late. Five steps give the reader about three quarters of the core while both run.
-    Raising the reader needs CAP_SYS_NICE (root has it); without it the loop's thread is made nicer instead
-    (always allowed), and the log says so: the loop then also yields to other processes of the machine."""
+    Raising a thread's priority needs CAP_SYS_NICE (root has it). Without it the reader keeps the loop's priority
+    and the log says so once: making the loop nicer instead would not last, since a reader started later (a server
+    made again after an idle spell) is born with the loop's nice value, and no unprivileged thread can lower it."""
+    global _PRIORITY_REFUSED
     if not tid or steps <= 0:
         return None
-    loop_tid = threading.get_native_id()
-    # Linux: nice values are per thread. A loop's own is read once: a server closed when idle and made again
-    # starts a new reader, and a loop made nicer before must not be made nicer again.
-    own = _LOOP_NICE.setdefault(loop_tid, os.getpriority(os.PRIO_PROCESS, loop_tid))
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # Linux: nice values are per thread
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(-20, own - steps))
-        return max(-20, own - steps), own
     except OSError as exc:
-        nicer = min(19, own + steps)
-        if os.getpriority(os.PRIO_PROCESS, loop_tid) != nicer:
-            os.setpriority(os.PRIO_PROCESS, loop_tid, nicer)
-            log.info("the event loop's thread runs at nice %d so that the media reader thread (nice %d) goes "
-                     "first: raising the reader instead needs CAP_SYS_NICE (%s)", nicer, own, exc.strerror)
-        return own, nicer
+        if not _PRIORITY_REFUSED:
+            _PRIORITY_REFUSED = True
+            log.info("the media reader thread runs at the event loop's priority (nice %d): raising it needs "
+                     "CAP_SYS_NICE (%s); CLASSCAST_READER_PRIORITY=0 silences this", own, exc.strerror)
+        return None
+    return max(-20, own - steps)
 
 
-_LOOP_NICE: dict[int, int] = {}  # a loop thread's nice value before prioritize_reader first ran on it
+_PRIORITY_REFUSED = False  # said once per process
 
 
 def _running_loop() -> Any:
