@@ -75,6 +75,7 @@ class Cas:
         self.timeouts = 0
         self.restarts = 0
         self._retry_at = 0.0  # after a failed start (SymPy not installed, say), no new attempt before this
+        self._closed = False
 
     async def solve(self, problem: Problem) -> Fact | Failure:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.solve_blocking, problem)
@@ -88,7 +89,8 @@ class Cas:
             try:
                 self._ensure()
             except OSError as exc:
-                log.warning("computer algebra unavailable: %s", exc)
+                if not self._closed:  # a start that close() ended is no news
+                    log.warning("computer algebra unavailable: %s", exc)
 
     def solve_blocking(self, problem: Problem) -> Fact | Failure:
         with self._lock:
@@ -104,6 +106,8 @@ class Cas:
                 self._kill()
                 return Failure("unavailable", str(exc))
             line = self._read_line(proc, self.time_limit_s)
+            if line is None and self._closed:
+                return Failure("unavailable", "the computer algebra process was closed")
             if line is None:
                 self.timeouts += 1
                 log.info("computer algebra timed out on %s: restarting it", problem.label[:80])
@@ -122,6 +126,8 @@ class Cas:
             return Failure("error", str(reply.get("error", ""))[:200])
 
     def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._closed:
+            raise OSError("the computer algebra process was closed")
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
@@ -181,8 +187,21 @@ class Cas:
                 pass
 
     def close(self) -> None:
-        with self._lock:
+        """Ends the child, also while it is still starting: a server stopping right after it started (every
+        test's, or an operator's restart) would otherwise wait for SymPy's import, about a second, and burn it. A
+        start or a question in progress holds the lock; killing the child makes its read end at once."""
+        self._closed = True
+        while not self._lock.acquire(timeout=0.01):
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+        try:
             self._kill()
+        finally:
+            self._lock.release()
         self._thread.shutdown(wait=False)
 
 

@@ -5,6 +5,8 @@ contradicting model is corrected, a solver timeout or an unreadable expression f
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -321,3 +323,24 @@ def test_the_reader_takes_any_text_without_raising() -> None:
             for tree in result.exprs:
                 for node in (tree if result.kind == "solve" else [tree]):
                     check_bounds(node)
+
+
+def test_closing_while_the_solver_starts_ends_the_start(caplog: pytest.LogCaptureFixture) -> None:
+    """A server stopped right after it started (warm() begins SymPy's import, about a second) does not wait for
+    the import to finish: close() kills the starting child, and the start gives up without a warning."""
+    solver = Cas()
+    starting = threading.Thread(target=solver._ensure_quietly)
+    starting.start()
+    deadline = time.monotonic() + 10
+    while solver._proc is None and time.monotonic() < deadline:  # the child exists, SymPy not imported yet
+        time.sleep(0.005)
+    child = solver._proc
+    assert child is not None
+    solver.close()
+    starting.join(5)
+    assert not starting.is_alive()
+    assert child.poll() == -signal.SIGKILL
+    assert solver._retry_at > 0  # the start ended without the child's "ready": killed amid its import
+    assert isinstance(solver.solve_blocking(read("What is 1 + 1?")), Failure)  # closed stays closed
+    assert solver._proc is None
+    assert "unavailable" not in caplog.text
