@@ -110,6 +110,41 @@ def proc_rss(pid: int) -> int:
     return total
 
 
+def thread_cpu(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
+    """Every thread of a process tree now alive: (process, thread id) -> (role, CPU seconds). The role is
+    "<process>/<thread>": the tree's root process is "server", any other is "child"; a process's first thread
+    (which runs a Python process's event loop) is "main", a thread named by its code by that name (the engine's
+    reader is "cc-reader"), any other "other". Two readings' difference (`thread_split`) shares a step's server CPU
+    between forwarding and the slow path without a profiler."""
+    out: dict[tuple[int, int], tuple[str, float]] = {}
+    for p in _children(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/comm") as f:
+                process_name = f.read().strip()
+            for entry in os.listdir(f"/proc/{p}/task"):
+                tid = int(entry)
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    with open(f"/proc/{p}/task/{tid}/stat") as f:
+                        stat = f.read()
+                    name = stat[stat.index("(") + 1:stat.rindex(")")]
+                    fields = stat.rsplit(")", 1)[1].split()
+                    thread = "main" if tid == p else ("other" if name == process_name else name)
+                    role = f"{'server' if p == pid else 'child'}/{thread}"
+                    out[(p, tid)] = (role, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def thread_split(before: dict[tuple[int, int], tuple[str, float]], after: dict[tuple[int, int], tuple[str, float]],
+                 packets: int) -> dict[str, float]:
+    """µs of CPU per forwarded packet by thread role between two `thread_cpu` readings (a thread born in between
+    counts from zero; one gone in between is not seen)."""
+    by_role: dict[str, float] = {}
+    for key, (role, seconds) in after.items():
+        by_role[role] = by_role.get(role, 0.0) + seconds - before.get(key, (role, 0.0))[1]
+    return {role: round(1e6 * s / packets, 2) for role, s in sorted(by_role.items(), key=lambda kv: -kv[1])
+            if packets and s > 0}
+
+
 def udp_drops(inodes: set[int]) -> int:
     """Datagrams the kernel dropped on these UDP sockets (a full receive buffer), from /proc/net/udp."""
     total = 0
@@ -934,6 +969,7 @@ class Bench:
         await asyncio.sleep(self.args.settle)  # the newest subscribers' estimates ramp up to the top layer
         before = await self.snapshot("snapshot")
         cpu0, pub0, t0 = proc_cpu(self.pid) if self.pid else 0.0, self.publisher.counters(), time.monotonic()
+        threads0 = thread_cpu(self.pid) if self.pid else {}
         kf0 = self.publisher.keyframe_requests
         server_socks = socket_inodes(self.pid) if self.pid else set()
         drops0 = udp_drops(server_socks)
@@ -951,6 +987,7 @@ class Bench:
         for spy in spies:
             spy.wait()
         cpu1 = proc_cpu(self.pid) if self.pid else 0.0
+        threads1 = thread_cpu(self.pid) if self.pid else {}
         me1 = proc_cpu(os.getpid(), tree=False)
         bench_busy = busy_percent(ticks0, cpu_ticks(bench_cpus))
         after = await self.snapshot("finish")
@@ -969,6 +1006,10 @@ class Bench:
             with contextlib.suppress(OSError, ValueError):
                 row["server_cpu_split"] = split(path, PROFILE_RATE, cpu1 - cpu0,
                                                 round(row["packets_out_per_s"] * elapsed))
+        # requirement 5 of issue 21 without a profiler: classcast's forwarding is its worker's "cc-reader" thread,
+        # its slow path the worker's "main" (the event loop), the control plane the server's
+        row["server_threads_us_per_packet"] = thread_split(threads0, threads1,
+                                                           round(row["packets_out_per_s"] * elapsed))
         probe_keys = [p["key"] for p in probes if p["key"] is not None]
         row["probe_joins"] = len(probes)
         row["probe_phases_s"] = probes  # each probe's signaled / ice / connected / video / key
@@ -1189,6 +1230,8 @@ def print_row(row: dict[str, Any]) -> None:
     print(" ".join(f"{k}={_cell(row, key)}" for k, key in COLUMNS), flush=True)
     if row.get("feedback_per_s"):
         print(f"  subscribers' RTCP per s: {row['feedback_per_s']}", flush=True)
+    if row.get("server_threads_us_per_packet"):
+        print(f"  server µs per forwarded packet by thread: {row['server_threads_us_per_packet']}", flush=True)
     if row.get("server_cpu_split", {}).get("us_per_packet"):
         print(f"  server µs per forwarded packet by part: {row['server_cpu_split']['us_per_packet']}", flush=True)
 

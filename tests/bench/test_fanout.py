@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench import clip, netns, udp
-from bench.fanout import STREAMS, Subscriber, busy_percent, cpu_ticks, figures, knee
+from bench.fanout import STREAMS, Subscriber, busy_percent, cpu_ticks, figures, knee, thread_cpu, thread_split
 from bench.targets import URI_TWCC, browser_answer, janus, pion
 from control.workers import worker_count
 from sfu import rtcp
@@ -390,3 +390,32 @@ def test_a_cpu_kept_busy_reads_busy() -> None:
         spin.wait(10)
     assert busy is not None and busy >= 80, busy
     assert busy_percent((5, 10), (5, 10)) is None  # no tick passed: no figure, not 0%
+
+
+SPINNER = """
+import ctypes, sys, threading, time
+def spin():
+    ctypes.CDLL(None).prctl(15, b"busy-one", 0, 0, 0)  # PR_SET_NAME: this thread's name, as the engine names its reader
+    t = time.time() + 1.5
+    while time.time() < t:
+        pass
+threading.Thread(target=spin).start()
+print("go", flush=True)
+"""
+
+
+def test_the_cpu_of_a_named_thread_is_told_apart_from_the_main_threads() -> None:
+    """server_threads_us_per_packet: a step's server CPU per thread role, from /proc/<pid>/task (the engine's
+    reader thread against the event loop's thread). A child whose named thread spins while its main thread waits."""
+    spin = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert spin.stdout is not None and spin.stdout.readline().strip() == "go"
+        before = thread_cpu(spin.pid)
+        time.sleep(0.8)
+        after = thread_cpu(spin.pid)
+    finally:
+        spin.wait(10)
+    split = thread_split(before, after, 1000)
+    assert split.get("server/busy-one", 0) >= 400, split  # 0.4 s or more of 0.8 s, as µs per packet of 1000
+    assert split.get("server/main", 0) < split["server/busy-one"] / 4, split
+    assert thread_split(before, before, 1000) == {}  # no CPU in between: no role

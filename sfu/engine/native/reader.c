@@ -130,6 +130,9 @@ static void read_socket(cc_reader *r, int fd) {
 static void *reader_main(void *arg) {
     cc_reader *r = arg;
     struct pollfd p[CC_READER_FDS + 1];
+    /* named, so that top -H, perf and the bench's per-thread CPU (bench/fanout.py thread_cpu) tell it apart from
+     * the event loop's thread */
+    pthread_setname_np(pthread_self(), "cc-reader");
     __atomic_store_n(&r->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
     for (;;) {
         LOCK(r);
