@@ -39,6 +39,7 @@ from control.relay import NodeRelay, relay_host, setup_routes
 from control.roles import Permission, Role, can, permissions
 from control.room_brief import RoomBrief, RoomBriefs
 from control.services import SERVICES, Services
+from control.shared.bus import honour_cancel
 from control.store.records import Participant, Room
 from control.validation import effective_customization
 from control.workers import WorkerPool
@@ -482,6 +483,9 @@ class Hub:
 
     async def _dispatch_events(self) -> None:
         while True:
+            # A stop's cancel that landed inside a Redis command of the last event (presence, placement) can be
+            # swallowed by redis-py: without this, the loop waited for the next event forever and so did the stop.
+            honour_cancel()
             event = await self._events.get()
             try:
                 await self._on_event(event)

@@ -29,7 +29,7 @@ QUEUE_MAX = 10_000  # events waiting for Redis; past it new ones reach this node
 RETRY_S = 30.0  # how long the writer keeps one event while Redis is away before dropping the queue
 
 
-def _honour_cancel() -> None:
+def honour_cancel() -> None:
     """redis-py can swallow a cancellation that lands inside a command (it drops the connection and returns or
     raises its own error): a task asked to stop then stops here instead of waiting forever on its next await."""
     task = asyncio.current_task()
@@ -94,7 +94,7 @@ class RedisEventBus(EventBus):
                 try:
                     await self.client.publish(self.channel, envelope)
                     self._outbox.task_done()
-                    _honour_cancel()
+                    honour_cancel()
                     break
                 except asyncio.CancelledError:
                     raise
@@ -114,7 +114,7 @@ class RedisEventBus(EventBus):
     async def _read(self) -> None:
         backoff = 0.1
         while True:
-            _honour_cancel()
+            honour_cancel()
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)

@@ -20,7 +20,9 @@ from control.events import Event, EventBus
 from control.services import SERVICES
 from control.shared.bus import RedisEventBus
 from control.shared.limits import RedisLimiter
+from control.signaling import HUB
 from control.wiring import build_live
+from tests.conftest import Api
 from tests.pg import PostgresCluster
 from tests.redis_server import RedisServer
 
@@ -209,3 +211,32 @@ async def test_a_kick_and_an_end_on_one_node_reach_sockets_on_another(
         for server in servers:
             await server.close()
         await postgres_cluster.drop_database(name)
+
+
+async def test_a_stop_whose_cancel_a_redis_command_swallowed_still_ends(api: Api) -> None:
+    """redis-py can swallow a cancellation that lands inside a command (control/shared/bus.py honour_cancel). When
+    that happened in the hub's event handler (presence and placement are Redis commands on a shared node), the
+    dispatch loop went back to waiting for the next event, and the node's stop waited for it forever (a hang seen
+    in the suite). A handler that swallows its cancel as redis-py does: the stop ends all the same."""
+    hub = api.client.app[HUB]
+    inside = asyncio.Event()
+    handled: list[str] = []
+
+    async def on_event(event: Event) -> None:
+        inside.set()
+        try:
+            await asyncio.sleep(30)  # a Redis command in flight
+        except asyncio.CancelledError:
+            pass  # swallowed, as redis-py may
+        handled.append(event.type)
+
+    hub._on_event = on_event  # type: ignore[method-assign]
+    api.svc.bus.publish(Event("room_started", "org", "room", "room-sid"))
+    await asyncio.wait_for(inside.wait(), 5)
+    stopping = asyncio.ensure_future(hub.stop())
+    await asyncio.wait({stopping}, timeout=10)  # not wait_for: its own cancel would end the wait it measures
+    if not stopping.done():
+        stopping.cancel()
+    assert stopping.done() and not stopping.cancelled(), "the stop waited for an event that never came"
+    assert handled == ["room_started"]
+    assert hub._dispatcher is not None and hub._dispatcher.done()
