@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from control.classroom import HEARTBEAT_KEY, Classroom
 from control.placement import Placement
 from control.presence import Entry, Presence
-from control.shared.bus import honour_cancel
 from control.store.records import Session
 
 log = logging.getLogger("classcast.failover")
@@ -69,7 +68,6 @@ class Failover:
     async def run(self) -> None:
         """Beat and sweep until cancelled (the app's background task)."""
         while True:
-            honour_cancel()  # a stop's cancel that the last sweep's Redis or database call swallowed
             await asyncio.sleep(self.interval_s)
             try:
                 await self.beat()

@@ -53,7 +53,6 @@ from control.errors import ApiError
 from control.placement import LocalPlacement, Node, Placement
 from control.presence import Presence
 from control.roles import Role
-from control.shared.bus import honour_cancel
 from control.workers import WorkerPool
 from sfu.errors import SignalingError
 from sfu.pipe import SRTP_KEY_BYTES
@@ -362,7 +361,6 @@ class NodeRelay:
         rooms; and a room this node serves students of but does not host is piped to its host again when the host
         changed (the old one died or stopped and the class was placed on another node at a join)."""
         while True:
-            honour_cancel()  # a close's cancel that the last look-up's Redis command swallowed
             await asyncio.sleep(1.0)
             if not self.peers:
                 continue

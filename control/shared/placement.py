@@ -27,7 +27,6 @@ import logging
 from typing import Any
 
 from control.placement import Node
-from control.shared.bus import honour_cancel
 
 log = logging.getLogger("classcast.shared.placement")
 
@@ -94,7 +93,6 @@ class RedisPlacement:
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            honour_cancel()  # a stop's cancel that the last renewal's Redis command swallowed
             started = loop.time()
             await asyncio.sleep(self.renew_ms / 1000)
             try:
