@@ -18,6 +18,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 PERIOD_US = 10_000
@@ -121,13 +122,23 @@ class CpuCap:
         return int(stat.get("throttled_time", 0)) / 1e9
 
     def release(self) -> None:
-        """Moves whatever is left back to the root and removes the group."""
-        with contextlib.suppress(OSError):
-            for p in (self.dir / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (self.root / "cgroup.procs").write_text(p)
-        with contextlib.suppress(OSError):
-            self.dir.rmdir()
+        """Moves whatever is left back to the root and removes the group. A process killed just before may still
+        be in it, dying slowly under the group's quota (rmdir says EBUSY): tried again for up to 2 s."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            with contextlib.suppress(OSError):
+                for p in (self.dir / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        (self.root / "cgroup.procs").write_text(p)
+            try:
+                self.dir.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
         if self.mount is not None:
             subprocess.run(["umount", self.mount], capture_output=True)
             with contextlib.suppress(OSError):
