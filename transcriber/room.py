@@ -32,6 +32,7 @@ QUEUE_LIMIT = 3000  # packets: a minute of one Opus track at 50 packets/s
 SILENCE_RMS = 0.01
 PAUSE_S = 0.5  # this much quiet after speech ends an utterance (and is the floor of a caption's delay)
 MIN_UTTERANCE_S = 1.0
+PREROLL_S = 0.3  # quiet kept before the first loud window: a soft onset ("Clouds", "fifty") is below SILENCE_RMS
 UTTERANCE_BACKLOG = 32  # cut utterances waiting for Whisper (<= 15 s each); past it the oldest are dropped, counted
 FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
 
@@ -74,6 +75,8 @@ class _Track:
     voiced: bool = False
     quiet_samples: int = 0
     started_at: int | None = None
+    preroll: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # the latest quiet, if any
+    lead: int = 0  # samples of pre-roll at the start of `pcm`: heard, but not part of the caption's time
 
 
 def monotonic_ms() -> int:
@@ -224,18 +227,24 @@ class RoomTranscriber:
         n = pcm.size // window
         rms = np.sqrt(np.mean(pcm[: n * window].reshape(n, window) ** 2, axis=1)) if n else np.zeros(0)
         loud_at = np.flatnonzero(rms >= SILENCE_RMS)
-        if not track.voiced and not loud_at.size:
-            return  # silence before speech is not kept
+        preroll = int(PREROLL_S * SAMPLE_RATE)
+        if not track.voiced and not loud_at.size:  # quiet before speech: only its last PREROLL_S is kept
+            track.preroll = np.concatenate([track.preroll, pcm])[-preroll:]
+            return
         trailing_quiet = pcm.size - (int(loud_at[-1]) + 1) * window if loud_at.size else pcm.size
         if not track.voiced:
+            # Whisper hears the word's quiet start too; the caption is still dated by the first loud window.
             track.voiced = True
             skip = int(loud_at[0]) * window
-            pcm = pcm[skip:]
+            lead = np.concatenate([track.preroll, pcm[:skip]])[-preroll:]
+            pcm = np.concatenate([lead, pcm[skip:]])
+            track.preroll, track.lead = track.preroll[:0], lead.size
             track.started_at = at_ms + skip * 1000 // SAMPLE_RATE
         track.pcm.append(pcm)
         track.samples += pcm.size
         track.quiet_samples = trailing_quiet if loud_at.size else track.quiet_samples + pcm.size
-        paused = track.quiet_samples >= PAUSE_S * SAMPLE_RATE and track.samples >= MIN_UTTERANCE_S * SAMPLE_RATE
+        paused = (track.quiet_samples >= PAUSE_S * SAMPLE_RATE
+                  and track.samples - track.lead >= MIN_UTTERANCE_S * SAMPLE_RATE)
         if paused or track.samples >= self.chunk_s * SAMPLE_RATE:
             await self._flush(track.track_id)
 
@@ -245,8 +254,10 @@ class RoomTranscriber:
             return
         pcm = np.concatenate(track.pcm)
         started = track.started_at or self._now_ms()
-        spoken = max(0, pcm.size - track.quiet_samples)  # the pause that ended the utterance is not in its caption
+        # neither the pre-roll nor the pause that ended the utterance is in its caption's time
+        spoken = max(0, pcm.size - track.quiet_samples - track.lead)
         track.pcm, track.samples, track.voiced, track.quiet_samples, track.started_at = [], 0, False, 0, None
+        track.lead = 0
         if self._utterances.qsize() >= UTTERANCE_BACKLOG:
             self._utterances.get_nowait()  # the oldest: its caption would come far too late anyway
             self.utterances_dropped += 1

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from transcriber.room import QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
+from transcriber.room import PREROLL_S, QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
 
 
 def _tap(executor: ThreadPoolExecutor, heard: list[str]) -> RoomTranscriber:
@@ -70,7 +70,39 @@ async def test_an_utterance_is_dated_by_its_voice_not_by_its_batch() -> None:
         pcm = np.concatenate([np.zeros(4800, np.float32), voice, np.zeros(9600, np.float32)])  # 0.3 s, 1 s, 0.6 s
         await tap._append(tap.tracks["TR_a"], pcm, 10_000)
         await asyncio.wait_for(tap.stop(), 10)
-    assert said == [("1.60", 10_300, 11_300)]  # starts at the voice, ends where it ended; Whisper hears the pause
+    # dated from the voice to where it ended; Whisper hears the 0.3 s before it (pre-roll) and the pause after
+    assert said == [("1.90", 10_300, 11_300)]
+
+
+async def test_the_quiet_start_of_a_word_in_an_earlier_batch_is_heard() -> None:
+    """A soft onset (the "c" of "Clouds") is under the loudness threshold and may arrive in the batch before the
+    loud part: Whisper still gets the last PREROLL_S of it, and the caption is still dated by the loud part."""
+    heard: list[np.ndarray] = []
+    said: list[tuple[int, int]] = []
+
+    async def transcribe(pcm: np.ndarray) -> str:
+        heard.append(pcm)
+        return "clouds"
+
+    async def sink(room_sid: str, uid: str, text: str, started: int, ended: int) -> None:
+        said.append((started, ended))
+
+    with ThreadPoolExecutor(1) as executor:
+        tap = RoomTranscriber("RM_1", transcribe=transcribe, sink=sink, now_ms=lambda: 0, decode_executor=executor)
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
+        tap.start()
+        track = tap.tracks["TR_a"]
+        onset = np.linspace(0.0, 0.009, 8000, dtype=np.float32)  # 0.5 s rising, every window under SILENCE_RMS
+        voice = (0.1 * np.sin(np.arange(16000) / 3)).astype(np.float32)
+        await tap._append(track, np.zeros(16000, np.float32), 9_000)  # a second of silence: not kept
+        await tap._append(track, onset, 10_000)
+        await tap._append(track, np.concatenate([voice, np.zeros(9600, np.float32)]), 10_500)
+        await asyncio.wait_for(tap.stop(), 10)
+    assert said == [(10_500, 11_500)]
+    lead = int(PREROLL_S * 16000)
+    assert heard[0].size == lead + 16000 + 9600
+    assert np.array_equal(heard[0][:lead], onset[-lead:]) and np.array_equal(heard[0][lead:lead + 16000], voice)
 
 
 async def test_whisper_far_behind_drops_the_oldest_utterances() -> None:
