@@ -134,15 +134,20 @@ def thread_cpu(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
     return out
 
 
-def thread_split(before: dict[tuple[int, int], tuple[str, float]], after: dict[tuple[int, int], tuple[str, float]],
-                 packets: int) -> dict[str, float]:
-    """µs of CPU per forwarded packet by thread role between two `thread_cpu` readings (a thread born in between
-    counts from zero; one gone in between is not seen)."""
+def thread_seconds(before: dict[tuple[int, int], tuple[str, float]],
+                   after: dict[tuple[int, int], tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by thread role between two `thread_cpu` readings, largest first (a thread born in between counts
+    from zero; one gone in between is not seen)."""
     by_role: dict[str, float] = {}
     for key, (role, seconds) in after.items():
         by_role[role] = by_role.get(role, 0.0) + seconds - before.get(key, (role, 0.0))[1]
-    return {role: round(1e6 * s / packets, 2) for role, s in sorted(by_role.items(), key=lambda kv: -kv[1])
-            if packets and s > 0}
+    return {role: s for role, s in sorted(by_role.items(), key=lambda kv: -kv[1]) if s > 0}
+
+
+def thread_split(before: dict[tuple[int, int], tuple[str, float]], after: dict[tuple[int, int], tuple[str, float]],
+                 packets: int) -> dict[str, float]:
+    """µs of CPU per forwarded packet by thread role between two `thread_cpu` readings."""
+    return {role: round(1e6 * s / packets, 2) for role, s in thread_seconds(before, after).items() if packets}
 
 
 def udp_drops(inodes: set[int]) -> int:
@@ -856,6 +861,7 @@ class Bench:
         self.session: aiohttp.ClientSession | None = None
         self.publisher: Publisher | None = None
         self.joined = 0
+        self.join_threads: dict[str, float] = {}  # the last step's join CPU by thread role (`thread_seconds`)
         self.failed = 0  # subscribers that could not join, over the whole run
         self.rss0 = 0
         self.probed = 0
@@ -942,6 +948,7 @@ class Bench:
         per = [infos[i::len(self.workers)] for i in range(len(self.workers))]
         # issue 14 req 5: the server's CPU for this step's joins, all at once (signaling, ICE, DTLS, first copies)
         join_cpu0, join_t0 = proc_cpu(self.pid) if self.pid else 0.0, time.monotonic()
+        join_threads0 = thread_cpu(self.pid) if self.pid else {}
         for i, part in enumerate(per):
             if part:
                 await self.ask(i, "join", (self.name, self.args.ice_host, part))
@@ -960,6 +967,9 @@ class Bench:
                     failed += value["failed"]
                     break
         join_cpu = (proc_cpu(self.pid) - join_cpu0) if self.pid else None
+        # which process and thread spent it: the control process's loop, the SFU worker's loop, its reader
+        spent = thread_seconds(join_threads0, thread_cpu(self.pid)) if self.pid else {}
+        self.join_threads = {role: round(s, 3) for role, s in spent.items()}
         return joins, failed, join_cpu, time.monotonic() - join_t0
 
     async def measure(self, n: int, add: int, joins: list[tuple[float | None, float | None]], failed: list[str],
@@ -1019,6 +1029,7 @@ class Bench:
         self.failed += len(failed)
         row["joined_at_once"] = add
         row["join_server_cpu_s"] = round(join_cpu, 2) if join_cpu is not None else None
+        row["join_server_threads_s"] = self.join_threads
         row["join_seconds"] = round(join_seconds, 2)
         row["joins_failed"] = len(failed)  # at this step; they stay out of every later figure
         row["subscribers_connected"] = n - self.failed

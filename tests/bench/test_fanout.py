@@ -51,6 +51,10 @@ def test_quick_fanout_has_every_figure_and_no_loss(tmp_path: Path) -> None:
     assert step["loss_percent"] == 0
     assert step["delivered_percent"] > 95
     assert step["joins_without_keyframe"] == 0
+    # the joins' server CPU by process and thread: control process ("server/..."), SFU workers ("child/...")
+    threads = step["join_server_threads_s"]
+    assert threads and all(role.split("/")[0] in ("server", "child") for role in threads), threads
+    assert sum(threads.values()) <= step["join_server_cpu_s"] + 0.05, threads
     # two joiners came one at a time after the measurement, each saw a keyframe (and left again)
     assert step["probe_joins"] == 2 and step["probes_without_keyframe"] == 0
     assert 0 < step["probe_first_keyframe_ms_p50"] <= step["probe_first_keyframe_ms_max"]
