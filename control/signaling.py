@@ -39,7 +39,6 @@ from control.relay import NodeRelay, relay_host, setup_routes
 from control.roles import Permission, Role, can, permissions
 from control.room_brief import RoomBrief, RoomBriefs
 from control.services import SERVICES, Services
-from control.shared.bus import honour_cancel
 from control.store.records import Participant, Room
 from control.validation import effective_customization
 from control.workers import WorkerPool
@@ -130,6 +129,7 @@ class Hub:
         # already in the class may still reconnect.
         self.draining: Callable[[], bool] = lambda: False
         self._stopping = False
+        self._dispatching = True  # the event loop's own end (see _dispatch_events)
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch_events())
@@ -148,6 +148,7 @@ class Hub:
             grace.cancel()
         self._graces.clear()
         if self._dispatcher is not None:
+            self._dispatching = False
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
@@ -482,10 +483,11 @@ class Hub:
     # ---- control-plane events -----------------------------------------------------------------------------
 
     async def _dispatch_events(self) -> None:
-        while True:
-            # A stop's cancel that landed inside a Redis command of the last event (presence, placement) can be
-            # swallowed by redis-py: without this, the loop waited for the next event forever and so did the stop.
-            honour_cancel()
+        # Ends when the stop says so, not on the task's cancel count: a stop's cancel that landed inside a Redis
+        # command of the last event (presence, placement) can be swallowed by redis-py (the loop then waited for
+        # the next event forever, and so did the stop), and a count left over by a library's timeout that did not
+        # undo its own cancel (aiohttp's, when the cancel became another error) must not end the node's events.
+        while self._dispatching:
             event = await self._events.get()
             try:
                 await self._on_event(event)

@@ -31,7 +31,11 @@ RETRY_S = 30.0  # how long the writer keeps one event while Redis is away before
 
 def honour_cancel() -> None:
     """redis-py can swallow a cancellation that lands inside a command (it drops the connection and returns or
-    raises its own error): a task asked to stop then stops here instead of waiting forever on its next await."""
+    raises its own error): a task asked to stop then stops here instead of waiting forever on its next await.
+
+    Only for a task whose awaits are redis-py's own: asyncio.timeout undoes its cancels, but aiohttp's request
+    timeout leaves the count up when its cancel came back out as another error, and this would then end a task
+    nobody stopped. A loop that does more ends on a flag of its own (signaling.Hub._dispatch_events)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

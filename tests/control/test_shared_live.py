@@ -240,3 +240,38 @@ async def test_a_stop_whose_cancel_a_redis_command_swallowed_still_ends(api: Api
     assert stopping.done() and not stopping.cancelled(), "the stop waited for an event that never came"
     assert handled == ["room_started"]
     assert hub._dispatcher is not None and hub._dispatcher.done()
+
+
+async def test_a_cancel_count_a_library_left_behind_does_not_end_the_nodes_events(api: Api) -> None:
+    """aiohttp's request timeout cancels its task and undoes that only if a CancelledError comes back out; when the
+    cancel became another error on its way (a connection error, a wrapped exception), the task's cancel count stays
+    up. An event handler where that happened (under any aiohttp call) must not end the hub's event loop: the next
+    event is still dispatched, and the stop still ends it."""
+    hub = api.client.app[HUB]
+    handled: list[str] = []
+
+    async def on_event(event: Event) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if not handled:
+            task.cancel()  # a timeout's cancel ...
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                pass  # ... that came back out as something else: nobody called uncancel()
+            assert task.cancelling() == 1
+        handled.append(event.type)
+
+    hub._on_event = on_event  # type: ignore[method-assign]
+    api.svc.bus.publish(Event("room_started", "org", "room", "room-sid"))
+    api.svc.bus.publish(Event("room_ended", "org", "room", "room-sid"))
+    for _ in range(50):
+        if len(handled) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert handled == ["room_started", "room_ended"]
+    assert hub._dispatcher is not None and not hub._dispatcher.done()
+    stopping = asyncio.ensure_future(hub.stop())
+    await asyncio.wait({stopping}, timeout=10)
+    assert stopping.done() and not stopping.cancelled()
+    assert hub._dispatcher.done()
