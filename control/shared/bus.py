@@ -29,7 +29,7 @@ QUEUE_MAX = 10_000  # events waiting for Redis; past it new ones reach this node
 RETRY_S = 30.0  # how long the writer keeps one event while Redis is away before dropping the queue
 
 
-def honour_cancel() -> None:
+def _honour_cancel() -> None:
     """redis-py can swallow a cancellation that lands inside a command (it drops the connection and returns or
     raises its own error): a task asked to stop then stops here instead of waiting forever on its next await.
 
@@ -98,7 +98,7 @@ class RedisEventBus(EventBus):
                 try:
                     await self.client.publish(self.channel, envelope)
                     self._outbox.task_done()
-                    honour_cancel()
+                    _honour_cancel()
                     break
                 except asyncio.CancelledError:
                     raise
@@ -118,7 +118,7 @@ class RedisEventBus(EventBus):
     async def _read(self) -> None:
         backoff = 0.1
         while True:
-            honour_cancel()
+            _honour_cancel()
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)

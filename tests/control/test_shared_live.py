@@ -214,10 +214,10 @@ async def test_a_kick_and_an_end_on_one_node_reach_sockets_on_another(
 
 
 async def test_a_stop_whose_cancel_a_redis_command_swallowed_still_ends(api: Api) -> None:
-    """redis-py can swallow a cancellation that lands inside a command (control/shared/bus.py honour_cancel). When
-    that happened in the hub's event handler (presence and placement are Redis commands on a shared node), the
-    dispatch loop went back to waiting for the next event, and the node's stop waited for it forever (a hang seen
-    in the suite). A handler that swallows its cancel as redis-py does: the stop ends all the same."""
+    """redis-py can swallow a cancellation that lands inside a command (control/shared/bus.py guards the bus's own
+    loops). When that happened in the hub's event handler (presence and placement are Redis commands on a shared
+    node), the dispatch loop went back to waiting for the next event, and the node's stop waited for it forever (a
+    hang seen in the suite). A handler that swallows its cancel as redis-py does: the stop ends all the same."""
     hub = api.client.app[HUB]
     inside = asyncio.Event()
     handled: list[str] = []
