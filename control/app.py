@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,6 +11,7 @@ from aiohttp import web
 from control import cors, health, metrics, signaling
 from control.api import billing, openapi, participants, recordings, rooms, tutor, webhooks, whip
 from control.auth import Auth, token_secret
+from control.background import stop_tasks
 from control.classroom import Classroom
 from control.clock import Clock
 from control.config import Config
@@ -60,9 +60,7 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_tasks(task)
 
 
 async def _failover(app: web.Application) -> AsyncIterator[None]:
@@ -71,9 +69,7 @@ async def _failover(app: web.Application) -> AsyncIterator[None]:
     assert failover is not None
     task = asyncio.create_task(failover.run())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_tasks(task)
 
 
 async def media_ready(app: web.Application, timeout: float = 15.0) -> bool:

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 import av
 
+from control.background import stop_tasks
 from control.clock import Clock, iso
 from control.errors import ApiError, room_ended
 from control.events import Event
@@ -196,10 +197,7 @@ class Recordings:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), 30)
         await self.supervisor.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
 
     async def recover(self) -> int:
         """At start: jobs a previous run left live are finished from their files, or marked failed. With several

@@ -49,6 +49,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from control.background import stop_tasks
 from control.errors import ApiError
 from control.placement import LocalPlacement, Node, Placement
 from control.presence import Presence
@@ -195,11 +196,7 @@ class NodeRelay:
         self._spawn(self._watch())
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(*self._tasks)
         if self.http is not None:
             await self.http.close()
             self.http = None

@@ -26,6 +26,7 @@ import contextlib
 import logging
 from typing import Any
 
+from control.background import stop_tasks
 from control.placement import Node
 
 log = logging.getLogger("classcast.shared.placement")
@@ -166,6 +167,8 @@ class RedisPlacement:
                       key=lambda n: n.id)
 
     async def close(self) -> None:
-        self.stop_heartbeat()
+        # Its end awaited: a beat that swallowed the cancel would renew the lease this close deletes next.
+        beat, self._heartbeat = self._heartbeat, None
+        await stop_tasks(beat)
         with contextlib.suppress(Exception):
             await self.client.delete(NODE + self.node.id, DRAINING + self.node.id)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from control.background import stop_tasks
 from control.clock import Clock
 from control.config import WebhookConfig
 from control.store.webhooks import Delivery
@@ -66,12 +67,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Attempts under way are cut; their rows stay pending and are sent again by the next run."""
-        tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._task, *self._in_flight.values())  # a cancel the database swallowed is sent again
         if self._session is not None:
             await self._session.close()
 

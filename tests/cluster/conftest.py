@@ -109,8 +109,32 @@ async def plays_camera(client: Client, teacher: Client, width: int, timeout: flo
     queue = getattr(remote.track, "_queue", None)  # aiortc's RemoteStreamTrack: frames decoded before now
     while queue is not None and not queue.empty():
         queue.get_nowait()
-    frame = await asyncio.wait_for(remote.track.recv(), max(1.0, deadline - time.monotonic()))
+    try:
+        frame = await asyncio.wait_for(remote.track.recv(), max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise AssertionError(("no frame", client.name, client.state, client.node_url, "teacher", teacher.name,
+                              teacher.state, teacher.node_url, current, await _media_seen(client, remote.mid),
+                              await _media_seen(teacher, None))) from None
     assert frame.width == width, (client.name, frame.width)
+
+
+async def _media_seen(client: Client, mid: str | None) -> dict[str, Any]:
+    """What a client's connection says of its media (for a failure's message): its states, and the RTP packets of
+    the receiver of `mid` (or of every sender when None)."""
+    pc = client.pc
+    if pc is None:
+        return {"pc": None}
+    seen: dict[str, Any] = {"pc": pc.connectionState, "ice": pc.iceConnectionState}
+    for transceiver in pc.getTransceivers():
+        if mid is not None and transceiver.mid == mid:
+            stats = await transceiver.receiver.getStats()
+            seen["received"] = [getattr(s, "packetsReceived", None) for s in stats.values()
+                                if s.type == "inbound-rtp"]
+        elif mid is None and transceiver.sender.track is not None:
+            stats = await transceiver.sender.getStats()
+            seen[f"sent {transceiver.mid}"] = [getattr(s, "packetsSent", None) for s in stats.values()
+                                               if s.type == "outbound-rtp"]
+    return seen
 
 
 async def plays_320_wide(page: Page, tries: int = 200) -> bool:

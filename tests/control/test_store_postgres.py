@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from control.app import create_app, media_ready
+from control.app import build_services, create_app, media_ready
 from control.clock import FakeClock
 from control.config import Config
 from control.services import SERVICES
 from control.store import store as store_module
 from control.store.store import Store
+from control.webhooks.dispatcher import Dispatcher
 from tests.pg import PostgresCluster
 
 
@@ -106,3 +108,46 @@ async def test_a_room_held_by_a_stuck_node_is_503_after_the_lock_timeout_not_a_h
     resp = await client.delete("/v1/room/r1", headers=headers)
     assert resp.status == 200, await resp.text()
     await postgres_cluster.drop_database(name)
+
+
+async def test_a_stop_whose_cancel_lands_inside_a_query_still_ends_the_webhook_dispatcher(
+        tmp_path: Path, postgres_cluster: PostgresCluster) -> None:
+    """A node's stop cancels its webhook dispatcher while the dispatcher waits on PostgreSQL (here: another
+    connection holds a lock on its table). SQLAlchemy hands the cancel back as its own OperationalError, which the
+    dispatcher's loop logs like any failed look; the stop must still end it, within a second or so (a draining node
+    once waited 20 s here and exited with status 1)."""
+    name = await postgres_cluster.create_database()
+    config = Config(data_dir=tmp_path / "data", database_url=postgres_cluster.url(name))
+    svc = await build_services(config, FakeClock())
+    locker = await asyncpg.connect(postgres_cluster.dsn(name))
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+        dispatcher = Dispatcher(svc.classroom.outbox, config.webhooks, svc.clock)
+        await dispatcher.start()
+        await asyncio.sleep(0.5)  # its first look waits on the lock
+        locks = await _waiting_on_locks(postgres_cluster, name)
+        assert locks >= 1, "the dispatcher's look is not waiting on the lock: the cancel would not land in it"
+        started = time.monotonic()
+        stopping = asyncio.create_task(dispatcher.stop())  # not wait_for: a stop that hangs may not be cancellable
+        await asyncio.wait({stopping}, timeout=10)
+        took = time.monotonic() - started
+        await tx.rollback()
+        assert stopping.done() and took < 3, f"the dispatcher's stop did not end ({took:.1f} s)"
+    finally:
+        await locker.close()
+        await svc.store.close()
+        if svc.live is not None:
+            await svc.live.close()
+        await postgres_cluster.drop_database(name)
+
+
+async def _waiting_on_locks(cluster: PostgresCluster, name: str) -> int:
+    """How many sessions of database `name` wait on a lock now."""
+    conn = await asyncpg.connect(cluster.dsn(name))
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", name))
+    finally:
+        await conn.close()
