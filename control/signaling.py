@@ -432,7 +432,10 @@ class Hub:
     async def _disconnect(self, conn: Connection) -> None:
         if not conn.joined:
             return
-        await self._leave_media(conn)
+        try:
+            await self._leave_media(conn)
+        except Exception:  # the session and the presence entry still end: a media error must not bill on
+            log.exception("%s: leaving the media of room %s failed", conn.uid, conn.room_sid)
         key = (conn.room_sid, conn.uid)
         if self.owned.get(key) is not conn:
             return  # replaced by a newer connection, which owns the session now

@@ -248,6 +248,19 @@ class Consumer:
             if await stream.request_keyframe(now):
                 self.keyframes_requested += 1
 
+    async def ask_again(self, now: float) -> None:
+        """A started slot that has not forwarded a keyframe yet asks for one again (each report tick, spaced by the
+        stream's throttle). The first request can be lost: a UDP packet; or a pipe's far side drops a request for
+        an SSRC it has not sent on that pipe yet (a class moved to another node); or the throttle folded it into
+        another subscriber's request that was lost. A browser then asks by itself, aiortc never does, and its
+        picture stayed black (tests/cluster/test_netns.py, once in a few runs)."""
+        if self.producer.kind != "video" or not self.slot.bound or self.paused or self.started:
+            return
+        target = self.target if self.target is not None else self.producer.streams[0]
+        flowing = [s for s in self.producer.streams[: target.index + 1] if s.flowing(now)]
+        if flowing and await flowing[-1].request_keyframe(now):
+            self.keyframes_requested += 1
+
     def on_switched(self, stream_id: int) -> None:
         """The engine switched the slot to another layer (at its keyframe)."""
         stream = self._stream(stream_id)

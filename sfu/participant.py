@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
@@ -675,7 +676,15 @@ class SfuParticipant:
                 t.direction = "inactive"
         if not self.peer.pc.getTransceivers():
             return
-        offer = await self.peer.create_offer()
+        peer = self.peer
+        try:
+            offer = await peer.create_offer()
+        except InvalidStateError:
+            if self.closed or peer is not self.peer:
+                # It left (or restarted: the new connection is offered afresh) while this offer waited for its
+                # turn, as when a teacher and a student leave at once: nobody is there to answer it.
+                return
+            raise
         for slot in [*self.slots.values(), *(s for _, s in self._pending_slots)]:
             slot.offered = slot.consumer  # what this offer carries: bound only when its answer comes
         for t, slot in self._pending_slots:

@@ -126,7 +126,10 @@ class Router:
             tap.track_removed(self.room_sid, producer.id)
         self.broadcast({"type": "track_unpublished", "track": producer.info()})
         for participant in list(self.participants.values()):
-            await participant.unsubscribe(producer)
+            try:
+                await participant.unsubscribe(producer)
+            except Exception:  # one subscriber's failure must not keep the track with the others (nor the leave)
+                log.exception("%s: unsubscribing from %s failed", participant.key, producer.id)
 
     async def set_track_muted(self, producer: Producer, muted: bool) -> None:
         producer.muted = muted
@@ -203,6 +206,9 @@ class Router:
                     last_report = now
                     await self._send_reports(now)
                     self._dynacast(now)
+                    for participant in list(self.participants.values()):
+                        for consumer in list(participant.consumers.values()):
+                            await consumer.ask_again(now)
             except Exception:
                 log.exception("report loop failed in room %s", self.room_sid)
 

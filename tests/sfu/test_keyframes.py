@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -292,3 +293,36 @@ async def test_a_publisher_cannot_make_every_packet_read_an_sps(monkeypatch: pyt
     # arrivals run from 0 to 0.2995 s: read at 0, 0.1 and 0.2 s, one read per 100 ms of the publisher's packets
     assert len(reads) == 3, f"{len(reads)} SPS read for 600 packets (one per 100 ms at most)"
     assert stream.packets_in == 600, "and every packet was still taken (forwarded, cached)"
+
+
+async def test_a_joiner_whose_keyframe_request_was_lost_asks_again_until_its_picture_starts() -> None:
+    """The first request is lost (nothing comes back): each report tick asks again, spaced by the throttle, and
+    once a keyframe has gone out the ticks ask nothing more (aiortc's receiver never asks by itself: its picture
+    stayed black)."""
+    upstream = Wire()
+    producer = _producer(upstream)
+    t0 = time.monotonic()
+
+    def feed(seq: int, payload: bytes, at: float) -> None:
+        data = _packet(seq, 3000 * seq, payload + b"\x00" * 100)
+        producer.on_rtp(producer.streams[0], data, parse_rtp(data), at)
+
+    for seq in range(1, 6):  # joined mid-stream: deltas only
+        feed(seq, SLICE, t0)
+    consumer = _consumer(producer, wire := Wire(), 0)
+    await consumer.start()
+
+    def plis() -> int:
+        return len([p for d in upstream.rtcp for p in parse_rtcp(d) if isinstance(p, Pli)])
+
+    assert plis() == 1 and not wire.rtp
+    await consumer.ask_again(t0 + 0.1)  # within the throttle: not yet
+    assert plis() == 1
+    feed(6, SLICE, t0 + 0.9)
+    await consumer.ask_again(t0 + 1.0)
+    assert plis() == 2 and consumer.keyframes_requested == 2
+    feed(7, IDR, t0 + 1.1)  # the keyframe the second request brought
+    assert wire.rtp and consumer.started
+    await consumer.ask_again(t0 + 2.0)
+    await consumer.ask_again(t0 + 3.0)
+    assert plis() == 2

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from sfu.client import Client, ClientError, State, SyntheticVideoTrack, ToneAudioTrack
+from sfu.peer import negotiation_turn
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_forwarding import _frame_size, _router
 
@@ -322,3 +323,45 @@ async def test_closing_a_client_while_it_reconnects_ends_its_reconnect(classroom
         loop.set_exception_handler(previous)
     assert not unhandled, [c.get("message") for c in unhandled]
     assert student.state == State.RECONNECTING  # closed by its user, not turned into an error or a new session
+
+
+@pytest.mark.in_process_sfu("holds the process's negotiation turn and reads the router's consumers")
+async def test_a_teacher_and_a_student_leaving_at_once_end_the_teachers_session(classroom: Classroom) -> None:
+    """The teacher leaves while a student is leaving too: the teacher's unpublish waits for its turn to offer that
+    student the track's removal, and the student's connection closes meanwhile. The other student is still taken
+    off the track, and the teacher's session ends (a failed leave used to keep it open, billed, and the track
+    held by the other student)."""
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"camera": SyntheticVideoTrack(320, 240)})
+    s1 = await classroom.client(await classroom.token("physics-1", "s1"), name="s1")
+    s2 = await classroom.client(await classroom.token("physics-1", "s2"), name="s2")
+    for student in (s1, s2):
+        await student.remote_track("camera")
+    router = _router(classroom)
+    async with negotiation_turn(None):  # every offer of this process waits for the turn this test holds
+        await teacher.close()
+        deadline = time.monotonic() + 5
+        while _present(router, "teacher"):  # the teacher's leave is under way (then waits to offer s1 the removal)
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        await s1.close()
+        while _present(router, "s1"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await classroom.rest("POST", "/v1/participant/sessions",
+                                            {"uid": "teacher", "roomId": "physics-1"})
+        assert status == 200, body
+        if not body["data"]["sessions"][0]["isActive"]:
+            break
+        assert time.monotonic() < deadline, "the teacher's session is still open"
+        await asyncio.sleep(0.1)
+    [other] = [p for p in router.participants.values() if p.uid == "s2"]
+    assert not other.consumers
+    assert s2.state == State.CONNECTED
+
+
+def _present(router: Any, uid: str) -> bool:
+    return any(p.uid == uid for p in router.participants.values())
