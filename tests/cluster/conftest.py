@@ -127,9 +127,19 @@ async def _media_seen(client: Client, mid: str | None) -> dict[str, Any]:
     seen: dict[str, Any] = {"pc": pc.connectionState, "ice": pc.iceConnectionState}
     for transceiver in pc.getTransceivers():
         if mid is not None and transceiver.mid == mid:
-            stats = await transceiver.receiver.getStats()
-            seen["received"] = [getattr(s, "packetsReceived", None) for s in stats.values()
-                                if s.type == "inbound-rtp"]
+            receiver = transceiver.receiver
+            stats = await receiver.getStats()
+            seen["received"] = [(getattr(s, "ssrc", None), getattr(s, "packetsReceived", None))
+                                for s in stats.values() if s.type == "inbound-rtp"]
+            thread = getattr(receiver, "_RTCRtpReceiver__decoder_thread", None)
+            seen["decoder"] = None if thread is None else thread.is_alive()
+            buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+            packets = [p for p in getattr(buffer, "_packets", []) if p is not None]
+            seen["jitter"] = (getattr(buffer, "_origin", None), len(packets),
+                              sorted(p.sequence_number for p in packets)[:3])
+            seen["codecs"] = sorted(getattr(receiver, "_RTCRtpReceiver__codecs", {}))
+            queue = getattr(receiver.track, "_queue", None)
+            seen["queued"] = queue.qsize() if queue is not None else None
         elif mid is None and transceiver.sender.track is not None:
             stats = await transceiver.sender.getStats()
             seen[f"sent {transceiver.mid}"] = [getattr(s, "packetsSent", None) for s in stats.values()

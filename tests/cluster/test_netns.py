@@ -36,11 +36,12 @@ from playwright.async_api import Browser
 
 from bench import netns
 from control.credits import credits_for
+from control.relay import HEADER, Signer
 from control.shared.placement import ROOM
 from control.shared.presence import PREFIX as PRESENCE
 from sfu.client import Client, State, SyntheticVideoTrack
 from sfu.ice import IceConfig
-from tests.cluster.conftest import Cluster, plays_320_wide, plays_camera
+from tests.cluster.conftest import SECRET, Cluster, plays_320_wide, plays_camera
 from tests.control.serverproc import demo_org, free_port
 from tests.e2e.conftest import browser  # noqa: F401 - the fixture is shared
 
@@ -183,10 +184,40 @@ async def _reconnected(client: Client, since: int, timeout: float = 20) -> None:
         await asyncio.sleep(0.05)
 
 
+_SEEN: dict[str, object] = {}  # the cluster and its nodes, for a failure's message (_media_of)
+
+
 async def _frame(client: Client, teacher: Client) -> None:
     """The client plays the teacher's camera as published now (its current track id): a frame decoded after this
     call, 320 wide."""
-    await plays_camera(client, teacher, 320)
+    try:
+        await plays_camera(client, teacher, 320)
+    except AssertionError as exc:
+        raise AssertionError((*exc.args, await _media_of(client))) from None
+
+
+async def _media_of(client: Client) -> list[object]:
+    """What the client's node says of the room's media, each SFU worker's view (the signed operators' call)."""
+    cluster, nodes = _SEEN.get("cluster"), _SEEN.get("nodes")
+    if not isinstance(cluster, Cluster) or not isinstance(nodes, list) or cluster.http is None:
+        return []
+    node = next((x for x in nodes if _on(client, x)), None)
+    if node is None:
+        return ["on no node"]
+    seen: list[object] = []
+    for worker in ("", "&worker=0", "&worker=1"):
+        path = f"/internal/relay/stats?roomId={_room(client.name)}&org={node.org}{worker}"
+        try:
+            async with cluster.http.get(node.base + path,
+                                        headers={HEADER: Signer(SECRET.encode()).sign("GET", path, b"")}) as r:
+                stats = await r.json(content_type=None)
+        except Exception as exc:  # a diagnosis only
+            seen.append(repr(exc))
+            continue
+        if isinstance(stats, dict):
+            seen.append({"worker": worker, "pipes": stats.get("pipes"), "tracks": stats.get("tracks"),
+                         "consumers": [c for c in stats.get("consumers", []) if c.get("uid") == client.name]})
+    return seen
 
 
 def _room(uid: str) -> str:
@@ -249,6 +280,7 @@ async def test_classes_and_a_lecture_on_three_nodes_survive_a_death_a_drain_and_
         cluster: Cluster, nodes: Nodes, browser: Browser) -> None:  # noqa: F811
     n = nodes.nodes
     ok = cluster.ok
+    _SEEN.update(cluster=cluster, nodes=n)
     clients: dict[str, Client] = {}
     rooms = ["r0", "r1", "r2"]
     try:
