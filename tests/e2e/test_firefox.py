@@ -53,13 +53,18 @@ def test_firefox_teacher_and_student(namespace: str, tmp_path: Path) -> None:
     camera = next(t for t in result["published"] if t["source"] == "camera")
     assert camera["codec"] == "video/VP8" and camera["layers"] == ["q", "h", "f"], camera
     assert (result["cameraSettings"]["width"], result["cameraSettings"]["height"]) == (1280, 720)
-    # The layers reach the SFU at their sizes: Firefox's RID order is the SDK's (lowest first). Whether Firefox's
-    # uplink estimate lets the top one out in time depends on the machine's load, so the student's layer is
-    # checked against what arrived: the best layer flowing, at its size.
+    # The layers reach the SFU at their sizes: Firefox's RID order is the SDK's (lowest first), so no layer is
+    # larger than its own size (a reversed order would put 1280 wide on "q"). Under load Firefox's CPU adaptation
+    # scales the camera down, every layer alike (seen in a loaded CI run: 240x135 and 960x540, 3/4 of each), so a
+    # layer may be a 16:9 fraction of its size, down to a quarter. Whether Firefox's uplink estimate lets the top
+    # one out in time depends on the machine's load too, so the student's layer is checked against what arrived:
+    # the best layer flowing, at its size.
     sizes = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
     seen = {rid: (w, h) for view in result["sfu"] for t in view["tracks"] if t["source"] == "camera"
             for rid, w, h, packets, _ in t["layers"] if packets and w}
-    assert len(seen) >= 2 and all(sizes[rid] == size for rid, size in seen.items()), seen
+    assert len(seen) >= 2, seen
+    for rid, (width, height) in seen.items():
+        assert width <= sizes[rid][0] and 4 * width >= sizes[rid][0] and abs(9 * width - 16 * height) <= 16, seen
     last = [view for view in result["sfu"] if view["student_layers"]][-1]
     flowing = [rid for t in last["tracks"] if t["source"] == "camera" for rid, *_, on in t["layers"] if on]
     assert last["student_layers"] == [["ada", flowing[-1]]], last
