@@ -4,8 +4,8 @@ A loop that calls the database or Redis inside `try: ... except Exception: log` 
 when the cancel lands inside the driver's call, SQLAlchemy hands it back wrapped in its own OperationalError
 (asyncpg's adapter) and redis-py may drop the connection and raise its own error or return. The loop logs, goes on
 to its next sleep, and the stop waits forever: a draining node's webhook dispatcher held its stop this way until
-the 20 s limit, and the node exited with status 1 instead of 0 (tests/cluster/test_netns.py, twice in a row of
-runs). The task's cancel count cannot be trusted to tell a stop either: aiohttp's request timeout can leave it up
+the 20 s limit, and the node exited with status 1 instead of 0 (tests/cluster/test_netns.py, once in six runs
+alone). The task's cancel count cannot be trusted to tell a stop either: aiohttp's request timeout can leave it up
 with nobody stopping anything (control/signaling.py's event loop ends on a flag for that reason).
 
 So the stop cancels again while a task lives: the next cancel lands in the loop's own sleep or queue wait, where no

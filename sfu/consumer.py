@@ -249,7 +249,7 @@ class Consumer:
                 self.keyframes_requested += 1
 
     async def ask_again(self, now: float) -> None:
-        """A started slot that has not forwarded a keyframe yet asks for one again (each report tick, spaced by the
+        """A bound slot that has not forwarded a keyframe yet asks for one again (each report tick, spaced by the
         stream's throttle). The first request can be lost: a UDP packet; or a pipe's far side drops a request for
         an SSRC it has not sent on that pipe yet (a class moved to another node); or the throttle folded it into
         another subscriber's request that was lost. A browser then asks by itself, aiortc never does, and its
