@@ -26,6 +26,8 @@ MIN_DELAY, MAX_DELAY = 0.5, 5.0  # how far behind live the output is written (se
 IDLE_S = 1.0  # a track silent for this long (muted, stalled) no longer holds the output back
 KEYFRAME_INTERVAL = 1.0  # at most one keyframe request per track per second
 QUEUE_LIMIT = 20000
+# Sender reports kept for tracks not added yet (see `_handle`), newest per track, at most this many tracks.
+EARLY_REPORTS = 64
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Job:
         self.tracks: dict[str, TrackState] = {}
         self.offsets: dict[str, float] = {}
         self.muted: set[str] = set()  # uids a moderator muted: their audio is not forwarded, so not recorded
+        self.early_reports: dict[str, dict[str, Any]] = {}  # track id -> its latest "sr" that came before "track"
         self.inbox: queue.Queue[tuple[dict[str, Any], float]] = queue.Queue(QUEUE_LIMIT)
         self.sink: TrackSink | CompositeSink
         if self.mode == "track":
@@ -108,6 +111,13 @@ class Job:
             if state is not None:
                 state.clock.on_sender_report(int(m["ntp"]), int(m["rtp"]), float(m["a"]))
                 self._release(state, force=False)
+            else:
+                # An SFU worker sends a new job each track's latest report at once, straight to this socket,
+                # while the track itself comes through the control process: the report can come first.
+                self.early_reports.pop(m["id"], None)
+                self.early_reports[m["id"]] = m
+                if len(self.early_reports) > EARLY_REPORTS:
+                    del self.early_reports[next(iter(self.early_reports))]
         elif kind == "track":
             self._add(m["track"])
         elif kind == "tmute":
@@ -139,6 +149,8 @@ class Job:
         # A muted audio track may be a moderator's mute, which the "mute" messages follow by uid.
         muted = bool(track.get("muted")) and info.kind == "video"
         self.tracks[info.id] = TrackState(info, Reorder(), dep, clock, muted=muted)
+        if (early := self.early_reports.pop(info.id, None)) is not None:
+            clock.on_sender_report(int(early["ntp"]), int(early["rtp"]), float(early["a"]))
         log.info("job %s: track %s (%s %s of %s)", self.id, info.id, info.source, info.mime, info.uid)
         self.sink.track_added(info)
 

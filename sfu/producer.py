@@ -504,6 +504,21 @@ class Producer:
             for tap in self.taps:
                 tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
 
+    def replay_sender_reports(self, tap: Tap) -> None:
+        """A sink added mid-track gets the publisher's latest NTP<->RTP mapping at once, as it arrived. Chromium
+        reports on an audio track only every ~5 s: without this the recorder placed a new recording's sound by
+        arrival times for up to that long and then moved it to the report's mapping, a jump of tens of ms in the
+        file (a click, and the sound off its video by that much until then). A simulcast feed maps the report of
+        the layer it is on; its numbering stays continuous across the new sink's restart, so the mapping holds."""
+        for stream in self.streams:
+            report = stream.last_sr
+            if report is None:
+                continue
+            rtp_timestamp = report.rtp_timestamp if self.tap_feed is None else \
+                self.tap_feed.sender_report(stream, report.rtp_timestamp)
+            if rtp_timestamp is not None:
+                tap.sender_report(self.id, report.ntp, rtp_timestamp, stream.stats.last_sr_at)
+
     def missing(self) -> bool:
         """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""
         return any(stream.nacks.missing for stream in self.streams)

@@ -14,6 +14,7 @@ from sfu.peer import aiortc_decoder_threads
 from sfu.producer import Producer
 from sfu.router import Router
 from tests.sfu.conftest import Classroom
+from tests.sfu.test_peer_contract import until
 
 # Media in the server process (CLASSCAST_SFU_WORKERS=0): the tests read its routers, producers and peers.
 pytestmark = pytest.mark.in_process_sfu("reads the routers, producers and peers (forwarding, NACK, RTCP state)")
@@ -252,4 +253,25 @@ async def test_taps_see_tracks_packets_and_sender_reports(classroom: Classroom) 
     await teacher.request({"type": "ping"}, "pong")
     camera = next(t["trackId"] for t in tap.added if t["source"] == "camera")
     assert tap.removed == [camera]
+    sfu.remove_tap(room_sid, tap)
+
+
+async def test_a_tap_added_mid_track_gets_each_tracks_latest_sender_report_at_once(classroom: Classroom) -> None:
+    """A recording started mid-class places sound by the publisher's report from its first frame, not by arrival
+    times until the next report (every ~5 s for a browser's audio)."""
+    await _teacher(classroom, screen=False)
+    sfu = classroom.server.app[HUB].sfu
+    room_sid = next(iter(sfu.routers))
+    producers = [_producer(classroom, source) for source in ("camera", "microphone")]
+    await until(lambda: all(p.streams[0].last_sr for p in producers), 10, "a sender report of each track")
+    tap = RecordingTap()
+    arrivals: list[float] = []
+    tap.sender_report = lambda track_id, ntp, rtp, arrival: (  # type: ignore[method-assign]
+        tap.reports.append((track_id, ntp, rtp)), arrivals.append(arrival))
+    sfu.add_tap(room_sid, tap)  # synchronous: no packet or report of the publisher can come in between
+    assert tap.packets == {}
+    assert sorted(tap.reports) == sorted((p.id, p.streams[0].last_sr.ntp, p.streams[0].last_sr.rtp_timestamp)
+                                         for p in producers)
+    assert sorted(arrivals) == sorted(p.streams[0].stats.last_sr_at for p in producers)
+    assert all(0 < time.monotonic() - at < 10 for at in arrivals)  # when they arrived, not now
     sfu.remove_tap(room_sid, tap)
