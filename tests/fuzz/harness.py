@@ -13,7 +13,7 @@ A target fails on an exception escaping `one_input` (libFuzzer records the input
 input whose processing costs more than BOUND_MS of this thread's CPU time (`CostExceeded`). Thread CPU time, not
 wall time, so other processes on a loaded machine do not make a target fail; the garbage collector's passes are
 not counted (a full collection of a long run's heap costs what the heap holds, not what the input does); and a
-stateless target's slow input is run four more times, 20 ms apart, and judged by its cheapest run.
+stateless target's slow input is run four more times, spread over two seconds, and judged by its cheapest run.
 The bounds are set well above what valid inputs cost under instrumentation (which slows Python code several
 times), and well below what the defects issue 13 found cost (a TWCC feedback expanding 65,535 statuses).
 """
@@ -25,6 +25,9 @@ import os
 import time
 from collections.abc import Callable
 from types import ModuleType
+
+# A slow input of a stateless target is run again after each of these pauses and judged by its cheapest run.
+RERUN_PAUSES_S = (0.05, 0.2, 0.5, 1.2)
 
 
 class CostExceeded(Exception):
@@ -61,11 +64,12 @@ def bounded(target: ModuleType) -> Callable[[bytes], None]:
             return
         costs = [cost]
         if stateless:
-            for _ in range(4):
+            for pause in RERUN_PAUSES_S:
                 # apart in time: a virtual machine's stolen or throttled CPU is counted as the thread's own, so
-                # runs back to back can all land in one such stretch (a CI run once reported an RTP input that
-                # costs 0.2 ms and never failed again); an input that is really slow is slow every time
-                time.sleep(0.02)
+                # runs close together can all land in one such stretch (CI runs twice reported an RTP input that
+                # costs 0.2 ms, the second time 5.0-5.5 ms in five runs 20 ms apart); an input that is really
+                # slow is slow every time, so spreading the runs over two seconds costs a real finding nothing
+                time.sleep(pause)
                 costs.append(measure(data))
         cost = min(costs)
         if cost > bound:
