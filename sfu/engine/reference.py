@@ -39,6 +39,7 @@ CACHE = 2048
 HISTORY = 1024  # the native CC_HISTORY: a NACK for older copies than that is answered from nothing
 TX_WINDOW = 256  # the native CC_TX_WINDOW: libsrtp's replay window for what is sent (core.h says why)
 GOP_MAX = 1500
+REPLAY_MAX = 64  # the native CC_REPLAY_MAX: a joiner's replay beyond this is the keyframe alone (core.h says why)
 MAX_LAYERS = 8
 MAX_PACKET = 65535
 
@@ -852,7 +853,8 @@ class Engine:
             self._totals["bytes_out"] += len(cipher)
 
     def start(self, slot_id: int) -> bool:
-        """A consumer's first packets: the cached group of pictures. True when a keyframe must be asked for."""
+        """A consumer's first packets: the cached group of pictures, or its keyframe alone when the group is longer
+        than REPLAY_MAX. True when a keyframe must be asked for."""
         slot = self._slot(slot_id, "start")
         if not slot.attached:
             raise EngineError("start failed")
@@ -866,6 +868,8 @@ class Engine:
             slot.current = sid
             return False
         packets, complete = list(stream.gop), stream.gop_complete
+        if complete and len(packets) > REPLAY_MAX:
+            packets, complete = [p for p in packets if p.ts == stream.kts], False
         if packets:
             self._become(slot_id, slot, sid)
             for packet in packets:

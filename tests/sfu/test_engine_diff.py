@@ -17,7 +17,8 @@ import pylibsrtp
 import pytest
 
 from sfu.engine import CODEC_H264, CODEC_OTHER, CODEC_VP8, F_KEYFRAME, PythonEngine, native_engine_class
-from sfu.engine.reference import TX_WINDOW
+from sfu.engine.reference import REPLAY_MAX, TX_WINDOW
+from sfu.rtp import parse_rtp
 
 NativeEngine = native_engine_class()
 pytestmark = pytest.mark.skipif(NativeEngine is None, reason="native engine not built (make install builds it)")
@@ -248,6 +249,27 @@ def test_joiner_gets_the_group_of_pictures() -> None:
     commands += [("attach", 0, [0], True, False), ("start", 0), *reading(1, 1, 1)]
     captured = assert_same(commands)
     assert len(captured) == len(packets)
+
+
+def test_a_joiner_of_a_long_group_gets_its_keyframe_alone_then_the_next_keyframe() -> None:
+    """A group longer than REPLAY_MAX packets is not replayed in one burst: the joiner gets the keyframe's packets,
+    `start` asks for a keyframe, delta frames wait, and the next keyframe follows with no gap in the numbering."""
+    frames = REPLAY_MAX // 3 + 5  # three packets a frame: the group outgrows the replay
+    stream = vp8_stream(0xD0, 65500, 10, frames + 5, pid=3, tl0=3, gop=frames + 2)  # keyframes: 0, frames + 2
+    group, late, key_after = stream[:3 * frames], stream[3 * frames:3 * frames + 6], stream[3 * frames + 6:]
+    commands = [("add_stream", CODEC_VP8, True, VP8_PT), *pushes(0, group), *subscribers(1),
+                ("attach", 0, [0], True, False), ("start", 0), *reading(1, 1, 1),
+                *pushes(0, late, start=1001.0), *pushes(0, key_after, start=1002.0)]
+    captured = assert_same(commands)
+    assert len(captured) == 3 + len(key_after), "the keyframe's three packets, no delta frame, then the next group"
+    # past the RTP header (the copies carry a transport-wide number) and the VP8 descriptor (5 bytes: rewritten ids)
+    payloads = [plain[parse_rtp(plain).payload_offset + 5:] for _, plain, _ in captured]
+    assert payloads == [p[12 + 5:] for p in group[:3] + key_after]
+    assert payloads[0][0] == 0x00 and payloads[3][0] == 0x00, "each part starts a keyframe"
+    seqs = [struct.unpack_from("!H", plain, 2)[0] for _, plain, _ in captured]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), "numbering stays continuous"
+    results, _ = replay(PythonEngine, commands)
+    assert ("start", True) in results, "and a keyframe is asked for"
 
 
 def test_a_joiner_whose_dtls_is_not_done_starts_on_the_cached_pictures() -> None:

@@ -1083,10 +1083,15 @@ int cc_start(cc_engine *e, int id) {
         c->current = sid;
         return 0;
     }
-    int n = s->gop_n, complete = s->gop_complete;
+    int n = s->gop_n, complete = s->gop_complete, key_only = 0;
+    if (complete && n > CC_REPLAY_MAX) {
+        key_only = 1;
+        complete = 0;
+    }
     if (n) {
         become(e, id, c, sid);
-        for (int i = 0; i < n; i++) send_copy(e, id, c, s->gop[i], sid);
+        for (int i = 0; i < n; i++)
+            if (!key_only || s->gop[i]->ts == s->kts) send_copy(e, id, c, s->gop[i], sid);
         cc_flush(e);
         if (!complete) {
             c->started = 0;

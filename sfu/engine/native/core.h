@@ -23,6 +23,12 @@
  * camera, longer than any NACK is worth answering). */
 #define CC_TX_WINDOW 256
 #define CC_GOP_MAX 1500  /* packets of the cached group of pictures */
+/* A joiner is replayed the whole cached group only up to this many packets, else the keyframe's alone (and a
+ * keyframe is asked for). The replay leaves in one burst: a group of a few seconds is hundreds of packets, more than
+ * a receiver's socket buffer holds (212 kB by default on Linux: 92 full-size datagrams, fewer for a busy reader),
+ * and an aiortc receiver that lost the middle of it waited for those packets until its jitter buffer overflowed
+ * (a cluster test's student: 113 of a 132-packet replay lost, no picture in 20 s). */
+#define CC_REPLAY_MAX 64
 #define CC_MAX_LAYERS 8
 #define CC_BATCH 256     /* datagrams queued before a flush */
 #define CC_MAX_PACKET 65535
