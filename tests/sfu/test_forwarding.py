@@ -75,7 +75,9 @@ async def test_three_students_see_camera_and_screen_and_hear_audio(classroom: Cl
     assert len(aiortc_decoder_threads()) == client_receivers
 
 
-async def test_late_student_gets_a_picture_at_once_without_a_new_keyframe(classroom: Classroom) -> None:
+async def test_late_student_gets_a_picture_at_once_from_the_cached_keyframe(classroom: Classroom) -> None:
+    """Two seconds after the teacher's keyframe the cached group is longer than a joiner is replayed in one burst
+    (REPLAY_MAX packets): the late student is sent the keyframe at once, and one request brings the next."""
     await _teacher(classroom, screen=False)
     first = await classroom.client(await classroom.token("physics-1", "early"), name="early")
     await _frame_size(await first.remote_track("camera"))
@@ -87,7 +89,7 @@ async def test_late_student_gets_a_picture_at_once_without_a_new_keyframe(classr
     started = time.monotonic()
     assert await _frame_size(track, timeout=1.0) == (320, 240)
     assert time.monotonic() - started < 1.0
-    assert camera.keyframes.requested == requested, "the late student needed no keyframe from the teacher"
+    assert camera.keyframes.requested <= requested + 1, "one throttled request for the next keyframe, at most"
     for _ in range(30):  # and the live stream continues to decode after the replayed pictures
         await _frame_size(track, timeout=2.0)
 

@@ -11,6 +11,7 @@ from sfu.bwe import SubscriberEstimate
 from sfu.codecs import VP8, CodecInfo
 from sfu.consumer import UP_HOLD_S, Consumer, OutSlot
 from sfu.engine.bridge import process_bridge
+from sfu.engine.reference import REPLAY_MAX
 from sfu.producer import Producer
 from sfu.rtp import parse_rtp
 
@@ -362,14 +363,14 @@ async def test_a_new_screen_shares_cached_pictures_do_not_count_against_the_came
     screen = Producer("TR_scr", "teacher-key", "teacher", "screen", "1", CodecInfo(VP8, 90000, 96), 2001, None,
                       None, 7, send_rtcp)
     stream = screen.streams[0]
-    for i in range(200):  # two seconds at 100 packets a second after a keyframe: about 0.9 Mbit/s
+    for i in range(REPLAY_MAX):  # 100 packets a second after a keyframe, about 0.9 Mbit/s: a group replayed whole
         header = struct.pack("!BBHII", 0x80, 96, 500 + i, 7000 + (i // 5) * 3000, 2001)
         frame = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", 1280, 720) if i == 0 else bytes([1, 0, 0])
         data = header + bytes([0x10]) + frame + bytes(1100)
-        screen.on_rtp(stream, data, parse_rtp(data), now - 2.0 + i * 0.01)
+        screen.on_rtp(stream, data, parse_rtp(data), now - REPLAY_MAX * 0.01 + i * 0.01)
     shared = _consumer(screen)
     shared.target = stream
-    shared.sent_bitrate(now - 0.5)  # the rate samples the layer choice takes
+    shared.sent_bitrate(now - 0.1)  # the rate samples the layer choice takes
     await shared.start()  # the cached pictures go out at once
     assert shared.sent_bitrate(now + 0.05) > 1_500_000 > stream.expected_bitrate(now + 0.05)
     subscriber = SfuParticipant.__new__(SfuParticipant)  # its layer choice only: no peer, no router
