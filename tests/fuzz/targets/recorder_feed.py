@@ -64,7 +64,7 @@ def _job() -> Any:
     job = job_module.Job.__new__(job_module.Job)  # without its thread and its encoder: the sink is counted
     job.id, job.t0, job.mode, job.dir = "EG_fuzz", 0.0, "composite", None
     job.emit = lambda message: feed.pack(message)
-    job.tracks, job.offsets, job.muted = {}, {}, set()
+    job.tracks, job.offsets, job.muted, job.early_reports = {}, {}, set(), {}
     job.inbox = queue.Queue()
     job.sink = CountingSink()
     return job
@@ -82,6 +82,8 @@ def _messages(data: bytes) -> list[dict[str, Any]]:
             out.append({"t": "rtp", "j": "EG_fuzz", "id": track, "d": body, "a": arrival})
         elif op == 1 and len(body) >= 12:
             ntp, rtp_ts = struct.unpack_from("!QI", body)
+            if len(body) > 12 and body[12] & 1:  # a report for a track not added (yet): kept, bounded
+                track = f"TR_later{body[12]}"
             out.append({"t": "sr", "j": "EG_fuzz", "id": track, "ntp": ntp, "rtp": rtp_ts, "a": arrival})
         elif op == 2:
             out.append({"t": "tmute", "j": "EG_fuzz", "id": track, "muted": bool(body[:1] and body[0] & 1)})
@@ -97,5 +99,6 @@ def one_input(data: bytes) -> None:
     job = _job()
     for message in decoder:
         job._handle(message)
+    assert len(job.early_reports) <= job_module.EARLY_REPORTS
     job._advance(2.0)
     job._finish(3.0)
