@@ -149,10 +149,10 @@ class Job:
         # A muted audio track may be a moderator's mute, which the "mute" messages follow by uid.
         muted = bool(track.get("muted")) and info.kind == "video"
         self.tracks[info.id] = TrackState(info, Reorder(), dep, clock, muted=muted)
-        if (early := self.early_reports.pop(info.id, None)) is not None:
-            clock.on_sender_report(int(early["ntp"]), int(early["rtp"]), float(early["a"]))
         log.info("job %s: track %s (%s %s of %s)", self.id, info.id, info.source, info.mime, info.uid)
         self.sink.track_added(info)
+        if (early := self.early_reports.pop(info.id, None)) is not None:
+            self._handle(early)  # as if it came now: the track is known
 
     def _frame(self, state: TrackState, frame: Frame) -> None:
         state.clock.observe(frame.timestamp, frame.arrival)

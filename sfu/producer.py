@@ -497,11 +497,15 @@ class Producer:
         stream.stats.on_sender_report(report.ntp, arrival)
         for pipe in self.pipes:
             pipe.sender_report(stream, report)
-        rtp_timestamp: int | None = report.rtp_timestamp
-        if self.tap_feed is not None:
-            rtp_timestamp = self.tap_feed.sender_report(stream, report.rtp_timestamp)
+        self._report_to_taps(stream, report, arrival, self.taps)
+
+    def _report_to_taps(self, stream: Stream, report: rtcp.SenderReport, arrival: float, taps: list[Tap]) -> None:
+        """A simulcast track's taps see one continuous stream: its report is mapped by the feed (or not passed on,
+        for a layer the feed is not on)."""
+        rtp_timestamp = report.rtp_timestamp if self.tap_feed is None else \
+            self.tap_feed.sender_report(stream, report.rtp_timestamp)
         if rtp_timestamp is not None:
-            for tap in self.taps:
+            for tap in taps:
                 tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
 
     def replay_sender_reports(self, tap: Tap) -> None:
@@ -511,13 +515,8 @@ class Producer:
         file (a click, and the sound off its video by that much until then). A simulcast feed maps the report of
         the layer it is on; its numbering stays continuous across the new sink's restart, so the mapping holds."""
         for stream in self.streams:
-            report = stream.last_sr
-            if report is None:
-                continue
-            rtp_timestamp = report.rtp_timestamp if self.tap_feed is None else \
-                self.tap_feed.sender_report(stream, report.rtp_timestamp)
-            if rtp_timestamp is not None:
-                tap.sender_report(self.id, report.ntp, rtp_timestamp, stream.stats.last_sr_at)
+            if stream.last_sr is not None:
+                self._report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, [tap])
 
     def missing(self) -> bool:
         """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""
