@@ -11,8 +11,11 @@ reports that queued meanwhile all arrive at once, stamped late by up to that sec
 show it at once. So nothing is placed on a single arrival: a track's frames wait `SETTLE` seconds after its first
 one (and until its first sender report, up to `SR_WAIT` seconds; Chromium sends an audio report only every ~5 s);
 a track that has none by then is placed by the arrival of its least delayed frame so far, carried along its RTP
-clock. Within a track, timestamps follow the RTP clock, re-anchored only when the evidence moves by more than
-`MAX_DRIFT`.
+clock. Within a track, timestamps follow the RTP clock. When the evidence moves by more than `MAX_DRIFT` and at
+most `SLEW_MAX` (the first frames' tie was a few tens of ms late on a busy machine, and a report that arrived sooner
+showed it), the track is slewed there at `SLEW_RATE` of its media time: a jump back would put two sounds or
+pictures a few tens of ms closer than they were taken (ci47's beeps 1.941 s apart on a 2 s clock). Larger moves (a
+stall, a publisher that restarted its clocks) are taken at once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from __future__ import annotations
 SR_WAIT = 1.5
 SETTLE = 0.5
 MAX_DRIFT = 0.02
+# A move of the evidence up to this much is slewed, not jumped, at SLEW_RATE seconds per second of the track's media
+# time: 1% (10 ms a second) is below what anyone hears or sees, and keeps a 2 s beat within 20 ms while it lasts.
+SLEW_MAX = 0.15
+SLEW_RATE = 0.01
 # A report that maps the track's RTP time later than the last one did, by more than MAX_DRIFT and at most this
 # much, came from a sender that stalled (see `on_sender_report`); the earlier mapping stands.
 STALL_MAX = 5.0
@@ -51,6 +58,8 @@ class TrackClock:
         # (RTP timestamp, monotonic seconds): when that timestamp would have arrived with the least delay any
         # frame observed since had (the track's own arrival clock, for placement without a sender report).
         self.least: tuple[int, float] | None = None
+        self.slewing = False  # moving toward the evidence at SLEW_RATE (see the module's docstring)
+        self.last_placed: float | None = None  # recording seconds of the latest frame placed
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float) -> None:
         seconds = ntp_seconds(ntp)
@@ -136,7 +145,28 @@ class TrackClock:
                 measured = least[1] + rtp_delta(rtp_ts, least[0]) / self.rate - self.t0
         else:
             measured = predicted
-        if predicted is None or abs(measured - predicted) > MAX_DRIFT:
-            self.anchor = (rtp_ts, measured)
-            return measured
-        return predicted
+        if predicted is None or abs(measured - predicted) > SLEW_MAX:
+            self.anchor, self.slewing = (rtp_ts, measured), False
+            placed = measured
+        else:
+            placed = self._slew(rtp_ts, predicted, measured)
+        self.last_placed = placed
+        return placed
+
+    def _slew(self, rtp_ts: int, predicted: float, measured: float) -> float:
+        """Where a frame goes while the evidence is within SLEW_MAX of the track's own clock: on that clock while
+        they agree within MAX_DRIFT; otherwise moved toward the evidence by at most SLEW_RATE of the media time
+        since the last placement, until they agree within a quarter of MAX_DRIFT."""
+        assert self.anchor is not None
+        error = measured - predicted
+        if abs(error) > MAX_DRIFT:
+            self.slewing = True
+        elif abs(error) <= MAX_DRIFT / 4:
+            self.slewing = False
+        if not self.slewing:
+            return predicted
+        since = predicted - (self.anchor[1] if self.last_placed is None else self.last_placed)
+        bound = SLEW_RATE * abs(since)
+        placed = predicted + max(-bound, min(bound, error))
+        self.anchor = (rtp_ts, placed)
+        return placed
