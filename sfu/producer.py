@@ -212,6 +212,9 @@ class TapFeed:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self.current: Stream | None = None
+        # The layer whose clock the feed's timestamps last followed; unlike `current` it outlives a restart, so
+        # the next start is placed exactly (same layer: the same offset; another: through both layers' reports).
+        self.fed: Stream | None = None
         self.wanted: Stream | None = None  # the layer whose keyframe the feed waits for, if any
         self.seq = SequenceRewriter()
         self.ts = TimestampRewriter(producer.codec.clock_rate)
@@ -250,8 +253,8 @@ class TapFeed:
             self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
-            self._rebase(self.current, stream, packet)
-            self.current, self.wanted, self._switch = stream, None, True
+            self._rebase(self.fed, stream, packet)
+            self.current, self.fed, self.wanted, self._switch = stream, stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
         if seq is None:
@@ -276,13 +279,20 @@ class TapFeed:
     def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> None:
         """Places the new layer's first picture on the feed's clock through both layers' sender reports (one
         NTP clock at the publisher), so a sink's lip sync survives the switch exactly; without reports the
-        rewriter's arrival-time guess is used (off by the network and scheduling jitter, until the next report)."""
-        if old is None or old.last_sr is None or new.last_sr is None:
+        rewriter's arrival-time guess is used (off by the network and scheduling jitter, until the next report).
+        A restart that goes on with the layer it had keeps its offset: a sink added then was handed the layer's
+        latest report mapped through that offset (`Producer.replay_sender_reports`), and an arrival-time guess
+        there put a VP8 camera 236 ms off its microphone for the whole of a recording, a big keyframe's late
+        arrival being the guess's error, which the recorder then took for a stalled sender's report."""
+        if old is new:
+            in_old = packet.header.timestamp
+        elif old is None or old.last_sr is None or new.last_sr is None:
             return
-        rate = self.producer.codec.clock_rate
-        ntp_delta = (new.last_sr.ntp - old.last_sr.ntp) / (1 << 32)  # seconds from old's report to new's
-        since_new = ((packet.header.timestamp - new.last_sr.rtp_timestamp + _HALF) & _MASK) - _HALF
-        in_old = old.last_sr.rtp_timestamp + round(ntp_delta * rate) + since_new
+        else:
+            rate = self.producer.codec.clock_rate
+            ntp_delta = (new.last_sr.ntp - old.last_sr.ntp) / (1 << 32)  # seconds from old's report to new's
+            since_new = ((packet.header.timestamp - new.last_sr.rtp_timestamp + _HALF) & _MASK) - _HALF
+            in_old = old.last_sr.rtp_timestamp + round(ntp_delta * rate) + since_new
         out = self.ts.peek(in_old)
         if out is not None:
             self.ts.rebase(packet.header.timestamp, out, packet.arrival)
@@ -513,7 +523,8 @@ class Producer:
         reports on an audio track only every ~5 s: without this the recorder placed a new recording's sound by
         arrival times for up to that long and then moved it to the report's mapping, a jump of tens of ms in the
         file (a click, and the sound off its video by that much until then). A simulcast feed maps the report of
-        the layer it is on; its numbering stays continuous across the new sink's restart, so the mapping holds."""
+        the layer it is on, and its restart for the new sink places the next keyframe exactly on the same clock
+        (`TapFeed._rebase`), so the mapping holds."""
         for stream in self.streams:
             if stream.last_sr is not None:
                 self._report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, [tap])

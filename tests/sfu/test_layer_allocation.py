@@ -278,6 +278,52 @@ async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
     assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
 
 
+async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyframe_exactly() -> None:
+    """A second recording of the same class: the new sink is handed the camera's latest report, mapped through the
+    feed's clock as it is, and the feed restarts for it at the next keyframe. That keyframe must land on the same
+    clock, whatever its arrival time (a big keyframe arrives late): placed by arrival, a VP8 camera sat 236 ms
+    off its microphone for a whole recording of the browser test."""
+
+    class ReportTap(Tap):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reports: list[tuple[int, int]] = []
+
+        def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+            self.reports.append((ntp, rtp_timestamp))
+
+    camera = _camera([])
+    first = ReportTap()
+    camera.taps = [first]
+    ntp0, base = 3_900_000_000 << 32, 4_000_000_000  # f's RTP timestamp at ntp0 (wraps soon after)
+
+    def packet(t: float, keyframe: bool) -> bytes:
+        header = struct.pack("!BBHII", 0x80, 96, int(t * 30) & 0xFFFF, (base + int(t * 90000)) & 0xFFFFFFFF,
+                             SSRCS["f"])
+        key = bytes([0x00, 0, 0, 0x9D, 0x01, 0x2A]) + struct.pack("<HH", *SIZES["f"])
+        return header + bytes([0x10]) + (key if keyframe else bytes([1, 0, 0])) + bytes(50)
+
+    def send(t: float, keyframe: bool, late: float = 0.0) -> None:
+        data = packet(t, keyframe)
+        camera.on_rtp(camera.stream("f"), data, parse_rtp(data), 100 + t + late)  # type: ignore[arg-type]
+
+    camera.on_sender_report(camera.stream("f"), rtcp.SenderReport(SSRCS["f"], ntp0, base, 0, 0), 100.0)  # type: ignore[arg-type]
+    for i, t in enumerate((1.0, 1.1, 1.2)):  # the first recording
+        send(t, keyframe=i == 0)
+    second = ReportTap()
+    camera.taps.append(second)
+    camera.replay_sender_reports(second)  # what Router.add_tap does, in its order
+    assert camera.tap_feed is not None
+    camera.tap_feed.restart(101.25)
+    assert len(second.reports) == 1
+    report_ntp, report_rtp = second.reports[0]
+    send(1.3, keyframe=False)  # the feed waits for a keyframe: this one is not passed on
+    send(2.0, keyframe=True, late=0.4)  # the keyframe the new sink starts at, 0.4 s late
+    out = parse_rtp(second.packets[-1]).timestamp
+    taken = (report_ntp - ntp0) / (1 << 32) + ((out - report_rtp) & 0xFFFFFFFF) / 90000
+    assert abs(taken - 2.0) < 1e-3, f"the keyframe maps to {taken:.3f} s, taken at 2.000 s"
+
+
 async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -> None:
     """A layer dynacast just resumed may flow before its first sender report; moving up then would place its
     pictures by arrival time (lip sync off by the loop's jitter in the recording). The feed stays on the layer it
