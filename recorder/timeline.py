@@ -157,7 +157,7 @@ class TrackClock:
         """Where a frame goes while the evidence is within SLEW_MAX of the track's own clock: on that clock while
         they agree within MAX_DRIFT; otherwise moved toward the evidence by at most SLEW_RATE of the media time
         since the last placement, until they agree within a quarter of MAX_DRIFT."""
-        assert self.anchor is not None
+        assert self.last_placed is not None  # a prediction needs an anchor, set only where a frame was placed
         error = measured - predicted
         if abs(error) > MAX_DRIFT:
             self.slewing = True
@@ -165,8 +165,7 @@ class TrackClock:
             self.slewing = False
         if not self.slewing:
             return predicted
-        since = predicted - (self.anchor[1] if self.last_placed is None else self.last_placed)
-        bound = SLEW_RATE * abs(since)
+        bound = SLEW_RATE * abs(predicted - self.last_placed)
         placed = predicted + max(-bound, min(bound, error))
         self.anchor = (rtp_ts, placed)
         return placed
