@@ -98,6 +98,7 @@ class Consumer:
         slot.bridge.listen(slot.id, self)
         self.max_index = len(producer.streams) - 1  # the subscriber's requested maximum layer
         self.max_size: tuple[int | None, int | None] | None = None  # a maximum asked as a video size
+        self.nacks_received = 0  # NACK packets that reached this consumer (the engine counts what it resent)
         self.nacks_forwarded = 0
         self.keyframes_requested = 0
         self.wanted_index = 0  # the layer the budget allows, flowing or not (dynacast keeps it on)
@@ -284,6 +285,7 @@ class Consumer:
     async def on_nack(self, lost: list[int]) -> None:
         """The engine answers from its caches, repeating what was sent, within its bound (at most half as many
         retransmissions as packets sent, plus a burst); only what the caches lack goes to the publisher."""
+        self.nacks_received += 1
         upstream: dict[int, list[int]] = {}
         for sid, seq in self._engine.retransmit(self.slot.id, [s & 0xFFFF for s in lost]):
             upstream.setdefault(sid, []).append(seq)

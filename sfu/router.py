@@ -572,8 +572,8 @@ class Sfu:
             # per subscription: what the engine sent and what it did not, by reason (issue 21 req 8)
             "consumers": [
                 {"uid": participant.uid, "trackId": c.producer.id, "packetsSent": info["packets_sent"],
-                 "retransmitted": info["retransmitted"], "nacksRefused": info["nacks_refused"],
-                 "switches": info["switches"], "drops": info["drops"]}
+                 "nacksReceived": c.nacks_received, "retransmitted": info["retransmitted"],
+                 "nacksRefused": info["nacks_refused"], "switches": info["switches"], "drops": info["drops"]}
                 for participant in router.participants.values() for c in participant.consumers.values()
                 if not c.slot.removed and (info := c.slot.info())
             ],

@@ -216,7 +216,8 @@ async def _media_of(client: Client) -> list[object]:
             continue
         if isinstance(stats, dict):
             seen.append({"worker": worker, "pipes": stats.get("pipes"), "tracks": stats.get("tracks"),
-                         "consumers": [c for c in stats.get("consumers", []) if c.get("uid") == client.name]})
+                         "consumers": [c for c in stats.get("consumers", []) if c.get("uid") == client.name],
+                         "transports": [t for t in stats.get("transports", []) if t.get("uid") == client.name]})
     return seen
 
 

@@ -265,6 +265,8 @@ async def test_layers_nacks_and_keyframes_cross_the_pipe(workers_room: Classroom
         await probe.receiver._send_rtcp_nack(ssrc, [(seq - 5) & 0xFFFF, (seq - 4) & 0xFFFF])
         await _until_async(lambda: _far_retransmitted(pool, room_sid, other, before, retransmitted),
                            what="the far worker answered the subscriber's NACK")
+        far = await pool.room_stats(room_sid, other)
+        assert sum(c["nacksReceived"] for c in far["consumers"] if c["uid"] == "s2") >= 1, far["consumers"]
         assert (await pool.room_stats(room_sid, origin))["pipes"][0]["nacksReceived"] >= 1
     finally:
         await teacher.close()
