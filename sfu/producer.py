@@ -253,7 +253,8 @@ class TapFeed:
             self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
-            self._rebase(self.fed, stream, packet)
+            how = self._rebase(self.fed, stream, packet)
+            log.info("track %s: taps fed layer %d from its keyframe (%s)", self.producer.id, stream.index, how)
             self.current, self.fed, self.wanted, self._switch = stream, stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
@@ -276,7 +277,7 @@ class TapFeed:
             return True
         return now - best.flowing_since >= self.REPORT_WAIT_S
 
-    def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> None:
+    def _rebase(self, old: Stream | None, new: Stream, packet: Packet) -> str:
         """Places the new layer's first picture on the feed's clock through both layers' sender reports (one
         NTP clock at the publisher), so a sink's lip sync survives the switch exactly; without reports the
         rewriter's arrival-time guess is used (off by the network and scheduling jitter, until the next report).
@@ -285,18 +286,21 @@ class TapFeed:
         there put a VP8 camera 236 ms off its microphone for the whole of a recording, a big keyframe's late
         arrival being the guess's error, which the recorder then took for a stalled sender's report."""
         if old is new:
-            in_old = packet.header.timestamp
+            in_old, how = packet.header.timestamp, "same layer, same offset"
         elif old is None or old.last_sr is None or new.last_sr is None:
-            return
+            return "placed by arrival: " + ("first layer" if old is None else "a layer without a sender report")
         else:
+            how = f"through the sender reports of layers {old.index} and {new.index}"
             rate = self.producer.codec.clock_rate
             ntp_delta = (new.last_sr.ntp - old.last_sr.ntp) / (1 << 32)  # seconds from old's report to new's
             since_new = ((packet.header.timestamp - new.last_sr.rtp_timestamp + _HALF) & _MASK) - _HALF
             in_old = old.last_sr.rtp_timestamp + round(ntp_delta * rate) + since_new
         out = self.ts.peek(in_old)
-        if out is not None:
-            self.ts.rebase(packet.header.timestamp, out, packet.arrival)
-            self._rebased = True
+        if out is None:
+            return "placed by arrival: the feed's clock has no offset yet"
+        self.ts.rebase(packet.header.timestamp, out, packet.arrival)
+        self._rebased = True
+        return how
 
     def keyframe_due(self, now: float) -> Stream | None:
         """The layer to ask a keyframe of now: the one the feed waits for, at most every ASK_INTERVAL_S."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,9 @@ def _check_composite(path: Path, wall: float, codec: str) -> None:
 @pytest.mark.in_process_sfu("reads the camera producer's layers as they arrive (what the uplink allows)")
 async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(classroom: Classroom,  # noqa: F811
                                                                             browser: Browser,  # noqa: F811
-                                                                            codec: str) -> None:
+                                                                            codec: str,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="classcast.sfu.producer")  # how the feed placed each layer, on failure
     studio = Studio(server=classroom.server, svc=classroom.svc, org=classroom.org)
     ctx, page = await _teacher(classroom, browser, codec)
     try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from typing import Any
+
+import pytest
 
 from sfu import rtcp
 from sfu.bwe import SubscriberEstimate
@@ -243,9 +246,10 @@ async def test_a_lower_maximum_asked_by_the_student_does_not_hold_the_way_back_u
     assert consumer.choose(5_000_000, now + 0.5) is camera.stream("f")
 
 
-async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
+async def test_the_tap_feed_switches_layers_on_the_publishers_clock(caplog: pytest.LogCaptureFixture) -> None:
     """Two layers have unrelated RTP bases; their sender reports share the publisher's NTP clock, so the first
     picture of the new layer lands exactly where it belongs on the feed's clock (lip sync in the recording)."""
+    caplog.set_level(logging.INFO, logger="classcast.sfu.producer")
     sent: list[bytes] = []
     camera = _camera(sent)
     tap = Tap()
@@ -276,13 +280,18 @@ async def test_the_tap_feed_switches_layers_on_the_publishers_clock() -> None:
     assert camera.tap_feed is not None and camera.tap_feed.current is camera.stream("f")
     switched = parse_rtp(tap.packets[-1]).timestamp
     assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
+    # the log says how each layer was placed (what a recording's lip sync rests on)
+    placed = [r.getMessage().split("(", 1)[1] for r in caplog.records if "taps fed layer" in r.getMessage()]
+    assert placed == ["placed by arrival: first layer)", "through the sender reports of layers 1 and 2)"], placed
 
 
-async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyframe_exactly() -> None:
+async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyframe_exactly(
+        caplog: pytest.LogCaptureFixture) -> None:
     """A second recording of the same class: the new sink is handed the camera's latest report, mapped through the
     feed's clock as it is, and the feed restarts for it at the next keyframe. That keyframe must land on the same
     clock, whatever its arrival time (a big keyframe arrives late): placed by arrival, a VP8 camera sat 236 ms
     off its microphone for a whole recording of the browser test."""
+    caplog.set_level(logging.INFO, logger="classcast.sfu.producer")
 
     class ReportTap(Tap):
         def __init__(self) -> None:
@@ -322,6 +331,7 @@ async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyfram
     out = parse_rtp(second.packets[-1]).timestamp
     taken = (report_ntp - ntp0) / (1 << 32) + ((out - report_rtp) & 0xFFFFFFFF) / 90000
     assert abs(taken - 2.0) < 1e-3, f"the keyframe maps to {taken:.3f} s, taken at 2.000 s"
+    assert "taps fed layer 2 from its keyframe (same layer, same offset)" in caplog.text
 
 
 async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -> None:
