@@ -60,8 +60,8 @@ async def test_a_hung_worker_is_killed_and_restarted(workers_room: Classroom) ->
     stopped = time.monotonic()
     await asyncio.wait_for(holder.down.wait(), 5.0)
     # Not killed early: silence AND no CPU progress for hung_after (2 s), less up to one watch period (0.5 s)
-    # between its last observed progress and the stop; the upper bound is the wait above.
-    assert 1.5 < time.monotonic() - stopped < 5.0
+    # between its last observed progress and the stop. Not late either: the wait above gives up at 5 s.
+    assert time.monotonic() - stopped > 1.5
     await teacher.wait_for("reconnecting", timeout=2)
     assert await teacher.wait_state(State.CONNECTED, timeout=15) == State.CONNECTED
     deadline = time.monotonic() + 15
