@@ -10,7 +10,7 @@ import signal
 import time
 
 from tests.sfu.conftest import Classroom
-from tests.sfu.test_captions import lesson_wav
+from tests.sfu.test_captions import lesson_wav, word_error_rate
 from tests.sfu.test_transcriber import SpeechTrack, _transcript
 from tests.workers.conftest import pool_of
 
@@ -53,5 +53,8 @@ async def test_speech_through_a_worker_becomes_the_transcript(workers_room: Clas
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     text = await _heard(workers_room, "ground")
-    assert "rain" in text and "ground" in text, text
+    # The sentence after the restart, heard by the new process, within the bound the captions' restart test uses
+    # (ci54 heard "clouds bring the ring back to the ground": one word in eight, the model's, not the pipeline's).
+    after = text.split("equation", 1)[-1]
+    assert "ground" in after and word_error_rate(SECOND, after) < 0.3, text
     assert supervisor.restarts == 1 and supervisor.pid not in (None, pid) and pool.relayed_media == 0
