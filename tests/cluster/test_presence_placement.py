@@ -24,7 +24,7 @@ from control.config import Config
 from control.placement import LocalPlacement, Node
 from control.presence import Entry, LocalPresence
 from control.services import SERVICES
-from control.shared.placement import RedisPlacement
+from control.shared.placement import NODE, RedisPlacement
 from control.shared.presence import RedisPresence
 from control.signaling import HUB
 from control.wiring import build_live
@@ -101,6 +101,20 @@ async def test_presence_take_is_atomic_across_nodes(client: Any, redis_server: R
     finally:
         for n in nodes:
             await n.client.aclose()
+
+
+async def test_a_stopped_heartbeat_renews_no_more_even_if_its_cancellation_was_lost(client: Any) -> None:
+    """stop_heartbeat cancels the beat; a cancellation lost inside the Redis client's round trip must not leave it
+    renewing a dead node's lease (ci55: a 1 s lease had not lapsed 5 s after the stop). Here the task is let go
+    without being cancelled at all, the worst case."""
+    a = RedisPlacement(client, Node("node-a", "http://127.0.0.1:1001"), lease_s=1)
+    await a.start()
+    beat = a._heartbeat
+    assert beat is not None
+    a._heartbeat = None  # what stop_heartbeat leaves behind, minus the cancellation
+    await asyncio.sleep(1.6)  # the lease (1 s) plus a renewal period (0.2 s) and some
+    assert beat.done(), "the beat went on"
+    assert await client.get(NODE + "node-a") is None, "the lease was renewed after the stop"
 
 
 async def test_a_room_stays_on_its_node_until_that_nodes_lease_lapses(client: Any, redis_server: RedisServer) -> None:
