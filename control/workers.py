@@ -633,7 +633,7 @@ class WorkerPool:
             m = w.load.get("metrics") or {}
             total["engine"] = total["engine"] or m.get("engine", "")
             for key in ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches", "packets_in",
-                        "nacks_sent", "plis_sent"):
+                        "nacks_sent", "plis_sent", "nacks_received"):
                 total[key] = total.get(key, 0) + int(m.get(key, 0))
             for reason, n in (m.get("drops") or {}).items():
                 total["drops"][reason] = total["drops"].get(reason, 0) + int(n)

@@ -286,6 +286,7 @@ class Consumer:
         """The engine answers from its caches, repeating what was sent, within its bound (at most half as many
         retransmissions as packets sent, plus a burst); only what the caches lack goes to the publisher."""
         self.nacks_received += 1
+        self.slot.bridge.counts["nacks_received"] += 1
         upstream: dict[int, list[int]] = {}
         for sid, seq in self._engine.retransmit(self.slot.id, [s & 0xFFFF for s in lost]):
             upstream.setdefault(sid, []).append(seq)

@@ -120,6 +120,9 @@ class Router:
         if owner is not None:
             owner.forget_producer(producer)
         producer.close()
+        if not isinstance(producer, PipeProducer):  # a pipe's copy is counted where the track was published
+            self.bridge.counts.update(packets_in=producer.packets_in, nacks_sent=producer.nacks_sent,
+                                      plis_sent=producer.keyframes.requested)
         for pipe in self.pipes.values():
             pipe.detach(producer)
         self._track_event(producer, {"f": "removed", "track": producer.id})
@@ -539,6 +542,9 @@ class Sfu:
         # by reason, as docs/architecture.md lists them: the engine's and the one-port server's (stun_*, ...), summed
         # where both count one (send_error: a copy the engine sent, a STUN or DTLS datagram the server sent)
         drops = dict(totals["drops"])
+        counts = self.bridge.counts
+        # publishers' tracks of this process: a pipe's copy of another worker's track is not counted again
+        live = [p for router in self.routers.values() for p in router.local_producers()]
         for reason, count in (server.all_drops() if server is not None else {}).items():
             drops[reason] = drops.get(reason, 0) + count
         return {
@@ -548,6 +554,11 @@ class Sfu:
             "drops": drops,
             "retransmitted": totals["retransmitted"],
             "layer_switches": totals["switches"],
+            # the slow path's: the tracks that closed (bridge.counts) plus the live ones
+            "packets_in": counts["packets_in"] + sum(p.packets_in for p in live),
+            "nacks_sent": counts["nacks_sent"] + sum(p.nacks_sent for p in live),
+            "plis_sent": counts["plis_sent"] + sum(p.keyframes.requested for p in live),
+            "nacks_received": counts["nacks_received"],  # NACK packets from subscribers
             "estimated_bitrates_bps": [int(p.estimate.estimate) for router in self.routers.values()
                                        for p in router.participants.values() if p.consumers],
             # the one-port server: datagrams dropped before any connection saw them, by reason (issue 14 req 7)

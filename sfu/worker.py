@@ -224,15 +224,9 @@ class Worker:
             await asyncio.sleep(wire.LOAD_PERIOD)
             now, cpu = time.monotonic(), _cpu_seconds()
             metrics = sfu.metrics()
-            # publishers' tracks here: a pipe's copy of another worker's track is not counted again
-            producers = [p for r in sfu.routers.values() for p in r.local_producers()]
-            # what control/metrics.py otherwise sums from Sfu.stats per live room
             pipes = [pipe for r in sfu.routers.values() for pipe in r.pipes.values()]
             metrics.update(pipes=len(pipes), pipe_packets_out=sum(p.rtp_sent for p in pipes),
                            pipe_packets_in=sum(p.rtp_received for p in pipes))
-            metrics.update(packets_in=sum(p.packets_in for p in producers),
-                           nacks_sent=sum(p.nacks_sent for p in producers),
-                           plis_sent=sum(p.keyframes.requested for p in producers))
             out = int(metrics["forwarded_packets"])
             dt = max(1e-3, now - last_t)
             self.link.send({"ev": "load", "pps": (out - last_out) / dt, "cpu": (cpu - last_cpu) / dt,

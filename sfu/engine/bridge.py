@@ -8,6 +8,7 @@ a consumer registers for its slot and hears which stream it switched to.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Protocol
 
 from sfu.engine import engine_kind, new_engine
@@ -23,6 +24,10 @@ class EngineBridge:
         self.engine = engine if engine is not None else new_engine()
         self.kind = engine_kind() if engine is None else type(engine).__module__.rsplit(".", 1)[-1]
         self._listeners: dict[int, SlotListener] = {}
+        # The slow path's process-wide counts for /metrics (Sfu.metrics). A counter must not drop when a class
+        # ends, so what the objects that counted it take with them when they go is added here: a subscriber's
+        # NACK packets as they arrive, a publisher's packets, NACKs and keyframe requests when its track closes.
+        self.counts: Counter[str] = Counter()
 
     def listen(self, slot_id: int, listener: SlotListener) -> None:
         self._listeners[slot_id] = listener

@@ -94,8 +94,22 @@ async def test_late_student_gets_a_picture_at_once_from_the_cached_keyframe(clas
         await _frame_size(track, timeout=2.0)
 
 
+async def _sfu_counters(classroom: Classroom) -> dict[str, float]:
+    """The SFU's counters as an operator scrapes them from /metrics."""
+    import aiohttp
+
+    from tests.control.test_health_metrics import samples
+
+    async with aiohttp.ClientSession() as session, session.get(classroom.base + "/metrics") as resp:
+        assert resp.status == 200
+        found = samples(await resp.text())
+    return {name.removeprefix("classcast_sfu_").removesuffix("_total"): value
+            for (name, labels), value in found.items() if name.startswith("classcast_sfu_") and not labels}
+
+
 async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> None:
-    await _teacher(classroom, screen=False)
+    before = await _sfu_counters(classroom)  # the process's counters: earlier tests' classes are in them
+    teacher = await _teacher(classroom, screen=False)
     student = await classroom.client(await classroom.token("physics-1", "lossy"), name="lossy")
     track = await student.remote_track("camera")
     await _frame_size(track)
@@ -116,6 +130,20 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
     assert consumer.retransmitted > 0, "lost packets were resent from the SFU's cache"
     assert max(gaps) < 0.5, f"a freeze of {max(gaps):.2f} s"
     assert consumer.nacks_forwarded == 0, "the cache had every packet: nothing went to the publisher"
+
+    # /metrics counts the student's NACKs and the teacher's packets, and keeps them once the class is over
+    during = await _sfu_counters(classroom)
+    assert consumer.nacks_received > 0
+    assert during["nacks_received"] - before.get("nacks_received", 0) >= consumer.nacks_received
+    assert during["retransmitted_packets"] - before["retransmitted_packets"] >= consumer.retransmitted
+    received = during["received_packets"] - before["received_packets"]
+    assert received > 150, "5 s of the teacher's camera and microphone"
+    await teacher.close()
+    await until(lambda: not any(r.producers for r in classroom.server.app[HUB].sfu.routers.values()), 10,
+                "the teacher's tracks closed")
+    after = await _sfu_counters(classroom)
+    assert after["received_packets"] >= during["received_packets"], (during, after)
+    assert after["nacks_received"] >= during["nacks_received"], (during, after)
 
 
 async def test_rtcp_per_leg(classroom: Classroom) -> None:

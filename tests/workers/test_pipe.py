@@ -268,6 +268,10 @@ async def test_layers_nacks_and_keyframes_cross_the_pipe(workers_room: Classroom
         far = await pool.room_stats(room_sid, other)
         assert sum(c["nacksReceived"] for c in far["consumers"] if c["uid"] == "s2") >= 1, far["consumers"]
         assert (await pool.room_stats(room_sid, origin))["pipes"][0]["nacksReceived"] >= 1
+        # /metrics' NACKs from subscribers: the far worker's next load report (every 0.5 s) carries its count
+        await _until(lambda: pool.workers[other].load.get("metrics", {}).get("nacks_received", 0) >= 1,
+                     what="the far worker reported the NACK it received")
+        assert pool.metrics()["nacks_received"] >= 1
     finally:
         await teacher.close()
 
