@@ -35,6 +35,7 @@ from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_PTIME, MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
+from sfu import nack_retry
 from sfu.ice import IceConfig
 from sfu.peer import restrict_pc_gathering
 
@@ -103,6 +104,8 @@ class Client:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.socket_closed = asyncio.Event()  # set when the current WebSocket is gone
+        self.nacks_repeated = 0  # packets asked for again, as a browser does (sfu/nack_retry.py)
+        self._asking_again = False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -144,8 +147,22 @@ class Client:
             self._set_state(State.KICKED if exc.code == "PARTICIPANT_REMOVED" else State.ERROR)
             raise
         self._set_state(State.CONNECTED)
+        if not self._asking_again:
+            self._asking_again = True
+            self._spawn(self._ask_again())
         assert self.joined is not None
         return self.joined
+
+    async def _ask_again(self) -> None:
+        """For the client's life: ask again for video packets still missing (sfu/nack_retry.py), whichever
+        connection is the current one."""
+        while True:
+            await asyncio.sleep(nack_retry.RETRY_S / 2)
+            pc = self.pc
+            if pc is None:
+                continue
+            for receiver in pc.getReceivers():
+                self.nacks_repeated += await nack_retry.ask_again(receiver)
 
     async def _open(self, timeout: float) -> None:
         """Joins through `url` (every connection, reconnects too, starts there: the host may have changed),
@@ -388,6 +405,7 @@ class Client:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             for transceiver in pc.getTransceivers():
+                nack_retry.install(transceiver.receiver)  # before its first packet: the answer is not sent yet
                 info = message.get("tracks", {}).get(transceiver.mid)
                 if info is not None and transceiver.receiver.track is not None:
                     self.remote[transceiver.mid] = RemoteTrack(transceiver.mid, info, transceiver.receiver.track)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,6 +145,48 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
     after = await _sfu_counters(classroom)
     assert after["received_packets"] >= during["received_packets"], (during, after)
     assert after["nacks_received"] >= during["nacks_received"], (during, after)
+
+
+async def test_a_student_whose_nack_was_lost_asks_again_and_its_picture_goes_on(classroom: Classroom) -> None:
+    """A burst of the student's packets is lost, and so is the NACK that asks for them. A browser asks again
+    (libwebrtc: every round trip, up to ten times); aiortc alone asks once, when it sees the gap, and its jitter
+    buffer then holds the picture until 512 packets queued behind it. The Python client asks again
+    (sfu/nack_retry.py), and the picture stops for a moment, not for seconds."""
+    from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+    await _teacher(classroom, screen=False)
+    student = await classroom.client(await classroom.token("physics-1", "lossy"), name="lossy")
+    track = await student.remote_track("camera")
+    await _frame_size(track)
+    participant = next(p for p in _router(classroom).participants.values() if p.uid == "lossy")
+    consumer = next(c for c in participant.consumers.values() if c.producer.source == "camera")
+    assert student.pc is not None
+    receiver = next(t.receiver for t in student.pc.getTransceivers() if t.receiver.track is track)
+    lost_nacks: list[list[int]] = []
+    send = receiver._send_rtcp
+
+    async def first_nack_lost(packet: Any) -> None:  # the network loses the student's first NACK
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK and not lost_nacks:
+            lost_nacks.append(list(packet.lost))
+            return
+        await send(packet)
+
+    receiver._send_rtcp = first_nack_lost  # type: ignore[method-assign]
+    engine = participant.bridge.engine
+    engine.set_loss(participant.transport, 1000, 3)  # a burst: everything for 0.2 s
+    await asyncio.sleep(0.2)
+    engine.set_loss(participant.transport, 0, 3)
+    gaps = []
+    last = time.monotonic()
+    for _ in range(90):  # 3 seconds of 30 fps
+        await _frame_size(track, timeout=3.0)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    assert lost_nacks and len(lost_nacks[0]) >= 3, "the burst was lost and the NACK that named it too"
+    assert student.nacks_repeated >= len(lost_nacks[0]), "the lost packets were asked for again"
+    assert consumer.retransmitted >= len(lost_nacks[0])
+    assert max(gaps) < 1.0, f"a freeze of {max(gaps):.2f} s"
 
 
 async def test_rtcp_per_leg(classroom: Classroom) -> None:
