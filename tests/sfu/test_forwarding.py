@@ -26,6 +26,18 @@ async def _frame_size(track, timeout: float = 10) -> tuple[int, int]:  # type: i
     return frame.width, frame.height
 
 
+async def _frame_gaps(track, frames: int, timeout: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """The wall time between each two of the next `frames` decoded frames (a freeze is a long one)."""
+    gaps = []
+    last = time.monotonic()
+    for _ in range(frames):
+        await _frame_size(track, timeout=timeout)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    return gaps
+
+
 def _router(classroom: Classroom) -> Router:
     routers = classroom.server.app[HUB].sfu.routers
     assert len(routers) == 1
@@ -118,13 +130,7 @@ async def test_nack_recovery_under_five_percent_loss(classroom: Classroom) -> No
     engine = participant.bridge.engine
     engine.set_loss(participant.transport, 50, 7)  # the engine's test hook: 5% of what leaves is lost
     consumer = next(c for c in participant.consumers.values() if c.producer.source == "camera")
-    gaps = []
-    last = time.monotonic()
-    for _ in range(150):  # 5 seconds of 30 fps
-        await _frame_size(track, timeout=2.0)
-        now = time.monotonic()
-        gaps.append(now - last)
-        last = now
+    gaps = await _frame_gaps(track, 150, timeout=2.0)  # 5 seconds of 30 fps
     stats = engine.transport_stats(participant.transport)
     dropped, sent = stats["drops"]["simulated_loss"], stats["packets_out"] + stats["drops"]["simulated_loss"]
     assert dropped >= 5 and 0.02 < dropped / sent < 0.09
@@ -176,13 +182,7 @@ async def test_a_student_whose_nack_was_lost_asks_again_and_its_picture_goes_on(
     engine.set_loss(participant.transport, 1000, 3)  # a burst: everything for 0.2 s
     await asyncio.sleep(0.2)
     engine.set_loss(participant.transport, 0, 3)
-    gaps = []
-    last = time.monotonic()
-    for _ in range(90):  # 3 seconds of 30 fps
-        await _frame_size(track, timeout=3.0)
-        now = time.monotonic()
-        gaps.append(now - last)
-        last = now
+    gaps = await _frame_gaps(track, 90, timeout=3.0)  # 3 seconds of 30 fps
     assert lost_nacks and len(lost_nacks[0]) >= 3, "the burst was lost and the NACK that named it too"
     assert student.nacks_repeated >= len(lost_nacks[0]), "the lost packets were asked for again"
     assert consumer.retransmitted >= len(lost_nacks[0])
