@@ -5,7 +5,7 @@ later. Its video jitter buffer meanwhile waits for that packet until 512 packets
 asks for a keyframe: at 320x240 that is a picture frozen for tens of seconds when a NACK or its retransmission was
 lost. libwebrtc's NackRequester asks again every round trip, up to ten times, so a browser's picture stalls for a
 few hundred milliseconds instead. `RetryingNacks` keeps aiortc's own sends unchanged and adds the browser's retries;
-sfu/client.py calls `due` on a timer and sends what it returns.
+sfu/client.py calls `ask_again` on a timer, which sends one NACK for what `due` returns.
 
 Private aiortc internals used (audited against aiortc 1.16.0): `RTCRtpReceiver._RTCRtpReceiver__nack_generator`
 (replaced by `install`, before the first packet), `RTCRtpReceiver._send_rtcp_nack`, and `NackGenerator.add` /
