@@ -21,6 +21,7 @@ why (`media_lost`, with GAP_LOST or GAP_HUNG): a recording keeps its file and re
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -46,6 +47,9 @@ RESTART_BACKOFF = (0.1, 5.0)
 LOAD_LOG_INTERVAL = 60.0
 HUNG_AFTER = 10.0  # seconds without a load report (sent every wire.LOAD_PERIOD) nor CPU used: killed and restarted
 HUNG_ALWAYS = 60.0  # seconds without a load report, CPU or not (a loop spinning on one task)
+# The cumulative counters in a worker's load report (`Sfu.metrics`), summed over the workers by `WorkerPool.metrics`
+COUNTERS = ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches", "packets_in", "nacks_sent",
+            "plis_sent", "nacks_received")
 # Participants per worker before a room spreads (CLASSCAST_SFU_WORKER_CAPACITY): one worker's knee in bench/RESULTS.md
 # ("Every core", run B: 300 subscribers under 1% loss with one worker, where this 2-core machine's clients broke first)
 DEFAULT_CAPACITY = 300
@@ -293,6 +297,9 @@ class WorkerPool:
         self.on_relay_track: Callable[[str, dict[str, Any]], None] = lambda room, event: None
         self.on_relay_lost: Callable[[str], None] = lambda room: None
         self.lost_total = 0
+        # cumulative counters of worker processes that are gone: /metrics must never fall when one restarts
+        self.retired: collections.Counter[str] = collections.Counter()
+        self.retired_drops: collections.Counter[str] = collections.Counter()
         self.hung_after = HUNG_AFTER
         self.relayed_media = 0  # tap packets that crossed the control process (sinks without an address)
         self._closing = False
@@ -626,17 +633,13 @@ class WorkerPool:
 
     def metrics(self) -> dict[str, Any]:
         """Sums of the workers' last reports (cumulative counters) plus one entry per worker (issue 15 req 6)."""
-        total: dict[str, Any] = {"engine": "", "forwarded_packets": 0, "forwarded_bytes": 0, "drops": {},
-                                 "retransmitted": 0, "layer_switches": 0, "estimated_bitrates_bps": []}
+        total: dict[str, Any] = {"engine": "", "estimated_bitrates_bps": []}
+        counts, drops = self.retired.copy(), self.retired_drops.copy()
         per_worker = []
         for w in self.workers:
             m = w.load.get("metrics") or {}
             total["engine"] = total["engine"] or m.get("engine", "")
-            for key in ("forwarded_packets", "forwarded_bytes", "retransmitted", "layer_switches", "packets_in",
-                        "nacks_sent", "plis_sent", "nacks_received"):
-                total[key] = total.get(key, 0) + int(m.get(key, 0))
-            for reason, n in (m.get("drops") or {}).items():
-                total["drops"][reason] = total["drops"].get(reason, 0) + int(n)
+            _add_counts(counts, drops, m)
             total["estimated_bitrates_bps"] += list(m.get("estimated_bitrates_bps") or [])
             per_worker.append({"id": w.index, "pid": w.pid, "port": w.port, "alive": w.alive,
                                "restarts": w.restarts, "pps": w.pps, "cpu": float(w.load.get("cpu", 0.0)),
@@ -647,6 +650,8 @@ class WorkerPool:
                                # one lecture over several workers: its pipes here and what crossed them
                                "pipes": int(m.get("pipes", 0)), "pipe_packets_out": int(m.get("pipe_packets_out", 0)),
                                "pipe_packets_in": int(m.get("pipe_packets_in", 0))})
+        total |= {key: counts[key] for key in COUNTERS}
+        total["drops"] = dict(drops)
         total["workers"] = per_worker
         return total
 
@@ -684,6 +689,9 @@ class WorkerPool:
         if self._closing:
             return
         self.lost_total += 1
+        # its counts up to its last load report (at most wire.LOAD_PERIOD old) stay in the totals
+        _add_counts(self.retired, self.retired_drops, worker.load.get("metrics") or {})
+        worker.load = {}
         rooms = [sid for sid, w in self.rooms.items() if w is worker]
         keys = [k for k, (_, w, _) in self.members.items() if w is worker]
         log.error("SFU worker %d (pid %d) lost: %d rooms, %d participants to reconnect", worker.index, worker.pid,
@@ -789,3 +797,11 @@ class WorkerPool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+
+
+def _add_counts(counts: collections.Counter[str], drops: collections.Counter[str], metrics: dict[str, Any]) -> None:
+    """Adds one worker's cumulative counters (its last load report's `metrics`) to `counts` and `drops`."""
+    for key in COUNTERS:
+        counts[key] += int(metrics.get(key, 0))
+    for reason, n in (metrics.get("drops") or {}).items():
+        drops[reason] += int(n)

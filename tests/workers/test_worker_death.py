@@ -25,6 +25,10 @@ async def test_sigkill_of_a_worker_the_class_goes_on(workers_room: Classroom) ->
     old_pid = holder.pid
     sessions_before = {s.id for s in await workers_room.svc.store.room_sessions(room_sid, active_only=True)}
     assert len(sessions_before) == 2
+    deadline = time.monotonic() + 5  # the worker's load report (every wire.LOAD_PERIOD) has counted the media
+    while not (counted := pool.metrics())["forwarded_packets"] or not counted["packets_in"]:
+        assert time.monotonic() < deadline, "no load report counted the class's packets"
+        await asyncio.sleep(0.05)
 
     os.kill(old_pid, signal.SIGKILL)
     killed = time.monotonic()
@@ -39,11 +43,19 @@ async def test_sigkill_of_a_worker_the_class_goes_on(workers_room: Classroom) ->
     while not (holder.alive and holder.pid != old_pid):
         assert time.monotonic() < deadline, "the worker was not restarted"
         await asyncio.sleep(0.05)
+    # /metrics' counters never fall: the new process starts from zero, the dead one's counts stay in the totals
+    restarted = pool.metrics()
+    for key in ("forwarded_packets", "forwarded_bytes", "packets_in"):
+        assert restarted[key] >= counted[key], (key, restarted[key], counted[key])
     assert await teacher.wait_state(State.CONNECTED, timeout=15) == State.CONNECTED
     assert await student.wait_state(State.CONNECTED, timeout=15) == State.CONNECTED
     track = await student.remote_track("camera", timeout=15)
     assert await _frame_size(track, timeout=15) == (320, 240)
     assert pool.rooms[room_sid].alive
+    deadline = time.monotonic() + 5  # and the new process's packets add to them
+    while pool.metrics()["forwarded_packets"] <= restarted["forwarded_packets"]:
+        assert time.monotonic() < deadline, "the restarted worker's packets were not counted"
+        await asyncio.sleep(0.05)
     # rooms, sessions and credits: the same two sessions, still open (a reconnect is not a leave)
     sessions_after = {s.id for s in await workers_room.svc.store.room_sessions(room_sid, active_only=True)}
     assert sessions_after == sessions_before
