@@ -672,7 +672,7 @@ class WorkerPool:
         if f == "rtp":
             tap.rtp(m["track"], m["data"], float(m["at"]))
         elif f == "sr":
-            tap.sender_report(m["track"], int(m["ntp"]), int(m["ts"]), float(m["at"]))
+            tap.sender_report(m["track"], int(m["ntp"]), int(m["ts"]), float(m["at"]), int(m.get("c", 0)))
         elif f == "added":
             entry.tracks.add(str(m["track"].get("trackId")))
             tap.track_added(m["room"], m["track"])

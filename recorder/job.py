@@ -109,7 +109,7 @@ class Job:
         elif kind == "sr":
             state = self.tracks.get(m["id"])
             if state is not None:
-                state.clock.on_sender_report(int(m["ntp"]), int(m["rtp"]), float(m["a"]))
+                state.clock.on_sender_report(int(m["ntp"]), int(m["rtp"]), float(m["a"]), int(m.get("c", 0)))
                 self._release(state, force=False)
             else:
                 # An SFU worker sends a new job each track's latest report at once, straight to this socket,

@@ -15,7 +15,8 @@ clock. Within a track, timestamps follow the RTP clock. When the evidence moves 
 most `SLEW_MAX` (the first frames' tie was a few tens of ms late on a busy machine, and a report that arrived sooner
 showed it), the track is slewed there at `SLEW_RATE` of its media time: a jump back would put two sounds or
 pictures a few tens of ms closer than they were taken (ci47's beeps 1.941 s apart on a 2 s clock). Larger moves (a
-stall, a publisher that restarted its clocks) are taken at once.
+stall, a publisher that restarted its clocks) are taken at once, and so is the first report of a new clock (a
+simulcast feed that switched layers by a guess, see `TrackClock.clock`), whatever its distance.
 """
 
 from __future__ import annotations
@@ -60,9 +61,17 @@ class TrackClock:
         self.least: tuple[int, float] | None = None
         self.slewing = False  # moving toward the evidence at SLEW_RATE (see the module's docstring)
         self.last_placed: float | None = None  # recording seconds of the latest frame placed
+        # The sender's clock its reports map (`sfu.taps.Tap.sender_report`): a simulcast feed starts a new one when
+        # it switches layers by an arrival-time guess. A new clock's report is the truth about the timestamps from
+        # the switch on, however far from the last mapping: it is taken at once (`rebased`), never held for a stall.
+        self.clock = 0
+        self.rebased = False
 
-    def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float) -> None:
+    def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
+        if clock != self.clock:
+            self.rebased = self.sr is not None
+            self.clock, self.sr = clock, None
         if self.sr is not None:
             # aiortc (the Python client, the bench's and the tests' publishers) stamps a report with the send time
             # of its last packet, not the capture time of its RTP timestamp. A sender whose event loop stalled sends
@@ -137,6 +146,8 @@ class TrackClock:
         if self.sr is not None and self.uid in self.offsets:
             sr_ntp, sr_rtp = self.sr
             measured = sr_ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + self.offsets[self.uid] - self.t0
+            if self.rebased:
+                predicted, self.rebased = None, False
         elif predicted is None:
             least = self.least
             if least is None or abs(rtp_delta(rtp_ts, least[0])) > EVIDENCE_SPAN * self.rate:

@@ -198,6 +198,9 @@ class TapFeed:
     Sinks such as the recorder decode one stream per track; three layers' packets interleaved under one track id
     would be garbage to them. Like a subscriber, the feed switches layers only at a keyframe and keeps sequence
     numbers, timestamps and VP8 picture ids continuous, and its sender reports are translated to match.
+    A switch that cannot be placed through sender reports is placed by arrival time, a guess: the sender reports
+    translated before it no longer hold for the timestamps after it, so the feed starts a new `clock` and its
+    reports say which clock they map (a sink takes a new clock's report as it is, not as a correction to weigh).
     Unlike a subscriber it has nobody to ask for that keyframe on its behalf: a browser sends keyframes only when
     asked, so while the feed waits for a layer (at the start, or to move to a better one) it asks for that layer's
     keyframe itself, every `ASK_INTERVAL_S`. Without this a browser's camera never reached a recording.
@@ -224,6 +227,7 @@ class TapFeed:
         self._asked = float("-inf")
         self._resume_until = float("-inf")
         self._rebased = False
+        self.clock = 0  # which mapping of the publisher's NTP time the feed's timestamps follow (see above)
 
     def restart(self, now: float) -> None:
         """From the next keyframe on (a new sink joined and must start at one); numbering stays continuous.
@@ -253,8 +257,12 @@ class TapFeed:
             self.wanted = None if current_ok else best
             if current_ok or stream is not best or not packet.keyframe:
                 return None
+            self._rebased = False  # set by `_rebase` when the switch lands exactly
             how = self._rebase(self.fed, stream, packet)
-            log.info("track %s: taps fed layer %d from its keyframe (%s)", self.producer.id, stream.index, how)
+            if not self._rebased:
+                self.clock += 1
+            log.info("track %s: taps fed layer %d from its keyframe (%s; clock %d)", self.producer.id, stream.index,
+                     how, self.clock)
             self.current, self.fed, self.wanted, self._switch = stream, stream, None, True
         header = packet.header
         seq = self.seq.rewrite(header.sequence_number, self._switch)
@@ -516,11 +524,12 @@ class Producer:
     def _report_to_taps(self, stream: Stream, report: rtcp.SenderReport, arrival: float, taps: list[Tap]) -> None:
         """A simulcast track's taps see one continuous stream: its report is mapped by the feed (or not passed on,
         for a layer the feed is not on)."""
-        rtp_timestamp = report.rtp_timestamp if self.tap_feed is None else \
-            self.tap_feed.sender_report(stream, report.rtp_timestamp)
+        feed = self.tap_feed
+        rtp_timestamp = report.rtp_timestamp if feed is None else feed.sender_report(stream, report.rtp_timestamp)
         if rtp_timestamp is not None:
+            clock = 0 if feed is None else feed.clock
             for tap in taps:
-                tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival)
+                tap.sender_report(self.id, report.ntp, rtp_timestamp, arrival, clock)
 
     def replay_sender_reports(self, tap: Tap) -> None:
         """A sink added mid-track gets the publisher's latest NTP<->RTP mapping at once, as it arrived. Chromium

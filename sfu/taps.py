@@ -22,8 +22,10 @@ class Tap(Protocol):
         as one continuous stream: its highest flowing layer, switching at keyframes, with sequence numbers,
         timestamps (and the matching sender reports) rewritten to stay continuous (`producer.TapFeed`)."""
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
-        """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks."""
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
+        """The publisher's NTP<->RTP mapping for the track, for lip sync across tracks. `clock` numbers the track's
+        timestamp clock: a simulcast feed starts a new one when it switched layers by an arrival-time guess
+        (`producer.TapFeed`), and a report of a new clock replaces the earlier mapping rather than correcting it."""
 
     # Optional (called only when a tap defines it): the publisher muted or unmuted the track.
     # Optional attribute `wants_video` (True when absent): False for an audio-only sink (a transcriber), so that

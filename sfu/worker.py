@@ -51,13 +51,13 @@ class RelayTap:
             self.link.send_media({"ev": "tap", "tap": self.id, "f": "rtp", "track": track_id, "data": data,
                                   "at": arrival})
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         if self.feed is not None:
             self.feed.send_media({"t": "sr", "j": self.job, "id": track_id, "ntp": ntp, "rtp": rtp_timestamp,
-                                  "a": arrival})
+                                  "a": arrival, "c": clock})
         else:
             self.link.send_media({"ev": "tap", "tap": self.id, "f": "sr", "track": track_id, "ntp": ntp,
-                                  "ts": rtp_timestamp, "at": arrival})
+                                  "ts": rtp_timestamp, "at": arrival, "c": clock})
 
 
 class Worker:

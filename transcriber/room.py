@@ -126,7 +126,7 @@ class RoomTranscriber:
         if track is not None and track.speaker:
             self._put((track_id, data, arrival if arrival > 0 else time.monotonic()))
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         return None
 
     def _put(self, item: tuple[str, bytes | None, float]) -> None:

@@ -7,7 +7,8 @@ With the SFU in the control process (CLASSCAST_SFU_WORKERS=0) media goes over th
 
 Media, either connection (key `t` is the kind, `j` the job id):
   rtp {j, id, d, a}       one packet as the publisher sent it, `a` its arrival (CLOCK_MONOTONIC seconds)
-  sr {j, id, ntp, rtp, a} the publisher's sender-report NTP <-> RTP mapping for the track
+  sr {j, id, ntp, rtp, a, c} the publisher's sender-report NTP <-> RTP mapping for the track, of its clock `c`
+                         (`sfu.taps.Tap.sender_report`; absent: 0)
 Server -> recorder (recorder/__main__.py):
   start {j, room, mode, layout, preset, logo, dir, t0, names}   a job begins (t0: the SFU's monotonic clock)
   track {j, track}        a track is in the room (the SFU's track dict with codec details, plus name and role)
@@ -97,7 +98,7 @@ class FeedTap:
         if not self.link.send_media({"t": "rtp", "j": self.job_id, "id": track_id, "d": data, "a": arrival}):
             self.dropped += 1
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         if not self.link.send_media({"t": "sr", "j": self.job_id, "id": track_id, "ntp": ntp, "rtp": rtp_timestamp,
-                                     "a": arrival}):
+                                     "a": arrival, "c": clock}):
             self.dropped += 1

@@ -204,6 +204,46 @@ def test_a_report_sent_amid_a_stalled_senders_burst_does_not_move_its_track_late
     assert max(errors) < 0.025, max(errors)
 
 
+@pytest.mark.parametrize("error", [-0.195, -0.08, 0.195])
+def test_a_feeds_layer_switch_placed_by_a_guess_is_placed_by_the_new_layers_reports(error: float) -> None:
+    """A browser's simulcast camera through the SFU's feed (`sfu.producer.TapFeed`), which switches layers 3 s in,
+    before the new layer has sent a sender report: it places the new layer's keyframe by arrival time, `error` off
+    the publisher's clock, and starts a new clock. The new layer's reports (of that clock) map the feed's timestamps
+    `error` away from where the old layer's put them. ci60's VP8 camera sat 195 ms ahead of its microphone for a
+    whole track-mode file: the recorder took the new mapping, later than the old one, for a stalled sender's report
+    and kept the old one. Every frame taken after the new layer's first report is placed within 25 ms."""
+    switch, first_report = T0 + 3.0, T0 + 3.8
+    shift = round(error * 90000)  # the feed's timestamps from the switch on, against the publisher's clock
+    out: list[tuple[float, dict]] = []
+    for i in range(12 * 30):
+        taken = T0 - 2 + i / 30
+        ts = round((taken - 90.0) * 90000) + (shift if taken >= switch else 0)
+        sps, idr = b"\x67\x42\x00\x1f\x00", b"\x65\x88\x84" + bytes(30)
+        stap = b"\x18" + len(sps).to_bytes(2, "big") + sps + len(idr).to_bytes(2, "big") + idr
+        out.append((taken + DELAY, {"t": "rtp", "j": "EG_t", "id": "TR_cam", "d": _rtp(2, 102, i, ts, stap),
+                                    "taken": taken}))
+    for sent in [T0 - 1.5 + k for k in range(5)] + [first_report + k for k in range(6)]:
+        new_layer = sent >= switch
+        out.append((sent + DELAY, {"t": "sr", "j": "EG_t", "id": "TR_cam", "ntp": _ntp(sent),
+                                   "rtp": round((sent - 90.0) * 90000) + (shift if new_layer else 0),
+                                   "c": 2 if new_layer else 1}))
+    out.sort(key=lambda item: item[0])
+    job = Job({"j": "EG_t", "t0": T0, "mode": "track", "dir": "/nonexistent"}, lambda m: None, threaded=False)
+    sink = job.sink = Placements()  # type: ignore[assignment]
+    job._handle(_track("TR_cam", "camera", "video", "video/H264", 90000))
+    taken_at = {}
+    for a, message in out:
+        if a >= T0:
+            if "taken" in message:
+                taken_at[struct.unpack_from("!I", message["d"], 4)[0]] = message.pop("taken")
+            job._handle({**message, "a": a})
+    job._finish(out[-1][0])
+    after = [(taken_at[ts], seconds) for ts, seconds in sink.placed["TR_cam"] if taken_at[ts] >= first_report + 0.1]
+    assert len(after) > 100
+    worst = max(abs(seconds - (taken + DELAY - T0)) for taken, seconds in after)
+    assert worst < 0.025, f"placed up to {worst * 1000:.0f} ms off after the new layer's report"
+
+
 @pytest.mark.parametrize("replayed", [True, False])
 def test_a_report_from_before_the_recording_places_the_microphone_from_its_first_frame(replayed: bool) -> None:
     """A recording starts between two of a microphone's reports (Chromium's are ~5 s apart), while its packets

@@ -307,7 +307,7 @@ class RecordingTap:
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
         self.packets[track_id] = self.packets.get(track_id, 0) + 1
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         self.reports.append((track_id, ntp, rtp_timestamp))
 
 
@@ -339,7 +339,7 @@ async def test_a_tap_added_mid_track_gets_each_tracks_latest_sender_report_at_on
     await until(lambda: all(p.streams[0].last_sr for p in producers), 10, "a sender report of each track")
     tap = RecordingTap()
     arrivals: list[float] = []
-    tap.sender_report = lambda track_id, ntp, rtp, arrival: (  # type: ignore[method-assign]
+    tap.sender_report = lambda track_id, ntp, rtp, arrival, clock: (  # type: ignore[method-assign]
         tap.reports.append((track_id, ntp, rtp)), arrivals.append(arrival))
     sfu.add_tap(room_sid, tap)  # synchronous: no packet or report of the publisher can come in between
     assert tap.packets == {}

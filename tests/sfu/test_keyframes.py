@@ -195,7 +195,7 @@ class TapSink:
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
         self.packets.append(data)
 
-    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+    def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         self.reports.append(rtp_timestamp)
 
 

@@ -282,7 +282,8 @@ async def test_the_tap_feed_switches_layers_on_the_publishers_clock(caplog: pyte
     assert (switched - first_out) & 0xFFFFFFFF == round(0.3 * 90000)
     # the log says how each layer was placed (what a recording's lip sync rests on)
     placed = [r.getMessage().split("(", 1)[1] for r in caplog.records if "taps fed layer" in r.getMessage()]
-    assert placed == ["placed by arrival: first layer)", "through the sender reports of layers 1 and 2)"], placed
+    assert placed == ["placed by arrival: first layer; clock 1)",
+                      "through the sender reports of layers 1 and 2; clock 1)"], placed
 
 
 async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyframe_exactly(
@@ -297,9 +298,11 @@ async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyfram
         def __init__(self) -> None:
             super().__init__()
             self.reports: list[tuple[int, int]] = []
+            self.clocks: list[int] = []
 
-        def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+        def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
             self.reports.append((ntp, rtp_timestamp))
+            self.clocks.append(clock)
 
     camera = _camera([])
     first = ReportTap()
@@ -331,7 +334,10 @@ async def test_a_sink_added_later_gets_a_report_that_maps_the_feeds_next_keyfram
     out = parse_rtp(second.packets[-1]).timestamp
     taken = (report_ntp - ntp0) / (1 << 32) + ((out - report_rtp) & 0xFFFFFFFF) / 90000
     assert abs(taken - 2.0) < 1e-3, f"the keyframe maps to {taken:.3f} s, taken at 2.000 s"
-    assert "taps fed layer 2 from its keyframe (same layer, same offset)" in caplog.text
+    assert "taps fed layer 2 from its keyframe (same layer, same offset; clock 1)" in caplog.text
+    camera.on_sender_report(camera.stream("f"), rtcp.SenderReport(SSRCS["f"], ntp0 + (1 << 32), base + 90000, 0, 0),  # type: ignore[arg-type]
+                            102.0)
+    assert second.clocks == [1, 1], "the same clock: the replayed report still holds after the restart"
 
 
 async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -> None:
@@ -347,13 +353,14 @@ async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -
     camera.on_sender_report(camera.stream("h"), rtcp.SenderReport(SSRCS["h"], ntp0, 0, 0, 0), 100.0)  # type: ignore[arg-type]
     now = 100.0
     await _feed(camera, "h", 0, now, keyframe=True)
-    assert feed.current is camera.stream("h")
+    assert feed.current is camera.stream("h") and feed.clock == 1  # the first layer: placed by arrival
     await _feed(camera, "f", 0, now + 0.01, keyframe=True)  # f flows, no report of it yet
     assert feed.current is camera.stream("h"), "moved up before f could be placed on the publisher's clock"
     camera.on_sender_report(camera.stream("f"), rtcp.SenderReport(SSRCS["f"], ntp0, 0, 0, 0), now + 0.02)  # type: ignore[arg-type]
     await _feed(camera, "h", 1, now + 0.03)
     await _feed(camera, "f", 1, now + 0.04, keyframe=True)
     assert feed.current is camera.stream("f"), "the report came: the next keyframe of f moves the feed up"
+    assert feed.clock == 1, "placed through both layers' reports: the sinks' mapping still holds"
 
     # Without any report of the better layer, the wait is bounded.
     camera = _camera(sent)
@@ -376,6 +383,7 @@ async def test_the_tap_feed_waits_for_a_layers_first_report_before_moving_up() -
         await _feed(camera, "h", seq, t)
         await _feed(camera, "f", seq, t, keyframe=seq % 10 == 0)
     assert feed.current is camera.stream("f"), "a layer that never reports is taken after REPORT_WAIT_S"
+    assert feed.clock == 2, "placed by arrival, a guess: a new clock, so that a sink takes f's first report as is"
 
 
 async def test_a_layers_rate_is_shared_by_one_pass_and_follows_every_packet() -> None:
