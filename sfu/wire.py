@@ -42,7 +42,7 @@ Worker -> control:
     {"ev": "tap", "tap", "f": "added", "room", "track": {...}}    the Tap protocol (sfu/taps.py), one `f` per call:
     {"ev": "tap", "tap", "f": "removed" | "muted", "room", "track": id, ["muted": bool]}
     {"ev": "tap", "tap", "f": "rtp", "track": id, "data": bytes, "at": monotonic}
-    {"ev": "tap", "tap", "f": "sr", "track": id, "ntp", "ts", "at": monotonic}
+    {"ev": "tap", "tap", "f": "sr", "track": id, "ntp", "ts", "at": monotonic, "c": clock}
     {"ev": "pipe_track", "room", "f": "added", "track": description}   a track published, unpublished or muted here
     {"ev": "pipe_track", "room", "f": "removed" | "muted", "track": id, ["muted"]}  in a room with pipes; the
                                                                   control plane relays it to the room's other workers

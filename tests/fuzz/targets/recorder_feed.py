@@ -84,7 +84,8 @@ def _messages(data: bytes) -> list[dict[str, Any]]:
             ntp, rtp_ts = struct.unpack_from("!QI", body)
             if len(body) > 12 and body[12] & 1:  # a report for a track not added (yet): kept, bounded
                 track = f"TR_later{body[12]}"
-            out.append({"t": "sr", "j": "EG_fuzz", "id": track, "ntp": ntp, "rtp": rtp_ts, "a": arrival})
+            clock = body[13] % 4 if len(body) > 13 else 0  # a simulcast feed's clock after a guessed switch
+            out.append({"t": "sr", "j": "EG_fuzz", "id": track, "ntp": ntp, "rtp": rtp_ts, "a": arrival, "c": clock})
         elif op == 2:
             out.append({"t": "tmute", "j": "EG_fuzz", "id": track, "muted": bool(body[:1] and body[0] & 1)})
         elif op == 3:
