@@ -63,14 +63,14 @@ class TrackClock:
         self.last_placed: float | None = None  # recording seconds of the latest frame placed
         # The sender's clock its reports map (`sfu.taps.Tap.sender_report`): a simulcast feed starts a new one when
         # it switches layers by an arrival-time guess. A new clock's report is the truth about the timestamps from
-        # the switch on, however far from the last mapping: it is taken at once (`rebased`), never held for a stall.
+        # the switch on, however far from the last mapping: it is taken at once (`new_clock`), never held for a stall.
         self.clock = 0
-        self.rebased = False
+        self.new_clock = False
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
         if clock != self.clock:
-            self.rebased = self.sr is not None
+            self.new_clock = self.sr is not None
             self.clock, self.sr = clock, None
         if self.sr is not None:
             # aiortc (the Python client, the bench's and the tests' publishers) stamps a report with the send time
@@ -146,8 +146,8 @@ class TrackClock:
         if self.sr is not None and self.uid in self.offsets:
             sr_ntp, sr_rtp = self.sr
             measured = sr_ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + self.offsets[self.uid] - self.t0
-            if self.rebased:
-                predicted, self.rebased = None, False
+            if self.new_clock:
+                predicted, self.new_clock = None, False
         elif predicted is None:
             least = self.least
             if least is None or abs(rtp_delta(rtp_ts, least[0])) > EVIDENCE_SPAN * self.rate:
