@@ -274,11 +274,6 @@ class TapFeed:
         if packet.vp8 is not None:
             picture_id, tl0 = self.vp8.rewrite(packet.vp8, self._switch)
             rewrite_vp8_descriptor_in_place(buf, header.payload_offset, packet.vp8, picture_id, tl0)
-        if self._switch and stream.last_sr is not None:
-            # The sinks get the new layer's latest report now, mapped through the offset just set: exact whatever
-            # placed the switch, so a sink added for this restart, or one on a new clock, has the mapping from the
-            # first picture on rather than at the layer's next report (about a second).
-            self.producer.report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, self.producer.taps)
         self._switch = False
         return bytes(buf)
 
@@ -524,9 +519,9 @@ class Producer:
         stream.stats.on_sender_report(report.ntp, arrival)
         for pipe in self.pipes:
             pipe.sender_report(stream, report)
-        self.report_to_taps(stream, report, arrival, self.taps)
+        self._report_to_taps(stream, report, arrival, self.taps)
 
-    def report_to_taps(self, stream: Stream, report: rtcp.SenderReport, arrival: float, taps: list[Tap]) -> None:
+    def _report_to_taps(self, stream: Stream, report: rtcp.SenderReport, arrival: float, taps: list[Tap]) -> None:
         """A simulcast track's taps see one continuous stream: its report is mapped by the feed (or not passed on,
         for a layer the feed is not on)."""
         feed = self.tap_feed
@@ -540,17 +535,12 @@ class Producer:
         """A sink added mid-track gets the publisher's latest NTP<->RTP mapping at once, as it arrived. Chromium
         reports on an audio track only every ~5 s: without this the recorder placed a new recording's sound by
         arrival times for up to that long and then moved it to the report's mapping, a jump of tens of ms in the
-        file (a click, and the sound off its video by that much until then).
-
-        Not a simulcast track's: its feed restarts for the new sink and hands every sink the report of the layer it
-        starts on, mapped through that switch (`TapFeed.packet`). A report mapped before the restart would not hold
-        if the feed then moved to a layer that had not reported yet (placed by arrival: a new clock), and the
-        recorder would place the camera by it until the new layer's first report."""
-        if self.tap_feed is not None:
-            return
+        file (a click, and the sound off its video by that much until then). A simulcast feed maps the report of
+        the layer it is on, and its restart for the new sink places the next keyframe exactly on the same clock
+        (`TapFeed._rebase`), so the mapping holds."""
         for stream in self.streams:
             if stream.last_sr is not None:
-                self.report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, [tap])
+                self._report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, [tap])
 
     def missing(self) -> bool:
         """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""
