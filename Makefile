@@ -152,9 +152,18 @@ fuzz-native: $(CLANG) | $(SRTP_H)
 			-artifact_prefix=/tmp/ $$(mktemp -d) tests/fuzz/corpus/$$(basename $$t | sed 's/^fuzz_//') || exit 1; \
 	done
 
+# Two passes: every test that can share the machine, on two workers; then the ones that need it to themselves
+# (tests/conftest.py ALONE: browsers, A/V sync, CPU and latency figures, network namespaces), one at a time. The
+# second pass runs even when the first fails, so one run shows every failure; either failing fails the target.
+# Python may cache bytecode here even where the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts
+# hundreds of Python processes (servers, SFU workers, recorders), and each would compile the same sources again.
+test: export PYTHONDONTWRITEBYTECODE =
 test: install-test lint $(CHROMIUM) $(FIREFOX) $(FIREFOX_DRIVER) $(BENCH_PEERS) $(CLANG) $(SDK_TYPES) $(NFT) \
 		postgresql-server $(REDIS_SERVER)
-	$(BIN)/python -m pytest --durations=40
+	status=0; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not alone" --durations=20 || status=$$?; \
+	$(BIN)/python -m pytest -m alone --durations=20 || status=$$?; \
+	exit $$status
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/): each target FUZZ_SECONDS, findings in
 # /tmp/classcast-fuzz. `make test` runs each for a few seconds; native libFuzzer targets plug in at
