@@ -30,10 +30,13 @@ from tests.redis_server import RedisServer
 def clock() -> FakeClock:
     return FakeClock()
 
+
 # The tests that need the machine to themselves. `make test` runs everything else first on two workers (xdist),
 # then these one at a time: they drive browsers, hold a recording's audio to its video or a student's video to a
 # freeze bound, measure CPU or latency, or make network namespaces, and a test beside them on the other core would
 # make those checks about the machine instead of the code. Any other test must pass with another one beside it.
+# (Whisper runs on one thread, its tests wait up to a minute and check words and caption times from the voice's
+# arrival, so they share.)
 ALONE = (
     "tests/e2e/",  # Chromium and Firefox: their encoders and bandwidth estimates
     "tests/bench/",  # CPU per packet, loss, latency
@@ -41,9 +44,7 @@ ALONE = (
     "tests/cluster/test_browser.py", "tests/workers/test_pipe_browser.py", "tests/workers/test_worker_death_browser.py",
     "tests/recorder/test_browser_publishers.py", "tests/recorder/test_recording_media.py",  # A/V sync in the file
     "tests/recorder/test_captions_recording.py", "tests/workers/test_pipe_recording.py",
-    "tests/workers/test_worker_recording.py", "tests/whip/test_whip_recorded.py",
-    "tests/sfu/test_captions.py", "tests/sfu/test_transcriber.py", "tests/workers/test_worker_transcriber.py",
-    "tests/transcriber/",  # Whisper's real time, and captions' times against the speech
+    "tests/workers/test_worker_recording.py",
     "tests/sfu/test_hostile_peers.py", "tests/sfu/test_forwarding.py",  # a student's video within a freeze bound
 )
 
