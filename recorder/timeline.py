@@ -17,6 +17,15 @@ showed it), the track is slewed there at `SLEW_RATE` of its media time: a jump b
 pictures a few tens of ms closer than they were taken (ci47's beeps 1.941 s apart on a 2 s clock). Larger moves (a
 stall, a publisher that restarted its clocks) are taken at once, and so is the first report of a new clock (a
 simulcast feed that switched layers by a guess, see `TrackClock.clock`), whatever its distance.
+
+A report that maps the track later than the one standing is ambiguous. An aiortc sender whose event loop stalled
+stamps a report sent amid its burst with the send time, not the capture time: believed, it would push the track
+later by the stall. A browser's microphone whose audio thread stalled has lost time for good: its RTP clock counts
+samples, the samples after the hole were taken later than the count says, and its next report says so. The frames
+after the report tell them apart (a frame cannot arrive before it was taken): the stalled sender's next frames
+arrive on the earlier mapping, the browser's all arrive later. So such a report is held as a candidate and taken at
+once after `CONFIRM_S` of frames that do not refute it (ci69: a Chromium camera drifted 115 ms behind its
+microphone in 10 s while the earlier mapping stood for good).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ SLEW_RATE = 0.01
 # A report that maps the track's RTP time later than the last one did, by more than MAX_DRIFT and at most this
 # much, came from a sender that stalled (see `on_sender_report`); the earlier mapping stands.
 STALL_MAX = 5.0
+# A later report (see above) that no frame refuted for this long is taken: a second of 20 ms audio frames or
+# 30 fps video has dozens of chances to show a stalled sender's burst is over.
+CONFIRM_S = 1.0
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
 # NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
 EVIDENCE_SPAN = 10.0
@@ -63,27 +75,32 @@ class TrackClock:
         self.last_placed: float | None = None  # recording seconds of the latest frame placed
         # The sender's clock its reports map (`sfu.taps.Tap.sender_report`): a simulcast feed starts a new one when
         # it switches layers by an arrival-time guess. A new clock's report is the truth about the timestamps from
-        # the switch on, however far from the last mapping: it is taken at once (`new_clock`), never held for a stall.
+        # the switch on, however far from the last mapping: it is taken at once (`jump`), never held for a stall.
         self.clock = 0
-        self.new_clock = False
+        self.jump = False  # the next frame is placed by the latest report at once, neither slewed nor held
+        # (NTP seconds, RTP timestamp, arrival) of a report that maps later than the one standing, until the frames
+        # after it confirm it (a sender's clock that lost time) or refute it (a stalled sender's burst).
+        self.later: tuple[float, int, float] | None = None
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
         if clock != self.clock:
-            self.new_clock = self.sr is not None
+            self.jump = self.sr is not None
             self.clock, self.sr = clock, None
         if self.sr is not None:
             # aiortc (the Python client, the bench's and the tests' publishers) stamps a report with the send time
             # of its last packet, not the capture time of its RTP timestamp. A sender whose event loop stalled sends
             # the frames that queued in a burst, and a report sent amid it maps a frame taken early in the stall to
             # the stall's end: placed by it, the rest of the track would jump later by up to the stall (a gap in
-            # the file, and the track off the publisher's others). A capture clock never runs late, so the earlier
-            # mapping stands, restated at this report's RTP time. Browsers stamp capture time: unaffected.
+            # the file, and the track off the publisher's others). So the earlier mapping stands, restated at this
+            # report's RTP time, and the report waits as a candidate (`later`): a browser's microphone that lost
+            # time sends the same kind of report, and its frames confirm it (see the module's docstring).
             mapped = self.sr[0] + rtp_delta(rtp_ts, self.sr[1]) / self.rate
             if MAX_DRIFT < seconds - mapped <= STALL_MAX:
                 self.sr = (mapped, rtp_ts)
+                self.later = (seconds, rtp_ts, arrival)
                 return
-        self.sr = (seconds, rtp_ts)
+        self.sr, self.later = (seconds, rtp_ts), None
         # The tie is (arrival - NTP) of the least delayed report seen: a report that waited in a busy event loop
         # or a queue arrives late and would shift all of the publisher's tracks later (by seconds on a loaded
         # machine); a later report that arrives sooner shows it, and the earlier tie is corrected.
@@ -104,6 +121,22 @@ class TrackClock:
                 self.least = (least[0], at)
         if self.anchor is None:
             self._evidence(rtp_ts, arrival)
+        if self.later is not None:
+            self._check_later(rtp_ts, arrival)
+
+    def _check_later(self, rtp_ts: int, arrival: float) -> None:
+        """A frame cannot arrive before it was taken: one that arrives sooner than the later report allows (taken
+        where it maps it, plus the publisher's least delay) refutes it, as the frames after a stalled sender's
+        burst do. A report no frame refuted for CONFIRM_S is the sender's clock: it is taken at once (the sound
+        after a hole in the capture was taken that much later: a gap in the file is what happened)."""
+        ntp, sr_rtp, received = self.later  # type: ignore[misc]
+        tie = self.offsets.get(self.uid)
+        if tie is None:
+            return
+        if arrival < ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + tie - MAX_DRIFT:
+            self.later = None
+        elif arrival - received >= CONFIRM_S:
+            self.sr, self.later, self.jump = (ntp, sr_rtp), None, True
 
     def _evidence(self, rtp_ts: int, arrival: float) -> None:
         """A frame of RTP time `rtp_ts` arrived at `arrival`: it was taken at the NTP time the latest report maps
@@ -146,8 +179,8 @@ class TrackClock:
         if self.sr is not None and self.uid in self.offsets:
             sr_ntp, sr_rtp = self.sr
             measured = sr_ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + self.offsets[self.uid] - self.t0
-            if self.new_clock:
-                predicted, self.new_clock = None, False
+            if self.jump:
+                predicted, self.jump = None, False
         elif predicted is None:
             least = self.least
             if least is None or abs(rtp_delta(rtp_ts, least[0])) > EVIDENCE_SPAN * self.rate:
