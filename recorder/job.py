@@ -18,7 +18,7 @@ from typing import Any
 
 from recorder.depacketize import Frame, Reorder, depacketizer
 from recorder.mux import CompositeSink, Emit, TrackInfo, TrackSink
-from recorder.timeline import TrackClock
+from recorder.timeline import Lag, TrackClock
 
 log = logging.getLogger("classcast.recorder.job")
 
@@ -55,6 +55,7 @@ class Job:
         self.emit = emit
         self.tracks: dict[str, TrackState] = {}
         self.offsets: dict[str, float] = {}
+        self.peers: dict[str, dict[int, Lag]] = {}  # how each track's frames arrive (TrackClock._holes)
         self.muted: set[str] = set()  # uids a moderator muted: their audio is not forwarded, so not recorded
         self.early_reports: dict[str, dict[str, Any]] = {}  # track id -> its latest "sr" that came before "track"
         self.inbox: queue.Queue[tuple[dict[str, Any], float]] = queue.Queue(QUEUE_LIMIT)
@@ -145,7 +146,8 @@ class Job:
         except ValueError:
             log.warning("job %s: cannot record %s (%s)", self.id, info.id, info.mime)
             return
-        clock = TrackClock(info.clock_rate, self.t0, self.offsets, info.uid)
+        clock = TrackClock(info.clock_rate, self.t0, self.offsets, info.uid, self.peers,
+                           counts_samples=info.kind == "audio")
         # A muted audio track may be a moderator's mute, which the "mute" messages follow by uid.
         muted = bool(track.get("muted")) and info.kind == "video"
         self.tracks[info.id] = TrackState(info, Reorder(), dep, clock, muted=muted)

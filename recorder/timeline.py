@@ -25,10 +25,16 @@ samples, the samples after the hole were taken later than the count says, and it
 after the report tell them apart (a frame cannot arrive before it was taken): the stalled sender's next frames
 arrive on the earlier mapping, the browser's all arrive later. So such a report is held as a candidate and taken at
 once after `CONFIRM_S` of frames that do not refute it (ci69: a Chromium camera drifted 115 ms behind its
-microphone in 10 s while the earlier mapping stood for good).
+microphone in 10 s while the earlier mapping stood for good). A browser reports its microphone only every ~5 s;
+its frames show the hole within a second, against its publisher's other tracks (`TrackClock._holes`).
 """
 
 from __future__ import annotations
+
+import logging
+import math
+
+log = logging.getLogger("classcast.recorder.timeline")
 
 SR_WAIT = 1.5
 SETTLE = 0.5
@@ -43,6 +49,9 @@ STALL_MAX = 5.0
 # A later report (see above) that no frame refuted for this long is taken: a second of 20 ms audio frames or
 # 30 fps video has dozens of chances to show a stalled sender's burst is over.
 CONFIRM_S = 1.0
+# A microphone whose frames all arrived more than MAX_DRIFT later than usual for two windows of this long, beyond
+# what its publisher's other tracks did, lost that much time (see `TrackClock._holes`).
+LAG_WINDOW = 0.25
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
 # NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
 EVIDENCE_SPAN = 10.0
@@ -58,8 +67,47 @@ def rtp_delta(a: int, b: int) -> int:
     return d - (1 << 32) if d >= 1 << 31 else d
 
 
+class Lag:
+    """How late a track's frames arrive after the moment they are placed at, by LAG_WINDOW windows of that
+    moment (the recording's time, on one grid for all tracks: a publisher's tracks are compared over the same
+    moments, whatever order their packets came in). A frame's lag is the path's delay plus its jitter: the least
+    of a window is the path's."""
+
+    def __init__(self) -> None:
+        self.windows: dict[int, float] = {}  # window number -> least lag
+        self.last: int | None = None  # the window filling now
+
+    def add(self, placed: float, lag: float) -> bool:
+        """Whether this frame began a new window (the ones before it are complete)."""
+        k = math.floor(placed / LAG_WINDOW)
+        self.windows[k] = min(self.windows.get(k, math.inf), lag)
+        if self.last is not None and k <= self.last:
+            return False
+        self.last = k
+        for old in [old for old in self.windows if old < k - 10]:
+            del self.windows[old]
+        return True
+
+    def least(self, ks: range) -> float | None:
+        return min((self.windows[k] for k in ks if k in self.windows), default=None)
+
+    def complete(self, k: int) -> bool:
+        return self.last is not None and self.last > k
+
+    def moved(self, by: float, since: int) -> None:
+        """The frames of windows `since` on were placed `by` seconds too early: their lags, had they not been."""
+        for k in self.windows:
+            if k >= since:
+                self.windows[k] -= by
+
+    def reset(self) -> None:
+        self.windows.clear()
+        self.last = None
+
+
 class TrackClock:
-    def __init__(self, clock_rate: int, t0: float, publisher_offsets: dict[str, float], uid: str) -> None:
+    def __init__(self, clock_rate: int, t0: float, publisher_offsets: dict[str, float], uid: str,
+                 peers: dict[str, dict[int, Lag]] | None = None, counts_samples: bool = False) -> None:
         self.rate = clock_rate
         self.t0 = t0
         self.offsets = publisher_offsets  # uid -> (monotonic - NTP seconds), shared by a publisher's tracks
@@ -81,6 +129,12 @@ class TrackClock:
         # (NTP seconds, RTP timestamp, arrival) of a report that maps later than the one standing, until the frames
         # after it confirm it (a sender's clock that lost time) or refute it (a stalled sender's burst).
         self.later: tuple[float, int, float] | None = None
+        # A microphone's RTP clock counts samples and can lose time (`counts_samples`); every track tells its
+        # publisher's others how its frames arrive: `peers` is uid -> {id(clock): its Lag}.
+        self.counts_samples = counts_samples
+        self.peers = peers if peers is not None else {}
+        self.lag = Lag()
+        self.keep_lag = False  # the next jump is `_holes`'s own, which corrected the lags it measured
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
@@ -136,6 +190,10 @@ class TrackClock:
         if arrival < ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + tie - MAX_DRIFT:
             self.later = None
         elif arrival - received >= CONFIRM_S:
+            if self.sr is not None:
+                moved = ntp - self.sr[0] - rtp_delta(sr_rtp, self.sr[1]) / self.rate
+                log.info("%s's %d Hz track: a later sender report confirmed by its frames, moved %+.0f ms",
+                         self.uid, self.rate, 1000 * moved)
             self.sr, self.later, self.jump = (ntp, sr_rtp), None, True
 
     def _evidence(self, rtp_ts: int, arrival: float) -> None:
@@ -173,14 +231,14 @@ class TrackClock:
         """Recording time (s since the job's start) of an RTP timestamp; call once `ready`."""
         if self.first_arrival is None:
             self.first_arrival = arrival
-        predicted = None
+        predicted, jumped = None, False
         if self.anchor is not None:
             predicted = self.anchor[1] + rtp_delta(rtp_ts, self.anchor[0]) / self.rate
         if self.sr is not None and self.uid in self.offsets:
             sr_ntp, sr_rtp = self.sr
             measured = sr_ntp + rtp_delta(rtp_ts, sr_rtp) / self.rate + self.offsets[self.uid] - self.t0
             if self.jump:
-                predicted, self.jump = None, False
+                jumped, self.jump = True, False
         elif predicted is None:
             least = self.least
             if least is None or abs(rtp_delta(rtp_ts, least[0])) > EVIDENCE_SPAN * self.rate:
@@ -189,13 +247,51 @@ class TrackClock:
                 measured = least[1] + rtp_delta(rtp_ts, least[0]) / self.rate - self.t0
         else:
             measured = predicted
-        if predicted is None or abs(measured - predicted) > SLEW_MAX:
+        if predicted is None or jumped or abs(measured - predicted) > SLEW_MAX:
             self.anchor, self.slewing = (rtp_ts, measured), False
+            if not self.keep_lag:  # the lags so far were against another placement
+                self.lag.reset()
+            self.keep_lag = False
             placed = measured
         else:
             placed = self._slew(rtp_ts, predicted, measured)
         self.last_placed = placed
+        if self.sr is not None:
+            self._holes(placed, arrival - self.t0 - placed)
         return placed
+
+    def _holes(self, placed: float, lag: float) -> None:
+        """A browser's microphone whose audio thread stalled lost time for good (see `later`), and its frames show
+        it at once, every one arriving that much later than usual; its next report may be 5 s away (Chromium's
+        for audio). A congested path makes its publisher's other tracks that much later too, and a camera held
+        back by its sender's pacer is late alone: so a microphone whose frames of the last half second all arrived
+        later than usual by more than MAX_DRIFT beyond what every other track of its publisher did over the same
+        moments is moved that much later at once. Without another track, the next report does it."""
+        if self.slewing:  # the placement itself is moving: lags say nothing of the path meanwhile
+            self.lag.reset()
+            return
+        self.peers.setdefault(self.uid, {})[id(self)] = self.lag
+        if not self.lag.add(placed, lag) or not self.counts_samples or self.sr is None:
+            return
+        k = self.lag.last
+        assert k is not None
+        recent, usual = range(k - 2, k), range(k - 10, k - 2)
+        now, before = self.lag.least(recent), self.lag.least(usual)
+        if now is None or before is None or now - before <= MAX_DRIFT:
+            return
+        theirs = []
+        for lags in self.peers[self.uid].values():
+            if lags is not self.lag and lags.complete(k - 1):
+                since, was = lags.least(recent), lags.least(usual)
+                if since is not None and was is not None:
+                    theirs.append(since - was)
+        if theirs and now - before - max(theirs) > MAX_DRIFT:
+            lost = now - before - max(theirs)
+            log.info("%s's %d Hz track lost %.0f ms at its sender (its frames %.0f ms later than usual, its "
+                     "publisher's others %.0f ms)", self.uid, self.rate, 1000 * lost, 1000 * (now - before),
+                     1000 * max(theirs))
+            self.sr, self.jump, self.keep_lag = (self.sr[0] + lost, self.sr[1]), True, True
+            self.lag.moved(lost, since=k - 2)  # the usual lag stays the usual: the next hole is measured from it
 
     def _slew(self, rtp_ts: int, predicted: float, measured: float) -> float:
         """Where a frame goes while the evidence is within SLEW_MAX of the track's own clock: on that clock while

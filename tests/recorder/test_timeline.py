@@ -307,35 +307,75 @@ def test_a_captured_chromium_feed_that_began_in_a_stall_is_in_sync_from_the_firs
     assert audio[0][0] >= 0.0 and video[0][0] > 1.0  # the camera's feed began at a keyframe 1.1 s in
 
 
-@pytest.mark.parametrize("lost", [0.09, 0.6])
-def test_a_browser_microphone_that_loses_time_is_placed_by_its_next_report(lost: float) -> None:
-    """A browser's microphone counts its RTP clock in samples: when its audio thread stalls (Chromium on a busy
-    machine: a 90 ms hole seen in a captured browser test, several 30 ms ones in ci69's composite whose camera
-    drifted 115 ms behind the microphone), the samples after it are taken `lost` later than the RTP clock says, and
-    the next sender report maps them so (Chromium stamps reports with the capture clock). The recorder must not
-    take that report for an aiortc stall's (see the test above: there the frames after the report arrive on the
-    earlier mapping; here every one arrives `lost` later): from the report's confirmation (a second of frames that
-    agree with it) on, the microphone is placed where its sound was taken, in sync with the camera again."""
-    glitch, reports = T0 + 3.3, [T0 + 0.2, T0 + 4.0, T0 + 9.0]  # Chromium: a microphone report every ~5 s
+
+def _browser(lost: float, mic_reports: list[float], late: tuple[float, float, set[str], float] = (0, 0, set(), 0),
+             glitch: float = T0 + 3.3) -> tuple[Placements, list[tuple[float, float]]]:
+    """A browser teacher for 12 s: the camera (reports every second) and a microphone whose audio thread loses
+    `lost` seconds at `glitch` (its RTP clock counts samples: the ones after the hole are taken `lost` later than
+    the count says), reporting at `mic_reports` with capture time, as Chromium does. Frames of `late[2]` sent in
+    [late[0], late[1]) take `late[3]` longer (a congested path, or a pacer holding the camera back). Returns the
+    placements and, for the microphone, (taken, placed minus where it belongs) per frame."""
+    begin, end, tracks, extra = late
+
+    def arrival(track: str, sent: float) -> float:
+        return sent + DELAY + (extra if track in tracks and begin <= sent < end else 0.0)
 
     def taken(i: int) -> float:
         t = 90.0 + i * 0.02
         return t + lost if t >= glitch else t
 
-    out = [(a, m) for a, m in _publisher((0.0, 0.0), seconds=12.0, mic_report_at=T0 + 99) if m["id"] != "TR_mic"]
+    out = []
+    for a, m in _publisher((0.0, 0.0), seconds=12.0, mic_report_at=T0 + 99):
+        if m["id"] == "TR_cam":
+            sent = a - DELAY
+            out.append((arrival("TR_cam", sent), m))
     for i in range(int(22 / 0.02)):
         if T0 - 3 <= taken(i) < T0 + 12:
             data = _rtp(1, 111, i, i * 960, b"\xfc" + bytes(40))
-            out.append((taken(i) + DELAY, {"t": "rtp", "j": "EG_t", "id": "TR_mic", "d": data}))
-    for at in reports:
+            out.append((arrival("TR_mic", taken(i)), {"t": "rtp", "j": "EG_t", "id": "TR_mic", "d": data}))
+    for at in mic_reports:
         rtp = round((at - 90.0 - (lost if at >= glitch else 0.0)) * 48000)  # the samples counted by then
-        out.append((at + DELAY, {"t": "sr", "j": "EG_t", "id": "TR_mic", "ntp": _ntp(at), "rtp": rtp}))
+        out.append((arrival("TR_mic", at), {"t": "sr", "j": "EG_t", "id": "TR_mic", "ntp": _ntp(at), "rtp": rtp}))
     out.sort(key=lambda item: item[0])
     sink = _run([(a, {**m, "a": a}) for a, m in out])
-    errors = [(90.0 + ts / 48000 + (lost if 90.0 + ts / 48000 >= glitch else 0.0) - T0,
-               seconds - (taken(ts // 960) + DELAY - T0)) for ts, seconds in sink.placed["TR_mic"]]
+    errors = [(taken(ts // 960) - T0, seconds - (taken(ts // 960) + DELAY - T0))
+              for ts, seconds in sink.placed["TR_mic"]]
     assert len(errors) > 500
-    before = [abs(e) for t, e in errors if t < glitch - T0]
-    confirmed = [abs(e) for t, e in errors if t > reports[1] - T0 + 1.1]
+    return sink, errors
+
+
+@pytest.mark.parametrize("lost", [0.09, 0.6])
+def test_a_browser_microphone_that_loses_time_is_placed_by_its_next_report(lost: float) -> None:
+    """A browser's microphone counts its RTP clock in samples: when its audio thread stalls (Chromium on a busy
+    machine: a 90 ms hole seen in a captured browser test, several 30-80 ms ones in ci69's composite whose camera
+    drifted 115 ms behind the microphone), the samples after it are taken `lost` later than the RTP clock says, and
+    the next sender report maps them so. The recorder must not take that report for an aiortc stall's (see the
+    test above: there the frames after the report arrive on the earlier mapping; here every one arrives `lost`
+    later). The camera is late at the same moment (here: a moment the frames alone cannot settle), so the
+    microphone is placed by the report, from its confirmation on (a second of frames that agree with it)."""
+    sink, errors = _browser(lost, [T0 + 0.2, T0 + 4.0, T0 + 9.0], late=(T0 + 3.3, T0 + 5.3, {"TR_cam"}, 0.1))
+    before = [abs(e) for t, e in errors if t < 3.3]
+    confirmed = [abs(e) for t, e in errors if t > 4.0 + 1.1]
     assert max(before) < 0.025 and len(confirmed) > 300 and max(confirmed) < 0.025, (max(before), max(confirmed))
+    assert _errors(sink)["TR_cam"] < 0.025
+
+
+def test_a_browser_microphone_that_loses_time_is_moved_by_its_frames_before_its_report() -> None:
+    """The same hole, the next report 6.7 s later: every microphone frame arrives 90 ms later than usual while the
+    camera's arrive as usual, so the microphone lost that time. It is placed where its sound was taken from
+    0.8 s after the hole on (two quarter-second windows of its frames)."""
+    sink, errors = _browser(0.09, [T0 + 0.2, T0 + 10.0])
+    assert max(abs(e) for t, e in errors if t < 3.3) < 0.025
+    after = [abs(e) for t, e in errors if t > 3.3 + 0.8]
+    assert len(after) > 300 and max(after) < 0.025, max(after)
+    assert _errors(sink)["TR_cam"] < 0.025
+
+
+@pytest.mark.parametrize("late", ["both", "camera"])
+def test_a_congested_path_or_a_paced_camera_moves_nothing(late: str) -> None:
+    """Every frame of both tracks takes 100 ms longer for 3 s (a congested path), or only the camera's (its
+    sender's pacer holds video back, never audio): nothing was lost at the sender, so nothing moves."""
+    tracks = {"TR_mic", "TR_cam"} if late == "both" else {"TR_cam"}
+    sink, errors = _browser(0.0, [T0 + 0.2, T0 + 5.0, T0 + 10.0], late=(T0 + 3.0, T0 + 6.0, tracks, 0.1))
+    assert max(abs(e) for _, e in errors) < 0.025
     assert _errors(sink)["TR_cam"] < 0.025

@@ -64,7 +64,7 @@ def _job() -> Any:
     job = job_module.Job.__new__(job_module.Job)  # without its thread and its encoder: the sink is counted
     job.id, job.t0, job.mode, job.dir = "EG_fuzz", 0.0, "composite", None
     job.emit = lambda message: feed.pack(message)
-    job.tracks, job.offsets, job.muted, job.early_reports = {}, {}, set(), {}
+    job.tracks, job.offsets, job.peers, job.muted, job.early_reports = {}, {}, {}, set(), {}
     job.inbox = queue.Queue()
     job.sink = CountingSink()
     return job
