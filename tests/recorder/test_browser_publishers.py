@@ -161,21 +161,24 @@ def _sync(video: list[tuple[float, np.ndarray]], audio: list, region: tuple[slic
 
 
 @contextlib.asynccontextmanager
-async def _audio_stalls(freeze: float = 0.04, every: float = MARKER_EVERY_S) -> AsyncIterator[None]:
-    """Chromium's audio service stopped for `freeze` seconds every `every` (SIGSTOP; what a busy machine does to
-    it now and then): the page's microphone loses that much time each time, its RTP clock counting samples, and
-    a recording must keep it in sync with the camera all the same (recorder/timeline.py `_holes`)."""
+async def _audio_stalls(page: Page, freeze: float = 0.04) -> AsyncIterator[None]:
+    """Chromium's audio service stopped for `freeze` seconds halfway between markers (SIGSTOP; what a busy machine
+    does to it now and then): the page's microphone loses 30-60 ms each time, its RTP clock counting samples, and
+    a recording must keep it in sync with the camera all the same (recorder/timeline.py `_holes`): by the next
+    marker, a second later."""
     pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and _cmdline(int(d)).count("audio.mojom.AudioService")]
     assert pids, "Chromium's audio service process"
+    since_marker = await page.evaluate(f"(window.__clock.currentTime - window.__start) % {MARKER_EVERY_S}")
 
     async def freeze_now_and_then() -> None:
+        await asyncio.sleep((MARKER_EVERY_S / 2 - since_marker) % MARKER_EVERY_S)
         while True:
-            await asyncio.sleep(every)
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
             await asyncio.sleep(freeze)
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(MARKER_EVERY_S - freeze)
 
     task = asyncio.create_task(freeze_now_and_then())
     try:
@@ -256,8 +259,8 @@ async def test_a_browser_teachers_camera_screen_and_microphone_are_recorded(clas
         await asyncio.sleep(2)  # the three layers up
 
         # Composite: camera and screen side by side (grid), the microphone mixed in. The VP8 run's microphone
-        # loses 40 ms every 2 s meanwhile: ci69's composite drifted 115 ms out of sync in 10 s that way.
-        async with _audio_stalls() if codec == "video/VP8" else contextlib.nullcontext():
+        # loses 30-60 ms between every two markers meanwhile: ci69's composite drifted 115 ms out of sync that way.
+        async with _audio_stalls(page) if codec == "video/VP8" else contextlib.nullcontext():
             egress, wall = await _record(studio, {"preset": "H264_720P_30", "layout": "grid"}, 10.0)
         await asyncio.to_thread(_check_composite, studio.file_path(egress), wall, codec)
 
