@@ -55,7 +55,7 @@ class Job:
         self.emit = emit
         self.tracks: dict[str, TrackState] = {}
         self.offsets: dict[str, float] = {}
-        self.peers: dict[str, dict[int, Lag]] = {}  # how each track's frames arrive (TrackClock._holes)
+        self.peers: dict[str, list[Lag]] = {}  # how each track's frames arrive, per publisher (TrackClock._holes)
         self.muted: set[str] = set()  # uids a moderator muted: their audio is not forwarded, so not recorded
         self.early_reports: dict[str, dict[str, Any]] = {}  # track id -> its latest "sr" that came before "track"
         self.inbox: queue.Queue[tuple[dict[str, Any], float]] = queue.Queue(QUEUE_LIMIT)

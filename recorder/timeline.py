@@ -107,7 +107,7 @@ class Lag:
 
 class TrackClock:
     def __init__(self, clock_rate: int, t0: float, publisher_offsets: dict[str, float], uid: str,
-                 peers: dict[str, dict[int, Lag]] | None = None, counts_samples: bool = False) -> None:
+                 peers: dict[str, list[Lag]] | None = None, counts_samples: bool = False) -> None:
         self.rate = clock_rate
         self.t0 = t0
         self.offsets = publisher_offsets  # uid -> (monotonic - NTP seconds), shared by a publisher's tracks
@@ -130,10 +130,11 @@ class TrackClock:
         # after it confirm it (a sender's clock that lost time) or refute it (a stalled sender's burst).
         self.later: tuple[float, int, float] | None = None
         # A microphone's RTP clock counts samples and can lose time (`counts_samples`); every track tells its
-        # publisher's others how its frames arrive: `peers` is uid -> {id(clock): its Lag}.
+        # publisher's others how its frames arrive: `peers` is uid -> the Lag of each of its tracks.
         self.counts_samples = counts_samples
-        self.peers = peers if peers is not None else {}
         self.lag = Lag()
+        self.peers = (peers if peers is not None else {}).setdefault(uid, [])
+        self.peers.append(self.lag)
         self.keep_lag = False  # the next jump is `_holes`'s own, which corrected the lags it measured
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
@@ -270,7 +271,6 @@ class TrackClock:
         if self.slewing:  # the placement itself is moving: lags say nothing of the path meanwhile
             self.lag.reset()
             return
-        self.peers.setdefault(self.uid, {})[id(self)] = self.lag
         if not self.lag.add(placed, lag) or not self.counts_samples or self.sr is None:
             return
         k = self.lag.last
@@ -280,7 +280,7 @@ class TrackClock:
         if now is None or before is None or now - before <= MAX_DRIFT:
             return
         theirs = []
-        for lags in self.peers[self.uid].values():
+        for lags in self.peers:
             if lags is not self.lag and lags.complete(k - 1):
                 since, was = lags.least(recent), lags.least(usual)
                 if since is not None and was is not None:

@@ -166,7 +166,7 @@ async def _audio_stalls(page: Page, freeze: float = 0.04) -> AsyncIterator[None]
     does to it now and then): the page's microphone loses 30-60 ms each time, its RTP clock counting samples, and
     a recording must keep it in sync with the camera all the same (recorder/timeline.py `_holes`): by the next
     marker, a second later."""
-    pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and _cmdline(int(d)).count("audio.mojom.AudioService")]
+    pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and "audio.mojom.AudioService" in _cmdline(int(d))]
     assert pids, "Chromium's audio service process"
     since_marker = await page.evaluate(f"(window.__clock.currentTime - window.__start) % {MARKER_EVERY_S}")
 
