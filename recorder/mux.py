@@ -456,8 +456,10 @@ class CompositeSink:
         planes = i420_planes(buffer, W, H)
         for plane, value in zip(planes, BACKGROUND_YUV, strict=True):
             plane[:] = value
+        # Each picture shows from the output frame nearest its placement, not the first one at or after it: that
+        # put every camera half a frame (17 ms on average, up to 33) behind the sound mixed at sample accuracy.
         for v in self.videos.values():
-            while v.pending and v.pending[0][0] <= t:
+            while v.pending and v.pending[0][0] <= t + 0.5 / FPS:
                 v.current_t, v.current = v.pending.popleft()
         for tile in self._tiles(t):
             v = self.videos.get(tile.key)

@@ -7,6 +7,8 @@ import socket
 import struct
 from pathlib import Path
 
+import pytest
+
 from control.sinks.feed import MEDIA_QUEUE_LIMIT, FeedLink, FeedTap
 from recorder.depacketize import H264Depacketizer, Reorder
 from recorder.layout import fit, grid, speaker
@@ -122,7 +124,9 @@ def test_ten_minutes_of_clock_drift_stay_within_20_ms() -> None:
     assert worst <= 0.021
 
 
-def _h264_frames(width: int, height: int, count: int, first_pts: int) -> list[tuple[bytes, bool]]:
+def _h264_frames(width: int, height: int, count: int, first_pts: int,
+                 bright: frozenset[int] = frozenset()) -> list[tuple[bytes, bool]]:
+    """`count` grey frames, white where their index is in `bright`."""
     import fractions
 
     import av
@@ -134,7 +138,8 @@ def _h264_frames(width: int, height: int, count: int, first_pts: int) -> list[tu
     enc.options = {"preset": "ultrafast", "repeat-headers": "1", "annexb": "1", "bf": "0"}
     out = []
     for i in range(count):
-        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 90, np.uint8), format="rgb24")
+        level = 255 if i in bright else 90
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), level, np.uint8), format="rgb24")
         frame.pts = first_pts + i
         out += [(bytes(p), p.is_keyframe) for p in enc.encode(frame.reformat(format="yuv420p"))]
     out += [(bytes(p), p.is_keyframe) for p in enc.encode(None)]
@@ -162,6 +167,30 @@ def test_track_mode_follows_a_resolution_change_without_reencoding(tmp_path: Pat
     with av.open(result["path"]) as c:
         sizes = [(f.width, f.height) for f in c.decode(video=0)]
     assert len(sizes) == 60 and sizes[0] == (320, 240) and sizes[-1] == (640, 360)
+
+
+@pytest.mark.parametrize("phase", [0.004, 0.012, 0.021, 0.029])
+def test_a_composite_shows_a_picture_at_the_output_frame_nearest_its_placement(tmp_path: Path, phase: float) -> None:
+    """A camera whose pictures are placed `phase` seconds after the composite's 30 fps output frames: its one white
+    picture is in the file within half an output frame of where it was placed (the sound is mixed at sample
+    accuracy, so this is the composite's whole share of the A/V offset)."""
+    import av
+
+    from recorder.depacketize import Frame
+    from recorder.layout import FPS
+    from recorder.mux import CompositeSink, TrackInfo
+
+    sink = CompositeSink("EG_x", tmp_path, lambda m: None, "grid", "H264_720P_30", None)
+    info = TrackInfo(id="TR_1", uid="ada", source="camera", kind="video", mime="video/H264", clock_rate=90000,
+                     name="Ada", role="TEACHER")
+    sink.track_added(info)
+    flash = phase + 1.0
+    for i, (data, key) in enumerate(_h264_frames(320, 240, 45, 0, bright=frozenset({30}))):
+        sink.frame(info, Frame(i * 3000, data, key, 0.0), phase + i / 30)
+    [result] = sink.finish(1.6)
+    with av.open(result["path"]) as c:
+        shown = [float(f.time) for f in c.decode(video=0) if f.to_ndarray(format="gray")[300:420, 560:720].mean() > 200]
+    assert len(shown) == 1 and abs(shown[0] - flash) <= 0.5 / FPS + 1e-6, (shown, flash)
 
 
 def test_a_late_first_sender_report_does_not_shift_the_publisher() -> None:
