@@ -49,9 +49,12 @@ STALL_MAX = 5.0
 # A later report (see above) that no frame refuted for this long is taken: a second of 20 ms audio frames or
 # 30 fps video has dozens of chances to show a stalled sender's burst is over.
 CONFIRM_S = 1.0
-# A microphone whose frames all arrived more than MAX_DRIFT later than usual for two windows of this long, beyond
-# what its publisher's other tracks did, lost that much time (see `TrackClock._holes`).
+# A microphone whose frames all arrived more than HOLE_MIN later than usual for two windows of this long, beyond
+# what its publisher's other tracks did, lost that much time (see `TrackClock._holes`). The least lag of a window
+# of a dozen audio frames is steady to a millisecond, so a hole of two of Chromium's 10 ms audio buffers is seen;
+# at MAX_DRIFT a 20 ms hole went unseen, its next report was slewed to for seconds, and slewing hides the next hole.
 LAG_WINDOW = 0.25
+HOLE_MIN = 0.01
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
 # NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
 EVIDENCE_SPAN = 10.0
@@ -84,7 +87,7 @@ class Lag:
         if self.last is not None and k <= self.last:
             return False
         self.last = k
-        for old in [old for old in self.windows if old < k - 10]:
+        for old in [old for old in self.windows if old < k - 11]:
             del self.windows[old]
         return True
 
@@ -136,6 +139,7 @@ class TrackClock:
         self.peers = (peers if peers is not None else {}).setdefault(uid, [])
         self.peers.append(self.lag)
         self.keep_lag = False  # the next jump is `_holes`'s own, which corrected the lags it measured
+        self.hole_check = False  # `_holes` has complete windows to compare and has not settled them yet
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
@@ -266,26 +270,35 @@ class TrackClock:
         it at once, every one arriving that much later than usual; its next report may be 5 s away (Chromium's
         for audio). A congested path makes its publisher's other tracks that much later too, and a camera held
         back by its sender's pacer is late alone: so a microphone whose frames of the last half second all arrived
-        later than usual by more than MAX_DRIFT beyond what every other track of its publisher did over the same
+        later than usual by more than HOLE_MIN beyond what every other track of its publisher did over the same
         moments is moved that much later at once. Without another track, the next report does it."""
         if self.slewing:  # the placement itself is moving: lags say nothing of the path meanwhile
             self.lag.reset()
             return
-        if not self.lag.add(placed, lag) or not self.counts_samples or self.sr is None:
+        if self.lag.add(placed, lag):  # the windows before this frame's are complete: look at them
+            self.hole_check = True
+        if not self.hole_check or not self.counts_samples or self.sr is None:
             return
         k = self.lag.last
         assert k is not None
         recent, usual = range(k - 2, k), range(k - 10, k - 2)
         now, before = self.lag.least(recent), self.lag.least(usual)
-        if now is None or before is None or now - before <= MAX_DRIFT:
+        if now is None or before is None or now - before <= HOLE_MIN:
+            self.hole_check = False
             return
+        # The others' usual reaches a window further back and their recent is the last window only: a change of
+        # the path at time T falls in one window, where one track may have a frame before T and another none (30
+        # fps against 50), and compared over the same windows a congested path would show on this track alone.
         theirs = []
         for lags in self.peers:
             if lags is not self.lag and lags.complete(k - 1):
-                since, was = lags.least(recent), lags.least(usual)
+                since, was = lags.least(range(k - 1, k)), lags.least(range(k - 11, k - 2))
                 if since is not None and was is not None:
                     theirs.append(since - was)
-        if theirs and now - before - max(theirs) > MAX_DRIFT:
+        # The other tracks' frames of the same moments may still be on their way (a camera frame taken at the
+        # window's edge arrives after this one): until one track has them, look again at this track's next frame.
+        self.hole_check = not theirs
+        if theirs and now - before - max(theirs) > HOLE_MIN:
             lost = now - before - max(theirs)
             log.info("%s's %d Hz track lost %.0f ms at its sender (its frames %.0f ms later than usual, its "
                      "publisher's others %.0f ms)", self.uid, self.rate, 1000 * lost, 1000 * (now - before),

@@ -360,22 +360,27 @@ def test_a_browser_microphone_that_loses_time_is_placed_by_its_next_report(lost:
     assert _errors(sink)["TR_cam"] < 0.025
 
 
-def test_a_browser_microphone_that_loses_time_is_moved_by_its_frames_before_its_report() -> None:
-    """The same hole, the next report 6.7 s later: every microphone frame arrives 90 ms later than usual while the
+@pytest.mark.parametrize("lost", [0.09, 0.018])
+def test_a_browser_microphone_that_loses_time_is_moved_by_its_frames_before_its_report(lost: float) -> None:
+    """A hole, the next report 6.7 s later: every microphone frame arrives `lost` later than usual while the
     camera's arrive as usual, so the microphone lost that time. It is placed where its sound was taken from
-    0.8 s after the hole on (two quarter-second windows of its frames)."""
-    sink, errors = _browser(0.09, [T0 + 0.2, T0 + 10.0])
-    assert max(abs(e) for t, e in errors if t < 3.3) < 0.025
+    0.8 s after the hole on (two quarter-second windows of its frames), a hole of two 10 ms audio buffers too
+    (ci's browser recordings: an 18-20 ms hole left 20 ms off for seconds, and slewed to, hid the next one)."""
+    sink, errors = _browser(lost, [T0 + 0.2, T0 + 10.0])
+    assert max(abs(e) for t, e in errors if t < 3.3) < 0.005
     after = [abs(e) for t, e in errors if t > 3.3 + 0.8]
-    assert len(after) > 300 and max(after) < 0.025, max(after)
+    assert len(after) > 300 and max(after) < 0.005, max(after)
     assert _errors(sink)["TR_cam"] < 0.025
 
 
+@pytest.mark.parametrize("begin", [3.0, 3.01, 3.03, 3.13, 3.24])
 @pytest.mark.parametrize("late", ["both", "camera"])
-def test_a_congested_path_or_a_paced_camera_moves_nothing(late: str) -> None:
+def test_a_congested_path_or_a_paced_camera_moves_nothing(late: str, begin: float) -> None:
     """Every frame of both tracks takes 100 ms longer for 3 s (a congested path), or only the camera's (its
-    sender's pacer holds video back, never audio): nothing was lost at the sender, so nothing moves."""
+    sender's pacer holds video back, never audio): nothing was lost at the sender, so nothing moves. The change
+    comes at several moments of a quarter-second window (`Lag`), where one track's frames may fall before it and
+    the other's not."""
     tracks = {"TR_mic", "TR_cam"} if late == "both" else {"TR_cam"}
-    sink, errors = _browser(0.0, [T0 + 0.2, T0 + 5.0, T0 + 10.0], late=(T0 + 3.0, T0 + 6.0, tracks, 0.1))
+    sink, errors = _browser(0.0, [T0 + 0.2, T0 + 5.0, T0 + 10.0], late=(T0 + begin, T0 + begin + 3.0, tracks, 0.1))
     assert max(abs(e) for _, e in errors) < 0.025
     assert _errors(sink)["TR_cam"] < 0.025
