@@ -52,7 +52,7 @@ CONFIRM_S = 1.0
 # A microphone whose frames all arrived more than HOLE_MIN later than usual for two windows of this long, beyond
 # what its publisher's other tracks did, lost that much time (see `TrackClock._holes`). The least lag of a window
 # of a dozen audio frames is steady to a millisecond, so a hole of two of Chromium's 10 ms audio buffers is seen;
-# at MAX_DRIFT a 20 ms hole went unseen, its next report was slewed to for seconds, and slewing hides the next hole.
+# at MAX_DRIFT a 20 ms hole went unseen, and its next report, within MAX_DRIFT of the placement, moved nothing.
 LAG_WINDOW = 0.25
 HOLE_MIN = 0.01
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and

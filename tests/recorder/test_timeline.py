@@ -365,7 +365,7 @@ def test_a_browser_microphone_that_loses_time_is_moved_by_its_frames_before_its_
     """A hole, the next report 6.7 s later: every microphone frame arrives `lost` later than usual while the
     camera's arrive as usual, so the microphone lost that time. It is placed where its sound was taken from
     0.8 s after the hole on (two quarter-second windows of its frames), a hole of two 10 ms audio buffers too
-    (ci's browser recordings: an 18-20 ms hole left 20 ms off for seconds, and slewed to, hid the next one)."""
+    (a traced browser recording: a 20 ms hole left the microphone 20 ms early for 4.5 s)."""
     sink, errors = _browser(lost, [T0 + 0.2, T0 + 10.0])
     assert max(abs(e) for t, e in errors if t < 3.3) < 0.005
     after = [abs(e) for t, e in errors if t > 3.3 + 0.8]
