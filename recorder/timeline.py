@@ -55,6 +55,8 @@ CONFIRM_S = 1.0
 # at MAX_DRIFT a 20 ms hole went unseen, and its next report, within MAX_DRIFT of the placement, moved nothing.
 LAG_WINDOW = 0.25
 HOLE_MIN = 0.01
+# Windows a `Lag` keeps before the one filling: the other tracks' usual in `TrackClock._holes` reaches this far back.
+LAG_KEPT = 11
 # A frame is evidence for the tie only this close (RTP time) to the report that maps it: the publisher's RTP and
 # NTP clocks drift apart slowly, and a 32-bit RTP difference wraps after hours.
 EVIDENCE_SPAN = 10.0
@@ -87,7 +89,7 @@ class Lag:
         if self.last is not None and k <= self.last:
             return False
         self.last = k
-        for old in [old for old in self.windows if old < k - 11]:
+        for old in [old for old in self.windows if old < k - LAG_KEPT]:
             del self.windows[old]
         return True
 
@@ -292,7 +294,7 @@ class TrackClock:
         theirs = []
         for lags in self.peers:
             if lags is not self.lag and lags.complete(k - 1):
-                since, was = lags.least(range(k - 1, k)), lags.least(range(k - 11, k - 2))
+                since, was = lags.least(range(k - 1, k)), lags.least(range(k - LAG_KEPT, k - 2))
                 if since is not None and was is not None:
                     theirs.append(since - was)
         # The other tracks' frames of the same moments may still be on their way (a camera frame taken at the
