@@ -261,6 +261,9 @@ def _add_tap(room_sid: str, tap_id: int, tap: Tap) -> dict[str, Any]:
     """The add_tap op; a sink by address (the recorder: `address`, `job_id`) gets its media from the worker itself."""
     message: dict[str, Any] = {"op": "add_tap", "room": room_sid, "tap": tap_id,
                                "video": bool(getattr(tap, "wants_video", True))}
+    since = getattr(tap, "hear_since", None)
+    if since is not None:
+        message["since"] = float(since)
     address = getattr(tap, "address", None)
     if address:
         message["feed"] = {"path": str(address), "job": str(getattr(tap, "job_id", ""))}

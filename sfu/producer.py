@@ -61,6 +61,9 @@ RATE_WINDOW_S = 1.0
 _MASK, _HALF = 0xFFFFFFFF, 0x80000000  # RTP timestamp arithmetic
 SPS_MAX_BYTES = 256  # a real SPS is tens of bytes
 SPS_READ_INTERVAL_S = 0.1
+# What a microphone said that a sink added later can still hear (a tap's `hear_since`): the transcriber's process
+# starts when the class goes live, a second or more on a busy machine, while a teacher may already be speaking.
+SPOKEN_KEPT_S = 5.0
 LADDER_GUESS_BPS = 150_000  # lowest layer's rate before anything was measured; each layer up about triples it
 
 SendRtcp = Callable[[bytes], Awaitable[bool]]
@@ -353,6 +356,8 @@ class Producer:
         self.pipes: list[Pipe] = []  # other workers serving the room (sfu/pipe.py): each gets every packet once
         self.on_missing: Callable[[], None] | None = None  # the router's: a packet is missing, NACK at the next tick
         self.tap_feed = TapFeed(self) if len(self.streams) > 1 else None
+        # (packet, arrival) of the last SPOKEN_KEPT_S of an audio track, as its taps saw them
+        self.spoken: deque[tuple[bytes, float]] | None = deque() if self.kind == "audio" else None
         self.muted = False  # the publisher muted it
         self._blocked = False
         self.closed = False
@@ -435,6 +440,10 @@ class Producer:
             self.bridge.dispatch()
         for pipe in self.pipes:
             pipe.rtp(stream, data, header, arrival)
+        if (spoken := self.spoken) is not None:
+            spoken.append((data, arrival))
+            while arrival - spoken[0][1] > SPOKEN_KEPT_S:
+                spoken.popleft()
         if self.taps:
             self._tap(stream, data, header, arrival, keyframe)
 
@@ -541,6 +550,13 @@ class Producer:
         for stream in self.streams:
             if stream.last_sr is not None:
                 self._report_to_taps(stream, stream.last_sr, stream.stats.last_sr_at, [tap])
+
+    def replay_spoken(self, tap: Tap, since: float) -> None:
+        """A sink added late hears what the microphone said since `since` (at most SPOKEN_KEPT_S back), dated as
+        it arrived: the transcriber started after the teacher began speaking, or restarted after a crash."""
+        for data, arrival in self.spoken or ():
+            if arrival >= since:
+                tap.rtp(self.id, data, arrival)
 
     def missing(self) -> bool:
         """Packets are missing: the router keeps ticking every NACK_INTERVAL to ask for them again."""

@@ -91,6 +91,8 @@ class Router:
         for producer in self.producers.values():
             tap.track_added(self.room_sid, track_description(producer.tap_info(), producer.codec.as_dict()))
             producer.replay_sender_reports(tap)
+            if (since := getattr(tap, "hear_since", None)) is not None:
+                producer.replay_spoken(tap, since)
             if producer.tap_feed is not None:
                 producer.tap_feed.restart(now)  # the new sink starts at a keyframe the feed asks for at once
         self._dynacast(now)  # layers paused for want of subscribers resume now, not at the next tick

@@ -34,6 +34,9 @@ class Tap(Protocol):
     # their own). An SFU worker process then sends `rtp` and `sr` in control/sinks/feed.py's format for `job_id`
     # straight to the Unix socket `address`, and only the track calls go through the control process
     # (docs/architecture.md "Worker processes").
+    # Optional attribute `hear_since` (CLOCK_MONOTONIC seconds; absent: nothing): the sink is given, when added, the
+    # packets each audio track received since then, up to `producer.SPOKEN_KEPT_S` back, with their arrival times
+    # (the transcriber, whose process may start after the teacher began speaking).
     # def track_muted(self, room_sid: str, track_id: str, muted: bool) -> None: ...
     # Optional: the sink's media stopped for a reason the server knows (control/workers.py: the SFU worker holding
     # the room died, `sfu_worker_lost`, or was killed as hung, `sfu_worker_hung`); the room's tracks are retracted

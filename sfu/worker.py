@@ -30,9 +30,10 @@ class RelayTap:
     address (`feed`: the recorder's socket and job), its packets go straight to that socket."""
 
     def __init__(self, link: wire.Channel, tap_id: int, wants_video: bool, feed: wire.Channel | None = None,
-                 job: str = "") -> None:
+                 job: str = "", hear_since: float | None = None) -> None:
         self.link, self.id, self.wants_video = link, tap_id, wants_video
         self.feed, self.job = feed, job
+        self.hear_since = hear_since
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
         self.link.send({"ev": "tap", "tap": self.id, "f": "added", "room": room_sid, "track": track})
@@ -88,8 +89,10 @@ class Worker:
             log.error("worker: %r before config", op)
         elif op == "add_tap":
             feed = m.get("feed") or {}
+            since = m.get("since")
             tap = RelayTap(self.link, int(m["tap"]), bool(m.get("video", True)),
-                           self._feed(str(feed["path"])) if feed.get("path") else None, str(feed.get("job", "")))
+                           self._feed(str(feed["path"])) if feed.get("path") else None, str(feed.get("job", "")),
+                           float(since) if isinstance(since, int | float) else None)
             self.taps[tap.id] = (m["room"], tap)
             self.sfu.add_tap(m["room"], tap)
         elif op == "remove_tap":

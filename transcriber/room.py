@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ MIN_UTTERANCE_S = 1.0
 PREROLL_S = 0.3  # quiet kept before the first loud window: a soft onset ("Clouds", "fifty") is below SILENCE_RMS
 UTTERANCE_BACKLOG = 32  # cut utterances waiting for Whisper (<= 15 s each); past it the oldest are dropped, counted
 FEED_PACKETS = 10  # 200 ms of Opus: the cutting's resolution when the worker works through a backlog
+# A track's packets can come before the track does: its `track` message waits on the server's role lookup (and from
+# an SFU worker takes another connection), while its media come straight away. They are held, the latest
+# EARLY_PACKETS of at most EARLY_TRACKS tracks, until the track says whether they are to be heard: dropped, they
+# were the first words of a teacher who spoke as soon as they were live (ci76 lost "Today we").
+EARLY_PACKETS = 500  # 10 s of one Opus track: what the SFU replays of it (SPOKEN_KEPT_S) and more
+EARLY_TRACKS = 4
 
 # (room_sid, uid, text, started_at_ms, ended_at_ms), times on `now_ms`'s clock
 SegmentSink = Callable[[str, str, str, int, int], Awaitable[None]]
@@ -106,25 +113,48 @@ class RoomTranscriber:
         self._utterances: asyncio.Queue[tuple[str, np.ndarray, int, int] | None] = asyncio.Queue()
         self.utterances_dropped = 0  # Whisper far behind (a machine too slow for the room): memory stays bounded
         self._speaker: asyncio.Task[None] | None = None
+        self.early: dict[str, deque[tuple[bytes, float]]] = {}  # track id -> packets that came before the track
+        self.ignored: set[str] = set()  # tracks announced that are not transcribed (video): their packets are not held
 
     # ---- the feed's calls: synchronous, never waiting ---------------------------------------------------------
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
         """`track`: the SFU's track dict plus `speaker` (the server's decision: transcribe this one or not)."""
+        track_id = str(track["trackId"])
+        held = self.early.pop(track_id, None)
         codec = track.get("codec") or {}
-        if track.get("kind") == "audio" and str(codec.get("mimeType", "")).lower() == "audio/opus":
-            self.tracks[str(track["trackId"])] = _Track(track_id=str(track["trackId"]), uid=str(track["uid"]),
-                                                        speaker=bool(track.get("speaker")))
+        if track.get("kind") != "audio" or str(codec.get("mimeType", "")).lower() != "audio/opus":
+            self.ignored.add(track_id)
+            return
+        self.tracks[track_id] = _Track(track_id=track_id, uid=str(track["uid"]), speaker=bool(track.get("speaker")))
+        if held and self.tracks[track_id].speaker:
+            log.info("room %s: %d packets of %s came before the track, heard now", self.room_sid, len(held), track_id)
+            for data, arrival in held:
+                self._put((track_id, data, arrival))
 
     def track_removed(self, room_sid: str, track_id: str) -> None:
+        self.early.pop(track_id, None)
+        self.ignored.discard(track_id)
         if track_id in self.tracks:
             self._put((track_id, None, 0.0))  # flush what this track said
 
     def rtp(self, track_id: str, data: bytes, arrival: float) -> None:
         """`arrival`: when the SFU received it (CLOCK_MONOTONIC seconds; 0 = now): it dates the utterance."""
+        arrival = arrival if arrival > 0 else time.monotonic()
         track = self.tracks.get(track_id)
-        if track is not None and track.speaker:
-            self._put((track_id, data, arrival if arrival > 0 else time.monotonic()))
+        if track is not None:
+            if track.speaker:
+                self._put((track_id, data, arrival))
+        elif track_id not in self.ignored:
+            self._hold(track_id, data, arrival)
+
+    def _hold(self, track_id: str, data: bytes, arrival: float) -> None:
+        held = self.early.get(track_id)
+        if held is None:
+            if len(self.early) >= EARLY_TRACKS:
+                del self.early[next(iter(self.early))]  # the longest unannounced: most likely never to be
+            held = self.early[track_id] = deque(maxlen=EARLY_PACKETS)
+        held.append((data, arrival))
 
     def sender_report(self, track_id: str, ntp: int, rtp_timestamp: int, arrival: float, clock: int) -> None:
         return None

@@ -9,7 +9,9 @@ sends to the room as captions. The transcriber dates an utterance on CLOCK_MONOT
 SFU); here it is placed on the server's clock.
 
 A dead transcriber is restarted; the rooms it was transcribing get a new job and a new tap (the SFU announces their
-tracks again), so captions resume after the restart, missing what was said in between.
+tracks again), so captions resume after the restart. A new tap is also given what the microphones said before it
+(sfu/taps.py `hear_since`, up to `SPOKEN_KEPT_S`): a class's first words, said while the process was starting, and
+what was said while a dead one was restarted (what the dead one held but had not transcribed is lost).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def is_opus_audio(track: dict[str, Any]) -> bool:
 
 class TranscriberTap(FeedTap):
     """One room's tap. Track calls become feed messages in order, each microphone with its `speaker` flag (a role
-    lookup, so the messages wait on each other, never the SFU's call); media go as a FeedTap's."""
+    lookup, so the messages wait on each other, never the SFU's call); media go as a FeedTap's, straight away (the
+    transcriber holds a track's packets until its message comes: transcriber/room.py `EARLY_PACKETS`)."""
 
     wants_video = False  # audio only: the SFU's dynacast need not keep a camera's top layer on for it (sfu/taps.py)
 
@@ -57,10 +60,17 @@ class TranscriberTap(FeedTap):
         self._chain: asyncio.Task[None] | None = None  # the last of the ordered track messages
         self.finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.segments = 0
+        # What the SFU replays to it when added (sfu/taps.py): a first job hears all the microphones still hold
+        # (said before the process was up); a restarted one what they heard since the old process died.
+        self.hear_since = 0.0
 
     def track_added(self, room_sid: str, track: dict[str, Any]) -> None:
+        # Every track is announced, a camera too: until its track comes, the transcriber holds a track's packets
+        # (they can come first), and it need not hold a camera's.
         if is_opus_audio(track):
             self._then(self._announce(track))
+        else:
+            self._then(self._send({"t": "track", "j": self.job_id, "track": track, "speaker": False}))
 
     def track_removed(self, room_sid: str, track_id: str) -> None:
         self._then(self._send({"t": "untrack", "j": self.job_id, "id": track_id}))
@@ -125,6 +135,7 @@ class Transcription:
         self._jobs: dict[str, TranscriberTap] = {}  # by job id, until the transcriber said `stopped`
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
+        self._died_at = 0.0  # when the process last exited (CLOCK_MONOTONIC): its restart's taps hear from then on
 
     async def start(self, room_sid: str) -> None:
         """Starts transcribing the room (raises OSError/TimeoutError when the process cannot start)."""
@@ -137,9 +148,10 @@ class Transcription:
         tap = self._new_tap(room_sid)
         self.sfu.add_tap(room_sid, tap)
 
-    def _new_tap(self, room_sid: str) -> TranscriberTap:
+    def _new_tap(self, room_sid: str, hear_since: float = 0.0) -> TranscriberTap:
         link = self.supervisor.link
         tap = TranscriberTap(link, new_id("TJ_"), room_sid, self.is_speaker)
+        tap.hear_since = hear_since
         tap.address = str(self.supervisor.socket_path)  # an SFU worker sends the room's media straight there
         self.taps[room_sid] = self._jobs[tap.job_id] = tap
         link.send({"t": "start", "j": tap.job_id, "room": room_sid})
@@ -164,10 +176,11 @@ class Transcription:
             self.sfu.remove_tap(room_sid, old)
             self._jobs.pop(old.job_id, None)
             old.abandon()
-            self.sfu.add_tap(room_sid, self._new_tap(room_sid))
+            self.sfu.add_tap(room_sid, self._new_tap(room_sid, self._died_at))
             log.info("transcribing room %s again after the transcriber's restart", room_sid)
 
     async def _on_exit(self, code: int | None) -> None:
+        self._died_at = time.monotonic()
         log.error("transcriber process exited (%s): %d rooms lose what was not transcribed yet", code,
                   len(self.taps))
         for tap in list(self._jobs.values()):

@@ -12,8 +12,9 @@ import pytest
 from control.signaling import HUB
 from sfu.client import Client, SyntheticVideoTrack, ToneAudioTrack
 from sfu.peer import aiortc_decoder_threads
-from sfu.producer import Producer
+from sfu.producer import SPOKEN_KEPT_S, Producer
 from sfu.router import Router
+from sfu.rtp import parse_rtp
 from tests.sfu.conftest import Classroom
 from tests.sfu.test_peer_contract import until
 
@@ -327,6 +328,35 @@ async def test_taps_see_tracks_packets_and_sender_reports(classroom: Classroom) 
     camera = next(t["trackId"] for t in tap.added if t["source"] == "camera")
     assert tap.removed == [camera]
     sfu.remove_tap(room_sid, tap)
+
+
+async def test_a_tap_added_late_hears_what_the_microphone_said_since_it_asked(classroom: Classroom) -> None:
+    """The transcriber's process starts when the class goes live, after the teacher may have begun to speak: its tap
+    is given the microphone's packets since `hear_since` (up to SPOKEN_KEPT_S back) as they arrived, in order, and
+    nothing of the camera; a tap that does not ask (the recorder) gets no past."""
+    await _teacher(classroom, screen=False)
+    sfu = classroom.server.app[HUB].sfu
+    room_sid = next(iter(sfu.routers))
+    microphone = _producer(classroom, "microphone")
+    await until(lambda: microphone.packets_in > 100, 10, "two seconds of the microphone")
+    heard: list[tuple[str, bytes, float]] = []
+    everything, recent = RecordingTap(), RecordingTap()
+    everything.hear_since = 0.0  # type: ignore[attr-defined]
+    recent.hear_since = time.monotonic() - 1.0  # type: ignore[attr-defined]
+    everything.rtp = lambda track_id, data, arrival: heard.append((track_id, data, arrival))  # type: ignore[method-assign]
+    added = time.monotonic()
+    sfu.add_tap(room_sid, everything)  # synchronous: what it is given is the past, nothing live yet
+    sfu.add_tap(room_sid, recent)
+    assert {track_id for track_id, _, _ in heard} == {microphone.id}
+    sequences = [parse_rtp(data).sequence_number for _, data, _ in heard]
+    arrivals = [at for _, _, at in heard]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))  # every packet, in order
+    assert arrivals == sorted(arrivals) and added - arrivals[0] > 1.5 and added - arrivals[-1] < 0.2
+    assert added - arrivals[0] <= SPOKEN_KEPT_S + 0.1
+    assert 40 <= recent.packets[microphone.id] <= 60  # a second of 20 ms packets
+    assert recent.packets[microphone.id] == sum(at >= recent.hear_since for at in arrivals)  # type: ignore[attr-defined]
+    sfu.remove_tap(room_sid, everything)
+    sfu.remove_tap(room_sid, recent)
 
 
 async def test_a_tap_added_mid_track_gets_each_tracks_latest_sender_report_at_once(classroom: Classroom) -> None:

@@ -88,3 +88,54 @@ async def test_speakers_packets_from_a_media_connection_become_one_dated_utteran
     await worker.close()
     await server.close()  # the server's connection ends: so does the process
     await asyncio.wait_for(process, 10)
+
+
+async def test_a_teachers_first_words_before_the_track_is_announced_are_heard(tmp_path: Path) -> None:
+    """A track's message waits on the server's role lookup and, from an SFU worker, comes on another connection:
+    its first packets can arrive before it. ci76's transcript lost "Today we" that way. They are held until the
+    track says whose they are: the teacher's heard from the first, the student's and the camera's dropped."""
+    heard: list[float] = []
+
+    async def transcribe(pcm: np.ndarray) -> str:
+        heard.append(pcm.size / 16000)
+        return "heard"
+
+    path = tmp_path / "t.sock"
+    process = asyncio.create_task(serve(path, transcribe, chunk_s=15.0))
+    for _ in range(500):
+        if path.exists():
+            break
+        await asyncio.sleep(0.01)
+    events: list[dict[str, Any]] = []
+    server = FeedLink(events.append)
+    await server.connect(path)
+    server.send({"t": "start", "j": "TJ_1", "room": "RM_1"})
+    worker = FeedLink(lambda m: None)
+    await worker.connect(path)
+    base = time.monotonic() - 5.0
+    packets = opus_packets(2.0, 1.0)
+    early = 40  # 0.8 s of the tone, before any track is known
+    for i, packet in enumerate(packets[:early]):
+        for track in ("TR_t", "TR_s", "TR_v"):
+            assert worker.send_media({"t": "rtp", "j": "TJ_1", "id": track, "d": packet, "a": base + i * 0.02})
+    await asyncio.sleep(0.3)  # the role lookup, slow on a busy server
+    for uid, track, speaker in (("teacher", "TR_t", True), ("ada", "TR_s", False)):
+        server.send({"t": "track", "j": "TJ_1", "speaker": speaker,
+                     "track": {"trackId": track, "uid": uid, "kind": "audio", "codec": OPUS}})
+    server.send({"t": "track", "j": "TJ_1", "speaker": False,
+                 "track": {"trackId": "TR_v", "uid": "teacher", "kind": "video", "codec": {"mimeType": "video/VP8"}}})
+    await asyncio.sleep(0.1)
+    for i, packet in enumerate(packets[early:], early):
+        for track in ("TR_t", "TR_s"):
+            assert worker.send_media({"t": "rtp", "j": "TJ_1", "id": track, "d": packet, "a": base + i * 0.02})
+    await asyncio.sleep(0.5)
+    server.send({"t": "stop", "j": "TJ_1"})
+    await _until(events, "stopped")
+    segments = [e for e in events if e["t"] == "segment"]
+    assert [s["uid"] for s in segments] == ["teacher"] and len(heard) == 1, events
+    assert abs(segments[0]["started"] - base) < 0.1  # dated from the first packet, held or not
+    assert abs(segments[0]["ended"] - segments[0]["started"] - 2.0) < 0.1  # the whole tone
+    assert heard[0] >= 2.0
+    await worker.close()
+    await server.close()
+    await asyncio.wait_for(process, 10)

@@ -8,7 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from transcriber.room import PREROLL_S, QUEUE_LIMIT, UTTERANCE_BACKLOG, OpusDecoder, RoomTranscriber
+from transcriber.room import (
+    EARLY_PACKETS,
+    EARLY_TRACKS,
+    PREROLL_S,
+    QUEUE_LIMIT,
+    UTTERANCE_BACKLOG,
+    OpusDecoder,
+    RoomTranscriber,
+)
 
 
 def _tap(executor: ThreadPoolExecutor, heard: list[str]) -> RoomTranscriber:
@@ -115,3 +123,26 @@ async def test_whisper_far_behind_drops_the_oldest_utterances() -> None:
             track.pcm, track.started_at = [np.ones(16000, np.float32)], 0
             await tap._flush("TR_a")
         assert tap._utterances.qsize() == UTTERANCE_BACKLOG and tap.utterances_dropped == 5
+
+
+async def test_packets_before_their_track_are_held_bounded_and_only_a_speakers_kept() -> None:
+    with ThreadPoolExecutor(1) as executor:
+        tap = _tap(executor, [])  # not started: what is queued stays to be counted
+        for i in range(EARLY_PACKETS + 10):
+            tap.rtp("TR_a", bytes([0x80, 111]) + i.to_bytes(2, "big") + b"\x00" * 8, 1.0 + i)
+        tap.rtp("TR_s", b"\x80" * 40, 2.0)
+        assert len(tap.early["TR_a"]) == EARLY_PACKETS and tap.queue.empty()
+        tap.track_added("RM_1", {"trackId": "TR_a", "uid": "t", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": True})
+        queued = [tap.queue.get_nowait() for _ in range(tap.queue.qsize())]
+        assert [at for _, _, at in queued] == [1.0 + i for i in range(10, EARLY_PACKETS + 10)]  # the latest, in order
+        tap.track_added("RM_1", {"trackId": "TR_s", "uid": "s", "kind": "audio", "codec": {"mimeType": "audio/opus"},
+                                   "speaker": False})
+        tap.track_added("RM_1", {"trackId": "TR_v", "uid": "t", "kind": "video", "codec": {"mimeType": "video/VP8"}})
+        tap.rtp("TR_v", b"\x80" * 40, 3.0)
+        assert tap.queue.empty() and not tap.early  # a student's held packets dropped; a camera's never held
+        for n in range(EARLY_TRACKS + 3):  # tracks that never come: at most EARLY_TRACKS held, the newest
+            tap.rtp(f"TR_{n}", b"\x80" * 40, 4.0)
+        assert list(tap.early) == [f"TR_{n}" for n in range(3, EARLY_TRACKS + 3)]
+        tap.track_removed("RM_1", "TR_3")
+        assert "TR_3" not in tap.early
