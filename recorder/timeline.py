@@ -26,7 +26,9 @@ after the report tell them apart (a frame cannot arrive before it was taken): th
 arrive on the earlier mapping, the browser's all arrive later. So such a report is held as a candidate and taken at
 once after `CONFIRM_S` of frames that do not refute it (ci69: a Chromium camera drifted 115 ms behind its
 microphone in 10 s while the earlier mapping stood for good). A browser reports its microphone only every ~5 s;
-its frames show the hole within a second, against its publisher's other tracks (`TrackClock._holes`).
+its frames show the hole within a second, against its publisher's other tracks (`TrackClock._holes`), also while a
+later report waits for its confirmation (a traced composite started on a report from before a hole, and a second
+hole during that report's wait went unseen for 6 s).
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ class Lag:
         for k in self.windows:
             if k >= since:
                 self.windows[k] -= by
+
+    def forget(self, before: int) -> None:
+        for k in [k for k in self.windows if k < before]:
+            del self.windows[k]
 
     def reset(self) -> None:
         self.windows.clear()
@@ -201,6 +207,14 @@ class TrackClock:
                 moved = ntp - self.sr[0] - rtp_delta(sr_rtp, self.sr[1]) / self.rate
                 log.info("%s's %d Hz track: a later sender report confirmed by its frames, moved %+.0f ms",
                          self.uid, self.rate, 1000 * moved)
+                # The lags of the frames taken after the report are kept as they would have been on its mapping,
+                # not thrown away: a hole while the report waited is still seen (a traced composite's was not, and
+                # its microphone stayed 30 ms early for 6 s). Those before it go: the report's own hole fell
+                # somewhere among them, and on either mapping some of them would look early.
+                since = math.floor(self._placed(sr_rtp) / LAG_WINDOW) + 1
+                self.lag.forget(before=since)
+                self.lag.moved(moved, since=since)
+                self.keep_lag = True
             self.sr, self.later, self.jump = (ntp, sr_rtp), None, True
 
     def _evidence(self, rtp_ts: int, arrival: float) -> None:
@@ -305,8 +319,24 @@ class TrackClock:
             log.info("%s's %d Hz track lost %.0f ms at its sender (its frames %.0f ms later than usual, its "
                      "publisher's others %.0f ms)", self.uid, self.rate, 1000 * lost, 1000 * (now - before),
                      1000 * max(theirs))
+            if self.later is not None:
+                # A report waiting for confirmation that was taken before this hole: the sound after the hole was
+                # taken `lost` later than it says too (confirmed as it was, it would undo this move). The hole
+                # began after the window before the first late one (its least is a frame before the hole), and the
+                # first late one may be before k - 2 when the check waited. Both placed by their RTP time on the
+                # standing mapping, where the lags were measured.
+                start = k - 2
+                while start - 1 in self.lag.windows and self.lag.windows[start - 1] - before > HOLE_MIN:
+                    start -= 1
+                if self._placed(self.later[1]) < (start - 1) * LAG_WINDOW:
+                    self.later = (self.later[0] + lost, self.later[1], self.later[2])
             self.sr, self.jump, self.keep_lag = (self.sr[0] + lost, self.sr[1]), True, True
             self.lag.moved(lost, since=k - 2)  # the usual lag stays the usual: the next hole is measured from it
+
+    def _placed(self, rtp_ts: int) -> float:
+        """Where the standing mapping places an RTP time on the recording (call with `sr` and the tie known)."""
+        assert self.sr is not None
+        return self.sr[0] + rtp_delta(rtp_ts, self.sr[1]) / self.rate + self.offsets[self.uid] - self.t0
 
     def _slew(self, rtp_ts: int, predicted: float, measured: float) -> float:
         """Where a frame goes while the evidence is within SLEW_MAX of the track's own clock: on that clock while

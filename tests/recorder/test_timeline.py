@@ -107,7 +107,8 @@ def _run(messages: list[tuple[float, dict]], mode: str = "track") -> Placements:
     job._handle(_track("TR_mic", "microphone", "audio", "audio/opus", 48000))
     job._handle(_track("TR_cam", "camera", "video", "video/H264", 90000))
     for _, message in messages:
-        if message["a"] >= T0:  # the recording sees what arrives once it started
+        if message["a"] >= T0 or message.get("replayed"):  # the recording sees what arrives once it started,
+            # and a report the SFU replays to it at the start (sfu/producer.py `replay_sender_reports`)
             job._handle(message)
     job._finish(messages[-1][0])
     return sink
@@ -309,20 +310,26 @@ def test_a_captured_chromium_feed_that_began_in_a_stall_is_in_sync_from_the_firs
 
 
 def _browser(lost: float, mic_reports: list[float], late: tuple[float, float, set[str], float] = (0, 0, set(), 0),
-             glitch: float = T0 + 3.3) -> tuple[Placements, list[tuple[float, float]]]:
+             glitch: float = T0 + 3.3, more: tuple[tuple[float, float], ...] = (),
+             ) -> tuple[Placements, list[tuple[float, float]]]:
     """A browser teacher for 12 s: the camera (reports every second) and a microphone whose audio thread loses
     `lost` seconds at `glitch` (its RTP clock counts samples: the ones after the hole are taken `lost` later than
     the count says), reporting at `mic_reports` with capture time, as Chromium does. Frames of `late[2]` sent in
     [late[0], late[1]) take `late[3]` longer (a congested path, or a pacer holding the camera back). Returns the
-    placements and, for the microphone, (taken, placed minus where it belongs) per frame."""
+    placements and, for the microphone, (taken, placed minus where it belongs) per frame. `more`: further holes,
+    (when, how long)."""
     begin, end, tracks, extra = late
+    holes = ((glitch, lost), *more)
+
+    def lost_by(t: float) -> float:
+        return sum(d for at, d in holes if t >= at)
 
     def arrival(track: str, sent: float) -> float:
         return sent + DELAY + (extra if track in tracks and begin <= sent < end else 0.0)
 
     def taken(i: int) -> float:
         t = 90.0 + i * 0.02
-        return t + lost if t >= glitch else t
+        return t + lost_by(t)
 
     out = []
     for a, m in _publisher((0.0, 0.0), seconds=12.0, mic_report_at=T0 + 99):
@@ -334,10 +341,14 @@ def _browser(lost: float, mic_reports: list[float], late: tuple[float, float, se
             data = _rtp(1, 111, i, i * 960, b"\xfc" + bytes(40))
             out.append((arrival("TR_mic", taken(i)), {"t": "rtp", "j": "EG_t", "id": "TR_mic", "d": data}))
     for at in mic_reports:
-        rtp = round((at - 90.0 - (lost if at >= glitch else 0.0)) * 48000)  # the samples counted by then
-        out.append((arrival("TR_mic", at), {"t": "sr", "j": "EG_t", "id": "TR_mic", "ntp": _ntp(at), "rtp": rtp}))
+        rtp = round((at - 90.0 - lost_by(at)) * 48000)  # the samples counted by then
+        report = {"t": "sr", "j": "EG_t", "id": "TR_mic", "ntp": _ntp(at), "rtp": rtp, "a": arrival("TR_mic", at)}
+        if report["a"] < T0:  # from before the recording: replayed to it at its start, as it arrived
+            out.append((T0, {**report, "replayed": True}))
+        else:
+            out.append((report["a"], report))
     out.sort(key=lambda item: item[0])
-    sink = _run([(a, {**m, "a": a}) for a, m in out])
+    sink = _run([(a, {**m, "a": m["a"] if m.get("replayed") else a}) for a, m in out])
     errors = [(taken(ts // 960) - T0, seconds - (taken(ts // 960) + DELAY - T0))
               for ts, seconds in sink.placed["TR_mic"]]
     assert len(errors) > 500
@@ -383,4 +394,16 @@ def test_a_congested_path_or_a_paced_camera_moves_nothing(late: str, begin: floa
     tracks = {"TR_mic", "TR_cam"} if late == "both" else {"TR_cam"}
     sink, errors = _browser(0.0, [T0 + 0.2, T0 + 5.0, T0 + 10.0], late=(T0 + begin, T0 + begin + 3.0, tracks, 0.1))
     assert max(abs(e) for _, e in errors) < 0.025
+    assert _errors(sink)["TR_cam"] < 0.025
+
+
+def test_a_hole_while_a_later_report_waits_for_its_confirmation_is_not_forgotten() -> None:
+    """A traced browser composite: its microphone's latest report was from before the recording, and a hole came
+    before the first frame was placed, so the microphone started 40 ms early (nothing to compare that with); the
+    next report said so, and while it waited for its second of confirmation another hole came. Confirming it
+    threw the lags away, the second hole with them: the microphone stayed 30 ms early until the report after
+    (6 s). Both are corrected: the first from the report's confirmation, the second from its frames."""
+    sink, errors = _browser(0.04, [T0 - 1.0, T0 + 1.5, T0 + 9.0], glitch=T0 - 0.5, more=((T0 + 2.0, 0.03),))
+    assert max(abs(e) for t, e in errors if 2.5 + 0.3 < t < 9.0) < 0.005, max(abs(e) for t, e in errors
+                                                                            if 2.8 < t < 9.0)
     assert _errors(sink)["TR_cam"] < 0.025
