@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from control.sinks.feed import FeedLink
-from transcriber.__main__ import serve
+from transcriber.__main__ import Transcribe, serve
 
 OPUS = {"mimeType": "audio/opus", "clockRate": 48000, "channels": 2}
 
@@ -43,6 +43,23 @@ async def _until(events: list[dict[str, Any]], kind: str, timeout: float = 20) -
     raise AssertionError(f"no {kind} in {events}")
 
 
+async def _started(path: Path, transcribe: Transcribe) -> tuple[asyncio.Task[None], list[dict[str, Any]], FeedLink]:
+    """A transcriber process serving `path`, the server's connection to it, and job TJ_1 started on it."""
+    process = asyncio.create_task(serve(path, transcribe, chunk_s=15.0))
+    events: list[dict[str, Any]] = []
+    server = FeedLink(events.append)
+    for _ in range(500):  # it listens within milliseconds
+        try:
+            await server.connect(path)
+            break
+        except OSError:
+            await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"the transcriber never listened on {path}")
+    server.send({"t": "start", "j": "TJ_1", "room": "RM_1"})
+    return process, events, server
+
+
 async def test_speakers_packets_from_a_media_connection_become_one_dated_utterance(tmp_path: Path) -> None:
     heard: list[float] = []
 
@@ -51,15 +68,7 @@ async def test_speakers_packets_from_a_media_connection_become_one_dated_utteran
         return f"{pcm.size / 16000:.1f} seconds"
 
     path = tmp_path / "t.sock"
-    process = asyncio.create_task(serve(path, transcribe, chunk_s=15.0))
-    for _ in range(500):  # it listens within milliseconds
-        if path.exists():
-            break
-        await asyncio.sleep(0.01)
-    events: list[dict[str, Any]] = []
-    server = FeedLink(events.append)
-    await server.connect(path)
-    server.send({"t": "start", "j": "TJ_1", "room": "RM_1"})
+    process, events, server = await _started(path, transcribe)
     for uid, track, speaker in (("teacher", "TR_t", True), ("ada", "TR_s", False)):
         server.send({"t": "track", "j": "TJ_1", "speaker": speaker,
                      "track": {"trackId": track, "uid": uid, "kind": "audio", "codec": OPUS}})
@@ -101,15 +110,7 @@ async def test_a_teachers_first_words_before_the_track_is_announced_are_heard(tm
         return "heard"
 
     path = tmp_path / "t.sock"
-    process = asyncio.create_task(serve(path, transcribe, chunk_s=15.0))
-    for _ in range(500):
-        if path.exists():
-            break
-        await asyncio.sleep(0.01)
-    events: list[dict[str, Any]] = []
-    server = FeedLink(events.append)
-    await server.connect(path)
-    server.send({"t": "start", "j": "TJ_1", "room": "RM_1"})
+    process, events, server = await _started(path, transcribe)
     worker = FeedLink(lambda m: None)
     await worker.connect(path)
     base = time.monotonic() - 5.0
