@@ -55,10 +55,10 @@ from bench.cpucap import CpuCap
 from bench.targets import Target
 from sfu import rtcp
 from sfu.bwe import TwccFeedback
+from sfu.hdrext import URI_RID, URI_TWCC
 from sfu.ice import IceConfig
 from sfu.peer import Peer
 
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 TRAILER = struct.Struct("!HBBId")  # magic, stream index, flags (1 = keyframe), counter, send time (time.time())
 MAGIC = 0xCCBE
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -501,7 +501,7 @@ class Subscriber:
         for line in (remote.sdp if remote is not None else "").splitlines():
             if line.startswith("m="):
                 kind = line[2:].split(" ", 1)[0]
-            elif line.startswith("a=extmap:") and targets.URI_TWCC in line and not self.twcc_id:
+            elif line.startswith("a=extmap:") and URI_TWCC in line and not self.twcc_id:
                 self.twcc_id = int(line[9:].split(" ", 1)[0].split("/")[0])
             elif line.startswith("a=rtpmap:") and kind == "video":
                 pt, name = line[9:].split(" ", 1)

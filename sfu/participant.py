@@ -26,23 +26,14 @@ from sfu.consumer import Consumer, OutSlot
 from sfu.engine import ENGINE_ERRORS
 from sfu.engine.bridge import EngineBridge
 from sfu.errors import SignalingError
+from sfu.hdrext import URI_ABS_SEND_TIME, URI_MID, URI_RID, URI_RRID, URI_TWCC
 from sfu.ice import IceConfig, candidate_address, filter_sdp_candidates
 from sfu.ids import new_track_id
 from sfu.peer import Peer
 from sfu.producer import SOURCES, Producer, Stream
 from sfu.rtcserver import rtc_server_for
 from sfu.rtp import get_extension, parse_rtp
-from sfu.simulcast import (
-    URI_ABS_SEND_TIME,
-    URI_MID,
-    URI_RID,
-    URI_RRID,
-    URI_TWCC,
-    OfferedMedia,
-    munge_answer,
-    munge_offer,
-    parse_offer,
-)
+from sfu.simulcast import OfferedMedia, munge_answer, munge_offer, parse_offer
 
 log = logging.getLogger("classcast.sfu.participant")
 Signal = Callable[[dict[str, Any]], None]

@@ -125,15 +125,12 @@ from aiortc.rtp import is_rtcp as _is_rtcp
 from OpenSSL import SSL
 
 from sfu.engine.reference import RX_LOSS, RX_PUSHED, RX_RTP
+from sfu.hdrext import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TWCC
 from sfu.ice import IceConfig, gather_host_candidates
 from sfu.rtcserver import MuxConnection, RtcServer
 
 __all__ = [
     "AIORTC_INTERNALS",
-    "URI_ABS_SEND_TIME",
-    "URI_AUDIO_LEVEL",
-    "URI_MID",
-    "URI_TRANSPORT_CC",
     "Codec",
     "Internal",
     "MediaSection",
@@ -146,11 +143,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 _CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
 _LOCAL_DESCRIPTION = "_RTCPeerConnection__localDescription"
@@ -387,7 +379,7 @@ class MediaSection:
 
     @property
     def transport_cc_extension_id(self) -> int | None:
-        return self.header_extensions.get(URI_TRANSPORT_CC)
+        return self.header_extensions.get(URI_TWCC)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from sfu.hdrext import URI_TWCC
 from sfu.peer import Peer
 
 NAMES = ("classcast", "janus", "pion")
@@ -62,9 +63,6 @@ def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", ser
     target = ClasscastTarget(ice_host, url, org, server_pid, tree=tree if name == BASELINE else "")
     target.name = name
     return target
-
-
-URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def browser_answer(offer: str, answer: str) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sfu.simulcast import URI_RID, URI_RRID, URI_TWCC, munge_answer, munge_offer, parse_offer
+from sfu.hdrext import URI_RID, URI_RRID, URI_TWCC
+from sfu.simulcast import munge_answer, munge_offer, parse_offer
 
 CHROME_OFFER = "\r\n".join([
     "v=0", "o=- 7095854591573862605 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
