@@ -17,6 +17,7 @@ from control.clock import Clock
 from control.config import Config
 from control.drain import DRAIN, Drain
 from control.failover import Failover
+from control.logs import quiet_malformed_requests
 from control.middleware import org_middleware, request_middleware
 from control.services import SERVICES, Services
 from control.signaling import HUB
@@ -91,6 +92,7 @@ async def create_app(config: Config, clock: Clock | None = None, *, background: 
         svc.bus.subscribe(meter.on_event, local_only=True)  # this node's counts (other nodes count theirs)
         if svc.tutor is not None:
             metrics.time_backend(svc.tutor.backend, meter.on_generation)
+    quiet_malformed_requests()
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[SERVICES] = svc
     app[DRAIN] = drain

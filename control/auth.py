@@ -131,6 +131,8 @@ class Auth:
         """Signature and expiry only; `validate` adds the room and participant checks."""
         if not isinstance(token, str) or not token:
             raise _token_error(401, "Missing token", "INVALID_TOKEN")
+        if not token.isascii():  # a JWT is base64url; aiohttp hands a header's other bytes on as surrogates
+            raise _token_error(401, "Invalid token: not a JWT", "INVALID_TOKEN")
         try:
             payload = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM],

@@ -104,8 +104,8 @@ async def org_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             request[GRANT] = grant
             return await handler(request)
         org_id = request.headers.get("VF-ORG-ID", "").strip()
-        if not org_id or len(org_id) > 64:
-            raise unauthorized()
+        if not org_id or len(org_id) > 64 or not (org_id.isascii() and org_id.isprintable()):
+            raise unauthorized()  # ids are printable ASCII; other bytes reach us as surrogates, unstorable
         org = await request.app[SERVICES].store.get_org(org_id)
         if org is None:
             raise unauthorized()

@@ -51,6 +51,7 @@ DOWNLOAD_TTL_S = 3600
 CAPTIONS_LABEL = "captions"  # the recording file that is the WebVTT of its captions (control/recording/subtitles.py)
 JANITOR_INTERVAL_S = 60.0
 LOGO_TIMEOUT_S = 5.0
+LOGO_MAX_BYTES = 5 * 1024 * 1024
 
 
 def parse_options(raw: Any) -> dict[str, Any]:
@@ -74,6 +75,19 @@ def download_filename(started_at_ms: int, label: str) -> str:
         return f"recording-{stamp}.vtt"  # the WebVTT subtitles of the recording, same name as its composite MP4
     return f"recording-{stamp}.mp4" if label == "composite" else f"recording-{stamp}-{label}.mp4"
 
+
+async def download(url: str, limit: int, timeout_s: float) -> bytes:
+    """The whole body at `url`; ValueError past `limit` bytes. Read to the end: one `content.read(n)` returns
+    what has arrived so far, and a logo cut short that way was cached on disk for good."""
+    body = bytearray()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session, \
+            session.get(url) as resp:
+        resp.raise_for_status()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise ValueError(f"larger than {limit} bytes")
+    return bytes(body)
 
 class DownloadSigner:
     """HMAC-signed, expiring download links; the key is derived from the server's token secret."""
@@ -547,13 +561,10 @@ class Recordings:
             path = data_dir / "logos" / f"{org.id}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
             if not path.is_file():
                 try:
-                    timeout = aiohttp.ClientTimeout(total=LOGO_TIMEOUT_S)
-                    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
-                        resp.raise_for_status()
-                        body = await resp.content.read(5 * 1024 * 1024)
+                    body = await download(url, LOGO_MAX_BYTES, LOGO_TIMEOUT_S)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(body)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     log.warning("logo %s could not be fetched, recording without watermark: %s", url, exc)
                     return None
         else:

@@ -8,6 +8,7 @@ strict, and every failure to read is a `ValueError` the caller turns into its do
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -15,12 +16,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_no_constant)
+def _finite(text: str) -> float:
+    """A JSON number Python would read as an infinity (`1e999`): written back it would be `Infinity`, not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def loads(text: str | bytes) -> Any:
-    """The JSON value of `text`; ValueError for anything that is not strict JSON, is nested too deeply, or holds a
-    lone surrogate (`"\\ud800"`: valid JSON syntax, but no UTF-8 text, so the store and every client choke on it)."""
+    """The JSON value of `text`; ValueError for anything that is not strict JSON, is nested too deeply, holds a
+    lone surrogate (`"\\ud800"`: valid JSON syntax, but no UTF-8 text, so the store and every client choke on it)
+    or a number too large for a float (`1e999`)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:

@@ -78,17 +78,33 @@ def take_warnings() -> list[str]:
     return current
 
 
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 past `limit` bytes: for endpoints whose limit is not the app's `client_max_size`.
+
+    One `content.read(n)` is not the body: it returns what has arrived so far (at most n bytes), so a body that
+    came in several TCP segments was cut short and failed as invalid JSON. Read to the end, counting."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body too large (limit {limit} bytes)", "PAYLOAD_TOO_LARGE")
+
+
 async def read_json(request: web.Request, *, optional: bool = False, limit: int | None = None) -> dict[str, Any]:
     """The body as a JSON object; an empty body counts as `{}` only where the whole body is optional.
 
     `limit` replaces the app-wide body limit for endpoints that take more (base64 audio for the tutor).
     """
-    if limit is None:
-        raw = await request.read()  # aiohttp enforces client_max_size here (413)
-    else:
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
-            raise ApiError(413, f"Request body too large (limit {limit} bytes)", "PAYLOAD_TOO_LARGE")
+    raw = await request.read() if limit is None else await read_limited(request, limit)  # read(): client_max_size
     if not raw.strip():
         if optional:
             return {}
@@ -187,10 +203,12 @@ def _problem(model: type[BaseModel], loc: tuple[str, ...], error: Any) -> str:
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "string_pattern_mismatch":
-        from control.api.models import PATTERN_RULES
+        from control.api.models import PATTERN_RULES, Plain, Text
 
-        return PATTERN_RULES.get(str(ctx.get("pattern")), "is required" if ctx.get("pattern") == r"\S"
-                                 else "has an invalid format")
+        pattern, value = str(ctx.get("pattern")), error.get("input")
+        if pattern in (Text, Plain):
+            return "must not contain NUL characters" if isinstance(value, str) and "\x00" in value else "is required"
+        return PATTERN_RULES.get(pattern, "has an invalid format")
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "must be an integer"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
@@ -208,6 +226,8 @@ def _problem(model: type[BaseModel], loc: tuple[str, ...], error: Any) -> str:
         return "must be an object"
     if kind == "list_type":
         return "must be a list"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} item" + ("" if ctx.get("min_length") == 1 else "s")
     if kind == "too_long":
         return f"must have at most {ctx.get('max_length')} items"
     if "message" in error.get("ctx", {}) or kind in ("http_url", "too_big"):

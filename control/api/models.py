@@ -14,6 +14,7 @@ them (tests/control/test_openapi.py, and schemathesis).
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -66,8 +67,11 @@ RoomId = Annotated[str, Field(min_length=1, max_length=128, pattern=ROOM_ID_RE.p
 Uid = Annotated[str, Field(min_length=1, max_length=128, pattern=UID_RE.pattern)]
 HttpUrl = Annotated[str | None, Field(default=None, max_length=2048, pattern=r"^https?://[^/\s]+"),
                     AfterValidator(_http_url)]
-# A name or title has a visible character (strings are stripped, and an empty one counts as missing).
-Text = r"\S"
+# A name or title has a visible character (strings are stripped, and an empty one counts as missing) and no NUL,
+# which PostgreSQL's text cannot hold; free text (a description) has no NUL either. Unknown fields may hold anything:
+# they are dropped, never stored.
+Text = r"^[^\x00]*[^\s\x00][^\x00]*$"
+Plain = r"^[^\x00]*$"
 
 
 class Body(BaseModel):
@@ -125,8 +129,8 @@ class CreateRoom(Body):
     roomId: RoomId
     title: Annotated[str | None, Field(min_length=1, max_length=200, pattern=Text)] = None
     roomName: Annotated[str | None, Field(min_length=1, max_length=200, pattern=Text)] = None
-    roomDescription: Annotated[str | None, Field(max_length=2000)] = None
-    description: Annotated[str | None, Field(max_length=2000)] = None
+    roomDescription: Annotated[str | None, Field(max_length=2000, pattern=Plain)] = None
+    description: Annotated[str | None, Field(max_length=2000, pattern=Plain)] = None
     participant: Participant
     customization: Customization | None = None
     settings: Settings | None = None
@@ -142,7 +146,7 @@ class JoinRoom(Body):
 
 
 IsoDate = Annotated[str | None, Field(default=None, max_length=40, json_schema_extra={"format": "date"},
-                                      description="A UTC day, 2024-01-15 (an ISO date-time is read as its day)")]
+                                      description="A UTC day, 2024-01-15 (an ISO date-time is read as its UTC day)")]
 
 
 class SessionsQuery(Body):
@@ -177,21 +181,38 @@ class RecordingIds(Body):
     ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
 
 
+# What `_webhook_url` accepts, for the schema: a host, a port in 1-65535, and no space or control character.
+_VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"
+WEBHOOK_URL = (r"^https?://[^/\s:?#\x00-\x1f\x7f-\x9f]+"
+               r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+               rf"([/?#]{_VISIBLE}*)?$")
+PATTERN_RULES[WEBHOOK_URL] = ("must be an http(s) URL: a host, a port from 1 to 65535 if any, no spaces or control "
+                              "characters")
+
+
 def _webhook_url(value: str) -> str:
     from urllib.parse import urlparse
 
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):  # a CR/LF would reach the request line
+        raise PydanticCustomError("http_url", "must be a URL without spaces or control characters")
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise PydanticCustomError("http_url", "must be an http(s) URL")
+    try:
+        port = parsed.port
+    except ValueError:  # past 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise PydanticCustomError("http_url", "must have a port between 1 and 65535")
     return value
 
 
 class WebhookCreate(Body):
-    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^/\s:?#]+"),
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=WEBHOOK_URL),
                    AfterValidator(_webhook_url)]
     events: list[Literal[EVENT_TYPES]] | None = Field(  # type: ignore[valid-type]
         default=None, min_length=1, description="The event types to receive (default: every one)")
-    description: Annotated[str | None, Field(max_length=200)] = None
+    description: Annotated[str | None, Field(max_length=200, pattern=Plain)] = None
 
 
 class Topic(Body):
@@ -233,7 +254,7 @@ class AgentChat(Body):
 
 
 class RemoveParticipant(Body):
-    reason: Annotated[str | None, Field(max_length=500)] = None
+    reason: Annotated[str | None, Field(max_length=500, pattern=Plain)] = None
 
 
 class MuteAll(Body):

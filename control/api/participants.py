@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +28,15 @@ def _date(raw: str | None, key: str) -> date | None:
         return None
     try:
         if len(raw) == 10:
-            return date.fromisoformat(raw)
-        return datetime.fromisoformat(raw).date()
-    except ValueError:
+            day = date.fromisoformat(raw)
+        else:
+            moment = datetime.fromisoformat(raw)
+            day = (moment.astimezone(UTC) if moment.tzinfo is not None else moment).date()  # days are UTC days
+    except (ValueError, OverflowError):
         raise validation_error(key, "must be an ISO date such as 2024-01-15") from None
+    if day >= date.max:  # its end, the next midnight, is past the calendar
+        raise validation_error(key, f"must be before {date.max.isoformat()}")
+    return day
 
 
 def _session_json(s: Session, room: Room, now: int) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def _question(request: web.Request, text: str | None, audio: str | None,
     question = " ".join(p for p in (text, heard) if p)
     if not question:
         raise ApiError(400, f"Bad request: {text_key} or audio is required", "VALIDATION_ERROR",
-                       {text_key: "text or audio is required"})
+                       {text_key: f"{text_key} or audio is required"})
     return question, ("audio" if heard else "text"), heard
 
 
@@ -152,12 +152,15 @@ async def chat(request: web.Request) -> web.Response:
     body["responseModality"] = req.response_modality
     if req.heard is not None:
         body["inputTranscript"] = req.heard
+    warnings = v.take_warnings()
+    if warnings:
+        body["warnings"] = warnings
     return web.json_response(body)
 
 
-def _sse(payload: Any) -> bytes:
+def _sse(payload: Any, event: str | None = None) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    return (f"event: {event}\n" if event else "").encode() + f"data: {data}\n\n".encode()
 
 
 async def _first_then_rest(gen: AsyncIterator[str]) -> tuple[str | None, AsyncIterator[str]]:
@@ -179,8 +182,9 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         warnings = v.take_warnings()
-        if warnings:  # a stream has no envelope: its first line carries them
-            await resp.write(_ndjson({"type": "warnings", "warnings": warnings}))
+        if warnings:  # a stream has no envelope: a named event of its own comes first (EventSource's onmessage
+            # never sees it, so a client reading `text` from every message is not surprised)
+            await resp.write(_sse({"type": "warnings", "warnings": warnings}, event="warnings"))
         try:
             if first is not None:
                 await resp.write(_sse({"text": first, "usage": None}))
@@ -290,6 +294,9 @@ async def agent_chat_stream(request: web.Request) -> web.StreamResponse:
                                                    "Cache-Control": "no-cache"})
     try:
         await resp.prepare(request)
+        warnings = v.take_warnings()
+        if warnings:  # a stream has no envelope: its first line carries them
+            await resp.write(_ndjson({"type": "warnings", "warnings": warnings}))
         try:
             if first is not None:
                 await resp.write(_ndjson({"type": "text", "text": first}))
@@ -323,9 +330,9 @@ def _date_param(request: web.Request, name: str, end: bool) -> int | None:
             moment = datetime.fromisoformat(raw)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError:
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise validation_error(name, "must be an ISO 8601 date") from None
-    return int(moment.timestamp() * 1000)
 
 
 async def agent_usage_summary(request: web.Request) -> web.Response:

@@ -39,12 +39,11 @@ async def create(request: web.Request) -> web.Response:
     body = v.parse(models.WebhookCreate, await v.read_json(request))
     url, description = body.url, body.description
     events = list(dict.fromkeys(body.events)) if body.events is not None else list(EVENT_TYPES)
-    db = _db(request)
-    if len(await db.endpoints(org(request).id)) >= MAX_ENDPOINTS:
+    ep = await _db(request).create_endpoint(org(request).id, url, new_secret(), events, description,
+                                            services(request).clock.now_ms(), limit=MAX_ENDPOINTS)
+    if ep is None:
         raise ApiError(409, f"An organization may register at most {MAX_ENDPOINTS} webhook endpoints",
                        "TOO_MANY_WEBHOOKS")
-    ep = await db.create_endpoint(org(request).id, url, new_secret(), events, description,
-                                  services(request).clock.now_ms())
     return ok({**endpoint_json(ep), "secret": ep.secret},
               message="Webhook endpoint created. Keep the secret: it is shown only now.", status=201)
 

@@ -33,7 +33,7 @@ from control.errors import ApiError
 from control.events import Event
 from control.roles import Role, permissions
 from control.signaling import HUB, Hub
-from control.validation import effective_customization
+from control.validation import effective_customization, read_limited
 from sfu.errors import SignalingError
 from sfu.participant import MAX_SDP
 
@@ -123,9 +123,7 @@ def _grant(request: web.Request) -> Grant:
 async def _sdp(request: web.Request, expected: str) -> str:
     if request.content_type != expected:
         raise ApiError(415, f"Content-Type must be {expected}", "UNSUPPORTED_MEDIA_TYPE")
-    raw = await request.content.read(MAX_SDP + 1)
-    if len(raw) > MAX_SDP:
-        raise ApiError(413, f"Request body too large (limit {MAX_SDP} bytes)", "PAYLOAD_TOO_LARGE")
+    raw = await read_limited(request, MAX_SDP)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

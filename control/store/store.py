@@ -78,6 +78,8 @@ _LIVE_RECORDINGS = select(t.recordings).where(
 _INSERT_SESSION = insert(t.sessions)
 _ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
 _LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("room")).with_for_update(key_share=True)
+_LOCK_ORG_PG = (select(t.organizations.c.id).where(t.organizations.c.id == bindparam("org"))
+                .with_for_update(key_share=True))
 # SQLite: an UPDATE that matches nothing still starts the write transaction (the database's lock) and writes no
 # page; a room of its own would buy nothing, SQLite locks the whole database.
 _LOCK_SQLITE = text("UPDATE rooms SET sid = sid WHERE 0 = 1")
@@ -162,6 +164,17 @@ class Store:
             raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
         if conn.dialect.name == "postgresql":
             await conn.execute(_LOCK_ROOM_PG, {"room": room_sid})
+        else:
+            await conn.execute(_LOCK_SQLITE)
+
+    async def lock_org(self, org_id: str) -> None:
+        """Inside `atomic`: hold the organization until the transaction ends, for a check-then-write on what it
+        owns (its webhook endpoints' count). The same kinds of lock as `lock_room`, on the organization's row."""
+        conn = self._atomic.get()
+        if conn is None:
+            raise RuntimeError("lock_org outside Store.atomic: the lock would end with its own statement")
+        if conn.dialect.name == "postgresql":
+            await conn.execute(_LOCK_ORG_PG, {"org": org_id})
         else:
             await conn.execute(_LOCK_SQLITE)
 

@@ -61,10 +61,18 @@ class WebhookStore:
     # ---- endpoints -------------------------------------------------------------------------------------------
 
     async def create_endpoint(self, org_id: str, url: str, secret: str, events: list[str], description: str | None,
-                              now: int) -> Endpoint:
+                              now: int, limit: int | None = None) -> Endpoint | None:
+        """The new endpoint, or None when the organization has `limit` already: counted and inserted under the
+        organization's lock, so that concurrent creates cannot all pass the count."""
         ep = Endpoint(id=new_id("WH_"), org_id=org_id, url=url, secret=secret, events=tuple(events),
                       description=description, created_at=now)
         async with self.store._tx() as conn:
+            if limit is not None:
+                await self.store.lock_org(org_id)
+                count = (await conn.execute(select(func.count()).select_from(t.webhook_endpoints).where(
+                    t.webhook_endpoints.c.org_id == org_id))).scalar_one()
+                if count >= limit:
+                    return None
             await conn.execute(insert(t.webhook_endpoints).values(
                 id=ep.id, org_id=org_id, url=url, secret=secret, events=json.dumps(events), description=description,
                 created_at=now))

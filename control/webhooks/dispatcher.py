@@ -131,7 +131,8 @@ class Dispatcher:
         except TimeoutError:
             return None, f"no answer within {self.config.timeout_s:g} s"
         except aiohttp.ClientError as exc:
-            return None, (str(exc) or type(exc).__name__)[:ERROR_TEXT_MAX]
+            # the class says what went wrong: an InvalidURL's text is only the URL
+            return None, f"{type(exc).__name__}: {exc}".rstrip(": ")[:ERROR_TEXT_MAX]
 
     async def _attempt(self, delivery: Delivery) -> None:
         started = time.perf_counter()
