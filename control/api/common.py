@@ -77,10 +77,10 @@ def query_int(request: web.Request, name: str, *, default: int, minimum: int, ma
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise validation_error(name, "must be an integer") from None
+    digits = raw[1:] if raw[:1] == "-" else raw
+    if not (digits.isascii() and digits.isdigit()):  # int() would take " 1", "1_0" and Arabic-Indic digits
+        raise validation_error(name, "must be an integer")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise validation_error(name, f"must be between {minimum} and {maximum}")
     return value

@@ -215,6 +215,16 @@ async def test_numbers_past_a_float_and_nul_characters_are_refused(api: Api) -> 
     assert status == 200, body  # unknown fields are dropped, never stored: anything goes there
 
 
+async def test_query_integers_are_ascii_digits(api: Api) -> None:
+    for raw in ("%D9%A3", "1_0", "%201", "1%20", "+1", "0x10"):
+        status, body = await api.get(f"/v1/rooms?limit={raw}")
+        assert status == 400 and body["message"] == "Validation failed: limit must be an integer", (raw, body)
+    status, body = await api.get("/v1/rooms?limit=10&page=-1")
+    assert status == 400 and body["message"].startswith("Validation failed: page must be between"), body
+    status, body = await api.get("/v1/rooms?limit=10")
+    assert status == 200, body
+
+
 # ---- clear messages ----------------------------------------------------------------------------------------------
 
 async def test_empty_lists_and_missing_questions_are_named_clearly(tapi: Api) -> None:
