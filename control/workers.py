@@ -222,8 +222,11 @@ class WorkerHandle:
         rid = next(self.pool.ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[rid] = future
-        self.link.send({"op": op, "id": rid, **args})
-        try:
+        try:  # the send too: one that raises must not leave its future behind
+            try:
+                self.link.send({"op": op, "id": rid, **args})
+            except OverflowError:  # msgpack takes integers of 64 bits; a client's JSON may hold any
+                raise SignalingError("BAD_MESSAGE", "a number in the message is out of range") from None
             return await asyncio.wait_for(future, REQUEST_TIMEOUT)
         finally:
             self.pending.pop(rid, None)

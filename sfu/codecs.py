@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiortc.codecs import get_capabilities
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.rtcpeerconnection import is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 OPUS, VP8, H264 = "audio/opus", "video/VP8", "video/H264"
 SUPPORTED = (OPUS, VP8, H264)
@@ -50,6 +51,13 @@ def publisher_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     vp8 = [c for c in caps if c.mimeType == VP8]
     rtx = [c for c in caps if c.mimeType == "video/rtx"]
     return h264 + vp8 + rtx
+
+
+def forwards_any(kind: str, offered: list[RTCRtpCodecParameters]) -> bool:
+    """Whether a publisher's m-section offers a codec the SFU takes, matched as aiortc will match it (H.264's
+    profile and packetization mode included), so that a refusal comes before aiortc's own, unclear one."""
+    ours = [c for c in publisher_preferences(kind) if c.mimeType != "video/rtx"]
+    return any(is_codec_compatible(mine, theirs) for mine in ours for theirs in offered)
 
 
 def subscriber_preferences(kind: str, codec: CodecInfo) -> list[RTCRtpCodecCapability]:

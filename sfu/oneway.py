@@ -66,6 +66,9 @@ class ViewOnlyParticipant(SfuParticipant):
                 raise SignalingError("NEGOTIATION", "a WHEP session negotiates once")
             offer = self._description({"sdp": sdp}, "offer")
             _, parsed = self._parse_offer(offer.sdp)
+            if not any(m.kind in ("audio", "video") and m.direction in ("recvonly", "sendrecv") for m in parsed.media):
+                # nothing to play, and nothing to connect: the session would never end
+                raise SignalingError("BAD_SDP", "the offer has no audio or video m-section that receives")
             left = list(producers)
             chosen: dict[str, Producer] = {}
             directions: dict[str, str] = {}

@@ -21,7 +21,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu import rtcp
 from sfu.bwe import SubscriberEstimate, TwccFeedback, TwccSender
-from sfu.codecs import CodecInfo, publisher_preferences, same_codec, subscriber_preferences
+from sfu.codecs import CodecInfo, forwards_any, publisher_preferences, same_codec, subscriber_preferences
 from sfu.consumer import Consumer, OutSlot
 from sfu.engine import ENGINE_ERRORS
 from sfu.engine.bridge import EngineBridge
@@ -79,6 +79,7 @@ class SfuParticipant:
         self._ext: dict[str, int] = {}  # header extension ids the publisher uses (from its offer)
         self.twcc: TwccFeedback | None = None  # set when the publisher negotiated transport-wide-cc
         self.remote_candidates = 0
+        self.sdp_candidates: set[str] = set()  # the distinct candidate lines of its offers and answers
         self.rtp_dropped = 0  # RTP packets received and not forwarded: unparsable or of no stream we receive
         self.ssrcs_learned = 0  # SSRC bindings made from packets (simulcast layers, a publisher's new SSRC)
         self.ssrcs_unrouted = 0  # SSRCs the engine had no room to route (Python pushes their packets)
@@ -337,7 +338,7 @@ class SfuParticipant:
         out = []
         for track in tracks:
             source = track.get("source") if isinstance(track, dict) else None
-            if source not in SOURCE_PERMISSION:
+            if not isinstance(source, str) or source not in SOURCE_PERMISSION:  # a dict is not even hashable
                 raise SignalingError("BAD_MESSAGE", "source must be camera, microphone or screen")
             if SOURCE_PERMISSION[source] not in self.permissions:
                 raise SignalingError("FORBIDDEN", f"your role may not publish {source}")
@@ -366,6 +367,18 @@ class SfuParticipant:
         sdp, dropped = filter_sdp_candidates(sdp, self.ice)
         if dropped:
             log.info("ignored %d remote candidates outside the allowed networks", dropped)
+        if "\nm=" in sdp:
+            # aiortc would take a media description without these and then fail in a task of its own: the
+            # connection would hang in `connecting`, the client told nothing
+            for attribute, why in (("a=fingerprint:", "DTLS needs the certificate's fingerprint"),
+                                   ("a=setup:", "DTLS needs to know which side starts")):
+                if f"\n{attribute}" not in sdp:
+                    raise SignalingError("BAD_SDP", f"the {kind} has no {attribute.rstrip(':')} line: {why}")
+        # candidates in the SDP count toward the same bound as trickled ones: aioice checks every one
+        candidates = self.sdp_candidates | {line for line in sdp.splitlines() if line.startswith("a=candidate:")}
+        if len(candidates) + self.remote_candidates > MAX_REMOTE_CANDIDATES:
+            raise SignalingError("BAD_SDP", f"at most {MAX_REMOTE_CANDIDATES} candidates per connection")
+        self.sdp_candidates = candidates
         return RTCSessionDescription(sdp=sdp, type=kind)
 
     def _parse_offer(self, sdp: str) -> tuple[dict[str, OfferedMedia], SessionDescription]:
@@ -408,6 +421,11 @@ class SfuParticipant:
         for mid in declared:
             if directions.get(mid) != "recvonly":
                 raise SignalingError("BAD_MESSAGE", f"mid {mid!r} is not a sending m-section of the right kind")
+        for media in parsed.media:
+            if directions.get(media.rtp.muxId) == "recvonly" and not forwards_any(media.kind, media.rtp.codecs):
+                names = ", ".join(sorted({c.mimeType for c in media.rtp.codecs})) or "no codec"
+                raise SignalingError("UNSUPPORTED_CODEC", f"m-section {media.rtp.muxId!r} offers {names}: the server "
+                                     "forwards Opus, VP8 and H.264 (baseline, packetization-mode 1)")
         try:
             answer = await self.peer.accept_offer(offer, directions)
         except Exception as exc:  # aiortc raises ValueError/OperationError/… on SDP it cannot take
@@ -511,7 +529,7 @@ class SfuParticipant:
         address = candidate_address(line)
         if address is None or not self.ice.allows(address):
             return  # outside the allowed networks: never contacted
-        if self.remote_candidates >= MAX_REMOTE_CANDIDATES:
+        if self.remote_candidates + len(self.sdp_candidates) >= MAX_REMOTE_CANDIDATES:
             raise SignalingError("BAD_MESSAGE", f"at most {MAX_REMOTE_CANDIDATES} candidates per connection")
         self.remote_candidates += 1
         try:
@@ -771,6 +789,7 @@ class SfuParticipant:
         self._server_offer_out = self._client_may_offer = self._publish_waiting = False
         self.consumers = {}
         self.remote_candidates = 0
+        self.sdp_candidates = set()
         self.signal({"type": "restarted"})
         for producer in producers:
             if not producer.closed:

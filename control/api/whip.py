@@ -43,6 +43,10 @@ SDP_TYPE = "application/sdp"
 FRAG_TYPE = "application/trickle-ice-sdpfrag"
 PUBLISHERS = (Role.TEACHER, Role.MODERATOR, Role.ADMIN)
 QUALITIES = ("auto", "low", "medium", "high")
+# A session whose connection never came up (no m-section to connect, a DTLS that never finished) ends after this
+# long: nothing else would end it, and it would bill and stay in the roster for good. ICE's own budget is 30 s.
+CONNECT_DEADLINE_S = 45.0
+MAX_SESSIONS_PER_UID = 4  # live WHIP or WHEP sessions of one participant in one room, each kind
 STATUS_OF = {"FORBIDDEN": 403, "BAD_SDP": 400, "BAD_MESSAGE": 400, "NEGOTIATION": 409, "NOTHING_PUBLISHED": 409,
              "MEDIA_UNAVAILABLE": 503, "MEDIA_WORKER_LOST": 503}
 
@@ -60,6 +64,7 @@ class OneWay:
     session_id: str
     etag: str
     ufrag: str
+    connected: bool = False
 
 
 class OneWaySessions:
@@ -86,10 +91,28 @@ class OneWaySessions:
                 self._spawn(self.end(s, "removed"))
 
     def on_signal(self, session_id: str, message: dict[str, Any]) -> None:
-        if message.get("type") == "connection_state" and message.get("state") in ("failed", "closed"):
-            session = self.sessions.get(session_id)
-            if session is not None:
-                self._spawn(self.end(session, "disconnected"))
+        if message.get("type") != "connection_state":
+            return
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        if message.get("state") == "connected":
+            session.connected = True
+        elif message.get("state") in ("failed", "closed"):
+            self._spawn(self.end(session, "disconnected"))
+
+    def add(self, session: OneWay) -> None:
+        """A new session, ended unless its connection comes up within CONNECT_DEADLINE_S."""
+        self.sessions[session.id] = session
+        asyncio.get_running_loop().call_later(CONNECT_DEADLINE_S, self._deadline, session)
+
+    def _deadline(self, session: OneWay) -> None:
+        if not session.connected and self.sessions.get(session.id) is session:
+            log.info("%s session %s never connected: ended", session.kind.upper(), session.id)
+            self._spawn(self.end(session, "disconnected"))  # the reason webhooks document for a lost client
+
+    def count(self, room_sid: str, uid: str, kind: str) -> int:
+        return sum(1 for s in self.sessions.values() if (s.room_sid, s.uid, s.kind) == (room_sid, uid, kind))
 
     async def end(self, session: OneWay, reason: str) -> None:
         """Idempotent: the SFU participant leaves and the store session closes (unless the class closed it)."""
@@ -206,6 +229,9 @@ async def _open(request: web.Request, grant: Grant, kind: str, offer: str, track
         # Several nodes: the class's media is on its host. RFC 9725 4.5 lets the endpoint redirect (307 keeps the
         # method and the offer); the session's Location then names the host.
         raise web.HTTPTemporaryRedirect(host.url + request.rel_url.path_qs)
+    if registry.count(room.sid, me.uid, kind) >= MAX_SESSIONS_PER_UID:
+        raise ApiError(409, f"At most {MAX_SESSIONS_PER_UID} live {kind.upper()} sessions per participant: "
+                            "DELETE one first", "TOO_MANY_SESSIONS")
     customization = effective_customization(room.customization, me.customization)
     perms = permissions(Role(me.role), customization)
     session_id = secrets.token_urlsafe(12)
@@ -226,7 +252,7 @@ async def _open(request: web.Request, grant: Grant, kind: str, offer: str, track
         raise
     session = OneWay(id=session_id, kind=kind, room_sid=room.sid, room_id=room.room_id, uid=me.uid, key=key,
                      session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag=_ufrag(offer))
-    registry.sessions[session_id] = session
+    registry.add(session)
     return session, answer
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
+from control.api import whip
 from control.api.whip import SESSIONS
 from sfu.client import SyntheticVideoTrack, ToneAudioTrack
 from sfu.whip_client import WhipClient, WhipError
@@ -142,3 +144,67 @@ async def test_a_whip_session_ends_with_the_class(classroom: Classroom) -> None:
         raise AssertionError("a WHIP publish into an ended class was accepted")
     except WhipError as exc:
         assert exc.status in (401, 404, 410), exc
+
+
+EMPTY_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+
+
+async def _offer(classroom: Classroom, kind: str, direction: str) -> str:
+    pc = WhipClient(classroom.base, "", ice=classroom.svc.config.ice).pc
+    pc.addTransceiver(kind, direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def test_whep_and_whip_offers_that_could_never_connect_are_refused(classroom: Classroom) -> None:
+    """An offer with nothing to play opened a session that no connection state would ever end: it billed and stayed
+    in the roster for good. One without a fingerprint hung in `connecting` the same way."""
+    teacher = await classroom.create_room(**INGRESS)
+    encoder = WhipClient(classroom.base + "/v1/whip/physics-1", teacher, ice=classroom.svc.config.ice)
+    await encoder.publish({"microphone": ToneAudioTrack()})
+    student = await classroom.token("physics-1", "s1")
+    url = classroom.base + "/v1/whep/physics-1"
+    for sdp, why in ((EMPTY_OFFER, "receives"), (await _offer(classroom, "audio", "sendonly"), "receives"),
+                     ((await _offer(classroom, "audio", "recvonly")).replace("a=fingerprint:", "a=x-print:"),
+                      "fingerprint")):
+        status, body = await _post(url, student, sdp)
+        assert status == 400 and "BAD_SDP" in body and why in body, body
+    sdp = (await _offer(classroom, "audio", "sendonly")).replace("a=fingerprint:", "a=x-print:")
+    status, body = await _post(classroom.base + "/v1/whip/physics-1", teacher, sdp)
+    assert status == 400 and "fingerprint" in body, body
+    sessions = classroom.server.app[SESSIONS].sessions
+    assert [s.kind for s in sessions.values()] == ["whip"]  # the encoder's own
+    await encoder.close()
+
+
+async def test_one_way_sessions_are_capped_and_end_when_they_never_connect(classroom: Classroom,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whip, "CONNECT_DEADLINE_S", 3.0)
+    teacher = await classroom.create_room(**INGRESS)
+    encoder = WhipClient(classroom.base + "/v1/whip/physics-1", teacher, ice=classroom.svc.config.ice)
+    await encoder.publish({"microphone": ToneAudioTrack()})
+    await encoder.wait_connected()
+    student = await classroom.token("physics-1", "s1")
+    url = classroom.base + "/v1/whep/physics-1"
+    offer = await _offer(classroom, "audio", "recvonly")  # answered, never connected: nobody runs its ICE
+    for _ in range(whip.MAX_SESSIONS_PER_UID):
+        status, body = await _post(url, student, offer)
+        assert status == 201, body
+    status, body = await _post(url, student, offer)
+    assert status == 409 and "TOO_MANY_SESSIONS" in body, body
+    sessions = classroom.server.app[SESSIONS].sessions
+    assert sum(s.uid == "s1" for s in sessions.values()) == whip.MAX_SESSIONS_PER_UID
+    room = await classroom.svc.store.get_room(classroom.org.id, "physics-1")
+    assert room is not None
+    for _ in range(200):  # the deadline ends them: the registry's entries and the sessions that bill
+        active = {p.uid for p in await classroom.svc.store.active_participants(room.sid)}
+        if active == {"teacher"} and not any(s.uid == "s1" for s in sessions.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert active == {"teacher"}
+    assert [s.uid for s in sessions.values()] == ["teacher"]  # the encoder connected: it stays
+    status, body = await _post(url, student, offer)
+    assert status == 201, body  # room for new ones again
+    await encoder.close()
