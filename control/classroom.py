@@ -445,6 +445,8 @@ class Classroom:
 
     async def set_muted(self, org: Org, room_id: str, uid: str, muted: bool) -> dict[str, Any]:
         room, participant = await self._live_participant(org, room_id, uid)
+        if participant.removed:  # gone for good: a mute would announce a change nobody can see
+            raise ApiError(403, "Participant was removed from this room", "PARTICIPANT_REMOVED")
         await self._apply_mute(room, participant, muted)
         return {"roomId": room.room_id, "uid": uid, "muted": muted}
 

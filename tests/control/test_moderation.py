@@ -28,6 +28,11 @@ async def test_kick_closes_sessions_blocks_rejoin_and_emits(api: Api) -> None:
     with pytest.raises(ApiError) as err:
         await api.svc.classroom.open_session(room.sid, "s1")
     assert err.value.code == "PARTICIPANT_REMOVED"
+    api.events.clear()  # nor muted: a mute would announce a change to a participant nobody sees
+    for action in ("mute", "unmute"):
+        status, body = await api.post(f"/v1/room/math-101/participants/s1/{action}")
+        assert (status, body["code"]) == (403, "PARTICIPANT_REMOVED"), body
+    assert not api.events
 
 
 async def test_mute_unmute_and_mute_all(api: Api) -> None:

@@ -194,6 +194,11 @@ async def test_an_ended_class_refuses_its_tokens(tapi: Api) -> None:
     resp = await tapi.client.post("/v1/ai-tutor/chat", json={"roomId": "math-101", "text": "hello?"},
                                   headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 410
+    for path in ("/v1/ai-tutor/chat", "/v1/ai-tutor/chat/stream"):  # the integrator's backend: the same
+        status, body = await tapi.post(path, chat_body(tapi))
+        assert (status, body["code"]) == (410, "ROOM_ENDED"), body
+    status, body = await tapi.get("/v1/ai-tutor/usage/math-101")
+    assert status == 200, body  # what happened stays readable
 
 
 async def test_topic_rest_validation(tapi: Api) -> None:
