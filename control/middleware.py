@@ -103,7 +103,8 @@ async def org_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             request[ORG] = org
             request[GRANT] = grant
             return await handler(request)
-        org_id = request.headers.get("VF-ORG-ID", "").strip()
+        given = request.headers.getall("VF-ORG-ID", [])
+        org_id = given[0].strip() if len(given) == 1 else ""  # two are ambiguous: neither is taken
         if not org_id or len(org_id) > 64 or not (org_id.isascii() and org_id.isprintable()):
             raise unauthorized()  # ids are printable ASCII; other bytes reach us as surrogates, unstorable
         org = await request.app[SERVICES].store.get_org(org_id)

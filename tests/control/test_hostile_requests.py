@@ -117,6 +117,15 @@ async def test_raw_bytes_in_the_organization_or_token_header_are_401(tapi: Api) 
     assert status == 401 and json.loads(body)["code"] == "INVALID_TOKEN", body
 
 
+async def test_two_organization_headers_are_401_not_the_first_one(api: Api) -> None:
+    other = await api.svc.store.create_org("Other School", 10, api.clock.now_ms())
+    head = _head("GET", "/v1/billing/balance", {"VF-ORG-ID": api.org.id})
+    status, body = await _raw(api, head.replace(b"\r\n\r\n", f"\r\nVF-ORG-ID: {other.id}\r\n\r\n".encode()))
+    assert status == 401, body
+    status, body = await _raw(api, head)
+    assert status == 200, body
+
+
 # ---- dates -------------------------------------------------------------------------------------------------------
 
 async def test_the_calendars_last_day_is_a_validation_error(tapi: Api) -> None:
