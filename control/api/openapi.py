@@ -109,10 +109,10 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
     "/v1/room/{roomId}/participants/{uid}/mute": {"post": {
         "summary": "Mute a participant (classcast addition)", "parameters": [ROOM_ID, UID],
-        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 403, 404, 410)}}},
     "/v1/room/{roomId}/participants/{uid}/unmute": {"post": {
         "summary": "Unmute a participant (classcast addition)", "parameters": [ROOM_ID, UID],
-        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 404, 410)}}},
+        "responses": {"200": _ok("Moderation"), **_errors(400, 401, 403, 404, 410)}}},
     "/v1/room/{roomId}/mute-all": {"post": {
         "summary": "Mute every participant, optionally except some uids (classcast addition)", "parameters": [ROOM_ID],
         "requestBody": _json_body("MuteAll", required=False),
@@ -144,12 +144,12 @@ PATHS: dict[str, Any] = {
         "summary": "Ask the AI tutor, with class context (seed 003). VF-ORG-ID or a participant Bearer token",
         "security": [{"orgId": []}, {"participantToken": []}], "requestBody": _json_body("TutorChat"),
         "responses": {"200": _resp("Answer", {"$ref": "#/components/schemas/TutorAnswer"}),
-                      **_errors(400, 401, 402, 403, 404, 413, 500)}}},
+                      **_errors(400, 401, 402, 403, 404, 410, 413, 500)}}},
     "/v1/ai-tutor/chat/stream": {"post": {
         "summary": "The same, streamed as Server-Sent Events: text chunks, a usage chunk, then [DONE] (seed 003)",
         "security": [{"orgId": []}, {"participantToken": []}], "requestBody": _json_body("TutorChat"),
         "responses": {"200": {"description": "SSE stream", "content": {"text/event-stream": {"schema": STR}}},
-                      **_errors(400, 401, 402, 403, 404, 413, 500)}}},
+                      **_errors(400, 401, 402, 403, 404, 410, 413, 500)}}},
     "/v1/ai-tutor/summary/{roomId}": {"get": {
         "summary": "Class summary and the most frequent questions, paraphrases grouped (seed 003)",
         "security": [{"orgId": []}, {"participantToken": []}], "parameters": [ROOM_ID],
@@ -186,7 +186,7 @@ PATHS: dict[str, Any] = {
     "/v1/whip/{roomId}": {"post": {
         "summary": "WHIP ingest (RFC 9725): publish an encoder's offer as the class's teacher; needs allowIngress",
         "security": [{"participantToken": []}], "parameters": [ROOM_ID], "requestBody": SDP_BODY,
-        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 410, 413, 415)}}},
+        "responses": {"201": CREATED_SDP, **_errors(400, 401, 403, 404, 409, 410, 413, 415)}}},
     "/v1/whip/{roomId}/{sessionId}": {
         "patch": {"summary": "Trickle ICE candidates (application/trickle-ice-sdpfrag); ICE restart is 422",
                   "security": [{"participantToken": []}], "parameters": [ROOM_ID, SESSION_ID],
