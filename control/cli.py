@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from control import operator_cli as operator
 from control.clock import Clock
 from control.config import Config, effective
@@ -62,6 +64,26 @@ def banner(config: Config, org: Org, created: bool) -> str:
     ])
 
 
+def lock_data_dir(config: Config) -> int:
+    """An exclusive lock on the data dir, or SystemExit: a second server on the same dir ran its crash recovery
+    before failing to bind, and closed the live sessions of the first. Returns the lock's file descriptor (not
+    inherited by child processes; the kernel lets go when this process ends, however it ends)."""
+    import fcntl
+
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(config.data_dir / "classcast.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SystemExit(f"classcast cannot use CLASSCAST_DATA_DIR {str(config.data_dir)!r}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"another classcast server uses the data dir {str(config.data_dir)!r}: stop it first "
+                         "(classcast drain), or give this one a CLASSCAST_DATA_DIR of its own") from None
+    return fd
+
+
 def pid_file(config: Config) -> Path:
     """Where `serve` writes its process id, for `classcast drain`."""
     return config.data_dir / "classcast.pid"
@@ -76,21 +98,26 @@ async def _serve(config: Config) -> None:
     from control.turn import Relay, reachability_warnings
 
     log = logging.getLogger("classcast")
+    _lock = lock_data_dir(config)  # held until the process ends (closing it would let a second server in)
     for warning in reachability_warnings(config):
         log.warning("%s", warning)
     relay: Relay | None = None
-    if config.turn.mode == "embedded":  # before the site opens, so no `joined` names a relay that is not there
-        relay = Relay(config.turn, config.ice, config.data_dir)
-        await relay.start()
-    app = await create_app(config)
-    svc = app[SERVICES]
-    org, created = await ensure_demo_org(svc.store, config, svc.clock)
-    # A request still running when the server stops gets this long to end (aiohttp's default is 60 s, then 60 more
-    # once cancelled): SIGINT stops at once, and SIGTERM has drained the classes by then.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=STOP_REQUESTS_S)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    try:
+        if config.turn.mode == "embedded":  # before the site opens, so no `joined` names a relay that is not there
+            relay = Relay(config.turn, config.ice, config.data_dir)
+            await relay.start()
+        app = await create_app(config)
+        svc = app[SERVICES]
+        org, created = await ensure_demo_org(svc.store, config, svc.clock)
+        # A request still running when the server stops gets this long to end (aiohttp's default is 60 s, then 60
+        # more once cancelled): SIGINT stops at once, and SIGTERM has drained the classes by then.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=STOP_REQUESTS_S)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+    except STARTUP_ERRORS as exc:  # a port in use, a data dir that is a file, a database URL that does not parse
+        log.debug("start-up failed", exc_info=True)
+        raise SystemExit(f"classcast cannot start: {exc}") from None
     # Start-up objects (modules, the app, models' tables) live as long as the process: frozen, a full collection
     # walks only what classes create (at start-up ~117,000 objects, about 30-60 ms of every full collection here).
     gc.freeze()
@@ -137,6 +164,9 @@ async def _serve(config: Config) -> None:
 
 
 STOP_REQUESTS_S = 5.0
+# Errors of start-up that are the settings' or the machine's, not a defect: one line, no traceback (it is logged at
+# debug). SQLAlchemy's, for a database URL that does not parse or a database that does not answer.
+STARTUP_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, SQLAlchemyError)
 STOP_BOUND_S = 20.0  # the whole stop (requests, classes' connections, SFU workers, sinks, the store): then it exits
 
 
@@ -161,7 +191,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     from control.logs import setup_logging
 
-    setup_logging(args.log_level)
+    try:
+        setup_logging(args.log_level)
+    except ValueError as exc:
+        return _fail(f"--log-level: {exc}")
     uvloop.run(_serve(config))
     return 0
 
@@ -299,6 +332,18 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     return 1 if warnings else 0
 
 
+def _is_server(pid: int) -> bool:
+    """Whether `pid` is a process running `classcast serve` (by its command line: a pid file outlives a server
+    killed with SIGKILL, and its number may since belong to anything)."""
+    if pid <= 1:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in argv and any(b"classcast" in part or part == b"control.cli" for part in argv)
+
+
 def cmd_drain(args: argparse.Namespace, config: Config) -> int:
     """SIGTERM to the server of this data dir: it drains (control/drain.py); `--wait` waits for it to exit."""
     path = pid_file(config)
@@ -306,6 +351,8 @@ def cmd_drain(args: argparse.Namespace, config: Config) -> int:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return _fail(f"no running server found ({path} is missing or unreadable)")
+    if not _is_server(pid):  # 0 or -1 would signal a process group or every process; a stale pid, a stranger
+        return _fail(f"pid {pid} in {path} is not a running classcast server (a stale file?)")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

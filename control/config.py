@@ -9,37 +9,60 @@ environment wins, and refuses a key no variable has.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from control.ratelimit import RateLimits
 from control.turn import TurnConfig
 from sfu.ice import IceConfig
 
+N = TypeVar("N", int, float)
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int | None = None, high: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+    return _within(name, raw, value, low, high)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, low: float | None = None,
+           high: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):  # nan slept forever, inf overflowed, both silently
+        raise SystemExit(f"{name} must be a finite number, got {raw!r}")
+    return _within(name, raw, value, low, high)
+
+
+def _within(name: str, raw: str, value: N, low: float | None, high: float | None) -> N:
+    """A setting out of its range stops the server with one line: a negative token lifetime issued tokens that
+    were already expired, a tick of 0 spun a core, a port of 70000 listened on 4464."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f"at least {low}" if low is not None else f"at most {high}")
+        raise SystemExit(f"{name} must be {bounds}, got {raw!r}")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    """Set but empty is unset: `CLASSCAST_HOST=` listened on every interface, not on the default 127.0.0.1."""
+    return env.get(name, "").strip() or default
 
 
 def _sfu_workers(env: Mapping[str, str]) -> int:
@@ -48,13 +71,13 @@ def _sfu_workers(env: Mapping[str, str]) -> int:
     try:
         return worker_count(env.get("CLASSCAST_SFU_WORKERS"))
     except ValueError:
-        raise ValueError("CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'") from None
+        raise SystemExit("CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'") from None
 
 
 def _ice(env: Mapping[str, str]) -> IceConfig:
     try:
         return IceConfig.from_env(env)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: CLASSCAST_ICE_SERVERS=5, JSON but not a list
         raise SystemExit(f"ICE configuration: {exc}") from exc
 
 
@@ -104,15 +127,15 @@ class TutorConfig:
             llm_model=env.get("CLASSCAST_LLM_MODEL", "") or cls.llm_model,
             llm_api_key=env.get("CLASSCAST_LLM_API_KEY", ""),
             llm_images=_bool(env, "CLASSCAST_LLM_IMAGES", False),
-            llm_timeout_s=_float(env, "CLASSCAST_LLM_TIMEOUT", 120.0),
-            llm_threads=_int(env, "CLASSCAST_LLM_THREADS", 1),
-            max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256),
-            context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024),
-            transcript_window_s=_int(env, "CLASSCAST_TUTOR_TRANSCRIPT_WINDOW", 300),
+            llm_timeout_s=_float(env, "CLASSCAST_LLM_TIMEOUT", 120.0, 0.1),
+            llm_threads=_int(env, "CLASSCAST_LLM_THREADS", 1, 1),
+            max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256, 1),
+            context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024, 1),
+            transcript_window_s=_int(env, "CLASSCAST_TUTOR_TRANSCRIPT_WINDOW", 300, 0),
             tokens_per_credit=max(1, _int(env, "CLASSCAST_AI_TOKENS_PER_CREDIT", 1000)),
             transcription=_bool(env, "CLASSCAST_TRANSCRIPTION", False),
-            transcribe_chunk_s=_float(env, "CLASSCAST_TRANSCRIBE_CHUNK", 15.0),
-            speech_threads=_int(env, "CLASSCAST_SPEECH_THREADS", 1),
+            transcribe_chunk_s=_float(env, "CLASSCAST_TRANSCRIBE_CHUNK", 15.0, 1.0),
+            speech_threads=_int(env, "CLASSCAST_SPEECH_THREADS", 1, 1),
             whisper_model=env.get("CLASSCAST_WHISPER_MODEL", ""),
         )
 
@@ -207,46 +230,46 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
-        host = env.get("CLASSCAST_HOST", "127.0.0.1")
-        port = _int(env, "CLASSCAST_PORT", 8080)
+        host = _text(env, "CLASSCAST_HOST", "127.0.0.1")
+        port = _int(env, "CLASSCAST_PORT", 8080, 0, 65535)
         return cls(
             host=host,
             port=port,
-            data_dir=Path(env.get("CLASSCAST_DATA_DIR", "data")),
+            data_dir=Path(_text(env, "CLASSCAST_DATA_DIR", "data")),
             public_url=env.get("CLASSCAST_PUBLIC_URL", ""),
             database_url=env.get("CLASSCAST_DATABASE_URL", ""),
             redis_url=env.get("CLASSCAST_REDIS_URL", ""),
             node_url=env.get("CLASSCAST_NODE_URL", ""),
-            node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 5.0),
+            node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 5.0, 0.1),
             secret=env.get("CLASSCAST_SECRET", ""),
             secret_file=env.get("CLASSCAST_SECRET_FILE", ""),
             recordings_dir=env.get("CLASSCAST_RECORDINGS_DIR", ""),
-            token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600),
-            tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0),
-            demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000),
-            credit_rate=_float(env, "CLASSCAST_CREDIT_RATE", 0.01),
-            currency=env.get("CLASSCAST_CURRENCY", "USD"),
-            reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0),
+            token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600, 1),
+            tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0, 0.01),
+            demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000, 0),
+            credit_rate=_float(env, "CLASSCAST_CREDIT_RATE", 0.01, 0.0),
+            currency=_text(env, "CLASSCAST_CURRENCY", "USD"),
+            reconnect_grace_s=_float(env, "CLASSCAST_RECONNECT_GRACE", 10.0, 0.0),
             ice=_ice(env),
             tutor=TutorConfig.from_env(env),
-            recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600),
+            recording_ttl_s=_int(env, "CLASSCAST_RECORDING_TTL", 6 * 3600, 0),
             metrics=_bool(env, "CLASSCAST_METRICS", True),
             webhooks=WebhookConfig.from_env(env),
-            credits_low=_int(env, "CLASSCAST_CREDITS_LOW", 1000),
-            drain_timeout_s=_float(env, "CLASSCAST_DRAIN_TIMEOUT", 3600.0),
+            credits_low=_int(env, "CLASSCAST_CREDITS_LOW", 1000, 0),
+            drain_timeout_s=_float(env, "CLASSCAST_DRAIN_TIMEOUT", 3600.0, 0.0),
             rate_limits=RateLimits(
-                room_create_per_org=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ORG", RateLimits.room_create_per_org),
+                room_create_per_org=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ORG", RateLimits.room_create_per_org, 0),
                 room_create_per_address=_int(env, "CLASSCAST_RATE_ROOM_CREATE_ADDRESS",
-                                             RateLimits.room_create_per_address),
-                join_per_org=_int(env, "CLASSCAST_RATE_JOIN_ORG", RateLimits.join_per_org),
-                join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address),
+                                             RateLimits.room_create_per_address, 0),
+                join_per_org=_int(env, "CLASSCAST_RATE_JOIN_ORG", RateLimits.join_per_org, 0),
+                join_per_address=_int(env, "CLASSCAST_RATE_JOIN_ADDRESS", RateLimits.join_per_address, 0),
             ),
             turn=TurnConfig.from_env(env),
             sfu_workers=_sfu_workers(env),
-            sfu_worker_capacity=_int(env, "CLASSCAST_SFU_WORKER_CAPACITY", 300),
-            node_capacity=_int(env, "CLASSCAST_NODE_CAPACITY", -1),
+            sfu_worker_capacity=_int(env, "CLASSCAST_SFU_WORKER_CAPACITY", 300, 0),
+            node_capacity=_int(env, "CLASSCAST_NODE_CAPACITY", -1, -1),
             relay_host=env.get("CLASSCAST_RELAY_HOST", ""),
-            relay_test_loss=_float(env, "CLASSCAST_RELAY_TEST_LOSS", 0.0),
+            relay_test_loss=_float(env, "CLASSCAST_RELAY_TEST_LOSS", 0.0, 0.0, 1.0),
         )
 
     @classmethod

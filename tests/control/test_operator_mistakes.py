@@ -1,0 +1,103 @@
+"""What an operator gets wrong: a setting out of range, a second server on one data dir, a stale pid file, a port
+in use. Each stops with one clear line and harms nothing that runs (a probe of `classcast serve` found tracebacks,
+silently wrong values, a second server that closed the first one's live sessions, and a drain that signalled
+whatever process had the pid)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from control.cli import main
+from control.config import Config
+from tests.control.serverproc import Server, free_port
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CLASSCAST_PORT", "70000", "CLASSCAST_PORT must be between 0 and 65535, got '70000'"),
+    ("CLASSCAST_TICK_INTERVAL", "0", "CLASSCAST_TICK_INTERVAL must be at least 0.01"),
+    ("CLASSCAST_TOKEN_TTL", "-100", "CLASSCAST_TOKEN_TTL must be at least 1"),
+    ("CLASSCAST_CREDIT_RATE", "nan", "CLASSCAST_CREDIT_RATE must be a finite number"),
+    ("CLASSCAST_DRAIN_TIMEOUT", "inf", "CLASSCAST_DRAIN_TIMEOUT must be a finite number"),
+    ("CLASSCAST_DEMO_CREDITS", "-5", "CLASSCAST_DEMO_CREDITS must be at least 0"),
+    ("CLASSCAST_RATE_JOIN_ORG", "-5", "CLASSCAST_RATE_JOIN_ORG must be at least 0"),
+    ("CLASSCAST_SFU_WORKERS", "abc", "CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'"),
+    ("CLASSCAST_ICE_SERVERS", "5", "ICE configuration: "),
+])
+def test_settings_out_of_range_stop_with_one_line(name: str, value: str, says: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        Config.from_env({name: value})
+    assert str(stop.value.code).startswith(says), stop.value.code
+
+
+def test_an_empty_setting_is_its_default() -> None:
+    """`CLASSCAST_HOST=` (a variable of a unit file left blank) listened on every interface."""
+    config = Config.from_env({"CLASSCAST_HOST": "", "CLASSCAST_DATA_DIR": " ", "CLASSCAST_CURRENCY": ""})
+    assert (config.host, config.data_dir, config.currency) == ("127.0.0.1", Path("data"), "USD")
+
+
+def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "control.cli", "serve"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "CLASSCAST_SFU_WORKERS": "0", **env})
+
+
+def test_start_up_mistakes_are_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for env, says in (
+                ({"CLASSCAST_DATA_DIR": str(tmp_path / "d1"), "CLASSCAST_PORT": port}, "address already in use"),
+                ({"CLASSCAST_DATA_DIR": str(a_file), "CLASSCAST_PORT": str(free_port())},
+                 "cannot use CLASSCAST_DATA_DIR"),
+                ({"CLASSCAST_DATA_DIR": str(tmp_path / "d2"), "CLASSCAST_DATABASE_URL": "abc"}, "cannot start")):
+            done = _serve(env)
+            assert done.returncode != 0 and says in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+
+
+async def test_a_second_server_on_the_same_data_dir_leaves_the_first_alone(tmp_path: Path) -> None:
+    first = Server(tmp_path / "data", tmp_path / "first.log", {"CLASSCAST_RECONNECT_GRACE": "0"})
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{first.base}/v1/room/create", headers={"VF-ORG-ID": first.org}, json={
+                    "roomId": "live1", "title": "Live", "participant": {"uid": "t1", "name": "Ada",
+                                                                        "role": "TEACHER"}}) as resp:
+                token = (await resp.json())["data"]["token"]
+            async with http.ws_connect(f"{first.base.replace('http', 'ws')}/v1/rtc?token={token}") as ws:
+                await ws.send_str('{"type": "join"}')
+                while (await ws.receive_json(timeout=30))["type"] != "joined":
+                    pass
+                second = await asyncio.to_thread(_serve, {"CLASSCAST_DATA_DIR": str(first.data_dir),
+                                                          "CLASSCAST_PORT": str(free_port())})
+                assert second.returncode != 0 and "another classcast server uses the data dir" in second.stderr, \
+                    second.stderr
+                async with http.get(f"{first.base}/v1/room/live1/status", headers={"VF-ORG-ID": first.org}) as resp:
+                    status = (await resp.json())["data"]
+                assert status["participantCount"] == 1 and status["hasTeacher"] is True, status
+    finally:
+        first.stop()
+
+
+def test_drain_signals_only_a_classcast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CLASSCAST_DATA_DIR", str(tmp_path))
+    stranger = subprocess.Popen(["sleep", "60"])  # what a stale pid file's number may belong to now
+    try:
+        for pid in (str(stranger.pid), "0", "-1"):
+            (tmp_path / "classcast.pid").write_text(f"{pid}\n")
+            assert main(["drain"]) == 2
+            assert "is not a running classcast server" in capsys.readouterr().err
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
