@@ -104,7 +104,9 @@ class DownloadSigner:
         return expires, self.signature(file_id, expires)
 
     def check(self, file_id: str, expires: str, signature: str) -> None:
-        if not expires.isdigit() or not hmac.compare_digest(self.signature(file_id, int(expires)), signature):
+        # isdigit() alone took "²" and 5000 digits (int() refuses both: 500); compare_digest takes ASCII text only
+        well_formed = expires.isascii() and expires.isdigit() and len(expires) <= 12 and signature.isascii()
+        if not well_formed or not hmac.compare_digest(self.signature(file_id, int(expires)), signature):
             raise ApiError(403, "Invalid download signature", "INVALID_SIGNATURE")
         if int(expires) < self.clock.now_ms() // 1000:
             raise ApiError(403, "Download link expired", "LINK_EXPIRED")

@@ -80,6 +80,8 @@ def query_int(request: web.Request, name: str, *, default: int, minimum: int, ma
     digits = raw[1:] if raw[:1] == "-" else raw
     if not (digits.isascii() and digits.isdigit()):  # int() would take " 1", "1_0" and Arabic-Indic digits
         raise validation_error(name, "must be an integer")
+    if len(digits) > 18:  # and refuse 4300 digits and more with a ValueError of its own
+        raise validation_error(name, f"must be between {minimum} and {maximum}")
     value = int(raw)
     if not minimum <= value <= maximum:
         raise validation_error(name, f"must be between {minimum} and {maximum}")

@@ -38,6 +38,10 @@ IDLE_LOOK_S = 30.0
 # result ("delivered" | "retry" | "gave_up"), seconds the attempt took
 ResultHook = Callable[[str, float], None]
 
+CONNECTIONS = 256  # to every receiver at once
+CONNECTIONS_PER_HOST = 8  # to one receiver: an organization has at most 20 endpoints (control/api/webhooks.py)
+ANSWER_READ_MAX = 64 * 1024  # of a receiver's answer body, read then dropped
+
 
 def backoff_s(config: WebhookConfig, attempts: int) -> float:
     """Seconds before attempt `attempts + 1`: base x 2^(attempts-1), capped, with +-10 % jitter so many failed
@@ -58,8 +62,12 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        """One pool for every organization's receivers, with a share per host: 100 connections in all let one
+        organization's slow endpoints hold every slot, and another's delivery spent its timeout waiting for one."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
+            connector = aiohttp.TCPConnector(limit=CONNECTIONS, limit_per_host=CONNECTIONS_PER_HOST)
+            self._session = aiohttp.ClientSession(connector=connector,
+                                                  timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
         return self._session
 
     async def start(self) -> None:
@@ -126,7 +134,9 @@ class Dispatcher:
         headers = signing.headers(delivery.secret, delivery.event_id, int(time.time()), body)
         try:
             async with self._client().post(delivery.url, data=body, headers=headers, allow_redirects=False) as resp:
-                await resp.read()
+                # The status is the answer; of the body, a little is read so a small one keeps the connection
+                # for the next delivery. All of it was read once: a receiver's 50 MB answer was 50 MB of ours.
+                await resp.content.read(ANSWER_READ_MAX)
                 return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
         except TimeoutError:
             return None, f"no answer within {self.config.timeout_s:g} s"
@@ -148,7 +158,12 @@ class Dispatcher:
         else:
             result, state = "retry", "pending"
             next_at = now + int(backoff_s(self.config, attempts) * 1000)
-        await self.db.finish_attempt(delivery.id, status=state, attempts=attempts, next_attempt_at=next_at,
-                                     http_status=status, error=error, now=now)
+        try:
+            await self.db.finish_attempt(delivery.id, status=state, attempts=attempts, next_attempt_at=next_at,
+                                         http_status=status, error=error, now=now)
+        except Exception as exc:  # a busy database: the claim's lease runs out and the event is sent again
+            log.warning("webhook %s: the outcome of attempt %d (%s) could not be recorded, it will be sent again: "
+                        "%s", delivery.event_id, attempts, result, exc)
+            return
         if self.on_result is not None:
             self.on_result(result, time.perf_counter() - started)

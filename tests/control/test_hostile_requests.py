@@ -228,10 +228,19 @@ async def test_query_integers_are_ascii_digits(api: Api) -> None:
     for raw in ("%D9%A3", "1_0", "%201", "1%20", "+1", "0x10"):
         status, body = await api.get(f"/v1/rooms?limit={raw}")
         assert status == 400 and body["message"] == "Validation failed: limit must be an integer", (raw, body)
+    status, body = await api.get("/v1/rooms?page=" + "9" * 4400)
+    assert status == 400 and body["message"].startswith("Validation failed: page must be between"), body
     status, body = await api.get("/v1/rooms?limit=10&page=-1")
     assert status == 400 and body["message"].startswith("Validation failed: page must be between"), body
     status, body = await api.get("/v1/rooms?limit=10")
     assert status == 200, body
+
+
+async def test_odd_download_signatures_are_403(api: Api) -> None:
+    for query in ("expires=%C2%B2&sig=00", "expires=" + "9" * 5000 + "&sig=00", "expires=1&sig=%C3%A9",
+                  "expires=99999999999&sig=" + "0" * 64):
+        resp = await api.client.get(f"/recordings/RF_abcdefABCDEF?{query}")  # well formed, unknown
+        assert resp.status == 403 and (await resp.json())["code"] == "INVALID_SIGNATURE", query
 
 
 # ---- clear messages ----------------------------------------------------------------------------------------------

@@ -235,6 +235,35 @@ async def test_test_send_reports_the_receivers_answer(api: Api, receiver: Receiv
     assert body["data"]["delivered"] is False and body["data"]["error"] == "HTTP 500"
 
 
+async def test_a_receivers_endless_answer_is_not_read_to_its_end(api: Api, aiohttp_server: Any) -> None:
+    """The dispatcher read every answer whole: 50 MB from a receiver was 50 MB of the server's memory, and one that
+    never ended made every delivery to it time out although it had said 200."""
+    sent = 0
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        await request.read()
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        try:
+            while sent < 200 << 20:
+                await resp.write(b"x" * (1 << 20))
+                sent += 1 << 20
+        except ConnectionError:
+            pass  # the dispatcher hung up: what it should do
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    ep = await _register(api, f"http://127.0.0.1:{server.port}/hook")
+    started = time.monotonic()
+    status, body = await api.post(f"/v1/webhooks/{ep['id']}/test")
+    assert status == 200 and body["data"]["delivered"] is True and body["data"]["status"] == 200, body
+    assert time.monotonic() - started < api.svc.config.webhooks.timeout_s
+    assert sent < 64 << 20  # it stopped reading long before the receiver would have stopped writing
+
+
 async def test_two_dispatchers_on_one_database_send_each_attempt_once(api: Api, receiver: Receiver) -> None:
     """A district's nodes share the database: each due attempt is claimed by one of them.
 
