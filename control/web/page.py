@@ -92,8 +92,15 @@ async def iframe_live(request: web.Request) -> web.Response:
     try:
         grant = await svc.auth.validate(token)
     except ApiError as exc:
+        # A token we signed (a class that ended, a participant removed, a token past its time) names its
+        # organization: its page in the school's iframe may then be shown there, with its message, instead of
+        # the browser's "refused to connect". A token we did not sign gets 'self' only.
+        try:
+            signed_org = await svc.store.get_org(svc.auth.decode(token).org_id)
+        except ApiError:
+            signed_org = None
         return web.Response(text=_error_page(exc.code), status=exc.status, content_type="text/html",
-                            headers=_headers(None))
+                            headers=_headers(signed_org))
     org = await svc.store.get_org(grant.room.org_id)
     customization = effective_customization(grant.room.customization, grant.participant.customization)
     perms = sorted(p.value for p in permissions(Role(grant.participant.role), customization))

@@ -113,3 +113,20 @@ async def test_iframe_frame_ancestors_come_from_verified_domains(api: Api) -> No
     resp = await api.client.get("/iframe/live", params={"token": data["token"]})
     csp = resp.headers["Content-Security-Policy"]
     assert "frame-ancestors 'self' https://school.example https://*.school.example" in csp
+
+
+async def test_a_signed_tokens_error_page_may_show_in_the_schools_frame(api: Api) -> None:
+    """The class ended or the token expired: the school's iframe shows our page saying so, not the browser's
+    "refused to connect" (its frame-ancestors named only 'self'). A token we never signed still gets 'self'."""
+    await api.svc.store.add_domain(api.org.id, "school.example", api.clock.now_ms())
+    data = await api.create_room()
+    assert (await api.delete("/v1/room/math-101"))[0] == 200
+    resp = await api.client.get("/iframe/live", params={"token": data["token"]})
+    assert resp.status == 410 and "ROOM_ENDED" in await resp.text()
+    assert "frame-ancestors 'self' https://school.example https://*.school.example" in \
+        resp.headers["Content-Security-Policy"]
+    forged = data["token"][:-4] + ("AAAA" if not data["token"].endswith("AAAA") else "BBBB")
+    resp = await api.client.get("/iframe/live", params={"token": forged})
+    assert resp.status == 401
+    assert "frame-ancestors 'self';" in resp.headers["Content-Security-Policy"] + ";"
+    assert "school.example" not in resp.headers["Content-Security-Policy"]
