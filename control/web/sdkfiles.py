@@ -14,6 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from control.errors import ApiError
+
 SDK_DIR = Path(__file__).parent / "sdk"
 SDK_FILE = SDK_DIR / "classcast.js"
 TYPES_FILE = SDK_DIR / "dist" / "classcast.d.ts"
@@ -49,9 +51,15 @@ async def preflight(_request: web.Request) -> web.Response:
                                              "Access-Control-Allow-Headers": "*", "Access-Control-Max-Age": "86400"})
 
 
+async def unknown(request: web.Request) -> web.Response:
+    raise ApiError(404, "No such SDK file: /sdk/classcast.js, /sdk/classcast.d.ts or /sdk/classcast-<version>.js",
+                   "NOT_FOUND")
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/sdk/classcast.js", sdk)
     r.add_get("/sdk/classcast.d.ts", sdk_types)
     r.add_get(r"/sdk/classcast-{version:[0-9A-Za-z.+-]+}.js", sdk_versioned)
+    r.add_get("/sdk/{name}", unknown)  # after the files: any other name is 404, not the OPTIONS route's 405
     r.add_route("OPTIONS", "/sdk/{name}", preflight)

@@ -243,6 +243,13 @@ async def test_odd_download_signatures_are_403(api: Api) -> None:
         assert resp.status == 403 and (await resp.json())["code"] == "INVALID_SIGNATURE", query
 
 
+async def test_an_unknown_sdk_file_is_404(api: Api) -> None:
+    for name in ("nope.js", "classcast.map"):
+        resp = await api.client.get(f"/sdk/{name}")
+        assert resp.status == 404 and (await resp.json())["code"] == "NOT_FOUND", name
+    assert (await api.client.options("/sdk/nope.js")).status != 405  # preflights still answered
+
+
 # ---- clear messages ----------------------------------------------------------------------------------------------
 
 async def test_empty_lists_and_missing_questions_are_named_clearly(tapi: Api) -> None:
