@@ -31,6 +31,7 @@ from control.classroom import HEARTBEAT_KEY, Classroom
 from control.placement import Placement
 from control.presence import Entry, Presence
 from control.store.records import Session
+from control.store.store import DATABASE_UNAVAILABLE
 
 log = logging.getLogger("classcast.failover")
 
@@ -74,6 +75,8 @@ class Failover:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
+            except DATABASE_UNAVAILABLE as exc:  # locked or unreachable: the next beat tries again (operations.md)
+                log.warning("failover sweep waits for the database: %s", str(exc).splitlines()[0][:200])
             except Exception:
                 log.exception("failover sweep failed")
 

@@ -62,7 +62,7 @@ def setup(app: web.Application, drain: Any) -> None:
             "database": await _database(request.app),
             "recorder": _recorder(request.app),
             "sfu": _sfu(request.app),
-            "draining": {"ok": not drain.draining},
+            "draining": {"ok": not drain.draining, **({"error": "the node is draining"} if drain.draining else {})},
         }
         ready = all(c["ok"] for c in checks.values())
         return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks},

@@ -9,12 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from sqlalchemy import exc as sa_exc
 
 from control import strictjson, validation
 from control.api.common import GRANT, ORG
 from control.errors import ApiError, error_body, unauthorized
 from control.services import SERVICES
+from control.store.store import DATABASE_UNAVAILABLE
 
 log = logging.getLogger("classcast.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -24,8 +24,6 @@ PUBLIC_V1 = ("/v1/openapi.json", "/v1/rtc")
 # /v1 paths a browser may call with `Authorization: Bearer <participant token>` instead of VF-ORG-ID, which must
 # never reach a browser. The organization is then the token's.
 BEARER_V1 = ("/v1/ai-tutor/", "/v1/whip/", "/v1/whep/")  # the last two: WHIP/WHEP (control/api/whip.py)
-# What a store call raises when the database is locked, down or out of connections (not a bug in the request).
-DATABASE_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 _RID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HTTP_MESSAGES = {
     404: ("Not found", "NOT_FOUND"),

@@ -102,6 +102,10 @@ class TurnConfig:
         cert, key = env.get("CLASSCAST_TURN_TLS_CERT", ""), env.get("CLASSCAST_TURN_TLS_KEY", "")
         if bool(cert) != bool(key):
             raise SystemExit("CLASSCAST_TURN_TLS_CERT and CLASSCAST_TURN_TLS_KEY go together")
+        if cert and mode == "embedded" and tls_port:  # coturn would start without its TLS listener, saying so at
+            for name, path in (("CLASSCAST_TURN_TLS_CERT", cert), ("CLASSCAST_TURN_TLS_KEY", key)):  # debug only
+                if not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                    raise SystemExit(f"{name}: {path!r} is not a readable file")
         return cls(mode=mode, host=env.get("CLASSCAST_TURN_HOST", "").strip(), port=port, tls_port=tls_port,
                    tls_cert=cert, tls_key=key, secret=env.get("CLASSCAST_TURN_SECRET", ""), listen=listen,
                    external_ip=env.get("CLASSCAST_TURN_EXTERNAL_IP", "").strip(), relay_port_min=lo,

@@ -28,7 +28,8 @@ from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, case, delete, event, func, insert, make_url, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from control.ids import new_id, new_org_id
@@ -77,6 +78,8 @@ _LIVE_RECORDINGS = select(t.recordings).where(
     t.recordings.c.room_sid == bindparam("sid"), t.recordings.c.status.in_(LIVE_RECORDING_STATES))
 _INSERT_SESSION = insert(t.sessions)
 _ROOM_POLLS = select(t.polls).where(t.polls.c.room_sid == bindparam("sid")).order_by(t.polls.c.created_at)
+# What a store call raises when the database is locked, down or out of connections (not a bug in the caller).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 _LOCK_ROOM_PG = select(t.rooms.c.sid).where(t.rooms.c.sid == bindparam("room")).with_for_update(key_share=True)
 _LOCK_ORG_PG = (select(t.organizations.c.id).where(t.organizations.c.id == bindparam("org"))
                 .with_for_update(key_share=True))

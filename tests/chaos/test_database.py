@@ -5,8 +5,12 @@ succeed once the lock is gone. Reads and the running classes are not held up (SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
+
+import pytest
 
 from tests.conftest import Api
 
@@ -46,3 +50,29 @@ async def test_a_locked_database_is_503_then_success_and_nothing_half_written(ap
     await api.join("running", "s1")
     rooms = [r for r in (await api.get("/v1/rooms"))[1]["data"]["rooms"] if r["roomId"] in ("locked", "running")]
     assert sorted(r["roomId"] for r in rooms) == ["locked", "running"]
+
+
+async def test_the_failover_sweep_waits_for_a_locked_database_with_a_warning(
+        api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """operations.md: a locked database is a warning, not an error with a 108-line traceback per beat."""
+    failover = api.svc.failover
+    assert failover is not None
+    db = sqlite3.connect(api.svc.config.data_dir / "classcast.db", timeout=0, isolation_level=None)
+    monkeypatch.setattr(failover, "interval_s", 0.05)
+    caplog.set_level(logging.WARNING, logger="classcast.failover")
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        task = asyncio.create_task(failover.run())
+        for _ in range(400):  # the beat's write waits out the store's busy timeout, then gives up
+            if any(r.levelno == logging.WARNING for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    records = [r for r in caplog.records if r.name == "classcast.failover"]
+    assert records and all(r.levelno == logging.WARNING and not r.exc_info for r in records), records
+    assert "waits for the database" in records[0].getMessage() and "locked" in records[0].getMessage()

@@ -66,7 +66,8 @@ async def test_draining_refuses_new_classes_with_retry_after(api: Api) -> None:
     await api.create_room("algebra")
     api.client.app[DRAIN].begin()
     resp = await api.client.get("/readyz")
-    assert resp.status == 503 and (await resp.json())["checks"]["draining"] == {"ok": False}
+    assert resp.status == 503
+    assert (await resp.json())["checks"]["draining"] == {"ok": False, "error": "the node is draining"}
     for path, body in (("/v1/room/create", {"roomId": "biology", "title": "B",
                                             "participant": {"uid": "t", "name": "T", "role": "TEACHER"}}),
                        ("/v1/room/algebra/join", {"participant": {"uid": "s1", "name": "S", "role": "STUDENT"}})):

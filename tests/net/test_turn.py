@@ -67,6 +67,9 @@ def test_bad_settings_are_refused_with_the_key_named() -> None:
         TurnConfig.from_env({"CLASSCAST_TURN": "yes"})
     with pytest.raises(SystemExit, match="CLASSCAST_TURN_TLS_KEY"):
         TurnConfig.from_env({"CLASSCAST_TURN": "embedded", "CLASSCAST_TURN_TLS_CERT": "/c.pem"})
+    with pytest.raises(SystemExit, match="CLASSCAST_TURN_TLS_CERT: '/nonexistent\\.pem' is not a readable file"):
+        TurnConfig.from_env({"CLASSCAST_TURN": "embedded", "CLASSCAST_TURN_TLS_CERT": "/nonexistent.pem",
+                             "CLASSCAST_TURN_TLS_KEY": "/nonexistent.key"})  # coturn went on without TLS
     with pytest.raises(SystemExit, match="CLASSCAST_TURN_PORT"):
         TurnConfig.from_env({"CLASSCAST_TURN_PORT": "70000"})
     with pytest.raises(SystemExit, match="CLASSCAST_TURN_LISTEN"):
