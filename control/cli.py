@@ -216,6 +216,9 @@ def _org_json(org: Org) -> dict[str, object]:
     }
 
 
+MAX_CREDITS = 10**15  # far below the 64-bit columns' limit, far above any school's balance
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -233,8 +236,10 @@ def cmd_org(args: argparse.Namespace, config: Config) -> int:
     if args.org_cmd == "create":
         if not args.name.strip():
             return _fail("--name must not be empty")
-        if args.credits < 0:
-            return _fail("--credits must not be negative")
+        if not args.name.strip().isprintable() or len(args.name.strip()) > 200:  # `org list` prints one a line
+            return _fail("--name must be at most 200 printable characters (no newline or control character)")
+        if not 0 <= args.credits <= MAX_CREDITS:
+            return _fail(f"--credits must be between 0 and {MAX_CREDITS}")
         org = asyncio.run(_with_store(config, lambda s: s.create_org(args.name.strip(), args.credits, clock.now_ms())))
         print(json.dumps(_org_json(org)) if args.json else org.id)
         return 0
@@ -254,6 +259,9 @@ def cmd_org(args: argparse.Namespace, config: Config) -> int:
             if org is None:
                 return 1
             if args.add:
+                if abs(args.add) > MAX_CREDITS or not -MAX_CREDITS <= org.credits + args.add <= MAX_CREDITS:
+                    print(f"error: --add would take the balance past +-{MAX_CREDITS}", file=sys.stderr)
+                    return 2  # a 64-bit column: a larger number was a traceback from the database driver
                 balance = await store.add_credits(org.id, args.add, "topup", clock.now_ms())
             else:
                 balance = org.credits

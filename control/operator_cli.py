@@ -62,8 +62,11 @@ def call(args: argparse.Namespace, config: Config, method: str, path: str, body:
     """One REST call; returns `data`. The server's error envelope becomes an OperatorError with its message."""
     url = server_url(args, config) + path
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "VF-ORG-ID": org_id(args, config), "Content-Type": "application/json"})
+    headers = {"VF-ORG-ID": org_id(args, config), "Content-Type": "application/json"}
+    try:
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    except ValueError as exc:  # urllib's "unknown url type": --server abc
+        raise OperatorError(f"--server {server_url(args, config)!r} is not an http(s) URL: {exc}") from None
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
             payload = json.loads(resp.read() or b"{}")

@@ -59,3 +59,13 @@ def test_org_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     code, _, err = run(capsys, "org", "create", "--name", "Y", "--credits", "-5")
     assert code == 2
+    # Found by a probe: these were database tracebacks, or an organization `org list` printed over two lines.
+    code, _, err = run(capsys, "org", "create", "--name", "Z", "--credits", "9" * 23)
+    assert code == 2 and "--credits must be between" in err
+    code, _, err = run(capsys, "org", "credits", org_id, "--add", "9" * 23)
+    assert code == 2 and "--add would take the balance past" in err
+    assert run(capsys, "org", "credits", org_id)[1].strip() == "0"  # nothing was added
+    code, _, err = run(capsys, "org", "create", "--name", "a\nb")
+    assert code == 2 and "printable" in err
+    code, _, err = run(capsys, "rooms", "list", "--server", "abc", "--org", org_id)
+    assert code != 0 and "is not an http(s) URL" in err and "Traceback" not in err
