@@ -9,6 +9,7 @@ start) apply to the record button over signaling (control/signaling.py).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -112,10 +113,28 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "Recording not found or expired", "RECORDING_NOT_FOUND")
     path, filename = await request.app[RECORDINGS].file_for_download(
         file_id, request.query.get("expires", ""), request.query.get("sig", ""))
-    return web.FileResponse(path, headers={
+    response = web.FileResponse(path, headers={
         "Content-Type": "text/vtt; charset=utf-8" if filename.endswith(".vtt") else "video/mp4",
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "private, max-age=3600"})
+    if _stale_if_range(request, path):  # the whole file, as RFC 9110 13.1.5 says: never a range of another version
+        whole = request.clone(headers={k: v for k, v in request.headers.items()
+                                       if k.lower() not in ("range", "if-range")})
+        await response.prepare(whole)
+    return response
+
+
+def _stale_if_range(request: web.Request, path: Path) -> bool:
+    """A resumed download's If-Range names an entity tag that is not the file's now (the captions step rewrites the
+    MP4 in place). aiohttp compares only If-Range's date form, and served the range of the new file."""
+    value = request.headers.get("If-Range", "").strip()
+    if not value or "Range" not in request.headers or not value.startswith(('"', "W/")):
+        return False  # no range asked, or a date (aiohttp compares those)
+    try:
+        st = path.stat()
+    except OSError:
+        return False  # gone: FileResponse answers 404
+    return value != f'"{st.st_mtime_ns:x}-{st.st_size:x}"'  # a weak tag never matches (strong comparison)
 
 
 def setup(app: web.Application) -> None:

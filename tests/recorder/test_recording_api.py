@@ -132,6 +132,7 @@ async def test_download_links_range_signature_and_traversal(studio: Studio) -> N
     status, headers, content = await _get(url)
     assert status == 200 and headers["Content-Type"] == "video/mp4" and len(content) == f["size"]
     assert content[4:8] == b"ftyp"
+    original = content
     status, headers, part = await _get(url, {"Range": "bytes=100-199"})
     assert status == 206 and part == content[100:200]
     assert headers["Content-Range"] == f"bytes 100-199/{f['size']}"
@@ -150,6 +151,17 @@ async def test_download_links_range_signature_and_traversal(studio: Studio) -> N
     old = int(q["expires"]) - 2 * 3600
     status, _, content = await _get(f"{base}?expires={old}&sig={studio.recordings.signer.signature(file_id, old)}")
     assert status == 403 and b"expired" in content
+    # A resumed download (If-Range with the file's entity tag) gets its range while the file is the same, and the
+    # whole file once it changed (the captions step rewrites the MP4 in place): never a range of another version.
+    status, headers, _ = await _get(url)
+    etag = next(v for k, v in headers.items() if k.lower() == "etag")
+    status, _, part = await _get(url, {"Range": "bytes=100-199", "If-Range": etag})
+    assert status == 206 and part == original[100:200]
+    path, _ = await studio.recordings.file_for_download(file_id, q["expires"], q["sig"])
+    await asyncio.to_thread(lambda: path.write_bytes(path.read_bytes() + b"0123456789"))
+    for stale in (etag, "W/" + etag, '"garbage"'):
+        status, _, whole = await _get(url, {"Range": "bytes=-10", "If-Range": stale})
+        assert status == 200 and whole == original + b"0123456789", stale
     # Nothing outside the recordings folder can be reached.
     db = (studio.svc.config.data_dir / "classcast.db").read_bytes()[:16]
     for path in ("/recordings/..%2Fclasscast.db", "/recordings/..%2F..%2Fdata%2Fclasscast.db",
