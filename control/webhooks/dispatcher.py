@@ -43,6 +43,14 @@ CONNECTIONS_PER_HOST = 8  # to one receiver: an organization has at most 20 endp
 ANSWER_READ_MAX = 64 * 1024  # of a receiver's answer body, read then dropped
 
 
+def _verdict(status: int) -> str | None:
+    """None for a delivery (2xx); else what the record says. Redirects are not followed: a receiver that moved
+    must be registered again at its new URL (a redirect could point a signed payload anywhere)."""
+    if 200 <= status < 300:
+        return None
+    return f"HTTP {status}" + (" (redirects are not followed: register the new URL)" if 300 <= status < 400 else "")
+
+
 def backoff_s(config: WebhookConfig, attempts: int) -> float:
     """Seconds before attempt `attempts + 1`: base x 2^(attempts-1), capped, with +-10 % jitter so many failed
     deliveries to one receiver do not come back all at once."""
@@ -135,11 +143,15 @@ class Dispatcher:
         try:
             async with self._client().post(delivery.url, data=body, headers=headers, allow_redirects=False) as resp:
                 # The status is the answer; of the body, a little is read so a small one keeps the connection
-                # for the next delivery. All of it was read once: a receiver's 50 MB answer was 50 MB of ours.
-                await resp.content.read(ANSWER_READ_MAX)
-                return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+                # for the next delivery. All of it was read once: a receiver's 50 MB answer was 50 MB of ours,
+                # and a body cut short or trickling after a 200 made the delivery a failure.
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await resp.content.read(ANSWER_READ_MAX)
+                return resp.status, _verdict(resp.status)
         except TimeoutError:
             return None, f"no answer within {self.config.timeout_s:g} s"
+        except aiohttp.ClientResponseError as exc:  # no answer we could read: its "400" is aiohttp's, not theirs
+            return None, f"{type(exc).__name__}: {exc.message}"[:ERROR_TEXT_MAX]
         except aiohttp.ClientError as exc:
             # the class says what went wrong: an InvalidURL's text is only the URL
             return None, f"{type(exc).__name__}: {exc}".rstrip(": ")[:ERROR_TEXT_MAX]

@@ -264,6 +264,48 @@ async def test_a_receivers_endless_answer_is_not_read_to_its_end(api: Api, aioht
     assert sent < 64 << 20  # it stopped reading long before the receiver would have stopped writing
 
 
+async def test_what_a_failed_attempt_records_is_the_receivers_doing(api: Api, aiohttp_server: Any) -> None:
+    """A body cut after a 200 was a failure with no status; a garbled answer showed aiohttp's "400", which the
+    receiver never sent; a redirect said only "HTTP 307"."""
+    async def cut(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=200, headers={"Content-Length": "1000"})
+        await resp.prepare(request)
+        await resp.write(b"0123456789")
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("http://127.0.0.1:9/elsewhere")
+
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HELLO THERE\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    app = web.Application()
+    app.router.add_post("/cut", cut)
+    app.router.add_post("/moved", moved)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    raw = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    raw_port = raw.sockets[0].getsockname()[1]
+    try:
+        results = {}
+        for name, url in (("cut", f"http://127.0.0.1:{server.port}/cut"),
+                          ("moved", f"http://127.0.0.1:{server.port}/moved"),
+                          ("garbled", f"http://127.0.0.1:{raw_port}/hook")):
+            ep = await _register(api, url)
+            results[name] = (await api.post(f"/v1/webhooks/{ep['id']}/test"))[1]["data"]
+    finally:
+        raw.close()
+    assert results["cut"]["delivered"] is True and results["cut"]["status"] == 200, results["cut"]
+    assert results["moved"]["delivered"] is False and "redirects are not followed" in results["moved"]["error"]
+    garbled_error = results["garbled"]["error"]
+    assert garbled_error.startswith("ClientResponseError: ") and "400" not in garbled_error, garbled_error
+
+
 async def test_two_dispatchers_on_one_database_send_each_attempt_once(api: Api, receiver: Receiver) -> None:
     """A district's nodes share the database: each due attempt is claimed by one of them.
 
