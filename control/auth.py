@@ -147,7 +147,7 @@ class Auth:
                 photo=payload.get("photo"), iat=int(payload["iat"]), exp=int(payload["exp"]),
                 jti=str(payload["jti"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an exp of 1e400
             raise _token_error(401, "Invalid token: missing claims", "INVALID_TOKEN") from exc
         if self._clock.now_ms() >= claims.exp * 1000:
             raise _token_error(401, "Token expired", "TOKEN_EXPIRED")

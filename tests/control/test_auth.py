@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from control.app import build_services
+from control.auth import token_secret
 from control.config import Config
 from control.errors import ApiError
 from control.middleware import PUBLIC_V1
@@ -64,6 +65,11 @@ async def test_token_with_bad_signature_or_garbage_is_refused(api: Api) -> None:
             await api.svc.auth.validate(token)
         assert err.value.code == "INVALID_TOKEN", token
         assert err.value.status == 401
+    # Signed with the server's own secret, with an expiry no integer holds: 401, not a 500 (OverflowError).
+    endless = jwt.encode({**claims, "exp": float("inf")}, token_secret(api.svc.config), algorithm="HS256")
+    with pytest.raises(ApiError) as err:
+        await api.svc.auth.validate(endless)
+    assert (err.value.status, err.value.code) == (401, "INVALID_TOKEN")
 
 
 async def test_token_for_ended_room_or_removed_participant_is_refused(api: Api) -> None:
