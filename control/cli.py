@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         setup_logging(args.log_level)
     except ValueError as exc:
         return _fail(f"--log-level: {exc}")
+    os.environ["CLASSCAST_ENGINE"] = config.engine  # a TOML file's too: sfu.engine and the workers read it here
     uvloop.run(_serve(config))
     return 0
 

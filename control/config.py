@@ -60,6 +60,13 @@ def _within(name: str, raw: str, value: N, low: float | None, high: float | None
     return value
 
 
+def _engine(env: Mapping[str, str]) -> str:
+    engine = _text(env, "CLASSCAST_ENGINE", "native").lower()
+    if engine not in ("native", "python"):  # with SFU workers, a bad one had them fail to start, again and again
+        raise SystemExit(f"CLASSCAST_ENGINE must be native or python, got {engine!r}")
+    return engine
+
+
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
     """Set but empty is unset: `CLASSCAST_HOST=` listened on every interface, not on the default 127.0.0.1."""
     return env.get(name, "").strip() or default
@@ -226,6 +233,9 @@ class Config:
     node_capacity: int = -1
     relay_host: str = ""
     relay_test_loss: float = 0.0
+    # The media engine (sfu/engine): native, or the Python reference. `serve` puts it in its environment, which the
+    # SFU workers inherit (sfu.engine reads it there), so that a TOML file may set it like every other setting.
+    engine: str = "native"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -270,6 +280,7 @@ class Config:
             node_capacity=_int(env, "CLASSCAST_NODE_CAPACITY", -1, -1),
             relay_host=env.get("CLASSCAST_RELAY_HOST", ""),
             relay_test_loss=_float(env, "CLASSCAST_RELAY_TEST_LOSS", 0.0, 0.0, 1.0),
+            engine=_engine(env),
         )
 
     @classmethod

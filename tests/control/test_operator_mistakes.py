@@ -30,6 +30,7 @@ from tests.control.serverproc import Server, free_port
     ("CLASSCAST_RATE_JOIN_ORG", "-5", "CLASSCAST_RATE_JOIN_ORG must be at least 0"),
     ("CLASSCAST_SFU_WORKERS", "abc", "CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'"),
     ("CLASSCAST_ICE_SERVERS", "5", "ICE configuration: "),
+    ("CLASSCAST_ENGINE", "bogus", "CLASSCAST_ENGINE must be native or python, got 'bogus'"),
 ])
 def test_settings_out_of_range_stop_with_one_line(name: str, value: str, says: str) -> None:
     with pytest.raises(SystemExit) as stop:
@@ -41,6 +42,14 @@ def test_an_empty_setting_is_its_default() -> None:
     """`CLASSCAST_HOST=` (a variable of a unit file left blank) listened on every interface."""
     config = Config.from_env({"CLASSCAST_HOST": "", "CLASSCAST_DATA_DIR": " ", "CLASSCAST_CURRENCY": ""})
     assert (config.host, config.data_dir, config.currency) == ("127.0.0.1", Path("data"), "USD")
+
+
+def test_the_engine_is_a_setting_like_the_others(tmp_path: Path) -> None:
+    """It was read from the environment only: a TOML file setting it was refused as an unknown key."""
+    path = tmp_path / "classcast.toml"
+    path.write_text('CLASSCAST_ENGINE = "python"\n')
+    assert Config.load(path, {}).engine == "python"
+    assert Config.from_env({}).engine == "native"
 
 
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
