@@ -200,7 +200,18 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _with_store(config: Config, fn):  # type: ignore[no-untyped-def]
+class NoDatabase(Exception):
+    """A command that reads or changes organizations found no database (a typo in CLASSCAST_DATA_DIR?)."""
+
+
+async def _with_store(config: Config, fn, create: bool = False):  # type: ignore[no-untyped-def]
+    """The store of this configuration. Only `create` (org create) may make a new SQLite database: the others
+    made an empty one quietly where a mistyped CLASSCAST_DATA_DIR pointed, and listed nothing."""
+    sqlite_file = Path(config.db_url.removeprefix("sqlite+aiosqlite:///")) if not config.database_url else None
+    if sqlite_file is not None and not sqlite_file.exists():
+        if not create:
+            raise NoDatabase(f"no database at {sqlite_file} (is CLASSCAST_DATA_DIR right?)")
+        print(f"note: creating a new database at {sqlite_file}", file=sys.stderr)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(config.db_url)
     try:
@@ -241,7 +252,8 @@ def cmd_org(args: argparse.Namespace, config: Config) -> int:
             return _fail("--name must be at most 200 printable characters (no newline or control character)")
         if not 0 <= args.credits <= MAX_CREDITS:
             return _fail(f"--credits must be between 0 and {MAX_CREDITS}")
-        org = asyncio.run(_with_store(config, lambda s: s.create_org(args.name.strip(), args.credits, clock.now_ms())))
+        org = asyncio.run(_with_store(config, lambda s: s.create_org(args.name.strip(), args.credits, clock.now_ms()),
+                                      create=True))
         print(json.dumps(_org_json(org)) if args.json else org.id)
         return 0
 
@@ -440,7 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_doctor(args, config)
     if args.cmd in operator.COMMANDS:
         return operator.run(args, config)
-    return cmd_org(args, config)
+    try:
+        return cmd_org(args, config)
+    except NoDatabase as exc:
+        return _fail(str(exc))
 
 
 if __name__ == "__main__":

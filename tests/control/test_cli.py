@@ -48,11 +48,23 @@ def test_org_lifecycle(capsys: pytest.CaptureFixture[str]) -> None:
     assert org_id in out and "South High" in out
 
 
+def test_a_data_dir_without_a_database_is_named_not_filled(capsys: pytest.CaptureFixture[str],
+                                                           data_dir: Path) -> None:
+    """A mistyped CLASSCAST_DATA_DIR made `org list` create an empty database there and list nothing."""
+    for args in (("org", "list"), ("org", "credits", "X"), ("org", "domains", "X")):
+        code, out, err = run(capsys, *args)
+        assert code == 2 and "no database at" in err and not out, (args, err)
+    assert not data_dir.exists()
+    code, out, err = run(capsys, "org", "create", "--name", "First")  # the one command that may start one
+    assert code == 0 and "creating a new database" in err and (data_dir / "classcast.db").exists()
+    assert run(capsys, "org", "list")[0] == 0
+
+
 def test_org_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "org", "credits", "missingorg", "--add", "5")
-    assert code == 1 and "no organization" in err
     code, out, _ = run(capsys, "org", "create", "--name", "X")
     org_id = out.strip()
+    code, _, err = run(capsys, "org", "credits", "missingorg", "--add", "5")
+    assert code == 1 and "no organization" in err
     code, _, err = run(capsys, "org", "domains", org_id, "--add", "not a domain")
     assert code == 2 and "not a domain name" in err
     code, _, err = run(capsys, "org", "branding", org_id, "--primary-color", "red")
