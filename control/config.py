@@ -30,6 +30,8 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int | None = None
     if raw is None or raw == "":
         return default
     try:
+        if not raw.strip().lstrip("+-").isascii():  # int() takes "٨٠٨٠" as 8080: a typo no one meant
+            raise ValueError(raw)
         value = int(raw)
     except ValueError as exc:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
@@ -291,7 +293,8 @@ class Config:
         if path is None:
             return cls.from_env(env)
         from_file = read_file(Path(path))
-        merged = {**from_file, **{k: v for k, v in env.items() if k.startswith("CLASSCAST_")}}
+        # the environment wins, but set and empty is unset there too: it does not put the default over the file's
+        merged = {**from_file, **{k: v for k, v in env.items() if k.startswith("CLASSCAST_") and v.strip()}}
         try:
             return cls.from_env(merged)
         except SystemExit as exc:

@@ -15,7 +15,7 @@ import ipaddress
 import json
 import random
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,21 +55,31 @@ class IceConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IceConfig:
-        hosts = tuple(h.strip() for h in env.get("CLASSCAST_ICE_HOSTS", "127.0.0.1").split(",") if h.strip())
-        for h in hosts:
-            ipaddress.ip_address(h)  # ValueError names the bad address
+        with _named("CLASSCAST_ICE_HOSTS"):
+            hosts = tuple(h.strip() for h in (env.get("CLASSCAST_ICE_HOSTS") or "127.0.0.1").split(",") if h.strip())
+            for h in hosts:
+                ipaddress.ip_address(h)  # ValueError names the bad address
+            if not hosts:
+                raise ValueError("no address given")
         port_min = port_max = 0
         if env.get("CLASSCAST_ICE_PORT_RANGE"):
             lo, _, hi = env["CLASSCAST_ICE_PORT_RANGE"].partition("-")
-            port_min, port_max = int(lo), int(hi)
+            try:
+                port_min, port_max = int(lo), int(hi)
+            except ValueError:
+                port_min = port_max = 0
             if not 1024 <= port_min <= port_max <= 65535:
                 raise ValueError("CLASSCAST_ICE_PORT_RANGE must be MIN-MAX within 1024-65535")
-        servers = tuple(json.loads(env["CLASSCAST_ICE_SERVERS"])) if env.get("CLASSCAST_ICE_SERVERS") else ()
+        with _named("CLASSCAST_ICE_SERVERS"):
+            servers = tuple(json.loads(env["CLASSCAST_ICE_SERVERS"])) if env.get("CLASSCAST_ICE_SERVERS") else ()
         if not all(isinstance(s, dict) and "urls" in s for s in servers):
             raise ValueError('CLASSCAST_ICE_SERVERS must be a JSON list of {"urls": ...} objects')
         networks = env.get("CLASSCAST_ICE_ALLOWED_NETWORKS")
-        allowed = (tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
-                   if networks else LOOPBACK)
+        with _named("CLASSCAST_ICE_ALLOWED_NETWORKS"):
+            allowed = (tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
+                       if networks else LOOPBACK)
+            if not allowed:  # " " allowed nothing: every candidate refused, quietly
+                raise ValueError("no network given")
         rtc_port = DEFAULT_RTC_PORT
         if env.get("CLASSCAST_RTC_PORT", "").strip():
             try:
@@ -101,6 +111,15 @@ class IceConfig:
         except ValueError:
             return False
         return any(ip in net for net in self.allowed_networks if net.version == ip.version)
+
+
+@contextlib.contextmanager
+def _named(setting: str) -> Iterator[None]:
+    """A setting's parse error names the setting: "'1.2.3' does not appear to be an IPv4 or IPv6 address" did not."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:  # TypeError: CLASSCAST_ICE_SERVERS=5, JSON but not a list
+        raise ValueError(f"{setting}: {exc}") from None
 
 
 def candidate_address(candidate_line: str) -> str | None:

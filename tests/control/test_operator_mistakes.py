@@ -29,7 +29,11 @@ from tests.control.serverproc import Server, free_port
     ("CLASSCAST_DEMO_CREDITS", "-5", "CLASSCAST_DEMO_CREDITS must be at least 0"),
     ("CLASSCAST_RATE_JOIN_ORG", "-5", "CLASSCAST_RATE_JOIN_ORG must be at least 0"),
     ("CLASSCAST_SFU_WORKERS", "abc", "CLASSCAST_SFU_WORKERS must be a number 0..256 or 'auto'"),
-    ("CLASSCAST_ICE_SERVERS", "5", "ICE configuration: "),
+    ("CLASSCAST_ICE_SERVERS", "5", "ICE configuration: CLASSCAST_ICE_SERVERS: "),
+    ("CLASSCAST_ICE_HOSTS", "1.2.3", "ICE configuration: CLASSCAST_ICE_HOSTS: '1.2.3' does not appear"),
+    ("CLASSCAST_ICE_ALLOWED_NETWORKS", " ", "ICE configuration: CLASSCAST_ICE_ALLOWED_NETWORKS: no network given"),
+    ("CLASSCAST_ICE_PORT_RANGE", "abc", "ICE configuration: CLASSCAST_ICE_PORT_RANGE must be MIN-MAX"),
+    ("CLASSCAST_PORT", "\u0668\u0660\u0668\u0660", "CLASSCAST_PORT must be an integer"),
     ("CLASSCAST_ENGINE", "bogus", "CLASSCAST_ENGINE must be native or python, got 'bogus'"),
 ])
 def test_settings_out_of_range_stop_with_one_line(name: str, value: str, says: str) -> None:
@@ -49,6 +53,7 @@ def test_the_engine_is_a_setting_like_the_others(tmp_path: Path) -> None:
     path = tmp_path / "classcast.toml"
     path.write_text('CLASSCAST_ENGINE = "python"\n')
     assert Config.load(path, {}).engine == "python"
+    assert Config.load(path, {"CLASSCAST_ENGINE": ""}).engine == "python"  # an empty variable does not undo it
     assert Config.from_env({}).engine == "native"
 
 
