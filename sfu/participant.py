@@ -754,7 +754,13 @@ class SfuParticipant:
                 continue  # subscribed after the offer went out: the next offer carries it
             codec = consumer.producer.codec
             match = next((c for c in section.media_codecs if same_codec(codec, c.mime_type, c.fmtp)), None)
-            if match is None or section.direction not in ("sendonly", "sendrecv"):
+            if section.direction not in ("sendonly", "sendrecv"):  # the answer's m-section does not receive
+                slot.bound = False
+                self.signal({"type": "error", "code": "NEGOTIATION", "message": f"the answer's m-section {mid!r} "
+                             f"does not receive (negotiated {section.direction} on the server's side): track "
+                             f"{consumer.producer.id} is not sent"})
+                continue
+            if match is None:
                 slot.bound = False
                 self.signal({"type": "error", "code": "UNSUPPORTED_CODEC",
                              "message": f"cannot receive {codec.mime_type} for track {consumer.producer.id}"})

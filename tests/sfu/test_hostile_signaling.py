@@ -10,10 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from control.signaling import HUB
 from control.workers import WorkerPool
+from sfu.client import ToneAudioTrack
 from tests.sfu.conftest import Classroom
 
 
@@ -177,6 +178,32 @@ async def test_an_offer_of_codecs_the_server_cannot_forward_is_unsupported_codec
         assert reply["code"] == "UNSUPPORTED_CODEC" and "audio/PCMU" in reply["message"] \
             and "Opus" in reply["message"], reply
         await sock.ws.close()
+    _no_server_errors(caplog)
+
+
+async def test_an_answer_that_does_not_receive_says_so(classroom: Classroom,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A student's answer turning the offered m-section around (sendonly) was UNSUPPORTED_CODEC "cannot receive
+    audio/opus": the codec was fine, the direction was not."""
+    teacher = await classroom.client(await classroom.create_room(), name="teacher")
+    await teacher.publish({"microphone": ToneAudioTrack()})
+    async with aiohttp.ClientSession() as session:
+        token = await classroom.token("physics-1", "s1")
+        sock = RawSocket(await session.ws_connect(classroom.base.replace("http", "ws") + f"/v1/rtc?token={token}"))
+        await sock.send('{"type": "join"}')
+        offer = await sock.next("offer")  # the server's offer of the teacher's track comes before `joined`
+        pc = RTCPeerConnection()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            answer = pc.localDescription.sdp.replace("a=recvonly", "a=sendonly")
+        finally:
+            await pc.close()
+        await sock.send(json.dumps({"type": "answer", "sdp": answer}))
+        reply = await sock.next("error")
+        assert reply["code"] == "NEGOTIATION" and "does not receive" in reply["message"], reply
+        await sock.ws.close()
+    await teacher.close()
     _no_server_errors(caplog)
 
 
