@@ -162,22 +162,19 @@ class Store:
         (chat, hands) do not wait. SQLite: the database's write lock, taken now rather than at the first write so
         the reads that follow are already serialized; every writer waits there (busy_timeout), in any process.
         On a room that does not exist it locks nothing (the caller's read then finds no room)."""
-        conn = self._atomic.get()
-        if conn is None:
-            raise RuntimeError("lock_room outside Store.atomic: the lock would end with its own statement")
-        if conn.dialect.name == "postgresql":
-            await conn.execute(_LOCK_ROOM_PG, {"room": room_sid})
-        else:
-            await conn.execute(_LOCK_SQLITE)
+        await self._lock_row("lock_room", _LOCK_ROOM_PG, {"room": room_sid})
 
     async def lock_org(self, org_id: str) -> None:
         """Inside `atomic`: hold the organization until the transaction ends, for a check-then-write on what it
         owns (its webhook endpoints' count). The same kinds of lock as `lock_room`, on the organization's row."""
+        await self._lock_row("lock_org", _LOCK_ORG_PG, {"org": org_id})
+
+    async def _lock_row(self, name: str, postgres: Any, params: dict[str, str]) -> None:
         conn = self._atomic.get()
         if conn is None:
-            raise RuntimeError("lock_org outside Store.atomic: the lock would end with its own statement")
+            raise RuntimeError(f"{name} outside Store.atomic: the lock would end with its own statement")
         if conn.dialect.name == "postgresql":
-            await conn.execute(_LOCK_ORG_PG, {"org": org_id})
+            await conn.execute(postgres, params)
         else:
             await conn.execute(_LOCK_SQLITE)
 
