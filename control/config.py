@@ -30,7 +30,8 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int | None = None
     if raw is None or raw == "":
         return default
     try:
-        if not raw.strip().lstrip("+-").isascii():  # int() takes "٨٠٨٠" as 8080: a typo no one meant
+        digits = raw.strip().removeprefix("-").removeprefix("+")
+        if not (digits.isascii() and digits.isdigit()):  # int() takes "٨٠٨٠" as 8080 and "1_0000": typos
             raise ValueError(raw)
         value = int(raw)
     except ValueError as exc:
