@@ -19,9 +19,11 @@ fails or closes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,7 @@ class OneWaySessions:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.sessions: dict[str, OneWay] = {}
+        self.opening: collections.Counter[tuple[str, str, str]] = collections.Counter()  # (room, uid, kind)
         self._unsubscribe = hub.svc.bus.subscribe(self._on_event)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -111,8 +114,22 @@ class OneWaySessions:
             log.info("%s session %s never connected: ended", session.kind.upper(), session.id)
             self._spawn(self.end(session, "disconnected"))  # the reason webhooks document for a lost client
 
-    def count(self, room_sid: str, uid: str, kind: str) -> int:
-        return sum(1 for s in self.sessions.values() if (s.room_sid, s.uid, s.kind) == (room_sid, uid, kind))
+    @contextlib.contextmanager
+    def slot(self, room_sid: str, uid: str, kind: str) -> Iterator[None]:
+        """A place among the participant's MAX_SESSIONS_PER_UID, held while its session opens (an await away
+        from being counted in `sessions`: concurrent POSTs all passed a count that ignored them), or 409."""
+        key = (room_sid, uid, kind)
+        live = sum(1 for s in self.sessions.values() if (s.room_sid, s.uid, s.kind) == key)
+        if live + self.opening[key] >= MAX_SESSIONS_PER_UID:
+            raise ApiError(409, f"At most {MAX_SESSIONS_PER_UID} live {kind.upper()} sessions per participant: "
+                                "DELETE one first", "TOO_MANY_SESSIONS")
+        self.opening[key] += 1
+        try:
+            yield
+        finally:
+            self.opening[key] -= 1
+            if not self.opening[key]:
+                del self.opening[key]
 
     async def end(self, session: OneWay, reason: str) -> None:
         """Idempotent: the SFU participant leaves and the store session closes (unless the class closed it)."""
@@ -229,31 +246,29 @@ async def _open(request: web.Request, grant: Grant, kind: str, offer: str, track
         # Several nodes: the class's media is on its host. RFC 9725 4.5 lets the endpoint redirect (307 keeps the
         # method and the offer); the session's Location then names the host.
         raise web.HTTPTemporaryRedirect(host.url + request.rel_url.path_qs)
-    if registry.count(room.sid, me.uid, kind) >= MAX_SESSIONS_PER_UID:
-        raise ApiError(409, f"At most {MAX_SESSIONS_PER_UID} live {kind.upper()} sessions per participant: "
-                            "DELETE one first", "TOO_MANY_SESSIONS")
-    customization = effective_customization(room.customization, me.customization)
-    perms = permissions(Role(me.role), customization)
-    session_id = secrets.token_urlsafe(12)
+    with registry.slot(room.sid, me.uid, kind):  # held until the session is in `sessions`
+        customization = effective_customization(room.customization, me.customization)
+        perms = permissions(Role(me.role), customization)
+        session_id = secrets.token_urlsafe(12)
 
-    def signal(message: dict[str, Any]) -> None:
-        registry.on_signal(session_id, message)
+        def signal(message: dict[str, Any]) -> None:
+            registry.on_signal(session_id, message)
 
-    key = f"{kind.upper()}_{secrets.token_hex(6)}"
-    info = {"uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms)}
-    try:
-        answer = await hub.sfu.open_one_way(room.sid, key, info, signal, kind, offer, tracks, quality)
-    except SignalingError as exc:
-        raise _signaling_error(exc) from None
-    try:
-        session_row = await svc.classroom.open_session(room.sid, me.uid, request.remote)
-    except BaseException:
-        await hub.sfu.leave(room.sid, key)
-        raise
-    session = OneWay(id=session_id, kind=kind, room_sid=room.sid, room_id=room.room_id, uid=me.uid, key=key,
-                     session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag=_ufrag(offer))
-    registry.add(session)
-    return session, answer
+        key = f"{kind.upper()}_{secrets.token_hex(6)}"
+        info = {"uid": me.uid, "name": me.name, "role": me.role, "permissions": sorted(p.value for p in perms)}
+        try:
+            answer = await hub.sfu.open_one_way(room.sid, key, info, signal, kind, offer, tracks, quality)
+        except SignalingError as exc:
+            raise _signaling_error(exc) from None
+        try:
+            session_row = await svc.classroom.open_session(room.sid, me.uid, request.remote)
+        except BaseException:
+            await hub.sfu.leave(room.sid, key)
+            raise
+        session = OneWay(id=session_id, kind=kind, room_sid=room.sid, room_id=room.room_id, uid=me.uid, key=key,
+                         session_id=session_row.id, etag=f'"{secrets.token_hex(8)}"', ufrag=_ufrag(offer))
+        registry.add(session)
+        return session, answer
 
 
 async def whip_create(request: web.Request) -> web.Response:

@@ -194,13 +194,17 @@ async def test_one_way_sessions_are_capped_and_end_when_they_never_connect(class
         assert status == 201, body
     status, body = await _post(url, student, offer)
     assert status == 409 and "TOO_MANY_SESSIONS" in body, body
+    others = await classroom.token("physics-1", "s2")  # at once: each is counted while it opens, not only once open
+    statuses = [status for status, _ in await asyncio.gather(*(_post(url, others, offer) for _ in range(10)))]
+    assert sorted(statuses) == [201] * whip.MAX_SESSIONS_PER_UID + [409] * (10 - whip.MAX_SESSIONS_PER_UID)
     sessions = classroom.server.app[SESSIONS].sessions
     assert sum(s.uid == "s1" for s in sessions.values()) == whip.MAX_SESSIONS_PER_UID
+    assert not classroom.server.app[SESSIONS].opening  # every reservation handed back
     room = await classroom.svc.store.get_room(classroom.org.id, "physics-1")
     assert room is not None
     for _ in range(200):  # the deadline ends them: the registry's entries and the sessions that bill
         active = {p.uid for p in await classroom.svc.store.active_participants(room.sid)}
-        if active == {"teacher"} and not any(s.uid == "s1" for s in sessions.values()):
+        if active == {"teacher"} and not any(s.uid in ("s1", "s2") for s in sessions.values()):
             break
         await asyncio.sleep(0.05)
     assert active == {"teacher"}
