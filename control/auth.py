@@ -129,6 +129,13 @@ class Auth:
 
     def decode(self, token: str) -> Claims:
         """Signature and expiry only; `validate` adds the room and participant checks."""
+        claims = self.signed_claims(token)
+        if self._clock.now_ms() >= claims.exp * 1000:
+            raise _token_error(401, "Token expired", "TOKEN_EXPIRED")
+        return claims
+
+    def signed_claims(self, token: str) -> Claims:
+        """The claims of a token this server signed, expired or not (an error page still knows whose it is)."""
         if not isinstance(token, str) or not token:
             raise _token_error(401, "Missing token", "INVALID_TOKEN")
         if not token.isascii():  # a JWT is base64url; aiohttp hands a header's other bytes on as surrogates
@@ -149,8 +156,6 @@ class Auth:
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an exp of 1e400
             raise _token_error(401, "Invalid token: missing claims", "INVALID_TOKEN") from exc
-        if self._clock.now_ms() >= claims.exp * 1000:
-            raise _token_error(401, "Token expired", "TOKEN_EXPIRED")
         return claims
 
     async def validate(self, token: str) -> Grant:

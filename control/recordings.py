@@ -89,6 +89,7 @@ async def download(url: str, limit: int, timeout_s: float) -> bytes:
                 raise ValueError(f"larger than {limit} bytes")
     return bytes(body)
 
+
 class DownloadSigner:
     """HMAC-signed, expiring download links; the key is derived from the server's token secret."""
 

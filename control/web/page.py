@@ -96,7 +96,7 @@ async def iframe_live(request: web.Request) -> web.Response:
         # organization: its page in the school's iframe may then be shown there, with its message, instead of
         # the browser's "refused to connect". A token we did not sign gets 'self' only.
         try:
-            signed_org = await svc.store.get_org(svc.auth.decode(token).org_id)
+            signed_org = await svc.store.get_org(svc.auth.signed_claims(token).org_id)
         except ApiError:
             signed_org = None
         return web.Response(text=_error_page(exc.code), status=exc.status, content_type="text/html",

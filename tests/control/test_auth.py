@@ -131,6 +131,10 @@ async def test_a_signed_tokens_error_page_may_show_in_the_schools_frame(api: Api
     assert resp.status == 410 and "ROOM_ENDED" in await resp.text()
     assert "frame-ancestors 'self' https://school.example https://*.school.example" in \
         resp.headers["Content-Security-Policy"]
+    api.clock.advance(7200)  # past its time: still ours, so still the school's frame
+    resp = await api.client.get("/iframe/live", params={"token": data["token"]})
+    assert resp.status == 401 and "TOKEN_EXPIRED" in await resp.text()
+    assert "https://school.example" in resp.headers["Content-Security-Policy"]
     forged = data["token"][:-4] + ("AAAA" if not data["token"].endswith("AAAA") else "BBBB")
     resp = await api.client.get("/iframe/live", params={"token": forged})
     assert resp.status == 401
