@@ -1305,9 +1305,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--ramp", help="START:STEP:MAX (subscribers), to find the knee")
     f.add_argument("--duration", type=float, default=10, help="seconds measured at each step")
     f.add_argument("--scenario", choices=SCENARIOS, default="lecture")
-    f.add_argument("--target", default="classcast", help="classcast | janus | pion | URL of a running classcast")
-    f.add_argument("--compare", help="comma-separated other targets (janus,pion): the same run against classcast "
-                                     "and each of them, with the ratios of CPU per forwarded packet")
+    f.add_argument("--target", default="classcast", help="classcast | janus | pion | pion-twcc | URL of a "
+                                                                 "running classcast")
+    f.add_argument("--compare", help="comma-separated other targets (janus, pion, pion-twcc): the same run against "
+                                     "classcast and each of them, with the ratios of CPU per forwarded packet")
     f.add_argument("--codec", choices=cliplib.CODECS, help="the camera's codec (default: h264 for classcast "
                                                            "alone, vp8 when Janus or pion takes part)")
     f.add_argument("--baseline", help="a checkout of another classcast tree (e.g. `git worktree add /tmp/before "
@@ -1360,8 +1361,8 @@ def plan(args: argparse.Namespace) -> list[str]:
         if args.target != "classcast":
             raise SystemExit("--compare runs classcast against the others: leave --target out")
         others = [known(n.strip()) for n in args.compare.split(",") if n.strip()]
-        if not others or any(n not in ("janus", "pion") for n in others):
-            raise SystemExit("--compare takes janus, pion or both (janus,pion)")
+        if not others or any(n not in targets.FOREIGN for n in others):
+            raise SystemExit(f"--compare takes some of {','.join(targets.FOREIGN)}")
         return ["classcast", *([targets.BASELINE] if args.baseline else []), *others]
     if args.baseline:
         return [known(args.target), targets.BASELINE]
@@ -1371,10 +1372,10 @@ def plan(args: argparse.Namespace) -> list[str]:
 def missing(names: list[str]) -> str | None:
     from bench.targets import janus, pion
 
-    for name, check in (("janus", janus.missing), ("pion", pion.missing)):
+    for name, check in (("janus", janus.missing), ("pion", pion.missing), ("pion-twcc", pion.missing)):
         if name in names and (why := check()):
             return why
-    return netns.available() if any(n in ("janus", "pion") for n in names) else None
+    return netns.available() if any(n in targets.FOREIGN for n in names) else None
 
 
 def at_80_percent(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -1446,7 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["fanout", *argv]  # `python -m bench.fanout --subscribers 5`
     args = parser().parse_args(argv)
     names = plan(args)
-    foreign = any(n in ("janus", "pion") for n in names)
+    foreign = any(n in targets.FOREIGN for n in names)
     args.codec = args.codec or ("vp8" if foreign else "h264")
     if foreign and not args.inside_netns:
         if why := missing(names):

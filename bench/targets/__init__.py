@@ -17,7 +17,9 @@ import aiohttp
 from sfu.hdrext import URI_TWCC
 from sfu.peer import Peer
 
-NAMES = ("classcast", "janus", "pion")
+NAMES = ("classcast", "janus", "pion", "pion-twcc")
+# the servers that are not classcast: built here from Debian's packages, run in a network namespace
+FOREIGN = ("janus", "pion", "pion-twcc")
 # classcast from another checkout (fanout --baseline PATH): the "before" of a before/after comparison
 BASELINE = "classcast-before"
 
@@ -54,10 +56,10 @@ def make(name: str, ice_host: str, codec: str, url: str = "", org: str = "", ser
         from bench.targets.janus import JanusTarget
 
         return JanusTarget(ice_host, codec)
-    if name == "pion":
+    if name in ("pion", "pion-twcc"):
         from bench.targets.pion import PionTarget
 
-        return PionTarget(ice_host)
+        return PionTarget(ice_host, twcc=name == "pion-twcc")
     from bench.targets.classcast import ClasscastTarget
 
     target = ClasscastTarget(ice_host, url, org, server_pid, tree=tree if name == BASELINE else "")
@@ -107,7 +109,7 @@ async def subscribe(name: str, session: aiohttp.ClientSession, info: Any, peer: 
     The answer goes through `browser_answer` in every target (transport-wide-cc accepted as a browser would)."""
     if name == "janus":
         from bench.targets.janus import subscribe as join
-    elif name == "pion":
+    elif name in ("pion", "pion-twcc"):
         from bench.targets.pion import subscribe as join
     else:
         from bench.targets.classcast import subscribe as join

@@ -56,10 +56,14 @@ def build() -> Path:
 
 
 class PionTarget:
-    name = "pion"
+    """`pion` as pion's default interceptors leave it (no transport-wide numbers stamped, so no feedback comes back);
+    `pion-twcc` stamps them and runs pion's congestion control estimator per subscriber, as classcast does."""
+
     rids = ("q", "h", "f")  # told apart by name (-layer)
 
-    def __init__(self, ice_host: str) -> None:
+    def __init__(self, ice_host: str, twcc: bool = False) -> None:
+        self.name = "pion-twcc" if twcc else "pion"
+        self.twcc = twcc
         self.ice_host = ice_host
         self.base = ""
         self.pid = 0
@@ -75,7 +79,8 @@ class PionTarget:
         self.base, self.pid = line.split()[1], self.proc.pid
 
     def _launch(self) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(build()), "-listen", "127.0.0.1:0", "-ice-host", self.ice_host],
+        return subprocess.Popen([str(build()), "-listen", "127.0.0.1:0", "-ice-host", self.ice_host,
+                                 *(["-twcc"] if self.twcc else [])],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     async def publish(self, session: aiohttp.ClientSession, peer: Peer, sdp: str,

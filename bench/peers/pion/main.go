@@ -6,6 +6,11 @@
 // subscribers' NACKs from a send buffer and send receiver reports and NACKs upstream. Keyframe requests (PLI, FIR)
 // from subscribers become one PLI upstream per track per second at most, as a production SFU would throttle them.
 //
+// With -twcc it also does what a pion SFU that estimates each subscriber's bandwidth does: it stamps transport-wide
+// sequence numbers on what it sends (so subscribers send transport-wide-cc feedback, as browsers do) and feeds that
+// feedback to pion's Google congestion control estimator (interceptor/pkg/gcc, no pacer), one per peer connection.
+// Without it, pion offers transport-wide-cc but stamps nothing, so its subscribers send no feedback at all.
+//
 // Built by the bench in GOPATH mode from Debian's golang-github-pion-webrtc.v3-dev: no module downloads.
 //
 // HTTP API (JSON, loopback):
@@ -31,6 +36,8 @@ import (
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v3"
 )
@@ -52,7 +59,7 @@ type sfu struct {
 	kfReqs    int
 }
 
-func newAPI(host string, portMin, portMax uint16) (*webrtc.API, error) {
+func newAPI(host string, portMin, portMax uint16, twcc bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
@@ -69,6 +76,19 @@ func newAPI(host string, portMin, portMax uint16) (*webrtc.API, error) {
 	i := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, i); err != nil {
 		return nil, err
+	}
+	if twcc {
+		estimator, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+			return gcc.NewSendSideBWE(gcc.SendSideBWEPacer(gcc.NewNoOpPacer()))
+		})
+		if err != nil {
+			return nil, err
+		}
+		// the estimator first: interceptors added later wrap it, so a packet is stamped before the estimator sees it
+		i.Add(estimator)
+		if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, i); err != nil {
+			return nil, err
+		}
 	}
 	s := webrtc.SettingEngine{}
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -264,6 +284,7 @@ func main() {
 	host := flag.String("ice-host", "127.0.0.1", "the one address to gather ICE candidates on")
 	layer := flag.String("layer", "f", "the simulcast RID forwarded to subscribers")
 	ports := flag.String("ports", "", "UDP port range MIN-MAX for media")
+	twcc := flag.Bool("twcc", false, "stamp transport-wide sequence numbers and estimate each subscriber's bandwidth")
 	flag.Parse()
 	var portMin, portMax uint16
 	if *ports != "" {
@@ -271,7 +292,7 @@ func main() {
 			log.Fatal("bad -ports: ", err)
 		}
 	}
-	api, err := newAPI(*host, portMin, portMax)
+	api, err := newAPI(*host, portMin, portMax, *twcc)
 	if err != nil {
 		log.Fatal(err)
 	}
