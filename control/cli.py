@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from control import operator_cli as operator
 from control.clock import Clock
-from control.config import Config, effective
+from control.config import Config, effective, unknown_variables
 from control.store.records import Org
 from control.store.store import Store
 
@@ -93,11 +93,16 @@ async def _serve(config: Config) -> None:
     from aiohttp import web
 
     from control.app import create_app, media_ready
+    from control.auth import token_secret
     from control.drain import DRAIN
     from control.services import SERVICES
     from control.turn import Relay, reachability_warnings
 
     log = logging.getLogger("classcast")
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
+    if config.secret or config.secret_file:  # checked before anything is written (the data dir, migrations)
+        token_secret(config)
     _lock = lock_data_dir(config)  # held until the process ends (closing it would let a second server in)
     for warning in reachability_warnings(config):
         log.warning("%s", warning)
@@ -196,7 +201,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         return _fail(f"--log-level: {exc}")
     os.environ["CLASSCAST_ENGINE"] = config.engine  # a TOML file's too: sfu.engine and the workers read it here
-    uvloop.run(_serve(config))
+    try:
+        uvloop.run(_serve(config))
+    except SystemExit as exc:  # a start-up refusal: one line, said as every other command's errors are
+        if isinstance(exc.code, str):
+            print(f"error: {exc.code}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 
@@ -327,7 +338,10 @@ def cmd_org(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
-    """The effective configuration (file, then environment, then defaults), secrets masked."""
+    """The effective configuration (file, then environment, then defaults), secrets masked; misspelt variables
+    on standard error, so the JSON stays readable by a program."""
+    for warning in unknown_variables(os.environ):
+        print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(effective(config), indent=2))
     return 0
 

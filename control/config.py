@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from control.ratelimit import RateLimits
 from control.turn import TurnConfig
@@ -63,6 +64,15 @@ def _within(name: str, raw: str, value: N, low: float | None, high: float | None
     return value
 
 
+def _token_ttl(env: Mapping[str, str]) -> int:
+    """The default lifetime of a join token may not pass the operator's cap on the lifetimes a call may ask."""
+    cap = _int(env, "CLASSCAST_TOKEN_MAX_TTL", 24 * 3600, 60, 24 * 3600)
+    ttl = _int(env, "CLASSCAST_TOKEN_TTL", min(3600, cap), 1)
+    if ttl > cap:
+        raise SystemExit(f"CLASSCAST_TOKEN_TTL ({ttl}) must not pass CLASSCAST_TOKEN_MAX_TTL ({cap})")
+    return ttl
+
+
 def _engine(env: Mapping[str, str]) -> str:
     engine = _text(env, "CLASSCAST_ENGINE", "native").lower()
     if engine not in ("native", "python"):  # with SFU workers, a bad one had them fail to start, again and again
@@ -89,6 +99,23 @@ def _ice(env: Mapping[str, str]) -> IceConfig:
         return IceConfig.from_env(env)
     except (ValueError, TypeError) as exc:  # TypeError: CLASSCAST_ICE_SERVERS=5, JSON but not a list
         raise SystemExit(f"ICE configuration: {exc}") from exc
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    """A base URL browsers are sent to (`iframeUrl`, a redirect): http(s), a host, nothing after the path. `not a
+    url` or `class.school.example` (no scheme) were taken as they were and made every iframeUrl a broken link."""
+    raw = _text(env, name, "")
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # ValueError past 65535
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or parts.username is not None or port == 0 or not raw.isprintable() or " " in raw):
+        raise SystemExit(f"{name} must be an http:// or https:// URL with a host and no query, got {raw!r}")
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -142,7 +169,7 @@ class TutorConfig:
             max_answer_tokens=_int(env, "CLASSCAST_TUTOR_MAX_TOKENS", 256, 1),
             context_tokens=_int(env, "CLASSCAST_TUTOR_CONTEXT_TOKENS", 1024, 1),
             transcript_window_s=_int(env, "CLASSCAST_TUTOR_TRANSCRIPT_WINDOW", 300, 0),
-            tokens_per_credit=max(1, _int(env, "CLASSCAST_AI_TOKENS_PER_CREDIT", 1000)),
+            tokens_per_credit=_int(env, "CLASSCAST_AI_TOKENS_PER_CREDIT", 1000, 1),
             transcription=_bool(env, "CLASSCAST_TRANSCRIPTION", False),
             transcribe_chunk_s=_float(env, "CLASSCAST_TRANSCRIBE_CHUNK", 15.0, 1.0),
             speech_threads=_int(env, "CLASSCAST_SPEECH_THREADS", 1, 1),
@@ -249,15 +276,16 @@ class Config:
             host=host,
             port=port,
             data_dir=Path(_text(env, "CLASSCAST_DATA_DIR", "data")),
-            public_url=env.get("CLASSCAST_PUBLIC_URL", ""),
+            public_url=_url(env, "CLASSCAST_PUBLIC_URL"),
             database_url=env.get("CLASSCAST_DATABASE_URL", ""),
             redis_url=env.get("CLASSCAST_REDIS_URL", ""),
-            node_url=env.get("CLASSCAST_NODE_URL", ""),
+            node_url=_url(env, "CLASSCAST_NODE_URL"),
             node_lease_s=_float(env, "CLASSCAST_NODE_LEASE", 5.0, 0.1),
             secret=env.get("CLASSCAST_SECRET", ""),
             secret_file=env.get("CLASSCAST_SECRET_FILE", ""),
             recordings_dir=env.get("CLASSCAST_RECORDINGS_DIR", ""),
-            token_ttl_s=_int(env, "CLASSCAST_TOKEN_TTL", 3600, 1),
+            token_ttl_s=_token_ttl(env),
+            token_max_ttl_s=_int(env, "CLASSCAST_TOKEN_MAX_TTL", 24 * 3600, 60, 24 * 3600),
             tick_interval_s=_float(env, "CLASSCAST_TICK_INTERVAL", 15.0, 0.01),
             demo_credits=_int(env, "CLASSCAST_DEMO_CREDITS", 10_000, 0),
             credit_rate=_float(env, "CLASSCAST_CREDIT_RATE", 0.01, 0.0),
@@ -354,6 +382,30 @@ def known_keys() -> frozenset[str]:
     reads = _Reads()
     Config.from_env(reads)
     return frozenset(reads.keys_read)
+
+
+# CLASSCAST_* variables read elsewhere than Config.from_env: the file to load, the operator commands' organization,
+# an SFU worker's log level, the build's choice of libsrtp, the tests' database and the bench's logs.
+OTHER_VARIABLES = frozenset({"CLASSCAST_CONFIG", "CLASSCAST_ORG_ID", "CLASSCAST_LOG_LEVEL", "CLASSCAST_SRTP",
+                             "CLASSCAST_TEST_DATABASE", "CLASSCAST_BENCH_CLIENT_LOG", "CLASSCAST_BENCH_SERVER_LOG"})
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A line for each `CLASSCAST_*` variable that nothing reads, naming the setting it probably meant.
+
+    A misspelt variable (`CLASSCAST_PROT`) left its setting at the default without a word. It is a warning, not an
+    error as the same key in a TOML file is: the environment is shared with other programs and other versions."""
+    import difflib
+
+    known = known_keys() | OTHER_VARIABLES
+    lines = []
+    for name in sorted(k for k in env if k.startswith("CLASSCAST_") and k not in known):
+        # the names' own parts compared: with the shared prefix, CLASSCAST_FOO came out close to CLASSCAST_PORT
+        close = difflib.get_close_matches(name.removeprefix("CLASSCAST_"),
+                                          sorted(k.removeprefix("CLASSCAST_") for k in known), n=1, cutoff=0.75)
+        hint = f"; did you mean CLASSCAST_{close[0]}?" if close else " (docs/operations.md lists the settings)"
+        lines.append(f"{name} is not a classcast setting and is ignored{hint}")
+    return lines
 
 
 def read_file(path: Path) -> dict[str, str]:

@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import json
 import random
+import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,22 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RTC_PORT = 7882
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_address_or_host_name(value: str) -> bool:
+    """An IP address, or a DNS name by RFC 1123 whose last label is not all digits: `1.5` or `10.0.0` is a mistyped
+    address, not a name, and a browser given it as a candidate would look it up and fail quietly."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    return (len(value) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
 
 @dataclass(frozen=True)
 class IceConfig:
@@ -89,9 +106,8 @@ class IceConfig:
             if not (rtc_port == 0 or 1024 <= rtc_port <= 65535):
                 raise ValueError("CLASSCAST_RTC_PORT must be a UDP port within 1024-65535 (or 0: any free port)")
         announced = env.get("CLASSCAST_ANNOUNCED_ADDRESS", "").strip() or None
-        if announced is not None and (any(c.isspace() for c in announced) or len(announced) > 253
-                                      or announced.startswith("-")):
-            raise ValueError("CLASSCAST_ANNOUNCED_ADDRESS must be one IP address or host name")
+        if announced is not None and not is_address_or_host_name(announced):
+            raise ValueError(f"CLASSCAST_ANNOUNCED_ADDRESS must be one IP address or host name, got {announced!r}")
         if not port_min and announced is None and any(ipaddress.ip_address(h).is_unspecified for h in hosts):
             raise ValueError("listening on every address (CLASSCAST_ICE_HOSTS=0.0.0.0 or ::) needs "
                              "CLASSCAST_ANNOUNCED_ADDRESS: the address clients reach the media port at")

@@ -6,6 +6,7 @@ whatever process had the pid)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 
 from control.cli import main
-from control.config import Config
+from control.config import Config, unknown_variables
 from tests.control.serverproc import Server, free_port
 
 
@@ -35,11 +36,45 @@ from tests.control.serverproc import Server, free_port
     ("CLASSCAST_ICE_PORT_RANGE", "abc", "ICE configuration: CLASSCAST_ICE_PORT_RANGE must be MIN-MAX"),
     ("CLASSCAST_PORT", "\u0668\u0660\u0668\u0660", "CLASSCAST_PORT must be an integer"),
     ("CLASSCAST_ENGINE", "bogus", "CLASSCAST_ENGINE must be native or python, got 'bogus'"),
+    ("CLASSCAST_PUBLIC_URL", "not a url at all", "CLASSCAST_PUBLIC_URL must be an http:// or https:// URL"),
+    ("CLASSCAST_PUBLIC_URL", "class.school.example", "CLASSCAST_PUBLIC_URL must be an http:// or https:// URL"),
+    ("CLASSCAST_NODE_URL", "https://node1:99999", "CLASSCAST_NODE_URL must be an http:// or https:// URL"),
+    ("CLASSCAST_ANNOUNCED_ADDRESS", "10.0.0", "ICE configuration: CLASSCAST_ANNOUNCED_ADDRESS must be one IP"),
+    ("CLASSCAST_ANNOUNCED_ADDRESS", "1.5", "ICE configuration: CLASSCAST_ANNOUNCED_ADDRESS must be one IP"),
+    ("CLASSCAST_TOKEN_MAX_TTL", "30", "CLASSCAST_TOKEN_MAX_TTL must be between 60 and 86400"),
+    ("CLASSCAST_AI_TOKENS_PER_CREDIT", "0", "CLASSCAST_AI_TOKENS_PER_CREDIT must be at least 1"),
 ])
 def test_settings_out_of_range_stop_with_one_line(name: str, value: str, says: str) -> None:
     with pytest.raises(SystemExit) as stop:
         Config.from_env({name: value})
     assert str(stop.value.code).startswith(says), stop.value.code
+
+
+def test_addresses_and_urls_that_are_fine_are_kept() -> None:
+    config = Config.from_env({"CLASSCAST_PUBLIC_URL": "https://class.school.example/classcast/",
+                              "CLASSCAST_NODE_URL": "http://[2001:db8::1]:8080",
+                              "CLASSCAST_ANNOUNCED_ADDRESS": "media.school.example"})
+    assert config.base_url == "https://class.school.example/classcast"
+    assert config.node_base_url == "http://[2001:db8::1]:8080"
+    assert config.ice.announced == "media.school.example"
+    assert Config.from_env({"CLASSCAST_ANNOUNCED_ADDRESS": "2001:db8::1"}).ice.announced == "2001:db8::1"
+
+
+def test_the_token_lifetime_cap() -> None:
+    """CLASSCAST_TOKEN_MAX_TTL was named in the code's docstrings but read nowhere: the cap was always a day."""
+    config = Config.from_env({"CLASSCAST_TOKEN_MAX_TTL": "600"})
+    assert (config.token_ttl_s, config.token_max_ttl_s) == (600, 600)  # the default lifetime follows a lower cap
+    with pytest.raises(SystemExit, match=r"CLASSCAST_TOKEN_TTL \(3600\) must not pass CLASSCAST_TOKEN_MAX_TTL"):
+        Config.from_env({"CLASSCAST_TOKEN_MAX_TTL": "600", "CLASSCAST_TOKEN_TTL": "3600"})
+
+
+def test_a_misspelt_variable_is_named() -> None:
+    assert unknown_variables({"CLASSCAST_PROT": "9000", "CLASSCAST_PORT": "8080", "CLASSCAST_CONFIG": "x.toml",
+                              "CLASSCAST_ORG_ID": "org", "CLASSCAST_SECERT": "s", "CLASSCAST_ZZZ": "1",
+                              "HOME": "/root"}) == [
+        "CLASSCAST_PROT is not a classcast setting and is ignored; did you mean CLASSCAST_PORT?",
+        "CLASSCAST_SECERT is not a classcast setting and is ignored; did you mean CLASSCAST_SECRET?",
+        "CLASSCAST_ZZZ is not a classcast setting and is ignored (docs/operations.md lists the settings)"]
 
 
 def test_an_empty_setting_is_its_default() -> None:
@@ -77,6 +112,23 @@ def test_start_up_mistakes_are_one_line(tmp_path: Path) -> None:
             done = _serve(env)
             assert done.returncode != 0 and says in done.stderr, done.stderr
             assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_settings_are_checked_before_anything_is_written(tmp_path: Path) -> None:
+    """A short secret stopped `serve` only after it had made the data dir and run every migration into it; the
+    refusal is now an `error:` line, as every command's, and a misspelt variable is named on the way."""
+    data = tmp_path / "data"
+    done = _serve({"CLASSCAST_DATA_DIR": str(data), "CLASSCAST_SECRET": "too short", "CLASSCAST_PROT": "9000",
+                   "CLASSCAST_PORT": str(free_port())})
+    assert done.returncode == 1, done.stderr
+    assert "error: CLASSCAST_SECRET must be at least 32 characters" in done.stderr, done.stderr
+    assert "CLASSCAST_PROT is not a classcast setting and is ignored; did you mean CLASSCAST_PORT?" in done.stderr
+    assert not data.exists()
+    assert "Traceback" not in done.stderr, done.stderr
+    shown = subprocess.run([sys.executable, "-m", "control.cli", "config"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "CLASSCAST_PROT": "9000"})
+    assert shown.returncode == 0 and "warning: CLASSCAST_PROT is not a classcast setting" in shown.stderr
+    assert json.loads(shown.stdout)["port"] == 8080
 
 
 async def test_a_second_server_on_the_same_data_dir_leaves_the_first_alone(tmp_path: Path) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import jwt
 
-from control.clock import iso
+from control.app import create_app
+from control.clock import FakeClock, iso
+from control.config import Config
+from control.services import SERVICES
 from tests.conftest import Api
 
 
@@ -94,6 +98,23 @@ async def test_join_issues_token_with_requested_lifetime(api: Api) -> None:
     status, body = await api.post("/v1/room/math-101/join", {
         "participant": {"uid": "s", "name": "S", "role": "STUDENT"}, "expiresIn": 24 * 3600 + 1})
     assert status == 400 and "expiresIn" in body["message"]
+
+
+async def test_the_operators_cap_on_token_lifetimes(aiohttp_client: Any, config: Config, clock: FakeClock) -> None:
+    """CLASSCAST_TOKEN_MAX_TTL: a join may ask up to the cap, not past it, and the default lifetime stays under it."""
+    app = await create_app(Config.from_env({"CLASSCAST_TOKEN_MAX_TTL": "900",
+                                            "CLASSCAST_DATA_DIR": str(config.data_dir)}), clock, background=False)
+    client = await aiohttp_client(app)
+    org = await app[SERVICES].store.create_org("Capped School", 10_000, clock.now_ms())
+    api = Api(client=client, svc=app[SERVICES], org=org, clock=clock)
+    data = await api.create_room()
+    claims = jwt.decode(data["token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 900
+    for asked, status in ((900, 200), (901, 400)):
+        got, body = await api.post("/v1/room/math-101/join", {
+            "participant": {"uid": "s", "name": "S", "role": "STUDENT"}, "expiresIn": asked})
+        assert got == status, body
+    assert "must be between 60 and 900" in body["message"]
 
 
 async def test_join_errors(api: Api) -> None:
