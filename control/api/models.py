@@ -536,6 +536,7 @@ class Delivery(Reply):
     lastStatus: int | None = None
     lastError: str | None = None
     nextAttemptAt: Timestamp = None
+    waitingFor: str | None = None
     deliveredAt: Timestamp = None
     createdAt: Timestamp = None
 

@@ -73,6 +73,7 @@ async def deliveries(request: web.Request) -> web.Response:
         "id": r["id"], "eventId": r["event_id"], "type": r["type"], "status": r["status"],
         "attempts": r["attempts"], "lastStatus": r["last_status"], "lastError": r["last_error"],
         "nextAttemptAt": iso(r["next_attempt_at"]) if r["status"] == "pending" else None,
+        "waitingFor": r["waiting_for"],
         "deliveredAt": iso(r["delivered_at"]), "createdAt": iso(r["created_at"]),
     } for r in rows]})
 

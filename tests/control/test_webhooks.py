@@ -21,6 +21,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from control.api.webhooks import DISPATCHER
+from control.clock import iso
 from control.store import schema as t
 from control.store.webhooks import Delivery, WebhookStore
 from control.webhooks import EVENT_TYPES
@@ -171,6 +172,15 @@ async def test_signed_deliveries_retry_in_order(api: Api, receiver: Receiver) ->
     assert first["status"] == "pending" and first["attempts"] == 1 and first["last_status"] == 500
     assert first["next_attempt_at"] > api.clock.now_ms()
     assert await send_and_settle() == 0  # not due yet
+    # The listing says why the second has not gone: it waits for the first, and cannot go before the first's retry
+    # (its own next attempt, the time it was queued, read as "due now").
+    status, body = await api.get(f"/v1/webhooks/{ep['id']}/deliveries")
+    assert status == 200, body
+    listed = {d["type"]: d for d in body["data"]["deliveries"]}
+    assert listed["room_started"]["waitingFor"] is None
+    assert listed["participant_joined"]["waitingFor"] == listed["room_started"]["id"]
+    assert listed["participant_joined"]["nextAttemptAt"] == listed["room_started"]["nextAttemptAt"]
+    assert listed["room_started"]["nextAttemptAt"] == iso(first["next_attempt_at"])
 
     receiver.status = 200
     api.clock.advance(api.svc.config.webhooks.retry_base_s * 1.2)
