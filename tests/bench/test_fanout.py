@@ -142,9 +142,10 @@ def test_knee_is_the_largest_clean_step() -> None:
 
 
 def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
-    """Requirement 5: classcast, Janus (Debian's package, VideoRoom) and the pion SFU of bench/peers/pion measured
-    one after the other in one network namespace, each delivering the top layer to every subscriber, with the
-    ratios of CPU per forwarded packet. `make test` installs janus and Go with pion (about 20 s)."""
+    """Requirement 5: classcast, Janus (Debian's package, VideoRoom) and the pion SFU of bench/peers/pion (as its
+    default interceptors leave it, and with transport-wide-cc and pion's estimator: pion-twcc) measured one after
+    the other in one network namespace, each delivering the top layer to every subscriber, with the ratios of CPU
+    per forwarded packet. `make test` installs janus and Go with pion (about 20 s)."""
     why = netns.available()
     if why and os.geteuid() != 0:
         pytest.skip(f"not run: {why}")  # only root may make a namespace; CI runs as root, so there it runs
@@ -152,13 +153,13 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
     assert janus.missing() is None and pion.missing() is None, "make test installs janus, golang-go and pion"
     out, chart = tmp_path / "compare.json", tmp_path / "compare.png"
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    run = subprocess.run([sys.executable, "-m", "bench.fanout", "fanout", "--compare", "janus,pion",
+    run = subprocess.run([sys.executable, "-m", "bench.fanout", "fanout", "--compare", "janus,pion,pion-twcc",
                           "--subscribers", "3", "--duration", "3", "--settle", "3", "--workers", "2",
                           "--probes", "1",  # one joiner per target (the probes themselves: the quick test above)
                           "--json", str(out), "--plot", str(chart)], capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert [r["target"] for r in result["compare"]] == ["classcast", "janus", "pion"]
+    assert [r["target"] for r in result["compare"]] == ["classcast", "janus", "pion", "pion-twcc"]
     for r in result["compare"]:
         [step] = r["steps"]
         assert r["codec"] == "vp8" and r["ice_host"] == netns.ADDRESS
@@ -168,7 +169,8 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
         assert step["srtp_errors"] == 0, r["target"]
         # browser-like subscribers: every server offered transport-wide-cc and had it answered, got a PLI per
         # subscriber at its start and receiver reports; classcast and Janus stamp their copies, so they get TWCC
-        # feedback (the pion SFU's default interceptors do not stamp outgoing packets: nothing to report)
+        # feedback (the pion SFU's default interceptors do not stamp outgoing packets: nothing to report; pion-twcc
+        # stamps them)
         assert step["subscribers_with_twcc"] == 3 and step["feedback_total"]["pli"] >= 3, r["target"]
         assert step["feedback_per_s"]["rr"] > 0, r["target"]
         if r["target"] != "pion":
@@ -177,7 +179,7 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
         for got in step["per_subscriber_sample"]:
             assert got[STREAMS.index("f")] > 0 and got[STREAMS.index("audio")] > 0, (r["target"], got)
             assert got[STREAMS.index("q")] == 0, (r["target"], got)
-    for other in ("janus", "pion"):
+    for other in ("janus", "pion", "pion-twcc"):
         [ratio] = result["ratios"][other]
         assert ratio["subscribers"] == 3 and ratio["ratio"] > 0
     assert "janus / classcast" in run.stdout and "pion / classcast" in run.stdout
@@ -190,7 +192,7 @@ def test_janus_and_pion_in_the_same_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--target", "mediasoup"], "unknown target 'mediasoup'"),
     (["--compare", "janus,mediasoup"], "unknown target 'mediasoup'"),
-    (["--compare", "classcast"], "--compare takes janus, pion or both"),
+    (["--compare", "classcast"], "--compare takes some of janus,pion,pion-twcc"),
     (["--compare", "pion", "--target", "janus"], "leave --target out"),
 ])
 def test_bad_targets_are_refused_clearly(args: list[str], message: str) -> None:
