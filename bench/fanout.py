@@ -5,8 +5,10 @@
     classcast-bench fanout --compare janus,pion --ramp 25:25:150 --plot compare.png   (root: a network namespace)
 
 Targets (bench/targets/): classcast started here or at a URL; Janus's VideoRoom and the pion SFU of
-bench/peers/pion, which run, with the bench itself, inside a private network namespace (bench/netns.py) because
-Janus will not gather on loopback; classcast joins them there for a comparison.
+bench/peers/pion (`pion` as its default interceptors leave it, `pion-twcc` stamping transport-wide numbers and
+estimating each subscriber's bandwidth as classcast does), which run, with the bench itself, inside a private
+network namespace (bench/netns.py) because Janus will not gather on loopback; classcast joins them there for a
+comparison.
 
 Real parts only: a `classcast serve` process started here (unless --target is a URL), real ICE, DTLS and SRTP on
 127.0.0.1 (aiortc with iceServers=[] and gathering pinned to loopback). The publisher (in this process) sends the
