@@ -91,6 +91,8 @@ def pid_file(config: Config) -> Path:
 
 async def _serve(config: Config) -> None:
     from aiohttp import web
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     from control.app import create_app, media_ready
     from control.auth import token_secret
@@ -101,8 +103,13 @@ async def _serve(config: Config) -> None:
     log = logging.getLogger("classcast")
     for warning in unknown_variables(os.environ):
         log.warning("%s", warning)
-    if config.secret or config.secret_file:  # checked before anything is written (the data dir, migrations)
+    # checked before the data dir and the migrations are written: a short secret, a database URL that does not parse
+    if config.secret or config.secret_file:
         token_secret(config)
+    try:
+        make_url(config.db_url)
+    except (ArgumentError, ValueError) as exc:
+        raise SystemExit(f"CLASSCAST_DATABASE_URL does not parse: {exc}") from None
     _lock = lock_data_dir(config)  # held until the process ends (closing it would let a second server in)
     for warning in reachability_warnings(config):
         log.warning("%s", warning)
@@ -203,7 +210,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     os.environ["CLASSCAST_ENGINE"] = config.engine  # a TOML file's too: sfu.engine and the workers read it here
     try:
         uvloop.run(_serve(config))
-    except SystemExit as exc:  # a start-up refusal: one line, said as every other command's errors are
+    except SystemExit as exc:  # a start-up refusal: one line with `error:` as other commands' (exit 1: not usage)
         if isinstance(exc.code, str):
             print(f"error: {exc.code}", file=sys.stderr)
             return 1

@@ -65,10 +65,12 @@ def _within(name: str, raw: str, value: N, low: float | None, high: float | None
 
 
 def _token_ttl(env: Mapping[str, str]) -> int:
-    """The default lifetime of a join token may not pass the operator's cap on the lifetimes a call may ask."""
+    """The default lifetime of a join token: under a cap the operator set (CLASSCAST_TOKEN_MAX_TTL), at most the
+    cap, its default following a cap below an hour. Without one, a default past a day stays allowed, as it was
+    before the cap existed (calls still ask at most a day)."""
     cap = _int(env, "CLASSCAST_TOKEN_MAX_TTL", 24 * 3600, 60, 24 * 3600)
     ttl = _int(env, "CLASSCAST_TOKEN_TTL", min(3600, cap), 1)
-    if ttl > cap:
+    if ttl > cap and _text(env, "CLASSCAST_TOKEN_MAX_TTL", ""):
         raise SystemExit(f"CLASSCAST_TOKEN_TTL ({ttl}) must not pass CLASSCAST_TOKEN_MAX_TTL ({cap})")
     return ttl
 
@@ -112,10 +114,10 @@ def _url(env: Mapping[str, str], name: str) -> str:
         port = parts.port  # ValueError past 65535
     except ValueError:
         parts, port = None, None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query
-            or parts.fragment or parts.username is not None or port == 0 or not raw.isprintable() or " " in raw):
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "?" in raw or "#" in raw
+            or parts.username is not None or port == 0 or not raw.isprintable() or " " in raw):
         raise SystemExit(f"{name} must be an http:// or https:// URL with a host and no query, got {raw!r}")
-    return raw
+    return parts.scheme + raw[len(parts.scheme):]  # `HTTPS://` as https://: URLs are built from it by prefix
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -385,9 +387,11 @@ def known_keys() -> frozenset[str]:
 
 
 # CLASSCAST_* variables read elsewhere than Config.from_env: the file to load, the operator commands' organization,
-# an SFU worker's log level, the build's choice of libsrtp, the tests' database and the bench's logs.
+# an SFU worker's log level, the build's choice of libsrtp, the tests' database, the bench's logs and the secret of
+# examples/webhook_receiver.py (often run from the same environment).
 OTHER_VARIABLES = frozenset({"CLASSCAST_CONFIG", "CLASSCAST_ORG_ID", "CLASSCAST_LOG_LEVEL", "CLASSCAST_SRTP",
-                             "CLASSCAST_TEST_DATABASE", "CLASSCAST_BENCH_CLIENT_LOG", "CLASSCAST_BENCH_SERVER_LOG"})
+                             "CLASSCAST_TEST_DATABASE", "CLASSCAST_BENCH_CLIENT_LOG", "CLASSCAST_BENCH_SERVER_LOG",
+                             "CLASSCAST_WEBHOOK_SECRET"})
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:

@@ -26,9 +26,6 @@ from aioice.ice import Connection, StunProtocol
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_RTC_PORT = 7882
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-
-
-
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -40,9 +37,11 @@ def is_address_or_host_name(value: str) -> bool:
         return True
     except ValueError:
         pass
-    labels = value.removesuffix(".").split(".")
-    return (len(value) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+    name = value.removesuffix(".")
+    labels = name.split(".")
+    return (len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
             and not labels[-1].isdigit())
+
 
 @dataclass(frozen=True)
 class IceConfig:

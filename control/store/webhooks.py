@@ -180,15 +180,15 @@ class WebhookStore:
         `next_attempt_at` is not before the head's: its own is the time it was queued, long past while the head
         retries, and said "due now" of a delivery that cannot go."""
         d, e = t.webhook_deliveries, t.webhook_events
-        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.order_key, d.c.status, d.c.attempts,
+        q = (select(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.order_key, d.c.seq, d.c.status, d.c.attempts,
                     d.c.next_attempt_at, d.c.last_status, d.c.last_error, d.c.delivered_at, d.c.created_at, e.c.type)
              .join(e, e.c.id == d.c.event_id).where(e.c.org_id == org_id).order_by(d.c.seq.desc()).limit(limit))
         if endpoint_id is not None:
             q = q.where(d.c.endpoint_id == endpoint_id)
         heads = self._heads()
-        hq = (select(d.c.id, d.c.endpoint_id, d.c.order_key, d.c.next_attempt_at)
+        hq = (select(d.c.id, d.c.endpoint_id, d.c.order_key, d.c.seq, d.c.next_attempt_at)
               .join(heads, and_(heads.c.endpoint_id == d.c.endpoint_id, heads.c.order_key == d.c.order_key,
-                                heads.c.seq == d.c.seq)))
+                                heads.c.seq == d.c.seq)).where(d.c.status == "pending"))
         async with self.store._read() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(q)]
             pending = {(r["endpoint_id"], r["order_key"]) for r in rows if r["status"] == "pending"}
@@ -198,11 +198,14 @@ class WebhookStore:
                 head = {(h.endpoint_id, h.order_key): h for h in await conn.execute(
                     hq.where(d.c.endpoint_id.in_(endpoints)))}
         for r in rows:
+            # only a head strictly before it: two nodes may give two rows one seq (both are heads to `due`), and the
+            # head read after the rows may be a later row once the earlier one settled in between
             first = head.get((r["endpoint_id"], r["order_key"])) if r["status"] == "pending" else None
-            r["waiting_for"] = first.id if first is not None and first.id != r["id"] else None
-            if r["waiting_for"] is not None:
+            behind = first is not None and int(first.seq) < int(r["seq"])
+            r["waiting_for"] = first.id if behind else None
+            if behind:
                 r["next_attempt_at"] = max(int(r["next_attempt_at"]), int(first.next_attempt_at))
-            del r["order_key"]
+            del r["order_key"], r["seq"]
         return rows
 
     async def prune(self, before: int) -> int:

@@ -38,6 +38,7 @@ from tests.control.serverproc import Server, free_port
     ("CLASSCAST_ENGINE", "bogus", "CLASSCAST_ENGINE must be native or python, got 'bogus'"),
     ("CLASSCAST_PUBLIC_URL", "not a url at all", "CLASSCAST_PUBLIC_URL must be an http:// or https:// URL"),
     ("CLASSCAST_PUBLIC_URL", "class.school.example", "CLASSCAST_PUBLIC_URL must be an http:// or https:// URL"),
+    ("CLASSCAST_PUBLIC_URL", "https://class.school.example/?", "CLASSCAST_PUBLIC_URL must be an http:// or https://"),
     ("CLASSCAST_NODE_URL", "https://node1:99999", "CLASSCAST_NODE_URL must be an http:// or https:// URL"),
     ("CLASSCAST_ANNOUNCED_ADDRESS", "10.0.0", "ICE configuration: CLASSCAST_ANNOUNCED_ADDRESS must be one IP"),
     ("CLASSCAST_ANNOUNCED_ADDRESS", "1.5", "ICE configuration: CLASSCAST_ANNOUNCED_ADDRESS must be one IP"),
@@ -51,6 +52,8 @@ def test_settings_out_of_range_stop_with_one_line(name: str, value: str, says: s
 
 
 def test_addresses_and_urls_that_are_fine_are_kept() -> None:
+    assert Config.from_env({"CLASSCAST_PUBLIC_URL": "HTTPS://Class.School.example"}).base_url == \
+        "https://Class.School.example"  # a scheme in capitals works, and URLs built from it by prefix see https://
     config = Config.from_env({"CLASSCAST_PUBLIC_URL": "https://class.school.example/classcast/",
                               "CLASSCAST_NODE_URL": "http://[2001:db8::1]:8080",
                               "CLASSCAST_ANNOUNCED_ADDRESS": "media.school.example"})
@@ -66,6 +69,8 @@ def test_the_token_lifetime_cap() -> None:
     assert (config.token_ttl_s, config.token_max_ttl_s) == (600, 600)  # the default lifetime follows a lower cap
     with pytest.raises(SystemExit, match=r"CLASSCAST_TOKEN_TTL \(3600\) must not pass CLASSCAST_TOKEN_MAX_TTL"):
         Config.from_env({"CLASSCAST_TOKEN_MAX_TTL": "600", "CLASSCAST_TOKEN_TTL": "3600"})
+    # without a cap set, a default lifetime past a day still works, as it did before the cap existed
+    assert Config.from_env({"CLASSCAST_TOKEN_TTL": "172800"}).token_ttl_s == 172800
 
 
 def test_a_misspelt_variable_is_named() -> None:
@@ -108,10 +113,12 @@ def test_start_up_mistakes_are_one_line(tmp_path: Path) -> None:
                 ({"CLASSCAST_DATA_DIR": str(tmp_path / "d1"), "CLASSCAST_PORT": port}, "address already in use"),
                 ({"CLASSCAST_DATA_DIR": str(a_file), "CLASSCAST_PORT": str(free_port())},
                  "cannot use CLASSCAST_DATA_DIR"),
-                ({"CLASSCAST_DATA_DIR": str(tmp_path / "d2"), "CLASSCAST_DATABASE_URL": "abc"}, "cannot start")):
+                ({"CLASSCAST_DATA_DIR": str(tmp_path / "d2"), "CLASSCAST_DATABASE_URL": "abc"},
+                 "error: CLASSCAST_DATABASE_URL does not parse")):
             done = _serve(env)
             assert done.returncode != 0 and says in done.stderr, done.stderr
             assert "Traceback" not in done.stderr, done.stderr
+        assert not (tmp_path / "d2").exists()  # refused before the data dir was made
 
 
 def test_settings_are_checked_before_anything_is_written(tmp_path: Path) -> None:
