@@ -144,7 +144,12 @@ class TrackFile:
             # The first keyframe carries SPS/PPS: its size sets the track's; later SPS changes stay in band
             # (each keyframe repeats its parameter sets), so a decoder follows a resolution change.
             decoder = av.CodecContext.create("h264", "r")
-            pictures = decoder.decode(av.Packet(frame.data))
+            try:
+                pictures = decoder.decode(av.Packet(frame.data))
+            except av.error.FFmpegError:  # not H.264 a decoder takes: ask for the next keyframe (throttled there)
+                if frame.keyframe:
+                    self.emit({"t": "keyframe", "j": self.job_id, "id": self.info.id})
+                return False
             width, height = (pictures[0].width, pictures[0].height) if pictures else (decoder.width, decoder.height)
             if not width:
                 return False

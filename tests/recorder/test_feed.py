@@ -169,6 +169,36 @@ def test_track_mode_follows_a_resolution_change_without_reencoding(tmp_path: Pat
     assert len(sizes) == 60 and sizes[0] == (320, 240) and sizes[-1] == (640, 360)
 
 
+def test_a_keyframe_the_decoder_refuses_is_skipped_not_the_end_of_the_recording(tmp_path: Path) -> None:
+    """A publisher's first keyframe that is not H.264 at all (a buggy or hostile encoder: the SFU never decodes, so
+    it reaches the recorder as sent) raised out of the track file's size probe and failed the whole job: every
+    track's file of the class was left unfinished. It is dropped; the next good keyframe opens the file."""
+    import random
+
+    import av
+
+    from recorder.depacketize import Frame
+    from recorder.mux import TrackInfo, TrackSink
+
+    noise = random.Random(7).randbytes
+    bad = b"\x00\x00\x00\x01\x67" + noise(20) + b"\x00\x00\x00\x01\x68" + noise(8) + \
+        b"\x00\x00\x00\x01\x65" + noise(500)
+    events: list[dict] = []
+    sink = TrackSink("EG_x", tmp_path, events.append)
+    info = TrackInfo(id="TR_1", uid="ada", source="camera", kind="video", mime="video/H264", clock_rate=90000,
+                     name="Ada", role="TEACHER")
+    sink.track_added(info)
+    packets = [(bad, True), (noise(300), False), *_h264_frames(320, 240, 30, 2)]
+    for i, (data, key) in enumerate(packets):
+        sink.frame(info, Frame(i * 3000, data, key, 0.0), i / 30)
+    [result] = sink.finish(2.0)
+    assert events[0] == {"t": "keyframe", "j": "EG_x", "id": "TR_1"}  # the publisher is asked for a good one
+    assert [e["t"] for e in events[1:]] == ["file", "active"]
+    with av.open(result["path"]) as c:
+        sizes = [(f.width, f.height) for f in c.decode(video=0)]
+    assert len(sizes) == 30 and set(sizes) == {(320, 240)}
+
+
 @pytest.mark.parametrize("phase", [0.004, 0.012, 0.021, 0.029])
 def test_a_composite_shows_a_picture_at_the_output_frame_nearest_its_placement(tmp_path: Path, phase: float) -> None:
     """A camera whose pictures are placed `phase` seconds after the composite's 30 fps output frames: its one white
