@@ -80,12 +80,18 @@ class Reorder:
                 return out
 
 
+# The most one picture may hold while it is put together: a 4K keyframe is a few megabytes. Past it the picture is
+# dropped (and a keyframe asked for): packets that never end a picture (one timestamp, no marker) kept everything.
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+
 class H264Depacketizer:
     """RFC 6184 single NAL, STAP-A and FU-A into Annex B access units."""
 
     def __init__(self) -> None:
         self.nals: list[bytes] = []
         self.fu: bytearray | None = None
+        self.held = 0  # bytes of the picture put together so far
         self.timestamp: int | None = None
         self.arrival = 0.0
         self.broken = False
@@ -101,6 +107,10 @@ class H264Depacketizer:
         self.timestamp, self.arrival = p.timestamp, p.arrival
         payload = p.payload
         if not payload:
+            return out
+        self.held += len(payload)
+        if self.held > MAX_FRAME_BYTES:
+            self.nals, self.fu, self.held, self.broken = [], None, 0, True
             return out
         kind = payload[0] & 0x1F
         if 1 <= kind <= 23:
@@ -132,7 +142,7 @@ class H264Depacketizer:
 
     def _finish(self) -> list[Frame]:
         nals, broken = self.nals, self.broken or self.fu is not None
-        self.nals, self.fu, self.broken = [], None, False
+        self.nals, self.fu, self.broken, self.held = [], None, False, 0
         ts, self.timestamp = self.timestamp, None
         if not nals or ts is None:
             return []
@@ -153,6 +163,7 @@ class Vp8Depacketizer:
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.held = 0  # bytes of the picture put together so far
         self.timestamp: int | None = None
         self.arrival = 0.0
         self.broken = False
@@ -178,13 +189,16 @@ class Vp8Depacketizer:
         if not self.started:
             self.broken = True
         self.parts.append(p.payload[d.size:])
+        self.held += len(p.payload)
+        if self.held > MAX_FRAME_BYTES:
+            self.parts, self.held, self.broken = [], 0, True
         if p.marker:
             out += self._finish()
         return out
 
     def _finish(self) -> list[Frame]:
         parts, broken = self.parts, self.broken or not self.started
-        self.parts, self.broken, self.started = [], False, False
+        self.parts, self.broken, self.started, self.held = [], False, False, 0
         ts, self.timestamp = self.timestamp, None
         data = b"".join(parts)
         if not data or ts is None:

@@ -25,6 +25,7 @@ log = logging.getLogger("classcast.recorder.job")
 MIN_DELAY, MAX_DELAY = 0.5, 5.0  # how far behind live the output is written (see _advance)
 IDLE_S = 1.0  # a track silent for this long (muted, stalled) no longer holds the output back
 KEYFRAME_INTERVAL = 1.0  # at most one keyframe request per track per second
+AHEAD_S = MAX_DELAY + 5.0  # a frame placed this far after its arrival has a timestamp that jumped: it is left out
 QUEUE_LIMIT = 20000
 # Sender reports kept for tracks not added yet (see `_handle`), newest per track, at most this many tracks.
 EARLY_REPORTS = 64
@@ -42,6 +43,7 @@ class TrackState:
     last_arrival: float = -1e9
     frames: int = 0
     muted: bool = False  # the publisher muted it: nothing of it is written
+    ahead: int = 0  # frames left out: placed far after their arrival (see Job._deliver)
 
 
 class Job:
@@ -166,6 +168,14 @@ class Job:
 
     def _deliver(self, state: TrackState, frame: Frame) -> None:
         seconds = state.clock.seconds(frame.timestamp, frame.arrival)
+        if seconds > frame.arrival - self.t0 + AHEAD_S:
+            # placed far after it arrived: an RTP timestamp that jumped (no decoder or player follows), which
+            # stretched a track file to an hour of frozen picture and held a composite's pictures in memory
+            state.ahead += 1
+            if state.ahead == 1:
+                log.warning("job %s: %s's frames are placed %.0f s after they arrive; left out", self.id,
+                            state.info.id, seconds - (frame.arrival - self.t0))
+            return
         state.last_seconds, state.last_arrival = seconds, frame.arrival
         state.frames += 1
         if state.muted or (state.info.kind == "audio" and state.info.uid in self.muted):

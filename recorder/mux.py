@@ -34,6 +34,9 @@ VIDEO_TB = fractions.Fraction(1, 90000)
 AUDIO_RATE = 48000
 AAC_FRAME = 1024
 STALE_S = 1.0  # a video track with no new picture for this long shows its owner's name instead
+# The largest picture recorded as it is: a bigger one (a header may claim 16383x16383) is scaled down to it in a track
+# file and left out of a composite, whose tiles are smaller anyway. Decoded 8192x8192 pictures cost seconds each.
+MAX_PIXELS = 3840 * 2160
 BACKGROUND = (24, 24, 24)
 NAME_TILE = (52, 58, 74)
 Emit = Callable[[dict[str, Any]], None]
@@ -81,6 +84,24 @@ def _size(value: Any) -> tuple[int, int] | None:
                                                                      for v in value):
         return int(value[0]), int(value[1])
     return None
+
+
+def _within(w: int, h: int) -> tuple[int, int]:
+    """An encodable size for a w x h picture: even, at least 2x2, and at most MAX_PIXELS (scaled down, its shape
+    kept). A VP8 picture one pixel high made a 0-high file, which the encoder refused, and the whole job failed."""
+    if w * h > MAX_PIXELS:
+        scale = math.sqrt(MAX_PIXELS / (w * h))
+        w, h = int(w * scale), int(h * scale)
+    return max(2, w // 2 * 2), max(2, h // 2 * 2)
+
+
+def _fits_avcc(annexb: bytes) -> bool:
+    """Whether an MP4's avcC can describe this first keyframe's parameter sets (at most 31 SPS and 255 PPS, each
+    under 64 KiB): past that the muxer wrote an empty avcC, and the file, reported as good, did not open."""
+    units = [u.rstrip(b"\x00") for u in annexb.split(b"\x00\x00\x01") if u]
+    sps = [u for u in units if u and u[0] & 0x1F == 7]
+    pps = [u for u in units if u and u[0] & 0x1F == 8]
+    return len(sps) <= 31 and len(pps) <= 255 and all(len(u) < 65536 for u in sps + pps)
 
 
 def _x264(stream: Any, crf: int = 23) -> None:
@@ -145,6 +166,8 @@ class TrackFile:
             # (each keyframe repeats its parameter sets), so a decoder follows a resolution change.
             decoder = av.CodecContext.create("h264", "r")
             try:
+                if not _fits_avcc(frame.data):
+                    raise av.error.InvalidDataError(0, "parameter sets an MP4 cannot describe")
                 pictures = decoder.decode(av.Packet(frame.data))
             except av.error.FFmpegError:  # not H.264 a decoder takes: ask for the next keyframe (throttled there)
                 if frame.keyframe:
@@ -175,25 +198,27 @@ class TrackFile:
             self.decoder = av.CodecContext.create("vp8", "r")
         try:
             pictures = self.decoder.decode(av.Packet(frame.data))
-        except av.error.FFmpegError:
+            for picture in pictures:
+                if self.container is None:
+                    w, h = picture.width, picture.height
+                    if self.info.size is not None and self.info.size[0] * self.info.size[1] > w * h:
+                        w, h = self.info.size
+                    self.size = _within(w, h)
+                    self._open()
+                    assert self.container is not None
+                    self.stream = self.container.add_stream("libx264", rate=FPS)
+                    self.stream.width, self.stream.height = self.size
+                    _x264(self.stream)
+                    self.stream.codec_context.time_base = VIDEO_TB
+                if self.stream is None or self.size is None:
+                    return False
+                out = picture.reformat(width=self.size[0], height=self.size[1], format="yuv420p")
+                out.pts = self._pts(seconds, 90000)
+                out.time_base = VIDEO_TB
+                for packet in self.stream.encode(out):
+                    self.container.mux(packet)  # type: ignore[union-attr]
+        except (av.error.FFmpegError, ValueError):  # a picture the scaler or the encoder refuses: this one is lost
             return False
-        for picture in pictures:
-            if self.container is None:
-                self._open()
-                assert self.container is not None
-                w, h = picture.width, picture.height
-                if self.info.size is not None and self.info.size[0] * self.info.size[1] > w * h:
-                    w, h = self.info.size
-                self.size = (w // 2 * 2, h // 2 * 2)
-                self.stream = self.container.add_stream("libx264", rate=FPS)
-                self.stream.width, self.stream.height = self.size
-                _x264(self.stream)
-                self.stream.codec_context.time_base = VIDEO_TB
-            out = picture.reformat(width=self.size[0], height=self.size[1], format="yuv420p")  # type: ignore[index]
-            out.pts = self._pts(seconds, 90000)
-            out.time_base = VIDEO_TB
-            for packet in self.stream.encode(out):
-                self.container.mux(packet)  # type: ignore[union-attr]
         return bool(pictures)
 
     def _opus(self, frame: Frame, seconds: float) -> bool:
@@ -248,7 +273,12 @@ class TrackSink:
 
     def frame(self, info: TrackInfo, frame: Frame, seconds: float) -> None:
         f = self.files.get(info.id)
-        if f is not None and f.write(frame, seconds) and not self.active:
+        try:
+            written = f is not None and f.write(frame, seconds)
+        except (av.error.FFmpegError, ValueError) as exc:  # one track's bad frame never ends the others' files
+            log.warning("job %s: a frame of %s was not written: %s", self.job_id, info.id, exc)
+            written = False
+        if written and not self.active:
             self.active = True
             self.emit({"t": "active", "j": self.job_id})
 
@@ -392,7 +422,14 @@ class CompositeSink:
             except av.error.FFmpegError:
                 return
             for picture in pictures:
-                v.pending.append((seconds, picture))
+                if picture.width * picture.height > MAX_PIXELS:
+                    continue  # tiles are smaller; kept, such pictures filled gigabytes
+                # One picture per output frame: the later of two for one frame is the one shown anyway, and a flood
+                # of pictures at one time (600 a second) held every one of them until its frame came.
+                if v.pending and round(v.pending[-1][0] * FPS) == round(seconds * FPS):
+                    v.pending[-1] = (seconds, picture)
+                else:
+                    v.pending.append((seconds, picture))
         elif info.id in self.audios:
             a = self.audios[info.id]
             try:
