@@ -147,10 +147,21 @@ class TrackClock:
         self.peers = (peers if peers is not None else {}).setdefault(uid, [])
         self.peers.append(self.lag)
         self.keep_lag = False  # the next jump is `_holes`'s own, which corrected the lags it measured
+        self.doubted: float | None = None  # (arrival - NTP) of a report left out (see `on_sender_report`)
         self.hole_check = False  # `_holes` has complete windows to compare and has not settled them yet
 
     def on_sender_report(self, ntp: int, rtp_ts: int, arrival: float, clock: int = 0) -> None:
         seconds = ntp_seconds(ntp)
+        known = self.offsets.get(self.uid)
+        if known is not None and arrival - seconds < known - STALL_MAX:
+            # It claims its frame was taken more than STALL_MAX later than the publisher's reports so far allow:
+            # the tie would drop by that much for all of the publisher's tracks, and one report an hour ahead put
+            # the microphone an hour early, out of the file. Taken only once the next report says the same (the
+            # earlier ones then all came after a long stall); a report alone is left out.
+            doubted, self.doubted = self.doubted, arrival - seconds
+            if doubted is None or abs(doubted - self.doubted) > SLEW_MAX:
+                return
+        self.doubted = None
         if clock != self.clock:
             self.jump = self.sr is not None
             self.clock, self.sr = clock, None

@@ -15,7 +15,7 @@ from recorder.depacketize import MAX_FRAME_BYTES, Frame, H264Depacketizer, RtpPa
 from recorder.job import Job
 from recorder.mux import MAX_PIXELS, CompositeSink, TrackInfo, TrackSink
 from tests.recorder.test_feed import _h264_frames
-from tests.recorder.test_timeline import T0, Placements, _rtp, _track
+from tests.recorder.test_timeline import T0, Placements, _errors, _ntp, _publisher, _rtp, _run, _track
 
 CAMERA = TrackInfo(id="TR_1", uid="mallory", source="camera", kind="video", mime="video/VP8", clock_rate=90000,
                    name="Mallory", role="TEACHER")
@@ -127,3 +127,17 @@ def test_frames_placed_far_after_their_arrival_are_left_out() -> None:
     placed = [seconds for _, seconds in sink.placed["TR_cam"]]
     assert len(placed) == 45 and max(placed) < 2.0
     assert job.tracks["TR_cam"].ahead == 45
+
+
+def test_one_sender_report_from_the_future_moves_nothing() -> None:
+    """One camera report whose NTP time is an hour ahead lowered the publisher's tie by an hour: the microphone was
+    placed an hour early and left out of the file from then on. A report alone is left out now; every frame of
+    both tracks stays within 25 ms of where it belongs."""
+    messages = _publisher((T0, T0), seconds=6.0, mic_report_at=T0 + 1.0)
+    bogus = T0 + 2.0
+    messages.append((bogus, {"t": "sr", "j": "EG_t", "id": "TR_cam", "ntp": _ntp(bogus + 3600),
+                             "rtp": round((bogus - 90.0) * 90000), "a": bogus}))
+    messages.sort(key=lambda item: item[0])
+    sink = _run(messages)
+    assert len(sink.placed["TR_mic"]) >= 295  # 6 s of 20 ms packets
+    assert max(_errors(sink).values()) < 0.025
