@@ -61,6 +61,7 @@ class Job:
         self.muted: set[str] = set()  # uids a moderator muted: their audio is not forwarded, so not recorded
         self.early_reports: dict[str, dict[str, Any]] = {}  # track id -> its latest "sr" that came before "track"
         self.inbox: queue.Queue[tuple[dict[str, Any], float]] = queue.Queue(QUEUE_LIMIT)
+        self.dropped = 0  # media messages not queued: the job was QUEUE_LIMIT behind (see `put`)
         self.sink: TrackSink | CompositeSink
         if self.mode == "track":
             self.sink = TrackSink(self.id, self.dir, emit)
@@ -72,8 +73,20 @@ class Job:
             self.thread.start()
 
     def put(self, message: dict[str, Any]) -> None:
-        """From the socket reader: blocks when the job is behind, so the socket (and then the SFU's queue) fills."""
-        self.inbox.put((message, time.monotonic()))
+        """From a socket reader. A job QUEUE_LIMIT messages behind drops media (counted) rather than block: the
+        reader serves every job of its connection (all rooms of an SFU worker), and one job that fell behind held
+        all of them. What is not media (tracks, mutes, the stop) is never dropped: it waits for room."""
+        item = (message, time.monotonic())
+        if message.get("t") not in ("rtp", "sr"):
+            self.inbox.put(item)
+            return
+        try:
+            self.inbox.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10000 == 0:
+                log.warning("job %s is %d messages behind: %d media messages dropped so far", self.id,
+                            QUEUE_LIMIT, self.dropped)
 
     def _run(self) -> None:
         try:

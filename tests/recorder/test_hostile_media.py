@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from recorder.depacketize import MAX_FRAME_BYTES, Frame, H264Depacketizer, RtpPacket, Vp8Depacketizer
-from recorder.job import Job
+from recorder.job import QUEUE_LIMIT, Job
 from recorder.mux import MAX_PIXELS, CompositeSink, TrackInfo, TrackSink
 from tests.recorder.test_feed import _h264_frames
 from tests.recorder.test_timeline import T0, Placements, _errors, _ntp, _publisher, _rtp, _run, _track
@@ -141,3 +141,21 @@ def test_one_sender_report_from_the_future_moves_nothing() -> None:
     sink = _run(messages)
     assert len(sink.placed["TR_mic"]) >= 295  # 6 s of 20 ms packets
     assert max(_errors(sink).values()) < 0.025
+
+
+def test_a_job_far_behind_drops_its_own_media_instead_of_holding_the_reader(tmp_path: Path) -> None:
+    """One job's full inbox blocked the socket reader that serves every job of the connection (all the rooms of an
+    SFU worker), so a publisher that made its own recording slow stalled the others. Media past the bound is
+    dropped and counted; what is not media still waits for room, so no stop or track is lost."""
+    import threading
+
+    job = Job({"j": "EG_t", "t0": T0, "mode": "track", "dir": str(tmp_path)}, lambda m: None, threaded=False)
+    message = {"t": "rtp", "j": "EG_t", "id": "TR_cam", "a": T0, "d": _rtp(2, 102, 0, 0, b"\x65")}
+    reader = threading.Thread(target=lambda: [job.put(message) for _ in range(QUEUE_LIMIT + 500)], daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "the reader blocked on a job that does not keep up"
+    assert job.dropped == 500 and job.inbox.qsize() == QUEUE_LIMIT
+    job.inbox.get_nowait()
+    job.put({"t": "stop", "j": "EG_t"})  # room for it: taken, never dropped
+    assert job.inbox.qsize() == QUEUE_LIMIT and job.dropped == 500
