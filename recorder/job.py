@@ -25,7 +25,9 @@ log = logging.getLogger("classcast.recorder.job")
 MIN_DELAY, MAX_DELAY = 0.5, 5.0  # how far behind live the output is written (see _advance)
 IDLE_S = 1.0  # a track silent for this long (muted, stalled) no longer holds the output back
 KEYFRAME_INTERVAL = 1.0  # at most one keyframe request per track per second
-AHEAD_S = MAX_DELAY + 5.0  # a frame placed this far after its arrival has a timestamp that jumped: it is left out
+# A frame placed this far after its arrival, or BEHIND_S before it (more than any stall queues), has a timestamp
+# that jumped: it is left out.
+AHEAD_S, BEHIND_S = MAX_DELAY + 5.0, 60.0
 QUEUE_LIMIT = 20000
 # Sender reports kept for tracks not added yet (see `_handle`), newest per track, at most this many tracks.
 EARLY_REPORTS = 64
@@ -43,7 +45,7 @@ class TrackState:
     last_arrival: float = -1e9
     frames: int = 0
     muted: bool = False  # the publisher muted it: nothing of it is written
-    ahead: int = 0  # frames left out: placed far after their arrival (see Job._deliver)
+    misplaced: int = 0  # frames left out: placed far from their arrival (see Job._deliver)
 
 
 class Job:
@@ -181,13 +183,15 @@ class Job:
 
     def _deliver(self, state: TrackState, frame: Frame) -> None:
         seconds = state.clock.seconds(frame.timestamp, frame.arrival)
-        if seconds > frame.arrival - self.t0 + AHEAD_S:
-            # placed far after it arrived: an RTP timestamp that jumped (no decoder or player follows), which
-            # stretched a track file to an hour of frozen picture and held a composite's pictures in memory
-            state.ahead += 1
-            if state.ahead == 1:
-                log.warning("job %s: %s's frames are placed %.0f s after they arrive; left out", self.id,
-                            state.info.id, seconds - (frame.arrival - self.t0))
+        off = seconds - (frame.arrival - self.t0)
+        if off > AHEAD_S or off < -BEHIND_S:
+            # placed far from when it arrived: an RTP timestamp that jumped (no decoder or player follows). Ahead,
+            # it stretched a track file to an hour of frozen picture and held a composite's pictures in memory;
+            # behind, a track file's frames were squeezed one tick apart.
+            state.misplaced += 1
+            if state.misplaced == 1:
+                log.warning("job %s: %s's frames are placed %+.0f s from when they arrive; left out", self.id,
+                            state.info.id, off)
             return
         state.last_seconds, state.last_arrival = seconds, frame.arrival
         state.frames += 1
