@@ -18,11 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from recorder.job import Job
+from recorder.job import MEDIA, Job
 from sfu.wire import pack, unpacker
 
 log = logging.getLogger("classcast.recorder")
-MEDIA = ("rtp", "sr")  # what an SFU worker's own connection may carry
 
 
 class Recorder:

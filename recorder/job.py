@@ -29,6 +29,7 @@ KEYFRAME_INTERVAL = 1.0  # at most one keyframe request per track per second
 # that jumped: it is left out.
 AHEAD_S, BEHIND_S = MAX_DELAY + 5.0, 60.0
 QUEUE_LIMIT = 20000
+MEDIA = ("rtp", "sr")  # what an SFU worker's own connection may carry, and what a job far behind may drop
 # Sender reports kept for tracks not added yet (see `_handle`), newest per track, at most this many tracks.
 EARLY_REPORTS = 64
 
@@ -79,7 +80,7 @@ class Job:
         reader serves every job of its connection (all rooms of an SFU worker), and one job that fell behind held
         all of them. What is not media (tracks, mutes, the stop) is never dropped: it waits for room."""
         item = (message, time.monotonic())
-        if message.get("t") not in ("rtp", "sr"):
+        if message.get("t") not in MEDIA:
             self.inbox.put(item)
             return
         try:

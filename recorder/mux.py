@@ -166,10 +166,10 @@ class TrackFile:
             # (each keyframe repeats its parameter sets), so a decoder follows a resolution change.
             decoder = av.CodecContext.create("h264", "r")
             try:
-                if not _fits_avcc(frame.data):
-                    raise av.error.InvalidDataError(0, "parameter sets an MP4 cannot describe")
-                pictures = decoder.decode(av.Packet(frame.data))
-            except av.error.FFmpegError:  # not H.264 a decoder takes: ask for the next keyframe (throttled there)
+                pictures = decoder.decode(av.Packet(frame.data)) if _fits_avcc(frame.data) else None
+            except av.error.FFmpegError:  # not H.264 a decoder takes
+                pictures = None
+            if pictures is None:  # ask for the next keyframe (throttled there)
                 if frame.keyframe:
                     self.emit({"t": "keyframe", "j": self.job_id, "id": self.info.id})
                 return False
@@ -198,27 +198,25 @@ class TrackFile:
             self.decoder = av.CodecContext.create("vp8", "r")
         try:
             pictures = self.decoder.decode(av.Packet(frame.data))
-            for picture in pictures:
-                if self.container is None:
-                    w, h = picture.width, picture.height
-                    if self.info.size is not None and self.info.size[0] * self.info.size[1] > w * h:
-                        w, h = self.info.size
-                    self.size = _within(w, h)
-                    self._open()
-                    assert self.container is not None
-                    self.stream = self.container.add_stream("libx264", rate=FPS)
-                    self.stream.width, self.stream.height = self.size
-                    _x264(self.stream)
-                    self.stream.codec_context.time_base = VIDEO_TB
-                if self.stream is None or self.size is None:
-                    return False
-                out = picture.reformat(width=self.size[0], height=self.size[1], format="yuv420p")
-                out.pts = self._pts(seconds, 90000)
-                out.time_base = VIDEO_TB
-                for packet in self.stream.encode(out):
-                    self.container.mux(packet)  # type: ignore[union-attr]
-        except (av.error.FFmpegError, ValueError):  # a picture the scaler or the encoder refuses: this one is lost
+        except av.error.FFmpegError:
             return False
+        for picture in pictures:
+            if self.container is None:
+                self._open()
+                assert self.container is not None
+                w, h = picture.width, picture.height
+                if self.info.size is not None and self.info.size[0] * self.info.size[1] > w * h:
+                    w, h = self.info.size
+                self.size = _within(w, h)
+                self.stream = self.container.add_stream("libx264", rate=FPS)
+                self.stream.width, self.stream.height = self.size
+                _x264(self.stream)
+                self.stream.codec_context.time_base = VIDEO_TB
+            out = picture.reformat(width=self.size[0], height=self.size[1], format="yuv420p")  # type: ignore[index]
+            out.pts = self._pts(seconds, 90000)
+            out.time_base = VIDEO_TB
+            for packet in self.stream.encode(out):
+                self.container.mux(packet)  # type: ignore[union-attr]
         return bool(pictures)
 
     def _opus(self, frame: Frame, seconds: float) -> bool:
@@ -275,7 +273,8 @@ class TrackSink:
         f = self.files.get(info.id)
         try:
             written = f is not None and f.write(frame, seconds)
-        except (av.error.FFmpegError, ValueError) as exc:  # one track's bad frame never ends the others' files
+        except (av.error.FFmpegError, ValueError) as exc:  # a frame the scaler or encoder refuses is lost alone:
+            # one track's bad frame never ends the others' files
             log.warning("job %s: a frame of %s was not written: %s", self.job_id, info.id, exc)
             written = False
         if written and not self.active:
